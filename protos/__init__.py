@@ -1,0 +1,1 @@
+"""The LiftWatch wire contract: .proto sources and their generated Python modules."""

@@ -1,0 +1,133 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from protos.liftwatch.v1 import records_pb2 as _records_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class UnitStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UNIT_STATUS_UNSPECIFIED: _ClassVar[UnitStatus]
+    UNIT_STATUS_ONLINE: _ClassVar[UnitStatus]
+    UNIT_STATUS_STALE: _ClassVar[UnitStatus]
+    UNIT_STATUS_OFFLINE: _ClassVar[UnitStatus]
+    UNIT_STATUS_BLIND: _ClassVar[UnitStatus]
+    UNIT_STATUS_NEVER_SEEN: _ClassVar[UnitStatus]
+UNIT_STATUS_UNSPECIFIED: UnitStatus
+UNIT_STATUS_ONLINE: UnitStatus
+UNIT_STATUS_STALE: UnitStatus
+UNIT_STATUS_OFFLINE: UnitStatus
+UNIT_STATUS_BLIND: UnitStatus
+UNIT_STATUS_NEVER_SEEN: UnitStatus
+
+class Unit(_message.Message):
+    __slots__ = ("unit_id", "status", "registered", "agent_id", "agent_version", "controller", "last_seen", "building", "street", "contractor")
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    BUILDING_FIELD_NUMBER: _ClassVar[int]
+    STREET_FIELD_NUMBER: _ClassVar[int]
+    CONTRACTOR_FIELD_NUMBER: _ClassVar[int]
+    unit_id: str
+    status: UnitStatus
+    registered: bool
+    agent_id: str
+    agent_version: str
+    controller: _records_pb2.ControllerInfo
+    last_seen: _timestamp_pb2.Timestamp
+    building: str
+    street: str
+    contractor: str
+    def __init__(self, unit_id: _Optional[str] = ..., status: _Optional[_Union[UnitStatus, str]] = ..., registered: _Optional[bool] = ..., agent_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., controller: _Optional[_Union[_records_pb2.ControllerInfo, _Mapping]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., building: _Optional[str] = ..., street: _Optional[str] = ..., contractor: _Optional[str] = ...) -> None: ...
+
+class ListUnitsRequest(_message.Message):
+    __slots__ = ("street", "building", "contractor", "status", "firmware", "model")
+    STREET_FIELD_NUMBER: _ClassVar[int]
+    BUILDING_FIELD_NUMBER: _ClassVar[int]
+    CONTRACTOR_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FIRMWARE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    street: str
+    building: str
+    contractor: str
+    status: UnitStatus
+    firmware: str
+    model: str
+    def __init__(self, street: _Optional[str] = ..., building: _Optional[str] = ..., contractor: _Optional[str] = ..., status: _Optional[_Union[UnitStatus, str]] = ..., firmware: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ListUnitsResponse(_message.Message):
+    __slots__ = ("units",)
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    units: _containers.RepeatedCompositeFieldContainer[Unit]
+    def __init__(self, units: _Optional[_Iterable[_Union[Unit, _Mapping]]] = ...) -> None: ...
+
+class GetUnitRequest(_message.Message):
+    __slots__ = ("unit_id",)
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    unit_id: str
+    def __init__(self, unit_id: _Optional[str] = ...) -> None: ...
+
+class CoverageRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CoverageResponse(_message.Message):
+    __slots__ = ("registered", "monitored", "online", "stale", "offline", "blind", "never_seen", "unregistered_reporting")
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    MONITORED_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    BLIND_FIELD_NUMBER: _ClassVar[int]
+    NEVER_SEEN_FIELD_NUMBER: _ClassVar[int]
+    UNREGISTERED_REPORTING_FIELD_NUMBER: _ClassVar[int]
+    registered: int
+    monitored: int
+    online: int
+    stale: int
+    offline: int
+    blind: int
+    never_seen: int
+    unregistered_reporting: int
+    def __init__(self, registered: _Optional[int] = ..., monitored: _Optional[int] = ..., online: _Optional[int] = ..., stale: _Optional[int] = ..., offline: _Optional[int] = ..., blind: _Optional[int] = ..., never_seen: _Optional[int] = ..., unregistered_reporting: _Optional[int] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("unit_id", "type", "limit")
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    unit_id: str
+    type: _records_pb2.EventType
+    limit: int
+    def __init__(self, unit_id: _Optional[str] = ..., type: _Optional[_Union[_records_pb2.EventType, str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class StoredEvent(_message.Message):
+    __slots__ = ("agent_id", "seq", "unit_id", "time", "event")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    seq: int
+    unit_id: str
+    time: _timestamp_pb2.Timestamp
+    event: _records_pb2.Event
+    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., unit_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[_records_pb2.Event, _Mapping]] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[StoredEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[StoredEvent, _Mapping]]] = ...) -> None: ...
