@@ -1,0 +1,1 @@
+"""Modbus transport and polling: the only part of the agent that talks to controllers."""

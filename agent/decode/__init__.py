@@ -1,0 +1,1 @@
+"""Register decoding: raw Modbus register blocks into `CarState` and identity strings."""

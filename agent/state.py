@@ -1,0 +1,92 @@
+"""`CarState`: the one normalized snapshot of a car that every detector reads.
+
+A profile decoder turns raw registers into a `CarState`; detectors never see registers.
+A signal the unit's profile cannot read is ``None``, never a default: an absent occupancy
+sensor is not an empty car, and each detector documents how it degrades without it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Direction(enum.Enum):
+    NONE = "none"
+    UP = "up"
+    DOWN = "down"
+
+
+class DoorState(enum.Enum):
+    """What the door limit switches and operator say, in order of precedence."""
+
+    OPEN = "open"  # fully-open limit made
+    CLOSED = "closed"  # fully-closed limit made
+    OPENING = "opening"
+    CLOSING = "closing"
+    PARTLY_OPEN = "partly_open"  # neither limit made, operator idle
+    UNKNOWN = "unknown"  # the profile has no door signals
+
+
+class ServiceMode(enum.Enum):
+    """Service modes with their GB/T 24476-2017 register values (reference map reg 4)."""
+
+    STOPPED = 0
+    NORMAL = 1
+    INSPECTION = 2
+    FIRE_RETURN = 3
+    FIREFIGHTER = 4
+    EMERGENCY_POWER = 5
+    EARTHQUAKE = 6
+    UNKNOWN = 7
+
+
+@dataclass(frozen=True, slots=True)
+class CarState:
+    """One decoded sample of one car at monotonic time ``t`` (seconds).
+
+    ``door_lock_closed`` and ``safety_circuit_closed`` are the circuits being *made*
+    (continuity), as the controller reads them.
+    """
+
+    t: float
+    floor: int | None = None
+    position_mm: int | None = None
+    speed_mm_s: int | None = None
+    direction: Direction = Direction.NONE
+    moving: bool | None = None
+    door_zone: bool | None = None
+    levelled: bool | None = None
+    door: DoorState = DoorState.UNKNOWN
+    door_lock_closed: bool | None = None
+    safety_circuit_closed: bool | None = None
+    occupied: bool | None = None
+    load_percent: int | None = None
+    alarm_button: bool | None = None
+    overload: bool | None = None
+    mode: ServiceMode = ServiceMode.UNKNOWN
+    fault_code: int | None = None
+    mains_ok: bool | None = None
+    reopen_active: bool | None = None
+    door_open_command: bool | None = None
+    door_close_command: bool | None = None
+    trips: int | None = None
+    door_cycles: int | None = None
+    run_hours: int | None = None
+
+    @property
+    def at_landing(self) -> bool | None:
+        """True when the car stands level in a door zone; None if the profile cannot tell."""
+        if self.door_zone is None:
+            return None
+        return self.door_zone and self.levelled is not False
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerIdentity:
+    """Identity strings read from the controller."""
+
+    firmware: str
+    model: str
+    serial: str
+    vendor: str = ""

@@ -1,0 +1,186 @@
+"""The uplink: one long-lived gRPC stream that drains the outbox into the fleet.
+
+Hello -> Welcome(committed_seq) -> RecordBatch ... with Acks coming back. Records are
+deleted from the outbox only on Ack; after any failure the stream is re-opened with
+jittered exponential back-off, trying the configured fleet endpoints in turn, and the
+fleet's Welcome says where to resume. The outbox keeps buffering all the while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from agent.outbox import Outbox
+from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2
+
+log = logging.getLogger(__name__)
+
+# Keepalive fit for NATed 4G links: carrier NATs drop idle flows after a few minutes.
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+WELCOME_TIMEOUT_S = 10.0
+# Unacknowledged records in flight; bounds memory on both ends during a long catch-up.
+SEND_WINDOW = 5_000
+
+
+class FleetRejectedError(Exception):
+    """The fleet refused this agent or a batch; the reason is in the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Jittered exponential back-off: ``initial`` doubling to ``maximum``, full jitter."""
+
+    initial_s: float = 0.5
+    maximum_s: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """The wait before reconnect number ``attempt`` (0 = first retry)."""
+        ceiling = min(self.maximum_s, self.initial_s * 2**attempt)
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+class Uplink:
+    """Streams outbox records to the fleet until cancelled."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        hello: Callable[[], gateway_pb2.Hello],
+        endpoints: Sequence[str],
+        *,
+        max_batch_records: int = 500,
+        backoff: Backoff = Backoff(),
+        rng: random.Random | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._hello = hello
+        self._endpoints = list(endpoints)
+        self._max_batch = max_batch_records
+        self._backoff = backoff
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self.connected = False
+        self.acked_seq = 0
+
+    def notify(self) -> None:
+        """Tell the uplink that new records are in the outbox."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Keep a stream open to some fleet endpoint forever; never raises but cancellation."""
+        attempt = 0
+        index = 0
+        while True:
+            endpoint = self._endpoints[index % len(self._endpoints)]
+            try:
+                await self._session(endpoint)
+                attempt = 0
+            except FleetRejectedError as exc:
+                log.error("fleet %s rejected this agent: %s; records stay buffered", endpoint, exc)
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "stream to fleet %s failed: %s %s", endpoint, exc.code().name, exc.details()
+                )
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                log.warning("stream to fleet %s failed: %s", endpoint, exc)
+            finally:
+                self.connected = False
+            index += 1
+            delay = self._backoff.delay(attempt, self._rng)
+            attempt += 1
+            log.info("reconnecting in %.1f s (outbox depth %d)", delay, self._outbox.depth())
+            await asyncio.sleep(delay)
+
+    async def _session(self, endpoint: str) -> None:
+        async with grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS) as channel:
+            call = gateway_pb2_grpc.AgentGatewayStub(channel).Connect()
+            await call.write(gateway_pb2.AgentFrame(hello=self._hello()))
+            first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT_S)
+            if first is grpc.aio.EOF:
+                raise ConnectionError("fleet closed the stream before Welcome")
+            welcome = self._welcome(first)
+            self._outbox.ensure_seq_above(welcome.committed_seq)
+            self._outbox.ack(welcome.committed_seq)
+            self.acked_seq = welcome.committed_seq
+            self.connected = True
+            max_batch = min(self._max_batch, welcome.max_batch_records or self._max_batch)
+            heartbeat_s = float(welcome.heartbeat_interval_s or 10)
+            log.info(
+                "connected to fleet %s; it has committed up to seq %d",
+                endpoint,
+                welcome.committed_seq,
+            )
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._read_acks(call))
+                tasks.create_task(self._send(call, welcome.committed_seq, max_batch, heartbeat_s))
+
+    @staticmethod
+    def _welcome(frame: gateway_pb2.FleetFrame) -> gateway_pb2.Welcome:
+        kind = frame.WhichOneof("frame")
+        if kind == "reject":
+            raise FleetRejectedError(_reject_text(frame.reject))
+        if kind != "welcome":
+            raise FleetRejectedError(f"expected Welcome, fleet sent {kind}")
+        return frame.welcome
+
+    async def _read_acks(self, call: Any) -> None:
+        while True:
+            frame = await call.read()
+            if frame is grpc.aio.EOF:
+                raise ConnectionError("fleet closed the stream")
+            kind = frame.WhichOneof("frame")
+            if kind == "ack":
+                self._outbox.ack(frame.ack.up_to_seq)
+                self.acked_seq = max(self.acked_seq, frame.ack.up_to_seq)
+                self._wake.set()  # the send window may have opened
+            elif kind == "reject":
+                raise FleetRejectedError(_reject_text(frame.reject))
+            else:
+                raise FleetRejectedError(f"unexpected {kind} frame from fleet")
+
+    async def _send(self, call: Any, sent_seq: int, max_batch: int, heartbeat_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        next_heartbeat = loop.time() + heartbeat_s
+        while True:
+            if loop.time() >= next_heartbeat:
+                await call.write(self._heartbeat())
+                next_heartbeat = loop.time() + heartbeat_s
+            room = SEND_WINDOW - (sent_seq - self.acked_seq)
+            batch = self._outbox.pending(sent_seq, min(max_batch, room)) if room > 0 else []
+            if batch:
+                frame = gateway_pb2.AgentFrame(
+                    batch=gateway_pb2.RecordBatch(
+                        records=[records_pb2.Record.FromString(p.payload) for p in batch]
+                    )
+                )
+                await call.write(frame)
+                sent_seq = batch[-1].seq
+                continue
+            self._wake.clear()
+            timeout = next_heartbeat - loop.time()
+            # A timeout here just means the heartbeat is due: the loop's top sends it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(timeout, 0.0))
+
+    def _heartbeat(self) -> gateway_pb2.AgentFrame:
+        heartbeat = gateway_pb2.Heartbeat(outbox_depth=self._outbox.depth())
+        heartbeat.time.GetCurrentTime()
+        return gateway_pb2.AgentFrame(heartbeat=heartbeat)
+
+
+def _reject_text(reject: gateway_pb2.Reject) -> str:
+    code = gateway_pb2.RejectCode.Name(reject.code).removeprefix("REJECT_CODE_")
+    return f"{code}: {reject.reason}"

@@ -1,0 +1,7 @@
+"""Allow `python -m fleet`, which the rig uses to start real processes."""
+
+import sys
+
+from fleet.cli import main
+
+sys.exit(main())

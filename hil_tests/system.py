@@ -1,0 +1,268 @@
+"""The whole LiftWatch chain as real processes: fleet manager, emulator, agent.
+
+`running_system` starts them on loopback ports the kernel picks, wires the agent to both,
+and stops all three when the block ends. The demo and the end-to-end tests use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from hil_tests.emulator.control import control
+from hil_tests.processes import Service, start
+from protos.liftwatch.v1 import query_pb2, query_pb2_grpc, records_pb2
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+REGISTER_CSV = DATA_DIR / "units-sample.csv"
+# A school building in 菜园坝街道 whose four cars share one RC-3000 group: the demo's units.
+DEMO_BUILDING = "上清寺路31号学校楼"
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSpec:
+    """What to start. Unit ids are the register codes of the emulated cars, in car order."""
+
+    unit_ids: tuple[str, ...]
+    model: str = "RC-3000"
+    firmware: str = "3.2.0"
+    register_csv: Path | None = REGISTER_CSV
+    poll_hz: float = 10.0
+    detect: Mapping[str, float] = field(default_factory=dict)
+    seed: int = 1
+
+
+def demo_spec(detect: Mapping[str, float] | None = None) -> SystemSpec:
+    """Four cars of `DEMO_BUILDING`, with their model from the district register."""
+    with REGISTER_CSV.open(encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["building"] == DEMO_BUILDING]
+    rows.sort(key=lambda r: int(r["car_in_group"]))
+    return SystemSpec(
+        unit_ids=tuple(r["registration_code"] for r in rows),
+        model=rows[0]["controller_model"],
+        detect=detect or {},
+    )
+
+
+@dataclass
+class RunningSystem:
+    """Handles on the three running processes."""
+
+    spec: SystemSpec
+    work_dir: Path
+    fleet: Service
+    emulator: Service
+    agent: Service
+
+    @property
+    def fleet_address(self) -> str:
+        """host:port of the fleet manager's gRPC server."""
+        return str(self.fleet.ready["grpc"])
+
+    @property
+    def fleet_db(self) -> Path:
+        """The fleet's SQLite database."""
+        return self.work_dir / "fleet.db"
+
+    def car_of(self, unit_id: str) -> int:
+        """The emulator's car number (slave id) of ``unit_id``."""
+        return self.spec.unit_ids.index(unit_id) + 1
+
+    async def _control(self, request: dict[str, object]) -> dict[str, object]:
+        host, _, port = str(self.emulator.ready["control"]).rpartition(":")
+        reply = await control(host, int(port), request)
+        if reply.get("ok") is not True:
+            raise RuntimeError(f"emulator refused {request}: {reply.get('error')}")
+        return reply
+
+    async def inject(self, unit_id: str, fault: str) -> None:
+        """Inject ``fault`` into the emulated car of ``unit_id``."""
+        await self._control({"op": "inject", "car": self.car_of(unit_id), "fault": fault})
+
+    async def clear(self, unit_id: str, fault: str) -> None:
+        """Clear ``fault`` on the emulated car of ``unit_id`` (the rescue, for entrapment)."""
+        await self._control({"op": "clear", "car": self.car_of(unit_id), "fault": fault})
+
+    def alive(self) -> list[str]:
+        """Names of the processes that have exited (empty when all run)."""
+        return [
+            s.name
+            for s in (self.fleet, self.emulator, self.agent)
+            if s.process.returncode is not None
+        ]
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def agent_config_text(spec: SystemSpec, modbus: str, fleet: str, data_dir: Path) -> str:
+    """The agent config for ``spec``: one bus, one unit per emulated car."""
+    lines = [
+        "[agent]",
+        'id = "rig-agent-1"',
+        f"data_dir = {_toml_str(str(data_dir))}",
+        "state_interval_s = 5.0",
+        "counters_interval_s = 30.0",
+        "",
+        "[fleet]",
+        f"endpoints = [{_toml_str(fleet)}]",
+        "",
+        "[detect]",
+        *(f"{key} = {float(value)}" for key, value in spec.detect.items()),
+        "",
+        "[[bus]]",
+        'name = "group-1"',
+        f"url = {_toml_str(modbus)}",
+        f"poll_hz = {spec.poll_hz}",
+        "timeout_s = 0.5",
+    ]
+    for car, unit_id in enumerate(spec.unit_ids, start=1):
+        lines += [
+            "",
+            "[[unit]]",
+            f"id = {_toml_str(unit_id)}",
+            'bus = "group-1"',
+            f"slave = {car}",
+            'profile = "reference"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def fleet_config_text(spec: SystemSpec, work_dir: Path) -> str:
+    """The fleet config for ``spec``: SQLite in ``work_dir``, port chosen by the kernel."""
+    lines = [
+        "[server]",
+        'listen = "127.0.0.1:0"',
+        "",
+        "[store]",
+        f"path = {_toml_str(str(work_dir / 'fleet.db'))}",
+    ]
+    if spec.register_csv is not None:
+        lines += ["", "[registry]", f"csv = {_toml_str(str(spec.register_csv))}"]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.asynccontextmanager
+async def running_system(spec: SystemSpec, work_dir: Path) -> AsyncIterator[RunningSystem]:
+    """Start fleet, emulator and agent; stop all three (SIGTERM) when the block exits."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fleet_config = work_dir / "fleet.toml"
+    fleet_config.write_text(fleet_config_text(spec, work_dir), encoding="utf-8")
+    async with contextlib.AsyncExitStack() as stack:
+        fleet = await start("fleet", "fleet", ["serve", "--config", str(fleet_config)], work_dir)
+        stack.push_async_callback(fleet.stop)
+        emulator = await start(
+            "emulator",
+            "hil_tests",
+            [
+                "emulate",
+                "--modbus",
+                "tcp://127.0.0.1:0",
+                "--cars",
+                str(len(spec.unit_ids)),
+                "--control",
+                "127.0.0.1:0",
+                "--model",
+                spec.model,
+                "--firmware",
+                spec.firmware,
+                "--seed",
+                str(spec.seed),
+            ],
+            work_dir,
+        )
+        stack.push_async_callback(emulator.stop)
+        agent_config = work_dir / "agent.toml"
+        agent_config.write_text(
+            agent_config_text(
+                spec,
+                str(emulator.ready["modbus"]),
+                str(fleet.ready["grpc"]),
+                work_dir / "agent-data",
+            ),
+            encoding="utf-8",
+        )
+        # The agent stops first so that its last records are not sent to a stopped fleet.
+        agent = await start(
+            "agent", "agent", ["run", "--config", str(agent_config)], work_dir, wait_ready=False
+        )
+        stack.push_async_callback(agent.stop)
+        yield RunningSystem(spec, work_dir, fleet, emulator, agent)
+
+
+def enum_name(enum: Any, value: int, prefix: str) -> str:
+    """A wire enum name without its prefix: EVENT_TYPE_ENTRAPMENT -> ENTRAPMENT."""
+    return str(enum.Name(value)).removeprefix(prefix)
+
+
+def unit_json(unit: query_pb2.Unit) -> dict[str, Any]:
+    """A FleetQuery Unit as the demo prints it."""
+    return {
+        "unit_id": unit.unit_id,
+        "status": enum_name(query_pb2.UnitStatus, unit.status, "UNIT_STATUS_").lower(),
+        "firmware": unit.controller.firmware,
+        "model": unit.controller.model,
+        "agent_id": unit.agent_id,
+        "agent_version": unit.agent_version,
+        "building": unit.building,
+        "street": unit.street,
+        "contractor": unit.contractor,
+        "last_seen": unit.last_seen.ToJsonString() if unit.HasField("last_seen") else None,
+    }
+
+
+def event_json(stored: query_pb2.StoredEvent) -> dict[str, Any]:
+    """A FleetQuery StoredEvent as the demo prints it."""
+    event = stored.event
+    return {
+        "unit_id": stored.unit_id,
+        "type": enum_name(records_pb2.EventType, event.type, "EVENT_TYPE_"),
+        "phase": enum_name(records_pb2.Phase, event.phase, "PHASE_"),
+        "event_id": event.event_id,
+        "onset": event.onset.ToJsonString(),
+        "time": stored.time.ToJsonString(),
+        "floor": event.floor if event.HasField("floor") else None,
+        "reason": event.reason,
+        "seq": stored.seq,
+    }
+
+
+class FleetView:
+    """A FleetQuery client for the running fleet: what the fleet sees, as plain dicts."""
+
+    def __init__(self, address: str, unit_ids: tuple[str, ...]) -> None:
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = query_pb2_grpc.FleetQueryStub(self._channel)
+        self._unit_ids = unit_ids
+
+    async def units(self) -> list[dict[str, Any]]:
+        """The watched units (those of the spec), in car order."""
+        wanted = set(self._unit_ids)
+        response = await self._stub.ListUnits(query_pb2.ListUnitsRequest(), timeout=10)
+        found = {u.unit_id: unit_json(u) for u in response.units if u.unit_id in wanted}
+        return [found[u] for u in self._unit_ids if u in found]
+
+    async def events(self) -> list[dict[str, Any]]:
+        """Every event the fleet stored for the spec's units, oldest first."""
+        response = await self._stub.ListEvents(
+            query_pb2.ListEventsRequest(limit=10_000), timeout=10
+        )
+        wanted = set(self._unit_ids)
+        return [event_json(e) for e in response.events if e.unit_id in wanted]
+
+    async def coverage(self) -> dict[str, int]:
+        """The fleet's coverage counts."""
+        c = await self._stub.Coverage(query_pb2.CoverageRequest(), timeout=10)
+        return {f.name: int(getattr(c, f.name)) for f in c.DESCRIPTOR.fields}
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
