@@ -119,11 +119,12 @@ class _Reader:
     def __init__(self, problems: list[ConfigProblem]) -> None:
         self.problems = problems
 
-    def table(self, raw: object, key: str, known: set[str]) -> dict[str, Any]:
+    def table(self, raw: object, key: str, known: set[str] | None) -> dict[str, Any]:
+        """``raw`` as a table; unknown keys are reported unless ``known`` is None."""
         if not isinstance(raw, dict):
             self.problems.append(ConfigProblem(key, f"must be a table, got {_kind(raw)}"))
             return {}
-        for name in sorted(set(raw) - known):
+        for name in sorted(set(raw) - known if known is not None else ()):
             self.problems.append(ConfigProblem(_join(key, name), "unknown key"))
         return raw
 
@@ -201,7 +202,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     max_batch = r.get(fleet_raw, "fleet", "max_batch_records", int, 500)
     r.positive(max_batch, "fleet.max_batch_records")
 
-    default_detect = r.table(top.get("detect", {}), "detect", set(DetectionConfig.keys()))
+    default_detect = r.table(top.get("detect", {}), "detect", None)
     problems.extend(
         ConfigProblem(f"detect.{k}", m) for k, m in DetectionConfig.problems(default_detect)
     )
@@ -286,7 +287,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
                     f"unknown profile {profile!r} (known: {', '.join(sorted(KNOWN_PROFILES))})",
                 )
             )
-        overrides = r.table(u.get("detect", {}), f"{key}.detect", set(DetectionConfig.keys()))
+        overrides = r.table(u.get("detect", {}), f"{key}.detect", None)
         problems.extend(
             ConfigProblem(f"{key}.detect.{k}", m) for k, m in DetectionConfig.problems(overrides)
         )

@@ -23,8 +23,14 @@ _DOOR = {
     DoorState.PARTLY_OPEN: records_pb2.DOOR_STATE_PARTLY_OPEN,
     DoorState.UNKNOWN: records_pb2.DOOR_STATE_UNSPECIFIED,
 }
-_MODE = {mode: records_pb2.ServiceMode.Value(f"SERVICE_MODE_{mode.name}") for mode in ServiceMode}
-_EVENT_TYPE = {t: records_pb2.EventType.Value(f"EVENT_TYPE_{t.name}") for t in EventType}
+# Looked up by name so that adding a value to the domain enum without adding it to the
+# contract fails at import, not at the first record.
+_MODE: dict[ServiceMode, records_pb2.ServiceMode] = {
+    mode: getattr(records_pb2, f"SERVICE_MODE_{mode.name}") for mode in ServiceMode
+}
+_EVENT_TYPE: dict[EventType, records_pb2.EventType] = {
+    t: getattr(records_pb2, f"EVENT_TYPE_{t.name}") for t in EventType
+}
 _PHASE = {Phase.RAISED: records_pb2.PHASE_RAISED, Phase.CLEARED: records_pb2.PHASE_CLEARED}
 
 # CarState fields copied as they are when the profile provides them.
@@ -137,6 +143,6 @@ def link_status_record(
     return record
 
 
-def event_type_wire(event_type: EventType) -> records_pb2.EventType.ValueType:
+def event_type_wire(event_type: EventType) -> records_pb2.EventType:
     """The wire enum value of ``event_type``."""
     return _EVENT_TYPE[event_type]

@@ -19,6 +19,7 @@ import json
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ async def _demo(duration: float | None, as_json: bool, work_dir: Path | None) ->
     with contextlib.ExitStack() as stack:
         if work_dir is None:
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="liftwatch-")))
-        say = (lambda _text: None) if as_json else (lambda text: print(text, flush=True))
+        say: Callable[[str], None] = (
+            (lambda _text: None) if as_json else (lambda text: print(text, flush=True))
+        )
         spec = demo_spec(DEMO_DETECT)
         say(f"LiftWatch demo in {work_dir}: fleet, emulator ({len(spec.unit_ids)} cars), agent")
         async with running_system(spec, work_dir) as system:

@@ -117,3 +117,10 @@ def test_syntax_error_and_missing_file_are_problems_not_tracebacks(
     out = capsys.readouterr().out
     assert "(syntax)" in out
     assert "(file)" in out
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "agent.example.toml"
+    config = load_config(example)
+    assert len(config.units) == 4
+    assert config.units[3].detect.door_close_failure_s == 25.0

@@ -1,0 +1,219 @@
+"""ENTRAPMENT (困人, a regional extension of GB/T 24476-2017): passengers shut in a stopped car.
+
+Rule
+    The car is *trapping* while, on one sample, all of these hold:
+
+    - occupied: ``occupied`` is True; when the profile has no occupancy sensor
+      (``occupied`` is None), ``load_percent`` above ``empty_load_percent`` (default 5 %);
+    - stationary: ``moving`` is False; without a ``moving`` signal, ``speed_mm_s == 0``;
+    - doors closed: ``door`` is CLOSED; when the profile has no door-state signals
+      (``door`` is UNKNOWN), the door-lock circuit is made (``door_lock_closed``). A door
+      that is opening, open or partly open is not closed, so "no door opening" is implied;
+    - the service mode is one in which passengers ride unattended (see *Modes*).
+
+    ENTRAPMENT is RAISED when the car has been trapping continuously for
+    ``between_floors_s`` (T1, default 30 s) while not at a landing (outside the door zone
+    or not levelled), or for ``at_landing_s`` (T2, default 60 s) at a landing; or at once
+    when the alarm button has been held for ``alarm_debounce_s`` (default 1 s) while
+    trapping. ``onset`` is the time of the first trapping sample, not the time the
+    threshold passed; a passenger standing at a landing with the doors closed for less
+    than T2 is not trapped.
+
+    It is CLEARED when the doors open (OPEN or OPENING) at a landing, which covers the
+    car that moves on and levels at a landing with doors opening, or when the car is
+    known to be empty. Nothing else clears it: a car that moves without opening its
+    doors, a mode change or a link outage do not free anyone.
+
+Modes
+    Trapping counts in NORMAL, and in the automatic emergency modes FIRE_RETURN,
+    EMERGENCY_POWER and EARTHQUAKE: each of those is meant to bring the car to a landing
+    and open its doors, so an occupied car standing shut in one of them means the
+    recovery failed, during a fire or a power cut, when rescue matters most. It never
+    counts in INSPECTION (a mechanic drives the car), FIREFIGHTER (firefighters ride with
+    the doors shut on purpose) or STOPPED (out of service; nobody rides). An UNKNOWN mode,
+    which includes a profile without a mode signal, counts: on such a site a needless
+    rescue call is cheaper than a missed entrapment.
+
+Link outages
+    `blind` forgets a pending onset without raising and keeps a raised entrapment raised.
+    After the link returns, trapping must be seen for the full threshold again, with the
+    onset at the first trapping sample after the outage.
+
+Degradation without a signal
+    - no ``occupied`` and no ``load_percent``: occupancy is undecidable, nothing is
+      raised and nothing is cleared by emptiness; the agent reports ENTRAPMENT as
+      undetectable for the profile (see ``REQUIRED_SIGNALS``);
+    - no ``moving`` and no ``speed_mm_s``: stationarity is undecidable, nothing is raised;
+    - no ``door`` and no ``door_lock_closed``: closure is undecidable, nothing is raised;
+    - no ``door_zone``: the car's place is unknown, so the longer T2 applies everywhere
+      (a slower alarm rather than false ones for people waiting at a landing), and doors
+      opening anywhere clear the event;
+    - no ``alarm_button``: only the timed rules raise;
+    - no ``mode``: see *Modes*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.detect.events import Event, EventType, Phase
+from agent.state import CarState, DoorState, ServiceMode
+
+# Sample times come from a poll loop; a sample meant to land exactly on a threshold may
+# carry float rounding of a few ulps, which must not push the event a whole period later.
+_TIME_SLACK = 1e-6
+
+#: Modes in which an occupied, stopped, closed car counts as trapping (see the module doc).
+ENTRAPMENT_MODES = frozenset(
+    {
+        ServiceMode.NORMAL,
+        ServiceMode.FIRE_RETURN,
+        ServiceMode.EMERGENCY_POWER,
+        ServiceMode.EARTHQUAKE,
+        ServiceMode.UNKNOWN,
+    }
+)
+
+#: CarState fields the rule needs: one field out of each group must be readable.
+REQUIRED_SIGNALS: tuple[frozenset[str], ...] = (
+    frozenset({"occupied", "load_percent"}),
+    frozenset({"moving", "speed_mm_s"}),
+    frozenset({"door", "door_lock_closed"}),
+)
+
+_OPENING_DOORS = frozenset({DoorState.OPEN, DoorState.OPENING})
+
+
+@dataclass(frozen=True, slots=True)
+class EntrapmentConfig:
+    """Thresholds of the ENTRAPMENT rule, in seconds and percent of rated load."""
+
+    between_floors_s: float = 30.0
+    at_landing_s: float = 60.0
+    alarm_debounce_s: float = 1.0
+    empty_load_percent: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class EntrapmentState:
+    """Detector memory for one car.
+
+    ``onset`` is the start of the pending (``raised`` False) or raised occurrence, or None
+    when the car is not trapping. ``alarm_since`` is when the alarm button was first seen
+    held during the current trapping spell.
+    """
+
+    onset: float | None = None
+    raised: bool = False
+    alarm_since: float | None = None
+
+
+_IDLE = EntrapmentState()
+
+
+def occupancy(sample: CarState, empty_load_percent: float) -> bool | None:
+    """Whether the car holds someone: True, False, or None when the profile cannot tell."""
+    occupied = sample.occupied
+    if occupied is not None:
+        return occupied
+    load = sample.load_percent
+    if load is None:
+        return None
+    return load > empty_load_percent
+
+
+def _stationary(sample: CarState) -> bool | None:
+    moving = sample.moving
+    if moving is not None:
+        return not moving
+    speed = sample.speed_mm_s
+    if speed is None:
+        return None
+    return speed == 0
+
+
+def _doors_shut(sample: CarState) -> bool | None:
+    door = sample.door
+    if door is DoorState.CLOSED:
+        return True
+    if door is DoorState.UNKNOWN:
+        return sample.door_lock_closed
+    return False
+
+
+def _doors_opened_at_landing(sample: CarState) -> bool:
+    if sample.at_landing is False:
+        # Rescuers opening doors between floors do not free anyone until the car empties.
+        return False
+    door = sample.door
+    if door is DoorState.UNKNOWN:
+        return sample.door_lock_closed is False
+    return door in _OPENING_DOORS
+
+
+def step(
+    state: EntrapmentState, sample: CarState, now: float, config: EntrapmentConfig
+) -> tuple[EntrapmentState, list[Event]]:
+    """Advance the ENTRAPMENT rule by one sample taken at monotonic time ``now``.
+
+    Returns the new state (the same object when nothing changed) and the events decided
+    on this sample: at most one RAISED or one CLEARED. ``now`` must not decrease between
+    calls. Never raises for any CarState.
+    """
+    occupied = occupancy(sample, config.empty_load_percent)
+
+    if state.raised:
+        if occupied is False:
+            reason = "car empty"
+        elif _doors_opened_at_landing(sample):
+            reason = "doors opened at a landing"
+        else:
+            return state, []
+        assert state.onset is not None  # raised always carries its onset
+        cleared = Event(EventType.ENTRAPMENT, Phase.CLEARED, state.onset, now, sample.floor, reason)
+        return _IDLE, [cleared]
+
+    trapping = (
+        occupied is True
+        and sample.mode in ENTRAPMENT_MODES
+        and _stationary(sample) is True
+        and _doors_shut(sample) is True
+    )
+    if not trapping:
+        return _IDLE, []
+
+    onset = state.onset if state.onset is not None else now
+    alarm_since = state.alarm_since
+    if sample.alarm_button:
+        if alarm_since is None:
+            alarm_since = now
+    else:
+        alarm_since = None
+
+    at_landing = sample.at_landing
+    limit = config.between_floors_s if at_landing is False else config.at_landing_s
+    if now - onset >= limit - _TIME_SLACK:
+        if at_landing is None:
+            where = "(place unknown)"
+        else:
+            where = "at a landing" if at_landing else "between floors"
+        reason = f"occupied car stopped {where} with doors closed for {limit:g} s"
+    elif alarm_since is not None and now - alarm_since >= config.alarm_debounce_s - _TIME_SLACK:
+        reason = "alarm button pressed in an occupied car stopped with doors closed"
+    else:
+        if onset == state.onset and alarm_since == state.alarm_since:
+            return state, []
+        return EntrapmentState(onset, False, alarm_since), []
+
+    raised = Event(EventType.ENTRAPMENT, Phase.RAISED, onset, now, sample.floor, reason)
+    return EntrapmentState(onset, True, None), [raised]
+
+
+def blind(state: EntrapmentState, now: float) -> EntrapmentState:
+    """The controller link is down at ``now``: forget any pending onset, keep a raised one.
+
+    Emits nothing: a link outage neither raises nor clears an entrapment.
+    """
+    if state.raised or state.onset is None:
+        return state
+    return _IDLE
