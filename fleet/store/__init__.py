@@ -1,0 +1,1 @@
+"""Fleet storage: the `Store` interface (base), SQLite (sqlite), the async facade (worker)."""

@@ -1,0 +1,109 @@
+"""Stored rows as the CLI shows them: JSON-ready dicts and plain-text tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from fleet.coverage import Coverage, UnitStatus
+from fleet.store.base import EventRow, UnitRow
+from protos.liftwatch.v1 import records_pb2
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    """``moment`` as ISO 8601 UTC with a ``Z`` (millisecond precision), None stays None."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_type_name(number: int) -> str:
+    """``ENTRAPMENT`` for EVENT_TYPE_ENTRAPMENT; the number itself when unknown."""
+    try:
+        return records_pb2.EventType.Name(number).removeprefix("EVENT_TYPE_")
+    except ValueError:
+        return str(number)
+
+
+def phase_name(number: int) -> str:
+    """``RAISED`` / ``CLEARED`` for the Phase enum; the number itself when unknown."""
+    try:
+        return records_pb2.Phase.Name(number).removeprefix("PHASE_")
+    except ValueError:
+        return str(number)
+
+
+def event_type_number(name: str) -> int:
+    """The EventType number of ``name`` (``entrapment`` or ``EVENT_TYPE_ENTRAPMENT``).
+
+    Raises ValueError naming the known types when ``name`` is none of them.
+    """
+    key = name.strip().upper().removeprefix("EVENT_TYPE_")
+    try:
+        return int(records_pb2.EventType.Value(f"EVENT_TYPE_{key}"))
+    except ValueError:
+        known = ", ".join(
+            n.removeprefix("EVENT_TYPE_")
+            for n, number in records_pb2.EventType.items()
+            if number != records_pb2.EVENT_TYPE_UNSPECIFIED
+        )
+        raise ValueError(f"unknown event type {name!r}; known: {known}") from None
+
+
+def unit_json(unit: UnitRow, status: UnitStatus) -> dict[str, object]:
+    """The ``units --json`` object of one unit."""
+    return {
+        "unit_id": unit.unit_id,
+        "status": status.value,
+        "registered": unit.registered,
+        "firmware": unit.controller.firmware,
+        "model": unit.model,
+        "agent_id": unit.agent_id,
+        "agent_version": unit.agent_version,
+        "last_seen": iso(unit.last_seen),
+        "building": unit.register.building,
+        "street": unit.register.street,
+        "contractor": unit.register.contractor,
+    }
+
+
+def coverage_json(counts: Coverage) -> dict[str, int]:
+    """The ``coverage --json`` object."""
+    return {
+        "registered": counts.registered,
+        "monitored": counts.monitored,
+        "online": counts.online,
+        "stale": counts.stale,
+        "offline": counts.offline,
+        "blind": counts.blind,
+        "never_seen": counts.never_seen,
+        "unregistered_reporting": counts.unregistered_reporting,
+    }
+
+
+def event_json(event: EventRow) -> dict[str, object]:
+    """The ``events --json`` object of one event."""
+    return {
+        "unit_id": event.unit_id,
+        "agent_id": event.agent_id,
+        "seq": event.seq,
+        "type": event_type_name(event.type),
+        "phase": phase_name(event.phase),
+        "event_id": event.event_id,
+        "onset": iso(event.onset),
+        "time": iso(event.time),
+        "floor": event.floor,
+        "reason": event.reason,
+    }
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned columns separated by two spaces, a header line first."""
+    cells = [[str(h) for h in headers]] + [
+        ["-" if v is None or v == "" else str(v) for v in row] for row in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleet.config import ConfigError, FleetConfig, default_config, load_config
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fleet.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_empty_file_gives_documented_defaults_with_paths_relative_to_the_file(
+    tmp_path: Path,
+) -> None:
+    config = load_config(_write(tmp_path, ""))
+    assert config.server.listen == "127.0.0.1:50051"
+    assert config.store.path == str(tmp_path / "fleet.db")
+    assert config.coverage.stale_after_s == 30
+    assert config.coverage.offline_after_s == 300
+    assert config.registry.csv is None
+    assert (config.ingest.max_batch_records, config.ingest.max_batch_bytes) == (500, 1_048_576)
+    assert config.ingest.heartbeat_interval_s == 10
+    assert default_config(tmp_path) == config
+
+
+def test_values_are_read_and_memory_store_is_kept_verbatim(tmp_path: Path) -> None:
+    config = load_config(
+        _write(
+            tmp_path,
+            '[server]\nlisten = "127.0.0.1:0"\n[store]\npath = ":memory:"\n'
+            "[coverage]\nstale_after_s = 5.5\noffline_after_s = 60\n"
+            '[registry]\ncsv = "data/units.csv"\n[ingest]\nmax_batch_records = 50\n',
+        )
+    )
+    assert config.server.listen == "127.0.0.1:0"
+    assert config.store.path == ":memory:"
+    assert config.coverage.stale_after_s == 5.5
+    assert config.registry.csv == tmp_path / "data" / "units.csv"
+    assert config.ingest.max_batch_records == 50
+    assert isinstance(config, FleetConfig)
+
+
+def test_every_problem_is_reported_at_once_by_dotted_key(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "alerts = 1\n"
+        "[server]\nlisten = 50051\nport = 1\n"
+        '[coverage]\nstale_after_s = "30"\n'
+        "[ingest]\nmax_batch_records = true\nheartbeat_interval_s = 0\n"
+        "[store]\npath = 3\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = "\n".join(caught.value.problems)
+    for key in (
+        "alerts: unknown key",
+        "server.listen: expected a string, got an integer",
+        "server.port: unknown key",
+        "coverage.stale_after_s: expected an integer or a float, got a string",
+        "ingest.max_batch_records: expected an integer, got a boolean",
+        "ingest.heartbeat_interval_s: must be between 1 and 3600",
+        "store.path: expected a string",
+    ):
+        assert key in problems
+    assert len(caught.value.problems) == 7
+    assert str(path) in str(caught.value)
+
+
+def test_a_section_that_is_not_a_table_and_inconsistent_thresholds(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        'server = "x"\n[coverage]\nstale_after_s = 60\noffline_after_s = 60\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        "server: expected a table, got a string",
+        "coverage.offline_after_s: must be greater than coverage.stale_after_s",
+    ]
+
+
+@pytest.mark.parametrize("listen", ["localhost", "127.0.0.1:http", "127.0.0.1:70000", ":80"])
+def test_bad_listen_addresses(tmp_path: Path, listen: str) -> None:
+    with pytest.raises(ConfigError, match=r"server\.listen"):
+        load_config(_write(tmp_path, f'[server]\nlisten = "{listen}"\n'))
+
+
+def test_missing_and_unparsable_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[server\n"))
