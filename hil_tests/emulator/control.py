@@ -1,0 +1,164 @@
+"""The control interface of a running emulator: JSON lines over TCP.
+
+Each request is one JSON object on one line; each gets one JSON object line back.
+
+    {"op": "inject", "car": 2, "fault": "entrapment"}  -> {"ok": true}
+    {"op": "clear", "car": 2, "fault": "entrapment"}   -> {"ok": true}
+    {"op": "state"} -> {"ok": true, "cars": [{"car": 1, "floor": 3, "moving": false,
+                        "door": "open", "occupied": true, "faults": [], ...}, ...]}
+
+Anything else gets {"ok": false, "error": "<what is wrong>"}; the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from hil_tests.emulator.faults import Fault, parse_fault
+from hil_tests.emulator.group import CarGroup
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 64 * 1024
+Reply = dict[str, object]
+
+
+def car_state(group: CarGroup, number: int) -> Reply:
+    """The control-protocol view of car `number`."""
+    car = group.car(number)
+    s = car.snapshot()
+    return {
+        "car": number,
+        "floor": s.floor,
+        "position_mm": s.position_mm,
+        "speed_mm_s": s.speed_mm_s,
+        "moving": s.moving,
+        "door": s.door.value,
+        "door_zone": s.door_zone,
+        "levelled": s.levelled,
+        "occupied": s.occupied,
+        "load": s.load_pct,
+        "phase": s.phase.value,
+        "faults": sorted(f.value for f in car.faults),
+    }
+
+
+def handle_request(group: CarGroup, request: object) -> Reply:
+    """Apply one decoded request to `group` and return the reply; never raises on bad input."""
+    if not isinstance(request, dict):
+        return _error("request must be a JSON object")
+    op = request.get("op")
+    if op == "state":
+        return {"ok": True, "cars": [car_state(group, n) for n in group.cars]}
+    if op in ("inject", "clear"):
+        try:
+            number = _car_number(group, request.get("car"))
+            fault = parse_fault(request.get("fault"))
+        except ValueError as exc:
+            return _error(str(exc))
+        _apply(group, op, number, fault)
+        return {"ok": True}
+    return _error(f"unknown op {op!r}; expected one of: inject, clear, state")
+
+
+def _apply(group: CarGroup, op: str, number: int, fault: Fault) -> None:
+    if op == "inject":
+        group.inject(number, fault)
+    else:
+        group.clear(number, fault)
+    log.info("%s %s on car %d", op, fault.value, number)
+
+
+def _car_number(group: CarGroup, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in group.cars:
+        raise ValueError(f"car must be an integer in 1..{len(group.cars)}, got {value!r}")
+    return value
+
+
+def _error(message: str) -> Reply:
+    return {"ok": False, "error": message}
+
+
+def _encode(reply: Reply) -> bytes:
+    return json.dumps(reply).encode() + b"\n"
+
+
+def handle_line(group: CarGroup, line: bytes) -> Reply:
+    """Decode one request line and handle it; malformed JSON becomes an error reply."""
+    try:
+        request = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _error(f"request is not valid JSON: {exc}")
+    return handle_request(group, request)
+
+
+async def _serve_connection(
+    group: CarGroup, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    try:
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                if not exc.partial.strip():
+                    return
+                line = exc.partial  # a last request without its newline still gets served
+            except asyncio.LimitOverrunError:
+                writer.write(_encode(_error(f"request longer than {MAX_LINE_BYTES} bytes")))
+                await writer.drain()
+                return
+            if line.strip():
+                try:
+                    reply = handle_line(group, line)
+                except Exception as exc:  # a bug in one request must not end the session
+                    log.exception("control request failed: %r", line)
+                    reply = _error(f"internal error: {exc}")
+                writer.write(_encode(reply))
+                await writer.drain()
+    except ConnectionError:
+        return  # the client went away; nothing to tell it
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def start_control_server(group: CarGroup, host: str, port: int) -> asyncio.Server:
+    """Listen for control connections on host:port (0 = a free port); raises OSError."""
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _serve_connection(group, reader, writer)
+
+    return await asyncio.start_server(on_connect, host, port, limit=MAX_LINE_BYTES)
+
+
+def bound_port(server: asyncio.Server) -> int:
+    """The TCP port `server` listens on."""
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def control(host: str, port: int, request: dict[str, object]) -> dict[str, object]:
+    """Send one request to an emulator's control port and return its decoded reply.
+
+    Raises OSError when the emulator cannot be reached or closes without answering, and
+    ValueError when the reply is not a JSON object.
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(json.dumps(request).encode() + b"\n")
+        await writer.drain()
+        line = await reader.readline()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    if not line:
+        raise ConnectionError(f"emulator control {host}:{port} closed without a reply")
+    reply = json.loads(line)
+    if not isinstance(reply, dict):
+        raise ValueError(f"control reply is not a JSON object: {line!r}")
+    return reply

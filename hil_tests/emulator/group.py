@@ -1,0 +1,91 @@
+"""The cars of one emulator, their identities, and the clock that drives them."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from hil_tests.emulator.car import Car, CarConfig, CarSnapshot
+from hil_tests.emulator.faults import Fault
+from hil_tests.emulator.registers import Identity, encode_car
+
+MAX_CARS = 247  # Modbus slave ids 1..247
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """What an emulator serves: N identical cars with their identity strings."""
+
+    cars: int = 4
+    car: CarConfig = field(default_factory=CarConfig)
+    seed: int = 0
+    model: str = "RC-5000"
+    firmware: str = "5.1.3"
+    serial_prefix: str = "LW"
+    speedup: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.cars <= MAX_CARS:
+            raise ValueError(f"cars must be in 1..{MAX_CARS}, got {self.cars}")
+        if not self.speedup > 0:
+            raise ValueError(f"speedup must be positive, got {self.speedup}")
+        for car in range(1, self.cars + 1):
+            self.identity(car)  # fails early on strings that do not fit the map
+
+    def identity(self, car: int) -> Identity:
+        """Identity strings of car `car` (1-based); the serial is prefix + 6-digit number."""
+        return Identity(
+            firmware=self.firmware, model=self.model, serial=f"{self.serial_prefix}{car:06d}"
+        )
+
+
+class CarGroup:
+    """N cars advanced together by an explicit monotonic clock reading.
+
+    `advance_to(now)` is the only entry point that moves time: the caller passes in its
+    clock (for the server, the event loop's `loop.time()`), scaled by `speedup`.
+    """
+
+    def __init__(self, config: GroupConfig, now: float) -> None:
+        """Create the cars, parked at seeded landings, with `now` as the starting reading."""
+        self.config = config
+        seeder = random.Random(config.seed)
+        self.cars: dict[int, Car] = {}
+        self.identities: dict[int, Identity] = {}
+        for number in range(1, config.cars + 1):
+            rng = random.Random(seeder.getrandbits(64))
+            start = rng.randint(1, config.car.landings)
+            self.cars[number] = Car(config.car, rng, start_landing=start)
+            self.identities[number] = config.identity(number)
+        self._last = now
+
+    def advance_to(self, now: float) -> None:
+        """Step every car by the (scaled) time since the last call; earlier readings are ignored."""
+        if now <= self._last:
+            return
+        dt = (now - self._last) * self.config.speedup
+        self._last = now
+        for car in self.cars.values():
+            car.step(dt)
+
+    def car(self, number: int) -> Car:
+        """Car `number` (1-based), or ValueError saying which numbers exist."""
+        if isinstance(number, bool) or not isinstance(number, int) or number not in self.cars:
+            raise ValueError(f"car must be an integer in 1..{len(self.cars)}, got {number!r}")
+        return self.cars[number]
+
+    def inject(self, number: int, fault: Fault) -> None:
+        """Inject `fault` into car `number`."""
+        self.car(number).inject(fault)
+
+    def clear(self, number: int, fault: Fault) -> None:
+        """Clear `fault` from car `number`."""
+        self.car(number).clear(fault)
+
+    def snapshot(self, number: int) -> CarSnapshot:
+        """The current snapshot of car `number`."""
+        return self.car(number).snapshot()
+
+    def registers(self, number: int) -> list[int]:
+        """The 44 reference-map registers of car `number` as of the last advance."""
+        return encode_car(self.snapshot(number), self.identities[number])

@@ -1,0 +1,1 @@
+"""Tests of the HIL rig: the controller emulator."""
