@@ -94,6 +94,7 @@ def event_json(event: EventRow) -> dict[str, object]:
         "time": iso(event.time),
         "floor": event.floor,
         "reason": event.reason,
+        "committed": iso(event.committed),
     }
 
 

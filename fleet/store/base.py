@@ -89,6 +89,7 @@ class EventRow:
     onset: dt.datetime | None
     floor: int | None
     reason: str
+    committed: dt.datetime | None = None  # the fleet's clock when it committed the event
 
 
 @dataclass(frozen=True, slots=True)

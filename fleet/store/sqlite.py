@@ -95,6 +95,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_time ON events (time_us);
     CREATE INDEX events_unit_time ON events (unit_id, time_us);
     """,
+    # When the fleet committed each event: the end of the agent-to-fleet latency, and in
+    # an audit the moment the fleet knew (the record's own time is the agent's clock).
+    """
+    ALTER TABLE events ADD COLUMN committed_us INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -248,7 +253,7 @@ class SqliteStore:
                         "INSERT OR IGNORE INTO units (unit_id) VALUES (?)", (record.unit_id,)
                     )
                 if kind == "event":
-                    _insert_event(conn, agent_id, record, time_us)
+                    _insert_event(conn, agent_id, record, time_us, now_us)
                 elif kind == "controller_info":
                     info = record.controller_info
                     identity = ControllerIdentity(
@@ -374,7 +379,7 @@ class SqliteStore:
         params.append(max(query.limit, 0))
         rows = self._conn.execute(
             "SELECT agent_id, seq, unit_id, time_us, event_id, type, phase, onset_us, floor, "
-            f"reason FROM events{where} ORDER BY time_us DESC, agent_id DESC, seq DESC LIMIT ?",
+            f"reason, committed_us FROM events{where} ORDER BY time_us DESC, agent_id DESC, seq DESC LIMIT ?",
             params,
         ).fetchall()
         return [
@@ -389,6 +394,7 @@ class SqliteStore:
                 onset=from_us(int(r[7])) if r[7] is not None else None,
                 floor=int(r[8]) if r[8] is not None else None,
                 reason=r[9],
+                committed=from_us(int(r[10])) if r[10] is not None else None,
             )
             for r in reversed(rows)
         ]
@@ -459,12 +465,16 @@ def _update_controller(
 
 
 def _insert_event(
-    conn: sqlite3.Connection, agent_id: str, record: records_pb2.Record, time_us: int
+    conn: sqlite3.Connection,
+    agent_id: str,
+    record: records_pb2.Record,
+    time_us: int,
+    committed_us: int,
 ) -> None:
     event = record.event
     conn.execute(
         "INSERT OR IGNORE INTO events (agent_id, seq, unit_id, time_us, event_id, type, phase, "
-        "onset_us, floor, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "onset_us, floor, reason, committed_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             agent_id,
             record.seq,
@@ -476,6 +486,7 @@ def _insert_event(
             _timestamp_us(event.onset) if event.HasField("onset") else None,
             event.floor if event.HasField("floor") else None,
             event.reason,
+            committed_us,
         ),
     )
 
