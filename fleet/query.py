@@ -70,13 +70,16 @@ def event_message(event: EventRow) -> query_pb2.StoredEvent:
         body.onset.CopyFrom(_timestamp(event.onset))
     if event.floor is not None:
         body.floor = event.floor
-    return query_pb2.StoredEvent(
+    message = query_pb2.StoredEvent(
         agent_id=event.agent_id,
         seq=event.seq,
         unit_id=event.unit_id,
         time=_timestamp(event.time),
         event=body,
     )
+    if event.committed is not None:
+        message.committed.CopyFrom(_timestamp(event.committed))
+    return message
 
 
 class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hil_tests import demo
+from hil_tests import demo, runner
 from hil_tests.emulator import command as emulate
 
 
@@ -33,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    runner.add_arguments(
+        sub.add_parser(
+            "run",
+            help="run scenarios against the real agent and fleet, report pass/fail and latencies",
+            description=runner.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -41,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "emulate":
         return emulate.run(args)
+    if args.command == "run":
+        return runner.run(args)
     return demo.run(args)
 
 

@@ -37,6 +37,12 @@ class SystemSpec:
     poll_hz: float = 10.0
     detect: Mapping[str, float] = field(default_factory=dict)
     seed: int = 1
+    # "tcp": Modbus TCP on loopback; "rtu": Modbus RTU over a socat pty pair, the agent
+    # opening its end as it would open /dev/ttyUSB0.
+    transport: str = "tcp"
+    baud: int = 115200
+    serial_format: str = "8N1"
+    traffic: str = ""
 
 
 def demo_spec(detect: Mapping[str, float] | None = None) -> SystemSpec:
@@ -75,7 +81,8 @@ class RunningSystem:
         """The emulator's car number (slave id) of ``unit_id``."""
         return self.spec.unit_ids.index(unit_id) + 1
 
-    async def _control(self, request: dict[str, object]) -> dict[str, object]:
+    async def control_request(self, request: dict[str, object]) -> dict[str, object]:
+        """Send one control request to the emulator; raise unless it answers ok."""
         host, _, port = str(self.emulator.ready["control"]).rpartition(":")
         reply = await control(host, int(port), request)
         if reply.get("ok") is not True:
@@ -84,11 +91,11 @@ class RunningSystem:
 
     async def inject(self, unit_id: str, fault: str) -> None:
         """Inject ``fault`` into the emulated car of ``unit_id``."""
-        await self._control({"op": "inject", "car": self.car_of(unit_id), "fault": fault})
+        await self.control_request({"op": "inject", "car": self.car_of(unit_id), "fault": fault})
 
     async def clear(self, unit_id: str, fault: str) -> None:
         """Clear ``fault`` on the emulated car of ``unit_id`` (the rescue, for entrapment)."""
-        await self._control({"op": "clear", "car": self.car_of(unit_id), "fault": fault})
+        await self.control_request({"op": "clear", "car": self.car_of(unit_id), "fault": fault})
 
     def alive(self) -> list[str]:
         """Names of the processes that have exited (empty when all run)."""
@@ -103,8 +110,8 @@ def _toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
 
 
-def agent_config_text(spec: SystemSpec, modbus: str, fleet: str, data_dir: Path) -> str:
-    """The agent config for ``spec``: one bus, one unit per emulated car."""
+def agent_config_text(spec: SystemSpec, bus_url: str, fleet: str, data_dir: Path) -> str:
+    """The agent config for ``spec``: one bus (``tcp://`` or ``rtu://``), one unit per car."""
     lines = [
         "[agent]",
         'id = "rig-agent-1"',
@@ -120,10 +127,12 @@ def agent_config_text(spec: SystemSpec, modbus: str, fleet: str, data_dir: Path)
         "",
         "[[bus]]",
         'name = "group-1"',
-        f"url = {_toml_str(modbus)}",
+        f"url = {_toml_str(bus_url)}",
         f"poll_hz = {spec.poll_hz}",
         "timeout_s = 0.5",
     ]
+    if spec.transport == "rtu":
+        lines += [f"baudrate = {spec.baud}", f"format = {_toml_str(spec.serial_format)}"]
     for car, unit_id in enumerate(spec.unit_ids, start=1):
         lines += [
             "",
@@ -148,6 +157,37 @@ def fleet_config_text(spec: SystemSpec, work_dir: Path) -> str:
     if spec.register_csv is not None:
         lines += ["", "[registry]", f"csv = {_toml_str(str(spec.register_csv))}"]
     return "\n".join(lines) + "\n"
+
+
+def emulator_args(spec: SystemSpec, work_dir: Path) -> list[str]:
+    """The `liftwatch-rig emulate` arguments for ``spec``."""
+    args = [
+        "emulate",
+        "--cars",
+        str(len(spec.unit_ids)),
+        "--control",
+        "127.0.0.1:0",
+        "--model",
+        spec.model,
+        "--firmware",
+        spec.firmware,
+        "--seed",
+        str(spec.seed),
+    ]
+    if spec.transport == "rtu":
+        args += [
+            "--pty",
+            str(work_dir / "pty"),
+            "--baud",
+            str(spec.baud),
+            "--format",
+            spec.serial_format,
+        ]
+    else:
+        args += ["--modbus", "tcp://127.0.0.1:0"]
+    if spec.traffic:
+        args += ["--traffic", spec.traffic]
+    return args
 
 
 @contextlib.asynccontextmanager
@@ -232,6 +272,7 @@ def event_json(stored: query_pb2.StoredEvent) -> dict[str, Any]:
         "floor": event.floor if event.HasField("floor") else None,
         "reason": event.reason,
         "seq": stored.seq,
+        "committed": stored.committed.ToJsonString() if stored.HasField("committed") else None,
     }
 
 

@@ -379,7 +379,8 @@ class SqliteStore:
         params.append(max(query.limit, 0))
         rows = self._conn.execute(
             "SELECT agent_id, seq, unit_id, time_us, event_id, type, phase, onset_us, floor, "
-            f"reason, committed_us FROM events{where} ORDER BY time_us DESC, agent_id DESC, seq DESC LIMIT ?",
+            f"reason, committed_us FROM events{where} "
+            "ORDER BY time_us DESC, agent_id DESC, seq DESC LIMIT ?",
             params,
         ).fetchall()
         return [
