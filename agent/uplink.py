@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from agent.metrics import AgentMetrics
 from agent.outbox import Outbox
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2
 
@@ -36,7 +37,11 @@ SEND_WINDOW = 5_000
 
 
 class FleetRejectedError(Exception):
-    """The fleet refused this agent or a batch; the reason is in the message."""
+    """The fleet refused this agent or a batch; ``code`` says why in one word."""
+
+    def __init__(self, message: str, code: str = "PROTOCOL") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,8 @@ class Uplink:
         max_batch_records: int = 500,
         backoff: Backoff = Backoff(),
         rng: random.Random | None = None,
+        metrics: AgentMetrics | None = None,
+        credentials: Any = None,
     ) -> None:
         self._outbox = outbox
         self._hello = hello
@@ -71,6 +78,9 @@ class Uplink:
         self._max_batch = max_batch_records
         self._backoff = backoff
         self._rng = rng or random.Random()
+        self._metrics = metrics
+        # grpc.ChannelCredentials for mutual TLS; None means plaintext (demo and rig only).
+        self._credentials = credentials
         self._wake = asyncio.Event()
         self.connected = False
         self.acked_seq = 0
@@ -90,6 +100,8 @@ class Uplink:
                 attempt = 0
             except FleetRejectedError as exc:
                 log.error("fleet %s rejected this agent: %s; records stay buffered", endpoint, exc)
+                if self._metrics is not None:
+                    self._metrics.fleet_rejects.labels(exc.code).inc()
             except grpc.aio.AioRpcError as exc:
                 log.warning(
                     "stream to fleet %s failed: %s %s", endpoint, exc.code().name, exc.details()
@@ -98,14 +110,21 @@ class Uplink:
                 log.warning("stream to fleet %s failed: %s", endpoint, exc)
             finally:
                 self.connected = False
+                if self._metrics is not None:
+                    self._metrics.fleet_connected.set(0)
             index += 1
             delay = self._backoff.delay(attempt, self._rng)
             attempt += 1
             log.info("reconnecting in %.1f s (outbox depth %d)", delay, self._outbox.depth())
             await asyncio.sleep(delay)
 
+    def _channel(self, endpoint: str) -> Any:
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(endpoint, self._credentials, options=CHANNEL_OPTIONS)
+
     async def _session(self, endpoint: str) -> None:
-        async with grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS) as channel:
+        async with self._channel(endpoint) as channel:
             call = gateway_pb2_grpc.AgentGatewayStub(channel).Connect()
             await call.write(gateway_pb2.AgentFrame(hello=self._hello()))
             first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT_S)
@@ -116,7 +135,11 @@ class Uplink:
             self._outbox.ack(welcome.committed_seq)
             self.acked_seq = welcome.committed_seq
             self.connected = True
+            if self._metrics is not None:
+                self._metrics.fleet_connected.set(1)
             max_batch = min(self._max_batch, welcome.max_batch_records or self._max_batch)
+            # Leave room for the frame around the records.
+            max_bytes = int((welcome.max_batch_bytes or 1 << 20) * 0.9)
             heartbeat_s = float(welcome.heartbeat_interval_s or 10)
             log.info(
                 "connected to fleet %s; it has committed up to seq %d",
@@ -125,13 +148,15 @@ class Uplink:
             )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._read_acks(call))
-                tasks.create_task(self._send(call, welcome.committed_seq, max_batch, heartbeat_s))
+                tasks.create_task(
+                    self._send(call, welcome.committed_seq, max_batch, max_bytes, heartbeat_s)
+                )
 
     @staticmethod
     def _welcome(frame: gateway_pb2.FleetFrame) -> gateway_pb2.Welcome:
         kind = frame.WhichOneof("frame")
         if kind == "reject":
-            raise FleetRejectedError(_reject_text(frame.reject))
+            raise _rejected(frame.reject)
         if kind != "welcome":
             raise FleetRejectedError(f"expected Welcome, fleet sent {kind}")
         return frame.welcome
@@ -143,15 +168,19 @@ class Uplink:
                 raise ConnectionError("fleet closed the stream")
             kind = frame.WhichOneof("frame")
             if kind == "ack":
-                self._outbox.ack(frame.ack.up_to_seq)
+                removed = self._outbox.ack(frame.ack.up_to_seq)
+                if self._metrics is not None:
+                    self._metrics.records_acked.inc(removed)
                 self.acked_seq = max(self.acked_seq, frame.ack.up_to_seq)
                 self._wake.set()  # the send window may have opened
             elif kind == "reject":
-                raise FleetRejectedError(_reject_text(frame.reject))
+                raise _rejected(frame.reject)
             else:
                 raise FleetRejectedError(f"unexpected {kind} frame from fleet")
 
-    async def _send(self, call: Any, sent_seq: int, max_batch: int, heartbeat_s: float) -> None:
+    async def _send(
+        self, call: Any, sent_seq: int, max_batch: int, max_bytes: int, heartbeat_s: float
+    ) -> None:
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time() + heartbeat_s
         while True:
@@ -159,7 +188,9 @@ class Uplink:
                 await call.write(self._heartbeat())
                 next_heartbeat = loop.time() + heartbeat_s
             room = SEND_WINDOW - (sent_seq - self.acked_seq)
-            batch = self._outbox.pending(sent_seq, min(max_batch, room)) if room > 0 else []
+            batch = (
+                self._outbox.pending(sent_seq, min(max_batch, room), max_bytes) if room > 0 else []
+            )
             if batch:
                 frame = gateway_pb2.AgentFrame(
                     batch=gateway_pb2.RecordBatch(
@@ -168,6 +199,8 @@ class Uplink:
                 )
                 await call.write(frame)
                 sent_seq = batch[-1].seq
+                if self._metrics is not None:
+                    self._metrics.records_sent.inc(len(batch))
                 continue
             self._wake.clear()
             timeout = next_heartbeat - loop.time()
@@ -181,6 +214,9 @@ class Uplink:
         return gateway_pb2.AgentFrame(heartbeat=heartbeat)
 
 
-def _reject_text(reject: gateway_pb2.Reject) -> str:
-    code = gateway_pb2.RejectCode.Name(reject.code).removeprefix("REJECT_CODE_")
-    return f"{code}: {reject.reason}"
+def _rejected(reject: gateway_pb2.Reject) -> FleetRejectedError:
+    try:
+        code = gateway_pb2.RejectCode.Name(reject.code).removeprefix("REJECT_CODE_")
+    except ValueError:
+        code = str(reject.code)
+    return FleetRejectedError(f"{code}: {reject.reason}", code)

@@ -1,0 +1,141 @@
+"""Prometheus metrics of the agent, served on a loopback port from the agent's own loop.
+
+The exposition endpoint is a few lines on `asyncio.start_server` rather than
+prometheus_client's threaded server: one loop per process, and a scrape reads the outbox
+gauges on the same thread that owns the SQLite connection.
+
+Metric names (all prefixed ``liftwatch_agent_``):
+
+================================== ========= ===========================================
+poll_latency_seconds{bus}          histogram request-to-answer time of good reads
+link_errors_total{unit,kind}       counter   timeouts, exception responses, malformed
+                                             frames, implausible values
+outbox_depth                       gauge     records waiting for the fleet's ack
+outbox_oldest_age_seconds          gauge     age of the oldest waiting record
+outbox_used_bytes                  gauge     bytes of the outbox file in use
+outbox_thinned_total               counter   state samples dropped to stay within bounds
+records_sent_total                 counter   records written to the fleet stream
+records_acked_total                counter   records the fleet acknowledged
+events_total{type,phase}           counter   event phases detected
+detection_seconds                  histogram cost of running every detector on one sample
+fleet_connected                    gauge     1 while a fleet stream is open
+fleet_rejects_total{code}          counter   Rejects received from the fleet
+mqtt_publish_failures_total        counter   MQTT publishes dropped (broker down or slow)
+================================== ========= ===========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+_DETECT_BUCKETS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3)
+
+
+class AgentMetrics:
+    """Every metric of one agent process, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        p = "liftwatch_agent_"
+        self.poll_latency = Histogram(
+            f"{p}poll_latency_seconds",
+            "Modbus request-to-answer time of good reads",
+            ["bus"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.link_errors = Counter(
+            f"{p}link_errors",
+            "Requests without a usable answer, by kind",
+            ["unit", "kind"],
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            f"{p}outbox_depth", "Records awaiting the fleet's ack", registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            f"{p}outbox_oldest_age_seconds", "Age of the oldest record awaiting ack", registry=r
+        )
+        self.outbox_used_bytes = Gauge(
+            f"{p}outbox_used_bytes", "Bytes of the outbox in use", registry=r
+        )
+        self.outbox_thinned = Counter(
+            f"{p}outbox_thinned", "State samples dropped to keep the outbox bounded", registry=r
+        )
+        self.records_sent = Counter(
+            f"{p}records_sent", "Records written to the fleet stream", registry=r
+        )
+        self.records_acked = Counter(
+            f"{p}records_acked", "Records acknowledged by the fleet", registry=r
+        )
+        self.events = Counter(f"{p}events", "Event phases detected", ["type", "phase"], registry=r)
+        self.detection = Histogram(
+            f"{p}detection_seconds",
+            "Cost of all detectors on one sample",
+            buckets=_DETECT_BUCKETS,
+            registry=r,
+        )
+        self.fleet_connected = Gauge(
+            f"{p}fleet_connected", "1 while a fleet stream is open", registry=r
+        )
+        self.fleet_rejects = Counter(
+            f"{p}fleet_rejects", "Rejects received from the fleet", ["code"], registry=r
+        )
+        self.mqtt_failures = Counter(
+            f"{p}mqtt_publish_failures", "MQTT publishes dropped", registry=r
+        )
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+async def serve_metrics(metrics: AgentMetrics, host: str, port: int) -> asyncio.Server:
+    """Serve ``GET /metrics`` on ``host:port`` (port 0: any free port) until closed."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            line = request.split(b"\r\n", 1)[0].split()
+            if len(line) >= 2 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
+                body, status = metrics.exposition(), b"200 OK"
+                content_type = CONTENT_TYPE_LATEST.encode()
+            else:
+                body, status, content_type = (
+                    b"not found: try /metrics\n",
+                    b"404 Not Found",
+                    (b"text/plain"),
+                )
+            writer.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Type: "
+                + content_type
+                + b"\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )
+            await writer.drain()
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ) as exc:
+            log.debug("metrics request dropped: %s", exc)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, host, port)

@@ -1,0 +1,42 @@
+"""The metrics endpoint serves the Prometheus text format from the agent's loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.metrics import AgentMetrics, serve_metrics
+
+
+async def http_get(port: int, path: str) -> tuple[str, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    response = (await reader.read()).decode()
+    writer.close()
+    head, _, body = response.partition("\r\n\r\n")
+    return head.split("\r\n")[0], body
+
+
+def test_metrics_are_served_with_conventional_names() -> None:
+    async def scenario() -> tuple[tuple[str, str], tuple[str, str]]:
+        metrics = AgentMetrics()
+        metrics.events.labels("ENTRAPMENT", "RAISED").inc()
+        metrics.link_errors.labels("u1", "timeout").inc(3)
+        metrics.outbox_depth.set(42)
+        server = await serve_metrics(metrics, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await http_get(port, "/metrics"), await http_get(port, "/other")
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    (status, body), (missing, _) = asyncio.run(scenario())
+    assert status == "HTTP/1.1 200 OK"
+    assert 'liftwatch_agent_events_total{phase="RAISED",type="ENTRAPMENT"} 1.0' in body
+    assert 'liftwatch_agent_link_errors_total{kind="timeout",unit="u1"} 3.0' in body
+    assert "liftwatch_agent_outbox_depth 42.0" in body
+    assert "liftwatch_agent_poll_latency_seconds_bucket" in body or (
+        "# TYPE liftwatch_agent_poll_latency_seconds histogram" in body
+    )
+    assert missing == "HTTP/1.1 404 Not Found"
