@@ -108,6 +108,10 @@ class Uplink:
                 )
             except (OSError, TimeoutError, ConnectionError) as exc:
                 log.warning("stream to fleet %s failed: %s", endpoint, exc)
+            except Exception:
+                # Whatever else goes wrong, the uplink must not die: the outbox keeps
+                # every record and the next session resends from the fleet's Welcome.
+                log.exception("stream to fleet %s failed unexpectedly", endpoint)
             finally:
                 self.connected = False
                 if self._metrics is not None:
@@ -146,11 +150,18 @@ class Uplink:
                 endpoint,
                 welcome.committed_seq,
             )
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._read_acks(call))
-                tasks.create_task(
-                    self._send(call, welcome.committed_seq, max_batch, max_bytes, heartbeat_s)
-                )
+            reader = asyncio.create_task(self._read_acks(call))
+            sender = asyncio.create_task(
+                self._send(call, welcome.committed_seq, max_batch, max_bytes, heartbeat_s)
+            )
+            try:
+                done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_EXCEPTION)
+            finally:
+                for task in (reader, sender):
+                    task.cancel()
+                await asyncio.gather(reader, sender, return_exceptions=True)
+            for task in done:
+                task.result()  # re-raises what ended the session, as itself (no group)
 
     @staticmethod
     def _welcome(frame: gateway_pb2.FleetFrame) -> gateway_pb2.Welcome:

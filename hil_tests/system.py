@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from hil_tests.emulator.control import control
+from hil_tests.netcut import NetCut
 from hil_tests.processes import Service, start
 from protos.liftwatch.v1 import query_pb2, query_pb2_grpc, records_pb2
 
@@ -66,6 +67,49 @@ class RunningSystem:
     fleet: Service
     emulator: Service
     agent: Service
+    proxy: NetCut | None = None
+    restarts: int = 0
+
+    @property
+    def agent_outbox(self) -> Path:
+        """The agent's outbox database."""
+        return self.work_dir / "agent-data" / "outbox.db"
+
+    async def kill_agent(self) -> None:
+        """SIGKILL the agent: no chance to flush or close anything."""
+        self.agent.process.kill()
+        await self.agent.stop()
+
+    async def start_agent(self) -> None:
+        """Start the agent again with the same config and outbox."""
+        self.restarts += 1
+        self.agent = await start(
+            f"agent-{self.restarts}",
+            "agent",
+            ["run", "--config", str(self.work_dir / "agent.toml")],
+            self.work_dir,
+            wait_ready=False,
+        )
+
+    async def stop_fleet(self) -> None:
+        """Stop the fleet manager (SIGTERM), keeping its database."""
+        await self.fleet.stop()
+
+    async def start_fleet(self) -> None:
+        """Start the fleet manager again on the same port and database."""
+        self.restarts += 1
+        self.fleet = await start(
+            f"fleet-{self.restarts}",
+            "fleet",
+            [
+                "serve",
+                "--config",
+                str(self.work_dir / "fleet.toml"),
+                "--listen",
+                self.fleet_address,
+            ],
+            self.work_dir,
+        )
 
     @property
     def fleet_address(self) -> str:
@@ -191,51 +235,54 @@ def emulator_args(spec: SystemSpec, work_dir: Path) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def running_system(spec: SystemSpec, work_dir: Path) -> AsyncIterator[RunningSystem]:
-    """Start fleet, emulator and agent; stop all three (SIGTERM) when the block exits."""
+async def running_system(
+    spec: SystemSpec, work_dir: Path, *, proxy_fleet: bool = False
+) -> AsyncIterator[RunningSystem]:
+    """Start fleet, emulator and agent; stop all three (SIGTERM) when the block exits.
+
+    With ``proxy_fleet`` the agent reaches the fleet through a `NetCut` proxy that the
+    caller can cut and restore (``system.proxy``).
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     fleet_config = work_dir / "fleet.toml"
     fleet_config.write_text(fleet_config_text(spec, work_dir), encoding="utf-8")
+    # The stop callbacks look the service up when they run: a test may have restarted it.
+    system: RunningSystem | None = None
     async with contextlib.AsyncExitStack() as stack:
         fleet = await start("fleet", "fleet", ["serve", "--config", str(fleet_config)], work_dir)
-        stack.push_async_callback(fleet.stop)
-        emulator = await start(
-            "emulator",
-            "hil_tests",
-            [
-                "emulate",
-                "--modbus",
-                "tcp://127.0.0.1:0",
-                "--cars",
-                str(len(spec.unit_ids)),
-                "--control",
-                "127.0.0.1:0",
-                "--model",
-                spec.model,
-                "--firmware",
-                spec.firmware,
-                "--seed",
-                str(spec.seed),
-            ],
-            work_dir,
+        stack.push_async_callback(lambda: _stop_current(system, "fleet", fleet))
+        emulator = await start("emulator", "hil_tests", emulator_args(spec, work_dir), work_dir)
+        stack.push_async_callback(lambda: _stop_current(system, "emulator", emulator))
+        bus_url = (
+            f"rtu://{emulator.ready['serial']}"
+            if spec.transport == "rtu"
+            else str(emulator.ready["modbus"])
         )
-        stack.push_async_callback(emulator.stop)
+        fleet_endpoint = str(fleet.ready["grpc"])
+        proxy: NetCut | None = None
+        if proxy_fleet:
+            host, _, port = fleet_endpoint.rpartition(":")
+            proxy = NetCut(host, int(port))
+            await proxy.start()
+            stack.push_async_callback(proxy.close)
+            fleet_endpoint = proxy.address
         agent_config = work_dir / "agent.toml"
         agent_config.write_text(
-            agent_config_text(
-                spec,
-                str(emulator.ready["modbus"]),
-                str(fleet.ready["grpc"]),
-                work_dir / "agent-data",
-            ),
+            agent_config_text(spec, bus_url, fleet_endpoint, work_dir / "agent-data"),
             encoding="utf-8",
         )
         # The agent stops first so that its last records are not sent to a stopped fleet.
         agent = await start(
             "agent", "agent", ["run", "--config", str(agent_config)], work_dir, wait_ready=False
         )
-        stack.push_async_callback(agent.stop)
-        yield RunningSystem(spec, work_dir, fleet, emulator, agent)
+        stack.push_async_callback(lambda: _stop_current(system, "agent", agent))
+        system = RunningSystem(spec, work_dir, fleet, emulator, agent, proxy)
+        yield system
+
+
+async def _stop_current(system: RunningSystem | None, name: str, first: Service) -> int:
+    service: Service = getattr(system, name) if system is not None else first
+    return await service.stop()
 
 
 def enum_name(enum: Any, value: int, prefix: str) -> str:
