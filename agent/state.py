@@ -46,7 +46,8 @@ class CarState:
     """One decoded sample of one car at monotonic time ``t`` (seconds).
 
     ``door_lock_closed`` and ``safety_circuit_closed`` are the circuits being *made*
-    (continuity), as the controller reads them.
+    (continuity), as the controller reads them. ``up_final_limit``/``down_final_limit``
+    are True when the final limit switch has *operated* (reference map reg 3 bits 2-3).
     """
 
     t: float
@@ -73,6 +74,9 @@ class CarState:
     trips: int | None = None
     door_cycles: int | None = None
     run_hours: int | None = None
+    # Final limit switches, True when operated (the car ran past the terminal landing).
+    up_final_limit: bool | None = None
+    down_final_limit: bool | None = None
 
     @property
     def at_landing(self) -> bool | None:

@@ -1,5 +1,6 @@
 """Door faults: DOOR_CLOSE_FAILURE (关门故障, GB/T 24476-2017 code 2) and DOOR_OPEN_FAILURE
-(开门故障, code 3).
+(开门故障, code 3), run by `step`; and the nuisance door events DOOR_REOPEN_LOOP (反复开关门),
+DOOR_HELD_OPEN (长时间开门) and the predictive DOOR_SLOWING, run by `watch_step`.
 
 DOOR_CLOSE_FAILURE
     Rule: the doors are told to close and are not closed and locked within
@@ -37,13 +38,51 @@ works the doors by hand: no attempt starts or continues in those modes, though a
 already raised stays raised until its clearing condition. Every other mode, including
 the fire modes and UNKNOWN, is watched. `blind` forgets pending attempts without raising
 and keeps raised events raised.
+
+DOOR_REOPEN_LOOP (20 re-openings, ``door_reopen_loop_count``)
+    Within one stop (from the car ceasing to run until it runs again), every time the
+    door starts opening (``door`` enters OPENING or OPEN from another state) after the
+    stop's first opening is a re-opening. RAISED at the N-th re-opening; onset is the
+    first re-opening. CLEARED when the doors are closed and locked or the car runs.
+    Suppressed in INSPECTION, STOPPED and FIREFIGHTER (firefighters work the doors by
+    hand). Needs ``door`` (door-state signals) and (``moving`` or ``speed_mm_s``).
+
+DOOR_HELD_OPEN (60 s, ``door_held_open_s``)
+    In NORMAL mode, the car not running and not known to be outside the door zone, and the
+    doors not closed (OPEN, OPENING, CLOSING or PARTLY_OPEN; without door state, the lock
+    circuit open) for T. A passenger holding the door for 15 s or a long lobby dwell under
+    T raises nothing. CLEARED when the doors read closed or the car runs. Only NORMAL is
+    watched: fire return, firefighter and emergency-power service park cars open on
+    purpose. Needs ``mode`` and (``door`` or ``door_lock_closed``); without ``door_zone``
+    the car is assumed at a landing.
+
+DOOR_SLOWING (predictive; p95 + 30 %, ``door_slowing_margin_percent``)
+    Each opening (OPENING to OPEN) and closing (CLOSING to CLOSED) time, taken in NORMAL or
+    UNKNOWN mode, is compared with that direction's own baseline: the last
+    ``door_slowing_baseline_cycles`` (500) times that were not slow. Once the baseline holds
+    ``door_slowing_min_cycles`` (20), a time above its p95 x (1 + margin) is slow;
+    ``door_slowing_cycles`` (3) slow cycles in a row raise, with the onset at the start of
+    the first. Slow times never enter the baseline, so a failing door cannot make itself
+    normal. CLEARED when every slow direction has done as many normal cycles in a row.
+    Needs ``door`` (door-state signals); the reason names the direction and the times.
+
+The three nuisance events share a de-duplication window (``nuisance_dedup_s``, 600 s: no
+new occurrence of a type is raised within it after the previous one cleared) and a cap
+(``nuisance_daily_cap``, 10 RAISED per type in any rolling 24 h of monotonic time). An
+occurrence held back stays pending and is raised, with its original onset, as soon as
+window and cap allow while its condition still holds. Entrapment and alarms are never
+held back. `watch_blind` forgets pending occurrences, the stop's count and an unfinished
+door movement, and keeps raised events and the baselines.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
+from agent.detect import latch
 from agent.detect.events import Event, EventType, Phase
+from agent.detect.latch import IDLE, Latch, forget_pending
 from agent.state import CarState, DoorState, ServiceMode
 
 _TIME_SLACK = 1e-6  # see entrapment._TIME_SLACK
@@ -236,3 +275,367 @@ def blind(state: DoorsState, now: float) -> DoorsState:
     if close_onset == state.close_onset and open_onset == state.open_onset:
         return state
     return DoorsState(close_onset, state.close_raised, open_onset, state.open_raised)
+
+
+# ---------------------------------------------------------------------------------------
+# Nuisance door events: DOOR_REOPEN_LOOP, DOOR_HELD_OPEN, DOOR_SLOWING.
+
+#: A rolling "day" of monotonic time for the nuisance cap: the detectors have no calendar.
+DAY_S = 86_400.0
+
+#: Modes in which the re-opening loop is not watched.
+REOPEN_SUPPRESSED_MODES = frozenset(
+    {ServiceMode.INSPECTION, ServiceMode.STOPPED, ServiceMode.FIREFIGHTER}
+)
+#: Modes whose door times feed DOOR_SLOWING baselines and the health medians.
+TIMED_MODES = frozenset({ServiceMode.NORMAL, ServiceMode.UNKNOWN})
+
+REOPEN_REQUIRED_SIGNALS: tuple[frozenset[str], ...] = (
+    frozenset({"door"}),
+    frozenset({"moving", "speed_mm_s"}),
+)
+HELD_OPEN_REQUIRED_SIGNALS: tuple[frozenset[str], ...] = (
+    frozenset({"mode"}),
+    frozenset({"door", "door_lock_closed"}),
+)
+SLOWING_REQUIRED_SIGNALS: tuple[frozenset[str], ...] = (frozenset({"door"}),)
+
+_OPENINGS = frozenset({DoorState.OPENING, DoorState.OPEN})
+_NOT_CLOSED = frozenset(
+    {DoorState.OPEN, DoorState.OPENING, DoorState.CLOSING, DoorState.PARTLY_OPEN}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DoorWatchConfig:
+    """Thresholds of the nuisance door events (seconds, counts, percent)."""
+
+    reopen_loop_count: int = 20
+    held_open_s: float = 60.0
+    slowing_margin_percent: float = 30.0
+    slowing_baseline_cycles: int = 500
+    slowing_min_cycles: int = 20
+    slowing_cycles: int = 3
+    dedup_s: float = 600.0
+    daily_cap: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """De-duplication and cap memory of one nuisance event type."""
+
+    last_clear: float | None = None
+    raises: tuple[float, ...] = ()
+
+    def allows(self, now: float, config: DoorWatchConfig) -> bool:
+        """Whether a new occurrence may be RAISED at ``now``."""
+        if self.last_clear is not None and now - self.last_clear < config.dedup_s:
+            return False
+        return sum(1 for t in self.raises if now - t < DAY_S) < config.daily_cap
+
+    def raised(self, now: float) -> Gate:
+        """This gate after a RAISED at ``now`` (raises older than a day are dropped)."""
+        return Gate(self.last_clear, (*(t for t in self.raises if now - t < DAY_S), now))
+
+    def cleared(self, now: float) -> Gate:
+        """This gate after a CLEARED at ``now``."""
+        return Gate(now, self.raises)
+
+
+_OPEN_GATE = Gate()
+
+
+def door_cycle(
+    prev: DoorState, since: float | None, door: DoorState, now: float
+) -> tuple[float | None, tuple[bool, float, float] | None]:
+    """Time door movements from door-state transitions.
+
+    ``since`` is when the current OPENING or CLOSING began (None otherwise). Returns the
+    new ``since`` and, when this sample completes a movement (OPENING to OPEN, CLOSING to
+    CLOSED), ``(opening, start, duration_s)``. Call only when ``door`` differs from
+    ``prev``.
+    """
+    if door is DoorState.OPENING or door is DoorState.CLOSING:
+        return now, None
+    if since is not None:
+        if door is DoorState.OPEN and prev is DoorState.OPENING:
+            return None, (True, since, now - since)
+        if door is DoorState.CLOSED and prev is DoorState.CLOSING:
+            return None, (False, since, now - since)
+    return None, None
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """One door direction's DOOR_SLOWING memory.
+
+    ``times`` are the latest normal durations (seconds), ``limit`` the p95 x (1 + margin)
+    once there are enough; ``slow_run``/``ok_run`` count slow and normal cycles in a row,
+    ``slow_since`` is the start of the first slow cycle of the run, ``slow`` whether the
+    direction counts as slowing.
+    """
+
+    times: tuple[float, ...] = ()
+    p95: float | None = None
+    limit: float | None = None
+    slow_run: int = 0
+    ok_run: int = 0
+    slow_since: float | None = None
+    slow: bool = False
+
+    def after(self, start: float, duration: float, config: DoorWatchConfig) -> Baseline:
+        """This baseline after one completed movement that began at ``start``."""
+        if self.limit is not None and duration > self.limit:
+            slow_since = self.slow_since if self.slow_since is not None else start
+            slow_run = self.slow_run + 1
+            slow = self.slow or slow_run >= config.slowing_cycles
+            return Baseline(self.times, self.p95, self.limit, slow_run, 0, slow_since, slow)
+        times = (*self.times, duration)
+        if len(times) > config.slowing_baseline_cycles:
+            times = times[len(times) - config.slowing_baseline_cycles :]
+        p95 = limit = None
+        if len(times) >= config.slowing_min_cycles:
+            ordered = sorted(times)
+            p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+            limit = p95 * (1.0 + config.slowing_margin_percent / 100.0)
+        ok_run = self.ok_run + 1
+        slow = self.slow and ok_run < config.slowing_cycles
+        return Baseline(times, p95, limit, 0, ok_run, self.slow_since if slow else None, slow)
+
+
+_EMPTY_BASELINE = Baseline()
+
+
+@dataclass(frozen=True, slots=True)
+class DoorWatchState:
+    """Detector memory of the nuisance door events for one car.
+
+    ``prev_door``/``moving_since`` time door movements; ``openings`` counts door openings
+    in the current stop; ``reopen``, ``held`` and ``slowing`` are the three occurrences.
+    """
+
+    prev_door: DoorState = DoorState.UNKNOWN
+    moving_since: float | None = None
+    openings: int = 0
+    reopen: Latch = IDLE
+    reopen_gate: Gate = _OPEN_GATE
+    held: Latch = IDLE
+    held_gate: Gate = _OPEN_GATE
+    opening: Baseline = _EMPTY_BASELINE
+    closing: Baseline = _EMPTY_BASELINE
+    slowing: Latch = IDLE
+    slowing_gate: Gate = _OPEN_GATE
+
+
+def _held_open(sample: CarState) -> bool:
+    door = sample.door
+    if door is DoorState.UNKNOWN:
+        return sample.door_lock_closed is False
+    return door in _NOT_CLOSED
+
+
+def _slowing_reason(opening: Baseline, closing: Baseline) -> str:
+    parts = []
+    for name, b in (("opening", opening), ("closing", closing)):
+        if b.slow and b.p95 is not None:
+            parts.append(f"{name} slower than p95 {b.p95 * 1000:.0f} ms + margin")
+    return "; ".join(parts) or "door slowing"
+
+
+def watch_step(
+    state: DoorWatchState, sample: CarState, now: float, config: DoorWatchConfig
+) -> tuple[DoorWatchState, list[Event]]:
+    """Advance DOOR_REOPEN_LOOP, DOOR_HELD_OPEN and DOOR_SLOWING by one sample at ``now``.
+
+    Returns the new state (the same object when nothing changed) and the events decided
+    on this sample, at most one per event type. ``now`` must not decrease. Never raises.
+    """
+    events: list[Event] = []
+    door = sample.door
+    mode = sample.mode
+    run = latch.running(sample)
+    shut = latch.closed_and_locked(sample)
+
+    prev_door, moving_since = state.prev_door, state.moving_since
+    openings = state.openings
+    opening, closing = state.opening, state.closing
+    if door is not prev_door:
+        moving_since, cycle = door_cycle(prev_door, moving_since, door, now)
+        if cycle is not None and mode in TIMED_MODES:
+            is_opening, start, duration = cycle
+            if is_opening:
+                opening = opening.after(start, duration, config)
+            else:
+                closing = closing.after(start, duration, config)
+        if door in _OPENINGS and prev_door not in _OPENINGS and prev_door is not DoorState.UNKNOWN:
+            openings += 1
+        elif door in _OPENINGS and prev_door is DoorState.UNKNOWN:
+            openings = 1
+        prev_door = door
+    if run is True or mode in REOPEN_SUPPRESSED_MODES:
+        openings = 0
+
+    # DOOR_REOPEN_LOOP
+    reopen, reopen_gate = state.reopen, state.reopen_gate
+    if reopen.raised:
+        if shut is True or run is True:
+            assert reopen.onset is not None
+            events.append(
+                Event(
+                    EventType.DOOR_REOPEN_LOOP,
+                    Phase.CLEARED,
+                    reopen.onset,
+                    now,
+                    sample.floor,
+                    "doors closed and locked" if shut else "car runs",
+                )
+            )
+            reopen, reopen_gate = IDLE, reopen_gate.cleared(now)
+    elif openings >= 2:
+        onset = reopen.onset
+        if onset is None:
+            onset = now
+        reopenings = openings - 1
+        if reopenings >= config.reopen_loop_count and reopen_gate.allows(now, config):
+            reopen, reopen_gate = Latch(onset, True), reopen_gate.raised(now)
+            events.append(
+                Event(
+                    EventType.DOOR_REOPEN_LOOP,
+                    Phase.RAISED,
+                    onset,
+                    now,
+                    sample.floor,
+                    f"doors reopened {reopenings} times in one stop",
+                )
+            )
+        elif onset is not reopen.onset:
+            reopen = Latch(onset, False)
+    elif reopen.onset is not None:
+        reopen = IDLE
+
+    # DOOR_HELD_OPEN
+    held, held_gate = state.held, state.held_gate
+    if held.raised:
+        if (door is DoorState.CLOSED if door is not DoorState.UNKNOWN else shut is True) or (
+            run is True
+        ):
+            assert held.onset is not None
+            events.append(
+                Event(
+                    EventType.DOOR_HELD_OPEN,
+                    Phase.CLEARED,
+                    held.onset,
+                    now,
+                    sample.floor,
+                    "doors closed" if run is not True else "car runs",
+                )
+            )
+            held, held_gate = IDLE, held_gate.cleared(now)
+    elif (
+        mode is ServiceMode.NORMAL
+        and run is not True
+        and sample.door_zone is not False
+        and _held_open(sample)
+    ):
+        onset = held.onset if held.onset is not None else now
+        if now - onset >= config.held_open_s - _TIME_SLACK and held_gate.allows(now, config):
+            held, held_gate = Latch(onset, True), held_gate.raised(now)
+            events.append(
+                Event(
+                    EventType.DOOR_HELD_OPEN,
+                    Phase.RAISED,
+                    onset,
+                    now,
+                    sample.floor,
+                    f"doors open at a landing for {config.held_open_s:g} s",
+                )
+            )
+        elif onset is not held.onset:
+            held = Latch(onset, False)
+    elif held.onset is not None:
+        held = IDLE
+
+    # DOOR_SLOWING
+    slowing, slowing_gate = state.slowing, state.slowing_gate
+    slow = opening.slow or closing.slow
+    if slowing.raised:
+        if not slow:
+            assert slowing.onset is not None
+            events.append(
+                Event(
+                    EventType.DOOR_SLOWING,
+                    Phase.CLEARED,
+                    slowing.onset,
+                    now,
+                    sample.floor,
+                    "door times back within baseline",
+                )
+            )
+            slowing, slowing_gate = IDLE, slowing_gate.cleared(now)
+    elif slow and slowing_gate.allows(now, config):
+        since = [b.slow_since for b in (opening, closing) if b.slow and b.slow_since is not None]
+        onset = min(since) if since else now
+        slowing, slowing_gate = Latch(onset, True), slowing_gate.raised(now)
+        events.append(
+            Event(
+                EventType.DOOR_SLOWING,
+                Phase.RAISED,
+                onset,
+                now,
+                sample.floor,
+                _slowing_reason(opening, closing),
+            )
+        )
+
+    if (
+        prev_door is state.prev_door
+        and moving_since == state.moving_since
+        and openings == state.openings
+        and reopen is state.reopen
+        and held is state.held
+        and opening is state.opening
+        and closing is state.closing
+        and slowing is state.slowing
+        and reopen_gate is state.reopen_gate
+        and held_gate is state.held_gate
+        and slowing_gate is state.slowing_gate
+    ):
+        return state, events
+    return (
+        DoorWatchState(
+            prev_door,
+            moving_since,
+            openings,
+            reopen,
+            reopen_gate,
+            held,
+            held_gate,
+            opening,
+            closing,
+            slowing,
+            slowing_gate,
+        ),
+        events,
+    )
+
+
+def watch_blind(state: DoorWatchState, now: float) -> DoorWatchState:
+    """The controller link is down at ``now``: forget pending occurrences, the stop's
+    opening count and any unfinished door movement (its time would include the outage);
+    keep raised events, gates and baselines. Emits nothing."""
+    opening, closing = state.opening, state.closing
+    if not state.slowing.raised:
+        # A slow run not yet raised is a pending onset like any other.
+        opening = replace(opening, slow_run=0, slow_since=None, slow=False)
+        closing = replace(closing, slow_run=0, slow_since=None, slow=False)
+    return DoorWatchState(
+        prev_door=DoorState.UNKNOWN,
+        reopen=forget_pending(state.reopen),
+        reopen_gate=state.reopen_gate,
+        held=forget_pending(state.held),
+        held_gate=state.held_gate,
+        opening=opening,
+        closing=closing,
+        slowing=state.slowing,
+        slowing_gate=state.slowing_gate,
+    )

@@ -2,18 +2,22 @@
 
 `DetectionConfig` is every per-unit threshold with its default (docs/events.md explains
 each). `UnitDetectors` holds one car's detector states and feeds each sample through the
-pure ``step`` functions of every detector family; it is still pure (no I/O, no clock), just
-mutable for the caller's convenience. One instance per car, used from one task.
+pure ``step`` functions of every detector family, and through the health counters; it is
+still pure (no I/O, no clock), just mutable for the caller's convenience. One instance per
+car, used from one task.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
+from typing import Generic, TypeVar
 
-from agent.detect import doors, entrapment
+from agent.detect import circuits, controller, doors, entrapment, motion
 from agent.detect.events import Event, EventType
+from agent.detect.health import HealthCounters, HealthSnapshot
 from agent.state import CarState
 
 _CAR_STATE_FIELDS = frozenset(f.name for f in fields(CarState))
@@ -30,16 +34,23 @@ class DetectionConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class DetectionConfig:
-    """Every detection threshold of one unit, in seconds or percent of rated load.
+    """Every detection threshold of one unit. docs/events.md documents each key; seconds
+    unless the name says otherwise. Keys defaulting to None are unit facts with no
+    sensible default: the rules that need them are undetectable until they are set.
 
-    - ``entrapment_between_floors_s`` (30): T1, trapped outside the door zone;
-    - ``entrapment_at_landing_s`` (60): T2, trapped at a landing with doors shut;
-    - ``entrapment_alarm_debounce_s`` (1): alarm button held this long while trapped
-      raises ENTRAPMENT at once (0 raises on the first pressed sample);
-    - ``entrapment_empty_load_percent`` (5): without an occupancy sensor, a load above
-      this counts as occupied;
-    - ``door_close_failure_s`` (20): DOOR_CLOSE_FAILURE threshold;
-    - ``door_open_failure_s`` (10): DOOR_OPEN_FAILURE threshold.
+    Entrapment: ``entrapment_between_floors_s`` (30, T1), ``entrapment_at_landing_s``
+    (60, T2), ``entrapment_alarm_debounce_s`` (1; 0 raises on the first pressed sample),
+    ``entrapment_empty_load_percent`` (5; without an occupancy sensor a load above it is
+    occupied). Doors: ``door_close_failure_s`` (20), ``door_open_failure_s`` (10),
+    ``door_reopen_loop_count`` (20), ``door_held_open_s`` (60),
+    ``door_slowing_margin_percent`` (30), ``door_slowing_baseline_cycles`` (500),
+    ``door_slowing_min_cycles`` (20), ``door_slowing_cycles`` (3), ``nuisance_dedup_s``
+    (600), ``nuisance_daily_cap`` (10). Motion: ``stopped_outside_door_zone_s`` (15),
+    ``unintended_movement_samples`` (2), ``run_time_limit_s`` (60), ``rated_speed_mm_s``
+    (None), ``overspeed_factor`` (1.15), ``overspeed_s`` (0.1), ``top_landing`` and
+    ``bottom_landing`` (None). Circuits: ``safety_circuit_debounce_s`` (0.15),
+    ``door_open_while_moving_debounce_s`` (0.1), ``door_lock_bypass_s`` (2). Controller:
+    ``alarm_button_debounce_s`` (1).
     """
 
     entrapment_between_floors_s: float = 30.0
@@ -48,6 +59,26 @@ class DetectionConfig:
     entrapment_empty_load_percent: float = 5.0
     door_close_failure_s: float = 20.0
     door_open_failure_s: float = 10.0
+    door_reopen_loop_count: int = 20
+    door_held_open_s: float = 60.0
+    door_slowing_margin_percent: float = 30.0
+    door_slowing_baseline_cycles: int = 500
+    door_slowing_min_cycles: int = 20
+    door_slowing_cycles: int = 3
+    nuisance_dedup_s: float = 600.0
+    nuisance_daily_cap: int = 10
+    stopped_outside_door_zone_s: float = 15.0
+    unintended_movement_samples: int = 2
+    run_time_limit_s: float = 60.0
+    rated_speed_mm_s: float | None = None
+    overspeed_factor: float = 1.15
+    overspeed_s: float = 0.1
+    top_landing: int | None = None
+    bottom_landing: int | None = None
+    safety_circuit_debounce_s: float = 0.15
+    door_open_while_moving_debounce_s: float = 0.1
+    door_lock_bypass_s: float = 2.0
+    alarm_button_debounce_s: float = 1.0
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -58,43 +89,58 @@ class DetectionConfig:
     def problems(cls, overrides: Mapping[str, object]) -> list[tuple[str, str]]:
         """Every problem with ``overrides`` as ``(key, message)``; empty when they are valid.
 
-        Checks unknown keys, types (a number; a boolean is not one) and ranges.
+        Checks unknown keys, types (a number, an integer for counts and landings; a
+        boolean is neither), ranges, and that ``top_landing`` is above ``bottom_landing``
+        and ``door_slowing_baseline_cycles`` at least ``door_slowing_min_cycles`` when both
+        are given.
         """
         found: list[tuple[str, str]] = []
         for key, value in overrides.items():
             if key not in _KEYS:
                 found.append((key, f"unknown key (known: {', '.join(_KEYS)})"))
                 continue
+            integer, low, low_inclusive, high = _RANGES[key]
             if isinstance(value, bool) or not isinstance(value, int | float):
                 found.append((key, f"must be a number, got {type(value).__name__}"))
+                continue
+            if integer and not isinstance(value, int):
+                found.append((key, f"must be an integer, got {value!r}"))
                 continue
             if not math.isfinite(value):
                 found.append((key, f"must be finite, got {value}"))
                 continue
-            low, low_inclusive, high = _RANGES[key]
-            if value < low or (value == low and not low_inclusive):
+            if low is not None and (value < low or (value == low and not low_inclusive)):
                 found.append(
                     (key, f"must be {'>=' if low_inclusive else '>'} {low:g}, got {value}")
                 )
             elif high is not None and value > high:
                 found.append((key, f"must be <= {high:g}, got {value}"))
+        if not found:
+            for high_key, low_key, word in _ORDERED_PAIRS:
+                top, bottom = overrides.get(high_key), overrides.get(low_key)
+                if (
+                    isinstance(top, int | float)
+                    and isinstance(bottom, int | float)
+                    and (top < bottom or (top == bottom and high_key == "top_landing"))
+                ):
+                    found.append((high_key, f"must be {word} {low_key} ({bottom})"))
         return found
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, object]) -> DetectionConfig:
         """The defaults with ``overrides`` applied, e.g. ``{"entrapment_between_floors_s": 3}``.
 
-        Raises `DetectionConfigError` listing every problem (see `problems`) if any.
+        Counts and landings become ints, every other value a float. Raises
+        `DetectionConfigError` listing every problem (see `problems`) if any.
         """
         found = cls.problems(overrides)
         if found:
             raise DetectionConfigError(found)
-        values = {
-            key: float(value)
-            for key, value in overrides.items()
-            if isinstance(value, int | float)  # always true after problems(); narrows for mypy
-        }
-        return cls(**values)
+        values: dict[str, float | int] = {}
+        for key, value in overrides.items():
+            if isinstance(value, int | float):  # always true after problems(); narrows
+                values[key] = int(value) if _RANGES[key][0] else float(value)
+        return cls(**values)  # type: ignore[arg-type]  # keys and types checked above
 
     def entrapment_config(self) -> entrapment.EntrapmentConfig:
         """The ENTRAPMENT detector's view of these thresholds."""
@@ -106,57 +152,276 @@ class DetectionConfig:
         )
 
     def doors_config(self) -> doors.DoorsConfig:
-        """The door detectors' view of these thresholds."""
+        """The door-fault detectors' view of these thresholds."""
         return doors.DoorsConfig(
             close_failure_s=self.door_close_failure_s,
             open_failure_s=self.door_open_failure_s,
         )
 
+    def door_watch_config(self) -> doors.DoorWatchConfig:
+        """The nuisance door events' view of these thresholds."""
+        return doors.DoorWatchConfig(
+            reopen_loop_count=self.door_reopen_loop_count,
+            held_open_s=self.door_held_open_s,
+            slowing_margin_percent=self.door_slowing_margin_percent,
+            slowing_baseline_cycles=self.door_slowing_baseline_cycles,
+            slowing_min_cycles=self.door_slowing_min_cycles,
+            slowing_cycles=self.door_slowing_cycles,
+            dedup_s=self.nuisance_dedup_s,
+            daily_cap=self.nuisance_daily_cap,
+        )
+
+    def motion_config(self) -> motion.MotionConfig:
+        """The motion detectors' view of these thresholds."""
+        return motion.MotionConfig(
+            stopped_outside_door_zone_s=self.stopped_outside_door_zone_s,
+            unintended_movement_samples=self.unintended_movement_samples,
+            run_time_limit_s=self.run_time_limit_s,
+            overspeed_factor=self.overspeed_factor,
+            overspeed_s=self.overspeed_s,
+            rated_speed_mm_s=self.rated_speed_mm_s,
+            top_landing=self.top_landing,
+            bottom_landing=self.bottom_landing,
+        )
+
+    def circuits_config(self) -> circuits.CircuitsConfig:
+        """The circuit detectors' view of these thresholds."""
+        return circuits.CircuitsConfig(
+            safety_circuit_debounce_s=self.safety_circuit_debounce_s,
+            door_open_while_moving_debounce_s=self.door_open_while_moving_debounce_s,
+            door_lock_bypass_s=self.door_lock_bypass_s,
+        )
+
+    def controller_config(self) -> controller.ControllerConfig:
+        """The controller detectors' view of these thresholds."""
+        return controller.ControllerConfig(alarm_button_debounce_s=self.alarm_button_debounce_s)
+
 
 _KEYS = tuple(f.name for f in fields(DetectionConfig))
 
-# key -> (lower bound, lower bound allowed, upper bound or None)
-_RANGES: dict[str, tuple[float, bool, float | None]] = {
-    "entrapment_between_floors_s": (0.0, False, None),
-    "entrapment_at_landing_s": (0.0, False, None),
-    "entrapment_alarm_debounce_s": (0.0, True, None),
-    "entrapment_empty_load_percent": (0.0, True, 100.0),
-    "door_close_failure_s": (0.0, False, None),
-    "door_open_failure_s": (0.0, False, None),
+# key -> (integer, lower bound or None, lower bound allowed, upper bound or None)
+_RANGES: dict[str, tuple[bool, float | None, bool, float | None]] = {
+    "entrapment_between_floors_s": (False, 0.0, False, None),
+    "entrapment_at_landing_s": (False, 0.0, False, None),
+    "entrapment_alarm_debounce_s": (False, 0.0, True, None),
+    "entrapment_empty_load_percent": (False, 0.0, True, 100.0),
+    "door_close_failure_s": (False, 0.0, False, None),
+    "door_open_failure_s": (False, 0.0, False, None),
+    "door_reopen_loop_count": (True, 1, True, None),
+    "door_held_open_s": (False, 0.0, False, None),
+    "door_slowing_margin_percent": (False, 0.0, True, None),
+    "door_slowing_baseline_cycles": (True, 2, True, None),
+    "door_slowing_min_cycles": (True, 2, True, None),
+    "door_slowing_cycles": (True, 1, True, None),
+    "nuisance_dedup_s": (False, 0.0, True, None),
+    "nuisance_daily_cap": (True, 0, True, None),
+    "stopped_outside_door_zone_s": (False, 0.0, False, None),
+    "unintended_movement_samples": (True, 1, True, None),
+    "run_time_limit_s": (False, 0.0, False, None),
+    "rated_speed_mm_s": (False, 0.0, False, None),
+    "overspeed_factor": (False, 1.0, True, None),
+    "overspeed_s": (False, 0.0, True, None),
+    "top_landing": (True, None, True, None),
+    "bottom_landing": (True, None, True, None),
+    "safety_circuit_debounce_s": (False, 0.0, True, None),
+    "door_open_while_moving_debounce_s": (False, 0.0, True, None),
+    "door_lock_bypass_s": (False, 0.0, True, None),
+    "alarm_button_debounce_s": (False, 0.0, True, None),
 }
 assert set(_RANGES) == set(_KEYS), "every DetectionConfig key needs a range"
 
-#: The signal groups each implemented event needs (one field of every group).
-_REQUIREMENTS: dict[EventType, tuple[frozenset[str], ...]] = {
+# (key that must be the larger, key it is compared with, wording)
+_ORDERED_PAIRS = (
+    ("top_landing", "bottom_landing", "above"),
+    ("door_slowing_baseline_cycles", "door_slowing_min_cycles", "at least"),
+)
+
+_Groups = tuple[frozenset[str], ...]
+
+#: The signal groups each event needs (one field of every group); OVERSPEED, OVERTRAVEL_*
+#: and POSITION_LOST also depend on the unit's config (see `_config_reason`).
+_REQUIREMENTS: dict[EventType, _Groups] = {
     EventType.ENTRAPMENT: entrapment.REQUIRED_SIGNALS,
     EventType.DOOR_CLOSE_FAILURE: doors.CLOSE_REQUIRED_SIGNALS,
     EventType.DOOR_OPEN_FAILURE: doors.OPEN_REQUIRED_SIGNALS,
+    EventType.DOOR_REOPEN_LOOP: doors.REOPEN_REQUIRED_SIGNALS,
+    EventType.DOOR_HELD_OPEN: doors.HELD_OPEN_REQUIRED_SIGNALS,
+    EventType.DOOR_SLOWING: doors.SLOWING_REQUIRED_SIGNALS,
+    EventType.STOPPED_OUTSIDE_DOOR_ZONE: (
+        frozenset({"door_zone"}),
+        frozenset({"moving", "speed_mm_s"}),
+        frozenset({"door", "door_lock_closed"}),
+    ),
+    EventType.UNINTENDED_MOVEMENT: (
+        frozenset({"door_zone"}),
+        frozenset({"door", "door_lock_closed"}),
+    ),
+    EventType.RUN_TIME_EXCEEDED: (frozenset({"moving", "speed_mm_s"}),),
+    EventType.OVERSPEED: (frozenset({"speed_mm_s"}),),
+    EventType.POSITION_LOST: (frozenset({"floor"}),),
+    EventType.SAFETY_CIRCUIT_OPEN: (
+        frozenset({"safety_circuit_closed"}),
+        frozenset({"moving", "speed_mm_s"}),
+    ),
+    EventType.DOOR_OPEN_WHILE_MOVING: (
+        frozenset({"door_zone"}),
+        frozenset({"moving", "speed_mm_s"}),
+        frozenset({"door", "door_lock_closed"}),
+    ),
+    EventType.DOOR_LOCK_BYPASS: (frozenset({"door"}), frozenset({"door_lock_closed"})),
+    EventType.RESTART_PREVENTED: (frozenset({"fault_code"}),),
+    EventType.POWER_FAILURE: (frozenset({"mains_ok"}),),
+    EventType.MODE_CHANGE: (frozenset({"mode"}),),
+    EventType.ALARM_BUTTON: (frozenset({"alarm_button"}),),
 }
 
 # Every event decided from samples; link loss is decided by whoever polls the controller.
 _SAMPLE_DRIVEN: tuple[EventType, ...] = tuple(
     t for t in EventType if t is not EventType.CONTROLLER_LINK_LOST
 )
+assert set(_REQUIREMENTS) | {EventType.OVERTRAVEL_TOP, EventType.OVERTRAVEL_BOTTOM} == set(
+    _SAMPLE_DRIVEN
+), "every sample-driven event needs its signal requirements"
+
+
+def _needs(groups: _Groups, signals: frozenset[str]) -> str | None:
+    missing = [g for g in groups if not g & signals]
+    if not missing:
+        return None
+    return "; ".join("needs one of: " + ", ".join(sorted(g)) for g in missing)
+
+
+def _overtravel_reason(
+    signals: frozenset[str], limit_signal: str, landing: int | None, landing_key: str
+) -> str | None:
+    if limit_signal in signals:
+        return None
+    if landing is None:
+        return f"needs {limit_signal}, or {landing_key} in the unit's config"
+    return _needs(
+        (
+            frozenset({"floor"}),
+            frozenset({"door_zone"}),
+            frozenset({"position_mm", "direction"}),
+        ),
+        signals,
+    )
+
+
+def _reasons(config: DetectionConfig, profile_signals: Iterable[str]) -> dict[EventType, str]:
+    """Each sample-driven event that cannot be detected with ``profile_signals`` (CarState
+    field names) and ``config``, with a short reason ("needs one of: ..." or "needs ... in
+    the unit's config"). Raises ValueError naming any field CarState does not have."""
+    signals = frozenset(profile_signals)
+    unknown = sorted(signals - _CAR_STATE_FIELDS)
+    if unknown:
+        raise ValueError(f"not CarState fields: {', '.join(unknown)}")
+    reasons: dict[EventType, str] = {}
+    for event_type, groups in _REQUIREMENTS.items():
+        reason = _needs(groups, signals)
+        if reason is not None:
+            reasons[event_type] = reason
+    if config.rated_speed_mm_s is None:
+        reasons[EventType.OVERSPEED] = "needs rated_speed_mm_s in the unit's config" + (
+            f"; {reasons[EventType.OVERSPEED]}" if EventType.OVERSPEED in reasons else ""
+        )
+    if config.top_landing is None or config.bottom_landing is None:
+        reasons[EventType.POSITION_LOST] = (
+            "needs top_landing and bottom_landing in the unit's config"
+            + (
+                f"; {reasons[EventType.POSITION_LOST]}"
+                if EventType.POSITION_LOST in reasons
+                else ""
+            )
+        )
+    for event_type, limit_signal, landing, key in (
+        (EventType.OVERTRAVEL_TOP, "up_final_limit", config.top_landing, "top_landing"),
+        (EventType.OVERTRAVEL_BOTTOM, "down_final_limit", config.bottom_landing, "bottom_landing"),
+    ):
+        reason = _overtravel_reason(signals, limit_signal, landing, key)
+        if reason is not None:
+            reasons[event_type] = reason
+    return {t: reasons[t] for t in _SAMPLE_DRIVEN if t in reasons}
+
+
+def _split(
+    config: DetectionConfig, profile_signals: Iterable[str]
+) -> tuple[set[EventType], set[EventType]]:
+    """The sample-driven events as (detectable, undetectable) for a profile reading
+    ``profile_signals`` on a unit with ``config``; `_reasons` says why. CONTROLLER_LINK_LOST
+    is in neither: the poller decides link loss and reports it through `blind`. Raises
+    ValueError naming any field CarState does not have."""
+    cannot = set(_reasons(config, profile_signals))
+    return set(_SAMPLE_DRIVEN) - cannot, cannot
+
+
+_R = TypeVar("_R")
+
+
+class _ConfigAware(Generic[_R]):
+    """A method callable on the class (with the default `DetectionConfig`) or on an
+    instance (with its own), so ``UnitDetectors.detectable(signals)`` keeps working while
+    ``UnitDetectors(config).detectable(signals)`` accounts for per-unit facts such as the
+    rated speed."""
+
+    def __init__(self, func: Callable[[DetectionConfig, Iterable[str]], _R]) -> None:
+        self._func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(
+        self, obj: UnitDetectors | None, owner: type | None = None
+    ) -> Callable[[Iterable[str]], _R]:
+        config = obj.config if obj is not None else _DEFAULT_CONFIG
+        return functools.partial(self._func, config)
+
+
+_DEFAULT_CONFIG = DetectionConfig()
 
 
 class UnitDetectors:
-    """The detector states of one car, fed one sample at a time.
+    """The detector states and health counters of one car, fed one sample at a time.
 
     Feed samples in time order; call `blind` whenever the controller link is lost (and
-    keep calling `feed` once it returns). Events come back in the order decided.
+    keep calling `feed` once it returns). Events come back in the order decided. `health`
+    is the car's `HealthSnapshot` as of the latest sample.
     """
 
-    __slots__ = ("_doors", "_doors_config", "_entrapment", "_entrapment_config", "config")
+    __slots__ = (
+        "_circuits",
+        "_circuits_config",
+        "_controller",
+        "_controller_config",
+        "_door_watch",
+        "_door_watch_config",
+        "_doors",
+        "_doors_config",
+        "_entrapment",
+        "_entrapment_config",
+        "_health",
+        "_motion",
+        "_motion_config",
+        "config",
+    )
 
     def __init__(self, config: DetectionConfig | None = None) -> None:
         self.config = config if config is not None else DetectionConfig()
         self._entrapment_config = self.config.entrapment_config()
         self._doors_config = self.config.doors_config()
+        self._door_watch_config = self.config.door_watch_config()
+        self._motion_config = self.config.motion_config()
+        self._circuits_config = self.config.circuits_config()
+        self._controller_config = self.config.controller_config()
         self._entrapment = entrapment.EntrapmentState()
         self._doors = doors.DoorsState()
+        self._door_watch = doors.DoorWatchState()
+        self._motion = motion.MotionState()
+        self._circuits = circuits.CircuitsState()
+        self._controller = controller.ControllerState()
+        self._health = HealthCounters()
 
     def feed(self, sample: CarState) -> list[Event]:
-        """Run every detector on ``sample`` at its time ``sample.t``; the events it decides.
+        """Run every detector and the health counters on ``sample`` at its time
+        ``sample.t``; the events it decides.
 
         Never raises for any CarState; returns a fresh list the caller may keep.
         """
@@ -164,54 +429,51 @@ class UnitDetectors:
         self._entrapment, events = entrapment.step(
             self._entrapment, sample, now, self._entrapment_config
         )
-        self._doors, door_events = doors.step(self._doors, sample, now, self._doors_config)
-        if door_events:
-            events.extend(door_events)
+        self._doors, more = doors.step(self._doors, sample, now, self._doors_config)
+        if more:
+            events.extend(more)
+        self._door_watch, more = doors.watch_step(
+            self._door_watch, sample, now, self._door_watch_config
+        )
+        if more:
+            events.extend(more)
+        self._motion, more = motion.step(self._motion, sample, now, self._motion_config)
+        if more:
+            events.extend(more)
+        self._circuits, more = circuits.step(self._circuits, sample, now, self._circuits_config)
+        if more:
+            events.extend(more)
+        self._controller, more = controller.step(
+            self._controller, sample, now, self._controller_config
+        )
+        if more:
+            events.extend(more)
+        self._health.feed(sample)
         return events
 
     def blind(self, now: float) -> list[Event]:
-        """The controller link is lost at ``now``: pending onsets are forgotten, nothing is
-        raised, and raised events stay raised (a link outage is not a rescue).
+        """The controller link is lost at ``now``: every family forgets its pending onsets,
+        nothing is raised, and raised events stay raised (a link outage is not a rescue).
 
-        Returns the events decided, which for the current detectors is always none.
+        Returns the events decided, which is always none.
         """
         self._entrapment = entrapment.blind(self._entrapment, now)
         self._doors = doors.blind(self._doors, now)
+        self._door_watch = doors.watch_blind(self._door_watch, now)
+        self._motion = motion.blind(self._motion, now)
+        self._circuits = circuits.blind(self._circuits, now)
+        self._controller = controller.blind(self._controller, now)
+        self._health.blind(now)
         return []
 
-    @staticmethod
-    def detectable(
-        profile_signals: Iterable[str],
-    ) -> tuple[set[EventType], set[EventType]]:
-        """Split the sample-driven events into (detectable, undetectable) for a profile that
-        reads the CarState fields named in ``profile_signals``.
+    @property
+    def health(self) -> HealthSnapshot:
+        """The car's health counters as of the latest sample (computes medians: read it at
+        the Counters record interval, not per sample)."""
+        return self._health.snapshot()
 
-        Undetectable includes the events no detector implements yet; `undetectable_reasons`
-        says which is which. CONTROLLER_LINK_LOST is in neither set: the caller decides
-        link loss and reports it through `blind`. Raises ValueError naming any field
-        CarState does not have.
-        """
-        cannot = set(UnitDetectors.undetectable_reasons(profile_signals))
-        return set(_SAMPLE_DRIVEN) - cannot, cannot
-
-    @staticmethod
-    def undetectable_reasons(profile_signals: Iterable[str]) -> dict[EventType, str]:
-        """Each sample-driven event that cannot be detected with ``profile_signals``, with a
-        short reason ("needs one of: ..." or "no detector yet"). Raises ValueError on
-        unknown fields."""
-        signals = frozenset(profile_signals)
-        unknown = sorted(signals - _CAR_STATE_FIELDS)
-        if unknown:
-            raise ValueError(f"not CarState fields: {', '.join(unknown)}")
-        reasons: dict[EventType, str] = {}
-        for event_type in _SAMPLE_DRIVEN:
-            groups = _REQUIREMENTS.get(event_type)
-            if groups is None:
-                reasons[event_type] = "no detector yet"
-                continue
-            missing = [g for g in groups if not g & signals]
-            if missing:
-                reasons[event_type] = "; ".join(
-                    "needs one of: " + ", ".join(sorted(g)) for g in missing
-                )
-        return reasons
+    #: ``detectable(profile_signals) -> (detectable, undetectable)``: see `_split`. On the
+    #: class it uses the default config, on an instance the unit's own.
+    detectable = _ConfigAware(_split)
+    #: ``undetectable_reasons(profile_signals) -> {event: reason}``: see `_reasons`.
+    undetectable_reasons = _ConfigAware(_reasons)

@@ -23,6 +23,14 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.entrapment_empty_load_percent == 5.0
     assert config.door_close_failure_s == 20.0
     assert config.door_open_failure_s == 10.0
+    assert config.door_reopen_loop_count == 20
+    assert config.door_held_open_s == 60.0
+    assert config.stopped_outside_door_zone_s == 15.0
+    assert config.run_time_limit_s == 60.0
+    assert config.overspeed_factor == 1.15
+    assert config.rated_speed_mm_s is None
+    assert config.safety_circuit_debounce_s == 0.15
+    assert config.door_lock_bypass_s == 2.0
     assert DetectionConfig.keys() == tuple(f.name for f in fields(DetectionConfig))
 
 
@@ -92,13 +100,33 @@ def test_blind_never_emits() -> None:
     assert unit.blind(42.0) == []
 
 
-def test_a_full_profile_can_detect_every_implemented_event() -> None:
+def test_a_full_profile_detects_everything_once_the_unit_facts_are_configured() -> None:
+    # Called on the class: default config, which knows no rated speed and no landings.
     can, cannot = UnitDetectors.detectable(ALL_FIELDS)
-    implemented = {EventType.ENTRAPMENT, EventType.DOOR_CLOSE_FAILURE, EventType.DOOR_OPEN_FAILURE}
-    assert can == implemented
-    assert cannot == set(EventType) - implemented - {EventType.CONTROLLER_LINK_LOST}
+    assert cannot == {EventType.OVERSPEED, EventType.POSITION_LOST}
+    assert can == set(EventType) - cannot - {EventType.CONTROLLER_LINK_LOST}
     reasons = UnitDetectors.undetectable_reasons(ALL_FIELDS)
-    assert reasons[EventType.OVERSPEED] == "no detector yet"
+    assert reasons[EventType.OVERSPEED] == "needs rated_speed_mm_s in the unit's config"
+    assert "top_landing and bottom_landing" in reasons[EventType.POSITION_LOST]
+    configured = UnitDetectors(
+        DetectionConfig.from_mapping(
+            {"rated_speed_mm_s": 1000, "top_landing": 12, "bottom_landing": -1}
+        )
+    )
+    can, cannot = configured.detectable(ALL_FIELDS)
+    assert cannot == set()
+    assert can == set(EventType) - {EventType.CONTROLLER_LINK_LOST}
+
+
+def test_overtravel_falls_back_to_the_terminal_landings_without_final_limits() -> None:
+    signals = ALL_FIELDS - {"up_final_limit", "down_final_limit"}
+    _, cannot = UnitDetectors.detectable(signals)
+    assert {EventType.OVERTRAVEL_TOP, EventType.OVERTRAVEL_BOTTOM} <= cannot
+    unit = UnitDetectors(DetectionConfig.from_mapping({"top_landing": 9, "bottom_landing": 0}))
+    can, _ = unit.detectable(signals)
+    assert {EventType.OVERTRAVEL_TOP, EventType.OVERTRAVEL_BOTTOM} <= can
+    _, cannot = unit.detectable(signals - {"position_mm", "direction"})
+    assert EventType.OVERTRAVEL_TOP in cannot
 
 
 def test_entrapment_is_undetectable_without_any_occupancy_signal() -> None:
@@ -116,10 +144,17 @@ def test_a_retrofit_module_with_lock_and_zone_contacts_only() -> None:
     # A discrete-input module: door zone, door-lock circuit, a load cell; no door operator.
     signals = frozenset({"door_zone", "door_lock_closed", "load_percent", "speed_mm_s"})
     can, _ = UnitDetectors.detectable(signals)
-    assert can == {EventType.ENTRAPMENT}
+    assert can == {
+        EventType.ENTRAPMENT,
+        EventType.STOPPED_OUTSIDE_DOOR_ZONE,
+        EventType.UNINTENDED_MOVEMENT,
+        EventType.RUN_TIME_EXCEEDED,
+        EventType.DOOR_OPEN_WHILE_MOVING,
+    }
     reasons = UnitDetectors.undetectable_reasons(signals)
     assert "door_close_command" in reasons[EventType.DOOR_CLOSE_FAILURE]
     assert "door_open_command" in reasons[EventType.DOOR_OPEN_FAILURE]
+    assert reasons[EventType.DOOR_HELD_OPEN] == "needs one of: mode"
 
 
 def test_unknown_signal_names_are_refused() -> None:

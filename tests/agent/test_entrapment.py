@@ -8,24 +8,25 @@ from agent.detect import entrapment
 from agent.detect.engine import DetectionConfig, UnitDetectors
 from agent.detect.events import Event, EventType, Phase
 from agent.state import CarState, DoorState, ServiceMode
-from tests.agent.detect_helpers import (
-    TRAPPED_AT_LANDING,
-    TRAPPED_BETWEEN_FLOORS,
-    at,
-    feed_all,
-    spell,
-)
+from tests.agent import detect_helpers
+from tests.agent.detect_helpers import TRAPPED_AT_LANDING, TRAPPED_BETWEEN_FLOORS, at, spell
 
 
 def entrapments(events: list[Event]) -> list[Event]:
     return [e for e in events if e.type is EventType.ENTRAPMENT]
 
 
+def feed_all(samples: list[CarState], config: DetectionConfig | None = None) -> list[Event]:
+    # A trapped car also trips other rules (stopped outside the door zone, alarm button);
+    # these scenarios are about ENTRAPMENT alone.
+    return entrapments(detect_helpers.feed_all(samples, config))
+
+
 def test_trapped_between_floors_raises_exactly_t1_after_the_first_trapping_sample() -> None:
     riding = spell(TRAPPED_BETWEEN_FLOORS, 90.0, 99.5, 0.5, moving=True, speed_mm_s=1000)
     stopped = spell(TRAPPED_BETWEEN_FLOORS, 100.0, 140.0, 0.5)
     unit = UnitDetectors()
-    decided: list[tuple[float, list[Event]]] = [(s.t, unit.feed(s)) for s in riding + stopped]
+    decided = [(s.t, entrapments(unit.feed(s))) for s in riding + stopped]
     raised_at = [(t, events) for t, events in decided if events]
     assert len(raised_at) == 1
     t, events = raised_at[0]
@@ -140,12 +141,12 @@ def test_link_outage_resets_the_pending_onset_without_raising() -> None:
     unit = UnitDetectors()
     events: list[Event] = []
     for sample in spell(TRAPPED_BETWEEN_FLOORS, 0.0, 25.0):
-        events += unit.feed(sample)
+        events += entrapments(unit.feed(sample))
     assert unit.blind(26.0) == []
     for sample in spell(TRAPPED_BETWEEN_FLOORS, 40.0, 69.0):
-        events += unit.feed(sample)
+        events += entrapments(unit.feed(sample))
     assert events == []
-    events += unit.feed(at(TRAPPED_BETWEEN_FLOORS, 70.0))
+    events += entrapments(unit.feed(at(TRAPPED_BETWEEN_FLOORS, 70.0)))
     assert [(e.phase, e.onset, e.at) for e in events] == [(Phase.RAISED, 40.0, 70.0)]
 
 
@@ -153,12 +154,12 @@ def test_link_outage_keeps_a_raised_entrapment_raised() -> None:
     unit = UnitDetectors()
     events: list[Event] = []
     for sample in spell(TRAPPED_BETWEEN_FLOORS, 0.0, 35.0):
-        events += unit.feed(sample)
+        events += entrapments(unit.feed(sample))
     assert unit.blind(36.0) == []
     for sample in spell(TRAPPED_BETWEEN_FLOORS, 50.0, 200.0):
-        events += unit.feed(sample)
+        events += entrapments(unit.feed(sample))
     assert [(e.phase, e.onset) for e in events] == [(Phase.RAISED, 0.0)]
-    events += unit.feed(at(TRAPPED_AT_LANDING, 201.0, door=DoorState.OPENING))
+    events += entrapments(unit.feed(at(TRAPPED_AT_LANDING, 201.0, door=DoorState.OPENING)))
     assert [(e.phase, e.onset) for e in events] == [(Phase.RAISED, 0.0), (Phase.CLEARED, 0.0)]
 
 

@@ -1,0 +1,153 @@
+"""Safety and door-lock circuit faults: SAFETY_CIRCUIT_OPEN (运行中安全回路断路, GB/T
+24476-2017 code 1) and the regional extensions DOOR_OPEN_WHILE_MOVING (运行中开门) and
+DOOR_LOCK_BYPASS (门锁回路短接).
+
+SAFETY_CIRCUIT_OPEN (debounce 0.15 s, ``safety_circuit_debounce_s``)
+    The safety circuit reads open (``safety_circuit_closed`` False) on a running sample
+    and stays open for the debounce. Only the first sample must be running: an opened
+    safety circuit drops the brake, so the car is stopped by the time the debounce passes.
+    Onset is the first open sample. Cleared when the circuit is made again. Needs
+    ``safety_circuit_closed`` and (``moving`` or ``speed_mm_s``).
+
+DOOR_OPEN_WHILE_MOVING (debounce 0.1 s, ``door_open_while_moving_debounce_s``)
+    On a running sample outside the door zone the door-lock circuit reads open or the door
+    leaves CLOSED, and the doors stay not closed-and-locked for the debounce (the car may
+    have stopped by then). Inside the door zone doors may legally start opening while the
+    car levels, so the rule needs ``door_zone`` (a car whose zone is unknown is not
+    judged). Cleared when the doors are closed and locked. Needs ``door_zone``,
+    (``moving`` or ``speed_mm_s``) and (``door`` or ``door_lock_closed``).
+
+DOOR_LOCK_BYPASS (2 s, ``door_lock_bypass_s``)
+    The door-lock circuit reads made while a door reads OPEN or PARTLY_OPEN, for T: a
+    jumpered lock. A jumper stays in, so the car closing its doors is no proof it is
+    gone: the event clears only when a door reads open with the lock circuit open. Needs
+    ``door`` and ``door_lock_closed``.
+
+All three are suppressed in INSPECTION (where a mechanic may legitimately use a bypass
+device and work the circuits) and STOPPED; an event already raised stays raised until its
+clearing condition. `blind` forgets pending onsets and keeps raised events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.detect.events import Event, EventType, Phase
+from agent.detect.latch import (
+    FAULT_SUPPRESSED_MODES,
+    IDLE,
+    Latch,
+    advance,
+    closed_and_locked,
+    event,
+    forget_pending,
+    running,
+)
+from agent.state import CarState, DoorState
+
+_DOOR_READS_OPEN = frozenset({DoorState.OPEN, DoorState.PARTLY_OPEN})
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitsConfig:
+    """Debounces of the circuit rules, in seconds."""
+
+    safety_circuit_debounce_s: float = 0.15
+    door_open_while_moving_debounce_s: float = 0.1
+    door_lock_bypass_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitsState:
+    """Detector memory for one car's circuit rules."""
+
+    safety: Latch = IDLE
+    door_moving: Latch = IDLE
+    bypass: Latch = IDLE
+
+
+_IDLE_STATE = CircuitsState()
+
+
+def step(
+    state: CircuitsState, sample: CarState, now: float, config: CircuitsConfig
+) -> tuple[CircuitsState, list[Event]]:
+    """Advance the circuit rules by one sample taken at monotonic time ``now``.
+
+    Returns the new state (the same object when nothing changed) and the events decided
+    on this sample, at most one per rule. ``now`` must not decrease. Never raises.
+    """
+    events: list[Event] = []
+    watched = sample.mode not in FAULT_SUPPRESSED_MODES
+    run = running(sample)
+
+    old = state.safety
+    safety_open = sample.safety_circuit_closed is False
+    safety, phase = advance(
+        old,
+        watched and safety_open and (old.onset is not None or run is True),
+        sample.safety_circuit_closed is True,
+        now,
+        config.safety_circuit_debounce_s,
+    )
+    if phase is not None:
+        reason = (
+            "safety circuit opened while running"
+            if phase is Phase.RAISED
+            else "safety circuit made again"
+        )
+        events.append(event(EventType.SAFETY_CIRCUIT_OPEN, phase, old, safety, sample, now, reason))
+
+    old = state.door_moving
+    shut = closed_and_locked(sample)
+    door_moving, phase = advance(
+        old,
+        watched
+        and shut is False
+        and (old.onset is not None or (run is True and sample.door_zone is False)),
+        shut is True,
+        now,
+        config.door_open_while_moving_debounce_s,
+    )
+    if phase is not None:
+        reason = (
+            "doors not closed and locked while running outside the door zone"
+            if phase is Phase.RAISED
+            else "doors closed and locked"
+        )
+        events.append(
+            event(EventType.DOOR_OPEN_WHILE_MOVING, phase, old, door_moving, sample, now, reason)
+        )
+
+    old = state.bypass
+    door_open = sample.door in _DOOR_READS_OPEN
+    bypass, phase = advance(
+        old,
+        watched and door_open and sample.door_lock_closed is True,
+        door_open and sample.door_lock_closed is False,
+        now,
+        config.door_lock_bypass_s,
+    )
+    if phase is not None:
+        reason = (
+            f"door-lock circuit made with a door open for {config.door_lock_bypass_s:g} s"
+            if phase is Phase.RAISED
+            else "door open with the lock circuit open"
+        )
+        events.append(event(EventType.DOOR_LOCK_BYPASS, phase, old, bypass, sample, now, reason))
+
+    if safety is state.safety and door_moving is state.door_moving and bypass is state.bypass:
+        return state, events
+    if safety is IDLE and door_moving is IDLE and bypass is IDLE:
+        return _IDLE_STATE, events
+    return CircuitsState(safety, door_moving, bypass), events
+
+
+def blind(state: CircuitsState, now: float) -> CircuitsState:
+    """The controller link is down at ``now``: forget pending onsets, keep raised events.
+    Emits nothing."""
+    return CircuitsState(
+        forget_pending(state.safety),
+        forget_pending(state.door_moving),
+        forget_pending(state.bypass),
+    )

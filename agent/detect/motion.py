@@ -1,0 +1,346 @@
+"""Motion faults: STOPPED_OUTSIDE_DOOR_ZONE (轿厢在开锁区域外停止, GB/T 24476-2017 code 4),
+UNINTENDED_MOVEMENT (轿厢意外移动, code 5), RUN_TIME_EXCEEDED (电动机运转时间限制器动作,
+code 6), POSITION_LOST (楼层位置丢失, code 7), and the regional extensions OVERSPEED (超速)
+and OVERTRAVEL_TOP / OVERTRAVEL_BOTTOM (冲顶 / 蹲底).
+
+"Running" is ``moving``, else ``speed_mm_s > 0``. "Closed" is door CLOSED with the lock
+circuit not known open, else (no door state) the lock circuit made. "Level" is in the door
+zone and levelled (`CarState.at_landing`).
+
+STOPPED_OUTSIDE_DOOR_ZONE (default 15 s, ``stopped_outside_door_zone_s``)
+    Not running, not level, closed, in NORMAL (or UNKNOWN: a profile without a mode
+    signal) for T. Cleared when the car runs again or stands level. Other modes are not
+    watched: an emergency-power group parks cars wherever it must, and firefighters stop
+    where they choose. Needs ``door_zone``, (``moving`` or ``speed_mm_s``) and (``door`` or
+    ``door_lock_closed``).
+
+UNINTENDED_MOVEMENT (default 2 samples, ``unintended_movement_samples``)
+    The car stood in the door zone with the doors not closed, and then reads outside the
+    door zone with the doors still not closed for N consecutive samples. Onset is the first
+    sample outside the zone. Cleared when the doors are closed or the car stands in a door
+    zone again. Watched in every mode but INSPECTION (a car that is out of service must not
+    move at all, so STOPPED is watched). Needs fast polling of ``door_zone`` and the door
+    signals; without ``door_zone`` or without (``door`` or ``door_lock_closed``) it is
+    undetectable.
+
+RUN_TIME_EXCEEDED (default 60 s, ``run_time_limit_s``)
+    Running continuously for T: the car left a landing and did not stop to level again.
+    A car that stops between floors ends the run (STOPPED_OUTSIDE_DOOR_ZONE takes over).
+    Onset is the first running sample. Cleared when the car stops. Suppressed in
+    INSPECTION and STOPPED. Needs ``moving`` or ``speed_mm_s``.
+
+OVERSPEED (default 1.15 x rated for 0.1 s; ``overspeed_factor``, ``overspeed_s``,
+``rated_speed_mm_s``)
+    ``speed_mm_s`` above factor x rated speed for T. Cleared when the speed is back at or
+    below the rated speed (the gap stops a car hovering at the threshold from flapping).
+    The rated speed is per unit and has no default: without ``rated_speed_mm_s`` in the
+    unit's config, or without ``speed_mm_s`` in its profile, the rule is undetectable.
+    Watched in every mode but INSPECTION.
+
+OVERTRAVEL_TOP / OVERTRAVEL_BOTTOM (immediate)
+    The up (down) final limit switch reads operated, or the car was last level at the top
+    (bottom) landing, configured as ``top_landing`` (``bottom_landing``), and now reads
+    outside the door zone on the far side: above the level position when ``position_mm``
+    is read, else with ``direction`` UP (DOWN). Cleared when the final limit no longer
+    reads operated and the car stands level at a landing. Watched in every mode but
+    INSPECTION (mechanics test the final limits in inspection). Needs
+    ``up_final_limit`` (``down_final_limit``), or the configured terminal landing with
+    ``floor``, ``door_zone`` and (``position_mm`` or ``direction``).
+
+POSITION_LOST (immediate)
+    ``floor`` outside the configured ``bottom_landing``..``top_landing``. Cleared when the
+    floor is in range again. Suppressed in INSPECTION and STOPPED (a controller re-learns
+    its position there). Needs ``floor`` and both landings configured. The controller's own
+    "position lost" fault code arrives with the profiles' fault-code maps.
+
+Every rule keeps a raised event raised when its mode is suppressed, until its own clearing
+condition; `blind` forgets pending onsets and counts and keeps raised events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.detect.events import Event, EventType, Phase
+from agent.detect.latch import (
+    FAULT_SUPPRESSED_MODES,
+    IDLE,
+    INSPECTION_ONLY,
+    Latch,
+    advance,
+    closed_and_locked,
+    event,
+    forget_pending,
+    running,
+)
+from agent.state import CarState, Direction, ServiceMode
+
+#: Modes in which STOPPED_OUTSIDE_DOOR_ZONE is watched.
+STOPPED_OUTSIDE_MODES = frozenset({ServiceMode.NORMAL, ServiceMode.UNKNOWN})
+
+
+@dataclass(frozen=True, slots=True)
+class MotionConfig:
+    """Thresholds of the motion rules; None landings or rated speed switch rules off."""
+
+    stopped_outside_door_zone_s: float = 15.0
+    unintended_movement_samples: int = 2
+    run_time_limit_s: float = 60.0
+    overspeed_factor: float = 1.15
+    overspeed_s: float = 0.1
+    rated_speed_mm_s: float | None = None
+    top_landing: int | None = None
+    bottom_landing: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MotionState:
+    """Detector memory for one car's motion rules.
+
+    ``zone_open`` is True while the car stood in the door zone with its doors not closed
+    (UNINTENDED_MOVEMENT is armed) and ``outside_count`` counts the samples outside since.
+    ``level_floor``/``level_position`` are where the car last stood level.
+    """
+
+    stopped_outside: Latch = IDLE
+    unintended: Latch = IDLE
+    zone_open: bool = False
+    outside_count: int = 0
+    run_time: Latch = IDLE
+    overspeed: Latch = IDLE
+    over_top: Latch = IDLE
+    over_bottom: Latch = IDLE
+    level_floor: int | None = None
+    level_position: int | None = None
+    position_lost: Latch = IDLE
+
+
+def _beyond(sample: CarState, state: MotionState, terminal: int | None, up: bool) -> bool:
+    if terminal is None or state.level_floor != terminal or sample.door_zone is not False:
+        return False
+    position, reference = sample.position_mm, state.level_position
+    if position is not None and reference is not None:
+        return position > reference if up else position < reference
+    return sample.direction is (Direction.UP if up else Direction.DOWN)
+
+
+def step(
+    state: MotionState, sample: CarState, now: float, config: MotionConfig
+) -> tuple[MotionState, list[Event]]:
+    """Advance every motion rule by one sample taken at monotonic time ``now``.
+
+    Returns the new state (the same object when nothing changed) and the events decided
+    on this sample, at most one per rule. ``now`` must not decrease. Never raises.
+    """
+    events: list[Event] = []
+    mode = sample.mode
+    faults_watched = mode not in FAULT_SUPPRESSED_MODES
+    safety_watched = mode not in INSPECTION_ONLY
+    run = running(sample)
+    shut = closed_and_locked(sample)
+    at_landing = sample.at_landing
+
+    old = state.stopped_outside
+    new, phase = advance(
+        old,
+        mode in STOPPED_OUTSIDE_MODES and run is False and at_landing is False and shut is True,
+        run is True or at_landing is True,
+        now,
+        config.stopped_outside_door_zone_s,
+    )
+    if phase is not None:
+        reason = (
+            f"stopped outside the door zone with doors closed for "
+            f"{config.stopped_outside_door_zone_s:g} s"
+            if phase is Phase.RAISED
+            else "car runs or stands level again"
+        )
+        events.append(
+            event(EventType.STOPPED_OUTSIDE_DOOR_ZONE, phase, old, new, sample, now, reason)
+        )
+    stopped_outside = new
+
+    # UNINTENDED_MOVEMENT keeps its own counters: it counts samples, not seconds.
+    unintended = state.unintended
+    zone_open = state.zone_open
+    outside_count = state.outside_count
+    zone = sample.door_zone
+    if unintended.raised:
+        if shut is True or (zone is True and run is not True):
+            events.append(
+                Event(
+                    EventType.UNINTENDED_MOVEMENT,
+                    Phase.CLEARED,
+                    unintended.onset if unintended.onset is not None else now,
+                    now,
+                    sample.floor,
+                    "doors closed or car standing in a door zone",
+                )
+            )
+            unintended, zone_open, outside_count = IDLE, False, 0
+    elif not safety_watched or shut is not False:
+        unintended, zone_open, outside_count = IDLE, False, 0
+    elif zone is True:
+        unintended, zone_open, outside_count = IDLE, True, 0
+    elif zone is False and zone_open:
+        outside_count += 1
+        onset = unintended.onset if unintended.onset is not None else now
+        if outside_count >= config.unintended_movement_samples:
+            unintended = Latch(onset, True)
+            events.append(
+                Event(
+                    EventType.UNINTENDED_MOVEMENT,
+                    Phase.RAISED,
+                    onset,
+                    now,
+                    sample.floor,
+                    f"car left the door zone with doors not closed ({outside_count} samples)",
+                )
+            )
+        elif unintended.onset is None:
+            unintended = Latch(onset, False)
+    else:
+        unintended, zone_open, outside_count = IDLE, False, 0
+
+    old = state.run_time
+    new, phase = advance(
+        old, faults_watched and run is True, run is False, now, config.run_time_limit_s
+    )
+    if phase is not None:
+        reason = (
+            f"running for {config.run_time_limit_s:g} s without stopping level"
+            if phase is Phase.RAISED
+            else "car stopped"
+        )
+        events.append(event(EventType.RUN_TIME_EXCEEDED, phase, old, new, sample, now, reason))
+    run_time = new
+
+    overspeed = state.overspeed
+    rated = config.rated_speed_mm_s
+    speed = sample.speed_mm_s
+    if rated is not None and (speed is not None or overspeed.onset is not None):
+        limit = rated * config.overspeed_factor
+        old = overspeed
+        overspeed, phase = advance(
+            old,
+            safety_watched and speed is not None and speed > limit,
+            speed is not None and speed <= rated,
+            now,
+            config.overspeed_s,
+        )
+        if phase is not None:
+            reason = (
+                f"speed {speed} mm/s above {config.overspeed_factor:g} x rated {rated:g} mm/s"
+                if phase is Phase.RAISED
+                else "speed back within rated"
+            )
+            events.append(event(EventType.OVERSPEED, phase, old, overspeed, sample, now, reason))
+
+    # Remember where the car last stood level, for the terminal-landing overtravel rule.
+    level_floor, level_position = state.level_floor, state.level_position
+    if at_landing is True and sample.floor is not None:
+        level_floor, level_position = sample.floor, sample.position_mm
+
+    old = state.over_top
+    new, phase = advance(
+        old,
+        safety_watched
+        and (sample.up_final_limit is True or _beyond(sample, state, config.top_landing, True)),
+        sample.up_final_limit is not True and at_landing is True,
+        now,
+        0.0,
+    )
+    if phase is not None:
+        reason = (
+            ("up final limit operated" if sample.up_final_limit else "beyond the top landing")
+            if phase is Phase.RAISED
+            else "car level at a landing, final limit reset"
+        )
+        events.append(event(EventType.OVERTRAVEL_TOP, phase, old, new, sample, now, reason))
+    over_top = new
+
+    old = state.over_bottom
+    new, phase = advance(
+        old,
+        safety_watched
+        and (
+            sample.down_final_limit is True or _beyond(sample, state, config.bottom_landing, False)
+        ),
+        sample.down_final_limit is not True and at_landing is True,
+        now,
+        0.0,
+    )
+    if phase is not None:
+        reason = (
+            (
+                "down final limit operated"
+                if sample.down_final_limit
+                else "beyond the bottom landing"
+            )
+            if phase is Phase.RAISED
+            else "car level at a landing, final limit reset"
+        )
+        events.append(event(EventType.OVERTRAVEL_BOTTOM, phase, old, new, sample, now, reason))
+    over_bottom = new
+
+    position_lost = state.position_lost
+    top, bottom, floor = config.top_landing, config.bottom_landing, sample.floor
+    if top is not None and bottom is not None and floor is not None:
+        old = position_lost
+        impossible = not bottom <= floor <= top
+        position_lost, phase = advance(old, faults_watched and impossible, not impossible, now, 0.0)
+        if phase is not None:
+            reason = (
+                f"floor {floor} outside landings {bottom}..{top}"
+                if phase is Phase.RAISED
+                else "floor in range again"
+            )
+            events.append(
+                event(EventType.POSITION_LOST, phase, old, position_lost, sample, now, reason)
+            )
+
+    if (
+        stopped_outside is state.stopped_outside
+        and unintended is state.unintended
+        and zone_open == state.zone_open
+        and outside_count == state.outside_count
+        and run_time is state.run_time
+        and overspeed is state.overspeed
+        and over_top is state.over_top
+        and over_bottom is state.over_bottom
+        and level_floor == state.level_floor
+        and level_position == state.level_position
+        and position_lost is state.position_lost
+    ):
+        return state, events
+    return (
+        MotionState(
+            stopped_outside,
+            unintended,
+            zone_open,
+            outside_count,
+            run_time,
+            overspeed,
+            over_top,
+            over_bottom,
+            level_floor,
+            level_position,
+            position_lost,
+        ),
+        events,
+    )
+
+
+def blind(state: MotionState, now: float) -> MotionState:
+    """The controller link is down at ``now``: forget pending onsets, sample counts and the
+    last level position (the car may have moved unseen); keep raised events. Emits nothing.
+    """
+    return MotionState(
+        stopped_outside=forget_pending(state.stopped_outside),
+        unintended=forget_pending(state.unintended),
+        run_time=forget_pending(state.run_time),
+        overspeed=forget_pending(state.overspeed),
+        over_top=forget_pending(state.over_top),
+        over_bottom=forget_pending(state.over_bottom),
+        position_lost=forget_pending(state.position_lost),
+    )
