@@ -9,9 +9,17 @@ import time
 from collections.abc import Callable
 
 import agent
-from agent.bus.link import LinkFault, ModbusTcpLink, TcpEndpoint
-from agent.bus.poller import BusPoller, PolledSlave
-from agent.config import AgentConfig
+from agent.bus.health import LinkStats
+from agent.bus.link import (
+    LinkFault,
+    ModbusLink,
+    ModbusRtuLink,
+    ModbusTcpLink,
+    SerialEndpoint,
+    TcpEndpoint,
+)
+from agent.bus.scheduler import BusScheduler, RawValues, Station, TurnKind
+from agent.config import AgentConfig, BusConfig
 from agent.monitor import UnitMonitor
 from agent.outbox import Outbox
 from agent.records import TimeBase, event_type_wire
@@ -36,15 +44,24 @@ class Agent:
         self._wall = wall
         self.outbox = Outbox(config.outbox_path)
         bus_by_name = {b.name: b for b in config.buses}
-        self.monitors = {
-            u.id: UnitMonitor(
+        # One LinkStats per slave, shared by the bus scheduler (writer) and the monitor.
+        self.link_stats: dict[tuple[str, int], LinkStats] = {}
+        # (bus, slave) -> (unit id, index of the source in the unit's sources)
+        self.routes: dict[tuple[str, int], tuple[str, int]] = {}
+        self.monitors: dict[str, UnitMonitor] = {}
+        for u in config.units:
+            stats = []
+            for index, source in enumerate(u.sources):
+                where = (u.bus, source.slave)
+                stats.append(self.link_stats.setdefault(where, LinkStats()))
+                self.routes[where] = (u.id, index)
+            self.monitors[u.id] = UnitMonitor(
                 u,
                 link_lost_after_s=bus_by_name[u.bus].link_lost_after_s,
                 state_interval_s=config.state_interval_s,
                 counters_interval_s=config.counters_interval_s,
+                link_stats=stats,
             )
-            for u in config.units
-        }
         self.uplink = Uplink(
             self.outbox,
             self.hello,
@@ -76,28 +93,68 @@ class Agent:
             self.outbox.append(records)
             self.uplink.notify()
 
-    def on_state(self, unit_id: str, registers: list[int], t: float) -> None:
-        """PollSink: a good read of a unit's state registers."""
-        self._keep(self.monitors[unit_id].on_state(registers, t, self._time_base()))
+    def sink(self, bus: str) -> BusSink:
+        """The `PollSink` of one bus: routes each slave's reads to its unit's monitor."""
+        return BusSink(self, bus)
 
-    def on_identity(self, unit_id: str, registers: list[int], t: float) -> None:
-        """PollSink: a good read of a unit's identity strings."""
-        self._keep(self.monitors[unit_id].on_identity(registers, t, self._time_base()))
+    def on_sample(self, bus: str, slave: int, values: RawValues, t: float) -> None:
+        """A good read of one slave's fast (or fast and slow) spans."""
+        unit_id, source = self.routes[(bus, slave)]
+        self._keep(self.monitors[unit_id].on_sample(source, values, t, self._time_base()))
 
-    def on_failure(self, unit_id: str, fault: LinkFault, t: float) -> None:
-        """PollSink: a request to a unit that got no usable answer."""
-        self._keep(self.monitors[unit_id].on_failure(fault, t, self._time_base()))
+    def on_identity(self, bus: str, slave: int, values: RawValues, t: float) -> None:
+        """A good read of one slave's identity strings."""
+        unit_id, source = self.routes[(bus, slave)]
+        self._keep(self.monitors[unit_id].on_identity(source, values, t, self._time_base()))
+
+    def on_failure(self, bus: str, slave: int, fault: LinkFault, t: float) -> None:
+        """A request to one slave that got no usable answer."""
+        unit_id, source = self.routes[(bus, slave)]
+        self._keep(self.monitors[unit_id].on_failure(source, fault, t, self._time_base()))
+
+    def scheduler(self, bus: BusConfig, clock: Callable[[], float]) -> BusScheduler:
+        """The scheduler of one bus, polling every source of every unit on it."""
+        stations = [
+            Station(
+                source.slave,
+                source.profile.plan(bus.cost_model),
+                self.link_stats[(bus.name, source.slave)],
+            )
+            for unit in self.config.units
+            if unit.bus == bus.name
+            for source in unit.sources
+        ]
+        return BusScheduler(
+            bus.name,
+            open_link(bus),
+            stations,
+            self.sink(bus.name),
+            clock,
+            period_s=1.0 / bus.poll_hz,
+            frame_gap_s=bus.frame_gap_s,
+            slow_poll_s=bus.slow_poll_s,
+            identity_poll_s=bus.identity_poll_s,
+            backoff_max_s=bus.backoff_max_s,
+        )
 
     def describe(self) -> None:
         """Log, per unit, which events its profile lets the agent detect and which not."""
         for unit_id, monitor in self.monitors.items():
-            detectable, undetectable = monitor.detectable()
+            detectable, _ = monitor.detectable()
             names = ", ".join(sorted(t.name for t in detectable)) or "none"
-            missing = ", ".join(sorted(t.name for t in undetectable)) or "none"
+            reasons = monitor.undetectable_reasons()
+            missing = (
+                "; ".join(
+                    f"{t.name} ({why})"
+                    for t, why in sorted(reasons.items(), key=lambda item: item[0].name)
+                )
+                or "none"
+            )
+            profiles = " + ".join(f"{s.profile.name}@{s.slave}" for s in monitor.unit.sources)
             log.info(
-                "unit %s (profile %s) detects: %s; cannot detect: %s",
+                "unit %s (%s) detects: %s; cannot detect: %s",
                 unit_id,
-                monitor.unit.profile,
+                profiles,
                 names,
                 missing,
             )
@@ -109,17 +166,40 @@ class Agent:
         try:
             async with asyncio.TaskGroup() as tasks:
                 for bus in self.config.buses:
-                    slaves = [
-                        PolledSlave(u.id, u.slave) for u in self.config.units if u.bus == bus.name
-                    ]
-                    link = ModbusTcpLink(
-                        TcpEndpoint(bus.host, bus.port, bus.timeout_s, bus.retries)
-                    )
-                    poller = BusPoller(link, slaves, bus.poll_hz, self, loop.time)
-                    tasks.create_task(poller.run(), name=f"bus {bus.name}")
+                    scheduler = self.scheduler(bus, loop.time)
+                    tasks.create_task(scheduler.run(), name=f"bus {bus.name}")
                 tasks.create_task(self.uplink.run(), name="uplink")
         finally:
             self.outbox.close()
+
+
+class BusSink:
+    """Adapts the bus layer's `PollSink` (slave ids) to the agent (units and sources)."""
+
+    def __init__(self, agent: Agent, bus: str) -> None:
+        self._agent = agent
+        self._bus = bus
+
+    def on_identity(self, slave: int, values: RawValues, t: float) -> None:
+        """Identity strings read from ``slave``."""
+        self._agent.on_identity(self._bus, slave, values, t)
+
+    def on_sample(self, slave: int, values: RawValues, kind: TurnKind, t: float) -> None:
+        """Fast (and on slow turns, slow) spans read from ``slave``."""
+        self._agent.on_sample(self._bus, slave, values, t)
+
+    def on_failure(self, slave: int, fault: LinkFault, t: float) -> None:
+        """A request to ``slave`` without a usable answer."""
+        self._agent.on_failure(self._bus, slave, fault, t)
+
+
+def open_link(bus: BusConfig) -> ModbusLink:
+    """The transport of ``bus``: a serial RTU line or one TCP connection."""
+    if bus.is_rtu:
+        return ModbusRtuLink(
+            SerialEndpoint(bus.device, bus.baudrate, bus.serial_format, bus.timeout_s, bus.retries)
+        )
+    return ModbusTcpLink(TcpEndpoint(bus.host, bus.port, bus.timeout_s, bus.retries))
 
 
 def run(config: AgentConfig) -> int:

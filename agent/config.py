@@ -17,20 +17,47 @@ Every key, with its default (a key without a default is required)::
     entrapment_between_floors_s = 30.0
     # ... any DetectionConfig key
 
-    [[bus]]
+    [[bus]]                     # one physical line (RTU) or one TCP endpoint
     name = "bus1"               # required, unique
-    url = "tcp://127.0.0.1:502" # required: tcp://HOST:PORT (Modbus TCP)
+    url = "tcp://127.0.0.1:502" # required: tcp://HOST:PORT (Modbus TCP, one connection)
+                                #   or rtu:///dev/ttyUSB0 (Modbus RTU on a serial port)
     poll_hz = 10.0              # fast-signal polls per second for every unit on this bus
-    timeout_s = 0.5             # per request
-    retries = 0                 # per request; the poller owns back-off, so keep this low
+    slow_poll_s = 5.0           # counters (rate "slow" in the profile) this often
+    identity_poll_s = 3600.0    # identity strings this often (also at start and after
+                                #   every link recovery)
+    timeout_s = 0.5             # per request; keep it short on RTU (0.1-0.2 s)
+    retries = 0                 # per request; the scheduler owns back-off, so keep this low
+    backoff_max_s = 2.0         # a silent slave is retried after 1, 2, 4 ... cycles, at
+                                #   most this far apart, so it cannot starve the others
     link_lost_after_s = 5.0     # no valid answer for this long: CONTROLLER_LINK_LOST
+    # RTU only (unknown keys on a tcp:// bus):
+    baudrate = 19200
+    format = "8E1"              # data bits, parity N/E/O, stop bits
+    inter_frame_delay_ms = ...  # silence before each request; default the 3.5-character
+                                #   time (1.75 ms above 19200 baud)
 
     [[unit]]
     id = "..."                  # required: the unit's registration code
     bus = "bus1"                # required: name of a [[bus]]
     slave = 1                   # required: Modbus device id, 1..247
-    profile = "reference"       # register map; only "reference" for now
+    profile = "reference"       # a shipped profile (agent/profiles/NAME.toml) or a path to
+                                #   a .toml file, relative to this config
     [unit.detect]               # per-unit overrides of [detect]
+
+    [[unit.extra]]              # more slaves on the same bus that feed this unit
+    slave = 9                   # required: e.g. a retrofit discrete-input module
+    profile = "io-module"       # required
+    signals = ["door_lock_closed"]  # optional: take only these of the profile's signals
+
+A unit's sample merges its sources: the extras' signals replace the same signals of the
+primary ``slave`` (a module wired to the real contacts is the better witness), so a unit
+may be an I/O module alone or a controller plus a module. CONTROLLER_LINK_LOST follows
+the primary slave; a silent extra leaves its signals unknown (None) and is counted. Each
+slave id appears once per bus, whether as a unit's ``slave`` or an extra.
+
+On an RTU bus check-config also checks that the planned requests of every slave fit the
+wire at ``poll_hz`` (frame sizes and silent intervals as in DESIGN.md's field notes) and
+says how many requests per second the line can carry.
 
 Unknown keys are errors: a typo must never silently fall back to a default.
 """
@@ -44,9 +71,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent.bus.plan import RTU_COST, TCP_COST, CostModel, Read
+from agent.bus.wire import FormatError, SerialFormat, silent_interval_s, transaction_time_s
+from agent.decode.profile import Profile, ProfileError, load_profile
 from agent.detect.engine import DetectionConfig
-
-KNOWN_PROFILES = frozenset({"reference"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +100,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class FleetConfig:
+    """Where the fleet managers are and how to talk to them."""
+
     endpoints: tuple[str, ...] = ("127.0.0.1:50051",)
     insecure: bool = True
     max_batch_records: int = 500
@@ -79,26 +109,74 @@ class FleetConfig:
 
 @dataclass(frozen=True, slots=True)
 class BusConfig:
+    """One physical bus: a Modbus TCP endpoint (``host``/``port``) or a serial ``device``."""
+
     name: str
-    host: str
-    port: int
+    host: str = ""
+    port: int = 0
     poll_hz: float = 10.0
     timeout_s: float = 0.5
     retries: int = 0
     link_lost_after_s: float = 5.0
+    device: str = ""
+    baudrate: int = 19200
+    serial_format: SerialFormat = field(default_factory=SerialFormat)
+    inter_frame_delay_s: float | None = None
+    slow_poll_s: float = 5.0
+    identity_poll_s: float = 3600.0
+    backoff_max_s: float = 2.0
+
+    @property
+    def is_rtu(self) -> bool:
+        """True for a serial (RTU) bus, False for Modbus TCP."""
+        return bool(self.device)
+
+    @property
+    def cost_model(self) -> CostModel:
+        """The planner's cost of one request on this kind of bus."""
+        return RTU_COST if self.is_rtu else TCP_COST
+
+    @property
+    def frame_gap_s(self) -> float:
+        """Silence kept before each request: configured, or the standard RTU interval."""
+        if not self.is_rtu:
+            return 0.0
+        if self.inter_frame_delay_s is not None:
+            return self.inter_frame_delay_s
+        return silent_interval_s(self.baudrate, self.serial_format)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """One slave feeding a unit, with its loaded profile and the signals taken from it."""
+
+    slave: int
+    profile_ref: str
+    profile: Profile
+    signals: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
 class UnitConfig:
+    """One watched car: its primary slave and profile, extra sources, and thresholds."""
+
     id: str
     bus: str
     slave: int
     profile: str = "reference"
     detect: DetectionConfig = field(default_factory=DetectionConfig)
+    sources: tuple[SourceConfig, ...] = ()
+
+    @property
+    def signals(self) -> frozenset[str]:
+        """The CarState fields this unit's sources provide together."""
+        return frozenset().union(*(s.signals for s in self.sources))
 
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
+    """The whole validated config of one agent."""
+
     id: str
     data_dir: Path
     fleet: FleetConfig
@@ -214,37 +292,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         problems.append(ConfigProblem("bus", "must be an array of tables: [[bus]]"))
         raw_buses = []
     for i, raw_bus in enumerate(raw_buses):
-        key = f"bus[{i}]"
-        b = r.table(
-            raw_bus, key, {"name", "url", "poll_hz", "timeout_s", "retries", "link_lost_after_s"}
-        )
-        name = r.get(b, key, "name", str, f"bus{i}", required=True)
-        if name in bus_names:
-            problems.append(ConfigProblem(f"{key}.name", f"duplicate bus name {name!r}"))
-        bus_names.add(name)
-        url = r.get(b, key, "url", str, "", required=True)
-        host_port = _bus_url(url)
-        if url and host_port is None:
-            problems.append(ConfigProblem(f"{key}.url", f"must be tcp://HOST:PORT, got {url!r}"))
-        poll_hz = float(r.get(b, key, "poll_hz", (int, float), 10.0))
-        timeout_s = float(r.get(b, key, "timeout_s", (int, float), 0.5))
-        retries = r.get(b, key, "retries", int, 0)
-        link_lost = float(r.get(b, key, "link_lost_after_s", (int, float), 5.0))
-        r.positive(poll_hz, f"{key}.poll_hz")
-        r.positive(timeout_s, f"{key}.timeout_s")
-        r.positive(link_lost, f"{key}.link_lost_after_s")
-        if retries < 0:
-            problems.append(ConfigProblem(f"{key}.retries", f"must be >= 0, got {retries}"))
-        if poll_hz > 0 and timeout_s * (retries + 1) > link_lost:
-            problems.append(
-                ConfigProblem(
-                    f"{key}.link_lost_after_s",
-                    f"{link_lost} s is shorter than one failed request "
-                    f"({timeout_s} s x {retries + 1} tries)",
-                )
-            )
-        host, port = host_port or ("", 0)
-        buses.append(BusConfig(name, host, port, poll_hz, timeout_s, retries, link_lost))
+        buses.append(_parse_bus(r, raw_bus, f"bus[{i}]", i, bus_names))
 
     units: list[UnitConfig] = []
     unit_ids: set[str] = set()
@@ -255,9 +303,10 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         raw_units = []
     if not raw_units:
         problems.append(ConfigProblem("unit", "no [[unit]] configured: nothing to watch"))
+    profiles: dict[str, Profile | None] = {}
     for i, raw_unit in enumerate(raw_units):
         key = f"unit[{i}]"
-        u = r.table(raw_unit, key, {"id", "bus", "slave", "profile", "detect"})
+        u = r.table(raw_unit, key, {"id", "bus", "slave", "profile", "detect", "extra"})
         unit_id = r.get(u, key, "id", str, "", required=True)
         if unit_id in unit_ids:
             problems.append(ConfigProblem(f"{key}.id", f"duplicate unit id {unit_id!r}"))
@@ -268,25 +317,41 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
             problems.append(
                 ConfigProblem(f"{key}.bus", f"no [[bus]] named {bus!r} (known: {known})")
             )
+        sources: list[SourceConfig] = []
         slave = r.get(u, key, "slave", int, 0, required=True)
-        if "slave" in u and isinstance(slave, int) and not 1 <= slave <= 247:
-            problems.append(ConfigProblem(f"{key}.slave", f"must be 1..247, got {slave}"))
-        elif (bus, slave) in slaves:
-            problems.append(
-                ConfigProblem(
-                    f"{key}.slave",
-                    f"bus {bus!r} slave {slave} is already unit {slaves[(bus, slave)]!r}",
+        profile_ref = r.get(u, key, "profile", str, "reference")
+        primary = _source(r, key, slave, profile_ref, None, profiles, base_dir)
+        if primary is not None:
+            sources.append(primary)
+        raw_extras = u.get("extra", [])
+        if not isinstance(raw_extras, list):
+            problems.append(ConfigProblem(f"{key}.extra", "must be an array of tables"))
+            raw_extras = []
+        extra_slaves = []
+        for j, raw_extra in enumerate(raw_extras):
+            ekey = f"{key}.extra[{j}]"
+            e = r.table(raw_extra, ekey, {"slave", "profile", "signals"})
+            eslave = r.get(e, ekey, "slave", int, 0, required=True)
+            eprofile = r.get(e, ekey, "profile", str, "", required=True)
+            wanted = r.get(e, ekey, "signals", list, None)
+            extra_slaves.append((f"{ekey}.slave", eslave))
+            if eprofile:
+                extra = _source(r, ekey, eslave, eprofile, wanted, profiles, base_dir)
+                if extra is not None:
+                    sources.append(extra)
+        for slave_key, number in [(f"{key}.slave", slave), *extra_slaves]:
+            if not 1 <= number <= 247:
+                if number or slave_key != f"{key}.slave" or "slave" in u:
+                    problems.append(ConfigProblem(slave_key, f"must be 1..247, got {number}"))
+            elif (bus, number) in slaves:
+                problems.append(
+                    ConfigProblem(
+                        slave_key,
+                        f"bus {bus!r} slave {number} is already unit {slaves[(bus, number)]!r}",
+                    )
                 )
-            )
-        slaves[(bus, slave)] = unit_id
-        profile = r.get(u, key, "profile", str, "reference")
-        if profile not in KNOWN_PROFILES:
-            problems.append(
-                ConfigProblem(
-                    f"{key}.profile",
-                    f"unknown profile {profile!r} (known: {', '.join(sorted(KNOWN_PROFILES))})",
-                )
-            )
+            else:
+                slaves[(bus, number)] = unit_id
         overrides = r.table(u.get("detect", {}), f"{key}.detect", None)
         problems.extend(
             ConfigProblem(f"{key}.detect.{k}", m) for k, m in DetectionConfig.problems(overrides)
@@ -297,7 +362,10 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
             if DetectionConfig.problems(merged)
             else (DetectionConfig.from_mapping(merged))
         )
-        units.append(UnitConfig(unit_id, bus, slave, profile, detect))
+        units.append(UnitConfig(unit_id, bus, slave, profile_ref, detect, tuple(sources)))
+
+    for i, bus_config in enumerate(buses):
+        problems.extend(_wire_problems(f"bus[{i}]", bus_config, units))
 
     if problems:
         raise ConfigError(source, problems)
@@ -321,6 +389,194 @@ def load_config(path: Path) -> AgentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [ConfigProblem("(syntax)", str(exc))]) from exc
     return parse_config(raw, path.resolve().parent, str(path))
+
+
+def port_problems(config: AgentConfig) -> list[ConfigProblem]:
+    """Serial ports of RTU buses that do not exist on this machine (for check-config; the
+    agent itself starts anyway and keeps retrying, as a USB adapter may appear later)."""
+    return [
+        ConfigProblem(f"bus[{i}].url", f"serial port {bus.device} does not exist")
+        for i, bus in enumerate(config.buses)
+        if bus.is_rtu and not Path(bus.device).exists()
+    ]
+
+
+def _parse_bus(r: _Reader, raw_bus: object, key: str, index: int, names: set[str]) -> BusConfig:
+    problems = r.problems
+    keys = {"name", "url", "poll_hz", "timeout_s", "retries", "link_lost_after_s"}
+    keys |= {"slow_poll_s", "identity_poll_s", "backoff_max_s"}
+    serial_keys = {"baudrate", "format", "inter_frame_delay_ms"}
+    url = raw_bus.get("url", "") if isinstance(raw_bus, dict) else ""
+    is_rtu = isinstance(url, str) and url.startswith("rtu:")
+    b = r.table(raw_bus, key, keys | serial_keys if is_rtu else keys)
+    name = r.get(b, key, "name", str, f"bus{index}", required=True)
+    if name in names:
+        problems.append(ConfigProblem(f"{key}.name", f"duplicate bus name {name!r}"))
+    names.add(name)
+    url = r.get(b, key, "url", str, "", required=True)
+    host, port, device = "", 0, ""
+    if is_rtu:
+        device = urlsplit(url).path
+        if not device or device == "/":
+            problems.append(
+                ConfigProblem(
+                    f"{key}.url",
+                    f"an rtu URL needs the serial port: rtu:///dev/ttyUSB0, got {url!r}",
+                )
+            )
+    elif url:
+        host_port = _bus_url(url)
+        if host_port is None:
+            problems.append(
+                ConfigProblem(
+                    f"{key}.url", f"must be tcp://HOST:PORT or rtu:///dev/PORT, got {url!r}"
+                )
+            )
+        else:
+            host, port = host_port
+    poll_hz = float(r.get(b, key, "poll_hz", (int, float), 10.0))
+    timeout_s = float(r.get(b, key, "timeout_s", (int, float), 0.5))
+    retries = r.get(b, key, "retries", int, 0)
+    link_lost = float(r.get(b, key, "link_lost_after_s", (int, float), 5.0))
+    slow_poll = float(r.get(b, key, "slow_poll_s", (int, float), 5.0))
+    identity_poll = float(r.get(b, key, "identity_poll_s", (int, float), 3600.0))
+    backoff_max = float(r.get(b, key, "backoff_max_s", (int, float), 2.0))
+    for value, what in [
+        (poll_hz, "poll_hz"),
+        (timeout_s, "timeout_s"),
+        (link_lost, "link_lost_after_s"),
+        (slow_poll, "slow_poll_s"),
+        (identity_poll, "identity_poll_s"),
+        (backoff_max, "backoff_max_s"),
+    ]:
+        r.positive(value, f"{key}.{what}")
+    if retries < 0:
+        problems.append(ConfigProblem(f"{key}.retries", f"must be >= 0, got {retries}"))
+    if poll_hz > 0 and timeout_s * (retries + 1) > link_lost:
+        problems.append(
+            ConfigProblem(
+                f"{key}.link_lost_after_s",
+                f"{link_lost} s is shorter than one failed request "
+                f"({timeout_s} s x {retries + 1} tries)",
+            )
+        )
+    baudrate = r.get(b, key, "baudrate", int, 19200)
+    if baudrate not in _BAUD_RATES:
+        problems.append(
+            ConfigProblem(
+                f"{key}.baudrate",
+                f"must be a standard rate ({', '.join(map(str, _BAUD_RATES))}), got {baudrate}",
+            )
+        )
+        baudrate = 19200
+    serial_format = SerialFormat()
+    format_text = r.get(b, key, "format", str, "8E1")
+    try:
+        serial_format = SerialFormat.parse(format_text)
+    except FormatError as exc:
+        problems.append(ConfigProblem(f"{key}.format", str(exc)))
+    gap_ms = r.get(b, key, "inter_frame_delay_ms", (int, float), None)
+    if gap_ms is not None and not 0 <= gap_ms <= 1000:
+        problems.append(
+            ConfigProblem(f"{key}.inter_frame_delay_ms", f"must be 0..1000, got {gap_ms}")
+        )
+    return BusConfig(
+        name,
+        host,
+        port,
+        poll_hz,
+        timeout_s,
+        retries,
+        link_lost,
+        device,
+        baudrate,
+        serial_format,
+        None if gap_ms is None else float(gap_ms) / 1000.0,
+        slow_poll,
+        identity_poll,
+        backoff_max,
+    )
+
+
+_BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+
+
+def _source(
+    r: _Reader,
+    key: str,
+    slave: int,
+    ref: str,
+    wanted: list[Any] | None,
+    cache: dict[str, Profile | None],
+    base_dir: Path,
+) -> SourceConfig | None:
+    if ref not in cache:
+        try:
+            cache[ref] = load_profile(ref, base_dir)
+        except ProfileError as exc:
+            cache[ref] = None
+            for pkey, message in exc.problems:
+                r.problems.append(
+                    ConfigProblem(f"{key}.profile", f"{exc.source}: {pkey}: {message}")
+                )
+            return None
+    profile = cache[ref]
+    if profile is None:
+        r.problems.append(ConfigProblem(f"{key}.profile", f"profile {ref!r} has problems (above)"))
+        return None
+    signals = profile.signal_names
+    if wanted is not None:
+        bad = [w for w in wanted if not isinstance(w, str) or w not in signals]
+        if bad:
+            r.problems.append(
+                ConfigProblem(
+                    f"{key}.signals",
+                    f"{', '.join(map(repr, bad))} not provided by profile {profile.name!r} "
+                    f"(it has: {', '.join(sorted(signals))})",
+                )
+            )
+        signals = frozenset(w for w in wanted if w in signals)
+    return SourceConfig(slave, ref, profile, signals)
+
+
+def _wire_problems(key: str, bus: BusConfig, units: list[UnitConfig]) -> list[ConfigProblem]:
+    """On an RTU bus: does every planned request, at poll_hz, fit the wire?"""
+    if not bus.is_rtu or bus.poll_hz <= 0:
+        return []
+    reads: list[Read] = []
+    slow_reads: list[Read] = []
+    for unit in units:
+        if unit.bus != bus.name:
+            continue
+        for source in unit.sources:
+            plan = source.profile.plan(bus.cost_model)
+            reads.extend(plan.fast)
+            slow_reads.extend(plan.slow_cycle)
+    if not reads:
+        return []
+    extra_gap = max(0.0, bus.frame_gap_s - silent_interval_s(bus.baudrate, bus.serial_format))
+
+    def wire(read: Read) -> float:
+        t = transaction_time_s(read.count, bus.baudrate, bus.serial_format, bits=read.table.is_bits)
+        return t + extra_gap
+
+    cycle_s = sum(map(wire, reads))
+    # Slow cycles come once per slow_poll_s for each slave; count their extra time.
+    slow_extra_s = (sum(map(wire, slow_reads)) - cycle_s) / bus.slow_poll_s
+    busy = cycle_s * bus.poll_hz + slow_extra_s
+    if busy <= 1.0:
+        return []
+    per_s = len(reads) / cycle_s
+    max_hz = (1.0 - slow_extra_s) / cycle_s
+    return [
+        ConfigProblem(
+            f"{key}.poll_hz",
+            f"{bus.poll_hz:g} Hz x {len(reads)} request(s) per cycle needs "
+            f"{busy:.2f} s of wire time per second; at {bus.baudrate} {bus.serial_format} "
+            f"this line carries at most {per_s:.1f} of these requests/s "
+            f"({cycle_s * 1000:.1f} ms per cycle): poll_hz <= {max(max_hz, 0):.1f}",
+        )
+    ]
 
 
 def _host_port(text: str) -> tuple[str, int] | None:

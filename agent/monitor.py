@@ -1,21 +1,38 @@
 """`UnitMonitor`: everything the agent knows about one unit, turned into records.
 
-It takes what the bus read (raw registers with their monotonic read time, identity
-strings, link failures), decodes, runs the detectors, and returns the records to keep:
-a CarState on every meaningful change and at least every ``state_interval_s``, every
-event phase, Counters at a steady interval, ControllerInfo when the identity changes and
-LinkStatus when the link goes down or comes back. No I/O here: the caller keeps them.
+It takes what the bus read from each of the unit's sources (raw values with their
+monotonic read time, identity strings, link failures), decodes them with the sources'
+profiles, runs the detectors, and returns the records to keep: a CarState on every
+meaningful change and at least every ``state_interval_s``, every event phase, Counters
+at a steady interval, ControllerInfo when the identity changes, and LinkStatus when the
+link goes down or comes back and every ``counters_interval_s``. No I/O here: the caller
+keeps the records.
+
+Source 0 is the unit's primary slave: its answers decide CONTROLLER_LINK_LOST and each
+of its samples is one CarState. Extra sources (an I/O module) contribute their latest
+signals to it; a failing extra leaves its signals None. Slow signals (counters) are
+carried from the last slow read between slow reads, and forgotten when the link fails,
+so a dead controller never looks alive through stale values.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from agent.bus.health import LinkStats
 from agent.bus.link import LinkFault
+from agent.bus.plan import Rate
 from agent.config import UnitConfig
-from agent.decode import reference
+from agent.decode.profile import (
+    SampleRejectedError,
+    Values,
+    ValueSignal,
+    car_state,
+    decode,
+    decode_identity,
+)
 from agent.detect import link
 from agent.detect.engine import UnitDetectors
 from agent.detect.events import Event, EventType, Phase
@@ -28,20 +45,10 @@ from agent.records import (
     event_record,
     link_status_record,
 )
-from agent.state import CarState, ControllerIdentity
+from agent.state import CarState
 from protos.liftwatch.v1 import records_pb2
 
-
-@dataclass(slots=True)
-class LinkCounters:
-    """Running totals of one unit's requests and their failures (mutable on purpose)."""
-
-    requests: int = 0
-    responses: int = 0
-    timeouts: int = 0
-    exception_responses: int = 0
-    malformed: int = 0
-    implausible_values: int = 0
+log = logging.getLogger(__name__)
 
 
 def _change_key(s: CarState) -> tuple[object, ...]:
@@ -75,11 +82,15 @@ class UnitMonitor:
         link_lost_after_s: float,
         state_interval_s: float,
         counters_interval_s: float,
+        link_stats: Sequence[LinkStats] | None = None,
     ) -> None:
         self.unit = unit
         self.detectors = UnitDetectors(unit.detect)
         self.identity: records_pb2.ControllerInfo | None = None
-        self.link = LinkCounters()
+        self.link_stats = (
+            list(link_stats) if link_stats is not None else [LinkStats() for _ in unit.sources]
+        )
+        self.implausible_values = 0
         self._link_state = link.LinkState()
         self._link_lost_after_s = link_lost_after_s
         self._state_interval_s = state_interval_s
@@ -87,7 +98,19 @@ class UnitMonitor:
         self._last_key: tuple[object, ...] | None = None
         self._last_state_t = float("-inf")
         self._last_counters_t: float | None = None
+        self._last_link_status_t: float | None = None
         self._open_events: dict[EventType, str] = {}
+        self._slow_names = [
+            frozenset(
+                s.name
+                for s in source.profile.signals
+                if isinstance(s, ValueSignal) and s.point.rate is Rate.SLOW
+            )
+            for source in unit.sources
+        ]
+        # Per source: the slow signals of its last slow read, and (extras) its last fields.
+        self._carried: list[dict[str, object]] = [{} for _ in unit.sources]
+        self._fields: list[dict[str, object] | None] = [None for _ in unit.sources]
         self.last_sample: CarState | None = None
 
     @property
@@ -96,24 +119,45 @@ class UnitMonitor:
         return not self._link_state.lost
 
     def detectable(self) -> tuple[set[EventType], set[EventType]]:
-        """The events this unit's profile lets the agent detect, and those it cannot."""
-        detectable, undetectable = self.detectors.detectable(reference.SIGNALS)
+        """The events this unit's profiles let the agent detect, and those they cannot."""
+        detectable, undetectable = self.detectors.detectable(self.unit.signals)
         return detectable | {EventType.CONTROLLER_LINK_LOST}, undetectable
 
-    def on_state(
-        self, registers: Sequence[int], t: float, time: TimeBase
+    def undetectable_reasons(self) -> dict[EventType, str]:
+        """Why each undetectable event cannot be detected for this unit."""
+        return self.detectors.undetectable_reasons(self.unit.signals)
+
+    def on_sample(
+        self, source: int, values: Values, t: float, time: TimeBase
     ) -> list[records_pb2.Record]:
-        """Records caused by one good read of the state registers at monotonic ``t``."""
+        """Records caused by one good read of source ``source`` at monotonic ``t``."""
+        profile = self.unit.sources[source].profile
         try:
-            sample = reference.decode_state(registers, t)
-        except reference.DecodeError:
-            # An implausible block is dropped and counted, never fed to the detectors.
-            self.link.requests += 1
-            self.link.responses += 1
-            self.link.implausible_values += 1
+            decoded = decode(profile, values)
+        except SampleRejectedError as exc:
+            # Not the block the profile describes: nothing of it reaches the detectors,
+            # and it is not a valid answer for the link watch either.
+            self.implausible_values += 1
+            log.warning("unit %s: sample refused: %s", self.unit.id, exc)
+            self._forget(source)
+            return self._on_link_outcome(False, t, time) if source == 0 else []
+        if decoded.implausible:
+            self.implausible_values += len(decoded.implausible)
+            log.warning(
+                "unit %s: implausible value(s) dropped: %s",
+                self.unit.id,
+                "; ".join(decoded.implausible),
+            )
+        fields = self._taken(source, decoded.fields)
+        slow = self._slow_names[source]
+        carried = self._carried[source]
+        carried.update({k: v for k, v in fields.items() if k in slow})
+        fields = {**carried, **fields}
+        self._fields[source] = fields
+        if source != 0:
             return []
-        self.link.requests += 1
-        self.link.responses += 1
+        parts = [f for f in self._fields if f is not None]
+        sample = car_state(t, parts)
         records = self._on_link_outcome(True, t, time)
         self.last_sample = sample
         records += self._events(self.detectors.feed(sample), time)
@@ -121,35 +165,54 @@ class UnitMonitor:
         if key != self._last_key or t - self._last_state_t >= self._state_interval_s:
             records.append(car_state_record(self.unit.id, sample, time))
             self._last_key, self._last_state_t = key, t
-        if self._last_counters_t is None or t - self._last_counters_t >= self._counters_interval_s:
-            records.append(counters_record(self.unit.id, sample, time))
+        counters_known = sample.trips is not None or not (self.unit.signals & _COUNTERS)
+        if counters_known and (
+            self._last_counters_t is None or t - self._last_counters_t >= self._counters_interval_s
+        ):
+            if self.unit.signals & _COUNTERS:
+                records.append(counters_record(self.unit.id, sample, time))
             self._last_counters_t = t
+        records += self._periodic_link_status(t, time)
         return records
 
+    def _taken(self, source: int, fields: dict[str, object]) -> dict[str, object]:
+        wanted = self.unit.sources[source].signals
+        return {k: v for k, v in fields.items() if k in wanted}
+
+    def _forget(self, source: int) -> None:
+        self._carried[source] = {}
+        self._fields[source] = None
+
     def on_identity(
-        self, registers: Sequence[int], t: float, time: TimeBase
+        self, source: int, values: Values, t: float, time: TimeBase
     ) -> list[records_pb2.Record]:
-        """A ControllerInfo record when the identity strings differ from the last ones."""
-        try:
-            identity: ControllerIdentity = reference.decode_identity(registers)
-        except reference.DecodeError:
-            self.link.implausible_values += 1
+        """A ControllerInfo record when the primary's identity strings changed."""
+        if source != 0:
             return []
-        info = controller_info(identity, self.unit.profile)
+        profile = self.unit.sources[0].profile
+        identity = decode_identity(profile, values)
+        if identity is None:
+            return []
+        info = controller_info(identity, profile.name)
         if info == self.identity:
             return []
+        if self.identity is not None:
+            log.info(
+                "unit %s: controller identity changed: firmware %r -> %r",
+                self.unit.id,
+                self.identity.firmware,
+                info.firmware,
+            )
         self.identity = info
         return [controller_info_record(self.unit.id, info, time.to_utc(t))]
 
-    def on_failure(self, fault: LinkFault, t: float, time: TimeBase) -> list[records_pb2.Record]:
-        """Records caused by a request to this unit that got no usable answer."""
-        self.link.requests += 1
-        if fault is LinkFault.EXCEPTION_RESPONSE:
-            self.link.exception_responses += 1
-        elif fault is LinkFault.MALFORMED:
-            self.link.malformed += 1
-        else:
-            self.link.timeouts += 1
+    def on_failure(
+        self, source: int, fault: LinkFault, t: float, time: TimeBase
+    ) -> list[records_pb2.Record]:
+        """Records caused by a request to source ``source`` that got no usable answer."""
+        self._forget(source)
+        if source != 0:
+            return []
         return self._on_link_outcome(False, t, time)
 
     def _on_link_outcome(self, ok: bool, t: float, time: TimeBase) -> list[records_pb2.Record]:
@@ -162,19 +225,45 @@ class UnitMonitor:
         records += self._events(events, time)
         if was_lost != self._link_state.lost:
             records.append(link_status_record(self.unit.id, self.link_status(), time.to_utc(t)))
+            self._last_link_status_t = t
         return records
 
+    def _periodic_link_status(self, t: float, time: TimeBase) -> list[records_pb2.Record]:
+        last = self._last_link_status_t
+        if last is not None and t - last < self._counters_interval_s:
+            return []
+        self._last_link_status_t = t
+        return [link_status_record(self.unit.id, self.link_status(), time.to_utc(t))]
+
     def link_status(self) -> records_pb2.LinkStatus:
-        """The link's counters as they stand, in wire form."""
-        c = self.link
+        """The link's counters as they stand, over all sources, in wire form.
+
+        The wire has one bucket for frame-level noise: ``crc_errors`` counts garbled
+        frames, answers from the wrong slave id and malformed answers; ``timeouts``
+        counts silence and a lost connection.
+        """
+        faults = dict.fromkeys(LinkFault, 0)
+        requests = responses = 0
+        latencies = []
+        for stats in self.link_stats:
+            requests += stats.requests
+            responses += stats.responses
+            for fault, n in stats.faults.items():
+                faults[fault] += n
+        primary = self.link_stats[0].latency_p50_ms() if self.link_stats else None
+        if primary is not None:
+            latencies.append(primary)
         return records_pb2.LinkStatus(
             up=self.link_up,
-            requests=c.requests,
-            responses=c.responses,
-            timeouts=c.timeouts,
-            crc_errors=c.malformed,
-            exception_responses=c.exception_responses,
-            implausible_values=c.implausible_values,
+            requests=requests,
+            responses=responses,
+            timeouts=faults[LinkFault.TIMEOUT] + faults[LinkFault.DISCONNECTED],
+            crc_errors=faults[LinkFault.CRC]
+            + faults[LinkFault.WRONG_SLAVE]
+            + faults[LinkFault.MALFORMED],
+            exception_responses=faults[LinkFault.EXCEPTION_RESPONSE],
+            implausible_values=self.implausible_values,
+            latency_ms_p50=round(latencies[0]) if latencies else 0,
         )
 
     def _events(self, events: list[Event], time: TimeBase) -> list[records_pb2.Record]:
@@ -186,3 +275,6 @@ class UnitMonitor:
                 event_id = self._open_events.pop(event.type, "") or str(uuid.uuid4())
             records.append(event_record(self.unit.id, event, event_id, time))
         return records
+
+
+_COUNTERS = frozenset({"trips", "door_cycles", "run_hours"})

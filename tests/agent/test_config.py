@@ -124,3 +124,103 @@ def test_the_shipped_example_config_is_valid() -> None:
     config = load_config(example)
     assert len(config.units) == 4
     assert config.units[3].detect.door_close_failure_s == 25.0
+
+
+def test_the_shipped_rtu_example_is_valid_and_fits_its_line() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "agent.rtu.example.toml"
+    config = load_config(example)
+    (bus,) = config.buses
+    assert (bus.device, bus.baudrate, str(bus.serial_format)) == ("/dev/ttyUSB0", 19200, "8E1")
+    assert bus.frame_gap_s == pytest.approx(3.5 * 11 / 19200)
+    assert len(config.units) == 4
+    car4 = config.units[3]
+    assert [s.slave for s in car4.sources] == [4, 9]
+    assert car4.sources[1].signals == {"door_lock_closed", "safety_circuit_closed"}
+
+
+RTU_BAD = """
+[agent]
+id = "edge-1"
+
+[[bus]]
+name = "line"
+url = "rtu://"
+baudrate = 12345
+format = "9X1"
+poll_hz = 10
+host = "oops"
+
+[[bus]]
+name = "slow"
+url = "rtu:///dev/ttyAMA0"
+baudrate = 9600
+poll_hz = 10
+
+[[unit]]
+id = "u1"
+bus = "slow"
+slave = 1
+profile = "missing-profile"
+
+[[unit]]
+id = "u2"
+bus = "slow"
+slave = 2
+[[unit.extra]]
+slave = 1
+profile = "io-module"
+signals = ["floor"]
+
+[[unit]]
+id = "u3"
+bus = "slow"
+slave = 3
+
+[[unit]]
+id = "u4"
+bus = "slow"
+slave = 4
+"""
+
+
+def test_rtu_problems_are_each_reported_with_their_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, RTU_BAD)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = {p.key: p.message for p in caught.value.problems}
+    assert "serial port" in problems["bus[0].url"]
+    assert "baudrate" in str(caught.value) and "bus[0].format" in problems
+    assert problems["bus[0].host"] == "unknown key"
+    assert "no shipped profile 'missing-profile'" in problems["unit[0].profile"]
+    assert "already unit 'u1'" in problems["unit[1].extra[0].slave"]
+    assert "'floor' not provided by profile 'io-module'" in problems["unit[1].extra[0].signals"]
+    # 9600 8E1: three 10-register reads and the module's 6 inputs (u1's profile failed).
+    rate = problems["bus[1].poll_hz"]
+    assert "at 9600 8E1 this line carries at most 24.8 of these requests/s" in rate
+    assert "poll_hz <= 6.1" in rate
+    assert main(["check-config", str(path)]) == 1
+    assert "bus[1].poll_hz" in capsys.readouterr().out
+
+
+def test_check_config_reports_a_missing_serial_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = GOOD.replace('url = "tcp://127.0.0.1:5020"', f'url = "rtu://{tmp_path}/ttyNONE"')
+    path = write(tmp_path, text)
+    assert main(["check-config", str(path)]) == 1
+    assert f"bus[0].url: serial port {tmp_path}/ttyNONE does not exist" in capsys.readouterr().out
+
+
+def test_a_wrong_profile_file_is_reported_with_its_file_and_key(tmp_path: Path) -> None:
+    (tmp_path / "acme.toml").write_text(
+        '[profile]\nname = "acme"\n[signals]\nfloor = { adress = 1 }\n', encoding="utf-8"
+    )
+    text = GOOD.replace("slave = 1\n", 'slave = 1\nprofile = "acme.toml"\n', 1)
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert {p.key for p in caught.value.problems} == {"unit[0].profile"}
+    messages = [p.message for p in caught.value.problems]
+    assert any("acme.toml: signals.floor.adress: unknown key" in m for m in messages)
+    assert any("acme.toml: signals.floor.address: is required" in m for m in messages)

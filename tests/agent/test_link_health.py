@@ -1,0 +1,146 @@
+"""Link health per unit: failures by kind, LinkStatus on change and periodically,
+CONTROLLER_LINK_LOST raised after its threshold and cleared on recovery, implausible
+values dropped and counted, extra sources merged."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from agent.bus.health import LinkStats
+from agent.bus.link import LinkFault
+from agent.bus.plan import Table
+from agent.config import UnitConfig, parse_config
+from agent.detect.events import EventType
+from agent.monitor import UnitMonitor
+from agent.records import TimeBase
+from protos.liftwatch.v1 import records_pb2
+
+TIME = TimeBase(0.0, 1_700_000_000.0)
+CONFIG = """
+[agent]
+id = "a"
+[[bus]]
+name = "b"
+url = "rtu:///dev/ttyUSB0"
+[[unit]]
+id = "u1"
+bus = "b"
+slave = 1
+[[unit.extra]]
+slave = 9
+profile = "io-module"
+signals = ["door_lock_closed"]
+"""
+
+
+def unit() -> UnitConfig:
+    return parse_config(tomllib.loads(CONFIG), Path()).units[0]
+
+
+def good(**regs: int) -> dict[tuple[Table, int], int]:
+    values = dict.fromkeys(((Table.HOLDING, i) for i in range(16)), 0)
+    values[(Table.HOLDING, 0)] = 1
+    values[(Table.HOLDING, 4)] = 1
+    for name, value in regs.items():
+        values[(Table.HOLDING, int(name.removeprefix("r")))] = value
+    return values
+
+
+def kinds(records: list[records_pb2.Record]) -> list[str]:
+    return [str(r.WhichOneof("payload")) for r in records]
+
+
+def monitor(stats: list[LinkStats] | None = None) -> UnitMonitor:
+    return UnitMonitor(
+        unit(),
+        link_lost_after_s=5.0,
+        state_interval_s=10.0,
+        counters_interval_s=60.0,
+        link_stats=stats,
+    )
+
+
+def test_link_lost_after_threshold_then_cleared_with_link_status_both_times() -> None:
+    m = monitor()
+    assert "link_status" in kinds(m.on_sample(0, good(), 0.0, TIME))  # first: periodic
+    records: list[records_pb2.Record] = []
+    for i in range(1, 13):
+        records += m.on_failure(0, LinkFault.TIMEOUT, i * 0.5, TIME)
+    events = [r.event for r in records if r.WhichOneof("payload") == "event"]
+    assert [(e.type, e.phase) for e in events] == [
+        (records_pb2.EVENT_TYPE_CONTROLLER_LINK_LOST, records_pb2.PHASE_RAISED)
+    ]
+    assert kinds(records).count("link_status") == 1
+    assert not m.link_up
+    back = m.on_sample(0, good(), 7.0, TIME)
+    assert [r.event.phase for r in back if r.WhichOneof("payload") == "event"] == [
+        records_pb2.PHASE_CLEARED
+    ]
+    status = [r.link_status for r in back if r.WhichOneof("payload") == "link_status"]
+    assert status and status[0].up
+
+
+def test_link_status_counts_each_kind() -> None:
+    stats = [LinkStats(), LinkStats()]
+    m = monitor(stats)
+    stats[0].answered(0.02)
+    for fault in (LinkFault.TIMEOUT, LinkFault.CRC, LinkFault.WRONG_SLAVE):
+        stats[0].failed(fault)
+    stats[1].failed(LinkFault.EXCEPTION_RESPONSE)
+    s = m.link_status()
+    assert (s.requests, s.responses, s.timeouts, s.crc_errors, s.exception_responses) == (
+        5,
+        1,
+        1,
+        2,
+        1,
+    )
+    assert s.latency_ms_p50 == 20
+
+
+def test_implausible_signal_is_none_and_counted_and_a_refused_sample_is_no_answer() -> None:
+    m = monitor()
+    m.on_sample(0, good(r5=50000), 0.0, TIME)
+    assert m.last_sample is not None and m.last_sample.speed_mm_s is None
+    assert m.implausible_values == 1
+    records: list[records_pb2.Record] = []
+    for i in range(1, 13):
+        records += m.on_sample(0, good(r0=7), i * 0.5, TIME)  # wrong map version
+    assert m.implausible_values == 13
+    assert m.last_sample.t == 0.0  # nothing of the refused samples reached the detectors
+    assert not m.link_up  # garbage for 5 s is a lost link, not a fault
+
+
+def lock(m: UnitMonitor) -> bool | None:
+    assert m.last_sample is not None
+    return m.last_sample.door_lock_closed
+
+
+def test_extra_source_signals_replace_the_primarys_and_vanish_when_it_fails() -> None:
+    m = monitor()
+    lock_open_on_module = {(Table.DISCRETE_INPUT, a): 0 for a in range(6)}
+    m.on_sample(1, lock_open_on_module, 0.0, TIME)
+    m.on_sample(0, good(r2=1 << 6), 0.05, TIME)  # controller says lock made
+    assert lock(m) is False
+    m.on_failure(1, LinkFault.TIMEOUT, 0.1, TIME)
+    m.on_sample(0, good(r2=1 << 6), 0.15, TIME)
+    assert lock(m) is True  # the module is silent: the primary's reading stands
+    assert m.link_up  # only the primary decides link loss
+
+
+def test_counters_are_carried_between_slow_reads_and_forgotten_on_failure() -> None:
+    m = monitor()
+    m.on_sample(0, good(r11=42), 0.0, TIME)
+    fast = {k: v for k, v in good().items() if k[1] < 10}
+    m.on_sample(0, fast, 0.1, TIME)
+    assert m.last_sample is not None and m.last_sample.trips == 42
+    m.on_failure(0, LinkFault.TIMEOUT, 0.2, TIME)
+    m.on_sample(0, fast, 0.3, TIME)
+    assert m.last_sample.trips is None  # never a stale value with a fresh timestamp
+
+
+def test_detectable_follows_the_unit_signals() -> None:
+    can, cannot = monitor().detectable()
+    assert EventType.ENTRAPMENT in can and EventType.CONTROLLER_LINK_LOST in can
+    assert EventType.OVERSPEED in cannot
