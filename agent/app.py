@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
 
 import agent
 from agent.bus.health import LinkStats
@@ -19,12 +23,17 @@ from agent.bus.link import (
     TcpEndpoint,
 )
 from agent.bus.scheduler import BusScheduler, RawValues, Station, TurnKind
-from agent.config import AgentConfig, BusConfig
+from agent.config import AgentConfig, BusConfig, FleetConfig
+from agent.metrics import AgentMetrics, serve_metrics
 from agent.monitor import UnitMonitor
 from agent.outbox import Outbox
-from agent.records import TimeBase, event_type_wire
+from agent.records import TimeBase, event_type_name, event_type_wire, phase_name
 from agent.uplink import Uplink
+from agent.watchdog import Liveness, SystemdNotifier, keep_watchdog
 from protos.liftwatch.v1 import gateway_pb2, records_pb2
+
+if TYPE_CHECKING:
+    from agent.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +51,30 @@ class Agent:
         self.config = config
         self._monotonic = monotonic
         self._wall = wall
-        self.outbox = Outbox(config.outbox_path)
+        self.metrics = AgentMetrics()
+        self.liveness = Liveness(monotonic)
+        self.outbox = Outbox(config.outbox_path, max_bytes=config.outbox_max_bytes)
+        if self.outbox.moved_aside is not None:
+            self.metrics.outbox_corrupt.inc()
+        self._watch_outbox()
+        self.mqtt: MqttPublisher | None = None
+        if config.mqtt.host:
+            # Imported only when wanted: aiomqtt is the optional `mqtt` extra.
+            from agent.mqtt import MqttConfig, MqttPublisher
+
+            m = config.mqtt
+            self.mqtt = MqttPublisher(
+                MqttConfig(
+                    m.host,
+                    m.port,
+                    m.prefix,
+                    m.username or None,
+                    m.password or None,
+                    m.queue_size,
+                ),
+                config.id,
+                self.metrics,
+            )
         bus_by_name = {b.name: b for b in config.buses}
         # One LinkStats per slave, shared by the bus scheduler (writer) and the monitor.
         self.link_stats: dict[tuple[str, int], LinkStats] = {}
@@ -61,13 +93,29 @@ class Agent:
                 state_interval_s=config.state_interval_s,
                 counters_interval_s=config.counters_interval_s,
                 link_stats=stats,
+                on_detection_cost=self.metrics.detection.observe,
             )
         self.uplink = Uplink(
             self.outbox,
             self.hello,
             config.fleet.endpoints,
             max_batch_records=config.fleet.max_batch_records,
+            metrics=self.metrics,
+            credentials=channel_credentials(config.fleet),
         )
+
+    def _watch_outbox(self) -> None:
+        # Read at scrape time, on the loop's thread, which owns the SQLite connection.
+        outbox = self.outbox
+        self.metrics.outbox_depth.set_function(lambda: float(outbox.depth()))
+        self.metrics.outbox_used_bytes.set_function(lambda: float(outbox.used_bytes()))
+
+        def oldest_age() -> float:
+            oldest = outbox.oldest_time()
+            return 0.0 if oldest is None else max(0.0, self._wall() - oldest)
+
+        self.metrics.outbox_oldest_age.set_function(oldest_age)
+        self.metrics.outbox_thinned.set_function(lambda: float(outbox.thinned))
 
     def _time_base(self) -> TimeBase:
         # Re-read both clocks for every conversion so a stepped wall clock (NTP) is
@@ -89,9 +137,17 @@ class Agent:
         return hello
 
     def _keep(self, records: list[records_pb2.Record]) -> None:
-        if records:
-            self.outbox.append(records)
-            self.uplink.notify()
+        if not records:
+            return
+        self.outbox.append(records)
+        self.uplink.notify()
+        for record in records:
+            if record.WhichOneof("payload") == "event":
+                self.metrics.events.labels(
+                    event_type_name(record.event.type), phase_name(record.event.phase)
+                ).inc()
+            if self.mqtt is not None:
+                self.mqtt.offer(record)
 
     def sink(self, bus: str) -> BusSink:
         """The `PollSink` of one bus: routes each slave's reads to its unit's monitor."""
@@ -100,6 +156,7 @@ class Agent:
     def on_sample(self, bus: str, slave: int, values: RawValues, t: float) -> None:
         """A good read of one slave's fast (or fast and slow) spans."""
         unit_id, source = self.routes[(bus, slave)]
+        self.liveness.beat(f"bus {bus}")
         self._keep(self.monitors[unit_id].on_sample(source, values, t, self._time_base()))
 
     def on_identity(self, bus: str, slave: int, values: RawValues, t: float) -> None:
@@ -110,6 +167,8 @@ class Agent:
     def on_failure(self, bus: str, slave: int, fault: LinkFault, t: float) -> None:
         """A request to one slave that got no usable answer."""
         unit_id, source = self.routes[(bus, slave)]
+        self.liveness.beat(f"bus {bus}")
+        self.metrics.link_errors.labels(unit_id, fault.value).inc()
         self._keep(self.monitors[unit_id].on_failure(source, fault, t, self._time_base()))
 
     def scheduler(self, bus: BusConfig, clock: Callable[[], float]) -> BusScheduler:
@@ -159,17 +218,45 @@ class Agent:
                 missing,
             )
 
-    async def run(self) -> None:
-        """Poll, detect, keep and send until cancelled; then close the outbox."""
+    async def run(self, notifier: SystemdNotifier | None = None) -> None:
+        """Poll, detect, keep and send until cancelled; then close the outbox.
+
+        Once every task is started it prints one JSON line on stdout (``{"ready": true,
+        "agent_id", "metrics"}``) for the rig, and tells systemd it is ready.
+        """
         self.describe()
         loop = asyncio.get_running_loop()
+        notifier = notifier or SystemdNotifier()
+        metrics_server: asyncio.Server | None = None
         try:
+            if self.config.metrics_listen is not None:
+                host, port = self.config.metrics_listen
+                metrics_server = await serve_metrics(self.metrics, host, port)
+                bound = metrics_server.sockets[0].getsockname()
+                log.info("metrics on http://%s:%d/metrics", bound[0], bound[1])
             async with asyncio.TaskGroup() as tasks:
                 for bus in self.config.buses:
                     scheduler = self.scheduler(bus, loop.time)
+                    self.liveness.register(f"bus {bus.name}")
                     tasks.create_task(scheduler.run(), name=f"bus {bus.name}")
                 tasks.create_task(self.uplink.run(), name="uplink")
+                if self.mqtt is not None:
+                    tasks.create_task(self.mqtt.run(), name="mqtt")
+                tasks.create_task(keep_watchdog(notifier, self.liveness), name="watchdog")
+                metrics_at = (
+                    "{}:{}".format(*metrics_server.sockets[0].getsockname()[:2])
+                    if metrics_server is not None
+                    else None
+                )
+                print(
+                    json.dumps({"ready": True, "agent_id": self.config.id, "metrics": metrics_at}),
+                    flush=True,
+                )
+                notifier.ready(f"watching {len(self.monitors)} unit(s)")
         finally:
+            notifier.stopping()
+            if metrics_server is not None:
+                metrics_server.close()
             self.outbox.close()
 
 
@@ -200,6 +287,18 @@ def open_link(bus: BusConfig) -> ModbusLink:
             SerialEndpoint(bus.device, bus.baudrate, bus.serial_format, bus.timeout_s, bus.retries)
         )
     return ModbusTcpLink(TcpEndpoint(bus.host, bus.port, bus.timeout_s, bus.retries))
+
+
+def channel_credentials(fleet: FleetConfig) -> Any:
+    """grpc channel credentials for mutual TLS, or None when the config says insecure."""
+    if fleet.insecure:
+        return None
+    assert fleet.ca is not None and fleet.cert is not None and fleet.key is not None
+    return grpc.ssl_channel_credentials(
+        root_certificates=fleet.ca.read_bytes(),
+        private_key=fleet.key.read_bytes(),
+        certificate_chain=fleet.cert.read_bytes(),
+    )
 
 
 def run(config: AgentConfig) -> int:

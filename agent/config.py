@@ -7,11 +7,27 @@ Every key, with its default (a key without a default is required)::
     data_dir = "."              # where outbox.db lives; relative paths are relative to this file
     state_interval_s = 10.0     # a CarState is recorded on every change and at least this often
     counters_interval_s = 60.0  # Counters records (trips, door cycles, run hours) this often
+    outbox_max_mb = 256.0       # outbox bound on the SD card: past it, the oldest state
+                                #   samples are thinned (events are never dropped)
+    metrics_listen = "127.0.0.1:9108"  # Prometheus /metrics; "" turns it off; port 0 picks
+                                #   a free one. Loopback by default: the box's metrics are
+                                #   not for the 4G network
 
     [fleet]
-    endpoints = ["127.0.0.1:50051"]  # host:port of fleet managers, tried in order
-    insecure = true             # plaintext gRPC; mutual TLS arrives with the security work
+    endpoints = ["127.0.0.1:50051"]  # host:port of fleet managers, tried in turn (fail-over)
+    insecure = false            # true: plaintext gRPC, for the demo and the rig only
+    ca = ""                     # mutual TLS (required unless insecure): the CA that signed
+    cert = ""                   #   the fleet's certificate, this agent's certificate and
+    key = ""                    #   its key (`liftwatch-fleet pki agent`); relative to this file
     max_batch_records = 500     # upper bound; the fleet's Welcome may lower it
+
+    [mqtt]                      # optional side output; leave host empty to turn it off
+    host = ""
+    port = 1883
+    prefix = "liftwatch"        # topics: docs/mqtt.md
+    username = ""
+    password = ""
+    queue_size = 10000          # messages held while the broker is away; oldest dropped first
 
     [detect]                    # defaults for every unit; see docs/events.md for each key
     entrapment_between_floors_s = 30.0
@@ -103,8 +119,23 @@ class FleetConfig:
     """Where the fleet managers are and how to talk to them."""
 
     endpoints: tuple[str, ...] = ("127.0.0.1:50051",)
-    insecure: bool = True
+    insecure: bool = False
     max_batch_records: int = 500
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """The optional MQTT side output (host empty: off)."""
+
+    host: str = ""
+    port: int = 1883
+    prefix: str = "liftwatch"
+    username: str = ""
+    password: str = ""
+    queue_size: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +215,9 @@ class AgentConfig:
     units: tuple[UnitConfig, ...]
     state_interval_s: float = 10.0
     counters_interval_s: float = 60.0
+    outbox_max_bytes: int = 256 * 1024 * 1024
+    metrics_listen: tuple[str, int] | None = ("127.0.0.1", 9108)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
 
     @property
     def outbox_path(self) -> Path:
@@ -253,10 +287,19 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     """Build an `AgentConfig` from parsed TOML, or raise `ConfigError` listing every problem."""
     problems: list[ConfigProblem] = []
     r = _Reader(problems)
-    top = r.table(dict(raw), "", {"agent", "fleet", "detect", "bus", "unit"})
+    top = r.table(dict(raw), "", {"agent", "fleet", "detect", "bus", "unit", "mqtt"})
 
     agent = r.table(
-        top.get("agent", {}), "agent", {"id", "data_dir", "state_interval_s", "counters_interval_s"}
+        top.get("agent", {}),
+        "agent",
+        {
+            "id",
+            "data_dir",
+            "state_interval_s",
+            "counters_interval_s",
+            "outbox_max_mb",
+            "metrics_listen",
+        },
     )
     agent_id = r.get(agent, "agent", "id", str, "", required=True)
     data_dir = Path(r.get(agent, "agent", "data_dir", str, "."))
@@ -264,9 +307,21 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     counters_interval = float(r.get(agent, "agent", "counters_interval_s", (int, float), 60.0))
     r.positive(state_interval, "agent.state_interval_s")
     r.positive(counters_interval, "agent.counters_interval_s")
+    outbox_mb = float(r.get(agent, "agent", "outbox_max_mb", (int, float), 256.0))
+    r.positive(outbox_mb, "agent.outbox_max_mb")
+    metrics_text = r.get(agent, "agent", "metrics_listen", str, "127.0.0.1:9108")
+    metrics_listen = _host_port(metrics_text, allow_any_port=True) if metrics_text else None
+    if metrics_text and metrics_listen is None:
+        problems.append(
+            ConfigProblem(
+                "agent.metrics_listen", f"must be 'host:port' or '', got {metrics_text!r}"
+            )
+        )
 
     fleet_raw = r.table(
-        top.get("fleet", {}), "fleet", {"endpoints", "insecure", "max_batch_records"}
+        top.get("fleet", {}),
+        "fleet",
+        {"endpoints", "insecure", "max_batch_records", "ca", "cert", "key"},
     )
     endpoints = r.get(fleet_raw, "fleet", "endpoints", list, ["127.0.0.1:50051"])
     for i, endpoint in enumerate(endpoints):
@@ -276,9 +331,45 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
             )
     if not endpoints:
         problems.append(ConfigProblem("fleet.endpoints", "must name at least one fleet manager"))
-    insecure = r.get(fleet_raw, "fleet", "insecure", bool, True)
+    insecure = r.get(fleet_raw, "fleet", "insecure", bool, False)
     max_batch = r.get(fleet_raw, "fleet", "max_batch_records", int, 500)
     r.positive(max_batch, "fleet.max_batch_records")
+    tls: dict[str, Path | None] = {}
+    for name in ("ca", "cert", "key"):
+        text = r.get(fleet_raw, "fleet", name, str, "")
+        path = (base_dir / text) if text else None
+        tls[name] = path
+        if insecure:
+            if text:
+                problems.append(
+                    ConfigProblem(f"fleet.{name}", "is set but fleet.insecure = true ignores it")
+                )
+        elif not text:
+            problems.append(
+                ConfigProblem(
+                    f"fleet.{name}",
+                    "is required for mutual TLS (or set fleet.insecure = true for a demo)",
+                )
+            )
+        elif path is not None and not path.is_file():
+            problems.append(ConfigProblem(f"fleet.{name}", f"no such file: {path}"))
+
+    mqtt_raw = r.table(
+        top.get("mqtt", {}),
+        "mqtt",
+        {"host", "port", "prefix", "username", "password", "queue_size"},
+    )
+    mqtt = MqttSettings(
+        host=r.get(mqtt_raw, "mqtt", "host", str, ""),
+        port=r.get(mqtt_raw, "mqtt", "port", int, 1883),
+        prefix=r.get(mqtt_raw, "mqtt", "prefix", str, "liftwatch"),
+        username=r.get(mqtt_raw, "mqtt", "username", str, ""),
+        password=r.get(mqtt_raw, "mqtt", "password", str, ""),
+        queue_size=r.get(mqtt_raw, "mqtt", "queue_size", int, 10_000),
+    )
+    if not 0 < mqtt.port < 65536:
+        problems.append(ConfigProblem("mqtt.port", f"must be 1..65535, got {mqtt.port}"))
+    r.positive(mqtt.queue_size, "mqtt.queue_size")
 
     default_detect = r.table(top.get("detect", {}), "detect", None)
     problems.extend(
@@ -372,11 +463,16 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     return AgentConfig(
         id=agent_id,
         data_dir=data_dir if data_dir.is_absolute() else base_dir / data_dir,
-        fleet=FleetConfig(tuple(endpoints), insecure, max_batch),
+        fleet=FleetConfig(
+            tuple(endpoints), insecure, max_batch, tls["ca"], tls["cert"], tls["key"]
+        ),
         buses=tuple(buses),
         units=tuple(units),
         state_interval_s=state_interval,
         counters_interval_s=counters_interval,
+        outbox_max_bytes=int(outbox_mb * 1024 * 1024),
+        metrics_listen=metrics_listen,
+        mqtt=mqtt,
     )
 
 
@@ -579,9 +675,11 @@ def _wire_problems(key: str, bus: BusConfig, units: list[UnitConfig]) -> list[Co
     ]
 
 
-def _host_port(text: str) -> tuple[str, int] | None:
+def _host_port(text: str, *, allow_any_port: bool = False) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port``; port 0 (any free port) only when allowed."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    lowest = 0 if allow_any_port else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
         return None
     return host, int(port)
 

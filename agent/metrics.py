@@ -13,7 +13,8 @@ link_errors_total{unit,kind}       counter   timeouts, exception responses, malf
 outbox_depth                       gauge     records waiting for the fleet's ack
 outbox_oldest_age_seconds          gauge     age of the oldest waiting record
 outbox_used_bytes                  gauge     bytes of the outbox file in use
-outbox_thinned_total               counter   state samples dropped to stay within bounds
+outbox_thinned                     gauge     state samples dropped to stay within bounds
+outbox_corrupt_total               counter   outbox files found corrupt, moved aside
 records_sent_total                 counter   records written to the fleet stream
 records_acked_total                counter   records the fleet acknowledged
 events_total{type,phase}           counter   event phases detected
@@ -68,7 +69,8 @@ class AgentMetrics:
         self.outbox_used_bytes = Gauge(
             f"{p}outbox_used_bytes", "Bytes of the outbox in use", registry=r
         )
-        self.outbox_thinned = Counter(
+        # A gauge read from the outbox at scrape time (it counts since the agent started).
+        self.outbox_thinned = Gauge(
             f"{p}outbox_thinned", "State samples dropped to keep the outbox bounded", registry=r
         )
         self.records_sent = Counter(
@@ -89,6 +91,9 @@ class AgentMetrics:
         )
         self.fleet_rejects = Counter(
             f"{p}fleet_rejects", "Rejects received from the fleet", ["code"], registry=r
+        )
+        self.outbox_corrupt = Counter(
+            f"{p}outbox_corrupt", "Outbox files found corrupt and moved aside", registry=r
         )
         self.mqtt_failures = Counter(
             f"{p}mqtt_publish_failures", "MQTT publishes dropped", registry=r

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from time import perf_counter
 
 from agent.bus.health import LinkStats
 from agent.bus.link import LinkFault
@@ -83,8 +84,11 @@ class UnitMonitor:
         state_interval_s: float,
         counters_interval_s: float,
         link_stats: Sequence[LinkStats] | None = None,
+        on_detection_cost: Callable[[float], None] | None = None,
     ) -> None:
         self.unit = unit
+        # Seconds spent in all detectors for one sample (a metrics histogram's observe).
+        self.on_detection_cost = on_detection_cost
         self.detectors = UnitDetectors(unit.detect)
         self.identity: records_pb2.ControllerInfo | None = None
         self.link_stats = (
@@ -160,17 +164,22 @@ class UnitMonitor:
         sample = car_state(t, parts)
         records = self._on_link_outcome(True, t, time)
         self.last_sample = sample
-        records += self._events(self.detectors.feed(sample), time)
+        began = perf_counter()
+        events = self.detectors.feed(sample)
+        if self.on_detection_cost is not None:
+            self.on_detection_cost(perf_counter() - began)
+        records += self._events(events, time)
         key = _change_key(sample)
         if key != self._last_key or t - self._last_state_t >= self._state_interval_s:
             records.append(car_state_record(self.unit.id, sample, time))
             self._last_key, self._last_state_t = key, t
+        # Counters wait for the first slow read that brings the controller's own counters,
+        # so the first record does not report zero trips for a car with a million.
         counters_known = sample.trips is not None or not (self.unit.signals & _COUNTERS)
         if counters_known and (
             self._last_counters_t is None or t - self._last_counters_t >= self._counters_interval_s
         ):
-            if self.unit.signals & _COUNTERS:
-                records.append(counters_record(self.unit.id, sample, time))
+            records.append(counters_record(self.unit.id, self.detectors.health, t, time))
             self._last_counters_t = t
         records += self._periodic_link_status(t, time)
         return records

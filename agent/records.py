@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.detect.events import Event, EventType, Phase
+from agent.detect.health import HealthSnapshot
 from agent.state import CarState, ControllerIdentity, Direction, DoorState, ServiceMode
 from protos.liftwatch.v1 import records_pb2
 
@@ -105,12 +106,25 @@ def event_record(unit_id: str, event: Event, event_id: str, time: TimeBase) -> r
     return record
 
 
-def counters_record(unit_id: str, sample: CarState, time: TimeBase) -> records_pb2.Record:
-    """A Counters record from the counters of the latest sample."""
-    record = _record(unit_id, time.to_utc(sample.t))
-    record.counters.trips = sample.trips or 0
-    record.counters.door_cycles = sample.door_cycles or 0
-    record.counters.run_hours = sample.run_hours or 0
+def counters_record(
+    unit_id: str, health: HealthSnapshot, t: float, time: TimeBase
+) -> records_pb2.Record:
+    """A Counters record of a unit's health as of monotonic time ``t``."""
+    record = _record(unit_id, time.to_utc(t))
+    c = record.counters
+    c.trips = health.trips
+    c.door_cycles = health.door_cycles
+    c.run_hours = int(health.run_hours)
+    if health.door_open_median_ms is not None:
+        c.door_open_median_ms = health.door_open_median_ms
+    if health.door_close_median_ms is not None:
+        c.door_close_median_ms = health.door_close_median_ms
+    if health.door_open_trend is not None:
+        c.door_open_trend = health.door_open_trend
+    if health.door_close_trend is not None:
+        c.door_close_trend = health.door_close_trend
+    for floor, count in health.reopenings_by_landing:
+        c.reopenings_by_landing[floor] = count
     return record
 
 
@@ -146,3 +160,13 @@ def link_status_record(
 def event_type_wire(event_type: EventType) -> records_pb2.EventType:
     """The wire enum value of ``event_type``."""
     return _EVENT_TYPE[event_type]
+
+
+def event_type_name(wire: int) -> str:
+    """``ENTRAPMENT`` for the wire value of EVENT_TYPE_ENTRAPMENT (metric labels, logs)."""
+    return records_pb2.EventType.Name(wire).removeprefix("EVENT_TYPE_")
+
+
+def phase_name(wire: int) -> str:
+    """``RAISED`` / ``CLEARED`` for a wire Phase value."""
+    return records_pb2.Phase.Name(wire).removeprefix("PHASE_")

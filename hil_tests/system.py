@@ -88,7 +88,6 @@ class RunningSystem:
             "agent",
             ["run", "--config", str(self.work_dir / "agent.toml")],
             self.work_dir,
-            wait_ready=False,
         )
 
     async def stop_fleet(self) -> None:
@@ -162,9 +161,11 @@ def agent_config_text(spec: SystemSpec, bus_url: str, fleet: str, data_dir: Path
         f"data_dir = {_toml_str(str(data_dir))}",
         "state_interval_s = 5.0",
         "counters_interval_s = 30.0",
+        'metrics_listen = "127.0.0.1:0"',
         "",
         "[fleet]",
         f"endpoints = [{_toml_str(fleet)}]",
+        "insecure = true  # the rig runs on loopback only",
         "",
         "[detect]",
         *(f"{key} = {float(value)}" for key, value in spec.detect.items()),
@@ -272,9 +273,7 @@ async def running_system(
             encoding="utf-8",
         )
         # The agent stops first so that its last records are not sent to a stopped fleet.
-        agent = await start(
-            "agent", "agent", ["run", "--config", str(agent_config)], work_dir, wait_ready=False
-        )
+        agent = await start("agent", "agent", ["run", "--config", str(agent_config)], work_dir)
         stack.push_async_callback(lambda: _stop_current(system, "agent", agent))
         system = RunningSystem(spec, work_dir, fleet, emulator, agent, proxy)
         yield system

@@ -16,6 +16,7 @@ data_dir = "data"
 
 [fleet]
 endpoints = ["fleet.example:50051"]
+insecure = true
 
 [detect]
 entrapment_between_floors_s = 20
@@ -119,16 +120,39 @@ def test_syntax_error_and_missing_file_are_problems_not_tracebacks(
     assert "(file)" in out
 
 
-def test_the_shipped_example_config_is_valid() -> None:
-    example = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "agent.example.toml"
-    config = load_config(example)
+def installed(example: str, tmp_path: Path) -> Path:
+    """The shipped example as installed: in its directory with the TLS files it names."""
+    source = Path(__file__).resolve().parents[2] / "deploy" / "agent" / example
+    target = tmp_path / "agent.toml"
+    target.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "tls").mkdir()
+    for name in ("ca.pem", "agent.pem", "agent.key"):
+        (tmp_path / "tls" / name).write_text("PEM")
+    return target
+
+
+def test_mutual_tls_is_the_default_and_its_files_are_checked(tmp_path: Path) -> None:
+    text = GOOD.replace("insecure = true\n", 'ca = "tls/ca.pem"\ncert = "tls/a.pem"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    problems = {p.key: p.message for p in caught.value.problems}
+    assert problems["fleet.key"].startswith("is required for mutual TLS")
+    assert problems["fleet.ca"] == f"no such file: {tmp_path / 'tls' / 'ca.pem'}"
+    insecure_with_cert = GOOD.replace("insecure = true\n", 'insecure = true\ncert = "x.pem"\n')
+    with pytest.raises(ConfigError, match=r"fleet\.cert: is set but fleet\.insecure = true"):
+        load_config(write(tmp_path, insecure_with_cert))
+
+
+def test_the_shipped_example_config_is_valid(tmp_path: Path) -> None:
+    config = load_config(installed("agent.example.toml", tmp_path))
+    assert not config.fleet.insecure
+    assert config.fleet.cert == tmp_path / "tls" / "agent.pem"
     assert len(config.units) == 4
     assert config.units[3].detect.door_close_failure_s == 25.0
 
 
-def test_the_shipped_rtu_example_is_valid_and_fits_its_line() -> None:
-    example = Path(__file__).resolve().parents[2] / "deploy" / "agent" / "agent.rtu.example.toml"
-    config = load_config(example)
+def test_the_shipped_rtu_example_is_valid_and_fits_its_line(tmp_path: Path) -> None:
+    config = load_config(installed("agent.rtu.example.toml", tmp_path))
     (bus,) = config.buses
     assert (bus.device, bus.baudrate, str(bus.serial_format)) == ("/dev/ttyUSB0", 19200, "8E1")
     assert bus.frame_gap_s == pytest.approx(3.5 * 11 / 19200)

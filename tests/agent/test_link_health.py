@@ -20,6 +20,8 @@ TIME = TimeBase(0.0, 1_700_000_000.0)
 CONFIG = """
 [agent]
 id = "a"
+[fleet]
+insecure = true
 [[bus]]
 name = "b"
 url = "rtu:///dev/ttyUSB0"

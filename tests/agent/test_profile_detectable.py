@@ -17,6 +17,8 @@ CONFIG = """
 [agent]
 id = "edge-1"
 data_dir = "data"
+[fleet]
+insecure = true
 
 [[bus]]
 name = "line"

@@ -172,7 +172,7 @@ class Event(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., onset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., floor: _Optional[int] = ..., reason: _Optional[str] = ..., gb_code: _Optional[int] = ...) -> None: ...
 
 class Counters(_message.Message):
-    __slots__ = ("trips", "door_cycles", "run_hours", "door_open_median_ms", "door_close_median_ms", "reopenings_by_landing")
+    __slots__ = ("trips", "door_cycles", "run_hours", "door_open_median_ms", "door_close_median_ms", "reopenings_by_landing", "door_open_trend", "door_close_trend")
     class ReopeningsByLandingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -186,13 +186,17 @@ class Counters(_message.Message):
     DOOR_OPEN_MEDIAN_MS_FIELD_NUMBER: _ClassVar[int]
     DOOR_CLOSE_MEDIAN_MS_FIELD_NUMBER: _ClassVar[int]
     REOPENINGS_BY_LANDING_FIELD_NUMBER: _ClassVar[int]
+    DOOR_OPEN_TREND_FIELD_NUMBER: _ClassVar[int]
+    DOOR_CLOSE_TREND_FIELD_NUMBER: _ClassVar[int]
     trips: int
     door_cycles: int
     run_hours: int
     door_open_median_ms: int
     door_close_median_ms: int
     reopenings_by_landing: _containers.ScalarMap[int, int]
-    def __init__(self, trips: _Optional[int] = ..., door_cycles: _Optional[int] = ..., run_hours: _Optional[int] = ..., door_open_median_ms: _Optional[int] = ..., door_close_median_ms: _Optional[int] = ..., reopenings_by_landing: _Optional[_Mapping[int, int]] = ...) -> None: ...
+    door_open_trend: float
+    door_close_trend: float
+    def __init__(self, trips: _Optional[int] = ..., door_cycles: _Optional[int] = ..., run_hours: _Optional[int] = ..., door_open_median_ms: _Optional[int] = ..., door_close_median_ms: _Optional[int] = ..., reopenings_by_landing: _Optional[_Mapping[int, int]] = ..., door_open_trend: _Optional[float] = ..., door_close_trend: _Optional[float] = ...) -> None: ...
 
 class LinkStatus(_message.Message):
     __slots__ = ("up", "requests", "responses", "timeouts", "crc_errors", "exception_responses", "implausible_values", "latency_ms_p50")
