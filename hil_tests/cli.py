@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hil_tests import demo, runner
+from hil_tests import demo, runner, soak
 from hil_tests.emulator import command as emulate
 
 
@@ -41,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    soak.add_arguments(
+        sub.add_parser(
+            "soak",
+            help="days of emulated traffic through the real detectors, on a virtual clock",
+            description=soak.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -51,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return emulate.run(args)
     if args.command == "run":
         return runner.run(args)
+    if args.command == "soak":
+        return soak.run(args)
     return demo.run(args)
 
 

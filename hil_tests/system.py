@@ -196,6 +196,9 @@ def fleet_config_text(spec: SystemSpec, work_dir: Path) -> str:
         "[server]",
         'listen = "127.0.0.1:0"',
         "",
+        "[http]",
+        'listen = "127.0.0.1:0"',
+        "",
         "[store]",
         f"path = {_toml_str(str(work_dir / 'fleet.db'))}",
     ]

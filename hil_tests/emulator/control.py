@@ -3,10 +3,15 @@
 Each request is one JSON object on one line; each gets one JSON object line back.
 
     {"op": "inject", "car": 2, "fault": "entrapment"}  -> {"ok": true}
+    {"op": "inject", "car": 2, "fault": "late_answer", "delay_ms": 800}  -> {"ok": true}
     {"op": "clear", "car": 2, "fault": "entrapment"}   -> {"ok": true}
+    {"op": "faults"} -> {"ok": true, "faults": {"entrapment": {"kind": "car",
+                         "options": [], "description": "..."}, ...}}
     {"op": "state"} -> {"ok": true, "cars": [{"car": 1, "floor": 3, "moving": false,
                         "door": "open", "occupied": true, "faults": [], ...}, ...]}
 
+Keys of an inject request other than op, car and fault are the fault's options (see
+`faults.FaultOptions`); an option the fault does not take is an error, not ignored.
 Anything else gets {"ok": false, "error": "<what is wrong>"}; the connection stays usable.
 """
 
@@ -18,7 +23,14 @@ import json
 import logging
 from typing import Any
 
-from hil_tests.emulator.faults import Fault, parse_fault
+from hil_tests.emulator.faults import (
+    FAULTS,
+    NO_OPTIONS,
+    Fault,
+    FaultOptions,
+    parse_fault,
+    parse_options,
+)
 from hil_tests.emulator.group import CarGroup
 
 log = logging.getLogger(__name__)
@@ -43,7 +55,15 @@ def car_state(group: CarGroup, number: int) -> Reply:
         "occupied": s.occupied,
         "load": s.load_pct,
         "phase": s.phase.value,
-        "faults": sorted(f.value for f in car.faults),
+        "faults": sorted(f.value for f in group.faults(number)),
+        "fault_code": s.fault_code,
+        "mode": s.service_mode.name.lower(),
+        "firmware": group.identities[number].firmware,
+        "counters": {
+            "trips": s.counters.trips,
+            "door_cycles": s.counters.door_cycles,
+            "run_hours": s.counters.run_hours,
+        },
     }
 
 
@@ -54,20 +74,38 @@ def handle_request(group: CarGroup, request: object) -> Reply:
     op = request.get("op")
     if op == "state":
         return {"ok": True, "cars": [car_state(group, n) for n in group.cars]}
+    if op == "faults":
+        return {"ok": True, "faults": fault_catalogue()}
     if op in ("inject", "clear"):
+        extra = {k: v for k, v in request.items() if k not in ("op", "car", "fault")}
         try:
             number = _car_number(group, request.get("car"))
             fault = parse_fault(request.get("fault"))
+            if op == "clear" and extra:
+                raise ValueError(f"clear takes no options, got {', '.join(sorted(extra))}")
+            options = parse_options(fault, extra) if op == "inject" else NO_OPTIONS
         except ValueError as exc:
             return _error(str(exc))
-        _apply(group, op, number, fault)
+        _apply(group, op, number, fault, options)
         return {"ok": True}
-    return _error(f"unknown op {op!r}; expected one of: inject, clear, state")
+    return _error(f"unknown op {op!r}; expected one of: inject, clear, state, faults")
 
 
-def _apply(group: CarGroup, op: str, number: int, fault: Fault) -> None:
+def fault_catalogue() -> dict[str, object]:
+    """Every fault with its kind, options and description, for `{"op": "faults"}`."""
+    return {
+        f.value: {
+            "kind": spec.kind.value,
+            "options": sorted(spec.options),
+            "description": spec.description,
+        }
+        for f, spec in FAULTS.items()
+    }
+
+
+def _apply(group: CarGroup, op: str, number: int, fault: Fault, options: FaultOptions) -> None:
     if op == "inject":
-        group.inject(number, fault)
+        group.inject(number, fault, options)
     else:
         group.clear(number, fault)
     log.info("%s %s on car %d", op, fault.value, number)

@@ -4,6 +4,13 @@ Each car is one `SimDevice` (slave id = car number) holding registers 0..43; any
 43 is an exception response. The device's async `action` hook re-encodes the car from the
 model on every request, so reads are as fresh as the physics. The physics itself advances
 on a periodic task reading `loop.time()` and passing it to the group.
+
+Link faults act through the same hook where Modbus TCP can express them: `no_answer` and a
+reboot's silence raise pymodbus's NoSuchIdException, which a server built with
+`ignore_missing_devices` answers with nothing (real unknown ids still get 0x0B from the
+catch-all device 0); `late_answer` awaits its delay in the request's own task;
+`exception_response` returns 0x04. CRC, garbage and wrong-slave faults have no TCP form
+(TCP has no CRC, and a TCP slave's id is echoed by the server): TCP answers normally.
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ import logging
 from collections.abc import Callable
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimAction, SimData, SimDevice
 
 from hil_tests.emulator.group import CarGroup
+from hil_tests.emulator.link import LinkAction
 from hil_tests.emulator.registers import REGISTER_COUNT
 
 log = logging.getLogger(__name__)
@@ -38,7 +47,16 @@ def _car_action(group: CarGroup, number: int, clock: Callable[[], float]) -> Sim
         # The controller is read-only over Modbus, as the agent must be towards it.
         if function_code != READ_HOLDING_REGISTERS or set_values is not None:
             return ExcCodes.ILLEGAL_FUNCTION
-        group.advance_to(clock())
+        now = clock()
+        decision = group.links[number].decide(now)
+        if decision.action is LinkAction.SILENT:
+            raise NoSuchIdException(f"car {number} is silent (link fault)")
+        if decision.delay_s > 0:
+            await asyncio.sleep(decision.delay_s)  # the late answer itself
+            now = clock()
+        if decision.action is LinkAction.EXCEPTION:
+            return ExcCodes.DEVICE_FAILURE
+        group.advance_to(now)
         fresh = group.registers(number)
         registers[start_address : start_address + len(fresh)] = fresh
         return None
@@ -100,7 +118,9 @@ class ModbusEmulator:
         """
         loop = asyncio.get_running_loop()
         server = ModbusTcpServer(
-            build_devices(self.group, loop.time), address=(self.host, self.port)
+            build_devices(self.group, loop.time),
+            address=(self.host, self.port),
+            ignore_missing_devices=True,  # how a silent car gets no answer (module doc)
         )
         try:
             await server.serve_forever(background=True)

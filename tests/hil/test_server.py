@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
 
 from hil_tests.emulator.control import bound_port, control, start_control_server
+from hil_tests.emulator.faults import Fault, FaultOptions
 from hil_tests.emulator.group import CarGroup, GroupConfig
 from hil_tests.emulator.registers import decode_ascii
 from hil_tests.emulator.server import ModbusEmulator
@@ -133,3 +136,34 @@ def test_bad_control_requests_get_errors_and_the_session_survives() -> None:
     assert "1..2" in str(errors[3]["error"])
     assert "gremlins" in str(errors[5]["error"]) and "entrapment" in str(errors[5]["error"])
     assert state["ok"] is True and len(state["cars"]) == 2  # type: ignore[arg-type]
+
+
+async def _tcp_link_faults() -> None:
+    loop = asyncio.get_running_loop()
+    group = CarGroup(GroupConfig(cars=2, seed=4), loop.time())
+    emulator = ModbusEmulator(group, "127.0.0.1", 0)
+    port = await emulator.start()
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.3, retries=0)
+    try:
+        assert await client.connect()
+        group.inject(2, Fault.EXCEPTION_RESPONSE)
+        rr = await client.read_holding_registers(0, count=4, device_id=2)
+        assert rr.isError() and rr.exception_code == 0x04
+        group.clear(2, Fault.EXCEPTION_RESPONSE)
+        group.inject(2, Fault.NO_ANSWER)
+        with pytest.raises(ModbusIOException):
+            await client.read_holding_registers(0, count=4, device_id=2)
+        group.clear(2, Fault.NO_ANSWER)
+        group.inject(2, Fault.LATE_ANSWER, FaultOptions(delay_ms=150))
+        t0 = loop.time()
+        rr = await client.read_holding_registers(0, count=4, device_id=2)
+        assert not rr.isError() and loop.time() - t0 >= 0.15
+        group.clear(2, Fault.LATE_ANSWER)
+        assert not (await client.read_holding_registers(0, count=4, device_id=1)).isError()
+    finally:
+        client.close()
+        await emulator.stop()
+
+
+def test_tcp_link_faults() -> None:
+    asyncio.run(asyncio.wait_for(_tcp_link_faults(), 30))
