@@ -1,7 +1,9 @@
-"""``liftwatch-fleet``: serve the fleet, or read its store (units, coverage, events).
+"""``liftwatch-fleet``: serve the fleet, import the register, or read its store.
 
-The read commands open the SQLite file read-only; WAL lets them run beside ``serve``.
-Errors in configuration or database are one line on stderr and exit status 2.
+Commands: serve, units (list; ``units import FILE`` loads the register), coverage,
+firmware, events. The read commands open the store read-only (a SQLite file, which WAL
+lets them read beside ``serve``, or a ``postgresql://`` URL). Errors in arguments,
+configuration, policy or database are one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fleet.clock import utc_now
@@ -25,15 +27,22 @@ from fleet.config import (
     load_config,
     split_listen,
 )
-from fleet.coverage import UnitStatus, coverage, status_of
-from fleet.registry import RegistryError
+from fleet.coverage import GROUP_KEYS, UnitStatus, coverage, coverage_by
+from fleet.firmware import EMPTY_POLICY, PolicyError, inventory, load_policy
+from fleet.reads import UnitFilter, select_units
+from fleet.registry import RegistryError, read_register
 from fleet.server import ServeError, serve
 from fleet.store.base import EventQuery, StoreError, UnitQuery
-from fleet.store.sqlite import SqliteStore
+from fleet.store.open import open_store
+from fleet.store.postgres import is_postgres_url
+from fleet.store.sql import SqlStore
 from fleet.views import (
+    coverage_change_json,
+    coverage_groups_json,
     coverage_json,
     event_json,
     event_type_number,
+    inventory_json,
     iso,
     table,
     unit_json,
@@ -52,33 +61,50 @@ class UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="LiftWatch fleet manager: ingest agent streams, report coverage."
+        prog=PROG,
+        description="LiftWatch fleet manager: ingest agent streams; report units, coverage, "
+        "firmware and events.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_cmd = commands.add_parser(
         "serve",
-        help="run the gRPC server until SIGTERM/SIGINT",
+        help="run the gRPC server and the JSON API until SIGTERM/SIGINT",
         description="Run the fleet manager. Prints one JSON line "
-        '{"ready": true, "grpc": "HOST:PORT"} on stdout once the port is bound; '
-        "logs go to stderr.",
+        '{"ready": true, "grpc": "HOST:PORT", "http": "HOST:PORT"} on stdout once the '
+        "ports are bound (no http when [http] listen is empty); logs go to stderr.",
     )
     serve_cmd.add_argument("--config", type=Path, help="TOML config (default: built-in)")
-    serve_cmd.add_argument("--listen", help="HOST:PORT to bind, overrides server.listen")
-    serve_cmd.add_argument("--db", help="SQLite file or :memory:, overrides store.path")
+    serve_cmd.add_argument("--listen", help="HOST:PORT for gRPC, overrides server.listen")
+    serve_cmd.add_argument(
+        "--http", help='HOST:PORT for the JSON API, overrides http.listen ("" disables)'
+    )
+    serve_cmd.add_argument(
+        "--db", help="SQLite file, :memory: or postgresql:// URL; overrides [store]"
+    )
     serve_cmd.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
 
-    def read_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def store_command(name: str, help_text: str, description: str = "") -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=description or help_text)
         source = sub.add_mutually_exclusive_group()
         source.add_argument("--config", type=Path, help="TOML config naming the store")
-        source.add_argument("--db", type=Path, help="the fleet's SQLite file")
+        source.add_argument("--db", help="the fleet's SQLite file or postgresql:// URL")
         sub.add_argument("--json", action="store_true", help="print one JSON object")
         return sub
 
-    units_cmd = read_command("units", "list units (registered or ever reported)")
+    units_cmd = store_command(
+        "units",
+        "list units, or `units import FILE.csv` to load the district register",
+        "List units (registered or ever reported) with their live status, or with "
+        "`import FILE.csv` load the district unit register: every bad row is reported "
+        "with its line and reason, the rest imported; re-importing updates units.",
+    )
+    units_cmd.add_argument(
+        "action", nargs="?", choices=["import"], help="import: load FILE into the register"
+    )
+    units_cmd.add_argument("file", nargs="?", type=Path, help="the register CSV to import")
     units_cmd.add_argument("--street")
     units_cmd.add_argument("--building")
     units_cmd.add_argument("--contractor")
@@ -90,10 +116,38 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only units that have reported (ignored with --status never_seen)",
     )
+    units_cmd.add_argument(
+        "--unregistered", action="store_true", help="only units that report but are not registered"
+    )
 
-    read_command("coverage", "count registered, monitored, online, ... units")
+    coverage_cmd = store_command(
+        "coverage",
+        "count registered, monitored, online, ... units",
+        "Coverage of the district: units online, stale, offline, blind (agent up, controller "
+        "link down) or never seen, and unregistered units reporting. See fleet/coverage.py "
+        "for the thresholds ([coverage] in the config).",
+    )
+    coverage_cmd.add_argument("--by", choices=GROUP_KEYS, help="also count per group")
+    coverage_cmd.add_argument(
+        "--history", metavar="UNIT", help="the coverage transitions of UNIT ('all' for every unit)"
+    )
+    coverage_cmd.add_argument(
+        "--limit", type=_positive_int, default=100, help="newest N transitions (default 100)"
+    )
 
-    events_cmd = read_command("events", "list stored events, oldest first")
+    firmware_cmd = store_command(
+        "firmware",
+        "firmware and agent versions by model, and policy violations",
+        "Controller firmware and agent versions by model, the units that violate the "
+        "firmware policy ([firmware] policy in the config, or --policy), and a unit's "
+        "change history.",
+    )
+    firmware_cmd.add_argument("--violations", action="store_true", help="only the violations")
+    firmware_cmd.add_argument("--model", help="only this controller model")
+    firmware_cmd.add_argument("--history", metavar="UNIT", help="firmware history of UNIT")
+    firmware_cmd.add_argument("--policy", type=Path, help="policy TOML, overrides the config")
+
+    events_cmd = store_command("events", "list stored events, oldest first")
     events_cmd.add_argument("--unit", help="only this unit_id")
     events_cmd.add_argument("--type", help="event type, e.g. ENTRAPMENT")
     events_cmd.add_argument(
@@ -113,12 +167,25 @@ def _config(path: Path | None) -> FleetConfig:
     return load_config(path) if path is not None else default_config(Path.cwd())
 
 
-def _open_store(args: argparse.Namespace) -> tuple[SqliteStore, FleetConfig]:
-    config = default_config(Path.cwd()) if args.db is not None else _config(args.config)
-    path = str(args.db) if args.db is not None else config.store.path
-    if path == MEMORY:
+def _target(args: argparse.Namespace) -> tuple[str, FleetConfig]:
+    if args.db is not None:
+        config = default_config(Path.cwd())
+        target = args.db if is_postgres_url(args.db) or args.db == MEMORY else str(Path(args.db))
+    else:
+        config = _config(args.config)
+        target = config.store.target
+    if target == MEMORY:
         raise UsageError("the store is :memory:, which only the serving process can read")
-    return SqliteStore.open(path, readonly=True), config
+    return target, config
+
+
+def _open_store(args: argparse.Namespace) -> tuple[SqlStore, FleetConfig]:
+    target, config = _target(args)
+    return open_store(target, readonly=True), config
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -136,47 +203,64 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config = dataclasses.replace(
             config, server=dataclasses.replace(config.server, listen=args.listen)
         )
+    if args.http is not None:
+        if args.http:
+            try:
+                split_listen(args.http)
+            except ValueError as exc:
+                raise UsageError(f"--http: {exc}") from None
+        config = dataclasses.replace(
+            config, http=dataclasses.replace(config.http, listen=args.http)
+        )
     if args.db is not None:
-        db = args.db if args.db == MEMORY else str(Path(args.db).resolve())
-        config = dataclasses.replace(config, store=dataclasses.replace(config.store, path=db))
+        if is_postgres_url(args.db):
+            store = dataclasses.replace(config.store, url=args.db)
+        else:
+            db = args.db if args.db == MEMORY else str(Path(args.db).resolve())
+            store = dataclasses.replace(config.store, path=db, url="")
+        config = dataclasses.replace(config, store=store)
 
-    def ready(address: str) -> None:
-        print(json.dumps({"ready": True, "grpc": address}), flush=True)
+    def ready(addresses: Mapping[str, str]) -> None:
+        print(json.dumps({"ready": True, **addresses}), flush=True)
 
     asyncio.run(serve(config, ready))
     return 0
 
 
 def _cmd_units(args: argparse.Namespace) -> int:
+    if args.action == "import":
+        return _import_units(args)
+    if args.file is not None:
+        raise UsageError(f"unexpected argument {str(args.file)!r} (did you mean `units import`?)")
     store, config = _open_store(args)
-    wanted = UnitStatus(args.status) if args.status else None
+    wanted = UnitFilter(
+        street=args.street or "",
+        building=args.building or "",
+        contractor=args.contractor or "",
+        model=args.model or "",
+        firmware=args.firmware or "",
+        status=UnitStatus(args.status) if args.status else None,
+        monitored=args.monitored or args.unregistered,
+    )
     try:
-        units = store.list_units(
-            UnitQuery(
-                street=args.street or "",
-                building=args.building or "",
-                contractor=args.contractor or "",
-                model=args.model or "",
-                firmware=args.firmware or "",
-                reported_only=args.monitored and wanted is not UnitStatus.NEVER_SEEN,
-            )
-        )
+        rows = store.list_units(wanted.store_query())
     finally:
         store.close()
-    now = utc_now()
-    listed = [(u, status_of(u, now, config.coverage)) for u in units]
-    listed = [(u, s) for u, s in listed if wanted is None or s is wanted]
+    if args.unregistered:
+        rows = [u for u in rows if not u.registered]
+    listed = select_units(rows, wanted, utc_now(), config.coverage).units
     if args.json:
-        print(json.dumps({"units": [unit_json(u, s) for u, s in listed]}, ensure_ascii=False))
+        _print_json({"units": [unit_json(u, s) for u, s in listed]})
         return 0
-    headers = ("UNIT_ID", "STATUS", "REG", "STREET", "BUILDING", "MODEL", "FIRMWARE", "AGENT")
-    rows = [
+    headers = ("UNIT_ID", "STATUS", "REG", "STREET", "BUILDING", "CONTRACTOR", "MODEL")
+    rows_out = [
         (
             u.unit_id,
             s.value,
             "yes" if u.registered else "NO",
             u.register.street,
             u.register.building,
+            u.register.contractor,
             u.model,
             u.controller.firmware,
             u.agent_id,
@@ -184,7 +268,35 @@ def _cmd_units(args: argparse.Namespace) -> int:
         )
         for u, s in listed
     ]
-    print(table([*headers, "LAST_SEEN"], rows))
+    print(table([*headers, "FIRMWARE", "AGENT", "LAST_SEEN"], rows_out))
+    return 0
+
+
+def _import_units(args: argparse.Namespace) -> int:
+    if args.file is None:
+        raise UsageError("units import: name the register CSV file")
+    target, _ = _target(args)
+    register = read_register(args.file)
+    for problem in register.problems:
+        print(f"{PROG}: {args.file}: {problem} (row skipped)", file=sys.stderr)
+    store = open_store(target)
+    try:
+        imported = store.upsert_register(register.entries)
+    finally:
+        store.close()
+    result = {
+        "file": str(args.file),
+        "imported": imported,
+        "skipped": len(register.problems),
+        "problems": [{"line": p.line, "reason": p.message} for p in register.problems],
+    }
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"imported {imported} unit(s) from {args.file}; skipped {len(register.problems)} row(s)"
+        )
+    # Bad rows are reported, not fatal: the rest is in. A wholly bad file exits 2 above.
     return 0
 
 
@@ -192,13 +304,66 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
     store, config = _open_store(args)
     try:
         units = store.list_units(UnitQuery())
+        history = (
+            store.coverage_history("" if args.history == "all" else args.history, args.limit)
+            if args.history
+            else None
+        )
     finally:
         store.close()
-    counts = coverage_json(coverage(units, utc_now(), config.coverage))
+    now = utc_now()
+    if history is not None:
+        changes = [coverage_change_json(c) for c in history]
+        if args.json:
+            _print_json({"history": changes})
+        else:
+            columns = ("at", "unit_id", "old_status", "new_status", "cause")
+            print(table([c.upper() for c in columns], [[c[k] for k in columns] for c in changes]))
+        return 0
+    counts = coverage_json(coverage(units, now, config.coverage))
+    groups = (
+        coverage_groups_json(coverage_by(units, args.by, now, config.coverage)) if args.by else []
+    )
     if args.json:
-        print(json.dumps(counts))
+        _print_json({**counts, "groups": groups} if args.by else counts)
+    elif args.by:
+        names = ("name", *counts)
+        print(table([c.upper() for c in names], [[g[c] for c in names] for g in groups]))
     else:
         print(table(("", "UNITS"), list(counts.items())))
+    return 0
+
+
+def _cmd_firmware(args: argparse.Namespace) -> int:
+    target, config = _target(args)
+    policy_path = args.policy or config.firmware.policy
+    policy = load_policy(policy_path) if policy_path else EMPTY_POLICY
+    store = open_store(target, readonly=True)
+    try:
+        units = store.list_units(UnitQuery(model=args.model or ""))
+        history = store.firmware_history(args.history, 1000) if args.history else []
+    finally:
+        store.close()
+    inv = inventory(units, policy, args.model or "")
+    rendered = inventory_json(inv, history, violations_only=args.violations)
+    if args.json:
+        _print_json(rendered)
+        return 0
+    sections: list[str] = []
+    if not args.violations:
+        for title, counts in (("FIRMWARE", inv.firmware), ("AGENT_VERSION", inv.agent_versions)):
+            rows = [(c.model, c.version, c.units) for c in counts]
+            sections.append(table(("MODEL", title, "UNITS"), rows))
+    violations = [(v.unit_id, v.model, v.firmware, v.rule, v.reason) for v in inv.violations]
+    sections.append(table(("UNIT_ID", "MODEL", "FIRMWARE", "RULE", "REASON"), violations))
+    if args.history:
+        changes = [
+            (iso(h.at), h.old_firmware, h.new_firmware, h.old_agent_version, h.new_agent_version)
+            for h in history
+        ]
+        headers = ("AT", "OLD_FIRMWARE", "NEW_FIRMWARE", "OLD_AGENT", "NEW_AGENT")
+        sections.append(table(headers, changes))
+    print("\n\n".join(sections))
     return 0
 
 
@@ -216,7 +381,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
         store.close()
     rendered = [event_json(e) for e in events]
     if args.json:
-        print(json.dumps({"events": rendered}, ensure_ascii=False))
+        _print_json({"events": rendered})
         return 0
     columns = ("time", "unit_id", "type", "phase", "floor", "onset", "event_id", "reason")
     print(table([c.upper() for c in columns], [[e[c] for c in columns] for e in rendered]))
@@ -227,6 +392,7 @@ _COMMANDS = {
     "serve": _cmd_serve,
     "units": _cmd_units,
     "coverage": _cmd_coverage,
+    "firmware": _cmd_firmware,
     "events": _cmd_events,
 }
 
@@ -243,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return _COMMANDS[args.command](args)
-    except (UsageError, ConfigError, StoreError, RegistryError) as exc:
+    except (UsageError, ConfigError, StoreError, RegistryError, PolicyError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ServeError as exc:

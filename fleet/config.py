@@ -4,23 +4,47 @@ Every key, with its default (a missing file section or key takes the default)::
 
     [server]
     listen = "127.0.0.1:50051"   # host:port of the gRPC server; port 0 lets the kernel pick one
+    max_connection_age_s = 3600  # close an agent's connection after this long (0 = never), so
+                                 # that long-lived streams spread over replicas behind a
+                                 # load balancer; the agent reconnects and resumes from Welcome
+    max_connection_age_grace_s = 30  # in-flight calls get this long before the close
+    keepalive_time_s = 60        # the server pings idle connections this often: a vanished
+                                 # agent (4G NAT, power cut) is noticed and its stream freed
+    keepalive_timeout_s = 20     # ... and drops a connection whose ping goes unanswered
+
+    [http]
+    listen = "127.0.0.1:8080"    # host:port of the JSON API (/api/...); port 0 lets the kernel
+                                 # pick one; "" disables the HTTP server. When this key is not
+                                 # set and server.listen has port 0 (throwaway fleets: tests,
+                                 # the rig), the API takes port 0 too, so they never collide
 
     [store]
     path = "fleet.db"            # SQLite file; relative to the config file's directory;
                                  # ":memory:" keeps everything in RAM (tests, demos)
+    url = ""                     # postgresql://user@host/db: use PostgreSQL instead of path
+                                 # (the scale-out backend; any number of fleets may share it)
 
     [coverage]
     stale_after_s = 30           # no news from a unit for this long: "stale"
     offline_after_s = 300        # no news for this long: "offline" (must exceed stale_after_s)
+    sweep_interval_s = 10        # how often serve records online -> stale -> offline
+                                 # transitions into the coverage history
 
     [registry]
     csv = ""                     # district unit register CSV, imported when serve starts;
                                  # empty = no register; relative to the config file's directory
 
+    [firmware]
+    policy = ""                  # firmware policy TOML (minimum and known-bad versions per
+                                 # controller model, see deploy/fleet/firmware-policy.toml);
+                                 # empty = no policy; relative to the config file's directory
+
     [ingest]
     max_batch_records = 500      # records per RecordBatch an agent may send (told in Welcome)
     max_batch_bytes = 1048576    # serialized bytes per RecordBatch (told in Welcome)
     heartbeat_interval_s = 10    # how often agents send a Heartbeat (told in Welcome)
+    max_group_records = 20000    # group commit: at most this many records (from any number
+                                 # of agent streams) in one store transaction
 
 Unknown keys and wrong types are errors. `load_config` collects every problem, each named
 by its dotted key (``coverage.stale_after_s``), and raises one `ConfigError` listing them.
@@ -49,16 +73,40 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Where the gRPC server listens."""
+    """Where the gRPC server listens, and how it treats long-lived agent connections."""
 
     listen: str = "127.0.0.1:50051"
+    max_connection_age_s: float = 3600.0
+    max_connection_age_grace_s: float = 30.0
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """Where the JSON API listens; empty ``listen`` disables it."""
+
+    listen: str = "127.0.0.1:8080"
 
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    """Where the store keeps its data: an absolute SQLite path or ``:memory:``."""
+    """Where the store keeps its data: a PostgreSQL ``url``, else a SQLite ``path``."""
 
     path: str = "fleet.db"
+    url: str = ""
+
+    @property
+    def target(self) -> str:
+        """What `fleet.store.open.open_store` takes: the URL when set, else the path."""
+        return self.url or self.path
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareConfig:
+    """The firmware policy file, if any."""
+
+    policy: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +115,7 @@ class CoverageConfig:
 
     stale_after_s: float = 30.0
     offline_after_s: float = 300.0
+    sweep_interval_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +132,7 @@ class IngestConfig:
     max_batch_records: int = 500
     max_batch_bytes: int = 1_048_576
     heartbeat_interval_s: int = 10
+    max_group_records: int = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +140,11 @@ class FleetConfig:
     """The whole fleet manager configuration."""
 
     server: ServerConfig = ServerConfig()
+    http: HttpConfig = HttpConfig()
     store: StoreConfig = StoreConfig()
     coverage: CoverageConfig = CoverageConfig()
     registry: RegistryConfig = RegistryConfig()
+    firmware: FirmwareConfig = FirmwareConfig()
     ingest: IngestConfig = IngestConfig()
 
 
@@ -116,15 +168,25 @@ def load_config(path: Path) -> FleetConfig:
     return parse_config(data, path.resolve().parent, source=source)
 
 
+_NUMBER = (int, float)
 _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
-    "server": {"listen": (str,)},
-    "store": {"path": (str,)},
-    "coverage": {"stale_after_s": (int, float), "offline_after_s": (int, float)},
+    "server": {
+        "listen": (str,),
+        "max_connection_age_s": _NUMBER,
+        "max_connection_age_grace_s": _NUMBER,
+        "keepalive_time_s": _NUMBER,
+        "keepalive_timeout_s": _NUMBER,
+    },
+    "http": {"listen": (str,)},
+    "store": {"path": (str,), "url": (str,)},
+    "coverage": {"stale_after_s": _NUMBER, "offline_after_s": _NUMBER, "sweep_interval_s": _NUMBER},
     "registry": {"csv": (str,)},
+    "firmware": {"policy": (str,)},
     "ingest": {
         "max_batch_records": (int,),
         "max_batch_bytes": (int,),
         "heartbeat_interval_s": (int,),
+        "max_group_records": (int,),
     },
 }
 
@@ -158,29 +220,56 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
 
     defaults = FleetConfig()
     listen = str(get("server", "listen", defaults.server.listen))
-    problems += _check_listen(listen)
+    problems += _check_listen("server.listen", listen)
+    server_numbers: dict[str, float] = {}
+    for key in (
+        "max_connection_age_s",
+        "max_connection_age_grace_s",
+        "keepalive_time_s",
+        "keepalive_timeout_s",
+    ):
+        number = float(_number(get("server", key, getattr(defaults.server, key))))
+        low = 0.0 if key.startswith("max_") else 1.0
+        if not low <= number <= 30 * 86_400:
+            problems.append(f"server.{key}: must be between {low:g} and 2592000, got {number:g}")
+        server_numbers[key] = number
+
+    http_listen = str(get("http", "listen", defaults.http.listen))
+    if "listen" not in values.get("http", {}) and listen.endswith(":0"):
+        http_listen = defaults.http.listen.rpartition(":")[0] + ":0"
+    if http_listen:
+        problems += _check_listen("http.listen", http_listen)
 
     store_path = str(get("store", "path", defaults.store.path))
     if not store_path:
         problems.append("store.path: must not be empty")
     elif store_path != MEMORY:
         store_path = str(base_dir / store_path)
+    store_url = str(get("store", "url", ""))
+    if store_url and not store_url.startswith(("postgresql://", "postgres://")):
+        problems.append("store.url: expected a postgresql:// URL (SQLite files go in store.path)")
 
     stale = float(_number(get("coverage", "stale_after_s", defaults.coverage.stale_after_s)))
     offline = float(_number(get("coverage", "offline_after_s", defaults.coverage.offline_after_s)))
+    sweep = float(_number(get("coverage", "sweep_interval_s", defaults.coverage.sweep_interval_s)))
     if stale <= 0:
         problems.append("coverage.stale_after_s: must be > 0")
     if offline <= stale:
         problems.append("coverage.offline_after_s: must be greater than coverage.stale_after_s")
+    if not 0 < sweep <= 3600:
+        problems.append(f"coverage.sweep_interval_s: must be > 0 and <= 3600, got {sweep:g}")
 
     csv_text = str(get("registry", "csv", ""))
     csv_path = base_dir / csv_text if csv_text else None
+    policy_text = str(get("firmware", "policy", ""))
+    policy_path = base_dir / policy_text if policy_text else None
 
     ingest_values: dict[str, int] = {}
     for key, low, high in (
         ("max_batch_records", 1, 100_000),
         ("max_batch_bytes", 1024, MAX_BATCH_BYTES_CEILING),
         ("heartbeat_interval_s", 1, 3600),
+        ("max_group_records", 1, 1_000_000),
     ):
         number = int(_number(get("ingest", key, getattr(defaults.ingest, key))))
         if not low <= number <= high:
@@ -190,10 +279,14 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
     if problems:
         raise ConfigError(source, problems)
     return FleetConfig(
-        server=ServerConfig(listen=listen),
-        store=StoreConfig(path=store_path),
-        coverage=CoverageConfig(stale_after_s=stale, offline_after_s=offline),
+        server=ServerConfig(listen=listen, **server_numbers),
+        http=HttpConfig(listen=http_listen),
+        store=StoreConfig(path=store_path, url=store_url),
+        coverage=CoverageConfig(
+            stale_after_s=stale, offline_after_s=offline, sweep_interval_s=sweep
+        ),
         registry=RegistryConfig(csv=csv_path),
+        firmware=FirmwareConfig(policy=policy_path),
         ingest=IngestConfig(**ingest_values),
     )
 
@@ -211,11 +304,11 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host, port
 
 
-def _check_listen(listen: str) -> list[str]:
+def _check_listen(key: str, listen: str) -> list[str]:
     try:
         split_listen(listen)
     except ValueError as exc:
-        return [f"server.listen: {exc}"]
+        return [f"{key}: {exc}"]
     return []
 
 

@@ -1,13 +1,17 @@
 """Unit liveness and district coverage: pure functions of stored facts and ``now``.
 
-A unit is *seen* whenever the fleet hears of it (Hello, a record, its agent's heartbeat).
-Statuses, with ``age = now - last_seen``:
+A unit is *seen* whenever the fleet hears of it (Hello, a record, its agent's heartbeat;
+agents send a heartbeat every ``ingest.heartbeat_interval_s``, 10 s by default).
+Statuses, with ``age = now - last_seen`` and the thresholds of ``[coverage]`` (defaults
+30 s stale, 300 s offline: three missed heartbeats, then five minutes):
 
 - never_seen: registered, never heard of;
 - offline: ``age >= offline_after_s``;
 - stale: ``stale_after_s <= age < offline_after_s``;
 - blind: recent, but the last LinkStatus said the agent cannot reach the controller;
 - online: recent, and the controller link is up or not reported yet.
+
+Transitions are kept as history by the store (on ingest) and `fleet.sweeper` (silence).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass
 
 from fleet.config import CoverageConfig
 from fleet.store.base import UnitRow
+
+GROUP_KEYS = ("street", "building", "contractor")
 
 
 class UnitStatus(enum.Enum):
@@ -84,3 +90,18 @@ def coverage(units: Iterable[UnitRow], now: dt.datetime, thresholds: CoverageCon
             if not unit.registered:
                 counts["unregistered_reporting"] += 1
     return Coverage(**counts)
+
+
+def coverage_by(
+    units: Iterable[UnitRow], key: str, now: dt.datetime, thresholds: CoverageConfig
+) -> dict[str, Coverage]:
+    """`coverage` per value of register field ``key`` (one of `GROUP_KEYS`), sorted by it.
+
+    Units without that field (unregistered, or left empty in the register) count under "".
+    """
+    if key not in GROUP_KEYS:
+        raise ValueError(f"cannot group coverage by {key!r}; choose {', '.join(GROUP_KEYS)}")
+    groups: dict[str, list[UnitRow]] = {}
+    for unit in units:
+        groups.setdefault(getattr(unit.register, key), []).append(unit)
+    return {name: coverage(groups[name], now, thresholds) for name in sorted(groups)}

@@ -1,4 +1,4 @@
-"""Prometheus counters of the fleet's ingest path, in a registry of their own.
+"""Prometheus metrics of the fleet's ingest path, in a registry of their own.
 
 A private `CollectorRegistry` per server keeps tests and several servers in one process
 from colliding in the global default registry.
@@ -6,11 +6,12 @@ from colliding in the global default registry.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class GatewayMetrics:
-    """Frames received by kind, rejects by code, records newly committed."""
+    """Frames received by kind, rejects by code, records newly committed, connected
+    streams, group commit sizes and times, coverage transitions and bad input."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -29,6 +30,50 @@ class GatewayMetrics:
         self.records_committed = Counter(
             "liftwatch_fleet_records_committed",
             "Records newly stored (replayed duplicates are not counted).",
+            registry=self.registry,
+        )
+        self.heartbeats_skipped = Counter(
+            "liftwatch_fleet_heartbeats_skipped",
+            "Heartbeats not written: batches had marked every unit seen within the interval.",
+            registry=self.registry,
+        )
+        self.streams = Gauge(
+            "liftwatch_fleet_agent_streams",
+            "Agent streams currently connected (after Welcome).",
+            registry=self.registry,
+        )
+        self.group_writes = Histogram(
+            "liftwatch_fleet_group_writes",
+            "Writes (hello, batch, heartbeat) per group-commit transaction.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "liftwatch_fleet_commit_seconds",
+            "Duration of one group-commit transaction.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.group_retries = Counter(
+            "liftwatch_fleet_group_retries",
+            "Groups that failed as a whole and were retried one write at a time.",
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "liftwatch_fleet_store_errors",
+            "Writes the store refused on their own (the stream was ended).",
+            registry=self.registry,
+        )
+        self.coverage_transitions = Counter(
+            "liftwatch_fleet_coverage_transitions",
+            "Coverage transitions recorded by the sweep, by new status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.bad_input = Counter(
+            "liftwatch_fleet_bad_input",
+            "Bad input outside the ingest stream, by kind (register_row, api_request).",
+            ["kind"],
             registry=self.registry,
         )
 

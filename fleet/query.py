@@ -1,4 +1,4 @@
-"""FleetQuery: read-side gRPC over the store (units, coverage, events)."""
+"""FleetQuery: read-side gRPC over the store (units, coverage, firmware, events)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ from typing import Any, cast
 import grpc
 from google.protobuf import timestamp_pb2
 
-from fleet.clock import Clock, utc_now
-from fleet.config import CoverageConfig
-from fleet.coverage import UnitStatus, coverage, status_of
-from fleet.store.base import EventQuery, EventRow, UnitQuery, UnitRow
-from fleet.store.worker import StoreWorker
+from fleet.coverage import Coverage, UnitStatus
+from fleet.reads import BadRequestError, Reads, UnitFilter
+from fleet.store.base import EventRow, UnitRow
 from protos.liftwatch.v1 import query_pb2, query_pb2_grpc, records_pb2
-
-DEFAULT_EVENT_LIMIT = 100
-MAX_EVENT_LIMIT = 10_000
 
 STATUS_TO_PROTO: dict[UnitStatus, query_pb2.UnitStatus] = {
     UnitStatus.ONLINE: query_pb2.UNIT_STATUS_ONLINE,
@@ -82,71 +77,121 @@ def event_message(event: EventRow) -> query_pb2.StoredEvent:
     return message
 
 
+def _coverage_fields(counts: Coverage) -> dict[str, int]:
+    return {
+        "registered": counts.registered,
+        "monitored": counts.monitored,
+        "online": counts.online,
+        "stale": counts.stale,
+        "offline": counts.offline,
+        "blind": counts.blind,
+        "never_seen": counts.never_seen,
+        "unregistered_reporting": counts.unregistered_reporting,
+    }
+
+
 class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
     """The FleetQuery servicer; statuses are computed against the injected clock."""
 
-    def __init__(
-        self, store: StoreWorker, thresholds: CoverageConfig, clock: Clock = utc_now
-    ) -> None:
-        self._store = store
-        self._thresholds = thresholds
-        self._clock = clock
+    def __init__(self, reads: Reads) -> None:
+        self._reads = reads
 
     async def ListUnits(  # noqa: N802 (generated name)
         self, request: query_pb2.ListUnitsRequest, context: Any
     ) -> query_pb2.ListUnitsResponse:
-        """Units matching every non-empty filter of ``request``, ordered by unit_id."""
-        units = await self._store.list_units(
-            UnitQuery(
-                street=request.street,
-                building=request.building,
-                contractor=request.contractor,
-                firmware=request.firmware,
-                model=request.model,
-            )
+        """Units matching every non-empty filter of ``request``, ordered by unit_id, paged
+        by ``page_size`` / ``page_token``; INVALID_ARGUMENT for a bad token or size."""
+        wanted = UnitFilter(
+            street=request.street,
+            building=request.building,
+            contractor=request.contractor,
+            firmware=request.firmware,
+            model=request.model,
+            status=STATUS_FROM_PROTO.get(request.status),
+            monitored=request.monitored,
         )
-        now = self._clock()
-        wanted = STATUS_FROM_PROTO.get(request.status)
-        response = query_pb2.ListUnitsResponse()
-        for unit in units:
-            status = status_of(unit, now, self._thresholds)
-            if wanted is None or status is wanted:
-                response.units.append(unit_message(unit, status))
-        return response
+        try:
+            page = await self._reads.units(wanted, request.page_size, request.page_token)
+        except BadRequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("context.abort returned") from None
+        return query_pb2.ListUnitsResponse(
+            units=[unit_message(u, s) for u, s in page.units],
+            next_page_token=page.next_token,
+            total=page.total,
+        )
 
     async def GetUnit(  # noqa: N802 (generated name)
         self, request: query_pb2.GetUnitRequest, context: Any
     ) -> query_pb2.Unit:
         """The unit ``request.unit_id``; aborts with NOT_FOUND when the fleet never knew it."""
-        unit = await self._store.get_unit(request.unit_id)
-        if unit is None:
+        found = await self._reads.unit(request.unit_id)
+        if found is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unit {request.unit_id!r} unknown")
             raise AssertionError("context.abort returned")  # abort always raises
-        return unit_message(unit, status_of(unit, self._clock(), self._thresholds))
+        return unit_message(*found)
 
     async def Coverage(  # noqa: N802 (generated name)
         self, request: query_pb2.CoverageRequest, context: Any
     ) -> query_pb2.CoverageResponse:
-        """District coverage counts as of now; see `fleet.coverage.Coverage`."""
-        units = await self._store.list_units(UnitQuery())
-        counts = coverage(units, self._clock(), self._thresholds)
+        """District coverage counts as of now (see `fleet.coverage.Coverage`), and per
+        street, building or contractor when ``request.by`` names one."""
+        try:
+            counts, groups = await self._reads.coverage(request.by)
+        except BadRequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("context.abort returned") from None
         return query_pb2.CoverageResponse(
-            registered=counts.registered,
-            monitored=counts.monitored,
-            online=counts.online,
-            stale=counts.stale,
-            offline=counts.offline,
-            blind=counts.blind,
-            never_seen=counts.never_seen,
-            unregistered_reporting=counts.unregistered_reporting,
+            **_coverage_fields(counts),
+            groups=[
+                query_pb2.CoverageGroup(name=name, **_coverage_fields(c))
+                for name, c in groups.items()
+            ],
         )
+
+    async def FirmwareInventory(  # noqa: N802 (generated name)
+        self, request: query_pb2.FirmwareInventoryRequest, context: Any
+    ) -> query_pb2.FirmwareInventoryResponse:
+        """Firmware and agent versions by model, policy violations, a unit's history."""
+        inv, history = await self._reads.firmware(request.model, request.history_unit_id)
+        response = query_pb2.FirmwareInventoryResponse(
+            firmware=[
+                query_pb2.VersionCount(model=c.model, version=c.version, units=c.units)
+                for c in inv.firmware
+            ],
+            agent_versions=[
+                query_pb2.VersionCount(model=c.model, version=c.version, units=c.units)
+                for c in inv.agent_versions
+            ],
+            violations=[
+                query_pb2.FirmwareViolation(
+                    unit_id=v.unit_id,
+                    model=v.model,
+                    firmware=v.firmware,
+                    rule=v.rule,
+                    reason=v.reason,
+                )
+                for v in inv.violations
+            ],
+        )
+        for change in history:
+            response.history.append(
+                query_pb2.FirmwareChange(
+                    unit_id=change.unit_id,
+                    at=_timestamp(change.at),
+                    agent_id=change.agent_id,
+                    model=change.model,
+                    old_firmware=change.old_firmware,
+                    new_firmware=change.new_firmware,
+                    old_agent_version=change.old_agent_version,
+                    new_agent_version=change.new_agent_version,
+                )
+            )
+        return response
 
     async def ListEvents(  # noqa: N802 (generated name)
         self, request: query_pb2.ListEventsRequest, context: Any
     ) -> query_pb2.ListEventsResponse:
         """The newest ``limit`` (default 100, at most 10,000) matching events, oldest first."""
-        limit = min(request.limit or DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT)
-        events = await self._store.list_events(
-            EventQuery(unit_id=request.unit_id, type=int(request.type), limit=limit)
-        )
+        events = await self._reads.events(request.unit_id, int(request.type), request.limit)
         return query_pb2.ListEventsResponse(events=[event_message(e) for e in events])

@@ -1,4 +1,6 @@
-"""Running the fleet manager: store, register import, gRPC server, graceful stop."""
+"""Running the fleet manager: store, register import, group commit, coverage sweep, the
+gRPC server (ingest, FleetQuery, health, reflection) and the JSON API on one event loop,
+and a graceful stop in the reverse order."""
 
 from __future__ import annotations
 
@@ -6,20 +8,28 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from fleet.clock import Clock, utc_now
 from fleet.config import FleetConfig, split_listen
+from fleet.firmware import EMPTY_POLICY, Policy, load_policy
 from fleet.gateway import AgentGateway
+from fleet.ingest import GroupCommitter, running_committer
 from fleet.metrics import GatewayMetrics
 from fleet.query import FleetQuery
+from fleet.reads import Reads
 from fleet.registry import read_register
-from fleet.store.sqlite import SqliteStore
+from fleet.store.open import open_store
 from fleet.store.worker import StoreWorker
-from protos.liftwatch.v1 import gateway_pb2_grpc, query_pb2_grpc
+from fleet.sweeper import run_sweeper
+from fleet.web.api import build_app
+from fleet.web.http import HttpBindError, running_http
+from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +41,10 @@ MIN_PING_INTERVAL_MS = 10_000
 # Room above the batch limit so a slightly oversized batch gets a TOO_LARGE Reject
 # instead of a bare RESOURCE_EXHAUSTED from the transport.
 MESSAGE_HEADROOM_BYTES = 1024 * 1024
+SERVICE_NAMES = (
+    gateway_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
+    query_pb2.DESCRIPTOR.services_by_name["FleetQuery"].full_name,
+)
 
 
 class ServeError(Exception):
@@ -38,25 +52,43 @@ class ServeError(Exception):
 
 
 def server_options(config: FleetConfig) -> list[tuple[str, int]]:
-    """gRPC server channel arguments for ``config``."""
+    """gRPC server channel arguments for ``config``: fit for many thousand long-lived
+    agent streams (keepalive both ways, bounded messages, connection ageing)."""
     max_message = config.ingest.max_batch_bytes + MESSAGE_HEADROOM_BYTES
-    return [
+    server = config.server
+    options = [
         ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Pings from agents that have nothing to send are fine (their streams idle for
+        # minutes between batches): never count them as abuse.
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.keepalive_time_ms", int(server.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(server.keepalive_timeout_s * 1000)),
         # gRPC sets SO_REUSEPORT by default: a second fleet on the same port would then
         # bind silently and take half of the agents. Fail loudly instead.
         ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", max_message),
         ("grpc.max_send_message_length", 16 * 1024 * 1024),
     ]
+    if server.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(server.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(server.max_connection_age_grace_s * 1000)),
+        ]
+    return options
 
 
-async def import_register(store: StoreWorker, path: Path) -> int:
-    """Load the register CSV at ``path`` into ``store``; logs each skipped row; returns the
-    number of entries imported. Raises `fleet.registry.RegistryError` for an unusable file."""
+async def import_register(
+    store: StoreWorker, path: Path, metrics: GatewayMetrics | None = None
+) -> int:
+    """Load the register CSV at ``path`` into ``store``; logs (and counts) each skipped
+    row; returns the number of entries imported. Raises `fleet.registry.RegistryError`
+    for an unusable file."""
     register = await asyncio.to_thread(read_register, path)
     for problem in register.problems:
         log.warning("register %s: %s (row skipped)", path, problem)
+        if metrics is not None:
+            metrics.bad_input.labels(kind="register_row").inc()
     count = await store.upsert_register(register.entries)
     log.info(
         "register %s: imported %d unit(s), skipped %d row(s)",
@@ -67,24 +99,34 @@ async def import_register(store: StoreWorker, path: Path) -> int:
     return count
 
 
+Ready = Callable[[Mapping[str, str]], None]
+
+
 async def serve(
     config: FleetConfig,
-    ready: Callable[[str], None] | None = None,
+    ready: Ready | None = None,
     *,
     clock: Clock = utc_now,
     metrics: GatewayMetrics | None = None,
+    sweep_trigger: asyncio.Event | None = None,
 ) -> None:
     """Run the fleet manager until cancelled, SIGTERM or SIGINT, then stop gracefully.
 
-    ``ready`` is called once with the bound ``host:port`` after the server has started.
-    Raises `fleet.store.base.StoreError`, `fleet.registry.RegistryError` or `ServeError`
-    when startup fails; the store is closed on every exit path.
+    ``ready`` is called once with the bound addresses (``{"grpc": "host:port"}``, plus
+    ``"http"`` unless the API is disabled) after the servers have started.
+    ``sweep_trigger`` replaces the coverage sweep's timer (tests; see `fleet.sweeper`).
+    Raises `fleet.store.base.StoreError`, `fleet.registry.RegistryError`,
+    `fleet.firmware.PolicyError` or `ServeError` when startup fails; everything started
+    is stopped on every exit path.
     """
     host, _ = split_listen(config.server.listen)
+    policy = load_policy(config.firmware.policy) if config.firmware.policy else EMPTY_POLICY
     # Handlers go in before anything is announced: whoever reads the ready line may
     # send SIGTERM at once, and the default action would kill us without a clean stop.
     with _stop_on_signals() as stop:
-        await _serve_until(config, host, stop, ready, clock, metrics)
+        await _serve_until(
+            config, host, stop, ready, clock, metrics or GatewayMetrics(), policy, sweep_trigger
+        )
     log.info("stopped")
 
 
@@ -92,37 +134,81 @@ async def _serve_until(
     config: FleetConfig,
     host: str,
     stop: asyncio.Event,
-    ready: Callable[[str], None] | None,
+    ready: Ready | None,
     clock: Clock,
-    metrics: GatewayMetrics | None,
+    metrics: GatewayMetrics,
+    policy: Policy,
+    sweep_trigger: asyncio.Event | None,
 ) -> None:
-    store = await StoreWorker.open(lambda: SqliteStore.open(config.store.path))
-    try:
+    store = await StoreWorker.open(lambda: open_store(config.store.target))
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(store.close)
         if config.registry.csv is not None:
-            await import_register(store, config.registry.csv)
-        server = grpc.aio.server(options=server_options(config))
-        gateway_pb2_grpc.add_AgentGatewayServicer_to_server(
-            AgentGateway(store, config.ingest, metrics or GatewayMetrics(), clock), server
+            await import_register(store, config.registry.csv, metrics)
+        committer = await stack.enter_async_context(
+            running_committer(store, clock, metrics, config.ingest.max_group_records)
         )
-        query_pb2_grpc.add_FleetQueryServicer_to_server(
-            FleetQuery(store, config.coverage, clock), server
+        sweeper = asyncio.create_task(
+            run_sweeper(store, clock, config.coverage, metrics, sweep_trigger), name="sweep"
         )
-        try:
-            port = server.add_insecure_port(config.server.listen)
-        except RuntimeError as exc:
-            raise ServeError(f"cannot listen on {config.server.listen}: {exc}") from None
-        await server.start()
-        try:
-            address = f"{host}:{port}"
-            log.info("fleet manager serving gRPC on %s, store %s", address, config.store.path)
-            if ready is not None:
-                ready(address)
-            await stop.wait()
-            log.info("stopping (grace %.0f s)", STOP_GRACE_S)
-        finally:
-            await server.stop(STOP_GRACE_S)
-    finally:
-        await store.close()
+        stack.push_async_callback(_cancel, sweeper)
+        reads = Reads(store, config.coverage, policy, clock)
+        addresses = {"grpc": await _start_grpc(stack, config, host, committer, reads, metrics)}
+        if config.http.listen:
+            try:
+                addresses["http"] = await stack.enter_async_context(
+                    running_http(build_app(reads, metrics), config.http.listen)
+                )
+            except HttpBindError as exc:
+                raise ServeError(str(exc)) from None
+        log.info(
+            "fleet manager serving gRPC on %s%s, store %s",
+            addresses["grpc"],
+            f", HTTP on {addresses['http']}" if "http" in addresses else "",
+            store.description,
+        )
+        if ready is not None:
+            ready(addresses)
+        await stop.wait()
+        log.info("stopping (grace %.0f s)", STOP_GRACE_S)
+
+
+async def _start_grpc(
+    stack: contextlib.AsyncExitStack,
+    config: FleetConfig,
+    host: str,
+    committer: GroupCommitter,
+    reads: Reads,
+    metrics: GatewayMetrics,
+) -> str:
+    server = grpc.aio.server(options=server_options(config))
+    gateway_pb2_grpc.add_AgentGatewayServicer_to_server(
+        AgentGateway(committer, config.ingest, metrics), server
+    )
+    query_pb2_grpc.add_FleetQueryServicer_to_server(FleetQuery(reads), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    try:
+        port = server.add_insecure_port(config.server.listen)
+    except RuntimeError as exc:
+        raise ServeError(f"cannot listen on {config.server.listen}: {exc}") from None
+    await server.start()
+    # Stopped before the committer (the stack unwinds in reverse): in-flight streams
+    # still get their last batches committed and acked during the grace period.
+    stack.push_async_callback(server.stop, STOP_GRACE_S)
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    stack.push_async_callback(health_servicer.enter_graceful_shutdown)
+    return f"{host}:{port}"
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Stored rows as the CLI shows them: JSON-ready dicts and plain-text tables."""
+"""Stored rows as the CLI and the JSON API show them: JSON-ready dicts and text tables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import datetime as dt
 from collections.abc import Sequence
 
 from fleet.coverage import Coverage, UnitStatus
-from fleet.store.base import EventRow, UnitRow
+from fleet.firmware import Inventory, VersionCount, Violation
+from fleet.store.base import CoverageChange, EventRow, FirmwareChange, UnitRow
 from protos.liftwatch.v1 import records_pb2
 
 
@@ -79,6 +80,65 @@ def coverage_json(counts: Coverage) -> dict[str, int]:
         "never_seen": counts.never_seen,
         "unregistered_reporting": counts.unregistered_reporting,
     }
+
+
+def coverage_groups_json(groups: dict[str, Coverage]) -> list[dict[str, object]]:
+    """Per-group coverage, as ``coverage --by ... --json`` lists it: name first."""
+    return [{"name": name, **coverage_json(counts)} for name, counts in groups.items()]
+
+
+def coverage_change_json(change: CoverageChange) -> dict[str, object]:
+    """One coverage transition."""
+    return {
+        "unit_id": change.unit_id,
+        "at": iso(change.at),
+        "old_status": change.old_status,
+        "new_status": change.new_status,
+        "cause": change.cause,
+    }
+
+
+def version_count_json(count: VersionCount) -> dict[str, object]:
+    """One line of the firmware or agent version inventory."""
+    return {"model": count.model, "version": count.version, "units": count.units}
+
+
+def violation_json(violation: Violation) -> dict[str, object]:
+    """One unit breaking the firmware policy."""
+    return {
+        "unit_id": violation.unit_id,
+        "model": violation.model,
+        "firmware": violation.firmware,
+        "rule": violation.rule,
+        "reason": violation.reason,
+    }
+
+
+def firmware_change_json(change: FirmwareChange) -> dict[str, object]:
+    """One change of a unit's firmware or agent version."""
+    return {
+        "unit_id": change.unit_id,
+        "at": iso(change.at),
+        "agent_id": change.agent_id,
+        "model": change.model,
+        "old_firmware": change.old_firmware,
+        "new_firmware": change.new_firmware,
+        "old_agent_version": change.old_agent_version,
+        "new_agent_version": change.new_agent_version,
+    }
+
+
+def inventory_json(
+    inv: Inventory, history: Sequence[FirmwareChange] = (), *, violations_only: bool = False
+) -> dict[str, object]:
+    """The ``firmware --json`` object (violations only: just that list, and the history)."""
+    result: dict[str, object] = {}
+    if not violations_only:
+        result["firmware"] = [version_count_json(c) for c in inv.firmware]
+        result["agent_versions"] = [version_count_json(c) for c in inv.agent_versions]
+    result["violations"] = [violation_json(v) for v in inv.violations]
+    result["history"] = [firmware_change_json(c) for c in history]
+    return result
 
 
 def event_json(event: EventRow) -> dict[str, object]:

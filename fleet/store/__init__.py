@@ -1,1 +1,2 @@
-"""Fleet storage: the `Store` interface (base), SQLite (sqlite), the async facade (worker)."""
+"""Fleet storage: the `Store` interface (base), the shared SQL (sql), SQLite (sqlite),
+PostgreSQL (postgres), choosing one by target (open), the async facade (worker)."""

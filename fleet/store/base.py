@@ -1,8 +1,10 @@
 """The fleet store's interface and the plain data that crosses it.
 
-Implementations (SQLite now, PostgreSQL later) are synchronous and single-writer; the
-asyncio side reaches them through `fleet.store.worker.StoreWorker`, which runs every call
-on one dedicated thread. Times are timezone-aware UTC datetimes.
+Implementations (SQLite in `fleet.store.sqlite`, PostgreSQL in `fleet.store.postgres`, both
+on the shared SQL of `fleet.store.sql`) are synchronous; the asyncio side reaches them
+through `fleet.store.worker.StoreWorker`, which runs every call on one dedicated thread,
+and writes from many agent streams through `fleet.ingest.GroupCommitter`, which applies
+them in one transaction per group. Times are timezone-aware UTC datetimes.
 """
 
 from __future__ import annotations
@@ -54,6 +56,62 @@ class UnitClaim:
 
     unit_id: str
     controller: ControllerIdentity
+
+
+@dataclass(frozen=True, slots=True)
+class HelloOp:
+    """A write: an agent's Hello (see `Store.register_hello`)."""
+
+    agent_id: str
+    agent_version: str
+    units: tuple[UnitClaim, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOp:
+    """A write: one RecordBatch of an agent (see `Store.commit_batch`)."""
+
+    agent_id: str
+    records: tuple[records_pb2.Record, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatOp:
+    """A write: an agent's Heartbeat (see `Store.touch_agent`)."""
+
+    agent_id: str
+
+
+WriteOp = HelloOp | BatchOp | HeartbeatOp
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageChange:
+    """One coverage transition of a unit, as kept in the coverage history.
+
+    ``cause`` says what the fleet observed: ``hello``, ``record``, ``heartbeat`` (the unit
+    was heard of) or ``sweep`` (nothing was heard for a threshold).
+    """
+
+    unit_id: str
+    at: dt.datetime
+    old_status: str
+    new_status: str
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareChange:
+    """A change of a unit's controller firmware or agent version (first report included)."""
+
+    unit_id: str
+    at: dt.datetime
+    agent_id: str
+    model: str
+    old_firmware: str
+    new_firmware: str
+    old_agent_version: str
+    new_agent_version: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +181,35 @@ class CommitResult:
 
 class Store(Protocol):
     """The fleet's repository. Every method is atomic; writes are idempotent where noted."""
+
+    @property
+    def description(self) -> str:
+        """Where the data lives, for logs (a path or a URL without password)."""
+        ...
+
+    def write(self, ops: Sequence[WriteOp], now: dt.datetime) -> list[CommitResult | None]:
+        """Apply ``ops`` in order in one transaction; one result per op.
+
+        A `BatchOp` gets its `CommitResult`, a `HelloOp` one whose ``committed_seq`` is the
+        agent's (``inserted`` 0), a `HeartbeatOp` None. Either all ops are applied or none.
+        """
+        ...
+
+    def sweep(
+        self, now: dt.datetime, stale_after_s: float, offline_after_s: float
+    ) -> list[CoverageChange]:
+        """Move units not heard of for the thresholds to stale / offline; returns the changes
+        it recorded in the coverage history (safe to run from several fleets at once)."""
+        ...
+
+    def coverage_history(self, unit_id: str, limit: int) -> list[CoverageChange]:
+        """The newest ``limit`` coverage transitions of ``unit_id`` ("" = all), oldest first."""
+        ...
+
+    def firmware_history(self, unit_id: str, limit: int) -> list[FirmwareChange]:
+        """The newest ``limit`` firmware / agent version changes of ``unit_id`` ("" = all),
+        oldest first."""
+        ...
 
     def committed_seq(self, agent_id: str) -> int:
         """The highest seq stored for ``agent_id``; 0 when nothing is."""

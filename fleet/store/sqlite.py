@@ -8,27 +8,16 @@ WAL lets them read without blocking the writer.
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import timestamp_pb2
+from fleet.store.base import StoreError
+from fleet.store.sql import HISTORY_TABLES, SqlStore, from_us, to_us
 
-from fleet.store.base import (
-    CommitResult,
-    ControllerIdentity,
-    EventQuery,
-    EventRow,
-    RegisterEntry,
-    StoreError,
-    UnitClaim,
-    UnitQuery,
-    UnitRow,
-)
-from protos.liftwatch.v1 import records_pb2
+__all__ = ["MEMORY", "SCHEMA_VERSION", "SqliteStore", "from_us", "to_us"]
 
 MEMORY = ":memory:"
 
@@ -100,36 +89,24 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE events ADD COLUMN committed_us INTEGER;
     """,
+    # Coverage and firmware history: ``status`` is the last status recorded in the history
+    # (units already heard of start as online; the first sweep corrects them), ``prev_*``
+    # are scratch columns that let RETURNING report a change (see fleet.store.sql).
+    """
+    ALTER TABLE units ADD COLUMN status TEXT NOT NULL DEFAULT 'never_seen';
+    ALTER TABLE units ADD COLUMN prev_status TEXT NOT NULL DEFAULT '';
+    ALTER TABLE units ADD COLUMN prev_firmware TEXT NOT NULL DEFAULT '';
+    ALTER TABLE units ADD COLUMN prev_agent_version TEXT NOT NULL DEFAULT '';
+    UPDATE units SET status = 'online' WHERE last_seen_us IS NOT NULL;
+    CREATE INDEX units_status_seen ON units (status, last_seen_us);
+    """
+    + HISTORY_TABLES.format(id="INTEGER PRIMARY KEY"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_UNIT_COLUMNS = (
-    "unit_id, registered, building, address, street, use_unit, contractor, install_date, "
-    "rated_speed_m_s, rated_load_kg, landings, registered_model, car_in_group, agent_id, "
-    "agent_version, vendor, model, firmware, serial, profile, last_seen_us, link_up"
-)
 
-
-def to_us(moment: dt.datetime) -> int:
-    """Microseconds since the epoch of an aware datetime."""
-    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_us(us: int) -> dt.datetime:
-    """The aware UTC datetime of ``us`` microseconds since the epoch."""
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
-
-
-def _timestamp_us(ts: timestamp_pb2.Timestamp) -> int:
-    return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
-
-
-class SqliteStore:
+class SqliteStore(SqlStore):
     """The SQLite `Store`. Create with `SqliteStore.open`; use from one thread only."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = False) -> SqliteStore:
@@ -167,16 +144,16 @@ class SqliteStore:
         except StoreError:
             conn.close()
             raise
-        return cls(conn)
+        return cls(conn, path)
 
     @contextmanager
-    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = False) -> Iterator[None]:
         # Telemetry rides on synchronous=NORMAL (WAL keeps it consistent, a power cut may
-        # lose the last commits); a batch with safety events is fsynced before it is acked.
+        # lose the last commits); a group with safety events is fsynced before it is acked.
         self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self._conn
+            yield
             self._conn.execute("COMMIT")
         except BaseException:
             # Also after a failed COMMIT (e.g. disk full): never leave the writer stuck
@@ -185,224 +162,14 @@ class SqliteStore:
                 self._conn.execute("ROLLBACK")
             raise
 
-    def committed_seq(self, agent_id: str) -> int:
-        """The highest seq stored for ``agent_id``; 0 when nothing is."""
-        row = self._conn.execute(
-            "SELECT committed_seq FROM agents WHERE agent_id = ?", (agent_id,)
-        ).fetchone()
-        return int(row[0]) if row else 0
+    def _sql(self, text: str) -> str:
+        # SQLite's multi-argument max() is PostgreSQL's GREATEST.
+        return text.replace("GREATEST(", "max(")
 
-    def register_hello(
-        self, agent_id: str, agent_version: str, units: Sequence[UnitClaim], now: dt.datetime
-    ) -> None:
-        """Record an agent's Hello; see `fleet.store.base.Store.register_hello`."""
-        now_us = to_us(now)
-        with self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO agents (agent_id, agent_version, last_seen_us) VALUES (?, ?, ?) "
-                "ON CONFLICT (agent_id) DO UPDATE SET agent_version = excluded.agent_version, "
-                "last_seen_us = excluded.last_seen_us",
-                (agent_id, agent_version, now_us),
-            )
-            for claim in units:
-                conn.execute("INSERT OR IGNORE INTO units (unit_id) VALUES (?)", (claim.unit_id,))
-                conn.execute(
-                    "UPDATE units SET agent_id = ?, agent_version = ?, "
-                    "last_seen_us = max(coalesce(last_seen_us, 0), ?) WHERE unit_id = ?",
-                    (agent_id, agent_version, now_us, claim.unit_id),
-                )
-                _update_controller(conn, claim.unit_id, claim.controller, None)
-
-    def commit_batch(
-        self, agent_id: str, records: Sequence[records_pb2.Record], now: dt.datetime
-    ) -> CommitResult:
-        """Store a batch idempotently; see `fleet.store.base.Store.commit_batch`."""
-        now_us = to_us(now)
-        inserted = 0
-        highest = 0
-        seen_units: set[str] = set()
-        durable = any(r.WhichOneof("payload") == "event" for r in records)
-        with self._transaction(durable=durable) as conn:
-            conn.execute(
-                "INSERT INTO agents (agent_id, last_seen_us) VALUES (?, ?) "
-                "ON CONFLICT (agent_id) DO UPDATE SET last_seen_us = excluded.last_seen_us",
-                (agent_id, now_us),
-            )
-            for record in records:
-                kind = record.WhichOneof("payload") or ""
-                time_us = _timestamp_us(record.time)
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO records (agent_id, seq, unit_id, time_us, kind, "
-                    "payload) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        agent_id,
-                        record.seq,
-                        record.unit_id,
-                        time_us,
-                        kind,
-                        record.SerializeToString(deterministic=True),
-                    ),
-                )
-                if cursor.rowcount != 1:
-                    continue  # a replay: already stored, and already applied to units
-                inserted += 1
-                highest = max(highest, record.seq)
-                if record.unit_id not in seen_units:
-                    seen_units.add(record.unit_id)
-                    conn.execute(
-                        "INSERT OR IGNORE INTO units (unit_id) VALUES (?)", (record.unit_id,)
-                    )
-                if kind == "event":
-                    _insert_event(conn, agent_id, record, time_us, now_us)
-                elif kind == "controller_info":
-                    info = record.controller_info
-                    identity = ControllerIdentity(
-                        info.vendor, info.model, info.firmware, info.serial, info.profile
-                    )
-                    _update_controller(conn, record.unit_id, identity, time_us)
-                elif kind == "link_status":
-                    # Late arrivals of older seqs must not overwrite a newer link state.
-                    conn.execute(
-                        "UPDATE units SET link_up = ?, link_us = ? WHERE unit_id = ? "
-                        "AND (link_us IS NULL OR link_us <= ?)",
-                        (int(record.link_status.up), time_us, record.unit_id, time_us),
-                    )
-            for unit_id in seen_units:
-                conn.execute(
-                    "UPDATE units SET agent_id = ?, "
-                    "last_seen_us = max(coalesce(last_seen_us, 0), ?) WHERE unit_id = ?",
-                    (agent_id, now_us, unit_id),
-                )
-            conn.execute(
-                "UPDATE agents SET committed_seq = max(committed_seq, ?) WHERE agent_id = ?",
-                (highest, agent_id),
-            )
-            committed = int(
-                conn.execute(
-                    "SELECT committed_seq FROM agents WHERE agent_id = ?", (agent_id,)
-                ).fetchone()[0]
-            )
-        return CommitResult(committed_seq=committed, inserted=inserted)
-
-    def touch_agent(self, agent_id: str, now: dt.datetime) -> None:
-        """A heartbeat; see `fleet.store.base.Store.touch_agent`."""
-        now_us = to_us(now)
-        with self._transaction() as conn:
-            conn.execute(
-                "UPDATE agents SET last_seen_us = max(coalesce(last_seen_us, 0), ?) "
-                "WHERE agent_id = ?",
-                (now_us, agent_id),
-            )
-            conn.execute(
-                "UPDATE units SET last_seen_us = max(coalesce(last_seen_us, 0), ?) "
-                "WHERE agent_id = ?",
-                (now_us, agent_id),
-            )
-
-    def upsert_register(self, entries: Sequence[RegisterEntry]) -> int:
-        """Insert or update register entries in one transaction; returns how many."""
-        with self._transaction() as conn:
-            conn.executemany(
-                "INSERT INTO units (unit_id, registered, building, address, street, use_unit, "
-                "contractor, install_date, rated_speed_m_s, rated_load_kg, landings, "
-                "registered_model, car_in_group) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (unit_id) DO UPDATE SET registered = 1, "
-                "building = excluded.building, address = excluded.address, "
-                "street = excluded.street, use_unit = excluded.use_unit, "
-                "contractor = excluded.contractor, install_date = excluded.install_date, "
-                "rated_speed_m_s = excluded.rated_speed_m_s, "
-                "rated_load_kg = excluded.rated_load_kg, landings = excluded.landings, "
-                "registered_model = excluded.registered_model, "
-                "car_in_group = excluded.car_in_group",
-                [
-                    (
-                        e.unit_id,
-                        e.building,
-                        e.address,
-                        e.street,
-                        e.use_unit,
-                        e.contractor,
-                        e.install_date.isoformat() if e.install_date else None,
-                        e.rated_speed_m_s,
-                        e.rated_load_kg,
-                        e.landings,
-                        e.controller_model,
-                        e.car_in_group,
-                    )
-                    for e in entries
-                ],
-            )
-        return len(entries)
-
-    def list_units(self, query: UnitQuery) -> list[UnitRow]:
-        """Units matching ``query``, ordered by unit_id."""
-        clauses: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("street", query.street),
-            ("building", query.building),
-            ("contractor", query.contractor),
-            ("firmware", query.firmware),
-        ):
-            if value:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if query.model:
-            clauses.append("(CASE WHEN model != '' THEN model ELSE registered_model END) = ?")
-            params.append(query.model)
-        if query.reported_only:
-            clauses.append("last_seen_us IS NOT NULL")
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._conn.execute(
-            f"SELECT {_UNIT_COLUMNS} FROM units{where} ORDER BY unit_id", params
-        ).fetchall()
-        return [_unit_row(row) for row in rows]
-
-    def get_unit(self, unit_id: str) -> UnitRow | None:
-        """The unit ``unit_id``, or None when unknown."""
-        row = self._conn.execute(
-            f"SELECT {_UNIT_COLUMNS} FROM units WHERE unit_id = ?", (unit_id,)
-        ).fetchone()
-        return _unit_row(row) if row else None
-
-    def list_events(self, query: EventQuery) -> list[EventRow]:
-        """The newest ``query.limit`` matching events, oldest first."""
-        clauses: list[str] = []
-        params: list[object] = []
-        if query.unit_id:
-            clauses.append("unit_id = ?")
-            params.append(query.unit_id)
-        if query.type:
-            clauses.append("type = ?")
-            params.append(query.type)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(max(query.limit, 0))
-        rows = self._conn.execute(
-            "SELECT agent_id, seq, unit_id, time_us, event_id, type, phase, onset_us, floor, "
-            f"reason, committed_us FROM events{where} "
-            "ORDER BY time_us DESC, agent_id DESC, seq DESC LIMIT ?",
-            params,
-        ).fetchall()
-        return [
-            EventRow(
-                agent_id=r[0],
-                seq=int(r[1]),
-                unit_id=r[2],
-                time=from_us(int(r[3])),
-                event_id=r[4],
-                type=int(r[5]),
-                phase=int(r[6]),
-                onset=from_us(int(r[7])) if r[7] is not None else None,
-                floor=int(r[8]) if r[8] is not None else None,
-                reason=r[9],
-                committed=from_us(int(r[10])) if r[10] is not None else None,
-            )
-            for r in reversed(rows)
-        ]
-
-    def close(self) -> None:
-        """Close the connection (a clean close also checkpoints the WAL)."""
-        self._conn.close()
+    def _run_many(self, text: str, rows: Sequence[Sequence[object]]) -> list[list[tuple[Any, ...]]]:
+        # In-process: a statement per row costs microseconds, no round trip to save.
+        sql = self._sql(text)
+        return [self._conn.execute(sql, row).fetchall() for row in rows]
 
 
 def _connect(path: str, readonly: bool) -> sqlite3.Connection:
@@ -429,114 +196,3 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         conn.executescript(
             f"BEGIN IMMEDIATE; {MIGRATIONS[index]}; PRAGMA user_version = {index + 1}; COMMIT;"
         )
-
-
-def _update_controller(
-    conn: sqlite3.Connection, unit_id: str, identity: ControllerIdentity, time_us: int | None
-) -> None:
-    """Apply a controller identity: ``time_us`` of a ControllerInfo record, None for Hello.
-
-    ControllerInfo records are read from the controller and timestamped: the newest wins,
-    so a replayed old one cannot roll back a firmware update. Hello carries no time and
-    often only configured fields (model, profile): it fills in until a record arrives.
-    """
-    fields = {
-        "vendor": identity.vendor,
-        "model": identity.model,
-        "firmware": identity.firmware,
-        "serial": identity.serial,
-        "profile": identity.profile,
-    }
-    # An agent that has not read the controller yet sends empty strings: keep what we know.
-    known = {k: v for k, v in fields.items() if v}
-    if not known:
-        return
-    assignments = ", ".join(f"{column} = ?" for column in known)
-    if time_us is None:
-        conn.execute(
-            f"UPDATE units SET {assignments} WHERE unit_id = ? AND controller_us IS NULL",
-            [*known.values(), unit_id],
-        )
-        return
-    conn.execute(
-        f"UPDATE units SET {assignments}, controller_us = ? WHERE unit_id = ? "
-        "AND (controller_us IS NULL OR controller_us <= ?)",
-        [*known.values(), time_us, unit_id, time_us],
-    )
-
-
-def _insert_event(
-    conn: sqlite3.Connection,
-    agent_id: str,
-    record: records_pb2.Record,
-    time_us: int,
-    committed_us: int,
-) -> None:
-    event = record.event
-    conn.execute(
-        "INSERT OR IGNORE INTO events (agent_id, seq, unit_id, time_us, event_id, type, phase, "
-        "onset_us, floor, reason, committed_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            agent_id,
-            record.seq,
-            record.unit_id,
-            time_us,
-            event.event_id,
-            int(event.type),
-            int(event.phase),
-            _timestamp_us(event.onset) if event.HasField("onset") else None,
-            event.floor if event.HasField("floor") else None,
-            event.reason,
-            committed_us,
-        ),
-    )
-
-
-def _unit_row(row: sqlite3.Row | tuple[Any, ...]) -> UnitRow:
-    (
-        unit_id,
-        registered,
-        building,
-        address,
-        street,
-        use_unit,
-        contractor,
-        install_date,
-        rated_speed,
-        rated_load,
-        landings,
-        registered_model,
-        car_in_group,
-        agent_id,
-        agent_version,
-        vendor,
-        model,
-        firmware,
-        serial,
-        profile,
-        last_seen_us,
-        link_up,
-    ) = row
-    return UnitRow(
-        unit_id=unit_id,
-        registered=bool(registered),
-        register=RegisterEntry(
-            unit_id=unit_id,
-            building=building,
-            address=address,
-            street=street,
-            use_unit=use_unit,
-            contractor=contractor,
-            install_date=dt.date.fromisoformat(install_date) if install_date else None,
-            rated_speed_m_s=rated_speed,
-            rated_load_kg=rated_load,
-            landings=landings,
-            controller_model=registered_model,
-            car_in_group=car_in_group,
-        ),
-        agent_id=agent_id,
-        agent_version=agent_version,
-        controller=ControllerIdentity(vendor, model, firmware, serial, profile),
-        last_seen=from_us(int(last_seen_us)) if last_seen_us is not None else None,
-        link_up=None if link_up is None else bool(link_up),
-    )

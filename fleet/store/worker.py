@@ -15,13 +15,16 @@ from typing import TypeVar
 
 from fleet.store.base import (
     CommitResult,
+    CoverageChange,
     EventQuery,
     EventRow,
+    FirmwareChange,
     RegisterEntry,
     Store,
     UnitClaim,
     UnitQuery,
     UnitRow,
+    WriteOp,
 )
 from protos.liftwatch.v1 import records_pb2
 
@@ -51,6 +54,29 @@ class StoreWorker:
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def description(self) -> str:
+        """See `Store.description`."""
+        return self._store.description
+
+    async def write(self, ops: Sequence[WriteOp], now: dt.datetime) -> list[CommitResult | None]:
+        """See `Store.write`."""
+        return await self._run(self._store.write, ops, now)
+
+    async def sweep(
+        self, now: dt.datetime, stale_after_s: float, offline_after_s: float
+    ) -> list[CoverageChange]:
+        """See `Store.sweep`."""
+        return await self._run(self._store.sweep, now, stale_after_s, offline_after_s)
+
+    async def coverage_history(self, unit_id: str, limit: int) -> list[CoverageChange]:
+        """See `Store.coverage_history`."""
+        return await self._run(self._store.coverage_history, unit_id, limit)
+
+    async def firmware_history(self, unit_id: str, limit: int) -> list[FirmwareChange]:
+        """See `Store.firmware_history`."""
+        return await self._run(self._store.firmware_history, unit_id, limit)
 
     async def committed_seq(self, agent_id: str) -> int:
         """See `Store.committed_seq`."""

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,7 +61,7 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
-def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict[str, object]:
+def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict[str, Any]:
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1
@@ -185,7 +186,7 @@ def test_errors_are_one_line_with_status_2(
 def test_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "serve" in capsys.readouterr().out
-    for command in ("serve", "units", "coverage", "events"):
+    for command in ("serve", "units", "coverage", "firmware", "events"):
         assert main([command, "--help"]) == 0
         assert "--json" in capsys.readouterr().out or command == "serve"
     assert main(["units", "--status", "asleep"]) == 2
@@ -203,6 +204,8 @@ def test_serve_prints_one_ready_line_and_exits_0_on_sigterm(tmp_path: Path) -> N
             "127.0.0.1:0",
             "--db",
             str(tmp_path / "fleet.db"),
+            "--http",
+            "127.0.0.1:0",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -218,7 +221,10 @@ def test_serve_prints_one_ready_line_and_exits_0_on_sigterm(tmp_path: Path) -> N
         host, _, port = ready["grpc"].rpartition(":")
         assert host == "127.0.0.1"
         assert int(port) > 0
-        assert line == json.dumps({"ready": True, "grpc": ready["grpc"]}) + "\n"
+        assert int(ready["http"].rpartition(":")[2]) > 0
+        assert (
+            line == json.dumps({"ready": True, "grpc": ready["grpc"], "http": ready["http"]}) + "\n"
+        )
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=20)
     finally:
@@ -229,3 +235,104 @@ def test_serve_prints_one_ready_line_and_exits_0_on_sigterm(tmp_path: Path) -> N
     assert out == ""
     assert "serving gRPC" in err
     assert (tmp_path / "fleet.db").is_file()
+
+
+HEADER = (
+    "registration_code,building,address,street,use_unit,maintenance_contractor,install_date,"
+    "rated_speed_m_s,rated_load_kg,landings,controller_model,car_in_group"
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_units_import_reports_bad_rows_and_reimport_updates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str, request: pytest.FixtureRequest
+) -> None:
+    target = str(tmp_path / "new.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    csv = tmp_path / "units.csv"
+    csv.write_text(
+        f"{HEADER}\nR1,B1,a,S1,u,C1,2010-01-02,1.0,630,6,RC-3000,1\n"
+        "R2,B1,a,S1,u,C1,2010-13-02,1.0,630,6,RC-3000,2\n"
+        "R3,B2,a,S2,u,C2,,1.5,800,9,VX-220,1\n",
+        encoding="utf-8",
+    )
+    result = _json(capsys, ["units", "import", str(csv), "--db", target, "--json"])
+    assert (result["imported"], result["skipped"]) == (2, 1)
+    assert result["problems"] == [{"line": 3, "reason": "install_date: cannot read '2010-13-02'"}]
+    csv.write_text(f"{HEADER}\nR3,B2-new,a,S2,u,C3,,1.5,800,9,VX-220,1\n", encoding="utf-8")
+    assert main(["units", "import", str(csv), "--db", target]) == 0
+    assert "imported 1 unit(s)" in capsys.readouterr().out
+    units = _json(capsys, ["units", "--db", target, "--json", "--contractor", "C3"])["units"]
+    assert isinstance(units, list)
+    assert [(u["unit_id"], u["building"], u["status"]) for u in units] == [
+        ("R3", "B2-new", "never_seen")
+    ]
+
+
+def test_units_import_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "x.db")
+    assert main(["units", "import", "--db", db]) == 2
+    assert "name the register CSV" in capsys.readouterr().err
+    assert main(["units", "import", str(tmp_path / "absent.csv"), "--db", db]) == 2
+    assert "file not found" in capsys.readouterr().err
+    assert main(["units", "stray.csv", "--db", db]) == 2
+
+
+def test_unregistered_reporting_units_are_flagged(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    units = _json(capsys, ["units", "--db", str(db), "--json", "--unregistered"])["units"]
+    assert isinstance(units, list)
+    assert [(u["unit_id"], u["registered"]) for u in units] == [("X1", False)]
+
+
+def test_coverage_by_group_and_history(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = _json(capsys, ["coverage", "--db", str(db), "--json", "--by", "street"])
+    groups = result["groups"]
+    assert isinstance(groups, list)
+    assert [(g["name"], g["registered"], g["online"], g["never_seen"]) for g in groups] == [
+        ("", 0, 0, 0),  # X1: unregistered, so no street
+        ("S1", 2, 1, 1),
+        ("S2", 1, 0, 0),
+    ]
+    assert result["online"] == 1
+    history = _json(capsys, ["coverage", "--db", str(db), "--json", "--history", "X1"])
+    assert [(h["old_status"], h["new_status"], h["cause"]) for h in history["history"]] == [
+        ("never_seen", "online", "hello"),
+        ("online", "blind", "record"),
+    ]
+    assert main(["coverage", "--db", str(db), "--by", "contractor"]) == 0
+    assert capsys.readouterr().out.startswith("NAME")
+
+
+def test_firmware_inventory_violations_and_history(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = REPO / "deploy" / "fleet" / "firmware-policy.toml"
+    config = tmp_path / "fleet.toml"
+    config.write_text(
+        f'[store]\npath = "{db.name}"\n[firmware]\npolicy = "{policy}"\n', encoding="utf-8"
+    )
+    result = _json(capsys, ["firmware", "--config", str(config), "--json"])
+    assert result["firmware"] == [{"model": "RC-3000", "version": "3.1.4", "units": 2}]
+    assert result["agent_versions"] == [
+        {"model": "RC-3000", "version": "0.2.0", "units": 2},
+        {"model": "VX-220", "version": "0.1.0", "units": 1},
+    ]
+    assert result["violations"] == []
+    strict = tmp_path / "strict.toml"
+    strict.write_text('[model."RC-3000"]\nknown_bad = ["3.1.4"]\n', encoding="utf-8")
+    argv = ["firmware", "--db", str(db), "--json", "--violations", "--policy", str(strict)]
+    result = _json(capsys, [*argv, "--history", "R1"])
+    assert set(result) == {"violations", "history"}
+    assert [(v["unit_id"], v["rule"]) for v in result["violations"]] == [
+        ("R1", "known_bad"),
+        ("X1", "known_bad"),
+    ]
+    assert [(h["new_firmware"], h["new_agent_version"]) for h in result["history"]] == [
+        ("3.1.4", "0.2.0")
+    ]
+    assert _json(capsys, [*argv, "--model", "VX-220"])["violations"] == []
+    assert main(["firmware", "--db", str(db), "--history", "R1"]) == 0
+    assert "MODEL" in capsys.readouterr().out
+    assert main(["firmware", "--db", str(db), "--policy", str(tmp_path / "absent.toml")]) == 2
+    assert "firmware policy" in capsys.readouterr().err

@@ -94,3 +94,43 @@ def test_missing_and_unparsable_files_are_config_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(_write(tmp_path, "[server\n"))
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "fleet" / "fleet.example.toml"
+    config = load_config(example)
+    assert config.http.listen == "0.0.0.0:8080"
+    assert config.firmware.policy == example.parent / "firmware-policy.toml"
+    assert config.firmware.policy.is_file()
+
+
+def test_new_keys_are_read_and_checked(tmp_path: Path) -> None:
+    config = load_config(
+        _write(
+            tmp_path,
+            '[store]\nurl = "postgresql://u@h/db"\n[http]\nlisten = ""\n'
+            "[server]\nmax_connection_age_s = 0\n[coverage]\nsweep_interval_s = 2\n"
+            '[firmware]\npolicy = "p.toml"\n[ingest]\nmax_group_records = 100\n',
+        )
+    )
+    assert (config.store.target, config.http.listen) == ("postgresql://u@h/db", "")
+    assert (config.server.max_connection_age_s, config.coverage.sweep_interval_s) == (0, 2)
+    assert (config.firmware.policy, config.ingest.max_group_records) == (tmp_path / "p.toml", 100)
+    assert load_config(_write(tmp_path, "")).http.listen == "127.0.0.1:8080"
+    # A throwaway fleet (gRPC on port 0) without an [http] listen never takes port 8080.
+    ephemeral = load_config(_write(tmp_path, '[server]\nlisten = "127.0.0.1:0"\n'))
+    assert ephemeral.http.listen == "127.0.0.1:0"
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            _write(
+                tmp_path,
+                '[store]\nurl = "/var/db"\n[http]\nlisten = "nowhere"\n'
+                "[coverage]\nsweep_interval_s = 0\n[server]\nkeepalive_time_s = 0\n",
+            )
+        )
+    assert [p.split(":")[0] for p in caught.value.problems] == [
+        "server.keepalive_time_s",
+        "http.listen",
+        "store.url",
+        "coverage.sweep_interval_s",
+    ]

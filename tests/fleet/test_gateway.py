@@ -2,90 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from fleet.config import FleetConfig, IngestConfig, ServerConfig, StoreConfig
-from fleet.gateway import check_batch
-from fleet.metrics import GatewayMetrics
-from fleet.server import serve
+from fleet.config import FleetConfig, IngestConfig, StoreConfig
+from fleet.gateway import check_batch, check_hello
 from fleet.store.base import EventQuery
 from fleet.store.sqlite import SqliteStore
 from protos.liftwatch.v1 import (
     gateway_pb2,
-    gateway_pb2_grpc,
     query_pb2,
-    query_pb2_grpc,
     records_pb2,
 )
+from tests.fleet import harness
 from tests.fleet.factories import T0, batch, hello, record
+from tests.fleet.harness import Fleet
 
 LIMITS = IngestConfig(max_batch_records=5, max_batch_bytes=4096, heartbeat_interval_s=7)
 ENTRAPMENT = records_pb2.EVENT_TYPE_ENTRAPMENT
 
 
-@dataclasses.dataclass
-class FakeClock:
-    now: dt.datetime = T0
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@dataclasses.dataclass
-class Fleet:
-    address: str
-    channel: Any
-    metrics: GatewayMetrics
-    clock: FakeClock
-
-    async def connect(self, *frames: gateway_pb2.AgentFrame) -> Any:
-        """Open a Connect stream and send ``frames``."""
-        call = gateway_pb2_grpc.AgentGatewayStub(self.channel).Connect()
-        for frame in frames:
-            await call.write(frame)
-        return call
-
-    @property
-    def query(self) -> Any:
-        return query_pb2_grpc.FleetQueryStub(self.channel)
-
-
-@contextlib.asynccontextmanager
-async def running_fleet(db: Path) -> AsyncIterator[Fleet]:
-    config = FleetConfig(
-        server=ServerConfig(listen="127.0.0.1:0"), store=StoreConfig(path=str(db)), ingest=LIMITS
-    )
-    metrics = GatewayMetrics()
-    clock = FakeClock()
-    bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(config, bound.set_result, clock=clock, metrics=metrics))
-    waiters: set[asyncio.Future[Any]] = {task, bound}
-    done, _ = await asyncio.wait(waiters, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-    assert bound in done, f"server did not start: {task.exception() if task.done() else 'timeout'}"
-    try:
-        async with grpc.aio.insecure_channel(bound.result()) as channel:
-            yield Fleet(bound.result(), channel, metrics, clock)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def run(db: Path, scenario: Callable[[Fleet], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with running_fleet(db) as fleet:
-            await asyncio.wait_for(scenario(fleet), timeout=20)
-
-    asyncio.run(main())
+    config = FleetConfig(store=StoreConfig(path=str(db)), ingest=LIMITS)
+    harness.run(config, scenario)
 
 
 async def read(call: Any) -> gateway_pb2.FleetFrame:
@@ -234,3 +178,31 @@ def test_batch_validation_rules() -> None:
     assert _code(*(record(i) for i in range(1, 7))) == "REJECT_CODE_TOO_LARGE"
     assert _code(big) == "REJECT_CODE_TOO_LARGE"
     assert _code(record(1, "U9")) == "REJECT_CODE_UNIT_NOT_PERMITTED"
+    # Across batches of one stream, seqs keep increasing.
+    later = check_batch(gateway_pb2.RecordBatch(records=[record(3)]), PERMITTED, LIMITS, 3)
+    assert later is not None
+    assert (later.code, later.reason) == (
+        gateway_pb2.REJECT_CODE_OUT_OF_ORDER,
+        "record seq 3 follows seq 3 on this stream",
+    )
+
+
+@pytest.mark.parametrize(
+    ("agent_id", "units", "reason"),
+    [
+        ("", ["U1"], "agent_id is empty"),
+        ("a 1", ["U1"], "agent_id contains whitespace"),
+        ("a" * 129, ["U1"], "longer than 128"),
+        ("a1", ["U1", ""], "unit #1 id is empty"),
+        ("a1", ["U1", "U1"], "declares unit 'U1' twice"),
+        ("a1", [f"U{i}" for i in range(65)], "the limit is 64"),
+    ],
+)
+def test_hello_validation_rules(agent_id: str, units: list[str], reason: str) -> None:
+    frame = gateway_pb2.Hello(
+        agent_id=agent_id, units=[gateway_pb2.UnitDescriptor(unit_id=u) for u in units]
+    )
+    problem = check_hello(frame)
+    assert problem is not None
+    assert problem.code == gateway_pb2.REJECT_CODE_MALFORMED
+    assert reason in problem.reason

@@ -2,33 +2,47 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fleet.store.base import (
+    BatchOp,
     ControllerIdentity,
+    CoverageChange,
     EventQuery,
+    HeartbeatOp,
+    HelloOp,
     RegisterEntry,
     StoreError,
     UnitClaim,
     UnitQuery,
 )
-from fleet.store.sqlite import SCHEMA_VERSION, SqliteStore
+from fleet.store.open import open_store
+from fleet.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from fleet.store.postgres import PostgresStore
+from fleet.store.sql import SqlStore
+from fleet.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import T0, record
 
 LATER = T0 + dt.timedelta(minutes=5)
 
 
-def _record_count(path: Path) -> int:
-    with sqlite3.connect(path) as conn:
-        return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
+@pytest.fixture
+def store(store_target: str) -> Iterator[SqlStore]:
+    """A fresh store of each backend."""
+    opened = open_store(store_target)
+    yield opened
+    opened.close()
 
 
-def test_same_batch_twice_is_stored_once(tmp_path: Path) -> None:
-    db = tmp_path / "fleet.db"
-    store = SqliteStore.open(str(db))
+def _record_count(store: SqlStore) -> int:
+    return int(store._execute("SELECT count(*) FROM records").fetchone()[0])
+
+
+def test_same_batch_twice_is_stored_once(store: SqlStore) -> None:
     batch = [
         record(1, firmware="3.1.4"),
         record(2, event=records_pb2.EVENT_TYPE_ENTRAPMENT),
@@ -46,12 +60,10 @@ def test_same_batch_twice_is_stored_once(tmp_path: Path) -> None:
     unit = store.get_unit("U1")
     assert unit is not None
     assert unit.last_seen == T0
-    store.close()
-    assert _record_count(db) == 3
+    assert _record_count(store) == 3
 
 
-def test_replayed_older_link_status_does_not_override_a_newer_one() -> None:
-    store = SqliteStore.open(":memory:")
+def test_replayed_older_link_status_does_not_override_a_newer_one(store: SqlStore) -> None:
     down = record(1, link_up=False, time=T0)
     up = record(2, link_up=True, time=T0 + dt.timedelta(seconds=10))
     store.commit_batch("a1", [up], T0)
@@ -62,16 +74,14 @@ def test_replayed_older_link_status_does_not_override_a_newer_one() -> None:
     assert unit.last_seen == LATER  # seq 1 was new, so U1 was heard of at LATER
 
 
-def test_a_failing_batch_leaves_nothing_behind() -> None:
-    store = SqliteStore.open(":memory:")
-    with pytest.raises(OverflowError):  # SQLite integers are signed 64-bit
+def test_a_failing_batch_leaves_nothing_behind(store: SqlStore) -> None:
+    with pytest.raises(Exception, match=r"(?i)too large|out of range"):  # signed 64-bit
         store.commit_batch("a1", [record(1), record(2**64 - 1)], T0)
     assert store.committed_seq("a1") == 0
     assert store.get_unit("U1") is None
 
 
-def test_hello_controller_info_and_heartbeats_update_units() -> None:
-    store = SqliteStore.open(":memory:")
+def test_hello_controller_info_and_heartbeats_update_units(store: SqlStore) -> None:
     claims = [UnitClaim("U1", ControllerIdentity("Acme", "RC-3000", "3.1.2", "S1", "reference"))]
     store.register_hello("a1", "0.1.0", claims, T0)
     store.register_hello("a1", "0.2.0", [UnitClaim("U1", ControllerIdentity())], T0)
@@ -101,8 +111,7 @@ def test_hello_controller_info_and_heartbeats_update_units() -> None:
     assert store.list_units(UnitQuery(firmware="3.1.2")) == []
 
 
-def test_controller_info_older_than_the_hello_still_fills_in_the_firmware() -> None:
-    store = SqliteStore.open(":memory:")
+def test_controller_info_older_than_the_hello_still_fills_in_the_firmware(store: SqlStore) -> None:
     configured = ControllerIdentity(model="RC-3000", profile="reference")
     store.register_hello("a1", "0.1.0", [UnitClaim("U1", configured)], LATER)
     # Read before the (re)connect, sent after it: the agent's outbox drains on Welcome.
@@ -112,8 +121,7 @@ def test_controller_info_older_than_the_hello_still_fills_in_the_firmware() -> N
     assert (unit.controller.firmware, unit.controller.profile) == ("3.2.0", "reference")
 
 
-def test_register_upsert_and_unit_filters() -> None:
-    store = SqliteStore.open(":memory:")
+def test_register_upsert_and_unit_filters(store: SqlStore) -> None:
     entries = [
         RegisterEntry("R1", building="B1", street="S1", contractor="C1", controller_model="VX-220"),
         RegisterEntry("R2", building="B2", street="S2", contractor="C1"),
@@ -130,8 +138,7 @@ def test_register_upsert_and_unit_filters() -> None:
     assert (r2.registered, r2.register.building, r2.last_seen) == (True, "B2-new", None)
 
 
-def test_events_are_filtered_and_the_newest_returned_oldest_first() -> None:
-    store = SqliteStore.open(":memory:")
+def test_events_are_filtered_and_the_newest_returned_oldest_first(store: SqlStore) -> None:
     entrapment = records_pb2.EVENT_TYPE_ENTRAPMENT
     door = records_pb2.EVENT_TYPE_DOOR_HELD_OPEN
     store.commit_batch(
@@ -187,3 +194,128 @@ def test_unusable_databases_raise_store_errors(tmp_path: Path) -> None:
     sqlite3.connect(empty).close()
     with pytest.raises(StoreError, match="is it a fleet database"):
         SqliteStore.open(str(empty), readonly=True)
+
+
+def test_one_write_applies_many_agents_ops_in_one_transaction(store: SqlStore) -> None:
+    results = store.write(
+        [
+            HelloOp("a1", "0.1.0", (UnitClaim("U1", ControllerIdentity(model="RC-3000")),)),
+            BatchOp("a2", (record(1, "U2"), record(2, "U2"))),
+            BatchOp("a1", (record(7, "U1"),)),
+            BatchOp("a2", (record(2, "U2"), record(3, "U2"))),  # a reconnect's overlap
+            HeartbeatOp("a1"),
+        ],
+        T0,
+    )
+    assert [(r.committed_seq, r.inserted) if r else None for r in results] == [
+        (7, 0),
+        (3, 2),
+        (7, 1),
+        (3, 1),
+        None,
+    ]
+    assert _record_count(store) == 4
+    # A failing op takes its whole group with it: nothing of the others is stored either.
+    with pytest.raises(Exception, match=r"(?i)too large|out of range"):
+        store.write([BatchOp("a3", (record(1, "U3"),)), BatchOp("a1", (record(2**64 - 1),))], T0)
+    assert (store.committed_seq("a3"), store.get_unit("U3")) == (0, None)
+
+
+def test_coverage_transitions_are_kept_as_history(store: SqlStore) -> None:
+    store.upsert_register([RegisterEntry("R1"), RegisterEntry("R2")])
+    claims = (UnitClaim("R1", ControllerIdentity()), UnitClaim("R2", ControllerIdentity()))
+    store.write([HelloOp("a1", "0.1.0", claims)], T0)
+    store.write([BatchOp("a1", (record(1, "R2", link_up=False),))], T0 + dt.timedelta(seconds=1))
+    store.write([HeartbeatOp("a1")], T0 + dt.timedelta(seconds=5))  # no change: no history
+    assert store.sweep(T0 + dt.timedelta(seconds=20), 30, 300) == []
+    at_40 = T0 + dt.timedelta(seconds=40)
+    assert store.sweep(at_40, 30, 300) == [
+        CoverageChange("R1", at_40, "online", "stale", "sweep"),
+        CoverageChange("R2", at_40, "blind", "stale", "sweep"),
+    ]
+    assert store.sweep(at_40, 30, 300) == []  # swept once
+    at_400 = T0 + dt.timedelta(seconds=400)
+    store.write([BatchOp("a1", (record(2, "R1"),))], at_400 - dt.timedelta(seconds=1))
+    assert [(c.unit_id, c.new_status) for c in store.sweep(at_400, 30, 300)] == [("R2", "offline")]
+    assert [(c.old_status, c.new_status, c.cause) for c in store.coverage_history("R2", 10)] == [
+        ("never_seen", "online", "hello"),
+        ("online", "blind", "record"),
+        ("blind", "stale", "sweep"),
+        ("stale", "offline", "sweep"),
+    ]
+    assert [(c.old_status, c.new_status) for c in store.coverage_history("R1", 2)] == [
+        ("online", "stale"),
+        ("stale", "online"),
+    ]
+    assert len(store.coverage_history("", 100)) == 7
+
+
+def test_firmware_and_agent_version_changes_are_kept_as_history(store: SqlStore) -> None:
+    store.write(
+        [HelloOp("a1", "0.1.0", (UnitClaim("U1", ControllerIdentity(model="RC-3000")),))], T0
+    )
+    store.write([BatchOp("a1", (record(1, firmware="3.1.2"),))], T0)
+    store.write([BatchOp("a1", (record(2, firmware="3.1.2"),))], T0)  # unchanged
+    later = T0 + dt.timedelta(days=1)
+    store.write([BatchOp("a1", (record(3, firmware="3.2.0", time=later),))], later)
+    store.write([HelloOp("a1", "0.2.0", (UnitClaim("U1", ControllerIdentity()),))], later)
+    history = store.firmware_history("U1", 10)
+    assert [
+        (h.old_firmware, h.new_firmware, h.old_agent_version, h.new_agent_version) for h in history
+    ] == [
+        ("", "", "", "0.1.0"),
+        ("", "3.1.2", "0.1.0", "0.1.0"),
+        ("3.1.2", "3.2.0", "0.1.0", "0.1.0"),
+        ("3.2.0", "3.2.0", "0.1.0", "0.2.0"),
+    ]
+    assert {(h.agent_id, h.model) for h in history} == {("a1", "RC-3000")}
+    assert history[2].at == later
+    assert store.firmware_history("nope", 10) == []
+
+
+def test_reopening_keeps_data_and_readers_see_it(store_target: str) -> None:
+    store = open_store(store_target)
+    store.commit_batch("a1", [record(7)], T0)
+    store.close()
+    again = open_store(store_target)  # migrations are not re-run
+    again.close()
+    reader = open_store(store_target, readonly=True)
+    assert reader.committed_seq("a1") == 7
+    reader.close()
+
+
+def test_postgres_schema_is_versioned_and_migrated_once(pg_url: str) -> None:
+    stores = [PostgresStore.open(pg_url) for _ in range(2)]
+    version = stores[0]._execute("SELECT version FROM schema_version").fetchall()
+    assert version == [(PG_SCHEMA_VERSION,)]
+    stores[0]._execute("UPDATE schema_version SET version = ?", (PG_SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer software"):
+        PostgresStore.open(pg_url)
+    for store in stores:
+        store.close()
+
+
+def test_postgres_readonly_sessions_refuse_writes_and_foreign_databases(
+    pg_url: str, pg_cluster: object
+) -> None:
+    with pytest.raises(StoreError, match="is it a fleet database"):
+        PostgresStore.open(pg_url, readonly=True)
+    PostgresStore.open(pg_url).close()
+    reader = PostgresStore.open(pg_url, readonly=True)
+    with pytest.raises(Exception, match="read-only"):
+        reader.commit_batch("a1", [record(1)], T0)
+    reader.close()
+    with pytest.raises(StoreError, match="cannot connect") as caught:
+        PostgresStore.open(pg_url.replace("/test_", "/absent_").replace("@", ":secret@"))
+    assert "secret" not in str(caught.value)
+
+
+def test_a_version_2_sqlite_database_is_migrated_with_its_units_online(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        for index, migration in enumerate(MIGRATIONS[:2]):
+            conn.executescript(f"{migration}; PRAGMA user_version = {index + 1};")
+        conn.execute("INSERT INTO units (unit_id, last_seen_us) VALUES ('U1', 1)")
+    store = SqliteStore.open(str(db))
+    assert [(c.unit_id, c.new_status) for c in store.sweep(T0, 30, 300)] == [("U1", "offline")]
+    store.close()

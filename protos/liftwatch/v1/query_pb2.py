@@ -26,33 +26,45 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protos.liftwatch.v1 import records_pb2 as liftwatch_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18liftwatch/v1/query.proto\x12\x0cliftwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aliftwatch/v1/records.proto\"\x95\x02\n\x04Unit\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.liftwatch.v1.UnitStatus\x12\x12\n\nregistered\x18\x03 \x01(\x08\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x30\n\ncontroller\x18\x06 \x01(\x0b\x32\x1c.liftwatch.v1.ControllerInfo\x12-\n\tlast_seen\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x62uilding\x18\x08 \x01(\t\x12\x0e\n\x06street\x18\t \x01(\t\x12\x12\n\ncontractor\x18\n \x01(\t\"\x93\x01\n\x10ListUnitsRequest\x12\x0e\n\x06street\x18\x01 \x01(\t\x12\x10\n\x08\x62uilding\x18\x02 \x01(\t\x12\x12\n\ncontractor\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.liftwatch.v1.UnitStatus\x12\x10\n\x08\x66irmware\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\"6\n\x11ListUnitsResponse\x12!\n\x05units\x18\x01 \x03(\x0b\x32\x12.liftwatch.v1.Unit\"!\n\x0eGetUnitRequest\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\"\x11\n\x0f\x43overageRequest\"\xac\x01\n\x10\x43overageResponse\x12\x12\n\nregistered\x18\x01 \x01(\r\x12\x11\n\tmonitored\x18\x02 \x01(\r\x12\x0e\n\x06online\x18\x03 \x01(\r\x12\r\n\x05stale\x18\x04 \x01(\r\x12\x0f\n\x07offline\x18\x05 \x01(\r\x12\r\n\x05\x62lind\x18\x06 \x01(\r\x12\x12\n\nnever_seen\x18\x07 \x01(\r\x12\x1e\n\x16unregistered_reporting\x18\x08 \x01(\r\"Z\n\x11ListEventsRequest\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.liftwatch.v1.EventType\x12\r\n\x05limit\x18\x03 \x01(\r\"\xba\x01\n\x0bStoredEvent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07unit_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x13.liftwatch.v1.Event\x12-\n\tcommitted\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x12ListEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.liftwatch.v1.StoredEvent*\xa4\x01\n\nUnitStatus\x12\x1b\n\x17UNIT_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12UNIT_STATUS_ONLINE\x10\x01\x12\x15\n\x11UNIT_STATUS_STALE\x10\x02\x12\x17\n\x13UNIT_STATUS_OFFLINE\x10\x03\x12\x15\n\x11UNIT_STATUS_BLIND\x10\x04\x12\x1a\n\x16UNIT_STATUS_NEVER_SEEN\x10\x05\x32\xb3\x02\n\nFleetQuery\x12L\n\tListUnits\x12\x1e.liftwatch.v1.ListUnitsRequest\x1a\x1f.liftwatch.v1.ListUnitsResponse\x12;\n\x07GetUnit\x12\x1c.liftwatch.v1.GetUnitRequest\x1a\x12.liftwatch.v1.Unit\x12I\n\x08\x43overage\x12\x1d.liftwatch.v1.CoverageRequest\x1a\x1e.liftwatch.v1.CoverageResponse\x12O\n\nListEvents\x12\x1f.liftwatch.v1.ListEventsRequest\x1a .liftwatch.v1.ListEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18liftwatch/v1/query.proto\x12\x0cliftwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aliftwatch/v1/records.proto\"\x95\x02\n\x04Unit\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.liftwatch.v1.UnitStatus\x12\x12\n\nregistered\x18\x03 \x01(\x08\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x30\n\ncontroller\x18\x06 \x01(\x0b\x32\x1c.liftwatch.v1.ControllerInfo\x12-\n\tlast_seen\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x62uilding\x18\x08 \x01(\t\x12\x0e\n\x06street\x18\t \x01(\t\x12\x12\n\ncontractor\x18\n \x01(\t\"\xcd\x01\n\x10ListUnitsRequest\x12\x0e\n\x06street\x18\x01 \x01(\t\x12\x10\n\x08\x62uilding\x18\x02 \x01(\t\x12\x12\n\ncontractor\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.liftwatch.v1.UnitStatus\x12\x10\n\x08\x66irmware\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x11\n\tpage_size\x18\x07 \x01(\r\x12\x12\n\npage_token\x18\x08 \x01(\t\x12\x11\n\tmonitored\x18\t \x01(\x08\"^\n\x11ListUnitsResponse\x12!\n\x05units\x18\x01 \x03(\x0b\x32\x12.liftwatch.v1.Unit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\r\"!\n\x0eGetUnitRequest\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\"\x1d\n\x0f\x43overageRequest\x12\n\n\x02\x62y\x18\x01 \x01(\t\"\xb7\x01\n\rCoverageGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nregistered\x18\x02 \x01(\r\x12\x11\n\tmonitored\x18\x03 \x01(\r\x12\x0e\n\x06online\x18\x04 \x01(\r\x12\r\n\x05stale\x18\x05 \x01(\r\x12\x0f\n\x07offline\x18\x06 \x01(\r\x12\r\n\x05\x62lind\x18\x07 \x01(\r\x12\x12\n\nnever_seen\x18\x08 \x01(\r\x12\x1e\n\x16unregistered_reporting\x18\t \x01(\r\"\xd9\x01\n\x10\x43overageResponse\x12\x12\n\nregistered\x18\x01 \x01(\r\x12\x11\n\tmonitored\x18\x02 \x01(\r\x12\x0e\n\x06online\x18\x03 \x01(\r\x12\r\n\x05stale\x18\x04 \x01(\r\x12\x0f\n\x07offline\x18\x05 \x01(\r\x12\r\n\x05\x62lind\x18\x06 \x01(\r\x12\x12\n\nnever_seen\x18\x07 \x01(\r\x12\x1e\n\x16unregistered_reporting\x18\x08 \x01(\r\x12+\n\x06groups\x18\t \x03(\x0b\x32\x1b.liftwatch.v1.CoverageGroup\"Z\n\x11ListEventsRequest\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.liftwatch.v1.EventType\x12\r\n\x05limit\x18\x03 \x01(\r\"\xba\x01\n\x0bStoredEvent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07unit_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x13.liftwatch.v1.Event\x12-\n\tcommitted\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x12ListEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.liftwatch.v1.StoredEvent\"B\n\x18\x46irmwareInventoryRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0fhistory_unit_id\x18\x02 \x01(\t\"=\n\x0cVersionCount\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\r\"c\n\x11\x46irmwareViolation\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08\x66irmware\x18\x03 \x01(\t\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xcc\x01\n\x0e\x46irmwareChange\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x14\n\x0cold_firmware\x18\x05 \x01(\t\x12\x14\n\x0cnew_firmware\x18\x06 \x01(\t\x12\x19\n\x11old_agent_version\x18\x07 \x01(\t\x12\x19\n\x11new_agent_version\x18\x08 \x01(\t\"\xe1\x01\n\x19\x46irmwareInventoryResponse\x12,\n\x08\x66irmware\x18\x01 \x03(\x0b\x32\x1a.liftwatch.v1.VersionCount\x12\x32\n\x0e\x61gent_versions\x18\x02 \x03(\x0b\x32\x1a.liftwatch.v1.VersionCount\x12\x33\n\nviolations\x18\x03 \x03(\x0b\x32\x1f.liftwatch.v1.FirmwareViolation\x12-\n\x07history\x18\x04 \x03(\x0b\x32\x1c.liftwatch.v1.FirmwareChange*\xa4\x01\n\nUnitStatus\x12\x1b\n\x17UNIT_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12UNIT_STATUS_ONLINE\x10\x01\x12\x15\n\x11UNIT_STATUS_STALE\x10\x02\x12\x17\n\x13UNIT_STATUS_OFFLINE\x10\x03\x12\x15\n\x11UNIT_STATUS_BLIND\x10\x04\x12\x1a\n\x16UNIT_STATUS_NEVER_SEEN\x10\x05\x32\x99\x03\n\nFleetQuery\x12L\n\tListUnits\x12\x1e.liftwatch.v1.ListUnitsRequest\x1a\x1f.liftwatch.v1.ListUnitsResponse\x12;\n\x07GetUnit\x12\x1c.liftwatch.v1.GetUnitRequest\x1a\x12.liftwatch.v1.Unit\x12I\n\x08\x43overage\x12\x1d.liftwatch.v1.CoverageRequest\x1a\x1e.liftwatch.v1.CoverageResponse\x12O\n\nListEvents\x12\x1f.liftwatch.v1.ListEventsRequest\x1a .liftwatch.v1.ListEventsResponse\x12\x64\n\x11\x46irmwareInventory\x12&.liftwatch.v1.FirmwareInventoryRequest\x1a\'.liftwatch.v1.FirmwareInventoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'liftwatch.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UNITSTATUS']._serialized_start=1165
-  _globals['_UNITSTATUS']._serialized_end=1329
+  _globals['_UNITSTATUS']._serialized_start=2173
+  _globals['_UNITSTATUS']._serialized_end=2337
   _globals['_UNIT']._serialized_start=104
   _globals['_UNIT']._serialized_end=381
   _globals['_LISTUNITSREQUEST']._serialized_start=384
-  _globals['_LISTUNITSREQUEST']._serialized_end=531
-  _globals['_LISTUNITSRESPONSE']._serialized_start=533
-  _globals['_LISTUNITSRESPONSE']._serialized_end=587
-  _globals['_GETUNITREQUEST']._serialized_start=589
-  _globals['_GETUNITREQUEST']._serialized_end=622
-  _globals['_COVERAGEREQUEST']._serialized_start=624
-  _globals['_COVERAGEREQUEST']._serialized_end=641
-  _globals['_COVERAGERESPONSE']._serialized_start=644
-  _globals['_COVERAGERESPONSE']._serialized_end=816
-  _globals['_LISTEVENTSREQUEST']._serialized_start=818
-  _globals['_LISTEVENTSREQUEST']._serialized_end=908
-  _globals['_STOREDEVENT']._serialized_start=911
-  _globals['_STOREDEVENT']._serialized_end=1097
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=1099
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=1162
-  _globals['_FLEETQUERY']._serialized_start=1332
-  _globals['_FLEETQUERY']._serialized_end=1639
+  _globals['_LISTUNITSREQUEST']._serialized_end=589
+  _globals['_LISTUNITSRESPONSE']._serialized_start=591
+  _globals['_LISTUNITSRESPONSE']._serialized_end=685
+  _globals['_GETUNITREQUEST']._serialized_start=687
+  _globals['_GETUNITREQUEST']._serialized_end=720
+  _globals['_COVERAGEREQUEST']._serialized_start=722
+  _globals['_COVERAGEREQUEST']._serialized_end=751
+  _globals['_COVERAGEGROUP']._serialized_start=754
+  _globals['_COVERAGEGROUP']._serialized_end=937
+  _globals['_COVERAGERESPONSE']._serialized_start=940
+  _globals['_COVERAGERESPONSE']._serialized_end=1157
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1159
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1249
+  _globals['_STOREDEVENT']._serialized_start=1252
+  _globals['_STOREDEVENT']._serialized_end=1438
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1440
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1503
+  _globals['_FIRMWAREINVENTORYREQUEST']._serialized_start=1505
+  _globals['_FIRMWAREINVENTORYREQUEST']._serialized_end=1571
+  _globals['_VERSIONCOUNT']._serialized_start=1573
+  _globals['_VERSIONCOUNT']._serialized_end=1634
+  _globals['_FIRMWAREVIOLATION']._serialized_start=1636
+  _globals['_FIRMWAREVIOLATION']._serialized_end=1735
+  _globals['_FIRMWARECHANGE']._serialized_start=1738
+  _globals['_FIRMWARECHANGE']._serialized_end=1942
+  _globals['_FIRMWAREINVENTORYRESPONSE']._serialized_start=1945
+  _globals['_FIRMWAREINVENTORYRESPONSE']._serialized_end=2170
+  _globals['_FLEETQUERY']._serialized_start=2340
+  _globals['_FLEETQUERY']._serialized_end=2749
 # @@protoc_insertion_point(module_scope)

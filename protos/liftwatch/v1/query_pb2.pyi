@@ -51,26 +51,36 @@ class Unit(_message.Message):
     def __init__(self, unit_id: _Optional[str] = ..., status: _Optional[_Union[UnitStatus, str]] = ..., registered: _Optional[bool] = ..., agent_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., controller: _Optional[_Union[_records_pb2.ControllerInfo, _Mapping]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., building: _Optional[str] = ..., street: _Optional[str] = ..., contractor: _Optional[str] = ...) -> None: ...
 
 class ListUnitsRequest(_message.Message):
-    __slots__ = ("street", "building", "contractor", "status", "firmware", "model")
+    __slots__ = ("street", "building", "contractor", "status", "firmware", "model", "page_size", "page_token", "monitored")
     STREET_FIELD_NUMBER: _ClassVar[int]
     BUILDING_FIELD_NUMBER: _ClassVar[int]
     CONTRACTOR_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FIRMWARE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MONITORED_FIELD_NUMBER: _ClassVar[int]
     street: str
     building: str
     contractor: str
     status: UnitStatus
     firmware: str
     model: str
-    def __init__(self, street: _Optional[str] = ..., building: _Optional[str] = ..., contractor: _Optional[str] = ..., status: _Optional[_Union[UnitStatus, str]] = ..., firmware: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    monitored: bool
+    def __init__(self, street: _Optional[str] = ..., building: _Optional[str] = ..., contractor: _Optional[str] = ..., status: _Optional[_Union[UnitStatus, str]] = ..., firmware: _Optional[str] = ..., model: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., monitored: _Optional[bool] = ...) -> None: ...
 
 class ListUnitsResponse(_message.Message):
-    __slots__ = ("units",)
+    __slots__ = ("units", "next_page_token", "total")
     UNITS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     units: _containers.RepeatedCompositeFieldContainer[Unit]
-    def __init__(self, units: _Optional[_Iterable[_Union[Unit, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total: int
+    def __init__(self, units: _Optional[_Iterable[_Union[Unit, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
 
 class GetUnitRequest(_message.Message):
     __slots__ = ("unit_id",)
@@ -79,11 +89,14 @@ class GetUnitRequest(_message.Message):
     def __init__(self, unit_id: _Optional[str] = ...) -> None: ...
 
 class CoverageRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("by",)
+    BY_FIELD_NUMBER: _ClassVar[int]
+    by: str
+    def __init__(self, by: _Optional[str] = ...) -> None: ...
 
-class CoverageResponse(_message.Message):
-    __slots__ = ("registered", "monitored", "online", "stale", "offline", "blind", "never_seen", "unregistered_reporting")
+class CoverageGroup(_message.Message):
+    __slots__ = ("name", "registered", "monitored", "online", "stale", "offline", "blind", "never_seen", "unregistered_reporting")
+    NAME_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     MONITORED_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +105,7 @@ class CoverageResponse(_message.Message):
     BLIND_FIELD_NUMBER: _ClassVar[int]
     NEVER_SEEN_FIELD_NUMBER: _ClassVar[int]
     UNREGISTERED_REPORTING_FIELD_NUMBER: _ClassVar[int]
+    name: str
     registered: int
     monitored: int
     online: int
@@ -100,7 +114,29 @@ class CoverageResponse(_message.Message):
     blind: int
     never_seen: int
     unregistered_reporting: int
-    def __init__(self, registered: _Optional[int] = ..., monitored: _Optional[int] = ..., online: _Optional[int] = ..., stale: _Optional[int] = ..., offline: _Optional[int] = ..., blind: _Optional[int] = ..., never_seen: _Optional[int] = ..., unregistered_reporting: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., registered: _Optional[int] = ..., monitored: _Optional[int] = ..., online: _Optional[int] = ..., stale: _Optional[int] = ..., offline: _Optional[int] = ..., blind: _Optional[int] = ..., never_seen: _Optional[int] = ..., unregistered_reporting: _Optional[int] = ...) -> None: ...
+
+class CoverageResponse(_message.Message):
+    __slots__ = ("registered", "monitored", "online", "stale", "offline", "blind", "never_seen", "unregistered_reporting", "groups")
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    MONITORED_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    BLIND_FIELD_NUMBER: _ClassVar[int]
+    NEVER_SEEN_FIELD_NUMBER: _ClassVar[int]
+    UNREGISTERED_REPORTING_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    registered: int
+    monitored: int
+    online: int
+    stale: int
+    offline: int
+    blind: int
+    never_seen: int
+    unregistered_reporting: int
+    groups: _containers.RepeatedCompositeFieldContainer[CoverageGroup]
+    def __init__(self, registered: _Optional[int] = ..., monitored: _Optional[int] = ..., online: _Optional[int] = ..., stale: _Optional[int] = ..., offline: _Optional[int] = ..., blind: _Optional[int] = ..., never_seen: _Optional[int] = ..., unregistered_reporting: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[CoverageGroup, _Mapping]]] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("unit_id", "type", "limit")
@@ -133,3 +169,67 @@ class ListEventsResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[StoredEvent]
     def __init__(self, events: _Optional[_Iterable[_Union[StoredEvent, _Mapping]]] = ...) -> None: ...
+
+class FirmwareInventoryRequest(_message.Message):
+    __slots__ = ("model", "history_unit_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    history_unit_id: str
+    def __init__(self, model: _Optional[str] = ..., history_unit_id: _Optional[str] = ...) -> None: ...
+
+class VersionCount(_message.Message):
+    __slots__ = ("model", "version", "units")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    units: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., units: _Optional[int] = ...) -> None: ...
+
+class FirmwareViolation(_message.Message):
+    __slots__ = ("unit_id", "model", "firmware", "rule", "reason")
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FIRMWARE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    unit_id: str
+    model: str
+    firmware: str
+    rule: str
+    reason: str
+    def __init__(self, unit_id: _Optional[str] = ..., model: _Optional[str] = ..., firmware: _Optional[str] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class FirmwareChange(_message.Message):
+    __slots__ = ("unit_id", "at", "agent_id", "model", "old_firmware", "new_firmware", "old_agent_version", "new_agent_version")
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OLD_FIRMWARE_FIELD_NUMBER: _ClassVar[int]
+    NEW_FIRMWARE_FIELD_NUMBER: _ClassVar[int]
+    OLD_AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NEW_AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    unit_id: str
+    at: _timestamp_pb2.Timestamp
+    agent_id: str
+    model: str
+    old_firmware: str
+    new_firmware: str
+    old_agent_version: str
+    new_agent_version: str
+    def __init__(self, unit_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., model: _Optional[str] = ..., old_firmware: _Optional[str] = ..., new_firmware: _Optional[str] = ..., old_agent_version: _Optional[str] = ..., new_agent_version: _Optional[str] = ...) -> None: ...
+
+class FirmwareInventoryResponse(_message.Message):
+    __slots__ = ("firmware", "agent_versions", "violations", "history")
+    FIRMWARE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    firmware: _containers.RepeatedCompositeFieldContainer[VersionCount]
+    agent_versions: _containers.RepeatedCompositeFieldContainer[VersionCount]
+    violations: _containers.RepeatedCompositeFieldContainer[FirmwareViolation]
+    history: _containers.RepeatedCompositeFieldContainer[FirmwareChange]
+    def __init__(self, firmware: _Optional[_Iterable[_Union[VersionCount, _Mapping]]] = ..., agent_versions: _Optional[_Iterable[_Union[VersionCount, _Mapping]]] = ..., violations: _Optional[_Iterable[_Union[FirmwareViolation, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[FirmwareChange, _Mapping]]] = ...) -> None: ...

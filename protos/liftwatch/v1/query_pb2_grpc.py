@@ -54,6 +54,11 @@ class FleetQueryStub:
                 request_serializer=liftwatch_dot_v1_dot_query__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=liftwatch_dot_v1_dot_query__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.FirmwareInventory = channel.unary_unary(
+                '/liftwatch.v1.FleetQuery/FirmwareInventory',
+                request_serializer=liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryRequest.SerializeToString,
+                response_deserializer=liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryResponse.FromString,
+                _registered_method=True)
 
 
 class FleetQueryServicer:
@@ -83,6 +88,12 @@ class FleetQueryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FirmwareInventory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetQueryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_FleetQueryServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=liftwatch_dot_v1_dot_query__pb2.ListEventsRequest.FromString,
                     response_serializer=liftwatch_dot_v1_dot_query__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'FirmwareInventory': grpc.unary_unary_rpc_method_handler(
+                    servicer.FirmwareInventory,
+                    request_deserializer=liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryRequest.FromString,
+                    response_serializer=liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class FleetQuery:
             '/liftwatch.v1.FleetQuery/ListEvents',
             liftwatch_dot_v1_dot_query__pb2.ListEventsRequest.SerializeToString,
             liftwatch_dot_v1_dot_query__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FirmwareInventory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liftwatch.v1.FleetQuery/FirmwareInventory',
+            liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryRequest.SerializeToString,
+            liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,402 @@
+"""Fleet ingest load test: N simulated agents, each on its own gRPC stream, against one
+fleet process on this machine (loopback only); prints one JSON object.
+
+    python bench/fleet_ingest.py --agents 1000 --db sqlite --seconds 60 --json
+
+The fleet runs as a real ``python -m fleet serve`` process on a fresh store (a SQLite
+file, or a throwaway PostgreSQL cluster with fsync on). Load comes from ``--workers``
+separate processes, each multiplexing its share of the agents on one grpc.aio loop, each
+agent with its own channel (its own TCP connection, as real agents have). Every agent
+watches 4 cars and sends a CarState per car every ``--interval-s`` seconds as one batch,
+an event now and then (RAISED, then CLEARED), and heartbeats as the fleet's Welcome asks.
+
+Reported: agents connected, records committed (counted in the database afterwards),
+records per second over the run, ack latency p50/p99 (batch written -> Ack covering it),
+the fleet process's CPU seconds and peak RSS during the run, and lost / duplicated:
+records acked but missing from the database, and (agent, seq) stored more than once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as a script: the repo's packages and test helpers
+
+import grpc  # noqa: E402
+
+from hil_tests.processes import start  # noqa: E402
+from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2  # noqa: E402
+
+CARS = 4
+EVENT_PROBABILITY = 0.01  # per agent and tick: a RAISED, cleared on the next tick
+CHANNEL_OPTIONS = [
+    # Without this, channels with the same target and arguments share one connection.
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+DRAIN_TIMEOUT_S = 30.0
+
+
+# -- the load generator (one worker process) ---------------------------------------------
+
+
+class AgentSim:
+    """One simulated agent: its stream, its seqs, its ack latencies."""
+
+    def __init__(self, agent_id: str, rng: random.Random) -> None:
+        self.agent_id = agent_id
+        self.rng = rng
+        self.units = [f"{agent_id}-car{c}" for c in range(1, CARS + 1)]
+        self.seq = 0
+        self.acked = 0
+        self.sent_at: dict[int, float] = {}
+        self.latencies: list[float] = []
+        self.open_event: tuple[str, str] | None = None
+        self.acked_all = asyncio.Event()
+
+    def hello(self) -> gateway_pb2.AgentFrame:
+        """The Hello of this agent."""
+        return gateway_pb2.AgentFrame(
+            hello=gateway_pb2.Hello(
+                agent_id=self.agent_id,
+                agent_version="bench-0.1",
+                units=[
+                    gateway_pb2.UnitDescriptor(
+                        unit_id=u,
+                        controller=records_pb2.ControllerInfo(
+                            vendor="Bench", model="RC-3000", firmware="3.2.0", profile="reference"
+                        ),
+                    )
+                    for u in self.units
+                ],
+            )
+        )
+
+    def batch(self, now: dt.datetime) -> gateway_pb2.AgentFrame:
+        """One tick: a CarState per car, and sometimes an event raised or cleared."""
+        records = []
+        for unit in self.units:
+            self.seq += 1
+            record = records_pb2.Record(seq=self.seq, unit_id=unit)
+            record.time.FromDatetime(now)
+            record.car_state.floor = self.rng.randint(1, 30)
+            record.car_state.moving = self.rng.random() < 0.3
+            record.car_state.door = records_pb2.DOOR_STATE_CLOSED
+            record.car_state.mode = records_pb2.SERVICE_MODE_NORMAL
+            records.append(record)
+        event: tuple[str, str] | None = None
+        phase = records_pb2.PHASE_RAISED
+        if self.open_event is not None:
+            event, phase, self.open_event = self.open_event, records_pb2.PHASE_CLEARED, None
+        elif self.rng.random() < EVENT_PROBABILITY:
+            event = (self.rng.choice(self.units), f"{self.agent_id}-{self.seq}")
+            self.open_event = event
+        if event is not None:
+            self.seq += 1
+            record = records_pb2.Record(seq=self.seq, unit_id=event[0])
+            record.time.FromDatetime(now)
+            record.event.event_id = event[1]
+            record.event.type = records_pb2.EVENT_TYPE_DOOR_HELD_OPEN
+            record.event.phase = phase
+            record.event.onset.FromDatetime(now)
+            records.append(record)
+        return gateway_pb2.AgentFrame(batch=gateway_pb2.RecordBatch(records=records))
+
+    def on_ack(self, up_to: int, at: float) -> None:
+        """Account an Ack: latency of every batch it covers."""
+        self.acked = max(self.acked, up_to)
+        for seq in [s for s in self.sent_at if s <= up_to]:
+            self.latencies.append(at - self.sent_at.pop(seq))
+        if self.acked >= self.seq:
+            self.acked_all.set()
+
+
+async def run_agent(
+    sim: AgentSim,
+    address: str,
+    start_at: float,
+    end_at: float,
+    interval_s: float,
+    stats: dict[str, int],
+) -> None:
+    """Connect at ``start_at``, send a tick every ``interval_s`` until ``end_at``, then
+    wait for the last acks (bounded) and close."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, start_at - loop.time()))
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        call = gateway_pb2_grpc.AgentGatewayStub(channel).Connect()
+        await call.write(sim.hello())
+        welcome = await asyncio.wait_for(call.read(), 60)
+        if welcome is grpc.aio.EOF or welcome.WhichOneof("frame") != "welcome":
+            raise ConnectionError(f"no Welcome: {welcome}")
+        heartbeat_s = float(welcome.welcome.heartbeat_interval_s or 10)
+        stats["connected"] += 1
+
+        async def read_acks() -> None:
+            while True:
+                frame = await call.read()
+                if frame is grpc.aio.EOF:
+                    return
+                if frame.WhichOneof("frame") != "ack":
+                    raise ConnectionError(f"fleet sent {frame}")
+                sim.on_ack(frame.ack.up_to_seq, loop.time())
+
+        reader = asyncio.create_task(read_acks())
+        try:
+            # A random phase: real agents do not tick in step.
+            next_tick = loop.time() + sim.rng.uniform(0, interval_s)
+            next_beat = loop.time() + heartbeat_s
+            while True:
+                wake = min(next_tick, next_beat)
+                if wake >= end_at:
+                    break
+                await asyncio.sleep(max(0.0, wake - loop.time()))
+                if wake == next_beat:
+                    await call.write(gateway_pb2.AgentFrame(heartbeat=gateway_pb2.Heartbeat()))
+                    next_beat += heartbeat_s
+                    continue
+                frame = sim.batch(dt.datetime.now(dt.UTC))
+                sim.sent_at[sim.seq] = loop.time()
+                sim.acked_all.clear()
+                await call.write(frame)
+                stats["batches"] += 1
+                next_tick += interval_s
+            if sim.seq > sim.acked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sim.acked_all.wait(), DRAIN_TIMEOUT_S)
+            await call.done_writing()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader, DRAIN_TIMEOUT_S)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await reader
+
+
+async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run agents ``first`` .. ``first + count - 1``; the worker's report."""
+    loop = asyncio.get_running_loop()
+    origin = loop.time()
+    stats = {"connected": 0, "batches": 0}
+    sims = [
+        AgentSim(f"bench-{i:06d}", random.Random(i))
+        for i in range(args.first, args.first + args.count)
+    ]
+    ramp = args.ramp_s
+    end_at = origin + ramp + args.seconds
+    tasks = [
+        asyncio.create_task(
+            run_agent(
+                sim,
+                args.address,
+                origin + ramp * (n / max(1, len(sims))),
+                end_at,
+                args.interval_s,
+                stats,
+            )
+        )
+        for n, sim in enumerate(sims)
+    ]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [f"{type(r).__name__}: {r}"[:200] for r in results if isinstance(r, BaseException)]
+    return {
+        "connected": stats["connected"],
+        "batches": stats["batches"],
+        "failed": len(errors),
+        "errors": errors[:5],
+        "latencies_ms": [round(x * 1000, 3) for s in sims for x in s.latencies],
+        "agents": {s.agent_id: [s.seq, s.acked] for s in sims},
+    }
+
+
+# -- the orchestrator --------------------------------------------------------------------
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _stored_seqs(target: str) -> list[tuple[str, int]]:
+    if target.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(target) as conn:
+            return [(str(a), int(s)) for a, s in conn.execute("SELECT agent_id, seq FROM records")]
+    with contextlib.closing(sqlite3.connect(target)) as conn:
+        return [(str(a), int(s)) for a, s in conn.execute("SELECT agent_id, seq FROM records")]
+
+
+@contextlib.contextmanager
+def _store(kind: str, work: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield str(work / "fleet.db")
+        return
+    from tests.fleet.pgcluster import throwaway_cluster
+
+    with throwaway_cluster(durable=True) as cluster:
+        yield cluster.create_database("bench")
+
+
+async def orchestrate(args: argparse.Namespace, work: Path, target: str) -> dict[str, Any]:
+    """Start the fleet and the workers, run, stop, verify; the report."""
+    fleet = await start(
+        "fleet",
+        "fleet",
+        [
+            "serve",
+            "--db",
+            target,
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "",
+            "--log-level",
+            "WARNING",
+        ],
+        work,
+    )
+    try:
+        address = str(fleet.ready["grpc"])
+        pid = fleet.process.pid
+        cpu_before = _proc_cpu_s(pid)
+        started = time.monotonic()
+        per_worker = -(-args.agents // args.workers)
+        workers = []
+        for w in range(args.workers):
+            first = w * per_worker
+            count = min(per_worker, args.agents - first)
+            if count <= 0:
+                break
+            workers.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--worker",
+                    "--address",
+                    address,
+                    "--first",
+                    str(first),
+                    "--count",
+                    str(count),
+                    "--seconds",
+                    str(args.seconds),
+                    "--ramp-s",
+                    str(args.ramp_s),
+                    "--interval-s",
+                    str(args.interval_s),
+                    stdout=asyncio.subprocess.PIPE,
+                )
+            )
+        outputs = await asyncio.gather(*(p.communicate() for p in workers))
+        elapsed = time.monotonic() - started
+        cpu = _proc_cpu_s(pid) - cpu_before
+        rss = _proc_peak_rss_mb(pid)
+    finally:
+        await fleet.stop()
+    reports = [json.loads(out) for out, _ in outputs]
+    stored = _stored_seqs(target)
+    by_agent: dict[str, set[int]] = {}
+    for agent_id, seq in stored:
+        by_agent.setdefault(agent_id, set()).add(seq)
+    duplicated = len(stored) - sum(len(s) for s in by_agent.values())
+    lost = 0
+    unacked = 0
+    for report in reports:
+        for agent_id, (sent, acked) in report["agents"].items():
+            have = by_agent.get(agent_id, set())
+            lost += sum(1 for seq in range(1, acked + 1) if seq not in have)
+            unacked += sent - acked
+    latencies = [x for r in reports for x in r["latencies_ms"]]
+    return {
+        "agents": sum(r["connected"] for r in reports),
+        "agents_failed": sum(r["failed"] for r in reports),
+        "errors": [e for r in reports for e in r["errors"]][:5],
+        "db": args.db,
+        "seconds": round(elapsed, 1),
+        "batches": sum(r["batches"] for r in reports),
+        "records_committed": len(stored),
+        "records_per_s": round(len(stored) / elapsed, 1),
+        "ack_ms": {"p50": _percentile(latencies, 0.5), "p99": _percentile(latencies, 0.99)},
+        "fleet_cpu_s": round(cpu, 2),
+        "fleet_rss_mb": round(rss, 1),
+        "lost": lost,
+        "duplicated": duplicated,
+        "unacked_at_end": unacked,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=1000, help="simulated agents (default 1000)")
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--seconds", type=float, default=60.0, help="steady run after the ramp")
+    parser.add_argument(
+        "--ramp-s", type=float, default=None, help="connect the agents over this long (N/500 s)"
+    )
+    parser.add_argument("--interval-s", type=float, default=5.0, help="tick of each agent (5 s)")
+    parser.add_argument("--workers", type=int, default=2, help="load generator processes")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (default)")
+    # Internal: one load generator process.
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or, with --worker, one load generator) and print its JSON."""
+    args = _parser().parse_args(argv)
+    if args.ramp_s is None:
+        args.ramp_s = max(2.0, args.agents / 500)
+    if args.worker:
+        print(json.dumps(asyncio.run(worker_main(args))))
+        return 0
+    if not 1 <= args.agents <= 20_000:
+        raise SystemExit("--agents must be between 1 and 20000 (the bench is bounded)")
+    if not 0 < args.seconds <= 900:
+        raise SystemExit("--seconds must be in (0, 900]")
+    with (
+        tempfile.TemporaryDirectory(prefix="lw-bench-") as tmp,
+        _store(args.db, Path(tmp)) as target,
+    ):
+        result = asyncio.run(orchestrate(args, Path(tmp), target))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""The read side shared by FleetQuery (gRPC), the JSON API and the CLI.
+
+Fetching differs (the servers await a `StoreWorker`, the CLI calls a store directly);
+what is done with the rows is here, once: filtering by live status, paging, coverage
+groups, the firmware inventory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fleet.clock import Clock
+from fleet.config import CoverageConfig
+from fleet.coverage import Coverage, UnitStatus, coverage, coverage_by, status_of
+from fleet.firmware import Inventory, Policy, inventory
+from fleet.store.base import (
+    CoverageChange,
+    EventQuery,
+    EventRow,
+    FirmwareChange,
+    UnitQuery,
+    UnitRow,
+)
+from fleet.store.worker import StoreWorker
+
+MAX_PAGE_SIZE = 10_000
+DEFAULT_EVENT_LIMIT = 100
+MAX_EVENT_LIMIT = 10_000
+HISTORY_LIMIT = 1_000
+
+
+class BadRequestError(ValueError):
+    """A query parameter is unusable; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitFilter:
+    """Filters of a unit listing; empty strings, None and False mean "any"."""
+
+    street: str = ""
+    building: str = ""
+    contractor: str = ""
+    firmware: str = ""
+    model: str = ""
+    status: UnitStatus | None = None
+    monitored: bool = False
+
+    def store_query(self) -> UnitQuery:
+        """The part of the filter the store applies (status depends on the clock)."""
+        return UnitQuery(
+            street=self.street,
+            building=self.building,
+            contractor=self.contractor,
+            firmware=self.firmware,
+            model=self.model,
+            # never_seen units have not reported by definition; the status filter wins.
+            reported_only=self.monitored and self.status is not UnitStatus.NEVER_SEEN,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPage:
+    """One page of units with their live status; ``next_token`` is "" on the last page."""
+
+    units: tuple[tuple[UnitRow, UnitStatus], ...]
+    next_token: str
+    total: int
+
+
+def encode_token(unit_id: str) -> str:
+    """The opaque page token that continues after ``unit_id``."""
+    return base64.urlsafe_b64encode(unit_id.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str) -> str:
+    """The unit_id a page token continues after; raises `BadRequestError`."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequestError(f"page_token {token!r} is not a token this fleet issued") from None
+
+
+def select_units(
+    rows: Sequence[UnitRow],
+    wanted: UnitFilter,
+    now: dt.datetime,
+    thresholds: CoverageConfig,
+    page_size: int = 0,
+    page_token: str = "",
+) -> UnitPage:
+    """Rows (ordered by unit_id) with their status as of ``now``, filtered and paged."""
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise BadRequestError(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
+    after = decode_token(page_token) if page_token else None
+    listed = [(u, status_of(u, now, thresholds)) for u in rows]
+    listed = [(u, s) for u, s in listed if wanted.status is None or s is wanted.status]
+    total = len(listed)
+    if after is not None:
+        listed = [(u, s) for u, s in listed if u.unit_id > after]
+    next_token = ""
+    if page_size and len(listed) > page_size:
+        listed = listed[:page_size]
+        next_token = encode_token(listed[-1][0].unit_id)
+    return UnitPage(tuple(listed), next_token, total)
+
+
+def event_limit(requested: int) -> int:
+    """The number of events to return for a requested ``limit`` (0 = the default)."""
+    if requested < 0:
+        raise BadRequestError("limit must be >= 0")
+    return min(requested or DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT)
+
+
+class Reads:
+    """The read side over a running store, statuses against the injected clock."""
+
+    def __init__(
+        self, store: StoreWorker, thresholds: CoverageConfig, policy: Policy, clock: Clock
+    ) -> None:
+        self._store = store
+        self.thresholds = thresholds
+        self._policy = policy
+        self._clock = clock
+
+    async def units(self, wanted: UnitFilter, page_size: int = 0, token: str = "") -> UnitPage:
+        """Units matching ``wanted``, ordered by unit_id, one page."""
+        if token:
+            decode_token(token)  # refuse a bad token before touching the store
+        rows = await self._store.list_units(wanted.store_query())
+        return select_units(rows, wanted, self._clock(), self.thresholds, page_size, token)
+
+    async def unit(self, unit_id: str) -> tuple[UnitRow, UnitStatus] | None:
+        """One unit with its status, or None when the fleet never knew it."""
+        row = await self._store.get_unit(unit_id)
+        return None if row is None else (row, status_of(row, self._clock(), self.thresholds))
+
+    async def coverage(self, by: str = "") -> tuple[Coverage, dict[str, Coverage]]:
+        """District counts, and per ``by`` group when given (else an empty dict)."""
+        rows = await self._store.list_units(UnitQuery())
+        now = self._clock()
+        try:
+            groups = coverage_by(rows, by, now, self.thresholds) if by else {}
+        except ValueError as exc:
+            raise BadRequestError(f"by: {exc}") from None
+        return coverage(rows, now, self.thresholds), groups
+
+    async def coverage_history(self, unit_id: str = "", limit: int = 0) -> list[CoverageChange]:
+        """The newest ``limit`` (default 100) coverage transitions, oldest first."""
+        return await self._store.coverage_history(unit_id, event_limit(limit))
+
+    async def firmware(
+        self, model: str = "", history_unit: str = ""
+    ) -> tuple[Inventory, list[FirmwareChange]]:
+        """The firmware inventory (of ``model`` unless empty), and a unit's history."""
+        rows = await self._store.list_units(UnitQuery(model=model))
+        history = (
+            await self._store.firmware_history(history_unit, HISTORY_LIMIT) if history_unit else []
+        )
+        return inventory(rows, self._policy, model), history
+
+    async def events(
+        self, unit_id: str = "", type_number: int = 0, limit: int = 0
+    ) -> list[EventRow]:
+        """The newest matching events, oldest first."""
+        return await self._store.list_events(
+            EventQuery(unit_id=unit_id, type=type_number, limit=event_limit(limit))
+        )

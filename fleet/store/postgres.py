@@ -1,0 +1,209 @@
+"""PostgreSQL implementation of the fleet `Store` (psycopg 3, versioned schema).
+
+The scale-out backend: any number of fleet processes share one database and nothing else.
+What makes that safe: every write is keyed (records on (agent_id, seq), units on unit_id),
+status and firmware changes are detected by UPDATE ... RETURNING on the row itself (row
+locks serialize two fleets; neither reads a value the other is about to change), and
+schema migrations run under an advisory lock so that replicas starting together migrate
+once. Telemetry commits with ``synchronous_commit = off``; a group with an event waits
+for the WAL flush, the same policy as SQLite's NORMAL / FULL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from fleet.store.base import StoreError
+from fleet.store.sql import HISTORY_TABLES, SqlStore
+
+# An arbitrary constant naming the advisory lock that serializes migrations.
+MIGRATION_LOCK = 0x4C69667457617463
+
+# Append only: migration N takes the schema from version N to N + 1 (table schema_version).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE units (
+        unit_id            TEXT PRIMARY KEY,
+        registered         INTEGER NOT NULL DEFAULT 0,
+        building           TEXT NOT NULL DEFAULT '',
+        address            TEXT NOT NULL DEFAULT '',
+        street             TEXT NOT NULL DEFAULT '',
+        use_unit           TEXT NOT NULL DEFAULT '',
+        contractor         TEXT NOT NULL DEFAULT '',
+        install_date       TEXT,
+        rated_speed_m_s    DOUBLE PRECISION,
+        rated_load_kg      INTEGER,
+        landings           INTEGER,
+        registered_model   TEXT NOT NULL DEFAULT '',
+        car_in_group       INTEGER,
+        agent_id           TEXT NOT NULL DEFAULT '',
+        agent_version      TEXT NOT NULL DEFAULT '',
+        vendor             TEXT NOT NULL DEFAULT '',
+        model              TEXT NOT NULL DEFAULT '',
+        firmware           TEXT NOT NULL DEFAULT '',
+        serial             TEXT NOT NULL DEFAULT '',
+        profile            TEXT NOT NULL DEFAULT '',
+        controller_us      BIGINT,
+        last_seen_us       BIGINT,
+        link_up            INTEGER,
+        link_us            BIGINT,
+        status             TEXT NOT NULL DEFAULT 'never_seen',
+        prev_status        TEXT NOT NULL DEFAULT '',
+        prev_firmware      TEXT NOT NULL DEFAULT '',
+        prev_agent_version TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX units_street ON units (street);
+    CREATE INDEX units_contractor ON units (contractor);
+    CREATE INDEX units_agent ON units (agent_id);
+    CREATE INDEX units_status_seen ON units (status, last_seen_us);
+    CREATE TABLE agents (
+        agent_id       TEXT PRIMARY KEY,
+        agent_version  TEXT NOT NULL DEFAULT '',
+        last_seen_us   BIGINT,
+        committed_seq  BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE records (
+        agent_id  TEXT NOT NULL,
+        seq       BIGINT NOT NULL,
+        unit_id   TEXT NOT NULL,
+        time_us   BIGINT NOT NULL,
+        kind      TEXT NOT NULL,
+        payload   BYTEA NOT NULL,
+        PRIMARY KEY (agent_id, seq)
+    );
+    CREATE TABLE events (
+        agent_id      TEXT NOT NULL,
+        seq           BIGINT NOT NULL,
+        unit_id       TEXT NOT NULL,
+        time_us       BIGINT NOT NULL,
+        event_id      TEXT NOT NULL,
+        type          INTEGER NOT NULL,
+        phase         INTEGER NOT NULL,
+        onset_us      BIGINT,
+        floor         INTEGER,
+        reason        TEXT NOT NULL DEFAULT '',
+        committed_us  BIGINT,
+        PRIMARY KEY (agent_id, seq)
+    );
+    CREATE INDEX events_time ON events (time_us);
+    CREATE INDEX events_unit_time ON events (unit_id, time_us);
+    """
+    + HISTORY_TABLES.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def is_postgres_url(text: str) -> bool:
+    """Whether ``text`` names a PostgreSQL database rather than a SQLite file."""
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+class PostgresStore(SqlStore):
+    """The PostgreSQL `Store`. Create with `PostgresStore.open`; use from one thread only."""
+
+    @classmethod
+    def open(cls, url: str, *, readonly: bool = False) -> PostgresStore:
+        """Connect to ``url`` and (unless ``readonly``) migrate the schema.
+
+        ``readonly`` sessions (the CLI) refuse to write and require the current schema.
+        Raises `StoreError` with a one-line reason.
+        """
+        import psycopg  # the `postgres` extra; SQLite users never need it
+
+        shown = redact(url)
+        try:
+            conn = psycopg.connect(url, autocommit=True, application_name="liftwatch-fleet")
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot connect to {shown}: {reason}") from None
+        try:
+            if readonly:
+                conn.execute("SET default_transaction_read_only = on")
+                version = _version(conn)
+                if version != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"database {shown} has schema version {version}, expected "
+                        f"{SCHEMA_VERSION}: is it a fleet database? (serve migrates it)"
+                    )
+            else:
+                _migrate(conn, shown)
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot use database {shown}: {exc}") from None
+        except StoreError:
+            conn.close()
+            raise
+        return cls(conn, shown)
+
+    @contextmanager
+    def _transaction(self, *, durable: bool = False) -> Iterator[None]:
+        with self._conn.transaction():
+            if not durable:
+                self._conn.execute("SET LOCAL synchronous_commit = off")
+            yield
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    def _run_many(self, text: str, rows: Sequence[Sequence[object]]) -> list[list[tuple[Any, ...]]]:
+        # executemany pipelines the statements: one round trip for all rows.
+        if not rows:
+            return []
+        cursor = self._conn.cursor()
+        cursor.executemany(self._sql(text), rows, returning=True)
+        results: list[list[tuple[Any, ...]]] = []
+        while True:
+            results.append(cursor.fetchall())
+            if not cursor.nextset():
+                break
+        return results
+
+    def _insert_records(
+        self, rows: Sequence[tuple[str, int, str, int, str, bytes]]
+    ) -> set[tuple[str, int]]:
+        # One statement for the whole group: arrays in, the keys actually inserted out.
+        if not rows:
+            return set()
+        columns = list(zip(*rows, strict=True))
+        found = self._conn.execute(
+            "INSERT INTO records (agent_id, seq, unit_id, time_us, kind, payload) "
+            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[], "
+            "%s::text[], %s::bytea[]) ON CONFLICT DO NOTHING RETURNING agent_id, seq",
+            [list(c) for c in columns],
+        ).fetchall()
+        return {(str(r[0]), int(r[1])) for r in found}
+
+
+def _version(conn: Any) -> int:
+    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return 0
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _migrate(conn: Any, shown: str) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        version = _version(conn)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {shown} has schema version {version}; this fleet knows up to "
+                f"{SCHEMA_VERSION} (newer software wrote it)"
+            )
+        for index in range(version, SCHEMA_VERSION):
+            conn.execute(MIGRATIONS[index])
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))

@@ -1,0 +1,622 @@
+"""The store logic both backends share: one SQL text, two drivers.
+
+Statements are written once with ``?`` placeholders and ``GREATEST``; each backend says how
+to run them (`SqlStore._sql` translates, `SqlStore._run_many` runs one statement over many
+parameter rows and returns each row's RETURNING result). Writes work in bulk per phase
+(all records of a group of batches in one statement where the driver allows), because a
+PostgreSQL round trip per record would cap ingest far below a district's rate.
+
+Times are integer microseconds since the Unix epoch (UTC) in both backends. ``units.status``
+is the coverage status the fleet last *recorded* (for the history); queries compute the
+live status from ``last_seen_us`` and the clock (see `fleet.coverage`). ``prev_*`` columns
+are scratch space: an UPDATE copies the old value there so that RETURNING can report the
+change without a read-then-write race between two fleets on one database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from fleet.store.base import (
+    BatchOp,
+    CommitResult,
+    ControllerIdentity,
+    CoverageChange,
+    EventQuery,
+    EventRow,
+    FirmwareChange,
+    HeartbeatOp,
+    HelloOp,
+    RegisterEntry,
+    UnitClaim,
+    UnitQuery,
+    UnitRow,
+    WriteOp,
+)
+from protos.liftwatch.v1 import records_pb2
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+# The status a unit gets when it is heard of: blind while its controller link is down.
+HEARD_STATUS = "CASE WHEN link_up = 0 THEN 'blind' ELSE 'online' END"
+MODEL_EXPR = "CASE WHEN model <> '' THEN model ELSE registered_model END"
+
+UNIT_COLUMNS = (
+    "unit_id, registered, building, address, street, use_unit, contractor, install_date, "
+    "rated_speed_m_s, rated_load_kg, landings, registered_model, car_in_group, agent_id, "
+    "agent_version, vendor, model, firmware, serial, profile, last_seen_us, link_up"
+)
+_CONTROLLER_FIELDS = ("vendor", "model", "firmware", "serial", "profile")
+
+# The history tables, the same DDL in both backends' migrations but for the ``{id}``
+# column type, which keeps rows of one moment in the order they were written.
+HISTORY_TABLES = """
+CREATE TABLE coverage_history (
+    id          {id},
+    unit_id     TEXT NOT NULL,
+    at_us       BIGINT NOT NULL,
+    old_status  TEXT NOT NULL,
+    new_status  TEXT NOT NULL,
+    cause       TEXT NOT NULL
+);
+CREATE INDEX coverage_history_unit ON coverage_history (unit_id, at_us);
+CREATE INDEX coverage_history_at ON coverage_history (at_us);
+CREATE TABLE firmware_history (
+    id                 {id},
+    unit_id            TEXT NOT NULL,
+    at_us              BIGINT NOT NULL,
+    agent_id           TEXT NOT NULL,
+    model              TEXT NOT NULL,
+    old_firmware       TEXT NOT NULL,
+    new_firmware       TEXT NOT NULL,
+    old_agent_version  TEXT NOT NULL,
+    new_agent_version  TEXT NOT NULL
+);
+CREATE INDEX firmware_history_unit ON firmware_history (unit_id, at_us);
+CREATE INDEX firmware_history_at ON firmware_history (at_us);
+"""
+
+
+def to_us(moment: dt.datetime) -> int:
+    """Microseconds since the epoch of an aware datetime."""
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(us: int) -> dt.datetime:
+    """The aware UTC datetime of ``us`` microseconds since the epoch."""
+    return EPOCH + dt.timedelta(microseconds=us)
+
+
+def timestamp_us(ts: timestamp_pb2.Timestamp) -> int:
+    """Microseconds since the epoch of a protobuf Timestamp."""
+    return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
+
+
+class SqlStore:
+    """The `fleet.store.base.Store` logic over a DB-API connection; subclasses supply the
+    driver specifics. Use from one thread only."""
+
+    def __init__(self, conn: Any, description: str) -> None:
+        self._conn = conn
+        self._description = description
+
+    # -- driver hooks -------------------------------------------------------------------
+
+    def _sql(self, text: str) -> str:
+        """``text`` in this backend's dialect (placeholders, function names)."""
+        raise NotImplementedError
+
+    def _transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:
+        """One write transaction; ``durable`` asks for an fsync before it returns."""
+        raise NotImplementedError
+
+    def _run_many(self, text: str, rows: Sequence[Sequence[object]]) -> list[list[tuple[Any, ...]]]:
+        """Run statement ``text`` once per parameter row; each row's RETURNING rows."""
+        raise NotImplementedError
+
+    def _insert_records(
+        self, rows: Sequence[tuple[str, int, str, int, str, bytes]]
+    ) -> set[tuple[str, int]]:
+        """Insert record rows, skipping stored (agent_id, seq); returns those inserted."""
+        found = self._run_many(
+            "INSERT INTO records (agent_id, seq, unit_id, time_us, kind, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING agent_id, seq",
+            rows,
+        )
+        return {(str(r[0]), int(r[1])) for result in found for r in result}
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _execute(self, text: str, params: Sequence[object] = ()) -> Any:
+        return self._conn.execute(self._sql(text), params)
+
+    def _many(self, text: str, rows: Sequence[Sequence[object]]) -> None:
+        if rows:
+            self._conn.cursor().executemany(self._sql(text), rows)
+
+    @property
+    def description(self) -> str:
+        """Where the data lives, for logs."""
+        return self._description
+
+    # -- writes -------------------------------------------------------------------------
+
+    def write(self, ops: Sequence[WriteOp], now: dt.datetime) -> list[CommitResult | None]:
+        """Apply ``ops`` in one transaction; see `fleet.store.base.Store.write`."""
+        now_us = to_us(now)
+        durable = any(
+            isinstance(op, BatchOp) and any(r.WhichOneof("payload") == "event" for r in op.records)
+            for op in ops
+        )
+        with self._transaction(durable=durable):
+            hellos = [op for op in ops if isinstance(op, HelloOp)]
+            batches = [op for op in ops if isinstance(op, BatchOp)]
+            beats = [op for op in ops if isinstance(op, HeartbeatOp)]
+            self._apply_hellos(hellos, now_us)
+            by_batch = self._apply_batches(batches, now_us)
+            self._apply_heartbeats(beats, now_us)
+            # Sorted: two fleets on one database then lock agent rows in the same order.
+            agents = sorted({op.agent_id for op in ops if not isinstance(op, HeartbeatOp)})
+            committed = self._committed(agents)
+        positions = [i for i, op in enumerate(ops) if isinstance(op, BatchOp)]
+        inserted = {positions[b]: count for b, count in by_batch.items()}
+        results: list[CommitResult | None] = []
+        for index, op in enumerate(ops):
+            if isinstance(op, HeartbeatOp):
+                results.append(None)
+            else:
+                results.append(CommitResult(committed[op.agent_id], inserted.get(index, 0)))
+        return results
+
+    def _committed(self, agents: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = dict.fromkeys(agents, 0)
+        for start in range(0, len(agents), 500):
+            chunk = agents[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for agent_id, seq in self._execute(
+                f"SELECT agent_id, committed_seq FROM agents WHERE agent_id IN ({marks})", chunk
+            ).fetchall():
+                found[str(agent_id)] = int(seq)
+        return found
+
+    def _apply_hellos(self, hellos: Sequence[HelloOp], now_us: int) -> None:
+        if not hellos:
+            return
+        self._many(
+            "INSERT INTO agents (agent_id, agent_version, last_seen_us) VALUES (?, ?, ?) "
+            "ON CONFLICT (agent_id) DO UPDATE SET agent_version = excluded.agent_version, "
+            "last_seen_us = excluded.last_seen_us",
+            [(h.agent_id, h.agent_version, now_us) for h in hellos],
+        )
+        claims = [(h, c) for h in hellos for c in h.units]
+        self._ensure_units(sorted({c.unit_id for _, c in claims}))
+        # Hello carries no time and often only configured fields (model, profile): it fills
+        # in until a ControllerInfo record (read from the controller) has arrived, and an
+        # empty field (not read yet) keeps what is known.
+        sets = ", ".join(
+            f"{f} = CASE WHEN controller_us IS NULL AND ? <> '' THEN ? ELSE {f} END"
+            for f in _CONTROLLER_FIELDS
+        )
+        rows: list[list[object]] = []
+        for hello, claim in claims:
+            row: list[object] = [hello.agent_id, hello.agent_version, now_us]
+            for field in _CONTROLLER_FIELDS:
+                value = getattr(claim.controller, field)
+                row += [value, value]
+            row.append(claim.unit_id)
+            rows.append(row)
+        results = self._run_many(
+            "UPDATE units SET prev_status = status, prev_firmware = firmware, "
+            "prev_agent_version = agent_version, agent_id = ?, agent_version = ?, "
+            "last_seen_us = GREATEST(COALESCE(last_seen_us, 0), ?), "
+            f"{sets}, status = {HEARD_STATUS} WHERE unit_id = ? "
+            f"RETURNING unit_id, prev_status, status, prev_firmware, firmware, "
+            f"prev_agent_version, agent_version, agent_id, {MODEL_EXPR}",
+            rows,
+        )
+        returned = [r for result in results for r in result]
+        self._log_coverage([(r[0], r[1], r[2]) for r in returned], now_us, "hello")
+        self._log_firmware([r[0:1] + r[3:] for r in returned], now_us)
+
+    def _apply_batches(self, batches: Sequence[BatchOp], now_us: int) -> dict[int, int]:
+        """Store the records of ``batches``; returns records newly stored per batch index."""
+        if not batches:
+            return {}
+        self._many(
+            "INSERT INTO agents (agent_id, last_seen_us) VALUES (?, ?) "
+            "ON CONFLICT (agent_id) DO UPDATE SET last_seen_us = excluded.last_seen_us",
+            sorted({(b.agent_id, now_us) for b in batches}),
+        )
+        rows: list[tuple[str, int, str, int, str, bytes]] = []
+        owners: list[int] = []
+        keys: set[tuple[str, int]] = set()
+        for index, batch in enumerate(batches):
+            for record in batch.records:
+                key = (batch.agent_id, int(record.seq))
+                if key in keys:
+                    continue  # the same record twice in one group (a reconnect's replay)
+                keys.add(key)
+                owners.append(index)
+                rows.append(
+                    (
+                        batch.agent_id,
+                        int(record.seq),
+                        record.unit_id,
+                        timestamp_us(record.time),
+                        record.WhichOneof("payload") or "",
+                        record.SerializeToString(deterministic=True),
+                    )
+                )
+        new = self._insert_records(rows)
+        self._ensure_units(sorted({row[2] for row in rows if (row[0], row[1]) in new}))
+        inserted: dict[int, int] = defaultdict(int)
+        highest: dict[str, int] = {}
+        seen: dict[str, str] = {}
+        events: list[tuple[object, ...]] = []
+        links: list[tuple[object, ...]] = []
+        infos: list[records_pb2.Record] = []
+        records = {(b.agent_id, int(r.seq)): r for b in batches for r in b.records}
+        for owner, row in zip(owners, rows, strict=True):
+            key = (row[0], row[1])
+            if key not in new:
+                continue  # a replay: already stored, and already applied to units
+            inserted[owner] += 1
+            highest[row[0]] = max(highest.get(row[0], 0), row[1])
+            record = records[key]
+            seen[record.unit_id] = row[0]
+            kind = row[4]
+            if kind == "event":
+                events.append(_event_row(row[0], record, row[3], now_us))
+            elif kind == "controller_info":
+                infos.append(record)
+            elif kind == "link_status":
+                links.append((int(record.link_status.up), row[3], record.unit_id, row[3]))
+        # Late arrivals of older seqs must not overwrite a newer link state.
+        self._many(
+            "UPDATE units SET link_up = ?, link_us = ? WHERE unit_id = ? "
+            "AND (link_us IS NULL OR link_us <= ?)",
+            links,
+        )
+        self._many(
+            "INSERT INTO events (agent_id, seq, unit_id, time_us, event_id, type, phase, "
+            "onset_us, floor, reason, committed_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            events,
+        )
+        # After the link states (a unit whose link is down is heard of as blind), before
+        # the firmware (its history names the agent that reported it).
+        results = self._run_many(
+            "UPDATE units SET prev_status = status, agent_id = ?, "
+            f"last_seen_us = GREATEST(COALESCE(last_seen_us, 0), ?), status = {HEARD_STATUS} "
+            "WHERE unit_id = ? RETURNING unit_id, prev_status, status",
+            [(seen[u], now_us, u) for u in sorted(seen)],
+        )
+        self._log_coverage([r for result in results for r in result], now_us, "record")
+        for record in infos:
+            self._apply_controller_info(record, now_us)
+        self._many(
+            "UPDATE agents SET committed_seq = GREATEST(committed_seq, ?) WHERE agent_id = ?",
+            [(seq, agent_id) for agent_id, seq in sorted(highest.items())],
+        )
+        return dict(inserted)
+
+    def _ensure_units(self, unit_ids: Sequence[str]) -> None:
+        self._many(
+            "INSERT INTO units (unit_id) VALUES (?) ON CONFLICT DO NOTHING",
+            [(u,) for u in unit_ids],
+        )
+
+    def _apply_controller_info(self, record: records_pb2.Record, now_us: int) -> None:
+        # ControllerInfo records are read from the controller and timestamped: the newest
+        # wins, so a replayed old one cannot roll back a firmware update.
+        info = record.controller_info
+        known = {f: getattr(info, f) for f in _CONTROLLER_FIELDS if getattr(info, f)}
+        if not known:
+            return
+        time_us = timestamp_us(record.time)
+        assignments = ", ".join(f"{column} = ?" for column in known)
+        found = self._execute(
+            "UPDATE units SET prev_firmware = firmware, prev_agent_version = agent_version, "
+            f"{assignments}, controller_us = ? WHERE unit_id = ? "
+            "AND (controller_us IS NULL OR controller_us <= ?) "
+            f"RETURNING unit_id, prev_firmware, firmware, prev_agent_version, agent_version, "
+            f"agent_id, {MODEL_EXPR}",
+            [*known.values(), time_us, record.unit_id, time_us],
+        ).fetchall()
+        self._log_firmware(found, now_us)
+
+    def _apply_heartbeats(self, beats: Sequence[HeartbeatOp], now_us: int) -> None:
+        if not beats:
+            return
+        agents = sorted({b.agent_id for b in beats})
+        self._many(
+            "UPDATE agents SET last_seen_us = GREATEST(COALESCE(last_seen_us, 0), ?) "
+            "WHERE agent_id = ?",
+            [(now_us, a) for a in agents],
+        )
+        results = self._run_many(
+            "UPDATE units SET prev_status = status, "
+            f"last_seen_us = GREATEST(COALESCE(last_seen_us, 0), ?), status = {HEARD_STATUS} "
+            "WHERE agent_id = ? RETURNING unit_id, prev_status, status",
+            [(now_us, a) for a in agents],
+        )
+        self._log_coverage([r for result in results for r in result], now_us, "heartbeat")
+
+    def _log_coverage(self, changes: Sequence[Sequence[Any]], at_us: int, cause: str) -> None:
+        self._many(
+            "INSERT INTO coverage_history (unit_id, at_us, old_status, new_status, cause) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(c[0], at_us, c[1], c[2], cause) for c in changes if c[1] != c[2]],
+        )
+
+    def _log_firmware(self, changes: Sequence[Sequence[Any]], at_us: int) -> None:
+        """Rows of (unit_id, old fw, new fw, old agent version, new, agent_id, model)."""
+        self._many(
+            "INSERT INTO firmware_history (unit_id, at_us, agent_id, model, old_firmware, "
+            "new_firmware, old_agent_version, new_agent_version) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (c[0], at_us, c[5], c[6], c[1], c[2], c[3], c[4])
+                for c in changes
+                if c[1] != c[2] or c[3] != c[4]
+            ],
+        )
+
+    def sweep(
+        self, now: dt.datetime, stale_after_s: float, offline_after_s: float
+    ) -> list[CoverageChange]:
+        """Record online/blind -> stale -> offline; see `fleet.store.base.Store.sweep`."""
+        now_us = to_us(now)
+        changes: list[CoverageChange] = []
+        with self._transaction():
+            # Offline first, so a unit silent past both thresholds goes straight there.
+            for status, old, age_s in (
+                ("offline", ("online", "blind", "stale"), offline_after_s),
+                ("stale", ("online", "blind"), stale_after_s),
+            ):
+                marks = ", ".join("?" * len(old))
+                rows = self._execute(
+                    "UPDATE units SET prev_status = status, status = ? "
+                    f"WHERE status IN ({marks}) AND last_seen_us <= ? "
+                    "RETURNING unit_id, prev_status, status",
+                    [status, *old, now_us - round(age_s * 1e6)],
+                ).fetchall()
+                rows.sort()
+                self._log_coverage(rows, now_us, "sweep")
+                changes += [CoverageChange(r[0], now, r[1], r[2], "sweep") for r in rows]
+        return changes
+
+    def upsert_register(self, entries: Sequence[RegisterEntry]) -> int:
+        """Insert or update register entries in one transaction; returns how many."""
+        with self._transaction():
+            self._many(
+                "INSERT INTO units (unit_id, registered, building, address, street, use_unit, "
+                "contractor, install_date, rated_speed_m_s, rated_load_kg, landings, "
+                "registered_model, car_in_group) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (unit_id) DO UPDATE SET registered = 1, "
+                "building = excluded.building, address = excluded.address, "
+                "street = excluded.street, use_unit = excluded.use_unit, "
+                "contractor = excluded.contractor, install_date = excluded.install_date, "
+                "rated_speed_m_s = excluded.rated_speed_m_s, "
+                "rated_load_kg = excluded.rated_load_kg, landings = excluded.landings, "
+                "registered_model = excluded.registered_model, "
+                "car_in_group = excluded.car_in_group",
+                [
+                    (
+                        e.unit_id,
+                        e.building,
+                        e.address,
+                        e.street,
+                        e.use_unit,
+                        e.contractor,
+                        e.install_date.isoformat() if e.install_date else None,
+                        e.rated_speed_m_s,
+                        e.rated_load_kg,
+                        e.landings,
+                        e.controller_model,
+                        e.car_in_group,
+                    )
+                    for e in entries
+                ],
+            )
+        return len(entries)
+
+    # -- the single-op conveniences of the Store protocol --------------------------------
+
+    def register_hello(
+        self, agent_id: str, agent_version: str, units: Sequence[UnitClaim], now: dt.datetime
+    ) -> None:
+        """Record an agent's Hello; see `fleet.store.base.Store.register_hello`."""
+        self.write([HelloOp(agent_id, agent_version, tuple(units))], now)
+
+    def commit_batch(
+        self, agent_id: str, records: Sequence[records_pb2.Record], now: dt.datetime
+    ) -> CommitResult:
+        """Store a batch idempotently; see `fleet.store.base.Store.commit_batch`."""
+        result = self.write([BatchOp(agent_id, tuple(records))], now)[0]
+        assert result is not None
+        return result
+
+    def touch_agent(self, agent_id: str, now: dt.datetime) -> None:
+        """A heartbeat; see `fleet.store.base.Store.touch_agent`."""
+        self.write([HeartbeatOp(agent_id)], now)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def committed_seq(self, agent_id: str) -> int:
+        """The highest seq stored for ``agent_id``; 0 when nothing is."""
+        row = self._execute(
+            "SELECT committed_seq FROM agents WHERE agent_id = ?", (agent_id,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def list_units(self, query: UnitQuery) -> list[UnitRow]:
+        """Units matching ``query``, ordered by unit_id."""
+        clauses: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("street", query.street),
+            ("building", query.building),
+            ("contractor", query.contractor),
+            ("firmware", query.firmware),
+        ):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if query.model:
+            clauses.append(f"{MODEL_EXPR} = ?")
+            params.append(query.model)
+        if query.reported_only:
+            clauses.append("last_seen_us IS NOT NULL")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._execute(
+            f"SELECT {UNIT_COLUMNS} FROM units{where} ORDER BY unit_id", params
+        ).fetchall()
+        return [unit_row(row) for row in rows]
+
+    def get_unit(self, unit_id: str) -> UnitRow | None:
+        """The unit ``unit_id``, or None when unknown."""
+        row = self._execute(
+            f"SELECT {UNIT_COLUMNS} FROM units WHERE unit_id = ?", (unit_id,)
+        ).fetchone()
+        return unit_row(row) if row else None
+
+    def list_events(self, query: EventQuery) -> list[EventRow]:
+        """The newest ``query.limit`` matching events, oldest first."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if query.unit_id:
+            clauses.append("unit_id = ?")
+            params.append(query.unit_id)
+        if query.type:
+            clauses.append("type = ?")
+            params.append(query.type)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(max(query.limit, 0))
+        rows = self._execute(
+            "SELECT agent_id, seq, unit_id, time_us, event_id, type, phase, onset_us, floor, "
+            f"reason, committed_us FROM events{where} "
+            "ORDER BY time_us DESC, agent_id DESC, seq DESC LIMIT ?",
+            params,
+        ).fetchall()
+        return [
+            EventRow(
+                agent_id=r[0],
+                seq=int(r[1]),
+                unit_id=r[2],
+                time=from_us(int(r[3])),
+                event_id=r[4],
+                type=int(r[5]),
+                phase=int(r[6]),
+                onset=from_us(int(r[7])) if r[7] is not None else None,
+                floor=int(r[8]) if r[8] is not None else None,
+                reason=r[9],
+                committed=from_us(int(r[10])) if r[10] is not None else None,
+            )
+            for r in reversed(rows)
+        ]
+
+    def coverage_history(self, unit_id: str, limit: int) -> list[CoverageChange]:
+        """The newest ``limit`` coverage transitions (of ``unit_id`` unless empty)."""
+        where, params = ("WHERE unit_id = ? ", [unit_id]) if unit_id else ("", [])
+        rows = self._execute(
+            "SELECT unit_id, at_us, old_status, new_status, cause FROM coverage_history "
+            f"{where}ORDER BY at_us DESC, id DESC LIMIT ?",
+            [*params, max(limit, 0)],
+        ).fetchall()
+        return [CoverageChange(r[0], from_us(int(r[1])), r[2], r[3], r[4]) for r in reversed(rows)]
+
+    def firmware_history(self, unit_id: str, limit: int) -> list[FirmwareChange]:
+        """The newest ``limit`` firmware / agent version changes (of ``unit_id`` unless "")."""
+        where, params = ("WHERE unit_id = ? ", [unit_id]) if unit_id else ("", [])
+        rows = self._execute(
+            "SELECT unit_id, at_us, agent_id, model, old_firmware, new_firmware, "
+            f"old_agent_version, new_agent_version FROM firmware_history {where}"
+            "ORDER BY at_us DESC, id DESC LIMIT ?",
+            [*params, max(limit, 0)],
+        ).fetchall()
+        return [
+            FirmwareChange(r[0], from_us(int(r[1])), r[2], r[3], r[4], r[5], r[6], r[7])
+            for r in reversed(rows)
+        ]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+def _event_row(
+    agent_id: str, record: records_pb2.Record, time_us: int, committed_us: int
+) -> tuple[object, ...]:
+    event = record.event
+    return (
+        agent_id,
+        int(record.seq),
+        record.unit_id,
+        time_us,
+        event.event_id,
+        int(event.type),
+        int(event.phase),
+        timestamp_us(event.onset) if event.HasField("onset") else None,
+        event.floor if event.HasField("floor") else None,
+        event.reason,
+        committed_us,
+    )
+
+
+def unit_row(row: Sequence[Any]) -> UnitRow:
+    """A `UnitRow` from a row of `UNIT_COLUMNS`."""
+    (
+        unit_id,
+        registered,
+        building,
+        address,
+        street,
+        use_unit,
+        contractor,
+        install_date,
+        rated_speed,
+        rated_load,
+        landings,
+        registered_model,
+        car_in_group,
+        agent_id,
+        agent_version,
+        vendor,
+        model,
+        firmware,
+        serial,
+        profile,
+        last_seen_us,
+        link_up,
+    ) = row
+    return UnitRow(
+        unit_id=unit_id,
+        registered=bool(registered),
+        register=RegisterEntry(
+            unit_id=unit_id,
+            building=building,
+            address=address,
+            street=street,
+            use_unit=use_unit,
+            contractor=contractor,
+            install_date=dt.date.fromisoformat(install_date) if install_date else None,
+            rated_speed_m_s=float(rated_speed) if rated_speed is not None else None,
+            rated_load_kg=rated_load,
+            landings=landings,
+            controller_model=registered_model,
+            car_in_group=car_in_group,
+        ),
+        agent_id=agent_id,
+        agent_version=agent_version,
+        controller=ControllerIdentity(vendor, model, firmware, serial, profile),
+        last_seen=from_us(int(last_seen_us)) if last_seen_us is not None else None,
+        link_up=None if link_up is None else bool(link_up),
+    )
