@@ -3,9 +3,11 @@
 DOOR_LOCK_BYPASS (门锁回路短接).
 
 SAFETY_CIRCUIT_OPEN (debounce 0.15 s, ``safety_circuit_debounce_s``)
-    The safety circuit reads open (``safety_circuit_closed`` False) on a running sample
-    and stays open for the debounce. Only the first sample must be running: an opened
-    safety circuit drops the brake, so the car is stopped by the time the debounce passes.
+    The safety circuit reads open (``safety_circuit_closed`` False) on a running sample,
+    or on the first sample after a running one, and stays open for the debounce. Only the
+    first sample must be (or just have been) running: an opened safety circuit drops the
+    brake, and a car braking at 1.5 m/s2 can be at rest before the next poll, so the
+    opening is judged against the sample before it too.
     Onset is the first open sample. Cleared when the circuit is made again. Needs
     ``safety_circuit_closed`` and (``moving`` or ``speed_mm_s``).
 
@@ -64,6 +66,7 @@ class CircuitsState:
     safety: Latch = IDLE
     door_moving: Latch = IDLE
     bypass: Latch = IDLE
+    was_running: bool = False
 
 
 _IDLE_STATE = CircuitsState()
@@ -85,7 +88,7 @@ def step(
     safety_open = sample.safety_circuit_closed is False
     safety, phase = advance(
         old,
-        watched and safety_open and (old.onset is not None or run is True),
+        watched and safety_open and (old.onset is not None or run is True or state.was_running),
         sample.safety_circuit_closed is True,
         now,
         config.safety_circuit_debounce_s,
@@ -136,11 +139,17 @@ def step(
         )
         events.append(event(EventType.DOOR_LOCK_BYPASS, phase, old, bypass, sample, now, reason))
 
-    if safety is state.safety and door_moving is state.door_moving and bypass is state.bypass:
+    was_running = run is True
+    if (
+        safety is state.safety
+        and door_moving is state.door_moving
+        and bypass is state.bypass
+        and was_running is state.was_running
+    ):
         return state, events
-    if safety is IDLE and door_moving is IDLE and bypass is IDLE:
+    if safety is IDLE and door_moving is IDLE and bypass is IDLE and not was_running:
         return _IDLE_STATE, events
-    return CircuitsState(safety, door_moving, bypass), events
+    return CircuitsState(safety, door_moving, bypass, was_running), events
 
 
 def blind(state: CircuitsState, now: float) -> CircuitsState:
@@ -150,4 +159,5 @@ def blind(state: CircuitsState, now: float) -> CircuitsState:
         forget_pending(state.safety),
         forget_pending(state.door_moving),
         forget_pending(state.bypass),
+        was_running=False,
     )
