@@ -161,8 +161,9 @@ async def _play(
         while steps and steps[0][0] <= now:
             _, index, op = steps.pop(0)
             injection = scenario.injections[index]
+            # Options shape an injection; a clear names only the fault.
             request: dict[str, object] = {
-                **injection.options,
+                **(injection.options if op == "inject" else {}),
                 "op": op,
                 "car": injection.car,
                 "fault": injection.fault,
@@ -237,6 +238,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="keep each run's databases and logs under this directory",
     )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N scenarios at once, each with its own processes (default 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -253,7 +261,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.transport is not None:
         scenarios = [_with_transport(s, args.transport) for s in scenarios]
-    results = asyncio.run(_run_all(scenarios, args.work_dir, args.json))
+    if args.parallel < 1:
+        print("liftwatch-rig run: --parallel must be >= 1", file=sys.stderr)
+        return 2
+    results = asyncio.run(_run_all(scenarios, args.work_dir, args.json, args.parallel))
     if args.json:
         print(json.dumps({"scenarios": [r.as_json() for r in results]}, ensure_ascii=False))
     return 0 if all(r.passed for r in results) else 1
@@ -263,18 +274,28 @@ def _with_transport(scenario: Scenario, transport: str) -> Scenario:
     return replace(scenario, transport=transport)
 
 
-async def _run_all(
-    scenarios: list[Scenario], work_dir: Path | None, quiet: bool
+async def run_scenarios(
+    scenarios: list[Scenario], base: Path, parallel: int = 1, quiet: bool = True
 ) -> list[ScenarioResult]:
-    results = []
+    """Run ``scenarios`` (at most ``parallel`` at once) under ``base``; results in order."""
+    slots = asyncio.Semaphore(parallel)
+
+    async def one(scenario: Scenario) -> ScenarioResult:
+        async with slots:
+            result = await run_scenario(scenario, base / scenario.name)
+        if not quiet:
+            _print_result(result, base / scenario.name)
+        return result
+
+    return list(await asyncio.gather(*(one(s) for s in scenarios)))
+
+
+async def _run_all(
+    scenarios: list[Scenario], work_dir: Path | None, quiet: bool, parallel: int
+) -> list[ScenarioResult]:
     with contextlib.ExitStack() as stack:
         base = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rig-")))
-        for scenario in scenarios:
-            result = await run_scenario(scenario, base / scenario.name)
-            results.append(result)
-            if not quiet:
-                _print_result(result, base / scenario.name)
-    return results
+        return await run_scenarios(scenarios, base, parallel, quiet)
 
 
 def _print_result(result: ScenarioResult, work_dir: Path) -> None:

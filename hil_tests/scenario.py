@@ -176,8 +176,10 @@ def parse_scenario(raw: dict[str, Any], path: Path) -> Scenario:
         c.problems.append(f"cars.count: must be 1..247, got {cars}")
     detect_raw = c.keys(top.get("detect", {}), "detect", set(top.get("detect", {})))
     detect: dict[str, float] = {}
-    for key in detect_raw:
-        detect[key] = c.number(detect_raw, "detect", key, None)
+    for key, value in detect_raw.items():
+        c.number(detect_raw, "detect", key, None)  # reports a value that is not a number
+        # Kept as written: counts and landings are integers, and the agent checks that.
+        detect[key] = value if isinstance(value, int | float) else 0.0
     allow = top.get("allow", [])
     if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
         c.problems.append("allow: must be an array of event type names")

@@ -43,6 +43,9 @@ class SystemSpec:
     transport: str = "tcp"
     baud: int = 115200
     serial_format: str = "8N1"
+    # Answers arrive when they would on a real wire at this rate ("" = as fast as the pty).
+    # Linux ptys refuse parity, so the line itself stays 8N1 and 8E1 is only emulated here.
+    wire_timing: str = "115200,8N1"
     traffic: str = ""
 
 
@@ -168,7 +171,7 @@ def agent_config_text(spec: SystemSpec, bus_url: str, fleet: str, data_dir: Path
         "insecure = true  # the rig runs on loopback only",
         "",
         "[detect]",
-        *(f"{key} = {float(value)}" for key, value in spec.detect.items()),
+        *(f"{key} = {value!r}" for key, value in spec.detect.items()),
         "",
         "[[bus]]",
         'name = "group-1"',
@@ -233,6 +236,8 @@ def emulator_args(spec: SystemSpec, work_dir: Path) -> list[str]:
         ]
     else:
         args += ["--modbus", "tcp://127.0.0.1:0"]
+        if spec.wire_timing:
+            args += ["--wire-timing", spec.wire_timing]
     if spec.traffic:
         args += ["--traffic", spec.traffic]
     return args
