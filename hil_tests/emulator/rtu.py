@@ -17,8 +17,12 @@ directly, and the physics, the control port and the TCP server stay on one threa
 pty and a USB-RS485 adapter's tty support this.
 
 With `wire_timing` each answer is written when the request plus the answer would have
-finished on a wire at that line speed (`wire.wire_time_s`), counted from the arrival of the
-request's last byte; a late-answer fault adds its delay on top.
+finished on a wire at that line speed (`WireTiming.answer_delay_s`), counted from the
+arrival of the request's last byte; a late-answer fault adds its delay on top. The event
+loop's timers fire up to a millisecond late (epoll rounds timeouts up to whole
+milliseconds), which at 115200 baud is a seventh of a transaction: so the timer is set a
+little early and the last stretch is waited out exactly (a spin of at most
+`_SPIN_S`; this is test equipment, and its CPU is not the point).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from hil_tests.emulator.rtu_frame import (
 from hil_tests.emulator.wire import SerialFormat, WireTiming, frame_gap_s
 
 log = logging.getLogger(__name__)
+_SPIN_S = 0.0015
 
 # A pty or USB adapter delivers a frame in chunks that can be a millisecond or more apart,
 # so the silence that ends an unparseable frame is never shorter than this.
@@ -232,22 +237,26 @@ class RtuSlaveLine:
             )
         due = now + decision.delay_s
         if self.wire_timing is not None:
-            due += self.wire_timing.transaction_s(len(frame), len(reply))
+            due += self.wire_timing.answer_delay_s(len(frame), len(reply))
         self._schedule(due, reply)
 
     def _schedule(self, due: float, reply: bytes) -> None:
         assert self._loop is not None
         handle: asyncio.TimerHandle | None = None
 
+        loop = self._loop
+
         def send() -> None:
             if handle is not None:
                 self._pending.discard(handle)
+            while loop.time() < due:
+                pass  # the last fraction of a millisecond, waited out exactly
             self._send(reply)
 
-        if due <= self._loop.time():
+        if due <= loop.time():
             send()
             return
-        handle = self._loop.call_at(due, send)
+        handle = loop.call_at(due - _SPIN_S, send)
         self._pending.add(handle)
 
     def _send(self, reply: bytes) -> None:

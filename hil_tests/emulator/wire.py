@@ -13,8 +13,11 @@ where 3.5 characters would be too short for UARTs to time). So one transaction c
 
 Example: reading 16 registers (8 request bytes, 37 response bytes) at 19200 8E1 takes
 45 * 11 / 19200 + 2 * 3.5 * 11 / 19200 = 29.8 ms; at 115200 8N1 it takes 7.4 ms.
-The emulator's `--wire-timing` completes each answer exactly this long after the request's
-last byte arrived, and benchmarks use the same function for the physical limit of a bus.
+Benchmarks use this for the physical limit of a bus. The emulator's `--wire-timing`
+completes each answer `answer_delay_s` after the request's last byte arrived: the request,
+the slave's end-of-request silence and the answer (`wire_time_s` less the trailing gap,
+which is the master's to keep before its next request, as the agent's inter-frame delay
+does; counting it here too would charge every transaction two gaps of silence).
 """
 
 from __future__ import annotations
@@ -109,6 +112,11 @@ class WireTiming:
 
     def __post_init__(self) -> None:
         _check_baud(self.baud)
+
+    def answer_delay_s(self, request_bytes: int, response_bytes: int) -> float:
+        """When the answer's last byte is on the wire, from the request's first byte:
+        `wire_time_s` less the trailing silence the master keeps before its next request."""
+        return self.transaction_s(request_bytes, response_bytes) - frame_gap_s(self.baud, self.fmt)
 
     def transaction_s(self, request_bytes: int, response_bytes: int) -> float:
         """`wire_time_s` at this line speed."""
