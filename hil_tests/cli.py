@@ -1,12 +1,26 @@
-"""`liftwatch-rig`: emulated controllers and the demo that runs the whole system."""
+"""`liftwatch-rig`: emulated controllers, scenarios, the soak, and the whole-system demo."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from types import ModuleType
 
 from hil_tests import demo, runner, soak
 from hil_tests.emulator import command as emulate
+
+# Each sub-command is a module with a docstring (its --help text), `add_arguments(parser)`
+# and `run(args) -> int`.
+COMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "emulate": (emulate, "serve the reference register map for N emulated cars"),
+    "run": (
+        runner,
+        "run scenarios against the real agent and fleet, report pass/fail and latencies",
+    ),
+    "soak": (soak, "days of emulated traffic through the real detectors, on a virtual clock"),
+    "demo": (demo, "run fleet, emulator and agent together and inject an entrapment"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,54 +28,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liftwatch-rig",
         description="LiftWatch hardware-in-the-loop rig: emulated elevator controllers, "
-        "and a demo running emulator, agent and fleet together.",
+        "scenarios and soak runs against the real agent, and a demo of the whole system.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    emulate.add_arguments(
-        sub.add_parser(
-            "emulate",
-            help="serve the reference register map for N emulated cars",
-            description=emulate.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+    for name, (module, summary) in COMMANDS.items():
+        module.add_arguments(
+            sub.add_parser(
+                name,
+                help=summary,
+                description=module.__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
         )
-    )
-    demo.add_arguments(
-        sub.add_parser(
-            "demo",
-            help="run fleet, emulator and agent together and inject an entrapment",
-            description=demo.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
-    runner.add_arguments(
-        sub.add_parser(
-            "run",
-            help="run scenarios against the real agent and fleet, report pass/fail and latencies",
-            description=runner.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
-    soak.add_arguments(
-        sub.add_parser(
-            "soak",
-            help="days of emulated traffic through the real detectors, on a virtual clock",
-            description=soak.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `liftwatch-rig`; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    if args.command == "emulate":
-        return emulate.run(args)
-    if args.command == "run":
-        return runner.run(args)
-    if args.command == "soak":
-        return soak.run(args)
-    return demo.run(args)
+    run: Callable[[argparse.Namespace], int] = COMMANDS[args.command][0].run
+    return run(args)
 
 
 if __name__ == "__main__":
