@@ -14,6 +14,10 @@ Reported: agents connected, records committed (counted in the database afterward
 records per second over the run, ack latency p50/p99 (batch written -> Ack covering it),
 the fleet process's CPU seconds and peak RSS during the run, and lost / duplicated:
 records acked but missing from the database, and (agent, seq) stored more than once.
+Also the load generator's own CPU seconds (it shares the machine's cores with the fleet)
+and /proc/loadavg before and after (other work on the machine skews every figure).
+``--fleet-workers N`` runs the fleet as ``serve --workers N`` (its CPU and RSS are then
+the sum over the worker processes).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import datetime as dt
 import json
 import os
 import random
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -39,6 +44,7 @@ if str(ROOT) not in sys.path:
 
 import grpc  # noqa: E402
 
+from fleet.runtime import tune_gc  # noqa: E402
 from hil_tests.processes import start  # noqa: E402
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2  # noqa: E402
 
@@ -224,10 +230,20 @@ async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
         "errors": errors[:5],
         "latencies_ms": [round(x * 1000, 3) for s in sims for x in s.latencies],
         "agents": {s.agent_id: [s.seq, s.acked] for s in sims},
+        "cpu_s": _own_cpu_s(),
     }
 
 
 # -- the orchestrator --------------------------------------------------------------------
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -272,6 +288,7 @@ def _store(kind: str, work: Path) -> Iterator[str]:
 
 async def orchestrate(args: argparse.Namespace, work: Path, target: str) -> dict[str, Any]:
     """Start the fleet and the workers, run, stop, verify; the report."""
+    load_before = _loadavg()  # other work on this machine skews every figure: say so
     fleet = await start(
         "fleet",
         "fleet",
@@ -285,13 +302,16 @@ async def orchestrate(args: argparse.Namespace, work: Path, target: str) -> dict
             "",
             "--log-level",
             "WARNING",
+            "--workers",
+            str(args.fleet_workers),
         ],
         work,
     )
     try:
         address = str(fleet.ready["grpc"])
-        pid = fleet.process.pid
-        cpu_before = _proc_cpu_s(pid)
+        # With --workers the parent only supervises; the work is in the processes it lists.
+        pids = [fleet.process.pid, *fleet.ready.get("workers", [])]
+        cpu_before = sum(_proc_cpu_s(pid) for pid in pids)
         started = time.monotonic()
         per_worker = -(-args.agents // args.workers)
         workers = []
@@ -322,8 +342,9 @@ async def orchestrate(args: argparse.Namespace, work: Path, target: str) -> dict
             )
         outputs = await asyncio.gather(*(p.communicate() for p in workers))
         elapsed = time.monotonic() - started
-        cpu = _proc_cpu_s(pid) - cpu_before
-        rss = _proc_peak_rss_mb(pid)
+        cpu = sum(_proc_cpu_s(pid) for pid in pids) - cpu_before
+        rss = sum(_proc_peak_rss_mb(pid) for pid in pids)
+        load_after = _loadavg()
     finally:
         await fleet.stop()
     reports = [json.loads(out) for out, _ in outputs]
@@ -350,8 +371,14 @@ async def orchestrate(args: argparse.Namespace, work: Path, target: str) -> dict
         "records_committed": len(stored),
         "records_per_s": round(len(stored) / elapsed, 1),
         "ack_ms": {"p50": _percentile(latencies, 0.5), "p99": _percentile(latencies, 0.99)},
+        "fleet_workers": args.fleet_workers,
         "fleet_cpu_s": round(cpu, 2),
         "fleet_rss_mb": round(rss, 1),
+        # The load generator shares the machine's cores with the fleet: its CPU is part of
+        # the picture (on 2 cores, what it burns the fleet cannot have).
+        "loadgen_cpu_s": round(sum(r["cpu_s"] for r in reports), 2),
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
         "lost": lost,
         "duplicated": duplicated,
         "unacked_at_end": unacked,
@@ -368,6 +395,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--interval-s", type=float, default=5.0, help="tick of each agent (5 s)")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
+    parser.add_argument(
+        "--fleet-workers", type=int, default=1, help="fleet processes (serve --workers, default 1)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object (default)")
     # Internal: one load generator process.
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -383,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.ramp_s is None:
         args.ramp_s = max(2.0, args.agents / 500)
     if args.worker:
+        # Thousands of channels in one process: the same collector cost as in the fleet.
+        tune_gc()
         print(json.dumps(asyncio.run(worker_main(args))))
         return 0
     if not 1 <= args.agents <= 20_000:

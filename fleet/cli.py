@@ -1,7 +1,8 @@
 """``liftwatch-fleet``: serve the fleet, import the register, or read its store.
 
 Commands: serve, units (list; ``units import FILE`` loads the register), coverage,
-firmware, events. The read commands open the store read-only (a SQLite file, which WAL
+firmware, events, pki (certificates for mutual TLS), agents (the units each agent may
+report for). The read commands open the store read-only (a SQLite file, which WAL
 lets them read beside ``serve``, or a ``postgresql://`` URL). Errors in arguments,
 configuration, policy or database are one line on stderr and exit status 2.
 """
@@ -18,6 +19,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from fleet.cli_lifecycle import add_parsers as add_lifecycle_parsers
+from fleet.cli_lifecycle import commands as lifecycle_commands
 from fleet.clock import utc_now
 from fleet.config import (
     MEMORY,
@@ -29,8 +32,11 @@ from fleet.config import (
 )
 from fleet.coverage import GROUP_KEYS, UnitStatus, coverage, coverage_by
 from fleet.firmware import EMPTY_POLICY, PolicyError, inventory, load_policy
+from fleet.gateway import id_problem
+from fleet.pki import PkiError, init_ca, issue_agent, issue_server
 from fleet.reads import UnitFilter, select_units
 from fleet.registry import RegistryError, read_register
+from fleet.runtime import tune_gc
 from fleet.server import ServeError, serve
 from fleet.store.base import EventQuery, StoreError, UnitQuery
 from fleet.store.open import open_store
@@ -47,6 +53,7 @@ from fleet.views import (
     table,
     unit_json,
 )
+from fleet.workers import WorkerError, serve_workers
 
 PROG = "liftwatch-fleet"
 EXIT_USAGE = 2
@@ -84,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="fleet processes sharing the port and the store, overrides server.workers "
+        "(the ready line then also lists their pids)",
     )
 
     def store_command(name: str, help_text: str, description: str = "") -> argparse.ArgumentParser:
@@ -147,12 +160,14 @@ def _parser() -> argparse.ArgumentParser:
     firmware_cmd.add_argument("--history", metavar="UNIT", help="firmware history of UNIT")
     firmware_cmd.add_argument("--policy", type=Path, help="policy TOML, overrides the config")
 
+    add_lifecycle_parsers(commands, store_command)  # alarms, report, audit, verify-history
     events_cmd = store_command("events", "list stored events, oldest first")
     events_cmd.add_argument("--unit", help="only this unit_id")
     events_cmd.add_argument("--type", help="event type, e.g. ENTRAPMENT")
     events_cmd.add_argument(
         "--limit", type=_positive_int, default=100, help="newest N events (default 100)"
     )
+    _add_security_commands(commands)
     return parser
 
 
@@ -220,9 +235,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             store = dataclasses.replace(config.store, path=db, url="")
         config = dataclasses.replace(config, store=store)
 
-    def ready(addresses: Mapping[str, str]) -> None:
-        print(json.dumps({"ready": True, **addresses}), flush=True)
+    if args.workers is not None:
+        config = dataclasses.replace(
+            config, server=dataclasses.replace(config.server, workers=args.workers)
+        )
 
+    def ready(addresses: Mapping[str, object]) -> None:
+        print(json.dumps({"ready": True, **addresses}), flush=True)
+        tune_gc()  # after startup: see fleet.runtime
+
+    if config.server.workers > 1:
+        if config.store.target == MEMORY:
+            raise UsageError("several workers cannot share a :memory: store; use a file or URL")
+        try:
+            serve_workers(config, ready, args.log_level)
+        except WorkerError as exc:
+            raise ServeError(str(exc)) from None
+        return 0
     asyncio.run(serve(config, ready))
     return 0
 
@@ -388,12 +417,184 @@ def _cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- pki and agents: mutual TLS between agents and the fleet (see fleet.pki, fleet.access) --
+
+
+def _add_security_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``pki`` and ``agents`` sub-commands."""
+    pki_cmd = commands.add_parser(
+        "pki",
+        help="create a CA and issue the fleet's and the agents' certificates",
+        description="A small PKI for mutual TLS (files in DIR, see fleet/pki.py): `init` "
+        "creates the CA, `server` the fleet's certificate, `agent` an agent's (its Common "
+        "Name is the agent id). Put DIR/server.pem, server.key and ca.pem in the fleet's "
+        "[tls]; give each agent ca.pem and its own pair ([fleet] ca/cert/key).",
+    )
+    pki_steps = pki_cmd.add_subparsers(dest="pki_command", required=True, metavar="STEP")
+    init_cmd = pki_steps.add_parser(
+        "init",
+        help="create the CA (DIR/ca.pem, DIR/ca.key)",
+        description="Create a CA (ECDSA P-256, 10 years) in DIR; refuses to overwrite one. "
+        "Keep ca.key offline in production.",
+    )
+    init_cmd.add_argument("dir", type=Path, metavar="DIR")
+    init_cmd.add_argument("--name", default="LiftWatch CA", help="the CA's Common Name")
+    server_cmd = pki_steps.add_parser(
+        "server",
+        help="issue the fleet's certificate (DIR/server.pem, DIR/server.key)",
+        description="Issue the fleet manager's server certificate, signed by the CA in DIR, "
+        "for every --host the agents use to reach it (DNS names or IP addresses).",
+    )
+    server_cmd.add_argument("dir", type=Path, metavar="DIR")
+    server_cmd.add_argument(
+        "--host", action="append", required=True, help="DNS name or IP address (repeatable)"
+    )
+    server_cmd.add_argument("--force", action="store_true", help="replace an existing pair")
+    agent_cmd = pki_steps.add_parser(
+        "agent",
+        help="issue an agent's certificate (DIR/agents/AGENT_ID.pem, .key)",
+        description="Issue agent AGENT_ID's client certificate, signed by the CA in DIR. "
+        "The fleet then admits it for the units `agents add AGENT_ID --unit ...` registers.",
+    )
+    agent_cmd.add_argument("dir", type=Path, metavar="DIR")
+    agent_cmd.add_argument("agent_id", metavar="AGENT_ID")
+    agent_cmd.add_argument("--force", action="store_true", help="replace an existing pair")
+    for sub in (init_cmd, server_cmd, agent_cmd):
+        sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+    agents_cmd = commands.add_parser(
+        "agents",
+        help="register which units each agent may report for (mutual TLS)",
+        description="The agent registry: under mutual TLS the fleet admits an agent (its "
+        "certificate's Common Name) only for the units registered here, read when it "
+        "connects. Without [tls] (demo, rig) the registry is not consulted.",
+    )
+    actions = agents_cmd.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
+    add_cmd = actions.add_parser(
+        "add", help="register units for an agent", description="Register units for AGENT_ID."
+    )
+    add_cmd.add_argument("agent_id", metavar="AGENT_ID")
+    add_cmd.add_argument(
+        "--unit", action="append", required=True, help="unit id (repeatable)", dest="units"
+    )
+    list_cmd = actions.add_parser(
+        "list", help="list agents and their units", description="List agents and their units."
+    )
+    remove_cmd = actions.add_parser(
+        "remove",
+        help="withdraw units from an agent (all without --unit)",
+        description="Withdraw the --unit(s) from AGENT_ID, or all of its units; it is then "
+        "refused from its next connection.",
+    )
+    remove_cmd.add_argument("agent_id", metavar="AGENT_ID")
+    remove_cmd.add_argument("--unit", action="append", help="unit id (repeatable)", dest="units")
+    for sub in (add_cmd, list_cmd, remove_cmd):
+        source = sub.add_mutually_exclusive_group()
+        source.add_argument("--config", type=Path, help="TOML config naming the store")
+        source.add_argument("--db", help="the fleet's SQLite file or postgresql:// URL")
+        sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _cmd_pki(args: argparse.Namespace) -> int:
+    directory: Path = args.dir
+    try:
+        if args.pki_command == "init":
+            pair = init_ca(directory, args.name)
+        elif args.pki_command == "server":
+            _refuse_overwrite(directory / "server.pem", directory / "server.key", args.force)
+            pair = issue_server(directory, list(args.host))
+        else:
+            agent_dir = directory / "agents"
+            _refuse_overwrite(
+                agent_dir / f"{args.agent_id}.pem", agent_dir / f"{args.agent_id}.key", args.force
+            )
+            pair = issue_agent(directory, args.agent_id)
+    except PkiError as exc:
+        raise UsageError(f"pki {args.pki_command}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"pki {args.pki_command}: {exc.strerror or exc}: {exc.filename}") from None
+    if args.json:
+        _print_json({"certificate": str(pair.certificate), "key": str(pair.key)})
+    else:
+        print(f"wrote {pair.certificate} and {pair.key}")
+    return 0
+
+
+def _refuse_overwrite(cert: Path, key: Path, force: bool) -> None:
+    # A reissued key silently locks out whoever runs with the old one: make it deliberate.
+    if not force and (cert.exists() or key.exists()):
+        raise UsageError(f"{cert} already exists; pass --force to replace it")
+
+
+def _cmd_agents(args: argparse.Namespace) -> int:
+    if args.agents_command == "list":
+        store, _ = _open_store(args)
+        try:
+            registrations = store.agent_registrations()
+        finally:
+            store.close()
+        if args.json:
+            _print_json(
+                {"agents": [{"agent_id": a, "units": list(u)} for a, u in registrations.items()]}
+            )
+        else:
+            rows = [(a, ",".join(u)) for a, u in registrations.items()]
+            print(table(("AGENT_ID", "UNITS"), rows))
+        return 0
+    agent_id: str = args.agent_id
+    units: list[str] = list(args.units or [])
+    for text, what in ((agent_id, "agent id"), *((u, "--unit") for u in units)):
+        problem = id_problem(text)
+        if problem is not None:
+            raise UsageError(f"{what} {text!r} {problem}")
+    target, _ = _target(args)
+    store = open_store(target)
+    try:
+        if args.agents_command == "add":
+            added = store.add_agent_units(agent_id, units)
+            unknown = [u for u in units if (row := store.get_unit(u)) is None or not row.registered]
+            now_units = store.agent_units(agent_id)
+        else:
+            known = store.agent_units(agent_id)
+            if not known:
+                raise UsageError(f"agent {agent_id!r} is not registered")
+            missing = [u for u in units if u not in known]
+            if missing:
+                raise UsageError(
+                    f"agent {agent_id!r} is not registered for unit(s) "
+                    f"{', '.join(map(repr, missing))}"
+                )
+            removed = store.remove_agent_units(agent_id, units)
+            now_units = store.agent_units(agent_id)
+    finally:
+        store.close()
+    if args.agents_command == "add":
+        for unit in unknown:
+            # Not an error: agents may be set up before the register is imported.
+            print(f"{PROG}: note: unit {unit!r} is not in the district register", file=sys.stderr)
+        result = {"agent_id": agent_id, "added": added, "units": list(now_units)}
+        text = f"agent {agent_id}: {added} unit(s) added; registered for {', '.join(now_units)}"
+    else:
+        result = {"agent_id": agent_id, "removed": removed, "units": list(now_units)}
+        text = f"agent {agent_id}: {removed} unit(s) removed; " + (
+            f"registered for {', '.join(now_units)}" if now_units else "no longer registered"
+        )
+    if args.json:
+        _print_json(result)
+    else:
+        print(text)
+    return 0
+
+
 _COMMANDS = {
+    "pki": _cmd_pki,
+    "agents": _cmd_agents,
     "serve": _cmd_serve,
     "units": _cmd_units,
     "coverage": _cmd_coverage,
     "firmware": _cmd_firmware,
     "events": _cmd_events,
+    **lifecycle_commands(lambda args: _target(args)),
 }
 
 

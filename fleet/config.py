@@ -11,6 +11,22 @@ Every key, with its default (a missing file section or key takes the default)::
     keepalive_time_s = 60        # the server pings idle connections this often: a vanished
                                  # agent (4G NAT, power cut) is noticed and its stream freed
     keepalive_timeout_s = 20     # ... and drops a connection whose ping goes unanswered
+    workers = 1                  # fleet processes serving this port and store (1 to 64); more
+                                 # than 1 shares the port with SO_REUSEPORT (one Python
+                                 # process tops out near one core) and needs a SQLite file or
+                                 # PostgreSQL, not ":memory:"; with 1, a second fleet on the
+                                 # same port fails to start. `serve --workers` overrides it
+
+    [tls]                        # mutual TLS for the gRPC port: set all three, or none
+    cert = ""                    # the fleet's certificate chain, PEM (`pki server`)
+    key = ""                     # its private key, PEM
+    client_ca = ""               # the CA that signs agent certificates (`pki init`): only
+                                 # agents presenting a certificate it signed may connect, and
+                                 # each only for the units `liftwatch-fleet agents` registered
+                                 # for its Common Name. All three empty (the default): plaintext
+                                 # and no identity, any client may claim any agent id; fit only
+                                 # for a demo or the rig on loopback (serve warns at start).
+                                 # Paths are relative to the config file's directory
 
     [http]
     listen = "127.0.0.1:8080"    # host:port of the JSON API (/api/...); port 0 lets the kernel
@@ -46,6 +62,31 @@ Every key, with its default (a missing file section or key takes the default)::
     max_group_records = 20000    # group commit: at most this many records (from any number
                                  # of agent streams) in one store transaction
 
+    [alarms]                     # rescue dispatch (fleet.alarms): alarms go out at once and
+                                 # are re-sent until someone acknowledges them (EN 81-28)
+    types = ["ENTRAPMENT", "DOOR_OPEN_WHILE_MOVING", "DOOR_LOCK_BYPASS",
+             "UNINTENDED_MOVEMENT", "ALARM_BUTTON"]  # event types that raise an alarm
+    targets = []                 # names of [alarms.target.NAME] tables each alarm goes to
+    escalation_targets = []      # ... and these too when not acknowledged in time
+    escalate_after_s = 300       # not acknowledged this long after it was raised: escalate
+    repeat_s = 60                # re-send to a target that took it this often until the alarm
+                                 # is acknowledged; 0 = send once
+    retry_initial_s = 1          # back-off after a failed send, doubled per failure ...
+    retry_max_s = 60             # ... up to this
+    timeout_s = 5                # one send (HTTP request; MQTT connect and PUBACK)
+
+    [alarms.target.NAME]         # one table per target
+    kind = ""                    # "webhook" or "mqtt" (required)
+    url = ""                     # webhook: the http(s) URL POSTed the alarm JSON
+    secret = ""                  # webhook: HMAC-SHA256 key; the request then carries
+                                 # X-LiftWatch-Signature: sha256=HEX over "TIMESTAMP.BODY"
+                                 # with TIMESTAMP in X-LiftWatch-Timestamp
+    host = "127.0.0.1"           # mqtt: broker host
+    port = 1883                  # mqtt: broker port
+    topic = "liftwatch/alarms"   # mqtt: published at QoS 1 to TOPIC/UNIT_ID
+    username = ""                # mqtt: credentials, empty = anonymous
+    password = ""
+
 Unknown keys and wrong types are errors. `load_config` collects every problem, each named
 by its dotted key (``coverage.stale_after_s``), and raises one `ConfigError` listing them.
 """
@@ -54,8 +95,10 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from fleet.alarms.config import AlarmsConfig, parse_alarms
 
 MEMORY = ":memory:"
 # Welcome carries the limits as uint32; far below that, one batch must fit a gRPC message.
@@ -80,6 +123,21 @@ class ServerConfig:
     max_connection_age_grace_s: float = 30.0
     keepalive_time_s: float = 60.0
     keepalive_timeout_s: float = 20.0
+    workers: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """The fleet's certificate, key and the agents' CA; all None = plaintext (demo, rig)."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the gRPC port serves mutual TLS."""
+        return self.cert is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +198,14 @@ class FleetConfig:
     """The whole fleet manager configuration."""
 
     server: ServerConfig = ServerConfig()
+    tls: TlsConfig = TlsConfig()
     http: HttpConfig = HttpConfig()
     store: StoreConfig = StoreConfig()
     coverage: CoverageConfig = CoverageConfig()
     registry: RegistryConfig = RegistryConfig()
     firmware: FirmwareConfig = FirmwareConfig()
     ingest: IngestConfig = IngestConfig()
+    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
 
 
 def default_config(base_dir: Path) -> FleetConfig:
@@ -176,7 +236,9 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "max_connection_age_grace_s": _NUMBER,
         "keepalive_time_s": _NUMBER,
         "keepalive_timeout_s": _NUMBER,
+        "workers": (int,),
     },
+    "tls": {"cert": (str,), "key": (str,), "client_ca": (str,)},
     "http": {"listen": (str,)},
     "store": {"path": (str,), "url": (str,)},
     "coverage": {"stale_after_s": _NUMBER, "offline_after_s": _NUMBER, "sweep_interval_s": _NUMBER},
@@ -193,9 +255,12 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
 
 def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> FleetConfig:
     """Validate parsed TOML ``data``; raises `ConfigError` listing every problem at once."""
-    problems: list[str] = []
     values: dict[str, dict[str, object]] = {}
+    # [alarms] holds tables of targets: it is checked on its own (fleet.alarms.config).
+    alarms, problems = parse_alarms(data.get("alarms", {}))
     for name, section in data.items():
+        if name == "alarms":
+            continue
         if name not in _SECTIONS:
             problems.append(f"{name}: unknown key")
             continue
@@ -233,6 +298,19 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         if not low <= number <= 30 * 86_400:
             problems.append(f"server.{key}: must be between {low:g} and 2592000, got {number:g}")
         server_numbers[key] = number
+    workers = int(_number(get("server", "workers", defaults.server.workers)))
+    if not 1 <= workers <= 64:
+        problems.append(f"server.workers: must be between 1 and 64, got {workers}")
+
+    tls_text = {key: str(get("tls", key, "")) for key in ("cert", "key", "client_ca")}
+    if any(tls_text.values()):
+        missing = [f"tls.{key}" for key, text in tls_text.items() if not text]
+        if missing:
+            problems.append(
+                f"{', '.join(missing)}: must be set too (tls.cert, tls.key and tls.client_ca "
+                "go together: mutual TLS, or none of them for plaintext)"
+            )
+    tls_paths = {key: base_dir / text if text else None for key, text in tls_text.items()}
 
     http_listen = str(get("http", "listen", defaults.http.listen))
     if "listen" not in values.get("http", {}) and listen.endswith(":0"):
@@ -248,6 +326,8 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
     store_url = str(get("store", "url", ""))
     if store_url and not store_url.startswith(("postgresql://", "postgres://")):
         problems.append("store.url: expected a postgresql:// URL (SQLite files go in store.path)")
+    if workers > 1 and not store_url and store_path == MEMORY:
+        problems.append("server.workers: several workers cannot share a :memory: store")
 
     stale = float(_number(get("coverage", "stale_after_s", defaults.coverage.stale_after_s)))
     offline = float(_number(get("coverage", "offline_after_s", defaults.coverage.offline_after_s)))
@@ -279,7 +359,8 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
     if problems:
         raise ConfigError(source, problems)
     return FleetConfig(
-        server=ServerConfig(listen=listen, **server_numbers),
+        server=ServerConfig(listen=listen, workers=workers, **server_numbers),
+        tls=TlsConfig(**tls_paths),
         http=HttpConfig(listen=http_listen),
         store=StoreConfig(path=store_path, url=store_url),
         coverage=CoverageConfig(
@@ -288,6 +369,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         registry=RegistryConfig(csv=csv_path),
         firmware=FirmwareConfig(policy=policy_path),
         ingest=IngestConfig(**ingest_values),
+        alarms=alarms,
     )
 
 

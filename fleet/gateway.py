@@ -6,6 +6,9 @@ the agent and its units count as seen. Anything wrong gets one Reject and the st
 ends: the agent reconnects and its Welcome says where to resume. Records at or below the
 committed seq are replays of what the agent has not seen acked; they are stored once and
 acked again. Within one stream, seqs must increase from batch to batch.
+
+Under mutual TLS an `fleet.access.AgentAccess` admits the Hello first: the certificate's
+agent, with units registered for it, declaring only those units.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from fleet.access import AgentAccess, peer_agent_id, unit_not_registered
 from fleet.config import IngestConfig
 from fleet.ingest import CommitterStoppedError, GroupCommitter
 from fleet.metrics import GatewayMetrics
@@ -35,7 +39,8 @@ def _reject(code: gateway_pb2.RejectCode, reason: str) -> gateway_pb2.Reject:
     return gateway_pb2.Reject(code=code, reason=reason)
 
 
-def _bad_id(text: str) -> str | None:
+def id_problem(text: str) -> str | None:
+    """Why ``text`` is no usable agent or unit id ("is empty", ...), or None when it is."""
     if not text:
         return "is empty"
     if len(text) > MAX_ID_LENGTH:
@@ -49,7 +54,7 @@ def check_hello(hello: gateway_pb2.Hello) -> gateway_pb2.Reject | None:
     """A Reject when ``hello`` is unusable, else None: the agent id and every unit id must
     be non-empty printable text without spaces (at most 128 characters), units unique and
     at most 64."""
-    problem = _bad_id(hello.agent_id)
+    problem = id_problem(hello.agent_id)
     if problem is not None:
         return _reject(gateway_pb2.REJECT_CODE_MALFORMED, f"Hello agent_id {problem}")
     if len(hello.units) > MAX_UNITS_PER_AGENT:
@@ -59,7 +64,7 @@ def check_hello(hello: gateway_pb2.Hello) -> gateway_pb2.Reject | None:
         )
     seen: set[str] = set()
     for index, unit in enumerate(hello.units):
-        problem = _bad_id(unit.unit_id)
+        problem = id_problem(unit.unit_id)
         if problem is not None:
             return _reject(gateway_pb2.REJECT_CODE_MALFORMED, f"Hello unit #{index} id {problem}")
         if unit.unit_id in seen:
@@ -76,12 +81,17 @@ def check_batch(
     permitted: frozenset[str],
     limits: IngestConfig,
     after_seq: int = 0,
+    *,
+    registered: frozenset[str] | None = None,
+    agent_id: str = "",
 ) -> gateway_pb2.Reject | None:
     """A Reject for the first rule ``batch`` breaks, else None.
 
     Rules: not empty; within the record and byte limits; each record for a unit declared
     in Hello, with a payload, a time and 0 < seq < 2**63; seqs strictly increasing, and
-    above ``after_seq`` (the last seq this stream sent before).
+    above ``after_seq`` (the last seq this stream sent before). Under mutual TLS,
+    ``registered`` holds the units registered for ``agent_id``, and a record for another
+    unit is refused as not registered (not merely undeclared).
     """
     count = len(batch.records)
     if count == 0:
@@ -100,6 +110,8 @@ def check_batch(
     previous = after_seq
     for index, record in enumerate(batch.records):
         if record.unit_id not in permitted:
+            if registered is not None and record.unit_id not in registered:
+                return unit_not_registered(record.unit_id, agent_id, record.seq)
             return _reject(
                 gateway_pb2.REJECT_CODE_UNIT_NOT_PERMITTED,
                 f"record seq {record.seq} is for unit {record.unit_id!r}, not declared in Hello",
@@ -146,8 +158,14 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
     """The AgentGateway servicer; one `Connect` call per connected agent."""
 
     def __init__(
-        self, committer: GroupCommitter, limits: IngestConfig, metrics: GatewayMetrics
+        self,
+        committer: GroupCommitter,
+        limits: IngestConfig,
+        metrics: GatewayMetrics,
+        access: AgentAccess | None = None,
     ) -> None:
+        """``access`` None: plaintext (demo, rig), the units declared in Hello are accepted."""
+        self._access = access
         self._committer = committer
         self._limits = limits
         self._metrics = metrics
@@ -198,6 +216,18 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
             yield self._rejected(problem, hello.agent_id, peer)
             return
         agent_id = hello.agent_id
+        registered: frozenset[str] | None = None
+        if self._access is not None:
+            try:
+                refusal, registered = await self._access.admit(hello, peer_agent_id(context))
+            except Exception as exc:  # a store fault must not crash the server
+                self._metrics.store_errors.inc()
+                log.error("agent %s: cannot read its registration: %s", agent_id, exc)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the fleet store failed; retry")
+                return
+            if refusal is not None:
+                yield self._rejected(refusal, agent_id, peer)
+                return
         try:
             result = await self._committer.submit(
                 HelloOp(agent_id, hello.agent_version, tuple(_claims(hello)))
@@ -228,7 +258,9 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         )
         self._metrics.streams.inc()
         try:
-            async for frame in self._serve_frames(frames, agent_id, hello, peer, context):
+            async for frame in self._serve_frames(
+                frames, agent_id, hello, peer, context, registered
+            ):
                 yield frame
         finally:
             self._metrics.streams.dec()
@@ -240,6 +272,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         hello: gateway_pb2.Hello,
         peer: str,
         context: Any,
+        registered: frozenset[str] | None,
     ) -> AsyncIterator[gateway_pb2.FleetFrame]:
         permitted = frozenset(u.unit_id for u in hello.units)
         last_seq = 0
@@ -251,7 +284,14 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
             kind = frame.WhichOneof("frame")
             self._count(kind)
             if kind == "batch":
-                problem = check_batch(frame.batch, permitted, self._limits, last_seq)
+                problem = check_batch(
+                    frame.batch,
+                    permitted,
+                    self._limits,
+                    last_seq,
+                    registered=registered,
+                    agent_id=agent_id,
+                )
                 if problem is not None:
                     yield self._rejected(problem, agent_id, peer)
                     return

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from fleet.clock import Clock
@@ -59,6 +59,9 @@ class GroupCommitter:
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self._stopped = False
+        # Called with the ops of each committed transaction, after the writers got their
+        # results (alarm dispatch, ingest latency); must return at once, never raise.
+        self.observers: list[Callable[[Sequence[WriteOp]], None]] = []
 
     async def submit(self, op: WriteOp) -> CommitResult | None:
         """Commit ``op`` (in some group); returns its result once it is durable as promised.
@@ -127,6 +130,14 @@ class GroupCommitter:
         for pending, result in zip(group, results, strict=True):
             if not pending.done.done():
                 pending.done.set_result(result)
+        self._observe(ops)
+
+    def _observe(self, ops: Sequence[WriteOp]) -> None:
+        for observer in self.observers:
+            try:
+                observer(ops)
+            except Exception:  # an observer's bug must not fail ingest
+                log.exception("commit observer failed")
 
     async def _commit_alone(self, pending: _Pending) -> None:
         try:
@@ -141,6 +152,7 @@ class GroupCommitter:
             return
         if not pending.done.done():
             pending.done.set_result(result)
+        self._observe([pending.op])
 
 
 @contextlib.asynccontextmanager

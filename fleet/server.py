@@ -15,6 +15,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fleet.access import AgentAccess, TlsMaterial, TlsSetupError, load_tls, server_credentials
+from fleet.alarms.service import running_lifecycle
 from fleet.clock import Clock, utc_now
 from fleet.config import FleetConfig, split_listen
 from fleet.firmware import EMPTY_POLICY, Policy, load_policy
@@ -65,8 +67,10 @@ def server_options(config: FleetConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", int(server.keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(server.keepalive_timeout_s * 1000)),
         # gRPC sets SO_REUSEPORT by default: a second fleet on the same port would then
-        # bind silently and take half of the agents. Fail loudly instead.
-        ("grpc.so_reuseport", 0),
+        # bind silently and take half of the agents. Fail loudly instead, unless this is
+        # one of `serve --workers` processes, which share the port on purpose (the parent
+        # checks that nobody else holds it, see fleet.workers).
+        ("grpc.so_reuseport", 1 if server.workers > 1 else 0),
         ("grpc.max_receive_message_length", max_message),
         ("grpc.max_send_message_length", 16 * 1024 * 1024),
     ]
@@ -121,11 +125,31 @@ async def serve(
     """
     host, _ = split_listen(config.server.listen)
     policy = load_policy(config.firmware.policy) if config.firmware.policy else EMPTY_POLICY
+    tls: TlsMaterial | None = None
+    if config.tls.enabled:
+        try:
+            tls = load_tls(config.tls)
+        except TlsSetupError as exc:
+            raise ServeError(str(exc)) from None
+    else:
+        log.warning(
+            "no [tls] configured: gRPC on %s is plaintext and any client may claim any "
+            "agent id; fit only for a demo or the rig on loopback",
+            config.server.listen,
+        )
     # Handlers go in before anything is announced: whoever reads the ready line may
     # send SIGTERM at once, and the default action would kill us without a clean stop.
     with _stop_on_signals() as stop:
         await _serve_until(
-            config, host, stop, ready, clock, metrics or GatewayMetrics(), policy, sweep_trigger
+            config,
+            host,
+            stop,
+            ready,
+            clock,
+            metrics or GatewayMetrics(),
+            policy,
+            sweep_trigger,
+            tls,
         )
     log.info("stopped")
 
@@ -139,6 +163,7 @@ async def _serve_until(
     metrics: GatewayMetrics,
     policy: Policy,
     sweep_trigger: asyncio.Event | None,
+    tls: TlsMaterial | None = None,
 ) -> None:
     store = await StoreWorker.open(lambda: open_store(config.store.target))
     async with contextlib.AsyncExitStack() as stack:
@@ -152,17 +177,27 @@ async def _serve_until(
             run_sweeper(store, clock, config.coverage, metrics, sweep_trigger), name="sweep"
         )
         stack.push_async_callback(_cancel, sweeper)
+        # Alarm dispatch and the fleet gauges (fleet.alarms.service), fed by the committer.
+        lifecycle = await stack.enter_async_context(
+            running_lifecycle(
+                store, config.alarms, config.coverage, clock, metrics.registry, committer
+            )
+        )
         reads = Reads(store, config.coverage, policy, clock)
-        addresses = {"grpc": await _start_grpc(stack, config, host, committer, reads, metrics)}
+        access = AgentAccess(store.agent_units) if tls is not None else None
+        addresses = {
+            "grpc": await _start_grpc(stack, config, host, committer, reads, metrics, tls, access)
+        }
         if config.http.listen:
             try:
                 addresses["http"] = await stack.enter_async_context(
-                    running_http(build_app(reads, metrics), config.http.listen)
+                    running_http(build_app(reads, metrics, lifecycle), config.http.listen)
                 )
             except HttpBindError as exc:
                 raise ServeError(str(exc)) from None
         log.info(
-            "fleet manager serving gRPC on %s%s, store %s",
+            "fleet manager serving gRPC (%s) on %s%s, store %s",
+            "mutual TLS" if tls is not None else "plaintext",
             addresses["grpc"],
             f", HTTP on {addresses['http']}" if "http" in addresses else "",
             store.description,
@@ -180,10 +215,12 @@ async def _start_grpc(
     committer: GroupCommitter,
     reads: Reads,
     metrics: GatewayMetrics,
+    tls: TlsMaterial | None = None,
+    access: AgentAccess | None = None,
 ) -> str:
     server = grpc.aio.server(options=server_options(config))
     gateway_pb2_grpc.add_AgentGatewayServicer_to_server(
-        AgentGateway(committer, config.ingest, metrics), server
+        AgentGateway(committer, config.ingest, metrics, access), server
     )
     query_pb2_grpc.add_FleetQueryServicer_to_server(FleetQuery(reads), server)
     health_servicer = health.aio.HealthServicer()
@@ -192,7 +229,10 @@ async def _start_grpc(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(config.server.listen)
+        if tls is None:
+            port = server.add_insecure_port(config.server.listen)
+        else:
+            port = server.add_secure_port(config.server.listen, server_credentials(tls))
     except RuntimeError as exc:
         raise ServeError(f"cannot listen on {config.server.listen}: {exc}") from None
     await server.start()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from fleet.history import Head, HistoryRow
 from protos.liftwatch.v1 import records_pb2
 
 
@@ -259,3 +260,153 @@ class Store(Protocol):
     def close(self) -> None:
         """Release the store; no call may follow."""
         ...
+
+    # -- the agent registry (implemented in fleet.store.agents) ---------------------------
+
+    def add_agent_units(self, agent_id: str, unit_ids: Sequence[str]) -> int:
+        """Register ``unit_ids`` for ``agent_id`` (idempotent); returns how many were new."""
+        ...
+
+    def remove_agent_units(self, agent_id: str, unit_ids: Sequence[str] = ()) -> int:
+        """Withdraw ``unit_ids`` from ``agent_id`` (all when empty); returns how many."""
+        ...
+
+    def agent_units(self, agent_id: str) -> tuple[str, ...]:
+        """The units registered for ``agent_id``, sorted; empty when it has none."""
+        ...
+
+    def agent_registrations(self) -> dict[str, tuple[str, ...]]:
+        """Every registered agent with its units, both sorted."""
+        ...
+
+    # -- lifecycle (implemented in fleet.store.lifecycle) --------------------------------
+
+    def alarms(
+        self, *, open_only: bool = False, unit_id: str = "", limit: int = 0
+    ) -> list[AlarmRow]:
+        """Alarms, newest first (``limit`` 0 = all); ``open_only``: not yet resolved."""
+        ...
+
+    def alarm_action(self, alarm_id: int, action: str, by: str, now: dt.datetime) -> AlarmRow:
+        """Apply ``action`` (ack, on_site, resolve, false_alarm) by ``by``; raises
+        `AlarmActionError` for an unknown alarm or a step its state does not allow."""
+        ...
+
+    def claim_deliveries(self, plan: DispatchPlan, now: dt.datetime) -> list[Delivery]:
+        """Escalate overdue alarms, then lease every due send for ``plan.lease_s``."""
+        ...
+
+    def delivery_done(
+        self, delivery: Delivery, error: str, now: dt.datetime, next_at: dt.datetime | None
+    ) -> None:
+        """Record a send: ``error`` "" = accepted; the next send at ``next_at`` (None = no
+        more to this target)."""
+        ...
+
+    def next_dispatch_at(self, plan: DispatchPlan) -> dt.datetime | None:
+        """When the dispatcher has something to do next (a send or an escalation)."""
+        ...
+
+    def history(self, unit_id: str = "") -> tuple[list[HistoryRow], list[Head]]:
+        """Every history row (of ``unit_id`` unless ""), by unit and seq, and the heads."""
+        ...
+
+    def fault_events(self, since: dt.datetime, until: dt.datetime) -> list[FaultEvent]:
+        """RAISED events stored with a time in [since, until)."""
+        ...
+
+    def trip_spans(self, since: dt.date, until: dt.date) -> list[TripSpan]:
+        """Daily trip counter spans for the days in [since, until)."""
+        ...
+
+    def record_times(
+        self, unit_id: str, agent_id: str, since: dt.datetime, until: dt.datetime
+    ) -> list[dt.datetime]:
+        """The times of the records ``agent_id`` sent about ``unit_id`` in [since, until)."""
+        ...
+
+    def unit_events(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[EventRow]:
+        """Events of ``unit_id`` whose time or onset lies in [since, until), oldest first."""
+        ...
+
+
+# -- the lifecycle side: alarms, the hash-chained history, report inputs -------------------
+# (tables of migration "lifecycle", logic in fleet.store.lifecycle, fleet.alarms, fleet.reports)
+
+ALARM_STATES = ("raised", "dispatched", "acknowledged", "on_site", "resolved", "false_alarm")
+OPEN_ALARM_STATES = ("raised", "dispatched", "acknowledged", "on_site")
+
+
+class AlarmActionError(Exception):
+    """An alarm action that cannot be applied (unknown alarm id, wrong state); the message
+    names the alarm and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRow:
+    """One alarm and its disposal steps; times are None until the step happened."""
+
+    alarm_id: int
+    unit_id: str
+    event_id: str
+    agent_id: str
+    type: int
+    floor: int | None
+    reason: str
+    onset: dt.datetime | None
+    raised: dt.datetime
+    state: str
+    dispatched: dt.datetime | None = None
+    acknowledged: dt.datetime | None = None
+    acknowledged_by: str = ""
+    on_site: dt.datetime | None = None
+    on_site_by: str = ""
+    closed: dt.datetime | None = None  # resolved or declared a false alarm
+    closed_by: str = ""
+    escalated: dt.datetime | None = None
+    cleared: dt.datetime | None = None  # the event's CLEARED record (the condition ended)
+    building: str = ""
+    address: str = ""
+    street: str = ""
+    contractor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A claimed send of ``alarm`` to ``target``; ``attempt`` counts from 1."""
+
+    alarm: AlarmRow
+    target: str
+    attempt: int
+    escalation: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchPlan:
+    """What the dispatcher asks of the store on each round (see `Store.claim_deliveries`)."""
+
+    targets: tuple[str, ...]
+    escalation_targets: tuple[str, ...]
+    escalate_after_s: float
+    lease_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    """A RAISED event as the reports count it."""
+
+    unit_id: str
+    type: int
+    time: dt.datetime
+    onset: dt.datetime | None
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TripSpan:
+    """The lowest and highest trip counter a unit reported on one UTC day."""
+
+    unit_id: str
+    day: dt.date
+    min_trips: int
+    max_trips: int

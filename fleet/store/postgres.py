@@ -15,7 +15,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
+from fleet.store.lifecycle import LIFECYCLE_TABLES
 from fleet.store.sql import HISTORY_TABLES, SqlStore
 
 # An arbitrary constant naming the advisory lock that serializes migrations.
@@ -91,6 +93,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_unit_time ON events (unit_id, time_us);
     """
     + HISTORY_TABLES.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    # Version 2, "lifecycle": alarms and their sends, the hash-chained unit history, daily
+    # trip counter spans (see fleet.store.lifecycle).
+    LIFECYCLE_TABLES.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    # Version 3, "agent registry": the units each agent may report for under mutual
+    # TLS (see fleet.store.agents).
+    AGENT_UNITS_TABLE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from fleet.store.agents import AgentRegistryStore
 from fleet.store.base import (
     BatchOp,
     CommitResult,
@@ -39,6 +40,7 @@ from fleet.store.base import (
     UnitRow,
     WriteOp,
 )
+from fleet.store.lifecycle import LifecycleStore
 from protos.liftwatch.v1 import records_pb2
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -99,7 +101,7 @@ def timestamp_us(ts: timestamp_pb2.Timestamp) -> int:
     return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
 
 
-class SqlStore:
+class SqlStore(LifecycleStore, AgentRegistryStore):
     """The `fleet.store.base.Store` logic over a DB-API connection; subclasses supply the
     driver specifics. Use from one thread only."""
 
@@ -156,6 +158,7 @@ class SqlStore:
             for op in ops
         )
         with self._transaction(durable=durable):
+            self._drop_history()
             hellos = [op for op in ops if isinstance(op, HelloOp)]
             batches = [op for op in ops if isinstance(op, BatchOp)]
             beats = [op for op in ops if isinstance(op, HeartbeatOp)]
@@ -165,6 +168,7 @@ class SqlStore:
             # Sorted: two fleets on one database then lock agent rows in the same order.
             agents = sorted({op.agent_id for op in ops if not isinstance(op, HeartbeatOp)})
             committed = self._committed(agents)
+            self._flush_history()  # the lifecycle history, in this same transaction
         positions = [i for i, op in enumerate(ops) if isinstance(op, BatchOp)]
         inserted = {positions[b]: count for b, count in by_batch.items()}
         results: list[CommitResult | None] = []
@@ -260,6 +264,7 @@ class SqlStore:
         highest: dict[str, int] = {}
         seen: dict[str, str] = {}
         events: list[tuple[object, ...]] = []
+        counters: list[tuple[str, int, int]] = []
         links: list[tuple[object, ...]] = []
         infos: list[records_pb2.Record] = []
         records = {(b.agent_id, int(r.seq)): r for b in batches for r in b.records}
@@ -278,6 +283,8 @@ class SqlStore:
                 infos.append(record)
             elif kind == "link_status":
                 links.append((int(record.link_status.up), row[3], record.unit_id, row[3]))
+            elif kind == "counters":
+                counters.append((record.unit_id, row[3], int(record.counters.trips)))
         # Late arrivals of older seqs must not overwrite a newer link state.
         self._many(
             "UPDATE units SET link_up = ?, link_us = ? WHERE unit_id = ? "
@@ -290,6 +297,8 @@ class SqlStore:
             "ON CONFLICT DO NOTHING",
             events,
         )
+        self._on_events(events)  # history entries, alarms of alarm types
+        self._on_counters(counters)  # daily trip spans for the fault-rate report
         # After the link states (a unit whose link is down is heard of as blind), before
         # the firmware (its history names the agent that reported it).
         results = self._run_many(
@@ -350,24 +359,28 @@ class SqlStore:
         self._log_coverage([r for result in results for r in result], now_us, "heartbeat")
 
     def _log_coverage(self, changes: Sequence[Sequence[Any]], at_us: int, cause: str) -> None:
+        rows = [(c[0], at_us, c[1], c[2], cause) for c in changes if c[1] != c[2]]
         self._many(
             "INSERT INTO coverage_history (unit_id, at_us, old_status, new_status, cause) "
             "VALUES (?, ?, ?, ?, ?)",
-            [(c[0], at_us, c[1], c[2], cause) for c in changes if c[1] != c[2]],
+            rows,
         )
+        self._history_coverage(rows)
 
     def _log_firmware(self, changes: Sequence[Sequence[Any]], at_us: int) -> None:
         """Rows of (unit_id, old fw, new fw, old agent version, new, agent_id, model)."""
+        rows = [
+            (c[0], at_us, c[5], c[6], c[1], c[2], c[3], c[4])
+            for c in changes
+            if c[1] != c[2] or c[3] != c[4]
+        ]
         self._many(
             "INSERT INTO firmware_history (unit_id, at_us, agent_id, model, old_firmware, "
             "new_firmware, old_agent_version, new_agent_version) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (c[0], at_us, c[5], c[6], c[1], c[2], c[3], c[4])
-                for c in changes
-                if c[1] != c[2] or c[3] != c[4]
-            ],
+            rows,
         )
+        self._history_firmware(rows)
 
     def sweep(
         self, now: dt.datetime, stale_after_s: float, offline_after_s: float
@@ -376,6 +389,7 @@ class SqlStore:
         now_us = to_us(now)
         changes: list[CoverageChange] = []
         with self._transaction():
+            self._drop_history()
             # Offline first, so a unit silent past both thresholds goes straight there.
             for status, old, age_s in (
                 ("offline", ("online", "blind", "stale"), offline_after_s),
@@ -391,11 +405,21 @@ class SqlStore:
                 rows.sort()
                 self._log_coverage(rows, now_us, "sweep")
                 changes += [CoverageChange(r[0], now, r[1], r[2], "sweep") for r in rows]
+            self._flush_history()
         return changes
 
-    def upsert_register(self, entries: Sequence[RegisterEntry]) -> int:
-        """Insert or update register entries in one transaction; returns how many."""
+    def upsert_register(
+        self, entries: Sequence[RegisterEntry], now: dt.datetime | None = None
+    ) -> int:
+        """Insert or update register entries in one transaction; returns how many.
+
+        New and changed entries go into their units' lifecycle history, stamped ``now``
+        (default: the wall clock).
+        """
+        at_us = to_us(now or dt.datetime.now(dt.UTC))
         with self._transaction():
+            self._drop_history()
+            self._history_register(entries, at_us)
             self._many(
                 "INSERT INTO units (unit_id, registered, building, address, street, use_unit, "
                 "contractor, install_date, rated_speed_m_s, rated_load_kg, landings, "
@@ -426,6 +450,7 @@ class SqlStore:
                     for e in entries
                 ],
             )
+            self._flush_history()
         return len(entries)
 
     # -- the single-op conveniences of the Store protocol --------------------------------

@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
+from fleet.store.lifecycle import LIFECYCLE_TABLES
 from fleet.store.sql import HISTORY_TABLES, SqlStore, from_us, to_us
 
 __all__ = ["MEMORY", "SCHEMA_VERSION", "SqliteStore", "from_us", "to_us"]
@@ -101,6 +103,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX units_status_seen ON units (status, last_seen_us);
     """
     + HISTORY_TABLES.format(id="INTEGER PRIMARY KEY"),
+    # Version 4, "lifecycle": alarms and their sends, the hash-chained unit history, daily
+    # trip counter spans (see fleet.store.lifecycle).
+    LIFECYCLE_TABLES.format(id="INTEGER PRIMARY KEY"),
+    # Version 5, "agent registry": the units each agent may report for under mutual
+    # TLS (see fleet.store.agents).
+    AGENT_UNITS_TABLE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

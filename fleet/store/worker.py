@@ -114,6 +114,15 @@ class StoreWorker:
         """See `Store.list_events`."""
         return await self._run(self._store.list_events, query)
 
+    async def call(self, fn: Callable[[Store], T]) -> T:
+        """Run ``fn(store)`` on the store thread (the lifecycle side: alarms, history,
+        reports) and return its result."""
+        return await self._run(fn, self._store)
+
+    async def agent_units(self, agent_id: str) -> tuple[str, ...]:
+        """See `Store.agent_units`."""
+        return await self._run(self._store.agent_units, agent_id)
+
     async def close(self) -> None:
         """Close the store on its thread, after every queued call, then stop the thread."""
         try:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fleet.alarms.service import Lifecycle
 from fleet.coverage import UnitStatus
 from fleet.metrics import GatewayMetrics
 from fleet.reads import BadRequestError, Reads, UnitFilter
@@ -26,6 +27,7 @@ from fleet.views import (
     inventory_json,
     unit_json,
 )
+from fleet.web.lifecycle import lifecycle_routes
 from fleet.web.openapi import openapi_spec
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -75,8 +77,11 @@ def _unit_filter(request: Request) -> UnitFilter:
     )
 
 
-def build_app(reads: Reads, metrics: GatewayMetrics) -> Starlette:
-    """The ASGI app of the JSON API (and /metrics) over ``reads``."""
+def build_app(
+    reads: Reads, metrics: GatewayMetrics, lifecycle: Lifecycle | None = None
+) -> Starlette:
+    """The ASGI app of the JSON API (and /metrics) over ``reads``; alarms, reports and
+    histories over ``lifecycle`` (see `fleet.web.lifecycle`)."""
 
     def guarded(handler: Handler) -> Handler:
         async def run(request: Request) -> Response:
@@ -153,6 +158,7 @@ def build_app(reads: Reads, metrics: GatewayMetrics) -> Starlette:
             Route("/api/coverage/history", guarded(coverage_history)),
             Route("/api/firmware", guarded(firmware)),
             Route("/api/events", guarded(events)),
+            *lifecycle_routes(lifecycle, guarded),
             Route("/api/openapi.json", openapi),
             Route("/metrics", prometheus),
         ]

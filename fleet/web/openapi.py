@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from fleet.web import lifecycle as lifecycle_api
+
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _BOOL = {"type": "boolean"}
@@ -249,7 +251,7 @@ def openapi_spec() -> dict[str, Any]:
                 "version": "1",
                 "description": "Units, coverage, firmware and events of the district's lifts.",
             },
-            "paths": PATHS,
-            "components": {"schemas": SCHEMAS},
+            "paths": {**PATHS, **lifecycle_api.PATHS},
+            "components": {"schemas": {**SCHEMAS, **lifecycle_api.SCHEMAS}},
         }
     )

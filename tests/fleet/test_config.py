@@ -134,3 +134,19 @@ def test_new_keys_are_read_and_checked(tmp_path: Path) -> None:
         "store.url",
         "coverage.sweep_interval_s",
     ]
+
+
+def test_server_workers_default_range_and_memory_store(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, "")).server.workers == 1
+    assert load_config(_write(tmp_path, "[server]\nworkers = 2\n")).server.workers == 2
+    for text, problem in (
+        ("[server]\nworkers = 0\n", "server.workers: must be between 1 and 64, got 0"),
+        ("[server]\nworkers = 1.5\n", "server.workers: expected an integer, got a float"),
+        (
+            '[server]\nworkers = 2\n[store]\npath = ":memory:"\n',
+            "server.workers: several workers cannot share a :memory: store",
+        ),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_config(_write(tmp_path, text))
+        assert problem in caught.value.problems

@@ -1,0 +1,1 @@
+"""Rescue dispatch: alarm targets (webhook, MQTT), their configuration and the dispatcher."""

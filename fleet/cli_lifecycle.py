@@ -1,0 +1,312 @@
+"""The lifecycle commands of ``liftwatch-fleet``: alarms, report, audit, verify-history.
+
+``fleet.cli`` adds them with `add_parsers` and dispatches to `COMMANDS`; they take the
+same ``--config`` / ``--db`` as the other store commands. Bad input (an unknown alarm id,
+a step the alarm's state forbids, a bad date, an unusable claims file) is one line on
+stderr and exit status 2; ``verify-history`` exits 1 when it finds tampering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fleet.clock import utc_now
+from fleet.config import FleetConfig
+from fleet.lifecycle_views import alarm_json, problem_json
+from fleet.reports.claims import ClaimsError, audit_claim, read_claims, verdict_json
+from fleet.reports.compute import (
+    fault_rate_report,
+    history_heads,
+    scorecard_report,
+    service_life_report,
+    verify_history,
+)
+from fleet.reports.fault_rate import CSV_COLUMNS, GROUPS, period, rate_json
+from fleet.reports.scorecard import scorecard_json
+from fleet.reports.service_life import life_json
+from fleet.store.base import AlarmActionError
+from fleet.store.open import open_store
+from fleet.views import table
+
+PROG = "liftwatch-fleet"
+EXIT_USAGE = 2
+Target = Callable[[argparse.Namespace], tuple[str, FleetConfig]]
+StoreCommand = Callable[..., argparse.ArgumentParser]
+ALARM_ACTIONS = {"ack": "ack", "on-site": "on_site", "resolve": "resolve"}
+
+
+class LifecycleUsageError(Exception):
+    """Bad input to a lifecycle command; reported in one line, exit status 2."""
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def add_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], store_command: StoreCommand
+) -> None:
+    """Add the lifecycle sub-commands to ``commands`` (``store_command`` adds --config,
+    --db and --json the way every store command has them)."""
+    alarms = store_command(
+        "alarms",
+        "list alarms, or ack / on-site / resolve one",
+        "List alarms newest first with every disposal step (raised, dispatched, "
+        "acknowledged, on site, resolved or false alarm), or record a step: "
+        "`alarms ack ID --by NAME`, `alarms on-site ID --by NAME`, "
+        "`alarms resolve ID --by NAME [--false-alarm]`.",
+    )
+    alarms.add_argument("action", nargs="?", choices=list(ALARM_ACTIONS), help="a disposal step")
+    alarms.add_argument("alarm_id", nargs="?", help="the alarm's id (see the listing)")
+    alarms.add_argument("--by", help="who acts (required with an action)")
+    alarms.add_argument(
+        "--false-alarm", action="store_true", help="with resolve: close it as a false alarm"
+    )
+    alarms.add_argument("--open", action="store_true", help="only alarms not yet closed")
+    alarms.add_argument("--unit", help="only this unit_id")
+    alarms.add_argument("--limit", type=int, default=0, help="newest N (default all)")
+
+    report = store_command(
+        "report",
+        "fault-rate, service-life or scorecard reports, worst first",
+        "fault-rate: faults per 1,000 trips and per month by unit, building, street or "
+        "contractor (what counts: fleet/reports/fault_rate.py); service-life: units by age, "
+        "past 10 and 15 years flagged for a safety assessment, oldest-and-worst first; "
+        "scorecard: per maintenance contractor, coverage, fault rate, alarm response and "
+        "rescue times.",
+    )
+    report.add_argument("report", choices=["fault-rate", "service-life", "scorecard"])
+    report.add_argument("--by", choices=GROUPS, default="unit", help="fault-rate grouping")
+    report.add_argument("--since", type=_date, help="first day (default: a year before --until)")
+    report.add_argument("--until", type=_date, help="day after the last (default: tomorrow)")
+    report.add_argument("--csv", action="store_true", help="print CSV (fault-rate)")
+    report.add_argument("--limit", type=int, default=0, help="first N rows (default all)")
+
+    audit = store_command(
+        "audit",
+        "audit a contractor's claimed faults against the recorded data",
+        "`audit claims FILE.csv`: for each claimed fault (columns unit_id or "
+        "registration_code, time, fault_type) say whether the data supports it, "
+        "contradicts it (watched and normal then) or cannot tell (not watched), with "
+        "the evidence. See fleet/reports/claims.py.",
+    )
+    audit.add_argument("what", choices=["claims"])
+    audit.add_argument("file", type=Path, help="the claims CSV")
+    audit.add_argument(
+        "--window", type=_positive, default=30.0, help="minutes either side of a claim (30)"
+    )
+    audit.add_argument(
+        "--max-gap", type=_positive, default=60.0, help="longest silence still 'watched', s (60)"
+    )
+    audit.add_argument("--csv", action="store_true", help="print CSV")
+
+    verify = store_command(
+        "verify-history",
+        "check the hash-chained unit histories for edited, inserted or deleted rows",
+        "Recompute every unit's lifecycle history chain (SHA-256 over canonical JSON, each "
+        "entry carrying the previous hash) and name every row that was edited, inserted or "
+        "deleted. Exit status 1 when any chain is broken. --json also prints each unit's "
+        "head (seq:hash), to publish as an outside anchor.",
+    )
+    verify.add_argument("--unit", help="only this unit_id")
+
+
+def _out_csv(header: list[str], rows: list[list[object]]) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    sys.stdout.write(out.getvalue())
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False))
+
+
+def _alarms(args: argparse.Namespace, target: Target) -> int:
+    where, _ = target(args)
+    if args.action is None:
+        if args.alarm_id is not None:
+            raise LifecycleUsageError(
+                f"unexpected argument {args.alarm_id!r} (did you mean `alarms ack ID`?)"
+            )
+        store = open_store(where, readonly=True)
+        try:
+            rows = store.alarms(open_only=args.open, unit_id=args.unit or "", limit=args.limit)
+        finally:
+            store.close()
+        now = utc_now()
+        rendered = [alarm_json(a, now) for a in rows]
+        if args.json:
+            _print_json({"alarms": rendered})
+            return 0
+        columns = ("alarm_id", "unit_id", "type", "state", "onset", "acknowledged_by", "closed")
+        print(table([c.upper() for c in columns], [[a[c] for c in columns] for a in rendered]))
+        return 0
+    if args.alarm_id is None or not args.alarm_id.isdigit():
+        raise LifecycleUsageError(f"alarms {args.action}: name the alarm by its number (ID)")
+    if not args.by or not args.by.strip():
+        raise LifecycleUsageError(f"alarms {args.action}: say who with --by NAME")
+    if args.false_alarm and args.action != "resolve":
+        raise LifecycleUsageError("--false-alarm goes with `alarms resolve`")
+    action = "false_alarm" if args.false_alarm else ALARM_ACTIONS[args.action]
+    store = open_store(where)
+    try:
+        row = store.alarm_action(int(args.alarm_id), action, args.by, utc_now())
+    finally:
+        store.close()
+    shown = alarm_json(row, utc_now())
+    if args.json:
+        _print_json(shown)
+    else:
+        print(f"alarm {row.alarm_id} ({shown['type']}, unit {row.unit_id}) is now {row.state}")
+    return 0
+
+
+def _report(args: argparse.Namespace, target: Target) -> int:
+    where, config = target(args)
+    now = utc_now()
+    try:
+        span = period(args.since, args.until, now.date())
+    except ValueError as exc:
+        raise LifecycleUsageError(f"--since/--until: {exc}") from None
+    store = open_store(where, readonly=True)
+    try:
+        if args.report == "fault-rate":
+            rows = [rate_json(r) for r in fault_rate_report(store, args.by, span)]
+        elif args.report == "service-life":
+            rows = [life_json(r) for r in service_life_report(store, span, now.date())]
+        else:
+            rows = [scorecard_json(c) for c in scorecard_report(store, span, now, config.coverage)]
+    finally:
+        store.close()
+    if args.limit > 0:
+        rows = rows[: args.limit]
+    if args.json:
+        _print_json(
+            {
+                "report": args.report,
+                "since": str(span.since),
+                "until": str(span.until),
+                "rows": rows,
+            }
+        )
+        return 0
+    if args.report == "fault-rate":
+        header = list(CSV_COLUMNS)
+        body = [[i, *(r[c] for c in CSV_COLUMNS[1:])] for i, r in enumerate(rows, start=1)]
+    else:
+        header = [k for k in (rows[0] if rows else {}) if k != "by_type"]
+        body = [[r[k] for k in header] for r in rows]
+    if args.csv:
+        _out_csv(header, body)
+    else:
+        print(table([h.upper() for h in header], body))
+    return 0
+
+
+def _audit(args: argparse.Namespace, target: Target) -> int:
+    where, _ = target(args)
+    claims, problems = read_claims(args.file)
+    for problem in problems:
+        print(
+            f"{PROG}: {args.file}: line {problem.line}: {problem.reason} (row skipped)",
+            file=sys.stderr,
+        )
+    window = dt.timedelta(minutes=args.window)
+    gap = dt.timedelta(seconds=args.max_gap)
+    store = open_store(where, readonly=True)
+    try:
+        verdicts = [verdict_json(audit_claim(store, c, window, gap)) for c in claims]
+    finally:
+        store.close()
+    if args.json:
+        _print_json(
+            {
+                "file": str(args.file),
+                "claims": verdicts,
+                "problems": [{"line": p.line, "reason": p.reason} for p in problems],
+            }
+        )
+        return 0
+    columns = ["line", "unit_id", "time", "fault_type", "verdict", "evidence"]
+    rows = [[v[c] for c in columns] for v in verdicts]
+    if args.csv:
+        _out_csv(columns, rows)
+    else:
+        print(table([c.upper() for c in columns], rows))
+    return 0
+
+
+def _verify(args: argparse.Namespace, target: Target) -> int:
+    where, _ = target(args)
+    store = open_store(where, readonly=True)
+    try:
+        units, rows, problems = verify_history(store, args.unit or "")
+        heads = history_heads(store, args.unit or "") if args.json else {}
+    finally:
+        store.close()
+    if args.json:
+        _print_json(
+            {
+                "units": units,
+                "entries": rows,
+                "intact": not problems,
+                "problems": [problem_json(p) for p in problems],
+                "heads": heads,
+            }
+        )
+    elif problems:
+        columns = ("unit_id", "seq", "row_id", "what", "reason")
+        print(
+            table(
+                [c.upper() for c in columns],
+                [[problem_json(p)[c] for c in columns] for p in problems],
+            )
+        )
+    else:
+        print(f"intact: {units} unit(s), {rows} entries")
+    return 1 if problems else 0
+
+
+def commands(target: Target) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """The handlers by command name; ``target`` resolves --config / --db to a store."""
+
+    def guard(
+        handler: Callable[[argparse.Namespace, Target], int],
+    ) -> Callable[[argparse.Namespace], int]:
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return handler(args, target)
+            except (LifecycleUsageError, AlarmActionError, ClaimsError) as exc:
+                print(f"{PROG}: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+
+        return run
+
+    return {
+        "alarms": guard(_alarms),
+        "report": guard(_report),
+        "audit": guard(_audit),
+        "verify-history": guard(_verify),
+    }

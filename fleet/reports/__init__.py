@@ -1,0 +1,1 @@
+"""The regulator's reports: fault rates, service life, contractor scorecards, claim audits."""

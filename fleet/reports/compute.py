@@ -1,0 +1,60 @@
+"""The reports computed over a synchronous `Store`: the CLI calls these directly, serve
+runs them on the store thread (`fleet.store.worker.StoreWorker.call`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fleet.config import CoverageConfig
+from fleet.history import Problem, group_rows, verify_chain
+from fleet.reports.fault_rate import Period, RateRow, fault_rates
+from fleet.reports.scorecard import Scorecard, scorecards
+from fleet.reports.service_life import LifeRow, service_life
+from fleet.store.base import Store, UnitQuery
+
+
+def fault_rate_report(store: Store, by: str, span: Period) -> list[RateRow]:
+    """Fault rates grouped ``by`` over ``span``, worst first."""
+    units = store.list_units(UnitQuery())
+    events = store.fault_events(span.start, span.end)
+    spans = store.trip_spans(span.since, span.until)
+    return fault_rates(units, events, spans, span, by)
+
+
+def service_life_report(store: Store, span: Period, today: dt.date) -> list[LifeRow]:
+    """The service-life review with per-unit fault rates over ``span``."""
+    return service_life(
+        store.list_units(UnitQuery()), fault_rate_report(store, "unit", span), today
+    )
+
+
+def scorecard_report(
+    store: Store, span: Period, now: dt.datetime, thresholds: CoverageConfig
+) -> list[Scorecard]:
+    """The contractor scorecards over ``span``."""
+    units = store.list_units(UnitQuery())
+    rates = fault_rates(
+        units,
+        store.fault_events(span.start, span.end),
+        store.trip_spans(span.since, span.until),
+        span,
+        "contractor",
+    )
+    return scorecards(units, rates, store.alarms(), span, now, thresholds)
+
+
+def verify_history(store: Store, unit_id: str = "") -> tuple[int, int, list[Problem]]:
+    """Check the chains (of ``unit_id`` unless ""): (units checked, rows, problems)."""
+    rows, heads = store.history(unit_id)
+    by_unit = group_rows(rows)
+    head_of = {h.unit_id: h for h in heads}
+    problems: list[Problem] = []
+    for unit in sorted(set(by_unit) | set(head_of)):
+        problems += verify_chain(unit, by_unit.get(unit, []), head_of.get(unit))
+    return len(set(by_unit) | set(head_of)), len(rows), problems
+
+
+def history_heads(store: Store, unit_id: str = "") -> dict[str, str]:
+    """Each unit's chain head as ``seq:hash`` (to publish, anchoring the chains)."""
+    _, heads = store.history(unit_id)
+    return {h.unit_id: f"{h.seq}:{h.hash}" for h in heads}

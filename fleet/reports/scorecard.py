@@ -1,0 +1,140 @@
+"""The maintenance contractor scorecard: per contractor, the units it maintains, how many
+are watched, their fault rate, how fast its alarms are acknowledged and resolved, and its
+entrapments with their rescue times (onset to resolution), worst fault rate first.
+
+Alarms count by the time they were raised, within the period; mean times use the alarms
+that reached the step (an alarm still open adds to ``open_alarms``, not to the means).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import fmean
+
+from fleet.config import CoverageConfig
+from fleet.coverage import coverage_by
+from fleet.reports.fault_rate import Period, RateRow
+from fleet.store.base import OPEN_ALARM_STATES, AlarmRow, UnitRow
+from protos.liftwatch.v1 import records_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class Scorecard:
+    """One contractor's figures over the period."""
+
+    contractor: str
+    units: int
+    monitored: int
+    online: int
+    coverage_pct: float
+    faults: int
+    per_1000_trips: float | None
+    per_unit_month: float
+    alarms: int
+    open_alarms: int
+    false_alarms: int
+    mean_ack_s: float | None
+    mean_resolve_s: float | None
+    entrapments: int
+    mean_rescue_s: float | None
+    max_rescue_s: float | None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(fmean(values), 1) if values else None
+
+
+def rescue_s(alarm: AlarmRow) -> float | None:
+    """Onset (else raise) to resolution of a resolved alarm, in seconds."""
+    if alarm.state != "resolved" or alarm.closed is None:
+        return None
+    return (alarm.closed - (alarm.onset or alarm.raised)).total_seconds()
+
+
+def scorecards(
+    units: Sequence[UnitRow],
+    rates: Sequence[RateRow],
+    alarms: Sequence[AlarmRow],
+    span: Period,
+    now: dt.datetime,
+    thresholds: CoverageConfig,
+) -> list[Scorecard]:
+    """The scorecards of every contractor named in the register ("" = none named)."""
+    registered = [u for u in units if u.registered]
+    counts = coverage_by(registered, "contractor", now, thresholds)
+    by_rate = {r.name: r for r in rates}
+    contractor_of = {u.unit_id: u.register.contractor for u in units}
+    grouped: dict[str, list[AlarmRow]] = defaultdict(list)
+    for alarm in alarms:
+        if span.start <= alarm.raised < span.end:
+            grouped[contractor_of.get(alarm.unit_id, "")].append(alarm)
+    cards: list[Scorecard] = []
+    for name, cov in counts.items():
+        rate = by_rate.get(name)
+        mine = grouped.get(name, [])
+        acks = [
+            (a.acknowledged - a.raised).total_seconds() for a in mine if a.acknowledged is not None
+        ]
+        resolves = [
+            (a.closed - a.raised).total_seconds()
+            for a in mine
+            if a.state == "resolved" and a.closed is not None
+        ]
+        trapped = [a for a in mine if a.type == records_pb2.EVENT_TYPE_ENTRAPMENT]
+        rescues = [s for s in (rescue_s(a) for a in trapped) if s is not None]
+        cards.append(
+            Scorecard(
+                contractor=name,
+                units=cov.registered,
+                monitored=cov.monitored,
+                online=cov.online,
+                coverage_pct=round(100 * cov.monitored / cov.registered, 1)
+                if cov.registered
+                else 0.0,
+                faults=rate.faults if rate else 0,
+                per_1000_trips=rate.per_1000_trips if rate else None,
+                per_unit_month=rate.per_unit_month if rate else 0.0,
+                alarms=len(mine),
+                open_alarms=sum(a.state in OPEN_ALARM_STATES for a in mine),
+                false_alarms=sum(a.state == "false_alarm" for a in mine),
+                mean_ack_s=_mean(acks),
+                mean_resolve_s=_mean(resolves),
+                entrapments=len(trapped),
+                mean_rescue_s=_mean(rescues),
+                max_rescue_s=max(rescues) if rescues else None,
+            )
+        )
+    cards.sort(
+        key=lambda c: (
+            c.per_1000_trips is None,
+            -(c.per_1000_trips or 0.0),
+            -c.per_unit_month,
+            c.contractor,
+        )
+    )
+    return cards
+
+
+def scorecard_json(card: Scorecard) -> dict[str, object]:
+    """One scorecard as JSON."""
+    return {
+        "contractor": card.contractor,
+        "units": card.units,
+        "monitored": card.monitored,
+        "online": card.online,
+        "coverage_pct": card.coverage_pct,
+        "faults": card.faults,
+        "faults_per_1000_trips": card.per_1000_trips,
+        "faults_per_unit_month": card.per_unit_month,
+        "alarms": card.alarms,
+        "open_alarms": card.open_alarms,
+        "false_alarms": card.false_alarms,
+        "mean_ack_s": card.mean_ack_s,
+        "mean_resolve_s": card.mean_resolve_s,
+        "entrapments": card.entrapments,
+        "mean_rescue_s": card.mean_rescue_s,
+        "max_rescue_s": card.max_rescue_s,
+    }

@@ -1,0 +1,649 @@
+"""The store's lifecycle side: alarms (the dispatch queue), the hash-chained unit history,
+and the inputs of the reports (fault events, daily trip counter spans).
+
+`LifecycleStore` is a mixin of `fleet.store.sql.SqlStore`: the same SQL on both backends,
+run through its driver hooks, inside the transactions ``SqlStore`` opens. The ingest and
+registry code of ``SqlStore`` *queues* history entries (`_queue_history`) while it
+changes rows; `_flush_history` appends them at the end of the same transaction, unit by
+unit in sorted order, so two fleets on one PostgreSQL lock chain heads in the same order.
+A chain head is locked by a no-op ``UPDATE ... RETURNING`` (both backends; SQLite's write
+lock already serializes), so no two writers can both extend one unit's chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from fleet.history import GENESIS, Head, HistoryRow, canonical, entry_hash
+from fleet.store.base import (
+    OPEN_ALARM_STATES,
+    AlarmActionError,
+    AlarmRow,
+    Delivery,
+    DispatchPlan,
+    EventRow,
+    FaultEvent,
+    RegisterEntry,
+    TripSpan,
+)
+from protos.liftwatch.v1 import records_pb2
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+# The alarm types by default (``[alarms] types`` overrides): someone may be trapped or a
+# car is moving with a door open — rescuers go at once (EN 81-28).
+DEFAULT_ALARM_TYPES = frozenset(
+    {
+        records_pb2.EVENT_TYPE_ENTRAPMENT,
+        records_pb2.EVENT_TYPE_DOOR_OPEN_WHILE_MOVING,
+        records_pb2.EVENT_TYPE_DOOR_LOCK_BYPASS,
+        records_pb2.EVENT_TYPE_UNINTENDED_MOVEMENT,
+        records_pb2.EVENT_TYPE_ALARM_BUTTON,
+    }
+)
+
+# Migration "lifecycle": the same DDL on both backends but for the ``{id}`` column type.
+LIFECYCLE_TABLES = """
+CREATE TABLE alarms (
+    alarm_id         {id},
+    unit_id          TEXT NOT NULL,
+    event_id         TEXT NOT NULL,
+    agent_id         TEXT NOT NULL,
+    type             INTEGER NOT NULL,
+    floor            INTEGER,
+    reason           TEXT NOT NULL DEFAULT '',
+    onset_us         BIGINT,
+    raised_us        BIGINT NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'raised',
+    dispatched_us    BIGINT,
+    acknowledged_us  BIGINT,
+    acknowledged_by  TEXT NOT NULL DEFAULT '',
+    on_site_us       BIGINT,
+    on_site_by       TEXT NOT NULL DEFAULT '',
+    closed_us        BIGINT,
+    closed_by        TEXT NOT NULL DEFAULT '',
+    escalated_us     BIGINT,
+    cleared_us       BIGINT,
+    UNIQUE (unit_id, event_id)
+);
+CREATE INDEX alarms_state ON alarms (state, raised_us);
+CREATE INDEX alarms_unit ON alarms (unit_id, raised_us);
+CREATE TABLE alarm_deliveries (
+    alarm_id      BIGINT NOT NULL,
+    target        TEXT NOT NULL,
+    escalation    INTEGER NOT NULL DEFAULT 0,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    next_us       BIGINT NOT NULL,
+    delivered_us  BIGINT,
+    last_error    TEXT NOT NULL DEFAULT '',
+    done          INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (alarm_id, target)
+);
+CREATE INDEX alarm_deliveries_due ON alarm_deliveries (done, next_us);
+CREATE TABLE unit_history (
+    id         {id},
+    unit_id    TEXT NOT NULL,
+    seq        BIGINT NOT NULL,
+    at_us      BIGINT NOT NULL,
+    kind       TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL
+);
+CREATE UNIQUE INDEX unit_history_unit_seq ON unit_history (unit_id, seq);
+CREATE TABLE unit_history_head (
+    unit_id  TEXT PRIMARY KEY,
+    seq      BIGINT NOT NULL,
+    hash     TEXT NOT NULL
+);
+CREATE TABLE unit_trips_daily (
+    unit_id    TEXT NOT NULL,
+    day        TEXT NOT NULL,
+    min_trips  BIGINT NOT NULL,
+    max_trips  BIGINT NOT NULL,
+    PRIMARY KEY (unit_id, day)
+);
+"""
+
+_ALARM_COLUMNS = (
+    "a.alarm_id, a.unit_id, a.event_id, a.agent_id, a.type, a.floor, a.reason, a.onset_us, "
+    "a.raised_us, a.state, a.dispatched_us, a.acknowledged_us, a.acknowledged_by, "
+    "a.on_site_us, a.on_site_by, a.closed_us, a.closed_by, a.escalated_us, a.cleared_us, "
+    "COALESCE(u.building, ''), COALESCE(u.address, ''), COALESCE(u.street, ''), "
+    "COALESCE(u.contractor, '')"
+)
+_ALARM_FROM = "FROM alarms a LEFT JOIN units u ON u.unit_id = a.unit_id"
+
+# action -> (states it may follow, new state, the columns it stamps)
+_ACTIONS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
+    "ack": (("raised", "dispatched"), "acknowledged", "acknowledged_us", "acknowledged_by"),
+    "on_site": (("acknowledged",), "on_site", "on_site_us", "on_site_by"),
+    "resolve": (("acknowledged", "on_site"), "resolved", "closed_us", "closed_by"),
+    "false_alarm": (OPEN_ALARM_STATES, "false_alarm", "closed_us", "closed_by"),
+}
+ALARM_ACTIONS = tuple(_ACTIONS)
+
+
+def _us(moment: dt.datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _at(us: int | None) -> dt.datetime | None:
+    return None if us is None else _EPOCH + dt.timedelta(microseconds=int(us))
+
+
+def _iso_us(us: int | None) -> str | None:
+    moment = _at(us)
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _type_name(number: int) -> str:
+    try:
+        return records_pb2.EventType.Name(number).removeprefix("EVENT_TYPE_")
+    except ValueError:
+        return str(number)
+
+
+def _alarm(row: Sequence[Any]) -> AlarmRow:
+    raised = _at(row[8])
+    assert raised is not None
+    return AlarmRow(
+        alarm_id=int(row[0]),
+        unit_id=row[1],
+        event_id=row[2],
+        agent_id=row[3],
+        type=int(row[4]),
+        floor=None if row[5] is None else int(row[5]),
+        reason=row[6],
+        onset=_at(row[7]),
+        raised=raised,
+        state=row[9],
+        dispatched=_at(row[10]),
+        acknowledged=_at(row[11]),
+        acknowledged_by=row[12],
+        on_site=_at(row[13]),
+        on_site_by=row[14],
+        closed=_at(row[15]),
+        closed_by=row[16],
+        escalated=_at(row[17]),
+        cleared=_at(row[18]),
+        building=row[19],
+        address=row[20],
+        street=row[21],
+        contractor=row[22],
+    )
+
+
+class LifecycleStore:
+    """Alarms, history and report reads over the driver hooks of `SqlStore`."""
+
+    # Which event types raise an alarm; serve sets it from ``[alarms] types``.
+    alarm_types: frozenset[int] = DEFAULT_ALARM_TYPES
+    _history_queue: list[tuple[str, int, str, dict[str, Any]]]
+
+    # -- driver hooks (SqlStore supplies them) --------------------------------------------
+
+    def _execute(self, text: str, params: Sequence[object] = ()) -> Any:
+        raise NotImplementedError
+
+    def _many(self, text: str, rows: Sequence[Sequence[object]]) -> None:
+        raise NotImplementedError
+
+    def _run_many(self, text: str, rows: Sequence[Sequence[object]]) -> list[list[tuple[Any, ...]]]:
+        raise NotImplementedError
+
+    def _transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    # -- history --------------------------------------------------------------------------
+
+    def _queue_history(self, unit_id: str, at_us: int, kind: str, detail: dict[str, Any]) -> None:
+        """Queue one entry for `_flush_history` at the end of this transaction."""
+        try:
+            queue = self._history_queue
+        except AttributeError:
+            queue = self._history_queue = []
+        queue.append((unit_id, at_us, kind, detail))
+
+    def _drop_history(self) -> None:
+        """Forget queued entries (a transaction that failed takes them with it)."""
+        self._history_queue = []
+
+    def _flush_history(self) -> None:
+        """Append the queued entries to their units' chains (inside the transaction)."""
+        queue = getattr(self, "_history_queue", [])
+        self._history_queue = []
+        if not queue:
+            return
+        units = sorted({entry[0] for entry in queue})
+        self._many(
+            "INSERT INTO unit_history_head (unit_id, seq, hash) VALUES (?, 0, ?) "
+            "ON CONFLICT DO NOTHING",
+            [(u, GENESIS) for u in units],
+        )
+        # A no-op UPDATE locks each head row and returns it: the chain cannot fork.
+        found = self._run_many(
+            "UPDATE unit_history_head SET seq = seq WHERE unit_id = ? RETURNING seq, hash",
+            [(u,) for u in units],
+        )
+        heads = {u: (int(r[0][0]), str(r[0][1])) for u, r in zip(units, found, strict=True)}
+        rows: list[tuple[object, ...]] = []
+        for unit_id, at_us, kind, detail in queue:
+            seq, prev = heads[unit_id]
+            seq += 1
+            digest = entry_hash(unit_id, seq, at_us, kind, detail, prev)
+            rows.append((unit_id, seq, at_us, kind, canonical(detail), prev, digest))
+            heads[unit_id] = (seq, digest)
+        self._many(
+            "INSERT INTO unit_history (unit_id, seq, at_us, kind, detail, prev_hash, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._many(
+            "UPDATE unit_history_head SET seq = ?, hash = ? WHERE unit_id = ?",
+            [(seq, digest, u) for u, (seq, digest) in sorted(heads.items())],
+        )
+
+    def _history_coverage(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Rows of (unit_id, at_us, old_status, new_status, cause) just logged."""
+        for unit_id, at_us, old, new, cause in rows:
+            detail = {"old_status": old, "new_status": new, "cause": cause}
+            self._queue_history(str(unit_id), int(str(at_us)), "coverage", detail)
+
+    def _history_firmware(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Rows as `SqlStore._log_firmware` inserts them (unit_id, at_us, agent_id, model,
+        old fw, new fw, old agent version, new agent version)."""
+        names = ("agent_id", "model", "old_firmware", "new_firmware")
+        for row in rows:
+            detail: dict[str, Any] = dict(zip(names, row[2:6], strict=True))
+            detail["old_agent_version"], detail["new_agent_version"] = row[6], row[7]
+            self._queue_history(str(row[0]), int(str(row[1])), "firmware", detail)
+
+    def _history_register(self, entries: Sequence[RegisterEntry], at_us: int) -> None:
+        """Queue a ``register`` entry for each of ``entries`` that is new or changed."""
+        fields = (
+            "building, address, street, use_unit, contractor, install_date, rated_speed_m_s, "
+            "rated_load_kg, landings, registered_model, car_in_group"
+        )
+        known: dict[str, dict[str, Any]] = {}
+        ids = [e.unit_id for e in entries]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in self._execute(
+                f"SELECT unit_id, {fields} FROM units WHERE registered = 1 AND unit_id IN "
+                f"({marks})",
+                chunk,
+            ).fetchall():
+                known[row[0]] = _register_detail_of_row(row[1:])
+        for entry in entries:
+            detail = _register_detail(entry)
+            old = known.get(entry.unit_id)
+            if old == detail:
+                continue
+            changed = sorted(k for k in detail if old is None or old.get(k) != detail[k])
+            self._queue_history(
+                entry.unit_id, at_us, "register", {**detail, "changed": changed, "new": old is None}
+            )
+
+    # -- ingest: events, alarms and trip counters -----------------------------------------
+
+    def _on_events(self, events: Sequence[tuple[Any, ...]]) -> None:
+        """Rows as `SqlStore` indexes events (agent_id, seq, unit_id, time_us, event_id, type,
+        phase, onset_us, floor, reason, committed_us): history, and alarms of alarm types."""
+        raised: list[tuple[object, ...]] = []
+        cleared: list[tuple[object, ...]] = []
+        for (
+            agent_id,
+            seq,
+            unit_id,
+            time_us,
+            event_id,
+            kind,
+            phase,
+            onset,
+            floor,
+            reason,
+            now,
+        ) in events:
+            detail = {
+                "agent_id": agent_id,
+                "seq": seq,
+                "event_id": event_id,
+                "type": _type_name(kind),
+                "phase": "RAISED" if phase == records_pb2.PHASE_RAISED else "CLEARED",
+                "time": _iso_us(time_us),
+                "onset": _iso_us(onset),
+                "floor": floor,
+                "reason": reason,
+            }
+            self._queue_history(unit_id, now, "event", detail)
+            if kind not in self.alarm_types:
+                continue
+            if phase == records_pb2.PHASE_RAISED:
+                raised.append((unit_id, event_id, agent_id, kind, floor, reason, onset, now))
+            elif phase == records_pb2.PHASE_CLEARED:
+                cleared.append((time_us, unit_id, event_id))
+        found = self._run_many(
+            "INSERT INTO alarms (unit_id, event_id, agent_id, type, floor, reason, onset_us, "
+            "raised_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING "
+            "RETURNING alarm_id, unit_id, type, raised_us",
+            raised,
+        )
+        for result in found:
+            for alarm_id, unit_id, kind, at_us in result:
+                detail = {"alarm_id": int(alarm_id), "step": "raised", "type": _type_name(kind)}
+                self._queue_history(unit_id, int(at_us), "alarm", detail)
+        found = self._run_many(
+            "UPDATE alarms SET cleared_us = ? WHERE unit_id = ? AND event_id = ? "
+            "AND cleared_us IS NULL RETURNING alarm_id, unit_id, cleared_us",
+            cleared,
+        )
+        for result in found:
+            for alarm_id, unit_id, at_us in result:
+                detail = {"alarm_id": int(alarm_id), "step": "cleared", "by": "event"}
+                self._queue_history(unit_id, int(at_us), "alarm", detail)
+
+    def _on_counters(self, rows: Sequence[tuple[str, int, int]]) -> None:
+        """Rows of (unit_id, time_us, trips): widen that UTC day's counter span."""
+        spans: dict[tuple[str, str], tuple[int, int]] = {}
+        for unit_id, time_us, trips in rows:
+            moment = _at(time_us)
+            assert moment is not None
+            key = (unit_id, moment.date().isoformat())
+            low, high = spans.get(key, (trips, trips))
+            spans[key] = (min(low, trips), max(high, trips))
+        self._many(
+            "INSERT INTO unit_trips_daily (unit_id, day, min_trips, max_trips) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (unit_id, day) DO UPDATE SET "
+            "min_trips = CASE WHEN excluded.min_trips < unit_trips_daily.min_trips "
+            "THEN excluded.min_trips ELSE unit_trips_daily.min_trips END, "
+            "max_trips = GREATEST(unit_trips_daily.max_trips, excluded.max_trips)",
+            [(u, day, low, high) for (u, day), (low, high) in sorted(spans.items())],
+        )
+
+    # -- alarms ---------------------------------------------------------------------------
+
+    def alarms(
+        self, *, open_only: bool = False, unit_id: str = "", limit: int = 0
+    ) -> list[AlarmRow]:
+        """Alarms, newest first; see `fleet.store.base.Store.alarms`."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if open_only:
+            clauses.append(f"a.state IN ({', '.join('?' * len(OPEN_ALARM_STATES))})")
+            params += OPEN_ALARM_STATES
+        if unit_id:
+            clauses.append("a.unit_id = ?")
+            params.append(unit_id)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        tail = ""
+        if limit > 0:
+            tail = " LIMIT ?"
+            params.append(limit)
+        rows = self._execute(
+            f"SELECT {_ALARM_COLUMNS} {_ALARM_FROM}{where} ORDER BY a.raised_us DESC, "
+            f"a.alarm_id DESC{tail}",
+            params,
+        ).fetchall()
+        return [_alarm(r) for r in rows]
+
+    def _alarm_by_id(self, alarm_id: int) -> AlarmRow | None:
+        row = self._execute(
+            f"SELECT {_ALARM_COLUMNS} {_ALARM_FROM} WHERE a.alarm_id = ?", (alarm_id,)
+        ).fetchone()
+        return None if row is None else _alarm(row)
+
+    def alarm_action(self, alarm_id: int, action: str, by: str, now: dt.datetime) -> AlarmRow:
+        """Apply one disposal step; see `fleet.store.base.Store.alarm_action`."""
+        if action not in _ACTIONS:
+            raise AlarmActionError(f"unknown action {action!r}; known: {', '.join(_ACTIONS)}")
+        if not by.strip():
+            raise AlarmActionError(f"alarm {alarm_id}: say who ({action} needs a name)")
+        allowed, state, at_column, by_column = _ACTIONS[action]
+        now_us = _us(now)
+        with self._transaction(durable=True):
+            self._drop_history()
+            marks = ", ".join("?" * len(allowed))
+            found = self._execute(
+                f"UPDATE alarms SET state = ?, {at_column} = ?, {by_column} = ? "
+                f"WHERE alarm_id = ? AND state IN ({marks}) RETURNING unit_id",
+                [state, now_us, by.strip(), alarm_id, *allowed],
+            ).fetchone()
+            if found is None:
+                current = self._alarm_by_id(alarm_id)
+                if current is None:
+                    raise AlarmActionError(f"alarm {alarm_id} does not exist")
+                raise AlarmActionError(
+                    f"alarm {alarm_id} is {current.state}; {action} needs it {' or '.join(allowed)}"
+                )
+            if state != "on_site":
+                # Acknowledged (or closed): the rescuers have it; stop the repeats.
+                self._execute(
+                    "UPDATE alarm_deliveries SET done = 1 WHERE alarm_id = ?", (alarm_id,)
+                )
+            detail = {"alarm_id": alarm_id, "step": state, "by": by.strip()}
+            self._queue_history(found[0], now_us, "alarm", detail)
+            self._flush_history()
+        result = self._alarm_by_id(alarm_id)
+        assert result is not None
+        return result
+
+    def claim_deliveries(self, plan: DispatchPlan, now: dt.datetime) -> list[Delivery]:
+        """Create, escalate and lease due sends; see `Store.claim_deliveries`."""
+        now_us = _us(now)
+        with self._transaction():
+            self._drop_history()
+            self._many(
+                "INSERT INTO alarm_deliveries (alarm_id, target, next_us) "
+                "SELECT alarm_id, ?, ? FROM alarms WHERE state = 'raised' ON CONFLICT DO NOTHING",
+                [(t, now_us) for t in plan.targets],
+            )
+            if plan.escalation_targets:
+                overdue = self._execute(
+                    "UPDATE alarms SET escalated_us = ? WHERE state IN ('raised', 'dispatched') "
+                    "AND escalated_us IS NULL AND raised_us <= ? RETURNING alarm_id, unit_id",
+                    (now_us, now_us - round(plan.escalate_after_s * 1e6)),
+                ).fetchall()
+                overdue.sort()
+                self._many(
+                    "INSERT INTO alarm_deliveries (alarm_id, target, escalation, next_us) "
+                    "VALUES (?, ?, 1, ?) ON CONFLICT DO NOTHING",
+                    [(a, t, now_us) for a, _ in overdue for t in plan.escalation_targets],
+                )
+                for alarm_id, unit_id in overdue:
+                    detail = {
+                        "alarm_id": int(alarm_id),
+                        "step": "escalated",
+                        "targets": list(plan.escalation_targets),
+                    }
+                    self._queue_history(unit_id, now_us, "alarm", detail)
+            claimed = self._execute(
+                "UPDATE alarm_deliveries SET next_us = ?, attempts = attempts + 1 "
+                "WHERE done = 0 AND next_us <= ? RETURNING alarm_id, target, attempts, escalation",
+                (now_us + round(plan.lease_s * 1e6), now_us),
+            ).fetchall()
+            self._flush_history()
+        alarms = {a.alarm_id: a for a in self._alarms_by_ids(sorted({int(c[0]) for c in claimed}))}
+        return [
+            Delivery(alarms[int(a)], str(t), int(n), bool(e))
+            for a, t, n, e in sorted(claimed)
+            if int(a) in alarms
+        ]
+
+    def _alarms_by_ids(self, ids: Sequence[int]) -> list[AlarmRow]:
+        found: list[AlarmRow] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._execute(
+                f"SELECT {_ALARM_COLUMNS} {_ALARM_FROM} WHERE a.alarm_id IN ({marks})", chunk
+            ).fetchall()
+            found += [_alarm(r) for r in rows]
+        return found
+
+    def delivery_done(
+        self, delivery: Delivery, error: str, now: dt.datetime, next_at: dt.datetime | None
+    ) -> None:
+        """Record the outcome of one send; see `Store.delivery_done`."""
+        now_us = _us(now)
+        alarm_id = delivery.alarm.alarm_id
+        next_us = _us(next_at) if next_at is not None else now_us
+        with self._transaction(durable=not error):
+            self._drop_history()
+            self._execute(
+                "UPDATE alarm_deliveries SET next_us = ?, last_error = ?, done = CASE WHEN ? = 1 "
+                "THEN 1 ELSE done END, delivered_us = CASE WHEN ? = '' THEN "
+                "COALESCE(delivered_us, ?) ELSE delivered_us END "
+                "WHERE alarm_id = ? AND target = ? AND done = 0",
+                (next_us, error, int(next_at is None), error, now_us, alarm_id, delivery.target),
+            )
+            if not error:
+                found = self._execute(
+                    "UPDATE alarms SET state = 'dispatched', dispatched_us = ? "
+                    "WHERE alarm_id = ? AND state = 'raised' RETURNING unit_id",
+                    (now_us, alarm_id),
+                ).fetchone()
+                if found is not None:
+                    detail = {"alarm_id": alarm_id, "step": "dispatched", "target": delivery.target}
+                    self._queue_history(found[0], now_us, "alarm", detail)
+            self._flush_history()
+
+    def next_dispatch_at(self, plan: DispatchPlan) -> dt.datetime | None:
+        """The earliest pending send or escalation; see `Store.next_dispatch_at`."""
+        times: list[int] = []
+        row = self._execute("SELECT MIN(next_us) FROM alarm_deliveries WHERE done = 0").fetchone()
+        if row and row[0] is not None:
+            times.append(int(row[0]))
+        if plan.escalation_targets:
+            row = self._execute(
+                "SELECT MIN(raised_us) FROM alarms WHERE state IN ('raised', 'dispatched') "
+                "AND escalated_us IS NULL"
+            ).fetchone()
+            if row and row[0] is not None:
+                times.append(int(row[0]) + round(plan.escalate_after_s * 1e6))
+        if (
+            plan.targets
+            and self._execute(
+                "SELECT 1 FROM alarms a WHERE state = 'raised' AND NOT EXISTS (SELECT 1 FROM "
+                "alarm_deliveries d WHERE d.alarm_id = a.alarm_id) LIMIT 1"
+            ).fetchone()
+        ):
+            return _EPOCH  # raised alarms may lack delivery rows: a round is due now
+        return _at(min(times)) if times else None
+
+    # -- reads for verification and reports -----------------------------------------------
+
+    def history(self, unit_id: str = "") -> tuple[list[HistoryRow], list[Head]]:
+        """Rows by unit and seq, and the heads; see `Store.history`."""
+        where, params = ("WHERE unit_id = ? ", [unit_id]) if unit_id else ("", [])
+        rows = self._execute(
+            "SELECT id, unit_id, seq, at_us, kind, detail, prev_hash, hash FROM unit_history "
+            f"{where}ORDER BY unit_id, seq, id",
+            params,
+        ).fetchall()
+        heads = self._execute(
+            f"SELECT unit_id, seq, hash FROM unit_history_head {where}ORDER BY unit_id", params
+        ).fetchall()
+        return (
+            [
+                HistoryRow(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], r[5], r[6], r[7])
+                for r in rows
+            ],
+            [Head(h[0], int(h[1]), h[2]) for h in heads],
+        )
+
+    def fault_events(self, since: dt.datetime, until: dt.datetime) -> list[FaultEvent]:
+        """RAISED events in [since, until); see `Store.fault_events`."""
+        rows = self._execute(
+            "SELECT unit_id, type, time_us, onset_us, event_id FROM events "
+            "WHERE phase = ? AND time_us >= ? AND time_us < ? ORDER BY time_us",
+            (records_pb2.PHASE_RAISED, _us(since), _us(until)),
+        ).fetchall()
+        return [FaultEvent(r[0], int(r[1]), _at(r[2]) or _EPOCH, _at(r[3]), r[4]) for r in rows]
+
+    def trip_spans(self, since: dt.date, until: dt.date) -> list[TripSpan]:
+        """Daily trip counter spans; see `Store.trip_spans`."""
+        rows = self._execute(
+            "SELECT unit_id, day, min_trips, max_trips FROM unit_trips_daily "
+            "WHERE day >= ? AND day < ? ORDER BY unit_id, day",
+            (since.isoformat(), until.isoformat()),
+        ).fetchall()
+        return [TripSpan(r[0], dt.date.fromisoformat(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def record_times(
+        self, unit_id: str, agent_id: str, since: dt.datetime, until: dt.datetime
+    ) -> list[dt.datetime]:
+        """Record times of one unit; see `Store.record_times`. Scans the agent's records
+        (their key is (agent_id, seq)): an audit's read, no index kept for it on ingest."""
+        rows = self._execute(
+            "SELECT time_us FROM records WHERE agent_id = ? AND unit_id = ? AND time_us >= ? "
+            "AND time_us < ? ORDER BY time_us",
+            (agent_id, unit_id, _us(since), _us(until)),
+        ).fetchall()
+        return [_EPOCH + dt.timedelta(microseconds=int(r[0])) for r in rows]
+
+    def unit_events(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[EventRow]:
+        """Events of one unit touching [since, until); see `Store.unit_events`."""
+        rows = self._execute(
+            "SELECT agent_id, seq, unit_id, time_us, event_id, type, phase, onset_us, floor, "
+            "reason, committed_us FROM events WHERE unit_id = ? AND ((time_us >= ? AND "
+            "time_us < ?) OR (onset_us >= ? AND onset_us < ?)) ORDER BY time_us, seq",
+            (unit_id, _us(since), _us(until), _us(since), _us(until)),
+        ).fetchall()
+        return [
+            EventRow(
+                agent_id=r[0],
+                seq=int(r[1]),
+                unit_id=r[2],
+                time=_at(r[3]) or _EPOCH,
+                event_id=r[4],
+                type=int(r[5]),
+                phase=int(r[6]),
+                onset=_at(r[7]),
+                floor=None if r[8] is None else int(r[8]),
+                reason=r[9],
+                committed=_at(r[10]),
+            )
+            for r in rows
+        ]
+
+
+def _register_detail(entry: RegisterEntry) -> dict[str, Any]:
+    return {
+        "building": entry.building,
+        "address": entry.address,
+        "street": entry.street,
+        "use_unit": entry.use_unit,
+        "contractor": entry.contractor,
+        "install_date": entry.install_date.isoformat() if entry.install_date else None,
+        "rated_speed_m_s": entry.rated_speed_m_s,
+        "rated_load_kg": entry.rated_load_kg,
+        "landings": entry.landings,
+        "controller_model": entry.controller_model,
+        "car_in_group": entry.car_in_group,
+    }
+
+
+def _register_detail_of_row(row: Sequence[Any]) -> dict[str, Any]:
+    names = (
+        "building",
+        "address",
+        "street",
+        "use_unit",
+        "contractor",
+        "install_date",
+        "rated_speed_m_s",
+        "rated_load_kg",
+        "landings",
+        "controller_model",
+        "car_in_group",
+    )
+    detail = dict(zip(names, row, strict=True))
+    if detail["rated_speed_m_s"] is not None:
+        detail["rated_speed_m_s"] = float(detail["rated_speed_m_s"])
+    return detail

@@ -1,0 +1,353 @@
+"""The lifecycle side of the JSON API: alarms and their disposal steps, the reports, and
+a unit's tamper-evident history. Routes and their OpenAPI paths live here together."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fleet.alarms.service import Lifecycle
+from fleet.history import group_rows, verify_chain
+from fleet.lifecycle_views import alarm_json, history_row_json, problem_json
+from fleet.reads import BadRequestError
+from fleet.reports.compute import fault_rate_report, scorecard_report, service_life_report
+from fleet.reports.fault_rate import CSV_COLUMNS, GROUPS, Period, period, rate_json
+from fleet.reports.scorecard import scorecard_json
+from fleet.reports.service_life import life_json
+from fleet.store.base import ALARM_STATES, AlarmActionError
+
+Handler = Callable[[Request], Awaitable[Response]]
+# URL action -> store action
+ACTIONS = {"ack": "ack", "on-site": "on_site", "resolve": "resolve", "false-alarm": "false_alarm"}
+REPORTS = ("fault-rate", "service-life", "scorecard")
+
+
+class _JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _date(request: Request, name: str) -> dt.date | None:
+    text = request.query_params.get(name, "")
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise BadRequestError(f"{name}: expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _period(request: Request, today: dt.date) -> Period:
+    try:
+        return period(_date(request, "since"), _date(request, "until"), today)
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+
+
+def _alarm_id(request: Request) -> int:
+    text = str(request.path_params["alarm_id"])
+    if not text.isdigit():
+        raise BadRequestError(f"alarm id must be a number, got {text!r}")
+    return int(text)
+
+
+def rate_csv(rows: list[dict[str, Any]]) -> str:
+    """The fault-rate rows as CSV (rank first, then `CSV_COLUMNS`)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for rank, row in enumerate(rows, start=1):
+        writer.writerow([rank, *(row[c] if row[c] is not None else "" for c in CSV_COLUMNS[1:])])
+    return out.getvalue()
+
+
+def lifecycle_routes(
+    lifecycle: Lifecycle | None, guarded: Callable[[Handler], Handler]
+) -> list[Route]:
+    """The routes of this side (a 400 naming the reason when built without a lifecycle)."""
+
+    def need() -> Lifecycle:
+        if lifecycle is None:
+            raise BadRequestError("the lifecycle side is not running in this process")
+        return lifecycle
+
+    async def alarms(request: Request) -> Response:
+        life = need()
+        open_text = request.query_params.get("open", "").lower()
+        if open_text not in {"", "0", "1", "true", "false", "yes", "no"}:
+            raise BadRequestError(f"open: expected true or false, got {open_text!r}")
+        limit_text = request.query_params.get("limit", "") or "0"
+        if not limit_text.isdigit():
+            raise BadRequestError(f"limit: expected an integer, got {limit_text!r}")
+        unit = request.query_params.get("unit", "")
+        found = await life.store.call(
+            lambda s: s.alarms(
+                open_only=open_text in {"1", "true", "yes"}, unit_id=unit, limit=int(limit_text)
+            )
+        )
+        now = life.clock()
+        return _JSON({"alarms": [alarm_json(a, now) for a in found]})
+
+    async def alarm(request: Request) -> Response:
+        life = need()
+        alarm_id = _alarm_id(request)
+        found = await life.store.call(lambda s: s.alarms())
+        for row in found:
+            if row.alarm_id == alarm_id:
+                return _JSON(alarm_json(row, life.clock()))
+        return _JSON({"error": f"alarm {alarm_id} does not exist"}, status_code=404)
+
+    async def action(request: Request) -> Response:
+        life = need()
+        alarm_id = _alarm_id(request)
+        name = str(request.path_params["action"])
+        if name not in ACTIONS:
+            raise BadRequestError(f"action {name!r} unknown; known: {', '.join(ACTIONS)}")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequestError('body: expected JSON {"by": "NAME"}') from None
+        by = body.get("by") if isinstance(body, dict) else None
+        if not isinstance(by, str) or not by.strip():
+            raise BadRequestError('body: "by" must name who acts')
+        now = life.clock()
+        try:
+            row = await life.store.call(lambda s: s.alarm_action(alarm_id, ACTIONS[name], by, now))
+        except AlarmActionError as exc:
+            status = 404 if "does not exist" in str(exc) else 409
+            return _JSON({"error": str(exc)}, status_code=status)
+        life.dispatcher.wake()
+        return _JSON(alarm_json(row, now))
+
+    async def report(request: Request) -> Response:
+        life = need()
+        name = str(request.path_params["report"])
+        now = life.clock()
+        span = _period(request, now.date())
+        if name == "fault-rate":
+            by = request.query_params.get("by", "unit")
+            if by not in GROUPS:
+                raise BadRequestError(f"by: {by!r} is none of {', '.join(GROUPS)}")
+            rows = [
+                rate_json(r)
+                for r in await life.store.call(lambda s: fault_rate_report(s, by, span))
+            ]
+            if request.query_params.get("format", "json") == "csv":
+                return Response(rate_csv(rows), media_type="text/csv; charset=utf-8")
+        elif name == "service-life":
+            rows = [
+                life_json(r)
+                for r in await life.store.call(lambda s: service_life_report(s, span, now.date()))
+            ]
+        elif name == "scorecard":
+            thresholds = life.thresholds
+            rows = [
+                scorecard_json(c)
+                for c in await life.store.call(lambda s: scorecard_report(s, span, now, thresholds))
+            ]
+        else:
+            return _JSON(
+                {"error": f"report {name!r} unknown; known: {', '.join(REPORTS)}"}, status_code=404
+            )
+        return _JSON(
+            {"since": span.since.isoformat(), "until": span.until.isoformat(), "rows": rows}
+        )
+
+    async def history(request: Request) -> Response:
+
+        life = need()
+        unit_id = str(request.path_params["unit_id"])
+        rows, heads = await life.store.call(lambda s: s.history(unit_id))
+        problems = verify_chain(unit_id, group_rows(rows).get(unit_id, []), next(iter(heads), None))
+        return _JSON(
+            {
+                "unit_id": unit_id,
+                "entries": [history_row_json(r) for r in rows],
+                "head": f"{heads[0].seq}:{heads[0].hash}" if heads else None,
+                "intact": not problems,
+                "problems": [problem_json(p) for p in problems],
+            }
+        )
+
+    return [
+        Route("/api/alarms", guarded(alarms)),
+        Route("/api/alarms/{alarm_id:str}", guarded(alarm)),
+        Route("/api/alarms/{alarm_id:str}/{action:str}", guarded(action), methods=["POST"]),
+        Route("/api/reports/{report:str}", guarded(report)),
+        Route("/api/units/{unit_id:str}/history", guarded(history)),
+    ]
+
+
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_NUM = {"type": ["number", "null"]}
+
+
+def _ok(schema: dict[str, Any], *errors: int) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
+    }
+    names = {400: "bad parameter", 404: "not found", 409: "the alarm's state forbids it"}
+    for code in errors:
+        responses[str(code)] = {
+            "description": names[code],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    return responses
+
+
+def _q(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": _STR,
+    }
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": _STR}
+
+
+ALARM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "alarm_id": {"type": "integer"},
+        "unit_id": _STR,
+        "type": _STR,
+        "state": {"type": "string", "enum": list(ALARM_STATES)},
+        "event_id": _STR,
+        "onset": _NSTR,
+        "raised": _STR,
+        "dispatched": _NSTR,
+        "acknowledged": _NSTR,
+        "acknowledged_by": _STR,
+        "on_site": _NSTR,
+        "on_site_by": _STR,
+        "closed": _NSTR,
+        "closed_by": _STR,
+        "escalated": _NSTR,
+        "cleared": _NSTR,
+        "floor": {"type": ["integer", "null"]},
+        "reason": _STR,
+        "building": _STR,
+        "address": _STR,
+        "street": _STR,
+        "contractor": _STR,
+        "age_s": _NUM,
+        "onset_to_resolution_s": _NUM,
+        "onset_to_cleared_s": _NUM,
+    },
+}
+ALARM_SCHEMA["required"] = sorted(ALARM_SCHEMA["properties"])
+SCHEMAS: dict[str, Any] = {
+    "Alarm": ALARM_SCHEMA,
+    "Alarms": {
+        "type": "object",
+        "properties": {
+            "alarms": {"type": "array", "items": {"$ref": "#/components/schemas/Alarm"}}
+        },
+        "required": ["alarms"],
+    },
+    "Report": {
+        "type": "object",
+        "properties": {
+            "since": _STR,
+            "until": _STR,
+            "rows": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["rows", "since", "until"],
+    },
+    "UnitHistory": {
+        "type": "object",
+        "properties": {
+            "unit_id": _STR,
+            "entries": {"type": "array", "items": {"type": "object"}},
+            "head": _NSTR,
+            "intact": {"type": "boolean"},
+            "problems": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["entries", "head", "intact", "problems", "unit_id"],
+    },
+}
+_PERIOD = [
+    _q("since", "first day, YYYY-MM-DD (default: a year before until)"),
+    _q("until", "day after the last, YYYY-MM-DD (default: tomorrow)"),
+]
+PATHS: dict[str, Any] = {
+    "/api/alarms": {
+        "get": {
+            "summary": "Alarms, newest first, with their disposal steps",
+            "parameters": [
+                _q("open", "only alarms not yet resolved (true/false)"),
+                _q("unit", "only this unit_id"),
+                _q("limit", "newest N (0 = all)"),
+            ],
+            "responses": _ok({"$ref": "#/components/schemas/Alarms"}, 400),
+        }
+    },
+    "/api/alarms/{alarm_id}": {
+        "get": {
+            "summary": "One alarm",
+            "parameters": [_path("alarm_id")],
+            "responses": _ok({"$ref": "#/components/schemas/Alarm"}, 400, 404),
+        }
+    },
+    "/api/alarms/{alarm_id}/{action}": {
+        "post": {
+            "summary": "A disposal step: ack, on-site, resolve or false-alarm, by a named person",
+            "parameters": [_path("alarm_id"), _path("action")],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"by": _STR},
+                            "required": ["by"],
+                        }
+                    }
+                },
+            },
+            "responses": _ok({"$ref": "#/components/schemas/Alarm"}, 400, 404, 409),
+        }
+    },
+    "/api/reports/{report}": {
+        "get": {
+            "summary": "fault-rate (by=unit|building|street|contractor, format=json|csv), "
+            "service-life or scorecard over a period, worst first",
+            "parameters": [
+                _path("report"),
+                *_PERIOD,
+                _q("by", "fault-rate grouping: unit, building, street, contractor"),
+                _q("format", "fault-rate: json (default) or csv"),
+            ],
+            "responses": {
+                **_ok({"$ref": "#/components/schemas/Report"}, 400, 404),
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Report"}},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+            },
+        }
+    },
+    "/api/units/{unit_id}/history": {
+        "get": {
+            "summary": "A unit's hash-chained lifecycle history, verified",
+            "parameters": [_path("unit_id")],
+            "responses": _ok({"$ref": "#/components/schemas/UnitHistory"}),
+        }
+    },
+}

@@ -1,0 +1,194 @@
+"""Rescue dispatch end to end in one process: agent stream -> alarm -> a real local HTTP
+webhook (signed, retried after a 500) and a real Mosquitto (QoS 1), escalation, the API's
+disposal steps, and the CLI on the same database."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import http.server
+import json
+import queue
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet.alarms.config import AlarmsConfig, TargetConfig
+from fleet.alarms.dispatch import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
+from fleet.cli import main
+from fleet.config import FleetConfig, StoreConfig
+from protos.liftwatch.v1 import records_pb2
+from tests.agent.test_mqtt import Broker, broker, next_message, subscriber  # noqa: F401
+from tests.fleet.factories import T0, batch, hello, record
+from tests.fleet.harness import Fleet, run
+
+SECRET = "s3cret"
+
+
+class Hook:
+    """A local HTTP server recording every POST; answers the queued statuses, then 200."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.received: queue.Queue[tuple[str, dict[str, str], bytes]] = queue.Queue()
+        statuses = list(statuses)
+        received = self.received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.put((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(statuses.pop(0) if statuses else 200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    async def next(self) -> tuple[str, dict[str, str], dict[str, Any]]:
+        path, headers, body = await asyncio.to_thread(self.received.get, True, 10)
+        stamp = headers[TIMESTAMP_HEADER.lower()]
+        assert headers[SIGNATURE_HEADER.lower()] == signature(SECRET, stamp, body)
+        return path, headers, json.loads(body)
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    h = Hook([500])
+    h.thread.start()
+    yield h
+    h.server.shutdown()
+    h.server.server_close()
+
+
+async def post(fleet: Fleet, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    def send() -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"http://{fleet.http}{path}", data=json.dumps(body).encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    return await asyncio.to_thread(send)
+
+
+def test_entrapment_is_dispatched_retried_escalated_and_disposed(
+    tmp_path: Path,
+    hook: Hook,
+    broker: Broker,  # noqa: F811
+) -> None:
+    db = tmp_path / "fleet.db"
+    alarms = AlarmsConfig(
+        targets=("rescue", "bus"),
+        escalation_targets=("boss",),
+        escalate_after_s=60,
+        repeat_s=30,
+        retry_initial_s=1,
+        timeout_s=5,
+        target={
+            "rescue": TargetConfig("rescue", "webhook", url=f"{hook.url}/rescue", secret=SECRET),
+            "boss": TargetConfig("boss", "webhook", url=f"{hook.url}/boss", secret=SECRET),
+            "bus": TargetConfig("bus", "mqtt", port=broker.port, topic="lw/alarms"),
+        },
+    )
+    config = FleetConfig(store=StoreConfig(path=str(db)), alarms=alarms)
+
+    async def scenario(fleet: Fleet) -> None:
+        async with subscriber(broker.port, "lw/alarms/#") as mqtt:
+            call = await fleet.connect(hello("a1", "U1"))
+            assert (await call.read()).WhichOneof("frame") == "welcome"
+            trapped = record(1, "U1", event=records_pb2.EVENT_TYPE_ENTRAPMENT, event_id="t1")
+            await call.write(batch(trapped))
+            assert (await call.read()).ack.up_to_seq == 1  # the ack never waits for a send
+            path, _, first = await hook.next()  # answered 500
+            assert (path, first["type"], first["attempt"]) == ("/rescue", "ENTRAPMENT", 1)
+            message = await next_message(mqtt)
+            assert str(message.topic) == "lw/alarms/U1"
+            assert json.loads(bytes(message.payload))["alarm_id"] == first["alarm_id"]
+            fleet.clock.now = T0 + dt.timedelta(seconds=2)  # the back-off has passed
+            path, _, second = await hook.next()
+            assert (path, second["attempt"]) == ("/rescue", 2)
+            fleet.clock.now = T0 + dt.timedelta(seconds=61)  # nobody acknowledged
+            seen = {(await hook.next())[0] for _ in range(2)}  # escalation + the repeat
+            assert seen == {"/boss", "/rescue"}
+            alarm_id = first["alarm_id"]
+            status, body = await post(fleet, f"/api/alarms/{alarm_id}/on-site", {"by": "W"})
+            assert status == 409 and "acknowledged" in body["error"]
+            status, body = await post(fleet, "/api/alarms/77/ack", {"by": "W"})
+            assert status == 404 and body["error"] == "alarm 77 does not exist"
+            status, body = await post(fleet, f"/api/alarms/{alarm_id}/ack", {"by": "Li"})
+            assert (status, body["state"], body["acknowledged_by"]) == (200, "acknowledged", "Li")
+            status, listed = await fleet.get("/api/alarms?open=true")
+            assert [a["state"] for a in listed["alarms"]] == ["acknowledged"]
+            assert listed["alarms"][0]["escalated"] is not None
+            await call.done_writing()
+
+    run(config, scenario, http=True)
+    # A restart keeps the alarm; the CLI takes it through the remaining steps.
+    assert main(["alarms", "on-site", "1", "--by", "rescuer Wang", "--db", str(db)]) == 0
+    assert main(["alarms", "resolve", "1", "--db", str(db)]) == 2  # who?
+    assert main(["alarms", "resolve", "9", "--by", "x", "--db", str(db)]) == 2
+    assert main(["alarms", "resolve", "1", "--by", "rescuer Wang", "--db", str(db)]) == 0
+    assert main(["verify-history", "--db", str(db)]) == 0
+
+
+def test_cli_lists_alarms_and_flags_a_broken_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fleet.store.sqlite import SqliteStore
+
+    db = tmp_path / "fleet.db"
+    store = SqliteStore.open(str(db))
+    store.commit_batch(
+        "a1", [record(1, "U1", event=records_pb2.EVENT_TYPE_ALARM_BUTTON, event_id="b")], T0
+    )
+    store._execute("UPDATE unit_history SET kind = 'register' WHERE seq = 1")
+    store.close()
+    assert main(["alarms", "--open", "--json", "--db", str(db)]) == 0
+    (alarm,) = json.loads(capsys.readouterr().out)["alarms"]
+    assert (alarm["type"], alarm["state"]) == ("ALARM_BUTTON", "raised")
+    assert main(["alarms", "ack", "--by", "x", "--db", str(db)]) == 2
+    assert "name the alarm by its number" in capsys.readouterr().err
+    assert main(["verify-history", "--json", "--db", str(db)]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["problems"][0]["what"] == "edited" and result["problems"][0]["seq"] == 1
+
+
+def test_claims_audit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fleet.store.base import ControllerIdentity, UnitClaim
+    from fleet.store.sqlite import SqliteStore
+
+    db = tmp_path / "fleet.db"
+    store = SqliteStore.open(str(db))
+    store.register_hello("a1", "0.1", [UnitClaim("U1", ControllerIdentity())], T0)
+    # U1 watched from T0 for an hour (a sample every 10 s), a door fault at T0 + 10 min.
+    samples = [record(i + 1, "U1", time=T0 + dt.timedelta(seconds=10 * i)) for i in range(360)]
+    door = records_pb2.EVENT_TYPE_DOOR_CLOSE_FAILURE
+    samples.append(record(400, "U1", time=T0 + dt.timedelta(minutes=10, seconds=1), event=door))
+    store.commit_batch("a1", samples, T0)
+    store.close()
+    claims = tmp_path / "claims.csv"
+    claims.write_text(
+        "unit_id,time,fault_type\n"
+        f"U1,{(T0 + dt.timedelta(minutes=10)).isoformat()},door_close_failure\n"
+        f"U1,{(T0 + dt.timedelta(minutes=40)).isoformat()},OVERSPEED\n"
+        f"U1,{(T0 + dt.timedelta(hours=5)).isoformat()},OVERSPEED\n"
+        "U1,yesterday,OVERSPEED\n"
+        "U1,2026-03-01T08:00:00Z,LEVITATION\n"
+    )
+    argv = ["audit", "claims", str(claims), "--window", "15", "--json", "--db", str(db)]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [c["verdict"] for c in out["claims"]] == ["supported", "contradicts", "cannot_tell"]
+    assert [p["line"] for p in out["problems"]] == [5, 6]
+    assert "time: cannot read 'yesterday'" in out["problems"][0]["reason"]
+    assert main(["audit", "claims", str(tmp_path / "none.csv"), "--db", str(db)]) == 2

@@ -1,0 +1,186 @@
+"""The lifecycle side: the hash-chained history (tampered with directly in the database,
+both backends), alarms through their disposal steps, and the reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+
+from fleet.reports.compute import fault_rate_report, verify_history
+from fleet.reports.fault_rate import period
+from fleet.store.base import (
+    AlarmActionError,
+    ControllerIdentity,
+    DispatchPlan,
+    RegisterEntry,
+    UnitClaim,
+)
+from fleet.store.open import open_store
+from fleet.store.sql import SqlStore
+from protos.liftwatch.v1 import records_pb2
+from tests.fleet.factories import T0, record
+
+ENTRAPMENT = records_pb2.EVENT_TYPE_ENTRAPMENT
+PLAN = DispatchPlan(("hook",), ("boss",), escalate_after_s=60, lease_s=10)
+
+
+@pytest.fixture
+def store(store_target: str) -> Iterator[SqlStore]:
+    """A fresh store of each backend with U1, U2 registered, watched by a1, and some
+    history: a Hello, firmware, an entrapment raised and cleared, a door fault."""
+    opened = open_store(store_target)
+    opened.upsert_register(
+        [
+            RegisterEntry("U1", building="B1", street="S1", contractor="C1"),
+            RegisterEntry("U2", building="B1", street="S1", contractor="C2"),
+        ],
+        T0,
+    )
+    claims = [UnitClaim(u, ControllerIdentity(model="RC-3000")) for u in ("U1", "U2")]
+    opened.register_hello("a1", "0.1.0", claims, T0)
+    later = T0 + dt.timedelta(seconds=40)
+    opened.commit_batch(
+        "a1",
+        [
+            record(1, "U1", firmware="3.1.4"),
+            record(2, "U1", time=later, event=ENTRAPMENT, event_id="trap"),
+            record(3, "U2", time=later, event=records_pb2.EVENT_TYPE_DOOR_CLOSE_FAILURE),
+        ],
+        later,
+    )
+    yield opened
+    opened.close()
+
+
+def _problems(store: SqlStore) -> list[tuple[str, int, str]]:
+    return [(p.unit_id, p.seq, p.what) for p in verify_history(store)[2]]
+
+
+def test_history_chains_every_change_and_verifies(store: SqlStore) -> None:
+    rows, heads = store.history("U1")
+    kinds = [r.kind for r in rows]
+    assert kinds[0] == "register"
+    assert {"coverage", "firmware", "event", "alarm"} <= set(kinds)
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
+    assert heads[0].seq == len(rows) and heads[0].hash == rows[-1].hash
+    assert _problems(store) == []
+    # Re-importing an unchanged register adds nothing; a change is recorded.
+    store.upsert_register([RegisterEntry("U1", building="B1", street="S1", contractor="C1")], T0)
+    assert len(store.history("U1")[0]) == len(rows)
+    store.upsert_register([RegisterEntry("U1", building="B1", street="S1", contractor="C9")], T0)
+    newest = store.history("U1")[0][-1]
+    assert newest.kind == "register" and '"changed":["contractor"]' in newest.detail
+
+
+def test_an_edited_row_is_named(store: SqlStore) -> None:
+    store._execute(
+        "UPDATE unit_history SET detail = '{\"forged\":1}' WHERE unit_id = 'U1' AND seq = 2"
+    )
+    assert _problems(store) == [("U1", 2, "edited")]
+
+
+def test_an_edited_row_with_a_recomputed_hash_is_named(store: SqlStore) -> None:
+    # The forger recomputes the row's own hash: the next row's prev_hash gives it away.
+    from fleet.history import entry_hash
+
+    rows, _ = store.history("U1")
+    row = rows[1]
+    forged = entry_hash("U1", row.seq, row.at_us + 1, row.kind, {"x": 1}, row.prev_hash)
+    store._execute(
+        "UPDATE unit_history SET at_us = ?, detail = ?, hash = ? WHERE id = ?",
+        (row.at_us + 1, '{"x":1}', forged, row.row_id),
+    )
+    assert _problems(store) == [("U1", 3, "edited")]
+
+
+def test_deleted_rows_are_named(store: SqlStore) -> None:
+    last = store.history("U1")[0][-1].seq
+    store._execute("DELETE FROM unit_history WHERE unit_id = 'U1' AND seq IN (2, ?)", (last,))
+    assert _problems(store) == [("U1", 2, "deleted"), ("U1", last, "deleted")]
+
+
+def test_an_inserted_row_is_named(store: SqlStore) -> None:
+    last = store.history("U2")[0][-1]
+    store._execute(
+        "INSERT INTO unit_history (unit_id, seq, at_us, kind, detail, prev_hash, hash) "
+        "VALUES ('U2', ?, ?, 'event', '{}', ?, ?)",
+        (last.seq + 1, last.at_us, last.hash, "f" * 64),
+    )
+    problems = _problems(store)
+    assert ("U2", last.seq + 1, "inserted") in problems
+
+
+def test_alarm_goes_through_its_disposal_steps(store: SqlStore, store_target: str) -> None:
+    (alarm,) = store.alarms()
+    assert (alarm.unit_id, alarm.type, alarm.state) == ("U1", ENTRAPMENT, "raised")
+    now = T0 + dt.timedelta(seconds=41)
+    (send,) = store.claim_deliveries(PLAN, now)
+    assert (send.target, send.attempt, send.escalation) == ("hook", 1, False)
+    assert store.claim_deliveries(PLAN, now) == []  # leased
+    store.delivery_done(send, "HTTP 500", now, now + dt.timedelta(seconds=1))
+    (again,) = store.claim_deliveries(PLAN, now + dt.timedelta(seconds=1))
+    assert again.attempt == 2
+    store.delivery_done(again, "", now, now + dt.timedelta(seconds=60))
+    assert store.alarms()[0].state == "dispatched"
+    # Not acknowledged within a minute: the escalation target gets it too.
+    late = T0 + dt.timedelta(seconds=101)
+    sends = store.claim_deliveries(PLAN, late)
+    assert {(s.target, s.escalation) for s in sends} == {("boss", True), ("hook", False)}
+    with pytest.raises(AlarmActionError, match="alarm 999 does not exist"):
+        store.alarm_action(999, "ack", "ops", late)
+    with pytest.raises(AlarmActionError, match="is dispatched; on_site needs it acknowledged"):
+        store.alarm_action(alarm.alarm_id, "on_site", "ops", late)
+    store.alarm_action(alarm.alarm_id, "ack", "dispatcher Li", late)
+    assert store.claim_deliveries(PLAN, late + dt.timedelta(hours=1)) == []  # no more repeats
+    store.alarm_action(alarm.alarm_id, "on_site", "rescuer Wang", late)
+    store.commit_batch(
+        "a1",
+        [record(4, "U1", event=ENTRAPMENT, phase=records_pb2.PHASE_CLEARED, event_id="trap")],
+        late,
+    )
+    store.alarm_action(alarm.alarm_id, "resolve", "rescuer Wang", late + dt.timedelta(minutes=5))
+    store.close()
+    reopened = open_store(store_target)  # alarms survive a restart
+    try:
+        (done,) = reopened.alarms()
+        assert done.state == "resolved" and done.closed_by == "rescuer Wang"
+        assert done.acknowledged_by == "dispatcher Li" and done.cleared is not None
+        assert done.onset is not None and done.closed is not None
+        assert (done.closed - done.onset).total_seconds() == pytest.approx(
+            391
+        )  # onset T0+10 s, resolved T0+401 s
+        steps = [r.detail for r in reopened.history("U1")[0] if r.kind == "alarm"]
+        assert [s.split('"step":"')[1].split('"')[0] for s in steps] == [
+            "raised",
+            "dispatched",
+            "escalated",
+            "acknowledged",
+            "on_site",
+            "cleared",
+            "resolved",
+        ]
+        assert [p for p in verify_history(reopened)[2]] == []
+    finally:
+        reopened.close()
+
+
+def test_fault_rate_counts_faults_per_trips(store: SqlStore) -> None:
+    counters = []
+    for seq, (unit, day, trips) in enumerate(
+        [("U1", 0, 1000), ("U1", 0, 1400), ("U1", 1, 1500), ("U2", 0, 10), ("U2", 0, 110)], 10
+    ):
+        message = record(seq, unit, time=T0 + dt.timedelta(days=day))
+        message.counters.trips = trips
+        counters.append(message)
+    store.commit_batch("a1", counters, T0)
+    rows = fault_rate_report(
+        store, "unit", period(T0.date(), T0.date() + dt.timedelta(days=30), T0.date())
+    )
+    assert [(r.name, r.faults, r.trips, r.per_1000_trips) for r in rows] == [
+        ("U2", 1, 100, 10.0),
+        ("U1", 1, 500, 2.0),
+    ]
+    first_day = fault_rate_report(store, "street", period(T0.date(), None, T0.date()))
+    assert (first_day[0].name, first_day[0].faults, first_day[0].trips) == ("S1", 2, 500)

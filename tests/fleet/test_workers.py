@@ -1,0 +1,153 @@
+"""``serve --workers 2`` as real processes: both workers take agent streams on the one
+port and commit to the one store (a SQLite file written by two processes, or PostgreSQL);
+SIGTERM stops them all cleanly; a second fleet cannot join the port; a dead worker stops
+the set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from hil_tests.processes import ServiceError, start
+from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.fleet.factories import record
+
+pytestmark = pytest.mark.e2e
+
+AGENTS = 24  # connections the kernel spreads over the workers: all on one has odds 2**-23
+BATCHES = 3
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]  # one connection per agent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by the parent) counts as gone.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+async def _agent(address: str, index: int) -> int:
+    """One agent on its own connection: Hello, BATCHES batches; the last seq acked."""
+    agent_id, unit = f"w-agent-{index}", f"w-unit-{index}"
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        call = gateway_pb2_grpc.AgentGatewayStub(channel).Connect()
+        await call.write(
+            gateway_pb2.AgentFrame(
+                hello=gateway_pb2.Hello(
+                    agent_id=agent_id, units=[gateway_pb2.UnitDescriptor(unit_id=unit)]
+                )
+            )
+        )
+        welcome = await call.read()
+        assert welcome.WhichOneof("frame") == "welcome", welcome
+        acked = 0
+        for n in range(BATCHES):
+            seqs = (2 * n + 1, 2 * n + 2)
+            batch = gateway_pb2.RecordBatch(records=[record(s, unit) for s in seqs])
+            await call.write(gateway_pb2.AgentFrame(batch=batch))
+            reply = await call.read()
+            assert reply.WhichOneof("frame") == "ack", reply
+            acked = reply.ack.up_to_seq
+        await call.done_writing()
+        return acked
+
+
+def _stored(target: str) -> int:
+    if target.startswith("postgresql://"):
+        with psycopg.connect(target) as conn:
+            row = conn.execute("SELECT count(DISTINCT (agent_id, seq)) FROM records").fetchone()
+    else:
+        with contextlib.closing(sqlite3.connect(target)) as conn:
+            row = conn.execute("SELECT count(*) FROM records").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_two_workers_share_port_and_store_and_stop_cleanly(
+    store_target: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        fleet = await start(
+            "fleet",
+            "fleet",
+            ["serve", "--db", store_target, "--listen", "127.0.0.1:0", "--http", "", "--workers=2"],
+            tmp_path,
+        )
+        try:
+            pids = [int(p) for p in fleet.ready["workers"]]
+            assert len(pids) == 2 and all(_alive(p) for p in pids)
+            acks = await asyncio.wait_for(
+                asyncio.gather(*(_agent(fleet.ready["grpc"], i) for i in range(AGENTS))), 60
+            )
+            assert acks == [2 * BATCHES] * AGENTS
+            assert all(_alive(p) for p in pids), fleet.log_tail()
+        finally:
+            status = await fleet.stop()  # SIGTERM to the parent
+        log = fleet.log_path.read_text(errors="replace")
+        assert status == 0, log[-3000:]
+        for index in (0, 1):
+            # Each worker logs the agents it served: both took a share of the streams.
+            assert f"[worker {index}] fleet.gateway: agent w-agent-" in log, log[-3000:]
+            assert f"[worker {index}] fleet.server: stopped" in log, log[-3000:]
+        assert not any(_alive(p) for p in pids)
+        assert _stored(store_target) == AGENTS * BATCHES * 2
+
+    asyncio.run(scenario())
+
+
+def test_a_second_fleet_cannot_join_the_workers_port(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        db = str(tmp_path / "fleet.db")
+        first = await start(
+            "first",
+            "fleet",
+            ["serve", "--db", db, "--listen", "127.0.0.1:0", "--http", "", "--workers", "2"],
+            tmp_path,
+        )
+        try:
+            port = str(first.ready["grpc"])
+            for name, workers in (("second-single", "1"), ("second-workers", "2")):
+                with pytest.raises(ServiceError, match="exited with status 1"):
+                    await start(
+                        name,
+                        "fleet",
+                        ["serve", "--db", db, "--listen", port, "--http", "", "--workers", workers],
+                        tmp_path,
+                    )
+        finally:
+            assert await first.stop() == 0, first.log_tail()
+
+    asyncio.run(scenario())
+
+
+def test_a_dead_worker_stops_the_set(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        db = str(tmp_path / "fleet.db")
+        fleet = await start(
+            "fleet",
+            "fleet",
+            ["serve", "--db", db, "--listen", "127.0.0.1:0", "--http", "", "--workers", "2"],
+            tmp_path,
+        )
+        try:
+            pids = [int(p) for p in fleet.ready["workers"]]
+            os.kill(pids[1], signal.SIGKILL)
+            status = await asyncio.wait_for(fleet.process.wait(), 45)
+        finally:
+            await fleet.stop()
+        assert status == 1, fleet.log_tail()
+        assert "worker 1 (exit -9) died" in fleet.log_tail()
+        assert not _alive(pids[0])
+
+    asyncio.run(scenario())
