@@ -47,6 +47,8 @@ class SystemSpec:
     # Linux ptys refuse parity, so the line itself stays 8N1 and 8E1 is only emulated here.
     wire_timing: str = "115200,8N1"
     traffic: str = ""
+    # Appended to the fleet's config as it is (e.g. an [alarms] section).
+    fleet_extra: str = ""
 
 
 def demo_spec(detect: Mapping[str, float] | None = None) -> SystemSpec:
@@ -207,7 +209,7 @@ def fleet_config_text(spec: SystemSpec, work_dir: Path) -> str:
     ]
     if spec.register_csv is not None:
         lines += ["", "[registry]", f"csv = {_toml_str(str(spec.register_csv))}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + spec.fleet_extra
 
 
 def emulator_args(spec: SystemSpec, work_dir: Path) -> list[str]:
