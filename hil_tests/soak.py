@@ -164,7 +164,9 @@ def soak_car(job: CarJob) -> CarResult:
     next_index = 0
     while t < horizon:
         t += job.sample_s
-        car.step(job.sample_s)
+        # The whole group moves: hall calls go to whichever car the controller picks, and
+        # only this car is faulted and judged (the other cars are its traffic).
+        group.step(job.sample_s)
         if window is None and next_index < len(timeline) and t >= timeline[next_index][0]:
             _, plan = timeline[next_index]
             next_index += 1

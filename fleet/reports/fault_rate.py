@@ -150,9 +150,12 @@ def fault_rates(
                 by_type=dict(sorted(types.get(name, {}).items())),
             )
         )
+    # Worst first by faults per 1,000 trips. A row with faults but no trip counters cannot
+    # be placed on that scale, and unknown usage must not make it look better than a lift
+    # with no faults at all: such rows come first, among themselves by faults per month.
     rows.sort(
         key=lambda r: (
-            r.per_1000_trips is None,
+            not (r.per_1000_trips is None and r.faults > 0),
             -(r.per_1000_trips or 0.0),
             -r.per_unit_month,
             r.name,

@@ -8,7 +8,8 @@ Each request is one JSON object on one line; each gets one JSON object line back
     {"op": "faults"} -> {"ok": true, "faults": {"entrapment": {"kind": "car",
                          "options": [], "description": "..."}, ...}}
     {"op": "state"} -> {"ok": true, "cars": [{"car": 1, "floor": 3, "moving": false,
-                        "door": "open", "occupied": true, "faults": [], ...}, ...]}
+                        "door": "open", "occupied": true, "passengers": 3,
+                        "travel": 1, "faults": [], ...}, ...]}
 
 Keys of an inject request other than op, car and fault are the fault's options (see
 `faults.FaultOptions`); an option the fault does not take is an error, not ignored.
@@ -54,6 +55,8 @@ def car_state(group: CarGroup, number: int) -> Reply:
         "levelled": s.levelled,
         "occupied": s.occupied,
         "load": s.load_pct,
+        "passengers": len(car.passengers),
+        "travel": car.travel,
         "phase": s.phase.value,
         "faults": sorted(f.value for f in group.faults(number)),
         "fault_code": s.fault_code,

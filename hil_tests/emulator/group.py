@@ -1,4 +1,11 @@
-"""The cars of one emulator, their identities, and the clock that drives them."""
+"""The cars of one emulator, their group controller, their identities, and the clock.
+
+The cars share one `dispatch.GroupController` (passengers, hall calls, assignment), so
+they are no longer independent: advance them together with `CarGroup.step(dt)` (or
+`advance_to(now)` from a clock), which moves the group's arrivals and every car by the
+same substeps. Idle cars cost next to nothing (`Car.quiet`), and registers of a car whose
+snapshot did not change are served from a cache.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,8 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 
-from hil_tests.emulator.car import Car, CarConfig, CarSnapshot
+from hil_tests.emulator.car import MAX_SUBSTEP_S, Car, CarConfig, CarSnapshot
+from hil_tests.emulator.dispatch import GroupController
 from hil_tests.emulator.faults import FAULTS, NO_OPTIONS, Fault, FaultKind, FaultOptions
 from hil_tests.emulator.link import Link
 from hil_tests.emulator.registers import Identity, encode_car
@@ -44,26 +52,36 @@ class GroupConfig:
 
 
 class CarGroup:
-    """N cars advanced together by an explicit monotonic clock reading.
+    """N cars and their group controller, advanced together on simulated time.
 
-    `advance_to(now)` is the only entry point that moves time: the caller passes in its
-    clock (for the server, the event loop's `loop.time()`), scaled by `speedup`.
+    `step(dt)` advances by `dt` simulated seconds; `advance_to(now)` takes a reading of
+    the caller's monotonic clock (for the server, the event loop's `loop.time()`), scales
+    the time since the last reading by `speedup` and steps by that.
     """
 
     def __init__(self, config: GroupConfig, now: float) -> None:
         """Create the cars, parked at seeded landings, with `now` as the starting reading."""
         self.config = config
         seeder = random.Random(config.seed)
+        self.controller = GroupController(
+            config.traffic, random.Random(seeder.getrandbits(64)), config.car.landings
+        )
         self.cars: dict[int, Car] = {}
         self.identities: dict[int, Identity] = {}
         self.links: dict[int, Link] = {}
         for number in range(1, config.cars + 1):
             rng = random.Random(seeder.getrandbits(64))
             start = rng.randint(1, config.car.landings)
-            self.cars[number] = Car(config.car, rng, start_landing=start, traffic=config.traffic)
+            self.cars[number] = Car(
+                config.car, rng, start_landing=start, group=self.controller, number=number
+            )
             self.identities[number] = config.identity(number)
             self.links[number] = Link(number)
         self._last = now
+        self._time = 0.0
+        self._cars = tuple(self.cars.values())
+        # number -> (snapshot, identity, registers) of the last encode
+        self._encoded: dict[int, tuple[CarSnapshot, Identity, list[int]]] = {}
 
     @property
     def now(self) -> float:
@@ -76,8 +94,38 @@ class CarGroup:
             return
         dt = (now - self._last) * self.config.speedup
         self._last = now
-        for car in self.cars.values():
-            car.step(dt)
+        self.step(dt)
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds since the group started."""
+        return self._time
+
+    def step(self, dt: float) -> None:
+        """Advance the group controller and every car by `dt` simulated seconds (>= 0).
+
+        Substeps of at most `MAX_SUBSTEP_S`: passengers arrive and calls are assigned
+        first, then each car moves. When every car is quiet and nobody arrives within
+        `dt`, time just passes.
+        """
+        if dt < 0:
+            raise ValueError(f"time cannot run backwards (dt={dt})")
+        controller, cars = self.controller, self._cars
+        end = self._time + dt
+        if controller.quiet_until() > end and all(car.quiet for car in cars):
+            for car in cars:
+                car.step(dt)  # its own fast path: only the clock moves
+            controller.advance_to(end)
+            self._time = end
+            return
+        remaining = dt
+        while remaining > 1e-12:
+            h = min(remaining, MAX_SUBSTEP_S)
+            self._time += h
+            controller.advance_to(self._time)
+            for car in cars:
+                car.advance(h)
+            remaining -= h
 
     def car(self, number: int) -> Car:
         """Car `number` (1-based), or ValueError saying which numbers exist."""
@@ -121,4 +169,10 @@ class CarGroup:
 
     def registers(self, number: int) -> list[int]:
         """The 44 reference-map registers of car `number` as of the last advance."""
-        return encode_car(self.snapshot(number), self.identities[number])
+        snap, identity = self.snapshot(number), self.identities[number]
+        cached = self._encoded.get(number)
+        if cached is not None and cached[0] is snap and cached[1] is identity:
+            return list(cached[2])
+        registers = encode_car(snap, identity)
+        self._encoded[number] = (snap, identity, registers)
+        return list(registers)

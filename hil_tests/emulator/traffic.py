@@ -1,12 +1,21 @@
-"""Passenger traffic profiles: how often calls come and where people travel.
+"""Passenger traffic profiles: when people arrive at the landings and where they travel.
 
-Each profile is a seeded draw (the car's `random.Random`): the time until the next call
-(exponential, mean `mean_idle_s` x the profile's factor) and an origin/destination pair.
+Passengers arrive one by one at the group's landings as a Poisson process whose rate is
+the profile's `per_car_per_hour` x the number of cars (a group is sized for its traffic),
+drawn from the group's seeded `random.Random`. Each passenger has an origin and a
+destination landing; the origin and destination follow the profile:
 
-- mixed (default): any landing to any other, uniformly; mean gap 8 s.
-- up-peak (morning): 80 % of trips board at the lobby (landing 1) and go up; gap x 0.5.
-- lunch: half the trips go to the lobby, a third leave from it; gap x 0.75.
-- night: uniform like mixed, but calls are sparse; gap x 6.
+| profile | arrivals / car / h | from the lobby | to the lobby | otherwise |
+|---|---|---|---|---|
+| mixed (default) | 90 | - | - | any landing to any other, uniformly |
+| up-peak (morning) | 150 | 80 % | - | uniform |
+| lunch | 120 | 33 % | 50 % of the rest | uniform |
+| night | 8 | - | - | uniform, sparse |
+
+The lobby is landing 1 (index 0). A 1.6 m/s car of 13 persons on 12 landings handles
+about 150-200 passengers an hour in up-peak, so up-peak keeps the cars busy without
+queues growing without bound; queues are capped anyway (`MAX_WAITING`), as people take
+the stairs when a lobby is full.
 """
 
 from __future__ import annotations
@@ -14,6 +23,21 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass
+
+__all__ = [
+    "MAX_WAITING",
+    "PASSENGER_KG",
+    "PROFILES",
+    "Passenger",
+    "Profile",
+    "Traffic",
+    "draw_gap",
+    "draw_trip",
+    "parse_traffic",
+]
+
+PASSENGER_KG = 75  # EN 81-20 rates a car's capacity at 75 kg per person
+MAX_WAITING = 40  # per landing and direction; later arrivals take the stairs
 
 
 class Traffic(enum.Enum):
@@ -27,19 +51,35 @@ class Traffic(enum.Enum):
 
 @dataclass(frozen=True)
 class Profile:
-    """Probabilities that a trip starts at / goes to the lobby, and the call-gap factor."""
+    """Arrival rate per car and hour, and the chances a trip starts at / goes to the lobby."""
 
+    per_car_per_hour: float
     from_lobby: float
     to_lobby: float
-    gap_factor: float
 
 
 PROFILES = {
-    Traffic.MIXED: Profile(0.0, 0.0, 1.0),
-    Traffic.UP_PEAK: Profile(0.8, 0.0, 0.5),
-    Traffic.LUNCH: Profile(0.33, 0.5, 0.75),
-    Traffic.NIGHT: Profile(0.0, 0.0, 6.0),
+    Traffic.MIXED: Profile(90.0, 0.0, 0.0),
+    Traffic.UP_PEAK: Profile(150.0, 0.8, 0.0),
+    Traffic.LUNCH: Profile(120.0, 0.33, 0.5),
+    Traffic.NIGHT: Profile(8.0, 0.0, 0.0),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Passenger:
+    """One person: wants to go from `origin` to `destination` (0-based landing indexes),
+    arrived at the origin at simulated time `arrived_at` (s); `number` is unique in a group."""
+
+    number: int
+    origin: int
+    destination: int
+    arrived_at: float
+
+    @property
+    def direction(self) -> int:
+        """+1 when travelling up, -1 down."""
+        return 1 if self.destination > self.origin else -1
 
 
 def parse_traffic(name: str) -> Traffic:
@@ -50,9 +90,10 @@ def parse_traffic(name: str) -> Traffic:
     raise ValueError(f"unknown traffic {name!r}; known: {', '.join(t.value for t in Traffic)}")
 
 
-def draw_gap(traffic: Traffic, rng: random.Random, mean_idle_s: float) -> float:
-    """Seconds until the next call while the car is idle."""
-    return rng.expovariate(1.0 / (mean_idle_s * PROFILES[traffic].gap_factor))
+def draw_gap(traffic: Traffic, rng: random.Random, cars: int) -> float:
+    """Seconds until the next passenger arrives somewhere in a group of `cars` cars."""
+    rate_per_s = PROFILES[traffic].per_car_per_hour * cars / 3600.0
+    return rng.expovariate(rate_per_s)
 
 
 def draw_trip(traffic: Traffic, rng: random.Random, landings: int) -> tuple[int, int]:
