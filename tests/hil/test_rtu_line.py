@@ -112,13 +112,19 @@ async def _timing(tmp: Path) -> None:
             # trailing silence is the master's to keep.
             expected = wire_time_s(8, 5 + 2 * count, 19200, "8E1") - 3.5 * 11 / 19200
             samples = []
-            for _ in range(8):
+            for _ in range(16):
                 t0 = loop.time()
                 rr = await client.read_holding_registers(0, count=count, device_id=1)
                 samples.append(loop.time() - t0)
                 assert not rr.isError()
-            measured = statistics.median(samples[1:])  # the first includes the port warming up
-            assert expected - 0.0002 <= measured <= expected + 0.0025, (count, samples, expected)
+            # A busy machine can only add delay, never remove it: the lower quartile is the
+            # emulator's own timing with scheduling noise filtered out.
+            lower_quartile = sorted(samples[1:])[len(samples[1:]) // 4]
+            assert expected - 0.0002 <= lower_quartile <= expected + 0.0025, (
+                count,
+                samples,
+                expected,
+            )
             assert min(samples) >= expected - 0.0002  # never faster than the wire
 
 
