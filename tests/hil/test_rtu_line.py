@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import statistics
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
