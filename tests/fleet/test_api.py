@@ -65,6 +65,7 @@ _TYPES: dict[str, Any] = {
     "array": list,
     "string": str,
     "integer": int,
+    "number": (int, float),
     "boolean": bool,
     "null": type(None),
 }
@@ -77,7 +78,8 @@ def validate(value: Any, schema: dict[str, Any], spec: dict[str, Any], where: st
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         ok = any(
-            isinstance(value, _TYPES[t]) and not (t == "integer" and isinstance(value, bool))
+            isinstance(value, _TYPES[t])
+            and not (t in ("integer", "number") and isinstance(value, bool))
             for t in types
         )
         assert ok, f"{where}: {value!r} is not {types}"
@@ -231,5 +233,34 @@ def test_serve_sweeps_silent_units_into_the_coverage_history(tmp_path: Path) -> 
         await call.done_writing()
         found = await eventually(history, lambda h: len(h) == 4)
         assert found[3][:2] == ("online", "hello")
+
+    run(_config(str(tmp_path / "fleet.db")), scenario, http=True)
+
+
+def test_lifecycle_routes_match_the_spec(tmp_path: Path) -> None:
+    """Reports, alarms and a unit's history over HTTP, each validated against the spec."""
+    samples = [
+        ("/api/reports/fault-rate?by=street", "/api/reports/{report}", 200),
+        ("/api/reports/service-life", "/api/reports/{report}", 200),
+        ("/api/reports/scorecard", "/api/reports/{report}", 200),
+        ("/api/reports/horoscope", "/api/reports/{report}", 404),
+        ("/api/alarms", "/api/alarms", 200),
+        ("/api/units/U1/history", "/api/units/{unit_id}/history", 200),
+    ]
+
+    async def scenario(fleet: Fleet) -> None:
+        await _populate(fleet)
+        spec = openapi_spec()
+        for path, template, expected in samples:
+            status, body = await fleet.get(path)
+            assert status == expected, (path, body)
+            responses = spec["paths"][template]["get"]["responses"]
+            if str(status) in responses:
+                schema = responses[str(status)]["content"]["application/json"]["schema"]
+                validate(body, schema, spec, path)
+        status, history = await fleet.get("/api/units/U1/history")
+        assert history["entries"], history
+        status, report = await fleet.get("/api/reports/fault-rate?by=street")
+        assert isinstance(report["rows"], list)
 
     run(_config(str(tmp_path / "fleet.db")), scenario, http=True)
