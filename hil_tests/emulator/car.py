@@ -629,8 +629,10 @@ class Car:
             door.close_stall_at = (
                 self.config.close_stall_fraction if Fault.DOOR_CLOSE_FAILURE in faults else None
             )
+            slowing = faults.get(Fault.DOOR_SLOWING)
+            door.slowdown = slowing.factor if slowing is not None else 1.0
         else:
-            door.open_blocked, door.close_stall_at = False, None
+            door.open_blocked, door.close_stall_at, door.slowdown = False, None, 1.0
         if not self._manifest or Fault.MAINS_FAILURE not in self._manifest:
             door.step(h)  # without mains the door operator has no power
         if faults:

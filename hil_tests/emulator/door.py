@@ -36,6 +36,8 @@ class DoorOperator:
         self.close_command = False
         self.open_blocked = False
         self.close_stall_at: float | None = None
+        # >1 for a wearing operator: every stroke takes this many times its normal time.
+        self.slowdown = 1.0
         self._moving = False
 
     @property
@@ -70,14 +72,14 @@ class DoorOperator:
         """Advance the panel by `dt` seconds; commands drop when their limit is reached."""
         before = self.opening
         if self.open_command and not self.open_blocked:
-            self.opening = min(1.0, self.opening + dt / self.timing.open_s)
+            self.opening = min(1.0, self.opening + dt / (self.timing.open_s * self.slowdown))
             if self.fully_open:
                 self.opening = 1.0
                 self.open_command = False
         elif self.close_command:
             floor = self.close_stall_at if self.close_stall_at is not None else 0.0
             if self.opening > floor:
-                self.opening = max(floor, self.opening - dt / self.timing.close_s)
+                self.opening = max(floor, self.opening - dt / (self.timing.close_s * self.slowdown))
             if self.fully_closed:
                 self.opening = 0.0
                 self.close_command = False

@@ -30,6 +30,7 @@ class Fault(enum.Enum):
     DOOR_CLOSE_FAILURE = "door_close_failure"
     DOOR_OPEN_FAILURE = "door_open_failure"
     DOOR_OBSTRUCTION = "door_obstruction"
+    DOOR_SLOWING = "door_slowing"
     DOOR_LOCK_BYPASS = "door_lock_bypass"
     LEVELLING_ERROR = "levelling_error"
     OVERSPEED = "overspeed"
@@ -149,6 +150,13 @@ FAULTS: dict[Fault, FaultSpec] = {
             "something blocks the doorway: every close stroke reopens half-way (reg 2 reopen "
             "device 1, opening/closing alternate, fully closed never), so the car never "
             "leaves: a reopen loop. Clear: the door closes and the car carries on.",
+        ),
+        _spec(
+            Fault.DOOR_SLOWING,
+            "a wearing door operator: every open and close stroke takes `factor` times its "
+            "normal time (reg 2 opening/closing bits last longer); the car keeps working. "
+            "Clear: normal stroke times again.",
+            options=("factor",),
         ),
         _spec(
             Fault.DOOR_LOCK_BYPASS,

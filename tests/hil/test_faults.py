@@ -216,3 +216,21 @@ def test_link_decisions() -> None:
     assert Fault.REBOOT in link.faults(12.0) and Fault.REBOOT not in link.faults(13.5)
     assert link.decide(13.5).action is LinkAction.WRONG_SLAVE
     assert all(FAULTS[f].kind is not FaultKind.CAR for f in link.faults(12.0))
+
+
+def test_door_slowing_stretches_every_stroke_and_clears() -> None:
+    from hil_tests.emulator.door import DoorOperator, DoorTiming
+
+    door = DoorOperator(DoorTiming(open_s=2.5, close_s=3.0))
+    door.slowdown = 2.0
+    door.command_open()
+    for _ in range(49):  # 4.9 s: a healthy door would be open after 2.5 s
+        door.step(0.1)
+    assert not door.fully_open
+    door.step(0.2)
+    assert door.fully_open
+    door.slowdown = 1.0
+    door.command_close()
+    for _ in range(31):
+        door.step(0.1)
+    assert door.fully_closed
