@@ -358,7 +358,12 @@ class FleetView:
     async def coverage(self) -> dict[str, int]:
         """The fleet's coverage counts."""
         c = await self._stub.Coverage(query_pb2.CoverageRequest(), timeout=10)
-        return {f.name: int(getattr(c, f.name)) for f in c.DESCRIPTOR.fields}
+        # The scalar counts only; the per-group breakdown is not part of the demo's output.
+        return {
+            f.name: int(getattr(c, f.name))
+            for f in c.DESCRIPTOR.fields
+            if f.label != f.LABEL_REPEATED
+        }
 
     async def close(self) -> None:
         """Close the channel."""
