@@ -359,11 +359,8 @@ class FleetView:
         """The fleet's coverage counts."""
         c = await self._stub.Coverage(query_pb2.CoverageRequest(), timeout=10)
         # The scalar counts only; the per-group breakdown is not part of the demo's output.
-        return {
-            f.name: int(getattr(c, f.name))
-            for f in c.DESCRIPTOR.fields
-            if f.label != f.LABEL_REPEATED
-        }
+        values = {f.name: getattr(c, f.name) for f in c.DESCRIPTOR.fields}
+        return {name: value for name, value in values.items() if isinstance(value, int)}
 
     async def close(self) -> None:
         """Close the channel."""
