@@ -105,13 +105,20 @@ class UnitMonitor:
         self._last_link_status_t: float | None = None
         self._open_events: dict[EventType, str] = {}
         self._slow_names = [
-            frozenset(
+            tuple(
                 s.name
                 for s in source.profile.signals
                 if isinstance(s, ValueSignal) and s.point.rate is Rate.SLOW
             )
             for source in unit.sources
         ]
+        # Per source: the signals taken from it, or None when it gives every signal of its
+        # profile (the usual case), so that its fields need no filtering per sample.
+        self._wanted: list[frozenset[str] | None] = [
+            None if source.signals >= source.profile.signal_names else source.signals
+            for source in unit.sources
+        ]
+        self._reads_counters = bool(unit.signals & _COUNTERS)
         # Per source: the slow signals of its last slow read, and (extras) its last fields.
         self._carried: list[dict[str, object]] = [{} for _ in unit.sources]
         self._fields: list[dict[str, object] | None] = [None for _ in unit.sources]
@@ -152,16 +159,20 @@ class UnitMonitor:
                 self.unit.id,
                 "; ".join(decoded.implausible),
             )
-        fields = self._taken(source, decoded.fields)
-        slow = self._slow_names[source]
+        fields = decoded.fields
+        wanted = self._wanted[source]
+        if wanted is not None:
+            fields = {k: v for k, v in fields.items() if k in wanted}
         carried = self._carried[source]
-        carried.update({k: v for k, v in fields.items() if k in slow})
-        fields = {**carried, **fields}
+        for name in self._slow_names[source]:
+            if name in fields:
+                carried[name] = fields[name]
+        if carried:
+            fields = {**carried, **fields}
         self._fields[source] = fields
         if source != 0:
             return []
-        parts = [f for f in self._fields if f is not None]
-        sample = car_state(t, parts)
+        sample = car_state(t, [f for f in self._fields if f is not None])
         records = self._on_link_outcome(True, t, time)
         self.last_sample = sample
         began = perf_counter()
@@ -175,7 +186,7 @@ class UnitMonitor:
             self._last_key, self._last_state_t = key, t
         # Counters wait for the first slow read that brings the controller's own counters,
         # so the first record does not report zero trips for a car with a million.
-        counters_known = sample.trips is not None or not (self.unit.signals & _COUNTERS)
+        counters_known = sample.trips is not None or not self._reads_counters
         if counters_known and (
             self._last_counters_t is None or t - self._last_counters_t >= self._counters_interval_s
         ):
@@ -183,10 +194,6 @@ class UnitMonitor:
             self._last_counters_t = t
         records += self._periodic_link_status(t, time)
         return records
-
-    def _taken(self, source: int, fields: dict[str, object]) -> dict[str, object]:
-        wanted = self.unit.sources[source].signals
-        return {k: v for k, v in fields.items() if k in wanted}
 
     def _forget(self, source: int) -> None:
         self._carried[source] = {}

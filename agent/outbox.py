@@ -97,6 +97,9 @@ class Outbox:
             )
             self._db = self._open(path, wall)
         (self._last_seq,) = self._db.execute("SELECT last_seq FROM sequence").fetchone()
+        # The connection's synchronous mode, so it is set only when it changes (appends of
+        # telemetry and acks, the common case, all want NORMAL).
+        self._synchronous: str | None = None
         (self._page_size,) = self._db.execute("PRAGMA page_size").fetchone()
 
     @staticmethod
@@ -140,7 +143,7 @@ class Outbox:
             kind = record.WhichOneof("payload") or ""
             durable = durable or kind == "event"
             rows.append((seq, record.unit_id, kind, record.SerializeToString()))
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._set_synchronous("FULL" if durable else "NORMAL")
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO records (seq, unit_id, kind, payload) VALUES (?, ?, ?, ?)", rows
@@ -173,9 +176,11 @@ class Outbox:
 
     def used_bytes(self) -> int:
         """Bytes of the file in use by records (free pages after deletes not counted)."""
-        (pages,) = self._db.execute("PRAGMA page_count").fetchone()
-        (free,) = self._db.execute("PRAGMA freelist_count").fetchone()
-        return int(pages - free) * int(self._page_size)
+        # One statement rather than two PRAGMAs: this runs after every append.
+        (used,) = self._db.execute(
+            "SELECT page_count - freelist_count FROM pragma_page_count, pragma_freelist_count"
+        ).fetchone()
+        return int(used) * int(self._page_size)
 
     def pending(
         self, after_seq: int, limit: int, max_bytes: int | None = None
@@ -198,7 +203,7 @@ class Outbox:
 
     def ack(self, up_to_seq: int) -> int:
         """Delete every record with seq <= ``up_to_seq`` (the fleet has them); return how many."""
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._set_synchronous("NORMAL")
         with self._transaction():
             cursor = self._db.execute("DELETE FROM records WHERE seq <= ?", (up_to_seq,))
         return cursor.rowcount
@@ -206,7 +211,7 @@ class Outbox:
     def ensure_seq_above(self, committed_seq: int) -> None:
         """Make the next seq exceed ``committed_seq``, which the fleet already holds."""
         if committed_seq > self._last_seq:
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._set_synchronous("FULL")
             with self._transaction():
                 self._db.execute("UPDATE sequence SET last_seq = ?", (committed_seq,))
             self._last_seq = committed_seq
@@ -232,6 +237,11 @@ class Outbox:
     def close(self) -> None:
         """Close the database; everything appended is already committed."""
         self._db.close()
+
+    def _set_synchronous(self, mode: str) -> None:
+        if mode != self._synchronous:
+            self._db.execute(f"PRAGMA synchronous={mode}")
+            self._synchronous = mode
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

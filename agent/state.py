@@ -27,6 +27,11 @@ class DoorState(enum.Enum):
     PARTLY_OPEN = "partly_open"  # neither limit made, operator idle
     UNKNOWN = "unknown"  # the profile has no door signals
 
+    # Detectors test membership in sets of these once or more per rule and sample, and
+    # Enum's own __hash__ is Python code. Members are singletons that compare by
+    # identity, so identity hashing is equivalent and runs in C.
+    __hash__ = object.__hash__
+
 
 class ServiceMode(enum.Enum):
     """Service modes with their GB/T 24476-2017 register values (reference map reg 4)."""
@@ -39,6 +44,11 @@ class ServiceMode(enum.Enum):
     EMERGENCY_POWER = 5
     EARTHQUAKE = 6
     UNKNOWN = 7
+
+    # Detectors test membership in sets of these once or more per rule and sample, and
+    # Enum's own __hash__ is Python code. Members are singletons that compare by
+    # identity, so identity hashing is equivalent and runs in C.
+    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True, slots=True)

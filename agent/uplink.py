@@ -82,6 +82,9 @@ class Uplink:
         # grpc.ChannelCredentials for mutual TLS; None means plaintext (demo and rig only).
         self._credentials = credentials
         self._wake = asyncio.Event()
+        # True while the sender waits for acks to open its window; only then does an ack
+        # need to wake it (otherwise every ack would cost it a pointless outbox query).
+        self._window_full = False
         self.connected = False
         self.acked_seq = 0
 
@@ -183,7 +186,8 @@ class Uplink:
                 if self._metrics is not None:
                     self._metrics.records_acked.inc(removed)
                 self.acked_seq = max(self.acked_seq, frame.ack.up_to_seq)
-                self._wake.set()  # the send window may have opened
+                if self._window_full:
+                    self._wake.set()  # the send window may have opened
             elif kind == "reject":
                 raise _rejected(frame.reject)
             else:
@@ -199,8 +203,13 @@ class Uplink:
                 await call.write(self._heartbeat())
                 next_heartbeat = loop.time() + heartbeat_s
             room = SEND_WINDOW - (sent_seq - self.acked_seq)
+            self._window_full = room <= 0
+            # The outbox's seqs are handed out in memory: when none was handed out after the
+            # last one sent, there is nothing to query for.
             batch = (
-                self._outbox.pending(sent_seq, min(max_batch, room), max_bytes) if room > 0 else []
+                self._outbox.pending(sent_seq, min(max_batch, room), max_bytes)
+                if room > 0 and self._outbox.last_seq > sent_seq
+                else []
             )
             if batch:
                 frame = gateway_pb2.AgentFrame(
@@ -216,8 +225,10 @@ class Uplink:
             self._wake.clear()
             timeout = next_heartbeat - loop.time()
             # A timeout here just means the heartbeat is due: the loop's top sends it.
+            # asyncio.timeout rather than wait_for: no task is created per wait.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(timeout, 0.0))
+                async with asyncio.timeout(max(timeout, 0.0)):
+                    await self._wake.wait()
 
     def _heartbeat(self) -> gateway_pb2.AgentFrame:
         heartbeat = gateway_pb2.Heartbeat(outbox_depth=self._outbox.depth())

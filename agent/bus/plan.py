@@ -35,6 +35,11 @@ class Table(enum.Enum):
     HOLDING = "holding"
     INPUT = "input"
 
+    # Raw values are keyed by (Table, address), so every register of every sample hashes
+    # a Table, and Enum's own __hash__ is Python code. Members are singletons that compare
+    # by identity, so identity hashing is equivalent and runs in C.
+    __hash__ = object.__hash__
+
     @property
     def function_code(self) -> int:
         """The Modbus *read* function code for this table (1, 2, 3 or 4)."""
