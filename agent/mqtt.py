@@ -32,9 +32,12 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message as ProtoMessage
 
 from agent.metrics import AgentMetrics
+from agent.uplink import Backoff
 from protos.liftwatch.v1 import records_pb2
 
 log = logging.getLogger(__name__)
+# The same jittered exponential back-off as the fleet uplink.
+RECONNECT = Backoff()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,7 @@ class MqttPublisher:
                 log.warning("MQTT broker %s:%d: %s", self.config.host, self.config.port, exc)
             finally:
                 self.connected = False
-            delay = rng.uniform(0.5, 1.0) * min(30.0, 0.5 * 2**attempt)
+            delay = RECONNECT.delay(attempt, rng)
             attempt += 1
             await asyncio.sleep(delay)
 

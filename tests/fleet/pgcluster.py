@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import service_missing
 
 PORT = 5432  # only names the socket file; nothing listens on TCP
 START_TIMEOUT_S = 60
@@ -142,8 +142,4 @@ def _run(argv: list[str], user: str | None) -> None:
 
 def require_cluster_policy(reason: str) -> None:
     """Skip (a developer's machine) or fail (CI) for a cluster that cannot run: ``reason``."""
-    import pytest
-
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason}, and LIFTWATCH_REQUIRE_SERVICES=1 forbids skipping")
-    pytest.skip(reason)
+    service_missing(reason)
