@@ -2,9 +2,10 @@
 
 Commands: serve, units (list; ``units import FILE`` loads the register), coverage,
 firmware, events, pki (certificates for mutual TLS), agents (the units each agent may
-report for). The read commands open the store read-only (a SQLite file, which WAL
-lets them read beside ``serve``, or a ``postgresql://`` URL). Errors in arguments,
-configuration, policy or database are one line on stderr and exit status 2.
+report for), users (dashboard and API accounts, see fleet.cli_users). The read commands
+open the store read-only (a SQLite file, which WAL lets them read beside ``serve``, or a
+``postgresql://`` URL). Errors in arguments, configuration, policy or database are one
+line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from fleet.cli_lifecycle import add_parsers as add_lifecycle_parsers
 from fleet.cli_lifecycle import commands as lifecycle_commands
+from fleet.cli_users import add_parser as add_users_parser
+from fleet.cli_users import commands as users_commands
 from fleet.clock import utc_now
 from fleet.config import (
     MEMORY,
@@ -168,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=_positive_int, default=100, help="newest N events (default 100)"
     )
     _add_security_commands(commands)
+    add_users_parser(commands)
     return parser
 
 
@@ -595,6 +599,7 @@ _COMMANDS = {
     "firmware": _cmd_firmware,
     "events": _cmd_events,
     **lifecycle_commands(lambda args: _target(args)),
+    **users_commands(lambda args: _target(args)),
 }
 
 

@@ -33,6 +33,16 @@ Every key, with its default (a missing file section or key takes the default)::
                                  # pick one; "" disables the HTTP server. When this key is not
                                  # set and server.listen has port 0 (throwaway fleets: tests,
                                  # the rig), the API takes port 0 too, so they never collide
+    auth = true                  # the dashboard and /api/ need a login (a session from the
+                                 # login page, or `Authorization: Bearer` with a token from
+                                 # `liftwatch-fleet users token`); false lets everyone act as
+                                 # administrator: only for a closed test network (serve warns)
+    session_ttl_s = 43200        # a dashboard login lasts this long (12 h: one shift)
+    secure_cookies = true        # mark the session cookie Secure (HTTPS only); pages reached
+                                 # on loopback (127.0.0.1, localhost) get it without
+    time_zone = "Asia/Shanghai"  # IANA time zone the dashboard shows times in (the site's)
+    language = "zh"              # the dashboard's language for a new visitor: "zh" or "en"
+                                 # (each user can switch; the choice is kept in the browser)
 
     [store]
     path = "fleet.db"            # SQLite file; relative to the config file's directory;
@@ -94,6 +104,7 @@ by its dotted key (``coverage.stale_after_s``), and raises one `ConfigError` lis
 from __future__ import annotations
 
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,9 +153,15 @@ class TlsConfig:
 
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
-    """Where the JSON API listens; empty ``listen`` disables it."""
+    """Where the JSON API and the dashboard listen (empty ``listen`` disables them), and
+    how the dashboard admits and shows (see the module docstring for each key)."""
 
     listen: str = "127.0.0.1:8080"
+    auth: bool = True
+    session_ttl_s: float = 43200.0
+    secure_cookies: bool = True
+    time_zone: str = "Asia/Shanghai"
+    language: str = "zh"
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +246,7 @@ def load_config(path: Path) -> FleetConfig:
 
 
 _NUMBER = (int, float)
+LANGUAGES = ("zh", "en")
 _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     "server": {
         "listen": (str,),
@@ -239,7 +257,14 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "workers": (int,),
     },
     "tls": {"cert": (str,), "key": (str,), "client_ca": (str,)},
-    "http": {"listen": (str,)},
+    "http": {
+        "listen": (str,),
+        "auth": (bool,),
+        "session_ttl_s": _NUMBER,
+        "secure_cookies": (bool,),
+        "time_zone": (str,),
+        "language": (str,),
+    },
     "store": {"path": (str,), "url": (str,)},
     "coverage": {"stale_after_s": _NUMBER, "offline_after_s": _NUMBER, "sweep_interval_s": _NUMBER},
     "registry": {"csv": (str,)},
@@ -274,7 +299,9 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
             if expected is None:
                 problems.append(f"{dotted}: unknown key")
             # bool is an int subclass in Python, but `true` is never a valid count here.
-            elif isinstance(value, bool) or not isinstance(value, expected):
+            elif (isinstance(value, bool) and bool not in expected) or not isinstance(
+                value, expected
+            ):
                 wanted = " or ".join(_TOML_NAMES[t] for t in expected)
                 problems.append(f"{dotted}: expected {wanted}, got {_type_name(value)}")
             else:
@@ -317,6 +344,17 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         http_listen = defaults.http.listen.rpartition(":")[0] + ":0"
     if http_listen:
         problems += _check_listen("http.listen", http_listen)
+    session_ttl = _number(get("http", "session_ttl_s", defaults.http.session_ttl_s))
+    if not 60 <= session_ttl <= 30 * 86400:
+        problems.append(f"http.session_ttl_s: must be between 60 and 2592000, got {session_ttl}")
+    time_zone = str(get("http", "time_zone", defaults.http.time_zone))
+    try:
+        zoneinfo.ZoneInfo(time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(f"http.time_zone: {time_zone!r} is not an IANA time zone name")
+    language = str(get("http", "language", defaults.http.language))
+    if language not in LANGUAGES:
+        problems.append(f"http.language: must be one of {', '.join(LANGUAGES)}, got {language!r}")
 
     store_path = str(get("store", "path", defaults.store.path))
     if not store_path:
@@ -361,7 +399,14 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
     return FleetConfig(
         server=ServerConfig(listen=listen, workers=workers, **server_numbers),
         tls=TlsConfig(**tls_paths),
-        http=HttpConfig(listen=http_listen),
+        http=HttpConfig(
+            listen=http_listen,
+            auth=bool(get("http", "auth", defaults.http.auth)),
+            session_ttl_s=session_ttl,
+            secure_cookies=bool(get("http", "secure_cookies", defaults.http.secure_cookies)),
+            time_zone=time_zone,
+            language=language,
+        ),
         store=StoreConfig(path=store_path, url=store_url),
         coverage=CoverageConfig(
             stale_after_s=stale, offline_after_s=offline, sweep_interval_s=sweep
@@ -400,7 +445,12 @@ def _number(value: object) -> int | float:
     return value
 
 
-_TOML_NAMES: dict[type, str] = {str: "a string", int: "an integer", float: "a float"}
+_TOML_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a float",
+    bool: "a boolean",
+}
 
 
 def _type_name(value: object) -> str:

@@ -72,8 +72,20 @@ class GatewayMetrics:
         )
         self.bad_input = Counter(
             "liftwatch_fleet_bad_input",
-            "Bad input outside the ingest stream, by kind (register_row, api_request).",
+            "Bad input outside the ingest stream, by kind (register_row, api_request, "
+            "login, api_token, csrf).",
             ["kind"],
+            registry=self.registry,
+        )
+        self.access_denied = Counter(
+            "liftwatch_fleet_http_access_denied",
+            "HTTP requests refused: 401 (no valid session or token), 403 (not allowed).",
+            ["status"],
+            registry=self.registry,
+        )
+        self.live_subscribers = Gauge(
+            "liftwatch_fleet_live_subscribers",
+            "Dashboard pages holding a live-update stream open.",
             registry=self.registry,
         )
 

@@ -48,6 +48,19 @@ class UnitFilter:
     model: str = ""
     status: UnitStatus | None = None
     monitored: bool = False
+    # Case-insensitive text anywhere in the unit id, building, address or street.
+    text: str = ""
+
+    def matches_text(self, unit: UnitRow) -> bool:
+        """Whether ``unit`` contains `text` (always, when it is empty)."""
+        if not self.text:
+            return True
+        needle = self.text.casefold()
+        register = unit.register
+        return any(
+            needle in field.casefold()
+            for field in (unit.unit_id, register.building, register.address, register.street)
+        )
 
     def store_query(self) -> UnitQuery:
         """The part of the filter the store applies (status depends on the clock)."""
@@ -97,7 +110,7 @@ def select_units(
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         raise BadRequestError(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
     after = decode_token(page_token) if page_token else None
-    listed = [(u, status_of(u, now, thresholds)) for u in rows]
+    listed = [(u, status_of(u, now, thresholds)) for u in rows if wanted.matches_text(u)]
     listed = [(u, s) for u, s in listed if wanted.status is None or s is wanted.status]
     total = len(listed)
     if after is not None:
@@ -139,9 +152,12 @@ class Reads:
         row = await self._store.get_unit(unit_id)
         return None if row is None else (row, status_of(row, self._clock(), self.thresholds))
 
-    async def coverage(self, by: str = "") -> tuple[Coverage, dict[str, Coverage]]:
-        """District counts, and per ``by`` group when given (else an empty dict)."""
-        rows = await self._store.list_units(UnitQuery())
+    async def coverage(
+        self, by: str = "", contractor: str = ""
+    ) -> tuple[Coverage, dict[str, Coverage]]:
+        """District counts (of ``contractor``'s units unless empty), and per ``by`` group
+        when given (else an empty dict)."""
+        rows = await self._store.list_units(UnitQuery(contractor=contractor))
         now = self._clock()
         try:
             groups = coverage_by(rows, by, now, self.thresholds) if by else {}
@@ -154,19 +170,23 @@ class Reads:
         return await self._store.coverage_history(unit_id, event_limit(limit))
 
     async def firmware(
-        self, model: str = "", history_unit: str = ""
+        self, model: str = "", history_unit: str = "", contractor: str = ""
     ) -> tuple[Inventory, list[FirmwareChange]]:
-        """The firmware inventory (of ``model`` unless empty), and a unit's history."""
-        rows = await self._store.list_units(UnitQuery(model=model))
+        """The firmware inventory (of ``model`` and ``contractor`` unless empty), and a
+        unit's history."""
+        rows = await self._store.list_units(UnitQuery(model=model, contractor=contractor))
         history = (
             await self._store.firmware_history(history_unit, HISTORY_LIMIT) if history_unit else []
         )
         return inventory(rows, self._policy, model), history
 
     async def events(
-        self, unit_id: str = "", type_number: int = 0, limit: int = 0
+        self, unit_id: str = "", type_number: int = 0, limit: int = 0, contractor: str = ""
     ) -> list[EventRow]:
-        """The newest matching events, oldest first."""
+        """The newest matching events (of ``contractor``'s units unless empty), oldest
+        first."""
         return await self._store.list_events(
-            EventQuery(unit_id=unit_id, type=type_number, limit=event_limit(limit))
+            EventQuery(
+                unit_id=unit_id, type=type_number, limit=event_limit(limit), contractor=contractor
+            )
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 from collections.abc import Callable, Iterator, Mapping
@@ -14,9 +15,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from starlette.applications import Starlette
 
 from fleet.access import AgentAccess, TlsMaterial, TlsSetupError, load_tls, server_credentials
-from fleet.alarms.service import running_lifecycle
+from fleet.alarms.service import Lifecycle, running_lifecycle
 from fleet.clock import Clock, utc_now
 from fleet.config import FleetConfig, split_listen
 from fleet.firmware import EMPTY_POLICY, Policy, load_policy
@@ -26,11 +28,15 @@ from fleet.metrics import GatewayMetrics
 from fleet.query import FleetQuery
 from fleet.reads import Reads
 from fleet.registry import read_register
+from fleet.store.base import UnitQuery
 from fleet.store.open import open_store
 from fleet.store.worker import StoreWorker
 from fleet.sweeper import run_sweeper
 from fleet.web.api import build_app
+from fleet.web.auth import Authenticator, AuthSettings
+from fleet.web.dashboard import SiteSettings
 from fleet.web.http import HttpBindError, running_http
+from fleet.web.live import LiveHub, UnitContractors
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,8 @@ MIN_PING_INTERVAL_MS = 10_000
 # Room above the batch limit so a slightly oversized batch gets a TOO_LARGE Reject
 # instead of a bare RESOURCE_EXHAUSTED from the transport.
 MESSAGE_HEADROOM_BYTES = 1024 * 1024
+# How often the unit -> contractor map of the live streams is re-read from the register.
+CONTRACTORS_REFRESH_S = 30.0
 SERVICE_NAMES = (
     gateway_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
     query_pb2.DESCRIPTOR.services_by_name["FleetQuery"].full_name,
@@ -189,9 +197,10 @@ async def _serve_until(
             "grpc": await _start_grpc(stack, config, host, committer, reads, metrics, tls, access)
         }
         if config.http.listen:
+            app = await _web_app(stack, config, store, reads, metrics, lifecycle, committer, clock)
             try:
                 addresses["http"] = await stack.enter_async_context(
-                    running_http(build_app(reads, metrics, lifecycle), config.http.listen)
+                    running_http(app, config.http.listen)
                 )
             except HttpBindError as exc:
                 raise ServeError(str(exc)) from None
@@ -206,6 +215,76 @@ async def _serve_until(
             ready(addresses)
         await stop.wait()
         log.info("stopping (grace %.0f s)", STOP_GRACE_S)
+
+
+async def _web_app(
+    stack: contextlib.AsyncExitStack,
+    config: FleetConfig,
+    store: StoreWorker,
+    reads: Reads,
+    metrics: GatewayMetrics,
+    lifecycle: Lifecycle,
+    committer: GroupCommitter,
+    clock: Clock,
+) -> Starlette:
+    """The JSON API and the dashboard, with live updates fed by ``committer``."""
+    http = config.http
+    contractors = UnitContractors()
+    contractors.update(await unit_contractors(store))
+    hub = LiveHub(contractors, alarm_types=config.alarms.type_numbers)
+    committer.observers.append(hub.observe)
+    refresher = asyncio.create_task(
+        _refresh_contractors(store, contractors, CONTRACTORS_REFRESH_S), name="contractors"
+    )
+    stack.push_async_callback(_cancel, refresher)
+    # Ends the open live streams before uvicorn's graceful stop waits for them.
+    stack.callback(hub.close)
+    auth: Authenticator | None = None
+    if http.auth:
+        auth = Authenticator(
+            store,
+            clock,
+            AuthSettings(
+                session_ttl=dt.timedelta(seconds=http.session_ttl_s),
+                secure_cookies=http.secure_cookies,
+            ),
+            metrics,
+        )
+    else:
+        log.warning(
+            "[http] auth = false: everyone reaching %s acts as an administrator; fit only "
+            "for a closed test network",
+            http.listen,
+        )
+    return build_app(
+        reads,
+        metrics,
+        lifecycle,
+        auth=auth,
+        hub=hub,
+        contractors=contractors,
+        site=SiteSettings(time_zone=http.time_zone, language=http.language),
+        store=store,
+    )
+
+
+async def unit_contractors(store: StoreWorker) -> dict[str, str]:
+    """unit_id -> maintenance contractor of every unit the fleet knows."""
+    rows = await store.list_units(UnitQuery())
+    return {row.unit_id: row.register.contractor for row in rows}
+
+
+async def _refresh_contractors(
+    store: StoreWorker, contractors: UnitContractors, interval_s: float
+) -> None:
+    # A unit registered (or re-assigned) after start reaches contractors' live streams
+    # within one interval; until then it is shown to unscoped roles only (fail closed).
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            contractors.update(await unit_contractors(store))
+        except Exception as exc:  # the store may be briefly unreachable
+            log.warning("refreshing the unit -> contractor map failed: %s", exc)
 
 
 async def _start_grpc(

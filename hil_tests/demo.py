@@ -31,6 +31,7 @@ DEMO_DETECT = {"entrapment_between_floors_s": 8.0}
 INJECT_AFTER_S = 5.0
 RESCUE_AFTER_S = 6.0  # after the fleet has the RAISED
 POLL_S = 0.5
+DASHBOARD_PORT = 8080
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         '{"units": [...], "events": [...], "coverage": {...}}',
     )
     parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=DASHBOARD_PORT,
+        metavar="PORT",
+        help=f"serve the dashboard at http://127.0.0.1:PORT/ (default {DASHBOARD_PORT}; "
+        "0 lets the kernel pick a free port)",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         default=None,
@@ -61,22 +70,32 @@ def run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         print("liftwatch-rig demo: --duration must be > 0", file=sys.stderr)
         return 2
+    if not 0 <= args.dashboard_port <= 65535:
+        print("liftwatch-rig demo: --dashboard-port must be 0 to 65535", file=sys.stderr)
+        return 2
     try:
-        return asyncio.run(_demo(args.duration, args.json, args.work_dir))
+        return asyncio.run(_demo(args.duration, args.json, args.work_dir, args.dashboard_port))
     except KeyboardInterrupt:
         return 0
 
 
-async def _demo(duration: float | None, as_json: bool, work_dir: Path | None) -> int:
+async def _demo(
+    duration: float | None, as_json: bool, work_dir: Path | None, dashboard_port: int
+) -> int:
     with contextlib.ExitStack() as stack:
         if work_dir is None:
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="liftwatch-")))
         say: Callable[[str], None] = (
             (lambda _text: None) if as_json else (lambda text: print(text, flush=True))
         )
-        spec = demo_spec(DEMO_DETECT)
+        spec = demo_spec(DEMO_DETECT, http_listen=f"127.0.0.1:{dashboard_port}")
         say(f"LiftWatch demo in {work_dir}: fleet, emulator ({len(spec.unit_ids)} cars), agent")
         async with running_system(spec, work_dir) as system:
+            dashboard = f"http://{system.fleet.ready['http']}/"
+            say(f"dashboard: {dashboard}  (log in as one of these demo accounts)")
+            for user in spec.users:
+                scope = f", {user.contractor}" if user.contractor else ""
+                say(f"  {user.role:<11} {user.username:<12} password {user.password}{scope}")
             say(
                 f"fleet on {system.fleet_address}, Modbus on {system.emulator.ready['modbus']}; "
                 f"entrapment threshold between floors {DEMO_DETECT['entrapment_between_floors_s']}"
@@ -153,4 +172,13 @@ async def _watch(
             rescue_at = float("inf")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), POLL_S)
-    return {"units": units, "events": events, "coverage": await view.coverage()}
+    return {
+        "units": units,
+        "events": events,
+        "coverage": await view.coverage(),
+        "dashboard": f"http://{system.fleet.ready['http']}/",
+        "logins": [
+            {"username": u.username, "role": u.role, "password": u.password}
+            for u in system.spec.users
+        ],
+    }

@@ -6,9 +6,11 @@ and stops all three when the block ends. The demo and the end-to-end tests use i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import json
+import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ import grpc
 
 from hil_tests.emulator.control import control
 from hil_tests.netcut import NetCut
-from hil_tests.processes import Service, start
+from hil_tests.processes import Service, ServiceError, start
 from protos.liftwatch.v1 import query_pb2, query_pb2_grpc, records_pb2
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -49,17 +51,52 @@ class SystemSpec:
     traffic: str = ""
     # Appended to the fleet's config as it is (e.g. an [alarms] section).
     fleet_extra: str = ""
+    # The fleet's HTTP side (JSON API and dashboard); port 0 lets the kernel pick.
+    http_listen: str = "127.0.0.1:0"
+    # Dashboard accounts made with `liftwatch-fleet users add` before the fleet starts.
+    users: tuple[SystemUser, ...] = ()
 
 
-def demo_spec(detect: Mapping[str, float] | None = None) -> SystemSpec:
-    """Four cars of `DEMO_BUILDING`, with their model from the district register."""
+@dataclass(frozen=True, slots=True)
+class SystemUser:
+    """A dashboard account of a rig system (role: regulator, contractor, dispatcher or
+    admin; contractor: the maintenance contractor of a contractor account)."""
+
+    username: str
+    role: str
+    password: str
+    contractor: str = ""
+
+
+def demo_spec(
+    detect: Mapping[str, float] | None = None, http_listen: str = "127.0.0.1:0"
+) -> SystemSpec:
+    """Four cars of `DEMO_BUILDING`, with their model from the district register, and a
+    dashboard account per role (`demo_users`)."""
     with REGISTER_CSV.open(encoding="utf-8", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["building"] == DEMO_BUILDING]
+        register = list(csv.DictReader(f))
+    rows = [r for r in register if r["building"] == DEMO_BUILDING]
     rows.sort(key=lambda r: int(r["car_in_group"]))
+    own = rows[0]["maintenance_contractor"]
+    other = min({r["maintenance_contractor"] for r in register} - {own, ""})
     return SystemSpec(
         unit_ids=tuple(r["registration_code"] for r in rows),
         model=rows[0]["controller_model"],
         detect=detect or {},
+        http_listen=http_listen,
+        users=demo_users(own, other),
+    )
+
+
+def demo_users(contractor: str, other_contractor: str) -> tuple[SystemUser, ...]:
+    """One account per role, password "<name>-demo": ``contractor`` maintains the demo
+    building, ``contractor2`` (of ``other_contractor``) does not. For a demo only."""
+    return (
+        SystemUser("regulator", "regulator", "regulator-demo"),
+        SystemUser("dispatcher", "dispatcher", "dispatcher-demo"),
+        SystemUser("contractor", "contractor", "contractor-demo", contractor),
+        SystemUser("contractor2", "contractor", "contractor2-demo", other_contractor),
+        SystemUser("admin", "admin", "admin-demo"),
     )
 
 
@@ -202,7 +239,7 @@ def fleet_config_text(spec: SystemSpec, work_dir: Path) -> str:
         'listen = "127.0.0.1:0"',
         "",
         "[http]",
-        'listen = "127.0.0.1:0"',
+        f"listen = {_toml_str(spec.http_listen)}",
         "",
         "[store]",
         f"path = {_toml_str(str(work_dir / 'fleet.db'))}",
@@ -257,6 +294,8 @@ async def running_system(
     work_dir.mkdir(parents=True, exist_ok=True)
     fleet_config = work_dir / "fleet.toml"
     fleet_config.write_text(fleet_config_text(spec, work_dir), encoding="utf-8")
+    for user in spec.users:
+        await add_user(fleet_config, user, work_dir)
     # The stop callbacks look the service up when they run: a test may have restarted it.
     system: RunningSystem | None = None
     async with contextlib.AsyncExitStack() as stack:
@@ -287,6 +326,29 @@ async def running_system(
         stack.push_async_callback(lambda: _stop_current(system, "agent", agent))
         system = RunningSystem(spec, work_dir, fleet, emulator, agent, proxy)
         yield system
+
+
+async def add_user(fleet_config: Path, user: SystemUser, log_dir: Path) -> None:
+    """Make ``user`` with the fleet's own CLI (`liftwatch-fleet users add`); raises
+    `ServiceError` with its message when the CLI refuses."""
+    args = ["users", "add", user.username, "--role", user.role, "--password-stdin"]
+    if user.contractor:
+        args += ["--contractor", user.contractor]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fleet",
+        *args,
+        "--config",
+        str(fleet_config),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=log_dir,
+    )
+    _, err = await process.communicate(f"{user.password}\n".encode())
+    if process.returncode != 0:
+        raise ServiceError(f"users add {user.username}: {err.decode(errors='replace').strip()}")
 
 
 async def _stop_current(system: RunningSystem | None, name: str, first: Service) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from fleet.auth.roles import Principal, Role
 from fleet.history import Head, HistoryRow
 from protos.liftwatch.v1 import records_pb2
 
@@ -165,11 +166,13 @@ class UnitQuery:
 
 @dataclass(frozen=True, slots=True)
 class EventQuery:
-    """Filters for `Store.list_events`: unit, event type number (0 = any), newest ``limit``."""
+    """Filters for `Store.list_events`: unit, event type number (0 = any), newest
+    ``limit``, and the units of one maintenance contractor."""
 
     unit_id: str = ""
     type: int = 0
     limit: int = 100
+    contractor: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +260,17 @@ class Store(Protocol):
         """The newest ``query.limit`` matching events, returned oldest first."""
         ...
 
+    def latest_car_state(self, unit_id: str) -> tuple[dt.datetime, bytes] | None:
+        """The newest CarState record of ``unit_id``: its time and serialized payload."""
+        ...
+
+    def health_records(
+        self, unit_id: str, kind: str, limit: int
+    ) -> list[tuple[dt.datetime, bytes]]:
+        """The newest ``limit`` records of ``kind`` ("counters" or "link_status") of
+        ``unit_id``, oldest first: times and serialized payloads."""
+        ...
+
     def close(self) -> None:
         """Release the store; no call may follow."""
         ...
@@ -327,6 +341,70 @@ class Store(Protocol):
 
     def unit_events(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[EventRow]:
         """Events of ``unit_id`` whose time or onset lies in [since, until), oldest first."""
+        ...
+
+    # -- users, sessions, API tokens (implemented in fleet.store.users) -------------------
+
+    def add_user(
+        self,
+        username: str,
+        role: Role,
+        password_hash: str,
+        contractor: str = "",
+        display_name: str = "",
+        *,
+        now: dt.datetime,
+    ) -> None:
+        """Create a user; raises `UserError` for a taken or malformed name or a role and
+        contractor that do not go together."""
+        ...
+
+    def users(self) -> list[UserRow]:
+        """Every user, by username."""
+        ...
+
+    def user(self, username: str) -> UserRow | None:
+        """The user ``username``, or None."""
+        ...
+
+    def remove_user(self, username: str) -> bool:
+        """Delete a user with its sessions and tokens; False when there was none."""
+        ...
+
+    def set_password(self, username: str, password_hash: str) -> bool:
+        """Replace a user's password hash and end its sessions; False when no such user."""
+        ...
+
+    def create_session(self, username: str, now: dt.datetime, ttl: dt.timedelta) -> tuple[str, str]:
+        """A new session for ``username`` valid for ``ttl``: (session id, CSRF token)."""
+        ...
+
+    def session(self, session_id: str, now: dt.datetime) -> tuple[UserRow, str] | None:
+        """The user of a live session and its CSRF token; None if unknown or expired."""
+        ...
+
+    def end_session(self, session_id: str) -> None:
+        """Forget a session (log out); unknown ids are ignored."""
+        ...
+
+    def purge_sessions(self, now: dt.datetime) -> int:
+        """Delete the sessions expired by ``now``; returns how many."""
+        ...
+
+    def create_token(self, username: str, label: str, now: dt.datetime) -> str:
+        """A new API token ``lwt_...`` for ``username``, shown only this once."""
+        ...
+
+    def token_user(self, token: str) -> UserRow | None:
+        """The user an API token belongs to, or None."""
+        ...
+
+    def tokens(self, username: str) -> list[TokenRow]:
+        """The labels and creation times of a user's API tokens, by label."""
+        ...
+
+    def revoke_token(self, username: str, label: str) -> bool:
+        """Delete a user's token ``label``; False when there was none."""
         ...
 
 
@@ -410,3 +488,35 @@ class TripSpan:
     day: dt.date
     min_trips: int
     max_trips: int
+
+
+# -- users, sessions and API tokens (migration "users", logic in fleet.store.users) ----------
+
+
+class UserError(Exception):
+    """A user operation that cannot be done (taken or malformed name, bad role, unknown
+    user or token label); the message names the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """A dashboard / API user; ``password_hash`` as `fleet.auth.passwords` made it."""
+
+    username: str
+    role: Role
+    contractor: str
+    display_name: str
+    password_hash: str
+    created: dt.datetime
+
+    def principal(self) -> Principal:
+        """What the access rules need of this user (no secrets)."""
+        return Principal(self.username, self.role, self.contractor, self.display_name)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """An API token as listed: its label and creation time, never the secret."""
+
+    label: str
+    created: dt.datetime

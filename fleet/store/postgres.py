@@ -18,7 +18,8 @@ from typing import Any
 from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
 from fleet.store.lifecycle import LIFECYCLE_TABLES
-from fleet.store.sql import HISTORY_TABLES, SqlStore
+from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore
+from fleet.store.users import USER_TABLES
 
 # An arbitrary constant naming the advisory lock that serializes migrations.
 MIGRATION_LOCK = 0x4C69667457617463
@@ -99,6 +100,12 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 3, "agent registry": the units each agent may report for under mutual
     # TLS (see fleet.store.agents).
     AGENT_UNITS_TABLE,
+    # Version 4, "users": dashboard and API users, login sessions, API tokens (see
+    # fleet.store.users).
+    USER_TABLES,
+    # Version 5, "dashboard": a partial index over the counters and link-status records
+    # that a unit page reads over time (see fleet.store.sql.RECORDS_HEALTH_INDEX).
+    RECORDS_HEALTH_INDEX,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

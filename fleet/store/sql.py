@@ -41,6 +41,7 @@ from fleet.store.base import (
     WriteOp,
 )
 from fleet.store.lifecycle import LifecycleStore
+from fleet.store.users import UserStore
 from protos.liftwatch.v1 import records_pb2
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -101,7 +102,18 @@ def timestamp_us(ts: timestamp_pb2.Timestamp) -> int:
     return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
 
 
-class SqlStore(LifecycleStore, AgentRegistryStore):
+# Record kinds the dashboard reads per unit over time (counters trend, link health).
+HEALTH_KINDS = ("counters", "link_status")
+# Migration "dashboard" (both backends): a partial index over the rare health records
+# only, so that a unit page reads its counter history without the car-state bulk
+# paying for an index on every insert.
+RECORDS_HEALTH_INDEX = (
+    "CREATE INDEX records_health ON records (unit_id, kind, time_us) "
+    "WHERE kind IN ('counters', 'link_status')"
+)
+
+
+class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
     """The `fleet.store.base.Store` logic over a DB-API connection; subclasses supply the
     driver specifics. Use from one thread only."""
 
@@ -523,6 +535,9 @@ class SqlStore(LifecycleStore, AgentRegistryStore):
         if query.type:
             clauses.append("type = ?")
             params.append(query.type)
+        if query.contractor:
+            clauses.append("unit_id IN (SELECT unit_id FROM units WHERE contractor = ?)")
+            params.append(query.contractor)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(max(query.limit, 0))
         rows = self._execute(
@@ -547,6 +562,35 @@ class SqlStore(LifecycleStore, AgentRegistryStore):
             )
             for r in reversed(rows)
         ]
+
+    def latest_car_state(self, unit_id: str) -> tuple[dt.datetime, bytes] | None:
+        """The newest CarState record of ``unit_id`` (its time and serialized payload)."""
+        # Walks the reporting agent's records back from its newest seq (the primary key):
+        # car states are most of an agent's records, so the first hit comes within a few
+        # rows and no index on unit_id is needed on the ingest path.
+        row = self._execute(
+            "SELECT time_us, payload FROM records WHERE agent_id = "
+            "(SELECT agent_id FROM units WHERE unit_id = ?) AND unit_id = ? "
+            "AND kind = 'car_state' ORDER BY seq DESC LIMIT 1",
+            [unit_id, unit_id],
+        ).fetchone()
+        return None if row is None else (from_us(int(row[0])), bytes(row[1]))
+
+    def health_records(
+        self, unit_id: str, kind: str, limit: int
+    ) -> list[tuple[dt.datetime, bytes]]:
+        """The newest ``limit`` ``counters`` or ``link_status`` records of ``unit_id``,
+        oldest first (times and serialized payloads)."""
+        if kind not in HEALTH_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(HEALTH_KINDS)}, not {kind!r}")
+        # The kind is a literal so that the planner can use the partial index
+        # records_health (migration "dashboard"), which only covers these kinds.
+        rows = self._execute(
+            "SELECT time_us, payload FROM records WHERE unit_id = ? "
+            f"AND kind = '{kind}' ORDER BY time_us DESC LIMIT ?",
+            [unit_id, max(limit, 0)],
+        ).fetchall()
+        return [(from_us(int(r[0])), bytes(r[1])) for r in reversed(rows)]
 
     def coverage_history(self, unit_id: str, limit: int) -> list[CoverageChange]:
         """The newest ``limit`` coverage transitions (of ``unit_id`` unless empty)."""

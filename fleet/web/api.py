@@ -4,20 +4,25 @@ parameters. Errors are ``{"error": "..."}`` with status 400 (bad parameter, name
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from fleet.alarms.service import Lifecycle
+from fleet.auth.roles import Principal
 from fleet.coverage import UnitStatus
 from fleet.metrics import GatewayMetrics
 from fleet.reads import BadRequestError, Reads, UnitFilter
+from fleet.store.base import UnitRow
+from fleet.store.worker import StoreWorker
 from fleet.views import (
     coverage_change_json,
     coverage_groups_json,
@@ -27,7 +32,10 @@ from fleet.views import (
     inventory_json,
     unit_json,
 )
+from fleet.web.auth import OPEN_PRINCIPAL, AccessDeniedError, Authenticator, principal_of
+from fleet.web.dashboard import SiteSettings, dashboard_routes
 from fleet.web.lifecycle import lifecycle_routes
+from fleet.web.live import LiveHub, UnitContractors
 from fleet.web.openapi import openapi_spec
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -58,6 +66,15 @@ def _int(request: Request, name: str, default: int) -> int:
         raise BadRequestError(f"{name}: expected an integer, got {text!r}") from None
 
 
+def scoped_contractor(principal: Principal, asked: str) -> str:
+    """The contractor a listing is limited to: ``asked`` for unscoped roles; a contractor
+    gets its own, and a 403 when it asks for another's."""
+    scope = principal.unit_scope()
+    if scope and asked and asked != scope:
+        raise AccessDeniedError(403, f"contractor: {principal.username!r} sees only {scope!r}")
+    return scope or asked
+
+
 def _unit_filter(request: Request) -> UnitFilter:
     params = request.query_params
     status_text = params.get("status", "")
@@ -69,31 +86,94 @@ def _unit_filter(request: Request) -> UnitFilter:
     return UnitFilter(
         street=params.get("street", ""),
         building=params.get("building", ""),
-        contractor=params.get("contractor", ""),
+        contractor=scoped_contractor(principal_of(request), params.get("contractor", "")),
         firmware=params.get("firmware", ""),
         model=params.get("model", ""),
         status=status,
         monitored=_flag(request, "monitored"),
+        text=params.get("q", "").strip(),
     )
 
 
+UNIT_CSV_COLUMNS = (
+    "unit_id",
+    "status",
+    "building",
+    "address",
+    "street",
+    "contractor",
+    "model",
+    "firmware",
+    "agent_id",
+    "last_seen",
+)
+
+
+def units_csv(units: Sequence[tuple[UnitRow, UnitStatus]]) -> str:
+    """The unit list as CSV (a UTF-8 byte-order mark first, so that spreadsheet programs
+    on Chinese Windows read the addresses right)."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(UNIT_CSV_COLUMNS)
+    for unit, status in units:
+        row = unit_json(unit, status)
+        row["address"] = unit.register.address
+        writer.writerow(["" if row[c] is None else row[c] for c in UNIT_CSV_COLUMNS])
+    return out.getvalue()
+
+
 def build_app(
-    reads: Reads, metrics: GatewayMetrics, lifecycle: Lifecycle | None = None
+    reads: Reads,
+    metrics: GatewayMetrics,
+    lifecycle: Lifecycle | None = None,
+    *,
+    auth: Authenticator | None = None,
+    hub: LiveHub | None = None,
+    contractors: UnitContractors | None = None,
+    site: SiteSettings | None = None,
+    store: StoreWorker | None = None,
 ) -> Starlette:
     """The ASGI app of the JSON API (and /metrics) over ``reads``; alarms, reports and
-    histories over ``lifecycle`` (see `fleet.web.lifecycle`)."""
+    histories over ``lifecycle`` (see `fleet.web.lifecycle`); the dashboard (see
+    `fleet.web.dashboard`) when ``site``, ``store`` and ``hub`` are given.
+
+    Every /api/ route but the OpenAPI spec admits the caller through ``auth`` (None:
+    auth is off, everyone acts as an administrator) and shows a contractor only its own
+    units, whose contractor ``contractors`` knows."""
+    known = contractors or UnitContractors()
 
     def guarded(handler: Handler) -> Handler:
         async def run(request: Request) -> Response:
             try:
+                if auth is None:
+                    request.state.principal = OPEN_PRINCIPAL
+                else:
+                    await auth.admit(request)
                 return await handler(request)
             except BadRequestError as exc:
                 metrics.bad_input.labels(kind="api_request").inc()
                 return _JSON({"error": str(exc)}, status_code=400)
+            except AccessDeniedError as exc:
+                metrics.access_denied.labels(status=str(exc.status)).inc()
+                return _JSON({"error": str(exc)}, status_code=exc.status)
 
         return run
 
+    def visible(request: Request, unit_id: str) -> bool:
+        principal = principal_of(request)
+        if not principal.unit_scope():
+            return True
+        return known(unit_id) == principal.unit_scope()
+
     async def units(request: Request) -> Response:
+        if request.query_params.get("format", "json") == "csv":
+            everything = await reads.units(_unit_filter(request))
+            return Response(
+                units_csv(everything.units),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="units.csv"'},
+            )
         page = await reads.units(
             _unit_filter(request),
             _int(request, "page_size", 0),
@@ -110,26 +190,39 @@ def build_app(
     async def unit(request: Request) -> Response:
         unit_id = str(request.path_params["unit_id"])
         found = await reads.unit(unit_id)
-        if found is None:
+        if found is None or not principal_of(request).sees_unit(found[0].register.contractor):
+            # The same answer as for a unit nobody knows: a contractor learns nothing.
             return _JSON({"error": f"unit {unit_id!r} unknown"}, status_code=404)
         return _JSON(unit_json(*found))
 
     async def coverage(request: Request) -> Response:
-        counts, groups = await reads.coverage(request.query_params.get("by", ""))
+        counts, groups = await reads.coverage(
+            request.query_params.get("by", ""),
+            scoped_contractor(principal_of(request), ""),
+        )
         body: dict[str, object] = dict(coverage_json(counts))
         if groups:
             body["groups"] = coverage_groups_json(groups)
         return _JSON(body)
 
     async def coverage_history(request: Request) -> Response:
-        changes = await reads.coverage_history(
-            request.query_params.get("unit", ""), _int(request, "limit", 0)
-        )
+        unit_id = request.query_params.get("unit", "")
+        scope = principal_of(request).unit_scope()
+        if scope and not unit_id:
+            raise BadRequestError("unit: a contractor asks for one unit's history at a time")
+        if unit_id and not visible(request, unit_id):
+            return _JSON({"error": f"unit {unit_id!r} unknown"}, status_code=404)
+        changes = await reads.coverage_history(unit_id, _int(request, "limit", 0))
         return _JSON({"history": [coverage_change_json(c) for c in changes]})
 
     async def firmware(request: Request) -> Response:
+        history_unit = request.query_params.get("history", "")
+        if history_unit and not visible(request, history_unit):
+            return _JSON({"error": f"unit {history_unit!r} unknown"}, status_code=404)
         inv, history = await reads.firmware(
-            request.query_params.get("model", ""), request.query_params.get("history", "")
+            request.query_params.get("model", ""),
+            history_unit,
+            scoped_contractor(principal_of(request), ""),
         )
         return _JSON(inventory_json(inv, history, violations_only=_flag(request, "violations")))
 
@@ -139,8 +232,14 @@ def build_app(
             type_number = event_type_number(type_text) if type_text else 0
         except ValueError as exc:
             raise BadRequestError(f"type: {exc}") from None
+        unit_id = request.query_params.get("unit", "")
+        if unit_id and not visible(request, unit_id):
+            return _JSON({"error": f"unit {unit_id!r} unknown"}, status_code=404)
         found = await reads.events(
-            request.query_params.get("unit", ""), type_number, _int(request, "limit", 0)
+            unit_id,
+            type_number,
+            _int(request, "limit", 0),
+            scoped_contractor(principal_of(request), ""),
         )
         return _JSON({"events": [event_json(e) for e in found]})
 
@@ -150,6 +249,17 @@ def build_app(
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    dashboard: list[BaseRoute] = []
+    if site is not None and store is not None and hub is not None:
+        dashboard = dashboard_routes(
+            store=store,
+            hub=hub,
+            auth=auth,
+            site=site,
+            metrics=metrics,
+            guarded=guarded,
+            visible=visible,
+        )
     return Starlette(
         routes=[
             Route("/api/units", guarded(units)),
@@ -158,8 +268,9 @@ def build_app(
             Route("/api/coverage/history", guarded(coverage_history)),
             Route("/api/firmware", guarded(firmware)),
             Route("/api/events", guarded(events)),
-            *lifecycle_routes(lifecycle, guarded),
+            *lifecycle_routes(lifecycle, guarded, visible, hub),
             Route("/api/openapi.json", openapi),
             Route("/metrics", prometheus),
+            *dashboard,
         ]
     )

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fleet.alarms.service import Lifecycle
+from fleet.auth.roles import Principal
 from fleet.history import group_rows, verify_chain
 from fleet.lifecycle_views import alarm_json, history_row_json, problem_json
 from fleet.reads import BadRequestError
@@ -23,6 +24,8 @@ from fleet.reports.fault_rate import CSV_COLUMNS, GROUPS, Period, period, rate_j
 from fleet.reports.scorecard import scorecard_json
 from fleet.reports.service_life import life_json
 from fleet.store.base import ALARM_STATES, AlarmActionError
+from fleet.web.auth import AccessDeniedError, principal_of
+from fleet.web.live import LiveHub
 
 Handler = Callable[[Request], Awaitable[Response]]
 # URL action -> store action
@@ -69,10 +72,53 @@ def rate_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
+async def _actor(request: Request, principal: Principal) -> str:
+    """Who the history records for an action: the logged-in user; with auth off, the
+    ``by`` of the JSON body (required then)."""
+    if principal.username:
+        return principal.display_name or principal.username
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequestError('body: expected JSON {"by": "NAME"}') from None
+    by = body.get("by") if isinstance(body, dict) else None
+    if not isinstance(by, str) or not by.strip():
+        raise BadRequestError('body: "by" must name who acts')
+    return by
+
+
+def _scoped_rows(
+    request: Request,
+    report: str,
+    rows: list[dict[str, Any]],
+    visible: Callable[[Request, str], bool],
+) -> list[dict[str, Any]]:
+    """A contractor's view of a report: its own units or its own scorecard only; a
+    grouping that mixes contractors (building, street) is refused."""
+    scope = principal_of(request).unit_scope()
+    if not scope:
+        return rows
+    if report == "fault-rate":
+        by = request.query_params.get("by", "unit")
+        if by == "unit":
+            return [r for r in rows if visible(request, str(r["name"]))]
+        if by == "contractor":
+            return [r for r in rows if r["name"] == scope]
+        raise AccessDeniedError(403, f"by: a contractor sees fault rates by unit, not by {by}")
+    return [r for r in rows if r.get("contractor") == scope]
+
+
 def lifecycle_routes(
-    lifecycle: Lifecycle | None, guarded: Callable[[Handler], Handler]
+    lifecycle: Lifecycle | None,
+    guarded: Callable[[Handler], Handler],
+    visible: Callable[[Request, str], bool],
+    hub: LiveHub | None = None,
 ) -> list[Route]:
-    """The routes of this side (a 400 naming the reason when built without a lifecycle)."""
+    """The routes of this side (a 400 naming the reason when built without a lifecycle).
+
+    ``guarded`` admits the caller; ``visible`` says whether the caller may see a unit (a
+    contractor: only its own). Alarm actions tell ``hub`` so that open pages refresh.
+    """
 
     def need() -> Lifecycle:
         if lifecycle is None:
@@ -88,11 +134,19 @@ def lifecycle_routes(
         if not limit_text.isdigit():
             raise BadRequestError(f"limit: expected an integer, got {limit_text!r}")
         unit = request.query_params.get("unit", "")
+        scope = principal_of(request).unit_scope()
+        limit = int(limit_text)
         found = await life.store.call(
             lambda s: s.alarms(
-                open_only=open_text in {"1", "true", "yes"}, unit_id=unit, limit=int(limit_text)
+                open_only=open_text in {"1", "true", "yes"},
+                unit_id=unit,
+                # a contractor's newest N are found after filtering
+                limit=0 if scope else limit,
             )
         )
+        if scope:
+            found = [a for a in found if a.contractor == scope]
+            found = found[:limit] if limit else found
         now = life.clock()
         return _JSON({"alarms": [alarm_json(a, now) for a in found]})
 
@@ -101,7 +155,7 @@ def lifecycle_routes(
         alarm_id = _alarm_id(request)
         found = await life.store.call(lambda s: s.alarms())
         for row in found:
-            if row.alarm_id == alarm_id:
+            if row.alarm_id == alarm_id and principal_of(request).sees_unit(row.contractor):
                 return _JSON(alarm_json(row, life.clock()))
         return _JSON({"error": f"alarm {alarm_id} does not exist"}, status_code=404)
 
@@ -111,13 +165,15 @@ def lifecycle_routes(
         name = str(request.path_params["action"])
         if name not in ACTIONS:
             raise BadRequestError(f"action {name!r} unknown; known: {', '.join(ACTIONS)}")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise BadRequestError('body: expected JSON {"by": "NAME"}') from None
-        by = body.get("by") if isinstance(body, dict) else None
-        if not isinstance(by, str) or not by.strip():
-            raise BadRequestError('body: "by" must name who acts')
+        principal = principal_of(request)
+        if not principal.can_act_on_alarms():
+            raise AccessDeniedError(403, f"a {principal.role.value} may not act on alarms")
+        existing = [
+            a for a in await life.store.call(lambda s: s.alarms()) if a.alarm_id == alarm_id
+        ]
+        if not existing or not principal.sees_unit(existing[0].contractor):
+            return _JSON({"error": f"alarm {alarm_id} does not exist"}, status_code=404)
+        by = await _actor(request, principal)
         now = life.clock()
         try:
             row = await life.store.call(lambda s: s.alarm_action(alarm_id, ACTIONS[name], by, now))
@@ -125,6 +181,8 @@ def lifecycle_routes(
             status = 404 if "does not exist" in str(exc) else 409
             return _JSON({"error": str(exc)}, status_code=status)
         life.dispatcher.wake()
+        if hub is not None:
+            hub.alarms_changed(row.unit_id)
         return _JSON(alarm_json(row, now))
 
     async def report(request: Request) -> Response:
@@ -141,6 +199,7 @@ def lifecycle_routes(
                 for r in await life.store.call(lambda s: fault_rate_report(s, by, span))
             ]
             if request.query_params.get("format", "json") == "csv":
+                rows = _scoped_rows(request, name, rows, visible)
                 return Response(rate_csv(rows), media_type="text/csv; charset=utf-8")
         elif name == "service-life":
             rows = [
@@ -157,6 +216,7 @@ def lifecycle_routes(
             return _JSON(
                 {"error": f"report {name!r} unknown; known: {', '.join(REPORTS)}"}, status_code=404
             )
+        rows = _scoped_rows(request, name, rows, visible)
         return _JSON(
             {"since": span.since.isoformat(), "until": span.until.isoformat(), "rows": rows}
         )
@@ -165,6 +225,8 @@ def lifecycle_routes(
 
         life = need()
         unit_id = str(request.path_params["unit_id"])
+        if not visible(request, unit_id):
+            return _JSON({"error": f"unit {unit_id!r} unknown"}, status_code=404)
         rows, heads = await life.store.call(lambda s: s.history(unit_id))
         problems = verify_chain(unit_id, group_rows(rows).get(unit_id, []), next(iter(heads), None))
         return _JSON(

@@ -168,6 +168,8 @@ _UNIT_FILTERS = [
     _param("monitored", "only units that have reported", _BOOL),
     _param("page_size", "units per page (0 = all, at most 10000)", _INT),
     _param("page_token", "next_page_token of the previous page"),
+    _param("q", "text anywhere in the unit id, building, address or street"),
+    _param("format", "json (default) or csv: every matching unit as CSV, no paging"),
 ]
 
 PATHS: dict[str, Any] = {
@@ -249,9 +251,19 @@ def openapi_spec() -> dict[str, Any]:
             "info": {
                 "title": "LiftWatch fleet API",
                 "version": "1",
-                "description": "Units, coverage, firmware and events of the district's lifts.",
+                "description": "Units, coverage, firmware and events of the district's lifts. "
+                "Every path needs a dashboard session (cookie lw_session from POST "
+                "/auth/login, plus its X-CSRF-Token on POST) or an API token; a contractor "
+                "sees only the units it maintains (401: not logged in, 403: not allowed).",
             },
             "paths": {**PATHS, **lifecycle_api.PATHS},
-            "components": {"schemas": {**SCHEMAS, **lifecycle_api.SCHEMAS}},
+            "components": {
+                "schemas": {**SCHEMAS, **lifecycle_api.SCHEMAS},
+                "securitySchemes": {
+                    "session": {"type": "apiKey", "in": "cookie", "name": "lw_session"},
+                    "token": {"type": "http", "scheme": "bearer", "bearerFormat": "lwt_..."},
+                },
+            },
+            "security": [{"session": []}, {"token": []}],
         }
     )

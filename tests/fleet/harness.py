@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from fleet.config import FleetConfig, HttpConfig, ServerConfig
+from fleet.config import FleetConfig, ServerConfig
 from fleet.metrics import GatewayMetrics
 from fleet.server import serve
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, query_pb2_grpc
@@ -68,14 +68,18 @@ class Fleet:
 
 
 @contextlib.asynccontextmanager
-async def running_fleet(config: FleetConfig, *, http: bool = False) -> AsyncIterator[Fleet]:
-    """Serve ``config`` (listen addresses replaced by loopback port 0) for the block."""
+async def running_fleet(
+    config: FleetConfig, *, http: bool = False, auth: bool = False
+) -> AsyncIterator[Fleet]:
+    """Serve ``config`` (listen addresses replaced by loopback port 0) for the block; the
+    HTTP side (``http``) asks for logins only with ``auth`` (the API tests of data
+    leave it off; tests/fleet/test_web_auth.py turns it on)."""
     config = dataclasses.replace(
         config,
         server=dataclasses.replace(config.server, listen="127.0.0.1:0")
         if config.server.listen != ServerConfig().listen
         else ServerConfig(listen="127.0.0.1:0"),
-        http=HttpConfig(listen="127.0.0.1:0" if http else ""),
+        http=dataclasses.replace(config.http, listen="127.0.0.1:0" if http else "", auth=auth),
     )
     metrics = GatewayMetrics()
     clock = FakeClock()

@@ -1,0 +1,211 @@
+"""Who is asking: sessions (the dashboard) and API tokens (scripts), and what they may do.
+
+A browser logs in with ``POST /auth/login`` (JSON ``{"username", "password"}``) and gets
+the session cookie ``lw_session`` (HttpOnly, SameSite=Strict, Secure unless the page was
+reached on loopback) and the session's CSRF token in the body. Every state-changing
+request made with the cookie must carry that token in ``X-CSRF-Token``; the cookie alone
+(which a browser attaches to a forged cross-site request) is never enough. A script sends
+``Authorization: Bearer lwt_...`` (``liftwatch-fleet users token``) and needs no CSRF
+token, since a browser never attaches it by itself.
+
+With ``[http] auth = false`` every request acts as an administrator: only for a closed
+test network (serve warns at start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hmac
+import logging
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from fleet.auth.passwords import hash_password, verify_password
+from fleet.auth.roles import Principal, Role
+from fleet.clock import Clock
+from fleet.metrics import GatewayMetrics
+from fleet.store.worker import StoreWorker
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "lw_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# Who acts when auth is off: everything is allowed, and the history says so.
+OPEN_PRINCIPAL = Principal(username="", role=Role.ADMIN, display_name="(auth disabled)")
+
+
+class AccessDeniedError(Exception):
+    """The request may not do this; ``status`` is 401 (who are you?) or 403 (not you)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """``enabled``: require a login; ``session_ttl``: how long a session lasts;
+    ``secure_cookies``: mark the cookie Secure (kept off for loopback pages)."""
+
+    enabled: bool = True
+    session_ttl: dt.timedelta = dt.timedelta(hours=12)
+    secure_cookies: bool = True
+
+
+def principal_of(request: Request) -> Principal:
+    """The principal `Authenticator.admit` put on ``request``."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        raise AccessDeniedError(401, "not logged in")
+    return principal
+
+
+def _principal(row: object) -> Principal:
+    username = str(getattr(row, "username", ""))
+    return Principal(
+        username=username,
+        role=Role(str(getattr(row, "role", ""))),
+        contractor=str(getattr(row, "contractor", "")),
+        display_name=str(getattr(row, "display_name", "")) or username,
+    )
+
+
+class Authenticator:
+    """Resolves requests to principals and serves the login, logout and me endpoints."""
+
+    def __init__(
+        self, store: StoreWorker, clock: Clock, settings: AuthSettings, metrics: GatewayMetrics
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.settings = settings
+        self._metrics = metrics
+        # Verified against when the user is unknown, so that a wrong name costs the same
+        # time as a wrong password (no user enumeration by timing).
+        self._dummy_hash = hash_password("not-a-real-password")
+
+    async def admit(self, request: Request) -> Principal:
+        """The principal of ``request`` (also stored on it), or `AccessDeniedError`:
+        401 without a valid session or token, 403 for a state change without the
+        session's CSRF token."""
+        if not self.settings.enabled:
+            request.state.principal = OPEN_PRINCIPAL
+            return OPEN_PRINCIPAL
+        header = request.headers.get("authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AccessDeniedError(401, "Authorization: expected 'Bearer lwt_...'")
+            row = await self._store.call(lambda s: s.token_user(token.strip()))
+            if row is None:
+                self._metrics.bad_input.labels(kind="api_token").inc()
+                raise AccessDeniedError(401, "API token unknown or revoked")
+            principal = _principal(row)
+        else:
+            session_id = request.cookies.get(SESSION_COOKIE, "")
+            if not session_id:
+                raise AccessDeniedError(401, "not logged in")
+            now = self._clock()
+            found = await self._store.call(lambda s: s.session(session_id, now))
+            if found is None:
+                raise AccessDeniedError(401, "session expired; log in again")
+            row, csrf = found
+            if request.method not in SAFE_METHODS:
+                sent = request.headers.get(CSRF_HEADER, "")
+                if not sent or not hmac.compare_digest(sent, csrf):
+                    self._metrics.bad_input.labels(kind="csrf").inc()
+                    raise AccessDeniedError(403, "missing or wrong X-CSRF-Token")
+            principal = _principal(row)
+        request.state.principal = principal
+        return principal
+
+    async def login(self, request: Request) -> Response:
+        """``POST /auth/login``: a session for a right name and password."""
+        if not self.settings.enabled:
+            return _json({"user": _me(OPEN_PRINCIPAL), "csrf": ""})
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return _json({"error": 'body: expected JSON {"username", "password"}'}, 400)
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            return _json({"error": "username and password must be strings"}, 400)
+        row = await self._store.call(lambda s: s.user(username))
+        stored = row.password_hash if row is not None else self._dummy_hash
+        ok = await asyncio.to_thread(verify_password, password, stored)
+        if row is None or not ok:
+            self._metrics.bad_input.labels(kind="login").inc()
+            log.warning("failed login for %r from %s", username, _client(request))
+            return _json({"error": "unknown user or wrong password"}, 401)
+        now = self._clock()
+        ttl = self.settings.session_ttl
+        session_id, csrf = await self._store.call(lambda s: s.create_session(username, now, ttl))
+        principal = _principal(row)
+        log.info("login: %s (%s) from %s", username, principal.role.value, _client(request))
+        response = _json({"user": _me(principal), "csrf": csrf})
+        response.set_cookie(
+            SESSION_COOKIE,
+            session_id,
+            max_age=int(ttl.total_seconds()),
+            httponly=True,
+            samesite="strict",
+            secure=self._secure(request),
+            path="/",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        """``POST /auth/logout``: end the session (needs its CSRF token like any change)."""
+        try:
+            await self.admit(request)
+        except AccessDeniedError as exc:
+            return _json({"error": str(exc)}, exc.status)
+        session_id = request.cookies.get(SESSION_COOKIE, "")
+        if session_id:
+            await self._store.call(lambda s: s.end_session(session_id))
+        response = _json({"ok": True})
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    async def me(self, request: Request) -> Response:
+        """``GET /auth/me``: who the session is, and its CSRF token (after a reload)."""
+        try:
+            principal = await self.admit(request)
+        except AccessDeniedError as exc:
+            return _json({"error": str(exc)}, exc.status)
+        csrf = ""
+        session_id = request.cookies.get(SESSION_COOKIE, "")
+        if self.settings.enabled and session_id:
+            now = self._clock()
+            found = await self._store.call(lambda s: s.session(session_id, now))
+            csrf = found[1] if found is not None else ""
+        return _json({"user": _me(principal), "csrf": csrf})
+
+    def _secure(self, request: Request) -> bool:
+        return self.settings.secure_cookies and request.url.hostname not in LOOPBACK_HOSTS
+
+
+def _me(principal: Principal) -> dict[str, object]:
+    return {
+        "username": principal.username,
+        "role": principal.role.value,
+        "contractor": principal.contractor,
+        "display_name": principal.display_name or principal.username,
+        "can_act": principal.can_act_on_alarms(),
+        "can_admin": principal.can_admin(),
+    }
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "?"
+
+
+def _json(body: object, status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status)

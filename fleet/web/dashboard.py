@@ -1,0 +1,165 @@
+"""The engineers' dashboard: the page and its assets (all shipped in the package, so it
+runs with no internet), the login endpoints, the live-update stream and the per-unit
+live data the unit page starts from.
+
+The page is one HTML shell and a script (``static/app.js``) that renders every view
+from the JSON API under /api/, in Chinese or English (``static/i18n.js``). Everything
+it shows goes through the same access checks as the API, including the live stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from fleet.metrics import GatewayMetrics
+from fleet.store.worker import StoreWorker
+from fleet.views import iso
+from fleet.web.auth import Authenticator, principal_of
+from fleet.web.live import LiveHub, car_json, counters_json, link_json
+from protos.liftwatch.v1 import records_pb2
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# An SSE comment this often keeps proxies and the browser from timing the stream out.
+KEEPALIVE_S = 15.0
+# How long the browser waits before reconnecting a dropped stream (SSE "retry").
+RECONNECT_MS = 1000
+COUNTERS_POINTS = 500
+# Content-Security-Policy: the page loads nothing but its own assets; no inline script.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSettings:
+    """What the page needs to know about the site: its time zone (IANA name) and the
+    language a new visitor sees first ("zh" or "en")."""
+
+    time_zone: str = "Asia/Shanghai"
+    language: str = "zh"
+
+
+def _shell_headers() -> dict[str, str]:
+    return {
+        "Content-Security-Policy": CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-cache",
+    }
+
+
+def dashboard_routes(
+    *,
+    store: StoreWorker,
+    hub: LiveHub,
+    auth: Authenticator | None,
+    site: SiteSettings,
+    metrics: GatewayMetrics,
+    guarded: Callable[[Handler], Handler],
+    visible: Callable[[Request, str], bool],
+) -> list[BaseRoute]:
+    """The dashboard's routes; ``guarded`` and ``visible`` are the API's access checks."""
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers=_shell_headers())
+
+    async def site_json(request: Request) -> Response:
+        return JSONResponse({"time_zone": site.time_zone, "language": site.language})
+
+    async def open_login(request: Request) -> Response:
+        # auth off: every visitor is the administrator, say so to the page
+        return JSONResponse(
+            {
+                "user": {
+                    "username": "",
+                    "role": "admin",
+                    "contractor": "",
+                    "display_name": "(auth disabled)",
+                    "can_act": True,
+                    "can_admin": True,
+                },
+                "csrf": "",
+            }
+        )
+
+    async def live(request: Request) -> Response:
+        principal = principal_of(request)
+        units = [u for u in request.query_params.getlist("unit") if visible(request, u)]
+        subscription = hub.subscribe(principal.unit_scope(), units)
+        metrics.live_subscribers.set(hub.subscribers)
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield f"retry: {RECONNECT_MS}\n: connected\n\n".encode()
+                while True:
+                    try:
+                        message = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield b": keepalive\n\n"
+                        continue
+                    if message is None:
+                        return  # ended (lagging or shutdown): the page reconnects
+                    yield message.sse()
+            finally:
+                hub.unsubscribe(subscription)
+                metrics.live_subscribers.set(hub.subscribers)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def unit_live(request: Request) -> Response:
+        unit_id = str(request.path_params["unit_id"])
+        if not visible(request, unit_id):
+            return JSONResponse({"error": f"unit {unit_id!r} unknown"}, status_code=404)
+        car, links, counters = await store.call(
+            lambda s: (
+                s.latest_car_state(unit_id),
+                s.health_records(unit_id, "link_status", 1),
+                s.health_records(unit_id, "counters", COUNTERS_POINTS),
+            )
+        )
+        body: dict[str, Any] = {"unit_id": unit_id, "car": None, "link": None, "counters": []}
+        if car is not None:
+            state = records_pb2.CarState.FromString(car[1])
+            body["car"] = car_json(unit_id, iso(car[0]), state)
+        if links:
+            at, payload = links[-1]
+            body["link"] = link_json(unit_id, iso(at), records_pb2.LinkStatus.FromString(payload))
+        body["counters"] = [
+            counters_json(unit_id, iso(at), records_pb2.Counters.FromString(payload))
+            for at, payload in counters
+        ]
+        return Response(
+            json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+            media_type="application/json",
+        )
+
+    login: Handler = auth.login if auth is not None else open_login
+    logout: Handler = auth.logout if auth is not None else open_login
+    me: Handler = auth.me if auth is not None else open_login
+    return [
+        Route("/", page),
+        Route("/auth/login", login, methods=["POST"]),
+        Route("/auth/logout", logout, methods=["POST"]),
+        Route("/auth/me", me),
+        Route("/api/site", site_json),
+        Route("/api/live", guarded(live)),
+        Route("/api/units/{unit_id:str}/live", guarded(unit_live)),
+        Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+    ]

@@ -1,0 +1,815 @@
+// The LiftWatch dashboard: one page, every view rendered from the JSON API under /api/,
+// live updates from /api/live (server-sent events). No framework and no build step, so
+// the fleet package ships it as is and it runs with no internet.
+//
+// What the server enforces, the page only mirrors: a contractor's requests are scoped
+// server-side, and buttons a role may not use are hidden but would be refused anyway.
+"use strict";
+(() => {
+  const I18N = window.LW_I18N;
+  const main = document.getElementById("main");
+  const state = {
+    lang: localStorage.getItem("lw-lang") || "",
+    site: { time_zone: "Asia/Shanghai", language: "zh" },
+    user: null,
+    csrf: "",
+    source: null,
+    sourceUnit: null,
+    handlers: {},
+    timers: [],
+    wasDown: false,
+  };
+
+  // -- text ----------------------------------------------------------------------------
+
+  function t(key, vars) {
+    let text = I18N[state.lang]?.[key] ?? I18N.en[key] ?? key;
+    for (const [name, value] of Object.entries(vars || {})) {
+      text = text.replaceAll(`{${name}}`, String(value));
+    }
+    return text;
+  }
+
+  function label(prefix, value) {
+    const key = `${prefix}.${value}`;
+    return I18N[state.lang]?.[key] === undefined ? String(value ?? "—") : t(key);
+  }
+
+  function locale() {
+    return state.lang === "zh" ? "zh-CN" : "en-GB";
+  }
+
+  function fmtTime(iso) {
+    if (!iso) return "—";
+    return new Intl.DateTimeFormat(locale(), {
+      timeZone: state.site.time_zone,
+      year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+    }).format(new Date(iso));
+  }
+
+  function fmtAge(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    const s = Math.max(0, Math.floor(seconds));
+    const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600);
+    const m = Math.floor((s % 3600) / 60), r = s % 60;
+    if (d) return t("age.d", { d, h });
+    if (h) return t("age.h", { h, m });
+    if (m) return t("age.m", { m, s: r });
+    return t("age.s", { s: r });
+  }
+
+  function fmtNumber(value) {
+    if (value === null || value === undefined || value === "") return "—";
+    if (typeof value === "number") return value.toLocaleString(locale());
+    return String(value);
+  }
+
+  // -- DOM -----------------------------------------------------------------------------
+
+  function h(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "text") node.textContent = value;
+      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+      else if (name === "className") node.className = value;
+      else node.setAttribute(name, value === true ? "" : value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function section(titleKey, id, ...children) {
+    const headingId = `${id}-h`;
+    return h("section", { className: "panel", id, "aria-labelledby": headingId },
+      h("h2", { id: headingId, text: t(titleKey) }), ...children);
+  }
+
+  // A table with a caption-free header row; ``cells`` returns one row's cells.
+  function table(columns, rows, cells, attrs) {
+    return h("div", { className: "scroll", tabindex: "0", role: "region", "aria-label": attrs?.label || columns.map(t).join(", ") },
+      h("table", attrs?.table || {},
+        h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: t(c) })))),
+        h("tbody", {}, rows.map((row) => h("tr", attrs?.rowAttrs ? attrs.rowAttrs(row) : {}, cells(row).map((c) => h("td", {}, c)))))));
+  }
+
+  function badge(kind, text, extra) {
+    return h("span", { className: `badge badge-${kind}`, ...(extra || {}) }, text);
+  }
+
+  function statusBadge(status) {
+    return badge(status, label("status", status), { "data-status": status });
+  }
+
+  function unitLink(unitId) {
+    return h("a", { href: `#/unit/${encodeURIComponent(unitId)}` }, unitId);
+  }
+
+  function message(text, kind) {
+    return h("p", { className: `msg ${kind || ""}`, role: kind === "error" ? "alert" : null }, text);
+  }
+
+  function announce(text) {
+    const live = document.getElementById("live");
+    live.textContent = text;
+  }
+
+  // -- API -----------------------------------------------------------------------------
+
+  class HttpError extends Error {
+    constructor(status, text) { super(text); this.status = status; }
+  }
+
+  async function api(path, options) {
+    const method = options?.method || "GET";
+    const headers = { Accept: "application/json" };
+    if (options?.body !== undefined) headers["Content-Type"] = "application/json";
+    if (method !== "GET") headers["X-CSRF-Token"] = state.csrf;
+    const reply = await fetch(path, {
+      method, headers, credentials: "same-origin",
+      body: options?.body === undefined ? undefined : JSON.stringify(options.body),
+    });
+    let body = null;
+    try { body = await reply.json(); } catch { body = null; }
+    if (reply.status === 401 && !options?.quiet401) {
+      state.user = null;
+      showLogin();
+      throw new HttpError(401, body?.error || "not logged in");
+    }
+    if (!reply.ok) throw new HttpError(reply.status, body?.error || reply.statusText);
+    return body;
+  }
+
+  // -- live updates --------------------------------------------------------------------
+
+  function connectLive(unitId) {
+    if (state.source && state.sourceUnit === unitId && state.source.readyState !== EventSource.CLOSED) return;
+    if (state.source) state.source.close();
+    const url = unitId ? `/api/live?unit=${encodeURIComponent(unitId)}` : "/api/live";
+    const source = new EventSource(url);
+    state.source = source;
+    state.sourceUnit = unitId;
+    source.onopen = () => {
+      setLive(true);
+      if (state.wasDown) {
+        // Whatever happened while the stream was down is read again, not guessed.
+        state.wasDown = false;
+        state.handlers.refresh?.();
+      }
+    };
+    source.onerror = () => {
+      setLive(false);
+      state.wasDown = true;
+      if (source.readyState === EventSource.CLOSED) {
+        // The server refused (logged out?) or went away for good: check and retry.
+        setTimeout(async () => {
+          if (state.source !== source) return;
+          try { await api("/auth/me"); connectLive(unitId); } catch { /* the login form shows */ }
+        }, 2000);
+      }
+    };
+    for (const kind of ["car", "event", "alarms", "link", "counters"]) {
+      source.addEventListener(kind, (e) => {
+        try { state.handlers[kind]?.(JSON.parse(e.data)); } catch (err) { console.error(err); }
+      });
+    }
+  }
+
+  function setLive(up) {
+    const node = document.getElementById("live");
+    node.dataset.live = up ? "up" : "down";
+    node.textContent = up ? t("live.connected") : t("live.reconnecting");
+  }
+
+  function debounce(fn, ms) {
+    let timer = 0;
+    return () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
+  }
+
+  function every(ms, fn) {
+    state.timers.push(setInterval(fn, ms));
+  }
+
+  // -- shell ---------------------------------------------------------------------------
+
+  const NAV = [
+    ["#/", "nav.overview"], ["#/units", "nav.units"], ["#/alarms", "nav.alarms"],
+    ["#/firmware", "nav.firmware"], ["#/reports", "nav.reports"],
+  ];
+
+  function renderShell() {
+    document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
+    document.getElementById("skip").textContent = t("skip");
+    document.getElementById("brand").textContent = t("app.name");
+    const lang = document.getElementById("lang");
+    lang.textContent = t("lang.switch");
+    lang.setAttribute("lang", state.lang === "zh" ? "en" : "zh-CN");
+    lang.setAttribute("aria-label", t("lang.switch_label"));
+    const nav = document.getElementById("nav");
+    nav.setAttribute("aria-label", t("nav.label"));
+    const logout = document.getElementById("logout");
+    logout.textContent = t("logout");
+    const who = document.getElementById("who");
+    if (!state.user) {
+      nav.replaceChildren();
+      who.textContent = "";
+      logout.hidden = true;
+      return;
+    }
+    const here = location.hash || "#/";
+    nav.replaceChildren(h("ul", {}, NAV.map(([href, key]) => {
+      const current = href === "#/" ? here === "#/" || here === "#" : here.startsWith(href);
+      return h("li", {}, h("a", { href, "aria-current": current ? "page" : null, text: t(key) }));
+    })));
+    const u = state.user;
+    who.textContent = `${u.display_name} · ${t(`role.${u.role}`)}${u.contractor ? ` · ${u.contractor}` : ""}`;
+    logout.hidden = !u.username;
+  }
+
+  async function render() {
+    for (const timer of state.timers) clearInterval(timer);
+    state.timers = [];
+    state.handlers = {};
+    renderShell();
+    if (!state.user) return showLogin();
+    const hash = location.hash || "#/";
+    const [path, query] = hash.slice(1).split("?");
+    const params = new URLSearchParams(query || "");
+    const unitMatch = path.match(/^\/unit\/(.+)$/);
+    main.replaceChildren(message(t("common.loading")));
+    try {
+      if (unitMatch) await viewUnit(decodeURIComponent(unitMatch[1]));
+      else if (path === "/units") await viewUnits(params);
+      else if (path === "/alarms") await viewAlarms(params);
+      else if (path === "/firmware") await viewFirmware();
+      else if (path === "/reports") await viewReports(params);
+      else await viewOverview();
+    } catch (err) {
+      if (err.status === 401) return;
+      main.replaceChildren(message(err.status === 403 ? t("common.forbidden") : t("common.error", { message: err.message }), "error"));
+    }
+    if (!unitMatch) connectLive(null);
+    const heading = main.querySelector("h1");
+    document.title = heading ? `${heading.textContent} · LiftWatch` : "LiftWatch";
+    // Keyboard and screen-reader users land on the new view, not on the old link.
+    if (state.navigated) main.focus();
+    state.navigated = true;
+  }
+
+  function showLogin() {
+    if (state.source) { state.source.close(); state.source = null; }
+    renderShell();
+    const error = h("p", { className: "msg error", role: "alert", id: "login-error" });
+    const form = h("form", { className: "login", id: "login-form", novalidate: true },
+      h("h1", { text: t("login.title") }),
+      h("p", { text: t("login.intro") }),
+      h("label", { for: "username", text: t("login.username") }),
+      h("input", { id: "username", name: "username", autocomplete: "username", required: true, autocapitalize: "none" }),
+      h("label", { for: "password", text: t("login.password") }),
+      h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true }),
+      h("button", { type: "submit", className: "primary", text: t("login.submit") }),
+      error);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      error.textContent = "";
+      try {
+        const body = await api("/auth/login", {
+          method: "POST", quiet401: true,
+          body: { username: form.username.value, password: form.password.value },
+        });
+        state.user = body.user;
+        state.csrf = body.csrf;
+        state.navigated = false;
+        await render();
+      } catch (err) {
+        error.textContent = err.status === 401 ? t("login.failed") : t("common.error", { message: err.message });
+      }
+    });
+    main.replaceChildren(form);
+    document.title = `${t("login.title")} · LiftWatch`;
+    form.username.focus();
+  }
+
+  // -- overview ------------------------------------------------------------------------
+
+  function alarmsTable(alarms, withActions) {
+    const columns = ["col.type", "col.unit", "col.building", "col.floor", "col.state", "col.onset", "col.age"];
+    if (withActions) columns.push("col.actions");
+    return table(columns, alarms, (a) => {
+      const row = [
+        badge("alarm", label("event", a.type)),
+        unitLink(a.unit_id),
+        [a.building || "—", a.address ? h("br") : null, a.address ? h("small", {}, a.address) : null],
+        fmtNumber(a.floor),
+        label("astate", a.state),
+        fmtTime(a.onset || a.raised),
+        h("span", { className: "age", "data-onset": a.onset || a.raised, "data-open": a.age_s === null ? "0" : "1" }, fmtAge(a.age_s)),
+      ];
+      if (withActions) row.push(alarmActions(a));
+      return row;
+    }, { rowAttrs: (a) => ({ "data-alarm-id": a.alarm_id, "data-unit": a.unit_id, "data-state": a.state }) });
+  }
+
+  function tickAges() {
+    for (const node of main.querySelectorAll(".age[data-open='1']")) {
+      node.textContent = fmtAge((Date.now() - Date.parse(node.dataset.onset)) / 1000);
+    }
+  }
+
+  const STATUSES = ["online", "stale", "offline", "blind", "never_seen"];
+
+  function coverageCards(counts) {
+    const cards = [["cov.registered", counts.registered, "registered"], ["cov.monitored", counts.monitored, "monitored"],
+      ...STATUSES.map((s) => [`status.${s}`, counts[s], s])];
+    return h("ul", { className: "cards" }, cards.map(([key, n, kind]) =>
+      h("li", { className: `card card-${kind}` },
+        h("a", { href: STATUSES.includes(kind) ? `#/units?status=${kind}` : "#/units" },
+          h("span", { className: "num", "data-count": kind }, fmtNumber(n)), h("span", { className: "lbl" }, t(key))))));
+  }
+
+  function groupTable(groups, key) {
+    const sorted = [...groups].sort((a, b) => b.registered - a.registered).slice(0, 30);
+    return table(["col.name", "cov.registered", "cov.monitored", "status.online", "status.offline", "status.never_seen"],
+      sorted, (g) => [
+        h("a", { href: `#/units?${key}=${encodeURIComponent(g.name)}` }, g.name || "—"),
+        fmtNumber(g.registered), fmtNumber(g.monitored), fmtNumber(g.online), fmtNumber(g.offline), fmtNumber(g.never_seen),
+      ]);
+  }
+
+  async function viewOverview() {
+    const [alarms, byStreet, byContractor] = await Promise.all([
+      api("/api/alarms?open=true"), api("/api/coverage?by=street"), api("/api/coverage?by=contractor"),
+    ]);
+    const alarmBox = h("div", { id: "open-alarms" });
+    const fillAlarms = (list) => {
+      alarmBox.replaceChildren(list.length
+        ? alarmsTable(list, false)
+        : message(t("overview.no_alarms")));
+    };
+    fillAlarms(alarms.alarms);
+    const cards = h("div", { id: "coverage-cards" }, coverageCards(byStreet));
+    main.replaceChildren(
+      h("h1", { text: t("overview.title") }),
+      section("overview.open_alarms", "alarms-panel", alarmBox, h("p", {}, h("a", { href: "#/alarms", text: t("overview.goto_alarms") }))),
+      section("overview.coverage", "coverage-panel", cards),
+      h("div", { className: "two" },
+        section("overview.by_street", "street-panel", groupTable(byStreet.groups || [], "street")),
+        section("overview.by_contractor", "contractor-panel", groupTable(byContractor.groups || [], "contractor"))),
+    );
+    const refreshAlarms = debounce(async () => fillAlarms((await api("/api/alarms?open=true")).alarms), 100);
+    const refreshAll = async () => {
+      refreshAlarms();
+      cards.replaceChildren(coverageCards(await api("/api/coverage")));
+    };
+    state.handlers = { event: refreshAlarms, alarms: refreshAlarms, refresh: refreshAll };
+    every(1000, tickAges);
+    every(60000, refreshAll);
+  }
+
+  // -- units ---------------------------------------------------------------------------
+
+  function unitsQuery(params) {
+    const query = new URLSearchParams();
+    for (const key of ["q", "status", "street", "contractor", "model"]) {
+      if (params.get(key)) query.set(key, params.get(key));
+    }
+    return query;
+  }
+
+  async function viewUnits(params) {
+    const query = unitsQuery(params);
+    const page = new URLSearchParams(query);
+    page.set("page_size", "50");
+    if (params.get("page")) page.set("page_token", params.get("page"));
+    const data = await api(`/api/units?${page}`);
+    const field = (name, key, attrs) => [
+      h("label", { for: `f-${name}`, text: t(key) }),
+      h("input", { id: `f-${name}`, name, value: params.get(name) || "", ...(attrs || {}) }),
+    ];
+    const status = h("select", { id: "f-status", name: "status" },
+      h("option", { value: "", text: t("units.any") }),
+      STATUSES.map((s) => h("option", { value: s, selected: params.get("status") === s, text: label("status", s) })));
+    const scoped = state.user.role === "contractor";
+    const form = h("form", { className: "filters", role: "search", "aria-label": t("units.filters") },
+      h("div", {}, field("q", "units.search", { type: "search" })),
+      h("div", {}, h("label", { for: "f-status", text: t("col.status") }), status),
+      h("div", {}, field("street", "col.street")),
+      scoped ? null : h("div", {}, field("contractor", "col.contractor")),
+      h("div", {}, field("model", "col.model")),
+      h("div", { className: "buttons" },
+        h("button", { type: "submit", className: "primary", text: t("units.apply") }),
+        h("a", { href: "#/units", className: "button", text: t("units.reset") })));
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const next = new URLSearchParams();
+      for (const [k, v] of new FormData(form)) if (v) next.set(k, String(v));
+      location.hash = `#/units?${next}`;
+    });
+    const csv = new URLSearchParams(query);
+    csv.set("format", "csv");
+    const pager = h("p", { className: "pager" },
+      params.get("page") ? h("a", { href: `#/units?${query}`, className: "button", text: t("units.first") }) : null,
+      data.next_page_token ? h("a", {
+        href: `#/units?${new URLSearchParams([...query, ["page", data.next_page_token]])}`,
+        className: "button", text: t("units.next"),
+      }) : null);
+    main.replaceChildren(
+      h("h1", { text: t("units.title") }),
+      form,
+      h("p", { className: "summary" },
+        h("span", { id: "units-total", text: t("units.total", { n: fmtNumber(data.total) }) }), " · ",
+        h("a", { href: `/api/units?${csv}`, download: "units.csv", text: t("units.export") })),
+      data.units.length ? table(
+        ["col.unit", "col.status", "col.building", "col.street", "col.contractor", "col.model", "col.firmware", "col.last_seen"],
+        data.units, (u) => [unitLink(u.unit_id), statusBadge(u.status), u.building || "—", u.street || "—",
+          u.contractor || "—", u.model || "—", u.firmware || "—", fmtTime(u.last_seen)],
+        { table: { id: "units-table" } },
+      ) : message(t("units.none")),
+      pager,
+    );
+    state.handlers = { refresh: () => render() };
+  }
+
+  // -- one unit ------------------------------------------------------------------------
+
+  function carPanel(car) {
+    if (!car) return message(t("unit.no_car"));
+    const item = (key, value, id) => h("div", { className: "kv" }, h("dt", { text: t(key) }), h("dd", { id }, value));
+    const arrow = { UP: "▲ ", DOWN: "▼ " }[car.direction] || "";
+    return h("dl", { className: "car", id: "car" },
+      item("unit.floor", fmtNumber(car.floor), "car-floor"),
+      item("unit.direction", `${arrow}${label("dir", car.direction)}`, "car-direction"),
+      item("unit.door", label("door", car.door), "car-door"),
+      item("unit.mode", label("mode", car.mode), "car-mode"),
+      item("unit.moving", car.moving === null ? "—" : t(car.moving ? "common.yes" : "common.no"), "car-moving"),
+      item("unit.occupied", car.occupied === null ? "—" : t(car.occupied ? "common.yes" : "common.no"), "car-occupied"),
+      item("unit.load", car.load_percent === null ? "—" : `${car.load_percent} %`, "car-load"),
+      item("unit.updated", fmtTime(car.time), "car-time"));
+  }
+
+  function linkPanel(link) {
+    if (!link) return message(t("unit.no_link"));
+    const rows = [["unit.requests", link.requests], ["unit.responses", link.responses], ["unit.timeouts", link.timeouts],
+      ["unit.crc_errors", link.crc_errors], ["unit.exceptions", link.exception_responses],
+      ["unit.implausible", link.implausible_values], ["unit.latency", t("unit.ms", { n: link.latency_ms_p50 })]];
+    return h("div", { id: "link" },
+      h("p", {}, badge(link.up ? "online" : "offline", t(link.up ? "unit.link_up" : "unit.link_down")), " ", fmtTime(link.time)),
+      h("dl", { className: "grid" }, rows.map(([k, v]) => h("div", { className: "kv" }, h("dt", { text: t(k) }), h("dd", {}, fmtNumber(v))))));
+  }
+
+  function trendChart(series) {
+    const points = series.filter((c) => c.door_open_median_ms !== null || c.door_close_median_ms !== null);
+    if (points.length === 0) return message(t("unit.chart_empty"));
+    const W = 640, H = 220, P = 40;
+    const times = points.map((c) => Date.parse(c.time));
+    const values = points.flatMap((c) => [c.door_open_median_ms, c.door_close_median_ms]).filter((v) => v !== null);
+    const t0 = Math.min(...times), t1 = Math.max(...times, t0 + 1);
+    const v0 = 0, v1 = Math.max(...values, 1) * 1.15;
+    const x = (tm) => P + ((tm - t0) / (t1 - t0)) * (W - 2 * P);
+    const y = (v) => H - P - ((v - v0) / (v1 - v0)) * (H - 2 * P);
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = (tag, attrs, text) => {
+      const node = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+      if (text !== undefined) node.textContent = text;
+      return node;
+    };
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "chart-title chart-desc", class: "chart", id: "door-chart" });
+    root.append(svg("title", { id: "chart-title" }, t("unit.chart_title")), svg("desc", { id: "chart-desc" }, t("unit.chart_desc")));
+    root.append(svg("line", { x1: P, y1: H - P, x2: W - P, y2: H - P, class: "axis" }), svg("line", { x1: P, y1: P, x2: P, y2: H - P, class: "axis" }));
+    for (const frac of [0, 0.5, 1]) {
+      const v = v0 + frac * (v1 - v0);
+      root.append(svg("text", { x: P - 4, y: y(v) + 4, class: "tick", "text-anchor": "end" }, Math.round(v)));
+    }
+    root.append(svg("text", { x: P, y: H - P + 16, class: "tick" }, fmtTime(points[0].time)));
+    root.append(svg("text", { x: W - P, y: H - P + 16, class: "tick", "text-anchor": "end" }, fmtTime(points.at(-1).time)));
+    const line = (key, cls) => {
+      const pts = points.filter((c) => c[key] !== null).map((c) => `${x(Date.parse(c.time)).toFixed(1)},${y(c[key]).toFixed(1)}`);
+      if (pts.length) root.append(svg("polyline", { points: pts.join(" "), class: cls, "data-series": key, "data-points": pts.length }));
+    };
+    line("door_open_median_ms", "series-open");
+    line("door_close_median_ms", "series-close");
+    const legend = h("p", { className: "legend" },
+      h("span", { className: "key key-open" }), t("unit.door_open_median"), " ",
+      h("span", { className: "key key-close" }), t("unit.door_close_median"));
+    return h("figure", { className: "chart-box" }, root, h("figcaption", {}, legend));
+  }
+
+  function healthPanel(series) {
+    const last = series.at(-1);
+    if (!last) return message(t("unit.chart_empty"));
+    const ms = (v) => (v === null ? "—" : t("unit.ms", { n: v }));
+    const trend = (v) => (v === null ? "—" : `×${v.toFixed(2)}`);
+    const rows = [["unit.trips", fmtNumber(last.trips)], ["unit.door_cycles", fmtNumber(last.door_cycles)],
+      ["unit.run_hours", fmtNumber(last.run_hours)], ["unit.door_open_median", ms(last.door_open_median_ms)],
+      ["unit.door_close_median", ms(last.door_close_median_ms)], ["unit.door_open_trend", trend(last.door_open_trend)],
+      ["unit.door_close_trend", trend(last.door_close_trend)]];
+    return h("div", { id: "health" },
+      h("dl", { className: "grid" }, rows.map(([k, v]) => h("div", { className: "kv" }, h("dt", { text: t(k) }), h("dd", {}, v)))),
+      trendChart(series));
+  }
+
+  function eventRows(events) {
+    return table(["col.time", "col.type", "col.phase", "col.floor", "col.reason"], events, (e) => [
+      fmtTime(e.time), label("event", e.type), label("phase", e.phase), fmtNumber(e.floor), e.reason || "—",
+    ]);
+  }
+
+  function openEvents(events) {
+    const open = new Map();
+    for (const e of events) {
+      if (e.phase === "RAISED") open.set(e.event_id, e);
+      else if (e.phase === "CLEARED") open.delete(e.event_id);
+    }
+    return [...open.values()];
+  }
+
+  function historyDetail(entry) {
+    const d = entry.detail;
+    if (d === null || typeof d !== "object") return String(d ?? "");
+    const parts = [];
+    if (d.type) parts.push(label("event", d.type));
+    if (d.phase) parts.push(label("phase", d.phase));
+    if (d.step) parts.push(label("step", d.step));
+    if (d.by) parts.push(d.by);
+    if (d.old_status || d.new_status) parts.push(`${label("status", d.old_status)} → ${label("status", d.new_status)}`);
+    if (d.new_firmware) parts.push(`${d.old_firmware || "—"} → ${d.new_firmware}`);
+    if (d.reason) parts.push(d.reason);
+    return parts.length ? parts.join(" · ") : JSON.stringify(d);
+  }
+
+  async function viewUnit(unitId) {
+    const id = encodeURIComponent(unitId);
+    let unit;
+    try {
+      unit = await api(`/api/units/${id}`);
+    } catch (err) {
+      if (err.status === 404) {
+        main.replaceChildren(h("h1", { text: unitId }), message(t("unit.not_found", { id: unitId }), "error"));
+        connectLive(null);
+        return;
+      }
+      throw err;
+    }
+    const [live, events, alarms, firmware, history] = await Promise.all([
+      api(`/api/units/${id}/live`), api(`/api/events?unit=${id}&limit=100`),
+      api(`/api/alarms?open=true&unit=${id}`), api(`/api/firmware?history=${id}`),
+      api(`/api/units/${id}/history`),
+    ]);
+    const statusBox = h("span", { id: "unit-status" });
+    const banner = h("div", { id: "alarm-banner" });
+    const setAlarms = (open) => {
+      statusBox.replaceChildren(open.length ? badge("alarm", t("status.alarm"), { "data-status": "alarm" }) : statusBadge(unit.status));
+      banner.replaceChildren(open.length
+        ? h("p", { className: "banner", role: "alert" },
+          t("unit.alarm_banner", { types: [...new Set(open.map((a) => label("event", a.type)))].join("、") }), " ",
+          h("a", { href: "#/alarms", text: t("overview.goto_alarms") }))
+        : "");
+    };
+    let eventList = events.events.slice().reverse();
+    const carBox = h("div", {}, carPanel(live.car));
+    const linkBox = h("div", {}, linkPanel(live.link));
+    let series = live.counters;
+    const healthBox = h("div", {}, healthPanel(series));
+    const openBox = h("div", { id: "open-events" });
+    const pastBox = h("div", { id: "past-events" });
+    const fillEvents = () => {
+      const open = openEvents(eventList.slice().reverse());
+      openBox.replaceChildren(open.length ? eventRows(open) : message(t("common.none")));
+      pastBox.replaceChildren(eventList.length ? eventRows(eventList.slice(0, 50)) : message(t("unit.no_events")));
+    };
+    fillEvents();
+    setAlarms(alarms.alarms);
+    const meta = [["col.address", unit.address || unit.street], ["col.street", unit.street], ["col.contractor", unit.contractor],
+      ["col.model", unit.model], ["col.firmware", unit.firmware], ["col.agent", unit.agent_id ? `${unit.agent_id} ${unit.agent_version}` : ""],
+      ["col.last_seen", fmtTime(unit.last_seen)]];
+    const chain = history.intact
+      ? badge("online", t("unit.chain_ok", { n: history.entries.length }), { id: "chain", "data-intact": "true" })
+      : badge("alarm", t("unit.chain_broken", { n: history.problems.length }), { id: "chain", "data-intact": "false" });
+    main.replaceChildren(
+      h("h1", {}, `${unitId} `, h("small", {}, unit.building || "")),
+      h("p", {}, statusBox),
+      banner,
+      h("dl", { className: "grid meta" }, meta.map(([k, v]) => h("div", { className: "kv" }, h("dt", { text: t(k) }), h("dd", {}, v || "—")))),
+      h("div", { className: "two" },
+        section("unit.car", "car-panel", carBox),
+        section("unit.link", "link-panel", linkBox)),
+      section("unit.open_events", "open-panel", openBox),
+      section("unit.past_events", "events-panel", pastBox),
+      section("unit.health", "health-panel", healthBox),
+      section("unit.firmware_history", "firmware-panel", firmware.history.length
+        ? table(["col.at", "col.old", "col.new", "col.agent"], firmware.history.slice().reverse(), (c) => [
+          fmtTime(c.at), c.old_firmware || "—", c.new_firmware || "—", `${c.old_agent_version || "—"} → ${c.new_agent_version || "—"}`])
+        : message(t("common.none"))),
+      section("unit.history", "history-panel", h("p", {}, chain),
+        table(["col.at", "col.kind", "col.detail"], history.entries.slice().reverse().slice(0, 100), (e) => [
+          fmtTime(e.at), label("hist", e.kind), historyDetail(e)])),
+    );
+    const refreshAlarms = debounce(async () => setAlarms((await api(`/api/alarms?open=true&unit=${id}`)).alarms), 100);
+    state.handlers = {
+      car: (car) => { if (car.unit_id === unitId) carBox.replaceChildren(carPanel(car)); },
+      link: (link) => { if (link.unit_id === unitId) linkBox.replaceChildren(linkPanel(link)); },
+      counters: (c) => {
+        if (c.unit_id !== unitId) return;
+        series = [...series, c].slice(-500);
+        healthBox.replaceChildren(healthPanel(series));
+      },
+      event: (e) => {
+        if (e.unit_id !== unitId) return;
+        eventList = [e, ...eventList];
+        fillEvents();
+        announce(`${label("event", e.type)} · ${label("phase", e.phase)}`);
+      },
+      alarms: (a) => { if (a.unit_id === unitId) refreshAlarms(); },
+      refresh: () => render(),
+    };
+    connectLive(unitId);
+  }
+
+  // -- alarms --------------------------------------------------------------------------
+
+  const ACTIONS = [
+    ["ack", ["raised", "dispatched"]],
+    ["on-site", ["acknowledged"]],
+    ["resolve", ["acknowledged", "on_site"]],
+    ["false-alarm", ["raised", "dispatched", "acknowledged", "on_site"]],
+  ];
+
+  function alarmActions(alarm) {
+    if (!state.user.can_act) return "—";
+    const buttons = ACTIONS.filter(([, states]) => states.includes(alarm.state)).map(([action]) =>
+      h("button", {
+        type: "button", className: action === "false-alarm" ? "" : "primary", "data-action": action,
+        onclick: async (e) => {
+          e.target.disabled = true;
+          try {
+            await api(`/api/alarms/${alarm.alarm_id}/${action}`, { method: "POST", body: {} });
+            announce(t("alarms.done", { id: alarm.alarm_id, action: t(`action.${action}`) }));
+          } catch (err) {
+            announce(t("alarms.failed", { id: alarm.alarm_id, message: err.message }));
+          }
+          state.handlers.alarms?.();
+        },
+      }, t(`action.${action}`)));
+    return buttons.length ? h("div", { className: "actions" }, buttons) : "—";
+  }
+
+  function lifecycle(alarm) {
+    const steps = [["onset", alarm.onset], ["raised", alarm.raised], ["dispatched", alarm.dispatched],
+      ["escalated", alarm.escalated], ["acknowledged", alarm.acknowledged, alarm.acknowledged_by],
+      ["on_site", alarm.on_site, alarm.on_site_by], ["cleared", alarm.cleared], ["closed", alarm.closed, alarm.closed_by]]
+      .filter(([, at]) => at).sort((a, b) => Date.parse(a[1]) - Date.parse(b[1]));
+    return h("details", { className: "lifecycle" },
+      h("summary", { text: `${t("alarms.lifecycle")} (${steps.length})` }),
+      h("ol", {}, steps.map(([step, at, by]) => h("li", { "data-step": step }, `${fmtTime(at)} — ${t(`step.${step}`)}${by ? ` · ${by}` : ""}`))));
+  }
+
+  async function viewAlarms(params) {
+    const openOnly = params.get("all") !== "1";
+    const box = h("div", { id: "alarms-list" });
+    const fill = async () => {
+      const data = await api(`/api/alarms?open=${openOnly}&limit=200`);
+      box.replaceChildren(data.alarms.length
+        ? table(["col.type", "col.unit", "col.building", "col.floor", "col.state", "col.onset", "col.age", "col.actions", "alarms.lifecycle"],
+          data.alarms, (a) => [
+            badge("alarm", label("event", a.type)), unitLink(a.unit_id),
+            [a.building || "—", a.address ? h("br") : null, a.address ? h("small", {}, a.address) : null],
+            fmtNumber(a.floor), h("span", { className: "state", text: label("astate", a.state) }),
+            fmtTime(a.onset || a.raised),
+            h("span", { className: "age", "data-onset": a.onset || a.raised, "data-open": a.age_s === null ? "0" : "1" }, fmtAge(a.age_s)),
+            alarmActions(a), lifecycle(a),
+          ], { rowAttrs: (a) => ({ "data-alarm-id": a.alarm_id, "data-unit": a.unit_id, "data-state": a.state }) })
+        : message(t("alarms.none")));
+    };
+    const toggle = h("input", { type: "checkbox", id: "open-only", checked: openOnly });
+    toggle.addEventListener("change", () => { location.hash = toggle.checked ? "#/alarms" : "#/alarms?all=1"; });
+    main.replaceChildren(
+      h("h1", { text: t("alarms.title") }),
+      h("p", {}, toggle, " ", h("label", { for: "open-only", text: t("alarms.open_only") })),
+      state.user.can_act ? null : message(t("alarms.read_only")),
+      box);
+    await fill();
+    const refresh = debounce(fill, 100);
+    state.handlers = { alarms: refresh, event: refresh, refresh };
+    every(1000, tickAges);
+  }
+
+  // -- firmware ------------------------------------------------------------------------
+
+  function barFill(percent) {
+    // Through the CSSOM: the Content-Security-Policy forbids inline style attributes.
+    const node = h("span", { className: "bar", "aria-hidden": "true" });
+    node.style.setProperty("--w", `${percent}%`);
+    return node;
+  }
+
+  function bars(rows, valueKey, labelOf) {
+    const max = Math.max(1, ...rows.map((r) => Number(r[valueKey]) || 0));
+    return h("ul", { className: "bars" }, rows.map((r) => h("li", {},
+      h("span", { className: "bar-label" }, labelOf(r)),
+      barFill(((Number(r[valueKey]) || 0) / max) * 100),
+      h("span", { className: "bar-value" }, fmtNumber(r[valueKey])))));
+  }
+
+  async function viewFirmware() {
+    const data = await api("/api/firmware");
+    main.replaceChildren(
+      h("h1", { text: t("firmware.title") }),
+      section("firmware.controllers", "fw-panel",
+        table(["col.model", "col.version", "col.units"], data.firmware, (c) => [c.model || "—", c.version || "—", fmtNumber(c.units)], { table: { id: "fw-table" } }),
+        bars(data.firmware.slice(0, 20), "units", (c) => `${c.model || "—"} ${c.version || ""}`)),
+      section("firmware.agents", "agent-panel",
+        table(["col.model", "col.version", "col.units"], data.agent_versions, (c) => [c.model || "—", c.version || "—", fmtNumber(c.units)])),
+      section("firmware.violations", "violations-panel", data.violations.length
+        ? table(["col.unit", "col.model", "col.firmware", "col.rule", "col.reason"], data.violations,
+          (v) => [unitLink(v.unit_id), v.model, v.firmware, v.rule, v.reason], { table: { id: "violations-table" } })
+        : message(t("firmware.no_violations"))),
+    );
+  }
+
+  // -- reports -------------------------------------------------------------------------
+
+  const REPORT_COLUMNS = {
+    "fault-rate": ["name", "units", "faults", "trips", "faults_per_1000_trips", "faults_per_month", "faults_per_unit_month"],
+    "service-life": ["unit_id", "install_date", "age_years", "flag", "model", "building", "contractor", "faults", "faults_per_1000_trips"],
+    scorecard: ["contractor", "units", "coverage_pct", "faults", "faults_per_1000_trips", "alarms", "false_alarms",
+      "mean_ack_s", "mean_resolve_s", "entrapments", "mean_rescue_s", "max_rescue_s"],
+  };
+  const REPORT_METRIC = { "fault-rate": "faults_per_1000_trips", "service-life": "age_years", scorecard: "coverage_pct" };
+
+  async function viewReports(params) {
+    const kind = REPORT_COLUMNS[params.get("report")] ? params.get("report") : "fault-rate";
+    const scoped = state.user.role === "contractor";
+    const groups = scoped ? ["unit", "contractor"] : ["unit", "building", "street", "contractor"];
+    const by = groups.includes(params.get("by")) ? params.get("by") : (scoped ? "unit" : "street");
+    const query = new URLSearchParams();
+    if (kind === "fault-rate") query.set("by", by);
+    for (const key of ["since", "until"]) if (params.get(key)) query.set(key, params.get(key));
+    const data = await api(`/api/reports/${kind}?${query}`);
+    const form = h("form", { className: "filters", "aria-label": t("reports.title") },
+      h("div", {}, h("label", { for: "r-report", text: t("reports.kind") }),
+        h("select", { id: "r-report", name: "report" }, Object.keys(REPORT_COLUMNS).map((k) => h("option", { value: k, selected: k === kind, text: t(`reports.${k}`) })))),
+      kind === "fault-rate" ? h("div", {}, h("label", { for: "r-by", text: t("reports.by") }),
+        h("select", { id: "r-by", name: "by" }, groups.map((g) => h("option", { value: g, selected: g === by, text: t(`by.${g}`) })))) : null,
+      h("div", {}, h("label", { for: "r-since", text: t("reports.since") }), h("input", { id: "r-since", name: "since", type: "date", value: data.since })),
+      h("div", {}, h("label", { for: "r-until", text: t("reports.until") }), h("input", { id: "r-until", name: "until", type: "date", value: data.until })),
+      h("div", { className: "buttons" }, h("button", { type: "submit", className: "primary", text: t("reports.show") })));
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const next = new URLSearchParams();
+      for (const [k, v] of new FormData(form)) if (v) next.set(k, String(v));
+      location.hash = `#/reports?${next}`;
+    });
+    const columns = REPORT_COLUMNS[kind];
+    const metric = REPORT_METRIC[kind];
+    const top = [...data.rows].filter((r) => r[metric] !== null).sort((a, b) => b[metric] - a[metric]).slice(0, 10);
+    const csv = new URLSearchParams(query);
+    csv.set("format", "csv");
+    main.replaceChildren(
+      h("h1", { text: `${t("reports.title")} · ${t(`reports.${kind}`)}` }),
+      form,
+      kind === "fault-rate" ? h("p", {}, h("a", { href: `/api/reports/fault-rate?${csv}`, download: "fault-rate.csv", text: t("reports.csv") })) : null,
+      data.rows.length ? [
+        section("reports.chart", "chart-panel", bars(top, metric, (r) => r.name || r.unit_id || r.contractor)),
+        table(["col.rank", ...columns.map((c) => `rep.${c}`)], data.rows.slice(0, 500), (r) => [
+          String(data.rows.indexOf(r) + 1),
+          ...columns.map((c) => (c === "unit_id" ? unitLink(r[c]) : (c === "name" && by === "unit" ? unitLink(r[c]) : fmtNumber(r[c])))),
+        ], { table: { id: "report-table" } }),
+      ] : message(t("reports.none")),
+    );
+    const chartHeading = main.querySelector("#chart-panel-h");
+    if (chartHeading) chartHeading.textContent = t("reports.chart", { n: top.length, metric: t(`rep.${metric}`) });
+  }
+
+  // -- start ---------------------------------------------------------------------------
+
+  document.getElementById("lang").addEventListener("click", () => {
+    state.lang = state.lang === "zh" ? "en" : "zh";
+    localStorage.setItem("lw-lang", state.lang);
+    render();
+  });
+  document.getElementById("logout").addEventListener("click", async () => {
+    try { await api("/auth/logout", { method: "POST", body: {} }); } catch { /* the session is gone either way */ }
+    state.user = null;
+    state.csrf = "";
+    location.hash = "#/";
+    showLogin();
+  });
+  window.addEventListener("hashchange", render);
+
+  (async () => {
+    try { state.site = await api("/api/site"); } catch { /* defaults stand */ }
+    if (!state.lang) state.lang = state.site.language === "en" ? "en" : "zh";
+    try {
+      const me = await api("/auth/me", { quiet401: true });
+      state.user = me.user;
+      state.csrf = me.csrf;
+    } catch { state.user = null; }
+    state.navigated = false;
+    await render();
+  })();
+})();
