@@ -63,6 +63,7 @@ def unit_json(unit: UnitRow, status: UnitStatus) -> dict[str, object]:
         "agent_version": unit.agent_version,
         "last_seen": iso(unit.last_seen),
         "building": unit.register.building,
+        "address": unit.register.address,
         "street": unit.register.street,
         "contractor": unit.register.contractor,
     }

@@ -1,11 +1,12 @@
 """Run the whole system on embedded defaults and watch an entrapment being caught.
 
 Starts a fleet manager (SQLite in a temporary directory, the district register of 10,525
-units loaded), an emulator with the four cars of one building, and an agent polling them
-over Modbus TCP, all as real processes on free loopback ports. After a few seconds one
-car stops between floors with a passenger inside; the agent raises ENTRAPMENT, the fleet
-stores it, and after the rescue (the car relevels and opens) it is CLEARED. Everything
-the fleet sees is printed as it happens. Runs until Ctrl-C, or for --duration seconds.
+units loaded, the dashboard on http://127.0.0.1:8080/ with a demo login per role), an
+emulator with the four cars of one building, and an agent polling them over Modbus TCP,
+all as real processes on free loopback ports. After a few seconds one car stops between
+floors with a passenger inside; the agent raises ENTRAPMENT, the fleet stores it, and
+after the rescue (the car relevels and opens) it is CLEARED. Everything the fleet sees is
+printed as it happens. Runs until Ctrl-C, or for --duration seconds.
 
 No broker, no database server, no network beyond loopback needed.
 """

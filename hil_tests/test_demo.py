@@ -13,7 +13,18 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_runs_the_system_and_reports_the_entrapment() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "hil_tests", "demo", "--duration", "45", "--json"],
+        # Port 0 rather than the default 8080: a developer's own demo may hold that one.
+        [
+            sys.executable,
+            "-m",
+            "hil_tests",
+            "demo",
+            "--duration",
+            "45",
+            "--json",
+            "--dashboard-port",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=180,
@@ -28,3 +39,11 @@ def test_demo_runs_the_system_and_reports_the_entrapment() -> None:
     assert len(raised) == 1, report["events"]
     assert report["coverage"]["registered"] == 10_525
     assert report["coverage"]["online"] == 4
+    # The dashboard was served, with a login for every role.
+    assert report["dashboard"].startswith("http://127.0.0.1:")
+    assert {login["role"] for login in report["logins"]} == {
+        "regulator",
+        "dispatcher",
+        "contractor",
+        "admin",
+    }

@@ -261,14 +261,14 @@ class Store(Protocol):
         ...
 
     def latest_car_state(self, unit_id: str) -> tuple[dt.datetime, bytes] | None:
-        """The newest CarState record of ``unit_id``: its time and serialized payload."""
+        """The newest CarState record of ``unit_id``: its time and the serialized Record."""
         ...
 
     def health_records(
         self, unit_id: str, kind: str, limit: int
     ) -> list[tuple[dt.datetime, bytes]]:
         """The newest ``limit`` records of ``kind`` ("counters" or "link_status") of
-        ``unit_id``, oldest first: times and serialized payloads."""
+        ``unit_id``, oldest first: times and serialized Records."""
         ...
 
     def close(self) -> None:

@@ -564,7 +564,7 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
         ]
 
     def latest_car_state(self, unit_id: str) -> tuple[dt.datetime, bytes] | None:
-        """The newest CarState record of ``unit_id`` (its time and serialized payload)."""
+        """The newest CarState record of ``unit_id``: its time and the serialized Record."""
         # Walks the reporting agent's records back from its newest seq (the primary key):
         # car states are most of an agent's records, so the first hit comes within a few
         # rows and no index on unit_id is needed on the ingest path.
@@ -580,7 +580,7 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
         self, unit_id: str, kind: str, limit: int
     ) -> list[tuple[dt.datetime, bytes]]:
         """The newest ``limit`` ``counters`` or ``link_status`` records of ``unit_id``,
-        oldest first (times and serialized payloads)."""
+        oldest first: times and serialized Records."""
         if kind not in HEALTH_KINDS:
             raise ValueError(f"kind must be one of {', '.join(HEALTH_KINDS)}, not {kind!r}")
         # The kind is a literal so that the planner can use the partial index

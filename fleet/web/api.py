@@ -118,7 +118,6 @@ def units_csv(units: Sequence[tuple[UnitRow, UnitStatus]]) -> str:
     writer.writerow(UNIT_CSV_COLUMNS)
     for unit, status in units:
         row = unit_json(unit, status)
-        row["address"] = unit.register.address
         writer.writerow(["" if row[c] is None else row[c] for c in UNIT_CSV_COLUMNS])
     return out.getvalue()
 

@@ -136,13 +136,14 @@ def dashboard_routes(
         )
         body: dict[str, Any] = {"unit_id": unit_id, "car": None, "link": None, "counters": []}
         if car is not None:
-            state = records_pb2.CarState.FromString(car[1])
+            state = records_pb2.Record.FromString(car[1]).car_state
             body["car"] = car_json(unit_id, iso(car[0]), state)
         if links:
             at, payload = links[-1]
-            body["link"] = link_json(unit_id, iso(at), records_pb2.LinkStatus.FromString(payload))
+            link = records_pb2.Record.FromString(payload).link_status
+            body["link"] = link_json(unit_id, iso(at), link)
         body["counters"] = [
-            counters_json(unit_id, iso(at), records_pb2.Counters.FromString(payload))
+            counters_json(unit_id, iso(at), records_pb2.Record.FromString(payload).counters)
             for at, payload in counters
         ]
         return Response(

@@ -64,6 +64,7 @@ SCHEMAS: dict[str, Any] = {
             "agent_version": _STR,
             "last_seen": {**_NULLABLE_STR, "format": "date-time"},
             "building": _STR,
+            "address": _STR,
             "street": _STR,
             "contractor": _STR,
         }

@@ -91,6 +91,7 @@ def test_units_json(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "agent_version",
         "last_seen",
         "building",
+        "address",
         "street",
         "contractor",
     }

@@ -285,6 +285,9 @@ def test_the_live_stream_is_scoped_like_the_api(tmp_path: Path) -> None:
             assert any('"U2"' in line for line in regulator_seen)
             # The overview's stream (no unit asked for) carries no car states.
             assert not any('"door"' in line for line in regulator_seen)
+            # The unit page starts from the newest stored car state and link health.
+            status, live = await reg.get("/api/units/U1/live")
+            assert status == 200 and live["car"]["floor"] == 1 and live["link"] is None
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
 

@@ -83,6 +83,12 @@
     return node;
   }
 
+  // replaceChildren, minus the holes: a null or false child (an optional part left out)
+  // would otherwise show as the text "null".
+  function put(node, ...children) {
+    node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false && c !== ""));
+  }
+
   function section(titleKey, id, ...children) {
     const headingId = `${id}-h`;
     return h("section", { className: "panel", id, "aria-labelledby": headingId },
@@ -215,13 +221,13 @@
     logout.textContent = t("logout");
     const who = document.getElementById("who");
     if (!state.user) {
-      nav.replaceChildren();
+      put(nav, );
       who.textContent = "";
       logout.hidden = true;
       return;
     }
     const here = location.hash || "#/";
-    nav.replaceChildren(h("ul", {}, NAV.map(([href, key]) => {
+    put(nav, h("ul", {}, NAV.map(([href, key]) => {
       const current = href === "#/" ? here === "#/" || here === "#" : here.startsWith(href);
       return h("li", {}, h("a", { href, "aria-current": current ? "page" : null, text: t(key) }));
     })));
@@ -240,7 +246,7 @@
     const [path, query] = hash.slice(1).split("?");
     const params = new URLSearchParams(query || "");
     const unitMatch = path.match(/^\/unit\/(.+)$/);
-    main.replaceChildren(message(t("common.loading")));
+    put(main, message(t("common.loading")));
     try {
       if (unitMatch) await viewUnit(decodeURIComponent(unitMatch[1]));
       else if (path === "/units") await viewUnits(params);
@@ -250,7 +256,7 @@
       else await viewOverview();
     } catch (err) {
       if (err.status === 401) return;
-      main.replaceChildren(message(err.status === 403 ? t("common.forbidden") : t("common.error", { message: err.message }), "error"));
+      put(main, message(err.status === 403 ? t("common.forbidden") : t("common.error", { message: err.message }), "error"));
     }
     if (!unitMatch) connectLive(null);
     const heading = main.querySelector("h1");
@@ -289,7 +295,7 @@
         error.textContent = err.status === 401 ? t("login.failed") : t("common.error", { message: err.message });
       }
     });
-    main.replaceChildren(form);
+    put(main, form);
     document.title = `${t("login.title")} · LiftWatch`;
     form.username.focus();
   }
@@ -331,13 +337,13 @@
           h("span", { className: "num", "data-count": kind }, fmtNumber(n)), h("span", { className: "lbl" }, t(key))))));
   }
 
-  function groupTable(groups, key) {
+  function groupTable(groups, key, labelKey) {
     const sorted = [...groups].sort((a, b) => b.registered - a.registered).slice(0, 30);
     return table(["col.name", "cov.registered", "cov.monitored", "status.online", "status.offline", "status.never_seen"],
       sorted, (g) => [
         h("a", { href: `#/units?${key}=${encodeURIComponent(g.name)}` }, g.name || "—"),
         fmtNumber(g.registered), fmtNumber(g.monitored), fmtNumber(g.online), fmtNumber(g.offline), fmtNumber(g.never_seen),
-      ]);
+      ], { label: t(labelKey) });
   }
 
   async function viewOverview() {
@@ -346,24 +352,24 @@
     ]);
     const alarmBox = h("div", { id: "open-alarms" });
     const fillAlarms = (list) => {
-      alarmBox.replaceChildren(list.length
+      put(alarmBox, list.length
         ? alarmsTable(list, false)
         : message(t("overview.no_alarms")));
     };
     fillAlarms(alarms.alarms);
     const cards = h("div", { id: "coverage-cards" }, coverageCards(byStreet));
-    main.replaceChildren(
+    put(main, 
       h("h1", { text: t("overview.title") }),
       section("overview.open_alarms", "alarms-panel", alarmBox, h("p", {}, h("a", { href: "#/alarms", text: t("overview.goto_alarms") }))),
       section("overview.coverage", "coverage-panel", cards),
       h("div", { className: "two" },
-        section("overview.by_street", "street-panel", groupTable(byStreet.groups || [], "street")),
-        section("overview.by_contractor", "contractor-panel", groupTable(byContractor.groups || [], "contractor"))),
+        section("overview.by_street", "street-panel", groupTable(byStreet.groups || [], "street", "overview.by_street")),
+        section("overview.by_contractor", "contractor-panel", groupTable(byContractor.groups || [], "contractor", "overview.by_contractor"))),
     );
     const refreshAlarms = debounce(async () => fillAlarms((await api("/api/alarms?open=true")).alarms), 100);
     const refreshAll = async () => {
       refreshAlarms();
-      cards.replaceChildren(coverageCards(await api("/api/coverage")));
+      put(cards, coverageCards(await api("/api/coverage")));
     };
     state.handlers = { event: refreshAlarms, alarms: refreshAlarms, refresh: refreshAll };
     every(1000, tickAges);
@@ -417,7 +423,7 @@
         href: `#/units?${new URLSearchParams([...query, ["page", data.next_page_token]])}`,
         className: "button", text: t("units.next"),
       }) : null);
-    main.replaceChildren(
+    put(main, 
       h("h1", { text: t("units.title") }),
       form,
       h("p", { className: "summary" },
@@ -513,10 +519,10 @@
       trendChart(series));
   }
 
-  function eventRows(events) {
+  function eventRows(events, labelKey) {
     return table(["col.time", "col.type", "col.phase", "col.floor", "col.reason"], events, (e) => [
       fmtTime(e.time), label("event", e.type), label("phase", e.phase), fmtNumber(e.floor), e.reason || "—",
-    ]);
+    ], { label: t(labelKey) });
   }
 
   function openEvents(events) {
@@ -537,7 +543,11 @@
     if (d.step) parts.push(label("step", d.step));
     if (d.by) parts.push(d.by);
     if (d.old_status || d.new_status) parts.push(`${label("status", d.old_status)} → ${label("status", d.new_status)}`);
-    if (d.new_firmware) parts.push(`${d.old_firmware || "—"} → ${d.new_firmware}`);
+    if (entry.kind === "firmware") {
+      if (d.new_firmware !== d.old_firmware) parts.push(`${d.model || ""} ${d.old_firmware || "—"} → ${d.new_firmware || "—"}`);
+      if (d.new_agent_version !== d.old_agent_version) parts.push(`${t("col.agent")} ${d.old_agent_version || "—"} → ${d.new_agent_version || "—"}`);
+    }
+    if (entry.kind === "register") parts.push(d.new ? `${d.building || ""} ${d.contractor || ""}` : (d.changed || []).join(", "));
     if (d.reason) parts.push(d.reason);
     return parts.length ? parts.join(" · ") : JSON.stringify(d);
   }
@@ -549,7 +559,7 @@
       unit = await api(`/api/units/${id}`);
     } catch (err) {
       if (err.status === 404) {
-        main.replaceChildren(h("h1", { text: unitId }), message(t("unit.not_found", { id: unitId }), "error"));
+        put(main, h("h1", { text: unitId }), message(t("unit.not_found", { id: unitId }), "error"));
         connectLive(null);
         return;
       }
@@ -563,8 +573,8 @@
     const statusBox = h("span", { id: "unit-status" });
     const banner = h("div", { id: "alarm-banner" });
     const setAlarms = (open) => {
-      statusBox.replaceChildren(open.length ? badge("alarm", t("status.alarm"), { "data-status": "alarm" }) : statusBadge(unit.status));
-      banner.replaceChildren(open.length
+      put(statusBox, open.length ? badge("alarm", t("status.alarm"), { "data-status": "alarm" }) : statusBadge(unit.status));
+      put(banner, open.length
         ? h("p", { className: "banner", role: "alert" },
           t("unit.alarm_banner", { types: [...new Set(open.map((a) => label("event", a.type)))].join("、") }), " ",
           h("a", { href: "#/alarms", text: t("overview.goto_alarms") }))
@@ -579,18 +589,18 @@
     const pastBox = h("div", { id: "past-events" });
     const fillEvents = () => {
       const open = openEvents(eventList.slice().reverse());
-      openBox.replaceChildren(open.length ? eventRows(open) : message(t("common.none")));
-      pastBox.replaceChildren(eventList.length ? eventRows(eventList.slice(0, 50)) : message(t("unit.no_events")));
+      put(openBox, open.length ? eventRows(open, "unit.open_events") : message(t("common.none")));
+      put(pastBox, eventList.length ? eventRows(eventList.slice(0, 50), "unit.past_events") : message(t("unit.no_events")));
     };
     fillEvents();
     setAlarms(alarms.alarms);
-    const meta = [["col.address", unit.address || unit.street], ["col.street", unit.street], ["col.contractor", unit.contractor],
+    const meta = [["col.address", unit.address], ["col.street", unit.street], ["col.contractor", unit.contractor],
       ["col.model", unit.model], ["col.firmware", unit.firmware], ["col.agent", unit.agent_id ? `${unit.agent_id} ${unit.agent_version}` : ""],
       ["col.last_seen", fmtTime(unit.last_seen)]];
     const chain = history.intact
       ? badge("online", t("unit.chain_ok", { n: history.entries.length }), { id: "chain", "data-intact": "true" })
       : badge("alarm", t("unit.chain_broken", { n: history.problems.length }), { id: "chain", "data-intact": "false" });
-    main.replaceChildren(
+    put(main, 
       h("h1", {}, `${unitId} `, h("small", {}, unit.building || "")),
       h("p", {}, statusBox),
       banner,
@@ -611,12 +621,12 @@
     );
     const refreshAlarms = debounce(async () => setAlarms((await api(`/api/alarms?open=true&unit=${id}`)).alarms), 100);
     state.handlers = {
-      car: (car) => { if (car.unit_id === unitId) carBox.replaceChildren(carPanel(car)); },
-      link: (link) => { if (link.unit_id === unitId) linkBox.replaceChildren(linkPanel(link)); },
+      car: (car) => { if (car.unit_id === unitId) put(carBox, carPanel(car)); },
+      link: (link) => { if (link.unit_id === unitId) put(linkBox, linkPanel(link)); },
       counters: (c) => {
         if (c.unit_id !== unitId) return;
         series = [...series, c].slice(-500);
-        healthBox.replaceChildren(healthPanel(series));
+        put(healthBox, healthPanel(series));
       },
       event: (e) => {
         if (e.unit_id !== unitId) return;
@@ -673,7 +683,7 @@
     const box = h("div", { id: "alarms-list" });
     const fill = async () => {
       const data = await api(`/api/alarms?open=${openOnly}&limit=200`);
-      box.replaceChildren(data.alarms.length
+      put(box, data.alarms.length
         ? table(["col.type", "col.unit", "col.building", "col.floor", "col.state", "col.onset", "col.age", "col.actions", "alarms.lifecycle"],
           data.alarms, (a) => [
             badge("alarm", label("event", a.type)), unitLink(a.unit_id),
@@ -687,9 +697,9 @@
     };
     const toggle = h("input", { type: "checkbox", id: "open-only", checked: openOnly });
     toggle.addEventListener("change", () => { location.hash = toggle.checked ? "#/alarms" : "#/alarms?all=1"; });
-    main.replaceChildren(
+    put(main, 
       h("h1", { text: t("alarms.title") }),
-      h("p", {}, toggle, " ", h("label", { for: "open-only", text: t("alarms.open_only") })),
+      h("p", { className: "check" }, toggle, h("label", { for: "open-only", text: t("alarms.open_only") })),
       state.user.can_act ? null : message(t("alarms.read_only")),
       box);
     await fill();
@@ -717,13 +727,13 @@
 
   async function viewFirmware() {
     const data = await api("/api/firmware");
-    main.replaceChildren(
+    put(main, 
       h("h1", { text: t("firmware.title") }),
       section("firmware.controllers", "fw-panel",
-        table(["col.model", "col.version", "col.units"], data.firmware, (c) => [c.model || "—", c.version || "—", fmtNumber(c.units)], { table: { id: "fw-table" } }),
+        table(["col.model", "col.version", "col.units"], data.firmware, (c) => [c.model || "—", c.version || "—", fmtNumber(c.units)], { table: { id: "fw-table" }, label: t("firmware.controllers") }),
         bars(data.firmware.slice(0, 20), "units", (c) => `${c.model || "—"} ${c.version || ""}`)),
       section("firmware.agents", "agent-panel",
-        table(["col.model", "col.version", "col.units"], data.agent_versions, (c) => [c.model || "—", c.version || "—", fmtNumber(c.units)])),
+        table(["col.model", "col.version", "col.units"], data.agent_versions, (c) => [c.model || "—", c.version || "—", fmtNumber(c.units)], { label: t("firmware.agents") })),
       section("firmware.violations", "violations-panel", data.violations.length
         ? table(["col.unit", "col.model", "col.firmware", "col.rule", "col.reason"], data.violations,
           (v) => [unitLink(v.unit_id), v.model, v.firmware, v.rule, v.reason], { table: { id: "violations-table" } })
@@ -769,7 +779,7 @@
     const top = [...data.rows].filter((r) => r[metric] !== null).sort((a, b) => b[metric] - a[metric]).slice(0, 10);
     const csv = new URLSearchParams(query);
     csv.set("format", "csv");
-    main.replaceChildren(
+    put(main, 
       h("h1", { text: `${t("reports.title")} · ${t(`reports.${kind}`)}` }),
       form,
       kind === "fault-rate" ? h("p", {}, h("a", { href: `/api/reports/fault-rate?${csv}`, download: "fault-rate.csv", text: t("reports.csv") })) : null,

@@ -2,7 +2,7 @@
 // one language is a bug: tests/fleet/test_dashboard_assets.py checks both have the same keys.
 "use strict";
 window.LW_I18N = {
-  zh: {
+  "zh": {
     "app.name": "LiftWatch 电梯安全监测",
     "skip": "跳到主要内容",
     "nav.label": "主菜单",
@@ -253,7 +253,7 @@ window.LW_I18N = {
     "age.h": "{h} 小时 {m} 分",
     "age.d": "{d} 天 {h} 小时"
   },
-  en: {
+  "en": {
     "app.name": "LiftWatch elevator safety",
     "skip": "Skip to content",
     "nav.label": "Main",
