@@ -19,6 +19,13 @@ from fleet.auth.roles import Principal
 from fleet.history import group_rows, verify_chain
 from fleet.lifecycle_views import alarm_json, history_row_json, problem_json
 from fleet.reads import BadRequestError
+from fleet.reports.claims import (
+    ClaimProblem,
+    ClaimsError,
+    audit_claim,
+    parse_claims,
+    verdict_json,
+)
 from fleet.reports.compute import fault_rate_report, scorecard_report, service_life_report
 from fleet.reports.fault_rate import CSV_COLUMNS, GROUPS, Period, period, rate_json
 from fleet.reports.scorecard import scorecard_json
@@ -31,6 +38,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 # URL action -> store action
 ACTIONS = {"ack": "ack", "on-site": "on_site", "resolve": "resolve", "false-alarm": "false_alarm"}
 REPORTS = ("fault-rate", "service-life", "scorecard")
+# A claims audit: the CLI's defaults (`liftwatch-fleet audit claims`), and a bound on the
+# upload (a year of one contractor's claims is far below it).
+CLAIM_WINDOW_MIN = 30.0
+CLAIM_MAX_GAP_S = 60.0
+MAX_CLAIMS_BYTES = 2 * 1024 * 1024
 
 
 class _JSON(JSONResponse):
@@ -53,6 +65,19 @@ def _period(request: Request, today: dt.date) -> Period:
         return period(_date(request, "since"), _date(request, "until"), today)
     except ValueError as exc:
         raise BadRequestError(str(exc)) from None
+
+
+def _positive(request: Request, name: str, default: float) -> float:
+    text = request.query_params.get(name, "")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise BadRequestError(f"{name}: expected a positive number, got {text!r}")
+    return value
 
 
 def _alarm_id(request: Request) -> int:
@@ -221,6 +246,38 @@ def lifecycle_routes(
             {"since": span.since.isoformat(), "until": span.until.isoformat(), "rows": rows}
         )
 
+    async def claims(request: Request) -> Response:
+        life = need()
+        window = dt.timedelta(minutes=_positive(request, "window_min", CLAIM_WINDOW_MIN))
+        max_gap = dt.timedelta(seconds=_positive(request, "max_gap_s", CLAIM_MAX_GAP_S))
+        body = await request.body()
+        if len(body) > MAX_CLAIMS_BYTES:
+            raise BadRequestError(f"body: at most {MAX_CLAIMS_BYTES} bytes of CSV")
+        try:
+            text = body.decode("utf-8-sig")
+            parsed, problems = parse_claims(io.StringIO(text, newline=""), "upload")
+        except (UnicodeDecodeError, csv.Error, ClaimsError) as exc:
+            raise BadRequestError(f"body: {exc}") from None
+        # A contractor audits its own units' claims: another's unit is "unknown" to it.
+        problems += [
+            ClaimProblem(c.line, f"unit {c.unit_id!r} unknown")
+            for c in parsed
+            if not visible(request, c.unit_id)
+        ]
+        mine = [c for c in parsed if visible(request, c.unit_id)]
+        verdicts = await life.store.call(
+            lambda s: [verdict_json(audit_claim(s, c, window, max_gap)) for c in mine]
+        )
+        return _JSON(
+            {
+                "claims": verdicts,
+                "problems": [
+                    {"line": p.line, "reason": p.reason}
+                    for p in sorted(problems, key=lambda p: p.line)
+                ],
+            }
+        )
+
     async def history(request: Request) -> Response:
 
         life = need()
@@ -243,6 +300,7 @@ def lifecycle_routes(
         Route("/api/alarms", guarded(alarms)),
         Route("/api/alarms/{alarm_id:str}", guarded(alarm)),
         Route("/api/alarms/{alarm_id:str}/{action:str}", guarded(action), methods=["POST"]),
+        Route("/api/reports/claims", guarded(claims), methods=["POST"]),
         Route("/api/reports/{report:str}", guarded(report)),
         Route("/api/units/{unit_id:str}/history", guarded(history)),
     ]
@@ -329,6 +387,14 @@ SCHEMAS: dict[str, Any] = {
         },
         "required": ["rows", "since", "until"],
     },
+    "ClaimsAudit": {
+        "type": "object",
+        "properties": {
+            "claims": {"type": "array", "items": {"type": "object"}},
+            "problems": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["claims", "problems"],
+    },
     "UnitHistory": {
         "type": "object",
         "properties": {
@@ -403,6 +469,22 @@ PATHS: dict[str, Any] = {
                     },
                 },
             },
+        }
+    },
+    "/api/reports/claims": {
+        "post": {
+            "summary": "Audit repair claims (CSV body: unit_id or registration_code, time, "
+            "fault_type): supported, contradicts or cannot_tell, with the evidence; bad rows "
+            "named by line",
+            "parameters": [
+                _q("window_min", "minutes either side of a claim (default 30)"),
+                _q("max_gap_s", "longest silence still 'watched', seconds (default 60)"),
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            },
+            "responses": _ok({"$ref": "#/components/schemas/ClaimsAudit"}, 400),
         }
     },
     "/api/units/{unit_id}/history": {

@@ -173,6 +173,50 @@ _UNIT_FILTERS = [
     _param("format", "json (default) or csv: every matching unit as CSV, no paging"),
 ]
 
+# The dashboard's own reads (fleet.web.dashboard): documented for completeness.
+DASHBOARD_PATHS: dict[str, Any] = {
+    "/api/live": {
+        "get": {
+            "summary": "Server-sent events: 'event' and 'alarms' of every unit the caller may "
+            "see, and 'car', 'link', 'counters' of the units named by repeated unit=",
+            "parameters": [_param("unit", "a unit_id whose car, link and counters to stream")],
+            "responses": {
+                "200": {
+                    "description": "an endless text/event-stream",
+                    "content": {"text/event-stream": {"schema": _STR}},
+                }
+            },
+        }
+    },
+    "/api/units/{unit_id}/live": {
+        "get": {
+            "summary": "A unit's newest car state and link status, and its counters series",
+            "parameters": [{"name": "unit_id", "in": "path", "required": True, "schema": _STR}],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "404": {
+                    "description": "not found",
+                    "content": {"application/json": {"schema": _ref("Error")}},
+                },
+            },
+        }
+    },
+    "/api/site": {
+        "get": {
+            "summary": "The site's time zone and default dashboard language (no login needed)",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    },
+}
+
 PATHS: dict[str, Any] = {
     "/api/units": {
         "get": {
@@ -257,7 +301,7 @@ def openapi_spec() -> dict[str, Any]:
                 "/auth/login, plus its X-CSRF-Token on POST) or an API token; a contractor "
                 "sees only the units it maintains (401: not logged in, 403: not allowed).",
             },
-            "paths": {**PATHS, **lifecycle_api.PATHS},
+            "paths": {**PATHS, **lifecycle_api.PATHS, **DASHBOARD_PATHS},
             "components": {
                 "schemas": {**SCHEMAS, **lifecycle_api.SCHEMAS},
                 "securitySchemes": {

@@ -21,7 +21,7 @@ from fleet.store.base import RegisterEntry
 from fleet.store.sqlite import SqliteStore
 from fleet.web.auth import SESSION_COOKIE
 from protos.liftwatch.v1 import records_pb2
-from tests.fleet.factories import batch, hello, record
+from tests.fleet.factories import T0, batch, hello, record
 from tests.fleet.harness import Fleet, eventually, running_fleet
 
 OURS, THEIRS = "维保单位A", "维保单位B"
@@ -41,6 +41,8 @@ class Client:
 
     def _send(self, method: str, path: str, body: Any = None, csrf: bool = True) -> tuple[int, Any]:
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if isinstance(body, bytes):
+            headers = {"Content-Type": "text/csv"}
         if self.cookie:
             headers["Cookie"] = f"{SESSION_COOKIE}={self.cookie}"
         if self.token:
@@ -49,7 +51,9 @@ class Client:
             headers["X-CSRF-Token"] = self.csrf
         if self.host:
             headers["Host"] = self.host
-        data = json.dumps(body).encode() if body is not None else None
+        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body else None
+        if body == {}:
+            data = b"{}"
         request = urllib.request.Request(
             f"http://{self.http}{path}", data=data, method=method, headers=headers
         )
@@ -216,6 +220,23 @@ def test_a_contractor_sees_and_acts_on_its_own_units_only(tmp_path: Path) -> Non
             assert status == 404
             status, body = await ours.post(f"/api/alarms/{alarms[0]['alarm_id']}/ack")
             assert status == 200 and body["state"] == "acknowledged"
+
+            # A claims audit covers the contractor's own units; another's is "unknown".
+            claims = (
+                "unit_id,time,fault_type\n"
+                f"U1,{T0.isoformat()},ENTRAPMENT\n"
+                f"U2,{T0.isoformat()},ENTRAPMENT\n"
+                "U1,yesterday,ENTRAPMENT\n"
+            )
+            status, audit = await ours.post("/api/reports/claims", claims.encode())
+            assert status == 200, audit
+            assert [(c["line"], c["verdict"]) for c in audit["claims"]] == [(2, "supported")]
+            assert [(p["line"], "unknown" in p["reason"]) for p in audit["problems"]] == [
+                (3, True),
+                (4, False),
+            ]
+            status, body = await ours.post("/api/reports/claims", b"no,header\n")
+            assert status == 400 and "missing column" in body["error"]
 
             rows = (await ours.get("/api/reports/scorecard"))[1]["rows"]
             assert {r["contractor"] for r in rows} <= {OURS}

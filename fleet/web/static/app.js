@@ -134,10 +134,11 @@
     const method = options?.method || "GET";
     const headers = { Accept: "application/json" };
     if (options?.body !== undefined) headers["Content-Type"] = "application/json";
+    if (options?.csv !== undefined) headers["Content-Type"] = "text/csv; charset=utf-8";
     if (method !== "GET") headers["X-CSRF-Token"] = state.csrf;
     const reply = await fetch(path, {
       method, headers, credentials: "same-origin",
-      body: options?.body === undefined ? undefined : JSON.stringify(options.body),
+      body: options?.csv ?? (options?.body === undefined ? undefined : JSON.stringify(options.body)),
     });
     let body = null;
     try { body = await reply.json(); } catch { body = null; }
@@ -751,7 +752,52 @@
   };
   const REPORT_METRIC = { "fault-rate": "faults_per_1000_trips", "service-life": "age_years", scorecard: "coverage_pct" };
 
+  function reportPicker(kind) {
+    const select = h("select", { id: "r-report", name: "report" },
+      [...Object.keys(REPORT_COLUMNS), "claims"].map((k) => h("option", { value: k, selected: k === kind, text: t(`reports.${k}`) })));
+    select.addEventListener("change", () => { location.hash = `#/reports?report=${select.value}`; });
+    return h("div", {}, h("label", { for: "r-report", text: t("reports.kind") }), select);
+  }
+
+  // The claims audit: a contractor's repair claims (CSV) judged against the recorded data.
+  async function viewClaims() {
+    const results = h("div", { id: "claims-results" });
+    const error = h("p", { className: "msg error", role: "alert" });
+    const form = h("form", { className: "filters", "aria-label": t("reports.claims") },
+      reportPicker("claims"),
+      h("div", {}, h("label", { for: "c-file", text: t("claims.file") }),
+        h("input", { id: "c-file", name: "file", type: "file", accept: ".csv,text/csv", required: true })),
+      h("div", {}, h("label", { for: "c-window", text: t("claims.window") }),
+        h("input", { id: "c-window", name: "window", type: "number", min: "1", value: "30" })),
+      h("div", { className: "buttons" }, h("button", { type: "submit", className: "primary", text: t("claims.audit") })));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      put(error);
+      const file = form.file.files[0];
+      if (!file) { put(error, t("claims.no_file")); return; }
+      try {
+        const data = await api(`/api/reports/claims?window_min=${encodeURIComponent(form.window.value || "30")}`,
+          { method: "POST", csv: await file.text() });
+        const counts = {};
+        for (const v of data.claims) counts[v.verdict] = (counts[v.verdict] || 0) + 1;
+        put(results,
+          h("p", { id: "claims-summary" }, ["supported", "contradicts", "cannot_tell"].map((v) =>
+            [badge(v === "supported" ? "online" : v === "contradicts" ? "alarm" : "stale", `${t(`verdict.${v}`)} ${counts[v] || 0}`), " "])),
+          data.claims.length ? table(["col.line", "col.unit", "col.time", "col.type", "col.verdict", "col.evidence"], data.claims, (v) => [
+            String(v.line), unitLink(v.unit_id), fmtTime(v.time), label("event", v.fault_type),
+            badge(v.verdict === "supported" ? "online" : v.verdict === "contradicts" ? "alarm" : "stale", t(`verdict.${v.verdict}`), { "data-verdict": v.verdict }),
+            v.evidence], { table: { id: "claims-table" }, label: t("reports.claims") }) : message(t("reports.none")),
+          data.problems.length ? section("claims.problems", "claims-problems",
+            table(["col.line", "col.reason"], data.problems, (p) => [String(p.line), p.reason], { label: t("claims.problems") })) : null);
+      } catch (err) {
+        put(error, t("common.error", { message: err.message }));
+      }
+    });
+    put(main, h("h1", { text: `${t("reports.title")} · ${t("reports.claims")}` }), h("p", { text: t("claims.intro") }), form, error, results);
+  }
+
   async function viewReports(params) {
+    if (params.get("report") === "claims") return viewClaims();
     const kind = REPORT_COLUMNS[params.get("report")] ? params.get("report") : "fault-rate";
     const scoped = state.user.role === "contractor";
     const groups = scoped ? ["unit", "contractor"] : ["unit", "building", "street", "contractor"];
@@ -761,8 +807,7 @@
     for (const key of ["since", "until"]) if (params.get(key)) query.set(key, params.get(key));
     const data = await api(`/api/reports/${kind}?${query}`);
     const form = h("form", { className: "filters", "aria-label": t("reports.title") },
-      h("div", {}, h("label", { for: "r-report", text: t("reports.kind") }),
-        h("select", { id: "r-report", name: "report" }, Object.keys(REPORT_COLUMNS).map((k) => h("option", { value: k, selected: k === kind, text: t(`reports.${k}`) })))),
+      reportPicker(kind),
       kind === "fault-rate" ? h("div", {}, h("label", { for: "r-by", text: t("reports.by") }),
         h("select", { id: "r-by", name: "by" }, groups.map((g) => h("option", { value: g, selected: g === by, text: t(`by.${g}`) })))) : null,
       h("div", {}, h("label", { for: "r-since", text: t("reports.since") }), h("input", { id: "r-since", name: "since", type: "date", value: data.since })),
