@@ -265,6 +265,7 @@ async def _web_app(
         contractors=contractors,
         site=SiteSettings(time_zone=http.time_zone, language=http.language),
         store=store,
+        clock=clock,
     )
 
 

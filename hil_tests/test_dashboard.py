@@ -51,6 +51,8 @@ WAIT_MS = 30_000
 
 
 def _user(system: RunningSystem, username: str) -> SystemUser:
+    if username == "liwei":
+        return SystemUser("liwei", "dispatcher", "night-shift-2026")
     return next(u for u in system.spec.users if u.username == username)
 
 
@@ -128,6 +130,7 @@ async def _every_role(
     violations: list[dict[str, Any]] = []
     roles = {"regulator": "监管部门", "dispatcher": "调度员", "contractor": "维保单位"}
     roles |= {"contractor2": "维保单位", "admin": "管理员"}
+    roles |= {"liwei": "调度员"}  # made by the administrator through the page
     for username, role_label in roles.items():
         user = _user(system, username)
         context = await browser.new_context(viewport={"width": 1280, "height": 900})
@@ -157,6 +160,20 @@ async def _every_role(
             assert await _api_status(page, f"/api/events?unit={trapped}") == 404
         if username == "contractor":
             assert await _api_status(page, f"/api/units/{trapped}") == 200
+        if username == "admin":
+            # Only the administrator has the users page; a new account works at once.
+            await page.click("#nav a[href='#/users']")
+            await page.wait_for_selector("#users-table")
+            violations += await _axe(page, "users")
+            await page.fill("#u-username", "liwei")
+            await page.select_option("#u-role", "dispatcher")
+            await page.fill("#u-display_name", "李伟")
+            await page.fill("#u-password", "night-shift-2026")
+            await page.click("#add-panel button[type=submit]")
+            await page.wait_for_selector("#users-table button[data-remove=liwei]")
+            await _shot(page, "users")
+        elif await page.locator("#nav a[href='#/users']").count():
+            pytest.fail(f"{username} sees the users page")
         if username == "regulator":
             for view in ("units", "firmware", "reports"):
                 await page.goto(f"{base}#/{view}")

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
+from fleet.clock import Clock, utc_now
 from fleet.coverage import UnitStatus
 from fleet.metrics import GatewayMetrics
 from fleet.reads import BadRequestError, Reads, UnitFilter
@@ -132,6 +133,7 @@ def build_app(
     contractors: UnitContractors | None = None,
     site: SiteSettings | None = None,
     store: StoreWorker | None = None,
+    clock: Clock = utc_now,
 ) -> Starlette:
     """The ASGI app of the JSON API (and /metrics) over ``reads``; alarms, reports and
     histories over ``lifecycle`` (see `fleet.web.lifecycle`); the dashboard (see
@@ -258,6 +260,7 @@ def build_app(
             metrics=metrics,
             guarded=guarded,
             visible=visible,
+            clock=clock,
         )
     return Starlette(
         routes=[

@@ -21,11 +21,13 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from fleet.clock import Clock, utc_now
 from fleet.metrics import GatewayMetrics
 from fleet.store.worker import StoreWorker
 from fleet.views import iso
 from fleet.web.auth import Authenticator, principal_of
 from fleet.web.live import LiveHub, car_json, counters_json, link_json
+from fleet.web.users import user_routes
 from protos.liftwatch.v1 import records_pb2
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -70,8 +72,10 @@ def dashboard_routes(
     metrics: GatewayMetrics,
     guarded: Callable[[Handler], Handler],
     visible: Callable[[Request, str], bool],
+    clock: Clock = utc_now,
 ) -> list[BaseRoute]:
-    """The dashboard's routes; ``guarded`` and ``visible`` are the API's access checks."""
+    """The dashboard's routes (with the administrators' users API); ``guarded`` and
+    ``visible`` are the API's access checks."""
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers=_shell_headers())
@@ -162,5 +166,6 @@ def dashboard_routes(
         Route("/api/site", site_json),
         Route("/api/live", guarded(live)),
         Route("/api/units/{unit_id:str}/live", guarded(unit_live)),
+        *user_routes(store, clock, guarded),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]

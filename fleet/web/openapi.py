@@ -204,6 +204,55 @@ DASHBOARD_PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/users": {
+        "get": {
+            "summary": "Every account (administrators only; never a password hash)",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "403": {
+                    "description": "not an administrator",
+                    "content": {"application/json": {"schema": _ref("Error")}},
+                },
+            },
+        },
+        "post": {
+            "summary": "Add an account: username, role, password (8+ characters), contractor "
+            "(contractor role only), display_name (administrators only)",
+            "responses": {
+                "201": {
+                    "description": "created",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "400": {
+                    "description": "bad field, named",
+                    "content": {"application/json": {"schema": _ref("Error")}},
+                },
+                "409": {
+                    "description": "the name is taken",
+                    "content": {"application/json": {"schema": _ref("Error")}},
+                },
+            },
+        },
+    },
+    "/api/users/{username}": {
+        "delete": {
+            "summary": "Remove an account with its sessions and tokens (administrators only)",
+            "parameters": [{"name": "username", "in": "path", "required": True, "schema": _STR}],
+            "responses": {
+                "200": {
+                    "description": "removed",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "404": {
+                    "description": "no such user",
+                    "content": {"application/json": {"schema": _ref("Error")}},
+                },
+            },
+        }
+    },
     "/api/site": {
         "get": {
             "summary": "The site's time zone and default dashboard language (no login needed)",

@@ -70,6 +70,9 @@ class Client:
     async def get(self, path: str) -> tuple[int, Any]:
         return await asyncio.to_thread(self._send, "GET", path)
 
+    async def delete(self, path: str) -> tuple[int, Any]:
+        return await asyncio.to_thread(self._send, "DELETE", path)
+
     async def post(self, path: str, body: Any = None, *, csrf: bool = True) -> tuple[int, Any]:
         return await asyncio.to_thread(
             self._send, "POST", path, body if body is not None else {}, csrf
@@ -104,6 +107,7 @@ def _prepare(db: Path) -> str:
         store.add_user("disp", Role.DISPATCHER, hashed, display_name="调度 王", now=now)
         store.add_user("ours", Role.CONTRACTOR, hashed, contractor=OURS, now=now)
         store.add_user("theirs", Role.CONTRACTOR, hashed, contractor=THEIRS, now=now)
+        store.add_user("adm", Role.ADMIN, hashed, now=now)
         return store.create_token("reg", "script", now)
     finally:
         store.close()
@@ -309,6 +313,49 @@ def test_the_live_stream_is_scoped_like_the_api(tmp_path: Path) -> None:
             # The unit page starts from the newest stored car state and link health.
             status, live = await reg.get("/api/units/U1/live")
             assert status == 200 and live["car"]["floor"] == 1 and live["link"] is None
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_only_an_administrator_manages_users(tmp_path: Path) -> None:
+    config, token = _serve(tmp_path)
+
+    async def scenario() -> None:
+        async with running_fleet(config, http=True, auth=True) as fleet:
+            for username in ("reg", "disp", "ours"):
+                other = Client(fleet.http)
+                assert await other.login(username) == 200
+                assert (await other.get("/api/users"))[0] == 403
+                status, _ = await other.post("/api/users", {"username": "x", "role": "admin"})
+                assert status == 403
+                assert (await other.delete("/api/users/adm"))[0] == 403
+            assert (await Client(fleet.http, token=token).get("/api/users"))[0] == 403
+
+            admin = Client(fleet.http)
+            assert await admin.login("adm") == 200
+            status, listed = await admin.get("/api/users")
+            assert status == 200 and {u["username"] for u in listed["users"]} >= {"reg", "adm"}
+            assert all("password_hash" not in u for u in listed["users"])
+            new = {"username": "zhang", "role": "contractor", "password": "short"}
+            status, body = await admin.post("/api/users", {**new, "contractor": OURS})
+            assert status == 400 and "password" in body["error"]
+            status, body = await admin.post("/api/users", {**new, "password": PASSWORD})
+            assert status == 400 and "contractor" in body["error"]
+            status, body = await admin.post(
+                "/api/users", {**new, "password": PASSWORD, "contractor": OURS}
+            )
+            assert status == 201 and body["contractor"] == OURS
+            status, _ = await admin.post(
+                "/api/users", {**new, "password": PASSWORD, "contractor": OURS}
+            )
+            assert status == 409
+            zhang = Client(fleet.http)
+            assert await zhang.login("zhang") == 200
+            assert [u["unit_id"] for u in (await zhang.get("/api/units"))[1]["units"]] == ["U1"]
+            assert (await admin.delete("/api/users/adm"))[0] == 400
+            assert (await admin.delete("/api/users/zhang"))[0] == 200
+            assert (await zhang.get("/api/units"))[0] == 401  # the session went with the user
+            assert (await admin.delete("/api/users/zhang"))[0] == 404
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
 

@@ -228,7 +228,8 @@
       return;
     }
     const here = location.hash || "#/";
-    put(nav, h("ul", {}, NAV.map(([href, key]) => {
+    const items = state.user.can_admin ? [...NAV, ["#/users", "nav.users"]] : NAV;
+    put(nav, h("ul", {}, items.map(([href, key]) => {
       const current = href === "#/" ? here === "#/" || here === "#" : here.startsWith(href);
       return h("li", {}, h("a", { href, "aria-current": current ? "page" : null, text: t(key) }));
     })));
@@ -254,6 +255,7 @@
       else if (path === "/alarms") await viewAlarms(params);
       else if (path === "/firmware") await viewFirmware();
       else if (path === "/reports") await viewReports(params);
+      else if (path === "/users") await viewUsers();
       else await viewOverview();
     } catch (err) {
       if (err.status === 401) return;
@@ -838,6 +840,53 @@
     );
     const chartHeading = main.querySelector("#chart-panel-h");
     if (chartHeading) chartHeading.textContent = t("reports.chart", { n: top.length, metric: t(`rep.${metric}`) });
+  }
+
+  // -- users (administrators) ----------------------------------------------------------
+
+  const ROLES = ["regulator", "dispatcher", "contractor", "admin"];
+
+  async function viewUsers() {
+    const box = h("div", { id: "users-list" });
+    const status = h("p", { className: "msg", role: "status" });
+    const fill = async () => {
+      const data = await api("/api/users");
+      put(box, table(["col.username", "col.role", "col.contractor", "col.display_name", "col.created", "col.actions"], data.users, (u) => [
+        u.username, t(`role.${u.role}`), u.contractor || "—", u.display_name || "—", fmtTime(u.created),
+        u.username === state.user.username ? "—" : h("button", {
+          type: "button", "data-remove": u.username, "aria-label": t("users.remove_named", { name: u.username }),
+          onclick: async () => {
+            try {
+              await api(`/api/users/${encodeURIComponent(u.username)}`, { method: "DELETE" });
+              put(status, t("users.removed", { name: u.username }));
+            } catch (err) { put(status, t("common.error", { message: err.message })); }
+            await fill();
+          },
+        }, t("users.remove")),
+      ], { table: { id: "users-table" }, label: t("users.title") }));
+    };
+    const field = (name, key, attrs) => h("div", {}, h("label", { for: `u-${name}`, text: t(key) }),
+      h("input", { id: `u-${name}`, name, ...(attrs || {}) }));
+    const form = h("form", { className: "filters", "aria-label": t("users.add") },
+      field("username", "col.username", { required: true, autocomplete: "off" }),
+      h("div", {}, h("label", { for: "u-role", text: t("col.role") }),
+        h("select", { id: "u-role", name: "role" }, ROLES.map((r) => h("option", { value: r, text: t(`role.${r}`) })))),
+      field("contractor", "col.contractor"),
+      field("display_name", "col.display_name"),
+      field("password", "login.password", { type: "password", required: true, autocomplete: "new-password", minlength: "8" }),
+      h("div", { className: "buttons" }, h("button", { type: "submit", className: "primary", text: t("users.add") })));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const body = Object.fromEntries(new FormData(form));
+      try {
+        await api("/api/users", { method: "POST", body });
+        put(status, t("users.added", { name: body.username }));
+        form.reset();
+      } catch (err) { put(status, t("common.error", { message: err.message })); }
+      await fill();
+    });
+    put(main, h("h1", { text: t("users.title") }), section("users.add", "add-panel", form), status, box);
+    await fill();
   }
 
   // -- start ---------------------------------------------------------------------------
