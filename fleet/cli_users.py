@@ -25,7 +25,7 @@ from fleet.store.base import UnitQuery, UserError, UserRow
 from fleet.store.open import open_store
 from fleet.store.sql import SqlStore
 from fleet.store.users import label_problem, username_problem
-from fleet.views import iso, table
+from fleet.views import iso, table, user_json
 
 PROG = "liftwatch-fleet"
 EXIT_USAGE = 2
@@ -115,17 +115,6 @@ def _print_json(value: object) -> None:
     print(json.dumps(value, ensure_ascii=False))
 
 
-def _user_json(user: UserRow) -> dict[str, object]:
-    # Deliberately not the password hash: the listing may end up in a ticket or a chat.
-    return {
-        "username": user.username,
-        "role": user.role.value,
-        "contractor": user.contractor,
-        "display_name": user.display_name,
-        "created": iso(user.created),
-    }
-
-
 def _read_password(args: argparse.Namespace) -> str:
     """The new password's hash: one line of stdin, or asked twice on the terminal."""
     if args.password_stdin:
@@ -181,7 +170,7 @@ def _add(args: argparse.Namespace, store: SqlStore) -> tuple[dict[str, object], 
         )
     user = _existing(store, args.username)
     scope = f", contractor {contractor}" if contractor else ""
-    return _user_json(user), f"added user {user.username} ({user.role.value}{scope})"
+    return user_json(user), f"added user {user.username} ({user.role.value}{scope})"
 
 
 def _remove(args: argparse.Namespace, store: SqlStore) -> tuple[dict[str, object], str]:
@@ -261,7 +250,7 @@ def _users(args: argparse.Namespace, target: Target) -> int:
 
 
 def _list(args: argparse.Namespace, store: SqlStore) -> int:
-    users = [_user_json(u) for u in store.users()]
+    users = [user_json(u) for u in store.users()]
     if args.json:
         _print_json({"users": users})
     else:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from fleet.coverage import Coverage, UnitStatus
 from fleet.firmware import Inventory, VersionCount, Violation
-from fleet.store.base import CoverageChange, EventRow, FirmwareChange, UnitRow
+from fleet.store.base import CoverageChange, EventRow, FirmwareChange, UnitRow, UserRow
 from protos.liftwatch.v1 import records_pb2
 
 
@@ -66,6 +66,18 @@ def unit_json(unit: UnitRow, status: UnitStatus) -> dict[str, object]:
         "address": unit.register.address,
         "street": unit.register.street,
         "contractor": unit.register.contractor,
+    }
+
+
+def user_json(user: UserRow) -> dict[str, object]:
+    """An account as ``users list --json`` and /api/users show it."""
+    # Deliberately not the password hash: a listing may end up in a ticket or a chat.
+    return {
+        "username": user.username,
+        "role": user.role.value,
+        "contractor": user.contractor,
+        "display_name": user.display_name,
+        "created": iso(user.created),
     }
 
 

@@ -19,25 +19,14 @@ from fleet.auth.passwords import hash_password
 from fleet.auth.roles import Role, role_problem
 from fleet.clock import Clock
 from fleet.reads import BadRequestError
-from fleet.store.base import UserError, UserRow
+from fleet.store.base import UserError
 from fleet.store.users import username_problem
 from fleet.store.worker import StoreWorker
-from fleet.views import iso
+from fleet.views import user_json
 from fleet.web.auth import AccessDeniedError, principal_of
 
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger(__name__)
-
-
-def user_json(row: UserRow) -> dict[str, object]:
-    """A user as the API shows it: never the password hash."""
-    return {
-        "username": row.username,
-        "role": row.role.value,
-        "contractor": row.contractor,
-        "display_name": row.display_name,
-        "created": iso(row.created),
-    }
 
 
 def user_routes(
