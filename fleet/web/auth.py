@@ -128,6 +128,10 @@ class Authenticator:
         """``POST /auth/login``: a session for a right name and password."""
         if not self.settings.enabled:
             return _json({"user": _me(OPEN_PRINCIPAL), "csrf": ""})
+        # JSON only: a cross-site HTML form cannot send it (no login CSRF, where another
+        # site would log the victim's browser into an account of its choosing).
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return _json({"error": "Content-Type: expected application/json"}, 415)
         try:
             body = await request.json()
         except ValueError:

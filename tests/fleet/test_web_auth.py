@@ -148,6 +148,10 @@ def test_logins_sessions_csrf_and_tokens(tmp_path: Path) -> None:
 
             assert await anonymous.login("reg", "wrong password") == 401
             assert await anonymous.login("nobody", PASSWORD) == 401
+            # What a cross-site form could send (text/plain) is no login.
+            form = b'{"username": "reg", "password": "correct horse battery"}'
+            status, body = await anonymous.post("/auth/login", form, csrf=False)
+            assert status == 415 and "application/json" in body["error"]
             assert fleet.metrics.value("liftwatch_fleet_bad_input_total", {"kind": "login"}) == 2
 
             user = Client(fleet.http)
