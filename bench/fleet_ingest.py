@@ -5,17 +5,24 @@ fleet process on this machine (loopback only); prints one JSON object.
 
 The fleet runs as a real ``python -m fleet serve`` process on a fresh store (a SQLite
 file, or a throwaway PostgreSQL cluster with fsync on). Load comes from ``--workers``
-separate processes, each multiplexing its share of the agents on one grpc.aio loop, each
-agent with its own channel (its own TCP connection, as real agents have). Every agent
+separate processes, each multiplexing its share of the agents on one asyncio loop, each
+agent with its own TCP connection and Connect call, as real agents have. Every agent
 watches 4 cars and sends a CarState per car every ``--interval-s`` seconds as one batch,
 an event now and then (RAISED, then CLEARED), and heartbeats as the fleet's Welcome asks.
+
+The agents speak gRPC's HTTP/2 wire format directly with pre-serialized messages
+(``wire_agents.py``, the default ``--client wire``): grpc.aio channels (``--client
+grpcio``) cost the load generator about as much CPU as the fleet, and on a 2-core machine
+that measured the load generator more than the fleet.
 
 Reported: agents connected, records committed (counted in the database afterwards),
 records per second over the run, ack latency p50/p99 (batch written -> Ack covering it),
 the fleet process's CPU seconds and peak RSS during the run, and lost / duplicated:
 records acked but missing from the database, and (agent, seq) stored more than once.
-Also the load generator's own CPU seconds (it shares the machine's cores with the fleet)
-and /proc/loadavg before and after (other work on the machine skews every figure).
+Also the load generator's own CPU seconds and, with PostgreSQL, the database server's
+(both share the machine's cores with the fleet), calls the fleet refused before their
+Welcome and the agents retried (``reconnects``), and /proc/loadavg before and after
+(other work on the machine skews every figure).
 ``--fleet-workers N`` runs the fleet as ``serve --workers N`` (its CPU and RSS are then
 the sum over the worker processes).
 """
@@ -48,6 +55,9 @@ from fleet.runtime import tune_gc  # noqa: E402
 from hil_tests.processes import start  # noqa: E402
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, also when imported
+import wire_agents  # noqa: E402
+
 CARS = 4
 EVENT_PROBABILITY = 0.01  # per agent and tick: a RAISED, cleared on the next tick
 CHANNEL_OPTIONS = [
@@ -59,6 +69,9 @@ CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
 ]
 DRAIN_TIMEOUT_S = 30.0
+# ack_ms_steady counts the batches sent this long after the last agent began to connect:
+# all 10,000 streams open, none of the connection storm of the ramp still being served.
+STEADY_AFTER_RAMP_S = 5.0
 
 
 # -- the load generator (one worker process) ---------------------------------------------
@@ -75,6 +88,8 @@ class AgentSim:
         self.acked = 0
         self.sent_at: dict[int, float] = {}
         self.latencies: list[float] = []
+        self.steady: list[float] = []  # of batches sent at or after `steady_from`
+        self.steady_from = float("inf")
         self.open_event: tuple[str, str] | None = None
         self.acked_all = asyncio.Event()
 
@@ -130,7 +145,10 @@ class AgentSim:
         """Account an Ack: latency of every batch it covers."""
         self.acked = max(self.acked, up_to)
         for seq in [s for s in self.sent_at if s <= up_to]:
-            self.latencies.append(at - self.sent_at.pop(seq))
+            sent = self.sent_at.pop(seq)
+            self.latencies.append(at - sent)
+            if sent >= self.steady_from:
+                self.steady.append(at - sent)
         if self.acked >= self.seq:
             self.acked_all.set()
 
@@ -199,6 +217,18 @@ async def run_agent(
 
 async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
     """Run agents ``first`` .. ``first + count - 1``; the worker's report."""
+    if args.client == "wire":
+        report = await wire_agents.run_agents(
+            args.address,
+            args.first,
+            args.count,
+            args.seconds,
+            args.ramp_s,
+            args.interval_s,
+            DRAIN_TIMEOUT_S,
+            STEADY_AFTER_RAMP_S,
+        )
+        return {**report, "cpu_s": _own_cpu_s()}
     loop = asyncio.get_running_loop()
     origin = loop.time()
     stats = {"connected": 0, "batches": 0}
@@ -208,6 +238,8 @@ async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
     ]
     ramp = args.ramp_s
     end_at = origin + ramp + args.seconds
+    for sim in sims:
+        sim.steady_from = origin + ramp + STEADY_AFTER_RAMP_S
     tasks = [
         asyncio.create_task(
             run_agent(
@@ -229,6 +261,7 @@ async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
         "failed": len(errors),
         "errors": errors[:5],
         "latencies_ms": [round(x * 1000, 3) for s in sims for x in s.latencies],
+        "steady_latencies_ms": [round(x * 1000, 3) for s in sims for x in s.steady],
         "agents": {s.agent_id: [s.seq, s.acked] for s in sims},
         "cpu_s": _own_cpu_s(),
     }
@@ -247,7 +280,7 @@ def _loadavg() -> list[float]:
 
 
 def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -275,18 +308,40 @@ def _stored_seqs(target: str) -> list[tuple[str, int]]:
         return [(str(a), int(s)) for a, s in conn.execute("SELECT agent_id, seq FROM records")]
 
 
+def _db_server_cpu_s(data_dir: Path | None) -> float:
+    """CPU seconds so far of the PostgreSQL server at ``data_dir``: the postmaster and the
+    processes it runs now (backends, WAL writer, checkpointer); 0 for SQLite."""
+    if data_dir is None:
+        return 0.0
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    total = _proc_cpu_s(postmaster)
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if proc.name.isdigit() and int(_stat_fields(int(proc.name))[1]) == postmaster:
+                total += _proc_cpu_s(int(proc.name))
+    return total
+
+
+def _stat_fields(pid: int) -> list[str]:
+    # After the ")" that ends the command name: state, ppid, ... (proc(5), from field 3).
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 @contextlib.contextmanager
-def _store(kind: str, work: Path) -> Iterator[str]:
+def _store(kind: str, work: Path) -> Iterator[tuple[str, Path | None]]:
+    """The store target, and the PostgreSQL data directory (None for SQLite)."""
     if kind == "sqlite":
-        yield str(work / "fleet.db")
+        yield str(work / "fleet.db"), None
         return
     from tests.fleet.pgcluster import throwaway_cluster
 
     with throwaway_cluster(durable=True) as cluster:
-        yield cluster.create_database("bench")
+        yield cluster.create_database("bench"), cluster.socket_dir / "data"
 
 
-async def orchestrate(args: argparse.Namespace, work: Path, target: str) -> dict[str, Any]:
+async def orchestrate(
+    args: argparse.Namespace, work: Path, target: str, db_data: Path | None = None
+) -> dict[str, Any]:
     """Start the fleet and the workers, run, stop, verify; the report."""
     load_before = _loadavg()  # other work on this machine skews every figure: say so
     fleet = await start(
@@ -312,6 +367,7 @@ async def orchestrate(args: argparse.Namespace, work: Path, target: str) -> dict
         # With --workers the parent only supervises; the work is in the processes it lists.
         pids = [fleet.process.pid, *fleet.ready.get("workers", [])]
         cpu_before = sum(_proc_cpu_s(pid) for pid in pids)
+        db_cpu_before = _db_server_cpu_s(db_data)
         started = time.monotonic()
         per_worker = -(-args.agents // args.workers)
         workers = []
@@ -337,12 +393,15 @@ async def orchestrate(args: argparse.Namespace, work: Path, target: str) -> dict
                     str(args.ramp_s),
                     "--interval-s",
                     str(args.interval_s),
+                    "--client",
+                    args.client,
                     stdout=asyncio.subprocess.PIPE,
                 )
             )
         outputs = await asyncio.gather(*(p.communicate() for p in workers))
         elapsed = time.monotonic() - started
         cpu = sum(_proc_cpu_s(pid) for pid in pids) - cpu_before
+        db_cpu = _db_server_cpu_s(db_data) - db_cpu_before
         rss = sum(_proc_peak_rss_mb(pid) for pid in pids)
         load_after = _loadavg()
     finally:
@@ -361,18 +420,27 @@ async def orchestrate(args: argparse.Namespace, work: Path, target: str) -> dict
             lost += sum(1 for seq in range(1, acked + 1) if seq not in have)
             unacked += sent - acked
     latencies = [x for r in reports for x in r["latencies_ms"]]
+    steady = [x for r in reports for x in r["steady_latencies_ms"]]
     return {
         "agents": sum(r["connected"] for r in reports),
         "agents_failed": sum(r["failed"] for r in reports),
+        # Calls the fleet refused before their Welcome and the agent retried (wire client).
+        "reconnects": sum(r.get("reconnects", 0) for r in reports),
         "errors": [e for r in reports for e in r["errors"]][:5],
         "db": args.db,
+        "client": args.client,
         "seconds": round(elapsed, 1),
         "batches": sum(r["batches"] for r in reports),
         "records_committed": len(stored),
         "records_per_s": round(len(stored) / elapsed, 1),
         "ack_ms": {"p50": _percentile(latencies, 0.5), "p99": _percentile(latencies, 0.99)},
+        # The same once every agent is connected (see STEADY_AFTER_RAMP_S): "ack_ms" also
+        # holds the ramp, a connection storm of N/ramp new calls a second.
+        "ack_ms_steady": {"p50": _percentile(steady, 0.5), "p99": _percentile(steady, 0.99)},
         "fleet_workers": args.fleet_workers,
         "fleet_cpu_s": round(cpu, 2),
+        # PostgreSQL runs on the same cores (SQLite runs inside the fleet processes).
+        "db_server_cpu_s": round(db_cpu, 2),
         "fleet_rss_mb": round(rss, 1),
         # The load generator shares the machine's cores with the fleet: its CPU is part of
         # the picture (on 2 cores, what it burns the fleet cannot have).
@@ -395,6 +463,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--interval-s", type=float, default=5.0, help="tick of each agent (5 s)")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
+    parser.add_argument(
+        "--client",
+        choices=["wire", "grpcio"],
+        default="wire",
+        help="simulated agents: gRPC wire format written directly (default, cheap) or "
+        "one grpc.aio channel each (as the real agent)",
+    )
     parser.add_argument(
         "--fleet-workers", type=int, default=1, help="fleet processes (serve --workers, default 1)"
     )
@@ -423,9 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--seconds must be in (0, 900]")
     with (
         tempfile.TemporaryDirectory(prefix="lw-bench-") as tmp,
-        _store(args.db, Path(tmp)) as target,
+        _store(args.db, Path(tmp)) as (target, db_data),
     ):
-        result = asyncio.run(orchestrate(args, Path(tmp), target))
+        result = asyncio.run(orchestrate(args, Path(tmp), target, db_data))
     print(json.dumps(result))
     return 0
 

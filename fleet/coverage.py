@@ -92,6 +92,21 @@ def coverage(units: Iterable[UnitRow], now: dt.datetime, thresholds: CoverageCon
     return Coverage(**counts)
 
 
+def coverage_of_counts(rows: Iterable[tuple[str, bool, bool, int]]) -> Coverage:
+    """`coverage` from the store's `fleet.store.base.Store.status_counts` rows: the same
+    counts without listing every unit."""
+    counts = dict.fromkeys(Coverage.__dataclass_fields__, 0)
+    for status, registered, seen, count in rows:
+        counts[status] += count
+        if registered:
+            counts["registered"] += count
+        if seen:
+            counts["monitored"] += count
+            if not registered:
+                counts["unregistered_reporting"] += count
+    return Coverage(**counts)
+
+
 def coverage_by(
     units: Iterable[UnitRow], key: str, now: dt.datetime, thresholds: CoverageConfig
 ) -> dict[str, Coverage]:

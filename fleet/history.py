@@ -26,6 +26,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring  # what json.dumps uses with ensure_ascii=False
 from typing import Any
 
 GENESIS = "0" * 64
@@ -40,16 +41,23 @@ def canonical(value: object) -> str:
 def entry_hash(
     unit_id: str, seq: int, at_us: int, kind: str, detail: Mapping[str, Any], prev_hash: str
 ) -> str:
-    """SHA-256 (hex) of the canonical JSON of one history entry."""
-    body = {
-        "unit_id": unit_id,
-        "seq": seq,
-        "at_us": at_us,
-        "kind": kind,
-        "detail": detail,
-        "prev_hash": prev_hash,
-    }
-    return hashlib.sha256(canonical(body).encode()).hexdigest()
+    """SHA-256 (hex) of the canonical JSON of one history entry: the object with the keys
+    unit_id, seq, at_us, kind, detail and prev_hash."""
+    return detail_entry_hash(unit_id, seq, at_us, kind, canonical(detail), prev_hash)
+
+
+def detail_entry_hash(
+    unit_id: str, seq: int, at_us: int, kind: str, detail_json: str, prev_hash: str
+) -> str:
+    """`entry_hash` given ``detail_json``, the `canonical` text of the detail (which the
+    store keeps as the row's detail): the detail is encoded once, not twice. The body is
+    `canonical` of the entry written out: keys in sorted order, integers as they are."""
+    body = (
+        f'{{"at_us":{int(at_us)},"detail":{detail_json},"kind":{encode_basestring(kind)},'
+        f'"prev_hash":{encode_basestring(prev_hash)},"seq":{int(seq)},'
+        f'"unit_id":{encode_basestring(unit_id)}}}'
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,16 @@ other streams queue up; the next transaction takes all of them (up to a record l
 So the commit rate, not the number of agents, sets the number of transactions, and a
 lone agent still gets its ack after one transaction, with no added delay.
 
+Transactions also start at most every `GROUP_INTERVAL_S` (25 ms): a write arriving
+sooner after the last one started waits for the next. Without it a fast store took
+nearly every write alone: at 3,000 agents about 1,000 transactions a second of one or
+two batches, each paying the whole fixed cost (a dozen statements, the write lock, the
+WAL commit, two thread hand-offs and their context switches), which then cost more than
+the records themselves. Paced, a group holds everything of those 25 ms (about 75 writes
+at 10,000 agents) and an ack waits at most 25 ms longer; a write after a quiet spell is
+still committed at once. (10 ms halved the context switches and took a quarter off the
+fleet's CPU at 3,000 agents; 25 ms took another eighth at 5,000 with two workers.)
+
 Safety: a group is one transaction, so it commits entirely or not at all. When it fails
 (one bad batch, a deadlock between two fleets on PostgreSQL) every write of the group is
 retried alone, so one agent's bad batch fails only that agent's stream.
@@ -26,6 +36,9 @@ from fleet.store.base import BatchOp, CommitResult, WriteOp
 from fleet.store.worker import StoreWorker
 
 log = logging.getLogger(__name__)
+
+# The shortest time between the starts of two group transactions (see the module doc).
+GROUP_INTERVAL_S = 0.025
 
 
 class CommitterStoppedError(RuntimeError):
@@ -51,11 +64,13 @@ class GroupCommitter:
         clock: Clock,
         metrics: GatewayMetrics,
         max_group_records: int = 20_000,
+        group_interval_s: float = GROUP_INTERVAL_S,
     ) -> None:
         self._store = store
         self._clock = clock
         self._metrics = metrics
         self._max_records = max_group_records
+        self._interval = group_interval_s
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self._stopped = False
@@ -91,11 +106,21 @@ class GroupCommitter:
 
     async def run(self) -> None:
         """Commit queued writes until cancelled; pending writers then get an error."""
+        loop = asyncio.get_running_loop()
+        next_start = loop.time()
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while group := self._take_group():
+                while self._queue:
+                    # Writes arriving meanwhile join this group (see GROUP_INTERVAL_S).
+                    delay = next_start - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    group = self._take_group()
+                    if not group:
+                        break
+                    next_start = loop.time() + self._interval
                     await self._commit(group)
         finally:
             self.close()

@@ -16,9 +16,9 @@ from fleet.alarms.config import AlarmsConfig
 from fleet.alarms.dispatch import Dispatcher, running_dispatcher
 from fleet.clock import Clock
 from fleet.config import CoverageConfig
-from fleet.coverage import UnitStatus, coverage
+from fleet.coverage import UnitStatus, coverage_of_counts
 from fleet.ingest import GroupCommitter
-from fleet.store.base import BatchOp, UnitQuery, WriteOp
+from fleet.store.base import BatchOp, WriteOp
 from fleet.store.sql import timestamp_us, to_us
 from fleet.store.worker import StoreWorker
 from fleet.views import event_type_name
@@ -82,10 +82,13 @@ async def refresh_gauges(
     store: StoreWorker, metrics: LifecycleMetrics, clock: Clock, thresholds: CoverageConfig
 ) -> None:
     """Recompute the gauges from the store once."""
-    units = await store.list_units(UnitQuery())
-    alarms = await store.call(lambda s: s.alarms(open_only=True))
     now = clock()
-    counts = coverage(units, now, thresholds)
+    # Counted in the database: listing every unit here stalled ingest (see status_counts).
+    rows = await store.call(
+        lambda s: s.status_counts(now, thresholds.stale_after_s, thresholds.offline_after_s)
+    )
+    alarms = await store.call(lambda s: s.alarms(open_only=True))
+    counts = coverage_of_counts(rows)
     for status in UnitStatus:
         metrics.units.labels(status=status.value).set(getattr(counts, status.value))
     by_type: dict[str, list[float]] = {}

@@ -252,6 +252,13 @@ class Store(Protocol):
         """Units matching ``query`` (registered or ever reported), ordered by unit_id."""
         ...
 
+    def status_counts(
+        self, now: dt.datetime, stale_after_s: float, offline_after_s: float
+    ) -> list[tuple[str, bool, bool, int]]:
+        """(status, registered, ever seen, count) over all units, the status as
+        `fleet.coverage.unit_status` gives it as of ``now``, counted in the database."""
+        ...
+
     def get_unit(self, unit_id: str) -> UnitRow | None:
         """The unit ``unit_id``, or None when it is neither registered nor ever reported."""
         ...

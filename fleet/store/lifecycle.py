@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from fleet.history import GENESIS, Head, HistoryRow, canonical, entry_hash
+from fleet.history import GENESIS, Head, HistoryRow, canonical, detail_entry_hash
 from fleet.store.base import (
     OPEN_ALARM_STATES,
     AlarmActionError,
@@ -196,6 +196,11 @@ class LifecycleStore:
     def _run_many(self, text: str, rows: Sequence[Sequence[object]]) -> list[list[tuple[Any, ...]]]:
         raise NotImplementedError
 
+    def _set_based(
+        self, text: str, rows: Sequence[Sequence[object]], types: Sequence[str]
+    ) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
     def _transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:
         raise NotImplementedError
 
@@ -219,33 +224,44 @@ class LifecycleStore:
         self._history_queue = []
         if not queue:
             return
-        units = sorted({entry[0] for entry in queue})
-        self._many(
-            "INSERT INTO unit_history_head (unit_id, seq, hash) VALUES (?, 0, ?) "
-            "ON CONFLICT DO NOTHING",
-            [(u, GENESIS) for u in units],
+        # One set-based statement per step, whatever the number of units (a group commit
+        # of many Hellos queues two entries for each of their units).
+        units = [(u,) for u in sorted({entry[0] for entry in queue})]
+        self._set_based(
+            "INSERT INTO unit_history_head (unit_id, seq, hash) "
+            "SELECT column1, 0, column2 FROM {rows} WHERE true ON CONFLICT DO NOTHING",
+            [(u, GENESIS) for (u,) in units],
+            ("text", "text"),
         )
-        # A no-op UPDATE locks each head row and returns it: the chain cannot fork.
-        found = self._run_many(
-            "UPDATE unit_history_head SET seq = seq WHERE unit_id = ? RETURNING seq, hash",
-            [(u,) for u in units],
+        # A no-op UPDATE locks each head row and returns it: the chain cannot fork. (On
+        # PostgreSQL the join walks the sorted unit list, so two fleets lock heads in the
+        # same order; a deadlock all the same fails the group, which is retried.)
+        found = self._set_based(
+            "UPDATE unit_history_head SET seq = seq FROM {rows} WHERE unit_id = v.column1 "
+            "RETURNING unit_id, seq, hash",
+            units,
+            ("text",),
         )
-        heads = {u: (int(r[0][0]), str(r[0][1])) for u, r in zip(units, found, strict=True)}
+        heads = {str(r[0]): (int(r[1]), str(r[2])) for r in found}
         rows: list[tuple[object, ...]] = []
         for unit_id, at_us, kind, detail in queue:
             seq, prev = heads[unit_id]
             seq += 1
-            digest = entry_hash(unit_id, seq, at_us, kind, detail, prev)
-            rows.append((unit_id, seq, at_us, kind, canonical(detail), prev, digest))
+            text = canonical(detail)
+            digest = detail_entry_hash(unit_id, seq, at_us, kind, text, prev)
+            rows.append((unit_id, seq, at_us, kind, text, prev, digest))
             heads[unit_id] = (seq, digest)
-        self._many(
+        self._set_based(
             "INSERT INTO unit_history (unit_id, seq, at_us, kind, detail, prev_hash, hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "SELECT * FROM {rows} WHERE true",
             rows,
+            ("text", "bigint", "bigint", "text", "text", "text", "text"),
         )
-        self._many(
-            "UPDATE unit_history_head SET seq = ?, hash = ? WHERE unit_id = ?",
-            [(seq, digest, u) for u, (seq, digest) in sorted(heads.items())],
+        self._set_based(
+            "UPDATE unit_history_head SET seq = v.column2, hash = v.column3 FROM {rows} "
+            "WHERE unit_id = v.column1",
+            [(u, seq, digest) for u, (seq, digest) in sorted(heads.items())],
+            ("text", "bigint", "text"),
         )
 
     def _history_coverage(self, rows: Sequence[tuple[object, ...]]) -> None:

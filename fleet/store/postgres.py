@@ -184,20 +184,17 @@ class PostgresStore(SqlStore):
                 break
         return results
 
-    def _insert_records(
-        self, rows: Sequence[tuple[str, int, str, int, str, bytes]]
-    ) -> set[tuple[str, int]]:
-        # One statement for the whole group: arrays in, the keys actually inserted out.
-        if not rows:
-            return set()
-        columns = list(zip(*rows, strict=True))
-        found = self._conn.execute(
-            "INSERT INTO records (agent_id, seq, unit_id, time_us, kind, payload) "
-            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[], "
-            "%s::text[], %s::bytea[]) ON CONFLICT DO NOTHING RETURNING agent_id, seq",
-            [list(c) for c in columns],
-        ).fetchall()
-        return {(str(r[0]), int(r[1])) for r in found}
+    # One array per column: any number of rows binds as a few parameters.
+    _rows_per_statement = 20_000
+
+    def _rows(
+        self, rows: Sequence[Sequence[object]], types: Sequence[str]
+    ) -> tuple[str, list[object]]:
+        # unnest() over one array per column: the statement text is the same whatever the
+        # number of rows (one plan), and it never meets the limit of 65,535 parameters.
+        arrays = ", ".join(f"?::{t}[]" for t in types)
+        names = ", ".join(f"column{n}" for n in range(1, len(types) + 1))
+        return f"unnest({arrays}) AS v({names})", [list(c) for c in zip(*rows, strict=True)]
 
 
 def _version(conn: Any) -> int:

@@ -3,11 +3,15 @@
 One connection, used from one thread (see `fleet.store.worker`). Times are stored as
 integer microseconds since the Unix epoch (UTC) so they compare and sort as numbers.
 Readers in other processes (the CLI) open the same file read-only while serve writes:
-WAL lets them read without blocking the writer.
+WAL lets them read without blocking the writer. Writers in several processes (``serve
+--workers``, a CLI import beside them) take turns through a kernel lock on the empty file
+``<database>-writer`` beside it (see `SqliteStore._transaction`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -123,6 +127,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class SqliteStore(SqlStore):
     """The SQLite `Store`. Create with `SqliteStore.open`; use from one thread only."""
 
+    # The open lock file of a writer on a file database (see `_transaction`), else None.
+    _writer_lock: int | None = None
+
     @classmethod
     def open(cls, path: str, *, readonly: bool = False) -> SqliteStore:
         """Open (and for writers create and migrate) the database at ``path``.
@@ -159,23 +166,44 @@ class SqliteStore(SqlStore):
         except StoreError:
             conn.close()
             raise
-        return cls(conn, path)
+        store = cls(conn, path)
+        if not readonly and path != MEMORY:
+            store._writer_lock = os.open(f"{path}-writer", os.O_RDWR | os.O_CREAT, 0o644)
+        return store
+
+    def close(self) -> None:
+        """Close the connection and the writer lock file."""
+        super().close()
+        if self._writer_lock is not None:
+            os.close(self._writer_lock)
+            self._writer_lock = None
 
     @contextmanager
     def _transaction(self, *, durable: bool = False) -> Iterator[None]:
         # Telemetry rides on synchronous=NORMAL (WAL keeps it consistent, a power cut may
         # lose the last commits); a group with safety events is fsynced before it is acked.
         self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-        self._conn.execute("BEGIN IMMEDIATE")
+        # Writers in several processes (serve --workers) queue on a kernel lock before
+        # they take SQLite's: SQLite's own busy handler polls, sleeping 1, 2, 5, 10 ... up
+        # to 100 ms between attempts, which added tens of milliseconds to commits of two
+        # busy workers; the kernel hands the lock over the moment it is released.
+        lock = self._writer_lock
+        if lock is not None:
+            fcntl.lockf(lock, fcntl.LOCK_EX)
         try:
-            yield
-            self._conn.execute("COMMIT")
-        except BaseException:
-            # Also after a failed COMMIT (e.g. disk full): never leave the writer stuck
-            # inside an open transaction.
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # Also after a failed COMMIT (e.g. disk full): never leave the writer stuck
+                # inside an open transaction.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        finally:
+            if lock is not None:
+                fcntl.lockf(lock, fcntl.LOCK_UN)
 
     def _sql(self, text: str) -> str:
         # SQLite's multi-argument max() is PostgreSQL's GREATEST.
@@ -185,6 +213,15 @@ class SqliteStore(SqlStore):
         # In-process: a statement per row costs microseconds, no round trip to save.
         sql = self._sql(text)
         return [self._conn.execute(sql, row).fetchall() for row in rows]
+
+    def _rows(
+        self, rows: Sequence[Sequence[object]], types: Sequence[str]
+    ) -> tuple[str, list[object]]:
+        # A VALUES list names its columns column1, column2, ... (as PostgreSQL's does).
+        # 500 rows of a few columns stay far below SQLite's parameter limit (32,766), and
+        # the statement text of a full chunk is the same every time (prepared once).
+        one = f"({', '.join('?' * len(types))})"
+        return f"(VALUES {', '.join([one] * len(rows))}) AS v", [x for r in rows for x in r]
 
 
 def _connect(path: str, readonly: bool) -> sqlite3.Connection:

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from fleet.alarms.service import LifecycleMetrics, refresh_gauges
 from fleet.config import CoverageConfig
 from fleet.coverage import Coverage, UnitStatus, coverage, unit_status
-from fleet.store.base import ControllerIdentity, RegisterEntry, UnitRow
+from fleet.store.base import ControllerIdentity, HelloOp, RegisterEntry, UnitClaim, UnitRow
+from fleet.store.open import open_store
+from fleet.store.worker import StoreWorker
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 THRESHOLDS = CoverageConfig(stale_after_s=30, offline_after_s=300)
@@ -70,3 +75,26 @@ def test_coverage_counts() -> None:
         never_seen=2,
         unregistered_reporting=1,
     )
+
+
+def test_the_unit_gauges_are_counted_in_the_database(store_target: str) -> None:
+    # The gauges no longer list every unit (that held the store thread, and so ingest, for
+    # up to a second at 40,000 units): the same figures, counted by the store.
+    async def scenario() -> CollectorRegistry:
+        store = await StoreWorker.open(lambda: open_store(store_target))
+        registry = CollectorRegistry()
+        try:
+            await store.upsert_register([RegisterEntry("R1"), RegisterEntry("R2")])
+            claims = (UnitClaim("R1", ControllerIdentity()), UnitClaim("X1", ControllerIdentity()))
+            await store.write([HelloOp("a1", "0.1.0", claims)], _ago(40))
+            await refresh_gauges(store, LifecycleMetrics(registry), lambda: NOW, THRESHOLDS)
+        finally:
+            await store.close()
+        return registry
+
+    registry = asyncio.run(scenario())
+    counts = {
+        s.value: registry.get_sample_value("liftwatch_fleet_units", {"status": s.value})
+        for s in UnitStatus
+    }
+    assert counts == {"online": 0, "stale": 2, "offline": 0, "blind": 0, "never_seen": 1}

@@ -4,10 +4,15 @@ both backends), alarms through their disposal steps, and the reports."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from fleet.history import KINDS, canonical, detail_entry_hash, entry_hash
 from fleet.reports.compute import fault_rate_report, verify_history
 from fleet.reports.fault_rate import period
 from fleet.store.base import (
@@ -184,3 +189,37 @@ def test_fault_rate_counts_faults_per_trips(store: SqlStore) -> None:
     ]
     first_day = fault_rate_report(store, "street", period(T0.date(), None, T0.date()))
     assert (first_day[0].name, first_day[0].faults, first_day[0].trips) == ("S1", 2, 500)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    unit_id=st.text(),
+    seq=st.integers(min_value=1, max_value=2**63 - 1),
+    at_us=st.integers(min_value=0, max_value=2**62),
+    kind=st.sampled_from(KINDS),
+    detail=st.dictionaries(st.text(), _JSON, max_size=4),
+    prev_hash=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+)
+def test_the_history_hash_is_sha256_of_the_canonical_entry(
+    unit_id: str, seq: int, at_us: int, kind: str, detail: dict[str, Any], prev_hash: str
+) -> None:
+    # The store writes with detail_entry_hash (the detail encoded once); the definition is
+    # the canonical JSON of the whole entry, which any verifier can recompute.
+    body = {
+        "unit_id": unit_id,
+        "seq": seq,
+        "at_us": at_us,
+        "kind": kind,
+        "detail": detail,
+        "prev_hash": prev_hash,
+    }
+    expected = hashlib.sha256(canonical(body).encode()).hexdigest()
+    assert entry_hash(unit_id, seq, at_us, kind, detail, prev_hash) == expected
+    text = canonical(detail)
+    assert detail_entry_hash(unit_id, seq, at_us, kind, text, prev_hash) == expected

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from fleet.config import CoverageConfig
+from fleet.coverage import Coverage, coverage, coverage_of_counts
+from fleet.history import group_rows, verify_chain
 from fleet.store.base import (
     BatchOp,
     ControllerIdentity,
@@ -22,7 +25,7 @@ from fleet.store.base import (
 from fleet.store.open import open_store
 from fleet.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from fleet.store.postgres import PostgresStore
-from fleet.store.sql import SqlStore
+from fleet.store.sql import SqlStore, rounds
 from fleet.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import T0, record
@@ -319,3 +322,70 @@ def test_a_version_2_sqlite_database_is_migrated_with_its_units_online(tmp_path:
     store = SqliteStore.open(str(db))
     assert [(c.unit_id, c.new_status) for c in store.sweep(T0, 30, 300)] == [("U1", "offline")]
     store.close()
+
+
+def test_status_counts_match_the_coverage_of_the_listed_units(store: SqlStore) -> None:
+    thresholds = CoverageConfig(stale_after_s=30, offline_after_s=300)
+    store.upsert_register([RegisterEntry(u) for u in ("R1", "R2", "R3", "R4", "R5")])
+    claims = tuple(UnitClaim(u, ControllerIdentity()) for u in ("R1", "R2", "X1"))
+    store.write([HelloOp("a1", "0.1.0", claims)], T0)
+    store.write([HelloOp("a2", "0.1.0", (UnitClaim("R3", ControllerIdentity()),))], LATER)
+    store.write([BatchOp("a1", (record(1, "R2", link_up=False),))], T0)
+    # At and around both thresholds of a1's units (seen at T0) and a2's (seen at LATER).
+    for offset_s in (0, 29.999999, 30, 31, 299.999999, 300, 301, 600):
+        now = T0 + dt.timedelta(seconds=offset_s)
+        expected = coverage(store.list_units(UnitQuery()), now, thresholds)
+        counted = coverage_of_counts(store.status_counts(now, 30, 300))
+        assert counted == expected, offset_s
+    assert coverage_of_counts(store.status_counts(T0, 30, 300)) == Coverage(
+        registered=5,
+        monitored=4,
+        online=3,  # R1, X1 (unregistered) and R3 (seen later than T0)
+        blind=1,
+        never_seen=2,
+        unregistered_reporting=1,
+    )
+
+
+def test_a_big_group_is_applied_set_based_like_one_op_after_the_other(store: SqlStore) -> None:
+    # More units than one set-based statement binds on SQLite (500), and a unit claimed
+    # twice in one group: the second claim wins and both changes are history.
+    agents = [f"a{i:03d}" for i in range(150)]
+    hellos = [
+        HelloOp(a, "0.1.0", tuple(UnitClaim(f"{a}-{c}", ControllerIdentity()) for c in range(4)))
+        for a in agents
+    ]
+    moved = UnitClaim("a000-0", ControllerIdentity(model="RC-3000", firmware="3.2.0"))
+    store.write([*hellos, HelloOp("b1", "0.2.0", (moved,))], T0)
+    batches = [
+        BatchOp(a, tuple(record(1 + c, f"{a}-{c}", link_up=c != 3) for c in range(4)))
+        for a in agents
+    ]
+    results = store.write([*batches, HeartbeatOp("b1")], LATER)
+    assert [r.committed_seq if r else None for r in results] == [4] * 150 + [None]
+    units = {u.unit_id: u for u in store.list_units(UnitQuery())}
+    assert len(units) == 600
+    assert {u.last_seen for u in units.values()} == {LATER}
+    assert sum(u.link_up is False for u in units.values()) == 150
+    first = units["a000-0"]
+    assert (first.agent_id, first.controller.firmware) == ("a000", "3.2.0")  # seen via a000
+    assert [(h.old_firmware, h.new_firmware) for h in store.firmware_history("a000-0", 10)] == [
+        ("", ""),
+        ("", "3.2.0"),
+    ]
+    blind = [c for c in store.coverage_history("", 1000) if c.new_status == "blind"]
+    assert sorted(c.unit_id for c in blind) == sorted(f"{a}-3" for a in agents)
+    rows, heads = store.history()
+    assert len(heads) == 600
+    by_unit = group_rows(rows)
+    assert all(not verify_chain(h.unit_id, by_unit[h.unit_id], h) for h in heads)
+    assert [r.kind for r in by_unit["a000-0"]] == ["coverage", "firmware", "firmware"]
+
+
+def test_rounds_keep_each_key_once_per_round_in_order() -> None:
+    rows = [("u1", 1), ("u2", 2), ("u1", 3), ("u3", 4), ("u1", 5), ("u2", 6)]
+    assert rounds(rows, 0) == [
+        [("u1", 1), ("u2", 2), ("u3", 4)],
+        [("u1", 3), ("u2", 6)],
+        [("u1", 5)],
+    ]
