@@ -28,7 +28,6 @@ from fleet.metrics import GatewayMetrics
 from fleet.query import FleetQuery
 from fleet.reads import Reads
 from fleet.registry import read_register
-from fleet.store.base import UnitQuery
 from fleet.store.open import open_store
 from fleet.store.worker import StoreWorker
 from fleet.sweeper import run_sweeper
@@ -278,8 +277,7 @@ async def _web_app(
 
 async def unit_contractors(store: StoreWorker) -> dict[str, str]:
     """unit_id -> maintenance contractor of every unit the fleet knows."""
-    rows = await store.list_units(UnitQuery())
-    return {row.unit_id: row.register.contractor for row in rows}
+    return await store.call(lambda s: s.unit_contractors())
 
 
 async def _refresh_contractors(

@@ -267,6 +267,10 @@ class Store(Protocol):
         """The newest ``query.limit`` matching events, returned oldest first."""
         ...
 
+    def unit_contractors(self) -> dict[str, str]:
+        """unit_id -> maintenance contractor of every unit the fleet knows."""
+        ...
+
     def latest_car_state(self, unit_id: str) -> tuple[dt.datetime, bytes] | None:
         """The newest CarState record of ``unit_id``: its time and the serialized Record."""
         ...

@@ -635,6 +635,12 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
             for r in reversed(rows)
         ]
 
+    def unit_contractors(self) -> dict[str, str]:
+        """unit_id -> maintenance contractor of every unit (two columns, not whole rows:
+        the live streams' scoping re-reads it while ingest waits for the store thread)."""
+        rows = self._execute("SELECT unit_id, contractor FROM units").fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
     def latest_car_state(self, unit_id: str) -> tuple[dt.datetime, bytes] | None:
         """The newest CarState record of ``unit_id``: its time and the serialized Record."""
         # Walks the reporting agent's records back from its newest seq (the primary key):
