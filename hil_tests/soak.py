@@ -41,6 +41,10 @@ from hil_tests.emulator.group import CarGroup, GroupConfig
 
 DAY_S = 86_400.0
 SETTLE_S = 120.0  # after a clearance: relevelling, door cycles, CLEARED phases
+# A nuisance event is not raised again within this long after the previous one of its type
+# cleared, and door faults raise DOOR_HELD_OPEN as a consequence: a nuisance plan's window
+# opens at least this long after the previous window settled, or it would be held back.
+NUISANCE_GAP_S = DetectionConfig().nuisance_dedup_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,7 @@ class FaultPlan:
     expected: EventType
     hold_s: float
     options: FaultOptions = NO_OPTIONS
+    nuisance: bool = False  # expects a de-duplicated event: see `NUISANCE_GAP_S`
 
 
 PLANS: tuple[FaultPlan, ...] = (
@@ -58,6 +63,12 @@ PLANS: tuple[FaultPlan, ...] = (
     FaultPlan(Fault.DOOR_CLOSE_FAILURE, EventType.DOOR_CLOSE_FAILURE, 90.0),
     FaultPlan(Fault.DOOR_OPEN_FAILURE, EventType.DOOR_OPEN_FAILURE, 90.0),
     FaultPlan(Fault.DOOR_LOCK_BYPASS, EventType.DOOR_LOCK_BYPASS, 60.0),
+    FaultPlan(Fault.DOOR_OPEN_WHILE_MOVING, EventType.DOOR_OPEN_WHILE_MOVING, 60.0),
+    # Held 75 s from fully open, at most half a minute after the injection (a long run to
+    # the next stop first): DOOR_HELD_OPEN (60 s) is raised and cleared within the hold.
+    FaultPlan(
+        Fault.DOOR_HELD, EventType.DOOR_HELD_OPEN, 120.0, FaultOptions(held_s=75.0), nuisance=True
+    ),
     FaultPlan(Fault.SAFETY_CIRCUIT_OPEN, EventType.SAFETY_CIRCUIT_OPEN, 60.0),
     FaultPlan(Fault.UNINTENDED_MOVEMENT, EventType.UNINTENDED_MOVEMENT, 60.0),
     FaultPlan(Fault.OVERSPEED, EventType.OVERSPEED, 60.0),
@@ -70,7 +81,7 @@ PLANS: tuple[FaultPlan, ...] = (
     FaultPlan(Fault.LEVELLING_ERROR, EventType.STOPPED_OUTSIDE_DOOR_ZONE, 90.0),
     FaultPlan(Fault.ALARM_BUTTON, EventType.ALARM_BUTTON, 30.0, FaultOptions(held_s=5.0)),
     FaultPlan(Fault.MODE, EventType.MODE_CHANGE, 60.0),
-    FaultPlan(Fault.DOOR_OBSTRUCTION, EventType.DOOR_REOPEN_LOOP, 240.0),
+    FaultPlan(Fault.DOOR_OBSTRUCTION, EventType.DOOR_REOPEN_LOOP, 240.0, nuisance=True),
 )
 
 
@@ -91,6 +102,7 @@ def thresholds(config: DetectionConfig) -> dict[EventType, tuple[float, ...]]:
         EventType.STOPPED_OUTSIDE_DOOR_ZONE: (config.stopped_outside_door_zone_s,),
         EventType.ALARM_BUTTON: (config.alarm_button_debounce_s,),
         EventType.DOOR_OPEN_WHILE_MOVING: (config.door_open_while_moving_debounce_s,),
+        EventType.DOOR_HELD_OPEN: (config.door_held_open_s,),
     }
 
 
@@ -133,13 +145,15 @@ def schedule(job: CarJob, rng: random.Random) -> list[tuple[float, FaultPlan]]:
     share = job.faults // job.cars + (1 if job.car <= job.faults % job.cars else 0)
     horizon = job.days * DAY_S
     plans = [PLANS[rng.randrange(len(PLANS))] for _ in range(share)]
-    busy = sum(p.hold_s + SETTLE_S for p in plans)
+    leads = [NUISANCE_GAP_S if p.nuisance else 0.0 for p in plans]
+    busy = sum(p.hold_s + SETTLE_S for p in plans) + sum(leads)
     if busy > horizon * 0.9:
         raise ValueError(f"{share} faults on one car do not fit into {job.days} day(s)")
     # Spread the idle time randomly between the fault windows.
     cuts = sorted(rng.uniform(0, horizon - busy) for _ in plans)
     timeline, spent = [], 0.0
-    for cut, plan in zip(cuts, plans, strict=True):
+    for cut, plan, lead in zip(cuts, plans, leads, strict=True):
+        spent += lead
         timeline.append((cut + spent + 60.0, plan))
         spent += plan.hold_s + SETTLE_S
     return timeline

@@ -34,7 +34,8 @@ Parameters (`CarConfig`, defaults typical of a 1.6 m/s, 1000 kg passenger lift):
 
 Fixed constants: emergency stop 1.5 m/s² (machine brake, no jerk limit), reopen on an
 obstruction at half-closed with a 1 s dwell, unintended-movement device stops a drift
-400 mm out of the landing, physics substep 50 ms.
+400 mm out of the landing, a door forced open mid-run stands 10 % open, physics substep
+50 ms.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ EMERGENCY_DECEL = 1.5  # m/s², a safety-gear-free emergency stop on the machine
 UCM_STOP_MM = 400  # how far out of the landing the unintended-movement device stops a drift
 REOPEN_AT = 0.5  # door opening fraction where an obstructed close stroke reverses
 REOPEN_DWELL_S = 1.0  # controllers dwell briefly after a reopen before trying again
+DOOR_AJAR = 0.1  # opening fraction of a car door forced open mid-run: a hand's width
 STOP_PENALTY_S = 10.0  # ETA cost of each stop a car makes before reaching a call
 _EPS_M = 1e-6  # positions closer than a micrometre are the same place
 
@@ -79,6 +81,7 @@ _ACTIVITY_FAULTS = frozenset(
         Fault.DOOR_OPEN_FAILURE,
         Fault.DOOR_OBSTRUCTION,
         Fault.DOOR_LOCK_BYPASS,
+        Fault.DOOR_OPEN_WHILE_MOVING,
         Fault.LEVELLING_ERROR,
         Fault.OVERSPEED,
         Fault.OVERTRAVEL_TOP,
@@ -294,7 +297,8 @@ class Car:
         self._manifest: set[Fault] = set()  # faults that waited for their moment and came
         self._held_by: Fault | None = None
         self._final_limit = 0  # +1 up final limit hit, -1 down
-        self._alarm_release_at: float | None = None
+        # When a person lets go by themselves (`held_s`, `wait_s`): fault -> simulated time.
+        self._release_at: dict[Fault, float] = {}
         self._boot_until = 0.0
         # Passengers aboard with the time each boarded; car calls are their destinations.
         self._aboard: list[tuple[Passenger, float]] = []
@@ -305,6 +309,9 @@ class Car:
         self._evacuate = False  # next door opening lets everyone out and takes nobody
         self._rider_due = False  # a fault wants someone aboard (see `_board_rider`)
         self._reopens = 0  # hall-button reopenings in the current stop
+        # The waiting_passenger: aboard without a car call, or due to step in.
+        self._waiter: Passenger | None = None
+        self._waiter_due = False
         self._snap: CarSnapshot | None = None
         if counters is None:
             trips = rng.randrange(10_000, 400_000)
@@ -369,11 +376,16 @@ class Car:
             return
         self._snap = None
         self._faults[fault] = options
+        self._release_at.pop(fault, None)
+        # The alarm is pressed now; door_held and waiting_passenger count from when the
+        # doors are held fully open (`_dwell`) and the passenger is in (`_board_waiter`).
         if fault is Fault.ALARM_BUTTON and options.held_s is not None:
-            self._alarm_release_at = self._time + options.held_s
+            self._release_at[fault] = self._time + options.held_s
+        if fault is Fault.WAITING_PASSENGER and self._waiter is None:
+            self._waiter_due = True
         if fault in _ACTIVITY_FAULTS or (fault is Fault.MAINS_FAILURE and options.occupied):
             self._rider_due = True
-        if fault in _NO_SERVICE_FAULTS:
+        if fault in _NO_SERVICE_FAULTS or fault is Fault.PARK:
             self._group.release(self)
 
     def clear(self, fault: Fault) -> None:
@@ -381,6 +393,9 @@ class Car:
         self._snap = None
         self._faults.pop(fault, None)
         self._manifest.discard(fault)
+        self._release_at.pop(fault, None)
+        if fault is Fault.WAITING_PASSENGER:
+            self._waiter_due = False  # not yet aboard: they changed their mind
         if fault is Fault.REBOOT:
             self._boot_until = min(self._boot_until, self._time)
         if not self._wants_activity():
@@ -453,6 +468,7 @@ class Car:
             self._phase in _SERVING
             and self._in_service()
             and Fault.MAINS_FAILURE not in self._manifest
+            and not self._parked()
             and now - self._time <= STALE_S
         )
 
@@ -500,6 +516,8 @@ class Car:
             return False
         if not self._in_service() or len(self._aboard) >= self._capacity:
             return False
+        if self._parked():
+            return False  # its lantern shows no direction: people wait for their own car
         here = self._nearest_landing()
         if passenger.origin != here or abs(self._position - self._heights_m[here]) > _EPS_M:
             return False
@@ -622,9 +640,11 @@ class Car:
         door = self._door
         # Enum hashing is slow in CPython; a healthy car (no faults) skips every lookup.
         if faults:
-            if self._alarm_release_at is not None and self._time >= self._alarm_release_at:
-                self._alarm_release_at = None
-                faults.pop(Fault.ALARM_BUTTON, None)
+            if self._release_at:
+                for fault, at in list(self._release_at.items()):
+                    if self._time >= at:
+                        del self._release_at[fault]
+                        faults.pop(fault, None)
             door.open_blocked = Fault.DOOR_OPEN_FAILURE in faults
             door.close_stall_at = (
                 self.config.close_stall_fraction if Fault.DOOR_CLOSE_FAILURE in faults else None
@@ -688,6 +708,20 @@ class Car:
             options = self._faults[Fault.UNINTENDED_MOVEMENT]
             self._speed = options.drift_mm_s / 1000.0
             self._phase = Phase.DRIFTING
+        if (
+            Fault.DOOR_OPEN_WHILE_MOVING in self._faults
+            and fast
+            and Fault.DOOR_OPEN_WHILE_MOVING not in self._manifest
+        ):
+            # At half rated speed the car is well outside every door zone (a one-floor run
+            # peaks at 1.34 m/s), and the emergency stop lasts over half a second, so even a
+            # slow poll sees it running with the door open, as the agent's rule requires.
+            self._manifest_with_stop(Fault.DOOR_OPEN_WHILE_MOVING)
+            door = self._door
+            door.open_command = door.close_command = False
+            # The panel leaves its closed limit: the car door contact breaks the door-lock
+            # circuit, while the safety circuit before it stays made.
+            door.opening = DOOR_AJAR
 
     def _manifest_with_stop(self, fault: Fault) -> None:
         self._manifest.add(fault)
@@ -700,6 +734,9 @@ class Car:
         self._plan, self._plan_key = None, None
         self._held_by = fault
         self._phase = Phase.STOPPED
+
+    def _parked(self) -> bool:
+        return bool(self._faults) and Fault.PARK in self._faults
 
     def _wants_activity(self) -> bool:
         if self._faults.keys() & _ACTIVITY_FAULTS:
@@ -719,11 +756,34 @@ class Car:
             self._rider_due = True
             self._open_doors()
             return
-        stop = self._choose_stop(moving=False)
+        if (self._faults or self._waiter is not None) and self._doors_wanted():
+            self._open_doors()
+            return
+        stop = self._next_stop()
         if stop is not None:
             self._go_to(stop)
         else:
             self._travel = 0
+
+    def _doors_wanted(self) -> bool:
+        """Someone wants an idle car's doors open where it stands: the waiting passenger
+        getting out, someone holding the doors, or someone stepping in to wait. A car on
+        its way to park opens for the last two only where it parks."""
+        faults = self._faults
+        if self._waiter is not None and Fault.WAITING_PASSENGER not in faults:
+            return True
+        if Fault.PARK in faults and abs(self._position - self._heights_m[0]) >= _EPS_M:
+            return False
+        return self._waiter_due or Fault.DOOR_HELD in faults
+
+    def _next_stop(self) -> int | None:
+        """The next landing in collective order; a parked car with nothing left to do
+        runs to the main landing."""
+        stop = self._choose_stop(moving=False)
+        if stop is None and self._parked() and abs(self._position - self._heights_m[0]) >= _EPS_M:
+            self._travel = -1
+            return 0
+        return stop
 
     def _fire_return(self) -> None:
         if self._nearest_landing() == 0 and self._position == self._heights_m[0]:
@@ -754,6 +814,11 @@ class Car:
                 return  # parked at the main floor with doors open for the firefighters
             if self._rider_due and self._in_service() and self._wants_activity():
                 self._board_rider(self._nearest_landing())
+            held = self._faults.get(Fault.DOOR_HELD)
+            if held is not None:
+                if held.held_s is not None and Fault.DOOR_HELD not in self._release_at:
+                    self._release_at[Fault.DOOR_HELD] = self._time + held.held_s
+                return  # the dwell lasts as long as someone holds the doors
         if self._time >= self._dwell_until:
             self._door.command_close()
             self._phase = Phase.DOOR_CLOSING
@@ -762,6 +827,8 @@ class Car:
         obstructed = self._faults and Fault.DOOR_OBSTRUCTION in self._faults
         if obstructed and self._door.opening <= REOPEN_AT:
             self._open_doors()
+        elif self._faults and Fault.DOOR_HELD in self._faults:
+            self._open_doors()  # the door-open button reverses a closing door at once
         elif self._door.fully_closed:
             self._after_doors_closed()
 
@@ -828,6 +895,34 @@ class Car:
             self._travel = rider.direction
         self._calls_changed = True
 
+    def _overtravel_stranded(self, here: int) -> bool:
+        """An overtravel still waits for its run to the terminal and nobody aboard goes
+        there. A car that stood at the terminal when the fault came sends its first rider
+        away from it; if it then stays busy it never idles (where riders are also called
+        for) and would never go back, so a stop like this takes another rider."""
+        if self._final_limit:
+            return False
+        faults, top = self._faults, len(self._heights_m) - 1
+        for fault, terminal in ((Fault.OVERTRAVEL_TOP, top), (Fault.OVERTRAVEL_BOTTOM, 0)):
+            if fault in faults and here != terminal and terminal not in self._car_calls:
+                return True
+        return False
+
+    def _board_waiter(self, here: int) -> None:
+        """The waiting_passenger steps in and presses no button: no car call, so an idle
+        car closes its doors and stands there with them inside."""
+        self._waiter_due = False
+        if len(self._aboard) >= self._capacity:
+            return
+        # Going nowhere: their destination is where they got in.
+        waiter = self._group.new_passenger(here, here)
+        self._group.walk_in(self)
+        self._aboard.append((waiter, self._time))
+        self._waiter = waiter
+        options = self._faults.get(Fault.WAITING_PASSENGER)
+        if options is not None and options.wait_s is not None:
+            self._release_at[Fault.WAITING_PASSENGER] = self._time + options.wait_s
+
     def _go_to(self, landing: int) -> None:
         if abs(self._position - self._heights_m[landing]) < _EPS_M:
             self._reopens = 0
@@ -851,7 +946,7 @@ class Car:
             self._travel = 0
             self._phase = Phase.IDLE
             return
-        stop = self._choose_stop(moving=False)
+        stop = self._next_stop()
         if stop is None:
             self._travel = 0
             self._phase = Phase.IDLE
@@ -923,7 +1018,8 @@ class Car:
         """The direction the car leaves `here` in: on while there is something ahead or
         someone waiting to go that way, else back, else none."""
         d, group = self._travel, self._group
-        room = len(self._aboard) < self._capacity  # a full car cannot take anyone waiting
+        # A full car cannot take anyone waiting, and a parked one takes nobody.
+        room = len(self._aboard) < self._capacity and not self._parked()
         for direction in (d, -d) if d else (1, -1):
             if self._calls_beyond(here, direction) or (room and group.waiting(here, direction)):
                 return direction
@@ -944,11 +1040,17 @@ class Car:
             self._aboard.clear()
             self._car_calls.clear()
             self._evacuate = False
+            self._waiter = None
             self._travel = 0
             return moved
+        waiter = self._waiter
+        if waiter is not None and Fault.WAITING_PASSENGER not in self._faults:
+            self._waiter = None  # done waiting: steps out here, wherever the car is
         staying = []
         for passenger, boarded_at in self._aboard:
-            if passenger.destination == here:
+            if passenger is self._waiter:
+                staying.append((passenger, boarded_at))
+            elif passenger.destination == here or passenger is waiter:
                 group.left(self, passenger, boarded_at, here)
                 moved += 1
             else:
@@ -956,21 +1058,29 @@ class Car:
         self._aboard = staying
         self._car_calls.pop(here, None)
         if not self._in_service():
-            # Taken out of service: everyone gets out and waits for another car.
+            # Taken out of service: everyone gets out and waits for another car (the
+            # waiting passenger was going nowhere and just leaves).
             for passenger, boarded_at in staying:
                 group.left(self, passenger, boarded_at, here)
-                group.requeue(passenger, here)
+                if passenger is not self._waiter:
+                    group.requeue(passenger, here)
             moved += len(staying)
             self._aboard = []
             self._car_calls.clear()
+            self._waiter = None
             self._travel = 0
             return moved
+        if self._faults and not self._rider_due and self._overtravel_stranded(here):
+            self._rider_due = True
         if self._rider_due and self._wants_activity():
             self._board_rider(here)
             moved += 1
+        if self._waiter_due:
+            self._board_waiter(here)
+            moved += 1
         travel = self._departure_direction(here)
         self._travel = travel
-        if travel:
+        if travel and not self._parked():
             riders = group.board(self, here, travel, self._capacity - len(self._aboard))
             for passenger in riders:
                 self._aboard.append((passenger, now))

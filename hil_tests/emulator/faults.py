@@ -32,6 +32,8 @@ class Fault(enum.Enum):
     DOOR_OBSTRUCTION = "door_obstruction"
     DOOR_SLOWING = "door_slowing"
     DOOR_LOCK_BYPASS = "door_lock_bypass"
+    DOOR_OPEN_WHILE_MOVING = "door_open_while_moving"
+    DOOR_HELD = "door_held"
     LEVELLING_ERROR = "levelling_error"
     OVERSPEED = "overspeed"
     OVERTRAVEL_TOP = "overtravel_top"
@@ -44,6 +46,9 @@ class Fault(enum.Enum):
     RUN_TIME_EXCEEDED = "run_time_exceeded"
     ALARM_BUTTON = "alarm_button"
     MODE = "mode"
+    # Not faults: ordinary use the rules must tell from faults (the near-miss scenarios).
+    PARK = "park"
+    WAITING_PASSENGER = "waiting_passenger"
     # Link faults.
     NO_ANSWER = "no_answer"
     LATE_ANSWER = "late_answer"
@@ -70,9 +75,10 @@ class FaultOptions:
     Defaults: `delay_ms` 800 (late_answer), `silent_s` 3 (reboot), `firmware` unchanged
     (reboot), `slave` the car's id + 1 (wrong_slave), `length` 12 (garbage), `code` 25 for
     fault_code and 30 for position_lost, `occupied` true (mains_failure), `held_s` until
-    cleared (alarm_button), `mode` inspection, `factor` 1.25 (overspeed), `offset_mm` 250
-    (levelling_error, overtravel_*), `speed_mm_s` 20 (run_time_exceeded creep speed),
-    `drift_mm_s` 80 (unintended_movement).
+    cleared (alarm_button, door_held), `wait_s` until cleared (waiting_passenger), `mode`
+    inspection, `factor` 1.25 (overspeed), `offset_mm` 250 (levelling_error,
+    overtravel_*), `speed_mm_s` 20 (run_time_exceeded creep speed), `drift_mm_s` 80
+    (unintended_movement).
     """
 
     delay_ms: float = 800.0
@@ -83,6 +89,7 @@ class FaultOptions:
     code: int | None = None
     occupied: bool = True
     held_s: float | None = None
+    wait_s: float | None = None
     mode: ServiceMode = ServiceMode.INSPECTION
     factor: float = 1.25
     offset_mm: int = 250
@@ -163,6 +170,26 @@ FAULTS: dict[Fault, FaultSpec] = {
             "the landing door lock is jumpered: reg 2 bit 6 (lock made) reads 1 whatever the "
             "door does, so it is made while the door reads open at every stop. Clear: the "
             "lock follows the door again.",
+        ),
+        _spec(
+            Fault.DOOR_OPEN_WHILE_MOVING,
+            "mid-run, at half rated speed or more (well outside every door zone), the car "
+            "door is forced ajar: its contact opens the door-lock circuit (reg 2 lock 0, "
+            "fully closed 0, the door reads partly open) while the safety circuit stays made, "
+            "and the controller makes an emergency stop between floors (reg 2 moving 1 until "
+            "it stops, door zone 0). Clear: the door closes and the car crawls to the "
+            "nearest landing.",
+            needs_motion=True,
+        ),
+        _spec(
+            Fault.DOOR_HELD,
+            "someone holds the doors open (the door-open button kept pressed, a trolley "
+            "being loaded): at the car's landing, or its next stop when it runs, the doors "
+            "open and stay fully open (reg 2 fully open 1, door zone 1, levelled 1, moving "
+            "0); closing doors reopen. With `held_s` they are let go that many seconds after "
+            "they are fully open, else when cleared; the doors then close and the car "
+            "carries on.",
+            options=("held_s",),
         ),
         _spec(
             Fault.LEVELLING_ERROR,
@@ -254,6 +281,24 @@ FAULTS: dict[Fault, FaultSpec] = {
             options=("mode",),
         ),
         _spec(
+            Fault.PARK,
+            "not a fault: the group parks the car at the main landing (landing 1) and gives "
+            "it no hall calls. It delivers the people aboard, runs there, opens and closes "
+            "its doors once and waits, level, doors closed, empty, in normal mode; nobody "
+            "walks in (its lantern shows no direction). door_held and waiting_passenger "
+            "then act at that landing. Clear: back in group service.",
+        ),
+        _spec(
+            Fault.WAITING_PASSENGER,
+            "not a fault: someone steps into the car at its landing (an idle car opens for "
+            "them) and presses no button, so the doors close and the car stands level with "
+            "them inside (reg 2 occupied 1, fully closed 1, door zone 1, moving 0). With "
+            "`wait_s` they press the door-open button that many seconds after stepping in and "
+            "step out, else when cleared; a door opening while the fault is on does not let "
+            "them out.",
+            options=("wait_s",),
+        ),
+        _spec(
             Fault.NO_ANSWER,
             "the controller stops answering Modbus requests (both transports). Clear: "
             "answers again.",
@@ -339,7 +384,7 @@ def _option(name: str, value: object) -> object:
     """Validate one option value; ValueError names the option."""
     if name in ("delay_ms",):
         return _number(name, value, 0, 60_000)
-    if name in ("silent_s", "held_s"):
+    if name in ("silent_s", "held_s", "wait_s"):
         return _number(name, value, 0, 3600)
     if name == "factor":
         return _number(name, value, 1.0, 3.0)

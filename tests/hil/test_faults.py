@@ -1,4 +1,5 @@
-"""Each elevator fault on the pure car model: what the registers show, and how it clears."""
+"""Each elevator fault on the pure car model: what the registers show, how it clears, and
+what the agent's real rules make of the door faults and near misses."""
 
 from __future__ import annotations
 
@@ -7,9 +8,24 @@ from collections.abc import Callable
 
 import pytest
 
-from hil_tests.emulator.car import Car, CarConfig, CarSnapshot, Phase, ServiceMode
+from agent.bus.plan import Table
+from agent.decode.profile import car_state, decode, load_profile
+from agent.detect.engine import DetectionConfig, UnitDetectors
+from agent.detect.events import Event, EventType
+from agent.detect.events import Phase as EventPhase
+from hil_tests.emulator.car import (
+    EMERGENCY_DECEL,
+    Car,
+    CarConfig,
+    CarSnapshot,
+    Phase,
+    ServiceMode,
+)
+from hil_tests.emulator.dispatch import GroupController
 from hil_tests.emulator.faults import FAULTS, Fault, FaultKind, FaultOptions, parse_options
 from hil_tests.emulator.link import Link, LinkAction
+from hil_tests.emulator.registers import Identity, encode_car
+from hil_tests.emulator.traffic import Traffic
 
 DT = 0.05
 CONFIG = CarConfig()
@@ -234,3 +250,213 @@ def test_door_slowing_stretches_every_stroke_and_clears() -> None:
     for _ in range(31):
         door.step(0.1)
     assert door.fully_closed
+
+
+def test_door_open_while_moving_breaks_the_lock_circuit_mid_run_and_stops_the_car() -> None:
+    car = fresh(12)
+    car.inject(Fault.DOOR_OPEN_WHILE_MOVING)
+    # The first running snapshot with the lock circuit open: what the agent's rule needs.
+    s = run_until(car, lambda s: s.moving and not s.door_lock, 120.0)
+    # Triggered at half rated speed; the snapshot already shows one substep of braking.
+    assert not s.door_zone and s.speed_mm_s >= 0.5 * RATED_MM_S - EMERGENCY_DECEL * DT * 1000
+    assert not s.door_fully_closed and not s.door_fully_open
+    assert not (s.door_opening or s.door_closing)  # ajar, the operator idle: partly open
+    assert s.safety_circuit  # only the door-lock circuit opened
+    stop_started = car.time
+    s = run_until(car, lambda s: not s.moving, 2.0)
+    assert car.time - stop_started > 0.5  # a 0.5 s poll still sees the car running
+    for _ in range(int(30 / DT)):
+        car.step(DT)
+        s = car.snapshot()
+        assert not s.moving and not s.door_zone and not s.door_lock and not s.door_fully_closed
+    car.clear(Fault.DOOR_OPEN_WHILE_MOVING)
+    s = run_until(car, lambda s: s.door_fully_closed and s.door_lock, 5.0)
+    assert not s.door_zone  # the door closes before the car crawls
+    back_in_service(car)
+
+
+def test_door_held_keeps_the_doors_open_until_let_go() -> None:
+    car = fresh()
+    car.inject(Fault.DOOR_HELD, FaultOptions(held_s=90.0))
+    run_until(car, lambda s: s.door_fully_open, 60.0)
+    let_go = car.time + 90.0  # held_s counts from the doors being fully open
+    while car.time < let_go - DT:
+        car.step(DT)
+        s = car.snapshot()
+        assert s.door_fully_open and not s.moving and s.door_zone and s.levelled
+    run_until(car, lambda s: s.door_fully_closed, 10.0)
+    assert Fault.DOOR_HELD not in car.faults
+
+
+def test_door_held_reopens_closing_doors_and_holds_them_until_cleared() -> None:
+    car = fresh(2)
+    run_until(car, lambda s: s.door_closing, 300.0)
+    car.inject(Fault.DOOR_HELD)
+    s = run_until(car, lambda s: s.door_opening, 0.5)
+    assert not s.door_fully_closed
+    run_until(car, lambda s: s.door_fully_open, 5.0)
+    for _ in range(int(300 / DT)):  # no held_s: as long as it takes
+        car.step(DT)
+        assert car.snapshot().door_fully_open
+    car.clear(Fault.DOOR_HELD)
+    run_until(car, lambda s: s.door_fully_closed, 10.0)
+
+
+def park(car: Car) -> CarSnapshot:
+    """Park `car` at the main landing and wait until it stands there idle, doors closed."""
+    car.inject(Fault.PARK)
+    return run_until(
+        car,
+        lambda s: s.floor == 1 and s.door_fully_closed and s.phase is Phase.IDLE,
+        300.0,
+    )
+
+
+def test_parked_car_waits_at_the_main_landing_and_takes_no_calls() -> None:
+    car = fresh(13)
+    run_until(car, lambda s: s.moving and s.floor > 2, 600.0)  # busy, away from the lobby
+    s = park(car)
+    assert s.levelled and s.door_zone and s.service_mode is ServiceMode.NORMAL
+    # Passengers keep arriving in this car's group of one; nobody is served.
+    for _ in range(int(600 / DT)):
+        car.step(DT)
+        s = car.snapshot()
+        assert s.floor == 1 and s.door_fully_closed and not s.moving and not s.occupied
+    assert not car.hall_calls and car.group.calls
+    # Held open at the lobby, and still nobody walks in: the car shows no direction.
+    car.inject(Fault.DOOR_HELD, FaultOptions(held_s=45.0))
+    run_until(car, lambda s: s.door_fully_open, 5.0)
+    run_until(car, lambda s: s.door_fully_closed, 60.0)
+    assert not car.snapshot().occupied and car.snapshot().floor == 1
+    car.clear(Fault.PARK)
+    run_until(car, lambda s: s.moving, 60.0)  # back in service, the waiting calls first
+
+
+def test_waiting_passenger_stands_inside_with_the_doors_closed_then_steps_out() -> None:
+    car = fresh(14)
+    park(car)
+    car.inject(Fault.WAITING_PASSENGER, FaultOptions(wait_s=40.0))
+    run_until(car, lambda s: s.occupied, 10.0)
+    steps_out = car.time + 40.0  # wait_s counts from stepping in
+    s = run_until(car, lambda s: s.door_fully_closed, 15.0)
+    while car.time < steps_out - DT:
+        assert s.occupied and s.door_fully_closed and not s.moving and s.levelled
+        car.step(DT)
+        s = car.snapshot()
+    s = run_until(car, lambda s: s.door_fully_open, 5.0)
+    run_until(car, lambda s: not s.occupied, 5.0)
+    run_until(car, lambda s: s.door_fully_closed, 15.0)
+    for _ in range(int(60 / DT)):
+        car.step(DT)
+        assert not car.snapshot().occupied and not car.snapshot().moving
+
+
+def test_waiting_passenger_without_wait_s_stays_until_cleared() -> None:
+    car = fresh(15)
+    park(car)
+    car.inject(Fault.WAITING_PASSENGER)
+    run_until(car, lambda s: s.occupied and s.door_fully_closed, 20.0)
+    for _ in range(int(300 / DT)):
+        car.step(DT)
+        assert car.snapshot().occupied and car.snapshot().door_fully_closed
+    car.clear(Fault.WAITING_PASSENGER)
+    run_until(car, lambda s: not s.occupied, 10.0)
+
+
+def test_new_fault_options_are_checked() -> None:
+    assert parse_options(Fault.DOOR_HELD, {"held_s": 30}).held_s == 30.0
+    assert parse_options(Fault.WAITING_PASSENGER, {"wait_s": 40}).wait_s == 40.0
+    with pytest.raises(ValueError, match="wait_s"):
+        parse_options(Fault.WAITING_PASSENGER, {"wait_s": -1})
+    with pytest.raises(ValueError, match="does not take"):
+        parse_options(Fault.PARK, {"held_s": 5})
+    with pytest.raises(ValueError, match="does not take"):
+        parse_options(Fault.DOOR_OPEN_WHILE_MOVING, {"held_s": 5})
+
+
+class AgentView:
+    """The agent's real decoder and detectors (reference profile, default thresholds)
+    watching one car at the soak's slow 0.5 s poll: no processes, no sockets."""
+
+    IDENTITY = Identity(firmware="1.0", model="RIG", serial="T1")
+
+    def __init__(self, car: Car) -> None:
+        self.car = car
+        self.detectors = UnitDetectors(DetectionConfig())
+        self.profile = load_profile("reference")
+        self.events: list[Event] = []
+
+    def watch(self, seconds: float, sample_s: float = 0.5) -> None:
+        """Step the car for `seconds`, feeding every sample to the detectors."""
+        for _ in range(round(seconds / sample_s)):
+            self.car.step(sample_s)
+            registers = encode_car(self.car.snapshot(), self.IDENTITY)
+            values = {(Table.HOLDING, address): v for address, v in enumerate(registers)}
+            sample = car_state(self.car.time, [decode(self.profile, values).fields])
+            self.events.extend(self.detectors.feed(sample))
+
+    def raised(self) -> set[EventType]:
+        """Types of the events RAISED so far."""
+        return {e.type for e in self.events if e.phase is EventPhase.RAISED}
+
+    def cleared(self) -> set[EventType]:
+        """Types of the events CLEARED so far."""
+        return {e.type for e in self.events if e.phase is EventPhase.CLEARED}
+
+
+def test_the_agent_sees_a_door_open_while_moving_and_nothing_else() -> None:
+    agent = AgentView(fresh(12))
+    agent.car.inject(Fault.DOOR_OPEN_WHILE_MOVING)
+    agent.watch(60.0)
+    assert agent.raised() == {EventType.DOOR_OPEN_WHILE_MOVING}
+    agent.car.clear(Fault.DOOR_OPEN_WHILE_MOVING)
+    agent.watch(60.0)
+    assert agent.raised() == agent.cleared() == {EventType.DOOR_OPEN_WHILE_MOVING}
+
+
+def test_the_agent_sees_doors_held_past_its_threshold_only() -> None:
+    agent = AgentView(fresh())
+    agent.car.inject(Fault.DOOR_HELD, FaultOptions(held_s=30.0))  # a passenger: a near miss
+    agent.watch(120.0)
+    assert agent.events == []
+    agent.car.inject(Fault.DOOR_HELD, FaultOptions(held_s=75.0))
+    agent.watch(150.0)
+    assert agent.raised() == agent.cleared() == {EventType.DOOR_HELD_OPEN}
+
+
+def test_a_lobby_dwell_and_a_waiting_passenger_raise_nothing() -> None:
+    agent = AgentView(fresh(14))
+    park(agent.car)
+    agent.car.inject(Fault.DOOR_HELD, FaultOptions(held_s=40.0))
+    agent.watch(60.0)
+    agent.car.inject(Fault.WAITING_PASSENGER, FaultOptions(wait_s=45.0))
+    agent.watch(60.0)
+    assert not agent.car.snapshot().occupied  # they have stepped out again
+    agent.watch(300.0)  # parked, closed and empty
+    assert agent.events == []
+
+
+def test_overtravel_shows_on_a_busy_car_that_stood_at_its_terminal() -> None:
+    # At the bottom landing when the fault comes, the car sends its first rider up, away
+    # from the terminal; then a new hall call at every stop keeps it from ever idling.
+    # Nobody else travels, so no passenger happens to take it down.
+    rng = random.Random(4)
+    quiet = GroupController(Traffic.MIXED, random.Random(5), len(HEIGHTS), passengers=False)
+    car = Car(CONFIG, rng, group=quiet)
+    car.inject(Fault.OVERTRAVEL_BOTTOM)
+    top = len(HEIGHTS) - 1
+    call: tuple[int, int] | None = None
+    end = car.time + 300.0
+    while not car.snapshot().down_final_limit:
+        assert car.time < end, "the car never went back to the bottom landing"
+        car.step(DT)
+        if car.phase is not Phase.DWELL:
+            continue
+        here = car.snapshot().floor - 1
+        if call is not None and call[0] == here:
+            car.unassign(*call)  # answered: what the group does when a car opens there
+            call = None
+        if call is None and here > 0:
+            landing = here + 2 if here + 2 <= top else here - 1
+            call = (landing, 1 if landing > here else -1)
+            car.assign(*call)
