@@ -1,4 +1,14 @@
-"""The running agent: pollers, monitors, outbox and uplink on one asyncio loop."""
+"""The running agent: pollers, monitors, outbox and uplink on one asyncio loop.
+
+Keeping records: each sample is decoded and run through the detectors as soon as it is
+read. What it produces is committed to the outbox by poll cycle: the telemetry of a
+cycle (state samples, counters, link status, controller info) in one transaction when
+the bus scheduler says the cycle ended, an event at once, with ``synchronous=FULL`` and
+together with the telemetry held before it, so that seqs follow the order of decision.
+The uplink is then told, and sends an event at once and telemetry after at most
+``fleet.linger_s``. A crash loses at most the telemetry of the cycle in progress, which
+had no seq yet; never an event.
+"""
 
 from __future__ import annotations
 
@@ -100,9 +110,15 @@ class Agent:
             self.hello,
             config.fleet.endpoints,
             max_batch_records=config.fleet.max_batch_records,
+            linger_s=config.fleet.linger_s,
             metrics=self.metrics,
             credentials=channel_credentials(config.fleet),
         )
+        # Records of the current poll cycle not committed yet: telemetry waits for the
+        # cycle's end so that the cycle costs one commit; an event commits it at once.
+        self._held: list[records_pb2.Record] = []
+        self._workers = {b.name: f"bus {b.name}" for b in config.buses}
+        self._cycle_time_base: TimeBase | None = None
 
     def _watch_outbox(self) -> None:
         # Read at scrape time, on the loop's thread, which owns the SQLite connection.
@@ -118,9 +134,12 @@ class Agent:
         self.metrics.outbox_thinned.set_function(lambda: float(outbox.thinned))
 
     def _time_base(self) -> TimeBase:
-        # Re-read both clocks for every conversion so a stepped wall clock (NTP) is
-        # followed from the next record on.
-        return TimeBase(self._monotonic(), self._wall())
+        # Both clocks are read once per poll cycle (not per sample: most samples make no
+        # record), so a stepped wall clock (NTP) is followed from the next cycle on.
+        time_base = self._cycle_time_base
+        if time_base is None:
+            time_base = self._cycle_time_base = TimeBase(self._monotonic(), self._wall())
+        return time_base
 
     def hello(self) -> gateway_pb2.Hello:
         """The Hello frame: who this agent is and what it watches, with what it can detect."""
@@ -137,10 +156,20 @@ class Agent:
         return hello
 
     def _keep(self, records: list[records_pb2.Record]) -> None:
+        """Keep ``records``: an event commits (synced) and is sent at once, together with
+        the telemetry held before it; telemetry alone waits for the end of the cycle."""
         if not records:
             return
+        self._held += records
+        for record in records:
+            if record.WhichOneof("payload") == "event":
+                self._commit(urgent=True)
+                return
+
+    def _commit(self, *, urgent: bool) -> None:
+        records, self._held = self._held, []
         self.outbox.append(records)
-        self.uplink.notify()
+        self.uplink.notify(urgent=urgent)
         for record in records:
             if record.WhichOneof("payload") == "event":
                 self.metrics.events.labels(
@@ -156,7 +185,7 @@ class Agent:
     def on_sample(self, bus: str, slave: int, values: RawValues, t: float) -> None:
         """A good read of one slave's fast (or fast and slow) spans."""
         unit_id, source = self.routes[(bus, slave)]
-        self.liveness.beat(f"bus {bus}")
+        self.liveness.beat(self._workers[bus])
         self._keep(self.monitors[unit_id].on_sample(source, values, t, self._time_base()))
 
     def on_identity(self, bus: str, slave: int, values: RawValues, t: float) -> None:
@@ -167,9 +196,15 @@ class Agent:
     def on_failure(self, bus: str, slave: int, fault: LinkFault, t: float) -> None:
         """A request to one slave that got no usable answer."""
         unit_id, source = self.routes[(bus, slave)]
-        self.liveness.beat(f"bus {bus}")
+        self.liveness.beat(self._workers[bus])
         self.metrics.link_errors.labels(unit_id, fault.value).inc()
         self._keep(self.monitors[unit_id].on_failure(source, fault, t, self._time_base()))
+
+    def on_cycle_end(self, bus: str, t: float) -> None:
+        """A poll cycle of ``bus`` ended: commit the telemetry it produced, in one go."""
+        self._cycle_time_base = None
+        if self._held:
+            self._commit(urgent=False)
 
     def scheduler(self, bus: BusConfig, clock: Callable[[], float]) -> BusScheduler:
         """The scheduler of one bus, polling every source of every unit on it."""
@@ -257,6 +292,8 @@ class Agent:
             notifier.stopping()
             if metrics_server is not None:
                 metrics_server.close()
+            if self._held:
+                self._commit(urgent=False)  # the last cycle's telemetry, cut short
             self.outbox.close()
 
 
@@ -278,6 +315,10 @@ class BusSink:
     def on_failure(self, slave: int, fault: LinkFault, t: float) -> None:
         """A request to ``slave`` without a usable answer."""
         self._agent.on_failure(self._bus, slave, fault, t)
+
+    def on_cycle_end(self, t: float) -> None:
+        """Every due slave of the bus had its turn."""
+        self._agent.on_cycle_end(self._bus, t)
 
 
 def open_link(bus: BusConfig) -> ModbusLink:

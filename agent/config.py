@@ -20,6 +20,10 @@ Every key, with its default (a key without a default is required)::
     cert = ""                   #   the fleet's certificate, this agent's certificate and
     key = ""                    #   its key (`liftwatch-fleet pki agent`); relative to this file
     max_batch_records = 500     # upper bound; the fleet's Welcome may lower it
+    linger_s = 1.0              # telemetry (state samples, counters, link status) waits
+                                #   up to this long so that one message carries several
+                                #   records; events are sent at once; 0 sends every
+                                #   poll cycle's records as soon as they are committed
 
     [mqtt]                      # optional side output; leave host empty to turn it off
     host = ""
@@ -92,6 +96,10 @@ from agent.bus.wire import FormatError, SerialFormat, silent_interval_s, transac
 from agent.decode.profile import Profile, ProfileError, load_profile
 from agent.detect.engine import DetectionConfig
 
+# Telemetry reaches the fleet's live view up to fleet.linger_s late; more than this would
+# leave the view behind the car.
+MAX_LINGER_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
@@ -124,6 +132,7 @@ class FleetConfig:
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
+    linger_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +330,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     fleet_raw = r.table(
         top.get("fleet", {}),
         "fleet",
-        {"endpoints", "insecure", "max_batch_records", "ca", "cert", "key"},
+        {"endpoints", "insecure", "max_batch_records", "linger_s", "ca", "cert", "key"},
     )
     endpoints = r.get(fleet_raw, "fleet", "endpoints", list, ["127.0.0.1:50051"])
     for i, endpoint in enumerate(endpoints):
@@ -334,6 +343,14 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     insecure = r.get(fleet_raw, "fleet", "insecure", bool, False)
     max_batch = r.get(fleet_raw, "fleet", "max_batch_records", int, 500)
     r.positive(max_batch, "fleet.max_batch_records")
+    linger = float(r.get(fleet_raw, "fleet", "linger_s", (int, float), 1.0))
+    if not 0 <= linger <= MAX_LINGER_S:
+        problems.append(
+            ConfigProblem(
+                "fleet.linger_s",
+                f"must be 0..{MAX_LINGER_S:g} s (the live view waits for it), got {linger}",
+            )
+        )
     tls: dict[str, Path | None] = {}
     for name in ("ca", "cert", "key"):
         text = r.get(fleet_raw, "fleet", name, str, "")
@@ -464,7 +481,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         id=agent_id,
         data_dir=data_dir if data_dir.is_absolute() else base_dir / data_dir,
         fleet=FleetConfig(
-            tuple(endpoints), insecure, max_batch, tls["ca"], tls["cert"], tls["key"]
+            tuple(endpoints), insecure, max_batch, tls["ca"], tls["cert"], tls["key"], linger
         ),
         buses=tuple(buses),
         units=tuple(units),

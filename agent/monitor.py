@@ -30,7 +30,6 @@ from agent.decode.profile import (
     SampleRejectedError,
     Values,
     ValueSignal,
-    car_state,
     decode,
     decode_identity,
 )
@@ -46,7 +45,7 @@ from agent.records import (
     event_record,
     link_status_record,
 )
-from agent.state import CarState
+from agent.state import CarState, state_at, state_values
 from protos.liftwatch.v1 import records_pb2
 
 log = logging.getLogger(__name__)
@@ -122,6 +121,15 @@ class UnitMonitor:
         # Per source: the slow signals of its last slow read, and (extras) its last fields.
         self._carried: list[dict[str, object]] = [{} for _ in unit.sources]
         self._fields: list[dict[str, object] | None] = [None for _ in unit.sources]
+        # Per source: the raw values its fields were decoded from. Most samples of a car
+        # standing at a landing repeat the last one register for register; decoding is
+        # pure, so they keep those fields. None: decode the next read (after a failure,
+        # or when the last one had implausible values, which are counted every time).
+        self._decoded_from: list[Values | None] = [None for _ in unit.sources]
+        # Every CarState field but t from every source's fields (later sources winning),
+        # until one source's fields change.
+        self._state_values: tuple[object, ...] | None = None
+        self._key: tuple[object, ...] = ()  # _change_key of those values
         self.last_sample: CarState | None = None
 
     @property
@@ -142,6 +150,48 @@ class UnitMonitor:
         self, source: int, values: Values, t: float, time: TimeBase
     ) -> list[records_pb2.Record]:
         """Records caused by one good read of source ``source`` at monotonic ``t``."""
+        if values != self._decoded_from[source] and not self._decode(source, values):
+            return self._on_link_outcome(False, t, time) if source == 0 else []
+        if source != 0:
+            return []
+        values_now = self._state_values
+        if values_now is None:
+            merged: dict[str, object] = {}
+            for fields in self._fields:
+                if fields is not None:
+                    merged.update(fields)
+            values_now = self._state_values = state_values(merged)
+            sample = state_at(t, values_now)
+            self._key = _change_key(sample)  # it follows the fields, never t
+        else:
+            sample = state_at(t, values_now)
+        records = self._on_link_outcome(True, t, time)
+        self.last_sample = sample
+        began = perf_counter()
+        events = self.detectors.feed(sample)
+        if self.on_detection_cost is not None:
+            self.on_detection_cost(perf_counter() - began)
+        if events:
+            records += self._events(events, time)
+        key = self._key
+        if key != self._last_key or t - self._last_state_t >= self._state_interval_s:
+            records.append(car_state_record(self.unit.id, sample, time))
+            self._last_key, self._last_state_t = key, t
+        # Counters wait for the first slow read that brings the controller's own counters,
+        # so the first record does not report zero trips for a car with a million.
+        counters_known = sample.trips is not None or not self._reads_counters
+        if counters_known and (
+            self._last_counters_t is None or t - self._last_counters_t >= self._counters_interval_s
+        ):
+            records.append(counters_record(self.unit.id, self.detectors.health, t, time))
+            self._last_counters_t = t
+        last = self._last_link_status_t
+        if last is None or t - last >= self._counters_interval_s:
+            records.append(self._periodic_link_status(t, time))
+        return records
+
+    def _decode(self, source: int, values: Values) -> bool:
+        """Decode ``values`` into the fields of ``source``; False if the sample is refused."""
         profile = self.unit.sources[source].profile
         try:
             decoded = decode(profile, values)
@@ -151,7 +201,7 @@ class UnitMonitor:
             self.implausible_values += 1
             log.warning("unit %s: sample refused: %s", self.unit.id, exc)
             self._forget(source)
-            return self._on_link_outcome(False, t, time) if source == 0 else []
+            return False
         if decoded.implausible:
             self.implausible_values += len(decoded.implausible)
             log.warning(
@@ -170,34 +220,16 @@ class UnitMonitor:
         if carried:
             fields = {**carried, **fields}
         self._fields[source] = fields
-        if source != 0:
-            return []
-        sample = car_state(t, [f for f in self._fields if f is not None])
-        records = self._on_link_outcome(True, t, time)
-        self.last_sample = sample
-        began = perf_counter()
-        events = self.detectors.feed(sample)
-        if self.on_detection_cost is not None:
-            self.on_detection_cost(perf_counter() - began)
-        records += self._events(events, time)
-        key = _change_key(sample)
-        if key != self._last_key or t - self._last_state_t >= self._state_interval_s:
-            records.append(car_state_record(self.unit.id, sample, time))
-            self._last_key, self._last_state_t = key, t
-        # Counters wait for the first slow read that brings the controller's own counters,
-        # so the first record does not report zero trips for a car with a million.
-        counters_known = sample.trips is not None or not self._reads_counters
-        if counters_known and (
-            self._last_counters_t is None or t - self._last_counters_t >= self._counters_interval_s
-        ):
-            records.append(counters_record(self.unit.id, self.detectors.health, t, time))
-            self._last_counters_t = t
-        records += self._periodic_link_status(t, time)
-        return records
+        self._state_values = None
+        # A copy: the cache must not change with the caller's dict.
+        self._decoded_from[source] = None if decoded.implausible else dict(values)
+        return True
 
     def _forget(self, source: int) -> None:
         self._carried[source] = {}
         self._fields[source] = None
+        self._decoded_from[source] = None
+        self._state_values = None
 
     def on_identity(
         self, source: int, values: Values, t: float, time: TimeBase
@@ -234,6 +266,8 @@ class UnitMonitor:
     def _on_link_outcome(self, ok: bool, t: float, time: TimeBase) -> list[records_pb2.Record]:
         was_lost = self._link_state.lost
         self._link_state, events = link.step(self._link_state, ok, t, self._link_lost_after_s)
+        if not events and was_lost == self._link_state.lost:
+            return []  # the common case: nothing happened to the link
         records: list[records_pb2.Record] = []
         if events and not was_lost:
             # Blind, not trapped: pending fault onsets are dropped without raising.
@@ -244,12 +278,9 @@ class UnitMonitor:
             self._last_link_status_t = t
         return records
 
-    def _periodic_link_status(self, t: float, time: TimeBase) -> list[records_pb2.Record]:
-        last = self._last_link_status_t
-        if last is not None and t - last < self._counters_interval_s:
-            return []
+    def _periodic_link_status(self, t: float, time: TimeBase) -> records_pb2.Record:
         self._last_link_status_t = t
-        return [link_status_record(self.unit.id, self.link_status(), time.to_utc(t))]
+        return link_status_record(self.unit.id, self.link_status(), time.to_utc(t))
 
     def link_status(self) -> records_pb2.LinkStatus:
         """The link's counters as they stand, over all sources, in wire form.

@@ -14,7 +14,7 @@ Durability, chosen for SD cards: WAL journal. A batch holding an event is commit
 ``synchronous=FULL`` (fsync on commit: an entrapment survives a power cut the moment the
 agent has decided it); telemetry with ``synchronous=NORMAL`` (fsync at checkpoints: a
 power cut may lose the last second of samples, and the card is spared an fsync per
-sample).
+sample). The agent appends a poll cycle's telemetry in one call, so one commit per cycle.
 
 Bounded: when the records use more than ``max_bytes`` of the file, CarState samples are
 thinned oldest-first (every other sample of the oldest block is deleted, halving the

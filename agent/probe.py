@@ -109,6 +109,9 @@ class ProbeSink:
         self._slaves[slave].state = {}
         self._slaves[slave].carried = {}
 
+    def on_cycle_end(self, t: float) -> None:
+        """Every slave had its turn; the display refreshes on its own schedule."""
+
 
 async def scan(
     link: ModbusLink, candidates: Sequence[int], first_read: Read, gap_s: float
@@ -177,7 +180,7 @@ async def probe(
         finally:
             task.cancel()
     finally:
-        link.close()
+        scheduler.close()
     return 0
 
 

@@ -8,7 +8,9 @@ sensor is not an empty car, and each detector documents how it degrades without 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 
 class Direction(enum.Enum):
@@ -104,3 +106,39 @@ class ControllerIdentity:
     model: str
     serial: str
     vendor: str = ""
+
+
+# --- CarState per sample, fast ----------------------------------------------------------
+#
+# The agent makes one CarState per sample of every car (40 a second for 4 cars at 10 Hz),
+# and the generated __init__ of a frozen dataclass binds 27 keywords and calls
+# object.__setattr__ 27 times: about a fifth of what all the detectors then spend on the
+# sample. The fields other than ``t`` rarely change from one sample to the next, so the
+# monitor resolves them once (`state_values`) and stamps each sample with `state_at`,
+# which fills the slots through their descriptors, as the generated __init__ does, just
+# without the keyword binding and the per-field method lookups. The result is the same
+# frozen object (equal, hashing alike, immutable afterwards).
+
+_FIELD_NAMES = tuple(f.name for f in fields(CarState))
+# The slot descriptors' setters, `t` first (slots bypass the frozen __setattr__).
+_SET_T: Any = CarState.__dict__["t"].__set__
+_SETTERS: tuple[Any, ...] = tuple(CarState.__dict__[name].__set__ for name in _FIELD_NAMES[1:])
+
+
+def state_values(decoded: Mapping[str, Any]) -> tuple[object, ...]:
+    """Every CarState field but ``t``, in declaration order: ``decoded`` over the defaults.
+
+    Raises TypeError for a name that is not a CarState field, as CarState itself does.
+    """
+    template = CarState(0.0, **decoded)
+    return tuple(getattr(template, name) for name in _FIELD_NAMES[1:])
+
+
+def state_at(t: float, values: tuple[object, ...]) -> CarState:
+    """The CarState at ``t`` with the other fields ``values`` (from `state_values`): equal
+    to ``CarState(t, **decoded)``, made in about half the time."""
+    sample: CarState = object.__new__(CarState)
+    _SET_T(sample, t)
+    for set_field, value in zip(_SETTERS, values, strict=True):
+        set_field(sample, value)
+    return sample

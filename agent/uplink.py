@@ -4,6 +4,14 @@ Hello -> Welcome(committed_seq) -> RecordBatch ... with Acks coming back. Record
 deleted from the outbox only on Ack; after any failure the stream is re-opened with
 jittered exponential back-off, trying the configured fleet endpoints in turn, and the
 fleet's Welcome says where to resume. The outbox keeps buffering all the while.
+
+Linger: every message costs the agent a gRPC write and the Ack's handling, and the fleet
+a transaction (together about 0.7 ms of the agent's CPU per message, measured on 4 cars
+at 10 Hz). So telemetry (state samples, counters, link status, controller
+info) waits up to ``linger_s`` after the first of it was kept, and whatever the outbox
+holds by then goes in one RecordBatch. An event never waits: `notify(urgent=True)` sends
+at once, with the telemetry kept before it, in seq order. A backlog of a full batch or
+more (catching up after an outage) goes at once too.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +43,7 @@ CHANNEL_OPTIONS = (
 WELCOME_TIMEOUT_S = 10.0
 # Unacknowledged records in flight; bounds memory on both ends during a long catch-up.
 SEND_WINDOW = 5_000
+DEFAULT_LINGER_S = 1.0
 
 
 class FleetRejectedError(Exception):
@@ -67,30 +77,48 @@ class Uplink:
         endpoints: Sequence[str],
         *,
         max_batch_records: int = 500,
+        linger_s: float = DEFAULT_LINGER_S,
         backoff: Backoff = Backoff(),
         rng: random.Random | None = None,
         metrics: AgentMetrics | None = None,
         credentials: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._outbox = outbox
         self._hello = hello
         self._endpoints = list(endpoints)
         self._max_batch = max_batch_records
+        self._linger_s = linger_s
         self._backoff = backoff
         self._rng = rng or random.Random()
         self._metrics = metrics
         # grpc.ChannelCredentials for mutual TLS; None means plaintext (demo and rig only).
         self._credentials = credentials
+        self._clock = clock
         self._wake = asyncio.Event()
         # True while the sender waits for acks to open its window; only then does an ack
         # need to wake it (otherwise every ack would cost it a pointless outbox query).
         self._window_full = False
+        # When the oldest unsent telemetry was kept (None: nothing lingers), and whether
+        # something kept since the last send must go at once.
+        self._lingering_since: float | None = None
+        self._urgent = False  # each session starts with what the outbox holds (see _send)
         self.connected = False
         self.acked_seq = 0
 
-    def notify(self) -> None:
-        """Tell the uplink that new records are in the outbox."""
-        self._wake.set()
+    def notify(self, *, urgent: bool = True) -> None:
+        """Tell the uplink that new records are in the outbox.
+
+        ``urgent`` (an event among them) sends them at once; otherwise they may wait up to
+        ``linger_s`` so that later records share their message. Only the first record to
+        linger wakes the sender (to set its deadline); later ones cost nothing here.
+        """
+        if urgent or self._linger_s <= 0:
+            self._urgent = True
+            self._wake.set()
+        elif self._lingering_since is None:
+            self._lingering_since = self._clock()
+            self._wake.set()
 
     async def run(self) -> None:
         """Keep a stream open to some fleet endpoint forever; never raises but cancellation."""
@@ -196,38 +224,52 @@ class Uplink:
     async def _send(
         self, call: Any, sent_seq: int, max_batch: int, max_bytes: int, heartbeat_s: float
     ) -> None:
-        loop = asyncio.get_running_loop()
-        next_heartbeat = loop.time() + heartbeat_s
+        clock = self._clock
+        next_heartbeat = clock() + heartbeat_s
+        # What the outbox holds now was kept before this session: it goes at once (and a
+        # linger deadline from a past session must not hold back the next record).
+        self._urgent = self._outbox.last_seq > sent_seq
+        self._lingering_since = None
         while True:
-            if loop.time() >= next_heartbeat:
+            now = clock()
+            if now >= next_heartbeat:
                 await call.write(self._heartbeat())
-                next_heartbeat = loop.time() + heartbeat_s
+                now = clock()
+                next_heartbeat = now + heartbeat_s
             room = SEND_WINDOW - (sent_seq - self.acked_seq)
             self._window_full = room <= 0
+            wake_at = next_heartbeat
             # The outbox's seqs are handed out in memory: when none was handed out after the
             # last one sent, there is nothing to query for.
-            batch = (
-                self._outbox.pending(sent_seq, min(max_batch, room), max_bytes)
-                if room > 0 and self._outbox.last_seq > sent_seq
-                else []
-            )
-            if batch:
-                frame = gateway_pb2.AgentFrame(
-                    batch=gateway_pb2.RecordBatch(
-                        records=[records_pb2.Record.FromString(p.payload) for p in batch]
-                    )
-                )
-                await call.write(frame)
-                sent_seq = batch[-1].seq
-                if self._metrics is not None:
-                    self._metrics.records_sent.inc(len(batch))
-                continue
+            unsent = self._outbox.last_seq - sent_seq
+            if room > 0 and unsent > 0:
+                since = self._lingering_since
+                send_at = now if since is None else since + self._linger_s
+                if self._urgent or unsent >= max_batch or now >= send_at:
+                    # Cleared before reading the outbox: anything kept from here on
+                    # notifies again and is not lost between the read and the write.
+                    self._urgent = False
+                    self._lingering_since = None
+                    batch = self._outbox.pending(sent_seq, min(max_batch, room), max_bytes)
+                    if batch:
+                        frame = gateway_pb2.AgentFrame(
+                            batch=gateway_pb2.RecordBatch(
+                                records=[records_pb2.Record.FromString(p.payload) for p in batch]
+                            )
+                        )
+                        await call.write(frame)
+                        sent_seq = batch[-1].seq
+                        if self._metrics is not None:
+                            self._metrics.records_sent.inc(len(batch))
+                        continue
+                else:
+                    wake_at = min(wake_at, send_at)
             self._wake.clear()
-            timeout = next_heartbeat - loop.time()
-            # A timeout here just means the heartbeat is due: the loop's top sends it.
-            # asyncio.timeout rather than wait_for: no task is created per wait.
+            # A timeout here means the heartbeat or the lingering telemetry is due: the
+            # loop's top sends it. asyncio.timeout rather than wait_for: no task is
+            # created per wait.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(timeout, 0.0)):
+                async with asyncio.timeout(max(wake_at - clock(), 0.0)):
                     await self._wake.wait()
 
     def _heartbeat(self) -> gateway_pb2.AgentFrame:

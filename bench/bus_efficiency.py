@@ -22,10 +22,15 @@ plus whatever the configured inter-frame delay adds beyond the standard silent i
 (nothing with the default delay, since the second silent interval already is that
 silence). ``efficiency`` = achieved / limit; the target is >= 0.90.
 
-Each result also splits the mean time per request into the wire time, the rest of the time
-spent inside the link's read (emulated answer delay beyond the wire time, pty and asyncio
-latency) and the time between reads (the scheduler's inter-frame wait and its own work),
-which is where any shortfall shows. Prints one JSON object::
+Each result also splits the mean time per request (``ms_per_request``): ``total`` =
+``wire`` + ``answer_beyond_wire`` + ``between_beyond_delay``. The emulator completes each
+answer one silent interval before the transaction's wire time ends (that trailing silence
+is the master's to keep), so ``answer_beyond_wire`` is the time inside the link's read
+beyond the emulated answer (pty, socat, emulator and pymodbus latency), and
+``between_beyond_delay`` what the time between reads adds to ``inter_frame_delay`` (the
+scheduler's timer and its own work). The scheduler counts the silence from the arrival of
+the answer's last byte, a little before the read returns, so the latter can be negative.
+Prints one JSON object::
 
     {"results": [{"baud", "format", "line", "achieved_rps", "wire_limit_rps", "efficiency",
                   ...}], ...}
@@ -110,6 +115,11 @@ class MeteredLink:
         self._read_ended = asyncio.Event()
         self.totals = Totals()
 
+    @property
+    def last_byte_at(self) -> float | None:
+        """When the real link last received anything (the scheduler's silence starts there)."""
+        return self._inner.last_byte_at
+
     def wire_s(self, read: Read) -> float:
         """Wire time of ``read`` on the emulated line: both frames and both silent intervals."""
         bits = read.table.is_bits
@@ -159,6 +169,9 @@ class NullSink:
 
     def on_failure(self, slave: int, fault: LinkFault, t: float) -> None:
         """A failed request (counted by the link, ignored here)."""
+
+    def on_cycle_end(self, t: float) -> None:
+        """A cycle ended (ignored)."""
 
 
 def _check_same_formula(setting: Setting) -> None:
@@ -262,7 +275,9 @@ async def measure(
         "ms_per_request": {
             "total": _ms(elapsed / requests),
             "wire": _ms(window.wire_s / window.good),
-            "answer_beyond_wire": _ms((window.in_read_s - window.wire_s) / requests),
+            "answer_beyond_wire": _ms(
+                (window.in_read_s - (window.wire_s - window.good * standard_gap_s)) / requests
+            ),
             "inter_frame_delay": _ms(frame_gap_s),
             "between_beyond_delay": _ms(window.between_s / requests - frame_gap_s),
         },
@@ -291,10 +306,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
     return {
         "results": results,
-        "note": "the emulator's answer arrives a full wire time (both silent intervals) after "
-        "the request; the scheduler then keeps its inter-frame delay on top, so with the "
-        "default delay the second silent interval is paid twice on this bench (see "
-        "ms_per_request; --inter-frame-delay-ms 0 shows the line without it)",
+        "note": "the emulator's answer completes one silent interval before the transaction's "
+        "wire time ends; the scheduler keeps that silence, counted from the answer's last byte "
+        "and timed on a timerfd (agent.bus.timer), so a shortfall is latency of the pty, the "
+        "emulator, pymodbus and the loop (see ms_per_request)",
         "target_efficiency": TARGET,
         "cars": CARS,
         "poll_hz": POLL_HZ,

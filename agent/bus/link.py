@@ -18,6 +18,7 @@ import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any, Protocol
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -57,6 +58,12 @@ class LinkError(Exception):
 
 class ModbusLink(Protocol):
     """What the scheduler needs of a transport: one read at a time, and close."""
+
+    @property
+    def last_byte_at(self) -> float | None:
+        """The `time.monotonic` instant the link last received anything (None if unknown,
+        as on TCP): the RTU silence before the next request counts from it."""
+        ...
 
     async def read(self, slave: int, read: Read) -> list[int]:
         """The items of ``read`` from ``slave`` (bits as 0/1); `LinkError` on failure."""
@@ -125,12 +132,17 @@ class PymodbusLink:
         self._client = client
         self._where = where
         self._received: list[bytes] = []
+        self.last_byte_at: float | None = None
         client.set_max_no_responses(_NEVER_CLOSE)
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        # pymodbus calls this as each request leaves and as each chunk of bytes arrives,
+        # from the loop's read callback: the arrival time is the closest the agent gets
+        # to the end of a frame on the wire (never before it).
         if sending:
             self._received = []
         else:
+            self.last_byte_at = monotonic()
             self._received.append(bytes(data))
         return data
 
@@ -200,7 +212,9 @@ class ModbusTcpLink(PymodbusLink):
             timeout=endpoint.timeout_s,
             retries=endpoint.retries,
             reconnect_delay=0,  # reconnects are the scheduler's, visibly backed off
-            trace_packet=self._trace_packet,
+            # No trace_packet: TCP needs neither the raw bytes (its failures are told
+            # apart by pymodbus) nor their arrival time (no silent interval), and the
+            # hook costs a call and a copy per packet.
         )
         super().__init__(client, f"{endpoint.host}:{endpoint.port}")
 

@@ -11,8 +11,15 @@ one cycle every slow_poll_s, staggered across slaves.
 
 `BusScheduler` runs the policy over a `ModbusLink`: it keeps the configured silence
 before each request, counts each outcome in the slave's `LinkStats`, and hands raw values
-with the monotonic time of the read to a `PollSink`. Nothing raised by a read or by the
-sink ends the loop: the only way out is cancellation.
+with the monotonic time of the read to a `PollSink`, then tells the sink when the cycle's
+turns are done. Nothing raised by a read or by the sink ends the loop: the only way out
+is cancellation.
+
+The silence (RTU's 3.5 characters, 1.75 ms above 19200 baud) is counted from the last
+byte the link received, which is never before the frame ended on the wire: the time the
+answer took to reach the scheduler and the sink's work on it already count toward it,
+and only the rest is waited, on a `FineTimer` that wakes within tens of microseconds of
+its deadline instead of asyncio's whole milliseconds rounded up. It is never shortened.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Protocol
 from agent.bus.health import LinkStats
 from agent.bus.link import LinkError, LinkFault, ModbusLink
 from agent.bus.plan import PollPlan, Read, Table
+from agent.bus.timer import FineTimer
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +163,9 @@ class PollSink(Protocol):
     def on_failure(self, slave: int, fault: LinkFault, t: float) -> None:
         """A request to ``slave`` that got no usable answer at monotonic ``t``."""
 
+    def on_cycle_end(self, t: float) -> None:
+        """Every due slave has had its turn of this cycle, at monotonic ``t``."""
+
 
 class BusScheduler:
     """Polls the stations of one bus through one link until cancelled."""
@@ -172,7 +183,7 @@ class BusScheduler:
         slow_poll_s: float = 5.0,
         identity_poll_s: float = 3600.0,
         backoff_max_s: float = 2.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
         self._link = link
@@ -181,7 +192,10 @@ class BusScheduler:
         self._clock = clock
         self._period_s = period_s
         self._frame_gap_s = frame_gap_s
-        self._sleep = sleep
+        # The default sleep is this bus's own timerfd (see `FineTimer`); tests pass a
+        # fake clock's sleep instead.
+        self._timer = FineTimer()
+        self._sleep = sleep if sleep is not None else self._timer.sleep
         self.policy = BusPolicy(
             stations,
             period_s=period_s,
@@ -206,10 +220,16 @@ class BusScheduler:
                     delay = 0.0
                 await self._sleep(delay)
         finally:
-            self._link.close()
+            self.close()
+
+    def close(self) -> None:
+        """Release the link and the timer (`run` does when it ends); a later cycle
+        reopens them."""
+        self._link.close()
+        self._timer.close()
 
     async def cycle(self) -> None:
-        """One cycle: every due slave gets its turn."""
+        """One cycle: every due slave gets its turn, then the sink hears the cycle ended."""
         for turn in self.policy.turns(self._clock()):
             try:
                 ok = await self._turn(turn)
@@ -219,6 +239,7 @@ class BusScheduler:
                 log.exception("bus %s: slave %d: turn failed", self.name, turn.slave)
                 ok = False
             self.policy.turn_done(turn, ok, self._clock())
+        self._deliver(self._sink.on_cycle_end, self._clock())
 
     async def _turn(self, turn: Turn) -> bool:
         if turn.identity:
@@ -246,11 +267,7 @@ class BusScheduler:
         stats = self.stations[slave].stats
         for read in reads:
             if self._frame_gap_s > 0:
-                # RTU needs this much silence between frames; measured from the end of
-                # the last answer (or timeout), so it is not paid twice.
-                wait = self._last_frame_end + self._frame_gap_s - self._clock()
-                if wait > 0:
-                    await self._sleep(wait)
+                await self._keep_silence()
             start = self._clock()
             try:
                 items = await self._link.read(slave, read)
@@ -261,7 +278,8 @@ class BusScheduler:
             except Exception as exc:  # pymodbus raising something unforeseen
                 fault, detail = LinkFault.MALFORMED, f"{type(exc).__name__}: {exc}"
             else:
-                self._last_frame_end = end = self._clock()
+                end = self._clock()
+                self._last_frame_end = self._received_by(start, end)
                 stats.answered(end - start)
                 for offset, item in enumerate(items):
                     values[(read.table, read.address + offset)] = item
@@ -273,3 +291,25 @@ class BusScheduler:
             self._deliver(self._sink.on_failure, slave, fault, now)
             return None
         return values
+
+    async def _keep_silence(self) -> None:
+        # RTU needs this much silence between frames. It began when the last byte arrived
+        # (the answer's end, or noise or a late answer since), so the time spent since,
+        # delivering the answer and deciding the next turn, is not paid twice.
+        quiet_since = self._last_frame_end
+        now = self._clock()
+        last_byte = self._link.last_byte_at
+        if last_byte is not None and quiet_since < last_byte <= now:
+            quiet_since = last_byte
+        wait = quiet_since + self._frame_gap_s - now
+        if wait > 0:
+            await self._sleep(wait)
+
+    def _received_by(self, start: float, end: float) -> float:
+        """When the answer to a request sent at ``start`` and returned at ``end`` ended:
+        its last byte's arrival as the link saw it, or ``end`` when the link cannot tell
+        or its stamp is not within the request (another clock), later and so safe."""
+        last_byte = self._link.last_byte_at
+        if last_byte is not None and start <= last_byte <= end:
+            return last_byte
+        return end

@@ -248,3 +248,14 @@ def test_a_wrong_profile_file_is_reported_with_its_file_and_key(tmp_path: Path) 
     messages = [p.message for p in caught.value.problems]
     assert any("acme.toml: signals.floor.adress: unknown key" in m for m in messages)
     assert any("acme.toml: signals.floor.address: is required" in m for m in messages)
+
+
+def test_fleet_linger_defaults_to_a_second_and_is_bounded(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).fleet.linger_s == 1.0
+    text = GOOD.replace("insecure = true", "insecure = true\nlinger_s = 0")
+    assert load_config(write(tmp_path, text)).fleet.linger_s == 0.0
+    for bad in ("-1", "60", '"soon"'):
+        text = GOOD.replace("insecure = true", f"insecure = true\nlinger_s = {bad}")
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(tmp_path, text))
+        assert {p.key for p in caught.value.problems} == {"fleet.linger_s"}

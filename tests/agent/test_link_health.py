@@ -7,10 +7,13 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from agent.bus.health import LinkStats
 from agent.bus.link import LinkFault
 from agent.bus.plan import Table
 from agent.config import UnitConfig, parse_config
+from agent.decode.profile import Decoded, Profile, Values
 from agent.detect.events import EventType
 from agent.monitor import UnitMonitor
 from agent.records import TimeBase
@@ -146,3 +149,34 @@ def test_detectable_follows_the_unit_signals() -> None:
     can, cannot = monitor().detectable()
     assert EventType.ENTRAPMENT in can and EventType.CONTROLLER_LINK_LOST in can
     assert EventType.OVERSPEED in cannot
+
+
+def test_a_repeated_read_keeps_its_decoded_fields_and_implausible_ones_count_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agent.monitor
+    from agent.decode.profile import decode as real_decode
+
+    decoded = []
+
+    def counting_decode(profile: Profile, values: Values) -> Decoded:
+        decoded.append(profile.name)
+        return real_decode(profile, values)
+
+    monkeypatch.setattr(agent.monitor, "decode", counting_decode)
+    m = monitor()
+    for i in range(5):
+        m.on_sample(0, good(r1=3), i * 0.1, TIME)  # a car standing at floor 3
+    assert decoded == ["reference"]
+    assert m.last_sample is not None and m.last_sample.floor == 3 and m.last_sample.t == 0.4
+    m.on_sample(0, good(r1=4), 0.5, TIME)
+    assert len(decoded) == 2 and m.last_sample.floor == 4
+    m.on_sample(1, {(Table.DISCRETE_INPUT, a): 0 for a in range(6)}, 0.55, TIME)
+    m.on_sample(0, good(r1=4), 0.6, TIME)  # the module's reading joins unchanged fields
+    assert len(decoded) == 3 and lock(m) is False
+    m.on_failure(0, LinkFault.TIMEOUT, 0.7, TIME)
+    m.on_sample(0, good(r1=4), 0.8, TIME)  # after a failure: decoded afresh
+    assert len(decoded) == 4
+    for i in range(3):
+        m.on_sample(0, good(r5=50000), 1.0 + i * 0.1, TIME)
+    assert len(decoded) == 7 and m.implausible_values == 3  # counted on every read

@@ -54,6 +54,9 @@ class Sink:
     def on_failure(self, slave: int, fault: LinkFault, t: float) -> None:
         self.records += self.monitors[slave].on_failure(0, fault, t, self.time)
 
+    def on_cycle_end(self, t: float) -> None:
+        pass
+
 
 def unit(slave: int) -> UnitConfig:
     source = SourceConfig(slave, "reference", PROFILE, PROFILE.signal_names)

@@ -40,3 +40,29 @@ def test_metrics_are_served_with_conventional_names() -> None:
         "# TYPE liftwatch_agent_poll_latency_seconds histogram" in body
     )
     assert missing == "HTTP/1.1 404 Not Found"
+
+
+def test_the_detection_histogram_reads_as_prometheus_clients_own() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+    from prometheus_client.exposition import generate_latest
+
+    metrics = AgentMetrics()
+    registry = CollectorRegistry()
+    reference = Histogram(
+        "liftwatch_agent_detection_seconds",
+        "Cost of all detectors on one sample",
+        buckets=(1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3),
+        registry=registry,
+    )
+    for seconds in (5e-7, 1e-6, 3e-6, 2e-5, 2.5e-5, 1e-3, 0.5):
+        metrics.detection.observe(seconds)
+        reference.observe(seconds)
+
+    def lines(text: bytes) -> list[str]:
+        return [
+            line
+            for line in text.decode().splitlines()
+            if "detection_seconds" in line and "_created" not in line
+        ]
+
+    assert lines(metrics.exposition()) == lines(generate_latest(registry))

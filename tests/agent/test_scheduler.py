@@ -38,6 +38,7 @@ class FakeLink:
     timeout_s: float = 0.2
     log: list[tuple[int, Read]] = field(default_factory=list)
     closed: bool = False
+    last_byte_at: float | None = None
 
     async def read(self, slave: int, read: Read) -> list[int]:
         self.log.append((slave, read))
@@ -58,6 +59,7 @@ class Sink:
     samples: list[tuple[int, TurnKind]] = field(default_factory=list)
     identities: list[int] = field(default_factory=list)
     failures: list[tuple[int, LinkFault]] = field(default_factory=list)
+    cycles: list[int] = field(default_factory=list)  # samples delivered when each ended
     explode: bool = False
 
     def on_identity(self, slave: int, values: RawValues, t: float) -> None:
@@ -70,6 +72,9 @@ class Sink:
 
     def on_failure(self, slave: int, fault: LinkFault, t: float) -> None:
         self.failures.append((slave, fault))
+
+    def on_cycle_end(self, t: float) -> None:
+        self.cycles.append(len(self.samples))
 
 
 def make(
@@ -189,3 +194,87 @@ def test_run_keeps_the_frame_gap_and_closes_the_link_when_cancelled() -> None:
         asyncio.run(scheduler.run())
     assert link.closed
     assert pytest.approx(0.002) in gaps  # the silence between identity and state reads
+
+
+def test_the_sink_hears_each_cycle_end_after_its_samples() -> None:
+    clock, _link, sink, scheduler = make([1, 2, 3])
+    asyncio.run(run_cycles(clock, scheduler, 0.5))
+    # Five cycles of three samples each, the end of each heard after all three.
+    assert sink.cycles == [3, 6, 9, 12, 15]
+
+
+@dataclass
+class StampingLink(FakeLink):
+    """Stamps its last received byte ``early_s`` before the read returns (the time the
+    answer took to reach the scheduler), or at ``stamp`` when that is set."""
+
+    early_s: float = 0.0005
+    stamp: float | None = None
+
+    async def read(self, slave: int, read: Read) -> list[int]:
+        items = await super().read(slave, read)
+        self.last_byte_at = self.stamp if self.stamp is not None else self.clock.now - self.early_s
+        return items
+
+
+def gaps_between_reads(link: FakeLink) -> list[float]:
+    clock = link.clock
+    scheduler = BusScheduler(
+        "bus1",
+        link,
+        [Station(1, PLAN)],
+        Sink(),
+        clock,
+        period_s=PERIOD,
+        frame_gap_s=0.002,
+        sleep=clock.sleep,
+    )
+    gaps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        gaps.append(seconds)
+        await clock.sleep(seconds)
+
+    scheduler._sleep = sleep
+    asyncio.run(scheduler.cycle())  # identity, then the first state read: one gap
+    return gaps
+
+
+def test_the_silence_counts_from_the_last_byte_received() -> None:
+    clock = FakeClock()
+    # The answer's last byte arrived 0.5 ms before the scheduler had it: only the rest of
+    # the 2 ms silence is waited.
+    assert gaps_between_reads(StampingLink(clock)) == [pytest.approx(0.0015)]
+
+
+def test_a_stamp_outside_the_request_never_shortens_the_silence() -> None:
+    clock = FakeClock()
+    # A stamp from another clock (or a stale one) is not believed: the full gap is kept.
+    assert gaps_between_reads(StampingLink(clock, stamp=1.0)) == [pytest.approx(0.002)]
+    assert gaps_between_reads(StampingLink(clock, stamp=1e9)) == [pytest.approx(0.002)]
+
+
+def test_bytes_arriving_after_the_answer_restart_the_silence() -> None:
+    clock = FakeClock()
+    link = StampingLink(clock)
+
+    class NoisySink(Sink):
+        def on_identity(self, slave: int, values: RawValues, t: float) -> None:
+            # Handling the answer takes 1 ms, and a stray byte arrives in the middle.
+            clock.now += 0.0005
+            link.last_byte_at = clock.now
+            clock.now += 0.0005
+
+    scheduler = BusScheduler(
+        "bus1", link, [Station(1, PLAN)], NoisySink(), clock, period_s=PERIOD, frame_gap_s=0.002
+    )
+    gaps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        gaps.append(seconds)
+        await clock.sleep(seconds)
+
+    scheduler._sleep = sleep
+    asyncio.run(scheduler.cycle())
+    # 2 ms from the stray byte, of which 0.5 ms have passed: not from the answer's end.
+    assert gaps == [pytest.approx(0.0015)]

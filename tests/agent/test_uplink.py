@@ -1,0 +1,138 @@
+"""The uplink against an in-process fleet: telemetry lingers so that one message carries
+what was kept meanwhile, an event goes at once (with the telemetry kept before it), a
+backlog goes at once, and every record is acknowledged and deleted in seq order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from agent.outbox import Outbox
+from agent.uplink import Uplink
+from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2
+
+LINGER_S = 0.4
+
+
+def sample(floor: int) -> records_pb2.Record:
+    record = records_pb2.Record(unit_id="u1")
+    record.car_state.floor = floor
+    return record
+
+
+def event() -> records_pb2.Record:
+    record = records_pb2.Record(unit_id="u1")
+    record.event.type = records_pb2.EVENT_TYPE_ENTRAPMENT
+    record.event.phase = records_pb2.PHASE_RAISED
+    return record
+
+
+class Fleet:
+    """Welcomes the agent, keeps each batch's seqs with the time it arrived, acks it."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, list[int]]] = []
+        self.arrived = asyncio.Event()
+
+    async def Connect(  # noqa: N802 (the gRPC method's name)
+        self, frames: AsyncIterator[gateway_pb2.AgentFrame], context: Any
+    ) -> AsyncIterator[gateway_pb2.FleetFrame]:
+        async for frame in frames:
+            kind = frame.WhichOneof("frame")
+            if kind == "hello":
+                yield gateway_pb2.FleetFrame(welcome=gateway_pb2.Welcome(heartbeat_interval_s=30))
+            elif kind == "batch":
+                seqs = [r.seq for r in frame.batch.records]
+                self.batches.append((time.monotonic(), seqs))
+                self.arrived.set()
+                yield gateway_pb2.FleetFrame(ack=gateway_pb2.Ack(up_to_seq=seqs[-1]))
+
+
+async def with_fleet(
+    tmp_path: Path, scenario: Callable[[Fleet, Outbox, Uplink], Awaitable[None]]
+) -> Fleet:
+    fleet = Fleet()
+    server = grpc.aio.server()
+    gateway_pb2_grpc.add_AgentGatewayServicer_to_server(fleet, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    box = Outbox(tmp_path / "outbox.db", wall=lambda: 0.0)
+    uplink = Uplink(
+        box, lambda: gateway_pb2.Hello(agent_id="a1"), [f"127.0.0.1:{port}"], linger_s=LINGER_S
+    )
+    task = asyncio.create_task(uplink.run())
+    try:
+        await until(lambda: uplink.connected)
+        await scenario(fleet, box, uplink)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await server.stop(None)
+        box.close()
+    return fleet
+
+
+async def until(done: Callable[[], bool], deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not done():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def keep(box: Outbox, uplink: Uplink, records: list[records_pb2.Record], urgent: bool) -> float:
+    box.append(records)
+    uplink.notify(urgent=urgent)
+    return time.monotonic()
+
+
+def test_telemetry_lingers_and_goes_in_one_message(tmp_path: Path) -> None:
+    kept: list[float] = []
+
+    async def scenario(fleet: Fleet, box: Outbox, uplink: Uplink) -> None:
+        for floor in range(3):
+            kept.append(keep(box, uplink, [sample(floor)], urgent=False))
+            await asyncio.sleep(0.05)
+        await until(lambda: box.depth() == 0)
+
+    fleet = asyncio.run(with_fleet(tmp_path, scenario))
+    assert [seqs for _, seqs in fleet.batches] == [[1, 2, 3]]
+    arrived = fleet.batches[0][0]
+    # Sent once the first record had lingered for LINGER_S, not before (and not much later).
+    assert kept[0] + LINGER_S <= arrived < kept[0] + LINGER_S + 0.5
+
+
+def test_an_event_goes_at_once_with_the_telemetry_kept_before_it(tmp_path: Path) -> None:
+    times: dict[str, float] = {}
+
+    async def scenario(fleet: Fleet, box: Outbox, uplink: Uplink) -> None:
+        keep(box, uplink, [sample(1)], urgent=False)
+        await asyncio.sleep(0.05)
+        times["event"] = keep(box, uplink, [event(), sample(2)], urgent=True)
+        await until(lambda: box.depth() == 0)
+        keep(box, uplink, [sample(3)], urgent=False)
+        await until(lambda: box.depth() == 0)
+
+    fleet = asyncio.run(with_fleet(tmp_path, scenario))
+    assert [seqs for _, seqs in fleet.batches] == [[1, 2, 3], [4]]
+    assert fleet.batches[0][0] - times["event"] < LINGER_S / 2  # did not wait for the linger
+
+
+def test_a_backlog_goes_at_once_in_seq_order(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.db", wall=lambda: 0.0)
+    box.append([sample(f) for f in range(1200)])  # kept while the fleet was away
+    box.close()
+
+    async def scenario(fleet: Fleet, box: Outbox, uplink: Uplink) -> None:
+        await until(lambda: box.depth() == 0, 5.0)
+
+    began = time.monotonic()
+    fleet = asyncio.run(with_fleet(tmp_path, scenario))
+    seqs = [seq for _, batch in fleet.batches for seq in batch]
+    assert seqs == list(range(1, 1201))
+    assert len(fleet.batches) == 3  # 500, 500 and 200: none of them lingered
+    assert fleet.batches[-1][0] - began < LINGER_S + 1.0
