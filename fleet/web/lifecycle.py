@@ -30,7 +30,7 @@ from fleet.reports.compute import fault_rate_report, scorecard_report, service_l
 from fleet.reports.fault_rate import CSV_COLUMNS, GROUPS, Period, period, rate_json
 from fleet.reports.scorecard import scorecard_json
 from fleet.reports.service_life import life_json
-from fleet.store.base import ALARM_STATES, AlarmActionError
+from fleet.store.base import ALARM_STATES, AlarmActionError, AlarmRow
 from fleet.web.auth import AccessDeniedError, principal_of
 from fleet.web.live import LiveHub
 
@@ -175,14 +175,22 @@ def lifecycle_routes(
         now = life.clock()
         return _JSON({"alarms": [alarm_json(a, now) for a in found]})
 
+    async def visible_alarm(request: Request, life: Lifecycle, alarm_id: int) -> AlarmRow | None:
+        # One lookup for reading and for acting: an alarm of a unit the caller may not
+        # see does not exist for it.
+        rows = await life.store.call(lambda s: s.alarms())
+        found = next((a for a in rows if a.alarm_id == alarm_id), None)
+        if found is None or not principal_of(request).sees_unit(found.contractor):
+            return None
+        return found
+
     async def alarm(request: Request) -> Response:
         life = need()
         alarm_id = _alarm_id(request)
-        found = await life.store.call(lambda s: s.alarms())
-        for row in found:
-            if row.alarm_id == alarm_id and principal_of(request).sees_unit(row.contractor):
-                return _JSON(alarm_json(row, life.clock()))
-        return _JSON({"error": f"alarm {alarm_id} does not exist"}, status_code=404)
+        found = await visible_alarm(request, life, alarm_id)
+        if found is None:
+            return _JSON({"error": f"alarm {alarm_id} does not exist"}, status_code=404)
+        return _JSON(alarm_json(found, life.clock()))
 
     async def action(request: Request) -> Response:
         life = need()
@@ -193,10 +201,7 @@ def lifecycle_routes(
         principal = principal_of(request)
         if not principal.can_act_on_alarms():
             raise AccessDeniedError(403, f"a {principal.role.value} may not act on alarms")
-        existing = [
-            a for a in await life.store.call(lambda s: s.alarms()) if a.alarm_id == alarm_id
-        ]
-        if not existing or not principal.sees_unit(existing[0].contractor):
+        if await visible_alarm(request, life, alarm_id) is None:
             return _JSON({"error": f"alarm {alarm_id} does not exist"}, status_code=404)
         by = await _actor(request, principal)
         now = life.clock()

@@ -48,6 +48,7 @@ class LiveMessage:
 # Per-unit kinds go only to subscriptions that asked for that unit (the unit page);
 # events and alarm changes go to every subscription in scope (overview, lists).
 UNIT_KINDS = frozenset({"car", "link", "counters"})
+_UNIT_PAYLOADS = frozenset({"car_state", "link_status", "counters"})
 
 
 class Subscription:
@@ -220,10 +221,15 @@ class LiveHub:
         """Committer observer: publish each committed record; never raises, never blocks."""
         if not self._subscriptions:
             return
+        # Ingest's hot path: a car state (most records) is only turned into JSON when an
+        # open unit page asked for its unit.
+        watched = set().union(*(sub.units for sub in self._subscriptions))
         for op in ops:
             if not isinstance(op, BatchOp):
                 continue
             for record in op.records:
+                if record.unit_id not in watched and record.WhichOneof("payload") in _UNIT_PAYLOADS:
+                    continue
                 message = record_json(record)
                 if message is None:
                     continue
