@@ -100,9 +100,11 @@ def event_record(unit_id: str, event: Event, event_id: str, time: TimeBase) -> r
     msg.phase = _PHASE[event.phase]
     msg.onset.CopyFrom(_timestamp(time.to_utc(event.onset)))
     msg.reason = event.reason
-    msg.gb_code = event.type.gb_code
+    msg.gb_code = event.code
     if event.floor is not None:
         msg.floor = event.floor
+    if event.at_landing is not None:
+        msg.at_landing = event.at_landing
     return record
 
 

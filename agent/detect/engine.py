@@ -256,6 +256,11 @@ _REQUIREMENTS: dict[EventType, _Groups] = {
         frozenset({"door_zone"}),
         frozenset({"door", "door_lock_closed"}),
     ),
+    EventType.LEVELLING_FAULT: (
+        frozenset({"door_zone"}),
+        frozenset({"levelled"}),
+        frozenset({"moving", "speed_mm_s"}),
+    ),
     EventType.RUN_TIME_EXCEEDED: (frozenset({"moving", "speed_mm_s"}),),
     EventType.OVERSPEED: (frozenset({"speed_mm_s"}),),
     EventType.POSITION_LOST: (frozenset({"floor"}),),

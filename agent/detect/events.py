@@ -30,6 +30,7 @@ class EventType(enum.Enum):
     MODE_CHANGE = "MODE_CHANGE"
     ALARM_BUTTON = "ALARM_BUTTON"
     CONTROLLER_LINK_LOST = "CONTROLLER_LINK_LOST"
+    LEVELLING_FAULT = "LEVELLING_FAULT"
 
     @property
     def gb_code(self) -> int:
@@ -72,3 +73,14 @@ class Event:
     at: float
     floor: int | None = None
     reason: str = ""
+    # The GB/T 24476 code when it depends on the occurrence (MODE_CHANGE: the mode
+    # entered); None takes the type's own `EventType.gb_code`.
+    gb_code: int | None = None
+    # True when the car stood at a landing (door zone and levelled) at onset, False
+    # between floors, None when the profile cannot tell.
+    at_landing: bool | None = None
+
+    @property
+    def code(self) -> int:
+        """The GB/T 24476 code this occurrence carries (0 where the standard has none)."""
+        return self.type.gb_code if self.gb_code is None else self.gb_code

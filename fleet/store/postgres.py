@@ -20,6 +20,7 @@ from fleet.store.base import StoreError
 from fleet.store.lifecycle import LIFECYCLE_TABLES
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore
 from fleet.store.users import USER_TABLES
+from fleet.store.verdicts import VERDICTS_MIGRATION
 
 # An arbitrary constant naming the advisory lock that serializes migrations.
 MIGRATION_LOCK = 0x4C69667457617463
@@ -106,6 +107,9 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 5, "dashboard": a partial index over the counters and link-status records
     # that a unit page reads over time (see fleet.store.sql.RECORDS_HEALTH_INDEX).
     RECORDS_HEALTH_INDEX,
+    # Version 6, "verdicts": event codes and position, what each unit cannot detect, why
+    # an alarm was closed early (see fleet.store.verdicts).
+    VERDICTS_MIGRATION.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -23,6 +23,7 @@ from fleet.store.base import StoreError
 from fleet.store.lifecycle import LIFECYCLE_TABLES
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore, from_us, to_us
 from fleet.store.users import USER_TABLES
+from fleet.store.verdicts import VERDICTS_MIGRATION
 
 __all__ = ["MEMORY", "SCHEMA_VERSION", "SqliteStore", "from_us", "to_us"]
 
@@ -120,6 +121,9 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 7, "dashboard": a partial index over the counters and link-status records
     # that a unit page reads over time (see fleet.store.sql.RECORDS_HEALTH_INDEX).
     RECORDS_HEALTH_INDEX,
+    # Version 8, "verdicts": event codes and position, what each unit cannot detect, why
+    # an alarm was closed early (see fleet.store.verdicts).
+    VERDICTS_MIGRATION.format(id="INTEGER PRIMARY KEY"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

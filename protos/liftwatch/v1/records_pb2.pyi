@@ -62,6 +62,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_MODE_CHANGE: _ClassVar[EventType]
     EVENT_TYPE_ALARM_BUTTON: _ClassVar[EventType]
     EVENT_TYPE_CONTROLLER_LINK_LOST: _ClassVar[EventType]
+    EVENT_TYPE_LEVELLING_FAULT: _ClassVar[EventType]
 
 class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -109,6 +110,7 @@ EVENT_TYPE_POWER_FAILURE: EventType
 EVENT_TYPE_MODE_CHANGE: EventType
 EVENT_TYPE_ALARM_BUTTON: EventType
 EVENT_TYPE_CONTROLLER_LINK_LOST: EventType
+EVENT_TYPE_LEVELLING_FAULT: EventType
 PHASE_UNSPECIFIED: Phase
 PHASE_RAISED: Phase
 PHASE_CLEARED: Phase
@@ -154,7 +156,7 @@ class CarState(_message.Message):
     def __init__(self, floor: _Optional[int] = ..., position_mm: _Optional[int] = ..., speed_mm_s: _Optional[int] = ..., direction: _Optional[_Union[Direction, str]] = ..., moving: _Optional[bool] = ..., door_zone: _Optional[bool] = ..., levelled: _Optional[bool] = ..., door: _Optional[_Union[DoorState, str]] = ..., door_lock_closed: _Optional[bool] = ..., safety_circuit_closed: _Optional[bool] = ..., occupied: _Optional[bool] = ..., load_percent: _Optional[int] = ..., alarm_button: _Optional[bool] = ..., overload: _Optional[bool] = ..., mode: _Optional[_Union[ServiceMode, str]] = ..., fault_code: _Optional[int] = ..., mains_ok: _Optional[bool] = ..., reopen_active: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "type", "phase", "onset", "floor", "reason", "gb_code")
+    __slots__ = ("event_id", "type", "phase", "onset", "floor", "reason", "gb_code", "at_landing")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +164,7 @@ class Event(_message.Message):
     FLOOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     GB_CODE_FIELD_NUMBER: _ClassVar[int]
+    AT_LANDING_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     type: EventType
     phase: Phase
@@ -169,7 +172,8 @@ class Event(_message.Message):
     floor: int
     reason: str
     gb_code: int
-    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., onset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., floor: _Optional[int] = ..., reason: _Optional[str] = ..., gb_code: _Optional[int] = ...) -> None: ...
+    at_landing: bool
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., onset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., floor: _Optional[int] = ..., reason: _Optional[str] = ..., gb_code: _Optional[int] = ..., at_landing: _Optional[bool] = ...) -> None: ...
 
 class Counters(_message.Message):
     __slots__ = ("trips", "door_cycles", "run_hours", "door_open_median_ms", "door_close_median_ms", "reopenings_by_landing", "door_open_trend", "door_close_trend")

@@ -1,0 +1,20 @@
+"""Migration "verdicts" (issue 13): what the fleet keeps so that its verdicts are true.
+
+The same DDL on both backends but for the ``{id}`` column type:
+
+- ``events.gb_code``: the GB/T 24476 code the agent sent (NULL where it sent 0, or an
+  older fleet stored the event); ``events.at_landing``: where the car stood at onset
+  (1 at a landing, 0 between floors, NULL unknown), which regional codes depend on.
+- ``units.undetectable``: the wire EventType numbers the unit's agent said (in Hello) it
+  cannot detect, comma-separated: the claims audit says "cannot tell" for those.
+- ``alarms.close_reason``: why an alarm was resolved while its event was still raised.
+"""
+
+from __future__ import annotations
+
+VERDICTS_MIGRATION = """
+ALTER TABLE events ADD COLUMN gb_code INTEGER;
+ALTER TABLE events ADD COLUMN at_landing INTEGER;
+ALTER TABLE units ADD COLUMN undetectable TEXT NOT NULL DEFAULT '';
+ALTER TABLE alarms ADD COLUMN close_reason TEXT NOT NULL DEFAULT '';
+"""
