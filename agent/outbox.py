@@ -20,13 +20,33 @@ Bounded: when the records use more than ``max_bytes`` of the file, CarState samp
 thinned oldest-first (every other sample of the oldest block is deleted, halving the
 resolution of the oldest data first); events, counters, link and controller records are
 never dropped. A file that fails SQLite's integrity check at start is moved aside (never
-deleted) and reported; the agent carries on with a fresh one.
+deleted) and reported; the agent carries on with a fresh one. Only corruption moves a file
+aside: any other error opening it (a full disk, a read-only mount) is raised, so the agent
+fails to start and systemd retries it with the file intact.
+
+A full disk never costs an event. Beside the database lies a reserve file
+(``outbox.db.reserve``, ``reserve_bytes`` of pre-allocated space, 8 MiB by default: tens
+of thousands of events). When an append holding an event fails because the disk is full,
+the reserve is released (deleted) and the append retried, and the oldest state samples are
+thinned so the space freed inside the file is reused. An append of telemetry alone never
+takes the reserve: it thins stored samples once and retries, else raises
+`OutboxFullError`. Nothing is committed by a failed append (its transaction is rolled
+back and the seqs it would have used are handed out again), so its caller keeps the
+records and retries them (see `agent.app`). The reserve is put back, at most every
+`RESERVE_RETRY_S`, once the disk has twice its size free again.
+
+Quarantine: a record the fleet refuses as malformed (a time outside the fleet's window,
+say) would otherwise be resent forever and hold back every record after it.
+`Outbox.quarantine` moves it into the ``quarantine`` table, with the fleet's reason, where
+it stays for a person to look at; it is never sent again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -51,9 +71,37 @@ CREATE TABLE sequence (
     last_seq INTEGER NOT NULL
 );
 """
+# Added later without a version change: created when missing, ignored by older agents.
+_QUARANTINE = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq INTEGER PRIMARY KEY,
+    unit_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
+)
+"""
 THINNABLE = "car_state"
 THIN_BLOCK = 2_000  # samples looked at per thinning step
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
+# How often a missing reserve is tried again (it costs a statvfs, and a write when it fits).
+RESERVE_RETRY_S = 10.0
+# SQLite result codes that mean the file itself is damaged (anything else is the disk's or
+# the system's trouble, and moving the file aside would only hide good records).
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+class OutboxFullError(Exception):
+    """An append failed because the disk is full; nothing of it was committed."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` is SQLite's or the OS's way of saying the disk is full."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +116,7 @@ class OutboxStats:
     oldest_seq: int | None
     used_bytes: int
     thinned: int
+    quarantined: int
 
 
 class Outbox:
@@ -78,16 +127,26 @@ class Outbox:
         path: Path,
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
         wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
+        self.reserve_path = path.with_name(f"{path.name}.reserve")
+        self.reserve_bytes = reserve_bytes
         self.thinned = 0
+        self.reserve_releases = 0
         self.moved_aside: Path | None = None
+        self._wall = wall
+        self._monotonic = monotonic
+        self._reserve_tried_at = float("-inf")
         try:
-            self._db = self._open(path, wall)
+            self._db = self._open_or_release(path, wall)
         except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
             self.moved_aside = _move_aside(path, wall)
             log.error(
                 "outbox %s is corrupt (%s); moved it aside to %s and started a fresh one",
@@ -95,12 +154,22 @@ class Outbox:
                 exc,
                 self.moved_aside,
             )
-            self._db = self._open(path, wall)
+            self._db = self._open_or_release(path, wall)
         (self._last_seq,) = self._db.execute("SELECT last_seq FROM sequence").fetchone()
         # The connection's synchronous mode, so it is set only when it changes (appends of
         # telemetry and acks, the common case, all want NORMAL).
         self._synchronous: str | None = None
         (self._page_size,) = self._db.execute("PRAGMA page_size").fetchone()
+        self._restore_reserve()
+
+    def _open_or_release(self, path: Path, wall: Callable[[], float]) -> sqlite3.Connection:
+        # Recovering a WAL after a crash writes: on a full disk the reserve makes the room.
+        try:
+            return self._open(path, wall)
+        except sqlite3.DatabaseError as exc:
+            if not (disk_full(exc) and self._release_reserve("opening the outbox")):
+                raise
+        return self._open(path, wall)
 
     @staticmethod
     def _open(path: Path, wall: Callable[[], float]) -> sqlite3.Connection:
@@ -108,7 +177,7 @@ class Outbox:
         try:
             (check,) = db.execute("PRAGMA quick_check").fetchone()
             if check != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {check}")
+                raise _CorruptError(f"quick_check: {check}")
             db.execute("PRAGMA journal_mode=WAL")
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version == 0:
@@ -118,7 +187,8 @@ class Outbox:
                     f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 )
             elif version != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"unknown outbox schema version {version}")
+                raise _CorruptError(f"unknown outbox schema version {version}")
+            db.execute(_QUARANTINE)
         except BaseException:
             db.close()
             raise
@@ -129,19 +199,52 @@ class Outbox:
         """The highest sequence number ever handed out."""
         return int(self._last_seq)
 
+    def reserve_held(self) -> bool:
+        """True while the reserve file for events is in place."""
+        return self.reserve_path.exists()
+
     def append(self, records: list[records_pb2.Record]) -> list[int]:
         """Number ``records`` and commit them in one transaction; return their seqs.
 
         Each record's ``seq`` field is set in place. When this returns they are committed,
-        and if any is an event, synced to the card.
+        and if any is an event, synced to the card. On a full disk an event takes the
+        reserve (see the module doc); when even so nothing fits, `OutboxFullError` is
+        raised and nothing was committed: the same records may be appended again later.
+        Any other SQLite error is raised as it is, also with nothing committed.
         """
+        durable = any(record.WhichOneof("payload") == "event" for record in records)
+        try:
+            seqs = self._insert(records, durable)
+        except sqlite3.Error as exc:
+            if not disk_full(exc):
+                raise
+            # Room for an event first from the reserve, for telemetry only from samples.
+            if durable:
+                self._release_reserve("keeping an event")
+            thinned = self._thin_on_full_disk()
+            try:
+                seqs = self._insert(records, durable)
+            except sqlite3.Error as again:
+                if not disk_full(again):
+                    raise
+                what = "an event" if durable else "telemetry"
+                raise OutboxFullError(
+                    f"disk full: cannot keep {len(records)} record(s) with {what} in "
+                    f"{self.path} (thinned {thinned} samples"
+                    + (", reserve released)" if durable else ")")
+                ) from again
+        if self.used_bytes() > self.max_bytes:
+            self._thin()
+        if self.reserve_bytes > 0 and not self.reserve_held():
+            self._restore_reserve()
+        return seqs
+
+    def _insert(self, records: list[records_pb2.Record], durable: bool) -> list[int]:
         seqs = list(range(self._last_seq + 1, self._last_seq + 1 + len(records)))
         rows = []
-        durable = False
         for seq, record in zip(seqs, records, strict=True):
             record.seq = seq
             kind = record.WhichOneof("payload") or ""
-            durable = durable or kind == "event"
             rows.append((seq, record.unit_id, kind, record.SerializeToString()))
         self._set_synchronous("FULL" if durable else "NORMAL")
         with self._transaction():
@@ -150,29 +253,81 @@ class Outbox:
             )
             self._db.execute("UPDATE sequence SET last_seq = ?", (self._last_seq + len(rows),))
         self._last_seq += len(rows)
-        if self.used_bytes() > self.max_bytes:
-            self._thin()
         return seqs
+
+    def _thin_on_full_disk(self) -> int:
+        """Thin one block of the oldest samples to free pages inside the file; the delete
+        itself may not fit on a full disk, then nothing is thinned."""
+        try:
+            return self._thin_block()
+        except sqlite3.Error as exc:
+            if not disk_full(exc):
+                raise
+            return 0
+
+    def _release_reserve(self, why: str) -> bool:
+        """Delete the reserve file so its space serves the outbox; False when none was held."""
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        self.reserve_releases += 1
+        self._reserve_tried_at = self._monotonic()
+        log.error(
+            "disk full: released the outbox reserve (%d bytes) for %s; telemetry is thinned "
+            "until the disk has room again",
+            self.reserve_bytes,
+            why,
+        )
+        return True
+
+    def _restore_reserve(self) -> None:
+        """Put the reserve back when the disk has room for it twice over (rate-limited)."""
+        if self.reserve_bytes <= 0 or self.reserve_held():
+            return
+        now = self._monotonic()
+        if now - self._reserve_tried_at < RESERVE_RETRY_S:
+            return
+        self._reserve_tried_at = now
+        stat = os.statvfs(self.path.parent)
+        if stat.f_bavail * stat.f_frsize < 2 * self.reserve_bytes:
+            return
+        partial = self.reserve_path.with_name(f"{self.reserve_path.name}.part")
+        try:
+            with partial.open("wb") as file:
+                _allocate(file.fileno(), self.reserve_bytes)
+                os.fsync(file.fileno())
+            partial.rename(self.reserve_path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            log.warning("cannot put the outbox reserve back yet: %s", exc)
+            return
+        log.info("outbox reserve of %d bytes in place", self.reserve_bytes)
 
     def _thin(self) -> None:
         while self.used_bytes() > self.max_bytes:
-            with self._transaction():
-                cursor = self._db.execute(
-                    "DELETE FROM records WHERE seq IN ("
-                    " SELECT seq FROM ("
-                    "  SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM records"
-                    "  WHERE kind = ? ORDER BY seq LIMIT ?)"
-                    " WHERE n % 2 = 0)",
-                    (THINNABLE, THIN_BLOCK),
-                )
-            if cursor.rowcount <= 0:
+            if self._thin_block() <= 0:
                 log.warning(
                     "outbox over %d bytes with no samples left to thin: keeping every event",
                     self.max_bytes,
                 )
                 return
+
+    def _thin_block(self) -> int:
+        """Delete every other sample of the oldest block of samples; return how many."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM records WHERE seq IN ("
+                " SELECT seq FROM ("
+                "  SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM records"
+                "  WHERE kind = ? ORDER BY seq LIMIT ?)"
+                " WHERE n % 2 = 0)",
+                (THINNABLE, THIN_BLOCK),
+            )
+        if cursor.rowcount > 0:
             self.thinned += cursor.rowcount
             log.warning("outbox full: thinned %d oldest state samples", cursor.rowcount)
+        return max(cursor.rowcount, 0)
 
     def used_bytes(self) -> int:
         """Bytes of the file in use by records (free pages after deletes not counted)."""
@@ -216,15 +371,42 @@ class Outbox:
                 self._db.execute("UPDATE sequence SET last_seq = ?", (committed_seq,))
             self._last_seq = committed_seq
 
+    def quarantine(self, seq: int, reason: str) -> bool:
+        """Move record ``seq`` out of the records to send into the quarantine table, with
+        ``reason``; False when no such record awaits sending."""
+        self._set_synchronous("FULL")
+        with self._transaction():
+            moved = self._db.execute(
+                "INSERT INTO quarantine (seq, unit_id, kind, payload, reason, quarantined_at)"
+                " SELECT seq, unit_id, kind, payload, ?, ? FROM records WHERE seq = ?",
+                (reason, self._wall(), seq),
+            ).rowcount
+            self._db.execute("DELETE FROM records WHERE seq = ?", (seq,))
+        return moved > 0
+
+    def quarantined(self) -> list[tuple[int, str, records_pb2.Record]]:
+        """Every quarantined record as (seq, the fleet's reason, the record), by seq."""
+        rows = self._db.execute(
+            "SELECT seq, reason, payload FROM quarantine ORDER BY seq"
+        ).fetchall()
+        return [(int(seq), str(why), records_pb2.Record.FromString(p)) for seq, why, p in rows]
+
+    def quarantine_count(self) -> int:
+        """How many records sit in quarantine."""
+        (count,) = self._db.execute("SELECT count(*) FROM quarantine").fetchone()
+        return int(count)
+
     def depth(self) -> int:
         """How many records await acknowledgement."""
         (count,) = self._db.execute("SELECT count(*) FROM records").fetchone()
         return int(count)
 
     def stats(self) -> OutboxStats:
-        """Depth, oldest pending seq, bytes used and samples thinned so far."""
+        """Depth, oldest pending seq, bytes used, samples thinned so far, quarantined."""
         count, oldest = self._db.execute("SELECT count(*), min(seq) FROM records").fetchone()
-        return OutboxStats(int(count), oldest, self.used_bytes(), self.thinned)
+        return OutboxStats(
+            int(count), oldest, self.used_bytes(), self.thinned, self.quarantine_count()
+        )
 
     def oldest_time(self) -> float | None:
         """UTC epoch seconds of the oldest pending record, None when empty."""
@@ -248,10 +430,40 @@ class Outbox:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            # Inside: a COMMIT that fails (a full disk when the WAL grows) must roll back too.
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite may have rolled back already (it does on some SQLITE_FULL errors).
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+
+
+class _CorruptError(sqlite3.DatabaseError):
+    """The file is not an outbox this agent can use (failed check, unknown version)."""
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
+    if isinstance(exc, _CorruptError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    # Without a code (raised by the sqlite3 module itself) only a damaged file says so.
+    return code in _CORRUPT_CODES or (
+        code is None and not isinstance(exc, sqlite3.OperationalError)
+    )
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Make the file ``size`` bytes of real blocks (not a sparse hole the disk may lack)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    chunk = b"\0" * (1 << 20)
+    for offset in range(0, size, len(chunk)):
+        os.write(fd, chunk[: min(len(chunk), size - offset)])
 
 
 def _move_aside(path: Path, wall: Callable[[], float]) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.outbox import Outbox
+from agent.outbox import DEFAULT_MAX_BYTES, Outbox
 from protos.liftwatch.v1 import records_pb2
 
 
@@ -22,9 +22,9 @@ def sample(unit: str, floor: int = 1) -> records_pb2.Record:
     return record
 
 
-def outbox(path: Path, **kwargs: int) -> Outbox:
+def outbox(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Outbox:
     # A wall clock at the epoch makes a fresh outbox number from 1.
-    return Outbox(path, wall=lambda: 0.0, **kwargs)
+    return Outbox(path, max_bytes=max_bytes, wall=lambda: 0.0)
 
 
 def test_append_numbers_records_and_they_survive_reopening(tmp_path: Path) -> None:
