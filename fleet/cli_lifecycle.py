@@ -74,13 +74,20 @@ def add_parsers(
         "List alarms newest first with every disposal step (raised, dispatched, "
         "acknowledged, on site, resolved or false alarm), or record a step: "
         "`alarms ack ID --by NAME`, `alarms on-site ID --by NAME`, "
-        "`alarms resolve ID --by NAME [--false-alarm]`.",
+        "`alarms resolve ID --by NAME [--false-alarm] [--reason TEXT]`. An alarm whose "
+        "event is still raised (no CLEARED record: the passenger may still be inside) is "
+        "closed only with --reason, kept in its history and counted apart by the scorecard.",
     )
     alarms.add_argument("action", nargs="?", choices=list(ALARM_ACTIONS), help="a disposal step")
     alarms.add_argument("alarm_id", nargs="?", help="the alarm's id (see the listing)")
     alarms.add_argument("--by", help="who acts (required with an action)")
     alarms.add_argument(
         "--false-alarm", action="store_true", help="with resolve: close it as a false alarm"
+    )
+    alarms.add_argument(
+        "--reason",
+        default="",
+        help="with resolve: why it is closed while its event is still raised (required then)",
     )
     alarms.add_argument("--open", action="store_true", help="only alarms not yet closed")
     alarms.add_argument("--unit", help="only this unit_id")
@@ -160,7 +167,16 @@ def _alarms(args: argparse.Namespace, target: Target) -> int:
         if args.json:
             _print_json({"alarms": rendered})
             return 0
-        columns = ("alarm_id", "unit_id", "type", "state", "onset", "acknowledged_by", "closed")
+        columns = (
+            "alarm_id",
+            "unit_id",
+            "type",
+            "state",
+            "onset",
+            "cleared",
+            "acknowledged_by",
+            "closed",
+        )
         print(table([c.upper() for c in columns], [[a[c] for c in columns] for a in rendered]))
         return 0
     if args.alarm_id is None or not args.alarm_id.isdigit():
@@ -172,14 +188,17 @@ def _alarms(args: argparse.Namespace, target: Target) -> int:
     action = "false_alarm" if args.false_alarm else ALARM_ACTIONS[args.action]
     store = open_store(where)
     try:
-        row = store.alarm_action(int(args.alarm_id), action, args.by, utc_now())
+        row = store.alarm_action(int(args.alarm_id), action, args.by, utc_now(), args.reason)
     finally:
         store.close()
     shown = alarm_json(row, utc_now())
     if args.json:
         _print_json(shown)
     else:
-        print(f"alarm {row.alarm_id} ({shown['type']}, unit {row.unit_id}) is now {row.state}")
+        note = f" while its event was still raised ({row.close_reason})" if row.close_reason else ""
+        print(
+            f"alarm {row.alarm_id} ({shown['type']}, unit {row.unit_id}) is now {row.state}{note}"
+        )
     return 0
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 from fleet.history import HistoryRow, Problem
+from fleet.reports.scorecard import rescue_s
 from fleet.store.base import OPEN_ALARM_STATES, AlarmRow
 from fleet.views import event_type_name, iso
 
@@ -16,8 +17,20 @@ def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None
     return round((end - start).total_seconds(), 3)
 
 
+def open_for_s(alarm: AlarmRow, now: dt.datetime) -> float | None:
+    """How long the alarm's condition lasted: onset to the event's CLEARED record once it
+    came (the timer stops when the passenger is out), else onset to ``now`` while the
+    alarm is open; None for an alarm closed before its event cleared."""
+    onset = alarm.onset or alarm.raised
+    if alarm.cleared is not None:
+        return _seconds(onset, alarm.cleared)
+    return _seconds(onset, now) if alarm.state in OPEN_ALARM_STATES else None
+
+
 def alarm_json(alarm: AlarmRow, now: dt.datetime) -> dict[str, object]:
-    """One alarm with every disposal step; ``age_s`` (since onset) while it is open."""
+    """One alarm with every disposal step. ``age_s`` is its open-for timer (see
+    `open_for_s`: it stops at the event's clear); ``rescue_s`` onset to clear, as the
+    scorecard counts it; ``close_reason`` why it was closed while its event was raised."""
     onset = alarm.onset or alarm.raised
     return {
         "alarm_id": alarm.alarm_id,
@@ -42,11 +55,14 @@ def alarm_json(alarm: AlarmRow, now: dt.datetime) -> dict[str, object]:
         "address": alarm.address,
         "street": alarm.street,
         "contractor": alarm.contractor,
-        "age_s": _seconds(onset, now) if alarm.state in OPEN_ALARM_STATES else None,
+        "age_s": open_for_s(alarm, now),
         "onset_to_resolution_s": _seconds(onset, alarm.closed)
         if alarm.state == "resolved"
         else None,
         "onset_to_cleared_s": _seconds(onset, alarm.cleared),
+        "rescue_s": rescue_s(alarm),
+        "closed_while_raised": bool(alarm.close_reason),
+        "close_reason": alarm.close_reason,
     }
 
 

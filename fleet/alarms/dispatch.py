@@ -70,6 +70,7 @@ def alarm_payload(alarm: AlarmRow, target: str, attempt: int, escalation: bool) 
         "state": alarm.state,
         "onset": iso(alarm.onset),
         "raised": iso(alarm.raised),
+        "cleared": iso(alarm.cleared),
         "floor": alarm.floor,
         "reason": alarm.reason,
         "building": alarm.building,

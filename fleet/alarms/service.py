@@ -44,7 +44,8 @@ class LifecycleMetrics:
         )
         self.oldest_open_alarm = Gauge(
             "liftwatch_fleet_open_alarm_oldest_seconds",
-            "Age of the oldest open alarm (since onset), by event type.",
+            "Age (since onset) of the oldest open alarm whose event is still raised, by "
+            "event type; an alarm whose event cleared (the passenger is out) stops counting.",
             ["type"],
             registry=registry,
         )
@@ -93,13 +94,17 @@ async def refresh_gauges(
         metrics.units.labels(status=status.value).set(getattr(counts, status.value))
     by_type: dict[str, list[float]] = {}
     for alarm in alarms:
-        age = (now - (alarm.onset or alarm.raised)).total_seconds()
-        by_type.setdefault(event_type_name(alarm.type), []).append(age)
+        ages = by_type.setdefault(event_type_name(alarm.type), [])
+        if alarm.cleared is None:
+            ages.append((now - (alarm.onset or alarm.raised)).total_seconds())
     metrics.open_alarms.clear()
     metrics.oldest_open_alarm.clear()
+    for alarm in alarms:
+        metrics.open_alarms.labels(type=event_type_name(alarm.type)).inc()
     for name, ages in by_type.items():
-        metrics.open_alarms.labels(type=name).set(len(ages))
-        metrics.oldest_open_alarm.labels(type=name).set(max(ages))
+        # Every open type gets the gauge (0 once all its events cleared), so an alert on
+        # it resolves rather than going stale.
+        metrics.oldest_open_alarm.labels(type=name).set(max(ages, default=0.0))
     metrics.unacknowledged_alarms.set(sum(a.state in ("raised", "dispatched") for a in alarms))
 
 

@@ -1,9 +1,17 @@
 """The maintenance contractor scorecard: per contractor, the units it maintains, how many
 are watched, their fault rate, how fast its alarms are acknowledged and resolved, and its
-entrapments with their rescue times (onset to resolution), worst fault rate first.
+entrapments with their rescue times, worst fault rate first.
+
+A rescue time follows the passenger, not the desk: it runs from the entrapment's onset
+(when the condition began, on the agent's clock) to its CLEARED record (the passenger is
+out, same clock), whatever the alarm's dispatch state; a dispatcher's click ends nothing.
+An alarm closed (resolved or declared false) while its event was still raised carries the
+closer's reason and counts in ``closed_while_raised``, never in the rescue times: nobody
+watched the passenger leave. A false alarm has no rescue time either.
 
 Alarms count by the time they were raised, within the period; mean times use the alarms
-that reached the step (an alarm still open adds to ``open_alarms``, not to the means).
+that reached the step (an alarm still open adds to ``open_alarms``, not to the means; an
+entrapment not yet cleared adds no rescue time).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ class Scorecard:
     coverage_pct: float
     faults: int
     per_1000_trips: float | None
-    per_unit_month: float
+    per_unit_month: float | None
     alarms: int
     open_alarms: int
     false_alarms: int
@@ -41,6 +49,7 @@ class Scorecard:
     entrapments: int
     mean_rescue_s: float | None
     max_rescue_s: float | None
+    closed_while_raised: int
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -48,10 +57,18 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def rescue_s(alarm: AlarmRow) -> float | None:
-    """Onset (else raise) to resolution of a resolved alarm, in seconds."""
-    if alarm.state != "resolved" or alarm.closed is None:
+    """An entrapment's rescue time: seconds from the event's onset (else the alarm's raise)
+    to its CLEARED record. None for other alarm types, while the event is raised, for a
+    false alarm, and for an alarm closed while its event was still raised (its clear, if
+    one came later, is not a watched release)."""
+    if (
+        alarm.type != records_pb2.EVENT_TYPE_ENTRAPMENT
+        or alarm.cleared is None
+        or alarm.state == "false_alarm"
+        or alarm.close_reason
+    ):
         return None
-    return (alarm.closed - (alarm.onset or alarm.raised)).total_seconds()
+    return round((alarm.cleared - (alarm.onset or alarm.raised)).total_seconds(), 3)
 
 
 def scorecards(
@@ -96,7 +113,7 @@ def scorecards(
                 else 0.0,
                 faults=rate.faults if rate else 0,
                 per_1000_trips=rate.per_1000_trips if rate else None,
-                per_unit_month=rate.per_unit_month if rate else 0.0,
+                per_unit_month=rate.per_unit_month if rate else None,
                 alarms=len(mine),
                 open_alarms=sum(a.state in OPEN_ALARM_STATES for a in mine),
                 false_alarms=sum(a.state == "false_alarm" for a in mine),
@@ -105,13 +122,14 @@ def scorecards(
                 entrapments=len(trapped),
                 mean_rescue_s=_mean(rescues),
                 max_rescue_s=max(rescues) if rescues else None,
+                closed_while_raised=sum(bool(a.close_reason) for a in mine),
             )
         )
     cards.sort(
         key=lambda c: (
             c.per_1000_trips is None,
             -(c.per_1000_trips or 0.0),
-            -c.per_unit_month,
+            -(c.per_unit_month or 0.0),
             c.contractor,
         )
     )
@@ -137,4 +155,5 @@ def scorecard_json(card: Scorecard) -> dict[str, object]:
         "entrapments": card.entrapments,
         "mean_rescue_s": card.mean_rescue_s,
         "max_rescue_s": card.max_rescue_s,
+        "closed_while_raised": card.closed_while_raised,
     }

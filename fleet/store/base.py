@@ -312,9 +312,13 @@ class Store(Protocol):
         """Alarms, newest first (``limit`` 0 = all); ``open_only``: not yet resolved."""
         ...
 
-    def alarm_action(self, alarm_id: int, action: str, by: str, now: dt.datetime) -> AlarmRow:
+    def alarm_action(
+        self, alarm_id: int, action: str, by: str, now: dt.datetime, reason: str = ""
+    ) -> AlarmRow:
         """Apply ``action`` (ack, on_site, resolve, false_alarm) by ``by``; raises
-        `AlarmActionError` for an unknown alarm or a step its state does not allow."""
+        `AlarmActionError` for an unknown alarm or a step its state does not allow, and
+        `AlarmReasonRequiredError` for closing (resolve, false_alarm) an alarm whose event is
+        still raised without a ``reason`` (then kept as its ``close_reason``)."""
         ...
 
     def claim_deliveries(self, plan: DispatchPlan, now: dt.datetime) -> list[Delivery]:
@@ -431,6 +435,11 @@ class AlarmActionError(Exception):
     names the alarm and why."""
 
 
+class AlarmReasonRequiredError(AlarmActionError):
+    """Closing an alarm whose event is still raised (the passenger may still be inside)
+    without saying why; the message names the alarm and its event."""
+
+
 @dataclass(frozen=True, slots=True)
 class AlarmRow:
     """One alarm and its disposal steps; times are None until the step happened."""
@@ -458,6 +467,9 @@ class AlarmRow:
     address: str = ""
     street: str = ""
     contractor: str = ""
+    # Why it was closed while its event was still raised; "" when it was not (the marker
+    # the scorecard counts: such an alarm has no rescue time).
+    close_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from fleet.history import GENESIS, Head, HistoryRow, canonical, detail_entry_has
 from fleet.store.base import (
     OPEN_ALARM_STATES,
     AlarmActionError,
+    AlarmReasonRequiredError,
     AlarmRow,
     Delivery,
     DispatchPlan,
@@ -113,7 +114,7 @@ _ALARM_COLUMNS = (
     "a.raised_us, a.state, a.dispatched_us, a.acknowledged_us, a.acknowledged_by, "
     "a.on_site_us, a.on_site_by, a.closed_us, a.closed_by, a.escalated_us, a.cleared_us, "
     "COALESCE(u.building, ''), COALESCE(u.address, ''), COALESCE(u.street, ''), "
-    "COALESCE(u.contractor, '')"
+    "COALESCE(u.contractor, ''), a.close_reason"
 )
 _ALARM_FROM = "FROM alarms a LEFT JOIN units u ON u.unit_id = a.unit_id"
 
@@ -125,6 +126,8 @@ _ACTIONS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
     "false_alarm": (OPEN_ALARM_STATES, "false_alarm", "closed_us", "closed_by"),
 }
 ALARM_ACTIONS = tuple(_ACTIONS)
+# The steps that close an alarm: while its event is still raised they need a reason.
+_CLOSING = frozenset({"resolved", "false_alarm"})
 
 
 def _us(moment: dt.datetime) -> int:
@@ -175,6 +178,7 @@ def _alarm(row: Sequence[Any]) -> AlarmRow:
         address=row[20],
         street=row[21],
         contractor=row[22],
+        close_reason=row[23],
     )
 
 
@@ -414,35 +418,58 @@ class LifecycleStore:
         ).fetchone()
         return None if row is None else _alarm(row)
 
-    def alarm_action(self, alarm_id: int, action: str, by: str, now: dt.datetime) -> AlarmRow:
-        """Apply one disposal step; see `fleet.store.base.Store.alarm_action`."""
+    def alarm_action(
+        self, alarm_id: int, action: str, by: str, now: dt.datetime, reason: str = ""
+    ) -> AlarmRow:
+        """Apply one disposal step; see `fleet.store.base.Store.alarm_action`.
+
+        Whether the event is still raised is judged in the same UPDATE that closes the
+        alarm, so a CLEARED record committed meanwhile cannot slip between check and close.
+        """
         if action not in _ACTIONS:
             raise AlarmActionError(f"unknown action {action!r}; known: {', '.join(_ACTIONS)}")
         if not by.strip():
             raise AlarmActionError(f"alarm {alarm_id}: say who ({action} needs a name)")
         allowed, state, at_column, by_column = _ACTIONS[action]
+        closing = int(state in _CLOSING)
+        reason = reason.strip()
         now_us = _us(now)
         with self._transaction(durable=True):
             self._drop_history()
             marks = ", ".join("?" * len(allowed))
             found = self._execute(
-                f"UPDATE alarms SET state = ?, {at_column} = ?, {by_column} = ? "
-                f"WHERE alarm_id = ? AND state IN ({marks}) RETURNING unit_id",
-                [state, now_us, by.strip(), alarm_id, *allowed],
+                f"UPDATE alarms SET state = ?, {at_column} = ?, {by_column} = ?, "
+                "close_reason = CASE WHEN ? = 1 AND cleared_us IS NULL THEN ? "
+                "ELSE close_reason END "
+                f"WHERE alarm_id = ? AND state IN ({marks}) "
+                "AND (? = 0 OR cleared_us IS NOT NULL OR ? <> '') "
+                "RETURNING unit_id, cleared_us",
+                [state, now_us, by.strip(), closing, reason, alarm_id, *allowed, closing, reason],
             ).fetchone()
             if found is None:
                 current = self._alarm_by_id(alarm_id)
                 if current is None:
                     raise AlarmActionError(f"alarm {alarm_id} does not exist")
-                raise AlarmActionError(
-                    f"alarm {alarm_id} is {current.state}; {action} needs it {' or '.join(allowed)}"
+                if current.state not in allowed:
+                    raise AlarmActionError(
+                        f"alarm {alarm_id} is {current.state}; {action} needs it "
+                        f"{' or '.join(allowed)}"
+                    )
+                raise AlarmReasonRequiredError(
+                    f"alarm {alarm_id}: its {_type_name(current.type)} event is still raised "
+                    f"(no CLEARED record: the passenger may still be inside); {action} needs "
+                    "a reason"
                 )
             if state != "on_site":
                 # Acknowledged (or closed): the rescuers have it; stop the repeats.
                 self._execute(
                     "UPDATE alarm_deliveries SET done = 1 WHERE alarm_id = ?", (alarm_id,)
                 )
-            detail = {"alarm_id": alarm_id, "step": state, "by": by.strip()}
+            detail: dict[str, Any] = {"alarm_id": alarm_id, "step": state, "by": by.strip()}
+            if closing:
+                detail["event"] = "raised" if found[1] is None else "cleared"
+            if reason:
+                detail["reason"] = reason
             self._queue_history(found[0], now_us, "alarm", detail)
             self._flush_history()
         result = self._alarm_by_id(alarm_id)

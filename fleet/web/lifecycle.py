@@ -30,7 +30,7 @@ from fleet.reports.compute import fault_rate_report, scorecard_report, service_l
 from fleet.reports.fault_rate import CSV_COLUMNS, GROUPS, Period, period, rate_json
 from fleet.reports.scorecard import scorecard_json
 from fleet.reports.service_life import life_json
-from fleet.store.base import ALARM_STATES, AlarmActionError, AlarmRow
+from fleet.store.base import ALARM_STATES, AlarmActionError, AlarmReasonRequiredError, AlarmRow
 from fleet.web.auth import AccessDeniedError, principal_of
 from fleet.web.live import LiveHub
 
@@ -43,6 +43,8 @@ REPORTS = ("fault-rate", "service-life", "scorecard")
 CLAIM_WINDOW_MIN = 30.0
 CLAIM_MAX_GAP_S = 60.0
 MAX_CLAIMS_BYTES = 2 * 1024 * 1024
+# The longest reason for closing an alarm while its event is raised (a sentence or two).
+MAX_REASON_CHARS = 1000
 
 
 class _JSON(JSONResponse):
@@ -110,6 +112,23 @@ async def _actor(request: Request, principal: Principal) -> str:
     if not isinstance(by, str) or not by.strip():
         raise BadRequestError('body: "by" must name who acts')
     return by
+
+
+async def _reason(request: Request) -> str:
+    """The ``reason`` of an alarm action's JSON body ("" when the body or it is absent)."""
+    raw = await request.body()
+    if not raw.strip():
+        return ""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequestError('body: expected JSON {"by": "NAME", "reason": "TEXT"}') from None
+    reason = body.get("reason", "") if isinstance(body, dict) else ""
+    if not isinstance(reason, str):
+        raise BadRequestError('body: "reason" must be text')
+    if len(reason) > MAX_REASON_CHARS:
+        raise BadRequestError(f'body: "reason" is longer than {MAX_REASON_CHARS} characters')
+    return reason
 
 
 def _scoped_rows(
@@ -204,9 +223,14 @@ def lifecycle_routes(
         if await visible_alarm(request, life, alarm_id) is None:
             return _JSON({"error": f"alarm {alarm_id} does not exist"}, status_code=404)
         by = await _actor(request, principal)
+        reason = await _reason(request)
         now = life.clock()
         try:
-            row = await life.store.call(lambda s: s.alarm_action(alarm_id, ACTIONS[name], by, now))
+            row = await life.store.call(
+                lambda s: s.alarm_action(alarm_id, ACTIONS[name], by, now, reason)
+            )
+        except AlarmReasonRequiredError as exc:
+            return _JSON({"error": str(exc)}, status_code=400)
         except AlarmActionError as exc:
             status = 404 if "does not exist" in str(exc) else 409
             return _JSON({"error": str(exc)}, status_code=status)
@@ -371,6 +395,9 @@ ALARM_SCHEMA: dict[str, Any] = {
         "age_s": _NUM,
         "onset_to_resolution_s": _NUM,
         "onset_to_cleared_s": _NUM,
+        "rescue_s": _NUM,
+        "closed_while_raised": {"type": "boolean"},
+        "close_reason": _STR,
     },
 }
 ALARM_SCHEMA["required"] = sorted(ALARM_SCHEMA["properties"])
@@ -438,15 +465,21 @@ PATHS: dict[str, Any] = {
     "/api/alarms/{alarm_id}/{action}": {
         "post": {
             "summary": "A disposal step: ack, on-site, resolve or false-alarm, by a named person",
+            "description": "Closing (resolve, false-alarm) an alarm whose event is still "
+            "raised (no CLEARED record yet: the passenger may still be inside) needs a "
+            "reason, kept as the alarm's close_reason and in its history; without one the "
+            "answer is 400. `by` is required only when the fleet runs without login.",
             "parameters": [_path("alarm_id"), _path("action")],
             "requestBody": {
-                "required": True,
+                "required": False,
                 "content": {
                     "application/json": {
                         "schema": {
                             "type": "object",
-                            "properties": {"by": _STR},
-                            "required": ["by"],
+                            "properties": {
+                                "by": _STR,
+                                "reason": {"type": "string", "maxLength": MAX_REASON_CHARS},
+                            },
                         }
                     }
                 },

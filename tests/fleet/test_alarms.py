@@ -85,6 +85,7 @@ def test_entrapment_is_dispatched_retried_escalated_and_disposed(
     tmp_path: Path,
     hook: Hook,
     broker: Broker,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     db = tmp_path / "fleet.db"
     alarms = AlarmsConfig(
@@ -137,7 +138,16 @@ def test_entrapment_is_dispatched_retried_escalated_and_disposed(
     assert main(["alarms", "on-site", "1", "--by", "rescuer Wang", "--db", str(db)]) == 0
     assert main(["alarms", "resolve", "1", "--db", str(db)]) == 2  # who?
     assert main(["alarms", "resolve", "9", "--by", "x", "--db", str(db)]) == 2
-    assert main(["alarms", "resolve", "1", "--by", "rescuer Wang", "--db", str(db)]) == 0
+    # The entrapment never cleared: closing it takes a reason, which the alarm keeps.
+    capsys.readouterr()
+    assert main(["alarms", "resolve", "1", "--by", "rescuer Wang", "--db", str(db)]) == 2
+    assert "event is still raised" in capsys.readouterr().err
+    why = ["--reason", "released by hand, controller offline"]
+    assert main(["alarms", "resolve", "1", "--by", "rescuer Wang", *why, "--db", str(db)]) == 0
+    assert main(["alarms", "--json", "--db", str(db)]) == 0
+    (shown,) = json.loads(capsys.readouterr().out.splitlines()[-1])["alarms"]
+    assert (shown["state"], shown["close_reason"]) == ("resolved", why[1])
+    assert (shown["closed_while_raised"], shown["rescue_s"]) == (True, None)
     assert main(["verify-history", "--db", str(db)]) == 0
 
 
@@ -192,3 +202,74 @@ def test_claims_audit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert [p["line"] for p in out["problems"]] == [5, 6]
     assert "time: cannot read 'yesterday'" in out["problems"][0]["reason"]
     assert main(["audit", "claims", str(tmp_path / "none.csv"), "--db", str(db)]) == 2
+
+
+def test_the_api_follows_the_passenger(tmp_path: Path) -> None:
+    """Cleared when the event's CLEARED record arrives: the open-for timer stops at the
+    clear, the rescue time is onset to clear; closing a still-raised alarm needs a reason.
+    Every alarm answer is validated against the OpenAPI spec."""
+    from fleet.web.openapi import openapi_spec
+    from tests.fleet.test_api import validate
+
+    config = FleetConfig(store=StoreConfig(path=str(tmp_path / "fleet.db")))
+    trap = records_pb2.EVENT_TYPE_ENTRAPMENT
+    spec = openapi_spec()
+    schema = {"$ref": "#/components/schemas/Alarm"}
+
+    async def alarm(fleet: Fleet, alarm_id: int) -> dict[str, Any]:
+        status, body = await fleet.get(f"/api/alarms/{alarm_id}")
+        assert status == 200, body
+        validate(body, schema, spec, f"alarm {alarm_id}")
+        return dict(body)
+
+    async def scenario(fleet: Fleet) -> None:
+        call = await fleet.connect(hello("a1", "U1"))
+        await call.read()
+        raised = T0 + dt.timedelta(seconds=40)  # onset 30 s before (see factories.record)
+        await call.write(batch(record(1, time=raised, event=trap, event_id="t1")))
+        assert (await call.read()).ack.up_to_seq == 1
+        (alarm_id,) = [a["alarm_id"] for a in (await fleet.get("/api/alarms"))[1]["alarms"]]
+        assert (await post(fleet, f"/api/alarms/{alarm_id}/ack", {"by": "Li"}))[0] == 200
+        fleet.clock.now = T0 + dt.timedelta(seconds=70)
+        shown = await alarm(fleet, alarm_id)
+        assert (shown["cleared"], shown["age_s"], shown["rescue_s"]) == (None, 60.0, None)
+        status, body = await post(fleet, f"/api/alarms/{alarm_id}/resolve", {"by": "Li"})
+        assert status == 400 and "still raised" in body["error"] and "reason" in body["error"]
+        assert (await alarm(fleet, alarm_id))["state"] == "acknowledged"
+        # The passenger is out at T0 + 130 s; the desk looks much later.
+        out = T0 + dt.timedelta(seconds=130)
+        cleared = record(2, time=out, event=trap, phase=records_pb2.PHASE_CLEARED, event_id="t1")
+        await call.write(batch(cleared))
+        assert (await call.read()).ack.up_to_seq == 2
+        for later in (T0 + dt.timedelta(minutes=10), T0 + dt.timedelta(hours=2)):
+            fleet.clock.now = later
+            shown = await alarm(fleet, alarm_id)
+            assert shown["state"] == "acknowledged"  # the desk still closes it
+            assert dt.datetime.fromisoformat(shown["cleared"]) == out
+            assert shown["age_s"] == shown["onset_to_cleared_s"] == shown["rescue_s"] == 120.0
+        status, body = await post(fleet, f"/api/alarms/{alarm_id}/resolve", {"by": "Li"})
+        assert status == 200, body
+        validate(body, schema, spec, "resolved")
+        assert (body["state"], body["closed_while_raised"], body["rescue_s"]) == (
+            "resolved",
+            False,
+            120.0,
+        )
+        # A second entrapment, closed while raised: the reason is kept, no rescue time.
+        await call.write(batch(record(3, time=out, event=trap, event_id="t2")))
+        assert (await call.read()).ack.up_to_seq == 3
+        second = max(a["alarm_id"] for a in (await fleet.get("/api/alarms"))[1]["alarms"])
+        assert (await post(fleet, f"/api/alarms/{second}/ack", {"by": "Li"}))[0] == 200
+        status, body = await post(fleet, f"/api/alarms/{second}/resolve", {"by": "Li", "reason": 7})
+        assert status == 400 and '"reason" must be text' in body["error"]
+        why = "rescued through the roof hatch; the car's door sensor still reports the fault"
+        status, body = await post(
+            fleet, f"/api/alarms/{second}/resolve", {"by": "Li", "reason": why}
+        )
+        assert status == 200, body
+        validate(body, schema, spec, "closed while raised")
+        assert (body["close_reason"], body["closed_while_raised"]) == (why, True)
+        assert (body["rescue_s"], body["age_s"], body["cleared"]) == (None, None, None)
+        await call.done_writing()
+
+    run(config, scenario, http=True)

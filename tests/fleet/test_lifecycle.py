@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,11 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fleet.config import CoverageConfig
 from fleet.history import KINDS, canonical, detail_entry_hash, entry_hash
-from fleet.reports.compute import fault_rate_report, verify_history
+from fleet.reports.compute import fault_rate_report, scorecard_report, verify_history
 from fleet.reports.fault_rate import period
+from fleet.reports.scorecard import rescue_s, scorecard_json
 from fleet.store.base import (
     AlarmActionError,
+    AlarmReasonRequiredError,
     ControllerIdentity,
     DispatchPlan,
     RegisterEntry,
@@ -223,3 +227,76 @@ def test_the_history_hash_is_sha256_of_the_canonical_entry(
     assert entry_hash(unit_id, seq, at_us, kind, detail, prev_hash) == expected
     text = canonical(detail)
     assert detail_entry_hash(unit_id, seq, at_us, kind, text, prev_hash) == expected
+
+
+def _trap(store: SqlStore, seq: int, event_id: str, at: dt.datetime, phase: Any) -> None:
+    """An ENTRAPMENT record of U1 (onset 30 s before ``at``), committed at ``at``."""
+    store.commit_batch(
+        "a1", [record(seq, "U1", time=at, event=ENTRAPMENT, phase=phase, event_id=event_id)], at
+    )
+
+
+def test_an_alarm_closed_while_its_event_is_raised_needs_a_reason(
+    store: SqlStore, store_target: str
+) -> None:
+    (alarm,) = store.alarms()
+    late = T0 + dt.timedelta(minutes=5)
+    store.alarm_action(alarm.alarm_id, "ack", "dispatcher Li", late)
+    for action in ("resolve", "false_alarm"):
+        with pytest.raises(AlarmReasonRequiredError, match="ENTRAPMENT event is still raised"):
+            store.alarm_action(alarm.alarm_id, action, "rescuer Wang", late, reason="  ")
+    assert store.alarms()[0].state == "acknowledged"  # refused: nothing changed
+    why = "passenger out by the stairs, confirmed by phone; controller still reports it"
+    closed = store.alarm_action(alarm.alarm_id, "resolve", "rescuer Wang", late, reason=why)
+    assert (closed.state, closed.close_reason, closed.cleared) == ("resolved", why, None)
+    # The event clears later: the alarm shows it, but its rescue time stays unwatched.
+    _trap(store, 9, "trap", late + dt.timedelta(minutes=1), records_pb2.PHASE_CLEARED)
+    store.close()
+    reopened = open_store(store_target)
+    try:
+        (done,) = reopened.alarms()
+        assert done.close_reason == why and done.cleared is not None
+        assert rescue_s(done) is None
+        (entry,) = [
+            json.loads(r.detail)
+            for r in reopened.history("U1")[0]
+            if r.kind == "alarm" and '"resolved"' in r.detail
+        ]
+        assert (entry["event"], entry["reason"], entry["by"]) == ("raised", why, "rescuer Wang")
+        assert verify_history(reopened)[2] == []
+    finally:
+        reopened.close()
+
+
+def test_the_scorecard_times_rescues_from_onset_to_clear(store: SqlStore) -> None:
+    # Fixture: entrapment "trap" raised at T0+40 s (onset T0+10 s). Three more:
+    # "slow" cleared after 20 minutes, "forced" closed while raised, "prank" a false alarm.
+    start = T0 + dt.timedelta(hours=1)
+    for seq, name in enumerate(("slow", "forced", "prank"), 20):
+        _trap(store, seq, name, start, records_pb2.PHASE_RAISED)
+    ids = {a.event_id: a.alarm_id for a in store.alarms()}
+    trap_clear = T0 + dt.timedelta(seconds=130)
+    slow_clear = start + dt.timedelta(minutes=20)
+    _trap(store, 30, "trap", trap_clear, records_pb2.PHASE_CLEARED)
+    _trap(store, 31, "slow", slow_clear, records_pb2.PHASE_CLEARED)
+    desk = start + dt.timedelta(hours=3)  # the desk closes everything much later
+    for event_id in ("trap", "slow", "forced"):
+        store.alarm_action(ids[event_id], "ack", "Li", desk)
+        store.alarm_action(ids[event_id], "resolve", "Li", desk, reason="by phone")
+    store.alarm_action(ids["prank"], "false_alarm", "Li", desk, reason="kids on the button")
+    span = period(T0.date(), T0.date() + dt.timedelta(days=1), T0.date())
+    cards = {c.contractor: c for c in scorecard_report(store, span, desk, CoverageConfig())}
+    card = cards["C1"]
+    onset_of = {a.event_id: a.onset for a in store.alarms()}
+    expected = [
+        (trap_clear - onset_of["trap"]).total_seconds(),  # type: ignore[operator]
+        (slow_clear - onset_of["slow"]).total_seconds(),  # type: ignore[operator]
+    ]
+    assert (card.entrapments, card.closed_while_raised, card.false_alarms) == (4, 2, 1)
+    assert card.max_rescue_s == max(expected)
+    assert card.mean_rescue_s == round(sum(expected) / 2, 1)
+    assert scorecard_json(card)["closed_while_raised"] == 2
+    # The cleared ones were closed without a reason: none was needed.
+    by_event = {a.event_id: a for a in store.alarms()}
+    assert by_event["trap"].close_reason == "" and by_event["slow"].close_reason == ""
+    assert cards["C2"].closed_while_raised == 0 and cards["C2"].mean_rescue_s is None
