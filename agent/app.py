@@ -201,7 +201,12 @@ class Agent:
         self._keep(self.monitors[unit_id].on_failure(source, fault, t, self._time_base()))
 
     def on_cycle_end(self, bus: str, t: float) -> None:
-        """A poll cycle of ``bus`` ended: commit the telemetry it produced, in one go."""
+        """A poll cycle of ``bus`` ended: decide what time alone decides (a controller
+        silent long enough is lost, whatever its retry back-off), then commit the
+        telemetry the cycle produced, in one go."""
+        for monitor in self.monitors.values():
+            if monitor.unit.bus == bus:
+                self._keep(monitor.on_cycle_end(t, self._time_base()))
         self._cycle_time_base = None
         if self._held:
             self._commit(urgent=False)

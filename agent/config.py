@@ -86,7 +86,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -101,6 +101,7 @@ from agent.detect.engine import DetectionConfig
 MAX_LINGER_S = 5.0
 
 
+from agent.detect.events import EventType
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
     """One thing wrong with a config, with the dotted key that has it."""
@@ -485,6 +486,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         ),
         buses=tuple(buses),
         units=tuple(units),
+        detect = replace(detect, fault_events=_fault_events(sources))
         state_interval_s=state_interval,
         counters_interval_s=counters_interval,
         outbox_max_bytes=int(outbox_mb * 1024 * 1024),
@@ -631,6 +633,15 @@ def _source(
             for pkey, message in exc.problems:
                 r.problems.append(
                     ConfigProblem(f"{key}.profile", f"{exc.source}: {pkey}: {message}")
+def _fault_events(sources: list[SourceConfig]) -> tuple[tuple[int, EventType], ...]:
+    """The fault-code map of the profile whose ``fault_code`` the unit reads: the last
+    source giving it, as extras replace the primary's signals; none without one."""
+    for source in reversed(sources):
+        if "fault_code" in source.signals:
+            return tuple((code, EventType[name]) for code, name in source.profile.fault_events)
+    return ()
+
+
                 )
             return None
     profile = cache[ref]

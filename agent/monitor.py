@@ -263,9 +263,24 @@ class UnitMonitor:
             return []
         return self._on_link_outcome(False, t, time)
 
+    def on_cycle_end(self, t: float, time: TimeBase) -> list[records_pb2.Record]:
+        """Records decided by time alone when a poll cycle of the unit's bus ends at ``t``:
+        CONTROLLER_LINK_LOST once the primary slave has been silent ``link_lost_after_s``
+        since its last valid answer, however seldom its back-off lets it be retried."""
+        if self._link_state.failing_since is None or self._link_state.lost:
+            return []  # the common case: answering, or already reported lost
+        return self._link_changed(*link.tick(self._link_state, t, self._link_lost_after_s), t, time)
+
     def _on_link_outcome(self, ok: bool, t: float, time: TimeBase) -> list[records_pb2.Record]:
+        return self._link_changed(
+            *link.step(self._link_state, ok, t, self._link_lost_after_s), t, time
+        )
+
+    def _link_changed(
+        self, state: link.LinkState, events: list[Event], t: float, time: TimeBase
+    ) -> list[records_pb2.Record]:
         was_lost = self._link_state.lost
-        self._link_state, events = link.step(self._link_state, ok, t, self._link_lost_after_s)
+        self._link_state = state
         if not events and was_lost == self._link_state.lost:
             return []  # the common case: nothing happened to the link
         records: list[records_pb2.Record] = []

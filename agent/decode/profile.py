@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.bus.plan import CostModel, PlanError, PollPlan, Rate, Span, Table, plan_polls
+from agent.detect.controller import UNMAPPABLE
 from agent.detect.events import EventType
 from agent.state import CarState, ControllerIdentity, Direction, DoorState, ServiceMode
 
@@ -464,6 +465,13 @@ def parse_profile(raw: Mapping[str, Any], source: str) -> Profile:
             continue
         if not isinstance(event, str) or event not in taxonomy:
             p.add(key, f"{event!r} is not an event of the taxonomy (agent/detect/events.py)")
+            continue
+        if EventType[event] in UNMAPPABLE:
+            p.add(
+                key,
+                f"{event} cannot come from a fault code (the service mode and the link "
+                "are judged from their own signals)",
+            )
             continue
         faults.append((int(code_text), event))
 

@@ -20,10 +20,20 @@ DOOR_OPEN_WHILE_MOVING (debounce 0.1 s, ``door_open_while_moving_debounce_s``)
     (``moving`` or ``speed_mm_s``) and (``door`` or ``door_lock_closed``).
 
 DOOR_LOCK_BYPASS (2 s, ``door_lock_bypass_s``)
-    The door-lock circuit reads made while a door reads OPEN or PARTLY_OPEN, for T: a
-    jumpered lock. A jumper stays in, so the car closing its doors is no proof it is
-    gone: the event clears only when a door reads open with the lock circuit open. Needs
-    ``door`` and ``door_lock_closed``.
+    The door-lock circuit reads made while a door reads OPENING, OPEN or PARTLY_OPEN,
+    continuously for T: a jumpered lock. A sound lock circuit breaks as the doors start
+    to move, so OPENING counts like OPEN and the raise time is T after the first sample
+    that shows the doors leaving CLOSED with the lock made, wherever in the door cycle the
+    jumper went in (a jumper fitted while the doors stood closed shows at the next
+    opening). CLOSING does not count: the lock makes in the last instant of the close
+    stroke, before the operator reports CLOSED. Near misses: the first OPENING sample may
+    still read the lock made (registers are read at one instant, the lock breaks a few
+    tens of ms after the operator starts), and a lock read from another slave may lag by
+    a poll; both last a sample or two, far under T, and any sample with the lock open
+    restarts the count. Keep T above two poll periods (0 raises on one sample). A jumper
+    stays in, so the car closing its doors is no proof it is gone: the event clears only
+    when a door reads opening or open with the lock circuit open. Needs ``door`` and
+    ``door_lock_closed``.
 
 All three are suppressed in INSPECTION (where a mechanic may legitimately use a bypass
 device and work the circuits) and STOPPED; an event already raised stays raised until its
@@ -47,7 +57,11 @@ from agent.detect.latch import (
 )
 from agent.state import CarState, DoorState
 
-_DOOR_READS_OPEN = frozenset({DoorState.OPEN, DoorState.PARTLY_OPEN})
+#: Door states in which a sound lock circuit is open: the doors have started to open (the
+#: lock breaks as they start to move), are open, or stand part-way. CLOSING is left out:
+#: the lock legitimately makes in the last instant of the close stroke, before the
+#: operator reports CLOSED.
+DOOR_LEFT_CLOSED = frozenset({DoorState.OPENING, DoorState.OPEN, DoorState.PARTLY_OPEN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +97,7 @@ def step(
     events: list[Event] = []
     watched = sample.mode not in FAULT_SUPPRESSED_MODES
     run = running(sample)
+    place = sample.at_landing
 
     old = state.safety
     safety_open = sample.safety_circuit_closed is False
@@ -92,6 +107,7 @@ def step(
         sample.safety_circuit_closed is True,
         now,
         config.safety_circuit_debounce_s,
+        place,
     )
     if phase is not None:
         reason = (
@@ -111,6 +127,7 @@ def step(
         shut is True,
         now,
         config.door_open_while_moving_debounce_s,
+        place,
     )
     if phase is not None:
         reason = (
@@ -123,13 +140,14 @@ def step(
         )
 
     old = state.bypass
-    door_open = sample.door in _DOOR_READS_OPEN
+    door_open = sample.door in DOOR_LEFT_CLOSED
     bypass, phase = advance(
         old,
         watched and door_open and sample.door_lock_closed is True,
         door_open and sample.door_lock_closed is False,
         now,
         config.door_lock_bypass_s,
+        place,
     )
     if phase is not None:
         reason = (

@@ -2,13 +2,24 @@
 24476-2017 code 8), POWER_FAILURE (停电, code 41), MODE_CHANGE (codes 40, 42-47) and
 ALARM_BUTTON (报警按钮, code 90).
 
-RESTART_PREVENTED (immediate)
-    ``fault_code`` reads non-zero and is not one of ``mapped_codes`` (codes a profile maps
-    to another event; none yet). RAISED on the first such sample with the code in the
-    reason; a different non-zero code clears the occurrence and raises a new one, so
-    every code is reported; CLEARED when the code returns to 0. Watched in every mode but
-    INSPECTION: a fault is often what takes a controller out of service, so STOPPED must
-    not hide it. Needs ``fault_code``.
+RESTART_PREVENTED and mapped fault codes (immediate)
+    ``fault_code`` reads non-zero. A code the unit's profile maps to an event (its
+    ``[faults]`` table, `ControllerConfig.fault_events`) raises that event, with that
+    event's own GB/T code: a code mapped to POSITION_LOST raises POSITION_LOST (code 7), one
+    mapped to OVERTRAVEL_TOP raises OVERTRAVEL_TOP. Only a code the profile does not map
+    raises RESTART_PREVENTED (code 8), the standard's "other fault preventing restart".
+    The code is in the reason. The controller holds one code at a time, so one code
+    occurrence is open at a time: the code returning to 0 clears it (the controller
+    reset its fault), and a different non-zero code clears it and raises the new code's
+    event, so every code is reported. Mode suppression follows the mapped event's own
+    rule (`CODE_SUPPRESSED_MODES`; a code mapped to STOPPED_OUTSIDE_DOOR_ZONE is watched
+    in NORMAL and UNKNOWN only, one mapped to ENTRAPMENT in the entrapment modes, and so
+    on); RESTART_PREVENTED is watched in every mode but INSPECTION: a fault is often what
+    takes a controller out of service, so STOPPED must not hide it. A code seen in a
+    suppressed mode raises nothing even when the mode changes later: it is raised when
+    the code is next seen in a watched mode. When a sample-driven rule of the same family
+    raises the same type meanwhile, `UnitDetectors` reports one occurrence of the type,
+    open while either holds. Needs ``fault_code``.
 
 POWER_FAILURE (immediate)
     ``mains_ok`` reads False (the agent runs on its UPS). CLEARED when it reads True.
@@ -17,10 +28,16 @@ POWER_FAILURE (immediate)
 MODE_CHANGE (event)
     RAISED when the car leaves NORMAL for another known mode, with the mode's name in the
     reason; a change between two non-normal modes clears the occurrence and raises one for
-    the new mode; CLEARED when the car is back in NORMAL. The first sample after start in
-    a non-normal mode raises too (a car found out of service is worth reporting); a mode
-    changed during a link outage is reported when the link returns. UNKNOWN (no mode
-    signal, or a value the map does not know) neither raises nor clears. Needs ``mode``.
+    the new mode; CLEARED when the car is back in NORMAL. Every MODE_CHANGE record carries
+    the GB/T code of the mode the car is in after it (`MODE_CODES`): a RAISED the code of
+    the mode entered (42-47), a CLEARED 40 when the car is back in normal service, or,
+    when the car went straight to another non-normal mode, that mode's code (a RAISED
+    with the same code follows on the same sample). So a platform reading any one record
+    learns the mode the car is in, never "normal" for a car that went into inspection.
+    The first sample after start in a non-normal mode raises too (a car found out of
+    service is worth reporting); a mode changed during a link outage is reported when
+    the link returns. UNKNOWN (no mode signal, or a value the map does not know) neither
+    raises nor clears. Needs ``mode``.
 
 ALARM_BUTTON (debounce 1 s, ``alarm_button_debounce_s``)
     ``alarm_button`` pressed for the debounce; onset is the first pressed sample. CLEARED
@@ -32,11 +49,66 @@ alarm press and keeps raised events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from agent.detect.doors import REOPEN_SUPPRESSED_MODES, TIMED_MODES
+from agent.detect.entrapment import ENTRAPMENT_MODES
 from agent.detect.events import Event, EventType, Phase
-from agent.detect.latch import IDLE, INSPECTION_ONLY, Latch, advance, event, forget_pending
+from agent.detect.latch import (
+    FAULT_SUPPRESSED_MODES,
+    IDLE,
+    INSPECTION_ONLY,
+    Latch,
+    advance,
+    event,
+    forget_pending,
+)
+from agent.detect.motion import STOPPED_OUTSIDE_MODES
 from agent.state import CarState, ServiceMode
+
+#: GB/T 24476 code of each service mode for MODE_CHANGE: 40 normal service, then 42-47 in
+#: the order shared/DESIGN.md lists the modes beside "40, 42-47" (41 is the power failure).
+#: UNKNOWN has none: it neither raises nor clears.
+MODE_CODES: dict[ServiceMode, int] = {
+    ServiceMode.NORMAL: 40,
+    ServiceMode.STOPPED: 42,
+    ServiceMode.INSPECTION: 43,
+    ServiceMode.FIRE_RETURN: 44,
+    ServiceMode.FIREFIGHTER: 45,
+    ServiceMode.EMERGENCY_POWER: 46,
+    ServiceMode.EARTHQUAKE: 47,
+}
+
+_ALL_MODES = frozenset(ServiceMode)
+
+#: Events a controller fault code cannot stand for: the mode is its own signal and the
+#: link is judged by the poller. A profile mapping a code to one of them is refused.
+UNMAPPABLE = frozenset({EventType.MODE_CHANGE, EventType.CONTROLLER_LINK_LOST})
+
+#: Modes in which a fault code mapped to each event raises nothing, the event's own rule's
+#: (docs/events.md, "Modes"); a type not listed is watched in every mode but INSPECTION.
+CODE_SUPPRESSED_MODES: dict[EventType, frozenset[ServiceMode]] = {
+    **dict.fromkeys(
+        (
+            EventType.DOOR_CLOSE_FAILURE,
+            EventType.DOOR_OPEN_FAILURE,
+            EventType.RUN_TIME_EXCEEDED,
+            EventType.POSITION_LOST,
+            EventType.SAFETY_CIRCUIT_OPEN,
+            EventType.DOOR_OPEN_WHILE_MOVING,
+            EventType.DOOR_LOCK_BYPASS,
+        ),
+        FAULT_SUPPRESSED_MODES,
+    ),
+    EventType.STOPPED_OUTSIDE_DOOR_ZONE: _ALL_MODES - STOPPED_OUTSIDE_MODES,
+    EventType.LEVELLING_FAULT: _ALL_MODES - STOPPED_OUTSIDE_MODES,
+    EventType.ENTRAPMENT: _ALL_MODES - ENTRAPMENT_MODES,
+    EventType.DOOR_REOPEN_LOOP: REOPEN_SUPPRESSED_MODES,
+    EventType.DOOR_HELD_OPEN: _ALL_MODES - {ServiceMode.NORMAL},
+    EventType.DOOR_SLOWING: _ALL_MODES - TIMED_MODES,
+    EventType.POWER_FAILURE: frozenset(),
+    EventType.ALARM_BUTTON: frozenset(),
+}
 
 _MODE_NAMES = {
     ServiceMode.STOPPED: "out of service",
@@ -50,19 +122,34 @@ _MODE_NAMES = {
 
 @dataclass(frozen=True, slots=True)
 class ControllerConfig:
-    """Thresholds of the controller rules, and the fault codes handled elsewhere."""
+    """Thresholds of the controller rules, and the profile's fault-code map:
+    ``fault_events`` is ``(code, event)`` pairs, codes 1..65535, no event in `UNMAPPABLE`
+    (the profile loader checks both)."""
 
     alarm_button_debounce_s: float = 1.0
-    mapped_codes: frozenset[int] = frozenset()
+    fault_events: tuple[tuple[int, EventType], ...] = ()
+    _events_by_code: dict[int, EventType] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_events_by_code", dict(self.fault_events))
+
+    def code_event(self, code: int) -> EventType | None:
+        """The event a non-zero fault ``code`` raises: its mapped event, else
+        RESTART_PREVENTED; None for 0."""
+        if code == 0:
+            return None
+        return self._events_by_code.get(code, EventType.RESTART_PREVENTED)
 
 
 @dataclass(frozen=True, slots=True)
 class ControllerState:
-    """Detector memory: ``fault_onset``/``fault_code`` of the raised RESTART_PREVENTED,
-    ``mode_onset``/``mode`` of the raised MODE_CHANGE."""
+    """Detector memory: ``fault_onset``/``fault_code``/``fault_type``/``fault_place`` of
+    the raised fault-code occurrence, ``mode_onset``/``mode`` of the raised MODE_CHANGE."""
 
     fault_onset: float | None = None
     fault_code: int = 0
+    fault_type: EventType | None = None
+    fault_place: bool | None = None
     power: Latch = IDLE
     mode_onset: float | None = None
     mode: ServiceMode = ServiceMode.NORMAL
@@ -82,31 +169,47 @@ def step(
     floor = sample.floor
 
     fault_onset, fault_code = state.fault_onset, state.fault_code
+    fault_type, fault_place = state.fault_type, state.fault_place
     code = sample.fault_code
     if code is not None:
-        blocking = code if code != 0 and code not in config.mapped_codes else 0
-        if fault_onset is not None and blocking != fault_code:
-            reason = "fault code cleared" if blocking == 0 else f"fault code now {blocking}"
-            events.append(
-                Event(EventType.RESTART_PREVENTED, Phase.CLEARED, fault_onset, now, floor, reason)
-            )
-            fault_onset, fault_code = None, 0
-        if fault_onset is None and blocking != 0 and sample.mode not in INSPECTION_ONLY:
-            fault_onset, fault_code = now, blocking
+        if fault_type is not None and code != fault_code:
+            assert fault_onset is not None  # a raised occurrence carries its onset
+            reason = "fault code cleared" if code == 0 else f"fault code now {code}"
             events.append(
                 Event(
-                    EventType.RESTART_PREVENTED,
+                    fault_type,
+                    Phase.CLEARED,
+                    fault_onset,
+                    now,
+                    floor,
+                    reason,
+                    at_landing=fault_place,
+                )
+            )
+            fault_onset, fault_code, fault_type, fault_place = None, 0, None, None
+        raises = config.code_event(code) if fault_type is None else None
+        if raises is not None and sample.mode not in CODE_SUPPRESSED_MODES.get(
+            raises, INSPECTION_ONLY
+        ):
+            fault_onset, fault_code, fault_type = now, code, raises
+            fault_place = sample.at_landing
+            events.append(
+                Event(
+                    raises,
                     Phase.RAISED,
                     now,
                     now,
                     floor,
-                    f"controller fault code {blocking}",
+                    f"controller fault code {code}"
+                    if raises is EventType.RESTART_PREVENTED
+                    else f"controller fault code {code} ({raises.name} in the profile)",
+                    at_landing=fault_place,
                 )
             )
 
     old = state.power
     mains = sample.mains_ok
-    power, phase = advance(old, mains is False, mains is True, now, 0.0)
+    power, phase = advance(old, mains is False, mains is True, now, 0.0, sample.at_landing)
     if phase is not None:
         reason = "mains lost" if phase is Phase.RAISED else "mains restored"
         events.append(event(EventType.POWER_FAILURE, phase, old, power, sample, now, reason))
@@ -114,6 +217,7 @@ def step(
     mode_onset, mode = state.mode_onset, state.mode
     new_mode = sample.mode
     if new_mode is not ServiceMode.UNKNOWN and new_mode is not mode:
+        entered = MODE_CODES[new_mode]
         if mode_onset is not None:
             events.append(
                 Event(
@@ -125,6 +229,8 @@ def step(
                     "back to normal"
                     if new_mode is ServiceMode.NORMAL
                     else f"now {_MODE_NAMES[new_mode]}",
+                    gb_code=entered,
+                    at_landing=sample.at_landing,
                 )
             )
             mode_onset = None
@@ -132,7 +238,16 @@ def step(
         if new_mode is not ServiceMode.NORMAL:
             mode_onset = now
             events.append(
-                Event(EventType.MODE_CHANGE, Phase.RAISED, now, now, floor, _MODE_NAMES[new_mode])
+                Event(
+                    EventType.MODE_CHANGE,
+                    Phase.RAISED,
+                    now,
+                    now,
+                    floor,
+                    _MODE_NAMES[new_mode],
+                    gb_code=entered,
+                    at_landing=sample.at_landing,
+                )
             )
 
     old = state.alarm
@@ -142,6 +257,7 @@ def step(
         sample.alarm_button is False,
         now,
         config.alarm_button_debounce_s,
+        sample.at_landing,
     )
     if phase is not None:
         reason = (
@@ -154,13 +270,19 @@ def step(
     if (
         fault_onset == state.fault_onset
         and fault_code == state.fault_code
+        and fault_type is state.fault_type
         and power is state.power
         and mode_onset == state.mode_onset
         and mode is state.mode
         and alarm is state.alarm
     ):
         return state, events
-    return ControllerState(fault_onset, fault_code, power, mode_onset, mode, alarm), events
+    return (
+        ControllerState(
+            fault_onset, fault_code, fault_type, fault_place, power, mode_onset, mode, alarm
+        ),
+        events,
+    )
 
 
 def blind(state: ControllerState, now: float) -> ControllerState:
@@ -171,5 +293,12 @@ def blind(state: ControllerState, now: float) -> ControllerState:
     if alarm is state.alarm:
         return state
     return ControllerState(
-        state.fault_onset, state.fault_code, state.power, state.mode_onset, state.mode, alarm
+        state.fault_onset,
+        state.fault_code,
+        state.fault_type,
+        state.fault_place,
+        state.power,
+        state.mode_onset,
+        state.mode,
+        alarm,
     )

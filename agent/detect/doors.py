@@ -39,11 +39,22 @@ already raised stays raised until its clearing condition. Every other mode, incl
 the fire modes and UNKNOWN, is watched. `blind` forgets pending attempts without raising
 and keeps raised events raised.
 
-DOOR_REOPEN_LOOP (20 re-openings, ``door_reopen_loop_count``)
-    Within one stop (from the car ceasing to run until it runs again), every time the
-    door starts opening (``door`` enters OPENING or OPEN from another state) after the
-    stop's first opening is a re-opening. RAISED at the N-th re-opening; onset is the
-    first re-opening. CLEARED when the doors are closed and locked or the car runs.
+DOOR_REOPEN_LOOP (60 s and 3 re-openings; ``door_reopen_loop_s``,
+``door_reopen_loop_reopenings``)
+    A door that keeps reopening at one landing, so that the car cannot leave, whatever
+    its reopen cycle time. Within one stop (from the car ceasing to run until it runs
+    again, or until its doors have stayed closed and locked for `REOPEN_SETTLED_S`, 10 s:
+    a car that shut its doors and stays shut has ended the loop), every time the door
+    starts opening (``door`` enters OPENING or OPEN from another state) after the stop's
+    first opening is a re-opening. RAISED on the first sample at which the first
+    re-opening is T old and at least N re-openings have happened, while the stop lasts;
+    onset is the first re-opening. So a loop is raised T after it began (within a poll),
+    at a 5 s reopen cycle as at a 20 s one. Counting from the first re-opening, not from
+    the doors' first opening, keeps a passenger's dwell (DOOR_HELD_OPEN's business) out
+    of it; N keeps out a stop in which a passenger held the doors once or twice and the
+    doors then stood open. A loop may close and lock the doors between re-openings (a
+    stuck call button at the landing): that does not end it unless they stay shut for
+    10 s. CLEARED when the car runs or the doors have stayed closed and locked for 10 s.
     Suppressed in INSPECTION, STOPPED and FIREFIGHTER (firefighters work the doors by
     hand). Needs ``door`` (door-state signals) and (``moving`` or ``speed_mm_s``).
 
@@ -118,13 +129,16 @@ class DoorsState:
     """Detector memory for one car's doors.
 
     ``close_onset``/``open_onset`` is the start of the pending (``*_raised`` False) or
-    raised occurrence, or None when no attempt is under way.
+    raised occurrence, or None when no attempt is under way; ``*_place`` where the car
+    stood then (`CarState.at_landing`).
     """
 
     close_onset: float | None = None
     close_raised: bool = False
     open_onset: float | None = None
     open_raised: bool = False
+    close_place: bool | None = None
+    open_place: bool | None = None
 
 
 def _closed_and_locked(sample: CarState) -> bool | None:
@@ -176,7 +190,7 @@ def step(
     events: list[Event] = []
     watched = sample.mode not in SUPPRESSED_MODES
 
-    close_onset = state.close_onset
+    close_onset, close_place = state.close_onset, state.close_place
     close_raised = state.close_raised
     if close_raised:
         if _closed_and_locked(sample) is True:
@@ -189,6 +203,7 @@ def step(
                     now,
                     sample.floor,
                     "doors closed and locked",
+                    at_landing=close_place,
                 )
             )
             close_onset, close_raised = None, False
@@ -198,7 +213,7 @@ def step(
         and _closing_attempt(sample, close_onset is not None)
     ):
         if close_onset is None:
-            close_onset = now
+            close_onset, close_place = now, sample.at_landing
         if now - close_onset >= config.close_failure_s - _TIME_SLACK:
             events.append(
                 Event(
@@ -209,13 +224,14 @@ def step(
                     sample.floor,
                     f"doors told to close, not closed and locked after "
                     f"{config.close_failure_s:g} s",
+                    at_landing=close_place,
                 )
             )
             close_raised = True
     else:
         close_onset = None
 
-    open_onset = state.open_onset
+    open_onset, open_place = state.open_onset, state.open_place
     open_raised = state.open_raised
     if open_raised:
         if _fully_open(sample) is True:
@@ -228,6 +244,7 @@ def step(
                     now,
                     sample.floor,
                     "doors fully open",
+                    at_landing=open_place,
                 )
             )
             open_onset, open_raised = None, False
@@ -238,7 +255,7 @@ def step(
         and _opening_attempt(sample, open_onset is not None)
     ):
         if open_onset is None:
-            open_onset = now
+            open_onset, open_place = now, sample.at_landing
         if now - open_onset >= config.open_failure_s - _TIME_SLACK:
             events.append(
                 Event(
@@ -249,6 +266,7 @@ def step(
                     sample.floor,
                     f"doors told to open at a landing, not fully open after "
                     f"{config.open_failure_s:g} s",
+                    at_landing=open_place,
                 )
             )
             open_raised = True
@@ -262,7 +280,10 @@ def step(
         and open_raised == state.open_raised
     ):
         return state, events
-    return DoorsState(close_onset, close_raised, open_onset, open_raised), events
+    return (
+        DoorsState(close_onset, close_raised, open_onset, open_raised, close_place, open_place),
+        events,
+    )
 
 
 def blind(state: DoorsState, now: float) -> DoorsState:
@@ -274,7 +295,14 @@ def blind(state: DoorsState, now: float) -> DoorsState:
     open_onset = state.open_onset if state.open_raised else None
     if close_onset == state.close_onset and open_onset == state.open_onset:
         return state
-    return DoorsState(close_onset, state.close_raised, open_onset, state.open_raised)
+    return DoorsState(
+        close_onset,
+        state.close_raised,
+        open_onset,
+        state.open_raised,
+        state.close_place,
+        state.open_place,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -282,6 +310,11 @@ def blind(state: DoorsState, now: float) -> DoorsState:
 
 #: A rolling "day" of monotonic time for the nuisance cap: the detectors have no calendar.
 DAY_S = 86_400.0
+
+#: Doors closed and locked this long end a stop's re-opening count (and a raised loop):
+#: a loop that reopens after locking does so within a second or two, while a car whose
+#: doors stay shut has stopped looping even if it has no call to leave on.
+REOPEN_SETTLED_S = 10.0
 
 #: Modes in which the re-opening loop is not watched.
 REOPEN_SUPPRESSED_MODES = frozenset(
@@ -310,7 +343,8 @@ _NOT_CLOSED = frozenset(
 class DoorWatchConfig:
     """Thresholds of the nuisance door events (seconds, counts, percent)."""
 
-    reopen_loop_count: int = 20
+    reopen_loop_s: float = 60.0
+    reopen_loop_reopenings: int = 3
     held_open_s: float = 60.0
     slowing_margin_percent: float = 30.0
     slowing_baseline_cycles: int = 500
@@ -411,12 +445,15 @@ class DoorWatchState:
     """Detector memory of the nuisance door events for one car.
 
     ``prev_door``/``moving_since`` time door movements; ``openings`` counts door openings
-    in the current stop; ``reopen``, ``held`` and ``slowing`` are the three occurrences.
+    in the current stop, ``shut_since`` is when the doors last became closed and locked
+    (None while they are not); ``reopen``, ``held`` and ``slowing`` are the three
+    occurrences.
     """
 
     prev_door: DoorState = DoorState.UNKNOWN
     moving_since: float | None = None
     openings: int = 0
+    shut_since: float | None = None
     reopen: Latch = IDLE
     reopen_gate: Gate = _OPEN_GATE
     held: Latch = IDLE
@@ -472,13 +509,20 @@ def watch_step(
         elif door in _OPENINGS and prev_door is DoorState.UNKNOWN:
             openings = 1
         prev_door = door
-    if run is True or mode in REOPEN_SUPPRESSED_MODES:
+    shut_since = state.shut_since
+    if shut is True:
+        if shut_since is None:
+            shut_since = now
+    else:
+        shut_since = None
+    settled = shut_since is not None and now - shut_since >= REOPEN_SETTLED_S - _TIME_SLACK
+    if run is True or mode in REOPEN_SUPPRESSED_MODES or settled:
         openings = 0
 
     # DOOR_REOPEN_LOOP
     reopen, reopen_gate = state.reopen, state.reopen_gate
     if reopen.raised:
-        if shut is True or run is True:
+        if settled or run is True:
             assert reopen.onset is not None
             events.append(
                 Event(
@@ -487,17 +531,23 @@ def watch_step(
                     reopen.onset,
                     now,
                     sample.floor,
-                    "doors closed and locked" if shut else "car runs",
+                    "car runs" if run is True else "doors stayed closed and locked",
+                    at_landing=reopen.at_landing,
                 )
             )
             reopen, reopen_gate = IDLE, reopen_gate.cleared(now)
     elif openings >= 2:
+        if reopen.onset is None:
+            reopen = Latch(now, False, sample.at_landing)
         onset = reopen.onset
-        if onset is None:
-            onset = now
+        assert onset is not None
         reopenings = openings - 1
-        if reopenings >= config.reopen_loop_count and reopen_gate.allows(now, config):
-            reopen, reopen_gate = Latch(onset, True), reopen_gate.raised(now)
+        if (
+            reopenings >= config.reopen_loop_reopenings
+            and now - onset >= config.reopen_loop_s - _TIME_SLACK
+            and reopen_gate.allows(now, config)
+        ):
+            reopen, reopen_gate = Latch(onset, True, reopen.at_landing), reopen_gate.raised(now)
             events.append(
                 Event(
                     EventType.DOOR_REOPEN_LOOP,
@@ -505,11 +555,10 @@ def watch_step(
                     onset,
                     now,
                     sample.floor,
-                    f"doors reopened {reopenings} times in one stop",
+                    f"doors reopened {reopenings} times in {now - onset:.0f} s at one landing",
+                    at_landing=reopen.at_landing,
                 )
             )
-        elif onset is not reopen.onset:
-            reopen = Latch(onset, False)
     elif reopen.onset is not None:
         reopen = IDLE
 
@@ -528,6 +577,7 @@ def watch_step(
                     now,
                     sample.floor,
                     "doors closed" if run is not True else "car runs",
+                    at_landing=held.at_landing,
                 )
             )
             held, held_gate = IDLE, held_gate.cleared(now)
@@ -537,9 +587,12 @@ def watch_step(
         and sample.door_zone is not False
         and _held_open(sample)
     ):
-        onset = held.onset if held.onset is not None else now
+        if held.onset is None:
+            held = Latch(now, False, sample.at_landing)
+        onset = held.onset
+        assert onset is not None
         if now - onset >= config.held_open_s - _TIME_SLACK and held_gate.allows(now, config):
-            held, held_gate = Latch(onset, True), held_gate.raised(now)
+            held, held_gate = Latch(onset, True, held.at_landing), held_gate.raised(now)
             events.append(
                 Event(
                     EventType.DOOR_HELD_OPEN,
@@ -548,10 +601,9 @@ def watch_step(
                     now,
                     sample.floor,
                     f"doors open at a landing for {config.held_open_s:g} s",
+                    at_landing=held.at_landing,
                 )
             )
-        elif onset is not held.onset:
-            held = Latch(onset, False)
     elif held.onset is not None:
         held = IDLE
 
@@ -569,13 +621,15 @@ def watch_step(
                     now,
                     sample.floor,
                     "door times back within baseline",
+                    at_landing=slowing.at_landing,
                 )
             )
             slowing, slowing_gate = IDLE, slowing_gate.cleared(now)
     elif slow and slowing_gate.allows(now, config):
         since = [b.slow_since for b in (opening, closing) if b.slow and b.slow_since is not None]
         onset = min(since) if since else now
-        slowing, slowing_gate = Latch(onset, True), slowing_gate.raised(now)
+        slowing = Latch(onset, True, sample.at_landing)
+        slowing_gate = slowing_gate.raised(now)
         events.append(
             Event(
                 EventType.DOOR_SLOWING,
@@ -584,6 +638,7 @@ def watch_step(
                 now,
                 sample.floor,
                 _slowing_reason(opening, closing),
+                at_landing=slowing.at_landing,
             )
         )
 
@@ -591,6 +646,7 @@ def watch_step(
         prev_door is state.prev_door
         and moving_since == state.moving_since
         and openings == state.openings
+        and shut_since == state.shut_since
         and reopen is state.reopen
         and held is state.held
         and opening is state.opening
@@ -606,6 +662,7 @@ def watch_step(
             prev_door,
             moving_since,
             openings,
+            shut_since,
             reopen,
             reopen_gate,
             held,

@@ -12,11 +12,11 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Generic, TypeVar
 
 from agent.detect import circuits, controller, doors, entrapment, motion
-from agent.detect.events import Event, EventType
+from agent.detect.events import Event, EventType, Phase
 from agent.detect.health import HealthCounters, HealthSnapshot
 from agent.state import CarState
 
@@ -42,15 +42,20 @@ class DetectionConfig:
     (60, T2), ``entrapment_alarm_debounce_s`` (1; 0 raises on the first pressed sample),
     ``entrapment_empty_load_percent`` (5; without an occupancy sensor a load above it is
     occupied). Doors: ``door_close_failure_s`` (20), ``door_open_failure_s`` (10),
-    ``door_reopen_loop_count`` (20), ``door_held_open_s`` (60),
-    ``door_slowing_margin_percent`` (30), ``door_slowing_baseline_cycles`` (500),
-    ``door_slowing_min_cycles`` (20), ``door_slowing_cycles`` (3), ``nuisance_dedup_s``
-    (600), ``nuisance_daily_cap`` (10). Motion: ``stopped_outside_door_zone_s`` (15),
+    ``door_reopen_loop_s`` (60), ``door_reopen_loop_reopenings`` (3),
+    ``door_held_open_s`` (60), ``door_slowing_margin_percent`` (30),
+    ``door_slowing_baseline_cycles`` (500), ``door_slowing_min_cycles`` (20),
+    ``door_slowing_cycles`` (3), ``nuisance_dedup_s`` (600), ``nuisance_daily_cap`` (10).
+    Motion: ``stopped_outside_door_zone_s`` (15), ``levelling_fault_s`` (5),
     ``unintended_movement_samples`` (2), ``run_time_limit_s`` (60), ``rated_speed_mm_s``
     (None), ``overspeed_factor`` (1.15), ``overspeed_s`` (0.1), ``top_landing`` and
     ``bottom_landing`` (None). Circuits: ``safety_circuit_debounce_s`` (0.15),
     ``door_open_while_moving_debounce_s`` (0.1), ``door_lock_bypass_s`` (2). Controller:
     ``alarm_button_debounce_s`` (1).
+
+    ``fault_events`` is not a TOML key: it is the unit's profile's fault-code map
+    (``(code, event)`` pairs, from its ``[faults]`` table), which the agent's config
+    loader sets from the source that reads ``fault_code``.
     """
 
     entrapment_between_floors_s: float = 30.0
@@ -59,7 +64,8 @@ class DetectionConfig:
     entrapment_empty_load_percent: float = 5.0
     door_close_failure_s: float = 20.0
     door_open_failure_s: float = 10.0
-    door_reopen_loop_count: int = 20
+    door_reopen_loop_s: float = 60.0
+    door_reopen_loop_reopenings: int = 3
     door_held_open_s: float = 60.0
     door_slowing_margin_percent: float = 30.0
     door_slowing_baseline_cycles: int = 500
@@ -68,6 +74,7 @@ class DetectionConfig:
     nuisance_dedup_s: float = 600.0
     nuisance_daily_cap: int = 10
     stopped_outside_door_zone_s: float = 15.0
+    levelling_fault_s: float = 5.0
     unintended_movement_samples: int = 2
     run_time_limit_s: float = 60.0
     rated_speed_mm_s: float | None = None
@@ -79,6 +86,7 @@ class DetectionConfig:
     door_open_while_moving_debounce_s: float = 0.1
     door_lock_bypass_s: float = 2.0
     alarm_button_debounce_s: float = 1.0
+    fault_events: tuple[tuple[int, EventType], ...] = ()
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -96,6 +104,9 @@ class DetectionConfig:
         """
         found: list[tuple[str, str]] = []
         for key, value in overrides.items():
+            if key in _RETIRED_KEYS:
+                found.append((key, _RETIRED_KEYS[key]))
+                continue
             if key not in _KEYS:
                 found.append((key, f"unknown key (known: {', '.join(_KEYS)})"))
                 continue
@@ -161,7 +172,8 @@ class DetectionConfig:
     def door_watch_config(self) -> doors.DoorWatchConfig:
         """The nuisance door events' view of these thresholds."""
         return doors.DoorWatchConfig(
-            reopen_loop_count=self.door_reopen_loop_count,
+            reopen_loop_s=self.door_reopen_loop_s,
+            reopen_loop_reopenings=self.door_reopen_loop_reopenings,
             held_open_s=self.door_held_open_s,
             slowing_margin_percent=self.door_slowing_margin_percent,
             slowing_baseline_cycles=self.door_slowing_baseline_cycles,
@@ -175,6 +187,7 @@ class DetectionConfig:
         """The motion detectors' view of these thresholds."""
         return motion.MotionConfig(
             stopped_outside_door_zone_s=self.stopped_outside_door_zone_s,
+            levelling_fault_s=self.levelling_fault_s,
             unintended_movement_samples=self.unintended_movement_samples,
             run_time_limit_s=self.run_time_limit_s,
             overspeed_factor=self.overspeed_factor,
@@ -194,10 +207,24 @@ class DetectionConfig:
 
     def controller_config(self) -> controller.ControllerConfig:
         """The controller detectors' view of these thresholds."""
-        return controller.ControllerConfig(alarm_button_debounce_s=self.alarm_button_debounce_s)
+        return controller.ControllerConfig(
+            alarm_button_debounce_s=self.alarm_button_debounce_s, fault_events=self.fault_events
+        )
 
 
-_KEYS = tuple(f.name for f in fields(DetectionConfig))
+# Fields set by the agent from the unit's profile, not by [detect] tables.
+_PROFILE_FIELDS = frozenset({"fault_events"})
+_KEYS = tuple(f.name for f in fields(DetectionConfig) if f.name not in _PROFILE_FIELDS)
+
+# Keys an older config may still set, with what replaced them: refused with this message
+# rather than silently ignored, so a site's tuning is carried over by a person.
+_RETIRED_KEYS = {
+    "door_reopen_loop_count": (
+        "no longer a key: DOOR_REOPEN_LOOP is time-based since issue 13; set "
+        "door_reopen_loop_s (seconds the loop must last, default 60) and "
+        "door_reopen_loop_reopenings (re-openings it needs, default 3) instead"
+    ),
+}
 
 # key -> (integer, lower bound or None, lower bound allowed, upper bound or None)
 _RANGES: dict[str, tuple[bool, float | None, bool, float | None]] = {
@@ -207,7 +234,8 @@ _RANGES: dict[str, tuple[bool, float | None, bool, float | None]] = {
     "entrapment_empty_load_percent": (False, 0.0, True, 100.0),
     "door_close_failure_s": (False, 0.0, False, None),
     "door_open_failure_s": (False, 0.0, False, None),
-    "door_reopen_loop_count": (True, 1, True, None),
+    "door_reopen_loop_s": (False, 0.0, False, None),
+    "door_reopen_loop_reopenings": (True, 1, True, None),
     "door_held_open_s": (False, 0.0, False, None),
     "door_slowing_margin_percent": (False, 0.0, True, None),
     "door_slowing_baseline_cycles": (True, 2, True, None),
@@ -216,6 +244,7 @@ _RANGES: dict[str, tuple[bool, float | None, bool, float | None]] = {
     "nuisance_dedup_s": (False, 0.0, True, None),
     "nuisance_daily_cap": (True, 0, True, None),
     "stopped_outside_door_zone_s": (False, 0.0, False, None),
+    "levelling_fault_s": (False, 0.0, False, None),
     "unintended_movement_samples": (True, 1, True, None),
     "run_time_limit_s": (False, 0.0, False, None),
     "rated_speed_mm_s": (False, 0.0, False, None),
@@ -389,6 +418,11 @@ class UnitDetectors:
     Feed samples in time order; call `blind` whenever the controller link is lost (and
     keep calling `feed` once it returns). Events come back in the order decided. `health`
     is the car's `HealthSnapshot` as of the latest sample.
+
+    One occurrence per type is open at a time, as the agent's event ids need: where two
+    families hold the same type at once (a profile maps a fault code to POSITION_LOST
+    while the floor is out of range), the first RAISED stands for both and its CLEARED
+    comes, with its onset, when the last of them clears.
     """
 
     __slots__ = (
@@ -405,6 +439,7 @@ class UnitDetectors:
         "_health",
         "_motion",
         "_motion_config",
+        "_open",
         "config",
     )
 
@@ -423,6 +458,8 @@ class UnitDetectors:
         self._circuits = circuits.CircuitsState()
         self._controller = controller.ControllerState()
         self._health = HealthCounters()
+        # Type -> (the RAISED reported, how many families hold it now).
+        self._open: dict[EventType, tuple[Event, int]] = {}
 
     def feed(self, sample: CarState) -> list[Event]:
         """Run every detector and the health counters on ``sample`` at its time
@@ -454,7 +491,34 @@ class UnitDetectors:
         if more:
             events.extend(more)
         self._health.feed(sample)
+        if events:
+            return self._one_per_type(events)
         return events
+
+    def _one_per_type(self, events: list[Event]) -> list[Event]:
+        """``events`` with a second family's occurrence of an already open type folded
+        into the open one (see the class doc)."""
+        out: list[Event] = []
+        open_ = self._open
+        for e in events:
+            held = open_.get(e.type)
+            if e.phase is Phase.RAISED:
+                if held is None:
+                    open_[e.type] = (e, 1)
+                    out.append(e)
+                else:
+                    open_[e.type] = (held[0], held[1] + 1)
+            elif held is None:
+                out.append(e)  # not opened through here (cannot happen); pass it on
+            elif held[1] > 1:
+                open_[e.type] = (held[0], held[1] - 1)
+            else:
+                del open_[e.type]
+                raised = held[0]
+                if e.onset != raised.onset or e.at_landing != raised.at_landing:
+                    e = replace(e, onset=raised.onset, at_landing=raised.at_landing)
+                out.append(e)
+        return out
 
     def blind(self, now: float) -> list[Event]:
         """The controller link is lost at ``now``: every family forgets its pending onsets,

@@ -19,6 +19,10 @@ Rule
     threshold passed; a passenger standing at a landing with the doors closed for less
     than T2 is not trapped.
 
+    Both phases carry ``at_landing``, where the car stands (True level in the door zone,
+    False between floors or off level, None without ``door_zone``): a regional platform
+    codes an entrapment at floor level apart (Chongqing 93).
+
     It is CLEARED when the doors open (OPEN or OPENING) at a landing, which covers the
     car that moves on and levels at a landing with doors opening, or when the car is
     known to be empty. Nothing else clears it: a car that moves without opening its
@@ -100,12 +104,14 @@ class EntrapmentState:
 
     ``onset`` is the start of the pending (``raised`` False) or raised occurrence, or None
     when the car is not trapping. ``alarm_since`` is when the alarm button was first seen
-    held during the current trapping spell.
+    held during the current trapping spell. ``at_landing`` is where the raised car stands
+    (`CarState.at_landing`), reported on both phases: a trapped car does not move.
     """
 
     onset: float | None = None
     raised: bool = False
     alarm_since: float | None = None
+    at_landing: bool | None = None
 
 
 _IDLE = EntrapmentState()
@@ -170,7 +176,15 @@ def step(
         else:
             return state, []
         assert state.onset is not None  # raised always carries its onset
-        cleared = Event(EventType.ENTRAPMENT, Phase.CLEARED, state.onset, now, sample.floor, reason)
+        cleared = Event(
+            EventType.ENTRAPMENT,
+            Phase.CLEARED,
+            state.onset,
+            now,
+            sample.floor,
+            reason,
+            at_landing=state.at_landing,
+        )
         return _IDLE, [cleared]
 
     trapping = (
@@ -205,8 +219,10 @@ def step(
             return state, []
         return EntrapmentState(onset, False, alarm_since), []
 
-    raised = Event(EventType.ENTRAPMENT, Phase.RAISED, onset, now, sample.floor, reason)
-    return EntrapmentState(onset, True, None), [raised]
+    raised = Event(
+        EventType.ENTRAPMENT, Phase.RAISED, onset, now, sample.floor, reason, at_landing=at_landing
+    )
+    return EntrapmentState(onset, True, None, at_landing), [raised]
 
 
 def blind(state: EntrapmentState, now: float) -> EntrapmentState:

@@ -27,6 +27,15 @@ Door times
 Re-openings
     Within one stop (until the car runs again), every door opening after the first is a
     re-opening, counted against the floor the car stands at.
+
+Levelling faults
+    ``levelling_faults`` counts the stops at which the car stood still inside the door
+    zone but not levelled for at least `OFF_LEVEL_COUNTED_S` (1 s, longer than the skew
+    between the zone, level and moving signals of one arrival), in NORMAL or UNKNOWN mode:
+    one per spell, whether or not it lasted long enough for LEVELLING_FAULT (5 s) or was
+    re-levelled in time. A rising count is a drive or brake losing its stopping accuracy.
+    The Counters wire record has no field for it (the wire contract is fixed): it lives
+    in the snapshot only.
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ from agent.detect.latch import running
 from agent.state import CarState, DoorState
 
 _OPENINGS = frozenset({DoorState.OPENING, DoorState.OPEN})
+
+#: An off-level stop shorter than this is the signals of one arrival settling, not a stop.
+OFF_LEVEL_COUNTED_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +73,7 @@ class HealthSnapshot:
     door_open_cycles_timed: int = 0
     door_close_cycles_timed: int = 0
     reopenings_by_landing: tuple[tuple[int, int], ...] = ()
+    levelling_faults: int = 0
 
 
 def _median_ms(times: deque[float]) -> int | None:
@@ -87,7 +100,10 @@ class HealthCounters:
         "_door_cycles",
         "_door_since",
         "_last",
+        "_levelling_faults",
         "_max_gap_s",
+        "_off_level_counted",
+        "_off_level_since",
         "_opening",
         "_openings_in_stop",
         "_prev_door",
@@ -118,6 +134,9 @@ class HealthCounters:
         self._prev_run: bool | None = None
         self._prev_t: float | None = None
         self._last: CarState | None = None
+        self._levelling_faults = 0
+        self._off_level_since: float | None = None
+        self._off_level_counted = False
 
     def feed(self, sample: CarState) -> None:
         """Count what ``sample`` (taken at ``sample.t``, after the previous one) shows."""
@@ -143,6 +162,19 @@ class HealthCounters:
                 if self._openings_in_stop > 1 and floor is not None:
                     self._reopenings[floor] = self._reopenings.get(floor, 0) + 1
             self._prev_door = door
+        if (
+            run is False
+            and sample.door_zone is True
+            and sample.levelled is False
+            and sample.mode in TIMED_MODES
+        ):
+            if self._off_level_since is None:
+                self._off_level_since, self._off_level_counted = t, False
+            elif not self._off_level_counted and t - self._off_level_since >= OFF_LEVEL_COUNTED_S:
+                self._levelling_faults += 1
+                self._off_level_counted = True
+        else:
+            self._off_level_since = None
         self._prev_run = run
         self._prev_t = t
         self._last = sample
@@ -154,6 +186,7 @@ class HealthCounters:
         self._door_since = None
         self._prev_run = None
         self._prev_t = None
+        self._off_level_since = None
 
     def snapshot(self) -> HealthSnapshot:
         """The counters as they stand (computes the medians: call it at the record
@@ -182,4 +215,5 @@ class HealthCounters:
             door_open_cycles_timed=len(self._opening),
             door_close_cycles_timed=len(self._closing),
             reopenings_by_landing=tuple(sorted(self._reopenings.items())),
+            levelling_faults=self._levelling_faults,
         )

@@ -27,17 +27,27 @@ INSPECTION_ONLY = frozenset({ServiceMode.INSPECTION})
 
 @dataclass(frozen=True, slots=True)
 class Latch:
-    """One rule's memory: pending when ``onset`` is set and ``raised`` False."""
+    """One rule's memory: pending when ``onset`` is set and ``raised`` False.
+
+    ``at_landing`` is where the car stood on the onset sample (`CarState.at_landing`), which
+    every phase of the occurrence reports.
+    """
 
     onset: float | None = None
     raised: bool = False
+    at_landing: bool | None = None
 
 
 IDLE = Latch()
 
 
 def advance(
-    latch: Latch, active: bool, clear: bool, now: float, hold_s: float
+    latch: Latch,
+    active: bool,
+    clear: bool,
+    now: float,
+    hold_s: float,
+    at_landing: bool | None = None,
 ) -> tuple[Latch, Phase | None]:
     """Advance ``latch`` by one sample at ``now``.
 
@@ -45,7 +55,8 @@ def advance(
     old latch for the onset); otherwise nothing changes. Not raised: ``active`` starts or
     continues the pending occurrence and raises it once it has held for ``hold_s``
     (0 raises on the first active sample); not ``active`` forgets it. Returns the same
-    latch object when nothing changed.
+    latch object when nothing changed. ``at_landing`` is the sample's place, kept when the
+    occurrence starts.
     """
     if latch.raised:
         if clear:
@@ -56,11 +67,13 @@ def advance(
     onset = latch.onset
     if onset is None:
         onset = now
+    else:
+        at_landing = latch.at_landing
     if now - onset >= hold_s - TIME_SLACK:
-        return Latch(onset, True), Phase.RAISED
+        return Latch(onset, True, at_landing), Phase.RAISED
     if onset is latch.onset:
         return latch, None
-    return Latch(onset, False), None
+    return Latch(onset, False, at_landing), None
 
 
 def forget_pending(latch: Latch) -> Latch:
@@ -79,10 +92,12 @@ def event(
     now: float,
     reason: str,
 ) -> Event:
-    """The event for a phase `advance` decided, with the onset of the occurrence."""
-    onset = new.onset if phase is Phase.RAISED else old.onset
+    """The event for a phase `advance` decided, with the onset of the occurrence and where
+    the car stood then."""
+    held = new if phase is Phase.RAISED else old
+    onset = held.onset
     assert onset is not None  # a raised or clearing occurrence always carries its onset
-    return Event(event_type, phase, onset, now, sample.floor, reason)
+    return Event(event_type, phase, onset, now, sample.floor, reason, at_landing=held.at_landing)
 
 
 def running(sample: CarState) -> bool | None:

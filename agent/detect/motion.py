@@ -1,4 +1,5 @@
 """Motion faults: STOPPED_OUTSIDE_DOOR_ZONE (轿厢在开锁区域外停止, GB/T 24476-2017 code 4),
+LEVELLING_FAULT (平层故障, a LiftWatch extension),
 UNINTENDED_MOVEMENT (轿厢意外移动, code 5), RUN_TIME_EXCEEDED (电动机运转时间限制器动作,
 code 6), POSITION_LOST (楼层位置丢失, code 7), and the regional extensions OVERSPEED (超速)
 and OVERTRAVEL_TOP / OVERTRAVEL_BOTTOM (冲顶 / 蹲底).
@@ -8,11 +9,24 @@ circuit not known open, else (no door state) the lock circuit made. "Level" is i
 zone and levelled (`CarState.at_landing`).
 
 STOPPED_OUTSIDE_DOOR_ZONE (default 15 s, ``stopped_outside_door_zone_s``)
-    Not running, not level, closed, in NORMAL (or UNKNOWN: a profile without a mode
-    signal) for T. Cleared when the car runs again or stands level. Other modes are not
-    watched: an emergency-power group parks cars wherever it must, and firefighters stop
-    where they choose. Needs ``door_zone``, (``moving`` or ``speed_mm_s``) and (``door`` or
-    ``door_lock_closed``).
+    Not running, outside the door (unlocking) zone (``door_zone`` False), closed, in
+    NORMAL (or UNKNOWN: a profile without a mode signal) for T: the standard's "stopped
+    outside the unlocking zone", where nobody can get out. A car standing inside the zone
+    but off level is not this fault (see LEVELLING_FAULT). Cleared when the car runs again
+    or stands in the door zone. Other modes are not watched: an emergency-power group
+    parks cars wherever it must, and firefighters stop where they choose. Needs
+    ``door_zone``, (``moving`` or ``speed_mm_s``) and (``door`` or ``door_lock_closed``).
+
+LEVELLING_FAULT (default 5 s, ``levelling_fault_s``; LiftWatch extension, no GB/T code)
+    Not running, inside the door zone, not levelled (``levelled`` False), doors in any
+    state, in NORMAL or UNKNOWN for T: the car stopped at a landing with a step at the
+    sill and did not re-level. Re-levelling normally completes within about 2 s (a few
+    tens of millimetres at levelling speed), so 5 s leaves a poll period and the skew
+    between the zone and level signals well clear of a car that re-levels. Onset is the
+    first such sample. A re-levelling run restarts the count; CLEARED when the car reads
+    levelled or leaves the door zone. Watched like STOPPED_OUTSIDE_DOOR_ZONE (fire and
+    emergency-power service stop where they must). Needs ``door_zone``, ``levelled`` and
+    (``moving`` or ``speed_mm_s``). `HealthCounters` counts these stops too.
 
 UNINTENDED_MOVEMENT (default 2 samples, ``unintended_movement_samples``)
     The car stood in the door zone with the doors not closed, and then reads outside the
@@ -84,6 +98,7 @@ class MotionConfig:
     """Thresholds of the motion rules; None landings or rated speed switch rules off."""
 
     stopped_outside_door_zone_s: float = 15.0
+    levelling_fault_s: float = 5.0
     unintended_movement_samples: int = 2
     run_time_limit_s: float = 60.0
     overspeed_factor: float = 1.15
@@ -103,6 +118,7 @@ class MotionState:
     """
 
     stopped_outside: Latch = IDLE
+    levelling: Latch = IDLE
     unintended: Latch = IDLE
     zone_open: bool = False
     outside_count: int = 0
@@ -139,32 +155,52 @@ def step(
     run = running(sample)
     shut = closed_and_locked(sample)
     at_landing = sample.at_landing
+    zone = sample.door_zone
+    stopped_watched = mode in STOPPED_OUTSIDE_MODES
 
     old = state.stopped_outside
     new, phase = advance(
         old,
-        mode in STOPPED_OUTSIDE_MODES and run is False and at_landing is False and shut is True,
-        run is True or at_landing is True,
+        stopped_watched and run is False and zone is False and shut is True,
+        run is True or zone is True,
         now,
         config.stopped_outside_door_zone_s,
+        at_landing,
     )
     if phase is not None:
         reason = (
             f"stopped outside the door zone with doors closed for "
             f"{config.stopped_outside_door_zone_s:g} s"
             if phase is Phase.RAISED
-            else "car runs or stands level again"
+            else "car runs or stands in the door zone again"
         )
         events.append(
             event(EventType.STOPPED_OUTSIDE_DOOR_ZONE, phase, old, new, sample, now, reason)
         )
     stopped_outside = new
 
+    old = state.levelling
+    new, phase = advance(
+        old,
+        stopped_watched and run is False and zone is True and sample.levelled is False,
+        sample.levelled is True or zone is False,
+        now,
+        config.levelling_fault_s,
+        at_landing,
+    )
+    if phase is not None:
+        reason = (
+            f"stopped in the door zone off level for {config.levelling_fault_s:g} s"
+            if phase is Phase.RAISED
+            else "car levelled or left the door zone"
+        )
+        events.append(event(EventType.LEVELLING_FAULT, phase, old, new, sample, now, reason))
+    levelling = new
+
     # UNINTENDED_MOVEMENT keeps its own counters: it counts samples, not seconds.
     unintended = state.unintended
     zone_open = state.zone_open
     outside_count = state.outside_count
-    zone = sample.door_zone
     if unintended.raised:
         if shut is True or (zone is True and run is not True):
             events.append(
@@ -175,6 +211,7 @@ def step(
                     now,
                     sample.floor,
                     "doors closed or car standing in a door zone",
+                    at_landing=unintended.at_landing,
                 )
             )
             unintended, zone_open, outside_count = IDLE, False, 0
@@ -186,7 +223,8 @@ def step(
         outside_count += 1
         onset = unintended.onset if unintended.onset is not None else now
         if outside_count >= config.unintended_movement_samples:
-            unintended = Latch(onset, True)
+            place = unintended.at_landing if unintended.onset is not None else at_landing
+            unintended = Latch(onset, True, place)
             events.append(
                 Event(
                     EventType.UNINTENDED_MOVEMENT,
@@ -195,16 +233,17 @@ def step(
                     now,
                     sample.floor,
                     f"car left the door zone with doors not closed ({outside_count} samples)",
+                    at_landing=place,
                 )
             )
         elif unintended.onset is None:
-            unintended = Latch(onset, False)
+            unintended = Latch(onset, False, at_landing)
     else:
         unintended, zone_open, outside_count = IDLE, False, 0
 
     old = state.run_time
     new, phase = advance(
-        old, faults_watched and run is True, run is False, now, config.run_time_limit_s
+        old, faults_watched and run is True, run is False, now, config.run_time_limit_s, at_landing
     )
     if phase is not None:
         reason = (
@@ -227,6 +266,7 @@ def step(
             speed is not None and speed <= rated,
             now,
             config.overspeed_s,
+            at_landing,
         )
         if phase is not None:
             reason = (
@@ -249,6 +289,7 @@ def step(
         sample.up_final_limit is not True and at_landing is True,
         now,
         0.0,
+        at_landing,
     )
     if phase is not None:
         reason = (
@@ -269,6 +310,7 @@ def step(
         sample.down_final_limit is not True and at_landing is True,
         now,
         0.0,
+        at_landing,
     )
     if phase is not None:
         reason = (
@@ -288,7 +330,9 @@ def step(
     if top is not None and bottom is not None and floor is not None:
         old = position_lost
         impossible = not bottom <= floor <= top
-        position_lost, phase = advance(old, faults_watched and impossible, not impossible, now, 0.0)
+        position_lost, phase = advance(
+            old, faults_watched and impossible, not impossible, now, 0.0, at_landing
+        )
         if phase is not None:
             reason = (
                 f"floor {floor} outside landings {bottom}..{top}"
@@ -301,6 +345,7 @@ def step(
 
     if (
         stopped_outside is state.stopped_outside
+        and levelling is state.levelling
         and unintended is state.unintended
         and zone_open == state.zone_open
         and outside_count == state.outside_count
@@ -316,6 +361,7 @@ def step(
     return (
         MotionState(
             stopped_outside,
+            levelling,
             unintended,
             zone_open,
             outside_count,
@@ -337,6 +383,7 @@ def blind(state: MotionState, now: float) -> MotionState:
     """
     return MotionState(
         stopped_outside=forget_pending(state.stopped_outside),
+        levelling=forget_pending(state.levelling),
         unintended=forget_pending(state.unintended),
         run_time=forget_pending(state.run_time),
         overspeed=forget_pending(state.overspeed),

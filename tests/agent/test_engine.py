@@ -23,7 +23,9 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.entrapment_empty_load_percent == 5.0
     assert config.door_close_failure_s == 20.0
     assert config.door_open_failure_s == 10.0
-    assert config.door_reopen_loop_count == 20
+    assert config.door_reopen_loop_s == 60.0
+    assert config.door_reopen_loop_reopenings == 3
+    assert config.levelling_fault_s == 5.0
     assert config.door_held_open_s == 60.0
     assert config.stopped_outside_door_zone_s == 15.0
     assert config.run_time_limit_s == 60.0
@@ -31,7 +33,10 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.rated_speed_mm_s is None
     assert config.safety_circuit_debounce_s == 0.15
     assert config.door_lock_bypass_s == 2.0
-    assert DetectionConfig.keys() == tuple(f.name for f in fields(DetectionConfig))
+    # Every field is a [detect] key but the profile's fault map, which the agent sets.
+    assert DetectionConfig.keys() == tuple(
+        f.name for f in fields(DetectionConfig) if f.name != "fault_events"
+    )
 
 
 def test_from_mapping_applies_overrides_as_floats() -> None:

@@ -39,6 +39,7 @@ def test_trapped_between_floors_raises_exactly_t1_after_the_first_trapping_sampl
             at=130.0,
             floor=3,
             reason=events[0].reason,
+            at_landing=False,
         )
     ]
     assert "between floors" in events[0].reason

@@ -14,7 +14,8 @@ from agent.bus.link import LinkFault
 from agent.bus.plan import Table
 from agent.config import UnitConfig, parse_config
 from agent.decode.profile import Decoded, Profile, Values
-from agent.detect.events import EventType
+from agent.detect import link
+from agent.detect.events import EventType, Phase
 from agent.monitor import UnitMonitor
 from agent.records import TimeBase
 from protos.liftwatch.v1 import records_pb2
@@ -180,3 +181,57 @@ def test_a_repeated_read_keeps_its_decoded_fields_and_implausible_ones_count_aga
     for i in range(3):
         m.on_sample(0, good(r5=50000), 1.0 + i * 0.1, TIME)
     assert len(decoded) == 7 and m.implausible_values == 3  # counted on every read
+
+
+def lost_events(records: list[records_pb2.Record]) -> list[records_pb2.Event]:
+    return [
+        r.event
+        for r in records
+        if r.WhichOneof("payload") == "event"
+        and r.event.type == records_pb2.EVENT_TYPE_CONTROLLER_LINK_LOST
+    ]
+
+
+def test_link_lost_counts_from_the_last_valid_answer_whatever_the_back_off() -> None:
+    # Last answer at 10.0; the next request times out at 10.6, and the backed-off retries
+    # (1, 2, 4, then 2 s apart at most) fail at 10.8, 11.2, 12.0, 14.0, 16.0. Cycles end
+    # every 0.1 s throughout.
+    m = monitor()
+    m.on_sample(0, good(), 10.0, TIME)
+    failures = [10.6, 10.8, 11.2, 12.0, 14.0, 16.0]
+    records: list[records_pb2.Record] = []
+    raised_at = None
+    for k in range(101, 170):
+        t = k / 10
+        if t in failures:
+            records += m.on_failure(0, LinkFault.TIMEOUT, t, TIME)
+        records += m.on_cycle_end(t, TIME)
+        if raised_at is None and lost_events(records):
+            raised_at = t
+    (event,) = lost_events(records)
+    assert raised_at == 15.0  # 5 s after the last answer, not at the 16.0 retry
+    assert event.phase == records_pb2.PHASE_RAISED
+    assert event.onset.ToDatetime().timestamp() == pytest.approx(1_700_000_010.0)
+    assert "no valid answer for 5.0 s" in event.reason
+    assert "5 failed requests" in event.reason
+
+
+def test_a_stalled_poll_loop_is_not_a_lost_link() -> None:
+    # No request failed: however long since the last answer, the controller is not silent.
+    m = monitor()
+    m.on_sample(0, good(), 0.0, TIME)
+    assert lost_events(m.on_cycle_end(30.0, TIME)) == []
+    assert m.link_up
+
+
+def test_link_state_without_any_answer_counts_from_the_first_failure() -> None:
+    state, events = link.step(link.LinkState(), False, 3.0, 5.0)
+    assert events == []
+    state, events = link.tick(state, 7.9, 5.0)
+    assert events == []
+    state, events = link.tick(state, 8.0, 5.0)
+    assert [(e.phase, e.onset, e.at) for e in events] == [(Phase.RAISED, 3.0, 8.0)]
+    assert link.tick(state, 9.0, 5.0) == (state, [])  # raised once
+    state, events = link.step(state, True, 9.5, 5.0)
+    assert [(e.phase, e.onset) for e in events] == [(Phase.CLEARED, 3.0)]
+    assert not state.lost and state.last_ok == 9.5
