@@ -49,9 +49,11 @@ from fleet.views import (
     coverage_change_json,
     coverage_groups_json,
     coverage_json,
+    EVENT_TABLE_COLUMNS,
     event_json,
     event_type_number,
     inventory_json,
+    event_cells,
     iso,
     table,
     unit_json,
@@ -412,12 +414,10 @@ def _cmd_events(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
-    rendered = [event_json(e) for e in events]
     if args.json:
-        _print_json({"events": rendered})
+        _print_json({"events": [event_json(e) for e in events]})
         return 0
-    columns = ("time", "unit_id", "type", "phase", "floor", "onset", "event_id", "reason")
-    print(table([c.upper() for c in columns], [[e[c] for c in columns] for e in rendered]))
+    print(table([c.upper() for c in EVENT_TABLE_COLUMNS], [event_cells(e) for e in events]))
     return 0
 
 

@@ -8,7 +8,7 @@ import json
 from fleet.history import HistoryRow, Problem
 from fleet.reports.scorecard import rescue_s
 from fleet.store.base import OPEN_ALARM_STATES, AlarmRow
-from fleet.views import event_type_name, iso
+from fleet.views import event_class_name, event_type_name, iso
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
@@ -36,6 +36,7 @@ def alarm_json(alarm: AlarmRow, now: dt.datetime) -> dict[str, object]:
         "alarm_id": alarm.alarm_id,
         "unit_id": alarm.unit_id,
         "type": event_type_name(alarm.type),
+        "class": event_class_name(alarm.type),
         "state": alarm.state,
         "event_id": alarm.event_id,
         "onset": iso(alarm.onset),

@@ -19,6 +19,8 @@ STATUS_TO_PROTO: dict[UnitStatus, query_pb2.UnitStatus] = {
     UnitStatus.OFFLINE: query_pb2.UNIT_STATUS_OFFLINE,
     UnitStatus.BLIND: query_pb2.UNIT_STATUS_BLIND,
     UnitStatus.NEVER_SEEN: query_pb2.UNIT_STATUS_NEVER_SEEN,
+from fleet.taxonomy import platform_codes
+from fleet.views import event_class_name
 }
 STATUS_FROM_PROTO = {number: status for status, number in STATUS_TO_PROTO.items()}
 
@@ -73,12 +75,18 @@ def event_message(event: EventRow) -> query_pb2.StoredEvent:
         event=body,
     )
     if event.committed is not None:
+    if event.gb_code is not None:
+        body.gb_code = event.gb_code
+    if event.at_landing is not None:
+        body.at_landing = event.at_landing
         message.committed.CopyFrom(_timestamp(event.committed))
     return message
 
 
 def _coverage_fields(counts: Coverage) -> dict[str, int]:
     return {
+        event_class=event_class_name(event.type) or "",
+        platform_codes=platform_codes(event.type, event.at_landing),
         "registered": counts.registered,
         "monitored": counts.monitored,
         "online": counts.online,

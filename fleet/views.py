@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from fleet.coverage import Coverage, UnitStatus
 from fleet.firmware import Inventory, VersionCount, Violation
 from fleet.store.base import CoverageChange, EventRow, FirmwareChange, UnitRow, UserRow
+from fleet.taxonomy import codes_of, event_class
 from protos.liftwatch.v1 import records_pb2
 
 
@@ -154,8 +155,31 @@ def inventory_json(
     return result
 
 
+def event_class_name(event_type: int) -> str | None:
+    """The class of an event type as JSON and CSV name it (``lift_fault``, ...); None for
+    a type this fleet does not know."""
+    found = event_class(event_type)
+    return found.value if found else None
+
+
+def event_codes_json(
+    event_type: int, gb_code: int | None, at_landing: bool | None
+) -> dict[str, object]:
+    """What an event is, as every event listing shows it (`fleet.taxonomy.codes_of`):
+    ``gb_code`` (GB/T 24476, null where none, never 0), ``platform_codes`` (regional
+    platform -> code, ``{}`` where none), ``class`` (lift_fault, usage, health, external,
+    monitoring; null for a type this fleet does not know) and ``at_landing``."""
+    codes = codes_of(event_type, gb_code, at_landing)
+    return {
+        "gb_code": codes.gb_code,
+        "platform_codes": dict(codes.platform_codes),
+        "class": event_class_name(event_type),
+        "at_landing": at_landing,
+    }
+
+
 def event_json(event: EventRow) -> dict[str, object]:
-    """The ``events --json`` object of one event."""
+    """The ``events --json`` object of one event (its codes: `event_codes_json`)."""
     return {
         "unit_id": event.unit_id,
         "agent_id": event.agent_id,
@@ -168,7 +192,34 @@ def event_json(event: EventRow) -> dict[str, object]:
         "floor": event.floor,
         "reason": event.reason,
         "committed": iso(event.committed),
+        **event_codes_json(event.type, event.gb_code, event.at_landing),
     }
+
+
+# The columns of the events table (`liftwatch-fleet events`) and of the events CSV.
+EVENT_TABLE_COLUMNS = (
+    "time",
+    "unit_id",
+    "type",
+    "class",
+    "gb_code",
+    "platform_codes",
+    "phase",
+    "floor",
+    "at_landing",
+    "onset",
+    "event_id",
+    "reason",
+)
+
+
+def event_cells(event: EventRow) -> list[object]:
+    """One event as a row of `EVENT_TABLE_COLUMNS`: platform codes as ``chongqing:93``
+    (``;`` between platforms), None where a value is missing."""
+    fields = event_json(event)
+    codes = codes_of(event.type, event.gb_code, event.at_landing).platform_codes
+    fields["platform_codes"] = ";".join(f"{k}:{v}" for k, v in sorted(codes.items())) or None
+    return [fields[c] for c in EVENT_TABLE_COLUMNS]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -30,6 +30,7 @@ from fleet.store.base import (
     RegisterEntry,
     TripSpan,
 )
+from fleet.taxonomy import shown_gb_code
 from protos.liftwatch.v1 import records_pb2
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -137,6 +138,37 @@ def _us(moment: dt.datetime) -> int:
 
 def _at(us: int | None) -> dt.datetime | None:
     return None if us is None else _EPOCH + dt.timedelta(microseconds=int(us))
+
+
+# The ``events`` columns in the order ingest writes them (`fleet.store.sql`) and reads
+# select them for `event_of_row`.
+EVENT_COLUMNS = (
+    "agent_id, seq, unit_id, time_us, event_id, type, phase, onset_us, floor, reason, "
+    "committed_us, gb_code, at_landing"
+)
+
+
+def event_of_row(row: Sequence[Any]) -> EventRow:
+    """The `EventRow` of one ``events`` row selected as `EVENT_COLUMNS`.
+
+    ``gb_code`` is stored as the agent sent it (NULL for the wire's 0, and in rows stored
+    before migration "verdicts"); the row shows `fleet.taxonomy.shown_gb_code` of it."""
+    kind = int(row[5])
+    return EventRow(
+        agent_id=row[0],
+        seq=int(row[1]),
+        unit_id=row[2],
+        time=_at(row[3]) or _EPOCH,
+        event_id=row[4],
+        type=kind,
+        phase=int(row[6]),
+        onset=_at(row[7]),
+        floor=None if row[8] is None else int(row[8]),
+        reason=row[9],
+        committed=_at(row[10]),
+        gb_code=shown_gb_code(kind, None if row[11] is None else int(row[11])),
+        at_landing=None if row[12] is None else bool(row[12]),
+    )
 
 
 def _iso_us(us: int | None) -> str | None:
@@ -313,8 +345,9 @@ class LifecycleStore:
     # -- ingest: events, alarms and trip counters -----------------------------------------
 
     def _on_events(self, events: Sequence[tuple[Any, ...]]) -> None:
-        """Rows as `SqlStore` indexes events (agent_id, seq, unit_id, time_us, event_id, type,
-        phase, onset_us, floor, reason, committed_us): history, and alarms of alarm types."""
+        """Rows as `SqlStore` indexes events (`EVENT_COLUMNS`: agent_id, seq, unit_id,
+        time_us, event_id, type, phase, onset_us, floor, reason, committed_us, gb_code,
+        at_landing): history, and alarms of alarm types."""
         raised: list[tuple[object, ...]] = []
         cleared: list[tuple[object, ...]] = []
         for (
@@ -329,6 +362,8 @@ class LifecycleStore:
             floor,
             reason,
             now,
+            gb_code,
+            at_landing,
         ) in events:
             detail = {
                 "agent_id": agent_id,
@@ -340,6 +375,9 @@ class LifecycleStore:
                 "onset": _iso_us(onset),
                 "floor": floor,
                 "reason": reason,
+                # as stored: what the agent sent (None for its 0), position at onset
+                "gb_code": gb_code,
+                "at_landing": None if at_landing is None else bool(at_landing),
             }
             self._queue_history(unit_id, now, "event", detail)
             if kind not in self.alarm_types:
@@ -633,27 +671,11 @@ class LifecycleStore:
     def unit_events(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[EventRow]:
         """Events of one unit touching [since, until); see `Store.unit_events`."""
         rows = self._execute(
-            "SELECT agent_id, seq, unit_id, time_us, event_id, type, phase, onset_us, floor, "
-            "reason, committed_us FROM events WHERE unit_id = ? AND ((time_us >= ? AND "
-            "time_us < ?) OR (onset_us >= ? AND onset_us < ?)) ORDER BY time_us, seq",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE unit_id = ? AND ((time_us >= ? "
+            "AND time_us < ?) OR (onset_us >= ? AND onset_us < ?)) ORDER BY time_us, seq",
             (unit_id, _us(since), _us(until), _us(since), _us(until)),
         ).fetchall()
-        return [
-            EventRow(
-                agent_id=r[0],
-                seq=int(r[1]),
-                unit_id=r[2],
-                time=_at(r[3]) or _EPOCH,
-                event_id=r[4],
-                type=int(r[5]),
-                phase=int(r[6]),
-                onset=_at(r[7]),
-                floor=None if r[8] is None else int(r[8]),
-                reason=r[9],
-                committed=_at(r[10]),
-            )
-            for r in rows
-        ]
+        return [event_of_row(r) for r in rows]
 
 
 def _register_detail(entry: RegisterEntry) -> dict[str, Any]:

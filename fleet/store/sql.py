@@ -43,8 +43,9 @@ from fleet.store.base import (
     UnitRow,
     WriteOp,
 )
-from fleet.store.lifecycle import LifecycleStore
+from fleet.store.lifecycle import EVENT_COLUMNS, LifecycleStore, event_of_row
 from fleet.store.users import UserStore
+from fleet.taxonomy import gb_code
 from protos.liftwatch.v1 import records_pb2
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -351,9 +352,8 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
             links,
         )
         self._many(
-            "INSERT INTO events (agent_id, seq, unit_id, time_us, event_id, type, phase, "
-            "onset_us, floor, reason, committed_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING",
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             events,
         )
         self._on_events(events)  # history entries, alarms of alarm types
@@ -613,27 +613,11 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(max(query.limit, 0))
         rows = self._execute(
-            "SELECT agent_id, seq, unit_id, time_us, event_id, type, phase, onset_us, floor, "
-            f"reason, committed_us FROM events{where} "
+            f"SELECT {EVENT_COLUMNS} FROM events{where} "
             "ORDER BY time_us DESC, agent_id DESC, seq DESC LIMIT ?",
             params,
         ).fetchall()
-        return [
-            EventRow(
-                agent_id=r[0],
-                seq=int(r[1]),
-                unit_id=r[2],
-                time=from_us(int(r[3])),
-                event_id=r[4],
-                type=int(r[5]),
-                phase=int(r[6]),
-                onset=from_us(int(r[7])) if r[7] is not None else None,
-                floor=int(r[8]) if r[8] is not None else None,
-                reason=r[9],
-                committed=from_us(int(r[10])) if r[10] is not None else None,
-            )
-            for r in reversed(rows)
-        ]
+        return [event_of_row(r) for r in reversed(rows)]
 
     def unit_contractors(self) -> dict[str, str]:
         """unit_id -> maintenance contractor of every unit (two columns, not whole rows:
@@ -726,6 +710,8 @@ def _event_row(
         record.unit_id,
         time_us,
         event.event_id,
+    """The ``events`` row of one Event record, in `EVENT_COLUMNS` order; ``gb_code`` as
+    the agent sent it (NULL for the wire's 0), ``at_landing`` 1 / 0 / NULL."""
         int(event.type),
         int(event.phase),
         timestamp_us(event.onset) if event.HasField("onset") else None,
@@ -739,6 +725,8 @@ def unit_row(row: Sequence[Any]) -> UnitRow:
     """A `UnitRow` from a row of `UNIT_COLUMNS`."""
     (
         unit_id,
+        gb_code(event.gb_code),
+        int(event.at_landing) if event.HasField("at_landing") else None,
         registered,
         building,
         address,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,13 +22,15 @@ from fleet.clock import Clock, utc_now
 from fleet.coverage import UnitStatus
 from fleet.metrics import GatewayMetrics
 from fleet.reads import BadRequestError, Reads, UnitFilter
-from fleet.store.base import UnitRow
+from fleet.store.base import EventRow, UnitRow
 from fleet.store.worker import StoreWorker
 from fleet.views import (
     coverage_change_json,
+    EVENT_TABLE_COLUMNS,
     coverage_groups_json,
     coverage_json,
     event_json,
+    event_cells,
     event_type_number,
     inventory_json,
     unit_json,
@@ -110,20 +112,31 @@ UNIT_CSV_COLUMNS = (
 )
 
 
-def units_csv(units: Sequence[tuple[UnitRow, UnitStatus]]) -> str:
-    """The unit list as CSV (a UTF-8 byte-order mark first, so that spreadsheet programs
-    on Chinese Windows read the addresses right)."""
+def _csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """``rows`` under a ``columns`` header as CSV, None as an empty cell (a UTF-8
+    byte-order mark first, so that spreadsheet programs on Chinese Windows read the
+    addresses right)."""
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(UNIT_CSV_COLUMNS)
-    for unit, status in units:
-        row = unit_json(unit, status)
-        writer.writerow(["" if row[c] is None else row[c] for c in UNIT_CSV_COLUMNS])
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
     return out.getvalue()
 
 
 def build_app(
+def units_csv(units: Sequence[tuple[UnitRow, UnitStatus]]) -> str:
+    """The unit list as CSV."""
+    rendered = (unit_json(unit, status) for unit, status in units)
+    return _csv(UNIT_CSV_COLUMNS, ([row[c] for c in UNIT_CSV_COLUMNS] for row in rendered))
+
+
+def events_csv(events: Sequence[EventRow]) -> str:
+    """Events as CSV, `EVENT_TABLE_COLUMNS` (the CLI table's), with class and codes."""
+    return _csv(EVENT_TABLE_COLUMNS, (event_cells(e) for e in events))
+
+
     reads: Reads,
     metrics: GatewayMetrics,
     lifecycle: Lifecycle | None = None,
@@ -244,6 +257,12 @@ def build_app(
         )
         return _JSON({"events": [event_json(e) for e in found]})
 
+        if request.query_params.get("format", "json") == "csv":
+            return Response(
+                events_csv(found),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="events.csv"'},
+            )
     async def openapi(request: Request) -> Response:
         return _JSON(openapi_spec())
 

@@ -389,6 +389,7 @@ ALARM_SCHEMA: dict[str, Any] = {
         "floor": {"type": ["integer", "null"]},
         "reason": _STR,
         "building": _STR,
+        "class": {"type": ["string", "null"], "description": "the event's class (lift_fault, ...)"},
         "address": _STR,
         "street": _STR,
         "contractor": _STR,

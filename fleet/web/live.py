@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fleet.store.base import BatchOp, WriteOp
-from fleet.views import event_type_name, iso, phase_name
+from fleet.taxonomy import gb_code
+from fleet.views import event_codes_json, event_type_name, iso, phase_name
 from protos.liftwatch.v1 import records_pb2
 
 # A page that has not taken this many messages is too slow (or gone): end its stream.
@@ -158,6 +159,12 @@ def record_json(record: records_pb2.Record) -> LiveMessage | None:
                 ),
                 "floor": event.floor if event.HasField("floor") else None,
                 "reason": event.reason,
+                # the same codes and class as the stored event shows (/api/events)
+                **event_codes_json(
+                    event.type,
+                    gb_code(event.gb_code),
+                    event.at_landing if event.HasField("at_landing") else None,
+                ),
             },
         )
     if kind == "link_status":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from fleet.taxonomy import EventClass
 from fleet.web import lifecycle as lifecycle_api
 
 _STR = {"type": "string"}
@@ -50,6 +51,25 @@ _COUNTS = {
     )
 }
 _VERSION_COUNT = _object({"model": _STR, "version": _STR, "units": _INT})
+# What every event listing says an event is (fleet.views.event_codes_json).
+EVENT_CLASS = {
+    "type": ["string", "null"],
+    "enum": [c.value for c in EventClass] + [None],
+    "description": "lift_fault counts in fault rates; null for a type this fleet does not know",
+}
+EVENT_CODES: dict[str, Any] = {
+    "gb_code": {**_NULLABLE_INT, "description": "GB/T 24476-2017 code; null where none"},
+    "platform_codes": {
+        "type": "object",
+        "additionalProperties": _INT,
+        "description": 'regional platform -> its code, e.g. {"chongqing": 93}',
+    },
+    "class": EVENT_CLASS,
+    "at_landing": {
+        "type": ["boolean", "null"],
+        "description": "at onset: true at a landing, false between floors, null unknown",
+    },
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _object({"error": _STR}),
@@ -131,6 +151,7 @@ SCHEMAS: dict[str, Any] = {
             "floor": _NULLABLE_INT,
             "reason": _STR,
             "committed": _NULLABLE_STR,
+            **EVENT_CODES,
         }
     ),
     "Events": _object({"events": _array(_ref("Event"))}),
@@ -322,8 +343,18 @@ PATHS: dict[str, Any] = {
                 _param("unit", "only this unit_id"),
                 _param("type", "event type, e.g. ENTRAPMENT"),
                 _param("limit", "newest N (default 100, at most 10000)", _INT),
+                _param("format", "json (default) or csv (the columns of `liftwatch-fleet events`)"),
             ],
-            "responses": _ok("Events", 400),
+            "responses": {
+                **_ok("Events", 400),
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {"schema": _ref("Events")},
+                        "text/csv": {"schema": _STR},
+                    },
+                },
+            },
         }
     },
     "/api/openapi.json": {

@@ -75,7 +75,7 @@ _TYPES: dict[str, Any] = {
 
 def validate(value: Any, schema: dict[str, Any], spec: dict[str, Any], where: str = "$") -> None:
     """The JSON Schema subset the spec uses: type, enum, properties, required,
-    additionalProperties, items, minimum, $ref."""
+    additionalProperties (false, or the schema of a map's values), items, minimum, $ref."""
     schema = _resolve(schema, spec)
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
@@ -95,9 +95,12 @@ def validate(value: Any, schema: dict[str, Any], spec: dict[str, Any], where: st
             assert key in value, f"{where}: missing {key}"
         if schema.get("additionalProperties") is False:
             assert set(value) <= set(properties), f"{where}: extra {set(value) - set(properties)}"
+        extra = schema.get("additionalProperties")
         for key, item in value.items():
             if key in properties:
                 validate(item, properties[key], spec, f"{where}.{key}")
+            elif isinstance(extra, dict):  # a map: every value has this schema
+                validate(item, extra, spec, f"{where}.{key}")
     if isinstance(value, list) and "items" in schema:
         for index, item in enumerate(value):
             validate(item, schema["items"], spec, f"{where}[{index}]")

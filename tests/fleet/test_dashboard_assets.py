@@ -8,6 +8,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from fleet.taxonomy import EventClass, platform_codes
 from fleet.web.dashboard import STATIC_DIR
 from protos.liftwatch.v1 import records_pb2
 
@@ -58,6 +59,15 @@ def test_every_event_type_and_service_mode_has_a_label() -> None:
     for name, number in records_pb2.ServiceMode.items():
         if number:
             assert f"mode.{name.removeprefix('SERVICE_MODE_')}" in labels, name
+
+
+def test_every_event_class_and_platform_has_a_label() -> None:
+    # The unit page shows each event's class and regional platform codes by these keys.
+    labels = _catalogues()["zh"]
+    assert sorted(f"class.{c.value}" for c in EventClass if f"class.{c.value}" not in labels) == []
+    platforms = {p for n in records_pb2.EventType.values() for p in platform_codes(n, True)}
+    assert platforms, "no platform codes found"
+    assert sorted(f"platform.{p}" for p in platforms if f"platform.{p}" not in labels) == []
 
 
 def test_nothing_is_loaded_from_outside_the_package() -> None:

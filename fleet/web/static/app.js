@@ -523,8 +523,11 @@
   }
 
   function eventRows(events, labelKey) {
-    return table(["col.time", "col.type", "col.phase", "col.floor", "col.reason"], events, (e) => [
-      fmtTime(e.time), label("event", e.type), label("phase", e.phase), fmtNumber(e.floor), e.reason || "—",
+    return table(["col.time", "col.type", "col.class", "col.gb_code", "col.platform_codes", "col.phase", "col.floor", "col.reason"], events, (e) => [
+      fmtTime(e.time), label("event", e.type),
+      e.class ? h("span", { className: "event-class", "data-class": e.class, text: label("class", e.class) }) : "—",
+      h("span", { className: "gb-code", text: e.gb_code ?? "—" }), platformCodes(e.platform_codes),
+      label("phase", e.phase), fmtNumber(e.floor), e.reason || "—",
     ], { label: t(labelKey) });
   }
 
@@ -538,6 +541,12 @@
   }
 
   function historyDetail(entry) {
+  // An event's regional platform codes ("重庆 93"); "—" where none.
+  function platformCodes(codes) {
+    const entries = Object.entries(codes || {});
+    return entries.length ? entries.map(([p, c]) => `${label("platform", p)} ${c}`).join(", ") : "—";
+  }
+
     const d = entry.detail;
     if (d === null || typeof d !== "object") return String(d ?? "");
     const parts = [];
