@@ -8,6 +8,24 @@ together with the telemetry held before it, so that seqs follow the order of dec
 The uplink is then told, and sends an event at once and telemetry after at most
 ``fleet.linger_s``. A crash loses at most the telemetry of the cycle in progress, which
 had no seq yet; never an event.
+
+When an append fails (a full disk past the outbox's reserve, a failing card), nothing is
+dropped: the records stay held in memory, in order, and every poll cycle tries them
+again. Memory stays bounded: past `MAX_HELD_RECORDS` the oldest state samples among them
+are dropped (counted as thinned); events, counters, link and controller records never. A
+run of failures is counted (``outbox_append_failures_total``, ``outbox_failing_seconds``),
+logged, and once it has lasted ``agent.outbox_fail_restart_s`` the watchdog pings stop,
+so that systemd restarts the agent.
+
+Stopping: SIGTERM or SIGINT sets the agent's stop flag (`Agent.stop`). Every task is
+cancelled, and cancelled again every `RECANCEL_S` until it ends, because a cancellation
+can be lost: in Python 3.11 ``asyncio.wait_for`` returns the result instead of raising
+when the awaited reply arrived in the same loop iteration, and pymodbus awaits every reply
+that way. A bus poller whose cancellation was lost also meets the flag at its next
+delivery to the sink, which raises `CancelledError` into it. Whatever still runs after
+`STOP_DEADLINE_S` is abandoned: the held records are committed, the outbox closed and the
+process exits (systemd's TimeoutStopSec is one second above). Nothing acked is at risk,
+and nothing committed is lost: the outbox is the only state.
 """
 
 from __future__ import annotations
@@ -15,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -36,7 +56,7 @@ from agent.bus.scheduler import BusScheduler, RawValues, Station, TurnKind
 from agent.config import AgentConfig, BusConfig, FleetConfig
 from agent.metrics import AgentMetrics, serve_metrics
 from agent.monitor import UnitMonitor
-from agent.outbox import Outbox
+from agent.outbox import Outbox, OutboxFullError
 from agent.records import TimeBase, event_type_name, event_type_wire, phase_name
 from agent.uplink import Uplink
 from agent.watchdog import Liveness, SystemdNotifier, keep_watchdog
@@ -46,6 +66,17 @@ if TYPE_CHECKING:
     from agent.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
+
+# Records held in memory while appends fail; past this many the oldest state samples among
+# them are dropped (about 8 MB of records; at 10 Hz on 8 cars, minutes of samples).
+MAX_HELD_RECORDS = 20_000
+# A run of failed appends is logged at its start and then at most this often.
+FAILURE_LOG_EVERY_S = 30.0
+# The worker name the outbox's appends report under to the watchdog's Liveness.
+OUTBOX_WORKER = "outbox"
+# Stopping: tasks are cancelled again this often until they end, for at most this long.
+RECANCEL_S = 0.05
+STOP_DEADLINE_S = 4.0
 
 
 class Agent:
@@ -63,7 +94,11 @@ class Agent:
         self._wall = wall
         self.metrics = AgentMetrics()
         self.liveness = Liveness(monotonic)
-        self.outbox = Outbox(config.outbox_path, max_bytes=config.outbox_max_bytes)
+        self.outbox = Outbox(
+            config.outbox_path,
+            max_bytes=config.outbox_max_bytes,
+            reserve_bytes=config.outbox_reserve_bytes,
+        )
         if self.outbox.moved_aside is not None:
             self.metrics.outbox_corrupt.inc()
         self._watch_outbox()
@@ -117,6 +152,13 @@ class Agent:
         # Records of the current poll cycle not committed yet: telemetry waits for the
         # cycle's end so that the cycle costs one commit; an event commits it at once.
         self._held: list[records_pb2.Record] = []
+        # State samples dropped from memory while appends failed (see MAX_HELD_RECORDS).
+        self.held_thinned = 0
+        self._next_failure_log = float("-inf")
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        # Tasks still running when the stop deadline passed (normally none).
+        self.abandoned: list[str] = []
         self._workers = {b.name: f"bus {b.name}" for b in config.buses}
         self._cycle_time_base: TimeBase | None = None
 
@@ -131,7 +173,11 @@ class Agent:
             return 0.0 if oldest is None else max(0.0, self._wall() - oldest)
 
         self.metrics.outbox_oldest_age.set_function(oldest_age)
-        self.metrics.outbox_thinned.set_function(lambda: float(outbox.thinned))
+        self.metrics.outbox_thinned.set_function(lambda: float(outbox.thinned + self.held_thinned))
+        self.metrics.outbox_held.set_function(lambda: float(len(self._held)))
+        self.metrics.outbox_failing.set_function(lambda: self.liveness.failing_for(OUTBOX_WORKER))
+        self.metrics.outbox_reserve_held.set_function(lambda: float(outbox.reserve_held()))
+        self.metrics.outbox_quarantined.set_function(lambda: float(outbox.quarantine_count()))
 
     def _time_base(self) -> TimeBase:
         # Both clocks are read once per poll cycle (not per sample: most samples make no
@@ -166,17 +212,69 @@ class Agent:
                 self._commit(urgent=True)
                 return
 
-    def _commit(self, *, urgent: bool) -> None:
-        records, self._held = self._held, []
-        self.outbox.append(records)
-        self.uplink.notify(urgent=urgent)
+    def _commit(self, *, urgent: bool) -> bool:
+        """Append every held record; they stay held when the append fails (False)."""
+        records = self._held
+        try:
+            self.outbox.append(records)
+        except (sqlite3.Error, OutboxFullError, OSError) as exc:
+            self._append_failed(exc)
+            return False
+        self._held = []
+        failed_for = self.liveness.failing_for(OUTBOX_WORKER)
+        if failed_for > 0:
+            log.warning(
+                "outbox appends work again after %.1f s; %d held record(s) committed",
+                failed_for,
+                len(records),
+            )
+            self._next_failure_log = float("-inf")
+        self.liveness.recovered(OUTBOX_WORKER)
+        has_event = False
         for record in records:
             if record.WhichOneof("payload") == "event":
+                has_event = True
                 self.metrics.events.labels(
                     event_type_name(record.event.type), phase_name(record.event.phase)
                 ).inc()
             if self.mqtt is not None:
                 self.mqtt.offer(record)
+        # Held events committed late by a telemetry commit still go at once.
+        self.uplink.notify(urgent=urgent or has_event)
+        return True
+
+    def _append_failed(self, exc: Exception) -> None:
+        self.metrics.outbox_append_failures.inc()
+        failing_s = self.liveness.failing(OUTBOX_WORKER, self.config.outbox_fail_restart_s)
+        self._thin_held()
+        now = self._monotonic()
+        if now < self._next_failure_log:
+            return
+        self._next_failure_log = now + FAILURE_LOG_EVERY_S
+        events = sum(1 for r in self._held if r.WhichOneof("payload") == "event")
+        log.error(
+            "outbox append failing for %.1f s (%s): %d record(s), %d of them events, held in "
+            "memory and retried every poll cycle; after %.0f s the watchdog pings stop",
+            failing_s,
+            exc,
+            len(self._held),
+            events,
+            self.config.outbox_fail_restart_s,
+        )
+
+    def _thin_held(self) -> None:
+        """Drop the oldest held state samples beyond `MAX_HELD_RECORDS`, never anything else."""
+        excess = len(self._held) - MAX_HELD_RECORDS
+        if excess <= 0:
+            return
+        kept: list[records_pb2.Record] = []
+        for record in self._held:
+            if excess > 0 and record.WhichOneof("payload") == "car_state":
+                excess -= 1
+                self.held_thinned += 1
+                continue
+            kept.append(record)
+        self._held = kept
 
     def sink(self, bus: str) -> BusSink:
         """The `PollSink` of one bus: routes each slave's reads to its unit's monitor."""
@@ -258,11 +356,31 @@ class Agent:
                 missing,
             )
 
+    def stop(self) -> None:
+        """Ask the agent to stop (SIGTERM): `run` cancels every task, again and again until
+        each has ended or `STOP_DEADLINE_S` has passed. Calling it again cancels again."""
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop` was called (or `run` is ending)."""
+        return self._stop.is_set()
+
+    def check_stopping(self) -> None:
+        """Raise `CancelledError` into the caller once the agent is stopping: a poller whose
+        cancellation ``wait_for`` swallowed meets this at its next delivery."""
+        if self._stop.is_set():
+            raise asyncio.CancelledError("the agent is stopping")
+
     async def run(self, notifier: SystemdNotifier | None = None) -> None:
-        """Poll, detect, keep and send until cancelled; then close the outbox.
+        """Poll, detect, keep and send until `stop` or cancellation; then commit what is
+        held and close the outbox, within `STOP_DEADLINE_S` of the stop.
 
         Once every task is started it prints one JSON line on stdout (``{"ready": true,
-        "agent_id", "metrics"}``) for the rig, and tells systemd it is ready.
+        "agent_id", "metrics"}``) for the rig, and tells systemd it is ready. A task that
+        fails ends the run (the others are stopped) and its exception is raised.
         """
         self.describe()
         loop = asyncio.get_running_loop()
@@ -274,32 +392,81 @@ class Agent:
                 metrics_server = await serve_metrics(self.metrics, host, port)
                 bound = metrics_server.sockets[0].getsockname()
                 log.info("metrics on http://%s:%d/metrics", bound[0], bound[1])
-            async with asyncio.TaskGroup() as tasks:
-                for bus in self.config.buses:
-                    scheduler = self.scheduler(bus, loop.time)
-                    self.liveness.register(f"bus {bus.name}")
-                    tasks.create_task(scheduler.run(), name=f"bus {bus.name}")
-                tasks.create_task(self.uplink.run(), name="uplink")
-                if self.mqtt is not None:
-                    tasks.create_task(self.mqtt.run(), name="mqtt")
-                tasks.create_task(keep_watchdog(notifier, self.liveness), name="watchdog")
-                metrics_at = (
-                    "{}:{}".format(*metrics_server.sockets[0].getsockname()[:2])
-                    if metrics_server is not None
-                    else None
-                )
-                print(
-                    json.dumps({"ready": True, "agent_id": self.config.id, "metrics": metrics_at}),
-                    flush=True,
-                )
-                notifier.ready(f"watching {len(self.monitors)} unit(s)")
+            for bus in self.config.buses:
+                scheduler = self.scheduler(bus, loop.time)
+                self.liveness.register(f"bus {bus.name}")
+                self._tasks.append(loop.create_task(scheduler.run(), name=f"bus {bus.name}"))
+            self._tasks.append(loop.create_task(self.uplink.run(), name="uplink"))
+            if self.mqtt is not None:
+                self._tasks.append(loop.create_task(self.mqtt.run(), name="mqtt"))
+            self._tasks.append(
+                loop.create_task(keep_watchdog(notifier, self.liveness), name="watchdog")
+            )
+            metrics_at = (
+                "{}:{}".format(*metrics_server.sockets[0].getsockname()[:2])
+                if metrics_server is not None
+                else None
+            )
+            print(
+                json.dumps({"ready": True, "agent_id": self.config.id, "metrics": metrics_at}),
+                flush=True,
+            )
+            notifier.ready(f"watching {len(self.monitors)} unit(s)")
+            await self._until_stop_or_failure()
         finally:
+            self._stop.set()
             notifier.stopping()
             if metrics_server is not None:
                 metrics_server.close()
-            if self._held:
-                self._commit(urgent=False)  # the last cycle's telemetry, cut short
+            await self._end_tasks(loop.time() + STOP_DEADLINE_S)
+            if self._held and not self._commit(urgent=False):
+                log.error("stopping with %d record(s) not committed", len(self._held))
             self.outbox.close()
+
+    async def _until_stop_or_failure(self) -> None:
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        running: set[asyncio.Future[Any]] = set(self._tasks)
+        try:
+            while running and not self._stop.is_set():
+                done, running = await asyncio.wait(
+                    running | {stopped}, return_when=asyncio.FIRST_COMPLETED
+                )
+                running.discard(stopped)
+                for task in self._tasks:
+                    if task in done and not task.cancelled() and task.exception() is not None:
+                        log.error("task %s failed; stopping", task.get_name())
+                        task.result()
+        finally:
+            stopped.cancel()
+
+    async def _end_tasks(self, deadline: float) -> None:
+        """Cancel every task until it ends (a cancellation may be lost, see the module
+        doc); what still runs at ``deadline`` is abandoned and named in `abandoned`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            running = [t for t in self._tasks if not t.done()]
+            left = deadline - loop.time()
+            if not running or left <= 0:
+                break
+            for task in running:
+                task.cancel()
+            try:
+                await asyncio.wait(running, timeout=min(RECANCEL_S, left))
+            except asyncio.CancelledError:
+                # Cancelled again (a second signal, a test): the stop is already under way.
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("task %s ended with %r", task.get_name(), task.exception())
+        self.abandoned = sorted(t.get_name() for t in self._tasks if not t.done())
+        if self.abandoned:
+            log.error(
+                "stopping without waiting for %s: still running %.1f s after the stop",
+                ", ".join(self.abandoned),
+                STOP_DEADLINE_S,
+            )
 
 
 class BusSink:
@@ -309,21 +476,27 @@ class BusSink:
         self._agent = agent
         self._bus = bus
 
+    # Each delivery is kept first, then meets the stop flag: what was read is never lost,
+    # and a poller whose cancellation was swallowed ends here (see the module doc).
     def on_identity(self, slave: int, values: RawValues, t: float) -> None:
         """Identity strings read from ``slave``."""
         self._agent.on_identity(self._bus, slave, values, t)
+        self._agent.check_stopping()
 
     def on_sample(self, slave: int, values: RawValues, kind: TurnKind, t: float) -> None:
         """Fast (and on slow turns, slow) spans read from ``slave``."""
         self._agent.on_sample(self._bus, slave, values, t)
+        self._agent.check_stopping()
 
     def on_failure(self, slave: int, fault: LinkFault, t: float) -> None:
         """A request to ``slave`` without a usable answer."""
         self._agent.on_failure(self._bus, slave, fault, t)
+        self._agent.check_stopping()
 
     def on_cycle_end(self, t: float) -> None:
         """Every due slave of the bus had its turn."""
         self._agent.on_cycle_end(self._bus, t)
+        self._agent.check_stopping()
 
 
 def open_link(bus: BusConfig) -> ModbusLink:
@@ -352,12 +525,10 @@ def run(config: AgentConfig) -> int:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
         # The agent's monotonic clock is the loop's, so poll times and timers agree.
         app = Agent(config, monotonic=loop.time)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, app.stop)
         log.info(
             "agent %s watching %d unit(s) on %d bus(es)",
             config.id,
@@ -365,9 +536,11 @@ def run(config: AgentConfig) -> int:
             len(config.buses),
         )
         await app.run()
-
-    try:
-        asyncio.run(main())
-    except asyncio.CancelledError:
         log.info("stopped")
+        if app.abandoned:
+            # asyncio.run would wait for them forever; the outbox is already closed.
+            logging.shutdown()
+            os._exit(0)
+
+    asyncio.run(main())
     return 0

@@ -9,6 +9,12 @@ Every key, with its default (a key without a default is required)::
     counters_interval_s = 60.0  # Counters records (trips, door cycles, run hours) this often
     outbox_max_mb = 256.0       # outbox bound on the SD card: past it, the oldest state
                                 #   samples are thinned (events are never dropped)
+    outbox_reserve_mb = 8.0     # space pre-allocated beside the outbox (outbox.db.reserve)
+                                #   and released only to keep an event when the disk is
+                                #   full; put back once the disk has twice that free; 0: none
+    outbox_fail_restart_s = 120.0  # appends failing (disk full, I/O error) this long: the
+                                #   agent stops pinging systemd's watchdog, which restarts
+                                #   it after WatchdogSec; records wait in memory meanwhile
     metrics_listen = "127.0.0.1:9108"  # Prometheus /metrics; "" turns it off; port 0 picks
                                 #   a free one. Loopback by default: the box's metrics are
                                 #   not for the 4G network
@@ -95,13 +101,13 @@ from agent.bus.plan import RTU_COST, TCP_COST, CostModel, Read
 from agent.bus.wire import FormatError, SerialFormat, silent_interval_s, transaction_time_s
 from agent.decode.profile import Profile, ProfileError, load_profile
 from agent.detect.engine import DetectionConfig
+from agent.detect.events import EventType
 
 # Telemetry reaches the fleet's live view up to fleet.linger_s late; more than this would
 # leave the view behind the car.
 MAX_LINGER_S = 5.0
 
 
-from agent.detect.events import EventType
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
     """One thing wrong with a config, with the dotted key that has it."""
@@ -226,6 +232,8 @@ class AgentConfig:
     state_interval_s: float = 10.0
     counters_interval_s: float = 60.0
     outbox_max_bytes: int = 256 * 1024 * 1024
+    outbox_reserve_bytes: int = 8 * 1024 * 1024
+    outbox_fail_restart_s: float = 120.0
     metrics_listen: tuple[str, int] | None = ("127.0.0.1", 9108)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
 
@@ -308,6 +316,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
             "state_interval_s",
             "counters_interval_s",
             "outbox_max_mb",
+            "outbox_reserve_mb",
+            "outbox_fail_restart_s",
             "metrics_listen",
         },
     )
@@ -319,6 +329,11 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     r.positive(counters_interval, "agent.counters_interval_s")
     outbox_mb = float(r.get(agent, "agent", "outbox_max_mb", (int, float), 256.0))
     r.positive(outbox_mb, "agent.outbox_max_mb")
+    reserve_mb = float(r.get(agent, "agent", "outbox_reserve_mb", (int, float), 8.0))
+    if reserve_mb < 0:
+        problems.append(ConfigProblem("agent.outbox_reserve_mb", f"must be >= 0, got {reserve_mb}"))
+    fail_restart = float(r.get(agent, "agent", "outbox_fail_restart_s", (int, float), 120.0))
+    r.positive(fail_restart, "agent.outbox_fail_restart_s")
     metrics_text = r.get(agent, "agent", "metrics_listen", str, "127.0.0.1:9108")
     metrics_listen = _host_port(metrics_text, allow_any_port=True) if metrics_text else None
     if metrics_text and metrics_listen is None:
@@ -471,6 +486,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
             if DetectionConfig.problems(merged)
             else (DetectionConfig.from_mapping(merged))
         )
+        detect = replace(detect, fault_events=_fault_events(sources))
         units.append(UnitConfig(unit_id, bus, slave, profile_ref, detect, tuple(sources)))
 
     for i, bus_config in enumerate(buses):
@@ -486,10 +502,11 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         ),
         buses=tuple(buses),
         units=tuple(units),
-        detect = replace(detect, fault_events=_fault_events(sources))
         state_interval_s=state_interval,
         counters_interval_s=counters_interval,
         outbox_max_bytes=int(outbox_mb * 1024 * 1024),
+        outbox_reserve_bytes=int(reserve_mb * 1024 * 1024),
+        outbox_fail_restart_s=fail_restart,
         metrics_listen=metrics_listen,
         mqtt=mqtt,
     )
@@ -616,6 +633,15 @@ def _parse_bus(r: _Reader, raw_bus: object, key: str, index: int, names: set[str
 _BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
 
 
+def _fault_events(sources: list[SourceConfig]) -> tuple[tuple[int, EventType], ...]:
+    """The fault-code map of the profile whose ``fault_code`` the unit reads: the last
+    source giving it, as extras replace the primary's signals; none without one."""
+    for source in reversed(sources):
+        if "fault_code" in source.signals:
+            return tuple((code, EventType[name]) for code, name in source.profile.fault_events)
+    return ()
+
+
 def _source(
     r: _Reader,
     key: str,
@@ -633,15 +659,6 @@ def _source(
             for pkey, message in exc.problems:
                 r.problems.append(
                     ConfigProblem(f"{key}.profile", f"{exc.source}: {pkey}: {message}")
-def _fault_events(sources: list[SourceConfig]) -> tuple[tuple[int, EventType], ...]:
-    """The fault-code map of the profile whose ``fault_code`` the unit reads: the last
-    source giving it, as extras replace the primary's signals; none without one."""
-    for source in reversed(sources):
-        if "fault_code" in source.signals:
-            return tuple((code, EventType[name]) for code, name in source.profile.fault_events)
-    return ()
-
-
                 )
             return None
     profile = cache[ref]

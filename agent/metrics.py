@@ -15,6 +15,13 @@ outbox_oldest_age_seconds          gauge     age of the oldest waiting record
 outbox_used_bytes                  gauge     bytes of the outbox file in use
 outbox_thinned                     gauge     state samples dropped to stay within bounds
 outbox_corrupt_total               counter   outbox files found corrupt, moved aside
+outbox_append_failures_total       counter   appends that failed (disk full, I/O error);
+                                             their records wait in memory and are retried
+outbox_failing_seconds             gauge     how long appends have been failing (0: fine)
+outbox_held_records                gauge     records waiting in memory for an append
+outbox_reserve_held                gauge     1 while the reserve file for events is in place
+outbox_quarantined                 gauge     records the fleet refused as malformed, set
+                                             aside in the outbox's quarantine table
 records_sent_total                 counter   records written to the fleet stream
 records_acked_total                counter   records the fleet acknowledged
 events_total{type,phase}           counter   event phases detected
@@ -134,6 +141,27 @@ class AgentMetrics:
         )
         self.outbox_corrupt = Counter(
             f"{p}outbox_corrupt", "Outbox files found corrupt and moved aside", registry=r
+        )
+        self.outbox_append_failures = Counter(
+            f"{p}outbox_append_failures",
+            "Outbox appends that failed; their records are kept in memory and retried",
+            registry=r,
+        )
+        self.outbox_failing = Gauge(
+            f"{p}outbox_failing_seconds", "How long outbox appends have been failing", registry=r
+        )
+        self.outbox_held = Gauge(
+            f"{p}outbox_held_records", "Records waiting in memory for an append", registry=r
+        )
+        self.outbox_reserve_held = Gauge(
+            f"{p}outbox_reserve_held",
+            "1 while the outbox's reserve for events is in place",
+            registry=r,
+        )
+        self.outbox_quarantined = Gauge(
+            f"{p}outbox_quarantined",
+            "Records the fleet refused as malformed, kept aside in the outbox",
+            registry=r,
         )
         self.mqtt_failures = Counter(
             f"{p}mqtt_publish_failures", "MQTT publishes dropped", registry=r

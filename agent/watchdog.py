@@ -6,7 +6,9 @@ adding a dependency. Outside systemd (no $NOTIFY_SOCKET) every call does nothing
 
 The agent pings from a task on its event loop, and only while `Liveness` says its bus
 pollers completed a cycle recently: a hung loop, or a poller stuck forever, stops the
-pings and systemd restarts the agent after WatchdogSec.
+pings and systemd restarts the agent after WatchdogSec. So does a worker that keeps
+failing (`Liveness.failing`): the outbox's appends failing for longer than their bound (a
+full disk, a failing card) stop the pings too, so a restart gets its chance to help.
 """
 
 from __future__ import annotations
@@ -69,15 +71,37 @@ class Liveness:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._last: dict[str, float] = {}
+        # worker -> (when its current run of failures began, how long it may last)
+        self._failing: dict[str, tuple[float, float]] = {}
 
     def beat(self, worker: str) -> None:
         """Record that ``worker`` completed a unit of work now."""
         self._last[worker] = self._clock()
 
     def stale(self, within_s: float) -> list[str]:
-        """Workers that have not beaten within ``within_s`` seconds (never beaten: stale)."""
+        """Workers that have not beaten within ``within_s`` seconds (never beaten: stale),
+        and workers failing for longer than they may (see `failing`)."""
         now = self._clock()
-        return sorted(w for w, t in self._last.items() if now - t > within_s)
+        stuck = {w for w, t in self._last.items() if now - t > within_s}
+        stuck.update(w for w, (since, bound) in self._failing.items() if now - since > bound)
+        return sorted(stuck)
+
+    def failing(self, worker: str, give_up_after_s: float) -> float:
+        """Record that ``worker`` failed now; once its failures have lasted longer than
+        ``give_up_after_s`` without a `recovered`, it counts as stuck. Returns how long
+        the current run of failures has lasted."""
+        now = self._clock()
+        since, _ = self._failing.setdefault(worker, (now, give_up_after_s))
+        return now - since
+
+    def failing_for(self, worker: str) -> float:
+        """Seconds the current run of failures of ``worker`` has lasted (0 when none)."""
+        entry = self._failing.get(worker)
+        return 0.0 if entry is None else self._clock() - entry[0]
+
+    def recovered(self, worker: str) -> None:
+        """``worker`` succeeded: its run of failures, if any, is over."""
+        self._failing.pop(worker, None)
 
     def register(self, worker: str) -> None:
         """Start tracking ``worker`` as of now."""

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.app import Agent
+from agent.config import load_config
 from agent.outbox import Outbox, OutboxFullError
 from protos.liftwatch.v1 import records_pb2
+from tests.agent.test_agent_commits import CONFIG
 from tests.agent.test_outbox import event, sample
 from tests.conftest import service_missing
 
@@ -137,3 +140,85 @@ def test_a_full_disk_at_start_is_not_mistaken_for_a_corrupt_file(disk: Path) -> 
     with pytest.raises(Exception, match="full"):
         Outbox(disk / "outbox.db", reserve_bytes=0)
     assert not list(disk.glob("*.corrupt-*"))
+
+
+def agent_config(data_dir: Path) -> str:
+    """test_agent_commits' config with the outbox on ``data_dir``, without a reserve, and
+    a 5 s bound on failing appends."""
+    return CONFIG.replace(
+        'data_dir = "data"',
+        f'data_dir = "{data_dir}"\noutbox_reserve_mb = 0\noutbox_fail_restart_s = 5.0',
+    )
+
+
+def stored_kinds(app: Agent) -> list[str]:
+    return kinds(app.outbox)
+
+
+@pytest.fixture
+def clock() -> list[float]:
+    return [1000.0]
+
+
+@pytest.fixture
+def app(tmp_path: Path, disk: Path, clock: list[float]) -> Iterator[Agent]:
+    path = tmp_path / "agent.toml"
+    path.write_text(agent_config(disk), encoding="utf-8")
+    agent = Agent(load_config(path), monotonic=lambda: clock[0])
+    yield agent
+    agent.outbox.close()
+
+
+def failures(app: Agent) -> float:
+    value = app.metrics.registry.get_sample_value("liftwatch_agent_outbox_append_failures_total")
+    return value or 0.0
+
+
+def test_a_failed_append_keeps_the_event_and_retries_it_each_cycle(
+    app: Agent, disk: Path, clock: list[float]
+) -> None:
+    filler = fill(disk)
+    app._keep([sample("car-1"), event("car-1")])  # no reserve: even the event fails
+    assert app.outbox.depth() == 0
+    assert failures(app) == 1
+    app.on_cycle_end("line", 1.0)  # retried, fails again, still held
+    assert failures(app) == 2
+    assert [r.WhichOneof("payload") for r in app._held] == ["car_state", "event"]
+
+    filler.unlink()
+    app.on_cycle_end("line", 2.0)
+    assert stored_kinds(app) == ["car_state", "event"]  # exactly once, in order
+    assert app._held == []
+    assert app.liveness.failing_for("outbox") == 0.0
+
+
+def test_appends_failing_past_their_bound_stop_the_watchdog(
+    app: Agent, disk: Path, clock: list[float]
+) -> None:
+    fill(disk)
+    app._keep([event("car-1")])
+    assert "outbox" not in app.liveness.stale(within_s=60.0)
+    clock[0] += 4.0
+    app.on_cycle_end("line", 1.0)
+    assert "outbox" not in app.liveness.stale(within_s=60.0)
+    clock[0] += 2.0  # 6 s of failures, past outbox_fail_restart_s = 5
+    assert app.liveness.stale(within_s=60.0) == ["outbox"]
+    assert app.metrics.registry.get_sample_value("liftwatch_agent_outbox_failing_seconds") == 6.0
+
+
+def test_held_records_are_bounded_by_thinning_samples_never_events(
+    app: Agent, disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agent.app.MAX_HELD_RECORDS", 10)
+    fill(disk)
+    app._keep([event("car-1")])
+    for floor in range(30):
+        app._keep([sample("car-1", floor)])
+        app.on_cycle_end("line", float(floor))
+    app._keep([event("car-1")])
+    held = app._held
+    assert len(held) <= 11
+    assert [r.WhichOneof("payload") for r in held].count("event") == 2
+    floors = [r.car_state.floor for r in held if r.WhichOneof("payload") == "car_state"]
+    assert floors == sorted(floors) and floors[-1] == 29  # the newest kept, oldest dropped
+    assert app.held_thinned == 30 - len(floors)
