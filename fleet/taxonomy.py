@@ -18,12 +18,19 @@ Codes: ``gb_code`` is the GB/T 24476-2017 code the agent sent, ``None`` where th
 has none (the wire's 0), never 0. ``platform_codes`` are the regional platforms' own codes
 where one is defined; today Chongqing's (91 bottom overtravel, 92 top overtravel, 93
 entrapment at floor level).
+
+Events stored without a code (before migration "verdicts", when the fleet dropped the
+wire's code, or from an agent that sent 0) show the code their type always has
+(`FIXED_GB_CODES`, see `shown_gb_code`). MODE_CHANGE has no such code: its code is the
+mode entered, and agents before issue 13 sent 40 ("back to normal") for every mode, so an
+old MODE_CHANGE shows no code rather than a guess.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from protos.liftwatch.v1 import records_pb2
 
@@ -71,6 +78,22 @@ EVENT_CLASSES: Mapping[int, EventClass] = {
     _T.EVENT_TYPE_CONTROLLER_LINK_LOST: EventClass.MONITORING,
 }
 
+# The GB/T 24476-2017 code of every type whose code is fixed by the type alone: the agent's
+# own table (agent/detect/events.py; tests/fleet/test_taxonomy.py keeps the two equal).
+# MODE_CHANGE is left out on purpose: its code depends on the mode (40, 42-47).
+FIXED_GB_CODES: Mapping[int, int] = {
+    _T.EVENT_TYPE_SAFETY_CIRCUIT_OPEN: 1,
+    _T.EVENT_TYPE_DOOR_CLOSE_FAILURE: 2,
+    _T.EVENT_TYPE_DOOR_OPEN_FAILURE: 3,
+    _T.EVENT_TYPE_STOPPED_OUTSIDE_DOOR_ZONE: 4,
+    _T.EVENT_TYPE_UNINTENDED_MOVEMENT: 5,
+    _T.EVENT_TYPE_RUN_TIME_EXCEEDED: 6,
+    _T.EVENT_TYPE_POSITION_LOST: 7,
+    _T.EVENT_TYPE_RESTART_PREVENTED: 8,
+    _T.EVENT_TYPE_POWER_FAILURE: 41,
+    _T.EVENT_TYPE_ALARM_BUTTON: 90,
+}
+
 # Chongqing's platform codes (渝 lift-IoT platform): overtravel and floor-level entrapment.
 CHONGQING = "chongqing"
 
@@ -103,3 +126,31 @@ def platform_codes(event_type: int, at_landing: bool | None) -> dict[str, int]:
     if event_type == _T.EVENT_TYPE_ENTRAPMENT and at_landing:
         return {CHONGQING: 93}
     return {}
+
+
+def shown_gb_code(event_type: int, stored: int | None) -> int | None:
+    """The GB/T 24476 code to show for a stored event: the code stored with it; for one
+    stored without (NULL), the code its type always has; None where the standard has none
+    or the code depended on the occurrence (an old MODE_CHANGE). Never 0."""
+    if stored:
+        return stored
+    return FIXED_GB_CODES.get(event_type)
+
+
+@dataclass(frozen=True, slots=True)
+class EventCodes:
+    """What one stored event is, as every output shows it."""
+
+    gb_code: int | None
+    platform_codes: Mapping[str, int]
+    event_class: EventClass | None
+
+
+def codes_of(event_type: int, stored_gb_code: int | None, at_landing: bool | None) -> EventCodes:
+    """The codes and class of one stored event of ``event_type``, stored with
+    ``stored_gb_code`` (None: none) at ``at_landing`` (None: position unknown)."""
+    return EventCodes(
+        gb_code=shown_gb_code(event_type, stored_gb_code),
+        platform_codes=platform_codes(event_type, at_landing),
+        event_class=event_class(event_type),
+    )

@@ -149,20 +149,31 @@ class ListEventsRequest(_message.Message):
     def __init__(self, unit_id: _Optional[str] = ..., type: _Optional[_Union[_records_pb2.EventType, str]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class StoredEvent(_message.Message):
-    __slots__ = ("agent_id", "seq", "unit_id", "time", "event", "committed")
+    __slots__ = ("agent_id", "seq", "unit_id", "time", "event", "committed", "event_class", "platform_codes")
+    class PlatformCodesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     UNIT_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_CLASS_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_CODES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     seq: int
     unit_id: str
     time: _timestamp_pb2.Timestamp
     event: _records_pb2.Event
     committed: _timestamp_pb2.Timestamp
-    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., unit_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[_records_pb2.Event, _Mapping]] = ..., committed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    event_class: str
+    platform_codes: _containers.ScalarMap[str, int]
+    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., unit_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[_records_pb2.Event, _Mapping]] = ..., committed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_class: _Optional[str] = ..., platform_codes: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ListEventsResponse(_message.Message):
     __slots__ = ("events",)
