@@ -20,6 +20,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from fleet.cli_history import add_parsers as add_history_parsers
+from fleet.cli_history import commands as history_commands
 from fleet.cli_lifecycle import add_parsers as add_lifecycle_parsers
 from fleet.cli_lifecycle import commands as lifecycle_commands
 from fleet.cli_users import add_parser as add_users_parser
@@ -165,7 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     firmware_cmd.add_argument("--history", metavar="UNIT", help="firmware history of UNIT")
     firmware_cmd.add_argument("--policy", type=Path, help="policy TOML, overrides the config")
 
-    add_lifecycle_parsers(commands, store_command)  # alarms, report, audit, verify-history
+    add_lifecycle_parsers(commands, store_command)  # alarms, report, audit
+    add_history_parsers(commands, store_command)  # verify-history, history, db
     events_cmd = store_command("events", "list stored events, oldest first")
     events_cmd.add_argument("--unit", help="only this unit_id")
     events_cmd.add_argument("--type", help="event type, e.g. ENTRAPMENT")
@@ -599,6 +602,7 @@ _COMMANDS = {
     "firmware": _cmd_firmware,
     "events": _cmd_events,
     **lifecycle_commands(lambda args: _target(args)),
+    **history_commands(lambda args: _target(args)),
     **users_commands(lambda args: _target(args)),
 }
 

@@ -1,9 +1,10 @@
-"""The lifecycle commands of ``liftwatch-fleet``: alarms, report, audit, verify-history.
+"""The lifecycle commands of ``liftwatch-fleet``: alarms, report, audit (verify-history
+is in `fleet.cli_history`).
 
 ``fleet.cli`` adds them with `add_parsers` and dispatches to `COMMANDS`; they take the
 same ``--config`` / ``--db`` as the other store commands. Bad input (an unknown alarm id,
 a step the alarm's state forbids, a bad date, an unusable claims file) is one line on
-stderr and exit status 2; ``verify-history`` exits 1 when it finds tampering.
+stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,14 +20,12 @@ from pathlib import Path
 
 from fleet.clock import utc_now
 from fleet.config import FleetConfig
-from fleet.lifecycle_views import alarm_json, problem_json
+from fleet.lifecycle_views import alarm_json
 from fleet.reports.claims import ClaimsError, audit_claim, read_claims, verdict_json
 from fleet.reports.compute import (
     fault_rate_report,
-    history_heads,
     scorecard_report,
     service_life_report,
-    verify_history,
 )
 from fleet.reports.fault_rate import CSV_COLUMNS, GROUPS, period, rate_json
 from fleet.reports.scorecard import scorecard_json
@@ -126,16 +125,6 @@ def add_parsers(
         "--max-gap", type=_positive, default=60.0, help="longest silence still 'watched', s (60)"
     )
     audit.add_argument("--csv", action="store_true", help="print CSV")
-
-    verify = store_command(
-        "verify-history",
-        "check the hash-chained unit histories for edited, inserted or deleted rows",
-        "Recompute every unit's lifecycle history chain (SHA-256 over canonical JSON, each "
-        "entry carrying the previous hash) and name every row that was edited, inserted or "
-        "deleted. Exit status 1 when any chain is broken. --json also prints each unit's "
-        "head (seq:hash), to publish as an outside anchor.",
-    )
-    verify.add_argument("--unit", help="only this unit_id")
 
 
 def _out_csv(header: list[str], rows: list[list[object]]) -> None:
@@ -277,37 +266,6 @@ def _audit(args: argparse.Namespace, target: Target) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace, target: Target) -> int:
-    where, _ = target(args)
-    store = open_store(where, readonly=True)
-    try:
-        units, rows, problems = verify_history(store, args.unit or "")
-        heads = history_heads(store, args.unit or "") if args.json else {}
-    finally:
-        store.close()
-    if args.json:
-        _print_json(
-            {
-                "units": units,
-                "entries": rows,
-                "intact": not problems,
-                "problems": [problem_json(p) for p in problems],
-                "heads": heads,
-            }
-        )
-    elif problems:
-        columns = ("unit_id", "seq", "row_id", "what", "reason")
-        print(
-            table(
-                [c.upper() for c in columns],
-                [[problem_json(p)[c] for c in columns] for p in problems],
-            )
-        )
-    else:
-        print(f"intact: {units} unit(s), {rows} entries")
-    return 1 if problems else 0
-
-
 def commands(target: Target) -> dict[str, Callable[[argparse.Namespace], int]]:
     """The handlers by command name; ``target`` resolves --config / --db to a store."""
 
@@ -327,5 +285,4 @@ def commands(target: Target) -> dict[str, Callable[[argparse.Namespace], int]]:
         "alarms": guard(_alarms),
         "report": guard(_report),
         "audit": guard(_audit),
-        "verify-history": guard(_verify),
     }

@@ -56,6 +56,19 @@ Every key, with its default (a missing file section or key takes the default)::
     sweep_interval_s = 10        # how often serve records online -> stale -> offline
                                  # transitions into the coverage history
 
+    [history]                    # signed checkpoints of the history chains (fleet.checkpoint)
+    checkpoint_file = ""         # serve checks the chains against this file, then rewrites it
+                                 # with every unit's head, every checkpoint_interval_s (and once
+                                 # at start); keep it apart from the database (another disk or
+                                 # host). "" = no scheduled checkpoint. A failed check is kept
+                                 # (dashboard, API) and the file is left as it was, evidence
+                                 # for `verify-history --checkpoint`. Relative to this file
+    checkpoint_key = ""          # the Ed25519 private key (PEM) that signs it, made by
+                                 # `liftwatch-fleet history keygen KEY` (KEY.pub verifies);
+                                 # required with checkpoint_file. Relative to this file
+    checkpoint_interval_s = 3600 # how often (60 to 86400 s); one hour bounds what a rewrite
+                                 # can hide to the last hour's entries
+
     [registry]
     csv = ""                     # district unit register CSV, imported when serve starts;
                                  # empty = no register; relative to the config file's directory
@@ -194,6 +207,15 @@ class CoverageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    """The scheduled signed checkpoint of the history chains; no file = none."""
+
+    checkpoint_file: Path | None = None
+    checkpoint_key: Path | None = None
+    checkpoint_interval_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class RegistryConfig:
     """The district unit register to import at start, if any."""
 
@@ -220,6 +242,7 @@ class FleetConfig:
     store: StoreConfig = StoreConfig()
     coverage: CoverageConfig = CoverageConfig()
     registry: RegistryConfig = RegistryConfig()
+    history: HistoryConfig = HistoryConfig()
     firmware: FirmwareConfig = FirmwareConfig()
     ingest: IngestConfig = IngestConfig()
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
@@ -268,6 +291,11 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     "store": {"path": (str,), "url": (str,)},
     "coverage": {"stale_after_s": _NUMBER, "offline_after_s": _NUMBER, "sweep_interval_s": _NUMBER},
     "registry": {"csv": (str,)},
+    "history": {
+        "checkpoint_file": (str,),
+        "checkpoint_key": (str,),
+        "checkpoint_interval_s": _NUMBER,
+    },
     "firmware": {"policy": (str,)},
     "ingest": {
         "max_batch_records": (int,),
@@ -377,6 +405,21 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
     if not 0 < sweep <= 3600:
         problems.append(f"coverage.sweep_interval_s: must be > 0 and <= 3600, got {sweep:g}")
 
+    history_paths = {
+        key: base_dir / text if (text := str(get("history", key, ""))) else None
+        for key in ("checkpoint_file", "checkpoint_key")
+    }
+    if history_paths["checkpoint_file"] is not None and history_paths["checkpoint_key"] is None:
+        problems.append("history.checkpoint_key: must be set with history.checkpoint_file")
+    checkpoint_interval = float(
+        _number(get("history", "checkpoint_interval_s", defaults.history.checkpoint_interval_s))
+    )
+    if not 60 <= checkpoint_interval <= 86_400:
+        problems.append(
+            "history.checkpoint_interval_s: must be between 60 and 86400, got "
+            f"{checkpoint_interval:g}"
+        )
+
     csv_text = str(get("registry", "csv", ""))
     csv_path = base_dir / csv_text if csv_text else None
     policy_text = str(get("firmware", "policy", ""))
@@ -412,6 +455,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
             stale_after_s=stale, offline_after_s=offline, sweep_interval_s=sweep
         ),
         registry=RegistryConfig(csv=csv_path),
+        history=HistoryConfig(**history_paths, checkpoint_interval_s=checkpoint_interval),
         firmware=FirmwareConfig(policy=policy_path),
         ingest=IngestConfig(**ingest_values),
         alarms=alarms,

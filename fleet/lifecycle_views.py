@@ -85,11 +85,12 @@ def history_row_json(row: HistoryRow) -> dict[str, object]:
 
 
 def problem_json(problem: Problem) -> dict[str, object]:
-    """One break found in a chain."""
+    """One break found in a chain, or a table or checkpoint disagreeing with it (``table``)."""
     return {
         "unit_id": problem.unit_id,
         "seq": problem.seq,
         "row_id": problem.row_id,
         "what": problem.what,
         "reason": problem.reason,
+        "table": problem.table,
     }

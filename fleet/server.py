@@ -19,10 +19,12 @@ from starlette.applications import Starlette
 
 from fleet.access import AgentAccess, TlsMaterial, TlsSetupError, load_tls, server_credentials
 from fleet.alarms.service import Lifecycle, running_lifecycle
+from fleet.checkpoint import CheckpointError, load_private_key
 from fleet.clock import Clock, utc_now
 from fleet.config import FleetConfig, split_listen
 from fleet.firmware import EMPTY_POLICY, Policy, load_policy
 from fleet.gateway import AgentGateway
+from fleet.history_check import run_checkpoints
 from fleet.ingest import GroupCommitter, running_committer
 from fleet.metrics import GatewayMetrics
 from fleet.query import FleetQuery
@@ -191,6 +193,23 @@ async def _serve_until(
             run_sweeper(store, clock, config.coverage, metrics, sweep_trigger), name="sweep"
         )
         stack.push_async_callback(_cancel, sweeper)
+        history = config.history
+        if history.checkpoint_file is not None and history.checkpoint_key is not None:
+            try:
+                signing_key = load_private_key(history.checkpoint_key)
+            except CheckpointError as exc:
+                raise ServeError(f"history.checkpoint_key: {exc}") from None
+            checkpoints = asyncio.create_task(
+                run_checkpoints(
+                    store,
+                    clock,
+                    history.checkpoint_file,
+                    signing_key,
+                    history.checkpoint_interval_s,
+                ),
+                name="history-checkpoint",
+            )
+            stack.push_async_callback(_cancel, checkpoints)
         # Alarm dispatch and the fleet gauges (fleet.alarms.service), fed by the committer.
         lifecycle = await stack.enter_async_context(
             running_lifecycle(

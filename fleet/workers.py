@@ -39,7 +39,14 @@ from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from fleet.config import MEMORY, FleetConfig, HttpConfig, RegistryConfig, split_listen
+from fleet.config import (
+    MEMORY,
+    FleetConfig,
+    HistoryConfig,
+    HttpConfig,
+    RegistryConfig,
+    split_listen,
+)
 from fleet.firmware import PolicyError
 from fleet.registry import RegistryError
 from fleet.runtime import tune_gc
@@ -75,11 +82,15 @@ Ready = Callable[[Mapping[str, Any]], None]
 
 def worker_config(config: FleetConfig, index: int, listen: str) -> FleetConfig:
     """The configuration of worker ``index``: every worker listens on ``listen``; only
-    worker 0 imports the register and serves the JSON API (one port, one importer)."""
+    worker 0 imports the register, serves the JSON API and writes the history checkpoint
+    (one port, one importer, one writer)."""
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, listen=listen))
     if index == 0:
         return config
-    return dataclasses.replace(config, http=HttpConfig(listen=""), registry=RegistryConfig())
+    # One checkpoint writer too: the file is the fleet's, not each worker's.
+    return dataclasses.replace(
+        config, http=HttpConfig(listen=""), registry=RegistryConfig(), history=HistoryConfig()
+    )
 
 
 def serve_workers(config: FleetConfig, ready: Ready, log_level: int | str = logging.INFO) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 from fleet.config import CoverageConfig
-from fleet.history import Problem, group_rows, verify_chain
+from fleet.history import Problem
+from fleet.history_check import verify_store
 from fleet.reports.fault_rate import Period, RateRow, fault_rates
 from fleet.reports.scorecard import Scorecard, scorecards
 from fleet.reports.service_life import LifeRow, service_life
@@ -44,17 +45,7 @@ def scorecard_report(
 
 
 def verify_history(store: Store, unit_id: str = "") -> tuple[int, int, list[Problem]]:
-    """Check the chains (of ``unit_id`` unless ""): (units checked, rows, problems)."""
-    rows, heads = store.history(unit_id)
-    by_unit = group_rows(rows)
-    head_of = {h.unit_id: h for h in heads}
-    problems: list[Problem] = []
-    for unit in sorted(set(by_unit) | set(head_of)):
-        problems += verify_chain(unit, by_unit.get(unit, []), head_of.get(unit))
-    return len(set(by_unit) | set(head_of)), len(rows), problems
-
-
-def history_heads(store: Store, unit_id: str = "") -> dict[str, str]:
-    """Each unit's chain head as ``seq:hash`` (to publish, anchoring the chains)."""
-    _, heads = store.history(unit_id)
-    return {h.unit_id: f"{h.seq}:{h.hash}" for h in heads}
+    """Check the chains (of ``unit_id`` unless "") and the events and alarms rows against
+    them (`fleet.history_check.verify_store`): (units checked, rows, problems)."""
+    found = verify_store(store, unit_id)
+    return found.units, found.entries, list(found.problems)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fleet.auth.roles import Principal, Role
-from fleet.history import Head, HistoryRow
+from fleet.history import AlarmFact, EventFact, Head, HistoryCheck, HistoryRow
 from protos.liftwatch.v1 import records_pb2
 
 
@@ -343,6 +343,27 @@ class Store(Protocol):
 
     def history(self, unit_id: str = "") -> tuple[list[HistoryRow], list[Head]]:
         """Every history row (of ``unit_id`` unless ""), by unit and seq, and the heads."""
+        ...
+
+    def chained_rows(self, unit_id: str = "") -> tuple[list[EventFact], list[AlarmFact]]:
+        """The ``events`` and ``alarms`` rows (of ``unit_id`` unless "") as the history
+        chains record them, for `fleet.history.cross_check_events` / `cross_check_alarms`."""
+        ...
+
+    def history_hashes(self, points: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The stored hash of each (unit_id, seq) in ``points`` that has a history row."""
+        ...
+
+    def history_heads(self) -> list[Head]:
+        """Every unit's chain head (its newest seq and hash), by unit."""
+        ...
+
+    def record_history_check(self, check: HistoryCheck) -> None:
+        """Keep the outcome of one verification against a checkpoint (append-only)."""
+        ...
+
+    def last_history_check(self) -> HistoryCheck | None:
+        """The newest verification kept by `record_history_check`, or None."""
         ...
 
     def fault_events(self, since: dt.datetime, until: dt.datetime) -> list[FaultEvent]:

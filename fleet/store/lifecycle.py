@@ -17,7 +17,19 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from fleet.history import GENESIS, Head, HistoryRow, canonical, detail_entry_hash
+from fleet.history import (
+    ALARM_COLUMNS,
+    GENESIS,
+    AlarmFact,
+    EventFact,
+    Head,
+    HistoryCheck,
+    HistoryRow,
+    canonical,
+    detail_entry_hash,
+    event_detail,
+)
+from fleet.history import type_name as _type_name
 from fleet.store.base import (
     OPEN_ALARM_STATES,
     AlarmActionError,
@@ -169,18 +181,6 @@ def event_of_row(row: Sequence[Any]) -> EventRow:
         gb_code=shown_gb_code(kind, None if row[11] is None else int(row[11])),
         at_landing=None if row[12] is None else bool(row[12]),
     )
-
-
-def _iso_us(us: int | None) -> str | None:
-    moment = _at(us)
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
-def _type_name(number: int) -> str:
-    try:
-        return records_pb2.EventType.Name(number).removeprefix("EVENT_TYPE_")
-    except ValueError:
-        return str(number)
 
 
 def _alarm(row: Sequence[Any]) -> AlarmRow:
@@ -350,51 +350,43 @@ class LifecycleStore:
         at_landing): history, and alarms of alarm types."""
         raised: list[tuple[object, ...]] = []
         cleared: list[tuple[object, ...]] = []
-        for (
-            agent_id,
-            seq,
-            unit_id,
-            time_us,
-            event_id,
-            kind,
-            phase,
-            onset,
-            floor,
-            reason,
-            now,
-            gb_code,
-            at_landing,
-        ) in events:
-            detail = {
-                "agent_id": agent_id,
-                "seq": seq,
-                "event_id": event_id,
-                "type": _type_name(kind),
-                "phase": "RAISED" if phase == records_pb2.PHASE_RAISED else "CLEARED",
-                "time": _iso_us(time_us),
-                "onset": _iso_us(onset),
-                "floor": floor,
-                "reason": reason,
-                # as stored: what the agent sent (None for its 0), position at onset
-                "gb_code": gb_code,
-                "at_landing": None if at_landing is None else bool(at_landing),
-            }
-            self._queue_history(unit_id, now, "event", detail)
-            if kind not in self.alarm_types:
+        for row in events:
+            fact = _event_fact(row)
+            now = row[10]
+            # `event_detail` is the one statement of what is chained of an event: the
+            # verifier recomputes it from the events row.
+            self._queue_history(fact.unit_id, now, "event", event_detail(fact))
+            if fact.type not in self.alarm_types:
                 continue
-            if phase == records_pb2.PHASE_RAISED:
-                raised.append((unit_id, event_id, agent_id, kind, floor, reason, onset, now))
-            elif phase == records_pb2.PHASE_CLEARED:
-                cleared.append((time_us, unit_id, event_id))
+            if fact.phase == records_pb2.PHASE_RAISED:
+                raised.append(
+                    (
+                        fact.unit_id,
+                        fact.event_id,
+                        fact.agent_id,
+                        fact.type,
+                        fact.floor,
+                        fact.reason,
+                        fact.onset_us,
+                        now,
+                    )
+                )
+            elif fact.phase == records_pb2.PHASE_CLEARED:
+                cleared.append((fact.time_us, fact.unit_id, fact.event_id))
         found = self._run_many(
             "INSERT INTO alarms (unit_id, event_id, agent_id, type, floor, reason, onset_us, "
             "raised_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING "
-            "RETURNING alarm_id, unit_id, type, raised_us",
+            "RETURNING alarm_id, unit_id, type, raised_us, event_id",
             raised,
         )
         for result in found:
-            for alarm_id, unit_id, kind, at_us in result:
-                detail = {"alarm_id": int(alarm_id), "step": "raised", "type": _type_name(kind)}
+            for alarm_id, unit_id, kind, at_us, alarm_event in result:
+                detail = {
+                    "alarm_id": int(alarm_id),
+                    "step": "raised",
+                    "type": _type_name(kind),
+                    "event_id": alarm_event,
+                }
                 self._queue_history(unit_id, int(at_us), "alarm", detail)
         found = self._run_many(
             "UPDATE alarms SET cleared_us = ? WHERE unit_id = ? AND event_id = ? "
@@ -638,6 +630,83 @@ class LifecycleStore:
             [Head(h[0], int(h[1]), h[2]) for h in heads],
         )
 
+    def chained_rows(self, unit_id: str = "") -> tuple[list[EventFact], list[AlarmFact]]:
+        """The events and alarms rows (of ``unit_id`` unless "") that the chains record;
+        see `Store.chained_rows`."""
+        where, params = ("WHERE unit_id = ? ", [unit_id]) if unit_id else ("", [])
+        events = [
+            _event_fact(r)
+            for r in self._execute(
+                f"SELECT {EVENT_COLUMNS} FROM events {where}ORDER BY unit_id, agent_id, seq",
+                params,
+            ).fetchall()
+        ]
+        columns = (*ALARM_COLUMNS, "close_reason")
+        alarms = [
+            AlarmFact(
+                int(r[0]), r[1], r[2], int(r[3]), r[4], dict(zip(columns, r[5:], strict=True))
+            )
+            for r in self._execute(
+                f"SELECT alarm_id, unit_id, event_id, type, state, {', '.join(columns)} "
+                f"FROM alarms {where}ORDER BY alarm_id",
+                params,
+            ).fetchall()
+        ]
+        return events, alarms
+
+    def history_hashes(self, points: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The stored hash of each (unit_id, seq) of ``points`` that has a row; see
+        `Store.history_hashes`."""
+        found = self._set_based(
+            "SELECT h.unit_id, h.seq, h.hash FROM unit_history h JOIN {rows} "
+            "ON h.unit_id = v.column1 AND h.seq = v.column2",
+            sorted(set(points)),
+            ("text", "bigint"),
+        )
+        return {(str(r[0]), int(r[1])): str(r[2]) for r in found}
+
+    def history_heads(self) -> list[Head]:
+        """Every unit's chain head; see `Store.history_heads`."""
+        rows = self._execute(
+            "SELECT unit_id, seq, hash FROM unit_history_head ORDER BY unit_id"
+        ).fetchall()
+        return [Head(h[0], int(h[1]), h[2]) for h in rows]
+
+    def record_history_check(self, check: HistoryCheck) -> None:
+        """Keep one verification's outcome; see `Store.record_history_check`."""
+        with self._transaction(durable=True):
+            self._execute(
+                "INSERT INTO history_checks (checked_us, source, checkpoint_file, "
+                "checkpoint_written_us, units, problems, summary) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _us(check.checked),
+                    check.source,
+                    check.checkpoint_file,
+                    None if check.checkpoint_written is None else _us(check.checkpoint_written),
+                    check.units,
+                    check.problems,
+                    check.summary,
+                ),
+            )
+
+    def last_history_check(self) -> HistoryCheck | None:
+        """The newest kept verification; see `Store.last_history_check`."""
+        row = self._execute(
+            "SELECT checked_us, source, checkpoint_file, checkpoint_written_us, units, "
+            "problems, summary FROM history_checks ORDER BY checked_us DESC, id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return HistoryCheck(
+            checked=_at(row[0]) or _EPOCH,
+            source=row[1],
+            checkpoint_file=row[2],
+            checkpoint_written=_at(row[3]),
+            units=int(row[4]),
+            problems=int(row[5]),
+            summary=row[6],
+        )
+
     def fault_events(self, since: dt.datetime, until: dt.datetime) -> list[FaultEvent]:
         """RAISED events in [since, until); see `Store.fault_events`."""
         rows = self._execute(
@@ -676,6 +745,26 @@ class LifecycleStore:
             (unit_id, _us(since), _us(until), _us(since), _us(until)),
         ).fetchall()
         return [event_of_row(r) for r in rows]
+
+
+def _event_fact(row: Sequence[Any]) -> EventFact:
+    """The `EventFact` of an events row as ingest writes it and `EVENT_COLUMNS` selects it
+    (``committed_us``, the fleet's own stamp, is not part of the chained record)."""
+    return EventFact(
+        agent_id=row[0],
+        seq=int(row[1]),
+        unit_id=row[2],
+        time_us=int(row[3]),
+        event_id=row[4],
+        type=int(row[5]),
+        phase=int(row[6]),
+        onset_us=None if row[7] is None else int(row[7]),
+        floor=None if row[8] is None else int(row[8]),
+        reason=row[9],
+        gb_code=None if row[11] is None else int(row[11]),
+        at_landing=None if row[12] is None else bool(row[12]),
+        codes=True,
+    )
 
 
 def _register_detail(entry: RegisterEntry) -> dict[str, Any]:

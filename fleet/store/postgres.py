@@ -210,6 +210,10 @@ def _version(conn: Any) -> int:
 
 
 def _migrate(conn: Any, shown: str) -> None:
+    # Current already: write nothing, so an application role without DDL rights (see
+    # `grant_app_role`) opens the database; the owner migrates it.
+    if _version(conn) == SCHEMA_VERSION:
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -223,3 +227,79 @@ def _migrate(conn: Any, shown: str) -> None:
             conn.execute(MIGRATIONS[index])
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+
+
+# What `grant_app_role` lets the fleet's application role do, table by table: the rows the
+# history chains and the reports rest on are append-only for it (no UPDATE, no DELETE, no
+# TRUNCATE); a table not listed gets SELECT, INSERT, UPDATE and DELETE.
+APP_ROLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
+    "schema_version": ("SELECT",),  # the owner migrates
+    "unit_history": ("SELECT", "INSERT"),  # the hash chains
+    "events": ("SELECT", "INSERT"),  # chained: an event entry per stored event
+    "records": ("SELECT", "INSERT"),  # what the agents sent, as sent
+    "coverage_history": ("SELECT", "INSERT"),
+    "firmware_history": ("SELECT", "INSERT"),
+    "history_checks": ("SELECT", "INSERT"),  # the checkpoint verifications
+    "unit_history_head": ("SELECT", "INSERT", "UPDATE"),  # moves on every append
+    "alarms": ("SELECT", "INSERT", "UPDATE"),  # steps UPDATE it; each step is chained
+}
+FULL_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+def grant_app_role(url: str, role: str) -> dict[str, tuple[str, ...]]:
+    """Migrate the database at ``url`` (connected as its owner) and give the existing
+    role ``role`` what the fleet needs to run and no more: `APP_ROLE_PRIVILEGES`.
+    Idempotent (run it again after an upgrade adds tables). Returns the privileges
+    granted by table. Raises `StoreError` naming what failed."""
+    import psycopg
+    from psycopg import sql
+
+    PostgresStore.open(url).close()  # migrated: every table exists
+    shown = redact(url)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+            found = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            if found is None:
+                raise StoreError(
+                    f"role {role!r} does not exist on {shown}: create it first "
+                    f"(CREATE ROLE {role} LOGIN PASSWORD '...')"
+                )
+            name = sql.Identifier(role)
+            schema = conn.execute("SELECT current_schema()").fetchone()
+            assert schema is not None
+            tables = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                    "ORDER BY tablename"
+                ).fetchall()
+            ]
+            conn.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    sql.Identifier(str(conn.info.dbname)), name
+                )
+            )
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema[0]), name)
+            )
+            granted: dict[str, tuple[str, ...]] = {}
+            for table in tables:
+                privileges = APP_ROLE_PRIVILEGES.get(table, FULL_PRIVILEGES)
+                target = sql.Identifier(table)
+                # Revoke first: a second run after a policy change leaves nothing behind.
+                conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(target, name))
+                conn.execute(
+                    sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+                        sql.SQL(", ").join(sql.SQL(p) for p in privileges), target, name
+                    )
+                )
+                granted[table] = privileges
+            # Identity columns draw from sequences the tables own.
+            conn.execute(
+                sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+                    sql.Identifier(schema[0]), name
+                )
+            )
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot grant {role!r} on {shown}: {exc}") from None
+    return granted

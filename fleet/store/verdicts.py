@@ -8,6 +8,8 @@ The same DDL on both backends but for the ``{id}`` column type:
 - ``units.undetectable``: the wire EventType numbers the unit's agent said (in Hello) it
   cannot detect, comma-separated: the claims audit says "cannot tell" for those.
 - ``alarms.close_reason``: why an alarm was resolved while its event was still raised.
+- ``history_checks``: each verification of the history chains against a signed checkpoint
+  (`fleet.checkpoint`), newest shown on the dashboard; append-only for the app role.
 """
 
 from __future__ import annotations
@@ -17,4 +19,14 @@ ALTER TABLE events ADD COLUMN gb_code INTEGER;
 ALTER TABLE events ADD COLUMN at_landing INTEGER;
 ALTER TABLE units ADD COLUMN undetectable TEXT NOT NULL DEFAULT '';
 ALTER TABLE alarms ADD COLUMN close_reason TEXT NOT NULL DEFAULT '';
+CREATE TABLE history_checks (
+    id                     {id},
+    checked_us             BIGINT NOT NULL,
+    source                 TEXT NOT NULL,
+    checkpoint_file        TEXT NOT NULL,
+    checkpoint_written_us  BIGINT,
+    units                  INTEGER NOT NULL,
+    problems               INTEGER NOT NULL,
+    summary                TEXT NOT NULL DEFAULT ''
+);
 """

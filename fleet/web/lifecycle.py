@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
-from fleet.history import group_rows, verify_chain
+from fleet.history_check import verify_store
 from fleet.lifecycle_views import alarm_json, history_row_json, problem_json
 from fleet.reads import BadRequestError
 from fleet.reports.claims import (
@@ -313,8 +313,10 @@ def lifecycle_routes(
         unit_id = str(request.path_params["unit_id"])
         if not visible(request, unit_id):
             return _JSON({"error": f"unit {unit_id!r} unknown"}, status_code=404)
-        rows, heads = await life.store.call(lambda s: s.history(unit_id))
-        problems = verify_chain(unit_id, group_rows(rows).get(unit_id, []), next(iter(heads), None))
+        # The unit's chain, and its events and alarms rows checked against it.
+        rows, heads, problems = await life.store.call(
+            lambda s: (*s.history(unit_id), verify_store(s, unit_id).problems)
+        )
         return _JSON(
             {
                 "unit_id": unit_id,

@@ -273,3 +273,39 @@ def test_the_api_follows_the_passenger(tmp_path: Path) -> None:
         await call.done_writing()
 
     run(config, scenario, http=True)
+
+
+def test_the_oldest_open_alarm_gauge_stops_when_the_passenger_is_out(tmp_path: Path) -> None:
+    """An open entrapment whose event cleared still counts as open (the desk has to close
+    it) but no longer ages: the "entrapment open too long" alert is about people inside."""
+    from prometheus_client import CollectorRegistry
+
+    from fleet.alarms.service import LifecycleMetrics, refresh_gauges
+    from fleet.config import CoverageConfig
+    from fleet.store.open import open_store
+    from fleet.store.worker import StoreWorker
+
+    trap = records_pb2.EVENT_TYPE_ENTRAPMENT
+    early, late = T0, T0 + dt.timedelta(minutes=5)  # onsets 30 s before each
+    now = T0 + dt.timedelta(hours=1)
+    store = open_store(str(tmp_path / "fleet.db"))
+    store.commit_batch("a1", [record(1, "U1", time=early, event=trap, event_id="old")], early)
+    store.commit_batch("a1", [record(2, "U2", time=late, event=trap, event_id="new")], late)
+    out = record(3, "U1", time=late, event=trap, phase=records_pb2.PHASE_CLEARED, event_id="old")
+    store.commit_batch("a1", [out], late)
+    store.close()
+
+    async def scenario() -> CollectorRegistry:
+        worker = await StoreWorker.open(lambda: open_store(str(tmp_path / "fleet.db")))
+        registry = CollectorRegistry()
+        try:
+            await refresh_gauges(worker, LifecycleMetrics(registry), lambda: now, CoverageConfig())
+        finally:
+            await worker.close()
+        return registry
+
+    registry = asyncio.run(scenario())
+    labels = {"type": "ENTRAPMENT"}
+    assert registry.get_sample_value("liftwatch_fleet_open_alarms", labels) == 2
+    oldest = registry.get_sample_value("liftwatch_fleet_open_alarm_oldest_seconds", labels)
+    assert oldest == (now - (late - dt.timedelta(seconds=30))).total_seconds()
