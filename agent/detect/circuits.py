@@ -25,8 +25,11 @@ DOOR_LOCK_BYPASS (2 s, ``door_lock_bypass_s``)
     to move, so OPENING counts like OPEN and the raise time is T after the first sample
     that shows the doors leaving CLOSED with the lock made, wherever in the door cycle the
     jumper went in (a jumper fitted while the doors stood closed shows at the next
-    opening). CLOSING does not count: the lock makes in the last instant of the close
-    stroke, before the operator reports CLOSED. Near misses: the first OPENING sample may
+    opening). CLOSING does not start the count: the lock makes in the last instant of the
+    close stroke, before the operator reports CLOSED; but a count started with the doors
+    open goes on through CLOSING while the lock stays made (a sound lock is open all
+    through the stroke), so a jumper seen late in the dwell is raised T after it showed,
+    not at the next opening. Near misses: the first OPENING sample may
     still read the lock made (registers are read at one instant, the lock breaks a few
     tens of ms after the operator starts), and a lock read from another slave may lag by
     a poll; both last a sample or two, far under T, and any sample with the lock open
@@ -141,9 +144,12 @@ def step(
 
     old = state.bypass
     door_open = sample.door in DOOR_LEFT_CLOSED
+    # A bypass already seen with the doors open stays pending through their close stroke:
+    # a sound lock is open all through CLOSING, so only a jumper keeps it made there.
+    door_shown = door_open or (old.onset is not None and sample.door is DoorState.CLOSING)
     bypass, phase = advance(
         old,
-        watched and door_open and sample.door_lock_closed is True,
+        watched and door_shown and sample.door_lock_closed is True,
         door_open and sample.door_lock_closed is False,
         now,
         config.door_lock_bypass_s,

@@ -305,3 +305,22 @@ def test_every_phase_carries_the_place_of_the_onset() -> None:
         (Phase.RAISED, False),
         (Phase.CLEARED, False),
     ]
+
+
+def test_a_bypass_seen_late_in_the_dwell_is_raised_during_the_close() -> None:
+    cycle = [
+        *spell(OPEN, 0.0, 3.0, 0.1),
+        *spell(OPEN, 3.1, 3.5, 0.1, door_lock_closed=True),  # the jumper goes in
+        *spell(OPEN, 3.6, 6.0, 0.1, door=DoorState.CLOSING, door_lock_closed=True),
+        *spell(IDLE, 6.1, 8.0, 0.1),
+    ]
+    bypass = [e for e in feed_all(cycle) if e.type is EventType.DOOR_LOCK_BYPASS]
+    assert [e.onset for e in bypass] == [3.1]
+    assert bypass[0].at == pytest.approx(5.1)
+    # A lock made only on the last CLOSING sample starts nothing.
+    close = [
+        *spell(OPEN, 0.0, 1.0, door=DoorState.CLOSING),
+        at(OPEN, 1.1, door=DoorState.CLOSING, door_lock_closed=True),
+        *spell(IDLE, 1.2, 9.0),
+    ]
+    assert feed_all(close) == []
