@@ -12,6 +12,13 @@ info) waits up to ``linger_s`` after the first of it was kept, and whatever the 
 holds by then goes in one RecordBatch. An event never waits: `notify(urgent=True)` sends
 at once, with the telemetry kept before it, in seq order. A backlog of a full batch or
 more (catching up after an outage) goes at once too.
+
+A Reject ends the session and the uplink backs off and reconnects, except for one kind:
+MALFORMED with a reason that starts ``record seq N`` (the fleet's way of naming the one
+record it refuses, e.g. a time outside its window) would come back for the same record
+forever and hold back everything after it. That record is moved into the outbox's
+quarantine table (kept on the box, counted by ``outbox_quarantined``, logged) and the
+uplink reconnects at once.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,14 +52,24 @@ WELCOME_TIMEOUT_S = 10.0
 # Unacknowledged records in flight; bounds memory on both ends during a long catch-up.
 SEND_WINDOW = 5_000
 DEFAULT_LINGER_S = 1.0
+# How the fleet names the record a Reject is about (fleet.gateway.check_batch).
+_NAMED_RECORD = re.compile(r"record seq (\d+)\b")
 
 
 class FleetRejectedError(Exception):
     """The fleet refused this agent or a batch; ``code`` says why in one word."""
 
-    def __init__(self, message: str, code: str = "PROTOCOL") -> None:
+    def __init__(self, message: str, code: str = "PROTOCOL", reason: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason or message
+
+    def record_seq(self) -> int | None:
+        """The seq of the one record a MALFORMED Reject refuses (None: not such a Reject)."""
+        if self.code != "MALFORMED":
+            return None
+        named = _NAMED_RECORD.match(self.reason)
+        return int(named.group(1)) if named else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +148,14 @@ class Uplink:
                 await self._session(endpoint)
                 attempt = 0
             except FleetRejectedError as exc:
-                log.error("fleet %s rejected this agent: %s; records stay buffered", endpoint, exc)
                 if self._metrics is not None:
                     self._metrics.fleet_rejects.labels(exc.code).inc()
+                if self._set_aside(exc):
+                    attempt = 0  # the outbox is unblocked: resume without backing off
+                else:
+                    log.error(
+                        "fleet %s rejected this agent: %s; records stay buffered", endpoint, exc
+                    )
             except grpc.aio.AioRpcError as exc:
                 log.warning(
                     "stream to fleet %s failed: %s %s", endpoint, exc.code().name, exc.details()
@@ -152,6 +175,19 @@ class Uplink:
             attempt += 1
             log.info("reconnecting in %.1f s (outbox depth %d)", delay, self._outbox.depth())
             await asyncio.sleep(delay)
+
+    def _set_aside(self, exc: FleetRejectedError) -> bool:
+        """Quarantine the record a MALFORMED Reject names; True when one was moved."""
+        seq = exc.record_seq()
+        if seq is None or not self._outbox.quarantine(seq, exc.reason):
+            return False
+        log.error(
+            "fleet refused record seq %d as malformed (%s): moved it to the outbox's "
+            "quarantine, where it stays; sending resumes after it",
+            seq,
+            exc.reason,
+        )
+        return True
 
     def _channel(self, endpoint: str) -> Any:
         if self._credentials is None:
@@ -283,4 +319,4 @@ def _rejected(reject: gateway_pb2.Reject) -> FleetRejectedError:
         code = gateway_pb2.RejectCode.Name(reject.code).removeprefix("REJECT_CODE_")
     except ValueError:
         code = str(reject.code)
-    return FleetRejectedError(f"{code}: {reject.reason}", code)
+    return FleetRejectedError(f"{code}: {reject.reason}", code, reject.reason)

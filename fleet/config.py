@@ -84,6 +84,10 @@ Every key, with its default (a missing file section or key takes the default)::
     heartbeat_interval_s = 10    # how often agents send a Heartbeat (told in Welcome)
     max_group_records = 20000    # group commit: at most this many records (from any number
                                  # of agent streams) in one store transaction
+    max_clock_skew_s = 300       # a record time further ahead of the fleet's clock than this
+                                 # is refused as MALFORMED (the agent sets it aside)
+    max_record_age_s = 31622400  # ... and one further behind (366 days: an outbox holds a
+                                 # long outage's records; older means a wrong clock)
 
     [alarms]                     # rescue dispatch (fleet.alarms): alarms go out at once and
                                  # are re-sent until someone acknowledges them (EN 81-28)
@@ -230,6 +234,8 @@ class IngestConfig:
     max_batch_bytes: int = 1_048_576
     heartbeat_interval_s: int = 10
     max_group_records: int = 20_000
+    max_clock_skew_s: int = 300
+    max_record_age_s: int = 366 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +308,8 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "max_batch_bytes": (int,),
         "heartbeat_interval_s": (int,),
         "max_group_records": (int,),
+        "max_clock_skew_s": (int,),
+        "max_record_age_s": (int,),
     },
 }
 
@@ -431,6 +439,8 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         ("max_batch_bytes", 1024, MAX_BATCH_BYTES_CEILING),
         ("heartbeat_interval_s", 1, 3600),
         ("max_group_records", 1, 1_000_000),
+        ("max_clock_skew_s", 1, 86_400),
+        ("max_record_age_s", 3600, 10 * 366 * 86_400),
     ):
         number = int(_number(get("ingest", key, getattr(defaults.ingest, key))))
         if not low <= number <= high:

@@ -14,6 +14,7 @@ agent, with units registered for it, declaring only those units.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,11 +22,12 @@ from typing import Any
 import grpc
 
 from fleet.access import AgentAccess, peer_agent_id, unit_not_registered
+from fleet.clock import Clock
 from fleet.config import IngestConfig
 from fleet.ingest import CommitterStoppedError, GroupCommitter
 from fleet.metrics import GatewayMetrics
 from fleet.store.base import BatchOp, ControllerIdentity, HeartbeatOp, HelloOp, UnitClaim
-from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc
+from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ def check_batch(
     *,
     registered: frozenset[str] | None = None,
     agent_id: str = "",
+    now_s: float | None = None,
 ) -> gateway_pb2.Reject | None:
     """A Reject for the first rule ``batch`` breaks, else None.
 
@@ -91,7 +94,11 @@ def check_batch(
     in Hello, with a payload, a time and 0 < seq < 2**63; seqs strictly increasing, and
     above ``after_seq`` (the last seq this stream sent before). Under mutual TLS,
     ``registered`` holds the units registered for ``agent_id``, and a record for another
-    unit is refused as not registered (not merely undeclared).
+    unit is refused as not registered (not merely undeclared). With ``now_s`` (the
+    fleet's clock, epoch seconds), each record's time must be within the window
+    `record_time_problem` checks. A refusal that concerns one record names it as
+    ``record seq N ...`` at the start of the reason: the agent moves a record refused as
+    MALFORMED that way aside (`agent.uplink`) instead of sending it again forever.
     """
     count = len(batch.records)
     if count == 0:
@@ -128,6 +135,10 @@ def check_batch(
             return _reject(
                 gateway_pb2.REJECT_CODE_MALFORMED, f"record seq {record.seq} has no time"
             )
+        if now_s is not None:
+            problem = record_time_problem(record, now_s, limits)
+            if problem is not None:
+                return _reject(gateway_pb2.REJECT_CODE_MALFORMED, problem)
         if record.seq <= previous:
             where = "in the same batch" if index else "on this stream"
             return _reject(
@@ -136,6 +147,43 @@ def check_batch(
             )
         previous = record.seq
     return None
+
+
+def record_time_problem(
+    record: records_pb2.Record, now_s: float, limits: IngestConfig
+) -> str | None:
+    """Why ``record``'s time is not believable at fleet time ``now_s``, or None.
+
+    A time may lie at most ``limits.max_clock_skew_s`` ahead of the fleet's clock (the two
+    clocks disagree by that much at most) and at most ``limits.max_record_age_s`` behind it
+    (an outbox legitimately holds records from a long outage; anything older is a clock
+    that was wrong, such as a box without a real-time clock before NTP). Nanoseconds must be
+    in 0..999,999,999. The reason starts ``record seq N time ...``.
+    """
+    time = record.time
+    if not 0 <= time.nanos < 1_000_000_000:
+        return f"record seq {record.seq} time has nanos {time.nanos}, outside 0..999999999"
+    at = time.seconds + time.nanos / 1e9
+    if at - now_s > limits.max_clock_skew_s:
+        return (
+            f"record seq {record.seq} time {_iso(time.seconds)} is {at - now_s:.0f} s ahead "
+            f"of the fleet's clock; at most {limits.max_clock_skew_s} s "
+            "([ingest] max_clock_skew_s) is accepted"
+        )
+    if now_s - at > limits.max_record_age_s:
+        return (
+            f"record seq {record.seq} time {_iso(time.seconds)} is {now_s - at:.0f} s behind "
+            f"the fleet's clock; at most {limits.max_record_age_s} s "
+            "([ingest] max_record_age_s) is accepted"
+        )
+    return None
+
+
+def _iso(seconds: int) -> str:
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds} s after the epoch"
 
 
 def _claims(hello: gateway_pb2.Hello) -> list[UnitClaim]:
@@ -163,8 +211,12 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         limits: IngestConfig,
         metrics: GatewayMetrics,
         access: AgentAccess | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        """``access`` None: plaintext (demo, rig), the units declared in Hello are accepted."""
+        """``access`` None: plaintext (demo, rig), the units declared in Hello are accepted.
+        ``clock``: the fleet's wall clock, which record times are checked against (by
+        default the committer's, the one the store stamps writes with)."""
+        self._clock = clock if clock is not None else committer.clock
         self._access = access
         self._committer = committer
         self._limits = limits
@@ -291,6 +343,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                     last_seq,
                     registered=registered,
                     agent_id=agent_id,
+                    now_s=self._clock().timestamp(),
                 )
                 if problem is not None:
                     yield self._rejected(problem, agent_id, peer)

@@ -68,6 +68,8 @@ class GroupCommitter:
     ) -> None:
         self._store = store
         self._clock = clock
+        # The fleet's wall clock, also the one the gateway checks record times against.
+        self.clock = clock
         self._metrics = metrics
         self._max_records = max_group_records
         self._interval = group_interval_s
