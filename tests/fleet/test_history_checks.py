@@ -344,3 +344,98 @@ def test_serve_schedule_checks_then_rewrites_and_keeps_a_failed_file(
             await worker.close()
 
     asyncio.run(scenario())
+
+
+# -- PostgreSQL: the application role cannot rewrite what the chains and reports rest on -----
+
+
+def test_app_role_cannot_update_or_delete_the_chained_tables(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import psycopg
+
+    owner = open_store(pg_url)  # the owner migrates
+    owner.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        role = f"lw_app_{conn.info.dbname}"  # roles are the cluster's: one per database
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    assert main(["db", "grant", role, "--db", pg_url]) == 0
+    assert "unit_history" in capsys.readouterr().out
+    user = pg_url.split("://", 1)[1].split("@", 1)[0]
+    app_url = pg_url.replace(f"://{user}@", f"://{role}@", 1)
+
+    # The fleet works as the role: register, Hello, ingest with an alarm, dispatch, every
+    # disposal step, a checkpoint check kept, and the history verifies.
+    store = open_store(app_url)
+    try:
+        store.upsert_register([RegisterEntry("U1", building="B1", contractor="C1")], T0)
+        store.register_hello("a1", "0.1.0", [UnitClaim("U1", ControllerIdentity())], T0)
+        store.commit_batch("a1", [record(1, "U1", event=ENTRAPMENT, event_id="t")], T0)
+        (send,) = store.claim_deliveries(PLAN, T0)
+        store.delivery_done(send, "", T0, None)
+        (alarm,) = store.alarms()
+        store.alarm_action(alarm.alarm_id, "ack", "Li", T0)
+        store.alarm_action(alarm.alarm_id, "on_site", "Wang", T0)
+        store.commit_batch(
+            "a1",
+            [record(2, "U1", event=ENTRAPMENT, phase=records_pb2.PHASE_CLEARED, event_id="t")],
+            T0,
+        )
+        store.alarm_action(alarm.alarm_id, "resolve", "Wang", T0)
+        path = tmp_path / "cp.json"
+        generate_key(tmp_path / "k")
+        write_checkpoint(path, store.history_heads(), T0, load_private_key(tmp_path / "k"))
+        checkpoint = read_checkpoint(path, load_public_key(tmp_path / "k"))
+        assert verify_store(store, "", checkpoint).problems == ()
+    finally:
+        store.close()
+
+    refused = [
+        "UPDATE unit_history SET detail = '{}'",
+        "DELETE FROM unit_history",
+        "TRUNCATE unit_history",
+        "DELETE FROM unit_history_head",
+        "UPDATE events SET floor = 9",
+        "DELETE FROM events",
+        "DELETE FROM records",
+        "DELETE FROM alarms",
+        "DELETE FROM history_checks",
+        "UPDATE schema_version SET version = 1",
+    ]
+    with psycopg.connect(app_url, autocommit=True) as conn:
+        for statement in refused:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        # What the lifecycle needs stays allowed (an alarm's state moves on).
+        conn.execute("UPDATE alarms SET state = state")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        count = conn.execute("SELECT count(*) FROM unit_history").fetchone()
+    assert count is not None and count[0] > 0  # nothing was removed
+
+
+def test_db_grant_is_for_postgresql(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "grant", "app", "--db", str(tmp_path / "fleet.db")]) == 2
+    assert "for PostgreSQL" in capsys.readouterr().err
+
+
+def test_history_config_keys(tmp_path: Path) -> None:
+    from fleet.config import ConfigError, parse_config
+
+    config = parse_config(
+        {"history": {"checkpoint_file": "cp.json", "checkpoint_key": "k.pem"}},
+        tmp_path,
+        source="t",
+    )
+    assert config.history.checkpoint_file == tmp_path / "cp.json"
+    assert config.history.checkpoint_key == tmp_path / "k.pem"
+    assert config.history.checkpoint_interval_s == 3600
+    with pytest.raises(ConfigError) as failed:
+        parse_config(
+            {"history": {"checkpoint_file": "cp.json", "checkpoint_interval_s": 5}},
+            tmp_path,
+            source="t",
+        )
+    assert failed.value.problems == [
+        "history.checkpoint_key: must be set with history.checkpoint_file",
+        "history.checkpoint_interval_s: must be between 60 and 86400, got 5",
+    ]
