@@ -10,16 +10,17 @@ stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
-import io
 import json
+import os
 import sys
+import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
 
 from fleet.clock import utc_now
-from fleet.config import FleetConfig
+from fleet.config import LANGUAGES, FleetConfig
+from fleet.csv_cells import csv_text
 from fleet.lifecycle_views import alarm_json
 from fleet.reports.claims import ClaimsError, audit_claim, read_claims, verdict_json
 from fleet.reports.compute import (
@@ -27,7 +28,15 @@ from fleet.reports.compute import (
     scorecard_report,
     service_life_report,
 )
-from fleet.reports.fault_rate import CSV_COLUMNS, GROUPS, period, rate_json
+from fleet.reports.fault_rate import (
+    CSV_COLUMNS,
+    GROUPS,
+    header_lines,
+    period,
+    rate_csv,
+    rate_json,
+    rate_rules,
+)
 from fleet.reports.scorecard import scorecard_json
 from fleet.reports.service_life import life_json
 from fleet.store.base import AlarmActionError
@@ -95,8 +104,10 @@ def add_parsers(
     report = store_command(
         "report",
         "fault-rate, service-life or scorecard reports, worst first",
-        "fault-rate: faults per 1,000 trips and per month by unit, building, street or "
-        "contractor (what counts: fleet/reports/fault_rate.py); service-life: units by age, "
+        "fault-rate: lift faults per 1,000 trips and per unit-month by unit, building, street "
+        "or contractor, with each row's exposure (trips, watched days); rows short of "
+        "[reports] min_trips / min_watched_days are marked low and listed last (what counts "
+        "and why: the report's header, fleet/reports/fault_rate.py); service-life: units by age, "
         "past 10 and 15 years flagged for a safety assessment, oldest-and-worst first; "
         "scorecard: per maintenance contractor, coverage, fault rate, alarm response and "
         "rescue times.",
@@ -112,9 +123,10 @@ def add_parsers(
         "audit",
         "audit a contractor's claimed faults against the recorded data",
         "`audit claims FILE.csv`: for each claimed fault (columns unit_id or "
-        "registration_code, time, fault_type) say whether the data supports it, "
-        "contradicts it (watched and normal then) or cannot tell (not watched), with "
-        "the evidence. See fleet/reports/claims.py.",
+        "registration_code, time, fault_type; a time without a UTC offset is [http] "
+        "time_zone) say whether the data supports it, finds it overstated (a lesser fault "
+        "watched), contradicts it (watched and normal then) or cannot tell (not watched, "
+        "or the unit cannot see that fault), with the reason. See fleet/reports/claims.py.",
     )
     audit.add_argument("what", choices=["claims"])
     audit.add_argument("file", type=Path, help="the claims CSV")
@@ -125,14 +137,25 @@ def add_parsers(
         "--max-gap", type=_positive, default=60.0, help="longest silence still 'watched', s (60)"
     )
     audit.add_argument("--csv", action="store_true", help="print CSV")
+    audit.add_argument(
+        "--lang",
+        choices=LANGUAGES,
+        default=_env_language(),
+        help="language of the reasons (default: from LC_ALL / LC_MESSAGES / LANG, else en)",
+    )
+
+
+def _env_language() -> str:
+    """zh when the environment's locale is Chinese, else en."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name, "")
+        if value:
+            return "zh" if value.lower().startswith("zh") else "en"
+    return "en"
 
 
 def _out_csv(header: list[str], rows: list[list[object]]) -> None:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
-    sys.stdout.write(out.getvalue())
+    sys.stdout.write(csv_text(header, rows))
 
 
 def _print_json(value: object) -> None:
@@ -201,9 +224,12 @@ def _report(args: argparse.Namespace, target: Target) -> int:
     store = open_store(where, readonly=True)
     try:
         if args.report == "fault-rate":
-            rows = [rate_json(r) for r in fault_rate_report(store, args.by, span)]
+            rates = fault_rate_report(store, args.by, span, config.reports, now)
+            rows = [rate_json(r) for r in rates]
         elif args.report == "service-life":
-            rows = [life_json(r) for r in service_life_report(store, span, now.date())]
+            rows = [
+                life_json(r) for r in service_life_report(store, span, now.date(), config.reports)
+            ]
         else:
             rows = [scorecard_json(c) for c in scorecard_report(store, span, now, config.coverage)]
     finally:
@@ -216,11 +242,16 @@ def _report(args: argparse.Namespace, target: Target) -> int:
                 "report": args.report,
                 "since": str(span.since),
                 "until": str(span.until),
+                **(rate_rules(config.reports) if args.report == "fault-rate" else {}),
                 "rows": rows,
             }
         )
         return 0
     if args.report == "fault-rate":
+        if args.csv:
+            sys.stdout.write(rate_csv(rows, span, config.reports))
+            return 0
+        print("\n".join(header_lines(span, config.reports)))
         header = list(CSV_COLUMNS)
         body = [[i, *(r[c] for c in CSV_COLUMNS[1:])] for i, r in enumerate(rows, start=1)]
     else:
@@ -234,8 +265,8 @@ def _report(args: argparse.Namespace, target: Target) -> int:
 
 
 def _audit(args: argparse.Namespace, target: Target) -> int:
-    where, _ = target(args)
-    claims, problems = read_claims(args.file)
+    where, config = target(args)
+    claims, problems = read_claims(args.file, zoneinfo.ZoneInfo(config.http.time_zone))
     for problem in problems:
         print(
             f"{PROG}: {args.file}: line {problem.line}: {problem.reason} (row skipped)",
@@ -245,7 +276,7 @@ def _audit(args: argparse.Namespace, target: Target) -> int:
     gap = dt.timedelta(seconds=args.max_gap)
     store = open_store(where, readonly=True)
     try:
-        verdicts = [verdict_json(audit_claim(store, c, window, gap)) for c in claims]
+        verdicts = [verdict_json(audit_claim(store, c, window, gap), args.lang) for c in claims]
     finally:
         store.close()
     if args.json:

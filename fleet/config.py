@@ -56,6 +56,17 @@ Every key, with its default (a missing file section or key takes the default)::
     sweep_interval_s = 10        # how often serve records online -> stale -> offline
                                  # transitions into the coverage history
 
+    [reports]                    # the fault-rate report (fleet/reports/fault_rate.py)
+    min_trips = 1000             # a unit with a trip count is ranked only after this many trips
+                                 # in the period (the exposure its per-1,000-trips rate rests
+                                 # on); below it the row is marked "low" and listed after
+                                 # every ranked row, so 1 fault in 9 trips never tops the list
+    min_watched_days = 30        # a unit without a trip count is ranked only after this many
+                                 # days watched (half-hours in which its agent read the
+                                 # controller, 48 to a day) in the period: about one month.
+                                 # A group (building, street, contractor) is ranked on its
+                                 # units' trips and watched days added up
+
     [history]                    # signed checkpoints of the history chains (fleet.checkpoint)
     checkpoint_file = ""         # serve checks the chains against this file, then rewrites it
                                  # with every unit's head, every checkpoint_interval_s (and once
@@ -211,6 +222,14 @@ class CoverageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportsConfig:
+    """The exposure a unit (or group) needs before the fault-rate report ranks it."""
+
+    min_trips: int = 1000
+    min_watched_days: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryConfig:
     """The scheduled signed checkpoint of the history chains; no file = none."""
 
@@ -249,6 +268,7 @@ class FleetConfig:
     coverage: CoverageConfig = CoverageConfig()
     registry: RegistryConfig = RegistryConfig()
     history: HistoryConfig = HistoryConfig()
+    reports: ReportsConfig = ReportsConfig()
     firmware: FirmwareConfig = FirmwareConfig()
     ingest: IngestConfig = IngestConfig()
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
@@ -302,6 +322,7 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "checkpoint_key": (str,),
         "checkpoint_interval_s": _NUMBER,
     },
+    "reports": {"min_trips": (int,), "min_watched_days": _NUMBER},
     "firmware": {"policy": (str,)},
     "ingest": {
         "max_batch_records": (int,),
@@ -413,6 +434,17 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
     if not 0 < sweep <= 3600:
         problems.append(f"coverage.sweep_interval_s: must be > 0 and <= 3600, got {sweep:g}")
 
+    min_trips = int(_number(get("reports", "min_trips", defaults.reports.min_trips)))
+    if min_trips < 0:
+        problems.append(f"reports.min_trips: must be >= 0, got {min_trips}")
+    min_watched_days = float(
+        _number(get("reports", "min_watched_days", defaults.reports.min_watched_days))
+    )
+    if not 0 <= min_watched_days <= 3660:
+        problems.append(
+            f"reports.min_watched_days: must be between 0 and 3660, got {min_watched_days:g}"
+        )
+
     history_paths = {
         key: base_dir / text if (text := str(get("history", key, ""))) else None
         for key in ("checkpoint_file", "checkpoint_key")
@@ -466,6 +498,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         ),
         registry=RegistryConfig(csv=csv_path),
         history=HistoryConfig(**history_paths, checkpoint_interval_s=checkpoint_interval),
+        reports=ReportsConfig(min_trips=min_trips, min_watched_days=min_watched_days),
         firmware=FirmwareConfig(policy=policy_path),
         ingest=IngestConfig(**ingest_values),
         alarms=alarms,

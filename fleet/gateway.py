@@ -197,6 +197,8 @@ def _claims(hello: gateway_pb2.Hello) -> list[UnitClaim]:
                 serial=u.controller.serial,
                 profile=u.controller.profile,
             ),
+            detectable=tuple(u.detectable),
+            undetectable=tuple(u.undetectable),
         )
         for u in hello.units
     ]

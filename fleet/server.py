@@ -290,6 +290,7 @@ async def _web_app(
         contractors=contractors,
         site=SiteSettings(time_zone=http.time_zone, language=http.language),
         store=store,
+        reports=config.reports,
         clock=clock,
     )
 

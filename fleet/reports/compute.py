@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fleet.config import CoverageConfig
+from fleet.config import CoverageConfig, ReportsConfig
 from fleet.history import Problem
 from fleet.history_check import verify_store
 from fleet.reports.fault_rate import Period, RateRow, fault_rates
@@ -14,18 +14,27 @@ from fleet.reports.service_life import LifeRow, service_life
 from fleet.store.base import Store, UnitQuery
 
 
-def fault_rate_report(store: Store, by: str, span: Period) -> list[RateRow]:
-    """Fault rates grouped ``by`` over ``span``, worst first."""
+def fault_rate_report(
+    store: Store,
+    by: str,
+    span: Period,
+    rules: ReportsConfig | None = None,
+    now: dt.datetime | None = None,
+) -> list[RateRow]:
+    """Fault rates grouped ``by`` over ``span``, ranked rows worst first, then the rows
+    short of the exposure ``rules`` ask for (see `fleet.reports.fault_rate`)."""
     units = store.list_units(UnitQuery())
     events = store.fault_events(span.start, span.end)
     spans = store.trip_spans(span.since, span.until)
-    return fault_rates(units, events, spans, span, by)
+    return fault_rates(units, events, spans, span, by, rules, now)
 
 
-def service_life_report(store: Store, span: Period, today: dt.date) -> list[LifeRow]:
+def service_life_report(
+    store: Store, span: Period, today: dt.date, rules: ReportsConfig | None = None
+) -> list[LifeRow]:
     """The service-life review with per-unit fault rates over ``span``."""
     return service_life(
-        store.list_units(UnitQuery()), fault_rate_report(store, "unit", span), today
+        store.list_units(UnitQuery()), fault_rate_report(store, "unit", span, rules), today
     )
 
 

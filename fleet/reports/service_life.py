@@ -32,7 +32,7 @@ class LifeRow:
     contractor: str
     faults: int
     per_1000_trips: float | None
-    per_unit_month: float
+    per_unit_month: float | None
 
 
 def age_years(install: dt.date, today: dt.date) -> float:
@@ -74,7 +74,7 @@ def service_life(
                 contractor=unit.register.contractor,
                 faults=rate.faults if rate else 0,
                 per_1000_trips=rate.per_1000_trips if rate else None,
-                per_unit_month=rate.per_unit_month if rate else 0.0,
+                per_unit_month=rate.per_unit_month if rate else None,
             )
         )
     bracket = {"assess_15": 0, "assess_10": 1, "": 2, "unknown_age": 3}
@@ -83,7 +83,7 @@ def service_life(
             bracket[r.flag],
             r.per_1000_trips is None,
             -(r.per_1000_trips or 0.0),
-            -r.per_unit_month,
+            -(r.per_unit_month or 0.0),
             -(r.age_years or 0.0),
             r.unit_id,
         )

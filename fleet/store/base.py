@@ -58,6 +58,10 @@ class UnitClaim:
 
     unit_id: str
     controller: ControllerIdentity
+    # What the unit's profile lets the agent see, as wire EventType numbers (Hello's
+    # UnitDescriptor.detectable / undetectable); the claims audit reads them.
+    detectable: tuple[int, ...] = ()
+    undetectable: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,10 @@ class UnitRow:
     controller: ControllerIdentity
     last_seen: dt.datetime | None
     link_up: bool | None
+    # The unit's last Hello: the wire EventTypes its agent can and cannot detect (empty
+    # when no Hello has said, e.g. one stored before migration "verdicts").
+    detectable: tuple[int, ...] = ()
+    undetectable: tuple[int, ...] = ()
 
     @property
     def model(self) -> str:
@@ -537,6 +545,9 @@ class TripSpan:
     day: dt.date
     min_trips: int
     max_trips: int
+    # Bit n set: the agent sent a Counters record in the day's half-hour n (0-47), i.e.
+    # it was reading the unit's controller then (see fleet.reports.fault_rate).
+    watched_slots: int = 0
 
 
 # -- users, sessions and API tokens (migration "users", logic in fleet.store.users) ----------

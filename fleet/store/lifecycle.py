@@ -399,21 +399,24 @@ class LifecycleStore:
                 self._queue_history(unit_id, int(at_us), "alarm", detail)
 
     def _on_counters(self, rows: Sequence[tuple[str, int, int]]) -> None:
-        """Rows of (unit_id, time_us, trips): widen that UTC day's counter span."""
-        spans: dict[tuple[str, str], tuple[int, int]] = {}
+        """Rows of (unit_id, time_us, trips): widen that UTC day's counter span and mark
+        the half-hour the record fell in as watched."""
+        spans: dict[tuple[str, str], tuple[int, int, int]] = {}
         for unit_id, time_us, trips in rows:
             moment = _at(time_us)
             assert moment is not None
             key = (unit_id, moment.date().isoformat())
-            low, high = spans.get(key, (trips, trips))
-            spans[key] = (min(low, trips), max(high, trips))
+            low, high, slots = spans.get(key, (trips, trips, 0))
+            slot = 1 << (moment.hour * 2 + moment.minute // 30)
+            spans[key] = (min(low, trips), max(high, trips), slots | slot)
         self._many(
-            "INSERT INTO unit_trips_daily (unit_id, day, min_trips, max_trips) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (unit_id, day) DO UPDATE SET "
+            "INSERT INTO unit_trips_daily (unit_id, day, min_trips, max_trips, watched_slots) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (unit_id, day) DO UPDATE SET "
             "min_trips = CASE WHEN excluded.min_trips < unit_trips_daily.min_trips "
             "THEN excluded.min_trips ELSE unit_trips_daily.min_trips END, "
-            "max_trips = GREATEST(unit_trips_daily.max_trips, excluded.max_trips)",
-            [(u, day, low, high) for (u, day), (low, high) in sorted(spans.items())],
+            "max_trips = GREATEST(unit_trips_daily.max_trips, excluded.max_trips), "
+            "watched_slots = unit_trips_daily.watched_slots | excluded.watched_slots",
+            [(u, day, *span) for (u, day), span in sorted(spans.items())],
         )
 
     # -- alarms ---------------------------------------------------------------------------
@@ -719,11 +722,14 @@ class LifecycleStore:
     def trip_spans(self, since: dt.date, until: dt.date) -> list[TripSpan]:
         """Daily trip counter spans; see `Store.trip_spans`."""
         rows = self._execute(
-            "SELECT unit_id, day, min_trips, max_trips FROM unit_trips_daily "
+            "SELECT unit_id, day, min_trips, max_trips, watched_slots FROM unit_trips_daily "
             "WHERE day >= ? AND day < ? ORDER BY unit_id, day",
             (since.isoformat(), until.isoformat()),
         ).fetchall()
-        return [TripSpan(r[0], dt.date.fromisoformat(r[1]), int(r[2]), int(r[3])) for r in rows]
+        return [
+            TripSpan(r[0], dt.date.fromisoformat(r[1]), int(r[2]), int(r[3]), int(r[4]))
+            for r in rows
+        ]
 
     def record_times(
         self, unit_id: str, agent_id: str, since: dt.datetime, until: dt.datetime

@@ -57,7 +57,8 @@ MODEL_EXPR = "CASE WHEN model <> '' THEN model ELSE registered_model END"
 UNIT_COLUMNS = (
     "unit_id, registered, building, address, street, use_unit, contractor, install_date, "
     "rated_speed_m_s, rated_load_kg, landings, registered_model, car_in_group, agent_id, "
-    "agent_version, vendor, model, firmware, serial, profile, last_seen_us, link_up"
+    "agent_version, vendor, model, firmware, serial, profile, last_seen_us, link_up, "
+    "detectable, undetectable"
 )
 _CONTROLLER_FIELDS = ("vendor", "model", "firmware", "serial", "profile")
 
@@ -258,18 +259,23 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
             f"THEN v.column{n} ELSE {f} END"
             for n, f in enumerate(_CONTROLLER_FIELDS, start=4)
         )
-        unit_column = f"column{4 + len(_CONTROLLER_FIELDS)}"
+        # Then what the unit's profile lets the agent see (each Hello says it afresh: a
+        # new profile changes it), and the unit last.
+        seeing = 4 + len(_CONTROLLER_FIELDS)
+        unit_column = f"column{seeing + 2}"
         rows = [
             (
                 hello.agent_id,
                 hello.agent_version,
                 now_us,
                 *(getattr(claim.controller, f) for f in _CONTROLLER_FIELDS),
+                event_type_list(claim.detectable),
+                event_type_list(claim.undetectable),
                 claim.unit_id,
             )
             for hello, claim in claims
         ]
-        types = ("text", "text", "bigint", *("text" for _ in _CONTROLLER_FIELDS), "text")
+        types = ("text", "text", "bigint", *["text"] * (len(_CONTROLLER_FIELDS) + 3))
         returned: list[tuple[Any, ...]] = []
         for chunk in rounds(rows, len(rows[0]) - 1) if rows else []:
             found = self._set_based(
@@ -277,7 +283,8 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
                 "prev_agent_version = agent_version, agent_id = v.column1, "
                 "agent_version = v.column2, "
                 "last_seen_us = GREATEST(COALESCE(last_seen_us, 0), v.column3), "
-                f"{sets}, status = {HEARD_STATUS} FROM {{rows}} WHERE unit_id = v.{unit_column} "
+                f"{sets}, detectable = v.column{seeing}, undetectable = v.column{seeing + 1}, "
+                f"status = {HEARD_STATUS} FROM {{rows}} WHERE unit_id = v.{unit_column} "
                 f"RETURNING unit_id, prev_status, status, prev_firmware, firmware, "
                 f"prev_agent_version, agent_version, agent_id, {MODEL_EXPR}",
                 chunk,
@@ -703,6 +710,8 @@ def rounds(rows: Sequence[Sequence[object]], key: int) -> list[list[Sequence[obj
 def _event_row(
     agent_id: str, record: records_pb2.Record, time_us: int, committed_us: int
 ) -> tuple[object, ...]:
+    """The ``events`` row of one Event record, in `EVENT_COLUMNS` order; ``gb_code`` as
+    the agent sent it (NULL for the wire's 0), ``at_landing`` 1 / 0 / NULL."""
     event = record.event
     return (
         agent_id,
@@ -710,14 +719,14 @@ def _event_row(
         record.unit_id,
         time_us,
         event.event_id,
-    """The ``events`` row of one Event record, in `EVENT_COLUMNS` order; ``gb_code`` as
-    the agent sent it (NULL for the wire's 0), ``at_landing`` 1 / 0 / NULL."""
         int(event.type),
         int(event.phase),
         timestamp_us(event.onset) if event.HasField("onset") else None,
         event.floor if event.HasField("floor") else None,
         event.reason,
         committed_us,
+        gb_code(event.gb_code),
+        int(event.at_landing) if event.HasField("at_landing") else None,
     )
 
 
@@ -725,8 +734,6 @@ def unit_row(row: Sequence[Any]) -> UnitRow:
     """A `UnitRow` from a row of `UNIT_COLUMNS`."""
     (
         unit_id,
-        gb_code(event.gb_code),
-        int(event.at_landing) if event.HasField("at_landing") else None,
         registered,
         building,
         address,
@@ -748,6 +755,8 @@ def unit_row(row: Sequence[Any]) -> UnitRow:
         profile,
         last_seen_us,
         link_up,
+        detectable,
+        undetectable,
     ) = row
     return UnitRow(
         unit_id=unit_id,
@@ -771,4 +780,16 @@ def unit_row(row: Sequence[Any]) -> UnitRow:
         controller=ControllerIdentity(vendor, model, firmware, serial, profile),
         last_seen=from_us(int(last_seen_us)) if last_seen_us is not None else None,
         link_up=None if link_up is None else bool(link_up),
+        detectable=parse_event_type_list(detectable),
+        undetectable=parse_event_type_list(undetectable),
     )
+
+
+def event_type_list(types: Sequence[int]) -> str:
+    """Wire EventType numbers as the units table keeps them: sorted, comma-separated."""
+    return ",".join(str(t) for t in sorted(set(types)))
+
+
+def parse_event_type_list(text: str) -> tuple[int, ...]:
+    """The numbers of an `event_type_list`; "" (nothing said) is empty."""
+    return tuple(int(part) for part in text.split(",") if part.strip())

@@ -10,6 +10,11 @@ The same DDL on both backends but for the ``{id}`` column type:
 - ``alarms.close_reason``: why an alarm was resolved while its event was still raised.
 - ``history_checks``: each verification of the history chains against a signed checkpoint
   (`fleet.checkpoint`), newest shown on the dashboard; append-only for the app role.
+- ``units.detectable``: the wire EventType numbers the unit's agent said it can detect,
+  comma-separated: an event neither there nor in ``undetectable`` (a type newer than the
+  agent) is one the agent cannot see either.
+- ``unit_trips_daily.watched_slots``: per unit and UTC day, bit n (0-47) set when a
+  Counters record fell in the day's half-hour n: the fault-rate report's watched time.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ ALTER TABLE events ADD COLUMN gb_code INTEGER;
 ALTER TABLE events ADD COLUMN at_landing INTEGER;
 ALTER TABLE units ADD COLUMN undetectable TEXT NOT NULL DEFAULT '';
 ALTER TABLE alarms ADD COLUMN close_reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE units ADD COLUMN detectable TEXT NOT NULL DEFAULT '';
+ALTER TABLE unit_trips_daily ADD COLUMN watched_slots BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE history_checks (
     id                     {id},
     checked_us             BIGINT NOT NULL,

@@ -19,18 +19,19 @@ from starlette.routing import BaseRoute, Route
 from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
 from fleet.clock import Clock, utc_now
+from fleet.config import ReportsConfig
 from fleet.coverage import UnitStatus
 from fleet.metrics import GatewayMetrics
 from fleet.reads import BadRequestError, Reads, UnitFilter
 from fleet.store.base import EventRow, UnitRow
 from fleet.store.worker import StoreWorker
 from fleet.views import (
-    coverage_change_json,
     EVENT_TABLE_COLUMNS,
+    coverage_change_json,
     coverage_groups_json,
     coverage_json,
-    event_json,
     event_cells,
+    event_json,
     event_type_number,
     inventory_json,
     unit_json,
@@ -125,7 +126,6 @@ def _csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return out.getvalue()
 
 
-def build_app(
 def units_csv(units: Sequence[tuple[UnitRow, UnitStatus]]) -> str:
     """The unit list as CSV."""
     rendered = (unit_json(unit, status) for unit, status in units)
@@ -137,6 +137,7 @@ def events_csv(events: Sequence[EventRow]) -> str:
     return _csv(EVENT_TABLE_COLUMNS, (event_cells(e) for e in events))
 
 
+def build_app(
     reads: Reads,
     metrics: GatewayMetrics,
     lifecycle: Lifecycle | None = None,
@@ -146,6 +147,7 @@ def events_csv(events: Sequence[EventRow]) -> str:
     contractors: UnitContractors | None = None,
     site: SiteSettings | None = None,
     store: StoreWorker | None = None,
+    reports: ReportsConfig | None = None,
     clock: Clock = utc_now,
 ) -> Starlette:
     """The ASGI app of the JSON API (and /metrics) over ``reads``; alarms, reports and
@@ -255,14 +257,14 @@ def events_csv(events: Sequence[EventRow]) -> str:
             _int(request, "limit", 0),
             scoped_contractor(principal_of(request), ""),
         )
-        return _JSON({"events": [event_json(e) for e in found]})
-
         if request.query_params.get("format", "json") == "csv":
             return Response(
                 events_csv(found),
                 media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": 'attachment; filename="events.csv"'},
             )
+        return _JSON({"events": [event_json(e) for e in found]})
+
     async def openapi(request: Request) -> Response:
         return _JSON(openapi_spec())
 
@@ -289,7 +291,15 @@ def events_csv(events: Sequence[EventRow]) -> str:
             Route("/api/coverage/history", guarded(coverage_history)),
             Route("/api/firmware", guarded(firmware)),
             Route("/api/events", guarded(events)),
-            *lifecycle_routes(lifecycle, guarded, visible, hub),
+            *lifecycle_routes(
+                lifecycle,
+                guarded,
+                visible,
+                hub,
+                reports=reports,
+                time_zone=(site or SiteSettings()).time_zone,
+                language=(site or SiteSettings()).language,
+            ),
             Route("/api/openapi.json", openapi),
             Route("/metrics", prometheus),
             *dashboard,

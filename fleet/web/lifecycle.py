@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import json
+import zoneinfo
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.routing import Route
 
 from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
+from fleet.config import ReportsConfig
 from fleet.history_check import verify_store
 from fleet.lifecycle_views import alarm_json, history_row_json, problem_json
 from fleet.reads import BadRequestError
@@ -23,11 +25,12 @@ from fleet.reports.claims import (
     ClaimProblem,
     ClaimsError,
     audit_claim,
+    language_of,
     parse_claims,
     verdict_json,
 )
 from fleet.reports.compute import fault_rate_report, scorecard_report, service_life_report
-from fleet.reports.fault_rate import CSV_COLUMNS, GROUPS, Period, period, rate_json
+from fleet.reports.fault_rate import GROUPS, Period, period, rate_csv, rate_json, rate_rules
 from fleet.reports.scorecard import scorecard_json
 from fleet.reports.service_life import life_json
 from fleet.store.base import ALARM_STATES, AlarmActionError, AlarmReasonRequiredError, AlarmRow
@@ -89,16 +92,6 @@ def _alarm_id(request: Request) -> int:
     return int(text)
 
 
-def rate_csv(rows: list[dict[str, Any]]) -> str:
-    """The fault-rate rows as CSV (rank first, then `CSV_COLUMNS`)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for rank, row in enumerate(rows, start=1):
-        writer.writerow([rank, *(row[c] if row[c] is not None else "" for c in CSV_COLUMNS[1:])])
-    return out.getvalue()
-
-
 async def _actor(request: Request, principal: Principal) -> str:
     """Who the history records for an action: the logged-in user; with auth off, the
     ``by`` of the JSON body (required then)."""
@@ -157,12 +150,21 @@ def lifecycle_routes(
     guarded: Callable[[Handler], Handler],
     visible: Callable[[Request, str], bool],
     hub: LiveHub | None = None,
+    *,
+    reports: ReportsConfig | None = None,
+    time_zone: str = "Asia/Shanghai",
+    language: str = "zh",
 ) -> list[Route]:
     """The routes of this side (a 400 naming the reason when built without a lifecycle).
 
     ``guarded`` admits the caller; ``visible`` says whether the caller may see a unit (a
     contractor: only its own). Alarm actions tell ``hub`` so that open pages refresh.
+    The fault-rate report ranks by ``reports``; a claim time without a UTC offset is read
+    in the site's ``time_zone``; claim reasons are in the reader's language (``lang``,
+    else Accept-Language, else the site's ``language``).
     """
+    rules = reports or ReportsConfig()
+    site_zone = zoneinfo.ZoneInfo(time_zone)
 
     def need() -> Lifecycle:
         if lifecycle is None:
@@ -248,17 +250,24 @@ def lifecycle_routes(
             by = request.query_params.get("by", "unit")
             if by not in GROUPS:
                 raise BadRequestError(f"by: {by!r} is none of {', '.join(GROUPS)}")
-            rows = [
-                rate_json(r)
-                for r in await life.store.call(lambda s: fault_rate_report(s, by, span))
-            ]
+            rates = await life.store.call(lambda s: fault_rate_report(s, by, span, rules, now))
+            rows = _scoped_rows(request, name, [rate_json(r) for r in rates], visible)
             if request.query_params.get("format", "json") == "csv":
-                rows = _scoped_rows(request, name, rows, visible)
-                return Response(rate_csv(rows), media_type="text/csv; charset=utf-8")
+                return Response(rate_csv(rows, span, rules), media_type="text/csv; charset=utf-8")
+            return _JSON(
+                {
+                    "since": span.since.isoformat(),
+                    "until": span.until.isoformat(),
+                    **rate_rules(rules),
+                    "rows": rows,
+                }
+            )
         elif name == "service-life":
             rows = [
                 life_json(r)
-                for r in await life.store.call(lambda s: service_life_report(s, span, now.date()))
+                for r in await life.store.call(
+                    lambda s: service_life_report(s, span, now.date(), rules)
+                )
             ]
         elif name == "scorecard":
             thresholds = life.thresholds
@@ -284,7 +293,7 @@ def lifecycle_routes(
             raise BadRequestError(f"body: at most {MAX_CLAIMS_BYTES} bytes of CSV")
         try:
             text = body.decode("utf-8-sig")
-            parsed, problems = parse_claims(io.StringIO(text, newline=""), "upload")
+            parsed, problems = parse_claims(io.StringIO(text, newline=""), "upload", site_zone)
         except (UnicodeDecodeError, csv.Error, ClaimsError) as exc:
             raise BadRequestError(f"body: {exc}") from None
         # A contractor audits its own units' claims: another's unit is "unknown" to it.
@@ -294,11 +303,18 @@ def lifecycle_routes(
             if not visible(request, c.unit_id)
         ]
         mine = [c for c in parsed if visible(request, c.unit_id)]
+        lang = language_of(
+            request.query_params.get("lang", ""),
+            request.headers.get("accept-language", ""),
+            language,
+        )
         verdicts = await life.store.call(
-            lambda s: [verdict_json(audit_claim(s, c, window, max_gap)) for c in mine]
+            lambda s: [verdict_json(audit_claim(s, c, window, max_gap), lang) for c in mine]
         )
         return _JSON(
             {
+                "lang": lang,
+                "time_zone": time_zone,
                 "claims": verdicts,
                 "problems": [
                     {"line": p.line, "reason": p.reason}
@@ -375,6 +391,7 @@ ALARM_SCHEMA: dict[str, Any] = {
         "alarm_id": {"type": "integer"},
         "unit_id": _STR,
         "type": _STR,
+        "class": {"type": ["string", "null"], "description": "the event's class (lift_fault, ...)"},
         "state": {"type": "string", "enum": list(ALARM_STATES)},
         "event_id": _STR,
         "onset": _NSTR,
@@ -391,7 +408,6 @@ ALARM_SCHEMA: dict[str, Any] = {
         "floor": {"type": ["integer", "null"]},
         "reason": _STR,
         "building": _STR,
-        "class": {"type": ["string", "null"], "description": "the event's class (lift_fault, ...)"},
         "address": _STR,
         "street": _STR,
         "contractor": _STR,
@@ -425,6 +441,8 @@ SCHEMAS: dict[str, Any] = {
     "ClaimsAudit": {
         "type": "object",
         "properties": {
+            "lang": _STR,
+            "time_zone": _STR,
             "claims": {"type": "array", "items": {"type": "object"}},
             "problems": {"type": "array", "items": {"type": "object"}},
         },
@@ -492,8 +510,10 @@ PATHS: dict[str, Any] = {
     },
     "/api/reports/{report}": {
         "get": {
-            "summary": "fault-rate (by=unit|building|street|contractor, format=json|csv), "
-            "service-life or scorecard over a period, worst first",
+            "summary": "fault-rate (by=unit|building|street|contractor, format=json|csv; lift "
+            "faults only, each row with its exposure, low-exposure rows last; the JSON carries "
+            "the classification and ranking rule, the CSV them as # lines), service-life or "
+            "scorecard over a period, worst first",
             "parameters": [
                 _path("report"),
                 *_PERIOD,
@@ -515,9 +535,15 @@ PATHS: dict[str, Any] = {
     "/api/reports/claims": {
         "post": {
             "summary": "Audit repair claims (CSV body: unit_id or registration_code, time, "
-            "fault_type): supported, contradicts or cannot_tell, with the evidence; bad rows "
-            "named by line",
+            "fault_type; a time without a UTC offset is the site's time zone): supported, "
+            "overstated, contradicts or cannot_tell, each with its reason as a code with "
+            "parameters and as evidence in the reader's language; bad rows named by line",
             "parameters": [
+                _q(
+                    "lang",
+                    "language of the reasons: zh or en (default: Accept-Language, "
+                    "else the site's language)",
+                ),
                 _q("window_min", "minutes either side of a claim (default 30)"),
                 _q("max_gap_s", "longest silence still 'watched', seconds (default 60)"),
             ],

@@ -83,7 +83,10 @@ def test_fault_rate_as_csv_ranks_worst_first(db: Path, capsys: pytest.CaptureFix
     assert (
         main(["report", "fault-rate", "--by", "contractor", "--db", str(db), "--csv", *PERIOD]) == 0
     )
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    # The header's # lines (what counts) first, then the table.
+    lines = io.StringIO(capsys.readouterr().out).readlines()
+    assert lines[0].startswith("# ")
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
     assert rows[0]["name"] == "C2"
     assert {r["name"] for r in rows} == {"C1", "C2"}
 
