@@ -2,8 +2,9 @@
 the whole system (fleet, emulator, agent as real processes).
 
 Each role logs in; a unit page turns to alarm by itself when the emulator traps a
-passenger; the dispatcher acknowledges, goes on site and resolves, and the lifecycle is
-recorded; a claims audit uploaded in the reports page bears out the entrapment; a
+passenger; the dispatcher acknowledges and goes on site, cannot resolve without a reason
+while the passenger is still trapped, sees every page turn to "cleared · passenger out"
+with a stopped timer once the entrapment clears, resolves, and the lifecycle is recorded; a claims audit uploaded in the reports page bears out the entrapment; a
 contractor cannot open another contractor's unit by URL or by the API; the language
 switches; the login works from the keyboard alone; the layout fits a phone; a page
 recovers by itself when the fleet restarts under it; axe-core finds no serious or
@@ -194,6 +195,47 @@ async def _every_role(
     return violations
 
 
+async def _rescue_follows_the_passenger(
+    page: Any, base: str, system: RunningSystem, trapped: str, row: str
+) -> list[dict[str, Any]]:
+    """Still trapped: closing the alarm needs a reason, and the page says so. Then the
+    passenger is out: the alarms page, the overview and the unit page show it cleared
+    with its time, and the open-for timer stops at onset to clear."""
+    await page.click(f"{row} button[data-action=resolve]")
+    said = await page.wait_for_function(
+        "r => document.querySelector(`${r} .actions .msg.error`)?.textContent || null",
+        arg=row,
+        timeout=WAIT_MS,
+    )
+    assert "原因" in await said.json_value()
+    assert await page.get_attribute(row, "data-state") == "on_site"
+    violations = await _axe(page, "alarms-reason")
+    await system.clear(trapped, "entrapment")  # the rescue: relevel, open the doors
+    await page.wait_for_selector(f"{row} .cleared", timeout=WAIT_MS)
+    assert "已解除 · 乘客已脱困" in await page.inner_text(f"{row} .cleared")
+    assert await page.get_attribute(f"{row} .age", "data-open") == "0"
+    assert await page.query_selector(f"{row} input.reason") is None  # no reason needed now
+    listed = await page.evaluate(
+        "u => fetch(`/api/alarms?open=true&unit=${u}`).then(r => r.json())", trapped
+    )
+    (alarm,) = listed["alarms"]
+    assert alarm["age_s"] == alarm["onset_to_cleared_s"] == alarm["rescue_s"] is not None
+    await _shot(page, "alarms-cleared")
+    await page.goto(f"{base}#/")
+    await page.wait_for_selector(f"#open-alarms tr[data-unit='{trapped}'] .cleared")
+    assert (
+        await page.get_attribute(f"#open-alarms tr[data-unit='{trapped}'] .age", "data-open") == "0"
+    )
+    await page.goto(f"{base}#/unit/{trapped}")
+    await page.wait_for_selector("#alarm-banner .alarm-cleared .cleared", timeout=WAIT_MS)
+    assert await page.query_selector("#unit-status [data-status=alarm]") is None
+    violations += await _axe(page, "unit-cleared")
+    await _shot(page, "unit-cleared")
+    await page.click("#nav a[href='#/alarms']")
+    await page.wait_for_selector(f"{row}[data-state=on_site] .cleared", timeout=WAIT_MS)
+    return violations
+
+
 async def _alarm_lifecycle(
     browser: Any, base: str, system: RunningSystem, trapped: str
 ) -> list[dict[str, Any]]:
@@ -224,9 +266,9 @@ async def _alarm_lifecycle(
     await _shot(page, "alarms-open")
     await page.click(f"{row} button[data-action=ack]")
     await page.wait_for_selector(f"{row}[data-state=acknowledged]", timeout=WAIT_MS)
-    await system.clear(trapped, "entrapment")  # the rescue: relevel, open the doors
     await page.click(f"{row} button[data-action=on-site]")
     await page.wait_for_selector(f"{row}[data-state=on_site]", timeout=WAIT_MS)
+    violations += await _rescue_follows_the_passenger(page, base, system, trapped, row)
     await page.click(f"{row} button[data-action=resolve]")
     await page.wait_for_selector(row, state="detached", timeout=WAIT_MS)
     await page.click("#open-only")

@@ -305,6 +305,22 @@
 
   // -- overview ------------------------------------------------------------------------
 
+  // An alarm's open-for timer: it ticks from onset while the alarm's event is raised and
+  // stops at the event's clear (the API's age_s is then onset to clear, fixed).
+  function ageCell(a) {
+    const ticking = a.age_s !== null && !a.cleared;
+    return h("span", { className: "age", "data-onset": a.onset || a.raised, "data-open": ticking ? "1" : "0" }, fmtAge(a.age_s));
+  }
+
+  // "cleared · passenger out HH:MM:SS" (site time) once the alarm's event cleared.
+  function clearedNote(a) {
+    if (!a.cleared) return null;
+    const time = new Intl.DateTimeFormat(locale(), {
+      timeZone: state.site.time_zone, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+    }).format(new Date(a.cleared));
+    return badge("online", t("alarms.cleared", { time }), { className: "badge badge-online cleared", "data-cleared": a.cleared });
+  }
+
   function alarmsTable(alarms, withActions) {
     const columns = ["col.type", "col.unit", "col.building", "col.floor", "col.state", "col.onset", "col.age"];
     if (withActions) columns.push("col.actions");
@@ -314,9 +330,9 @@
         unitLink(a.unit_id),
         [a.building || "—", a.address ? h("br") : null, a.address ? h("small", {}, a.address) : null],
         fmtNumber(a.floor),
-        label("astate", a.state),
+        [label("astate", a.state), a.cleared ? " " : null, clearedNote(a)],
         fmtTime(a.onset || a.raised),
-        h("span", { className: "age", "data-onset": a.onset || a.raised, "data-open": a.age_s === null ? "0" : "1" }, fmtAge(a.age_s)),
+        ageCell(a),
       ];
       if (withActions) row.push(alarmActions(a));
       return row;
@@ -584,13 +600,19 @@
     ]);
     const statusBox = h("span", { id: "unit-status" });
     const banner = h("div", { id: "alarm-banner" });
-    const setAlarms = (open) => {
+    const setAlarms = (alarmsOpen) => {
+      // An open alarm whose event cleared (the passenger is out) no longer puts the unit
+      // in alarm: it says when it cleared until the desk closes it.
+      const open = alarmsOpen.filter((a) => !a.cleared);
+      const cleared = alarmsOpen.filter((a) => a.cleared);
       put(statusBox, open.length ? badge("alarm", t("status.alarm"), { "data-status": "alarm" }) : statusBadge(unit.status));
       put(banner, open.length
         ? h("p", { className: "banner", role: "alert" },
           t("unit.alarm_banner", { types: [...new Set(open.map((a) => label("event", a.type)))].join("、") }), " ",
           h("a", { href: "#/alarms", text: t("overview.goto_alarms") }))
-        : "");
+        : "",
+      cleared.map((a) => h("p", { className: "alarm-cleared", "data-alarm-id": a.alarm_id },
+        `${label("event", a.type)} `, clearedNote(a), " ", h("a", { href: "#/alarms", text: t("overview.goto_alarms") }))));
     };
     let eventList = events.events.slice().reverse();
     const carBox = h("div", {}, carPanel(live.car));
@@ -661,33 +683,53 @@
     ["false-alarm", ["raised", "dispatched", "acknowledged", "on_site"]],
   ];
 
+  const CLOSING = ["resolve", "false-alarm"];
+
   function alarmActions(alarm) {
     if (!state.user.can_act) return "—";
-    const buttons = ACTIONS.filter(([, states]) => states.includes(alarm.state)).map(([action]) =>
+    const allowed = ACTIONS.filter(([, states]) => states.includes(alarm.state)).map(([action]) => action);
+    // While the alarm's event is still raised (the passenger may still be inside) closing
+    // it takes a reason; the fleet refuses it without one and keeps it in the history.
+    const reason = !alarm.cleared && allowed.some((a) => CLOSING.includes(a))
+      ? h("input", { type: "text", className: "reason", name: "reason", maxlength: 1000,
+        "aria-label": t("alarms.reason_label"), placeholder: t("alarms.reason_label") })
+      : null;
+    const error = h("span", { className: "msg error", role: "alert" });
+    const buttons = allowed.map((action) =>
       h("button", {
         type: "button", className: action === "false-alarm" ? "" : "primary", "data-action": action,
         onclick: async (e) => {
           e.target.disabled = true;
+          const body = CLOSING.includes(action) && reason ? { reason: reason.value } : {};
           try {
-            await api(`/api/alarms/${alarm.alarm_id}/${action}`, { method: "POST", body: {} });
+            await api(`/api/alarms/${alarm.alarm_id}/${action}`, { method: "POST", body });
             announce(t("alarms.done", { id: alarm.alarm_id, action: t(`action.${action}`) }));
           } catch (err) {
+            if (err.status === 400 && reason && !reason.value.trim()) {
+              // Kept on the page (no refresh): the dispatcher types the reason here.
+              error.textContent = t("alarms.reason_needed", { id: alarm.alarm_id });
+              e.target.disabled = false;
+              reason.focus();
+              return;
+            }
             announce(t("alarms.failed", { id: alarm.alarm_id, message: err.message }));
           }
           state.handlers.alarms?.();
         },
       }, t(`action.${action}`)));
-    return buttons.length ? h("div", { className: "actions" }, buttons) : "—";
+    return buttons.length ? h("div", { className: "actions" }, reason, buttons, error) : "—";
   }
 
   function lifecycle(alarm) {
     const steps = [["onset", alarm.onset], ["raised", alarm.raised], ["dispatched", alarm.dispatched],
       ["escalated", alarm.escalated], ["acknowledged", alarm.acknowledged, alarm.acknowledged_by],
-      ["on_site", alarm.on_site, alarm.on_site_by], ["cleared", alarm.cleared], ["closed", alarm.closed, alarm.closed_by]]
+      ["on_site", alarm.on_site, alarm.on_site_by], ["cleared", alarm.cleared],
+      ["closed", alarm.closed, alarm.closed_by, alarm.close_reason]]
       .filter(([, at]) => at).sort((a, b) => Date.parse(a[1]) - Date.parse(b[1]));
     return h("details", { className: "lifecycle" },
       h("summary", { text: `${t("alarms.lifecycle")} (${steps.length})` }),
-      h("ol", {}, steps.map(([step, at, by]) => h("li", { "data-step": step }, `${fmtTime(at)} — ${t(`step.${step}`)}${by ? ` · ${by}` : ""}`))));
+      h("ol", {}, steps.map(([step, at, by, why]) => h("li", { "data-step": step },
+        `${fmtTime(at)} — ${t(`step.${step}`)}${by ? ` · ${by}` : ""}${why ? ` · ${t("alarms.closed_while_raised", { reason: why })}` : ""}`))));
   }
 
   async function viewAlarms(params) {
@@ -700,9 +742,9 @@
           data.alarms, (a) => [
             badge("alarm", label("event", a.type)), unitLink(a.unit_id),
             [a.building || "—", a.address ? h("br") : null, a.address ? h("small", {}, a.address) : null],
-            fmtNumber(a.floor), h("span", { className: "state", text: label("astate", a.state) }),
+            fmtNumber(a.floor), [h("span", { className: "state", text: label("astate", a.state) }), a.cleared ? " " : null, clearedNote(a)],
             fmtTime(a.onset || a.raised),
-            h("span", { className: "age", "data-onset": a.onset || a.raised, "data-open": a.age_s === null ? "0" : "1" }, fmtAge(a.age_s)),
+            ageCell(a),
             alarmActions(a), lifecycle(a),
           ], { rowAttrs: (a) => ({ "data-alarm-id": a.alarm_id, "data-unit": a.unit_id, "data-state": a.state }) })
         : message(t("alarms.none")));
@@ -759,7 +801,7 @@
     "fault-rate": ["name", "units", "faults", "trips", "faults_per_1000_trips", "faults_per_month", "faults_per_unit_month"],
     "service-life": ["unit_id", "install_date", "age_years", "flag", "model", "building", "contractor", "faults", "faults_per_1000_trips"],
     scorecard: ["contractor", "units", "coverage_pct", "faults", "faults_per_1000_trips", "alarms", "false_alarms",
-      "mean_ack_s", "mean_resolve_s", "entrapments", "mean_rescue_s", "max_rescue_s"],
+      "mean_ack_s", "mean_resolve_s", "entrapments", "mean_rescue_s", "max_rescue_s", "closed_while_raised"],
   };
   const REPORT_METRIC = { "fault-rate": "faults_per_1000_trips", "service-life": "age_years", scorecard: "coverage_pct" };
 
