@@ -291,6 +291,7 @@ async def _web_app(
         site=SiteSettings(time_zone=http.time_zone, language=http.language),
         store=store,
         reports=config.reports,
+        history=config.history,
         clock=clock,
     )
 

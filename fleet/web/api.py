@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
 from fleet.clock import Clock, utc_now
-from fleet.config import ReportsConfig
+from fleet.config import HistoryConfig, ReportsConfig
 from fleet.coverage import UnitStatus
 from fleet.metrics import GatewayMetrics
 from fleet.reads import BadRequestError, Reads, UnitFilter
@@ -38,6 +38,7 @@ from fleet.views import (
 )
 from fleet.web.auth import OPEN_PRINCIPAL, AccessDeniedError, Authenticator, principal_of
 from fleet.web.dashboard import SiteSettings, dashboard_routes
+from fleet.web.history import history_routes
 from fleet.web.lifecycle import lifecycle_routes
 from fleet.web.live import LiveHub, UnitContractors
 from fleet.web.openapi import openapi_spec
@@ -148,6 +149,7 @@ def build_app(
     site: SiteSettings | None = None,
     store: StoreWorker | None = None,
     reports: ReportsConfig | None = None,
+    history: HistoryConfig | None = None,
     clock: Clock = utc_now,
 ) -> Starlette:
     """The ASGI app of the JSON API (and /metrics) over ``reads``; alarms, reports and
@@ -300,6 +302,7 @@ def build_app(
                 time_zone=(site or SiteSettings()).time_zone,
                 language=(site or SiteSettings()).language,
             ),
+            *history_routes(store, guarded, history or HistoryConfig()),
             Route("/api/openapi.json", openapi),
             Route("/metrics", prometheus),
             *dashboard,

@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from fleet.taxonomy import EventClass
+from fleet.web import history as history_api
 from fleet.web import lifecycle as lifecycle_api
 
 _STR = {"type": "string"}
@@ -381,9 +382,9 @@ def openapi_spec() -> dict[str, Any]:
                 "/auth/login, plus its X-CSRF-Token on POST) or an API token; a contractor "
                 "sees only the units it maintains (401: not logged in, 403: not allowed).",
             },
-            "paths": {**PATHS, **lifecycle_api.PATHS, **DASHBOARD_PATHS},
+            "paths": {**PATHS, **lifecycle_api.PATHS, **history_api.PATHS, **DASHBOARD_PATHS},
             "components": {
-                "schemas": {**SCHEMAS, **lifecycle_api.SCHEMAS},
+                "schemas": {**SCHEMAS, **lifecycle_api.SCHEMAS, **history_api.SCHEMAS},
                 "securitySchemes": {
                     "session": {"type": "apiKey", "in": "cookie", "name": "lw_session"},
                     "token": {"type": "http", "scheme": "bearer", "bearerFormat": "lwt_..."},

@@ -439,3 +439,46 @@ def test_history_config_keys(tmp_path: Path) -> None:
         "history.checkpoint_key: must be set with history.checkpoint_file",
         "history.checkpoint_interval_s: must be between 60 and 86400, got 5",
     ]
+
+
+def test_serve_checkpoints_and_the_api_shows_the_last_verification(
+    tmp_path: Path, key: Path
+) -> None:
+    import asyncio
+
+    from fleet.config import FleetConfig, HistoryConfig, StoreConfig
+    from fleet.web.openapi import openapi_spec
+    from tests.fleet.harness import eventually, running_fleet
+    from tests.fleet.test_api import validate
+    from tests.fleet.test_web_auth import Client, _prepare
+
+    db = tmp_path / "fleet.db"
+    token = _prepare(db)
+    path = tmp_path / "cp.json"
+    config = FleetConfig(
+        store=StoreConfig(path=str(db)),
+        history=HistoryConfig(checkpoint_file=path, checkpoint_key=key),
+    )
+
+    async def scenario() -> None:
+        async with running_fleet(config, http=True, auth=True) as fleet:
+            regulator = Client(fleet.http, token=token)
+            status, shown = await regulator.get("/api/history/checkpoint")
+            assert status == 200 and shown["scheduled"] and shown["interval_s"] == 3600
+            # serve's first round writes the file (nothing to check against yet) ...
+            await eventually(lambda: asyncio.to_thread(path.exists), bool)
+            assert shown["last_check"] is None
+            # ... and a verification against it is kept and shown.
+            public = str(key) + ".pub"
+            argv = ["verify-history", "--db", str(db), "--checkpoint", str(path), "--key", public]
+            assert await asyncio.to_thread(main, argv) == 0
+            status, shown = await regulator.get("/api/history/checkpoint")
+            validate(shown, {"$ref": "#/components/schemas/HistoryCheckpoint"}, openapi_spec())
+            check = shown["last_check"]
+            assert (check["source"], check["intact"], check["problems"]) == ("cli", True, 0)
+            assert check["units"] == 2 and check["checkpoint_file"] == str(path)
+            contractor = Client(fleet.http)
+            assert await contractor.login("ours") == 200
+            assert (await contractor.get("/api/history/checkpoint"))[0] == 403
+
+    asyncio.run(scenario())
