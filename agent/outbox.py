@@ -161,6 +161,13 @@ class Outbox:
         self._synchronous: str | None = None
         (self._page_size,) = self._db.execute("PRAGMA page_size").fetchone()
         self._restore_reserve()
+        if self.reserve_bytes > 0 and not self.reserve_held():
+            log.warning(
+                "no outbox reserve yet: it needs %d bytes free beside %s (twice its size); "
+                "until then a full disk may hold events in memory only",
+                2 * self.reserve_bytes,
+                path,
+            )
 
     def _open_or_release(self, path: Path, wall: Callable[[], float]) -> sqlite3.Connection:
         # Recovering a WAL after a crash writes: on a full disk the reserve makes the room.
