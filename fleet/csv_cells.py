@@ -16,10 +16,14 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def safe_cell(value: object) -> str:
-    """``value`` as CSV cell text: None is empty, a formula-like start gets a ``'``."""
+    """``value`` as CSV cell text: None is empty, text with a formula-like start gets a
+    ``'``. A number (int or float, never text) is written as it is: a basement's floor
+    -1 stays the number -1, which no spreadsheet runs."""
     if value is None:
         return ""
     text = str(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return text
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 

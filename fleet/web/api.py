@@ -4,8 +4,6 @@ parameters. Errors are ``{"error": "..."}`` with status 400 (bad parameter, name
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -21,6 +19,7 @@ from fleet.auth.roles import Principal
 from fleet.clock import Clock, utc_now
 from fleet.config import HistoryConfig, ReportsConfig
 from fleet.coverage import UnitStatus
+from fleet.csv_cells import csv_text
 from fleet.metrics import GatewayMetrics
 from fleet.reads import BadRequestError, Reads, UnitFilter
 from fleet.store.base import EventRow, UnitRow
@@ -117,14 +116,9 @@ UNIT_CSV_COLUMNS = (
 def _csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """``rows`` under a ``columns`` header as CSV, None as an empty cell (a UTF-8
     byte-order mark first, so that spreadsheet programs on Chinese Windows read the
-    addresses right)."""
-    out = io.StringIO()
-    out.write("\ufeff")
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if v is None else v for v in row])
-    return out.getvalue()
+    addresses right); a cell a spreadsheet would take for a formula is made text
+    (`fleet.csv_cells`)."""
+    return "\ufeff" + csv_text(columns, rows)
 
 
 def units_csv(units: Sequence[tuple[UnitRow, UnitStatus]]) -> str:

@@ -253,7 +253,9 @@ def lifecycle_routes(
             rates = await life.store.call(lambda s: fault_rate_report(s, by, span, rules, now))
             rows = _scoped_rows(request, name, [rate_json(r) for r in rates], visible)
             if request.query_params.get("format", "json") == "csv":
-                return Response(rate_csv(rows, span, rules), media_type="text/csv; charset=utf-8")
+                # A byte-order mark first: spreadsheets on Chinese Windows then read UTF-8.
+                body = "\ufeff" + rate_csv(rows, span, rules)
+                return Response(body, media_type="text/csv; charset=utf-8")
             return _JSON(
                 {
                     "since": span.since.isoformat(),

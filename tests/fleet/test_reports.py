@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from fleet.cli import main
-from fleet.config import FleetConfig, ReportsConfig, StoreConfig
+from fleet.config import ConfigError, FleetConfig, ReportsConfig, StoreConfig, load_config
 from fleet.csv_cells import safe_cell
 from fleet.reports.claims import (
     SEVERITY,
@@ -224,6 +224,7 @@ def test_fault_rate_csv_states_what_counts_and_is_spreadsheet_safe(
 def test_formula_like_cells_are_prefixed(text: str) -> None:
     assert safe_cell(text) == "'" + text
     assert safe_cell("B1 " + text) == "B1 " + text
+    assert safe_cell(-1) == "-1" and safe_cell("-1") == "'-1"  # numbers are not formulas
 
 
 def test_fault_rate_json_carries_the_classification(
@@ -413,3 +414,14 @@ def test_hello_undetectable_reaches_the_audit_over_the_api(tmp_path: Path) -> No
         assert en["claims"][0]["evidence"].startswith("this unit cannot see ENTRAPMENT")
 
     run(FleetConfig(store=StoreConfig(path=str(tmp_path / "fleet.db"))), scenario, http=True)
+
+
+def test_reports_config_keys_are_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text("[reports]\nmin_trips = 500\nmin_watched_days = 7.5\n")
+    assert load_config(path).reports == ReportsConfig(min_trips=500, min_watched_days=7.5)
+    path.write_text('[reports]\nmin_trips = -1\nmin_watched_days = "a month"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert any(p.startswith("reports.min_trips") for p in caught.value.problems)
+    assert any(p.startswith("reports.min_watched_days") for p in caught.value.problems)

@@ -798,7 +798,7 @@
   // -- reports -------------------------------------------------------------------------
 
   const REPORT_COLUMNS = {
-    "fault-rate": ["name", "units", "faults", "trips", "faults_per_1000_trips", "faults_per_month", "faults_per_unit_month"],
+    "fault-rate": ["name", "units", "faults", "trips", "watched_days", "exposure", "faults_per_1000_trips", "faults_per_month", "faults_per_unit_month"],
     "service-life": ["unit_id", "install_date", "age_years", "flag", "model", "building", "contractor", "faults", "faults_per_1000_trips"],
     scorecard: ["contractor", "units", "coverage_pct", "faults", "faults_per_1000_trips", "alarms", "false_alarms",
       "mean_ack_s", "mean_resolve_s", "entrapments", "mean_rescue_s", "max_rescue_s", "closed_while_raised"],
@@ -813,6 +813,10 @@
   }
 
   // The claims audit: a contractor's repair claims (CSV) judged against the recorded data.
+  function verdictBadge(verdict) {
+    return verdict === "supported" ? "online" : verdict === "contradicts" || verdict === "overstated" ? "alarm" : "stale";
+  }
+
   async function viewClaims() {
     const results = h("div", { id: "claims-results" });
     const error = h("p", { className: "msg error", role: "alert" });
@@ -829,16 +833,17 @@
       const file = form.file.files[0];
       if (!file) { put(error, t("claims.no_file")); return; }
       try {
-        const data = await api(`/api/reports/claims?window_min=${encodeURIComponent(form.window.value || "30")}`,
+        // The reasons come back in the reader's language.
+        const data = await api(`/api/reports/claims?window_min=${encodeURIComponent(form.window.value || "30")}&lang=${state.lang}`,
           { method: "POST", csv: await file.text() });
         const counts = {};
         for (const v of data.claims) counts[v.verdict] = (counts[v.verdict] || 0) + 1;
         put(results,
-          h("p", { id: "claims-summary" }, ["supported", "contradicts", "cannot_tell"].map((v) =>
-            [badge(v === "supported" ? "online" : v === "contradicts" ? "alarm" : "stale", `${t(`verdict.${v}`)} ${counts[v] || 0}`), " "])),
+          h("p", { id: "claims-summary" }, ["supported", "overstated", "contradicts", "cannot_tell"].map((v) =>
+            [badge(verdictBadge(v), `${t(`verdict.${v}`)} ${counts[v] || 0}`), " "])),
           data.claims.length ? table(["col.line", "col.unit", "col.time", "col.type", "col.verdict", "col.evidence"], data.claims, (v) => [
             String(v.line), unitLink(v.unit_id), fmtTime(v.time), label("event", v.fault_type),
-            badge(v.verdict === "supported" ? "online" : v.verdict === "contradicts" ? "alarm" : "stale", t(`verdict.${v.verdict}`), { "data-verdict": v.verdict }),
+            badge(verdictBadge(v.verdict), t(`verdict.${v.verdict}`), { "data-verdict": v.verdict }),
             v.evidence], { table: { id: "claims-table" }, label: t("reports.claims") }) : message(t("reports.none")),
           data.problems.length ? section("claims.problems", "claims-problems",
             table(["col.line", "col.reason"], data.problems, (p) => [String(p.line), p.reason], { label: t("claims.problems") })) : null);
@@ -847,6 +852,16 @@
       }
     });
     put(main, h("h1", { text: `${t("reports.title")} · ${t("reports.claims")}` }), h("p", { text: t("claims.intro") }), form, error, results);
+  }
+
+  // What the fault rate counts, what it does not and why, and when a row is ranked.
+  function rateClassification(data) {
+    const types = (list) => list.map((x) => label("event", x)).join(t("rep.list_sep"));
+    return h("div", { id: "rate-classification", className: "note" },
+      h("p", { text: `${t("rep.counted")}: ${types(data.classification.counted)}` }),
+      h("p", { text: `${t("rep.not_counted")}: ${data.classification.not_counted
+        .map((c) => `${t(`class.${c.class}`)} (${types(c.types)})`).join(t("rep.list_sep"))}` }),
+      h("p", { text: t("rep.ranking", { trips: data.ranking.min_trips, days: data.ranking.min_watched_days }) }));
   }
 
   async function viewReports(params) {
@@ -874,18 +889,21 @@
     });
     const columns = REPORT_COLUMNS[kind];
     const metric = REPORT_METRIC[kind];
-    const top = [...data.rows].filter((r) => r[metric] !== null).sort((a, b) => b[metric] - a[metric]).slice(0, 10);
+    // Rows short of the exposure a rate needs never make the chart (nor the top of the table).
+    const top = [...data.rows].filter((r) => r[metric] !== null && r.exposure !== "low").sort((a, b) => b[metric] - a[metric]).slice(0, 10);
     const csv = new URLSearchParams(query);
     csv.set("format", "csv");
     put(main, 
       h("h1", { text: `${t("reports.title")} · ${t(`reports.${kind}`)}` }),
       form,
       kind === "fault-rate" ? h("p", {}, h("a", { href: `/api/reports/fault-rate?${csv}`, download: "fault-rate.csv", text: t("reports.csv") })) : null,
+      kind === "fault-rate" && data.classification ? rateClassification(data) : null,
       data.rows.length ? [
         section("reports.chart", "chart-panel", bars(top, metric, (r) => r.name || r.unit_id || r.contractor)),
         table(["col.rank", ...columns.map((c) => `rep.${c}`)], data.rows.slice(0, 500), (r) => [
           String(data.rows.indexOf(r) + 1),
-          ...columns.map((c) => (c === "unit_id" ? unitLink(r[c]) : (c === "name" && by === "unit" ? unitLink(r[c]) : fmtNumber(r[c])))),
+          ...columns.map((c) => (c === "unit_id" ? unitLink(r[c]) : (c === "name" && by === "unit" ? unitLink(r[c])
+            : (c === "exposure" ? badge(r[c] === "low" ? "stale" : "online", t(`exposure.${r[c]}`)) : fmtNumber(r[c]))))),
         ], { table: { id: "report-table" } }),
       ] : message(t("reports.none")),
     );
