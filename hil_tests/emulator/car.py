@@ -66,7 +66,7 @@ __all__ = ["Car", "CarConfig", "CarSnapshot", "Counters", "DoorState", "Phase", 
 # Larger steps are split so the physics does not depend on how often the caller steps.
 MAX_SUBSTEP_S = 0.05
 EMERGENCY_DECEL = 1.5  # m/s², a safety-gear-free emergency stop on the machine brake
-UCM_STOP_MM = 400  # how far out of the landing the unintended-movement device stops a drift
+UCM_STOP_MM = 400  # default `FaultOptions.distance_mm`: where the UCM device stops a drift
 REOPEN_AT = 0.5  # door opening fraction where an obstructed close stroke reverses
 REOPEN_DWELL_S = 1.0  # controllers dwell briefly after a reopen before trying again
 DOOR_AJAR = 0.1  # opening fraction of a car door forced open mid-run: a hand's width
@@ -95,6 +95,15 @@ _ACTIVITY_FAULTS = frozenset(
 _LONG_RUN_FAULTS = frozenset({Fault.OVERSPEED, Fault.RUN_TIME_EXCEEDED})
 # Faults that take the car out of service: it finishes its stop and serves no more calls.
 _NO_SERVICE_FAULTS = frozenset({Fault.FAULT_CODE, Fault.POSITION_LOST, Fault.MODE})
+# Faults that wait for their moment unless injected with `at_once`.
+_AT_ONCE_FAULTS = frozenset(
+    {
+        Fault.SAFETY_CIRCUIT_OPEN,
+        Fault.MAINS_FAILURE,
+        Fault.DOOR_OPEN_WHILE_MOVING,
+        Fault.UNINTENDED_MOVEMENT,
+    }
+)
 
 
 class Phase(enum.Enum):
@@ -358,6 +367,20 @@ class Car:
         return frozenset(self._hall_calls)
 
     @property
+    def acceleration(self) -> float:
+        """The car's acceleration along its direction of travel, m/s² (< 0 braking)."""
+        return self._accel
+
+    @property
+    def stop_landing(self) -> int | None:
+        """The 0-based landing the current (or last) run serves, or None before any run."""
+        return self._stop
+
+    def nearest_landing(self) -> int:
+        """The 0-based landing nearest the car."""
+        return self._nearest_landing()
+
+    @property
     def travel(self) -> int:
         """The direction arrow: +1 up, -1 down, 0 when the car has nothing to do."""
         return self._travel
@@ -374,6 +397,8 @@ class Car:
         if fault is Fault.REBOOT:
             self.reboot(options.silent_s)
             return
+        if fault is Fault.PARK and not 1 <= options.landing <= self.config.landings:
+            raise ValueError(f"landing must be in 1..{self.config.landings}, got {options.landing}")
         self._snap = None
         self._faults[fault] = options
         self._release_at.pop(fault, None)
@@ -387,6 +412,29 @@ class Car:
             self._rider_due = True
         if fault in _NO_SERVICE_FAULTS or fault is Fault.PARK:
             self._group.release(self)
+        if options.at_once and fault in _AT_ONCE_FAULTS:
+            self._manifest_now(fault)
+
+    def _manifest_now(self, fault: Fault) -> None:
+        """Show `fault` at once, whatever the car is doing (`FaultOptions.at_once`): the
+        phase-independence bench injects faults at a chosen moment of the car's cycle."""
+        phase, running = self._phase, self._phase is Phase.RUNNING
+        if fault is Fault.DOOR_OPEN_WHILE_MOVING:
+            if running:
+                self._force_door_ajar()
+            return  # standing: it waits for the next fast run as without at_once
+        if fault is Fault.UNINTENDED_MOVEMENT:
+            if phase in (Phase.DOOR_OPENING, Phase.DWELL, Phase.DOOR_CLOSING):
+                self._start_drift()
+            return  # doors closed: it waits for the next stop as without at_once
+        # SAFETY_CIRCUIT_OPEN, MAINS_FAILURE
+        if running:
+            self._manifest_with_stop(fault)
+        elif phase not in (Phase.BOOTING, Phase.RESCUE, Phase.DRIFTING):
+            self._manifest.add(fault)
+            self._hold(fault)
+        else:
+            self._manifest.add(fault)
 
     def clear(self, fault: Fault) -> None:
         """Clear `fault`; the car recovers on its next steps. Clearing an absent one is a no-op."""
@@ -703,11 +751,7 @@ class Car:
             and Fault.UNINTENDED_MOVEMENT not in self._manifest
             and self._phase is Phase.DWELL
         ):
-            self._manifest.add(Fault.UNINTENDED_MOVEMENT)
-            self._direction = -1 if self._nearest_landing() > 0 else 1
-            options = self._faults[Fault.UNINTENDED_MOVEMENT]
-            self._speed = options.drift_mm_s / 1000.0
-            self._phase = Phase.DRIFTING
+            self._start_drift()
         if (
             Fault.DOOR_OPEN_WHILE_MOVING in self._faults
             and fast
@@ -716,12 +760,24 @@ class Car:
             # At half rated speed the car is well outside every door zone (a one-floor run
             # peaks at 1.34 m/s), and the emergency stop lasts over half a second, so even a
             # slow poll sees it running with the door open, as the agent's rule requires.
-            self._manifest_with_stop(Fault.DOOR_OPEN_WHILE_MOVING)
-            door = self._door
-            door.open_command = door.close_command = False
-            # The panel leaves its closed limit: the car door contact breaks the door-lock
-            # circuit, while the safety circuit before it stays made.
-            door.opening = DOOR_AJAR
+            self._force_door_ajar()
+
+    def _start_drift(self) -> None:
+        """The brake slips at a landing: the car drifts away with its doors not closed."""
+        self._manifest.add(Fault.UNINTENDED_MOVEMENT)
+        self._direction = -1 if self._nearest_landing() > 0 else 1
+        options = self._faults[Fault.UNINTENDED_MOVEMENT]
+        self._speed = options.drift_mm_s / 1000.0
+        self._phase = Phase.DRIFTING
+
+    def _force_door_ajar(self) -> None:
+        """The car door is forced open mid-run: emergency stop with the door ajar."""
+        self._manifest_with_stop(Fault.DOOR_OPEN_WHILE_MOVING)
+        door = self._door
+        door.open_command = door.close_command = False
+        # The panel leaves its closed limit: the car door contact breaks the door-lock
+        # circuit, while the safety circuit before it stays made.
+        door.opening = DOOR_AJAR
 
     def _manifest_with_stop(self, fault: Fault) -> None:
         self._manifest.add(fault)
@@ -772,7 +828,7 @@ class Car:
         faults = self._faults
         if self._waiter is not None and Fault.WAITING_PASSENGER not in faults:
             return True
-        if Fault.PARK in faults and abs(self._position - self._heights_m[0]) >= _EPS_M:
+        if Fault.PARK in faults and abs(self._position - self._park_height()) >= _EPS_M:
             return False
         return self._waiter_due or Fault.DOOR_HELD in faults
 
@@ -780,10 +836,16 @@ class Car:
         """The next landing in collective order; a parked car with nothing left to do
         runs to the main landing."""
         stop = self._choose_stop(moving=False)
-        if stop is None and self._parked() and abs(self._position - self._heights_m[0]) >= _EPS_M:
-            self._travel = -1
-            return 0
+        if stop is None and self._parked():
+            height = self._park_height()
+            if abs(self._position - height) >= _EPS_M:
+                self._travel = -1 if height < self._position else 1
+                return self._faults[Fault.PARK].landing - 1
         return stop
+
+    def _park_height(self) -> float:
+        """Height of the landing the car parks at (`FaultOptions.landing` of PARK)."""
+        return self._heights_m[self._faults[Fault.PARK].landing - 1]
 
     def _fire_return(self) -> None:
         if self._nearest_landing() == 0 and self._position == self._heights_m[0]:
@@ -1238,9 +1300,8 @@ class Car:
     def _drift(self, h: float) -> None:
         landing = self._heights_m[self._nearest_landing()]
         self._position += self._direction * self._speed * h
-        if abs(self._position - landing) * 1000.0 >= UCM_STOP_MM or (
-            Fault.UNINTENDED_MOVEMENT not in self._faults
-        ):
+        options = self._faults.get(Fault.UNINTENDED_MOVEMENT)
+        if options is None or abs(self._position - landing) * 1000.0 >= options.distance_mm:
             self._hold(Fault.UNINTENDED_MOVEMENT)
 
     def _trap_point(self) -> float | None:

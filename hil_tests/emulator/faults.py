@@ -77,8 +77,13 @@ class FaultOptions:
     fault_code and 30 for position_lost, `occupied` true (mains_failure), `held_s` until
     cleared (alarm_button, door_held), `wait_s` until cleared (waiting_passenger), `mode`
     inspection, `factor` 1.25 (overspeed), `offset_mm` 250 (levelling_error,
-    overtravel_*), `speed_mm_s` 20 (run_time_exceeded creep speed), `drift_mm_s` 80
-    (unintended_movement).
+    overtravel_*; 1..1000: a levelling error under the 150 mm door zone stops the car in
+    the zone but off level), `speed_mm_s` 20 (run_time_exceeded drive speed, up to the
+    rated 1600), `drift_mm_s` 80 and `distance_mm` 400 (unintended_movement: the drift
+    speed and how far from the landing the unintended-movement device stops it),
+    `landing` 1 (park), `at_once` false (safety_circuit_open, mains_failure,
+    door_open_while_moving, unintended_movement: true makes the fault show at once,
+    whatever the car is doing, instead of waiting for its moment; see `Car.inject`).
     """
 
     delay_ms: float = 800.0
@@ -95,6 +100,9 @@ class FaultOptions:
     offset_mm: int = 250
     speed_mm_s: int = 20
     drift_mm_s: int = 80
+    distance_mm: int = 400
+    landing: int = 1
+    at_once: bool = False
 
 
 NO_OPTIONS = FaultOptions()
@@ -178,7 +186,9 @@ FAULTS: dict[Fault, FaultSpec] = {
             "fully closed 0, the door reads partly open) while the safety circuit stays made, "
             "and the controller makes an emergency stop between floors (reg 2 moving 1 until "
             "it stops, door zone 0). Clear: the door closes and the car crawls to the "
-            "nearest landing.",
+            "nearest landing. With `at_once` the door is forced ajar at the injection "
+            "if the car runs (even levelling, inside a door zone), else on the next fast run.",
+            options=("at_once",),
             needs_motion=True,
         ),
         _spec(
@@ -194,8 +204,9 @@ FAULTS: dict[Fault, FaultSpec] = {
         _spec(
             Fault.LEVELLING_ERROR,
             "the car stops `offset_mm` (default 250) short of its landing, outside the door "
-            "zone, not levelled, doors closed (reg 2 door zone 0, levelled 0). Clear: the car "
-            "re-levels at creep speed and opens its doors.",
+            "zone, not levelled, doors closed (reg 2 door zone 0, levelled 0); an `offset_mm` "
+            "under the 150 mm door zone stops it in the zone, off level (door zone 1, levelled "
+            "0 beyond 10 mm). Clear: the car re-levels at creep speed and opens its doors.",
             options=("offset_mm",),
             needs_motion=True,
         ),
@@ -227,7 +238,10 @@ FAULTS: dict[Fault, FaultSpec] = {
             Fault.SAFETY_CIRCUIT_OPEN,
             "while the car runs the safety circuit opens (reg 2 bit 5 = 0) and the car makes "
             "an emergency stop, usually between floors. Clear: the circuit closes and the car "
-            "crawls to the nearest landing.",
+            "crawls to the nearest landing. With `at_once` it opens at the injection "
+            "whatever the car does: a running car makes the emergency stop, a standing one "
+            "stays where it is.",
+            options=("at_once",),
             needs_motion=True,
         ),
         _spec(
@@ -235,15 +249,20 @@ FAULTS: dict[Fault, FaultSpec] = {
             "at a landing with the doors open the brake slips: the car drifts at `drift_mm_s` "
             "(default 80) away from the landing, out of the door zone, doors open (reg 2 "
             "moving 1, door zone 0, fully open 1), until the UCM device stops it 400 mm out. "
-            "Clear: doors close and the car re-levels.",
-            options=("drift_mm_s",),
+            "Clear: doors close and the car re-levels. `distance_mm` (default 400) is where "
+            "the device stops it (under the 150 mm door zone: a drift the rule must not "
+            "call unintended movement). With `at_once` the brake slips at the injection if "
+            "the car stands at a landing with its doors not closed (opening, open or "
+            "closing), else at its next stop.",
+            options=("drift_mm_s", "distance_mm", "at_once"),
         ),
         _spec(
             Fault.MAINS_FAILURE,
             "mains lost (reg 2 bit 15 = 0, car light off): the car stops where it is. With "
             "`occupied` true (default) the failure comes during a loaded run, between floors; "
-            "with false, when the car is empty. Clear: power back, the car re-levels.",
-            options=("occupied",),
+            "with false, when the car is empty. Clear: power back, the car re-levels. With "
+            "`at_once` mains fail at the injection whatever the car does (a running car stops).",
+            options=("occupied", "at_once"),
         ),
         _spec(
             Fault.FAULT_CODE,
@@ -282,11 +301,13 @@ FAULTS: dict[Fault, FaultSpec] = {
         ),
         _spec(
             Fault.PARK,
-            "not a fault: the group parks the car at the main landing (landing 1) and gives "
+            "not a fault: the group parks the car at `landing` (default 1, the main landing) "
+            "and gives "
             "it no hall calls. It delivers the people aboard, runs there, opens and closes "
             "its doors once and waits, level, doors closed, empty, in normal mode; nobody "
             "walks in (its lantern shows no direction). door_held and waiting_passenger "
             "then act at that landing. Clear: back in group service.",
+            options=("landing",),
         ),
         _spec(
             Fault.WAITING_PASSENGER,
@@ -410,11 +431,19 @@ def _option(name: str, value: object) -> object:
             raise ValueError("mode normal is what clearing the mode fault gives")
         return mode
     if name == "offset_mm":
-        return _integer(name, value, 160, 1000)
+        return _integer(name, value, 1, 1000)
     if name == "speed_mm_s":
-        return _integer(name, value, 1, 100)
+        return _integer(name, value, 1, 1600)
     if name == "drift_mm_s":
         return _integer(name, value, 10, 500)
+    if name == "distance_mm":
+        return _integer(name, value, 10, 1000)
+    if name == "landing":
+        return _integer(name, value, 1, 128)
+    if name == "at_once":
+        if not isinstance(value, bool):
+            raise ValueError(f"at_once must be true or false, got {value!r}")
+        return value
     raise AssertionError(f"option {name} has no validator")  # a FAULTS table slip
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hil_tests.emulator.car import MAX_SUBSTEP_S, Car, CarConfig, CarSnapshot
+from hil_tests.emulator.cycle import CYCLE_PHASES, Predicate, Watch, cycle_phase, signature
 from hil_tests.emulator.dispatch import GroupController
 from hil_tests.emulator.faults import FAULTS, NO_OPTIONS, Fault, FaultKind, FaultOptions
 from hil_tests.emulator.link import Link
@@ -51,6 +53,14 @@ class GroupConfig:
         )
 
 
+class Armed(NamedTuple):
+    """A fault waiting for its car to reach a phase of its cycle (`CarGroup.inject_at`)."""
+
+    fault: Fault
+    options: FaultOptions
+    phase: str
+
+
 class CarGroup:
     """N cars and their group controller, advanced together on simulated time.
 
@@ -82,6 +92,11 @@ class CarGroup:
         self._cars = tuple(self.cars.values())
         # number -> (snapshot, identity, registers) of the last encode
         self._encoded: dict[int, tuple[CarSnapshot, Identity, list[int]]] = {}
+        # Judged after every substep: (car number, watch); faults armed for a phase.
+        self._watches: list[tuple[int, Watch]] = []
+        self._armed: dict[int, list[Armed]] = {}
+        # (car, fault) -> simulated time of the injection and the watch of its signature.
+        self._injected: dict[tuple[int, Fault], tuple[float, Watch | None]] = {}
 
     @property
     def now(self) -> float:
@@ -112,11 +127,12 @@ class CarGroup:
             raise ValueError(f"time cannot run backwards (dt={dt})")
         controller, cars = self.controller, self._cars
         end = self._time + dt
-        if controller.quiet_until() > end and all(car.quiet for car in cars):
+        if controller.quiet_until() > end and all(car.quiet for car in cars) and not self._armed:
             for car in cars:
                 car.step(dt)  # its own fast path: only the clock moves
             controller.advance_to(end)
             self._time = end
+            self._judge()
             return
         remaining = dt
         while remaining > 1e-12:
@@ -125,7 +141,66 @@ class CarGroup:
             controller.advance_to(self._time)
             for car in cars:
                 car.advance(h)
+            if self._watches or self._armed:
+                self._judge()
             remaining -= h
+
+    def _judge(self) -> None:
+        """Fire armed injections whose phase came, then judge every watch."""
+        if self._armed:
+            for number, waiting in list(self._armed.items()):
+                phase = cycle_phase(self.cars[number])
+                for armed in [a for a in waiting if a.phase == phase]:
+                    waiting.remove(armed)
+                    self.inject(number, armed.fault, armed.options)
+                if not waiting:
+                    del self._armed[number]
+        for number, watch in self._watches:
+            watch.see(self._time, self.cars[number].snapshot())
+
+    def watch(self, number: int, predicate: Predicate) -> Watch:
+        """Judge `predicate` on car `number`'s snapshot now and after every substep from
+        now on; the returned `Watch` holds the simulated times it became true."""
+        watch = Watch(predicate)
+        watch.see(self._time, self.car(number).snapshot())
+        self._watches.append((number, watch))
+        return watch
+
+    def unwatch(self, watch: Watch) -> None:
+        """Stop judging `watch` (a no-op if it is not watched)."""
+        self._watches = [(n, w) for n, w in self._watches if w is not watch]
+
+    def inject_at(self, number: int, fault: Fault, options: FaultOptions, phase: str) -> None:
+        """Inject `fault` into car `number` at the first substep that finds the car in
+        cycle phase `phase` (`cycle.CYCLE_PHASES`; at once if it is there now)."""
+        if phase not in CYCLE_PHASES:
+            raise ValueError(f"unknown phase {phase!r}; known: {', '.join(CYCLE_PHASES)}")
+        car = self.car(number)
+        if cycle_phase(car) == phase:
+            self.inject(number, fault, options)
+            return
+        self._armed.setdefault(number, []).append(Armed(fault, options, phase))
+
+    def visibility(self, number: int, fault: Fault) -> tuple[float, float | None] | None:
+        """(injected, visible) simulated times of the last injection of `fault` into car
+        `number`: when it was injected and when the register image first showed it
+        (`cycle.signature`; None while it has not shown, or for faults without one).
+        None when the fault was not injected (or is still armed for its phase)."""
+        found = self._injected.get((number, fault))
+        if found is None:
+            return None
+        injected, watch = found
+        return injected, watch.first if watch is not None else None
+
+    def signature_watch(self, number: int, fault: Fault) -> Watch | None:
+        """The watch of `fault`'s signature on car `number` since its last injection (every
+        time it began to show), or None."""
+        found = self._injected.get((number, fault))
+        return found[1] if found is not None else None
+
+    def clock_of(self, simulated: float) -> float:
+        """The caller's clock reading (see `advance_to`) at simulated time `simulated`."""
+        return self._last - (self._time - simulated) / self.config.speedup
 
     def car(self, number: int) -> Car:
         """Car `number` (1-based), or ValueError saying which numbers exist."""
@@ -141,6 +216,9 @@ class CarGroup:
         """
         car = self.car(number)
         kind = FAULTS[fault].kind
+        old = self._injected.pop((number, fault), None)
+        if old is not None and old[1] is not None:
+            self.unwatch(old[1])
         if fault is Fault.REBOOT:
             self.links[number].reboot(self._last, options.silent_s)
             car.reboot(options.silent_s * self.config.speedup)
@@ -152,12 +230,26 @@ class CarGroup:
             self.links[number].inject(fault, options)
         else:
             car.inject(fault, options)
+        if kind is FaultKind.CAR:
+            # Judged after the injection: a fault that changes a register at once (an
+            # alarm press, a mode) is visible at the injection time itself.
+            predicate = signature(fault, car.config)
+            watch = self.watch(number, predicate) if predicate is not None else None
+            self._injected[(number, fault)] = (self._time, watch)
 
     def clear(self, number: int, fault: Fault) -> None:
         """Clear `fault` from car `number` (its link and its car model)."""
         car = self.car(number)
         self.links[number].clear(fault)
         car.clear(fault)
+        waiting = self._armed.get(number)
+        if waiting is not None:
+            waiting[:] = [a for a in waiting if a.fault is not fault]
+            if not waiting:
+                del self._armed[number]
+        found = self._injected.pop((number, fault), None)
+        if found is not None and found[1] is not None:
+            self.unwatch(found[1])
 
     def faults(self, number: int) -> frozenset[Fault]:
         """Faults active on car `number`, link faults included."""
