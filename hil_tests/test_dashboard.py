@@ -4,7 +4,8 @@ the whole system (fleet, emulator, agent as real processes).
 Each role logs in; a unit page turns to alarm by itself when the emulator traps a
 passenger; the dispatcher acknowledges and goes on site, cannot resolve without a reason
 while the passenger is still trapped, sees every page turn to "cleared · passenger out"
-with a stopped timer once the entrapment clears, resolves, and the lifecycle is recorded; a claims audit uploaded in the reports page bears out the entrapment; a
+with a stopped timer once the entrapment clears, resolves, and the lifecycle is
+recorded; a claims audit uploaded in the reports page bears out the entrapment; a
 contractor cannot open another contractor's unit by URL or by the API; the language
 switches; the login works from the keyboard alone; the layout fits a phone; a page
 recovers by itself when the fleet restarts under it; axe-core finds no serious or
