@@ -356,6 +356,12 @@ class Agent:
                 missing,
             )
 
+    def sink_failed(self, bus: str) -> None:
+        """A delivery of ``bus`` raised: count it; a run of them longer than
+        ``agent.outbox_fail_restart_s`` stops the watchdog pings."""
+        self.metrics.sink_failures.labels(bus).inc()
+        self.liveness.failing(sink_worker(bus), self.config.outbox_fail_restart_s)
+
     def stop(self) -> None:
         """Ask the agent to stop (SIGTERM): `run` cancels every task, again and again until
         each has ended or `STOP_DEADLINE_S` has passed. Calling it again cancels again."""
@@ -475,28 +481,41 @@ class BusSink:
     def __init__(self, agent: Agent, bus: str) -> None:
         self._agent = agent
         self._bus = bus
+        self._worker = sink_worker(bus)
 
     # Each delivery is kept first, then meets the stop flag: what was read is never lost,
     # and a poller whose cancellation was swallowed ends here (see the module doc).
     def on_identity(self, slave: int, values: RawValues, t: float) -> None:
         """Identity strings read from ``slave``."""
-        self._agent.on_identity(self._bus, slave, values, t)
-        self._agent.check_stopping()
+        self._deliver(self._agent.on_identity, slave, values, t)
 
     def on_sample(self, slave: int, values: RawValues, kind: TurnKind, t: float) -> None:
         """Fast (and on slow turns, slow) spans read from ``slave``."""
-        self._agent.on_sample(self._bus, slave, values, t)
-        self._agent.check_stopping()
+        self._deliver(self._agent.on_sample, slave, values, t)
 
     def on_failure(self, slave: int, fault: LinkFault, t: float) -> None:
         """A request to ``slave`` without a usable answer."""
-        self._agent.on_failure(self._bus, slave, fault, t)
-        self._agent.check_stopping()
+        self._deliver(self._agent.on_failure, slave, fault, t)
 
     def on_cycle_end(self, t: float) -> None:
         """Every due slave of the bus had its turn."""
-        self._agent.on_cycle_end(self._bus, t)
+        self._deliver(self._agent.on_cycle_end, t)
+
+    def _deliver(self, call: Callable[..., None], *args: object) -> None:
+        # A delivery that raises (a bug in a detector, say) is counted, and a run of them
+        # that lasts stops the watchdog pings like failing appends do; the scheduler logs it.
+        try:
+            call(self._bus, *args)
+        except Exception:
+            self._agent.sink_failed(self._bus)
+            raise
+        self._agent.liveness.recovered(self._worker)
         self._agent.check_stopping()
+
+
+def sink_worker(bus: str) -> str:
+    """The name a bus's deliveries report under to the watchdog's `Liveness`."""
+    return f"sink {bus}"
 
 
 def open_link(bus: BusConfig) -> ModbusLink:

@@ -22,6 +22,8 @@ outbox_held_records                gauge     records waiting in memory for an ap
 outbox_reserve_held                gauge     1 while the reserve file for events is in place
 outbox_quarantined                 gauge     records the fleet refused as malformed, set
                                              aside in the outbox's quarantine table
+sink_failures_total{bus}           counter   deliveries of a bus's reads that raised (a
+                                             bug); a long run of them stops the watchdog
 records_sent_total                 counter   records written to the fleet stream
 records_acked_total                counter   records the fleet acknowledged
 events_total{type,phase}           counter   event phases detected
@@ -161,6 +163,12 @@ class AgentMetrics:
         self.outbox_quarantined = Gauge(
             f"{p}outbox_quarantined",
             "Records the fleet refused as malformed, kept aside in the outbox",
+            registry=r,
+        )
+        self.sink_failures = Counter(
+            f"{p}sink_failures",
+            "Deliveries of a bus's reads to the agent that raised",
+            ["bus"],
             registry=r,
         )
         self.mqtt_failures = Counter(

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from cryptography import x509
+
 from fleet.cli_history import add_parsers as add_history_parsers
 from fleet.cli_history import commands as history_commands
 from fleet.cli_lifecycle import add_parsers as add_lifecycle_parsers
@@ -31,6 +33,7 @@ from fleet.config import (
     MEMORY,
     ConfigError,
     FleetConfig,
+    QueryConfig,
     default_config,
     load_config,
     split_listen,
@@ -43,6 +46,7 @@ from fleet.reads import UnitFilter, select_units
 from fleet.registry import RegistryError, read_register
 from fleet.runtime import tune_gc
 from fleet.server import ServeError, serve
+from fleet.store.agents import normalize_serial, serial_text
 from fleet.store.base import EventQuery, StoreError, UnitQuery
 from fleet.store.open import open_store
 from fleet.store.postgres import is_postgres_url
@@ -92,6 +96,17 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--listen", help="HOST:PORT for gRPC, overrides server.listen")
     serve_cmd.add_argument(
         "--http", help='HOST:PORT for the JSON API, overrides http.listen ("" disables)'
+    )
+    serve_cmd.add_argument(
+        "--query",
+        help='HOST:PORT for FleetQuery (operators), overrides query.listen ("" disables); '
+        "with --listen on port 0 and no query.listen, port 0 too",
+    )
+    serve_cmd.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="allow plaintext listeners on non-loopback addresses (sets tls.plaintext; a "
+        "lab only, warned at start)",
     )
     serve_cmd.add_argument(
         "--db", help="SQLite file, :memory: or postgresql:// URL; overrides [store]"
@@ -227,6 +242,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config = dataclasses.replace(
             config, server=dataclasses.replace(config.server, listen=args.listen)
         )
+        if args.listen.endswith(":0") and config.query.listen == QueryConfig().listen:
+            # A throwaway fleet (tests, the rig) must not collide on the default port.
+            config = dataclasses.replace(
+                config, query=dataclasses.replace(config.query, listen="127.0.0.1:0")
+            )
+    if args.query is not None:
+        if args.query:
+            try:
+                split_listen(args.query)
+            except ValueError as exc:
+                raise UsageError(f"--query: {exc}") from None
+        config = dataclasses.replace(
+            config, query=dataclasses.replace(config.query, listen=args.query)
+        )
+    if args.insecure_plaintext:
+        config = dataclasses.replace(config, tls=dataclasses.replace(config.tls, plaintext=True))
     if args.http is not None:
         if args.http:
             try:
@@ -495,7 +526,27 @@ def _add_security_commands(commands: argparse._SubParsersAction[argparse.Argumen
     )
     remove_cmd.add_argument("agent_id", metavar="AGENT_ID")
     remove_cmd.add_argument("--unit", action="append", help="unit id (repeatable)", dest="units")
-    for sub in (add_cmd, list_cmd, remove_cmd):
+    revocation_cmds = []
+    for name, verb in (("revoke", "Revoke"), ("unrevoke", "Take off the revocation list")):
+        sub = actions.add_parser(
+            name,
+            help=f"{verb.lower()} an agent's certificates (AGENT_ID) or one (--serial/--cert)",
+            description=f"{verb} every certificate of AGENT_ID, or the one certificate "
+            "with --serial HEX (or read from --cert FILE.pem): a revoked certificate is "
+            "refused at its next connection, and a serving fleet ends its open streams "
+            "within a second (fleet.access.ACCESS_POLL_S). Revoke a stolen box's "
+            "certificate by serial, then issue its replacement (`pki agent --force`).",
+        )
+        which = sub.add_mutually_exclusive_group(required=True)
+        which.add_argument("agent_id", metavar="AGENT_ID", nargs="?")
+        which.add_argument("--serial", help="certificate serial number, hexadecimal")
+        which.add_argument("--cert", type=Path, help="the certificate (PEM) to take the serial of")
+        revocation_cmds.append(sub)
+    revocation_cmds[0].add_argument("--reason", default="", help="why (kept and shown)")
+    revoked_cmd = actions.add_parser(
+        "revoked", help="list the revocation list", description="List the revocation list."
+    )
+    for sub in (add_cmd, list_cmd, remove_cmd, *revocation_cmds, revoked_cmd):
         source = sub.add_mutually_exclusive_group()
         source.add_argument("--config", type=Path, help="TOML config naming the store")
         source.add_argument("--db", help="the fleet's SQLite file or postgresql:// URL")
@@ -533,7 +584,68 @@ def _refuse_overwrite(cert: Path, key: Path, force: bool) -> None:
         raise UsageError(f"{cert} already exists; pass --force to replace it")
 
 
+def _revocation_target(args: argparse.Namespace) -> tuple[str, str]:
+    """(agent_id, serial) named by `agents revoke/unrevoke`, one of them empty."""
+    if args.agent_id:
+        problem = id_problem(args.agent_id)
+        if problem is not None:
+            raise UsageError(f"agent id {args.agent_id!r} {problem}")
+        return args.agent_id, ""
+    if args.cert is not None:
+        try:
+            pem = args.cert.read_bytes()
+            return "", serial_text(x509.load_pem_x509_certificate(pem).serial_number)
+        except OSError as exc:
+            raise UsageError(f"--cert: cannot read {args.cert}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise UsageError(f"--cert: {args.cert} is not a PEM certificate ({exc})") from None
+    try:
+        return "", normalize_serial(args.serial)
+    except ValueError as exc:
+        raise UsageError(f"--serial: {exc}") from None
+
+
+def _cmd_revocations(args: argparse.Namespace) -> int:
+    if args.agents_command == "revoked":
+        store, _ = _open_store(args)
+        try:
+            entries = store.revocations()
+        finally:
+            store.close()
+        rows = [
+            {"agent_id": r.agent_id, "serial": r.serial, "reason": r.reason, "at": iso(r.revoked)}
+            for r in entries
+        ]
+        if args.json:
+            _print_json({"revoked": rows})
+        else:
+            columns = ("agent_id", "serial", "at", "reason")
+            print(table([c.upper() for c in columns], [[r[c] for c in columns] for r in rows]))
+        return 0
+    agent_id, serial = _revocation_target(args)
+    target, _ = _target(args)
+    store = open_store(target)
+    try:
+        if args.agents_command == "revoke":
+            changed = store.revoke_agent(
+                utc_now(), agent_id=agent_id, serial=serial, reason=args.reason
+            )
+        else:
+            changed = store.unrevoke_agent(agent_id=agent_id, serial=serial)
+    finally:
+        store.close()
+    what = f"agent {agent_id}" if agent_id else f"certificate serial {serial}"
+    state = "revoked" if args.agents_command == "revoke" else "not revoked"
+    if args.json:
+        _print_json({"agent_id": agent_id, "serial": serial, "changed": changed, "state": state})
+    else:
+        print(f"{what}: {state}" + ("" if changed else " (unchanged)"))
+    return 0
+
+
 def _cmd_agents(args: argparse.Namespace) -> int:
+    if args.agents_command in ("revoke", "unrevoke", "revoked"):
+        return _cmd_revocations(args)
     if args.agents_command == "list":
         store, _ = _open_store(args)
         try:

@@ -26,7 +26,15 @@ Every key, with its default (a missing file section or key takes the default)::
                                  # for its Common Name. All three empty (the default): plaintext
                                  # and no identity, any client may claim any agent id; fit only
                                  # for a demo or the rig on loopback (serve warns at start).
-                                 # Paths are relative to the config file's directory
+                                 # Paths are relative to the config file's directory. The
+                                 # FleetQuery listener ([query]) serves cert/key too, without
+                                 # asking for a client certificate (operators send a token)
+    plaintext = false            # true: serve plaintext gRPC, FleetQuery and HTTP on ANY
+                                 # address where no TLS is configured (a lab behind its own
+                                 # wall; serve warns at every start). false: plaintext only
+                                 # on loopback (127.0.0.0/8, ::1, localhost), and serve
+                                 # refuses a non-loopback listen address without TLS, naming
+                                 # the key. `serve --insecure-plaintext` sets it
 
     [http]
     listen = "127.0.0.1:8080"    # host:port of the JSON API (/api/...); port 0 lets the kernel
@@ -43,6 +51,21 @@ Every key, with its default (a missing file section or key takes the default)::
     time_zone = "Asia/Shanghai"  # IANA time zone the dashboard shows times in (the site's)
     language = "zh"              # the dashboard's language for a new visitor: "zh" or "en"
                                  # (each user can switch; the choice is kept in the browser)
+    cert = ""                    # HTTPS: the certificate chain (PEM) uvicorn serves; set with
+    key = ""                     # key, or neither (plaintext HTTP: loopback only unless
+                                 # tls.plaintext). Relative to the config file's directory
+
+    [query]                      # FleetQuery (gRPC reads) for operators, on its own port: the
+                                 # agent port serves agents only (FleetQuery there answers
+                                 # PERMISSION_DENIED, and its reflection does not list it)
+    listen = "127.0.0.1:50052"   # host:port; "" disables FleetQuery. When this key is not set
+                                 # and server.listen has port 0, it takes port 0 too. TLS with
+                                 # [tls] cert/key when [tls] is set (server-side only)
+    auth = true                  # every call needs `authorization: Bearer lwt_...` metadata,
+                                 # a dashboard user's API token (`liftwatch-fleet users
+                                 # token`), scoped by its role as the JSON API is (a contractor
+                                 # sees only its units); false: anyone reaching the port reads
+                                 # everything (a rig on loopback only; serve warns)
 
     [store]
     path = "fleet.db"            # SQLite file; relative to the config file's directory;
@@ -167,11 +190,13 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    """The fleet's certificate, key and the agents' CA; all None = plaintext (demo, rig)."""
+    """The fleet's certificate, key and the agents' CA; all None = plaintext (demo, rig).
+    ``plaintext``: allow plaintext listeners on non-loopback addresses (a lab)."""
 
     cert: Path | None = None
     key: Path | None = None
     client_ca: Path | None = None
+    plaintext: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -190,6 +215,22 @@ class HttpConfig:
     secure_cookies: bool = True
     time_zone: str = "Asia/Shanghai"
     language: str = "zh"
+    cert: Path | None = None
+    key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        """Whether the HTTP server speaks HTTPS."""
+        return self.cert is not None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryConfig:
+    """Where FleetQuery listens for operators ("" = not served), and whether it asks for
+    an API token (see the module docstring)."""
+
+    listen: str = "127.0.0.1:50052"
+    auth: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +305,7 @@ class FleetConfig:
     server: ServerConfig = ServerConfig()
     tls: TlsConfig = TlsConfig()
     http: HttpConfig = HttpConfig()
+    query: QueryConfig = QueryConfig()
     store: StoreConfig = StoreConfig()
     coverage: CoverageConfig = CoverageConfig()
     registry: RegistryConfig = RegistryConfig()
@@ -305,7 +347,7 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "keepalive_timeout_s": _NUMBER,
         "workers": (int,),
     },
-    "tls": {"cert": (str,), "key": (str,), "client_ca": (str,)},
+    "tls": {"cert": (str,), "key": (str,), "client_ca": (str,), "plaintext": (bool,)},
     "http": {
         "listen": (str,),
         "auth": (bool,),
@@ -313,7 +355,10 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "secure_cookies": (bool,),
         "time_zone": (str,),
         "language": (str,),
+        "cert": (str,),
+        "key": (str,),
     },
+    "query": {"listen": (str,), "auth": (bool,)},
     "store": {"path": (str,), "url": (str,)},
     "coverage": {"stale_after_s": _NUMBER, "offline_after_s": _NUMBER, "sweep_interval_s": _NUMBER},
     "registry": {"csv": (str,)},
@@ -412,6 +457,17 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
     language = str(get("http", "language", defaults.http.language))
     if language not in LANGUAGES:
         problems.append(f"http.language: must be one of {', '.join(LANGUAGES)}, got {language!r}")
+    http_tls = {key: str(get("http", key, "")) for key in ("cert", "key")}
+    if any(http_tls.values()) and not all(http_tls.values()):
+        absent = next(f"http.{key}" for key, text in http_tls.items() if not text)
+        problems.append(f"{absent}: must be set too (http.cert and http.key go together)")
+    http_paths = {key: base_dir / text if text else None for key, text in http_tls.items()}
+
+    query_listen = str(get("query", "listen", defaults.query.listen))
+    if "listen" not in values.get("query", {}) and listen.endswith(":0"):
+        query_listen = defaults.query.listen.rpartition(":")[0] + ":0"
+    if query_listen:
+        problems += _check_listen("query.listen", query_listen)
 
     store_path = str(get("store", "path", defaults.store.path))
     if not store_path:
@@ -483,7 +539,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         raise ConfigError(source, problems)
     return FleetConfig(
         server=ServerConfig(listen=listen, workers=workers, **server_numbers),
-        tls=TlsConfig(**tls_paths),
+        tls=TlsConfig(**tls_paths, plaintext=bool(get("tls", "plaintext", False))),
         http=HttpConfig(
             listen=http_listen,
             auth=bool(get("http", "auth", defaults.http.auth)),
@@ -491,6 +547,10 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
             secure_cookies=bool(get("http", "secure_cookies", defaults.http.secure_cookies)),
             time_zone=time_zone,
             language=language,
+            **http_paths,
+        ),
+        query=QueryConfig(
+            listen=query_listen, auth=bool(get("query", "auth", defaults.query.auth))
         ),
         store=StoreConfig(path=store_path, url=store_url),
         coverage=CoverageConfig(

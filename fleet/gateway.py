@@ -8,7 +8,10 @@ committed seq are replays of what the agent has not seen acked; they are stored 
 acked again. Within one stream, seqs must increase from batch to batch.
 
 Under mutual TLS an `fleet.access.AgentAccess` admits the Hello first: the certificate's
-agent, with units registered for it, declaring only those units.
+agent, with units registered for it, declaring only those units, its certificate not
+revoked. The stream stays open only while that holds: `AgentGateway.recheck` (called by
+`fleet.access.watch_access_changes` when the registry or the revocation list changes)
+ends it with that Reject.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from fleet.access import AgentAccess, peer_agent_id, unit_not_registered
+from fleet.access import AgentAccess, peer_agent_id, peer_serial, unit_not_registered
 from fleet.clock import Clock
 from fleet.config import IngestConfig
 from fleet.ingest import CommitterStoppedError, GroupCommitter
@@ -204,6 +207,32 @@ def _claims(hello: gateway_pb2.Hello) -> list[UnitClaim]:
     ]
 
 
+class OpenStream:
+    """One admitted agent stream under mutual TLS, which the fleet may end from outside
+    (the agent removed, its certificate revoked)."""
+
+    __slots__ = ("agent_id", "ending", "hello", "serial", "task", "writing")
+
+    def __init__(self, hello: gateway_pb2.Hello, serial: str) -> None:
+        self.agent_id = hello.agent_id
+        self.hello = hello
+        self.serial = serial
+        self.task = asyncio.current_task()
+        # True while gRPC writes a frame of this stream: a cancellation then would land in
+        # gRPC's code instead of the handler's, so `end` leaves it to the handler.
+        self.writing = False
+        self.ending: gateway_pb2.Reject | None = None
+
+    def end(self, reject: gateway_pb2.Reject) -> None:
+        """End the stream with ``reject``: at once when it waits for the agent or the
+        store, else as soon as the frame being written is out."""
+        if self.ending is not None:
+            return
+        self.ending = reject
+        if not self.writing and self.task is not None:
+            self.task.cancel()
+
+
 class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
     """The AgentGateway servicer; one `Connect` call per connected agent."""
 
@@ -228,6 +257,27 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
             kind: metrics.frames.labels(kind=kind)
             for kind in ("hello", "batch", "heartbeat", "empty")
         }
+        # Admitted streams by agent id (mutual TLS only), for `recheck`.
+        self._open: dict[str, set[OpenStream]] = {}
+
+    async def recheck(self, agent_id: str, serial: str = "") -> int:
+        """Admit the open streams of ``agent_id`` (with ``serial``: those whose certificate
+        has it) again, against the registry and revocation list as they are now; end
+        each one refused with its Reject. Returns how many were ended."""
+        if self._access is None:
+            return 0
+        if agent_id:
+            candidates = list(self._open.get(agent_id, ()))
+        else:
+            candidates = [stream for group in self._open.values() for stream in group]
+        streams = [stream for stream in candidates if not serial or stream.serial == serial]
+        ended = 0
+        for stream in streams:
+            refusal, _ = await self._access.admit(stream.hello, stream.agent_id, stream.serial)
+            if refusal is not None and stream.ending is None:
+                stream.end(refusal)
+                ended += 1
+        return ended
 
     def _count(self, kind: str | None) -> None:
         counter = self._frame_counters.get(kind or "empty")
@@ -271,9 +321,13 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
             return
         agent_id = hello.agent_id
         registered: frozenset[str] | None = None
+        stream: OpenStream | None = None
         if self._access is not None:
+            serial = peer_serial(context)
             try:
-                refusal, registered = await self._access.admit(hello, peer_agent_id(context))
+                refusal, registered = await self._access.admit(
+                    hello, peer_agent_id(context), serial
+                )
             except Exception as exc:  # a store fault must not crash the server
                 self._metrics.store_errors.inc()
                 log.error("agent %s: cannot read its registration: %s", agent_id, exc)
@@ -282,6 +336,45 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
             if refusal is not None:
                 yield self._rejected(refusal, agent_id, peer)
                 return
+            # Registered before anything else is awaited: a removal committed after the
+            # admission above is then seen by `recheck`.
+            stream = OpenStream(hello, serial)
+            self._open.setdefault(agent_id, set()).add(stream)
+        if stream is None:
+            async for frame in self._admitted(frames, hello, peer, context, registered):
+                yield frame
+            return
+        try:
+            async for frame in self._admitted(frames, hello, peer, context, registered):
+                stream.writing = True
+                yield frame
+                stream.writing = False
+                if stream.ending is not None:
+                    yield self._rejected(stream.ending, agent_id, peer)
+                    return
+        except asyncio.CancelledError:
+            # Our own `OpenStream.end` (and nothing else, such as the server stopping):
+            # the agent is told why instead of seeing a cancelled call.
+            if stream.ending is None or stream.task is None or stream.task.uncancel() > 0:
+                raise
+            yield self._rejected(stream.ending, agent_id, peer)
+        finally:
+            group = self._open.get(agent_id)
+            if group is not None:
+                group.discard(stream)
+                if not group:
+                    del self._open[agent_id]
+
+    async def _admitted(
+        self,
+        frames: AsyncIterator[gateway_pb2.AgentFrame],
+        hello: gateway_pb2.Hello,
+        peer: str,
+        context: Any,
+        registered: frozenset[str] | None,
+    ) -> AsyncIterator[gateway_pb2.FleetFrame]:
+        """The stream after an admitted Hello: Welcome, then Acks (and a final Reject)."""
+        agent_id = hello.agent_id
         try:
             result = await self._committer.submit(
                 HelloOp(agent_id, hello.agent_version, tuple(_claims(hello)))

@@ -1,16 +1,26 @@
-"""FleetQuery: read-side gRPC over the store (units, coverage, firmware, events)."""
+"""FleetQuery: read-side gRPC over the store (units, coverage, firmware, events).
+
+For operators only: every call first asks its ``authorize`` hook who the caller is
+(`fleet.access.OperatorAccess` on the query listener: an API token, scoped by role as the
+JSON API is, a contractor seeing only its own units; `fleet.access.deny_on_agent_port`
+on the agent port: PERMISSION_DENIED for everyone).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, cast
 
 import grpc
 from google.protobuf import timestamp_pb2
 
+from fleet.auth.roles import Principal
 from fleet.coverage import Coverage, UnitStatus
 from fleet.reads import BadRequestError, Reads, UnitFilter
 from fleet.store.base import EventRow, UnitRow
+from fleet.taxonomy import platform_codes
+from fleet.views import event_class_name
 from protos.liftwatch.v1 import query_pb2, query_pb2_grpc, records_pb2
 
 STATUS_TO_PROTO: dict[UnitStatus, query_pb2.UnitStatus] = {
@@ -19,8 +29,6 @@ STATUS_TO_PROTO: dict[UnitStatus, query_pb2.UnitStatus] = {
     UnitStatus.OFFLINE: query_pb2.UNIT_STATUS_OFFLINE,
     UnitStatus.BLIND: query_pb2.UNIT_STATUS_BLIND,
     UnitStatus.NEVER_SEEN: query_pb2.UNIT_STATUS_NEVER_SEEN,
-from fleet.taxonomy import platform_codes
-from fleet.views import event_class_name
 }
 STATUS_FROM_PROTO = {number: status for status, number in STATUS_TO_PROTO.items()}
 
@@ -67,26 +75,26 @@ def event_message(event: EventRow) -> query_pb2.StoredEvent:
         body.onset.CopyFrom(_timestamp(event.onset))
     if event.floor is not None:
         body.floor = event.floor
+    if event.gb_code is not None:
+        body.gb_code = event.gb_code
+    if event.at_landing is not None:
+        body.at_landing = event.at_landing
     message = query_pb2.StoredEvent(
         agent_id=event.agent_id,
         seq=event.seq,
         unit_id=event.unit_id,
         time=_timestamp(event.time),
         event=body,
+        event_class=event_class_name(event.type) or "",
+        platform_codes=platform_codes(event.type, event.at_landing),
     )
     if event.committed is not None:
-    if event.gb_code is not None:
-        body.gb_code = event.gb_code
-    if event.at_landing is not None:
-        body.at_landing = event.at_landing
         message.committed.CopyFrom(_timestamp(event.committed))
     return message
 
 
 def _coverage_fields(counts: Coverage) -> dict[str, int]:
     return {
-        event_class=event_class_name(event.type) or "",
-        platform_codes=platform_codes(event.type, event.at_landing),
         "registered": counts.registered,
         "monitored": counts.monitored,
         "online": counts.online,
@@ -98,21 +106,54 @@ def _coverage_fields(counts: Coverage) -> dict[str, int]:
     }
 
 
-class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
-    """The FleetQuery servicer; statuses are computed against the injected clock."""
+Authorize = Callable[[Any], Awaitable[Principal]]
 
-    def __init__(self, reads: Reads) -> None:
+
+async def _abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("context.abort returned")  # abort always raises
+
+
+class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
+    """The FleetQuery servicer; statuses are computed against the injected clock.
+    ``authorize(context)`` names the caller or aborts the call (see the module docstring)."""
+
+    def __init__(self, reads: Reads, authorize: Authorize) -> None:
         self._reads = reads
+        self._authorize = authorize
+
+    async def _scope(self, context: Any, asked: str = "") -> tuple[Principal, str]:
+        """The caller, and the contractor its listing is limited to: ``asked`` for
+        unscoped roles; a contractor gets its own, PERMISSION_DENIED asking for another's."""
+        principal = await self._authorize(context)
+        scope = principal.unit_scope()
+        if scope and asked and asked != scope:
+            await _abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"contractor: {principal.username!r} sees only {scope!r}",
+            )
+        return principal, scope or asked
+
+    async def _visible(self, context: Any, principal: Principal, unit_id: str) -> None:
+        """Abort NOT_FOUND, as for a unit nobody knows, when ``principal`` may not see
+        ``unit_id`` (a contractor learns nothing of other units)."""
+        if not unit_id or not principal.unit_scope():
+            return
+        found = await self._reads.unit(unit_id)
+        if found is None or not principal.sees_unit(found[0].register.contractor):
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"unit {unit_id!r} unknown")
 
     async def ListUnits(  # noqa: N802 (generated name)
         self, request: query_pb2.ListUnitsRequest, context: Any
     ) -> query_pb2.ListUnitsResponse:
         """Units matching every non-empty filter of ``request``, ordered by unit_id, paged
         by ``page_size`` / ``page_token``; INVALID_ARGUMENT for a bad token or size."""
+        _, contractor = await self._scope(context, request.contractor)
         wanted = UnitFilter(
             street=request.street,
             building=request.building,
-            contractor=request.contractor,
+            contractor=contractor,
             firmware=request.firmware,
             model=request.model,
             status=STATUS_FROM_PROTO.get(request.status),
@@ -133,8 +174,9 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
         self, request: query_pb2.GetUnitRequest, context: Any
     ) -> query_pb2.Unit:
         """The unit ``request.unit_id``; aborts with NOT_FOUND when the fleet never knew it."""
+        principal = await self._authorize(context)
         found = await self._reads.unit(request.unit_id)
-        if found is None:
+        if found is None or not principal.sees_unit(found[0].register.contractor):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unit {request.unit_id!r} unknown")
             raise AssertionError("context.abort returned")  # abort always raises
         return unit_message(*found)
@@ -144,8 +186,9 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
     ) -> query_pb2.CoverageResponse:
         """District coverage counts as of now (see `fleet.coverage.Coverage`), and per
         street, building or contractor when ``request.by`` names one."""
+        _, contractor = await self._scope(context)
         try:
-            counts, groups = await self._reads.coverage(request.by)
+            counts, groups = await self._reads.coverage(request.by, contractor)
         except BadRequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise AssertionError("context.abort returned") from None
@@ -161,7 +204,11 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
         self, request: query_pb2.FirmwareInventoryRequest, context: Any
     ) -> query_pb2.FirmwareInventoryResponse:
         """Firmware and agent versions by model, policy violations, a unit's history."""
-        inv, history = await self._reads.firmware(request.model, request.history_unit_id)
+        principal, contractor = await self._scope(context)
+        await self._visible(context, principal, request.history_unit_id)
+        inv, history = await self._reads.firmware(
+            request.model, request.history_unit_id, contractor
+        )
         response = query_pb2.FirmwareInventoryResponse(
             firmware=[
                 query_pb2.VersionCount(model=c.model, version=c.version, units=c.units)
@@ -201,5 +248,9 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
         self, request: query_pb2.ListEventsRequest, context: Any
     ) -> query_pb2.ListEventsResponse:
         """The newest ``limit`` (default 100, at most 10,000) matching events, oldest first."""
-        events = await self._reads.events(request.unit_id, int(request.type), request.limit)
+        principal, contractor = await self._scope(context)
+        await self._visible(context, principal, request.unit_id)
+        events = await self._reads.events(
+            request.unit_id, int(request.type), request.limit, contractor
+        )
         return query_pb2.ListEventsResponse(events=[event_message(e) for e in events])

@@ -1,6 +1,12 @@
 """Running the fleet manager: store, register import, group commit, coverage sweep, the
-gRPC server (ingest, FleetQuery, health, reflection) and the JSON API on one event loop,
-and a graceful stop in the reverse order."""
+agent gRPC server (ingest, health, reflection), the operators' FleetQuery server, and the
+JSON API on one event loop, and a graceful stop in the reverse order.
+
+Agents and operators never share a port: the agent port (``[server] listen``, mutual TLS)
+serves AgentGateway, and answers FleetQuery with PERMISSION_DENIED; FleetQuery is served on
+``[query] listen`` to API tokens (`fleet.access`). A listener without TLS is refused on a
+non-loopback address unless ``tls.plaintext`` is set (`fleet.access.plaintext_problems`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from starlette.applications import Starlette
 
-from fleet.access import AgentAccess, TlsMaterial, TlsSetupError, load_tls, server_credentials
+from fleet.access import (
+    AgentAccess,
+    OperatorAccess,
+    TlsMaterial,
+    TlsSetupError,
+    deny_on_agent_port,
+    load_tls,
+    plaintext_problems,
+    query_credentials,
+    server_credentials,
+    watch_access_changes,
+)
 from fleet.alarms.service import Lifecycle, running_lifecycle
 from fleet.checkpoint import CheckpointError, load_private_key
 from fleet.clock import Clock, utc_now
@@ -52,10 +69,9 @@ MIN_PING_INTERVAL_MS = 10_000
 MESSAGE_HEADROOM_BYTES = 1024 * 1024
 # How often the unit -> contractor map of the live streams is re-read from the register.
 CONTRACTORS_REFRESH_S = 30.0
-SERVICE_NAMES = (
-    gateway_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
-    query_pb2.DESCRIPTOR.services_by_name["FleetQuery"].full_name,
-)
+# What each port serves (and its reflection lists, with health and reflection itself).
+AGENT_SERVICE_NAMES = (gateway_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,)
+QUERY_SERVICE_NAMES = (query_pb2.DESCRIPTOR.services_by_name["FleetQuery"].full_name,)
 
 
 class ServeError(Exception):
@@ -140,6 +156,15 @@ async def serve(
     is stopped on every exit path.
     """
     host, _ = split_listen(config.server.listen)
+    refused = plaintext_problems(config)
+    if refused:
+        raise ServeError("; ".join(refused))
+    if config.tls.plaintext:
+        log.warning(
+            "tls.plaintext = true (serve --insecure-plaintext): listeners without TLS serve "
+            "plaintext on any address; anyone on the network may read and forge agent "
+            "records and sessions. Fit only for a lab"
+        )
     policy = load_policy(config.firmware.policy) if config.firmware.policy else EMPTY_POLICY
     tls: TlsMaterial | None = None
     if config.tls.enabled:
@@ -217,23 +242,35 @@ async def _serve_until(
             )
         )
         reads = Reads(store, config.coverage, policy, clock)
-        access = AgentAccess(store.agent_units) if tls is not None else None
-        addresses = {
-            "grpc": await _start_grpc(stack, config, host, committer, reads, metrics, tls, access)
-        }
+        access = AgentAccess.of_store(store) if tls is not None else None
+        gateway = AgentGateway(committer, config.ingest, metrics, access)
+        addresses = {"grpc": await _start_grpc(stack, config, host, gateway, reads, tls)}
+        if access is not None:
+            # `agents remove` / `agents revoke` end the agent's open streams within
+            # fleet.access.ACCESS_POLL_S, whichever process wrote the change.
+            watcher = asyncio.create_task(
+                watch_access_changes(store, gateway.recheck), name="agent-access"
+            )
+            stack.push_async_callback(_cancel, watcher)
+        if config.query.listen:
+            addresses["query"] = await _start_query(stack, config, reads, store, tls)
         if config.http.listen:
             app = await _web_app(stack, config, store, reads, metrics, lifecycle, committer, clock)
+            http = config.http
             try:
                 addresses["http"] = await stack.enter_async_context(
-                    running_http(app, config.http.listen)
+                    running_http(app, http.listen, http.cert, http.key)
                 )
             except HttpBindError as exc:
                 raise ServeError(str(exc)) from None
         log.info(
-            "fleet manager serving gRPC (%s) on %s%s, store %s",
+            "fleet manager serving gRPC (%s) on %s%s%s, store %s",
             "mutual TLS" if tls is not None else "plaintext",
             addresses["grpc"],
-            f", HTTP on {addresses['http']}" if "http" in addresses else "",
+            f", FleetQuery on {addresses['query']}" if "query" in addresses else "",
+            f", HTTP{'S' if config.http.tls else ''} on {addresses['http']}"
+            if "http" in addresses
+            else "",
             store.description,
         )
         if ready is not None:
@@ -318,34 +355,73 @@ async def _start_grpc(
     stack: contextlib.AsyncExitStack,
     config: FleetConfig,
     host: str,
-    committer: GroupCommitter,
+    gateway: AgentGateway,
     reads: Reads,
-    metrics: GatewayMetrics,
     tls: TlsMaterial | None = None,
-    access: AgentAccess | None = None,
 ) -> str:
     server = grpc.aio.server(options=server_options(config))
-    gateway_pb2_grpc.add_AgentGatewayServicer_to_server(
-        AgentGateway(committer, config.ingest, metrics, access), server
+    gateway_pb2_grpc.add_AgentGatewayServicer_to_server(gateway, server)
+    # Registered so that a caller learns why (PERMISSION_DENIED, pointing at [query]) rather
+    # than UNIMPLEMENTED; reflection does not list it.
+    query_pb2_grpc.add_FleetQueryServicer_to_server(FleetQuery(reads, deny_on_agent_port), server)
+    credentials = server_credentials(tls) if tls is not None else None
+    return await _serve_grpc(
+        stack, server, config.server.listen, host, AGENT_SERVICE_NAMES, credentials, "agents"
     )
-    query_pb2_grpc.add_FleetQueryServicer_to_server(FleetQuery(reads), server)
+
+
+async def _start_query(
+    stack: contextlib.AsyncExitStack,
+    config: FleetConfig,
+    reads: Reads,
+    store: StoreWorker,
+    tls: TlsMaterial | None,
+) -> str:
+    """FleetQuery for operators on ``[query] listen``; returns the bound host:port."""
+    if not config.query.auth:
+        log.warning(
+            "[query] auth = false: everyone reaching %s reads the whole fleet over "
+            "FleetQuery; fit only for a rig on loopback",
+            config.query.listen,
+        )
+    server = grpc.aio.server(options=server_options(config))
+    operators = OperatorAccess(store, config.query.auth)
+    query_pb2_grpc.add_FleetQueryServicer_to_server(FleetQuery(reads, operators.principal), server)
+    host, _ = split_listen(config.query.listen)
+    credentials = query_credentials(tls) if tls is not None else None
+    return await _serve_grpc(
+        stack, server, config.query.listen, host, QUERY_SERVICE_NAMES, credentials, "query"
+    )
+
+
+async def _serve_grpc(
+    stack: contextlib.AsyncExitStack,
+    server: grpc.aio.Server,
+    listen: str,
+    host: str,
+    services: tuple[str, ...],
+    credentials: grpc.ServerCredentials | None,
+    what: str,
+) -> str:
+    """Add health and reflection (listing ``services``) to ``server``, bind ``listen``
+    (TLS with ``credentials``), start it and stop it when ``stack`` unwinds."""
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        if tls is None:
-            port = server.add_insecure_port(config.server.listen)
+        if credentials is None:
+            port = server.add_insecure_port(listen)
         else:
-            port = server.add_secure_port(config.server.listen, server_credentials(tls))
+            port = server.add_secure_port(listen, credentials)
     except RuntimeError as exc:
-        raise ServeError(f"cannot listen on {config.server.listen}: {exc}") from None
+        raise ServeError(f"cannot listen on {listen} ({what}): {exc}") from None
     await server.start()
     # Stopped before the committer (the stack unwinds in reverse): in-flight streams
     # still get their last batches committed and acked during the grace period.
     stack.push_async_callback(server.stop, STOP_GRACE_S)
-    for name in ("", *SERVICE_NAMES):
+    for name in ("", *services):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stack.push_async_callback(health_servicer.enter_graceful_shutdown)
     return f"{host}:{port}"

@@ -102,7 +102,7 @@ async def _demo(
                 f"entrapment threshold between floors {DEMO_DETECT['entrapment_between_floors_s']}"
                 " s (field default 30 s). Ctrl-C stops."
             )
-            view = FleetView(system.fleet_address, spec.unit_ids)
+            view = FleetView(system.query_address, spec.unit_ids)
             try:
                 result = await _watch(system, view, duration, say)
             finally:

@@ -109,7 +109,7 @@ async def run_scenario(scenario: Scenario, work_dir: Path) -> ScenarioResult:
     )
     try:
         async with running_system(spec, work_dir) as system:
-            view = FleetView(system.fleet_address, spec.unit_ids)
+            view = FleetView(system.query_address, spec.unit_ids)
             try:
                 await _play(scenario, system, view, result)
             finally:

@@ -158,6 +158,11 @@ class RunningSystem:
         return str(self.fleet.ready["grpc"])
 
     @property
+    def query_address(self) -> str:
+        """host:port of the fleet's FleetQuery listener (operators' reads)."""
+        return str(self.fleet.ready["query"])
+
+    @property
     def fleet_db(self) -> Path:
         """The fleet's SQLite database."""
         return self.work_dir / "fleet.db"
@@ -240,6 +245,9 @@ def fleet_config_text(spec: SystemSpec, work_dir: Path) -> str:
         "",
         "[http]",
         f"listen = {_toml_str(spec.http_listen)}",
+        "",
+        "[query]",
+        "auth = false  # the rig reads FleetQuery on loopback without a token",
         "",
         "[store]",
         f"path = {_toml_str(str(work_dir / 'fleet.db'))}",

@@ -13,7 +13,10 @@ one cycle every slow_poll_s, staggered across slaves.
 before each request, counts each outcome in the slave's `LinkStats`, and hands raw values
 with the monotonic time of the read to a `PollSink`, then tells the sink when the cycle's
 turns are done. Nothing raised by a read or by the sink ends the loop: the only way out
-is cancellation.
+is cancellation (a sink may raise `CancelledError` to stop it). A sink that raises is
+logged with its traceback on the first failure and then at most every
+`SINK_FAILURE_LOG_S` with the count since (the sink itself counts and reports its
+failures; see `agent.app`), so a sink failing on every sample cannot flood the log.
 
 The silence (RTU's 3.5 characters, 1.75 ms above 19200 baud) is counted from the last
 byte the link received, which is never before the frame ended on the wire: the time the
@@ -37,6 +40,8 @@ from agent.bus.plan import PollPlan, Read, Table
 from agent.bus.timer import FineTimer
 
 log = logging.getLogger(__name__)
+
+SINK_FAILURE_LOG_S = 30.0
 
 #: Raw items read in one turn, keyed by (table, address); bits are 0 or 1.
 RawValues = dict[tuple[Table, int], int]
@@ -204,6 +209,9 @@ class BusScheduler:
             backoff_max_s=backoff_max_s,
         )
         self._last_frame_end = float("-inf")
+        self.sink_failures = 0
+        self._sink_failures_unlogged = 0
+        self._sink_log_at = float("-inf")
 
     async def run(self) -> None:
         """Poll until cancelled; failures go to the sink and the stats, never up."""
@@ -260,7 +268,18 @@ class BusScheduler:
         try:
             call(*args)
         except Exception:
-            log.exception("bus %s: sink failed", self.name)
+            self.sink_failures += 1
+            now = self._clock()
+            if now < self._sink_log_at:
+                self._sink_failures_unlogged += 1
+                return
+            self._sink_log_at = now + SINK_FAILURE_LOG_S
+            log.exception(
+                "bus %s: sink failed (%d more failure(s) since the last report)",
+                self.name,
+                self._sink_failures_unlogged,
+            )
+            self._sink_failures_unlogged = 0
 
     async def _read_all(self, slave: int, reads: Sequence[Read]) -> RawValues | None:
         values: RawValues = {}

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from fleet.auth.roles import Principal, Role
 from fleet.history import AlarmFact, EventFact, Head, HistoryCheck, HistoryRow
+from fleet.store.agents import AccessChange, Revocation
 from protos.liftwatch.v1 import records_pb2
 
 
@@ -315,6 +316,33 @@ class Store(Protocol):
 
     def agent_registrations(self) -> dict[str, tuple[str, ...]]:
         """Every registered agent with its units, both sorted."""
+        ...
+
+    def revoke_agent(
+        self, at: dt.datetime, *, agent_id: str = "", serial: str = "", reason: str = ""
+    ) -> bool:
+        """Revoke certificate ``serial``, or every certificate of ``agent_id``; False when
+        it was revoked already."""
+        ...
+
+    def unrevoke_agent(self, *, agent_id: str = "", serial: str = "") -> bool:
+        """Take ``agent_id`` or ``serial`` off the revocation list; False when absent."""
+        ...
+
+    def revocations(self) -> list[Revocation]:
+        """The revocation list, oldest first."""
+        ...
+
+    def revocation_reason(self, agent_id: str, serial: str) -> str | None:
+        """Why a certificate of ``agent_id`` with ``serial`` is revoked, or None."""
+        ...
+
+    def access_changes(self, after_id: int) -> list[AccessChange]:
+        """Changes to who may connect with an id above ``after_id``, oldest first."""
+        ...
+
+    def last_access_change(self) -> int:
+        """The id of the newest change to who may connect (0 when none)."""
         ...
 
     # -- lifecycle (implemented in fleet.store.lifecycle) --------------------------------

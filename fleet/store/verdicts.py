@@ -20,6 +20,21 @@ The same DDL on both backends but for the ``{id}`` column type:
 from __future__ import annotations
 
 VERDICTS_MIGRATION = """
+-- Issue 14: the revocation list of agent certificates, and a log of every change to who
+-- may connect, which serving fleets poll to end a removed or revoked agent's open streams
+-- at once (see fleet.store.agents).
+CREATE TABLE revoked_certificates (
+    agent_id    TEXT NOT NULL,
+    serial      TEXT NOT NULL,
+    reason      TEXT NOT NULL DEFAULT '',
+    revoked_us  BIGINT NOT NULL,
+    PRIMARY KEY (agent_id, serial)
+);
+CREATE TABLE agent_access_changes (
+    id        {id},
+    agent_id  TEXT NOT NULL,
+    serial    TEXT NOT NULL
+);
 ALTER TABLE events ADD COLUMN gb_code INTEGER;
 ALTER TABLE events ADD COLUMN at_landing INTEGER;
 ALTER TABLE units ADD COLUMN undetectable TEXT NOT NULL DEFAULT '';

@@ -1,4 +1,5 @@
-"""uvicorn on the serve event loop: the JSON API beside the grpc.aio server.
+"""uvicorn on the serve event loop: the JSON API beside the grpc.aio server, over HTTPS
+when ``[http] cert`` and ``key`` are set (checked here, before the ready line).
 
 The socket is bound here, before the ready line is printed, so that port 0 works and a
 client that connects at once is queued by the kernel rather than refused. serve owns the
@@ -11,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -22,7 +25,22 @@ log = logging.getLogger(__name__)
 
 
 class HttpBindError(Exception):
-    """The HTTP listen address cannot be bound."""
+    """The HTTP listen address cannot be bound, or its certificate not used."""
+
+
+def check_certificate(cert: Path, key: Path) -> None:
+    """Raise `HttpBindError` naming ``http.cert``/``http.key`` when they cannot serve TLS
+    (uvicorn would only fail inside its task, after the fleet said it was ready)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise HttpBindError(f"http.cert/http.key: cannot read {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise HttpBindError(
+            f"http.cert/http.key: {cert} and {key} are no PEM certificate and matching "
+            f"unencrypted key ({exc})"
+        ) from None
 
 
 class _LoopServer(uvicorn.Server):
@@ -43,13 +61,24 @@ def bind(listen: str) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def running_http(app: ASGIApp, listen: str) -> AsyncIterator[str]:
-    """Serve ``app`` on ``listen`` for the block; yields the bound ``host:port``."""
+async def running_http(
+    app: ASGIApp, listen: str, cert: Path | None = None, key: Path | None = None
+) -> AsyncIterator[str]:
+    """Serve ``app`` on ``listen`` for the block (HTTPS with ``cert`` and ``key``); yields
+    the bound ``host:port``."""
+    if cert is not None and key is not None:
+        check_certificate(cert, key)
     sock = bind(listen)
     host, port = sock.getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
     )
     server = _LoopServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="http")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.app import Agent
+from agent.bus.scheduler import TurnKind
 from agent.config import load_config
 from agent.outbox import Outbox, OutboxFullError
 from protos.liftwatch.v1 import records_pb2
@@ -222,3 +223,29 @@ def test_held_records_are_bounded_by_thinning_samples_never_events(
     floors = [r.car_state.floor for r in held if r.WhichOneof("payload") == "car_state"]
     assert floors == sorted(floors) and floors[-1] == 29  # the newest kept, oldest dropped
     assert app.held_thinned == 30 - len(floors)
+
+
+def test_a_delivery_that_keeps_raising_is_counted_and_stops_the_watchdog(
+    app: Agent, clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the disk this time: a detector bug raising on every sample."""
+
+    def broken(*args: object) -> list[records_pb2.Record]:
+        raise RuntimeError("a detector bug")
+
+    monkeypatch.setattr(app.monitors["car-1"], "on_sample", broken)
+    sink = app.sink("line")
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            sink.on_sample(1, {}, TurnKind.FAST, clock[0])
+    assert (
+        app.metrics.registry.get_sample_value(
+            "liftwatch_agent_sink_failures_total", {"bus": "line"}
+        )
+        == 3
+    )
+    clock[0] += 6.0  # past outbox_fail_restart_s = 5
+    assert "sink line" in app.liveness.stale(within_s=60.0)
+    monkeypatch.undo()
+    sink.on_cycle_end(clock[0])  # a delivery that works ends the run of failures
+    assert "sink line" not in app.liveness.stale(within_s=60.0)

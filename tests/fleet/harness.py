@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from fleet.config import FleetConfig, ServerConfig
+from fleet.config import FleetConfig, QueryConfig, ServerConfig
 from fleet.metrics import GatewayMetrics
 from fleet.server import serve
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, query_pb2_grpc
@@ -41,6 +41,8 @@ class Fleet:
     metrics: GatewayMetrics
     clock: FakeClock
     sweep: asyncio.Event
+    query_address: str = ""
+    query_channel: Any = None
 
     async def connect(self, *frames: gateway_pb2.AgentFrame) -> Any:
         """Open a Connect stream and send ``frames``."""
@@ -51,8 +53,9 @@ class Fleet:
 
     @property
     def query(self) -> Any:
-        """A FleetQuery stub."""
-        return query_pb2_grpc.FleetQueryStub(self.channel)
+        """A FleetQuery stub on the query listener (no token needed unless the config
+        asks for one: see `running_fleet`)."""
+        return query_pb2_grpc.FleetQueryStub(self.query_channel)
 
     async def get(self, path: str) -> tuple[int, Any]:
         """GET ``path`` from the JSON API: (status, parsed body)."""
@@ -69,17 +72,20 @@ class Fleet:
 
 @contextlib.asynccontextmanager
 async def running_fleet(
-    config: FleetConfig, *, http: bool = False, auth: bool = False
+    config: FleetConfig, *, http: bool = False, auth: bool = False, query_auth: bool = False
 ) -> AsyncIterator[Fleet]:
     """Serve ``config`` (listen addresses replaced by loopback port 0) for the block; the
     HTTP side (``http``) asks for logins only with ``auth`` (the API tests of data
-    leave it off; tests/fleet/test_web_auth.py turns it on)."""
+    leave it off; tests/fleet/test_web_auth.py turns it on), FleetQuery for an API token
+    only with ``query_auth`` (tests/security turns it on)."""
     config = dataclasses.replace(
         config,
         server=dataclasses.replace(config.server, listen="127.0.0.1:0")
         if config.server.listen != ServerConfig().listen
         else ServerConfig(listen="127.0.0.1:0"),
         http=dataclasses.replace(config.http, listen="127.0.0.1:0" if http else "", auth=auth),
+        # FleetQuery on its own loopback port, without a token unless ``query_auth``.
+        query=QueryConfig(listen="127.0.0.1:0", auth=query_auth),
     )
     metrics = GatewayMetrics()
     clock = FakeClock()
@@ -92,9 +98,22 @@ async def running_fleet(
     done, _ = await asyncio.wait(waiters, timeout=20, return_when=asyncio.FIRST_COMPLETED)
     assert bound in done, f"server did not start: {task.exception() if task.done() else 'timeout'}"
     address = bound.result()["grpc"]
+    query_address = bound.result()["query"]
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
-            yield Fleet(address, bound.result().get("http", ""), channel, metrics, clock, sweep)
+        async with (
+            grpc.aio.insecure_channel(address) as channel,
+            grpc.aio.insecure_channel(query_address) as query_channel,
+        ):
+            yield Fleet(
+                address,
+                bound.result().get("http", ""),
+                channel,
+                metrics,
+                clock,
+                sweep,
+                query_address,
+                query_channel,
+            )
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -206,17 +206,25 @@ def test_grpc_query_health_and_reflection(tmp_path: Path) -> None:
         cover = await fleet.query.Coverage(query_pb2.CoverageRequest(by="contractor"))
         assert [(g.name, g.online, g.blind) for g in cover.groups] == [("", 2, 1)]
 
-        health = health_pb2_grpc.HealthStub(fleet.channel)
-        for service in ("", "liftwatch.v1.AgentGateway", "liftwatch.v1.FleetQuery"):
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-
-        stub = reflection_pb2_grpc.ServerReflectionStub(fleet.channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        async for reply in stub.ServerReflectionInfo(iter([request])):
-            names = {s.name for s in reply.list_services_response.service}
-        assert {"liftwatch.v1.AgentGateway", "liftwatch.v1.FleetQuery"} <= names
-        assert "grpc.health.v1.Health" in names
+        # Agents and operators on separate ports, each with health and reflection for
+        # its own service only (tests/security checks the agent port refuses FleetQuery).
+        for channel, service in (
+            (fleet.channel, "liftwatch.v1.AgentGateway"),
+            (fleet.query_channel, "liftwatch.v1.FleetQuery"),
+        ):
+            health = health_pb2_grpc.HealthStub(channel)
+            for name in ("", service):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            async for reply in stub.ServerReflectionInfo(iter([request])):
+                names = {s.name for s in reply.list_services_response.service}
+            assert names == {
+                service,
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+            }
 
     run(_config(str(tmp_path / "fleet.db")), scenario)
 

@@ -223,9 +223,9 @@ def test_serve_prints_one_ready_line_and_exits_0_on_sigterm(tmp_path: Path) -> N
         assert host == "127.0.0.1"
         assert int(port) > 0
         assert int(ready["http"].rpartition(":")[2]) > 0
-        assert (
-            line == json.dumps({"ready": True, "grpc": ready["grpc"], "http": ready["http"]}) + "\n"
-        )
+        assert int(ready["query"].rpartition(":")[2]) > 0  # --listen on port 0: query too
+        addresses = {"grpc": ready["grpc"], "query": ready["query"], "http": ready["http"]}
+        assert line == json.dumps({"ready": True, **addresses}) + "\n"
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=20)
     finally:

@@ -99,7 +99,10 @@ def test_missing_and_unparsable_files_are_config_errors(tmp_path: Path) -> None:
 def test_the_shipped_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "deploy" / "fleet" / "fleet.example.toml"
     config = load_config(example)
-    assert config.http.listen == "0.0.0.0:8080"
+    assert config.http.listen == "0.0.0.0:8443"
+    assert config.http.cert == example.parent / "https" / "fleet.pem"
+    assert config.query.listen == "0.0.0.0:50052" and config.query.auth
+    assert config.tls.enabled and not config.tls.plaintext
     assert config.firmware.policy == example.parent / "firmware-policy.toml"
     assert config.firmware.policy.is_file()
 
@@ -150,3 +153,34 @@ def test_server_workers_default_range_and_memory_store(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             load_config(_write(tmp_path, text))
         assert problem in caught.value.problems
+
+
+def test_security_keys_are_read_and_checked(tmp_path: Path) -> None:
+    config = load_config(
+        _write(
+            tmp_path,
+            '[http]\ncert = "h.pem"\nkey = "h.key"\n[tls]\nplaintext = true\n'
+            '[query]\nlisten = "10.0.0.5:7000"\nauth = false\n',
+        )
+    )
+    assert (config.http.cert, config.http.key) == (tmp_path / "h.pem", tmp_path / "h.key")
+    assert config.http.tls and config.tls.plaintext
+    assert (config.query.listen, config.query.auth) == ("10.0.0.5:7000", False)
+    defaults = load_config(_write(tmp_path, ""))
+    assert (defaults.query.listen, defaults.query.auth) == ("127.0.0.1:50052", True)
+    assert not defaults.tls.plaintext and not defaults.http.tls
+    # A throwaway fleet (gRPC on port 0) without a [query] listen never takes port 50052.
+    ephemeral = load_config(_write(tmp_path, '[server]\nlisten = "127.0.0.1:0"\n'))
+    assert ephemeral.query.listen == "127.0.0.1:0"
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            _write(
+                tmp_path,
+                '[http]\ncert = "h.pem"\n[tls]\nplaintext = "yes"\n[query]\nlisten = "x"\n',
+            )
+        )
+    assert caught.value.problems == [
+        "tls.plaintext: expected a boolean, got a string",
+        "http.key: must be set too (http.cert and http.key go together)",
+        "query.listen: expected host:port, got 'x'",
+    ]
