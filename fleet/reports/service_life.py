@@ -2,7 +2,9 @@
 assessment past 10 and 15 years, with its fault rate; oldest-and-worst first.
 
 Order: the 15-year bracket, then the 10-year bracket, then the rest; within a bracket by
-faults per 1,000 trips (worst first, units without trip counts after), then by age. Units
+faults per 1,000 trips (worst first, units without trip counts after), then by age; a unit
+short of the exposure the fault-rate report asks for (``exposure`` "low", see
+`fleet.reports.fault_rate`) comes after the others of its bracket, whatever its rate. Units
 without an install date come last, flagged ``unknown_age``.
 """
 
@@ -12,7 +14,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fleet.reports.fault_rate import RateRow
+from fleet.reports.fault_rate import LOW, RateRow
 from fleet.store.base import UnitRow
 
 ASSESS_AFTER_YEARS = (15, 10)
@@ -33,6 +35,7 @@ class LifeRow:
     faults: int
     per_1000_trips: float | None
     per_unit_month: float | None
+    exposure: str = LOW  # the fault-rate report's: "qualified" or "low"
 
 
 def age_years(install: dt.date, today: dt.date) -> float:
@@ -75,12 +78,14 @@ def service_life(
                 faults=rate.faults if rate else 0,
                 per_1000_trips=rate.per_1000_trips if rate else None,
                 per_unit_month=rate.per_unit_month if rate else None,
+                exposure=rate.exposure if rate else LOW,
             )
         )
     bracket = {"assess_15": 0, "assess_10": 1, "": 2, "unknown_age": 3}
     rows.sort(
         key=lambda r: (
             bracket[r.flag],
+            r.exposure == LOW,
             r.per_1000_trips is None,
             -(r.per_1000_trips or 0.0),
             -(r.per_unit_month or 0.0),
@@ -105,4 +110,5 @@ def life_json(row: LifeRow) -> dict[str, object]:
         "faults": row.faults,
         "faults_per_1000_trips": row.per_1000_trips,
         "faults_per_unit_month": row.per_unit_month,
+        "exposure": row.exposure,
     }

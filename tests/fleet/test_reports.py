@@ -29,7 +29,7 @@ from fleet.reports.claims import (
     render,
     verdict_json,
 )
-from fleet.reports.compute import fault_rate_report
+from fleet.reports.compute import fault_rate_report, service_life_report
 from fleet.reports.fault_rate import DAYS_PER_MONTH, LOW, QUALIFIED, Period, period
 from fleet.store.base import ControllerIdentity, RegisterEntry, UnitClaim
 from fleet.store.open import open_store
@@ -425,3 +425,34 @@ def test_reports_config_keys_are_read_and_checked(tmp_path: Path) -> None:
         load_config(path)
     assert any(p.startswith("reports.min_trips") for p in caught.value.problems)
     assert any(p.startswith("reports.min_watched_days") for p in caught.value.problems)
+
+
+def test_service_life_puts_a_low_exposure_unit_after_the_others_of_its_bracket(
+    store: SqlStore,
+) -> None:
+    """U1 and U3, both past 15 years: U3's 1 fault in 9 trips does not put it first."""
+    store.upsert_register(
+        [
+            RegisterEntry("U1", install_date=dt.date(2005, 1, 1)),
+            RegisterEntry("U3", install_date=dt.date(2006, 1, 1)),
+        ],
+        T0,
+    )
+    store.commit_batch(
+        "a1",
+        [
+            counters(1, "U3", T0, 500),
+            counters(2, "U3", T0 + dt.timedelta(hours=5), 509),
+            _event(3, "U3", _T.EVENT_TYPE_DOOR_OPEN_FAILURE, T0 + dt.timedelta(hours=1), "u3"),
+            counters(4, "U1", T0, 10_000),
+            counters(5, "U1", T0 + dt.timedelta(hours=5), 12_000),
+            _event(6, "U1", _T.EVENT_TYPE_DOOR_OPEN_FAILURE, T0 + dt.timedelta(hours=1), "a"),
+        ],
+        T0,
+    )
+    span = period(T0.date(), T0.date() + DAY, T0.date())
+    rows = service_life_report(store, span, T0.date())
+    assert [(r.unit_id, r.flag, r.exposure) for r in rows[:2]] == [
+        ("U1", "assess_15", QUALIFIED),
+        ("U3", "assess_15", LOW),
+    ]
