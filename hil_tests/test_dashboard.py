@@ -151,6 +151,16 @@ async def _every_role(
             assert int(registered.replace(",", "")) == per_contractor[user.contractor]
         else:
             assert int(registered.replace(",", "")) == sum(per_contractor.values())
+        if user.contractor:
+            # The history verification covers every unit: not a contractor's to read.
+            assert await page.query_selector("#history-panel") is None
+            assert await _api_status(page, "/api/history/checkpoint") == 403
+        else:
+            # The overview says when the chains were last verified against a checkpoint
+            # (the demo has none yet): the panel is filled, not left loading or failed.
+            await page.wait_for_selector("#history-check :is(p, pre):not(.error)")
+            shown = await page.inner_text("#history-check")
+            assert "[history] checkpoint_file" in shown, shown
         if username == "contractor2":
             # Not the demo building's contractor: neither the page nor the API opens it.
             await page.goto(f"{base}#/unit/{trapped}")

@@ -365,6 +365,36 @@
       ], { label: t(labelKey) });
   }
 
+  // When the history chains were last verified against a signed checkpoint (kept by
+  // serve's schedule or `verify-history --checkpoint`): a regulator's evidence that no
+  // chain was truncated, rewound or rewritten since. Filled in after the page shows.
+  function historyCheckPanel() {
+    const box = h("div", { id: "history-check" }, message(t("history.loading")));
+    api("/api/history/checkpoint").then((data) => {
+      const last = data.last_check;
+      const schedule = data.scheduled
+        ? t("history.scheduled", { minutes: Math.round(data.interval_s / 60) })
+        : t("history.not_scheduled");
+      if (!last) {
+        put(box, message(`${t("history.never")} ${schedule}`));
+        return;
+      }
+      const verdict = last.intact
+        ? badge("online", t("history.intact"))
+        : badge("offline", t("history.problems", { count: last.problems }));
+      put(box,
+        h("p", {}, verdict, " ", t("history.checked", {
+          time: fmtTime(last.checked),
+          written: last.checkpoint_written ? fmtTime(last.checkpoint_written) : "—",
+          units: last.units,
+          source: t(`history.source.${last.source}`),
+        })),
+        last.intact ? null : h("pre", { className: "history-problems", text: last.summary }),
+        h("p", { className: "msg" }, schedule));
+    }).catch((err) => put(box, message(`${t("history.unavailable")} ${err.message}`, "error")));
+    return section("history.title", "history-panel", box);
+  }
+
   async function viewOverview() {
     const [alarms, byStreet, byContractor] = await Promise.all([
       api("/api/alarms?open=true"), api("/api/coverage?by=street"), api("/api/coverage?by=contractor"),
@@ -385,6 +415,7 @@
         section("overview.by_street", "street-panel", groupTable(byStreet.groups || [], "street", "overview.by_street")),
         section("overview.by_contractor", "contractor-panel", groupTable(byContractor.groups || [], "contractor", "overview.by_contractor"))),
     );
+    if (state.user.role !== "contractor") main.append(historyCheckPanel());
     const refreshAlarms = debounce(async () => fillAlarms((await api("/api/alarms?open=true")).alarms), 100);
     const refreshAll = async () => {
       refreshAlarms();
