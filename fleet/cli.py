@@ -52,14 +52,14 @@ from fleet.store.open import open_store
 from fleet.store.postgres import is_postgres_url
 from fleet.store.sql import SqlStore
 from fleet.views import (
+    EVENT_TABLE_COLUMNS,
     coverage_change_json,
     coverage_groups_json,
     coverage_json,
-    EVENT_TABLE_COLUMNS,
+    event_cells,
     event_json,
     event_type_number,
     inventory_json,
-    event_cells,
     iso,
     table,
     unit_json,

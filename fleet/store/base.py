@@ -159,6 +159,11 @@ class EventRow:
     floor: int | None
     reason: str
     committed: dt.datetime | None = None  # the fleet's clock when it committed the event
+    # The GB/T 24476 code as `fleet.taxonomy.shown_gb_code` gives it: the stored one, else
+    # the type's fixed code (a row stored before migration "verdicts"); None, never 0.
+    gb_code: int | None = None
+    # Where the car stood at onset: True at a landing, False between floors, None unknown.
+    at_landing: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +173,6 @@ class UnitQuery:
     street: str = ""
     building: str = ""
     contractor: str = ""
-    # The GB/T 24476 code as `fleet.taxonomy.shown_gb_code` gives it: the stored one, else
-    # the type's fixed code (a row stored before migration "verdicts"); None, never 0.
-    gb_code: int | None = None
-    # Where the car stood at onset: True at a landing, False between floors, None unknown.
-    at_landing: bool | None = None
     firmware: str = ""
     model: str = ""
     reported_only: bool = False

@@ -4,6 +4,7 @@ and a loop that no exception can end. Fake link and explicit clock: no real time
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -278,3 +279,20 @@ def test_bytes_arriving_after_the_answer_restart_the_silence() -> None:
     asyncio.run(scheduler.cycle())
     # 2 ms from the stray byte, of which 0.5 ms have passed: not from the answer's end.
     assert gaps == [pytest.approx(0.0015)]
+
+
+def test_a_sink_failing_on_every_sample_is_logged_rarely_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, _, sink, scheduler = make([1])
+    sink.explode = True
+    with caplog.at_level(logging.ERROR, logger="agent.bus.scheduler"):
+        asyncio.run(run_cycles(clock, scheduler, 65.0))  # 650 failing deliveries
+    reports = [r.getMessage() for r in caplog.records if "sink failed" in r.getMessage()]
+    assert scheduler.sink_failures >= 600
+    # One report at the first failure, then one per SINK_FAILURE_LOG_S (30 s) with a count.
+    assert len(reports) == 3
+    assert reports[0].endswith("(0 more failure(s) since the last report)")
+    reported = sum(int(r.split("(")[1].split()[0]) for r in reports) + len(reports)
+    waiting = scheduler._sink_failures_unlogged  # since the last report, for the next one
+    assert reported + waiting == scheduler.sink_failures

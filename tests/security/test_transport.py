@@ -41,7 +41,8 @@ async def serving(config: FleetConfig) -> AsyncIterator[Mapping[str, str]]:
     """Serve ``config`` for the block; yields the bound addresses."""
     bound: asyncio.Future[Mapping[str, str]] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(config, bound.set_result))
-    done, _ = await asyncio.wait({task, bound}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    waiters: set[asyncio.Future[Any]] = {task, bound}
+    done, _ = await asyncio.wait(waiters, timeout=20, return_when=asyncio.FIRST_COMPLETED)
     assert bound in done, f"server did not start: {task.exception() if task.done() else 'timeout'}"
     try:
         yield bound.result()
