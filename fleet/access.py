@@ -325,7 +325,8 @@ async def watch_access_changes(
 AUTHORIZATION_KEY = "authorization"
 
 
-async def _abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
+async def abort_call(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End the gRPC call of ``context`` with ``code`` and ``message`` (never returns)."""
     await context.abort(code, message)
     raise AssertionError("context.abort returned")  # abort always raises
 
@@ -349,7 +350,7 @@ class OperatorAccess:
                 header = value.decode() if isinstance(value, bytes) else str(value)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            await _abort(
+            await abort_call(
                 context,
                 grpc.StatusCode.UNAUTHENTICATED,
                 "FleetQuery needs 'authorization: Bearer lwt_...' metadata: an operator's API "
@@ -357,14 +358,16 @@ class OperatorAccess:
             )
         row = await self._store.call(lambda s: s.token_user(token.strip()))
         if row is None:
-            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, "API token unknown or revoked")
+            await abort_call(
+                context, grpc.StatusCode.UNAUTHENTICATED, "API token unknown or revoked"
+            )
         return row.principal()
 
 
 async def deny_on_agent_port(context: Any) -> Principal:
     """FleetQuery's answer on the agent port, to every caller (an agent certificate
     included): PERMISSION_DENIED."""
-    await _abort(
+    await abort_call(
         context,
         grpc.StatusCode.PERMISSION_DENIED,
         "FleetQuery is for operators: it is not served on the agent port; use the "

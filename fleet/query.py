@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import grpc
 from google.protobuf import timestamp_pb2
 
+from fleet.access import abort_call
 from fleet.auth.roles import Principal
 from fleet.coverage import Coverage, UnitStatus
 from fleet.reads import BadRequestError, Reads, UnitFilter
@@ -109,11 +110,6 @@ def _coverage_fields(counts: Coverage) -> dict[str, int]:
 Authorize = Callable[[Any], Awaitable[Principal]]
 
 
-async def _abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
-    await context.abort(code, message)
-    raise AssertionError("context.abort returned")  # abort always raises
-
-
 class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
     """The FleetQuery servicer; statuses are computed against the injected clock.
     ``authorize(context)`` names the caller or aborts the call (see the module docstring)."""
@@ -128,7 +124,7 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
         principal = await self._authorize(context)
         scope = principal.unit_scope()
         if scope and asked and asked != scope:
-            await _abort(
+            await abort_call(
                 context,
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"contractor: {principal.username!r} sees only {scope!r}",
@@ -142,7 +138,7 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
             return
         found = await self._reads.unit(unit_id)
         if found is None or not principal.sees_unit(found[0].register.contractor):
-            await _abort(context, grpc.StatusCode.NOT_FOUND, f"unit {unit_id!r} unknown")
+            await abort_call(context, grpc.StatusCode.NOT_FOUND, f"unit {unit_id!r} unknown")
 
     async def ListUnits(  # noqa: N802 (generated name)
         self, request: query_pb2.ListUnitsRequest, context: Any
