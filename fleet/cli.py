@@ -504,8 +504,9 @@ def _add_security_commands(commands: argparse._SubParsersAction[argparse.Argumen
         "agents",
         help="register which units each agent may report for (mutual TLS)",
         description="The agent registry: under mutual TLS the fleet admits an agent (its "
-        "certificate's Common Name) only for the units registered here, read when it "
-        "connects. Without [tls] (demo, rig) the registry is not consulted.",
+        "certificate's Common Name) only for the units registered here and while its "
+        "certificate is not revoked; changes reach open streams within a second. Without "
+        "[tls] (demo, rig) the registry is not consulted.",
     )
     actions = agents_cmd.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
     add_cmd = actions.add_parser(
@@ -521,8 +522,9 @@ def _add_security_commands(commands: argparse._SubParsersAction[argparse.Argumen
     remove_cmd = actions.add_parser(
         "remove",
         help="withdraw units from an agent (all without --unit)",
-        description="Withdraw the --unit(s) from AGENT_ID, or all of its units; it is then "
-        "refused from its next connection.",
+        description="Withdraw the --unit(s) from AGENT_ID, or all of its units: a serving "
+        "fleet ends its open streams that declare a withdrawn unit within a second "
+        "(fleet.access.ACCESS_POLL_S), and refuses them from then on.",
     )
     remove_cmd.add_argument("agent_id", metavar="AGENT_ID")
     remove_cmd.add_argument("--unit", action="append", help="unit id (repeatable)", dest="units")
