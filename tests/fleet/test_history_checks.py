@@ -482,3 +482,32 @@ def test_serve_checkpoints_and_the_api_shows_the_last_verification(
             assert (await contractor.get("/api/history/checkpoint"))[0] == 403
 
     asyncio.run(scenario())
+
+
+def test_an_entry_chained_before_event_codes_is_checked_without_them() -> None:
+    from fleet.history import EventFact, HistoryRow, cross_check_events, event_detail
+
+    fact = EventFact("a1", 7, "U1", 1_000_000, "e", DOOR, 1, None, 2, "r", gb_code=10, codes=True)
+    old = {k: v for k, v in event_detail(fact).items() if k not in ("gb_code", "at_landing")}
+    row = HistoryRow(1, "U1", 1, 5, "event", canonical(old), "0" * 64, "f" * 64)
+    assert cross_check_events({"U1": [row]}, [fact]) == []
+    moved = dataclasses.replace(fact, floor=3)
+    (problem,) = cross_check_events({"U1": [row]}, [moved])
+    assert problem.what == "edited" and problem.reason.endswith("in floor")
+
+
+def test_serve_refuses_an_unusable_checkpoint_key(tmp_path: Path) -> None:
+    import asyncio
+
+    from fleet.config import FleetConfig, HistoryConfig, HttpConfig, ServerConfig, StoreConfig
+    from fleet.server import ServeError, serve
+
+    (tmp_path / "not-a-key").write_text("hello")
+    config = FleetConfig(
+        server=ServerConfig(listen="127.0.0.1:0"),
+        http=HttpConfig(listen=""),
+        store=StoreConfig(path=str(tmp_path / "fleet.db")),
+        history=HistoryConfig(tmp_path / "cp.json", tmp_path / "not-a-key"),
+    )
+    with pytest.raises(ServeError, match=r"history\.checkpoint_key: .*not-a-key"):
+        asyncio.run(serve(config))
