@@ -5,6 +5,14 @@ Each request is one JSON object on one line; each gets one JSON object line back
     {"op": "inject", "car": 2, "fault": "entrapment"}  -> {"ok": true}
     {"op": "inject", "car": 2, "fault": "late_answer", "delay_ms": 800}  -> {"ok": true}
     {"op": "clear", "car": 2, "fault": "entrapment"}   -> {"ok": true}
+    {"op": "inject", "car": 2, "fault": "door_lock_bypass", "at_phase": "opening"}
+        -> {"ok": true}: injected when the car next reaches that moment of its cycle
+        (`cycle.CYCLE_PHASES`), at once if it is there
+    {"op": "visible", "car": 2, "fault": "door_lock_bypass"}
+        -> {"ok": true, "injected": 812.31, "visible": 815.02}: the emulator's clock (its
+        event loop's, `time.monotonic()`: comparable across processes of one host) when
+        the fault was injected and when the register image first showed it
+        (`cycle.signature`); null while armed, not yet shown, or without a signature
     {"op": "faults"} -> {"ok": true, "faults": {"entrapment": {"kind": "car",
                          "options": [], "description": "..."}, ...}}
     {"op": "state"} -> {"ok": true, "cars": [{"car": 1, "floor": 3, "moving": false,
@@ -24,6 +32,7 @@ import json
 import logging
 from typing import Any
 
+from hil_tests.emulator.cycle import CYCLE_PHASES, cycle_phase
 from hil_tests.emulator.faults import (
     FAULTS,
     NO_OPTIONS,
@@ -58,6 +67,7 @@ def car_state(group: CarGroup, number: int) -> Reply:
         "passengers": len(car.passengers),
         "travel": car.travel,
         "phase": s.phase.value,
+        "cycle_phase": cycle_phase(car),
         "faults": sorted(f.value for f in group.faults(number)),
         "fault_code": s.fault_code,
         "mode": s.service_mode.name.lower(),
@@ -79,19 +89,43 @@ def handle_request(group: CarGroup, request: object) -> Reply:
         return {"ok": True, "cars": [car_state(group, n) for n in group.cars]}
     if op == "faults":
         return {"ok": True, "faults": fault_catalogue()}
-    if op in ("inject", "clear"):
-        extra = {k: v for k, v in request.items() if k not in ("op", "car", "fault")}
+    if op in ("inject", "clear", "visible"):
+        extra = {k: v for k, v in request.items() if k not in ("op", "car", "fault", "at_phase")}
+        at_phase = request.get("at_phase")
         try:
             number = _car_number(group, request.get("car"))
             fault = parse_fault(request.get("fault"))
-            if op == "clear" and extra:
-                raise ValueError(f"clear takes no options, got {', '.join(sorted(extra))}")
+            if op != "inject" and (extra or at_phase is not None):
+                keys = sorted([*extra, *(["at_phase"] if at_phase is not None else [])])
+                raise ValueError(f"{op} takes no options, got {', '.join(keys)}")
+            if at_phase is not None and at_phase not in CYCLE_PHASES:
+                raise ValueError(
+                    f"at_phase must be one of {', '.join(CYCLE_PHASES)}, got {at_phase!r}"
+                )
             options = parse_options(fault, extra) if op == "inject" else NO_OPTIONS
         except ValueError as exc:
             return _error(str(exc))
-        _apply(group, op, number, fault, options)
+        if op == "visible":
+            return _visibility(group, number, fault)
+        if isinstance(at_phase, str):
+            group.inject_at(number, fault, options, at_phase)
+            log.info("inject %s on car %d at its next %s", fault.value, number, at_phase)
+        else:
+            _apply(group, op, number, fault, options)
         return {"ok": True}
-    return _error(f"unknown op {op!r}; expected one of: inject, clear, state, faults")
+    return _error(f"unknown op {op!r}; expected one of: inject, clear, visible, state, faults")
+
+
+def _visibility(group: CarGroup, number: int, fault: Fault) -> Reply:
+    found = group.visibility(number, fault)
+    if found is None:
+        return {"ok": True, "injected": None, "visible": None}
+    injected, visible = found
+    return {
+        "ok": True,
+        "injected": group.clock_of(injected),
+        "visible": group.clock_of(visible) if visible is not None else None,
+    }
 
 
 def fault_catalogue() -> dict[str, object]:
