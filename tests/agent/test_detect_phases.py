@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -236,7 +237,8 @@ def long_run(life: list[CarState], k: int) -> Injected | None:
 def field_from(name: str, value: object, threshold: float, seconds: float = 3.0) -> Inject:
     def inject(life: list[CarState], k: int) -> Injected:
         s = life[k]
-        tail = [replace(x, **{name: value}) for x in life[k : k + round(seconds / DT)]]
+        changes: dict[str, Any] = {name: value}
+        tail = [replace(x, **changes) for x in life[k : k + round(seconds / DT)]]
         return Injected(life[:k] + tail, s.t, threshold)
 
     return inject
