@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from fleet.config import (
 )
 from fleet.pki import init_ca, issue_agent, issue_server
 from fleet.server import ServeError, serve
+from fleet.store.agents import normalize_serial, serial_text
 from fleet.store.open import open_store
 from fleet.store.sqlite import SqliteStore
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc
@@ -366,3 +368,50 @@ def test_agents_commands(tmp_path: Path, capsys: Any) -> None:
     for args in (["agents"], ["agents", "add"], ["agents", "list"], ["agents", "remove"]):
         assert main([*args, "--help"]) == 0
         assert "usage: liftwatch-fleet agents" in capsys.readouterr().out
+
+
+def test_revocation_list_and_access_changes_on_both_backends(store_target: str) -> None:
+    store = open_store(store_target)
+    try:
+        start = store.last_access_change()
+        at = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
+        assert store.revocation_reason("edge-1", "abc") is None
+        assert store.revoke_agent(at, serial="abc", reason="stolen")
+        assert not store.revoke_agent(at, serial="abc")  # already on the list
+        assert (
+            store.revocation_reason("edge-1", "abc") == "certificate serial abc is revoked: stolen"
+        )
+        assert store.revocation_reason("edge-1", "abd") is None
+        assert store.revoke_agent(at, agent_id="edge-2")
+        assert store.revocation_reason("edge-2", "fff") == "agent edge-2 is revoked"
+        with pytest.raises(ValueError, match="one agent id or one certificate serial"):
+            store.revoke_agent(at, agent_id="edge-3", serial="abc")
+        assert [(r.agent_id, r.serial, r.reason, r.revoked) for r in store.revocations()] == [
+            ("", "abc", "stolen", at),
+            ("edge-2", "", "", at),
+        ]
+        store.add_agent_units("edge-1", ["U1"])
+        assert store.unrevoke_agent(serial="abc")
+        assert not store.unrevoke_agent(serial="abc")
+        assert store.revocation_reason("edge-1", "abc") is None
+        changes = store.access_changes(start)
+        # Every change, in order: the two revocations, the registration, the unrevocation.
+        assert [(c.agent_id, c.serial) for c in changes] == [
+            ("", "abc"),
+            ("edge-2", ""),
+            ("edge-1", ""),
+            ("", "abc"),
+        ]
+        assert store.last_access_change() == changes[-1].id
+        assert store.access_changes(changes[-1].id) == []
+    finally:
+        store.close()
+
+
+def test_serials_are_normalized() -> None:
+    assert normalize_serial("0x00AB:CD ef") == "abcdef"
+    assert normalize_serial("0") == "0"
+    assert serial_text(0xABCDEF) == "abcdef"
+    for bad in ("", "xyz", "1" * 41):
+        with pytest.raises(ValueError, match="expected up to 40 hexadecimal digits"):
+            normalize_serial(bad)
