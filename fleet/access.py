@@ -151,7 +151,8 @@ def is_loopback(host: str) -> bool:
 
 def plaintext_problems(config: FleetConfig) -> list[str]:
     """Why ``config`` may not be served: each listener that would speak plaintext on a
-    non-loopback address, naming its key, unless ``tls.plaintext`` allows it."""
+    non-loopback address, and FleetQuery without tokens there, naming the key, unless
+    ``tls.plaintext`` (a lab) allows it."""
     if config.tls.plaintext:
         return []
     listeners = [("server.listen", config.server.listen, config.tls.enabled, "[tls]")]
@@ -162,6 +163,14 @@ def plaintext_problems(config: FleetConfig) -> list[str]:
             ("http.listen", config.http.listen, config.http.tls, "http.cert and http.key")
         )
     problems: list[str] = []
+    if config.query.listen and not config.query.auth:
+        host, _ = split_listen(config.query.listen)
+        if not is_loopback(host):
+            problems.append(
+                f"query.auth = false on query.listen = {config.query.listen!r} would let anyone "
+                "on the network read the whole fleet: turn query.auth on, listen on 127.0.0.1, "
+                "or set tls.plaintext = true (serve --insecure-plaintext) for a lab"
+            )
     for key, listen, secured, how in listeners:
         host, _ = split_listen(listen)
         if not secured and not is_loopback(host):

@@ -573,10 +573,13 @@ def _cmd_pki(args: argparse.Namespace) -> int:
         raise UsageError(f"pki {args.pki_command}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"pki {args.pki_command}: {exc.strerror or exc}: {exc.filename}") from None
+    # The serial is what `agents revoke --serial` takes when this certificate is lost.
+    pem = pair.certificate.read_bytes()
+    serial = serial_text(x509.load_pem_x509_certificate(pem).serial_number)
     if args.json:
-        _print_json({"certificate": str(pair.certificate), "key": str(pair.key)})
+        _print_json({"certificate": str(pair.certificate), "key": str(pair.key), "serial": serial})
     else:
-        print(f"wrote {pair.certificate} and {pair.key}")
+        print(f"wrote {pair.certificate} and {pair.key} (serial {serial})")
     return 0
 
 

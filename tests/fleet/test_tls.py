@@ -8,12 +8,14 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 
 from fleet.access import TlsSetupError, load_tls
 from fleet.cli import main
@@ -298,9 +300,11 @@ def test_pki_commands(tmp_path: Path, capsys: Any) -> None:
 
     assert main(["pki", "server", str(directory), "--host", "fleet.example", "--json"]) == 0
     issued = json.loads(capsys.readouterr().out)
+    pem = (directory / "server.pem").read_bytes()
     assert issued == {
         "certificate": str(directory / "server.pem"),
         "key": str(directory / "server.key"),
+        "serial": format(x509.load_pem_x509_certificate(pem).serial_number, "x"),
     }
     assert main(["pki", "server", str(directory), "--host", "fleet.example"]) == 2
     assert "--force" in capsys.readouterr().err
@@ -309,7 +313,9 @@ def test_pki_commands(tmp_path: Path, capsys: Any) -> None:
 
     assert main(["pki", "agent", str(directory), "edge-1"]) == 0
     assert (directory / "agents" / "edge-1.key").stat().st_mode & 0o077 == 0
-    capsys.readouterr()
+    assert re.fullmatch(
+        r"wrote .*edge-1\.pem and .*edge-1\.key \(serial [0-9a-f]+\)\n", capsys.readouterr().out
+    )
     assert main(["pki", "agent", str(directory), "../evil"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("liftwatch-fleet: error: pki agent: agent id '../evil'")

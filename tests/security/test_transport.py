@@ -59,6 +59,13 @@ async def serving(config: FleetConfig) -> AsyncIterator[Mapping[str, str]]:
         (_config("127.0.0.1:0", query="0.0.0.0:0"), "query.listen"),
         (_config("127.0.0.1:0", http="[::]:0"), "http.listen"),
         (_config("fleet.example.gov.cn:0"), "server.listen"),
+        (
+            dataclasses.replace(
+                _config("127.0.0.1:0", cert=Path("s.pem"), key=Path("s.key"), client_ca=Path("c")),
+                query=QueryConfig(listen="0.0.0.0:0", auth=False),
+            ),
+            "query.auth",
+        ),
     ],
 )
 def test_plaintext_on_a_non_loopback_address_is_refused(config: FleetConfig, key: str) -> None:
