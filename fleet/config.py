@@ -65,7 +65,8 @@ Every key, with its default (a missing file section or key takes the default)::
                                  # a dashboard user's API token (`liftwatch-fleet users
                                  # token`), scoped by its role as the JSON API is (a contractor
                                  # sees only its units); false: anyone reaching the port reads
-                                 # everything (a rig on loopback only; serve warns)
+                                 # everything (a rig on loopback only; serve warns, and
+                                 # refuses it on a non-loopback address unless tls.plaintext)
 
     [store]
     path = "fleet.db"            # SQLite file; relative to the config file's directory;
