@@ -386,14 +386,20 @@ def reopen_loop(cycle_s: float, seconds: float) -> Inject:
 
 
 def held_open(seconds: float) -> Inject:
-    def inject(life: list[CarState], k: int) -> Injected:
+    """The doors kept open until ``seconds`` after they last left CLOSED (or after the
+    fault, when they stand closed there), then closed."""
+
+    def inject(life: list[CarState], k: int) -> Injected | None:
         s = stopped(life[k])
         since = k
         while since > 0 and life[since - 1].door is not DoorState.CLOSED:
             since -= 1
         visible = life[since].t if s.door is not DoorState.CLOSED else s.t
-        tail = hold(s, s.t, seconds, door=DoorState.OPEN, door_lock_closed=False)
-        tail += hold(s, s.t + seconds, 3.0, door=DoorState.CLOSED, door_lock_closed=True)
+        left = round(visible + seconds - s.t, 6)
+        if left <= 0:
+            return None  # open longer than that already
+        tail = hold(s, s.t, left, door=DoorState.OPEN, door_lock_closed=False)
+        tail += hold(s, s.t + left, 3.0, door=DoorState.CLOSED, door_lock_closed=True)
         return Injected(life[:k] + tail, visible, CONFIG.door_held_open_s)
 
     return inject
