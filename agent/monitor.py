@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from time import perf_counter
 
 from agent.bus.health import LinkStats
@@ -281,6 +282,9 @@ class UnitMonitor:
     ) -> list[records_pb2.Record]:
         was_lost = self._link_state.lost
         self._link_state = state
+        last = self.last_sample  # the last valid sample: where the car stood as it fell silent
+        if events and last is not None and last.at_landing is not None:
+            events = [replace(e, at_landing=last.at_landing) for e in events]
         if not events and was_lost == self._link_state.lost:
             return []  # the common case: nothing happened to the link
         records: list[records_pb2.Record] = []

@@ -214,6 +214,9 @@ def test_link_lost_counts_from_the_last_valid_answer_whatever_the_back_off() -> 
     assert event.onset.ToDatetime().timestamp() == pytest.approx(1_700_000_010.0)
     assert "no valid answer for 5.0 s" in event.reason
     assert "5 failed requests" in event.reason
+    # Where the car stood at its last valid sample, as every event says.
+    assert m.last_sample is not None and m.last_sample.at_landing is not None
+    assert event.HasField("at_landing") and event.at_landing == m.last_sample.at_landing
 
 
 def test_a_stalled_poll_loop_is_not_a_lost_link() -> None:
