@@ -324,3 +324,18 @@ def test_a_bypass_seen_late_in_the_dwell_is_raised_during_the_close() -> None:
         *spell(IDLE, 1.2, 9.0),
     ]
     assert feed_all(close) == []
+
+
+def test_the_fault_map_is_the_one_of_the_source_that_reads_the_code() -> None:
+    extra = """
+[[unit.extra]]
+slave = 2
+profile = "template"
+signals = ["fault_code"]
+"""
+    base = TEMPLATE_CONFIG.replace('profile = "template"', 'profile = "reference"')
+    unit = parse_config(tomllib.loads(base + extra), Path()).units[0]
+    assert dict(unit.detect.fault_events)[23] is EventType.POSITION_LOST
+    # The reference map defines no codes: its own fault_code raises RESTART_PREVENTED.
+    unit = parse_config(tomllib.loads(base), Path()).units[0]
+    assert unit.detect.fault_events == ()
