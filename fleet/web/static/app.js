@@ -569,6 +569,12 @@
       trendChart(series));
   }
 
+  // An event's regional platform codes ("重庆 93"); "—" where none.
+  function platformCodes(codes) {
+    const entries = Object.entries(codes || {});
+    return entries.length ? entries.map(([p, c]) => `${label("platform", p)} ${c}`).join(", ") : "—";
+  }
+
   function eventRows(events, labelKey) {
     return table(["col.time", "col.type", "col.class", "col.gb_code", "col.platform_codes", "col.phase", "col.floor", "col.reason"], events, (e) => [
       fmtTime(e.time), label("event", e.type),
@@ -588,12 +594,6 @@
   }
 
   function historyDetail(entry) {
-  // An event's regional platform codes ("重庆 93"); "—" where none.
-  function platformCodes(codes) {
-    const entries = Object.entries(codes || {});
-    return entries.length ? entries.map(([p, c]) => `${label("platform", p)} ${c}`).join(", ") : "—";
-  }
-
     const d = entry.detail;
     if (d === null || typeof d !== "object") return String(d ?? "");
     const parts = [];
