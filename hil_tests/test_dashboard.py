@@ -267,6 +267,18 @@ async def _alarm_lifecycle(
     await page.wait_for_selector("#unit-status [data-status=alarm]", timeout=WAIT_MS)
     assert await page.evaluate("window.__no_reload === true")
     assert "困人" in await page.inner_text("#open-events")
+    # The row says what the event is (docs/events.md, "Classes and codes"), as it came
+    # over the live stream and, after the language switch re-reads it, as stored.
+    trapped_class = "#open-events .event-class[data-class=lift_fault]"
+    assert await page.inner_text(trapped_class) == "电梯故障"
+    await page.click("#lang")
+    await page.wait_for_function(
+        "s => document.querySelector(s)?.textContent === 'Lift fault'", arg=trapped_class
+    )
+    await page.click("#lang")
+    await page.wait_for_function(
+        "s => document.querySelector(s)?.textContent === '电梯故障'", arg=trapped_class
+    )
     await page.wait_for_selector("#alarm-banner .banner", timeout=WAIT_MS)
     await _shot(page, "unit-alarm")
 
