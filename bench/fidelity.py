@@ -14,7 +14,8 @@ Prints one JSON object with ``--json``::
 
     {"poll_period_ms": P, "trials": N, "wall_s": S,
      "events": [{"type", "phases", "missed", "false_alarms", "worst_beyond_threshold_ms",
-                 "runs", "near_miss_runs", "not_shown", "misses", "false_alarm_details"}]}
+                 "runs", "near_miss_runs", "not_shown", "also_raised", "misses",
+                 "false_alarm_details"}]}
 
 ``phases`` lists the injection phases exercised (the fault showed in the registers);
 ``missed`` counts injections not raised within threshold + one poll period of the time
@@ -22,7 +23,9 @@ the register image first showed the fault; ``false_alarms`` counts near-miss tri
 raised the event plus raises of it in healthy service (every trial's warm-up);
 ``worst_beyond_threshold_ms`` is the worst (raised - visible - threshold); ``not_shown``
 names phases where the fault never showed (a play the emulator could not stage: no
-verdict either way); ``misses`` and ``false_alarm_details`` say where and what.
+verdict either way); ``also_raised`` counts the other events its fault trials raised
+(consequences such as an entrapment after a safety stop, or a second verdict worth a
+look); ``misses`` and ``false_alarm_details`` say where and what.
 
 Exit status 0 when nothing was missed or falsely raised and every event has at least 6
 phases, else 1. Run from the repository root: ``python bench/fidelity.py --json``.

@@ -107,7 +107,9 @@ class Play:
     horizon_s: float
     near_window_s: float
     warmup_s: float = 20.0
-    # A rule counted in strokes, not seconds: the threshold is read off the trial.
+    # A rule counted in door strokes, not seconds: the threshold ends when this many
+    # full strokes of one direction (closed to open, or open to closed, with no reversal)
+    # have completed since the injection; it is read off the trial.
     strokes: int = 0
     # A rule timed per attempt (a door close): a passenger's re-opening starts a new
     # attempt, so the fault is visible from the start of the attempt that is raised.
@@ -343,10 +345,12 @@ def plays() -> tuple[Play, ...]:
             _each(ALL, Fault.DOOR_SLOWING, FaultOptions(factor=1.1)),
             "a door 10 % slower, under the p95 + 30 % rule",
             _instant,
-            150.0,
-            150.0,
-            warmup_s=600.0,
-            strokes=5,
+            300.0,
+            300.0,
+            # The baseline needs door_slowing_min_cycles (20) strokes each way first;
+            # a quiet car makes them slowly.
+            warmup_s=1800.0,
+            strokes=3,
         ),
         Play(
             EventType.POWER_FAILURE,
@@ -391,6 +395,8 @@ class TrialResult:
     false_alarm: bool = False
     healthy_false: Counter[str] = field(default_factory=Counter)
     note: str = ""
+    # Other events RAISED after the injection: consequences, or verdicts worth a look.
+    also_raised: Counter[str] = field(default_factory=Counter)
 
 
 class _Sampler:
@@ -429,8 +435,28 @@ def group_rises(group: CarGroup, variant: Variant, own: Watch | None) -> list[fl
     return watch.rises if watch is not None else []
 
 
-def _at_limit(s: CarSnapshot) -> bool:
-    return s.door_fully_open or s.door_fully_closed
+def _full_strokes(opening: bool) -> Callable[[CarSnapshot], bool]:
+    """True on the image in which a full door stroke (``opening``: closed to open, else
+    open to closed) completes; a reversal on the way (a re-opening) voids that stroke."""
+    armed = [False]
+
+    def seen(s: CarSnapshot) -> bool:
+        start, end = (
+            (s.door_fully_closed, s.door_fully_open)
+            if opening
+            else (s.door_fully_open, s.door_fully_closed)
+        )
+        if start:
+            armed[0] = True
+            return False
+        if (s.door_closing if opening else s.door_opening) and not end:
+            armed[0] = False  # reversed before its limit: not a full stroke
+        if end and armed[0]:
+            armed[0] = False
+            return True
+        return False
+
+    return seen
 
 
 def _start(seed: int) -> tuple[CarGroup, random.Random]:
@@ -469,6 +495,12 @@ def _reach(
 
 def run_trial(play: Play, variant: Variant, near: bool, seed: int) -> TrialResult:
     """One trial of ``play`` at ``variant`` (a near miss when ``near``), seeded."""
+    also: Counter[str] = Counter()
+    result = _trial(play, variant, near, seed, also)
+    return replace(result, also_raised=also)
+
+
+def _trial(play: Play, variant: Variant, near: bool, seed: int, also: Counter[str]) -> TrialResult:
     group, rng = _start(seed)
     sampler = _Sampler(group, load_profile("reference"))
     healthy: Counter[str] = Counter()
@@ -493,8 +525,12 @@ def run_trial(play: Play, variant: Variant, near: bool, seed: int) -> TrialResul
     group.inject(1, variant.fault, variant.options)
     injected = group.time
     own = group.watch(1, variant.visible) if variant.visible is not None else None
-    # Stroke ends (the door reaching a limit), for rules counted in strokes.
-    strokes = group.watch(1, _at_limit) if play.strokes else None
+    # Full strokes each way, for rules counted in strokes.
+    strokes = (
+        (group.watch(1, _full_strokes(True)), group.watch(1, _full_strokes(False)))
+        if play.strokes
+        else None
+    )
     t += POLL_PERIOD_S
     group.step(POLL_PERIOD_S - lead)
     raised: float | None = None
@@ -510,6 +546,8 @@ def run_trial(play: Play, variant: Variant, near: bool, seed: int) -> TrialResul
         for e in sampler.sample(t):
             if e.type is play.event and raised is None:
                 raised = e.at
+            elif e.type is not play.event:
+                also[e.type.value] += 1
         if near and raised is not None:
             break
         t += POLL_PERIOD_S
@@ -533,17 +571,16 @@ def run_trial(play: Play, variant: Variant, near: bool, seed: int) -> TrialResul
         return TrialResult(play.event, variant.name, False, False, healthy_false=healthy, note=note)
     threshold = play.threshold(sampler.config, visible_snap)
     if strokes is not None:
-        # Counted in strokes: the threshold ends with the last stroke that completes the
-        # count (a stroke under way at the injection is not counted).
-        ends = [r for r in strokes.rises if r > injected]
-        moving_at_injection = not (strokes.rises and strokes.rises[0] <= injected)
-        need = play.strokes + (1 if moving_at_injection else 0)
-        if len(ends) < need:
-            note = f"only {len(ends)} strokes after the injection"
+        # Counted in strokes: the threshold ends with the stroke that completes the count
+        # in either direction (a stroke under way at the injection is not counted: the
+        # watches arm only at a limit seen after it).
+        done = [w.rises[play.strokes - 1] for w in strokes if len(w.rises) >= play.strokes]
+        if not done:
+            note = f"fewer than {play.strokes} full strokes either way after the injection"
             return TrialResult(
                 play.event, variant.name, False, False, healthy_false=healthy, note=note
             )
-        threshold = ends[need - 1] - visible
+        threshold = min(done) - visible
     if raised is None:
         return TrialResult(
             play.event,
@@ -594,7 +631,8 @@ def link_trial(phase: str, near: bool, seed: int) -> TrialResult:
     )
     tick = getattr(link, "tick", None)  # the per-cycle check, where the rule has one
     state = link.LinkState()
-    silent_from = t + rng.uniform(0.0, POLL_PERIOD_S)
+    # After the answer to the cycle at t: the silence is measured from a valid answer.
+    silent_from = t + 0.01 + rng.uniform(0.0, POLL_PERIOD_S)
     silent_until = silent_from + 3.0 if near else float("inf")
     last_ok: float | None = None
     raised: float | None = None
@@ -612,7 +650,7 @@ def link_trial(phase: str, near: bool, seed: int) -> TrialResult:
             finished = cycle + (0.005 if ok else LINK_TIMEOUT_S)
             policy.turn_done(turn, ok, finished)
             state, events = link.step(state, ok, finished, LINK_LOST_AFTER_S)
-            if ok and finished <= silent_from:
+            if ok and not near:
                 last_ok = finished
             raised = raised if raised is not None else _first_raised(events)
         if tick is not None:
@@ -706,6 +744,7 @@ def summarize(results: Iterable[TrialResult]) -> list[dict[str, object]]:
                 "runs": sum(r.reached for r in faults),
                 "near_miss_runs": sum(r.reached for r in nears),
                 "not_shown": sorted({r.phase for r in faults if not r.reached}),
+                "also_raised": dict(sum((r.also_raised for r in faults), Counter())),
                 "misses": [{"phase": r.phase, "what": r.note} for r in faults if r.missed],
                 "false_alarm_details": [
                     {"phase": r.phase, "what": r.note or "raised by the near miss"}
