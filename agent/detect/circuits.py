@@ -20,22 +20,20 @@ DOOR_OPEN_WHILE_MOVING (debounce 0.1 s, ``door_open_while_moving_debounce_s``)
     (``moving`` or ``speed_mm_s``) and (``door`` or ``door_lock_closed``).
 
 DOOR_LOCK_BYPASS (2 s, ``door_lock_bypass_s``)
-    The door-lock circuit reads made while a door reads OPENING, OPEN or PARTLY_OPEN,
-    continuously for T: a jumpered lock. A sound lock circuit breaks as the doors start
-    to move, so OPENING counts like OPEN and the raise time is T after the first sample
-    that shows the doors leaving CLOSED with the lock made, wherever in the door cycle the
-    jumper went in (a jumper fitted while the doors stood closed shows at the next
-    opening). CLOSING does not start the count: the lock makes in the last instant of the
-    close stroke, before the operator reports CLOSED; but a count started with the doors
-    open goes on through CLOSING while the lock stays made (a sound lock is open all
-    through the stroke), so a jumper seen late in the dwell is raised T after it showed,
-    not at the next opening. Near misses: the first OPENING sample may
-    still read the lock made (registers are read at one instant, the lock breaks a few
-    tens of ms after the operator starts), and a lock read from another slave may lag by
-    a poll; both last a sample or two, far under T, and any sample with the lock open
-    restarts the count. Keep T above two poll periods (0 raises on one sample). A jumper
-    stays in, so the car closing its doors is no proof it is gone: the event clears only
-    when a door reads opening or open with the lock circuit open. Needs ``door`` and
+    The door-lock circuit reads made while a door reads anything but CLOSED (OPENING,
+    OPEN, PARTLY_OPEN or CLOSING), continuously for T: a jumpered lock. A sound lock
+    circuit is open whenever the doors are not closed (it breaks as they start to move
+    and makes as they finish closing), so every door phase counts alike and the raise is
+    T after the first sample that shows the lock made with the doors not closed, wherever
+    in the door cycle the jumper went in (one fitted while the doors stood closed shows at
+    the next opening). Near misses: the lock still made on the first OPENING sample
+    (registers are read at one instant, the lock breaks a few tens of ms after the
+    operator starts), made on the last CLOSING sample (it makes just before the operator
+    reports CLOSED), or read from another slave a poll late; each lasts a sample or two,
+    far under T, and the next CLOSED sample, or any sample with the lock open, ends the
+    count. Keep T above two poll periods (0 raises on one sample). A jumper stays in, so
+    the car closing its doors is no proof it is gone: the event clears only when a door
+    reads not closed with the lock circuit open. Needs ``door`` and
     ``door_lock_closed``.
 
 All three are suppressed in INSPECTION (where a mechanic may legitimately use a bypass
@@ -60,11 +58,11 @@ from agent.detect.latch import (
 )
 from agent.state import CarState, DoorState
 
-#: Door states in which a sound lock circuit is open: the doors have started to open (the
-#: lock breaks as they start to move), are open, or stand part-way. CLOSING is left out:
-#: the lock legitimately makes in the last instant of the close stroke, before the
-#: operator reports CLOSED.
-DOOR_LEFT_CLOSED = frozenset({DoorState.OPENING, DoorState.OPEN, DoorState.PARTLY_OPEN})
+#: Door states in which a sound lock circuit is open: every state but CLOSED (and
+#: UNKNOWN, which says nothing).
+DOOR_NOT_CLOSED = frozenset(
+    {DoorState.OPENING, DoorState.OPEN, DoorState.PARTLY_OPEN, DoorState.CLOSING}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +141,10 @@ def step(
         )
 
     old = state.bypass
-    door_open = sample.door in DOOR_LEFT_CLOSED
-    # A bypass already seen with the doors open stays pending through their close stroke:
-    # a sound lock is open all through CLOSING, so only a jumper keeps it made there.
-    door_shown = door_open or (old.onset is not None and sample.door is DoorState.CLOSING)
+    door_open = sample.door in DOOR_NOT_CLOSED
     bypass, phase = advance(
         old,
-        watched and door_shown and sample.door_lock_closed is True,
+        watched and door_open and sample.door_lock_closed is True,
         door_open and sample.door_lock_closed is False,
         now,
         config.door_lock_bypass_s,

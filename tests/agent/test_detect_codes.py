@@ -238,8 +238,10 @@ def test_stopped_outside_the_door_zone_is_judged_on_the_zone() -> None:
 # --- lock bypass ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("door", [DoorState.OPENING, DoorState.OPEN, DoorState.PARTLY_OPEN])
-def test_lock_bypass_counts_from_the_doors_leaving_closed(door: DoorState) -> None:
+@pytest.mark.parametrize(
+    "door", [DoorState.OPENING, DoorState.OPEN, DoorState.PARTLY_OPEN, DoorState.CLOSING]
+)
+def test_lock_bypass_counts_in_every_door_state_but_closed(door: DoorState) -> None:
     jumpered = spell(OPEN, 0.0, 2.0, 0.1, door=door, door_lock_closed=True)
     bypass = [e for e in feed_all(jumpered) if e.type is EventType.DOOR_LOCK_BYPASS]
     assert [(e.phase, e.onset, e.at) for e in bypass] == [(Phase.RAISED, 0.0, 2.0)]
@@ -305,6 +307,17 @@ def test_every_phase_carries_the_place_of_the_onset() -> None:
         (Phase.RAISED, False),
         (Phase.CLEARED, False),
     ]
+
+
+def test_a_bypass_fitted_during_the_close_is_raised_t_after_it_shows() -> None:
+    cycle = [
+        *spell(OPEN, 0.0, 1.0, 0.1, door=DoorState.CLOSING),
+        *spell(OPEN, 1.1, 4.0, 0.1, door=DoorState.CLOSING, door_lock_closed=True),
+        *spell(IDLE, 4.1, 6.0, 0.1),
+    ]
+    bypass = [e for e in feed_all(cycle) if e.type is EventType.DOOR_LOCK_BYPASS]
+    assert [e.onset for e in bypass] == [1.1]
+    assert bypass[0].at == pytest.approx(3.1)
 
 
 def test_a_bypass_seen_late_in_the_dwell_is_raised_during_the_close() -> None:

@@ -273,15 +273,24 @@ def advance_opening_while_levelling(life: list[CarState], k: int) -> Injected | 
     return Injected(life[:k] + tail + rest, s.t, 0.0)
 
 
-_LEFT_CLOSED = frozenset({DoorState.OPENING, DoorState.OPEN, DoorState.PARTLY_OPEN})
+_NOT_CLOSED = frozenset(
+    {DoorState.OPENING, DoorState.OPEN, DoorState.PARTLY_OPEN, DoorState.CLOSING}
+)
 
 
 def jumpered_lock(life: list[CarState], k: int) -> Injected | None:
     samples = life[:k] + [replace(x, door_lock_closed=True) for x in life[k:]]
-    shown = [x.t for x in samples[k:] if x.door in _LEFT_CLOSED]
-    if not shown:
-        return None
-    return Injected(samples, shown[0], CONFIG.door_lock_bypass_s)
+    # Visible from the first sample of a spell with the doors not closed that lasts the
+    # threshold: a jumper fitted in the last instant of a close stroke shows for less
+    # than that, and nothing contradicts a made lock once the doors are closed.
+    for i in range(k, len(samples)):
+        if samples[i].door in _NOT_CLOSED:
+            j = i
+            while j + 1 < len(samples) and samples[j + 1].door in _NOT_CLOSED:
+                j += 1
+            if samples[j].t - samples[i].t >= CONFIG.door_lock_bypass_s - SLACK:
+                return Injected(samples, samples[i].t, CONFIG.door_lock_bypass_s)
+    return None
 
 
 def lock_lags_one_sample(life: list[CarState], k: int) -> Injected:
