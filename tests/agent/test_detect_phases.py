@@ -527,10 +527,18 @@ def life_and_index(data: st.DataObject, phases: tuple[str, ...]) -> tuple[list[C
 
 
 def raised(samples: list[CarState], event: EventType) -> list[float]:
+    """When ``event`` is RAISED over ``samples``; each RAISED, of any type, must carry where
+    the car stood on its onset sample."""
     unit = UnitDetectors(CONFIG)
     out = []
+    place: dict[float, bool | None] = {}
     for sample in samples:
-        out += [e.at for e in unit.feed(sample) if e.type is event and e.phase is Phase.RAISED]
+        place.setdefault(sample.t, sample.at_landing)
+        for e in unit.feed(sample):
+            if e.phase is Phase.RAISED:
+                assert e.at_landing == place[e.onset], e
+                if e.type is event:
+                    out.append(e.at)
     return out
 
 
