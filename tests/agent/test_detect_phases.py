@@ -89,10 +89,6 @@ class Injected:
 Inject = Callable[[list[CarState], int], Injected | None]
 
 
-def _tail_start(life: list[CarState], k: int) -> float:
-    return life[k].t
-
-
 def safety_open(life: list[CarState], k: int) -> Injected:
     s = life[k]
     tail = [replace(s, safety_circuit_closed=False)]
@@ -101,9 +97,9 @@ def safety_open(life: list[CarState], k: int) -> Injected:
 
 
 def safety_blip(life: list[CarState], k: int) -> Injected:
+    # Open on one running sample only: under the 150 ms debounce.
     s = life[k]
-    rest = [replace(x, t=x.t) for x in life[k + 1 :]]
-    return Injected([*life[:k], replace(s, safety_circuit_closed=False), *rest], s.t, 0.0)
+    return Injected([*life[:k], replace(s, safety_circuit_closed=False), *life[k + 1 :]], s.t, 0.0)
 
 
 def door_stalls_closing(life: list[CarState], k: int) -> Injected:
