@@ -20,7 +20,9 @@ Prints one JSON object with ``--json``::
 ``phases`` lists the injection phases exercised (the fault showed in the registers);
 ``missed`` counts injections not raised within threshold + one poll period of the time
 the register image first showed the fault; ``false_alarms`` counts near-miss trials that
-raised the event plus raises of it in healthy service (every trial's warm-up);
+raised the event, raises of it in healthy service (every trial's warm-up), and raises of
+it in another event's fault trial that are no consequence of that fault
+(`hil_tests.fidelity.CONSEQUENCES`);
 ``worst_beyond_threshold_ms`` is the worst (raised - visible - threshold); ``not_shown``
 names phases where the fault never showed (a play the emulator could not stage: no
 verdict either way); ``also_raised`` counts the other events its fault trials raised

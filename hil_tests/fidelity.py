@@ -10,7 +10,8 @@ first showed the fault (`CarGroup.visibility`); the trial records when the event
 RAISED. A fault trial *misses* when the event is not raised within threshold + one poll
 period of that moment; a *near-miss* trial plays the legal behaviour next to the fault
 (`Play.near`) and any RAISED of the event there is a false alarm, as is any RAISED
-during a trial's healthy warm-up.
+during a trial's healthy warm-up, and any RAISED of another event in a fault trial that
+is no consequence of that fault (`CONSEQUENCES`).
 
 Phases (`Variant.name`). The nine cycle phases mean what `cycle.py` says. Where a fault
 cannot land in one of them physically, its play says what an injection there means:
@@ -152,6 +153,35 @@ AT_ONCE = FaultOptions(at_once=True)
 # The drift out of the zone must beat a closing door (3 s stroke) to show with the doors
 # still open when the slip lands in the close stroke.
 DRIFT = FaultOptions(at_once=True, drift_mm_s=150)
+
+
+E = EventType
+#: What a fault trial may raise besides its own event: true descriptions of what the fault
+#: does to the car (a stop between floors strands the car and its riders; a final limit
+#: opens the safety circuit; the reference profile maps no fault codes, so a position
+#: loss's code 30 is RESTART_PREVENTED; a door that stays open a minute is held open).
+#: Anything else a fault trial raises is counted a false alarm of that event: a verdict
+#: the field would not give (a mains cut published as a door fault, a running car's door
+#: called an unintended movement).
+CONSEQUENCES: dict[EventType, frozenset[EventType]] = {
+    E.SAFETY_CIRCUIT_OPEN: frozenset(
+        {E.STOPPED_OUTSIDE_DOOR_ZONE, E.LEVELLING_FAULT, E.ENTRAPMENT}
+    ),
+    E.DOOR_CLOSE_FAILURE: frozenset({E.DOOR_HELD_OPEN}),
+    E.DOOR_OPEN_FAILURE: frozenset({E.ENTRAPMENT}),
+    E.STOPPED_OUTSIDE_DOOR_ZONE: frozenset({E.ENTRAPMENT}),
+    E.LEVELLING_FAULT: frozenset({E.ENTRAPMENT}),
+    E.UNINTENDED_MOVEMENT: frozenset({E.STOPPED_OUTSIDE_DOOR_ZONE}),
+    E.POSITION_LOST: frozenset({E.RESTART_PREVENTED}),
+    E.OVERTRAVEL_TOP: frozenset({E.SAFETY_CIRCUIT_OPEN}),
+    E.OVERTRAVEL_BOTTOM: frozenset({E.SAFETY_CIRCUIT_OPEN}),
+    E.DOOR_OPEN_WHILE_MOVING: frozenset(
+        {E.STOPPED_OUTSIDE_DOOR_ZONE, E.LEVELLING_FAULT, E.ENTRAPMENT}
+    ),
+    E.ENTRAPMENT: frozenset({E.STOPPED_OUTSIDE_DOOR_ZONE, E.DOOR_OPEN_FAILURE}),
+    E.DOOR_REOPEN_LOOP: frozenset({E.DOOR_HELD_OPEN}),
+    E.POWER_FAILURE: frozenset({E.STOPPED_OUTSIDE_DOOR_ZONE, E.ENTRAPMENT}),
+}
 
 
 def plays() -> tuple[Play, ...]:
@@ -397,6 +427,8 @@ class TrialResult:
     note: str = ""
     # Other events RAISED after the injection: consequences, or verdicts worth a look.
     also_raised: Counter[str] = field(default_factory=Counter)
+    # Those of them that are no consequence of the fault (`CONSEQUENCES`): false alarms.
+    stray: Counter[str] = field(default_factory=Counter)
 
 
 class _Sampler:
@@ -497,7 +529,9 @@ def run_trial(play: Play, variant: Variant, near: bool, seed: int) -> TrialResul
     """One trial of ``play`` at ``variant`` (a near miss when ``near``), seeded."""
     also: Counter[str] = Counter()
     result = _trial(play, variant, near, seed, also)
-    return replace(result, also_raised=also)
+    allowed = {t.value for t in CONSEQUENCES.get(play.event, frozenset())}
+    stray = Counter({t: n for t, n in also.items() if t not in allowed})
+    return replace(result, also_raised=also, stray=stray if not near else Counter())
 
 
 def _trial(play: Play, variant: Variant, near: bool, seed: int, also: Counter[str]) -> TrialResult:
@@ -727,6 +761,11 @@ def summarize(results: Iterable[TrialResult]) -> list[dict[str, object]]:
     healthy service), the worst (raised - visible - threshold) in ms, and the details."""
     results = list(results)
     healthy: Counter[str] = sum((r.healthy_false for r in results), Counter())
+    # event type -> (the trial's event, its phase) of each stray raise
+    strays: dict[str, list[tuple[str, str]]] = {}
+    for r in results:
+        for kind, n in r.stray.items():
+            strays.setdefault(kind, []).extend([(r.event.value, r.phase)] * n)
     entries: list[dict[str, object]] = []
     for event in EventType:
         mine = [r for r in results if r.event is event]
@@ -739,7 +778,9 @@ def summarize(results: Iterable[TrialResult]) -> list[dict[str, object]]:
                 "type": event.value,
                 "phases": phases,
                 "missed": sum(r.missed for r in faults),
-                "false_alarms": sum(r.false_alarm for r in nears) + healthy[event.value],
+                "false_alarms": sum(r.false_alarm for r in nears)
+                + healthy[event.value]
+                + len(strays.get(event.value, [])),
                 "worst_beyond_threshold_ms": round(max(beyond) * 1000.0, 1) if beyond else None,
                 "runs": sum(r.reached for r in faults),
                 "near_miss_runs": sum(r.reached for r in nears),
@@ -755,7 +796,11 @@ def summarize(results: Iterable[TrialResult]) -> list[dict[str, object]]:
                     [{"phase": "healthy service", "what": f"raised {healthy[event.value]} x"}]
                     if healthy[event.value]
                     else []
-                ),
+                )
+                + [
+                    {"phase": phase, "what": f"raised in a {trial} trial"}
+                    for trial, phase in strays.get(event.value, [])
+                ],
             }
         )
     return entries
