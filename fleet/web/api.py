@@ -41,6 +41,7 @@ from fleet.web.history import history_routes
 from fleet.web.lifecycle import lifecycle_routes
 from fleet.web.live import LiveHub, UnitContractors
 from fleet.web.openapi import openapi_spec
+from fleet.web.params import integer_param
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -61,13 +62,8 @@ def _flag(request: Request, name: str) -> bool:
 
 
 def _int(request: Request, name: str, default: int) -> int:
-    text = request.query_params.get(name, "")
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise BadRequestError(f"{name}: expected an integer, got {text!r}") from None
+    # Up to a 32-bit count: the reads clamp or refuse what they cannot serve.
+    return integer_param(name, request.query_params.get(name, ""), default, maximum=2**31 - 1)
 
 
 def scoped_contractor(principal: Principal, asked: str) -> str:

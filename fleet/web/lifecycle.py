@@ -36,6 +36,7 @@ from fleet.reports.service_life import life_json
 from fleet.store.base import ALARM_STATES, AlarmActionError, AlarmReasonRequiredError, AlarmRow
 from fleet.web.auth import AccessDeniedError, principal_of
 from fleet.web.live import LiveHub
+from fleet.web.params import integer_param, positive_param
 
 Handler = Callable[[Request], Awaitable[Response]]
 # URL action -> store action
@@ -73,23 +74,13 @@ def _period(request: Request, today: dt.date) -> Period:
 
 
 def _positive(request: Request, name: str, default: float) -> float:
+    # A claim window of up to a year either side: far beyond any use, far below overflow.
     text = request.query_params.get(name, "")
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise BadRequestError(f"{name}: expected a positive number, got {text!r}")
-    return value
+    return positive_param(name, text, default, maximum=366 * 24 * 3600)
 
 
 def _alarm_id(request: Request) -> int:
-    text = str(request.path_params["alarm_id"])
-    if not text.isdigit():
-        raise BadRequestError(f"alarm id must be a number, got {text!r}")
-    return int(text)
+    return integer_param("alarm id", str(request.path_params["alarm_id"]), 0, minimum=1)
 
 
 async def _actor(request: Request, principal: Principal) -> str:
@@ -176,12 +167,9 @@ def lifecycle_routes(
         open_text = request.query_params.get("open", "").lower()
         if open_text not in {"", "0", "1", "true", "false", "yes", "no"}:
             raise BadRequestError(f"open: expected true or false, got {open_text!r}")
-        limit_text = request.query_params.get("limit", "") or "0"
-        if not limit_text.isdigit():
-            raise BadRequestError(f"limit: expected an integer, got {limit_text!r}")
+        limit = integer_param("limit", request.query_params.get("limit", ""), 0)
         unit = request.query_params.get("unit", "")
         scope = principal_of(request).unit_scope()
-        limit = int(limit_text)
         found = await life.store.call(
             lambda s: s.alarms(
                 open_only=open_text in {"1", "true", "yes"},
@@ -373,18 +361,24 @@ def _ok(schema: dict[str, Any], *errors: int) -> dict[str, Any]:
     return responses
 
 
-def _q(name: str, description: str) -> dict[str, Any]:
+def _q(name: str, description: str, schema: dict[str, Any] = _STR) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
         "required": False,
         "description": description,
-        "schema": _STR,
+        "schema": schema,
     }
 
 
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": _STR}
+def _path(name: str, schema: dict[str, Any] = _STR) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+# Numbers as `fleet.web.params` reads them (a bad one is a 400 naming the parameter).
+_COUNT = {"type": "integer", "minimum": 0}
+_ALARM_ID = {"type": "integer", "minimum": 1}
+_POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 
 
 ALARM_SCHEMA: dict[str, Any] = {
@@ -473,7 +467,7 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 _q("open", "only alarms not yet resolved (true/false)"),
                 _q("unit", "only this unit_id"),
-                _q("limit", "newest N (0 = all)"),
+                _q("limit", "newest N (0 = all)", _COUNT),
             ],
             "responses": _ok({"$ref": "#/components/schemas/Alarms"}, 400),
         }
@@ -481,7 +475,7 @@ PATHS: dict[str, Any] = {
     "/api/alarms/{alarm_id}": {
         "get": {
             "summary": "One alarm",
-            "parameters": [_path("alarm_id")],
+            "parameters": [_path("alarm_id", _ALARM_ID)],
             "responses": _ok({"$ref": "#/components/schemas/Alarm"}, 400, 404),
         }
     },
@@ -492,7 +486,7 @@ PATHS: dict[str, Any] = {
             "raised (no CLEARED record yet: the passenger may still be inside) needs a "
             "reason, kept as the alarm's close_reason and in its history; without one the "
             "answer is 400. `by` is required only when the fleet runs without login.",
-            "parameters": [_path("alarm_id"), _path("action")],
+            "parameters": [_path("alarm_id", _ALARM_ID), _path("action")],
             "requestBody": {
                 "required": False,
                 "content": {
@@ -546,8 +540,8 @@ PATHS: dict[str, Any] = {
                     "language of the reasons: zh or en (default: Accept-Language, "
                     "else the site's language)",
                 ),
-                _q("window_min", "minutes either side of a claim (default 30)"),
-                _q("max_gap_s", "longest silence still 'watched', seconds (default 60)"),
+                _q("window_min", "minutes either side of a claim (default 30)", _POSITIVE),
+                _q("max_gap_s", "longest silence still 'watched', seconds (default 60)", _POSITIVE),
             ],
             "requestBody": {
                 "required": True,
