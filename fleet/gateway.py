@@ -38,6 +38,19 @@ log = logging.getLogger(__name__)
 MAX_SEQ = 2**63 - 1
 MAX_ID_LENGTH = 128
 MAX_UNITS_PER_AGENT = 64
+# Every other string an agent sends is bounded too (issue 14: ten Hellos with megabyte
+# strings grew the database by 28 MiB for good, the lifecycle history keeping each).
+# Identity strings are refused over their limit (MALFORMED, the field named): a
+# truncated firmware or serial would be a wrong identity, and firmware policy judges
+# it. An event's reason is prose and clipped instead: an ENTRAPMENT is never refused
+# for its wording.
+MAX_VERSION_LENGTH = 64
+MAX_CONTROLLER_FIELD_LENGTH = 128
+MAX_EVENT_ID_LENGTH = 128
+MAX_REASON_LENGTH = 1000
+MAX_CAPABILITIES = 128
+CONTROLLER_FIELDS = ("vendor", "model", "firmware", "serial", "profile")
+CLIPPED = "…"
 
 
 def _reject(code: gateway_pb2.RejectCode, reason: str) -> gateway_pb2.Reject:
@@ -58,10 +71,18 @@ def id_problem(text: str) -> str | None:
 def check_hello(hello: gateway_pb2.Hello) -> gateway_pb2.Reject | None:
     """A Reject when ``hello`` is unusable, else None: the agent id and every unit id must
     be non-empty printable text without spaces (at most 128 characters), units unique and
-    at most 64."""
+    at most 64; the agent version at most 64 characters, each controller string at most
+    128, at most 128 detectable and undetectable types per unit. The reason names the
+    field."""
     problem = id_problem(hello.agent_id)
     if problem is not None:
         return _reject(gateway_pb2.REJECT_CODE_MALFORMED, f"Hello agent_id {problem}")
+    if len(hello.agent_version) > MAX_VERSION_LENGTH:
+        return _reject(
+            gateway_pb2.REJECT_CODE_MALFORMED,
+            f"Hello agent_version is {len(hello.agent_version)} characters long; "
+            f"the limit is {MAX_VERSION_LENGTH}",
+        )
     if len(hello.units) > MAX_UNITS_PER_AGENT:
         return _reject(
             gateway_pb2.REJECT_CODE_MALFORMED,
@@ -78,7 +99,57 @@ def check_hello(hello: gateway_pb2.Hello) -> gateway_pb2.Reject | None:
                 f"Hello declares unit {unit.unit_id!r} twice",
             )
         seen.add(unit.unit_id)
+        problem = controller_problem(unit.controller, f"Hello unit {unit.unit_id!r} controller")
+        if problem is None and len(unit.detectable) + len(unit.undetectable) > MAX_CAPABILITIES:
+            problem = (
+                f"Hello unit {unit.unit_id!r} lists {len(unit.detectable)} detectable and "
+                f"{len(unit.undetectable)} undetectable types; the limit is {MAX_CAPABILITIES}"
+            )
+        if problem is not None:
+            return _reject(gateway_pb2.REJECT_CODE_MALFORMED, problem)
     return None
+
+
+def controller_problem(info: records_pb2.ControllerInfo, where: str) -> str | None:
+    """Why ``info`` cannot be stored (a field over `MAX_CONTROLLER_FIELD_LENGTH`), as
+    ``WHERE.FIELD is N characters long; ...``, or None."""
+    for field in CONTROLLER_FIELDS:
+        length = len(getattr(info, field))
+        if length > MAX_CONTROLLER_FIELD_LENGTH:
+            return (
+                f"{where}.{field} is {length} characters long; "
+                f"the limit is {MAX_CONTROLLER_FIELD_LENGTH}"
+            )
+    return None
+
+
+def record_string_problem(record: records_pb2.Record) -> str | None:
+    """Why a string of ``record`` is over its limit (``record seq N ...``), or None.
+    An event's reason is not judged here: `clip_reasons` shortens it."""
+    kind = record.WhichOneof("payload")
+    if kind == "controller_info":
+        return controller_problem(
+            record.controller_info, f"record seq {record.seq} controller_info"
+        )
+    if kind == "event" and len(record.event.event_id) > MAX_EVENT_ID_LENGTH:
+        return (
+            f"record seq {record.seq} event.event_id is {len(record.event.event_id)} "
+            f"characters long; the limit is {MAX_EVENT_ID_LENGTH}"
+        )
+    return None
+
+
+def clip_reasons(batch: gateway_pb2.RecordBatch) -> int:
+    """Shorten every event reason of ``batch`` longer than `MAX_REASON_LENGTH` to that
+    length (ending in ``…``), in place, before anything is stored; returns how many."""
+    clipped = 0
+    for record in batch.records:
+        if record.WhichOneof("payload") == "event":
+            reason = record.event.reason
+            if len(reason) > MAX_REASON_LENGTH:
+                record.event.reason = reason[: MAX_REASON_LENGTH - len(CLIPPED)] + CLIPPED
+                clipped += 1
+    return clipped
 
 
 def check_batch(
@@ -99,8 +170,9 @@ def check_batch(
     ``registered`` holds the units registered for ``agent_id``, and a record for another
     unit is refused as not registered (not merely undeclared). With ``now_s`` (the
     fleet's clock, epoch seconds), each record's time must be within the window
-    `record_time_problem` checks. A refusal that concerns one record names it as
-    ``record seq N ...`` at the start of the reason: the agent moves a record refused as
+    `record_time_problem` checks; its strings within `record_string_problem`'s limits.
+    A refusal that concerns one record names it as ``record seq N ...`` at the start of
+    the reason: the agent moves a record refused as
     MALFORMED that way aside (`agent.uplink`) instead of sending it again forever.
     """
     count = len(batch.records)
@@ -142,6 +214,9 @@ def check_batch(
             problem = record_time_problem(record, now_s, limits)
             if problem is not None:
                 return _reject(gateway_pb2.REJECT_CODE_MALFORMED, problem)
+        problem = record_string_problem(record)
+        if problem is not None:
+            return _reject(gateway_pb2.REJECT_CODE_MALFORMED, problem)
         if record.seq <= previous:
             where = "in the same batch" if index else "on this stream"
             return _reject(
@@ -444,6 +519,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                     yield self._rejected(problem, agent_id, peer)
                     return
                 last_seq = frame.batch.records[-1].seq
+                clip_reasons(frame.batch)
                 try:
                     result = await self._committer.submit(
                         BatchOp(agent_id, tuple(frame.batch.records))
