@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from fleet.access import AgentAccess, peer_agent_id, peer_serial, unit_not_registered
 from fleet.clock import Clock
@@ -55,6 +56,53 @@ CLIPPED = "…"
 
 def _reject(code: gateway_pb2.RejectCode, reason: str) -> gateway_pb2.Reject:
     return gateway_pb2.Reject(code=code, reason=reason)
+
+
+class UnparsableFrame:
+    """What the agent port's deserializer gives for bytes that are no AgentFrame (bad
+    wire format, a string that is no UTF-8): the stream answers it with a MALFORMED
+    Reject instead of gRPC's bare INTERNAL."""
+
+    __slots__ = ("error", "size")
+
+    def __init__(self, error: str, size: int) -> None:
+        self.error = error
+        self.size = size
+
+    def reject(self, where: str) -> gateway_pb2.Reject:
+        """The Reject for this frame, ``where`` saying which frame it was."""
+        return _reject(
+            gateway_pb2.REJECT_CODE_MALFORMED,
+            f"{where} ({self.size} bytes) does not parse as an AgentFrame: {self.error}",
+        )
+
+
+def parse_agent_frame(data: bytes) -> gateway_pb2.AgentFrame | UnparsableFrame:
+    """``data`` as an AgentFrame, or an `UnparsableFrame` saying why it is none."""
+    try:
+        return gateway_pb2.AgentFrame.FromString(data)
+    except DecodeError as exc:
+        return UnparsableFrame(str(exc) or "bad wire format", len(data))
+
+
+AGENT_GATEWAY = gateway_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name
+
+
+def add_gateway_to_server(gateway: AgentGateway, server: grpc.aio.Server) -> None:
+    """Serve ``gateway`` on ``server`` like the generated ``add_..._to_server``, but with
+    `parse_agent_frame` as the deserializer (a frame that does not parse is answered
+    with a Reject, see `UnparsableFrame`)."""
+    handlers = {
+        "Connect": grpc.stream_stream_rpc_method_handler(
+            gateway.Connect,
+            request_deserializer=parse_agent_frame,
+            response_serializer=gateway_pb2.FleetFrame.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(AGENT_GATEWAY, handlers),)
+    )
+    server.add_registered_method_handlers(AGENT_GATEWAY, handlers)
 
 
 def id_problem(text: str) -> str | None:
@@ -330,7 +378,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         # Labelled children resolved once: labels() per frame shows in profiles at scale.
         self._frame_counters = {
             kind: metrics.frames.labels(kind=kind)
-            for kind in ("hello", "batch", "heartbeat", "empty")
+            for kind in ("hello", "batch", "heartbeat", "empty", "unparsable")
         }
         # Admitted streams by agent id (mutual TLS only), for `recheck`.
         self._open: dict[str, set[OpenStream]] = {}
@@ -369,13 +417,19 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         return gateway_pb2.FleetFrame(reject=reject)
 
     async def Connect(  # noqa: N802 (the generated servicer's name)
-        self, request_iterator: AsyncIterator[gateway_pb2.AgentFrame], context: Any
+        self,
+        request_iterator: AsyncIterator[gateway_pb2.AgentFrame | UnparsableFrame],
+        context: Any,
     ) -> AsyncIterator[gateway_pb2.FleetFrame]:
         """Serve one agent stream; yields Welcome, Acks and at most one final Reject."""
         peer = str(context.peer())
         frames = aiter(request_iterator)
         first = await anext(frames, None)
         if first is None:
+            return
+        if isinstance(first, UnparsableFrame):
+            self._count("unparsable")
+            yield self._rejected(first.reject("the first frame"), "", peer)
             return
         kind = first.WhichOneof("frame")
         self._count(kind)
@@ -442,7 +496,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
 
     async def _admitted(
         self,
-        frames: AsyncIterator[gateway_pb2.AgentFrame],
+        frames: AsyncIterator[gateway_pb2.AgentFrame | UnparsableFrame],
         hello: gateway_pb2.Hello,
         peer: str,
         context: Any,
@@ -489,7 +543,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
 
     async def _serve_frames(
         self,
-        frames: AsyncIterator[gateway_pb2.AgentFrame],
+        frames: AsyncIterator[gateway_pb2.AgentFrame | UnparsableFrame],
         agent_id: str,
         hello: gateway_pb2.Hello,
         peer: str,
@@ -503,6 +557,10 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         touched: dict[str, float] = {}
         fresh_s = float(self._limits.heartbeat_interval_s)
         async for frame in frames:
+            if isinstance(frame, UnparsableFrame):
+                self._count("unparsable")
+                yield self._rejected(frame.reject("a frame after Hello"), agent_id, peer)
+                return
             kind = frame.WhichOneof("frame")
             self._count(kind)
             if kind == "batch":

@@ -40,7 +40,7 @@ from fleet.checkpoint import CheckpointError, load_private_key
 from fleet.clock import Clock, utc_now
 from fleet.config import FleetConfig, split_listen
 from fleet.firmware import EMPTY_POLICY, Policy, load_policy
-from fleet.gateway import AgentGateway
+from fleet.gateway import AgentGateway, add_gateway_to_server
 from fleet.history_check import run_checkpoints
 from fleet.ingest import GroupCommitter, running_committer
 from fleet.metrics import GatewayMetrics
@@ -55,7 +55,7 @@ from fleet.web.auth import Authenticator, AuthSettings
 from fleet.web.dashboard import SiteSettings
 from fleet.web.http import HttpBindError, running_http
 from fleet.web.live import LiveHub, UnitContractors
-from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, query_pb2, query_pb2_grpc
+from protos.liftwatch.v1 import gateway_pb2, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ async def _web_app(
     contractors = UnitContractors()
     contractors.update(await unit_contractors(store))
     hub = LiveHub(contractors, alarm_types=config.alarms.type_numbers)
-    committer.observers.append(hub.observe)
+    committer.observers.append(hub.observe_soon)
     refresher = asyncio.create_task(
         _refresh_contractors(store, contractors, CONTRACTORS_REFRESH_S), name="contractors"
     )
@@ -360,7 +360,7 @@ async def _start_grpc(
     tls: TlsMaterial | None = None,
 ) -> str:
     server = grpc.aio.server(options=server_options(config))
-    gateway_pb2_grpc.add_AgentGatewayServicer_to_server(gateway, server)
+    add_gateway_to_server(gateway, server)
     # Registered so that a caller learns why (PERMISSION_DENIED, pointing at [query]) rather
     # than UNIMPLEMENTED; reflection does not list it.
     query_pb2_grpc.add_FleetQueryServicer_to_server(FleetQuery(reads, deny_on_agent_port), server)
