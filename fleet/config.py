@@ -54,6 +54,21 @@ Every key, with its default (a missing file section or key takes the default)::
     cert = ""                    # HTTPS: the certificate chain (PEM) uvicorn serves; set with
     key = ""                     # key, or neither (plaintext HTTP: loopback only unless
                                  # tls.plaintext). Relative to the config file's directory
+    live_streams_per_user = 8    # live-update streams (/api/live) one user may hold open at
+                                 # once, all its sessions and API tokens together; one more is
+                                 # refused with 429 (one page holds one stream). 0 = no limit
+    live_streams_per_session = 4 # ... and one login session (a browser's tabs) or API token
+    live_send_timeout_s = 10     # a page that takes longer to take one message (it stopped
+                                 # reading) loses its stream; its queue is bounded as well
+    max_body_bytes = 65536       # a request body (login, alarm steps, users) longer than this
+                                 # is refused with 413 before it is read: by its declared
+                                 # Content-Length, or once that much of a chunked body came
+    max_upload_bytes = 2097152   # ... the same for an upload (POST /api/reports/claims, CSV)
+    login_free_failures = 5      # failed logins allowed per username and per client address
+                                 # before each further attempt must wait (429, Retry-After)
+    login_lockout_s = 30         # the first wait; it doubles with each further failure ...
+    login_lockout_max_s = 900    # ... up to this. The count is forgotten after a good login
+                                 # (the username's) or this long without a failure
 
     [query]                      # FleetQuery (gRPC reads) for operators, on its own port: the
                                  # agent port serves agents only (FleetQuery there answers
@@ -123,6 +138,10 @@ Every key, with its default (a missing file section or key takes the default)::
                                  # is refused as MALFORMED (the agent sets it aside)
     max_record_age_s = 31622400  # ... and one further behind (366 days: an outbox holds a
                                  # long outage's records; older means a wrong clock)
+    max_streams_per_agent = 4    # open streams one agent certificate may hold (mutual TLS);
+                                 # one more is refused (TOO_LARGE, the reason says why). An
+                                 # agent needs one; the rest is room for a reconnect while a
+                                 # dead connection of it is still being timed out
 
     [alarms]                     # rescue dispatch (fleet.alarms): alarms go out at once and
                                  # are re-sent until someone acknowledges them (EN 81-28)
@@ -218,6 +237,14 @@ class HttpConfig:
     language: str = "zh"
     cert: Path | None = None
     key: Path | None = None
+    live_streams_per_user: int = 8
+    live_streams_per_session: int = 4
+    live_send_timeout_s: float = 10.0
+    max_body_bytes: int = 65536
+    max_upload_bytes: int = 2 * 1024 * 1024
+    login_free_failures: int = 5
+    login_lockout_s: float = 30.0
+    login_lockout_max_s: float = 900.0
 
     @property
     def tls(self) -> bool:
@@ -297,6 +324,7 @@ class IngestConfig:
     max_group_records: int = 20_000
     max_clock_skew_s: int = 300
     max_record_age_s: int = 366 * 86_400
+    max_streams_per_agent: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +386,14 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "language": (str,),
         "cert": (str,),
         "key": (str,),
+        "live_streams_per_user": (int,),
+        "live_streams_per_session": (int,),
+        "live_send_timeout_s": _NUMBER,
+        "max_body_bytes": (int,),
+        "max_upload_bytes": (int,),
+        "login_free_failures": (int,),
+        "login_lockout_s": _NUMBER,
+        "login_lockout_max_s": _NUMBER,
     },
     "query": {"listen": (str,), "auth": (bool,)},
     "store": {"path": (str,), "url": (str,)},
@@ -377,6 +413,7 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "max_group_records": (int,),
         "max_clock_skew_s": (int,),
         "max_record_age_s": (int,),
+        "max_streams_per_agent": (int,),
     },
 }
 
@@ -463,6 +500,23 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         absent = next(f"http.{key}" for key, text in http_tls.items() if not text)
         problems.append(f"{absent}: must be set too (http.cert and http.key go together)")
     http_paths = {key: base_dir / text if text else None for key, text in http_tls.items()}
+    http_limits: dict[str, int | float] = {}
+    for key, floor in (
+        ("live_streams_per_user", 0),
+        ("live_streams_per_session", 0),
+        ("live_send_timeout_s", 1),
+        ("max_body_bytes", 1024),
+        ("max_upload_bytes", 1024),
+        ("login_free_failures", 1),
+        ("login_lockout_s", 1),
+        ("login_lockout_max_s", 1),
+    ):
+        value = _number(get("http", key, getattr(defaults.http, key)))
+        if value < floor:
+            problems.append(f"http.{key}: must be at least {floor}, got {value}")
+        http_limits[key] = value
+    if http_limits["login_lockout_max_s"] < http_limits["login_lockout_s"]:
+        problems.append("http.login_lockout_max_s: must be at least http.login_lockout_s")
 
     query_listen = str(get("query", "listen", defaults.query.listen))
     if "listen" not in values.get("query", {}) and listen.endswith(":0"):
@@ -530,6 +584,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         ("max_group_records", 1, 1_000_000),
         ("max_clock_skew_s", 1, 86_400),
         ("max_record_age_s", 3600, 10 * 366 * 86_400),
+        ("max_streams_per_agent", 1, 1000),
     ):
         number = int(_number(get("ingest", key, getattr(defaults.ingest, key))))
         if not low <= number <= high:
@@ -542,6 +597,14 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         server=ServerConfig(listen=listen, workers=workers, **server_numbers),
         tls=TlsConfig(**tls_paths, plaintext=bool(get("tls", "plaintext", False))),
         http=HttpConfig(
+            live_streams_per_user=int(http_limits["live_streams_per_user"]),
+            live_streams_per_session=int(http_limits["live_streams_per_session"]),
+            live_send_timeout_s=float(http_limits["live_send_timeout_s"]),
+            max_body_bytes=int(http_limits["max_body_bytes"]),
+            max_upload_bytes=int(http_limits["max_upload_bytes"]),
+            login_free_failures=int(http_limits["login_free_failures"]),
+            login_lockout_s=float(http_limits["login_lockout_s"]),
+            login_lockout_max_s=float(http_limits["login_lockout_max_s"]),
             listen=http_listen,
             auth=bool(get("http", "auth", defaults.http.auth)),
             session_ttl_s=session_ttl,

@@ -83,9 +83,32 @@ class GatewayMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.streams_refused = Counter(
+            "liftwatch_fleet_agent_streams_refused",
+            "Agent streams refused because their certificate held [ingest] "
+            "max_streams_per_agent open streams already.",
+            registry=self.registry,
+        )
+        self.seq_gaps = Counter(
+            "liftwatch_fleet_seq_gaps",
+            "Times an agent's records skipped seqs above the highest the fleet held (records "
+            "set aside or lost on the agent).",
+            registry=self.registry,
+        )
+        self.seq_missing = Counter(
+            "liftwatch_fleet_seq_missing",
+            "Seqs skipped in those gaps, in all.",
+            registry=self.registry,
+        )
         self.live_subscribers = Gauge(
             "liftwatch_fleet_live_subscribers",
             "Dashboard pages holding a live-update stream open.",
+            registry=self.registry,
+        )
+        self.live_refused = Counter(
+            "liftwatch_fleet_live_refused",
+            "Live streams refused with 429: the user or session already held its limit "
+            "([http] live_streams_per_user / live_streams_per_session).",
             registry=self.registry,
         )
 

@@ -54,7 +54,7 @@ from fleet.web.api import build_app
 from fleet.web.auth import Authenticator, AuthSettings
 from fleet.web.dashboard import SiteSettings
 from fleet.web.http import HttpBindError, running_http
-from fleet.web.live import LiveHub, UnitContractors
+from fleet.web.live import LiveHub, StreamLimits, UnitContractors
 from protos.liftwatch.v1 import gateway_pb2, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,15 @@ async def _web_app(
     http = config.http
     contractors = UnitContractors()
     contractors.update(await unit_contractors(store))
-    hub = LiveHub(contractors, alarm_types=config.alarms.type_numbers)
+    hub = LiveHub(
+        contractors,
+        alarm_types=config.alarms.type_numbers,
+        limits=StreamLimits(
+            per_user=http.live_streams_per_user,
+            per_session=http.live_streams_per_session,
+            send_timeout_s=http.live_send_timeout_s,
+        ),
+    )
     committer.observers.append(hub.observe_soon)
     refresher = asyncio.create_task(
         _refresh_contractors(store, contractors, CONTRACTORS_REFRESH_S), name="contractors"

@@ -9,15 +9,14 @@ it shows goes through the same access checks as the API, including the live stre
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -25,8 +24,16 @@ from fleet.clock import Clock, utc_now
 from fleet.metrics import GatewayMetrics
 from fleet.store.worker import StoreWorker
 from fleet.views import iso
-from fleet.web.auth import Authenticator, principal_of
-from fleet.web.live import LiveHub, car_json, counters_json, link_json
+from fleet.web.auth import SESSION_COOKIE, Authenticator, principal_of
+from fleet.web.live import (
+    LiveHub,
+    LiveStreamResponse,
+    TooManyStreamsError,
+    car_json,
+    counters_json,
+    link_json,
+    session_key,
+)
 from fleet.web.users import user_routes
 from protos.liftwatch.v1 import records_pb2
 
@@ -61,6 +68,15 @@ def _shell_headers() -> dict[str, str]:
         "Referrer-Policy": "same-origin",
         "Cache-Control": "no-cache",
     }
+
+
+def _session_of(request: Request) -> str:
+    """The session a live stream counts against: the API token, else the login cookie."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return session_key("token", token.strip())
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    return session_key("cookie", cookie) if cookie else ""
 
 
 def dashboard_routes(
@@ -102,29 +118,32 @@ def dashboard_routes(
     async def live(request: Request) -> Response:
         principal = principal_of(request)
         units = [u for u in request.query_params.getlist("unit") if visible(request, u)]
-        subscription = hub.subscribe(principal.unit_scope(), units)
-        metrics.live_subscribers.set(hub.subscribers)
+        try:
+            subscription = hub.subscribe(
+                principal.unit_scope(),
+                units,
+                user=principal.username,
+                session=_session_of(request),
+            )
+        except TooManyStreamsError as exc:
+            metrics.live_refused.inc()
+            # The page's EventSource retries by itself; say when it is worth it.
+            return JSONResponse(
+                {"error": str(exc)},
+                status_code=429,
+                headers={"Retry-After": str(int(hub.limits.send_timeout_s) or 10)},
+            )
+        metrics.live_subscribers.set(hub.open_streams)
 
-        async def stream() -> AsyncIterator[bytes]:
-            try:
-                yield f"retry: {RECONNECT_MS}\n: connected\n\n".encode()
-                while True:
-                    try:
-                        message = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_S)
-                    except TimeoutError:
-                        yield b": keepalive\n\n"
-                        continue
-                    if message is None:
-                        return  # ended (lagging or shutdown): the page reconnects
-                    yield message.sse()
-            finally:
-                hub.unsubscribe(subscription)
-                metrics.live_subscribers.set(hub.subscribers)
+        def ended() -> None:
+            metrics.live_subscribers.set(hub.open_streams)
 
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        return LiveStreamResponse(  # type: ignore[return-value]
+            hub,
+            subscription,
+            keepalive_s=KEEPALIVE_S,
+            reconnect_ms=RECONNECT_MS,
+            on_end=ended,
         )
 
     async def unit_live(request: Request) -> Response:

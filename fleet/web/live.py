@@ -2,9 +2,17 @@
 pages that may see it, as server-sent events (`fleet.web.dashboard` serves the stream).
 
 The hub is a committer observer (`fleet.ingest.GroupCommitter.observers`): it runs after
-the records are durable, so a page never shows what the store could still lose. Each
-subscriber has a bounded queue; one that falls behind is ended rather than fed a gap, and
-the page reconnects and re-reads the state (nothing silently missed). A contractor's
+the records are durable, so a page never shows what the store could still lose, and it
+only schedules its fan-out for the loop's next turn, so the committer (and alarm
+dispatch, the next observer) never waits for web work. Each subscriber has a bounded
+queue; one that falls behind is ended rather than fed a gap, and the page reconnects and
+re-reads the state (nothing silently missed).
+
+One user cannot stall ingest (issue 14): every stream counts against its user and its
+session (a login session or an API token), refused with 429 beyond `StreamLimits`; a
+stream ends as soon as its client disconnects (`LiveStreamResponse` watches for it), and
+a client that takes more than ``send_timeout_s`` to take one message, or lets its queue
+fill, is dropped. Each message is encoded once, however many streams carry it. A contractor's
 subscription only ever receives messages about units registered to that contractor;
 a unit the hub cannot place (not yet in the register) goes to unscoped roles only.
 
@@ -17,18 +25,43 @@ this; see docs/dashboard.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import hashlib
 import json
+import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from starlette.types import Receive, Scope, Send
 
 from fleet.store.base import BatchOp, WriteOp
 from fleet.taxonomy import gb_code
 from fleet.views import event_codes_json, event_type_name, iso, phase_name
 from protos.liftwatch.v1 import records_pb2
 
+log = logging.getLogger(__name__)
+
 # A page that has not taken this many messages is too slow (or gone): end its stream.
-QUEUE_LIMIT = 2_000
+# (A unit page at 10 car states a second is 50 s behind by then.)
+QUEUE_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """How many live streams one user (``per_user``, its sessions and tokens together) and
+    one session or API token (``per_session``) may hold open; 0 = no limit. A stream whose
+    client takes longer than ``send_timeout_s`` to take one message is dropped (see the
+    ``[http] live_*`` keys in `fleet.config`)."""
+
+    per_user: int = 8
+    per_session: int = 4
+    send_timeout_s: float = 10.0
+
+
+class TooManyStreamsError(Exception):
+    """The user or session already holds as many live streams as allowed (answer 429)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +72,16 @@ class LiveMessage:
     kind: str
     unit_id: str
     data: Mapping[str, object]
+    # Encoded once: a message goes to every stream in scope (hundreds of pages).
+    _frame: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        body = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
+        object.__setattr__(self, "_frame", f"event: {self.kind}\ndata: {body}\n\n".encode())
 
     def sse(self) -> bytes:
         """The message framed as a server-sent event."""
-        body = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
-        return f"event: {self.kind}\ndata: {body}\n\n".encode()
+        return self._frame
 
 
 # Per-unit kinds go only to subscriptions that asked for that unit (the unit page);
@@ -55,11 +93,16 @@ _UNIT_PAYLOADS = frozenset({"car_state", "link_status", "counters"})
 class Subscription:
     """One page's stream: messages in scope, in commit order; None marks the end."""
 
-    def __init__(self, scope: str, units: frozenset[str]) -> None:
+    def __init__(
+        self, scope: str, units: frozenset[str], user: str = "", session: str = ""
+    ) -> None:
         self.scope = scope
         self.units = units
+        self.user = user
+        self.session = session
         self.queue: asyncio.Queue[LiveMessage | None] = asyncio.Queue()
         self.ended = False
+        self.released = False
 
     def offer(self, message: LiveMessage) -> None:
         """Queue ``message``; a subscriber already too far behind is ended instead."""
@@ -178,29 +221,87 @@ class LiveHub:
     """Fans committed records out to subscriptions, each scoped to a contractor ("" =
     every unit) and optionally to a set of units for the per-unit kinds."""
 
-    def __init__(self, contractor_of: Callable[[str], str | None], alarm_types: Iterable[int]):
+    def __init__(
+        self,
+        contractor_of: Callable[[str], str | None],
+        alarm_types: Iterable[int],
+        limits: StreamLimits | None = None,
+    ):
         # ``contractor_of`` answers from memory (see `UnitContractors`); None = unknown.
         self._contractor_of = contractor_of
         self._alarm_types = frozenset(alarm_types)
+        self.limits = limits or StreamLimits()
         self._subscriptions: set[Subscription] = set()
+        # Streams held open per user and per session, until their response ends (a
+        # stream the hub already ended still holds its connection until then).
+        self._per_user: Counter[str] = Counter()
+        self._per_session: Counter[str] = Counter()
+        self._open = 0
         self.delivered = 0
         self.dropped_subscribers = 0
+        self.refused = 0
 
-    def subscribe(self, scope: str = "", units: Iterable[str] = ()) -> Subscription:
+    def subscribe(
+        self, scope: str = "", units: Iterable[str] = (), *, user: str = "", session: str = ""
+    ) -> Subscription:
         """A new subscription: events and alarm changes of the units in ``scope``, and
-        car, link and counters messages of ``units`` (also only those in scope)."""
-        subscription = Subscription(scope, frozenset(units))
+        car, link and counters messages of ``units`` (also only those in scope).
+
+        It counts against ``user`` and ``session`` until `unsubscribe`; raises
+        `TooManyStreamsError` (naming the limit's key) when either already holds its
+        `StreamLimits` share."""
+        limits = self.limits
+        if user and limits.per_user and self._per_user[user] >= limits.per_user:
+            self.refused += 1
+            raise TooManyStreamsError(
+                f"user {user!r} already holds {limits.per_user} live streams (the limit, "
+                "[http] live_streams_per_user): close a page, or wait for a closed one to end"
+            )
+        if session and limits.per_session and self._per_session[session] >= limits.per_session:
+            self.refused += 1
+            raise TooManyStreamsError(
+                f"this session already holds {limits.per_session} live streams (the limit, "
+                "[http] live_streams_per_session): close a tab, or wait for a closed one to end"
+            )
+        subscription = Subscription(scope, frozenset(units), user, session)
         self._subscriptions.add(subscription)
+        if user:
+            self._per_user[user] += 1
+        if session:
+            self._per_session[session] += 1
+        self._open += 1
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        """Forget ``subscription`` (its page went away)."""
+        """Forget ``subscription`` (its page went away) and give back its share of the
+        limits; a second call does nothing."""
         self._subscriptions.discard(subscription)
+        if subscription.released:
+            return
+        subscription.released = True
+        self._open -= 1
+        for counts, key in (
+            (self._per_user, subscription.user),
+            (self._per_session, subscription.session),
+        ):
+            if key:
+                counts[key] -= 1
+                if counts[key] <= 0:
+                    del counts[key]
 
     @property
     def subscribers(self) -> int:
-        """Open subscriptions."""
+        """Open subscriptions the hub still feeds."""
         return len(self._subscriptions)
+
+    @property
+    def open_streams(self) -> int:
+        """Streams subscribed and not yet unsubscribed (their responses still running)."""
+        return self._open
+
+    def streams_of(self, user: str) -> int:
+        """How many open streams count against ``user``."""
+        return self._per_user[user]
 
     def publish(self, message: LiveMessage) -> None:
         """Offer ``message`` to every subscription allowed to see it."""
@@ -224,8 +325,15 @@ class LiveHub:
         """Tell pages that ``unit_id``'s alarms changed (raised, acted on, cleared)."""
         self.publish(LiveMessage("alarms", unit_id, {"unit_id": unit_id}))
 
+    def observe_soon(self, ops: Sequence[WriteOp]) -> None:
+        """The committer's observer: schedules `observe` for the loop's next turn and
+        returns at once, so that the committer and the observers after it (alarm
+        dispatch among them) never wait for the fan-out to the pages."""
+        if self._subscriptions:
+            asyncio.get_running_loop().call_soon(self.observe, ops)
+
     def observe(self, ops: Sequence[WriteOp]) -> None:
-        """Committer observer: publish each committed record; never raises, never blocks."""
+        """Publish each committed record now; never raises, never blocks."""
         if not self._subscriptions:
             return
         # Ingest's hot path: a car state (most records) is only turned into JSON when an
@@ -249,6 +357,104 @@ class LiveHub:
         for subscription in self._subscriptions:
             subscription.end()
         self._subscriptions.clear()
+
+
+class LiveStreamResponse:
+    """The ASGI response carrying one subscription as server-sent events.
+
+    It ends (and gives the subscription back to the hub) when the hub ends the
+    subscription, when the client disconnects (watched for while idle, not only noticed
+    at the next write), and when the client takes longer than ``send_timeout_s`` to take
+    one message: then the connection is left to the server to close, never buffered for."""
+
+    def __init__(
+        self,
+        hub: LiveHub,
+        subscription: Subscription,
+        *,
+        keepalive_s: float,
+        reconnect_ms: int,
+        on_end: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._hub = hub
+        self._subscription = subscription
+        self._keepalive_s = keepalive_s
+        self._reconnect_ms = reconnect_ms
+        self._on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream until the subscription ends, the client goes or stalls."""
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-store"),
+                        (b"x-accel-buffering", b"no"),
+                    ],
+                }
+            )
+            pump = asyncio.create_task(self._pump(send))
+            gone = asyncio.create_task(_disconnected(receive))
+            try:
+                await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (pump, gone):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            ended_by_hub = (
+                pump.done() and not pump.cancelled() and pump.exception() is None and pump.result()
+            )
+            if ended_by_hub:  # finish the response properly; the page reconnects
+                with contextlib.suppress(TimeoutError, OSError):
+                    await asyncio.wait_for(
+                        send({"type": "http.response.body", "body": b""}),
+                        self._hub.limits.send_timeout_s or None,
+                    )
+        finally:
+            self._hub.unsubscribe(self._subscription)
+            self._on_end()
+
+    async def _pump(self, send: Send) -> bool:
+        """Send messages until the subscription ends (True) or the client stalls (False)."""
+        subscription = self._subscription
+        timeout = self._hub.limits.send_timeout_s or None
+        chunk = f"retry: {self._reconnect_ms}\n: connected\n\n".encode()
+        while True:
+            try:
+                await asyncio.wait_for(
+                    send({"type": "http.response.body", "body": chunk, "more_body": True}),
+                    timeout,
+                )
+            except TimeoutError:
+                # The client takes nothing: drop it rather than queue for it.
+                self._hub.unsubscribe(subscription)
+                self._hub.dropped_subscribers += 1
+                log.info("live stream of %r dropped: its client stopped reading", subscription.user)
+                return False
+            try:
+                message = await asyncio.wait_for(subscription.queue.get(), self._keepalive_s)
+            except TimeoutError:
+                chunk = b": keepalive\n\n"
+                continue
+            if message is None:
+                return True  # ended (lagging or shutdown): the page reconnects
+            chunk = message.sse()
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has gone (the request of a stream has no body to read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def session_key(kind: str, secret: str) -> str:
+    """What a session or API token is counted under: a digest, so that the hub never holds
+    the credential itself (``kind`` keeps a cookie and a token apart)."""
+    return f"{kind}:{hashlib.sha256(secret.encode()).hexdigest()[:32]}"
 
 
 class UnitContractors:
