@@ -402,11 +402,44 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                 ended += 1
         return ended
 
+    def _crowded(self, agent_id: str, serial: str) -> gateway_pb2.Reject | None:
+        """A Reject when the certificate ``serial`` already holds as many open streams as
+        ``[ingest] max_streams_per_agent`` allows (a stolen key cannot open thousands)."""
+        limit = self._limits.max_streams_per_agent
+        held = sum(1 for s in self._open.get(agent_id, ()) if s.serial == serial)
+        if held < limit:
+            return None
+        self._metrics.streams_refused.inc()
+        return _reject(
+            gateway_pb2.REJECT_CODE_TOO_LARGE,
+            f"certificate serial {serial or '?'} of agent {agent_id!r} already holds {held} "
+            f"open stream(s); the limit is {limit} ([ingest] max_streams_per_agent): one "
+            "agent needs one stream, end the others",
+        )
+
     def _count(self, kind: str | None) -> None:
         counter = self._frame_counters.get(kind or "empty")
         if counter is None:  # a frame kind newer than this fleet
             counter = self._metrics.frames.labels(kind=kind or "empty")
         counter.inc()
+
+    def _count_gaps(self, batch: gateway_pb2.RecordBatch, highest: int, agent_id: str) -> int:
+        """Count the seqs ``batch`` skips above ``highest`` on the seq-gap metrics;
+        returns the new highest seq."""
+        for record in batch.records:
+            if record.seq > highest + 1:
+                missing = record.seq - highest - 1
+                self._metrics.seq_gaps.inc()
+                self._metrics.seq_missing.inc(missing)
+                log.info(
+                    "agent %s: seq %d follows %d, %d seq(s) missing",
+                    agent_id,
+                    record.seq,
+                    highest,
+                    missing,
+                )
+            highest = max(highest, record.seq)
+        return highest
 
     def _rejected(
         self, reject: gateway_pb2.Reject, agent_id: str, peer: str
@@ -464,6 +497,10 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                 return
             if refusal is not None:
                 yield self._rejected(refusal, agent_id, peer)
+                return
+            crowded = self._crowded(agent_id, serial)
+            if crowded is not None:
+                yield self._rejected(crowded, agent_id, peer)
                 return
             # Registered before anything else is awaited: a removal committed after the
             # admission above is then seen by `recheck`.
@@ -535,7 +572,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         self._metrics.streams.inc()
         try:
             async for frame in self._serve_frames(
-                frames, agent_id, hello, peer, context, registered
+                frames, agent_id, hello, peer, context, registered, committed
             ):
                 yield frame
         finally:
@@ -549,9 +586,13 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         peer: str,
         context: Any,
         registered: frozenset[str] | None,
+        committed: int,
     ) -> AsyncIterator[gateway_pb2.FleetFrame]:
         permitted = frozenset(u.unit_id for u in hello.units)
         last_seq = 0
+        # The highest seq the fleet holds of this agent: a record above it + 1 leaves a gap
+        # (records the agent set aside or lost), counted on a metric, never refused.
+        highest = committed
         loop = asyncio.get_running_loop()
         # When each declared unit was last marked seen by a committed batch of this stream.
         touched: dict[str, float] = {}
@@ -577,6 +618,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                     yield self._rejected(problem, agent_id, peer)
                     return
                 last_seq = frame.batch.records[-1].seq
+                highest = self._count_gaps(frame.batch, highest, agent_id)
                 clip_reasons(frame.batch)
                 try:
                     result = await self._committer.submit(
