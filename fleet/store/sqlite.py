@@ -10,6 +10,7 @@ WAL lets them read without blocking the writer. Writers in several processes (``
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -172,7 +173,7 @@ class SqliteStore(SqlStore):
             raise
         store = cls(conn, path)
         if not readonly and path != MEMORY:
-            store._writer_lock = os.open(f"{path}-writer", os.O_RDWR | os.O_CREAT, 0o644)
+            store._writer_lock = os.open(f"{path}-writer", os.O_RDWR | os.O_CREAT, 0o600)
         return store
 
     def close(self) -> None:
@@ -242,6 +243,11 @@ def _connect(path: str, readonly: bool) -> sqlite3.Connection:
         return sqlite3.connect(uri, uri=True, isolation_level=None)
     if not Path(path).parent.is_dir():
         raise sqlite3.OperationalError(f"directory {Path(path).parent} does not exist")
+    # The database holds password hashes, sessions, tokens and every record: created
+    # owner-only (an empty file is an empty database). SQLite gives its -wal and -shm files
+    # the database file's mode. An existing file keeps the mode its owner chose.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
     return sqlite3.connect(path, isolation_level=None)
 
