@@ -12,6 +12,9 @@ running, through the JSON-lines control port:
   {"op": "inject", "car": 2, "fault": "late_answer", "delay_ms": 800}
   {"op": "clear", "car": 2, "fault": "entrapment"}    -> {"ok": true}
   {"op": "state"}                                      -> {"ok": true, "cars": [...]}
+  {"op": "inject", "car": 2, "fault": "door_lock_bypass", "at_phase": "opening"}
+  {"op": "visible", "car": 2, "fault": "door_lock_bypass"} -> {"ok": true, "injected": T0,
+      "visible": T1}: when the fault went in and when the registers first showed it
   {"op": "faults"}                                     -> every fault and its options
 
 Elevator faults: entrapment, door_close_failure, door_open_failure, door_obstruction,
