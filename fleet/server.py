@@ -55,6 +55,7 @@ from fleet.web.auth import Authenticator, AuthSettings
 from fleet.web.dashboard import SiteSettings
 from fleet.web.http import HttpBindError, running_http
 from fleet.web.live import LiveHub, StreamLimits, UnitContractors
+from fleet.web.scope import FreshContractors
 from protos.liftwatch.v1 import gateway_pb2, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,6 @@ MIN_PING_INTERVAL_MS = 10_000
 # Room above the batch limit so a slightly oversized batch gets a TOO_LARGE Reject
 # instead of a bare RESOURCE_EXHAUSTED from the transport.
 MESSAGE_HEADROOM_BYTES = 1024 * 1024
-# How often the unit -> contractor map of the live streams is re-read from the register.
-CONTRACTORS_REFRESH_S = 30.0
 # What each port serves (and its reflection lists, with health and reflection itself).
 AGENT_SERVICE_NAMES = (gateway_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,)
 QUERY_SERVICE_NAMES = (query_pb2.DESCRIPTOR.services_by_name["FleetQuery"].full_name,)
@@ -255,7 +254,9 @@ async def _serve_until(
         if config.query.listen:
             addresses["query"] = await _start_query(stack, config, reads, store, tls)
         if config.http.listen:
-            app = await _web_app(stack, config, store, reads, metrics, lifecycle, committer, clock)
+            app, hub = await _web_app(
+                stack, config, store, reads, metrics, lifecycle, committer, clock
+            )
             http = config.http
             try:
                 addresses["http"] = await stack.enter_async_context(
@@ -263,6 +264,9 @@ async def _serve_until(
                 )
             except HttpBindError as exc:
                 raise ServeError(str(exc)) from None
+            # Ends the open live streams before uvicorn's graceful stop waits for them
+            # (the stack unwinds in reverse: this runs first).
+            stack.callback(hub.close)
         log.info(
             "fleet manager serving gRPC (%s) on %s%s%s, store %s",
             "mutual TLS" if tls is not None else "plaintext",
@@ -288,11 +292,15 @@ async def _web_app(
     lifecycle: Lifecycle,
     committer: GroupCommitter,
     clock: Clock,
-) -> Starlette:
-    """The JSON API and the dashboard, with live updates fed by ``committer``."""
+) -> tuple[Starlette, LiveHub]:
+    """The JSON API and the dashboard, with live updates fed by ``committer``; and the
+    hub of those updates (the caller ends its streams when the server stops)."""
     http = config.http
+    # The unit -> contractor map scoping contractors, current with every register import
+    # (any process): checked before each contractor request, polled for open live streams.
     contractors = UnitContractors()
-    contractors.update(await unit_contractors(store))
+    fresh = FreshContractors(store, contractors)
+    await fresh.refresh()
     hub = LiveHub(
         contractors,
         alarm_types=config.alarms.type_numbers,
@@ -303,12 +311,8 @@ async def _web_app(
         ),
     )
     committer.observers.append(hub.observe_soon)
-    refresher = asyncio.create_task(
-        _refresh_contractors(store, contractors, CONTRACTORS_REFRESH_S), name="contractors"
-    )
+    refresher = asyncio.create_task(fresh.watch(), name="contractors")
     stack.push_async_callback(_cancel, refresher)
-    # Ends the open live streams before uvicorn's graceful stop waits for them.
-    stack.callback(hub.close)
     auth: Authenticator | None = None
     if http.auth:
         auth = Authenticator(
@@ -326,37 +330,21 @@ async def _web_app(
             "for a closed test network",
             http.listen,
         )
-    return build_app(
+    app = build_app(
         reads,
         metrics,
         lifecycle,
         auth=auth,
         hub=hub,
         contractors=contractors,
+        refresh_scope=fresh.refresh,
         site=SiteSettings(time_zone=http.time_zone, language=http.language),
         store=store,
         reports=config.reports,
         history=config.history,
         clock=clock,
     )
-
-
-async def unit_contractors(store: StoreWorker) -> dict[str, str]:
-    """unit_id -> maintenance contractor of every unit the fleet knows."""
-    return await store.call(lambda s: s.unit_contractors())
-
-
-async def _refresh_contractors(
-    store: StoreWorker, contractors: UnitContractors, interval_s: float
-) -> None:
-    # A unit registered (or re-assigned) after start reaches contractors' live streams
-    # within one interval; until then it is shown to unscoped roles only (fail closed).
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            contractors.update(await unit_contractors(store))
-        except Exception as exc:  # the store may be briefly unreachable
-            log.warning("refreshing the unit -> contractor map failed: %s", exc)
+    return app, hub
 
 
 async def _start_grpc(

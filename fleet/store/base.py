@@ -285,6 +285,11 @@ class Store(Protocol):
         """unit_id -> maintenance contractor of every unit the fleet knows."""
         ...
 
+    def register_version(self) -> int:
+        """A number that grows with every register import (0 before the first): while it
+        stands still, `unit_contractors` has not changed."""
+        ...
+
     def latest_car_state(self, unit_id: str) -> tuple[dt.datetime, bytes] | None:
         """The newest CarState record of ``unit_id``: its time and the serialized Record."""
         ...

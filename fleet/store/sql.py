@@ -495,6 +495,7 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
         with self._transaction():
             self._drop_history()
             self._history_register(entries, at_us)
+            self._execute("INSERT INTO register_changes (changed_us) VALUES (?)", (at_us,))
             self._many(
                 "INSERT INTO units (unit_id, registered, building, address, street, use_unit, "
                 "contractor, install_date, rated_speed_m_s, rated_load_kg, landings, "
@@ -631,6 +632,13 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
         the live streams' scoping re-reads it while ingest waits for the store thread)."""
         rows = self._execute("SELECT unit_id, contractor FROM units").fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
+
+    def register_version(self) -> int:
+        """A number that grows with every register import (0 before the first): while it
+        stands still, `unit_contractors` has not changed (the units' contractor is only
+        written by `upsert_register`)."""
+        row = self._execute("SELECT MAX(id) FROM register_changes").fetchone()
+        return int(row[0]) if row is not None and row[0] is not None else 0
 
     def latest_car_state(self, unit_id: str) -> tuple[dt.datetime, bytes] | None:
         """The newest CarState record of ``unit_id``: its time and the serialized Record."""

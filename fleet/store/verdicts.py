@@ -13,6 +13,8 @@ The same DDL on both backends but for the ``{id}`` column type:
 - ``units.detectable``: the wire EventType numbers the unit's agent said it can detect,
   comma-separated: an event neither there nor in ``undetectable`` (a type newer than the
   agent) is one the agent cannot see either.
+- ``register_changes``: a row per register import; its newest id tells a serving fleet
+  that its unit -> contractor map is stale (`fleet.web.scope`).
 - ``unit_trips_daily.watched_slots``: per unit and UTC day, bit n (0-47) set when a
   Counters record fell in the day's half-hour n: the fault-rate report's watched time.
 """
@@ -50,5 +52,11 @@ CREATE TABLE history_checks (
     units                  INTEGER NOT NULL,
     problems               INTEGER NOT NULL,
     summary                TEXT NOT NULL DEFAULT ''
+);
+-- Issue 14: one row per register import, so that a serving fleet sees a unit given to
+-- another contractor at its next request (fleet.web.scope polls MAX(id), an index read).
+CREATE TABLE register_changes (
+    id          {id},
+    changed_us  BIGINT NOT NULL
 );
 """

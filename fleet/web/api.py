@@ -136,6 +136,7 @@ def build_app(
     auth: Authenticator | None = None,
     hub: LiveHub | None = None,
     contractors: UnitContractors | None = None,
+    refresh_scope: Callable[[], Awaitable[None]] | None = None,
     site: SiteSettings | None = None,
     store: StoreWorker | None = None,
     reports: ReportsConfig | None = None,
@@ -148,7 +149,9 @@ def build_app(
 
     Every /api/ route but the OpenAPI spec admits the caller through ``auth`` (None:
     auth is off, everyone acts as an administrator) and shows a contractor only its own
-    units, whose contractor ``contractors`` knows."""
+    units, whose contractor ``contractors`` knows; ``refresh_scope`` (when given) makes
+    that map current before each request of a contractor (`fleet.web.scope`), so that a
+    unit given to another contractor is refused by every route at once."""
     known = contractors or UnitContractors()
 
     def guarded(handler: Handler) -> Handler:
@@ -157,7 +160,9 @@ def build_app(
                 if auth is None:
                     request.state.principal = OPEN_PRINCIPAL
                 else:
-                    await auth.admit(request)
+                    principal = await auth.admit(request)
+                    if refresh_scope is not None and principal.unit_scope():
+                        await refresh_scope()
                 return await handler(request)
             except BadRequestError as exc:
                 metrics.bad_input.labels(kind="api_request").inc()
