@@ -53,9 +53,10 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from fleet.config import LANGUAGES
-from fleet.store.base import EventRow, Store, UnitRow
+from fleet.store.base import EventRow, UnitRow
 from fleet.taxonomy import EventClass, event_class, is_lift_fault
 from fleet.views import event_type_name, event_type_number, iso, phase_name
 from protos.liftwatch.v1 import records_pb2
@@ -323,6 +324,21 @@ def read_claims(path: Path, zone: dt.tzinfo = dt.UTC) -> tuple[list[Claim], list
         raise ClaimsError(f"claims {path}: cannot read: {exc}") from None
 
 
+class ClaimReads(Protocol):
+    """The store reads an audit makes (a `Store` has them; the web API passes a proxy
+    that runs each on the store thread while the audit computes elsewhere)."""
+
+    def unit_events(
+        self, unit_id: str, since: dt.datetime, until: dt.datetime
+    ) -> list[EventRow]: ...
+
+    def get_unit(self, unit_id: str) -> UnitRow | None: ...
+
+    def record_times(
+        self, unit_id: str, agent_id: str, since: dt.datetime, until: dt.datetime
+    ) -> list[dt.datetime]: ...
+
+
 def cannot_see(unit: UnitRow, event_type: int) -> bool:
     """Whether ``unit``'s agent said (Hello) it cannot detect ``event_type``: listed as
     undetectable, or missing from a stated list of what it can (a type newer than it)."""
@@ -332,7 +348,11 @@ def cannot_see(unit: UnitRow, event_type: int) -> bool:
 
 
 def _watch_gap(
-    store: Store, unit: UnitRow, start: dt.datetime, end: dt.datetime, max_gap: dt.timedelta
+    store: ClaimReads,
+    unit: UnitRow,
+    start: dt.datetime,
+    end: dt.datetime,
+    max_gap: dt.timedelta,
 ) -> tuple[Reason | None, int, dt.timedelta]:
     """Why the unit was not watched over [start, end] (None when it was), with the
     number of its records and the widest gap between them."""
@@ -358,7 +378,9 @@ def _lesser_fault(claim: Claim, raised: list[EventRow]) -> EventRow | None:
     return worst
 
 
-def audit_claim(store: Store, claim: Claim, window: dt.timedelta, max_gap: dt.timedelta) -> Verdict:
+def audit_claim(
+    store: ClaimReads, claim: Claim, window: dt.timedelta, max_gap: dt.timedelta
+) -> Verdict:
     """Judge one claim against the store (see the module docstring)."""
     start, end = claim.time - window, claim.time + window
     events = store.unit_events(claim.unit_id, start, end)

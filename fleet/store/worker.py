@@ -119,6 +119,13 @@ class StoreWorker:
         reports) and return its result."""
         return await self._run(fn, self._store)
 
+    def call_blocking(self, fn: Callable[[Store], T]) -> T:
+        """Run ``fn(store)`` on the store thread and wait for its result, from a thread
+        that is neither the event loop's nor the store's own (that would deadlock): for
+        web work that computes on its own thread and reads the store in between, so that
+        the store thread only ever holds it for one read (the claims audit)."""
+        return self._executor.submit(fn, self._store).result()
+
     async def agent_units(self, agent_id: str) -> tuple[str, ...]:
         """See `Store.agent_units`."""
         return await self._run(self._store.agent_units, agent_id)

@@ -3,6 +3,7 @@ a unit's tamper-evident history. Routes and their OpenAPI paths live here togeth
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -33,7 +34,15 @@ from fleet.reports.compute import fault_rate_report, scorecard_report, service_l
 from fleet.reports.fault_rate import GROUPS, Period, period, rate_csv, rate_json, rate_rules
 from fleet.reports.scorecard import scorecard_json
 from fleet.reports.service_life import life_json
-from fleet.store.base import ALARM_STATES, AlarmActionError, AlarmReasonRequiredError, AlarmRow
+from fleet.store.base import (
+    ALARM_STATES,
+    AlarmActionError,
+    AlarmReasonRequiredError,
+    AlarmRow,
+    EventRow,
+    UnitRow,
+)
+from fleet.store.worker import StoreWorker
 from fleet.web.auth import AccessDeniedError, principal_of
 from fleet.web.live import LiveHub
 from fleet.web.params import integer_param, positive_param
@@ -49,6 +58,28 @@ CLAIM_MAX_GAP_S = 60.0
 MAX_CLAIMS_BYTES = 2 * 1024 * 1024
 # The longest reason for closing an alarm while its event is raised (a sentence or two).
 MAX_REASON_CHARS = 1000
+
+
+class StoreThreadReads:
+    """`ClaimReads` for a thread off the event loop: each read runs on the store thread,
+    queued behind whatever ingest submitted, and the caller computes on its own thread."""
+
+    def __init__(self, store: StoreWorker) -> None:
+        self._store = store
+
+    def unit_events(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[EventRow]:
+        """See `Store.unit_events`."""
+        return self._store.call_blocking(lambda s: s.unit_events(unit_id, since, until))
+
+    def get_unit(self, unit_id: str) -> UnitRow | None:
+        """See `Store.get_unit`."""
+        return self._store.call_blocking(lambda s: s.get_unit(unit_id))
+
+    def record_times(
+        self, unit_id: str, agent_id: str, since: dt.datetime, until: dt.datetime
+    ) -> list[dt.datetime]:
+        """See `Store.record_times`."""
+        return self._store.call_blocking(lambda s: s.record_times(unit_id, agent_id, since, until))
 
 
 class _JSON(JSONResponse):
@@ -156,6 +187,7 @@ def lifecycle_routes(
     """
     rules = reports or ReportsConfig()
     site_zone = zoneinfo.ZoneInfo(time_zone)
+    audits = asyncio.Semaphore(1)
 
     def need() -> Lifecycle:
         if lifecycle is None:
@@ -278,9 +310,13 @@ def lifecycle_routes(
         life = need()
         window = dt.timedelta(minutes=_positive(request, "window_min", CLAIM_WINDOW_MIN))
         max_gap = dt.timedelta(seconds=_positive(request, "max_gap_s", CLAIM_MAX_GAP_S))
+        # serve refuses a longer body before reading it ([http] max_upload_bytes, see
+        # fleet.web.http.BodyLimit); this is the bound of an app served some other way.
         body = await request.body()
         if len(body) > MAX_CLAIMS_BYTES:
-            raise BadRequestError(f"body: at most {MAX_CLAIMS_BYTES} bytes of CSV")
+            return _JSON(
+                {"error": f"body: at most {MAX_CLAIMS_BYTES} bytes of CSV"}, status_code=413
+            )
         try:
             text = body.decode("utf-8-sig")
             parsed, problems = parse_claims(io.StringIO(text, newline=""), "upload", site_zone)
@@ -298,9 +334,13 @@ def lifecycle_routes(
             request.headers.get("accept-language", ""),
             language,
         )
-        verdicts = await life.store.call(
-            lambda s: [verdict_json(audit_claim(s, c, window, max_gap), lang) for c in mine]
-        )
+        # Computed on a thread of its own, one audit at a time: the store thread only runs
+        # its reads, one by one between ingest's group commits, never the whole audit.
+        reads = StoreThreadReads(life.store)
+        async with audits:
+            verdicts = await asyncio.to_thread(
+                lambda: [verdict_json(audit_claim(reads, c, window, max_gap), lang) for c in mine]
+            )
         return _JSON(
             {
                 "lang": lang,
