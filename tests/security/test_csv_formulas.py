@@ -58,7 +58,15 @@ def hostile_db(tmp_path: Path) -> Path:
     db = tmp_path / "fleet.db"
     store = open_store(str(db))
     try:
-        store.upsert_register([RegisterEntry("U1", **HOSTILE), RegisterEntry("=U2")], T0)
+        hostile = RegisterEntry(
+            "U1",
+            building=HOSTILE["building"],
+            street=HOSTILE["street"],
+            address=HOSTILE["address"],
+            use_unit=HOSTILE["use_unit"],
+            contractor=HOSTILE["contractor"],
+        )
+        store.upsert_register([hostile, RegisterEntry("=U2")], T0)
         store.register_hello("a1", "0.1", [UnitClaim("U1", ControllerIdentity())], T0)
         event = record(1, "U1", event=records_pb2.EVENT_TYPE_DOOR_CLOSE_FAILURE, event_id="e1")
         event.event.reason = REASON
