@@ -4,12 +4,14 @@ parameters. Errors are ``{"error": "..."}`` with status 400 (bad parameter, name
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -37,6 +39,7 @@ from fleet.views import (
 )
 from fleet.web.auth import OPEN_PRINCIPAL, AccessDeniedError, Authenticator, principal_of
 from fleet.web.dashboard import SiteSettings, dashboard_routes
+from fleet.web.headers import SecurityHeaders
 from fleet.web.history import history_routes
 from fleet.web.lifecycle import lifecycle_routes
 from fleet.web.live import LiveHub, UnitContractors
@@ -142,8 +145,12 @@ def build_app(
     reports: ReportsConfig | None = None,
     history: HistoryConfig | None = None,
     clock: Clock = utc_now,
+    hsts_max_age_s: int = 0,
+    metrics_token: str = "",
+    serve_metrics: bool = True,
 ) -> Starlette:
-    """The ASGI app of the JSON API (and /metrics) over ``reads``; alarms, reports and
+    """The ASGI app of the JSON API (and /metrics, unless ``serve_metrics`` is False: it
+    has a listener of its own, see `metrics_app`) over ``reads``; alarms, reports and
     histories over ``lifecycle`` (see `fleet.web.lifecycle`); the dashboard (see
     `fleet.web.dashboard`) when ``site``, ``store`` and ``hub`` are given.
 
@@ -265,9 +272,6 @@ def build_app(
     async def openapi(request: Request) -> Response:
         return _JSON(openapi_spec())
 
-    async def prometheus(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     dashboard: list[BaseRoute] = []
     if site is not None and store is not None and hub is not None:
         dashboard = dashboard_routes(
@@ -299,7 +303,36 @@ def build_app(
             ),
             *history_routes(store, guarded, history or HistoryConfig()),
             Route("/api/openapi.json", openapi),
-            Route("/metrics", prometheus),
+            *([metrics_route(metrics, metrics_token)] if serve_metrics else []),
             *dashboard,
-        ]
+        ],
+        middleware=[Middleware(SecurityHeaders, hsts_max_age_s=hsts_max_age_s)],
+    )
+
+
+def metrics_route(metrics: GatewayMetrics, token: str = "") -> Route:
+    """``GET /metrics`` (Prometheus text); with ``token``, only for a request carrying
+    ``Authorization: Bearer TOKEN`` (401 otherwise)."""
+    expected = f"Bearer {token}".encode()
+
+    async def prometheus(request: Request) -> Response:
+        if token:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                metrics.access_denied.labels(status="401").inc()
+                return _JSON(
+                    {"error": "/metrics needs Authorization: Bearer <[http] metrics_token_file>"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Route("/metrics", prometheus)
+
+
+def metrics_app(metrics: GatewayMetrics, token: str = "", hsts_max_age_s: int = 0) -> Starlette:
+    """The app of ``[http] metrics_listen``: /metrics alone (see `metrics_route`)."""
+    return Starlette(
+        routes=[metrics_route(metrics, token)],
+        middleware=[Middleware(SecurityHeaders, hsts_max_age_s=hsts_max_age_s)],
     )
