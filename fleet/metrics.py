@@ -105,6 +105,12 @@ class GatewayMetrics:
             "Dashboard pages holding a live-update stream open.",
             registry=self.registry,
         )
+        self.login_throttled = Counter(
+            "liftwatch_fleet_login_throttled",
+            "Login attempts refused with 429 (unchecked) because of earlier failures for the "
+            "username or from the address ([http] login_free_failures, login_lockout_s).",
+            registry=self.registry,
+        )
         self.live_refused = Counter(
             "liftwatch_fleet_live_refused",
             "Live streams refused with 429: the user or session already held its limit "
