@@ -162,6 +162,15 @@ def plaintext_problems(config: FleetConfig) -> list[str]:
         listeners.append(
             ("http.listen", config.http.listen, config.http.tls, "http.cert and http.key")
         )
+        if config.http.metrics_listen:
+            listeners.append(
+                (
+                    "http.metrics_listen",
+                    config.http.metrics_listen,
+                    config.http.tls,
+                    "http.cert and http.key",
+                )
+            )
     problems: list[str] = []
     if config.query.listen and not config.query.auth:
         host, _ = split_listen(config.query.listen)

@@ -46,8 +46,21 @@ Every key, with its default (a missing file section or key takes the default)::
                                  # `liftwatch-fleet users token`); false lets everyone act as
                                  # administrator: only for a closed test network (serve warns)
     session_ttl_s = 43200        # a dashboard login lasts this long (12 h: one shift)
-    secure_cookies = true        # mark the session cookie Secure (HTTPS only); pages reached
-                                 # on loopback (127.0.0.1, localhost) get it without
+    secure_cookies = "auto"      # whether the site is HTTPS for browsers: the session cookie
+                                 # is marked Secure and HSTS is sent. "auto": exactly when
+                                 # this server speaks HTTPS (cert/key); true: behind a proxy
+                                 # that terminates TLS; false: never (plain HTTP on
+                                 # loopback). Never taken from a request's Host header
+    hsts_max_age_s = 31536000    # Strict-Transport-Security max-age sent on every response
+                                 # while the site is HTTPS (see secure_cookies); 0 = none
+    metrics_listen = ""          # host:port serving /metrics alone (e.g. "127.0.0.1:9464" for
+                                 # a Prometheus on this machine; TLS with cert/key when set,
+                                 # plaintext on loopback only like listen); "" = /metrics on
+                                 # listen beside the API
+    metrics_token_file = ""      # a file holding a token /metrics then requires as
+                                 # `Authorization: Bearer TOKEN` (Prometheus'
+                                 # bearer_token_file); "" = /metrics answers whoever reaches
+                                 # its port. Relative to the config file's directory
     time_zone = "Asia/Shanghai"  # IANA time zone the dashboard shows times in (the site's)
     language = "zh"              # the dashboard's language for a new visitor: "zh" or "en"
                                  # (each user can switch; the choice is kept in the browser)
@@ -68,7 +81,10 @@ Every key, with its default (a missing file section or key takes the default)::
                                  # before each further attempt must wait (429, Retry-After)
     login_lockout_s = 30         # the first wait; it doubles with each further failure ...
     login_lockout_max_s = 900    # ... up to this. The count is forgotten after a good login
-                                 # (the username's) or this long without a failure
+                                 # (the username's), or once this long has passed without a
+                                 # failure since the last wait ended. An address may fail 4
+                                 # times as often as a username (people share a NAT); behind
+                                 # a reverse proxy every client has the proxy's address
 
     [query]                      # FleetQuery (gRPC reads) for operators, on its own port: the
                                  # agent port serves agents only (FleetQuery there answers
@@ -232,11 +248,14 @@ class HttpConfig:
     listen: str = "127.0.0.1:8080"
     auth: bool = True
     session_ttl_s: float = 43200.0
-    secure_cookies: bool = True
+    secure_cookies: bool | None = None
     time_zone: str = "Asia/Shanghai"
     language: str = "zh"
     cert: Path | None = None
     key: Path | None = None
+    hsts_max_age_s: int = 31_536_000
+    metrics_listen: str = ""
+    metrics_token_file: Path | None = None
     live_streams_per_user: int = 8
     live_streams_per_session: int = 4
     live_send_timeout_s: float = 10.0
@@ -250,6 +269,12 @@ class HttpConfig:
     def tls(self) -> bool:
         """Whether the HTTP server speaks HTTPS."""
         return self.cert is not None
+
+    @property
+    def https_site(self) -> bool:
+        """Whether browsers reach the site over HTTPS (this server's TLS, or a proxy's
+        when ``secure_cookies`` says so): cookies are Secure and HSTS is sent."""
+        return self.tls if self.secure_cookies is None else self.secure_cookies
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +406,10 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "listen": (str,),
         "auth": (bool,),
         "session_ttl_s": _NUMBER,
-        "secure_cookies": (bool,),
+        "secure_cookies": (bool, str),
+        "hsts_max_age_s": (int,),
+        "metrics_listen": (str,),
+        "metrics_token_file": (str,),
         "time_zone": (str,),
         "language": (str,),
         "cert": (str,),
@@ -500,6 +528,16 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         absent = next(f"http.{key}" for key, text in http_tls.items() if not text)
         problems.append(f"{absent}: must be set too (http.cert and http.key go together)")
     http_paths = {key: base_dir / text if text else None for key, text in http_tls.items()}
+    secure_cookies = get("http", "secure_cookies", "auto")
+    if isinstance(secure_cookies, str) and secure_cookies != "auto":
+        problems.append(f'http.secure_cookies: true, false or "auto", got {secure_cookies!r}')
+    hsts_max_age = int(_number(get("http", "hsts_max_age_s", defaults.http.hsts_max_age_s)))
+    if not 0 <= hsts_max_age <= 2 * 366 * 86400:
+        problems.append(f"http.hsts_max_age_s: must be between 0 and 63244800, got {hsts_max_age}")
+    metrics_listen = str(get("http", "metrics_listen", ""))
+    if metrics_listen:
+        problems += _check_listen("http.metrics_listen", metrics_listen)
+    metrics_token_text = str(get("http", "metrics_token_file", ""))
     http_limits: dict[str, int | float] = {}
     for key, floor in (
         ("live_streams_per_user", 0),
@@ -608,7 +646,10 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
             listen=http_listen,
             auth=bool(get("http", "auth", defaults.http.auth)),
             session_ttl_s=session_ttl,
-            secure_cookies=bool(get("http", "secure_cookies", defaults.http.secure_cookies)),
+            secure_cookies=secure_cookies if isinstance(secure_cookies, bool) else None,
+            hsts_max_age_s=hsts_max_age,
+            metrics_listen=metrics_listen,
+            metrics_token_file=base_dir / metrics_token_text if metrics_token_text else None,
             time_zone=time_zone,
             language=language,
             **http_paths,

@@ -36,9 +36,10 @@ from fleet.access import (
     watch_access_changes,
 )
 from fleet.alarms.service import Lifecycle, running_lifecycle
+from fleet.auth.throttle import ThrottleSettings
 from fleet.checkpoint import CheckpointError, load_private_key
 from fleet.clock import Clock, utc_now
-from fleet.config import FleetConfig, split_listen
+from fleet.config import FleetConfig, HttpConfig, split_listen
 from fleet.firmware import EMPTY_POLICY, Policy, load_policy
 from fleet.gateway import AgentGateway, add_gateway_to_server
 from fleet.history_check import run_checkpoints
@@ -50,10 +51,10 @@ from fleet.registry import read_register
 from fleet.store.open import open_store
 from fleet.store.worker import StoreWorker
 from fleet.sweeper import run_sweeper
-from fleet.web.api import build_app
+from fleet.web.api import build_app, metrics_app
 from fleet.web.auth import Authenticator, AuthSettings
 from fleet.web.dashboard import SiteSettings
-from fleet.web.http import HttpBindError, running_http
+from fleet.web.http import BodyLimits, HttpBindError, running_http
 from fleet.web.live import LiveHub, StreamLimits, UnitContractors
 from fleet.web.scope import FreshContractors
 from protos.liftwatch.v1 import gateway_pb2, query_pb2, query_pb2_grpc
@@ -260,8 +261,26 @@ async def _serve_until(
             http = config.http
             try:
                 addresses["http"] = await stack.enter_async_context(
-                    running_http(app, http.listen, http.cert, http.key)
+                    running_http(
+                        app,
+                        http.listen,
+                        http.cert,
+                        http.key,
+                        BodyLimits(body=http.max_body_bytes, upload=http.max_upload_bytes),
+                        lambda kind: metrics.bad_input.labels(kind="request_body").inc(),
+                    )
                 )
+                if http.metrics_listen:
+                    addresses["metrics"] = await stack.enter_async_context(
+                        running_http(
+                            metrics_app(
+                                metrics, _metrics_token(http.metrics_token_file), _hsts(http)
+                            ),
+                            http.metrics_listen,
+                            http.cert,
+                            http.key,
+                        )
+                    )
             except HttpBindError as exc:
                 raise ServeError(str(exc)) from None
             # Ends the open live streams before uvicorn's graceful stop waits for them
@@ -320,7 +339,12 @@ async def _web_app(
             clock,
             AuthSettings(
                 session_ttl=dt.timedelta(seconds=http.session_ttl_s),
-                secure_cookies=http.secure_cookies,
+                secure_cookies=http.https_site,
+                throttle=ThrottleSettings(
+                    free_failures=http.login_free_failures,
+                    lockout_s=http.login_lockout_s,
+                    lockout_max_s=http.login_lockout_max_s,
+                ),
             ),
             metrics,
         )
@@ -343,8 +367,33 @@ async def _web_app(
         reports=config.reports,
         history=config.history,
         clock=clock,
+        hsts_max_age_s=_hsts(http),
+        metrics_token=_metrics_token(http.metrics_token_file),
+        serve_metrics=not http.metrics_listen,
     )
     return app, hub
+
+
+def _hsts(http: HttpConfig) -> int:
+    """The HSTS max-age to send: the configured one while the site is HTTPS, else none."""
+    return http.hsts_max_age_s if http.https_site else 0
+
+
+def _metrics_token(path: Path | None) -> str:
+    """The token /metrics asks for ("" = none); `ServeError` naming the key when the file
+    is unreadable or empty (serving /metrics open by mistake would be worse)."""
+    if path is None:
+        return ""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServeError(f"http.metrics_token_file: cannot read {path}: {exc}") from None
+    if not token or any(ch.isspace() for ch in token):
+        raise ServeError(
+            f"http.metrics_token_file: {path} must hold one token (no spaces), not "
+            f"{'nothing' if not token else 'several words'}"
+        )
+    return token
 
 
 async def _start_grpc(

@@ -1,12 +1,13 @@
 """Who is asking: sessions (the dashboard) and API tokens (scripts), and what they may do.
 
 A browser logs in with ``POST /auth/login`` (JSON ``{"username", "password"}``) and gets
-the session cookie ``lw_session`` (HttpOnly, SameSite=Strict, Secure unless the page was
-reached on loopback) and the session's CSRF token in the body. Every state-changing
-request made with the cookie must carry that token in ``X-CSRF-Token``; the cookie alone
-(which a browser attaches to a forged cross-site request) is never enough. A script sends
-``Authorization: Bearer lwt_...`` (``liftwatch-fleet users token``) and needs no CSRF
-token, since a browser never attaches it by itself.
+the session cookie ``lw_session`` (HttpOnly, SameSite=Strict, Secure when the site is
+HTTPS by configuration: ``[http] secure_cookies``) and the session's CSRF token in the
+body. Every state-changing request made with the cookie must carry that token in
+``X-CSRF-Token``; the cookie alone (which a browser attaches to a forged cross-site
+request) is never enough. A script sends ``Authorization: Bearer lwt_...``
+(``liftwatch-fleet users token``) and needs no CSRF token, since a browser never attaches
+it by itself.
 
 With ``[http] auth = false`` every request acts as an administrator: only for a closed
 test network (serve warns at start).
@@ -18,13 +19,14 @@ import asyncio
 import datetime as dt
 import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fleet.auth.passwords import hash_password, verify_password
 from fleet.auth.roles import Principal, Role
+from fleet.auth.throttle import LoginThrottle, ThrottleSettings, retry_after
 from fleet.clock import Clock
 from fleet.metrics import GatewayMetrics
 from fleet.store.worker import StoreWorker
@@ -34,7 +36,6 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "lw_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 # Who acts when auth is off: everything is allowed, and the history says so.
 OPEN_PRINCIPAL = Principal(username="", role=Role.ADMIN, display_name="(auth disabled)")
 
@@ -50,11 +51,13 @@ class AccessDeniedError(Exception):
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     """``enabled``: require a login; ``session_ttl``: how long a session lasts;
-    ``secure_cookies``: mark the cookie Secure (kept off for loopback pages)."""
+    ``throttle``: how failed logins slow down the next (`fleet.auth.throttle`);
+    ``secure_cookies``: mark the cookie Secure (`fleet.config.HttpConfig.https_site`)."""
 
     enabled: bool = True
     session_ttl: dt.timedelta = dt.timedelta(hours=12)
     secure_cookies: bool = True
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
 
 
 def principal_of(request: Request) -> Principal:
@@ -85,6 +88,8 @@ class Authenticator:
         self._clock = clock
         self.settings = settings
         self._metrics = metrics
+        # Failed logins slow down the next attempts (per username and per address).
+        self.throttle = LoginThrottle(settings.throttle, clock)
         # Verified against when the user is unknown, so that a wrong name costs the same
         # time as a wrong password (no user enumeration by timing).
         self._dummy_hash = hash_password("not-a-real-password")
@@ -141,13 +146,29 @@ class Authenticator:
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
             return _json({"error": "username and password must be strings"}, 400)
+        address = _client(request)
+        wait = self.throttle.wait_s(username, address)
+        if wait > 0:
+            # Refused unchecked: a locked account answers the same to a right password.
+            self._metrics.login_throttled.inc()
+            log.warning("login for %r from %s refused: throttled %.0f s", username, address, wait)
+            return JSONResponse(
+                {
+                    "error": f"too many failed logins for this user or from this address; "
+                    f"try again in {retry_after(wait)} s"
+                },
+                status_code=429,
+                headers={"Retry-After": retry_after(wait)},
+            )
         row = await self._store.call(lambda s: s.user(username))
         stored = row.password_hash if row is not None else self._dummy_hash
         ok = await asyncio.to_thread(verify_password, password, stored)
         if row is None or not ok:
             self._metrics.bad_input.labels(kind="login").inc()
-            log.warning("failed login for %r from %s", username, _client(request))
+            self.throttle.failed(username, address)
+            log.warning("failed login for %r from %s", username, address)
             return _json({"error": "unknown user or wrong password"}, 401)
+        self.throttle.succeeded(username)
         now = self._clock()
         ttl = self.settings.session_ttl
         session_id, csrf = await self._store.call(lambda s: s.create_session(username, now, ttl))
@@ -160,7 +181,9 @@ class Authenticator:
             max_age=int(ttl.total_seconds()),
             httponly=True,
             samesite="strict",
-            secure=self._secure(request),
+            # From configuration only: a request's Host header is the client's to choose,
+            # and behind a proxy it says nothing about the browser's scheme.
+            secure=self.settings.secure_cookies,
             path="/",
         )
         return response
@@ -191,9 +214,6 @@ class Authenticator:
             found = await self._store.call(lambda s: s.session(session_id, now))
             csrf = found[1] if found is not None else ""
         return _json({"user": _me(principal), "csrf": csrf})
-
-    def _secure(self, request: Request) -> bool:
-        return self.settings.secure_cookies and request.url.hostname not in LOOPBACK_HOSTS
 
 
 def _me(principal: Principal) -> dict[str, object]:
