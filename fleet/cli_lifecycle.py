@@ -22,6 +22,7 @@ from fleet.clock import utc_now
 from fleet.config import LANGUAGES, FleetConfig
 from fleet.csv_cells import csv_text
 from fleet.lifecycle_views import alarm_json
+from fleet.reads import BadRequestError
 from fleet.reports.claims import ClaimsError, audit_claim, read_claims, verdict_json
 from fleet.reports.compute import (
     fault_rate_report,
@@ -42,6 +43,7 @@ from fleet.reports.service_life import life_json
 from fleet.store.base import AlarmActionError
 from fleet.store.open import open_store
 from fleet.views import table
+from fleet.web.params import integer_param
 
 PROG = "liftwatch-fleet"
 EXIT_USAGE = 2
@@ -191,8 +193,12 @@ def _alarms(args: argparse.Namespace, target: Target) -> int:
         )
         print(table([c.upper() for c in columns], [[a[c] for c in columns] for a in rendered]))
         return 0
-    if args.alarm_id is None or not args.alarm_id.isdigit():
+    if args.alarm_id is None:
         raise LifecycleUsageError(f"alarms {args.action}: name the alarm by its number (ID)")
+    try:
+        alarm_id = integer_param("alarm id", args.alarm_id, 0, minimum=1)
+    except BadRequestError as exc:
+        raise LifecycleUsageError(f"alarms {args.action}: {exc}") from None
     if not args.by or not args.by.strip():
         raise LifecycleUsageError(f"alarms {args.action}: say who with --by NAME")
     if args.false_alarm and args.action != "resolve":
@@ -200,7 +206,7 @@ def _alarms(args: argparse.Namespace, target: Target) -> int:
     action = "false_alarm" if args.false_alarm else ALARM_ACTIONS[args.action]
     store = open_store(where)
     try:
-        row = store.alarm_action(int(args.alarm_id), action, args.by, utc_now(), args.reason)
+        row = store.alarm_action(alarm_id, action, args.by, utc_now(), args.reason)
     finally:
         store.close()
     shown = alarm_json(row, utc_now())

@@ -74,7 +74,8 @@ class Inventory:
 def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
     """A sort key: dotted parts, numbers numerically and before any text part."""
     parts = version.strip().lstrip("vV").replace("-", ".").split(".")
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+    # ASCII digits only: `isdigit` also takes "²", which `int` refuses.
+    return tuple((0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p) for p in parts)
 
 
 def load_policy(path: Path) -> Policy:

@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 
+from fleet.cli import main
 from fleet.config import FleetConfig, StoreConfig
+from fleet.firmware import version_key
 from fleet.reads import BadRequestError
+from fleet.store.sqlite import SqliteStore
 from fleet.web.openapi import openapi_spec
 from fleet.web.params import integer_param, positive_param
 from tests.fleet.harness import running_fleet
@@ -120,3 +123,19 @@ def test_good_numbers_pass() -> None:
     assert integer_param("limit", "0042", 0, maximum=100) == 42
     assert positive_param("window_min", "1.5", 30.0, maximum=100) == 1.5
     assert positive_param("window_min", "", 30.0, maximum=100) == 30.0
+
+
+@pytest.mark.parametrize("alarm_id", ["²", "99999999999999999999999", "0", "-1"])
+def test_the_cli_names_a_bad_alarm_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], alarm_id: str
+) -> None:
+    db = tmp_path / "fleet.db"
+    SqliteStore.open(str(db)).close()
+    assert main(["alarms", "ack", alarm_id, "--by", "W", "--db", str(db)]) == 2
+    assert "alarm id: " in capsys.readouterr().err
+
+
+def test_a_firmware_version_with_odd_digits_sorts_as_text() -> None:
+    """An agent's firmware text ("1.²") is compared, never a crash of the inventory."""
+    assert version_key("1.²") == ((0, 1, ""), (1, 0, "²"))
+    assert version_key("v2.10") > version_key("v2.9")
