@@ -159,15 +159,15 @@ E = EventType
 #: What a fault trial may raise besides its own event: true descriptions of what the fault
 #: does to the car (a stop between floors strands the car and its riders; a final limit
 #: opens the safety circuit; the reference profile maps no fault codes, so a position
-#: loss's code 30 is RESTART_PREVENTED; a door that stays open a minute is held open).
-#: Anything else a fault trial raises is counted a false alarm of that event: a verdict
-#: the field would not give (a mains cut published as a door fault, a running car's door
-#: called an unintended movement).
+#: loss's code 30 is RESTART_PREVENTED). Anything else a fault trial raises is counted a
+#: false alarm of that event: a verdict the field would not give (a mains cut published as
+#: a door fault, a running car's door called an unintended movement, passengers blamed
+#: with DOOR_HELD_OPEN for doors the lift itself fails to close or keeps reopening).
 CONSEQUENCES: dict[EventType, frozenset[EventType]] = {
     E.SAFETY_CIRCUIT_OPEN: frozenset(
         {E.STOPPED_OUTSIDE_DOOR_ZONE, E.LEVELLING_FAULT, E.ENTRAPMENT}
     ),
-    E.DOOR_CLOSE_FAILURE: frozenset({E.DOOR_HELD_OPEN}),
+    E.DOOR_CLOSE_FAILURE: frozenset(),
     E.DOOR_OPEN_FAILURE: frozenset({E.ENTRAPMENT}),
     E.STOPPED_OUTSIDE_DOOR_ZONE: frozenset({E.ENTRAPMENT}),
     E.LEVELLING_FAULT: frozenset({E.ENTRAPMENT}),
@@ -179,8 +179,9 @@ CONSEQUENCES: dict[EventType, frozenset[EventType]] = {
         {E.STOPPED_OUTSIDE_DOOR_ZONE, E.LEVELLING_FAULT, E.ENTRAPMENT}
     ),
     E.ENTRAPMENT: frozenset({E.STOPPED_OUTSIDE_DOOR_ZONE, E.DOOR_OPEN_FAILURE}),
-    E.DOOR_REOPEN_LOOP: frozenset({E.DOOR_HELD_OPEN}),
-    E.POWER_FAILURE: frozenset({E.STOPPED_OUTSIDE_DOOR_ZONE, E.ENTRAPMENT}),
+    E.DOOR_REOPEN_LOOP: frozenset(),
+    # A car stranded by the cut is POWER_FAILURE (and ENTRAPMENT if occupied), not code 4.
+    E.POWER_FAILURE: frozenset({E.ENTRAPMENT}),
 }
 
 

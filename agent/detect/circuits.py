@@ -2,6 +2,10 @@
 24476-2017 code 1) and the regional extensions DOOR_OPEN_WHILE_MOVING (运行中开门) and
 DOOR_LOCK_BYPASS (门锁回路短接).
 
+Debounces count from the last sample that did not show the condition (`latch.advance`),
+so each is raised within its threshold + one poll period of the fault showing, and never
+on a single sample.
+
 SAFETY_CIRCUIT_OPEN (debounce 0.15 s, ``safety_circuit_debounce_s``)
     The safety circuit reads open (``safety_circuit_closed`` False) on a running sample,
     or on the first sample after a running one, and stays open for the debounce. Only the
@@ -12,12 +16,22 @@ SAFETY_CIRCUIT_OPEN (debounce 0.15 s, ``safety_circuit_debounce_s``)
     ``safety_circuit_closed`` and (``moving`` or ``speed_mm_s``).
 
 DOOR_OPEN_WHILE_MOVING (debounce 0.1 s, ``door_open_while_moving_debounce_s``)
-    On a running sample outside the door zone the door-lock circuit reads open or the door
-    leaves CLOSED, and the doors stay not closed-and-locked for the debounce (the car may
-    have stopped by then). Inside the door zone doors may legally start opening while the
-    car levels, so the rule needs ``door_zone`` (a car whose zone is unknown is not
-    judged). Cleared when the doors are closed and locked. Needs ``door_zone``,
-    (``moving`` or ``speed_mm_s``) and (``door`` or ``door_lock_closed``).
+    The doors were closed and locked during the run (or before it, and not opened at a
+    landing since), and on a running sample (or the first sample after one: an opened
+    lock circuit stops the car) the door-lock circuit reads open or the door leaves
+    CLOSED, and the doors stay not closed-and-locked for the debounce (the car may have
+    stopped by then). Doors opened at a landing (the car at rest, or the controller
+    opening them in the zone while levelling, `latch.opened_at_landing`) and then carried
+    away by a moving car are UNINTENDED_MOVEMENT's (a brake slipping as the doors open),
+    never this. Inside a door zone doors may legally start opening while the car levels
+    or re-levels, but only at low speed (EN 81-20 5.12.1.4: advance opening and levelling
+    with open doors at most 0.8 m/s), so the car is judged outside the door zone, and
+    inside it when ``speed_mm_s`` reads above `latch.ADVANCE_OPENING_MAX_MM_S` (800
+    mm/s): a door forced open as the car passes another landing's zone at speed is raised
+    there. A door forced ajar (no opening command) in a zone at a lower speed stays
+    pending and is raised once the car is judged. A car whose zone is unknown is not
+    judged. Cleared when the doors are closed and locked. Needs ``door_zone``, (``moving``
+    or ``speed_mm_s``) and (``door`` or ``door_lock_closed``).
 
 DOOR_LOCK_BYPASS (2 s, ``door_lock_bypass_s``)
     The door-lock circuit reads made while a door reads anything but CLOSED (OPENING,
@@ -37,7 +51,9 @@ DOOR_LOCK_BYPASS (2 s, ``door_lock_bypass_s``)
     ``door_lock_closed``.
 
 All three are suppressed in INSPECTION (where a mechanic may legitimately use a bypass
-device and work the circuits) and STOPPED; an event already raised stays raised until its
+device and work the circuits) and STOPPED; SAFETY_CIRCUIT_OPEN and DOOR_OPEN_WHILE_MOVING
+also while a mains failure explains them (``power_out``: both circuits lose their supply
+and read open; `latch.POWER_EXPLAINED`). An event already raised stays raised until its
 clearing condition. `blind` forgets pending onsets and keeps raised events.
 """
 
@@ -47,6 +63,7 @@ from dataclasses import dataclass
 
 from agent.detect.events import Event, EventType, Phase
 from agent.detect.latch import (
+    ADVANCE_OPENING_MAX_MM_S,
     FAULT_SUPPRESSED_MODES,
     IDLE,
     Latch,
@@ -54,6 +71,7 @@ from agent.detect.latch import (
     closed_and_locked,
     event,
     forget_pending,
+    opened_at_landing,
     running,
 )
 from agent.state import CarState, DoorState
@@ -76,27 +94,51 @@ class CircuitsConfig:
 
 @dataclass(frozen=True, slots=True)
 class CircuitsState:
-    """Detector memory for one car's circuit rules."""
+    """Detector memory for one car's circuit rules. ``doors_shut`` is whether the doors
+    were closed and locked since they were last opened at a landing
+    (`latch.opened_at_landing`; a door opening while running only counts after they were
+    shut)."""
 
     safety: Latch = IDLE
     door_moving: Latch = IDLE
     bypass: Latch = IDLE
     was_running: bool = False
+    doors_shut: bool = False
 
 
 _IDLE_STATE = CircuitsState()
 
 
+def _judged_place(sample: CarState) -> bool:
+    """Whether a door leaving closed here is not a legal levelling opening: outside the door
+    zone, or inside it faster than `ADVANCE_OPENING_MAX_MM_S`."""
+    zone = sample.door_zone
+    if zone is False:
+        return True
+    speed = sample.speed_mm_s
+    return zone is True and speed is not None and speed > ADVANCE_OPENING_MAX_MM_S
+
+
 def step(
-    state: CircuitsState, sample: CarState, now: float, config: CircuitsConfig
+    state: CircuitsState,
+    sample: CarState,
+    now: float,
+    config: CircuitsConfig,
+    *,
+    since: float | None = None,
+    power_out: bool = False,
 ) -> tuple[CircuitsState, list[Event]]:
     """Advance the circuit rules by one sample taken at monotonic time ``now``.
 
-    Returns the new state (the same object when nothing changed) and the events decided
-    on this sample, at most one per rule. ``now`` must not decrease. Never raises.
+    ``since`` is the previous sample's time (debounces count from it, see
+    `latch.advance`); ``power_out`` whether a mains failure explains the circuits reading
+    open (`latch.POWER_EXPLAINED`). Returns the new state (the same object when nothing
+    changed) and the events decided on this sample, at most one per rule. ``now`` must not
+    decrease. Never raises.
     """
     events: list[Event] = []
     watched = sample.mode not in FAULT_SUPPRESSED_MODES
+    powered_watch = watched and not power_out
     run = running(sample)
     place = sample.at_landing
 
@@ -104,11 +146,14 @@ def step(
     safety_open = sample.safety_circuit_closed is False
     safety, phase = advance(
         old,
-        watched and safety_open and (old.onset is not None or run is True or state.was_running),
+        powered_watch
+        and safety_open
+        and (old.onset is not None or run is True or state.was_running),
         sample.safety_circuit_closed is True,
         now,
         config.safety_circuit_debounce_s,
         place,
+        since,
     )
     if phase is not None:
         reason = (
@@ -122,17 +167,21 @@ def step(
     shut = closed_and_locked(sample)
     door_moving, phase = advance(
         old,
-        watched
+        powered_watch
         and shut is False
-        and (old.onset is not None or (run is True and sample.door_zone is False)),
+        and (
+            old.onset is not None
+            or (state.doors_shut and (run is True or state.was_running) and _judged_place(sample))
+        ),
         shut is True,
         now,
         config.door_open_while_moving_debounce_s,
         place,
+        since,
     )
     if phase is not None:
         reason = (
-            "doors not closed and locked while running outside the door zone"
+            "doors left closed and locked while running outside the door zone or at speed"
             if phase is Phase.RAISED
             else "doors closed and locked"
         )
@@ -149,6 +198,7 @@ def step(
         now,
         config.door_lock_bypass_s,
         place,
+        since,
     )
     if phase is not None:
         reason = (
@@ -159,16 +209,31 @@ def step(
         events.append(event(EventType.DOOR_LOCK_BYPASS, phase, old, bypass, sample, now, reason))
 
     was_running = run is True
+    # Shut doors arm DOOR_OPEN_WHILE_MOVING; doors opened at a landing (at rest, or by the
+    # controller while levelling) disarm it: a car that then moves away with them open is
+    # UNINTENDED_MOVEMENT's.
+    doors_shut = state.doors_shut
+    if shut is True:
+        doors_shut = True
+    elif shut is False and (run is not True or opened_at_landing(sample)):
+        doors_shut = False
     if (
         safety is state.safety
         and door_moving is state.door_moving
         and bypass is state.bypass
         and was_running is state.was_running
+        and doors_shut is state.doors_shut
     ):
         return state, events
-    if safety is IDLE and door_moving is IDLE and bypass is IDLE and not was_running:
+    if (
+        safety is IDLE
+        and door_moving is IDLE
+        and bypass is IDLE
+        and not was_running
+        and not doors_shut
+    ):
         return _IDLE_STATE, events
-    return CircuitsState(safety, door_moving, bypass, was_running), events
+    return CircuitsState(safety, door_moving, bypass, was_running, doors_shut), events
 
 
 def blind(state: CircuitsState, now: float) -> CircuitsState:
@@ -179,4 +244,5 @@ def blind(state: CircuitsState, now: float) -> CircuitsState:
         forget_pending(state.door_moving),
         forget_pending(state.bypass),
         was_running=False,
+        doors_shut=False,
     )

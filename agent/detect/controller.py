@@ -17,7 +17,11 @@ RESTART_PREVENTED and mapped fault codes (immediate)
     on); RESTART_PREVENTED is watched in every mode but INSPECTION: a fault is often what
     takes a controller out of service, so STOPPED must not hide it. A code seen in a
     suppressed mode raises nothing even when the mode changes later: it is raised when
-    the code is next seen in a watched mode. When a sample-driven rule of the same family
+    the code is next seen in a watched mode. Likewise a code whose event a mains failure
+    explains (`latch.POWER_EXPLAINED`: RESTART_PREVENTED, the door, motion and circuit
+    faults) raises nothing while mains is out and for `latch.POWER_SETTLE_S` after it
+    returns (the controller reporting its own power loss); still there after that, it is
+    raised then. When a sample-driven rule of the same family
     raises the same type meanwhile, `UnitDetectors` reports one occurrence of the type,
     open while either holds. Needs ``fault_code``.
 
@@ -40,7 +44,8 @@ MODE_CHANGE (event)
     raises nor clears. Needs ``mode``.
 
 ALARM_BUTTON (debounce 1 s, ``alarm_button_debounce_s``)
-    ``alarm_button`` pressed for the debounce; onset is the first pressed sample. CLEARED
+    ``alarm_button`` pressed for the debounce, counted from the last sample that read it
+    released (`latch.advance`); onset is the first pressed sample. CLEARED
     when released. Watched in every mode: a person is pressing it. Needs ``alarm_button``.
 
 Alarms and power failures are never de-duplicated or capped. `blind` forgets a pending
@@ -58,6 +63,7 @@ from agent.detect.latch import (
     FAULT_SUPPRESSED_MODES,
     IDLE,
     INSPECTION_ONLY,
+    POWER_EXPLAINED,
     Latch,
     advance,
     event,
@@ -157,13 +163,21 @@ class ControllerState:
 
 
 def step(
-    state: ControllerState, sample: CarState, now: float, config: ControllerConfig
+    state: ControllerState,
+    sample: CarState,
+    now: float,
+    config: ControllerConfig,
+    *,
+    since: float | None = None,
+    power_out: bool = False,
 ) -> tuple[ControllerState, list[Event]]:
     """Advance the controller rules by one sample taken at monotonic time ``now``.
 
-    Returns the new state (the same object when nothing changed) and the events decided
-    on this sample: at most a CLEARED and a RAISED per rule. ``now`` must not decrease.
-    Never raises.
+    ``since`` is the previous sample's time (the alarm debounce counts from it, see
+    `latch.advance`); ``power_out`` whether a mains failure explains a fault code's event
+    (`latch.POWER_EXPLAINED`). Returns the new state (the same object when nothing
+    changed) and the events decided on this sample: at most a CLEARED and a RAISED per
+    rule. ``now`` must not decrease. Never raises.
     """
     events: list[Event] = []
     floor = sample.floor
@@ -188,8 +202,10 @@ def step(
             )
             fault_onset, fault_code, fault_type, fault_place = None, 0, None, None
         raises = config.code_event(code) if fault_type is None else None
-        if raises is not None and sample.mode not in CODE_SUPPRESSED_MODES.get(
-            raises, INSPECTION_ONLY
+        if (
+            raises is not None
+            and sample.mode not in CODE_SUPPRESSED_MODES.get(raises, INSPECTION_ONLY)
+            and not (power_out and raises in POWER_EXPLAINED)
         ):
             fault_onset, fault_code, fault_type = now, code, raises
             fault_place = sample.at_landing
@@ -258,6 +274,7 @@ def step(
         now,
         config.alarm_button_debounce_s,
         sample.at_landing,
+        since,
     )
     if phase is not None:
         reason = (

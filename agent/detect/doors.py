@@ -34,10 +34,11 @@ DOOR_OPEN_FAILURE
     never unlock, and needs ``door_open_command`` to know an opening was asked for.
 
 Both rules are suppressed in INSPECTION and STOPPED (out of service), where a mechanic
-works the doors by hand: no attempt starts or continues in those modes, though an event
-already raised stays raised until its clearing condition. Every other mode, including
-the fire modes and UNKNOWN, is watched. `blind` forgets pending attempts without raising
-and keeps raised events raised.
+works the doors by hand, and while a mains failure explains them (``power_out``: doors
+without power neither open nor close; `latch.POWER_EXPLAINED`): no attempt starts or
+continues then, though an event already raised stays raised until its clearing condition.
+Every other mode, including the fire modes and UNKNOWN, is watched. `blind` forgets
+pending attempts without raising and keeps raised events raised.
 
 DOOR_REOPEN_LOOP (60 s and 3 re-openings; ``door_reopen_loop_s``,
 ``door_reopen_loop_reopenings``)
@@ -59,23 +60,34 @@ DOOR_REOPEN_LOOP (60 s and 3 re-openings; ``door_reopen_loop_s``,
     hand). Needs ``door`` (door-state signals) and (``moving`` or ``speed_mm_s``).
 
 DOOR_HELD_OPEN (60 s, ``door_held_open_s``)
-    In NORMAL mode, the car not running and not known to be outside the door zone, and the
+    In NORMAL mode, the car not running and not known to be outside the door zone, the
     doors not closed (OPEN, OPENING, CLOSING or PARTLY_OPEN; without door state, the lock
-    circuit open) for T. A passenger holding the door for 15 s or a long lobby dwell under
-    T raises nothing. CLEARED when the doors read closed or the car runs. Only NORMAL is
-    watched: fire return, firefighter and emergency-power service park cars open on
-    purpose. Needs ``mode`` and (``door`` or ``door_lock_closed``); without ``door_zone``
-    the car is assumed at a landing.
+    circuit open) and the lift not trying to close them (no close attempt under way, as
+    DOOR_CLOSE_FAILURE times them: the close command, or without it a CLOSING stroke) for
+    T, counted from the last sample that did not show it. So the count restarts after
+    each close attempt: doors that keep reversing are DOOR_REOPEN_LOOP's, doors that do
+    not close when told are DOOR_CLOSE_FAILURE's, and neither is blamed on passengers;
+    while either of those is raised at the stop DOOR_HELD_OPEN is not raised. A passenger
+    holding the door for 15 s or a long lobby dwell under T raises nothing. CLEARED when
+    the doors read closed or the car runs. Only NORMAL is watched: fire return,
+    firefighter and emergency-power service park cars open on purpose; nor while a mains
+    failure explains it (doors without power stay where they are). Needs ``mode`` and
+    (``door`` or ``door_lock_closed``); without ``door_zone`` the car is assumed at a
+    landing.
 
 DOOR_SLOWING (predictive; p95 + 30 %, ``door_slowing_margin_percent``)
-    Each opening (OPENING to OPEN) and closing (CLOSING to CLOSED) time, taken in NORMAL or
-    UNKNOWN mode, is compared with that direction's own baseline: the last
-    ``door_slowing_baseline_cycles`` (500) times that were not slow. Once the baseline holds
-    ``door_slowing_min_cycles`` (20), a time above its p95 x (1 + margin) is slow;
-    ``door_slowing_cycles`` (3) slow cycles in a row raise, with the onset at the start of
-    the first. Slow times never enter the baseline, so a failing door cannot make itself
-    normal. CLEARED when every slow direction has done as many normal cycles in a row.
-    Needs ``door`` (door-state signals); the reason names the direction and the times.
+    Each full opening (CLOSED, OPENING, OPEN) and full closing (OPEN, CLOSING, CLOSED)
+    time, taken in NORMAL or UNKNOWN mode with mains on, is compared with that direction's
+    own baseline: the last ``door_slowing_baseline_cycles`` (500) times that were not
+    slow. Once the baseline holds ``door_slowing_min_cycles`` (20), a time above its p95 x
+    (1 + margin) is slow; ``door_slowing_cycles`` (3) slow cycles in a row raise, with the
+    onset at the start of the first. Slow times never enter the baseline, so a failing
+    door cannot make itself normal. CLEARED when every slow direction has done as many
+    normal cycles in a row. A stroke that does not start at the opposite limit (a
+    re-opening out of a closing stroke, a door moving again from PARTLY_OPEN) is not a
+    stroke: it counts neither as normal nor as slow, does not break a slow streak and
+    never enters the baseline. Needs ``door`` (door-state signals); the reason names the
+    direction and the times.
 
 The three nuisance events share a de-duplication window (``nuisance_dedup_s``, 600 s: no
 new occurrence of a type is raised within it after the previous one cleared) and a cap
@@ -179,16 +191,22 @@ def _level(sample: CarState) -> bool:
 
 
 def step(
-    state: DoorsState, sample: CarState, now: float, config: DoorsConfig
+    state: DoorsState,
+    sample: CarState,
+    now: float,
+    config: DoorsConfig,
+    *,
+    power_out: bool = False,
 ) -> tuple[DoorsState, list[Event]]:
     """Advance both door rules by one sample taken at monotonic time ``now``.
 
-    Returns the new state (the same object when nothing changed) and the events decided
-    on this sample: at most one per rule. ``now`` must not decrease between calls. Never
-    raises for any CarState.
+    ``power_out``: a mains failure explains the doors not moving
+    (`latch.POWER_EXPLAINED`). Returns the new state (the same object when nothing
+    changed) and the events decided on this sample: at most one per rule. ``now`` must not
+    decrease between calls. Never raises for any CarState.
     """
     events: list[Event] = []
-    watched = sample.mode not in SUPPRESSED_MODES
+    watched = sample.mode not in SUPPRESSED_MODES and not power_out
 
     close_onset, close_place = state.close_onset, state.close_place
     close_raised = state.close_raised
@@ -384,13 +402,17 @@ def door_cycle(
 ) -> tuple[float | None, tuple[bool, float, float] | None]:
     """Time door movements from door-state transitions.
 
-    ``since`` is when the current OPENING or CLOSING began (None otherwise). Returns the
-    new ``since`` and, when this sample completes a movement (OPENING to OPEN, CLOSING to
-    CLOSED), ``(opening, start, duration_s)``. Call only when ``door`` differs from
-    ``prev``.
+    ``since`` is when the current full OPENING (from CLOSED) or CLOSING (from OPEN) began
+    (None otherwise). Returns the new ``since`` and, when this sample completes a full
+    movement (CLOSED, OPENING, OPEN or OPEN, CLOSING, CLOSED), ``(opening, start,
+    duration_s)``. A stroke that starts anywhere else (a re-opening out of a closing
+    stroke, a door moving on from PARTLY_OPEN) is not timed: its time says nothing about
+    the operator's speed. Call only when ``door`` differs from ``prev``.
     """
-    if door is DoorState.OPENING or door is DoorState.CLOSING:
-        return now, None
+    if door is DoorState.OPENING:
+        return (now if prev is DoorState.CLOSED else None), None
+    if door is DoorState.CLOSING:
+        return (now if prev is DoorState.OPEN else None), None
     if since is not None:
         if door is DoorState.OPEN and prev is DoorState.OPENING:
             return None, (True, since, now - since)
@@ -479,13 +501,30 @@ def _slowing_reason(opening: Baseline, closing: Baseline) -> str:
     return "; ".join(parts) or "door slowing"
 
 
+def closing_attempt(state: DoorsState) -> bool:
+    """Whether a door close attempt is under way (pending or raised as
+    DOOR_CLOSE_FAILURE) in ``state``, as of its latest sample."""
+    return state.close_onset is not None
+
+
 def watch_step(
-    state: DoorWatchState, sample: CarState, now: float, config: DoorWatchConfig
+    state: DoorWatchState,
+    sample: CarState,
+    now: float,
+    config: DoorWatchConfig,
+    *,
+    since: float | None = None,
+    power_out: bool = False,
+    close_attempt: bool = False,
 ) -> tuple[DoorWatchState, list[Event]]:
     """Advance DOOR_REOPEN_LOOP, DOOR_HELD_OPEN and DOOR_SLOWING by one sample at ``now``.
 
-    Returns the new state (the same object when nothing changed) and the events decided
-    on this sample, at most one per event type. ``now`` must not decrease. Never raises.
+    ``since`` is the previous sample's time (DOOR_HELD_OPEN counts from it);
+    ``power_out`` whether a mains failure explains the doors (`latch.POWER_EXPLAINED`);
+    ``close_attempt`` whether a close attempt is under way on this sample (`closing_attempt` of
+    the `step` state). Returns the new state (the same object when nothing changed) and
+    the events decided on this sample, at most one per event type. ``now`` must not
+    decrease. Never raises.
     """
     events: list[Event] = []
     door = sample.door
@@ -498,7 +537,7 @@ def watch_step(
     opening, closing = state.opening, state.closing
     if door is not prev_door:
         moving_since, cycle = door_cycle(prev_door, moving_since, door, now)
-        if cycle is not None and mode in TIMED_MODES:
+        if cycle is not None and mode in TIMED_MODES and not power_out:
             is_opening, start, duration = cycle
             if is_opening:
                 opening = opening.after(start, duration, config)
@@ -516,7 +555,7 @@ def watch_step(
     else:
         shut_since = None
     settled = shut_since is not None and now - shut_since >= REOPEN_SETTLED_S - _TIME_SLACK
-    if run is True or mode in REOPEN_SUPPRESSED_MODES or settled:
+    if run is True or mode in REOPEN_SUPPRESSED_MODES or settled or power_out:
         openings = 0
 
     # DOOR_REOPEN_LOOP
@@ -583,16 +622,24 @@ def watch_step(
             held, held_gate = IDLE, held_gate.cleared(now)
     elif (
         mode is ServiceMode.NORMAL
+        and not power_out
+        and not close_attempt
+        and not reopen.raised
         and run is not True
         and sample.door_zone is not False
         and _held_open(sample)
     ):
         if held.onset is None:
-            held = Latch(now, False, sample.at_landing)
-        onset = held.onset
-        assert onset is not None
-        if now - onset >= config.held_open_s - _TIME_SLACK and held_gate.allows(now, config):
-            held, held_gate = Latch(onset, True, held.at_landing), held_gate.raised(now)
+            first = since if since is not None and since < now else now
+            held = Latch(now, False, sample.at_landing, first)
+        onset, held_from = held.onset, held.since
+        assert onset is not None and held_from is not None
+        if (
+            now - held_from >= config.held_open_s - _TIME_SLACK
+            and now > onset
+            and held_gate.allows(now, config)
+        ):
+            held, held_gate = Latch(onset, True, held.at_landing, held_from), held_gate.raised(now)
             events.append(
                 Event(
                     EventType.DOOR_HELD_OPEN,
@@ -626,8 +673,8 @@ def watch_step(
             )
             slowing, slowing_gate = IDLE, slowing_gate.cleared(now)
     elif slow and slowing_gate.allows(now, config):
-        since = [b.slow_since for b in (opening, closing) if b.slow and b.slow_since is not None]
-        onset = min(since) if since else now
+        starts = [b.slow_since for b in (opening, closing) if b.slow and b.slow_since is not None]
+        onset = min(starts) if starts else now
         slowing = Latch(onset, True, sample.at_landing)
         slowing_gate = slowing_gate.raised(now)
         events.append(

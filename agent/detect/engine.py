@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 from agent.detect import circuits, controller, doors, entrapment, motion
 from agent.detect.events import Event, EventType, Phase
 from agent.detect.health import HealthCounters, HealthSnapshot
+from agent.detect.latch import POWER_SETTLE_S
 from agent.state import CarState
 
 _CAR_STATE_FIELDS = frozenset(f.name for f in fields(CarState))
@@ -437,9 +438,12 @@ class UnitDetectors:
         "_entrapment",
         "_entrapment_config",
         "_health",
+        "_mains_back",
         "_motion",
         "_motion_config",
         "_open",
+        "_period",
+        "_prev_t",
         "config",
     )
 
@@ -460,6 +464,29 @@ class UnitDetectors:
         self._health = HealthCounters()
         # Type -> (the RAISED reported, how many families hold it now).
         self._open: dict[EventType, tuple[Event, int]] = {}
+        # The previous sample's time and the interval before it: holds count from the
+        # previous sample (`latch.advance`), but never from more than one such interval
+        # back, so a stalled poll is not taken for time the condition held. None after an
+        # outage, when nothing is known of the time in between.
+        self._prev_t: float | None = None
+        self._period: float | None = None
+        # The last sample that read mains lost, while within its settle (else None).
+        self._mains_back: float | None = None
+
+    def _power_out(self, sample: CarState) -> bool:
+        """Whether a mains failure explains the lift-fault rules on ``sample``: mains reads
+        lost, or read lost less than `POWER_SETTLE_S` ago (`latch.POWER_EXPLAINED`)."""
+        mains = sample.mains_ok
+        if mains is False:
+            self._mains_back = sample.t  # the settle counts from the last sample reading lost
+            return True
+        back = self._mains_back
+        if back is None:
+            return False
+        if mains is True and sample.t - back >= POWER_SETTLE_S:
+            self._mains_back = None
+            return False
+        return True
 
     def feed(self, sample: CarState) -> list[Event]:
         """Run every detector and the health counters on ``sample`` at its time
@@ -468,25 +495,50 @@ class UnitDetectors:
         Never raises for any CarState; returns a fresh list the caller may keep.
         """
         now = sample.t
+        prev, period = self._prev_t, self._period
+        since = None
+        if prev is not None and period is not None:
+            since = now - min(now - prev, period)
+        if prev is not None:
+            self._period = now - prev
+        self._prev_t = now
+        power_out = self._power_out(sample)
         self._entrapment, events = entrapment.step(
             self._entrapment, sample, now, self._entrapment_config
         )
-        self._doors, more = doors.step(self._doors, sample, now, self._doors_config)
-        if more:
-            events.extend(more)
-        self._door_watch, more = doors.watch_step(
-            self._door_watch, sample, now, self._door_watch_config
+        self._doors, more = doors.step(
+            self._doors, sample, now, self._doors_config, power_out=power_out
         )
         if more:
             events.extend(more)
-        self._motion, more = motion.step(self._motion, sample, now, self._motion_config)
+        self._door_watch, more = doors.watch_step(
+            self._door_watch,
+            sample,
+            now,
+            self._door_watch_config,
+            since=since,
+            power_out=power_out,
+            close_attempt=doors.closing_attempt(self._doors),
+        )
         if more:
             events.extend(more)
-        self._circuits, more = circuits.step(self._circuits, sample, now, self._circuits_config)
+        self._motion, more = motion.step(
+            self._motion, sample, now, self._motion_config, since=since, power_out=power_out
+        )
+        if more:
+            events.extend(more)
+        self._circuits, more = circuits.step(
+            self._circuits, sample, now, self._circuits_config, since=since, power_out=power_out
+        )
         if more:
             events.extend(more)
         self._controller, more = controller.step(
-            self._controller, sample, now, self._controller_config
+            self._controller,
+            sample,
+            now,
+            self._controller_config,
+            since=since,
+            power_out=power_out,
         )
         if more:
             events.extend(more)
@@ -533,6 +585,7 @@ class UnitDetectors:
         self._circuits = circuits.blind(self._circuits, now)
         self._controller = controller.blind(self._controller, now)
         self._health.blind(now)
+        self._prev_t = self._period = None
         return []
 
     @property

@@ -4,6 +4,17 @@ and a separate condition that clears what was raised.
 A `Latch` is the memory of one rule on one car: ``onset`` is when the pending or raised
 occurrence began, ``raised`` whether its RAISED phase was emitted. `advance` returns the
 same object when nothing changed, so an idle car allocates nothing.
+
+Hold times are counted from the last sample that did not show the condition (``since``,
+which `UnitDetectors` passes as the previous sample's time, or one sample interval before
+the current sample when the previous one is further back, a stalled poll): the condition
+began at some moment after that sample, so a rule holding for T raises on the first sample
+at least T after it, which is within T + one poll period of the moment the condition
+began, for any T and any poll period. Counting from the first sample that shows it instead
+would round T up to whole polls (a 150 ms debounce at 10 Hz took three samples, up to 300
+ms). A hold above zero still needs at least two samples showing the condition, so a
+one-sample blip never raises; for T below one poll period the bound is therefore two
+polls. The event's ``onset`` stays the first sample that showed the condition.
 """
 
 from __future__ import annotations
@@ -24,18 +35,54 @@ FAULT_SUPPRESSED_MODES = frozenset({ServiceMode.INSPECTION, ServiceMode.STOPPED}
 #: Modes for rules that only make sense while a mechanic is not driving the car.
 INSPECTION_ONLY = frozenset({ServiceMode.INSPECTION})
 
+#: The rules a mains failure explains, suppressed while ``mains_ok`` reads False and for
+#: `POWER_SETTLE_S` after it reads True again (docs/events.md, "Modes"): without mains the
+#: doors cannot move, the car cannot run or re-level, the safety and lock circuits lose
+#: their supply and read open, and the controller reports the loss in its own fault code
+#: and may not know its position until a correction run. POWER_FAILURE is the verdict, and
+#: ENTRAPMENT if someone is inside. Never suppressed: ENTRAPMENT and ALARM_BUTTON (a
+#: person is shut in or calling, whatever the cause), UNINTENDED_MOVEMENT, OVERSPEED and
+#: OVERTRAVEL_* (the car physically moved where it must not: a brake that slips without
+#: power is still a brake failure), DOOR_LOCK_BYPASS (a lock that reads made with the
+#: doors open is a jumper; an unpowered lock circuit reads open, the safe way).
+POWER_EXPLAINED = frozenset(
+    {
+        EventType.DOOR_CLOSE_FAILURE,
+        EventType.DOOR_OPEN_FAILURE,
+        EventType.STOPPED_OUTSIDE_DOOR_ZONE,
+        EventType.LEVELLING_FAULT,
+        EventType.RUN_TIME_EXCEEDED,
+        EventType.POSITION_LOST,
+        EventType.RESTART_PREVENTED,
+        EventType.SAFETY_CIRCUIT_OPEN,
+        EventType.DOOR_OPEN_WHILE_MOVING,
+        EventType.DOOR_REOPEN_LOOP,
+        EventType.DOOR_HELD_OPEN,
+        EventType.DOOR_SLOWING,
+    }
+)
+
+#: After mains returns the controller re-initialises, finds its position (a correction
+#: run) and re-levels; the rules in `POWER_EXPLAINED` start counting only once mains has
+#: read OK this long, so a fault still there afterwards is raised with its full threshold
+#: counted from then.
+POWER_SETTLE_S = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class Latch:
     """One rule's memory: pending when ``onset`` is set and ``raised`` False.
 
     ``at_landing`` is where the car stood on the onset sample (`CarState.at_landing`), which
-    every phase of the occurrence reports.
+    every phase of the occurrence reports. ``since`` is the time the hold is counted from:
+    the last sample before ``onset`` that did not show the condition, or ``onset`` itself
+    when no such sample is known.
     """
 
     onset: float | None = None
     raised: bool = False
     at_landing: bool | None = None
+    since: float | None = None
 
 
 IDLE = Latch()
@@ -48,15 +95,19 @@ def advance(
     now: float,
     hold_s: float,
     at_landing: bool | None = None,
+    since: float | None = None,
 ) -> tuple[Latch, Phase | None]:
     """Advance ``latch`` by one sample at ``now``.
 
     Raised: ``clear`` ends the occurrence (returns `IDLE` and CLEARED; the caller keeps the
     old latch for the onset); otherwise nothing changes. Not raised: ``active`` starts or
-    continues the pending occurrence and raises it once it has held for ``hold_s``
-    (0 raises on the first active sample); not ``active`` forgets it. Returns the same
-    latch object when nothing changed. ``at_landing`` is the sample's place, kept when the
-    occurrence starts.
+    continues the pending occurrence and raises it once it may have held for ``hold_s``:
+    ``now`` is at least ``hold_s`` after the last sample that did not show it (``since``,
+    the previous sample's time, given on the sample that starts the occurrence; None
+    counts from that sample itself) and, for ``hold_s`` above 0, at least two samples have
+    shown it (0 raises on the first active sample). Not ``active`` forgets it. Returns the
+    same latch object when nothing changed. ``at_landing`` is the sample's place, kept
+    when the occurrence starts.
     """
     if latch.raised:
         if clear:
@@ -67,13 +118,15 @@ def advance(
     onset = latch.onset
     if onset is None:
         onset = now
+        start = since if since is not None and since < now else now
     else:
         at_landing = latch.at_landing
-    if now - onset >= hold_s - TIME_SLACK:
-        return Latch(onset, True, at_landing), Phase.RAISED
+        start = latch.since if latch.since is not None else onset
+    if now - start >= hold_s - TIME_SLACK and (hold_s <= 0.0 or now > onset):
+        return Latch(onset, True, at_landing, start), Phase.RAISED
     if onset is latch.onset:
         return latch, None
-    return Latch(onset, False, at_landing), None
+    return Latch(onset, False, at_landing, start), None
 
 
 def forget_pending(latch: Latch) -> Latch:
@@ -109,6 +162,29 @@ def running(sample: CarState) -> bool | None:
     if speed is None:
         return None
     return speed > 0
+
+
+#: Above this speed a car in a door zone is not levelling: doors may open in the unlocking
+#: zone only for levelling, re-levelling and advance opening, at most 0.8 m/s (EN 81-20
+#: 5.12.1.4).
+ADVANCE_OPENING_MAX_MM_S = 800
+
+
+def opened_at_landing(sample: CarState) -> bool:
+    """Whether ``sample`` shows doors opened the legal way at a landing: inside a door zone,
+    the car at rest, or the controller opening them (``door`` OPENING or
+    ``door_open_command``) at levelling speed (speed unknown or at most
+    `ADVANCE_OPENING_MAX_MM_S`). Doors opened so that the car then leaves the zone are
+    UNINTENDED_MOVEMENT's; doors leaving closed any other way while running (forced ajar,
+    or opening at speed) are DOOR_OPEN_WHILE_MOVING's."""
+    if sample.door_zone is not True:
+        return False
+    if running(sample) is not True:
+        return True
+    speed = sample.speed_mm_s
+    if speed is not None and speed > ADVANCE_OPENING_MAX_MM_S:
+        return False
+    return sample.door is DoorState.OPENING or sample.door_open_command is True
 
 
 def closed_and_locked(sample: CarState) -> bool | None:

@@ -29,13 +29,19 @@ LEVELLING_FAULT (default 5 s, ``levelling_fault_s``; LiftWatch extension, no GB/
     (``moving`` or ``speed_mm_s``). `HealthCounters` counts these stops too.
 
 UNINTENDED_MOVEMENT (default 2 samples, ``unintended_movement_samples``)
-    The car stood in the door zone with the doors not closed, and then reads outside the
-    door zone with the doors still not closed for N consecutive samples. Onset is the first
-    sample outside the zone. Cleared when the doors are closed or the car stands in a door
-    zone again. Watched in every mode but INSPECTION (a car that is out of service must not
-    move at all, so STOPPED is watched). Needs fast polling of ``door_zone`` and the door
-    signals; without ``door_zone`` or without (``door`` or ``door_lock_closed``) it is
-    undetectable.
+    The doors were opened at a landing (`latch.opened_at_landing`: in the door zone with
+    the car at rest, or the controller opening them there at levelling speed, as when the
+    brake slips the moment they open), and then the car reads outside the door zone with
+    the doors still not closed for N consecutive samples. A car running through a zone
+    with doors forced open was never opened at that landing: that is
+    DOOR_OPEN_WHILE_MOVING's (a car that stood with open doors and drifts through the
+    zone stays armed). Onset is the first sample outside the zone. Counted in samples, N is
+    raised within N poll periods of the car leaving the zone whatever the phase. Cleared
+    when the doors are closed or the car stands in a door zone again. Watched in every
+    mode but INSPECTION (a car that is out of service must not move at all, so STOPPED is
+    watched), and during a mains failure (a brake that slips without power is still a
+    brake failure). Needs fast polling of ``door_zone`` and the door signals; without
+    ``door_zone`` or without (``door`` or ``door_lock_closed``) it is undetectable.
 
 RUN_TIME_EXCEEDED (default 60 s, ``run_time_limit_s``)
     Running continuously for T: the car left a landing and did not stop to level again.
@@ -52,14 +58,26 @@ OVERSPEED (default 1.15 x rated for 0.1 s; ``overspeed_factor``, ``overspeed_s``
     Watched in every mode but INSPECTION.
 
 OVERTRAVEL_TOP / OVERTRAVEL_BOTTOM (immediate)
-    The up (down) final limit switch reads operated, or the car was last level at the top
-    (bottom) landing, configured as ``top_landing`` (``bottom_landing``), and now reads
-    outside the door zone on the far side: above the level position when ``position_mm``
-    is read, else with ``direction`` UP (DOWN). Cleared when the final limit no longer
-    reads operated and the car stands level at a landing. Watched in every mode but
-    INSPECTION (mechanics test the final limits in inspection). Needs
-    ``up_final_limit`` (``down_final_limit``), or the configured terminal landing with
-    ``floor``, ``door_zone`` and (``position_mm`` or ``direction``).
+    The up (down) final limit switch reads operated, or the car reads outside the door zone
+    beyond the top (bottom) landing, configured as ``top_landing`` (``bottom_landing``),
+    moving outward: ``direction`` UP (DOWN), or without a direction, ``position_mm``
+    beyond where it was last seen in a door zone. "Beyond the terminal" is either of:
+    the door zone the car was last in was the terminal's (``floor`` read the terminal
+    there: the car left the terminal's zone outward, whether or not it was ever level
+    there, as a car overrunning its arrival is not), or ``position_mm`` is beyond the
+    terminal's level position, learned each time the car stands level there. So a car
+    that overruns the terminal on arrival is raised on the first sample outside the
+    terminal's zone, long before the final limit, while a car that overshoots within the
+    zone and re-levels back never leaves it and raises nothing. The zone memory is
+    forgotten in INSPECTION (a mechanic may park the car anywhere), so a car found beyond
+    the terminal after inspection, at rest, is not judged until it moves. Cleared when
+    the final limit no longer reads operated and the car stands level at a landing.
+    Watched in every mode but INSPECTION (mechanics test the final limits in inspection).
+    Needs ``up_final_limit`` (``down_final_limit``), or the configured terminal landing
+    with ``floor``, ``door_zone`` and (``position_mm`` or ``direction``). The zone rule
+    assumes ``floor`` reads the landing whose zone the car is in (the emulator's and the
+    reference map's nearest landing); a controller whose floor register runs ahead to the
+    next stop should read ``position_mm``, which the learned level position serves.
 
 POSITION_LOST (immediate)
     ``floor`` outside the configured ``bottom_landing``..``top_landing``. Cleared when the
@@ -67,6 +85,11 @@ POSITION_LOST (immediate)
     its position there). Needs ``floor`` and both landings configured. The controller's own
     "position lost" fault code arrives with the profiles' fault-code maps.
 
+Timed rules count from the last sample that did not show their condition
+(`latch.advance`). STOPPED_OUTSIDE_DOOR_ZONE, LEVELLING_FAULT, RUN_TIME_EXCEEDED and
+POSITION_LOST are also suppressed while a mains failure explains them (``power_out``,
+`latch.POWER_EXPLAINED`): a car stranded by a power cut is POWER_FAILURE (and ENTRAPMENT
+if occupied), and is judged afresh once mains has been back for `latch.POWER_SETTLE_S`.
 Every rule keeps a raised event raised when its mode is suppressed, until its own clearing
 condition; `blind` forgets pending onsets and counts and keeps raised events.
 """
@@ -85,6 +108,7 @@ from agent.detect.latch import (
     closed_and_locked,
     event,
     forget_pending,
+    opened_at_landing,
     running,
 )
 from agent.state import CarState, Direction, ServiceMode
@@ -114,7 +138,9 @@ class MotionState:
 
     ``zone_open`` is True while the car stood in the door zone with its doors not closed
     (UNINTENDED_MOVEMENT is armed) and ``outside_count`` counts the samples outside since.
-    ``level_floor``/``level_position`` are where the car last stood level.
+    ``zone_floor``/``zone_position`` are the floor and position of the last sample in a
+    door zone; ``top_level``/``bottom_level`` the position at which the car last stood
+    level at the top (bottom) landing.
     """
 
     stopped_outside: Latch = IDLE
@@ -126,37 +152,62 @@ class MotionState:
     overspeed: Latch = IDLE
     over_top: Latch = IDLE
     over_bottom: Latch = IDLE
-    level_floor: int | None = None
-    level_position: int | None = None
+    zone_floor: int | None = None
+    zone_position: int | None = None
     position_lost: Latch = IDLE
+    top_level: int | None = None
+    bottom_level: int | None = None
 
 
-def _beyond(sample: CarState, state: MotionState, terminal: int | None, up: bool) -> bool:
-    if terminal is None or state.level_floor != terminal or sample.door_zone is not False:
+def _past(position: int, reference: int, up: bool) -> bool:
+    return position > reference if up else position < reference
+
+
+def _beyond(
+    sample: CarState, state: MotionState, terminal: int | None, level: int | None, up: bool
+) -> bool:
+    """Whether ``sample`` shows the car outside the door zone beyond ``terminal`` (the top
+    landing when ``up``), moving outward (see the module doc)."""
+    if terminal is None or sample.door_zone is not False:
         return False
-    position, reference = sample.position_mm, state.level_position
-    if position is not None and reference is not None:
-        return position > reference if up else position < reference
-    return sample.direction is (Direction.UP if up else Direction.DOWN)
+    position = sample.position_mm
+    direction = sample.direction
+    if direction is Direction.NONE:
+        reference = state.zone_position
+        if position is None or reference is None or not _past(position, reference, up):
+            return False
+    elif direction is not (Direction.UP if up else Direction.DOWN):
+        return False
+    if state.zone_floor == terminal:
+        return True
+    return position is not None and level is not None and _past(position, level, up)
 
 
 def step(
-    state: MotionState, sample: CarState, now: float, config: MotionConfig
+    state: MotionState,
+    sample: CarState,
+    now: float,
+    config: MotionConfig,
+    *,
+    since: float | None = None,
+    power_out: bool = False,
 ) -> tuple[MotionState, list[Event]]:
     """Advance every motion rule by one sample taken at monotonic time ``now``.
 
+    ``since`` is the previous sample's time (holds count from it, see `latch.advance`);
+    ``power_out`` whether a mains failure explains a stranded car (`latch.POWER_EXPLAINED`).
     Returns the new state (the same object when nothing changed) and the events decided
     on this sample, at most one per rule. ``now`` must not decrease. Never raises.
     """
     events: list[Event] = []
     mode = sample.mode
-    faults_watched = mode not in FAULT_SUPPRESSED_MODES
+    faults_watched = mode not in FAULT_SUPPRESSED_MODES and not power_out
     safety_watched = mode not in INSPECTION_ONLY
     run = running(sample)
     shut = closed_and_locked(sample)
     at_landing = sample.at_landing
     zone = sample.door_zone
-    stopped_watched = mode in STOPPED_OUTSIDE_MODES
+    stopped_watched = mode in STOPPED_OUTSIDE_MODES and not power_out
 
     old = state.stopped_outside
     new, phase = advance(
@@ -166,6 +217,7 @@ def step(
         now,
         config.stopped_outside_door_zone_s,
         at_landing,
+        since,
     )
     if phase is not None:
         reason = (
@@ -187,6 +239,7 @@ def step(
         now,
         config.levelling_fault_s,
         at_landing,
+        since,
     )
     if phase is not None:
         reason = (
@@ -218,7 +271,11 @@ def step(
     elif not safety_watched or shut is not False:
         unintended, zone_open, outside_count = IDLE, False, 0
     elif zone is True:
-        unintended, zone_open, outside_count = IDLE, True, 0
+        # Armed by doors opened at a landing (`opened_at_landing`: the car at rest, or the
+        # controller opening them while levelling); a car running through a zone keeps
+        # what it had (one that stood there and drifts stays armed).
+        unintended, outside_count = IDLE, 0
+        zone_open = zone_open or opened_at_landing(sample)
     elif zone is False and zone_open:
         outside_count += 1
         onset = unintended.onset if unintended.onset is not None else now
@@ -243,7 +300,13 @@ def step(
 
     old = state.run_time
     new, phase = advance(
-        old, faults_watched and run is True, run is False, now, config.run_time_limit_s, at_landing
+        old,
+        faults_watched and run is True,
+        run is False,
+        now,
+        config.run_time_limit_s,
+        at_landing,
+        since,
     )
     if phase is not None:
         reason = (
@@ -267,6 +330,7 @@ def step(
             now,
             config.overspeed_s,
             at_landing,
+            since,
         )
         if phase is not None:
             reason = (
@@ -276,16 +340,32 @@ def step(
             )
             events.append(event(EventType.OVERSPEED, phase, old, overspeed, sample, now, reason))
 
-    # Remember where the car last stood level, for the terminal-landing overtravel rule.
-    level_floor, level_position = state.level_floor, state.level_position
-    if at_landing is True and sample.floor is not None:
-        level_floor, level_position = sample.floor, sample.position_mm
+    # Where the car was last in a door zone and where it stood level at each terminal,
+    # for the overtravel rules; forgotten in inspection, where a mechanic drives the car.
+    zone_floor, zone_position = state.zone_floor, state.zone_position
+    top_level, bottom_level = state.top_level, state.bottom_level
+    top, bottom, floor = config.top_landing, config.bottom_landing, sample.floor
+    over_top_now = safety_watched and (
+        sample.up_final_limit is True or _beyond(sample, state, top, top_level, True)
+    )
+    over_bottom_now = safety_watched and (
+        sample.down_final_limit is True or _beyond(sample, state, bottom, bottom_level, False)
+    )
+    if not safety_watched:
+        zone_floor = zone_position = None
+    elif zone is True:
+        zone_floor, zone_position = floor, sample.position_mm
+    position = sample.position_mm
+    if at_landing is True and run is not True and position is not None and floor is not None:
+        if floor == top:
+            top_level = position
+        elif floor == bottom:
+            bottom_level = position
 
     old = state.over_top
     new, phase = advance(
         old,
-        safety_watched
-        and (sample.up_final_limit is True or _beyond(sample, state, config.top_landing, True)),
+        over_top_now,
         sample.up_final_limit is not True and at_landing is True,
         now,
         0.0,
@@ -303,10 +383,7 @@ def step(
     old = state.over_bottom
     new, phase = advance(
         old,
-        safety_watched
-        and (
-            sample.down_final_limit is True or _beyond(sample, state, config.bottom_landing, False)
-        ),
+        over_bottom_now,
         sample.down_final_limit is not True and at_landing is True,
         now,
         0.0,
@@ -326,7 +403,6 @@ def step(
     over_bottom = new
 
     position_lost = state.position_lost
-    top, bottom, floor = config.top_landing, config.bottom_landing, sample.floor
     if top is not None and bottom is not None and floor is not None:
         old = position_lost
         impossible = not bottom <= floor <= top
@@ -353,9 +429,11 @@ def step(
         and overspeed is state.overspeed
         and over_top is state.over_top
         and over_bottom is state.over_bottom
-        and level_floor == state.level_floor
-        and level_position == state.level_position
+        and zone_floor == state.zone_floor
+        and zone_position == state.zone_position
         and position_lost is state.position_lost
+        and top_level == state.top_level
+        and bottom_level == state.bottom_level
     ):
         return state, events
     return (
@@ -369,9 +447,11 @@ def step(
             overspeed,
             over_top,
             over_bottom,
-            level_floor,
-            level_position,
+            zone_floor,
+            zone_position,
             position_lost,
+            top_level,
+            bottom_level,
         ),
         events,
     )
@@ -379,7 +459,8 @@ def step(
 
 def blind(state: MotionState, now: float) -> MotionState:
     """The controller link is down at ``now``: forget pending onsets, sample counts and the
-    last level position (the car may have moved unseen); keep raised events. Emits nothing.
+    last door zone (the car may have moved unseen); keep raised events and the learned
+    terminal level positions. Emits nothing.
     """
     return MotionState(
         stopped_outside=forget_pending(state.stopped_outside),
@@ -390,4 +471,6 @@ def blind(state: MotionState, now: float) -> MotionState:
         over_top=forget_pending(state.over_top),
         over_bottom=forget_pending(state.over_bottom),
         position_lost=forget_pending(state.position_lost),
+        top_level=state.top_level,
+        bottom_level=state.bottom_level,
     )

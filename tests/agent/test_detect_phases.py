@@ -390,16 +390,44 @@ def reopen_loop(cycle_s: float, seconds: float) -> Inject:
     return inject
 
 
+def standing_open(sample: CarState) -> bool:
+    """The doors stand not closed and the lift is not trying to close them (DOOR_HELD_OPEN's
+    condition, which a close attempt restarts)."""
+    return (
+        sample.door is not DoorState.CLOSED
+        and sample.door is not DoorState.CLOSING
+        and sample.door_close_command is not True
+    )
+
+
+def reopenings_before(life: list[CarState], k: int) -> int:
+    """How many times the doors re-opened (opened after the stop's first opening) in the
+    stop sample ``k`` belongs to, before it."""
+    i = k
+    while i > 0 and not life[i - 1].moving:
+        i -= 1
+    opens = (DoorState.OPENING, DoorState.OPEN)
+    openings = sum(
+        1 for j in range(max(i, 1), k) if life[j].door in opens and life[j - 1].door not in opens
+    )
+    return max(0, openings - 1)
+
+
 def held_open(seconds: float) -> Inject:
-    """The doors kept open until ``seconds`` after they last left CLOSED (or after the
-    fault, when they stand closed there), then closed."""
+    """The doors kept open, the controller not closing them (a passenger holding them),
+    until ``seconds`` after they last stood open without a close attempt (or after the
+    fault, when they were closed or closing there), then closed."""
 
     def inject(life: list[CarState], k: int) -> Injected | None:
-        s = stopped(life[k])
+        if reopenings_before(life, k) >= 2:
+            # A third re-opening makes the stop a DOOR_REOPEN_LOOP once its first is 60 s
+            # old, and the lift's own door fault is not blamed on passengers as well.
+            return None
+        s = replace(stopped(life[k]), door_close_command=False)
         since = k
-        while since > 0 and life[since - 1].door is not DoorState.CLOSED:
+        while since > 0 and standing_open(life[since - 1]):
             since -= 1
-        visible = life[since].t if s.door is not DoorState.CLOSED else s.t
+        visible = life[since].t if standing_open(life[k]) else s.t
         left = round(visible + seconds - s.t, 6)
         if left <= 0:
             return None  # open longer than that already
@@ -578,12 +606,13 @@ def test_reopen_loop_at_any_cycle_time(cycle_s: float, data: st.DataObject) -> N
 @given(seed=st.integers(0, 2**32 - 1), when=st.integers(0, 2))
 def test_door_slowing_raises_on_the_third_slow_cycle(seed: int, when: int) -> None:
     # Baseline from normal service, then every opening takes 8 s (the model's are
-    # 1.8-2.6 s): raised on the sample that completes the third slow opening.
-    life = normal_operation(random.Random(seed), 15000, dt=DT)
+    # 1.8-2.6 s): raised on the sample that completes the third slow opening. Only full
+    # strokes (from CLOSED) build the baseline: a re-opening out of a close is none.
+    life = normal_operation(random.Random(seed), 30000, dt=DT)
     openings = [
         i
         for i in range(1, len(life))
-        if life[i].door is DoorState.OPENING and life[i - 1].door is not DoorState.OPENING
+        if life[i].door is DoorState.OPENING and life[i - 1].door is DoorState.CLOSED
     ]
     start = openings[25 + when]
     slow: list[CarState] = list(life[:start])

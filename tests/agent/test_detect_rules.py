@@ -187,7 +187,8 @@ def test_safety_circuit_open_while_running_after_150_ms() -> None:
 
 def test_door_open_while_moving_outside_the_zone_only() -> None:
     opened = held(RUNNING, 0.0, 0.1, door_lock_closed=False, door=DoorState.PARTLY_OPEN)
-    assert of(run(opened, [at(IDLE, 1.0)]), EventType.DOOR_OPEN_WHILE_MOVING) == [
+    shut = [at(RUNNING, -0.1)]  # the run had its doors closed and locked
+    assert of(run(shut, opened, [at(IDLE, 1.0)]), EventType.DOOR_OPEN_WHILE_MOVING) == [
         (Phase.RAISED, 0.0, 0.1),
         (Phase.CLEARED, 0.0, 1.0),
     ]
@@ -397,10 +398,13 @@ def test_nuisance_events_are_deduplicated_and_capped() -> None:
         samples.append(at(IDLE, start + 12.0))
     events = of(run(samples, config=config), EventType.DOOR_HELD_OPEN)
     # 20 s is inside the window after the clear at 12 s; the 400 s occurrence is over the cap.
+    # The first count starts at the first sample (none before it); the one at 200 s one
+    # sample interval (1 s) before it: the doors were seen closed long before, but a gap
+    # in the samples is never taken for time the doors stood open.
     assert events == [
         (Phase.RAISED, 0.0, 10.0),
         (Phase.CLEARED, 0.0, 12.0),
-        (Phase.RAISED, 200.0, 210.0),
+        (Phase.RAISED, 200.0, 209.0),
         (Phase.CLEARED, 200.0, 212.0),
     ]
 
@@ -459,7 +463,8 @@ def test_every_family_keeps_its_state_object_while_nothing_changes() -> None:
     m0, _ = motion.step(motion.MotionState(), at(IDLE, 0.0), 0.0, motion.MotionConfig())
     m1, _ = motion.step(m0, at(IDLE, 0.1), 0.1, motion.MotionConfig())
     assert m1 is m0
-    c0 = circuits.CircuitsState()
+    # The first sample teaches the circuits that the doors are shut; nothing changes after.
+    c0, _ = circuits.step(circuits.CircuitsState(), at(IDLE, 0.0), 0.0, circuits.CircuitsConfig())
     c1, _ = circuits.step(c0, at(IDLE, 0.1), 0.1, circuits.CircuitsConfig())
     assert c1 is c0
     kc = controller.ControllerConfig()
