@@ -5,6 +5,9 @@ The socket is bound here, before the ready line is printed, so that port 0 works
 client that connects at once is queued by the kernel rather than refused. serve owns the
 signals; uvicorn must not install its own handlers over them.
 
+A client that stops reading cannot hold a connection for ever: the kernel closes one
+whose data has waited `STALLED_CONNECTION_S` (TCP_USER_TIMEOUT, Linux).
+
 Every request body is bounded before it is read (`BodyLimit`): a declared Content-Length
 over the limit is answered 413 at once, and a chunked body is cut off with 413 as soon as
 more than the limit has come; the app never holds more than the limit (uvicorn itself
@@ -50,6 +53,12 @@ def check_certificate(cert: Path, key: Path) -> None:
             f"unencrypted key ({exc})"
         ) from None
 
+
+# A connection whose sent data stays unacknowledged, or unsent behind a zero window (a
+# client that stopped reading), this long is closed by the kernel (TCP_USER_TIMEOUT). The
+# app drops such a live stream sooner ([http] live_send_timeout_s), but the response's
+# last bytes would otherwise hold the socket and its send buffer (megabytes) for ever.
+STALLED_CONNECTION_S = 60.0
 
 # The routes that take an upload (a file's worth of CSV), not a small JSON body.
 UPLOAD_PATHS = frozenset({"/api/reports/claims"})
@@ -167,15 +176,19 @@ class _LoopServer(uvicorn.Server):
         yield  # serve's handlers stay in charge of SIGTERM / SIGINT
 
 
-def bind(listen: str) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: the kernel picks)."""
+def bind(listen: str, stalled_after_s: float = STALLED_CONNECTION_S) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: the kernel picks), whose
+    connections the kernel closes once their data has waited ``stalled_after_s``."""
     host, port = split_listen(listen)
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=1024)
+        sock = socket.create_server((host, port), family=family, backlog=1024)
     except OSError as exc:
         raise HttpBindError(f"cannot listen on {listen} (http): {exc.strerror or exc}") from None
+    if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; accepted connections inherit it
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(stalled_after_s * 1000))
+    return sock
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from typing import Any
 
 from fleet.config import FleetConfig, StoreConfig
 from fleet.web.auth import SESSION_COOKIE
+from fleet.web.http import bind
 from fleet.web.live import LiveHub, LiveMessage, LiveStreamResponse, StreamLimits, UnitContractors
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import batch, hello, record
@@ -146,3 +147,35 @@ def test_a_client_that_takes_nothing_is_dropped_not_buffered_for() -> None:
         assert subscription.queue.qsize() <= 1
 
     asyncio.run(scenario())
+
+
+def test_the_kernel_closes_a_connection_whose_client_stopped_reading() -> None:
+    """The backstop behind the dropped stream: uvicorn's last bytes to a client that
+    never reads would hold the socket and megabytes of send buffer for ever."""
+    server = bind("127.0.0.1:0", stalled_after_s=1.0)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(server.getsockname())
+    accepted, _ = server.accept()
+    accepted.setblocking(False)
+    chunk = b"x" * 65536
+
+    async def scenario() -> None:
+        async def writable_until_closed() -> bool:
+            # Keep offering data; the client's window stays shut, so it piles up unsent
+            # until the kernel gives up on the connection.
+            try:
+                while True:
+                    accepted.send(chunk)
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+
+        await eventually(writable_until_closed, lambda closed: closed)
+
+    try:
+        asyncio.run(with_timeout(scenario(), 30))
+    finally:
+        for sock in (accepted, client, server):
+            sock.close()
