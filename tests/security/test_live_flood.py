@@ -179,3 +179,19 @@ def test_the_kernel_closes_a_connection_whose_client_stopped_reading() -> None:
     finally:
         for sock in (accepted, client, server):
             sock.close()
+
+
+def test_with_auth_off_each_address_counts_as_one_user(district: District) -> None:
+    config = FleetConfig(store=StoreConfig(path=str(district.db)))
+
+    async def scenario() -> None:
+        async with running_fleet(config, http=True, auth=False) as fleet:
+            flood = await asyncio.gather(*(open_live(fleet, "Accept: */*") for _ in range(10)))
+            statuses = sorted(status for status, _, _ in flood)
+            assert statuses == [200] * 8 + [429] * 2
+            assert "address 127.0.0.1" in next(body for status, body, _ in flood if status == 429)
+            for _, _, writer in flood:
+                slam(writer)
+            await eventually(lambda: gauge(fleet), lambda open_streams: open_streams == 0)
+
+    asyncio.run(with_timeout(scenario(), 60))
