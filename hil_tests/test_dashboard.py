@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 
 from hil_tests.system import REGISTER_CSV, RunningSystem, SystemUser, demo_spec, running_system
-from tests.conftest import require_binary
+from tests.conftest import require_binary, require_module
 
-playwright_api = pytest.importorskip("playwright.async_api")
-axe_api = pytest.importorskip("axe_playwright_python.async_playwright")
+playwright_api = require_module("playwright.async_api")
+axe_api = require_module("axe_playwright_python.async_playwright")
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("LIFTWATCH_ARTIFACTS", REPO / "test-artifacts")) / "dashboard"
