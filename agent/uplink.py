@@ -52,7 +52,7 @@ WELCOME_TIMEOUT_S = 10.0
 # Unacknowledged records in flight; bounds memory on both ends during a long catch-up.
 SEND_WINDOW = 5_000
 DEFAULT_LINGER_S = 1.0
-# How the fleet names the record a Reject is about (fleet.gateway.check_batch).
+# How the fleet names the record a Reject is about (fleet.ingest.gateway.check_batch).
 _NAMED_RECORD = re.compile(r"record seq (\d+)\b")
 
 

@@ -1,10 +1,10 @@
 """How fast `agents remove` and `agents revoke` cut off an agent that is streaming.
 
 Starts a real fleet manager process under mutual TLS on loopback (SQLite in a temporary
-directory, certificates from `fleet.pki`), opens an agent's stream, runs the real CLI
+directory, certificates from `fleet.auth.pki`), opens an agent's stream, runs the real CLI
 command in another process, and times from the command's exit until the fleet's Reject
 reaches the agent (the fleet polls for access changes every
-`fleet.access.ACCESS_POLL_S`). Prints one JSON object::
+`fleet.ingest.access.ACCESS_POLL_S`). Prints one JSON object::
 
     {"runs", "poll_s", "remove_s": {"p50", "max"}, "revoke_s": {"p50", "max"}}
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import grpc
 
-from fleet.access import ACCESS_POLL_S
-from fleet.pki import init_ca, issue_agent, issue_server
+from fleet.auth.pki import init_ca, issue_agent, issue_server
+from fleet.ingest.access import ACCESS_POLL_S
 from fleet.store.sqlite import SqliteStore
 from hil_tests.processes import start
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2

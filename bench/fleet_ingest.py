@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
 
 import grpc  # noqa: E402
 
-from fleet.runtime import tune_gc  # noqa: E402
+from fleet.serve.runtime import tune_gc  # noqa: E402
 from hil_tests.processes import start  # noqa: E402
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2  # noqa: E402
 

@@ -8,9 +8,9 @@ over the units (each an event entry; alarm types also raise and chain an alarm).
 the store's own thread as serve runs it:
 
 * ``write_ms``: read every head and write the signed checkpoint file;
-* ``check_ms``: `fleet.history_check.check_checkpoint`, serve's per-round check (the heads
+* ``check_ms``: `fleet.history.verify.check_checkpoint`, serve's per-round check (the heads
   and one indexed row per checkpointed unit), which holds the store thread;
-* ``verify_ms``: `fleet.history_check.verify_store` with the checkpoint, the CLI's full
+* ``verify_ms``: `fleet.history.verify.verify_store` with the checkpoint, the CLI's full
   check (every chain rehashed, every events and alarms row cross-checked).
 
 Prints one JSON object::
@@ -34,8 +34,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleet.checkpoint import generate_key, load_private_key, read_checkpoint, write_checkpoint
-from fleet.history_check import check_checkpoint, verify_store
+from fleet.history.checkpoint import (
+    generate_key,
+    load_private_key,
+    read_checkpoint,
+    write_checkpoint,
+)
+from fleet.history.verify import check_checkpoint, verify_store
 from fleet.store.base import ControllerIdentity, RegisterEntry, UnitClaim
 from fleet.store.open import open_store
 from protos.liftwatch.v1 import records_pb2

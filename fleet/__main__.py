@@ -2,6 +2,6 @@
 
 import sys
 
-from fleet.cli import main
+from fleet.cli.main import main
 
 sys.exit(main())

@@ -122,7 +122,7 @@ Every key, with its default (a missing file section or key takes the default)::
                                  # A group (building, street, contractor) is ranked on its
                                  # units' trips and watched days added up
 
-    [history]                    # signed checkpoints of the history chains (fleet.checkpoint)
+    [history]                    # signed checkpoints of the history chains (fleet.history)
     checkpoint_file = ""         # serve checks the chains against this file, then rewrites it
                                  # with every unit's head, every checkpoint_interval_s (and once
                                  # at start); keep it apart from the database (another disk or
@@ -197,6 +197,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet.alarms.config import AlarmsConfig, parse_alarms
+from fleet.units.coverage import CoverageConfig
 
 MEMORY = ":memory:"
 # Welcome carries the limits as uint32; far below that, one batch must fit a gRPC message.
@@ -307,15 +308,6 @@ class FirmwareConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class CoverageConfig:
-    """Liveness thresholds, in seconds since a unit was last heard of."""
-
-    stale_after_s: float = 30.0
-    offline_after_s: float = 300.0
-    sweep_interval_s: float = 10.0
-
-
-@dataclass(frozen=True, slots=True)
 class ReportsConfig:
     """The exposure a unit (or group) needs before the fault-rate report ranks it."""
 
@@ -361,7 +353,7 @@ class FleetConfig:
     http: HttpConfig = HttpConfig()
     query: QueryConfig = QueryConfig()
     store: StoreConfig = StoreConfig()
-    coverage: CoverageConfig = CoverageConfig()
+    coverage: CoverageConfig = field(default_factory=CoverageConfig)
     registry: RegistryConfig = RegistryConfig()
     history: HistoryConfig = HistoryConfig()
     reports: ReportsConfig = ReportsConfig()

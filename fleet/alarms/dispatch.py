@@ -38,9 +38,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from fleet.alarms.config import AlarmsConfig, TargetConfig
 from fleet.clock import Clock
+from fleet.read.views import event_type_name, iso
 from fleet.store.base import AlarmRow, BatchOp, Delivery, DispatchPlan, WriteOp
 from fleet.store.worker import StoreWorker
-from fleet.views import event_type_name, iso
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from fleet.alarms.config import AlarmsConfig
 from fleet.alarms.dispatch import Dispatcher, running_dispatcher
 from fleet.clock import Clock
-from fleet.config import CoverageConfig
-from fleet.coverage import UnitStatus, coverage_of_counts
-from fleet.ingest import GroupCommitter
+from fleet.ingest.committer import GroupCommitter
+from fleet.read.views import event_type_name
 from fleet.store.base import BatchOp, WriteOp
 from fleet.store.sql import timestamp_us, to_us
 from fleet.store.worker import StoreWorker
-from fleet.views import event_type_name
+from fleet.units.coverage import CoverageConfig, UnitStatus, coverage_of_counts
 
 log = logging.getLogger(__name__)
 

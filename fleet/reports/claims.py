@@ -56,9 +56,9 @@ from pathlib import Path
 from typing import Protocol
 
 from fleet.config import LANGUAGES
+from fleet.read.views import event_type_name, event_type_number, iso, phase_name
 from fleet.store.base import EventRow, UnitRow
 from fleet.taxonomy import EventClass, event_class, is_lift_fault
-from fleet.views import event_type_name, event_type_number, iso, phase_name
 from protos.liftwatch.v1 import records_pb2
 
 VERDICTS = ("supported", "overstated", "contradicts", "cannot_tell")

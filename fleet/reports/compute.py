@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fleet.config import CoverageConfig, ReportsConfig
-from fleet.history import Problem
-from fleet.history_check import verify_store
+from fleet.config import ReportsConfig
+from fleet.history.verify import verify_store
 from fleet.reports.fault_rate import Period, RateRow, fault_rates
 from fleet.reports.scorecard import Scorecard, scorecards
 from fleet.reports.service_life import LifeRow, service_life
 from fleet.store.base import Store, UnitQuery
+from fleet.store.chain import Problem
+from fleet.units.coverage import CoverageConfig
 
 
 def fault_rate_report(
@@ -55,6 +56,6 @@ def scorecard_report(
 
 def verify_history(store: Store, unit_id: str = "") -> tuple[int, int, list[Problem]]:
     """Check the chains (of ``unit_id`` unless "") and the events and alarms rows against
-    them (`fleet.history_check.verify_store`): (units checked, rows, problems)."""
+    them (`fleet.history.verify.verify_store`): (units checked, rows, problems)."""
     found = verify_store(store, unit_id)
     return found.units, found.entries, list(found.problems)

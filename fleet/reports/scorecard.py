@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import fmean
 
-from fleet.config import CoverageConfig
-from fleet.coverage import coverage_by
 from fleet.reports.fault_rate import Period, RateRow
 from fleet.store.base import OPEN_ALARM_STATES, AlarmRow, UnitRow
+from fleet.units.coverage import CoverageConfig, coverage_by
 from protos.liftwatch.v1 import records_pb2
 
 

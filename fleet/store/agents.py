@@ -1,7 +1,7 @@
 """The store's agent registry: which units each agent may report for.
 
 Under mutual TLS the fleet admits an agent (the Common Name of its client certificate)
-only for the units registered here (`fleet.access`); ``liftwatch-fleet agents`` manages
+only for the units registered here (`fleet.ingest.access`); ``liftwatch-fleet agents`` manages
 the rows. A unit may be registered for several agents (a replacement box installed
 beside the old one), and an agent for several units (one box per machine room).
 
@@ -9,7 +9,7 @@ The revocation list (``revoked_certificates``, created by migration "verdicts") 
 stolen or retired agent certificates: by serial (one certificate: a stolen box's, while its
 replacement gets a new one) or by agent id (every certificate naming that agent). Every
 change to registrations or revocations is appended to ``agent_access_changes``; a serving
-fleet polls it (`fleet.access.watch_access_changes`) and re-checks that agent's open
+fleet polls it (`fleet.ingest.access.watch_access_changes`) and re-checks that agent's open
 streams, so that ``agents remove`` or ``agents revoke`` ends them at once.
 
 `AgentRegistryStore` is a mixin of `fleet.store.sql.SqlStore`: the same SQL on both

@@ -3,7 +3,7 @@
 Implementations (SQLite in `fleet.store.sqlite`, PostgreSQL in `fleet.store.postgres`, both
 on the shared SQL of `fleet.store.sql`) are synchronous; the asyncio side reaches them
 through `fleet.store.worker.StoreWorker`, which runs every call on one dedicated thread,
-and writes from many agent streams through `fleet.ingest.GroupCommitter`, which applies
+and writes from many agent streams through `fleet.ingest.committer.GroupCommitter`, which applies
 them in one transaction per group. Times are timezone-aware UTC datetimes.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fleet.auth.roles import Principal, Role
-from fleet.history import AlarmFact, EventFact, Head, HistoryCheck, HistoryRow
 from fleet.store.agents import AccessChange, Revocation
+from fleet.store.chain import AlarmFact, EventFact, Head, HistoryCheck, HistoryRow
 from protos.liftwatch.v1 import records_pb2
 
 
@@ -270,7 +270,7 @@ class Store(Protocol):
         self, now: dt.datetime, stale_after_s: float, offline_after_s: float
     ) -> list[tuple[str, bool, bool, int]]:
         """(status, registered, ever seen, count) over all units, the status as
-        `fleet.coverage.unit_status` gives it as of ``now``, counted in the database."""
+        `fleet.units.coverage.unit_status` gives it as of ``now``, counted in the database."""
         ...
 
     def get_unit(self, unit_id: str) -> UnitRow | None:
@@ -388,7 +388,7 @@ class Store(Protocol):
 
     def chained_rows(self, unit_id: str = "") -> tuple[list[EventFact], list[AlarmFact]]:
         """The ``events`` and ``alarms`` rows (of ``unit_id`` unless "") as the history
-        chains record them, for `fleet.history.cross_check_events` / `cross_check_alarms`."""
+        chains record them, for `fleet.store.chain.cross_check_events` / `cross_check_alarms`."""
         ...
 
     def history_hashes(self, points: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:

@@ -17,19 +17,6 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from fleet.history import (
-    ALARM_COLUMNS,
-    GENESIS,
-    AlarmFact,
-    EventFact,
-    Head,
-    HistoryCheck,
-    HistoryRow,
-    canonical,
-    detail_entry_hash,
-    event_detail,
-)
-from fleet.history import type_name as _type_name
 from fleet.store.base import (
     OPEN_ALARM_STATES,
     AlarmActionError,
@@ -42,6 +29,19 @@ from fleet.store.base import (
     RegisterEntry,
     TripSpan,
 )
+from fleet.store.chain import (
+    ALARM_COLUMNS,
+    GENESIS,
+    AlarmFact,
+    EventFact,
+    Head,
+    HistoryCheck,
+    HistoryRow,
+    canonical,
+    detail_entry_hash,
+    event_detail,
+)
+from fleet.store.chain import type_name as _type_name
 from fleet.taxonomy import shown_gb_code
 from protos.liftwatch.v1 import records_pb2
 

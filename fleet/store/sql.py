@@ -11,7 +11,7 @@ each; PostgreSQL: a round trip, or one execution per row even when pipelined).
 
 Times are integer microseconds since the Unix epoch (UTC) in both backends. ``units.status``
 is the coverage status the fleet last *recorded* (for the history); queries compute the
-live status from ``last_seen_us`` and the clock (see `fleet.coverage`). ``prev_*`` columns
+live status from ``last_seen_us`` and the clock (see `fleet.units.coverage`). ``prev_*`` columns
 are scratch space: an UPDATE copies the old value there so that RETURNING can report the
 change without a read-then-write race between two fleets on one database.
 """

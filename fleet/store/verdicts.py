@@ -9,7 +9,7 @@ The same DDL on both backends but for the ``{id}`` column type:
   cannot detect, comma-separated: the claims audit says "cannot tell" for those.
 - ``alarms.close_reason``: why an alarm was resolved while its event was still raised.
 - ``history_checks``: each verification of the history chains against a signed checkpoint
-  (`fleet.checkpoint`), newest shown on the dashboard; append-only for the app role.
+  (`fleet.history.checkpoint`), newest shown on the dashboard; append-only for the app role.
 - ``units.detectable``: the wire EventType numbers the unit's agent said it can detect,
   comma-separated: an event neither there nor in ``undetectable`` (a type newer than the
   agent) is one the agent cannot see either.

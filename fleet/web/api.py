@@ -20,13 +20,10 @@ from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
 from fleet.clock import Clock, utc_now
 from fleet.config import HistoryConfig, ReportsConfig
-from fleet.coverage import UnitStatus
 from fleet.csv_cells import csv_text
 from fleet.metrics import GatewayMetrics
-from fleet.reads import BadRequestError, Reads, UnitFilter
-from fleet.store.base import EventRow, UnitRow
-from fleet.store.worker import StoreWorker
-from fleet.views import (
+from fleet.read.selection import BadRequestError, Reads, UnitFilter
+from fleet.read.views import (
     EVENT_TABLE_COLUMNS,
     coverage_change_json,
     coverage_groups_json,
@@ -37,6 +34,9 @@ from fleet.views import (
     inventory_json,
     unit_json,
 )
+from fleet.store.base import EventRow, UnitRow
+from fleet.store.worker import StoreWorker
+from fleet.units.coverage import UnitStatus
 from fleet.web.auth import OPEN_PRINCIPAL, AccessDeniedError, Authenticator, principal_of
 from fleet.web.dashboard import SiteSettings, dashboard_routes
 from fleet.web.headers import SecurityHeaders

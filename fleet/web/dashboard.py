@@ -22,8 +22,8 @@ from starlette.staticfiles import StaticFiles
 
 from fleet.clock import Clock, utc_now
 from fleet.metrics import GatewayMetrics
+from fleet.read.views import iso
 from fleet.store.worker import StoreWorker
-from fleet.views import iso
 from fleet.web.auth import SESSION_COOKIE, Authenticator, principal_of
 from fleet.web.live import (
     LiveHub,

@@ -1,5 +1,5 @@
 """The history checkpoint over the JSON API: when the chains were last verified against a
-signed checkpoint (`fleet.history_check`), and what was found.
+signed checkpoint (`fleet.history.verify`), and what was found.
 
 ``GET /api/history/checkpoint`` answers a regulator, a dispatcher or an administrator (a
 contractor gets a 403: the check covers every unit). The dashboard's overview shows it.
@@ -17,9 +17,9 @@ from starlette.routing import Route
 
 from fleet.auth.roles import Role
 from fleet.config import HistoryConfig
-from fleet.history import HistoryCheck
+from fleet.read.views import iso
+from fleet.store.chain import HistoryCheck
 from fleet.store.worker import StoreWorker
-from fleet.views import iso
 from fleet.web.auth import AccessDeniedError, principal_of
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -19,9 +19,9 @@ from starlette.routing import Route
 from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
 from fleet.config import ReportsConfig
-from fleet.history_check import verify_store
-from fleet.lifecycle_views import alarm_json, history_row_json, problem_json
-from fleet.reads import BadRequestError
+from fleet.history.verify import verify_store
+from fleet.read.lifecycle_views import alarm_json, history_row_json, problem_json
+from fleet.read.selection import BadRequestError
 from fleet.reports.claims import (
     ClaimProblem,
     ClaimsError,

@@ -1,7 +1,7 @@
 """Live updates for the dashboard: what each group commit changed, fanned out to the
 pages that may see it, as server-sent events (`fleet.web.dashboard` serves the stream).
 
-The hub is a committer observer (`fleet.ingest.GroupCommitter.observers`): it runs after
+The hub is a committer observer (`fleet.ingest.committer.GroupCommitter.observers`): it runs after
 the records are durable, so a page never shows what the store could still lose, and it
 only schedules its fan-out for the loop's next turn, so the committer (and alarm
 dispatch, the next observer) never waits for web work. Each subscriber has a bounded
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 
 from starlette.types import Receive, Scope, Send
 
+from fleet.read.views import event_codes_json, event_type_name, iso, phase_name
 from fleet.store.base import BatchOp, WriteOp
 from fleet.taxonomy import gb_code
-from fleet.views import event_codes_json, event_type_name, iso, phase_name
 from protos.liftwatch.v1 import records_pb2
 
 log = logging.getLogger(__name__)

@@ -52,7 +52,7 @@ _COUNTS = {
     )
 }
 _VERSION_COUNT = _object({"model": _STR, "version": _STR, "units": _INT})
-# What every event listing says an event is (fleet.views.event_codes_json).
+# What every event listing says an event is (fleet.read.views.event_codes_json).
 EVENT_CLASS = {
     "type": ["string", "null"],
     "enum": [c.value for c in EventClass] + [None],

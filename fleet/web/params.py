@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from fleet.reads import BadRequestError
+from fleet.read.selection import BadRequestError
 
 # Anything a store can hold; a parameter's own maximum is usually far lower.
 MAX_INTEGER = 2**63 - 1

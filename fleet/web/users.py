@@ -1,6 +1,6 @@
 """Accounts over the API, for administrators only: the dashboard's users page.
 
-The same operations as ``liftwatch-fleet users`` (fleet/cli_users.py), with the same rules
+The same operations as ``liftwatch-fleet users`` (fleet/cli/users.py), with the same rules
 (`fleet.auth.roles.role_problem`, `fleet.store.users.username_problem`, the password
 length of `fleet.auth.passwords`). Every other role gets a 403, whatever it asks.
 """
@@ -18,11 +18,11 @@ from starlette.routing import Route
 from fleet.auth.passwords import hash_password
 from fleet.auth.roles import Role, role_problem
 from fleet.clock import Clock
-from fleet.reads import BadRequestError
+from fleet.read.selection import BadRequestError
+from fleet.read.views import user_json
 from fleet.store.base import UserError
 from fleet.store.users import username_problem
 from fleet.store.worker import StoreWorker
-from fleet.views import user_json
 from fleet.web.auth import AccessDeniedError, principal_of
 
 Handler = Callable[[Request], Awaitable[Response]]

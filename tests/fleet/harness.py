@@ -16,7 +16,7 @@ import grpc
 
 from fleet.config import FleetConfig, QueryConfig, ServerConfig
 from fleet.metrics import GatewayMetrics
-from fleet.server import serve
+from fleet.serve.server import serve
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, query_pb2_grpc
 from tests.fleet.factories import T0
 

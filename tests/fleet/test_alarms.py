@@ -19,7 +19,7 @@ import pytest
 
 from fleet.alarms.config import AlarmsConfig, TargetConfig
 from fleet.alarms.dispatch import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.config import FleetConfig, StoreConfig
 from protos.liftwatch.v1 import records_pb2
 from tests.agent.test_mqtt import Broker, broker, next_message, subscriber  # noqa: F401
@@ -281,9 +281,9 @@ def test_the_oldest_open_alarm_gauge_stops_when_the_passenger_is_out(tmp_path: P
     from prometheus_client import CollectorRegistry
 
     from fleet.alarms.service import LifecycleMetrics, refresh_gauges
-    from fleet.config import CoverageConfig
     from fleet.store.open import open_store
     from fleet.store.worker import StoreWorker
+    from fleet.units.coverage import CoverageConfig
 
     trap = records_pb2.EVENT_TYPE_ENTRAPMENT
     early, late = T0, T0 + dt.timedelta(minutes=5)  # onsets 30 s before each

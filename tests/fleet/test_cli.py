@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.clock import utc_now
 from fleet.store.base import ControllerIdentity, RegisterEntry, UnitClaim
 from fleet.store.sqlite import SqliteStore

@@ -12,7 +12,7 @@ import pytest
 
 from fleet.auth.passwords import verify_password
 from fleet.auth.roles import Role
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.clock import utc_now
 from fleet.store.base import RegisterEntry
 from fleet.store.sqlite import SqliteStore
@@ -106,7 +106,7 @@ def test_the_password_is_asked_twice_without_password_stdin(
         prompts.append(prompt)
         return next(answers)
 
-    monkeypatch.setattr("fleet.cli_users.getpass.getpass", fake_getpass)
+    monkeypatch.setattr("fleet.cli.users.getpass.getpass", fake_getpass)
     assert main(["users", "add", "adm", "--role", "admin", "--db", str(db)]) == 0
     assert prompts == ["password for adm: ", "password for adm (again): "]
     assert verify_password(PASSWORD, _user_hash(db, "adm"))

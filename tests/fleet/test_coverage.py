@@ -7,11 +7,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from fleet.alarms.service import LifecycleMetrics, refresh_gauges
-from fleet.config import CoverageConfig
-from fleet.coverage import Coverage, UnitStatus, coverage, unit_status
 from fleet.store.base import ControllerIdentity, HelloOp, RegisterEntry, UnitClaim, UnitRow
 from fleet.store.open import open_store
 from fleet.store.worker import StoreWorker
+from fleet.units.coverage import Coverage, CoverageConfig, UnitStatus, coverage, unit_status
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 THRESHOLDS = CoverageConfig(stale_after_s=30, offline_after_s=300)

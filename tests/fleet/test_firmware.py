@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.firmware import (
+from fleet.store.base import ControllerIdentity, RegisterEntry, UnitRow
+from fleet.units.firmware import (
     ModelPolicy,
     Policy,
     PolicyError,
@@ -15,7 +16,6 @@ from fleet.firmware import (
     version_key,
     violations_of,
 )
-from fleet.store.base import ControllerIdentity, RegisterEntry, UnitRow
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "fleet" / "firmware-policy.toml"
 

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from fleet.config import FleetConfig, IngestConfig, StoreConfig
-from fleet.gateway import check_batch, check_hello
+from fleet.ingest.gateway import check_batch, check_hello
 from fleet.store.base import EventQuery
 from fleet.store.sqlite import SqliteStore
 from protos.liftwatch.v1 import (

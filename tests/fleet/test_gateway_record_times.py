@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet.config import IngestConfig, parse_config
-from fleet.gateway import check_batch
+from fleet.ingest.gateway import check_batch
 from protos.liftwatch.v1 import gateway_pb2
 from tests.fleet.factories import T0, batch, record
 

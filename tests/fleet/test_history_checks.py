@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.checkpoint import (
+from fleet.cli.main import main
+from fleet.history.checkpoint import (
     CheckpointError,
     SignatureError,
     generate_key,
@@ -21,10 +22,9 @@ from fleet.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from fleet.cli import main
-from fleet.history import ALARM_STEP_COLUMNS, canonical, detail_entry_hash
-from fleet.history_check import checkpoint_round, verify_store
+from fleet.history.verify import checkpoint_round, verify_store
 from fleet.store.base import ControllerIdentity, DispatchPlan, RegisterEntry, UnitClaim
+from fleet.store.chain import ALARM_STEP_COLUMNS, canonical, detail_entry_hash
 from fleet.store.lifecycle import _ACTIONS
 from fleet.store.open import open_store
 from fleet.store.sql import SqlStore
@@ -485,7 +485,7 @@ def test_serve_checkpoints_and_the_api_shows_the_last_verification(
 
 
 def test_an_entry_chained_before_event_codes_is_checked_without_them() -> None:
-    from fleet.history import EventFact, HistoryRow, cross_check_events, event_detail
+    from fleet.store.chain import EventFact, HistoryRow, cross_check_events, event_detail
 
     fact = EventFact("a1", 7, "U1", 1_000_000, "e", DOOR, 1, None, 2, "r", gb_code=10, codes=True)
     old = {k: v for k, v in event_detail(fact).items() if k not in ("gb_code", "at_landing")}
@@ -500,7 +500,7 @@ def test_serve_refuses_an_unusable_checkpoint_key(tmp_path: Path) -> None:
     import asyncio
 
     from fleet.config import FleetConfig, HistoryConfig, HttpConfig, ServerConfig, StoreConfig
-    from fleet.server import ServeError, serve
+    from fleet.serve.server import ServeError, serve
 
     (tmp_path / "not-a-key").write_text("hello")
     config = FleetConfig(

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fleet.ingest import CommitterStoppedError, running_committer
+from fleet.ingest.committer import CommitterStoppedError, running_committer
 from fleet.metrics import GatewayMetrics
 from fleet.store.base import BatchOp, ControllerIdentity, HeartbeatOp, HelloOp, UnitClaim
 from fleet.store.open import open_store

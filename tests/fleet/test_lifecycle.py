@@ -13,8 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet.config import CoverageConfig
-from fleet.history import KINDS, canonical, detail_entry_hash, entry_hash
 from fleet.reports.compute import fault_rate_report, scorecard_report, verify_history
 from fleet.reports.fault_rate import period
 from fleet.reports.scorecard import rescue_s, scorecard_json
@@ -26,8 +24,10 @@ from fleet.store.base import (
     RegisterEntry,
     UnitClaim,
 )
+from fleet.store.chain import KINDS, canonical, detail_entry_hash, entry_hash
 from fleet.store.open import open_store
 from fleet.store.sql import SqlStore
+from fleet.units.coverage import CoverageConfig
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import T0, record
 
@@ -92,7 +92,7 @@ def test_an_edited_row_is_named(store: SqlStore) -> None:
 
 def test_an_edited_row_with_a_recomputed_hash_is_named(store: SqlStore) -> None:
     # The forger recomputes the row's own hash: the next row's prev_hash gives it away.
-    from fleet.history import entry_hash
+    from fleet.store.chain import entry_hash
 
     rows, _ = store.history("U1")
     row = rows[1]

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from fleet.pki import PkiError, common_name, init_ca, issue_agent, issue_server
+from fleet.auth.pki import PkiError, common_name, init_ca, issue_agent, issue_server
 
 
 def whoami_handler() -> Any:

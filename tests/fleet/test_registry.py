@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fleet.registry import COLUMNS, RegistryError, read_register
-from fleet.server import import_register
+from fleet.serve.server import import_register
 from fleet.store.base import UnitQuery
 from fleet.store.sqlite import SqliteStore
 from fleet.store.worker import StoreWorker
+from fleet.units.registry import COLUMNS, RegistryError, read_register
 
 SAMPLE = Path("/work/shared/data/units-sample.csv")
 HEADER = ",".join(COLUMNS)
@@ -80,7 +80,7 @@ def test_import_logs_bad_rows_and_reloading_updates(
         finally:
             await store.close()
 
-    with caplog.at_level(logging.WARNING, logger="fleet.server"):
+    with caplog.at_level(logging.WARNING, logger="fleet.serve.server"):
         asyncio.run(scenario())
     assert any("line 3: rated_load_kg" in message for message in caplog.messages)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.config import ConfigError, FleetConfig, ReportsConfig, StoreConfig, load_config
 from fleet.csv_cells import safe_cell
 from fleet.reports.claims import (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.store.base import ControllerIdentity, RegisterEntry, UnitClaim
 from fleet.store.open import open_store
 from protos.liftwatch.v1 import records_pb2

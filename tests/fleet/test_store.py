@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from fleet.config import CoverageConfig
-from fleet.coverage import Coverage, coverage, coverage_of_counts
-from fleet.history import group_rows, verify_chain
 from fleet.store.base import (
     BatchOp,
     ControllerIdentity,
@@ -22,11 +19,13 @@ from fleet.store.base import (
     UnitClaim,
     UnitQuery,
 )
+from fleet.store.chain import group_rows, verify_chain
 from fleet.store.open import open_store
 from fleet.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from fleet.store.postgres import PostgresStore
 from fleet.store.sql import SqlStore, rounds
 from fleet.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from fleet.units.coverage import Coverage, CoverageConfig, coverage, coverage_of_counts
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import T0, record
 

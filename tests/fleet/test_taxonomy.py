@@ -26,9 +26,10 @@ import pytest
 
 from agent.detect.events import Event, EventType, Phase
 from agent.records import TimeBase, event_record
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.config import FleetConfig, StoreConfig
-from fleet.query import event_message
+from fleet.read.query import event_message
+from fleet.read.views import EVENT_TABLE_COLUMNS
 from fleet.store.base import EventQuery
 from fleet.store.open import open_store
 from fleet.store.sql import SqlStore
@@ -42,7 +43,6 @@ from fleet.taxonomy import (
     platform_codes,
     shown_gb_code,
 )
-from fleet.views import EVENT_TABLE_COLUMNS
 from fleet.web.openapi import openapi_spec
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import T0, batch, hello

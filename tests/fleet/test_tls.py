@@ -1,5 +1,5 @@
-"""Mutual TLS and the agent registry: a real grpc.aio fleet (`fleet.server.serve`) with
-certificates from `fleet.pki`, real TLS clients, the `pki` and `agents` commands."""
+"""Mutual TLS and the agent registry: a real grpc.aio fleet (`fleet.serve.server.serve`) with
+certificates from `fleet.auth.pki`, real TLS clients, the `pki` and `agents` commands."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import grpc
 import pytest
 from cryptography import x509
 
-from fleet.access import TlsSetupError, load_tls
-from fleet.cli import main
+from fleet.auth.pki import init_ca, issue_agent, issue_server
+from fleet.cli.main import main
 from fleet.config import (
     ConfigError,
     FleetConfig,
@@ -27,8 +27,8 @@ from fleet.config import (
     load_config,
     parse_config,
 )
-from fleet.pki import init_ca, issue_agent, issue_server
-from fleet.server import ServeError, serve
+from fleet.ingest.access import TlsSetupError, load_tls
+from fleet.serve.server import ServeError, serve
 from fleet.store.agents import normalize_serial, serial_text
 from fleet.store.open import open_store
 from fleet.store.sqlite import SqliteStore
@@ -239,7 +239,7 @@ def test_plaintext_keeps_hello_units_and_warns(tmp_path: Path, caplog: Any) -> N
         assert (await first_frame(call)).ack.up_to_seq == 1
         await call.done_writing()
 
-    with caplog.at_level(logging.WARNING, logger="fleet.server"):
+    with caplog.at_level(logging.WARNING, logger="fleet.serve.server"):
         harness.run(FleetConfig(store=StoreConfig(path=str(tmp_path / "f.db"))), scenario)
     assert any(
         "plaintext" in r.getMessage() and "demo or the rig on loopback" in r.getMessage()

@@ -98,8 +98,8 @@ def test_two_workers_share_port_and_store_and_stop_cleanly(
         assert status == 0, log[-3000:]
         for index in (0, 1):
             # Each worker logs the agents it served: both took a share of the streams.
-            assert f"[worker {index}] fleet.gateway: agent w-agent-" in log, log[-3000:]
-            assert f"[worker {index}] fleet.server: stopped" in log, log[-3000:]
+            assert f"[worker {index}] fleet.ingest.gateway: agent w-agent-" in log, log[-3000:]
+            assert f"[worker {index}] fleet.serve.server: stopped" in log, log[-3000:]
         assert not any(_alive(p) for p in pids)
         assert _stored(store_target) == AGENTS * BATCHES * 2
 

@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from fleet.auth.passwords import hash_password
+from fleet.auth.pki import init_ca, issue_agent, issue_server
 from fleet.auth.roles import Role
 from fleet.config import FleetConfig, StoreConfig
-from fleet.pki import init_ca, issue_agent, issue_server
 from fleet.store.base import RegisterEntry
 from fleet.store.sqlite import SqliteStore
 from tests.fleet.harness import Fleet, running_fleet

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.config import FleetConfig, StoreConfig
-from fleet.firmware import version_key
-from fleet.reads import BadRequestError
+from fleet.read.selection import BadRequestError
 from fleet.store.sqlite import SqliteStore
+from fleet.units.firmware import version_key
 from fleet.web.openapi import openapi_spec
 from fleet.web.params import integer_param, positive_param
 from tests.fleet.harness import running_fleet

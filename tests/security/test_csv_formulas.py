@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.config import FleetConfig, StoreConfig
 from fleet.csv_cells import FORMULA_STARTS
 from fleet.store.base import ControllerIdentity, RegisterEntry, UnitClaim

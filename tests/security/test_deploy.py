@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.access import plaintext_problems
 from fleet.config import FleetConfig, load_config, parse_config
+from fleet.ingest.access import plaintext_problems
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 # What each shipped file is; a new file must be classified here (and so checked).

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet.checkpoint import generate_key
+from fleet.auth.pki import init_ca, issue_agent, issue_server
 from fleet.config import FleetConfig, StoreConfig
-from fleet.pki import init_ca, issue_agent, issue_server
+from fleet.history.checkpoint import generate_key
 from fleet.store.sqlite import SqliteStore
 from tests.fleet.factories import batch, hello, record
 from tests.fleet.harness import running_fleet

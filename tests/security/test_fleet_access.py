@@ -1,5 +1,5 @@
 """Item 1 of issue 14: FleetQuery is for operators, and a removed or revoked agent is cut
-off at once. Real fleets (`fleet.server.serve`) under mutual TLS on loopback, real TLS
+off at once. Real fleets (`fleet.serve.server.serve`) under mutual TLS on loopback, real TLS
 clients, the real `agents` command writing the store beside the serving fleet."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.store.sqlite import SqliteStore
 from protos.liftwatch.v1 import (
     gateway_pb2,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from fleet.config import FleetConfig, HttpConfig, QueryConfig, ServerConfig, StoreConfig
-from fleet.server import ServeError, serve
+from fleet.serve.server import ServeError, serve
 from fleet.web.headers import SECURITY_HEADERS
 from tests.fleet.test_tls import Pki
 from tests.security.conftest import District

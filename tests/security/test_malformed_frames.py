@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from fleet.config import FleetConfig, StoreConfig
-from fleet.gateway import AGENT_GATEWAY
+from fleet.ingest.gateway import AGENT_GATEWAY
 from protos.liftwatch.v1 import gateway_pb2
 from tests.fleet.factories import hello
 from tests.fleet.harness import running_fleet

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.config import FleetConfig, StoreConfig
 from fleet.store.base import RegisterEntry
 from fleet.store.sqlite import SqliteStore

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from fleet.config import FleetConfig, StoreConfig
-from fleet.gateway import MAX_REASON_LENGTH
+from fleet.ingest.gateway import MAX_REASON_LENGTH
 from fleet.store.base import EventQuery
 from fleet.store.sqlite import SqliteStore
 from protos.liftwatch.v1 import gateway_pb2, records_pb2

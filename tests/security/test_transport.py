@@ -1,5 +1,5 @@
 """Item 2 of issue 14: no plaintext beyond this machine unless a person asks for it, and
-HTTPS from the fleet itself. Real `fleet.server.serve` runs on loopback."""
+HTTPS from the fleet itself. Real `fleet.serve.server.serve` runs on loopback."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from fleet.access import is_loopback, plaintext_problems
-from fleet.cli import main
+from fleet.cli.main import main
 from fleet.config import FleetConfig, HttpConfig, QueryConfig, ServerConfig, StoreConfig, TlsConfig
-from fleet.server import ServeError, serve
+from fleet.ingest.access import is_loopback, plaintext_problems
+from fleet.serve.server import ServeError, serve
 from tests.fleet.test_tls import Pki
 
 MEMORY_STORE = StoreConfig(path=":memory:")
@@ -94,7 +94,7 @@ def test_loopback_needs_no_flag_and_the_flag_warns_at_every_start(caplog: Any) -
             async with serving(flagged) as addresses:
                 assert addresses["grpc"].startswith("0.0.0.0:")
 
-    with caplog.at_level(logging.WARNING, logger="fleet.server"):
+    with caplog.at_level(logging.WARNING, logger="fleet.serve.server"):
         asyncio.run(start_twice())
     warnings = [r.getMessage() for r in caplog.records if "tls.plaintext = true" in r.getMessage()]
     assert len(warnings) == 2

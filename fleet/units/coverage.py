@@ -11,7 +11,7 @@ Statuses, with ``age = now - last_seen`` and the thresholds of ``[coverage]`` (d
 - blind: recent, but the last LinkStatus said the agent cannot reach the controller;
 - online: recent, and the controller link is up or not reported yet.
 
-Transitions are kept as history by the store (on ingest) and `fleet.sweeper` (silence).
+Transitions are kept as history by the store (on ingest) and `fleet.ingest.sweeper` (silence).
 """
 
 from __future__ import annotations
@@ -21,10 +21,22 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fleet.config import CoverageConfig
 from fleet.store.base import UnitRow
 
 GROUP_KEYS = ("street", "building", "contractor")
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageConfig:
+    """``[coverage]``: liveness thresholds, in seconds since a unit was last heard of.
+
+    Owned here, not in `fleet.config`, so the arrow runs one way: the config loader
+    imports the sections of the features, never the reverse.
+    """
+
+    stale_after_s: float = 30.0
+    offline_after_s: float = 300.0
+    sweep_interval_s: float = 10.0
 
 
 class UnitStatus(enum.Enum):

@@ -15,10 +15,10 @@ import asyncio
 import logging
 
 from fleet.clock import Clock
-from fleet.config import CoverageConfig
 from fleet.metrics import GatewayMetrics
 from fleet.store.base import CoverageChange
 from fleet.store.worker import StoreWorker
+from fleet.units.coverage import CoverageConfig
 
 log = logging.getLogger(__name__)
 

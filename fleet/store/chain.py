@@ -17,7 +17,7 @@ inserted row (a repeated ``seq``, or rows past the head). The head table
 newest rows. What no hash chain inside one database can catch is a rewrite of a unit's
 whole tail *and* its head by someone who recomputes every hash, or the deletion of a whole
 chain: a signed checkpoint of every head kept apart from the database catches both
-(`fleet.checkpoint`).
+(`fleet.history.checkpoint`).
 
 The chain covers what the reports read. Every stored event has an ``event`` entry whose
 detail is `event_detail` of its row, and every alarm an ``alarm`` entry per step (raised,

@@ -4,7 +4,7 @@
 ``--config`` / ``--db`` as the other store commands. Passwords are read with getpass
 (asked twice) or, with ``--password-stdin``, as one line of standard input for scripts;
 they are stored as scrypt hashes (`fleet.auth.passwords`) and never printed, nor is a
-hash. An API token is printed once, when it is made. ``fleet.cli`` adds the parser with
+hash. An API token is printed once, when it is made. ``fleet.cli.main`` adds the parser with
 `add_parser` and dispatches to `commands`. Bad input is one line on stderr, exit status 2.
 """
 
@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from fleet.auth.passwords import MIN_LENGTH, hash_password
 from fleet.auth.roles import Role, role_problem
+from fleet.cli.common import EXIT_USAGE, PROG, print_json
 from fleet.clock import utc_now
 from fleet.config import FleetConfig
+from fleet.read.views import iso, table, user_json
 from fleet.store.base import UnitQuery, UserError, UserRow
 from fleet.store.open import open_store
 from fleet.store.sql import SqlStore
 from fleet.store.users import label_problem, username_problem
-from fleet.views import iso, table, user_json
 
-PROG = "liftwatch-fleet"
-EXIT_USAGE = 2
 Target = Callable[[argparse.Namespace], tuple[str, FleetConfig]]
 
 
@@ -109,10 +107,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         source.add_argument("--config", type=Path, help="TOML config naming the store")
         source.add_argument("--db", help="the fleet's SQLite file or postgresql:// URL")
         sub.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _print_json(value: object) -> None:
-    print(json.dumps(value, ensure_ascii=False))
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -243,7 +237,7 @@ def _users(args: argparse.Namespace, target: Target) -> int:
     finally:
         store.close()
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(text)
     return 0
@@ -252,7 +246,7 @@ def _users(args: argparse.Namespace, target: Target) -> int:
 def _list(args: argparse.Namespace, store: SqlStore) -> int:
     users = [user_json(u) for u in store.users()]
     if args.json:
-        _print_json({"users": users})
+        print_json({"users": users})
     else:
         columns = ("username", "role", "contractor", "display_name", "created")
         print(table([c.upper() for c in columns], [[u[c] for c in columns] for u in users]))
@@ -263,7 +257,7 @@ def _list_tokens(args: argparse.Namespace, store: SqlStore) -> int:
     _existing(store, args.username)
     tokens = [{"label": t.label, "created": iso(t.created)} for t in store.tokens(args.username)]
     if args.json:
-        _print_json({"username": args.username, "tokens": tokens})
+        print_json({"username": args.username, "tokens": tokens})
     else:
         print(table(("LABEL", "CREATED"), [[t["label"], t["created"]] for t in tokens]))
     return 0

@@ -14,9 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fleet.clock import Clock
-from fleet.config import CoverageConfig
-from fleet.coverage import Coverage, UnitStatus, coverage, coverage_by, status_of
-from fleet.firmware import Inventory, Policy, inventory
 from fleet.store.base import (
     CoverageChange,
     EventQuery,
@@ -26,6 +23,15 @@ from fleet.store.base import (
     UnitRow,
 )
 from fleet.store.worker import StoreWorker
+from fleet.units.coverage import (
+    Coverage,
+    CoverageConfig,
+    UnitStatus,
+    coverage,
+    coverage_by,
+    status_of,
+)
+from fleet.units.firmware import Inventory, Policy, inventory
 
 MAX_PAGE_SIZE = 10_000
 DEFAULT_EVENT_LIMIT = 100

@@ -47,11 +47,11 @@ from fleet.config import (
     RegistryConfig,
     split_listen,
 )
-from fleet.firmware import PolicyError
-from fleet.registry import RegistryError
-from fleet.runtime import tune_gc
-from fleet.server import ServeError, serve
+from fleet.serve.runtime import tune_gc
+from fleet.serve.server import ServeError, serve
 from fleet.store.base import StoreError
+from fleet.units.firmware import PolicyError
+from fleet.units.registry import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ MAX_WORKERS = 64
 # Worker startup (interpreter, imports, store open, bind) takes a second or two; a store
 # migration on a big database may take longer.
 START_TIMEOUT_S = 120.0
-# Each worker gives in-flight calls `fleet.server.STOP_GRACE_S` (5 s); then the store closes.
+# Each worker gives in-flight calls `fleet.serve.server.STOP_GRACE_S` (5 s); then the store closes.
 STOP_TIMEOUT_S = 30.0
 POLL_S = 0.2
 
@@ -256,7 +256,7 @@ def _worker_main(
 
     def ready(addresses: Mapping[str, str]) -> None:
         messages.send(("ready", dict(addresses)))
-        tune_gc()  # after startup: see fleet.runtime
+        tune_gc()  # after startup: see fleet.serve.runtime
 
     try:
         asyncio.run(serve(config, ready))

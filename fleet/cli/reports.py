@@ -1,7 +1,7 @@
 """The lifecycle commands of ``liftwatch-fleet``: alarms, report, audit (verify-history
-is in `fleet.cli_history`).
+is in `fleet.cli.history`).
 
-``fleet.cli`` adds them with `add_parsers` and dispatches to `COMMANDS`; they take the
+``fleet.cli.main`` adds them with `add_parsers` and dispatches to `COMMANDS`; they take the
 same ``--config`` / ``--db`` as the other store commands. Bad input (an unknown alarm id,
 a step the alarm's state forbids, a bad date, an unusable claims file) is one line on
 stderr and exit status 2.
@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
 
+from fleet.cli.common import EXIT_USAGE, PROG, StoreCommand, print_json
 from fleet.clock import utc_now
 from fleet.config import LANGUAGES, FleetConfig
 from fleet.csv_cells import csv_text
-from fleet.lifecycle_views import alarm_json
-from fleet.reads import BadRequestError
+from fleet.read.lifecycle_views import alarm_json
+from fleet.read.selection import BadRequestError
+from fleet.read.views import table
 from fleet.reports.claims import ClaimsError, audit_claim, read_claims, verdict_json
 from fleet.reports.compute import (
     fault_rate_report,
@@ -42,13 +43,9 @@ from fleet.reports.scorecard import scorecard_json
 from fleet.reports.service_life import life_json
 from fleet.store.base import AlarmActionError
 from fleet.store.open import open_store
-from fleet.views import table
 from fleet.web.params import integer_param
 
-PROG = "liftwatch-fleet"
-EXIT_USAGE = 2
 Target = Callable[[argparse.Namespace], tuple[str, FleetConfig]]
-StoreCommand = Callable[..., argparse.ArgumentParser]
 ALARM_ACTIONS = {"ack": "ack", "on-site": "on_site", "resolve": "resolve"}
 
 
@@ -160,10 +157,6 @@ def _out_csv(header: list[str], rows: list[list[object]]) -> None:
     sys.stdout.write(csv_text(header, rows))
 
 
-def _print_json(value: object) -> None:
-    print(json.dumps(value, ensure_ascii=False))
-
-
 def _alarms(args: argparse.Namespace, target: Target) -> int:
     where, _ = target(args)
     if args.action is None:
@@ -179,7 +172,7 @@ def _alarms(args: argparse.Namespace, target: Target) -> int:
         now = utc_now()
         rendered = [alarm_json(a, now) for a in rows]
         if args.json:
-            _print_json({"alarms": rendered})
+            print_json({"alarms": rendered})
             return 0
         columns = (
             "alarm_id",
@@ -211,7 +204,7 @@ def _alarms(args: argparse.Namespace, target: Target) -> int:
         store.close()
     shown = alarm_json(row, utc_now())
     if args.json:
-        _print_json(shown)
+        print_json(shown)
     else:
         note = f" while its event was still raised ({row.close_reason})" if row.close_reason else ""
         print(
@@ -243,7 +236,7 @@ def _report(args: argparse.Namespace, target: Target) -> int:
     if args.limit > 0:
         rows = rows[: args.limit]
     if args.json:
-        _print_json(
+        print_json(
             {
                 "report": args.report,
                 "since": str(span.since),
@@ -286,7 +279,7 @@ def _audit(args: argparse.Namespace, target: Target) -> int:
     finally:
         store.close()
     if args.json:
-        _print_json(
+        print_json(
             {
                 "file": str(args.file),
                 "claims": verdicts,

@@ -23,7 +23,7 @@ File format (UTF-8 JSON, `FORMAT`)::
      "key": "<first 16 hex digits of SHA-256 of the raw public key>",
      "heads": {"UNIT": "SEQ:HASH", ...}, "signature": "<base64 Ed25519>"}
 
-The signature covers `fleet.history.canonical` of the object without ``signature``.
+The signature covers `fleet.store.chain.canonical` of the object without ``signature``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fleet.history import Head, Problem, canonical
+from fleet.store.chain import Head, Problem, canonical
 
 FORMAT = "liftwatch-history-checkpoint/1"
 _HEAD = re.compile(r"^([1-9][0-9]*):([0-9a-f]{64})$")

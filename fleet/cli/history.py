@@ -17,12 +17,15 @@ unreadable checkpoint or key file) is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fleet.checkpoint import (
+from fleet.cli.common import EXIT_USAGE, PROG, StoreCommand, print_json
+from fleet.cli.reports import Target
+from fleet.clock import utc_now
+from fleet.config import FleetConfig
+from fleet.history.checkpoint import (
     Checkpoint,
     CheckpointError,
     SignatureError,
@@ -32,16 +35,13 @@ from fleet.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from fleet.cli_lifecycle import EXIT_USAGE, PROG, StoreCommand, Target
-from fleet.clock import utc_now
-from fleet.config import FleetConfig
-from fleet.history import HistoryCheck, Problem
-from fleet.history_check import history_check, unreadable, verify_store
-from fleet.lifecycle_views import problem_json
+from fleet.history.verify import history_check, unreadable, verify_store
+from fleet.read.lifecycle_views import problem_json
+from fleet.read.views import iso, table
 from fleet.store.base import StoreError
+from fleet.store.chain import HistoryCheck, Problem
 from fleet.store.open import open_store
 from fleet.store.postgres import grant_app_role, is_postgres_url
-from fleet.views import iso, table
 
 
 class HistoryUsageError(Exception):
@@ -99,10 +99,6 @@ def add_parsers(
     db.add_argument("role", help="the application role (must exist, not the owner)")
 
 
-def _print_json(value: object) -> None:
-    print(json.dumps(value, ensure_ascii=False))
-
-
 def _key_path(args: argparse.Namespace, config: FleetConfig, what: str) -> Path:
     path: Path | None = args.key or config.history.checkpoint_key
     if path is None:
@@ -147,7 +143,7 @@ def _verify(args: argparse.Namespace, target: Target) -> int:
         }
         if args.checkpoint is not None:
             shown["checkpoint"] = _checkpoint_json(checkpoint, args.checkpoint)
-        _print_json(shown)
+        print_json(shown)
     elif problems:
         columns = ("unit_id", "seq", "table", "what", "reason")
         print(
@@ -183,7 +179,7 @@ def _history(args: argparse.Namespace, target: Target) -> int:
     if args.action == "keygen":
         public = generate_key(args.file)
         if args.json:
-            _print_json({"private_key": str(args.file), "public_key": str(public)})
+            print_json({"private_key": str(args.file), "public_key": str(public)})
         else:
             print(f"private key {args.file} (keep it secret), public key {public}")
         return 0
@@ -196,7 +192,7 @@ def _history(args: argparse.Namespace, target: Target) -> int:
         store.close()
     written = write_checkpoint(args.file, heads, utc_now(), key)
     if args.json:
-        _print_json(_checkpoint_json(written, args.file))
+        print_json(_checkpoint_json(written, args.file))
     else:
         print(f"checkpoint {args.file}: {len(written.heads)} unit head(s), key {written.key_id}")
     return 0
@@ -208,7 +204,7 @@ def _db(args: argparse.Namespace, target: Target) -> int:
         raise HistoryUsageError("db grant is for PostgreSQL (--db postgresql://...)")
     granted = grant_app_role(where, args.role)
     if args.json:
-        _print_json({"role": args.role, "tables": {t: list(p) for t, p in granted.items()}})
+        print_json({"role": args.role, "tables": {t: list(p) for t, p in granted.items()}})
     else:
         print(
             table(["TABLE", "PRIVILEGES"], [[t, ", ".join(p)] for t, p in sorted(granted.items())])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from fleet.history import HistoryRow, Problem
+from fleet.read.views import event_class_name, event_type_name, iso
 from fleet.reports.scorecard import rescue_s
 from fleet.store.base import OPEN_ALARM_STATES, AlarmRow
-from fleet.views import event_class_name, event_type_name, iso
+from fleet.store.chain import HistoryRow, Problem
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:

@@ -1,16 +1,16 @@
 """AgentGateway.Connect: the ingest stream from agents into the store.
 
 Hello -> Welcome(committed_seq) -> for each RecordBatch: validate, commit (in a group
-transaction shared with other streams, see `fleet.ingest`), Ack(up_to_seq); Heartbeat ->
+transaction shared with other streams, see `fleet.ingest.committer`), Ack(up_to_seq); Heartbeat ->
 the agent and its units count as seen. Anything wrong gets one Reject and the stream
 ends: the agent reconnects and its Welcome says where to resume. Records at or below the
 committed seq are replays of what the agent has not seen acked; they are stored once and
 acked again. Within one stream, seqs must increase from batch to batch.
 
-Under mutual TLS an `fleet.access.AgentAccess` admits the Hello first: the certificate's
+Under mutual TLS an `fleet.ingest.access.AgentAccess` admits the Hello first: the certificate's
 agent, with units registered for it, declaring only those units, its certificate not
 revoked. The stream stays open only while that holds: `AgentGateway.recheck` (called by
-`fleet.access.watch_access_changes` when the registry or the revocation list changes)
+`fleet.ingest.access.watch_access_changes` when the registry or the revocation list changes)
 ends it with that Reject.
 """
 
@@ -25,10 +25,10 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from fleet.access import AgentAccess, peer_agent_id, peer_serial, unit_not_registered
 from fleet.clock import Clock
 from fleet.config import IngestConfig
-from fleet.ingest import CommitterStoppedError, GroupCommitter
+from fleet.ingest.access import AgentAccess, peer_agent_id, peer_serial, unit_not_registered
+from fleet.ingest.committer import CommitterStoppedError, GroupCommitter
 from fleet.metrics import GatewayMetrics
 from fleet.store.base import BatchOp, ControllerIdentity, HeartbeatOp, HelloOp, UnitClaim
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2

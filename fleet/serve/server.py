@@ -4,8 +4,8 @@ JSON API on one event loop, and a graceful stop in the reverse order.
 
 Agents and operators never share a port: the agent port (``[server] listen``, mutual TLS)
 serves AgentGateway, and answers FleetQuery with PERMISSION_DENIED; FleetQuery is served on
-``[query] listen`` to API tokens (`fleet.access`). A listener without TLS is refused on a
-non-loopback address unless ``tls.plaintext`` is set (`fleet.access.plaintext_problems`).
+``[query] listen`` to API tokens (`fleet.ingest.access`). A listener without TLS is refused on a
+non-loopback address unless ``tls.plaintext`` is set (`fleet.ingest.access.plaintext_problems`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from starlette.applications import Starlette
 
-from fleet.access import (
+from fleet.alarms.service import Lifecycle, running_lifecycle
+from fleet.auth.throttle import ThrottleSettings
+from fleet.clock import Clock, utc_now
+from fleet.config import FleetConfig, HttpConfig, split_listen
+from fleet.history.checkpoint import CheckpointError, load_private_key
+from fleet.history.verify import run_checkpoints
+from fleet.ingest.access import (
     AgentAccess,
     OperatorAccess,
     TlsMaterial,
@@ -35,22 +41,16 @@ from fleet.access import (
     server_credentials,
     watch_access_changes,
 )
-from fleet.alarms.service import Lifecycle, running_lifecycle
-from fleet.auth.throttle import ThrottleSettings
-from fleet.checkpoint import CheckpointError, load_private_key
-from fleet.clock import Clock, utc_now
-from fleet.config import FleetConfig, HttpConfig, split_listen
-from fleet.firmware import EMPTY_POLICY, Policy, load_policy
-from fleet.gateway import AgentGateway, add_gateway_to_server
-from fleet.history_check import run_checkpoints
-from fleet.ingest import GroupCommitter, running_committer
+from fleet.ingest.committer import GroupCommitter, running_committer
+from fleet.ingest.gateway import AgentGateway, add_gateway_to_server
+from fleet.ingest.sweeper import run_sweeper
 from fleet.metrics import GatewayMetrics
-from fleet.query import FleetQuery
-from fleet.reads import Reads
-from fleet.registry import read_register
+from fleet.read.query import FleetQuery
+from fleet.read.selection import Reads
 from fleet.store.open import open_store
 from fleet.store.worker import StoreWorker
-from fleet.sweeper import run_sweeper
+from fleet.units.firmware import EMPTY_POLICY, Policy, load_policy
+from fleet.units.registry import read_register
 from fleet.web.api import build_app, metrics_app
 from fleet.web.auth import Authenticator, AuthSettings
 from fleet.web.dashboard import SiteSettings
@@ -94,7 +94,7 @@ def server_options(config: FleetConfig) -> list[tuple[str, int]]:
         # gRPC sets SO_REUSEPORT by default: a second fleet on the same port would then
         # bind silently and take half of the agents. Fail loudly instead, unless this is
         # one of `serve --workers` processes, which share the port on purpose (the parent
-        # checks that nobody else holds it, see fleet.workers).
+        # checks that nobody else holds it, see fleet.serve.workers).
         ("grpc.so_reuseport", 1 if server.workers > 1 else 0),
         ("grpc.max_receive_message_length", max_message),
         ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -118,7 +118,7 @@ async def import_register(
     store: StoreWorker, path: Path, metrics: GatewayMetrics | None = None
 ) -> int:
     """Load the register CSV at ``path`` into ``store``; logs (and counts) each skipped
-    row; returns the number of entries imported. Raises `fleet.registry.RegistryError`
+    row; returns the number of entries imported. Raises `fleet.units.registry.RegistryError`
     for an unusable file."""
     register = await asyncio.to_thread(read_register, path)
     for problem in register.problems:
@@ -150,9 +150,9 @@ async def serve(
 
     ``ready`` is called once with the bound addresses (``{"grpc": "host:port"}``, plus
     ``"http"`` unless the API is disabled) after the servers have started.
-    ``sweep_trigger`` replaces the coverage sweep's timer (tests; see `fleet.sweeper`).
-    Raises `fleet.store.base.StoreError`, `fleet.registry.RegistryError`,
-    `fleet.firmware.PolicyError` or `ServeError` when startup fails; everything started
+    ``sweep_trigger`` replaces the coverage sweep's timer (tests; see `fleet.ingest.sweeper`).
+    Raises `fleet.store.base.StoreError`, `fleet.units.registry.RegistryError`,
+    `fleet.units.firmware.PolicyError` or `ServeError` when startup fails; everything started
     is stopped on every exit path.
     """
     host, _ = split_listen(config.server.listen)
@@ -247,7 +247,7 @@ async def _serve_until(
         addresses = {"grpc": await _start_grpc(stack, config, host, gateway, reads, tls)}
         if access is not None:
             # `agents remove` / `agents revoke` end the agent's open streams within
-            # fleet.access.ACCESS_POLL_S, whichever process wrote the change.
+            # fleet.ingest.access.ACCESS_POLL_S, whichever process wrote the change.
             watcher = asyncio.create_task(
                 watch_access_changes(store, gateway.recheck), name="agent-access"
             )

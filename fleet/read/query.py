@@ -1,8 +1,8 @@
 """FleetQuery: read-side gRPC over the store (units, coverage, firmware, events).
 
 For operators only: every call first asks its ``authorize`` hook who the caller is
-(`fleet.access.OperatorAccess` on the query listener: an API token, scoped by role as the
-JSON API is, a contractor seeing only its own units; `fleet.access.deny_on_agent_port`
+(`fleet.ingest.access.OperatorAccess` on the query listener: an API token, scoped by role as the
+JSON API is, a contractor seeing only its own units; `fleet.ingest.access.deny_on_agent_port`
 on the agent port: PERMISSION_DENIED for everyone).
 """
 
@@ -15,13 +15,13 @@ from typing import Any, cast
 import grpc
 from google.protobuf import timestamp_pb2
 
-from fleet.access import abort_call
 from fleet.auth.roles import Principal
-from fleet.coverage import Coverage, UnitStatus
-from fleet.reads import BadRequestError, Reads, UnitFilter
+from fleet.ingest.access import abort_call
+from fleet.read.selection import BadRequestError, Reads, UnitFilter
+from fleet.read.views import event_class_name
 from fleet.store.base import EventRow, UnitRow
 from fleet.taxonomy import platform_codes
-from fleet.views import event_class_name
+from fleet.units.coverage import Coverage, UnitStatus
 from protos.liftwatch.v1 import query_pb2, query_pb2_grpc, records_pb2
 
 STATUS_TO_PROTO: dict[UnitStatus, query_pb2.UnitStatus] = {
@@ -180,7 +180,7 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
     async def Coverage(  # noqa: N802 (generated name)
         self, request: query_pb2.CoverageRequest, context: Any
     ) -> query_pb2.CoverageResponse:
-        """District coverage counts as of now (see `fleet.coverage.Coverage`), and per
+        """District coverage counts as of now (see `fleet.units.coverage.Coverage`), and per
         street, building or contractor when ``request.by`` names one."""
         _, contractor = await self._scope(context)
         try:

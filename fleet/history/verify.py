@@ -1,9 +1,9 @@
 """Verifying the lifecycle history, and serve's scheduled signed checkpoint.
 
 `verify_store` is what ``liftwatch-fleet verify-history`` runs: every unit's chain
-(`fleet.history.verify_chain`), the ``events`` and ``alarms`` tables against the chains in
-both directions (`fleet.history.cross_check_events`, `cross_check_alarms`) and, given a
-checkpoint, every checkpointed head (`fleet.checkpoint.compare_checkpoint`). It reads
+(`fleet.store.chain.verify_chain`), the ``events`` and ``alarms`` tables against the chains in
+both directions (`fleet.store.chain.cross_check_events`, `cross_check_alarms`) and, given a
+checkpoint, every checkpointed head (`fleet.history.checkpoint.compare_checkpoint`). It reads
 every history row: a command for an audit, not for serve's store thread.
 
 `run_checkpoints` is serve's schedule (``[history] checkpoint_file``): each round checks
@@ -24,15 +24,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fleet.checkpoint import (
+from fleet.clock import Clock
+from fleet.history.checkpoint import (
     Checkpoint,
     CheckpointError,
     compare_checkpoint,
     read_checkpoint,
     write_checkpoint,
 )
-from fleet.clock import Clock
-from fleet.history import (
+from fleet.store.base import Store
+from fleet.store.chain import (
     Head,
     HistoryCheck,
     Problem,
@@ -41,7 +42,6 @@ from fleet.history import (
     group_rows,
     verify_chain,
 )
-from fleet.store.base import Store
 from fleet.store.worker import StoreWorker
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ then admits a Hello only when
 - its certificate is not on the revocation list, by serial or by agent id (``agents
   revoke``; else ``UNKNOWN_AGENT`` saying so);
 
-and records are then accepted only for those units (`fleet.gateway.check_batch`). The
+and records are then accepted only for those units (`fleet.ingest.gateway.check_batch`). The
 registration is read at each Hello, and `watch_access_changes` re-checks the open streams
 of every agent whose registration or revocation changed (``agents remove``, ``agents
 revoke``, from any process sharing the store): such a stream ends with a Reject within

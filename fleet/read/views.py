@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from fleet.coverage import Coverage, UnitStatus
-from fleet.firmware import Inventory, VersionCount, Violation
 from fleet.store.base import CoverageChange, EventRow, FirmwareChange, UnitRow, UserRow
 from fleet.taxonomy import codes_of, event_class
+from fleet.units.coverage import Coverage, UnitStatus
+from fleet.units.firmware import Inventory, VersionCount, Violation
 from protos.liftwatch.v1 import records_pb2
 
 

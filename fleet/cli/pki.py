@@ -1,0 +1,93 @@
+"""``liftwatch-fleet pki``: a small CA and the certificates for mutual TLS (see fleet.auth.pki)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cryptography import x509
+
+from fleet.auth.pki import PkiError, init_ca, issue_agent, issue_server
+from fleet.cli.common import (
+    UsageError,
+    print_json,
+)
+from fleet.store.agents import serial_text
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `pki` command."""
+    pki_cmd = commands.add_parser(
+        "pki",
+        help="create a CA and issue the fleet's and the agents' certificates",
+        description="A small PKI for mutual TLS (files in DIR, see fleet/auth/pki.py): `init` "
+        "creates the CA, `server` the fleet's certificate, `agent` an agent's (its Common "
+        "Name is the agent id). Put DIR/server.pem, server.key and ca.pem in the fleet's "
+        "[tls]; give each agent ca.pem and its own pair ([fleet] ca/cert/key).",
+    )
+    pki_steps = pki_cmd.add_subparsers(dest="pki_command", required=True, metavar="STEP")
+    init_cmd = pki_steps.add_parser(
+        "init",
+        help="create the CA (DIR/ca.pem, DIR/ca.key)",
+        description="Create a CA (ECDSA P-256, 10 years) in DIR; refuses to overwrite one. "
+        "Keep ca.key offline in production.",
+    )
+    init_cmd.add_argument("dir", type=Path, metavar="DIR")
+    init_cmd.add_argument("--name", default="LiftWatch CA", help="the CA's Common Name")
+    server_cmd = pki_steps.add_parser(
+        "server",
+        help="issue the fleet's certificate (DIR/server.pem, DIR/server.key)",
+        description="Issue the fleet manager's server certificate, signed by the CA in DIR, "
+        "for every --host the agents use to reach it (DNS names or IP addresses).",
+    )
+    server_cmd.add_argument("dir", type=Path, metavar="DIR")
+    server_cmd.add_argument(
+        "--host", action="append", required=True, help="DNS name or IP address (repeatable)"
+    )
+    server_cmd.add_argument("--force", action="store_true", help="replace an existing pair")
+    agent_cmd = pki_steps.add_parser(
+        "agent",
+        help="issue an agent's certificate (DIR/agents/AGENT_ID.pem, .key)",
+        description="Issue agent AGENT_ID's client certificate, signed by the CA in DIR. "
+        "The fleet then admits it for the units `agents add AGENT_ID --unit ...` registers.",
+    )
+    agent_cmd.add_argument("dir", type=Path, metavar="DIR")
+    agent_cmd.add_argument("agent_id", metavar="AGENT_ID")
+    agent_cmd.add_argument("--force", action="store_true", help="replace an existing pair")
+    for sub in (init_cmd, server_cmd, agent_cmd):
+        sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Create the CA or issue a certificate, printing its serial; returns the exit status."""
+    directory: Path = args.dir
+    try:
+        if args.pki_command == "init":
+            pair = init_ca(directory, args.name)
+        elif args.pki_command == "server":
+            _refuse_overwrite(directory / "server.pem", directory / "server.key", args.force)
+            pair = issue_server(directory, list(args.host))
+        else:
+            agent_dir = directory / "agents"
+            _refuse_overwrite(
+                agent_dir / f"{args.agent_id}.pem", agent_dir / f"{args.agent_id}.key", args.force
+            )
+            pair = issue_agent(directory, args.agent_id)
+    except PkiError as exc:
+        raise UsageError(f"pki {args.pki_command}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"pki {args.pki_command}: {exc.strerror or exc}: {exc.filename}") from None
+    # The serial is what `agents revoke --serial` takes when this certificate is lost.
+    pem = pair.certificate.read_bytes()
+    serial = serial_text(x509.load_pem_x509_certificate(pem).serial_number)
+    if args.json:
+        print_json({"certificate": str(pair.certificate), "key": str(pair.key), "serial": serial})
+    else:
+        print(f"wrote {pair.certificate} and {pair.key} (serial {serial})")
+    return 0
+
+
+def _refuse_overwrite(cert: Path, key: Path, force: bool) -> None:
+    # A reissued key silently locks out whoever runs with the old one: make it deliberate.
+    if not force and (cert.exists() or key.exists()):
+        raise UsageError(f"{cert} already exists; pass --force to replace it")

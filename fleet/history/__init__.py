@@ -1,0 +1,1 @@
+"""Verifying the lifecycle history chains (`fleet.store.chain`) and signed checkpoints."""

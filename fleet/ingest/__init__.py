@@ -1,0 +1,1 @@
+"""Ingest: agent streams (gateway), who may send (access), group commit (committer), sweep."""

@@ -1,0 +1,1 @@
+"""The read side: unit selection, rows as shown (views), FleetQuery gRPC, lifecycle views."""

@@ -1,0 +1,1 @@
+"""The serving process: listeners and tasks (server), worker processes, interpreter tuning."""
