@@ -16,8 +16,9 @@ Where the counts come from
     ``max_gap_s`` (a link outage is not run time).
 
 Door times
-    An opening time runs from the first OPENING sample to the first OPEN sample after it;
-    a closing time from the first CLOSING to the first CLOSED. Times are taken in NORMAL
+    An opening time runs from the first OPENING sample after CLOSED to the first OPEN
+    sample after it; a closing time from the first CLOSING after OPEN to the first CLOSED
+    (`doors.door_cycle`: a re-opening out of a close is no stroke). Times are taken in NORMAL
     or UNKNOWN mode only (inspection and fire service run doors at other speeds), kept
     over the last ``window`` (101) cycles per direction, and reported as their median in
     milliseconds. The trend is the median of the last ``recent`` (11) cycles over the

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.detect import latch
-from agent.detect.engine import DetectionConfig
+from agent.detect.engine import DetectionConfig, UnitDetectors
 from agent.detect.events import Event, EventType, Phase
 from agent.state import CarState, Direction, DoorState
 from tests.agent.detect_helpers import feed_all
@@ -304,3 +304,14 @@ def test_held_open_is_not_raised_for_a_reopen_loop_or_a_close_failure() -> None:
     assert E.DOOR_CLOSE_FAILURE in raised and E.DOOR_HELD_OPEN not in raised
     # Doors held open with no attempt to close them are still held open.
     assert E.DOOR_HELD_OPEN in types(run(held(OPEN, 0.0, 70.0)))
+
+
+def test_the_health_medians_take_full_strokes_only() -> None:
+    unit = UnitDetectors()
+    for sample in door_cycle(0.0, 2.0, reopen=True):
+        unit.feed(sample)
+    health = unit.health
+    # One full opening and one full closing; the re-opening out of the close is neither.
+    assert health.door_open_cycles_timed == 1
+    assert health.door_close_cycles_timed == 1
+    assert health.door_open_median_ms == 2000
