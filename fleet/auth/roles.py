@@ -1,8 +1,9 @@
 """Roles and the signed-in principal: who sees which units and who may act.
 
 Pure data and rules, no I/O: the web layer builds a `Principal` from the user a session
-or API token names (`fleet.store.base.UserRow.principal`) and asks it before it shows a
-unit, lists units (`unit_scope`), streams a live update or applies an alarm action.
+or API token names (`fleet.store.base.UserRow.principal`); every read takes the scope made
+from it (`fleet.read.scope.Scope.of`, from `unit_scope`), and the web layer asks it before
+it applies an alarm action or manages users.
 """
 
 from __future__ import annotations

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from fleet.auth.roles import Principal
 from fleet.ingest.access import abort_call
+from fleet.read.scope import HiddenUnitError, Scope, ScopeError
 from fleet.read.selection import BadRequestError, Reads, UnitFilter
 from fleet.read.views import event_class_name
 from fleet.store.base import EventRow, UnitRow
@@ -108,6 +109,7 @@ def _coverage_fields(counts: Coverage) -> dict[str, int]:
 
 
 Authorize = Callable[[Any], Awaitable[Principal]]
+T = TypeVar("T")
 
 
 class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
@@ -118,48 +120,41 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
         self._reads = reads
         self._authorize = authorize
 
-    async def _scope(self, context: Any, asked: str = "") -> tuple[Principal, str]:
-        """The caller, and the contractor its listing is limited to: ``asked`` for
-        unscoped roles; a contractor gets its own, PERMISSION_DENIED asking for another's."""
-        principal = await self._authorize(context)
-        scope = principal.unit_scope()
-        if scope and asked and asked != scope:
-            await abort_call(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"contractor: {principal.username!r} sees only {scope!r}",
-            )
-        return principal, scope or asked
+    async def _scope(self, context: Any) -> Scope:
+        """The caller's scope (aborts the call when ``authorize`` refuses the caller)."""
+        return Scope.of(await self._authorize(context))
 
-    async def _visible(self, context: Any, principal: Principal, unit_id: str) -> None:
-        """Abort NOT_FOUND, as for a unit nobody knows, when ``principal`` may not see
-        ``unit_id`` (a contractor learns nothing of other units)."""
-        if not unit_id or not principal.unit_scope():
-            return
-        found = await self._reads.unit(unit_id)
-        if found is None or not principal.sees_unit(found[0].register.contractor):
-            await abort_call(context, grpc.StatusCode.NOT_FOUND, f"unit {unit_id!r} unknown")
+    async def _read(self, context: Any, read: Awaitable[T]) -> T:
+        """The result of ``read``, or the call aborted: INVALID_ARGUMENT for a bad
+        request, PERMISSION_DENIED for a listing of another contractor, NOT_FOUND (as for
+        a unit nobody knows) for a unit out of the caller's scope."""
+        try:
+            return await read
+        except BadRequestError as exc:
+            await abort_call(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except HiddenUnitError as exc:
+            await abort_call(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except ScopeError as exc:
+            await abort_call(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
 
     async def ListUnits(  # noqa: N802 (generated name)
         self, request: query_pb2.ListUnitsRequest, context: Any
     ) -> query_pb2.ListUnitsResponse:
         """Units matching every non-empty filter of ``request``, ordered by unit_id, paged
         by ``page_size`` / ``page_token``; INVALID_ARGUMENT for a bad token or size."""
-        _, contractor = await self._scope(context, request.contractor)
+        scope = await self._scope(context)
         wanted = UnitFilter(
             street=request.street,
             building=request.building,
-            contractor=contractor,
+            contractor=request.contractor,
             firmware=request.firmware,
             model=request.model,
             status=STATUS_FROM_PROTO.get(request.status),
             monitored=request.monitored,
         )
-        try:
-            page = await self._reads.units(wanted, request.page_size, request.page_token)
-        except BadRequestError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise AssertionError("context.abort returned") from None
+        page = await self._read(
+            context, self._reads.units(scope, wanted, request.page_size, request.page_token)
+        )
         return query_pb2.ListUnitsResponse(
             units=[unit_message(u, s) for u, s in page.units],
             next_page_token=page.next_token,
@@ -170,9 +165,8 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
         self, request: query_pb2.GetUnitRequest, context: Any
     ) -> query_pb2.Unit:
         """The unit ``request.unit_id``; aborts with NOT_FOUND when the fleet never knew it."""
-        principal = await self._authorize(context)
-        found = await self._reads.unit(request.unit_id)
-        if found is None or not principal.sees_unit(found[0].register.contractor):
+        found = await self._reads.unit(await self._scope(context), request.unit_id)
+        if found is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unit {request.unit_id!r} unknown")
             raise AssertionError("context.abort returned")  # abort always raises
         return unit_message(*found)
@@ -182,12 +176,8 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
     ) -> query_pb2.CoverageResponse:
         """District coverage counts as of now (see `fleet.units.coverage.Coverage`), and per
         street, building or contractor when ``request.by`` names one."""
-        _, contractor = await self._scope(context)
-        try:
-            counts, groups = await self._reads.coverage(request.by, contractor)
-        except BadRequestError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise AssertionError("context.abort returned") from None
+        scope = await self._scope(context)
+        counts, groups = await self._read(context, self._reads.coverage(scope, request.by))
         return query_pb2.CoverageResponse(
             **_coverage_fields(counts),
             groups=[
@@ -200,10 +190,9 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
         self, request: query_pb2.FirmwareInventoryRequest, context: Any
     ) -> query_pb2.FirmwareInventoryResponse:
         """Firmware and agent versions by model, policy violations, a unit's history."""
-        principal, contractor = await self._scope(context)
-        await self._visible(context, principal, request.history_unit_id)
-        inv, history = await self._reads.firmware(
-            request.model, request.history_unit_id, contractor
+        scope = await self._scope(context)
+        inv, history = await self._read(
+            context, self._reads.firmware(scope, request.model, request.history_unit_id)
         )
         response = query_pb2.FirmwareInventoryResponse(
             firmware=[
@@ -244,9 +233,9 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
         self, request: query_pb2.ListEventsRequest, context: Any
     ) -> query_pb2.ListEventsResponse:
         """The newest ``limit`` (default 100, at most 10,000) matching events, oldest first."""
-        principal, contractor = await self._scope(context)
-        await self._visible(context, principal, request.unit_id)
-        events = await self._reads.events(
-            request.unit_id, int(request.type), request.limit, contractor
+        scope = await self._scope(context)
+        events = await self._read(
+            context,
+            self._reads.events(scope, request.unit_id, int(request.type), request.limit),
         )
         return query_pb2.ListEventsResponse(events=[event_message(e) for e in events])

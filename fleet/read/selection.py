@@ -2,18 +2,20 @@
 
 Fetching differs (the servers await a `StoreWorker`, the CLI calls a store directly);
 what is done with the rows is here, once: filtering by live status, paging, coverage
-groups, the firmware inventory.
+groups, the firmware inventory. `Reads` keeps every read to the caller's `Scope`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fleet.clock import Clock
+from fleet.read.scope import Scope, require_unit
 from fleet.store.base import (
     CoverageChange,
     EventQuery,
@@ -136,7 +138,11 @@ def event_limit(requested: int) -> int:
 
 
 class Reads:
-    """The read side over a running store, statuses against the injected clock."""
+    """The read side over a running store, statuses against the injected clock.
+
+    Every read takes the caller's `Scope` and returns only what is in it (see
+    `fleet.read.scope`): listings are filtered in the store by contractor, and a unit
+    out of scope is answered as unknown (`HiddenUnitError`, or None from `unit`)."""
 
     def __init__(
         self, store: StoreWorker, thresholds: CoverageConfig, policy: Policy, clock: Clock
@@ -146,24 +152,29 @@ class Reads:
         self._policy = policy
         self._clock = clock
 
-    async def units(self, wanted: UnitFilter, page_size: int = 0, token: str = "") -> UnitPage:
-        """Units matching ``wanted``, ordered by unit_id, one page."""
+    async def units(
+        self, scope: Scope, wanted: UnitFilter, page_size: int = 0, token: str = ""
+    ) -> UnitPage:
+        """Units in ``scope`` matching ``wanted``, ordered by unit_id, one page; a
+        contractor naming another contractor gets `OutOfScopeError`."""
+        wanted = dataclasses.replace(wanted, contractor=scope.listing(wanted.contractor))
         if token:
             decode_token(token)  # refuse a bad token before touching the store
         rows = await self._store.list_units(wanted.store_query())
         return select_units(rows, wanted, self._clock(), self.thresholds, page_size, token)
 
-    async def unit(self, unit_id: str) -> tuple[UnitRow, UnitStatus] | None:
-        """One unit with its status, or None when the fleet never knew it."""
+    async def unit(self, scope: Scope, unit_id: str) -> tuple[UnitRow, UnitStatus] | None:
+        """One unit with its status, or None when the fleet never knew it or it is not in
+        ``scope`` (the same answer, so that a contractor learns nothing)."""
         row = await self._store.get_unit(unit_id)
-        return None if row is None else (row, status_of(row, self._clock(), self.thresholds))
+        if row is None or not scope.sees(row.register.contractor):
+            return None
+        return row, status_of(row, self._clock(), self.thresholds)
 
-    async def coverage(
-        self, by: str = "", contractor: str = ""
-    ) -> tuple[Coverage, dict[str, Coverage]]:
-        """District counts (of ``contractor``'s units unless empty), and per ``by`` group
-        when given (else an empty dict)."""
-        rows = await self._store.list_units(UnitQuery(contractor=contractor))
+    async def coverage(self, scope: Scope, by: str = "") -> tuple[Coverage, dict[str, Coverage]]:
+        """Counts of the units in ``scope``, and per ``by`` group when given (else an
+        empty dict)."""
+        rows = await self._store.list_units(UnitQuery(contractor=scope.listing()))
         now = self._clock()
         try:
             groups = coverage_by(rows, by, now, self.thresholds) if by else {}
@@ -171,28 +182,42 @@ class Reads:
             raise BadRequestError(f"by: {exc}") from None
         return coverage(rows, now, self.thresholds), groups
 
-    async def coverage_history(self, unit_id: str = "", limit: int = 0) -> list[CoverageChange]:
-        """The newest ``limit`` (default 100) coverage transitions, oldest first."""
+    async def coverage_history(
+        self, scope: Scope, unit_id: str = "", limit: int = 0
+    ) -> list[CoverageChange]:
+        """The newest ``limit`` (default 100) coverage transitions, oldest first: of
+        ``unit_id``, or of every unit in the unlimited scope (a contractor names one)."""
+        if not scope.everything and not unit_id:
+            raise BadRequestError("unit: a contractor asks for one unit's history at a time")
+        if unit_id:
+            await require_unit(self._store, scope, unit_id)
         return await self._store.coverage_history(unit_id, event_limit(limit))
 
     async def firmware(
-        self, model: str = "", history_unit: str = "", contractor: str = ""
+        self, scope: Scope, model: str = "", history_unit: str = ""
     ) -> tuple[Inventory, list[FirmwareChange]]:
-        """The firmware inventory (of ``model`` and ``contractor`` unless empty), and a
-        unit's history."""
-        rows = await self._store.list_units(UnitQuery(model=model, contractor=contractor))
+        """The firmware inventory of the units in ``scope`` (of ``model`` unless empty),
+        and ``history_unit``'s history (`HiddenUnitError` when it is out of scope)."""
+        if history_unit:
+            await require_unit(self._store, scope, history_unit)
+        rows = await self._store.list_units(UnitQuery(model=model, contractor=scope.listing()))
         history = (
             await self._store.firmware_history(history_unit, HISTORY_LIMIT) if history_unit else []
         )
         return inventory(rows, self._policy, model), history
 
     async def events(
-        self, unit_id: str = "", type_number: int = 0, limit: int = 0, contractor: str = ""
+        self, scope: Scope, unit_id: str = "", type_number: int = 0, limit: int = 0
     ) -> list[EventRow]:
-        """The newest matching events (of ``contractor``'s units unless empty), oldest
-        first."""
+        """The newest matching events of the units in ``scope``, oldest first
+        (`HiddenUnitError` for a ``unit_id`` out of scope)."""
+        if unit_id:
+            await require_unit(self._store, scope, unit_id)
         return await self._store.list_events(
             EventQuery(
-                unit_id=unit_id, type=type_number, limit=event_limit(limit), contractor=contractor
+                unit_id=unit_id,
+                type=type_number,
+                limit=event_limit(limit),
+                contractor=scope.listing(),
             )
         )

@@ -360,7 +360,6 @@ async def _web_app(
         lifecycle,
         auth=auth,
         hub=hub,
-        contractors=contractors,
         refresh_scope=fresh.refresh,
         site=SiteSettings(time_zone=http.time_zone, language=http.language),
         store=store,

@@ -17,11 +17,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from fleet.alarms.service import Lifecycle
-from fleet.auth.roles import Principal
 from fleet.clock import Clock, utc_now
 from fleet.config import HistoryConfig, ReportsConfig
 from fleet.csv_cells import csv_text
 from fleet.metrics import GatewayMetrics
+from fleet.read.scope import HiddenUnitError, OutOfScopeError
 from fleet.read.selection import BadRequestError, Reads, UnitFilter
 from fleet.read.views import (
     EVENT_TABLE_COLUMNS,
@@ -37,12 +37,12 @@ from fleet.read.views import (
 from fleet.store.base import EventRow, UnitRow
 from fleet.store.worker import StoreWorker
 from fleet.units.coverage import UnitStatus
-from fleet.web.auth import OPEN_PRINCIPAL, AccessDeniedError, Authenticator, principal_of
+from fleet.web.auth import OPEN_PRINCIPAL, AccessDeniedError, Authenticator, scope_of
 from fleet.web.dashboard import SiteSettings, dashboard_routes
 from fleet.web.headers import SecurityHeaders
 from fleet.web.history import history_routes
 from fleet.web.lifecycle import lifecycle_routes
-from fleet.web.live import LiveHub, UnitContractors
+from fleet.web.live import LiveHub
 from fleet.web.openapi import openapi_spec
 from fleet.web.params import integer_param
 
@@ -69,15 +69,6 @@ def _int(request: Request, name: str, default: int) -> int:
     return integer_param(name, request.query_params.get(name, ""), default, maximum=2**31 - 1)
 
 
-def scoped_contractor(principal: Principal, asked: str) -> str:
-    """The contractor a listing is limited to: ``asked`` for unscoped roles; a contractor
-    gets its own, and a 403 when it asks for another's."""
-    scope = principal.unit_scope()
-    if scope and asked and asked != scope:
-        raise AccessDeniedError(403, f"contractor: {principal.username!r} sees only {scope!r}")
-    return scope or asked
-
-
 def _unit_filter(request: Request) -> UnitFilter:
     params = request.query_params
     status_text = params.get("status", "")
@@ -89,7 +80,7 @@ def _unit_filter(request: Request) -> UnitFilter:
     return UnitFilter(
         street=params.get("street", ""),
         building=params.get("building", ""),
-        contractor=scoped_contractor(principal_of(request), params.get("contractor", "")),
+        contractor=params.get("contractor", ""),
         firmware=params.get("firmware", ""),
         model=params.get("model", ""),
         status=status,
@@ -138,7 +129,6 @@ def build_app(
     *,
     auth: Authenticator | None = None,
     hub: LiveHub | None = None,
-    contractors: UnitContractors | None = None,
     refresh_scope: Callable[[], Awaitable[None]] | None = None,
     site: SiteSettings | None = None,
     store: StoreWorker | None = None,
@@ -155,11 +145,11 @@ def build_app(
     `fleet.web.dashboard`) when ``site``, ``store`` and ``hub`` are given.
 
     Every /api/ route but the OpenAPI spec admits the caller through ``auth`` (None:
-    auth is off, everyone acts as an administrator) and shows a contractor only its own
-    units, whose contractor ``contractors`` knows; ``refresh_scope`` (when given) makes
-    that map current before each request of a contractor (`fleet.web.scope`), so that a
-    unit given to another contractor is refused by every route at once."""
-    known = contractors or UnitContractors()
+    auth is off, everyone acts as an administrator). The routes read through ``reads``
+    and `fleet.read.unit_reads.UnitReads` with the caller's scope (`scope_of`), which
+    keep a contractor to its own units (`fleet.read.scope`); ``refresh_scope`` (when
+    given) makes the live hub's unit -> contractor map current before each request of a
+    contractor (`fleet.web.scope`), so that open streams follow a reassignment at once."""
 
     def guarded(handler: Handler) -> Handler:
         async def run(request: Request) -> Response:
@@ -174,27 +164,25 @@ def build_app(
             except BadRequestError as exc:
                 metrics.bad_input.labels(kind="api_request").inc()
                 return _JSON({"error": str(exc)}, status_code=400)
-            except AccessDeniedError as exc:
+            except (AccessDeniedError, OutOfScopeError) as exc:
                 metrics.access_denied.labels(status=str(exc.status)).inc()
+                return _JSON({"error": str(exc)}, status_code=exc.status)
+            except HiddenUnitError as exc:
+                # The same answer as for a unit nobody knows: a contractor learns nothing.
                 return _JSON({"error": str(exc)}, status_code=exc.status)
 
         return run
 
-    def visible(request: Request, unit_id: str) -> bool:
-        principal = principal_of(request)
-        if not principal.unit_scope():
-            return True
-        return known(unit_id) == principal.unit_scope()
-
     async def units(request: Request) -> Response:
         if request.query_params.get("format", "json") == "csv":
-            everything = await reads.units(_unit_filter(request))
+            everything = await reads.units(scope_of(request), _unit_filter(request))
             return Response(
                 units_csv(everything.units),
                 media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": 'attachment; filename="units.csv"'},
             )
         page = await reads.units(
+            scope_of(request),
             _unit_filter(request),
             _int(request, "page_size", 0),
             request.query_params.get("page_token", ""),
@@ -209,40 +197,30 @@ def build_app(
 
     async def unit(request: Request) -> Response:
         unit_id = str(request.path_params["unit_id"])
-        found = await reads.unit(unit_id)
-        if found is None or not principal_of(request).sees_unit(found[0].register.contractor):
+        found = await reads.unit(scope_of(request), unit_id)
+        if found is None:
             # The same answer as for a unit nobody knows: a contractor learns nothing.
             return _JSON({"error": f"unit {unit_id!r} unknown"}, status_code=404)
         return _JSON(unit_json(*found))
 
     async def coverage(request: Request) -> Response:
-        counts, groups = await reads.coverage(
-            request.query_params.get("by", ""),
-            scoped_contractor(principal_of(request), ""),
-        )
+        counts, groups = await reads.coverage(scope_of(request), request.query_params.get("by", ""))
         body: dict[str, object] = dict(coverage_json(counts))
         if groups:
             body["groups"] = coverage_groups_json(groups)
         return _JSON(body)
 
     async def coverage_history(request: Request) -> Response:
-        unit_id = request.query_params.get("unit", "")
-        scope = principal_of(request).unit_scope()
-        if scope and not unit_id:
-            raise BadRequestError("unit: a contractor asks for one unit's history at a time")
-        if unit_id and not visible(request, unit_id):
-            return _JSON({"error": f"unit {unit_id!r} unknown"}, status_code=404)
-        changes = await reads.coverage_history(unit_id, _int(request, "limit", 0))
+        changes = await reads.coverage_history(
+            scope_of(request), request.query_params.get("unit", ""), _int(request, "limit", 0)
+        )
         return _JSON({"history": [coverage_change_json(c) for c in changes]})
 
     async def firmware(request: Request) -> Response:
-        history_unit = request.query_params.get("history", "")
-        if history_unit and not visible(request, history_unit):
-            return _JSON({"error": f"unit {history_unit!r} unknown"}, status_code=404)
         inv, history = await reads.firmware(
+            scope_of(request),
             request.query_params.get("model", ""),
-            history_unit,
-            scoped_contractor(principal_of(request), ""),
+            request.query_params.get("history", ""),
         )
         return _JSON(inventory_json(inv, history, violations_only=_flag(request, "violations")))
 
@@ -252,14 +230,11 @@ def build_app(
             type_number = event_type_number(type_text) if type_text else 0
         except ValueError as exc:
             raise BadRequestError(f"type: {exc}") from None
-        unit_id = request.query_params.get("unit", "")
-        if unit_id and not visible(request, unit_id):
-            return _JSON({"error": f"unit {unit_id!r} unknown"}, status_code=404)
         found = await reads.events(
-            unit_id,
+            scope_of(request),
+            request.query_params.get("unit", ""),
             type_number,
             _int(request, "limit", 0),
-            scoped_contractor(principal_of(request), ""),
         )
         if request.query_params.get("format", "json") == "csv":
             return Response(
@@ -281,7 +256,6 @@ def build_app(
             site=site,
             metrics=metrics,
             guarded=guarded,
-            visible=visible,
             clock=clock,
         )
     return Starlette(
@@ -295,7 +269,6 @@ def build_app(
             *lifecycle_routes(
                 lifecycle,
                 guarded,
-                visible,
                 hub,
                 reports=reports,
                 time_zone=(site or SiteSettings()).time_zone,

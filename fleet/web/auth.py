@@ -29,6 +29,7 @@ from fleet.auth.roles import Principal, Role
 from fleet.auth.throttle import LoginThrottle, ThrottleSettings, retry_after
 from fleet.clock import Clock
 from fleet.metrics import GatewayMetrics
+from fleet.read.scope import Scope
 from fleet.store.worker import StoreWorker
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ def principal_of(request: Request) -> Principal:
     if not isinstance(principal, Principal):
         raise AccessDeniedError(401, "not logged in")
     return principal
+
+
+def scope_of(request: Request) -> Scope:
+    """The units the admitted caller of ``request`` may read: every read takes it."""
+    return Scope.of(principal_of(request))
 
 
 def _principal(row: object) -> Principal:

@@ -22,9 +22,11 @@ from starlette.staticfiles import StaticFiles
 
 from fleet.clock import Clock, utc_now
 from fleet.metrics import GatewayMetrics
+from fleet.read.scope import Scope
+from fleet.read.unit_reads import UnitReads
 from fleet.read.views import iso
 from fleet.store.worker import StoreWorker
-from fleet.web.auth import SESSION_COOKIE, Authenticator, principal_of
+from fleet.web.auth import SESSION_COOKIE, Authenticator, principal_of, scope_of
 from fleet.web.live import (
     LiveHub,
     LiveStreamResponse,
@@ -91,11 +93,12 @@ def dashboard_routes(
     site: SiteSettings,
     metrics: GatewayMetrics,
     guarded: Callable[[Handler], Handler],
-    visible: Callable[[Request, str], bool],
     clock: Clock = utc_now,
 ) -> list[BaseRoute]:
-    """The dashboard's routes (with the administrators' users API); ``guarded`` and
-    ``visible`` are the API's access checks."""
+    """The dashboard's routes (with the administrators' users API); ``guarded`` admits
+    the caller as the API does. Unit data is read through `UnitReads` with the caller's
+    scope, and the live stream is scoped by the hub, message by message."""
+    unit_reads = UnitReads(store)
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers=_shell_headers())
@@ -121,11 +124,11 @@ def dashboard_routes(
 
     async def live(request: Request) -> Response:
         principal = principal_of(request)
-        units = [u for u in request.query_params.getlist("unit") if visible(request, u)]
         try:
             subscription = hub.subscribe(
-                principal.unit_scope(),
-                units,
+                # The hub passes a stream only the messages of units in this scope.
+                Scope.of(principal).contractor,
+                request.query_params.getlist("unit"),
                 # With auth off every visitor is the same nameless administrator: each
                 # client address then counts as one user.
                 user=principal.username or f"address {_address(request)}",
@@ -154,15 +157,8 @@ def dashboard_routes(
 
     async def unit_live(request: Request) -> Response:
         unit_id = str(request.path_params["unit_id"])
-        if not visible(request, unit_id):
-            return JSONResponse({"error": f"unit {unit_id!r} unknown"}, status_code=404)
-        car, links, counters = await store.call(
-            lambda s: (
-                s.latest_car_state(unit_id),
-                s.health_records(unit_id, "link_status", 1),
-                s.health_records(unit_id, "counters", COUNTERS_POINTS),
-            )
-        )
+        found = await unit_reads.live(scope_of(request), unit_id, COUNTERS_POINTS)
+        car, links, counters = found.car, found.links, found.counters
         body: dict[str, Any] = {"unit_id": unit_id, "car": None, "link": None, "counters": []}
         if car is not None:
             state = records_pb2.Record.FromString(car[1]).car_state

@@ -19,9 +19,9 @@ from starlette.routing import Route
 from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
 from fleet.config import ReportsConfig
-from fleet.history.verify import verify_store
 from fleet.read.lifecycle_views import alarm_json, history_row_json, problem_json
 from fleet.read.selection import BadRequestError
+from fleet.read.unit_reads import UnitReads
 from fleet.reports.claims import (
     ClaimProblem,
     ClaimsError,
@@ -38,12 +38,11 @@ from fleet.store.base import (
     ALARM_STATES,
     AlarmActionError,
     AlarmReasonRequiredError,
-    AlarmRow,
     EventRow,
     UnitRow,
 )
 from fleet.store.worker import StoreWorker
-from fleet.web.auth import AccessDeniedError, principal_of
+from fleet.web.auth import AccessDeniedError, principal_of, scope_of
 from fleet.web.live import LiveHub
 from fleet.web.params import integer_param, positive_param
 
@@ -146,31 +145,9 @@ async def _reason(request: Request) -> str:
     return reason
 
 
-def _scoped_rows(
-    request: Request,
-    report: str,
-    rows: list[dict[str, Any]],
-    visible: Callable[[Request, str], bool],
-) -> list[dict[str, Any]]:
-    """A contractor's view of a report: its own units or its own scorecard only; a
-    grouping that mixes contractors (building, street) is refused."""
-    scope = principal_of(request).unit_scope()
-    if not scope:
-        return rows
-    if report == "fault-rate":
-        by = request.query_params.get("by", "unit")
-        if by == "unit":
-            return [r for r in rows if visible(request, str(r["name"]))]
-        if by == "contractor":
-            return [r for r in rows if r["name"] == scope]
-        raise AccessDeniedError(403, f"by: a contractor sees fault rates by unit, not by {by}")
-    return [r for r in rows if r.get("contractor") == scope]
-
-
 def lifecycle_routes(
     lifecycle: Lifecycle | None,
     guarded: Callable[[Handler], Handler],
-    visible: Callable[[Request, str], bool],
     hub: LiveHub | None = None,
     *,
     reports: ReportsConfig | None = None,
@@ -179,8 +156,9 @@ def lifecycle_routes(
 ) -> list[Route]:
     """The routes of this side (a 400 naming the reason when built without a lifecycle).
 
-    ``guarded`` admits the caller; ``visible`` says whether the caller may see a unit (a
-    contractor: only its own). Alarm actions tell ``hub`` so that open pages refresh.
+    ``guarded`` admits the caller; every read goes through `UnitReads` with the caller's
+    scope (a contractor: only its own units). Alarm actions tell ``hub`` so that open
+    pages refresh.
     The fault-rate report ranks by ``reports``; a claim time without a UTC offset is read
     in the site's ``time_zone``; claim reasons are in the reader's language (``lang``,
     else Accept-Language, else the site's ``language``).
@@ -189,52 +167,38 @@ def lifecycle_routes(
     site_zone = zoneinfo.ZoneInfo(time_zone)
     audits = asyncio.Semaphore(1)
 
-    def need() -> Lifecycle:
-        if lifecycle is None:
+    unit_reads = UnitReads(lifecycle.store) if lifecycle is not None else None
+
+    def need() -> tuple[Lifecycle, UnitReads]:
+        if lifecycle is None or unit_reads is None:
             raise BadRequestError("the lifecycle side is not running in this process")
-        return lifecycle
+        return lifecycle, unit_reads
 
     async def alarms(request: Request) -> Response:
-        life = need()
+        life, reads = need()
         open_text = request.query_params.get("open", "").lower()
         if open_text not in {"", "0", "1", "true", "false", "yes", "no"}:
             raise BadRequestError(f"open: expected true or false, got {open_text!r}")
         limit = integer_param("limit", request.query_params.get("limit", ""), 0)
-        unit = request.query_params.get("unit", "")
-        scope = principal_of(request).unit_scope()
-        found = await life.store.call(
-            lambda s: s.alarms(
-                open_only=open_text in {"1", "true", "yes"},
-                unit_id=unit,
-                # a contractor's newest N are found after filtering
-                limit=0 if scope else limit,
-            )
+        found = await reads.alarms(
+            scope_of(request),
+            open_only=open_text in {"1", "true", "yes"},
+            unit_id=request.query_params.get("unit", ""),
+            limit=limit,
         )
-        if scope:
-            found = [a for a in found if a.contractor == scope]
-            found = found[:limit] if limit else found
         now = life.clock()
         return _JSON({"alarms": [alarm_json(a, now) for a in found]})
 
-    async def visible_alarm(request: Request, life: Lifecycle, alarm_id: int) -> AlarmRow | None:
-        # One lookup for reading and for acting: an alarm of a unit the caller may not
-        # see does not exist for it.
-        rows = await life.store.call(lambda s: s.alarms())
-        found = next((a for a in rows if a.alarm_id == alarm_id), None)
-        if found is None or not principal_of(request).sees_unit(found.contractor):
-            return None
-        return found
-
     async def alarm(request: Request) -> Response:
-        life = need()
+        life, reads = need()
         alarm_id = _alarm_id(request)
-        found = await visible_alarm(request, life, alarm_id)
+        found = await reads.alarm(scope_of(request), alarm_id)
         if found is None:
             return _JSON({"error": f"alarm {alarm_id} does not exist"}, status_code=404)
         return _JSON(alarm_json(found, life.clock()))
 
     async def action(request: Request) -> Response:
-        life = need()
+        life, reads = need()
         alarm_id = _alarm_id(request)
         name = str(request.path_params["action"])
         if name not in ACTIONS:
@@ -242,7 +206,9 @@ def lifecycle_routes(
         principal = principal_of(request)
         if not principal.can_act_on_alarms():
             raise AccessDeniedError(403, f"a {principal.role.value} may not act on alarms")
-        if await visible_alarm(request, life, alarm_id) is None:
+        # One lookup for reading and for acting: an alarm of a unit the caller may not
+        # see does not exist for it.
+        if await reads.alarm(scope_of(request), alarm_id) is None:
             return _JSON({"error": f"alarm {alarm_id} does not exist"}, status_code=404)
         by = await _actor(request, principal)
         reason = await _reason(request)
@@ -262,7 +228,7 @@ def lifecycle_routes(
         return _JSON(alarm_json(row, now))
 
     async def report(request: Request) -> Response:
-        life = need()
+        life, reads = need()
         name = str(request.path_params["report"])
         now = life.clock()
         span = _period(request, now.date())
@@ -271,7 +237,9 @@ def lifecycle_routes(
             if by not in GROUPS:
                 raise BadRequestError(f"by: {by!r} is none of {', '.join(GROUPS)}")
             rates = await life.store.call(lambda s: fault_rate_report(s, by, span, rules, now))
-            rows = _scoped_rows(request, name, [rate_json(r) for r in rates], visible)
+            rows = await reads.report_rows(
+                scope_of(request), name, by, [rate_json(r) for r in rates]
+            )
             if request.query_params.get("format", "json") == "csv":
                 # A byte-order mark first: spreadsheets on Chinese Windows then read UTF-8.
                 body = "\ufeff" + rate_csv(rows, span, rules)
@@ -301,13 +269,13 @@ def lifecycle_routes(
             return _JSON(
                 {"error": f"report {name!r} unknown; known: {', '.join(REPORTS)}"}, status_code=404
             )
-        rows = _scoped_rows(request, name, rows, visible)
+        rows = await reads.report_rows(scope_of(request), name, "", rows)
         return _JSON(
             {"since": span.since.isoformat(), "until": span.until.isoformat(), "rows": rows}
         )
 
     async def claims(request: Request) -> Response:
-        life = need()
+        life, reads = need()
         window = dt.timedelta(minutes=_positive(request, "window_min", CLAIM_WINDOW_MIN))
         max_gap = dt.timedelta(seconds=_positive(request, "max_gap_s", CLAIM_MAX_GAP_S))
         # serve refuses a longer body before reading it ([http] max_upload_bytes, see
@@ -323,12 +291,8 @@ def lifecycle_routes(
         except (UnicodeDecodeError, csv.Error, ClaimsError) as exc:
             raise BadRequestError(f"body: {exc}") from None
         # A contractor audits its own units' claims: another's unit is "unknown" to it.
-        problems += [
-            ClaimProblem(c.line, f"unit {c.unit_id!r} unknown")
-            for c in parsed
-            if not visible(request, c.unit_id)
-        ]
-        mine = [c for c in parsed if visible(request, c.unit_id)]
+        mine, others = await reads.split_by_unit(scope_of(request), parsed, lambda c: c.unit_id)
+        problems += [ClaimProblem(c.line, f"unit {c.unit_id!r} unknown") for c in others]
         lang = language_of(
             request.query_params.get("lang", ""),
             request.headers.get("accept-language", ""),
@@ -336,10 +300,12 @@ def lifecycle_routes(
         )
         # Computed on a thread of its own, one audit at a time: the store thread only runs
         # its reads, one by one between ingest's group commits, never the whole audit.
-        reads = StoreThreadReads(life.store)
+        claim_reads = StoreThreadReads(life.store)
         async with audits:
             verdicts = await asyncio.to_thread(
-                lambda: [verdict_json(audit_claim(reads, c, window, max_gap), lang) for c in mine]
+                lambda: [
+                    verdict_json(audit_claim(claim_reads, c, window, max_gap), lang) for c in mine
+                ]
             )
         return _JSON(
             {
@@ -355,14 +321,11 @@ def lifecycle_routes(
 
     async def history(request: Request) -> Response:
 
-        life = need()
+        _, reads = need()
         unit_id = str(request.path_params["unit_id"])
-        if not visible(request, unit_id):
-            return _JSON({"error": f"unit {unit_id!r} unknown"}, status_code=404)
         # The unit's chain, and its events and alarms rows checked against it.
-        rows, heads, problems = await life.store.call(
-            lambda s: (*s.history(unit_id), verify_store(s, unit_id).problems)
-        )
+        found = await reads.history(scope_of(request), unit_id)
+        rows, heads, problems = found.rows, found.heads, found.problems
         return _JSON(
             {
                 "unit_id": unit_id,

@@ -1,11 +1,13 @@
 """Keeping the unit -> contractor map that scopes a contractor's view current.
 
-The register can change in another process (``liftwatch-fleet units import``, another
+The live hub scopes each stream's messages with an in-memory unit -> contractor map. The
+register can change in another process (``liftwatch-fleet units import``, another
 replica). Each register import adds a row to ``register_changes``; `FreshContractors`
 compares its newest id (one index read) with the one its map was read at, and re-reads the
-map only when they differ. The API checks it before every request of a contractor (so a
-unit given to another contractor is refused by every route at the next request), and
-`FreshContractors.watch` checks it every `REGISTER_POLL_S` for the open live streams.
+map only when they differ. The API checks it before every request of a contractor (so the
+open streams follow a reassignment at once), and `FreshContractors.watch` every
+`REGISTER_POLL_S`. The routes' own reads do not use the map: they are scoped in the read
+layer from the store (`fleet.read.scope`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,316 @@
+"""Contractor scope on every route (issue 15, item 4), listed from the OpenAPI spec.
+
+For each operation of ``/api/openapi.json`` (and the page), a contractor's API token asks
+for the other contractor's unit, alarm, rows and stream: the answer is 404 or 403, or
+200 without a trace of that unit or its contractor. The same request by an administrator
+shows the other unit where the route carries unit data, so an empty answer cannot pass
+for a scoped one. A route in the spec without a case here fails
+`test_every_route_has_a_scope_case`.
+
+District (`tests.security.conftest.District`): U1 is C1's, U2 is C2's; the token is c1's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from starlette.routing import Route
+
+from fleet.auth.passwords import hash_password
+from fleet.auth.roles import Role
+from fleet.config import FleetConfig, StoreConfig
+from fleet.store.sqlite import SqliteStore
+from fleet.web.openapi import openapi_spec
+from protos.liftwatch.v1 import records_pb2
+from tests.fleet.factories import T0, batch, hello, record
+from tests.fleet.harness import Fleet, running_fleet
+from tests.fleet.test_api import routes_only_app
+from tests.fleet.test_tls import first_frame
+from tests.security.conftest import District, with_timeout
+from tests.security.test_reassignment import ROUTES
+
+ENTRAPMENT = records_pb2.EVENT_TYPE_ENTRAPMENT
+# What must not reach C1: the other unit's id, or its contractor's name.
+FOREIGN = re.compile(r"\b(U2|C2)\b")
+OWN, OTHER = "U1", "U2"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One request of a case. ``leaks``: the administrator's answer names U2 or C2 (the
+    route carries the other contractor's data), which the contractor's must not."""
+
+    method: str
+    path: str
+    leaks: bool
+    body: bytes | None = None
+    content_type: str = "application/json"
+
+
+# {alarm_U1} / {alarm_U2} are filled in with the ids of the units' entrapment alarms.
+CASES: dict[tuple[str, str], tuple[Probe, ...]] = {
+    ("get", "/api/units"): (
+        Probe("GET", "/api/units", leaks=True),
+        Probe("GET", "/api/units?contractor=C2", leaks=True),
+        Probe("GET", "/api/units?format=csv", leaks=True),
+        Probe("GET", "/api/units?q=U2", leaks=True),
+    ),
+    ("get", "/api/units/{unit_id}"): (Probe("GET", "/api/units/U2", leaks=True),),
+    ("get", "/api/coverage"): (
+        Probe("GET", "/api/coverage?by=contractor", leaks=True),
+        Probe("GET", "/api/coverage?by=building", leaks=False),
+    ),
+    ("get", "/api/coverage/history"): (
+        Probe("GET", "/api/coverage/history?unit=U2", leaks=True),
+        Probe("GET", "/api/coverage/history", leaks=True),
+    ),
+    ("get", "/api/firmware"): (
+        Probe("GET", "/api/firmware?history=U2", leaks=True),
+        Probe("GET", "/api/firmware", leaks=False),
+    ),
+    ("get", "/api/events"): (
+        Probe("GET", "/api/events", leaks=True),
+        Probe("GET", "/api/events?unit=U2", leaks=True),
+        Probe("GET", "/api/events?format=csv", leaks=True),
+        Probe("GET", "/api/events?unit=U2&format=csv", leaks=True),
+    ),
+    ("get", "/api/openapi.json"): (Probe("GET", "/api/openapi.json", leaks=False),),
+    ("get", "/api/alarms"): (
+        Probe("GET", "/api/alarms", leaks=True),
+        Probe("GET", "/api/alarms?unit=U2", leaks=True),
+        Probe("GET", "/api/alarms?open=true&limit=1", leaks=True),
+    ),
+    ("get", "/api/alarms/{alarm_id}"): (Probe("GET", "/api/alarms/{alarm_U2}", leaks=True),),
+    ("post", "/api/alarms/{alarm_id}/{action}"): (
+        Probe("POST", "/api/alarms/{alarm_U2}/ack", leaks=True, body=b'{"by": "x"}'),
+    ),
+    ("get", "/api/reports/{report}"): (
+        Probe("GET", "/api/reports/fault-rate", leaks=True),
+        Probe("GET", "/api/reports/fault-rate?by=contractor", leaks=True),
+        # The register names no streets: one row of both contractors, refused to C1.
+        Probe("GET", "/api/reports/fault-rate?by=street", leaks=False),
+        Probe("GET", "/api/reports/fault-rate?format=csv", leaks=True),
+        Probe("GET", "/api/reports/service-life", leaks=True),
+        Probe("GET", "/api/reports/scorecard", leaks=True),
+    ),
+    ("post", "/api/reports/claims"): (
+        Probe(
+            "POST",
+            "/api/reports/claims",
+            leaks=True,
+            body=(
+                "unit_id,time,fault_type\n"
+                f"U1,{T0.isoformat()},ENTRAPMENT\nU2,{T0.isoformat()},ENTRAPMENT\n"
+            ).encode(),
+            content_type="text/csv",
+        ),
+    ),
+    ("get", "/api/units/{unit_id}/history"): (Probe("GET", "/api/units/U2/history", leaks=True),),
+    ("get", "/api/history/checkpoint"): (Probe("GET", "/api/history/checkpoint", leaks=False),),
+    # The stream: see `_live_stream`; this request only opens and reads it.
+    ("get", "/api/live"): (Probe("GET", "/api/live?unit=U1&unit=U2", leaks=True),),
+    ("get", "/api/units/{unit_id}/live"): (Probe("GET", "/api/units/U2/live", leaks=True),),
+    ("get", "/api/users"): (Probe("GET", "/api/users", leaks=False),),
+    ("post", "/api/users"): (
+        Probe(
+            "POST",
+            "/api/users",
+            leaks=False,
+            body=json.dumps(
+                {"username": "c2x", "role": "contractor", "contractor": "C2", "password": "p" * 12}
+            ).encode(),
+        ),
+    ),
+    ("delete", "/api/users/{username}"): (Probe("DELETE", "/api/users/nobody", leaks=False),),
+    ("get", "/api/site"): (Probe("GET", "/api/site", leaks=False),),
+}
+# Routes outside the spec that show data: the page (a shell that reads the API).
+PAGES = (Probe("GET", "/", leaks=False), Probe("GET", "/auth/me", leaks=False))
+
+
+def _operations() -> list[tuple[str, str]]:
+    spec = openapi_spec()
+    return [(method, path) for path, item in spec["paths"].items() for method in item]
+
+
+def test_every_route_has_a_scope_case() -> None:
+    assert set(_operations()) == set(CASES), "a route of the spec without a scope case here"
+    # Every route of the app is in the spec or a page probed here (a route the spec
+    # forgot would otherwise escape the cases).
+    app = routes_only_app()
+    served = {r.path.replace(":str", "") for r in app.routes if isinstance(r, Route)}
+    known = set(openapi_spec()["paths"]) | {p.path for p in PAGES}
+    # Sign-in and -out change no unit data; /metrics has a token of its own (test_headers).
+    assert served - known == {"/auth/login", "/auth/logout", "/metrics"}
+
+
+def _send(http: str, token: str, probe: Probe, path: str) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"}
+    if probe.body is not None:
+        headers["Content-Type"] = probe.content_type
+    request = urllib.request.Request(
+        f"http://{http}{path}", data=probe.body, method=probe.method, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, reply.read().decode("utf-8-sig")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def _live_stream(http: str, token: str, path: str, fleet: Fleet, seq: int) -> list[str]:
+    """The ``data:`` lines a stream at ``path`` carries while U2's and then U1's car,
+    event and alarm arrive (U2's first: once U1's event is in, U2's would have been)."""
+    host, port = http.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {token}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    await writer.drain()
+    status = (await reader.readline()).decode()
+    seen: list[str] = [status]
+    if " 200 " not in status:
+        writer.close()
+        return seen
+    while (await reader.readline()).strip():  # the headers
+        pass
+    call = await fleet.connect(
+        hello("edge-1", OWN, OTHER),
+        batch(
+            record(seq, OTHER),
+            record(seq + 1, OTHER, event=ENTRAPMENT, event_id="live-other"),
+            record(seq + 2, OWN),
+            record(seq + 3, OWN, event=ENTRAPMENT, event_id="live-own"),
+        ),
+    )
+    try:
+        while True:
+            line = (await reader.readline()).decode()
+            if line.startswith("data: "):
+                seen.append(line[6:].strip())
+                if "live-own" in line:
+                    return seen
+    finally:
+        writer.close()
+        await call.done_writing()
+
+
+async def _seed(fleet: Fleet, db: Path) -> dict[str, str]:
+    """An entrapment (event, alarm, history) and a firmware change on each unit; the
+    ids of their alarms by unit."""
+    call = await fleet.connect(
+        hello("edge-1", OWN, OTHER, firmware="3.1.2"),
+        batch(
+            record(1, OWN, event=ENTRAPMENT, event_id="ev-own"),
+            record(2, OTHER, event=ENTRAPMENT, event_id="ev-other"),
+        ),
+    )
+    assert (await first_frame(call)).HasField("welcome")
+    assert (await first_frame(call)).ack.up_to_seq == 2
+    await call.done_writing()
+    upgrade = await fleet.connect(hello("edge-1", OWN, OTHER, firmware="3.2.0"))
+    assert (await first_frame(upgrade)).HasField("welcome")
+    await upgrade.done_writing()
+    store = SqliteStore.open(str(db), readonly=True)
+    try:
+        return {f"alarm_{a.unit_id}": str(a.alarm_id) for a in store.alarms()}
+    finally:
+        store.close()
+
+
+def _admin_token(district: District) -> str:
+    store = SqliteStore.open(str(district.db))
+    try:
+        now = dt.datetime.now(dt.UTC)
+        store.add_user("adm", Role.ADMIN, hash_password("correct horse battery"), now=now)
+        return store.create_token("adm", "probe", now)
+    finally:
+        store.close()
+
+
+# How a route says a unit is unknown, echoing the id the caller itself sent.
+UNKNOWN_ECHO = re.compile(r"unit \\?'U2\\?' unknown")
+
+
+def _leaked(text: str) -> list[str]:
+    """U2 or C2 where the answer shows them (not where it echoes U2 as unknown)."""
+    return sorted(set(FOREIGN.findall(UNKNOWN_ECHO.sub("", text))))
+
+
+@pytest.mark.parametrize("operation", [*CASES, ("get", "/")], ids=lambda o: f"{o[0]} {o[1]}")
+def test_a_contractor_reads_only_its_own_units(
+    operation: tuple[str, str], district: District
+) -> None:
+    admin = _admin_token(district)
+    probes = CASES.get(operation, PAGES)
+    config = FleetConfig(store=StoreConfig(path=str(district.db)))
+
+    async def main_() -> list[tuple[Probe, tuple[int, str], tuple[int, str]]]:
+        async with running_fleet(config, http=True, auth=True) as fleet:
+            ids = await _seed(fleet, district.db)
+            answers = []
+            for number, probe in enumerate(probes):
+                path = probe.path.format(**ids)
+                if path.startswith("/api/live"):
+                    seq = 100 + 10 * number
+                    mine = await _live_stream(
+                        fleet.http, district.contractor_token, path, fleet, seq
+                    )
+                    everyone = await _live_stream(fleet.http, admin, path, fleet, seq + 4)
+                    answers.append((probe, (200, "\n".join(mine)), (200, "\n".join(everyone))))
+                    continue
+                # The contractor first: an administrator's alarm step would change state.
+                mine_ = await asyncio.to_thread(
+                    _send, fleet.http, district.contractor_token, probe, path
+                )
+                everyone_ = await asyncio.to_thread(_send, fleet.http, admin, probe, path)
+                answers.append((probe, mine_, everyone_))
+            return answers
+
+    answers = asyncio.run(with_timeout(main_(), 60))
+    for probe, (status, body), (admin_status, admin_body) in answers:
+        where = f"{probe.method} {probe.path}"
+        if probe.leaks:
+            # The route does carry the other contractor's data: the administrator sees it.
+            assert admin_status == 200 and _leaked(admin_body), (where, admin_status, admin_body)
+        if status == 200:
+            assert not _leaked(body), (where, body)
+        else:
+            # 404 (unknown to it), 403 (not its listing), 400 (a contractor must name one
+            # of its units, e.g. for coverage transitions).
+            assert status in (400, 403, 404), (where, status, body)
+            # An error names nothing of the other contractor but what the caller asked.
+            assert "C2" not in body, (where, body)
+
+
+def test_the_contractor_still_sees_its_own_unit_everywhere(district: District) -> None:
+    """The scoped reads do not hide the caller's own unit: each unit route answers 200
+    about U1 (so the 404s above are about scope, not a broken route)."""
+    config = FleetConfig(store=StoreConfig(path=str(district.db)))
+    # The routes that show one unit (test_reassignment's), and one alarm.
+    own_routes = (*ROUTES, "/api/alarms/{alarm_U1}")
+
+    async def main_() -> dict[str, tuple[int, str]]:
+        async with running_fleet(config, http=True, auth=True) as fleet:
+            ids = await _seed(fleet, district.db)
+            found = {}
+            for route in own_routes:
+                path = route.format(**ids)
+                probe = Probe("GET", path, leaks=False)
+                found[route] = await asyncio.to_thread(
+                    _send, fleet.http, district.contractor_token, probe, path
+                )
+            return found
+
+    found = asyncio.run(with_timeout(main_(), 60))
+    for route, (status, body) in found.items():
+        assert status == 200 and "U1" in body, (route, status, body)
