@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the JSON API, written by hand next to the routes.
 
-tests/fleet/test_web.py checks that every route is described and that sample responses
+tests/fleet/test_api.py checks that every route is described and that sample responses
 match these schemas, so the spec cannot drift from the code unnoticed.
 """
 
