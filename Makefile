@@ -1,6 +1,6 @@
 # The two commands of the README, each doing its own set-up:
 #   make demo   run the whole system on embedded defaults
-#   make test   lint, type-check, check generated protos, run every test
+#   make test   lint, type-check, check import contracts and generated protos, run every test
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,6 +21,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python scripts/gen_protos.py --check
 
 test: lint
