@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,36 +10,9 @@ import pytest
 
 from hil_tests.processes import run_cli
 from hil_tests.system import RunningSystem, demo_spec, running_system
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
-
-DEADLINE_S = 60.0
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]],
-    done: Callable[[Any], bool],
-    what: str,
-    system: RunningSystem,
-) -> Any:
-    """Re-run ``probe`` until ``done(result)``; fail with the logs after `DEADLINE_S`.
-
-    Polling a condition with a deadline, not sleeping and hoping: the test proceeds the
-    moment the fleet has what it waits for.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    result = None
-    while loop.time() < deadline:
-        assert not system.alive(), f"process exited: {system.alive()}\n{system.agent.log_tail()}"
-        result = await probe()
-        if done(result):
-            return result
-        await asyncio.sleep(0.2)
-    pytest.fail(
-        f"timed out waiting for {what}; last: {result}\n--- agent ---\n"
-        f"{system.agent.log_tail()}\n--- fleet ---\n{system.fleet.log_tail()}"
-    )
 
 
 async def fleet_cli(system: RunningSystem, *args: str) -> Any:
@@ -50,6 +22,7 @@ async def fleet_cli(system: RunningSystem, *args: str) -> Any:
 async def scenario(work_dir: Path) -> None:
     spec = demo_spec({"entrapment_between_floors_s": 2.0})
     async with running_system(spec, work_dir) as system:
+        processes = (system.fleet, system.emulator, system.agent)
 
         async def units() -> list[dict[str, Any]]:
             listed = await fleet_cli(system, "units", "--monitored")
@@ -59,7 +32,8 @@ async def scenario(work_dir: Path) -> None:
             units,
             lambda us: len(us) == 4 and all(u["status"] == "online" and u["firmware"] for u in us),
             "all four cars online with firmware",
-            system,
+            watching=processes,
+            interval_s=0.2,
         )
         assert {u["unit_id"] for u in listed} == set(spec.unit_ids)
         assert {u["firmware"] for u in listed} == {spec.firmware}
@@ -76,14 +50,16 @@ async def scenario(work_dir: Path) -> None:
             entrapments,
             lambda es: any(e["phase"] == "RAISED" for e in es),
             "ENTRAPMENT RAISED",
-            system,
+            watching=processes,
+            interval_s=0.2,
         )
         await system.clear(trapped, "entrapment")
         events = await eventually(
             entrapments,
             lambda es: any(e["phase"] == "CLEARED" for e in es),
             "ENTRAPMENT CLEARED",
-            system,
+            watching=processes,
+            interval_s=0.2,
         )
         assert {e["unit_id"] for e in events} == {trapped}, "entrapment on another car"
         assert [e["phase"] for e in events] == ["RAISED", "CLEARED"]

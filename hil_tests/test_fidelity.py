@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from hil_tests.system import FleetView, RunningSystem, SystemSpec, running_system
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -113,15 +114,15 @@ class Rig:
     async def until(self, probe: Any, what: str) -> Any:
         """Await ``probe()`` until it returns something other than None; fail with the logs
         after `DEADLINE_S` (a deadline, not a sleep hoping for a race to end)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DEADLINE_S
-        while loop.time() < deadline:
-            assert not self.system.alive(), f"exited: {self.system.alive()}"
-            found = await probe()
-            if found is not None:
-                return found
-            await asyncio.sleep(0.1)
-        pytest.fail(f"timed out waiting for {what}\n{self.system.agent.log_tail()}")
+        system = self.system
+        return await eventually(
+            probe,
+            lambda found: found is not None,
+            what,
+            deadline_s=DEADLINE_S,
+            interval_s=0.1,
+            watching=(system.fleet, system.emulator, system.agent),
+        )
 
     async def events(self, unit: str, event: str, phase: str, after: float) -> list[dict[str, Any]]:
         return [

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,34 +13,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hil_tests.processes import Service, run_cli, start
+from hil_tests.processes import run_cli, start
 from hil_tests.system import SystemSpec, agent_config_text, emulator_args, fleet_config_text
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
-DEADLINE_S = 60.0
 AGENT_ID = "rig-agent-1"  # what `agent_config_text` names the agent
 UNITS = ("TLS-CAR-1", "TLS-CAR-2")
 PLAINTEXT_LINE = "insecure = true  # the rig runs on loopback only"
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], what: str, *logs: Service
-) -> Any:
-    """Re-run ``probe`` until ``done(result)``; fail with the logs after `DEADLINE_S` (a
-    condition with a deadline: the test goes on the moment it holds)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    result = None
-    while loop.time() < deadline:
-        exited = [s.name for s in logs if s.process.returncode is not None]
-        assert not exited, f"exited: {exited}\n" + "\n".join(s.log_tail() for s in logs)
-        result = await probe()
-        if done(result):
-            return result
-        await asyncio.sleep(0.2)
-    tails = "\n".join(f"--- {s.name} ---\n{s.log_tail()}" for s in logs)
-    pytest.fail(f"timed out waiting for {what}; last: {result}\n{tails}")
 
 
 def agent_rejects(metrics_at: str, code: str) -> float:
@@ -118,7 +98,8 @@ async def scenario(work_dir: Path) -> None:
             lambda: asyncio.to_thread(agent_rejects, metrics_at, "UNIT_NOT_PERMITTED"),
             lambda count: count >= 1,
             "the fleet refusing the unregistered second car",
-            *services,
+            watching=services,
+            interval_s=0.2,
         )
         await run_cli(
             "fleet", ["agents", "add", AGENT_ID, "--unit", UNITS[1], "--db", str(db), "--json"]
@@ -132,7 +113,8 @@ async def scenario(work_dir: Path) -> None:
             units,
             lambda us: len(us) == 2 and all(u["status"] == "online" and u["firmware"] for u in us),
             "both cars online with firmware, over mutual TLS",
-            *services,
+            watching=services,
+            interval_s=0.2,
         )
         assert {u["agent_id"] for u in listed} == {AGENT_ID}
         assert "mutual TLS" in fleet.log_tail(200)

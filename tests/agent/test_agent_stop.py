@@ -34,6 +34,7 @@ from agent.watchdog import SystemdNotifier
 from hil_tests.emulator.group import CarGroup, GroupConfig
 from hil_tests.emulator.server import ModbusEmulator
 from hil_tests.processes import start
+from tests.support import eventually
 
 STOPS = 200
 # The bound every stop must meet (the 5 s; the agent's own deadline is below it).
@@ -126,16 +127,6 @@ def against_emulator(body: Callable[[int], Awaitable[None]]) -> None:
     asyncio.run(main())
 
 
-async def wait_until(condition: object, what: str, timeout_s: float = 30.0) -> None:
-    assert callable(condition)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
-
-
 def test_every_stop_ends_in_bound_even_when_cancellations_are_lost(
     tmp_path: Path, cpu_load: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,10 +155,11 @@ async def stop_many_times(
         app = Agent(config, monotonic=loop.time)
         first_seq = app.outbox.last_seq
         run = asyncio.create_task(app.run(SystemdNotifier({})))
-        await wait_until(
-            lambda app=app, first_seq=first_seq: app.outbox.last_seq > first_seq,
-            "the first records",
-        )
+
+        def recording(app: Agent = app, first_seq: int = first_seq) -> bool:
+            return app.outbox.last_seq > first_seq
+
+        await eventually(recording, what="the first records", interval_s=0.002)
         await asyncio.sleep(rng.uniform(0.0, 0.06))
         if stop % 2:
             app.stop()  # wherever the agent is
@@ -217,7 +209,9 @@ async def stop_with_a_deaf_task(
     monkeypatch.setattr(agent.app, "STOP_DEADLINE_S", 0.3)
     first_seq = app.outbox.last_seq
     run = asyncio.create_task(app.run(SystemdNotifier({})))
-    await wait_until(lambda: app.outbox.last_seq > first_seq, "the first records")
+    await eventually(
+        lambda: app.outbox.last_seq > first_seq, what="the first records", interval_s=0.002
+    )
     app.stop()
     await asyncio.wait({run}, timeout=STOP_BOUND_S)
     assert run.done()

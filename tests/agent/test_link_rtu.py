@@ -25,10 +25,13 @@ from hil_tests.emulator.control import control
 from hil_tests.processes import start
 from protos.liftwatch.v1 import records_pb2
 from tests.conftest import require_binary
+from tests.support import eventually
 
 PROFILE = load_profile("reference")
 FMT = SerialFormat(8, "N", 1)  # a pty cannot take parity settings; timing is the emulator's
 MISSING = 7
+# Each link event is seen within this; a poll is 50 ms, but the machine may be loaded.
+DEADLINE_S = 20.0
 
 
 def test_classify_silence() -> None:
@@ -61,15 +64,6 @@ class Sink:
 def unit(slave: int) -> UnitConfig:
     source = SourceConfig(slave, "reference", PROFILE, PROFILE.signal_names)
     return UnitConfig(f"car-{slave}", "line", slave, "reference", sources=(source,))
-
-
-async def until(what: str, done: Callable[[], bool], deadline_s: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while not done():
-        if loop.time() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def scenario(work: Path) -> None:
@@ -133,34 +127,53 @@ async def scenario(work: Path) -> None:
         )
         task = asyncio.create_task(scheduler.run())
         try:
-            await until(
-                "all cars answering", lambda: all(stats[s].responses > 5 for s in (1, 2, 3, 4))
+            await eventually(
+                lambda: all(stats[s].responses > 5 for s in (1, 2, 3, 4)),
+                what="all cars answering",
+                deadline_s=DEADLINE_S,
             )
             await inject(1, "crc_error")
             await inject(2, "wrong_slave")
             await inject(3, "garbage")
-            await until(
-                "garbled and wrong-slave answers counted",
+            await eventually(
                 lambda: (
                     stats[1].faults[LinkFault.CRC] >= 3
                     and stats[2].faults[LinkFault.WRONG_SLAVE] >= 3
                     and stats[3].faults[LinkFault.CRC] >= 3
                 ),
+                what="garbled and wrong-slave answers counted",
+                deadline_s=DEADLINE_S,
             )
             for car, fault in ((1, "crc_error"), (2, "wrong_slave"), (3, "garbage")):
                 await clear(car, fault)
             answered = {s: stats[s].responses for s in (1, 2, 3)}
-            await until(
-                "recovery", lambda: all(stats[s].responses > answered[s] + 5 for s in answered)
+            await eventually(
+                lambda: all(stats[s].responses > answered[s] + 5 for s in answered),
+                what="recovery",
+                deadline_s=DEADLINE_S,
             )
             await inject(4, "late_answer", delay_ms=300)
-            await until("late answers time out", lambda: stats[4].faults[LinkFault.TIMEOUT] >= 2)
+            await eventually(
+                lambda: stats[4].faults[LinkFault.TIMEOUT] >= 2,
+                what="late answers time out",
+                deadline_s=DEADLINE_S,
+            )
             await clear(4, "late_answer")
             before = stats[4].responses
-            await until("car 4 answers on time again", lambda: stats[4].responses > before + 5)
+            await eventually(
+                lambda: stats[4].responses > before + 5,
+                what="car 4 answers on time again",
+                deadline_s=DEADLINE_S,
+            )
             await inject(2, "reboot", silent_s=7.0)
-            await until("car 2 rebooted: link lost", lambda: not monitors[2].link_up)
-            await until("car 2 back", lambda: monitors[2].link_up, 30.0)
+            await eventually(
+                lambda: not monitors[2].link_up,
+                what="car 2 rebooted: link lost",
+                deadline_s=DEADLINE_S,
+            )
+            await eventually(
+                lambda: monitors[2].link_up, what="car 2 back", deadline_s=DEADLINE_S + 10.0
+            )
             assert not task.done()
         finally:
             task.cancel()

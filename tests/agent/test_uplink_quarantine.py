@@ -15,7 +15,8 @@ from agent.uplink import Backoff, FleetRejectedError, Uplink
 from fleet.config import FleetConfig, StoreConfig
 from protos.liftwatch.v1 import gateway_pb2, query_pb2, records_pb2
 from tests.fleet.factories import T0
-from tests.fleet.harness import eventually, running_fleet
+from tests.fleet.harness import running_fleet
+from tests.support import eventually
 
 
 def entrapment(event_id: str, at: dt.datetime) -> records_pb2.Record:

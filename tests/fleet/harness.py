@@ -130,16 +130,3 @@ def run(
             await asyncio.wait_for(scenario(fleet), timeout=30)
 
     asyncio.run(main())
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool]) -> Any:
-    """Re-run ``probe`` until ``done(result)`` (a condition with a deadline, not a sleep
-    hoping a race is over); fails after 10 s with the last result."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while True:
-        result = await probe()
-        if done(result):
-            return result
-        assert loop.time() < deadline, f"condition never held; last: {result}"
-        await asyncio.sleep(0.02)

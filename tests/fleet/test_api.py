@@ -23,7 +23,8 @@ from fleet.web.live import LiveHub, UnitContractors
 from fleet.web.openapi import openapi_spec
 from protos.liftwatch.v1 import gateway_pb2, query_pb2, records_pb2
 from tests.fleet.factories import T0, batch, hello, record
-from tests.fleet.harness import Fleet, eventually, run
+from tests.fleet.harness import Fleet, run
+from tests.support import eventually
 
 POLICY = Path(__file__).resolve().parents[2] / "deploy" / "fleet" / "firmware-policy.toml"
 

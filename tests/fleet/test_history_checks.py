@@ -448,9 +448,10 @@ def test_serve_checkpoints_and_the_api_shows_the_last_verification(
 
     from fleet.config import FleetConfig, HistoryConfig, StoreConfig
     from fleet.web.openapi import openapi_spec
-    from tests.fleet.harness import eventually, running_fleet
+    from tests.fleet.harness import running_fleet
     from tests.fleet.test_api import validate
     from tests.fleet.test_web_auth import Client, _prepare
+    from tests.support import eventually
 
     db = tmp_path / "fleet.db"
     token = _prepare(db)

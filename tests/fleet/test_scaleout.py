@@ -10,16 +10,15 @@ import itertools
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
 from hil_tests.processes import Service, start
+from tests.support import eventually, log_tails
 
 pytestmark = pytest.mark.e2e
 
-DEADLINE_S = 60.0
 AGENTS = {"agent-a": "A", "agent-b": "B"}  # agent id -> the fleet it tries first
 
 
@@ -67,19 +66,6 @@ def _seqs(url: str, agent_id: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-async def _until(probe: Any, done: Any, what: str, services: list[Service]) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while True:
-        result = await asyncio.to_thread(probe)
-        if done(result):
-            return result
-        if loop.time() > deadline:
-            logs = "\n".join(f"--- {s.name} ---\n{s.log_tail()}" for s in services)
-            pytest.fail(f"timed out waiting for {what}; last: {result}\n{logs}")
-        await asyncio.sleep(0.2)
-
-
 async def scenario(url: str, work: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
         fleets: dict[str, Service] = {}
@@ -119,19 +105,21 @@ async def scenario(url: str, work: Path) -> None:
             agents[agent_id] = agent
         services = [*fleets.values(), emulator, *agents.values()]
 
-        before = await _until(
-            lambda: _committed(url),
+        before = await eventually(
+            lambda: asyncio.to_thread(_committed, url),
             lambda c: all(c.get(a, 0) > 0 for a in AGENTS),
             "both agents committing",
-            services,
+            interval_s=0.2,
+            context=lambda: log_tails(services),
         )
         fleets["A"].process.kill()  # no goodbye: its agent must notice and fail over
         await fleets["A"].process.wait()
-        await _until(
-            lambda: _committed(url),
+        await eventually(
+            lambda: asyncio.to_thread(_committed, url),
             lambda c: all(c[a] > before[a] + 10 for a in AGENTS),
             "both agents committing through fleet B after fleet A died",
-            services,
+            interval_s=0.2,
+            context=lambda: log_tails(services),
         )
         for agent in agents.values():
             assert await agent.stop() == 0, agent.log_tail()

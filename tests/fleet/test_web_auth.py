@@ -22,7 +22,8 @@ from fleet.store.sqlite import SqliteStore
 from fleet.web.auth import SESSION_COOKIE
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import T0, batch, hello, record
-from tests.fleet.harness import Fleet, eventually, running_fleet
+from tests.fleet.harness import Fleet, running_fleet
+from tests.support import eventually
 
 OURS, THEIRS = "维保单位A", "维保单位B"
 PASSWORD = "correct horse battery"

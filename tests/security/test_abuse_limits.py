@@ -12,9 +12,10 @@ from typing import Any
 from fleet.config import FleetConfig, IngestConfig, StoreConfig
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.fleet.factories import batch, hello, record
-from tests.fleet.harness import Fleet, eventually, running_fleet
+from tests.fleet.harness import Fleet, running_fleet
 from tests.fleet.test_tls import Pki, first_frame
 from tests.security.conftest import District, agent_channel, with_timeout
+from tests.support import eventually
 
 LIMIT = 2
 

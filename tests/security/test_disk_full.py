@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from hil_tests.system import RunningSystem, SystemSpec, running_system
+from hil_tests.system import SystemSpec, running_system
 from protos.liftwatch.v1 import records_pb2
 from tests.agent.test_outbox_disk_full import fill, mounted_tmpfs
+from tests.support import eventually, log_tails
 
 pytestmark = pytest.mark.e2e
 
@@ -28,16 +28,6 @@ SPEC = SystemSpec(unit_ids=(UNIT,), register_csv=None, detect={"entrapment_betwe
 # Room for the outbox of one car and its 8 MiB reserve (put in place when twice its size
 # is free), and little more.
 DISK_BYTES = 32 * 1024 * 1024
-DEADLINE_S = 60.0
-
-
-async def eventually(check: Callable[[], bool], what: str, system: RunningSystem) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n{system.agent.log_tail()}")
-        await asyncio.sleep(0.1)
 
 
 def outbox_entrapments(path: Path) -> list[int]:
@@ -60,17 +50,21 @@ def fleet_entrapments(path: Path) -> list[tuple[str, int]]:
 
 async def scenario(work_dir: Path) -> None:
     async with running_system(SPEC, work_dir) as system:
-        await eventually(system.fleet_db.exists, "the fleet's database", system)
+
+        def agent_log() -> str:
+            return log_tails([system.agent])
+
+        await eventually(system.fleet_db.exists, what="the fleet's database", context=agent_log)
         reserve = system.agent_outbox.with_name("outbox.db.reserve")
-        await eventually(reserve.exists, "the outbox reserve", system)
+        await eventually(reserve.exists, what="the outbox reserve", context=agent_log)
         await system.stop_fleet()  # nothing is acked from here on
         filler = fill(system.agent_outbox.parent)
         await system.inject(UNIT, "entrapment")
         raised = records_pb2.PHASE_RAISED
         await eventually(
             lambda: raised in outbox_entrapments(system.agent_outbox),
-            "the ENTRAPMENT in the outbox of a full disk",
-            system,
+            what="the ENTRAPMENT in the outbox of a full disk",
+            context=agent_log,
         )
         assert not reserve.exists()  # the reserve made the room
         await system.kill_agent()
@@ -79,13 +73,13 @@ async def scenario(work_dir: Path) -> None:
         await system.start_agent()
         await eventually(
             lambda: raised in [phase for _, phase in fleet_entrapments(system.fleet_db)],
-            "the ENTRAPMENT at the fleet",
-            system,
+            what="the ENTRAPMENT at the fleet",
+            context=agent_log,
         )
         await eventually(
             lambda: raised not in outbox_entrapments(system.agent_outbox),
-            "the outbox drained of it",
-            system,
+            what="the outbox drained of it",
+            context=agent_log,
         )
         stored = [entry for entry in fleet_entrapments(system.fleet_db) if entry[1] == raised]
         assert len(stored) == 1, f"ENTRAPMENT RAISED stored {len(stored)} times: {stored}"

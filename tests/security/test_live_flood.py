@@ -20,9 +20,10 @@ from fleet.web.http import bind
 from fleet.web.live import LiveHub, LiveMessage, LiveStreamResponse, StreamLimits, UnitContractors
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import batch, hello, record
-from tests.fleet.harness import Fleet, eventually, running_fleet
+from tests.fleet.harness import Fleet, running_fleet
 from tests.fleet.test_web_auth import Client
 from tests.security.conftest import District, with_timeout
+from tests.support import eventually
 
 GAUGE = "liftwatch_fleet_live_subscribers"
 PASSWORD = "correct horse battery"  # the district's users' password

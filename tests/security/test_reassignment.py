@@ -13,10 +13,11 @@ from fleet.store.base import RegisterEntry
 from fleet.store.sqlite import SqliteStore
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import batch, hello, record
-from tests.fleet.harness import eventually, running_fleet
+from tests.fleet.harness import running_fleet
 from tests.fleet.test_tls import first_frame
 from tests.fleet.test_web_auth import Client, _read_events
 from tests.security.conftest import District, with_timeout
+from tests.support import eventually
 
 HEADER = (
     "registration_code,building,address,street,use_unit,maintenance_contractor,install_date,"

@@ -1,0 +1,90 @@
+"""Test support shared by tests/ and hil_tests/.
+
+`eventually` is the one way a test waits for something another task, thread or process
+does: a condition polled against a deadline, never a sleep hoping a race is over. The test
+goes on the moment the condition holds; the deadline only bounds how long a broken system
+takes to fail, so it is generous (a loaded 2-core CI machine is slow, not wrong).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, overload
+
+import pytest
+
+from hil_tests.processes import Service
+
+T = TypeVar("T")
+# Long enough for real processes on a loaded machine; a healthy system is far quicker.
+DEADLINE_S = 60.0
+
+
+@overload
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], object] = ...,
+    what: str = ...,
+    *,
+    deadline_s: float = ...,
+    interval_s: float = ...,
+    watching: Sequence[Service] = ...,
+    context: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T],
+    done: Callable[[T], object] = ...,
+    what: str = ...,
+    *,
+    deadline_s: float = ...,
+    interval_s: float = ...,
+    watching: Sequence[Service] = ...,
+    context: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+async def eventually(
+    probe: Callable[[], Any],
+    done: Callable[[Any], object] = bool,
+    what: str = "the condition",
+    *,
+    deadline_s: float = DEADLINE_S,
+    interval_s: float = 0.05,
+    watching: Sequence[Service] = (),
+    context: Callable[[], str] | None = None,
+) -> Any:
+    """Call ``probe`` (a function or a coroutine function) until ``done(result)`` is true
+    and return that result.
+
+    Fails the test, naming ``what`` and the last result, once ``deadline_s`` has passed on
+    the event loop's clock; at once if a process in ``watching`` has exited. The failure
+    carries the log tails of ``watching`` and whatever ``context()`` says. A blocking probe
+    (a database read) goes as ``lambda: asyncio.to_thread(read)``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while True:
+        exited = [s.name for s in watching if s.process.returncode is not None]
+        if exited:
+            pytest.fail(f"{', '.join(exited)} exited while waiting for {what}{log_tails(watching)}")
+        outcome = probe()
+        result = await outcome if inspect.isawaitable(outcome) else outcome
+        if done(result):
+            return result
+        if loop.time() > deadline:
+            extra = f"\n{context()}" if context is not None else ""
+            pytest.fail(
+                f"timed out after {deadline_s:g} s waiting for {what}; last: {result!r}"
+                f"{log_tails(watching)}{extra}"
+            )
+        await asyncio.sleep(interval_s)
+
+
+def log_tails(services: Sequence[Service]) -> str:
+    """The last log lines of each of ``services``, under its name (for a failure message)."""
+    return "".join(f"\n--- {s.name} ---\n{s.log_tail()}" for s in services)
