@@ -18,7 +18,7 @@ from agent.bus.plan import RTU_COST
 from agent.bus.scheduler import BusScheduler, RawValues, Station, TurnKind
 from agent.bus.wire import SerialFormat
 from agent.config import SourceConfig, UnitConfig
-from agent.decode.profile import load_profile
+from agent.decode.parser import load_profile
 from agent.monitor import UnitMonitor
 from agent.records import TimeBase
 from hil_tests.emulator.control import control
@@ -43,22 +43,35 @@ def test_classify_silence() -> None:
 
 
 class Sink:
+    """Keeps each unit's records. Once `stopping`, every delivery raises CancelledError
+    into the poller, as the agent's sink does (agent.app): pymodbus can swallow a
+    cancellation (Python 3.11's ``wait_for``), and a poller that lost its cancellation
+    would otherwise poll on and hold the test's teardown for ever."""
+
     def __init__(self, monitors: dict[int, UnitMonitor], clock: Callable[[], float]) -> None:
         self.monitors = monitors
         self.records: list[records_pb2.Record] = []
         self.time = TimeBase(clock(), 1_700_000_000.0)
+        self.stopping = False
+
+    def _open(self) -> None:
+        if self.stopping:
+            raise asyncio.CancelledError
 
     def on_identity(self, slave: int, values: RawValues, t: float) -> None:
+        self._open()
         self.records += self.monitors[slave].on_identity(0, values, t, self.time)
 
     def on_sample(self, slave: int, values: RawValues, kind: TurnKind, t: float) -> None:
+        self._open()
         self.records += self.monitors[slave].on_sample(0, values, t, self.time)
 
     def on_failure(self, slave: int, fault: LinkFault, t: float) -> None:
+        self._open()
         self.records += self.monitors[slave].on_failure(0, fault, t, self.time)
 
     def on_cycle_end(self, t: float) -> None:
-        pass
+        self._open()
 
 
 def unit(slave: int) -> UnitConfig:
@@ -176,6 +189,7 @@ async def scenario(work: Path) -> None:
             )
             assert not task.done()
         finally:
+            sink.stopping = True
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
