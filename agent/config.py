@@ -99,7 +99,8 @@ from urllib.parse import urlsplit
 
 from agent.bus.plan import RTU_COST, TCP_COST, CostModel, Read
 from agent.bus.wire import FormatError, SerialFormat, silent_interval_s, transaction_time_s
-from agent.decode.profile import Profile, ProfileError, load_profile
+from agent.decode.model import Profile
+from agent.decode.parser import ProfileError, load_profile
 from agent.detect.engine import DetectionConfig
 from agent.detect.events import EventType
 

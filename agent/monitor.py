@@ -27,13 +27,8 @@ from agent.bus.health import LinkStats
 from agent.bus.link import LinkFault
 from agent.bus.plan import Rate
 from agent.config import UnitConfig
-from agent.decode.profile import (
-    SampleRejectedError,
-    Values,
-    ValueSignal,
-    decode,
-    decode_identity,
-)
+from agent.decode.decoder import SampleRejectedError, decode, decode_identity
+from agent.decode.model import Values, ValueSignal
 from agent.detect import link
 from agent.detect.engine import UnitDetectors
 from agent.detect.events import Event, EventType, Phase

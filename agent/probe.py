@@ -36,13 +36,8 @@ from agent.bus.link import (
 from agent.bus.plan import RTU_COST, TCP_COST, Read
 from agent.bus.scheduler import BusScheduler, RawValues, Station, TurnKind
 from agent.bus.wire import SerialFormat, silent_interval_s
-from agent.decode.profile import (
-    Profile,
-    SampleRejectedError,
-    car_state,
-    decode,
-    decode_identity,
-)
+from agent.decode.decoder import SampleRejectedError, car_state, decode, decode_identity
+from agent.decode.model import Profile
 
 
 @dataclass
@@ -206,7 +201,7 @@ def _show(
 
 def main(args: argparse.Namespace) -> int:
     """Run the probe from parsed arguments; exit status 0 when a slave answered."""
-    from agent.decode.profile import ProfileError, load_profile
+    from agent.decode.parser import ProfileError, load_profile
 
     try:
         profile = load_profile(args.profile)

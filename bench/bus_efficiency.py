@@ -58,7 +58,7 @@ from agent.bus.link import LinkFault, ModbusLink, ModbusRtuLink, SerialEndpoint
 from agent.bus.plan import RTU_COST, Read
 from agent.bus.scheduler import BusScheduler, RawValues, Station, TurnKind
 from agent.bus.wire import SerialFormat, silent_interval_s, transaction_time_s
-from agent.decode.profile import load_profile
+from agent.decode.parser import load_profile
 from hil_tests.emulator.wire import wire_time_s
 from hil_tests.processes import start
 

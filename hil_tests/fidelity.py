@@ -42,7 +42,9 @@ from dataclasses import dataclass, field, replace
 
 from agent.bus.plan import Table, plan_polls
 from agent.bus.scheduler import BusPolicy, Station
-from agent.decode.profile import Profile, car_state, decode, load_profile
+from agent.decode.decoder import car_state, decode
+from agent.decode.model import Profile
+from agent.decode.parser import load_profile
 from agent.detect import link
 from agent.detect.engine import DetectionConfig, UnitDetectors
 from agent.detect.events import Event, EventType, Phase

@@ -33,7 +33,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from agent.bus.plan import Table
-from agent.decode.profile import car_state, decode, load_profile
+from agent.decode.decoder import car_state, decode
+from agent.decode.parser import load_profile
 from agent.detect.engine import DetectionConfig, UnitDetectors
 from agent.detect.events import Event, EventType, Phase
 from hil_tests.emulator.faults import NO_OPTIONS, Fault, FaultOptions

@@ -11,21 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.bus.plan import Table
-from agent.decode.profile import (
-    Decoded,
+from agent.decode.decoder import Decoded, SampleRejectedError, decode
+from agent.decode.model import (
     DirectionSignal,
     DoorSignal,
     ModeSignal,
     Point,
     Profile,
-    SampleRejectedError,
     Values,
     ValueSignal,
     ValueType,
-    decode,
-    load_profile,
-    shipped_profiles,
 )
+from agent.decode.parser import load_profile, shipped_profiles
 from agent.state import Direction, DoorState, ServiceMode
 
 _DOOR = {

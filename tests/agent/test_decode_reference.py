@@ -6,13 +6,8 @@ from __future__ import annotations
 import pytest
 
 from agent.bus.plan import Table
-from agent.decode.profile import (
-    SampleRejectedError,
-    car_state,
-    decode,
-    decode_identity,
-    load_profile,
-)
+from agent.decode.decoder import SampleRejectedError, car_state, decode, decode_identity
+from agent.decode.parser import load_profile
 from agent.state import CarState, Direction, DoorState, ServiceMode
 
 REFERENCE = load_profile("reference")

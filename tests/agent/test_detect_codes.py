@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_config
-from agent.decode.profile import ProfileError, load_profile, parse_profile
+from agent.decode.parser import ProfileError, load_profile, parse_profile
 from agent.detect.controller import MODE_CODES
 from agent.detect.engine import DetectionConfig, UnitDetectors
 from agent.detect.events import Event, EventType, Phase

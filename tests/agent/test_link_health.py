@@ -13,7 +13,8 @@ from agent.bus.health import LinkStats
 from agent.bus.link import LinkFault
 from agent.bus.plan import Table
 from agent.config import UnitConfig, parse_config
-from agent.decode.profile import Decoded, Profile, Values
+from agent.decode.decoder import Decoded
+from agent.decode.model import Profile, Values
 from agent.detect import link
 from agent.detect.events import EventType, Phase
 from agent.monitor import UnitMonitor
@@ -156,7 +157,7 @@ def test_a_repeated_read_keeps_its_decoded_fields_and_implausible_ones_count_aga
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import agent.monitor
-    from agent.decode.profile import decode as real_decode
+    from agent.decode.decoder import decode as real_decode
 
     decoded = []
 

@@ -19,7 +19,7 @@ from agent.bus.plan import (
     coalesce,
     plan_polls,
 )
-from agent.decode.profile import load_profile
+from agent.decode.parser import load_profile
 
 H = Table.HOLDING
 

@@ -7,13 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent.bus.plan import RTU_COST, Read, Table
-from agent.decode.profile import (
-    ProfileError,
-    car_state,
-    decode,
-    load_profile,
-    shipped_profiles,
-)
+from agent.decode.decoder import car_state, decode
+from agent.decode.parser import ProfileError, load_profile, shipped_profiles
 from agent.detect.engine import UnitDetectors
 from agent.detect.events import EventType
 from agent.state import DoorState

@@ -13,7 +13,7 @@ import pytest
 from agent.bus.link import LinkError, LinkFault
 from agent.bus.plan import RTU_COST, Read, Table
 from agent.bus.scheduler import BusPolicy, BusScheduler, RawValues, Station, TurnKind
-from agent.decode.profile import load_profile
+from agent.decode.parser import load_profile
 
 PLAN = load_profile("reference").plan(RTU_COST)
 PERIOD = 0.1

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from agent.bus.plan import Table
-from agent.decode.profile import car_state, decode, load_profile
+from agent.decode.decoder import car_state, decode
+from agent.decode.parser import load_profile
 from agent.detect.engine import DetectionConfig, UnitDetectors
 from agent.detect.events import Event, EventType
 from agent.detect.events import Phase as EventPhase
