@@ -54,7 +54,7 @@ from agent.bus.link import (
 )
 from agent.bus.scheduler import BusScheduler, RawValues, Station, TurnKind
 from agent.config import AgentConfig, BusConfig, FleetConfig
-from agent.metrics import AgentMetrics, serve_metrics
+from agent.metrics import AgentMetrics, MetricsServer, serve_metrics
 from agent.monitor import UnitMonitor
 from agent.outbox import Outbox, OutboxFullError
 from agent.records import TimeBase, event_type_name, event_type_wire, phase_name
@@ -391,13 +391,12 @@ class Agent:
         self.describe()
         loop = asyncio.get_running_loop()
         notifier = notifier or SystemdNotifier()
-        metrics_server: asyncio.Server | None = None
+        metrics_server: MetricsServer | None = None
         try:
             if self.config.metrics_listen is not None:
                 host, port = self.config.metrics_listen
                 metrics_server = await serve_metrics(self.metrics, host, port)
-                bound = metrics_server.sockets[0].getsockname()
-                log.info("metrics on http://%s:%d/metrics", bound[0], bound[1])
+                log.info("metrics on http://%s:%d/metrics", *metrics_server.address)
             for bus in self.config.buses:
                 scheduler = self.scheduler(bus, loop.time)
                 self.liveness.register(f"bus {bus.name}")
@@ -409,9 +408,7 @@ class Agent:
                 loop.create_task(keep_watchdog(notifier, self.liveness), name="watchdog")
             )
             metrics_at = (
-                "{}:{}".format(*metrics_server.sockets[0].getsockname()[:2])
-                if metrics_server is not None
-                else None
+                "{}:{}".format(*metrics_server.address) if metrics_server is not None else None
             )
             print(
                 json.dumps({"ready": True, "agent_id": self.config.id, "metrics": metrics_at}),
@@ -423,7 +420,7 @@ class Agent:
             self._stop.set()
             notifier.stopping()
             if metrics_server is not None:
-                metrics_server.close()
+                await metrics_server.stop()
             await self._end_tasks(loop.time() + STOP_DEADLINE_S)
             if self._held and not self._commit(urgent=False):
                 log.error("stopping with %d record(s) not committed", len(self._held))

@@ -1,8 +1,12 @@
 """Prometheus metrics of the agent, served on a loopback port from the agent's own loop.
 
-The exposition endpoint is a few lines on `asyncio.start_server` rather than
-prometheus_client's threaded server: one loop per process, and a scrape reads the outbox
-gauges on the same thread that owns the SQLite connection.
+The endpoint is prometheus_client's own exposition server (`start_http_server`: its WSGI
+app in a daemon thread, with its content negotiation, OpenMetrics and gzip), so nothing
+HTTP is written here. What is ours is where a scrape collects: on the agent's loop, never
+on the server's thread (`LoopCollector`), because the outbox gauges read the SQLite
+connection that the loop's thread owns and `LoopHistogram` has that loop as its only
+writer. Like prometheus_client's server, every GET path answers with the metrics
+(``/metrics`` is the documented one); methods other than GET and OPTIONS get 405.
 
 Metric names (all prefixed ``liftwatch_agent_``):
 
@@ -38,20 +42,20 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
-import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-log = logging.getLogger(__name__)
-
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 _DETECT_BUCKETS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3)
+# How long a scrape waits for the agent's loop to collect before it fails (HTTP 500).
+SCRAPE_TIMEOUT_S = 10.0
 # The bucket label format prometheus_client's own histograms use (it ships no annotation).
 _le: Callable[[float], str] = floatToGoString
 
@@ -180,43 +184,51 @@ class AgentMetrics:
         return generate_latest(self.registry)
 
 
-async def serve_metrics(metrics: AgentMetrics, host: str, port: int) -> asyncio.Server:
-    """Serve ``GET /metrics`` on ``host:port`` (port 0: any free port) until closed."""
+class LoopCollector(Collector):
+    """``registry`` collected on ``loop`` for a caller on another thread.
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            line = request.split(b"\r\n", 1)[0].split()
-            if len(line) >= 2 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
-                body, status = metrics.exposition(), b"200 OK"
-                content_type = CONTENT_TYPE_LATEST.encode()
-            else:
-                body, status, content_type = (
-                    b"not found: try /metrics\n",
-                    b"404 Not Found",
-                    (b"text/plain"),
-                )
-            writer.write(
-                b"HTTP/1.1 "
-                + status
-                + b"\r\nContent-Type: "
-                + content_type
-                + b"\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\nConnection: close\r\n\r\n"
-                + body
-            )
-            await writer.drain()
-        except (
-            TimeoutError,
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            ConnectionError,
-        ) as exc:
-            log.debug("metrics request dropped: %s", exc)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+    prometheus_client's server collects on its request thread; this hands the collection
+    to the agent's loop and waits for it (at most `SCRAPE_TIMEOUT_S`), so the callbacks of
+    the outbox gauges and the loop-only histogram run where their data lives.
+    """
 
-    return await asyncio.start_server(handle, host, port)
+    def __init__(self, registry: CollectorRegistry, loop: asyncio.AbstractEventLoop) -> None:
+        self._registry = registry
+        self._loop = loop
+
+    async def _collect(self) -> list[Metric]:
+        return list(self._registry.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        """Every metric of the registry, as collected on the loop just now."""
+        future = asyncio.run_coroutine_threadsafe(self._collect(), self._loop)
+        yield from future.result(SCRAPE_TIMEOUT_S)
+
+
+class MetricsServer:
+    """prometheus_client's exposition server of one agent, running in its own thread."""
+
+    def __init__(self, httpd: WSGIServer, thread: threading.Thread) -> None:
+        self._httpd = httpd
+        self._thread = thread
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The host and port it listens on (the port chosen when asked for port 0)."""
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    async def stop(self) -> None:
+        """Stop serving and close the socket (a scrape in progress may still finish)."""
+        # shutdown() waits for the serving thread's next poll: off the loop.
+        await asyncio.to_thread(self._httpd.shutdown)
+        self._httpd.server_close()
+
+
+async def serve_metrics(metrics: AgentMetrics, host: str, port: int) -> MetricsServer:
+    """Serve the metrics over HTTP on ``host:port`` (port 0: any free port) until stopped,
+    each scrape collected on the running loop."""
+    served = CollectorRegistry(auto_describe=False)
+    served.register(LoopCollector(metrics.registry, asyncio.get_running_loop()))
+    httpd, thread = start_http_server(port, addr=host, registry=served)
+    return MetricsServer(httpd, thread)
