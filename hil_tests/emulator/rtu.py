@@ -1,5 +1,11 @@
 """Modbus RTU slave for a `CarGroup` on one serial line, written at the byte level.
 
+Why not pymodbus's RTU server, which the TCP side uses (`server.py`): the link faults must
+change an answer byte by byte (a corrupted CRC, garbage, another slave id, silence) and
+answers must leave when they would on a wire at that speed, both below what a library
+server exposes; and a slave that misjudges frame ends is exactly what the agent's RTU link
+must be tested against, so the framing (`rtu_frame.py`) is ours to control.
+
 All cars answer on one line under their own slave ids; frames for other ids are ignored
 (another device on the bus may own them) and frames with a bad CRC are dropped, as a real
 slave does. Reads (FC 0x01-0x04) are answered from the reference map (`rtu_frame.answer`),
