@@ -53,7 +53,7 @@ from agent.bus.link import (
     TcpEndpoint,
 )
 from agent.bus.scheduler import BusScheduler, RawValues, Station, TurnKind
-from agent.config import AgentConfig, BusConfig, FleetConfig
+from agent.config import AgentConfig, BusConfig, UplinkConfig
 from agent.metrics import AgentMetrics, MetricsServer, serve_metrics
 from agent.monitor import UnitMonitor
 from agent.outbox import Outbox, OutboxFullError
@@ -524,7 +524,7 @@ def open_link(bus: BusConfig) -> ModbusLink:
     return ModbusTcpLink(TcpEndpoint(bus.host, bus.port, bus.timeout_s, bus.retries))
 
 
-def channel_credentials(fleet: FleetConfig) -> Any:
+def channel_credentials(fleet: UplinkConfig) -> Any:
     """grpc channel credentials for mutual TLS, or None when the config says insecure."""
     if fleet.insecure:
         return None

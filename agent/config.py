@@ -92,7 +92,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -131,8 +131,11 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class FleetConfig:
-    """Where the fleet managers are and how to talk to them."""
+class UplinkConfig:
+    """The ``[fleet]`` section: where the fleet managers are and how to talk to them.
+
+    Named for its job (the agent's uplink), so that ``FleetConfig`` means only the fleet
+    manager's own configuration (`fleet.config.FleetConfig`)."""
 
     endpoints: tuple[str, ...] = ("127.0.0.1:50051",)
     insecure: bool = False
@@ -227,7 +230,7 @@ class AgentConfig:
 
     id: str
     data_dir: Path
-    fleet: FleetConfig
+    fleet: UplinkConfig
     buses: tuple[BusConfig, ...]
     units: tuple[UnitConfig, ...]
     state_interval_s: float = 10.0
@@ -242,6 +245,40 @@ class AgentConfig:
     def outbox_path(self) -> Path:
         """Where the outbox database lives."""
         return self.data_dir / "outbox.db"
+
+
+_MIB = 1024 * 1024
+
+
+def _default(cls: type, name: str) -> Any:
+    """The plain field default of ``cls.name``: THE default of that key, written once."""
+    spec = next(f for f in fields(cls) if f.name == name)
+    if spec.default is MISSING:
+        raise TypeError(f"{cls.__name__}.{name} has no plain default")
+    return spec.default
+
+
+# Each key's default is its dataclass field's default: the parser reads them from here.
+_UPLINK = UplinkConfig()
+_MQTT = MqttSettings()
+_BUS = BusConfig(name="")
+
+
+class _AgentDefaults:
+    """AgentConfig's defaults (it has required fields, so it cannot be built bare)."""
+
+    state_interval_s: float = _default(AgentConfig, "state_interval_s")
+    counters_interval_s: float = _default(AgentConfig, "counters_interval_s")
+    outbox_max_bytes: int = _default(AgentConfig, "outbox_max_bytes")
+    outbox_reserve_bytes: int = _default(AgentConfig, "outbox_reserve_bytes")
+    outbox_fail_restart_s: float = _default(AgentConfig, "outbox_fail_restart_s")
+    metrics_listen: tuple[str, int] | None = _default(AgentConfig, "metrics_listen")
+
+
+_AGENT = _AgentDefaults
+_DEFAULT_METRICS_LISTEN = (
+    f"{_AGENT.metrics_listen[0]}:{_AGENT.metrics_listen[1]}" if _AGENT.metrics_listen else ""
+)
 
 
 class _Reader:
@@ -324,18 +361,28 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     )
     agent_id = r.get(agent, "agent", "id", str, "", required=True)
     data_dir = Path(r.get(agent, "agent", "data_dir", str, "."))
-    state_interval = float(r.get(agent, "agent", "state_interval_s", (int, float), 10.0))
-    counters_interval = float(r.get(agent, "agent", "counters_interval_s", (int, float), 60.0))
+    state_interval = float(
+        r.get(agent, "agent", "state_interval_s", (int, float), _AGENT.state_interval_s)
+    )
+    counters_interval = float(
+        r.get(agent, "agent", "counters_interval_s", (int, float), _AGENT.counters_interval_s)
+    )
     r.positive(state_interval, "agent.state_interval_s")
     r.positive(counters_interval, "agent.counters_interval_s")
-    outbox_mb = float(r.get(agent, "agent", "outbox_max_mb", (int, float), 256.0))
+    outbox_mb = float(
+        r.get(agent, "agent", "outbox_max_mb", (int, float), _AGENT.outbox_max_bytes / _MIB)
+    )
     r.positive(outbox_mb, "agent.outbox_max_mb")
-    reserve_mb = float(r.get(agent, "agent", "outbox_reserve_mb", (int, float), 8.0))
+    reserve_mb = float(
+        r.get(agent, "agent", "outbox_reserve_mb", (int, float), _AGENT.outbox_reserve_bytes / _MIB)
+    )
     if reserve_mb < 0:
         problems.append(ConfigProblem("agent.outbox_reserve_mb", f"must be >= 0, got {reserve_mb}"))
-    fail_restart = float(r.get(agent, "agent", "outbox_fail_restart_s", (int, float), 120.0))
+    fail_restart = float(
+        r.get(agent, "agent", "outbox_fail_restart_s", (int, float), _AGENT.outbox_fail_restart_s)
+    )
     r.positive(fail_restart, "agent.outbox_fail_restart_s")
-    metrics_text = r.get(agent, "agent", "metrics_listen", str, "127.0.0.1:9108")
+    metrics_text = r.get(agent, "agent", "metrics_listen", str, _DEFAULT_METRICS_LISTEN)
     metrics_listen = _host_port(metrics_text, allow_any_port=True) if metrics_text else None
     if metrics_text and metrics_listen is None:
         problems.append(
@@ -349,7 +396,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         "fleet",
         {"endpoints", "insecure", "max_batch_records", "linger_s", "ca", "cert", "key"},
     )
-    endpoints = r.get(fleet_raw, "fleet", "endpoints", list, ["127.0.0.1:50051"])
+    endpoints = r.get(fleet_raw, "fleet", "endpoints", list, list(_UPLINK.endpoints))
     for i, endpoint in enumerate(endpoints):
         if not isinstance(endpoint, str) or _host_port(endpoint) is None:
             problems.append(
@@ -358,9 +405,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     if not endpoints:
         problems.append(ConfigProblem("fleet.endpoints", "must name at least one fleet manager"))
     insecure = r.get(fleet_raw, "fleet", "insecure", bool, False)
-    max_batch = r.get(fleet_raw, "fleet", "max_batch_records", int, 500)
+    max_batch = r.get(fleet_raw, "fleet", "max_batch_records", int, _UPLINK.max_batch_records)
     r.positive(max_batch, "fleet.max_batch_records")
-    linger = float(r.get(fleet_raw, "fleet", "linger_s", (int, float), 1.0))
+    linger = float(r.get(fleet_raw, "fleet", "linger_s", (int, float), _UPLINK.linger_s))
     if not 0 <= linger <= MAX_LINGER_S:
         problems.append(
             ConfigProblem(
@@ -394,12 +441,12 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         {"host", "port", "prefix", "username", "password", "queue_size"},
     )
     mqtt = MqttSettings(
-        host=r.get(mqtt_raw, "mqtt", "host", str, ""),
-        port=r.get(mqtt_raw, "mqtt", "port", int, 1883),
-        prefix=r.get(mqtt_raw, "mqtt", "prefix", str, "liftwatch"),
-        username=r.get(mqtt_raw, "mqtt", "username", str, ""),
-        password=r.get(mqtt_raw, "mqtt", "password", str, ""),
-        queue_size=r.get(mqtt_raw, "mqtt", "queue_size", int, 10_000),
+        host=r.get(mqtt_raw, "mqtt", "host", str, _MQTT.host),
+        port=r.get(mqtt_raw, "mqtt", "port", int, _MQTT.port),
+        prefix=r.get(mqtt_raw, "mqtt", "prefix", str, _MQTT.prefix),
+        username=r.get(mqtt_raw, "mqtt", "username", str, _MQTT.username),
+        password=r.get(mqtt_raw, "mqtt", "password", str, _MQTT.password),
+        queue_size=r.get(mqtt_raw, "mqtt", "queue_size", int, _MQTT.queue_size),
     )
     if not 0 < mqtt.port < 65536:
         problems.append(ConfigProblem("mqtt.port", f"must be 1..65535, got {mqtt.port}"))
@@ -444,7 +491,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
             )
         sources: list[SourceConfig] = []
         slave = r.get(u, key, "slave", int, 0, required=True)
-        profile_ref = r.get(u, key, "profile", str, "reference")
+        profile_ref = r.get(u, key, "profile", str, _default(UnitConfig, "profile"))
         primary = _source(r, key, slave, profile_ref, None, profiles, base_dir)
         if primary is not None:
             sources.append(primary)
@@ -498,7 +545,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     return AgentConfig(
         id=agent_id,
         data_dir=data_dir if data_dir.is_absolute() else base_dir / data_dir,
-        fleet=FleetConfig(
+        fleet=UplinkConfig(
             tuple(endpoints), insecure, max_batch, tls["ca"], tls["cert"], tls["key"], linger
         ),
         buses=tuple(buses),
@@ -567,13 +614,13 @@ def _parse_bus(r: _Reader, raw_bus: object, key: str, index: int, names: set[str
             )
         else:
             host, port = host_port
-    poll_hz = float(r.get(b, key, "poll_hz", (int, float), 10.0))
-    timeout_s = float(r.get(b, key, "timeout_s", (int, float), 0.5))
-    retries = r.get(b, key, "retries", int, 0)
-    link_lost = float(r.get(b, key, "link_lost_after_s", (int, float), 5.0))
-    slow_poll = float(r.get(b, key, "slow_poll_s", (int, float), 5.0))
-    identity_poll = float(r.get(b, key, "identity_poll_s", (int, float), 3600.0))
-    backoff_max = float(r.get(b, key, "backoff_max_s", (int, float), 2.0))
+    poll_hz = float(r.get(b, key, "poll_hz", (int, float), _BUS.poll_hz))
+    timeout_s = float(r.get(b, key, "timeout_s", (int, float), _BUS.timeout_s))
+    retries = r.get(b, key, "retries", int, _BUS.retries)
+    link_lost = float(r.get(b, key, "link_lost_after_s", (int, float), _BUS.link_lost_after_s))
+    slow_poll = float(r.get(b, key, "slow_poll_s", (int, float), _BUS.slow_poll_s))
+    identity_poll = float(r.get(b, key, "identity_poll_s", (int, float), _BUS.identity_poll_s))
+    backoff_max = float(r.get(b, key, "backoff_max_s", (int, float), _BUS.backoff_max_s))
     for value, what in [
         (poll_hz, "poll_hz"),
         (timeout_s, "timeout_s"),
@@ -593,7 +640,7 @@ def _parse_bus(r: _Reader, raw_bus: object, key: str, index: int, names: set[str
                 f"({timeout_s} s x {retries + 1} tries)",
             )
         )
-    baudrate = r.get(b, key, "baudrate", int, 19200)
+    baudrate = r.get(b, key, "baudrate", int, _BUS.baudrate)
     if baudrate not in _BAUD_RATES:
         problems.append(
             ConfigProblem(
@@ -601,9 +648,9 @@ def _parse_bus(r: _Reader, raw_bus: object, key: str, index: int, names: set[str
                 f"must be a standard rate ({', '.join(map(str, _BAUD_RATES))}), got {baudrate}",
             )
         )
-        baudrate = 19200
+        baudrate = _BUS.baudrate
     serial_format = SerialFormat()
-    format_text = r.get(b, key, "format", str, "8E1")
+    format_text = r.get(b, key, "format", str, str(_BUS.serial_format))
     try:
         serial_format = SerialFormat.parse(format_text)
     except FormatError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, overload
 
@@ -88,3 +89,35 @@ async def eventually(
 def log_tails(services: Sequence[Service]) -> str:
     """The last log lines of each of ``services``, under its name (for a failure message)."""
     return "".join(f"\n--- {s.name} ---\n{s.log_tail()}" for s in services)
+
+
+def documented_defaults(docstring: str) -> dict[str, dict[str, Any]]:
+    """The ``key = value`` lines of a config module's docs block, by ``[section]``.
+
+    Array-of-tables sections (``[[bus]]``) and template sections (``[alarms.target.NAME]``)
+    are keyed by their bare name; values that are not TOML (``...``) are left out, and a
+    value spanning lines (an array) is read to its end. Used to check that every default
+    the docs quote is the default the loader applies.
+    """
+    sections: dict[str, dict[str, Any]] = {}
+    section: dict[str, Any] | None = None
+    lines = [line.split("#", 1)[0].rstrip() for line in docstring.splitlines()]
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        i += 1
+        if line.startswith("["):
+            section = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, sep, value = line.partition(" = ")
+        if section is None or not sep:
+            continue
+        for extra in range(4):
+            try:
+                section[key] = tomllib.loads(f"v = {value}")["v"]
+                break
+            except tomllib.TOMLDecodeError:
+                if i + extra >= len(lines):
+                    break
+                value += " " + lines[i + extra].strip()
+    return sections

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import agent.config as agent_config
 from agent.cli import main
-from agent.config import ConfigError, load_config
+from agent.config import ConfigError, load_config, parse_config
+from agent.detect.engine import DetectionConfig
+from tests.support import documented_defaults
 
 GOOD = """
 [agent]
@@ -259,3 +263,42 @@ def test_fleet_linger_defaults_to_a_second_and_is_bounded(tmp_path: Path) -> Non
         with pytest.raises(ConfigError) as caught:
             load_config(write(tmp_path, text))
         assert {p.key for p in caught.value.problems} == {"fleet.linger_s"}
+
+
+def test_every_documented_default_is_the_default_applied(tmp_path: Path) -> None:
+    """The docs block of agent/config.py quotes each key's default: writing every quoted
+    default out must give the same config as leaving every key out."""
+    docs = documented_defaults(agent_config.__doc__ or "")
+    rtu = "rtu:///dev/ttyUSB0"  # the docs' RTU-only keys are unknown keys on a tcp:// bus
+    bare: dict[str, Any] = {
+        "agent": {"id": "edge-1"},
+        "fleet": {"insecure": True},
+        "bus": [{"name": "bus1", "url": rtu}],
+        "unit": [{"id": "u1", "bus": "bus1", "slave": 1}],
+    }
+    documented: dict[str, Any] = {
+        "agent": {**docs["agent"], "id": "edge-1"},
+        "fleet": {**docs["fleet"], "insecure": True},
+        "mqtt": docs["mqtt"],
+        "detect": docs["detect"],
+        "bus": [{**docs["bus"], "url": rtu}],
+        "unit": [{**docs["unit"], "id": "u1"}],
+    }
+    assert len(documented["agent"]) + len(documented["bus"][0]) > 15  # the block was read
+    assert parse_config(documented, tmp_path) == parse_config(bare, tmp_path)
+
+
+def test_docs_events_config_table_quotes_every_detection_default() -> None:
+    """docs/events.md's "Config keys" table lists every DetectionConfig key with the
+    dataclass field default (the one place it is written); "none" is a None default."""
+    text = (Path(__file__).parents[2] / "docs" / "events.md").read_text(encoding="utf-8")
+    table = text.split("## Config keys", 1)[1].split("\n## ", 1)[0]
+    quoted: dict[str, float | None] = {}
+    for row in table.splitlines():
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            default = cells[1].split()[0]
+            quoted[cells[0].strip("`")] = None if default == "none" else float(default)
+    defaults, keys = DetectionConfig(), DetectionConfig.keys()
+    assert set(quoted) == set(keys)
+    assert quoted == {key: getattr(defaults, key) for key in keys}

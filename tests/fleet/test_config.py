@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from fleet.config import ConfigError, FleetConfig, default_config, load_config
+import fleet.config as fleet_config
+from fleet.config import ConfigError, FleetConfig, default_config, load_config, parse_config
+from tests.support import documented_defaults
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -184,3 +187,17 @@ def test_security_keys_are_read_and_checked(tmp_path: Path) -> None:
         "http.key: must be set too (http.cert and http.key go together)",
         "query.listen: expected host:port, got 'x'",
     ]
+
+
+def test_every_documented_default_is_the_default_applied(tmp_path: Path) -> None:
+    """The docs block of fleet/config.py quotes each key's default: writing every quoted
+    default out must give the same config as leaving every key out, targets included."""
+    docs = documented_defaults(fleet_config.__doc__ or "")
+    target = docs.pop("alarms.target.NAME")
+    assert set(docs) == {section.name for section in fields(FleetConfig)}  # all documented
+    assert parse_config(docs, tmp_path, source="docs") == parse_config({}, tmp_path, source="-")
+    documented = {**docs["alarms"], "target": {"t": {**target, "kind": "mqtt"}}}
+    bare = {"target": {"t": {"kind": "mqtt"}}}
+    assert parse_config({"alarms": documented}, tmp_path, source="docs") == parse_config(
+        {"alarms": bare}, tmp_path, source="-"
+    )
