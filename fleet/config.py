@@ -193,15 +193,19 @@ from __future__ import annotations
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from fleet.alarms.config import AlarmsConfig, parse_alarms
+from fleet.schema import bounded, out_of_range, read_section, type_name
 from fleet.units.coverage import CoverageConfig
 
 MEMORY = ":memory:"
 # Welcome carries the limits as uint32; far below that, one batch must fit a gRPC message.
 MAX_BATCH_BYTES_CEILING = 64 * 1024 * 1024
+_MONTH_S = 30 * 86_400
+LANGUAGES = ("zh", "en")
 
 
 class ConfigError(Exception):
@@ -218,11 +222,11 @@ class ServerConfig:
     """Where the gRPC server listens, and how it treats long-lived agent connections."""
 
     listen: str = "127.0.0.1:50051"
-    max_connection_age_s: float = 3600.0
-    max_connection_age_grace_s: float = 30.0
-    keepalive_time_s: float = 60.0
-    keepalive_timeout_s: float = 20.0
-    workers: int = 1
+    max_connection_age_s: float = bounded(3600.0, 0, _MONTH_S)
+    max_connection_age_grace_s: float = bounded(30.0, 0, _MONTH_S)
+    keepalive_time_s: float = bounded(60.0, 1, _MONTH_S)
+    keepalive_timeout_s: float = bounded(20.0, 1, _MONTH_S)
+    workers: int = bounded(1, 1, 64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,23 +252,23 @@ class HttpConfig:
 
     listen: str = "127.0.0.1:8080"
     auth: bool = True
-    session_ttl_s: float = 43200.0
+    session_ttl_s: float = bounded(43200.0, 60, _MONTH_S)
     secure_cookies: bool | None = None
     time_zone: str = "Asia/Shanghai"
     language: str = "zh"
     cert: Path | None = None
     key: Path | None = None
-    hsts_max_age_s: int = 31_536_000
+    hsts_max_age_s: int = bounded(31_536_000, 0, 2 * 366 * 86400)
     metrics_listen: str = ""
     metrics_token_file: Path | None = None
-    live_streams_per_user: int = 8
-    live_streams_per_session: int = 4
-    live_send_timeout_s: float = 10.0
-    max_body_bytes: int = 65536
-    max_upload_bytes: int = 2 * 1024 * 1024
-    login_free_failures: int = 5
-    login_lockout_s: float = 30.0
-    login_lockout_max_s: float = 900.0
+    live_streams_per_user: int = bounded(8, 0)
+    live_streams_per_session: int = bounded(4, 0)
+    live_send_timeout_s: float = bounded(10.0, 1)
+    max_body_bytes: int = bounded(65536, 1024)
+    max_upload_bytes: int = bounded(2 * 1024 * 1024, 1024)
+    login_free_failures: int = bounded(5, 1)
+    login_lockout_s: float = bounded(30.0, 1)
+    login_lockout_max_s: float = bounded(900.0, 1)
 
     @property
     def tls(self) -> bool:
@@ -311,8 +315,8 @@ class FirmwareConfig:
 class ReportsConfig:
     """The exposure a unit (or group) needs before the fault-rate report ranks it."""
 
-    min_trips: int = 1000
-    min_watched_days: float = 30.0
+    min_trips: int = bounded(1000, 0)
+    min_watched_days: float = bounded(30.0, 0, 3660)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +325,7 @@ class HistoryConfig:
 
     checkpoint_file: Path | None = None
     checkpoint_key: Path | None = None
-    checkpoint_interval_s: float = 3600.0
+    checkpoint_interval_s: float = bounded(3600.0, 60, 86_400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,13 +339,13 @@ class RegistryConfig:
 class IngestConfig:
     """Limits and pacing the fleet announces to agents in Welcome."""
 
-    max_batch_records: int = 500
-    max_batch_bytes: int = 1_048_576
-    heartbeat_interval_s: int = 10
-    max_group_records: int = 20_000
-    max_clock_skew_s: int = 300
-    max_record_age_s: int = 366 * 86_400
-    max_streams_per_agent: int = 4
+    max_batch_records: int = bounded(500, 1, 100_000)
+    max_batch_bytes: int = bounded(1_048_576, 1024, MAX_BATCH_BYTES_CEILING)
+    heartbeat_interval_s: int = bounded(10, 1, 3600)
+    max_group_records: int = bounded(20_000, 1, 1_000_000)
+    max_clock_skew_s: int = bounded(300, 1, 86_400)
+    max_record_age_s: int = bounded(366 * 86_400, 3600, 10 * 366 * 86_400)
+    max_streams_per_agent: int = bounded(4, 1, 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,282 +386,127 @@ def load_config(path: Path) -> FleetConfig:
     return parse_config(data, path.resolve().parent, source=source)
 
 
-_NUMBER = (int, float)
-LANGUAGES = ("zh", "en")
-_SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
-    "server": {
-        "listen": (str,),
-        "max_connection_age_s": _NUMBER,
-        "max_connection_age_grace_s": _NUMBER,
-        "keepalive_time_s": _NUMBER,
-        "keepalive_timeout_s": _NUMBER,
-        "workers": (int,),
-    },
-    "tls": {"cert": (str,), "key": (str,), "client_ca": (str,), "plaintext": (bool,)},
-    "http": {
-        "listen": (str,),
-        "auth": (bool,),
-        "session_ttl_s": _NUMBER,
-        "secure_cookies": (bool, str),
-        "hsts_max_age_s": (int,),
-        "metrics_listen": (str,),
-        "metrics_token_file": (str,),
-        "time_zone": (str,),
-        "language": (str,),
-        "cert": (str,),
-        "key": (str,),
-        "live_streams_per_user": (int,),
-        "live_streams_per_session": (int,),
-        "live_send_timeout_s": _NUMBER,
-        "max_body_bytes": (int,),
-        "max_upload_bytes": (int,),
-        "login_free_failures": (int,),
-        "login_lockout_s": _NUMBER,
-        "login_lockout_max_s": _NUMBER,
-    },
-    "query": {"listen": (str,), "auth": (bool,)},
-    "store": {"path": (str,), "url": (str,)},
-    "coverage": {"stale_after_s": _NUMBER, "offline_after_s": _NUMBER, "sweep_interval_s": _NUMBER},
-    "registry": {"csv": (str,)},
-    "history": {
-        "checkpoint_file": (str,),
-        "checkpoint_key": (str,),
-        "checkpoint_interval_s": _NUMBER,
-    },
-    "reports": {"min_trips": (int,), "min_watched_days": _NUMBER},
-    "firmware": {"policy": (str,)},
-    "ingest": {
-        "max_batch_records": (int,),
-        "max_batch_bytes": (int,),
-        "heartbeat_interval_s": (int,),
-        "max_group_records": (int,),
-        "max_clock_skew_s": (int,),
-        "max_record_age_s": (int,),
-        "max_streams_per_agent": (int,),
-    },
+# Each section of the file and the dataclass whose fields are its keys ([alarms] holds
+# tables of targets: it is read by its own loader, fleet.alarms.config).
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "tls": TlsConfig,
+    "http": HttpConfig,
+    "query": QueryConfig,
+    "store": StoreConfig,
+    "coverage": CoverageConfig,
+    "registry": RegistryConfig,
+    "history": HistoryConfig,
+    "reports": ReportsConfig,
+    "firmware": FirmwareConfig,
+    "ingest": IngestConfig,
 }
 
 
 def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> FleetConfig:
-    """Validate parsed TOML ``data``; raises `ConfigError` listing every problem at once."""
-    values: dict[str, dict[str, object]] = {}
-    # [alarms] holds tables of targets: it is checked on its own (fleet.alarms.config).
+    """Validate parsed TOML ``data``; raises `ConfigError` listing every problem at once.
+
+    Each section is read against its dataclass (`fleet.schema.read_section`: unknown keys,
+    types, ranges); what relates keys to each other is checked here.
+    """
     alarms, problems = parse_alarms(data.get("alarms", {}))
+    read: dict[str, dict[str, Any]] = {}
     for name, section in data.items():
         if name == "alarms":
             continue
         if name not in _SECTIONS:
             problems.append(f"{name}: unknown key")
-            continue
-        if not isinstance(section, Mapping):
-            problems.append(f"{name}: expected a table, got {_type_name(section)}")
-            continue
-        values[name] = {}
-        for key, value in section.items():
-            dotted = f"{name}.{key}"
-            expected = _SECTIONS[name].get(key)
-            if expected is None:
-                problems.append(f"{dotted}: unknown key")
-            # bool is an int subclass in Python, but `true` is never a valid count here.
-            elif (isinstance(value, bool) and bool not in expected) or not isinstance(
-                value, expected
-            ):
-                wanted = " or ".join(_TOML_NAMES[t] for t in expected)
-                problems.append(f"{dotted}: expected {wanted}, got {_type_name(value)}")
-            else:
-                values[name][key] = value
+        elif not isinstance(section, Mapping):
+            problems.append(f"{name}: expected a table, got {type_name(section)}")
+        else:
+            read[name] = read_section(_SECTIONS[name], name, section, base_dir, problems)
+    given = {name: read.get(name, {}) for name in _SECTIONS}
+    server = replace(ServerConfig(), **given["server"])
+    tls = replace(TlsConfig(), **given["tls"])
+    http = replace(HttpConfig(), **given["http"])
+    query = replace(QueryConfig(), **given["query"])
+    store = replace(StoreConfig(), **given["store"])
+    coverage = replace(CoverageConfig(), **given["coverage"])
+    history = replace(HistoryConfig(), **given["history"])
 
-    def get(section: str, key: str, default: object) -> object:
-        return values.get(section, {}).get(key, default)
+    def ranges(name: str) -> list[str]:
+        return out_of_range(_SECTIONS[name], name, given[name])
 
-    defaults = FleetConfig()
-    listen = str(get("server", "listen", defaults.server.listen))
-    problems += _check_listen("server.listen", listen)
-    server_numbers: dict[str, float] = {}
-    for key in (
-        "max_connection_age_s",
-        "max_connection_age_grace_s",
-        "keepalive_time_s",
-        "keepalive_timeout_s",
-    ):
-        number = float(_number(get("server", key, getattr(defaults.server, key))))
-        low = 0.0 if key.startswith("max_") else 1.0
-        if not low <= number <= 30 * 86_400:
-            problems.append(f"server.{key}: must be between {low:g} and 2592000, got {number:g}")
-        server_numbers[key] = number
-    workers = int(_number(get("server", "workers", defaults.server.workers)))
-    if not 1 <= workers <= 64:
-        problems.append(f"server.workers: must be between 1 and 64, got {workers}")
-
-    tls_text = {key: str(get("tls", key, "")) for key in ("cert", "key", "client_ca")}
-    if any(tls_text.values()):
-        missing = [f"tls.{key}" for key, text in tls_text.items() if not text]
+    problems += _check_listen("server.listen", server.listen)
+    problems += ranges("server")
+    if any((tls.cert, tls.key, tls.client_ca)):
+        missing = [f"tls.{key}" for key in ("cert", "key", "client_ca") if not getattr(tls, key)]
         if missing:
             problems.append(
                 f"{', '.join(missing)}: must be set too (tls.cert, tls.key and tls.client_ca "
                 "go together: mutual TLS, or none of them for plaintext)"
             )
-    tls_paths = {key: base_dir / text if text else None for key, text in tls_text.items()}
 
-    http_listen = str(get("http", "listen", defaults.http.listen))
-    if "listen" not in values.get("http", {}) and listen.endswith(":0"):
-        http_listen = defaults.http.listen.rpartition(":")[0] + ":0"
-    if http_listen:
-        problems += _check_listen("http.listen", http_listen)
-    session_ttl = _number(get("http", "session_ttl_s", defaults.http.session_ttl_s))
-    if not 60 <= session_ttl <= 30 * 86400:
-        problems.append(f"http.session_ttl_s: must be between 60 and 2592000, got {session_ttl}")
-    time_zone = str(get("http", "time_zone", defaults.http.time_zone))
+    # A throwaway fleet (gRPC on port 0) without its own listen keys takes port 0 for the
+    # API and FleetQuery too, so that throwaway fleets never collide.
+    if "listen" not in given["http"] and server.listen.endswith(":0"):
+        http = replace(http, listen=http.listen.rpartition(":")[0] + ":0")
+    if http.listen:
+        problems += _check_listen("http.listen", http.listen)
     try:
-        zoneinfo.ZoneInfo(time_zone)
+        zoneinfo.ZoneInfo(http.time_zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        problems.append(f"http.time_zone: {time_zone!r} is not an IANA time zone name")
-    language = str(get("http", "language", defaults.http.language))
-    if language not in LANGUAGES:
-        problems.append(f"http.language: must be one of {', '.join(LANGUAGES)}, got {language!r}")
-    http_tls = {key: str(get("http", key, "")) for key in ("cert", "key")}
-    if any(http_tls.values()) and not all(http_tls.values()):
-        absent = next(f"http.{key}" for key, text in http_tls.items() if not text)
+        problems.append(f"http.time_zone: {http.time_zone!r} is not an IANA time zone name")
+    if http.language not in LANGUAGES:
+        problems.append(
+            f"http.language: must be one of {', '.join(LANGUAGES)}, got {http.language!r}"
+        )
+    if (http.cert is None) != (http.key is None):
+        absent = "http.cert" if http.cert is None else "http.key"
         problems.append(f"{absent}: must be set too (http.cert and http.key go together)")
-    http_paths = {key: base_dir / text if text else None for key, text in http_tls.items()}
-    secure_cookies = get("http", "secure_cookies", "auto")
-    if isinstance(secure_cookies, str) and secure_cookies != "auto":
-        problems.append(f'http.secure_cookies: true, false or "auto", got {secure_cookies!r}')
-    hsts_max_age = int(_number(get("http", "hsts_max_age_s", defaults.http.hsts_max_age_s)))
-    if not 0 <= hsts_max_age <= 2 * 366 * 86400:
-        problems.append(f"http.hsts_max_age_s: must be between 0 and 63244800, got {hsts_max_age}")
-    metrics_listen = str(get("http", "metrics_listen", ""))
-    if metrics_listen:
-        problems += _check_listen("http.metrics_listen", metrics_listen)
-    metrics_token_text = str(get("http", "metrics_token_file", ""))
-    http_limits: dict[str, int | float] = {}
-    for key, floor in (
-        ("live_streams_per_user", 0),
-        ("live_streams_per_session", 0),
-        ("live_send_timeout_s", 1),
-        ("max_body_bytes", 1024),
-        ("max_upload_bytes", 1024),
-        ("login_free_failures", 1),
-        ("login_lockout_s", 1),
-        ("login_lockout_max_s", 1),
-    ):
-        value = _number(get("http", key, getattr(defaults.http, key)))
-        if value < floor:
-            problems.append(f"http.{key}: must be at least {floor}, got {value}")
-        http_limits[key] = value
-    if http_limits["login_lockout_max_s"] < http_limits["login_lockout_s"]:
+    secure_cookies = given["http"].get("secure_cookies", "auto")
+    if isinstance(secure_cookies, str):
+        if secure_cookies != "auto":
+            problems.append(f'http.secure_cookies: true, false or "auto", got {secure_cookies!r}')
+        http = replace(http, secure_cookies=None)
+    if http.metrics_listen:
+        problems += _check_listen("http.metrics_listen", http.metrics_listen)
+    problems += ranges("http")
+    if http.login_lockout_max_s < http.login_lockout_s:
         problems.append("http.login_lockout_max_s: must be at least http.login_lockout_s")
 
-    query_listen = str(get("query", "listen", defaults.query.listen))
-    if "listen" not in values.get("query", {}) and listen.endswith(":0"):
-        query_listen = defaults.query.listen.rpartition(":")[0] + ":0"
-    if query_listen:
-        problems += _check_listen("query.listen", query_listen)
+    if "listen" not in given["query"] and server.listen.endswith(":0"):
+        query = replace(query, listen=query.listen.rpartition(":")[0] + ":0")
+    if query.listen:
+        problems += _check_listen("query.listen", query.listen)
 
-    store_path = str(get("store", "path", defaults.store.path))
-    if not store_path:
+    if not store.path:
         problems.append("store.path: must not be empty")
-    elif store_path != MEMORY:
-        store_path = str(base_dir / store_path)
-    store_url = str(get("store", "url", ""))
-    if store_url and not store_url.startswith(("postgresql://", "postgres://")):
+    elif store.path != MEMORY:
+        store = replace(store, path=str(base_dir / store.path))
+    if store.url and not store.url.startswith(("postgresql://", "postgres://")):
         problems.append("store.url: expected a postgresql:// URL (SQLite files go in store.path)")
-    if workers > 1 and not store_url and store_path == MEMORY:
+    if server.workers > 1 and not store.url and store.path == MEMORY:
         problems.append("server.workers: several workers cannot share a :memory: store")
+    problems += ranges("store")
 
-    stale = float(_number(get("coverage", "stale_after_s", defaults.coverage.stale_after_s)))
-    offline = float(_number(get("coverage", "offline_after_s", defaults.coverage.offline_after_s)))
-    sweep = float(_number(get("coverage", "sweep_interval_s", defaults.coverage.sweep_interval_s)))
-    if stale <= 0:
-        problems.append("coverage.stale_after_s: must be > 0")
-    if offline <= stale:
+    if coverage.offline_after_s <= coverage.stale_after_s:
         problems.append("coverage.offline_after_s: must be greater than coverage.stale_after_s")
-    if not 0 < sweep <= 3600:
-        problems.append(f"coverage.sweep_interval_s: must be > 0 and <= 3600, got {sweep:g}")
+    problems += ranges("coverage") + ranges("reports")
 
-    min_trips = int(_number(get("reports", "min_trips", defaults.reports.min_trips)))
-    if min_trips < 0:
-        problems.append(f"reports.min_trips: must be >= 0, got {min_trips}")
-    min_watched_days = float(
-        _number(get("reports", "min_watched_days", defaults.reports.min_watched_days))
-    )
-    if not 0 <= min_watched_days <= 3660:
-        problems.append(
-            f"reports.min_watched_days: must be between 0 and 3660, got {min_watched_days:g}"
-        )
-
-    history_paths = {
-        key: base_dir / text if (text := str(get("history", key, ""))) else None
-        for key in ("checkpoint_file", "checkpoint_key")
-    }
-    if history_paths["checkpoint_file"] is not None and history_paths["checkpoint_key"] is None:
+    if history.checkpoint_file is not None and history.checkpoint_key is None:
         problems.append("history.checkpoint_key: must be set with history.checkpoint_file")
-    checkpoint_interval = float(
-        _number(get("history", "checkpoint_interval_s", defaults.history.checkpoint_interval_s))
-    )
-    if not 60 <= checkpoint_interval <= 86_400:
-        problems.append(
-            "history.checkpoint_interval_s: must be between 60 and 86400, got "
-            f"{checkpoint_interval:g}"
-        )
-
-    csv_text = str(get("registry", "csv", ""))
-    csv_path = base_dir / csv_text if csv_text else None
-    policy_text = str(get("firmware", "policy", ""))
-    policy_path = base_dir / policy_text if policy_text else None
-
-    ingest_values: dict[str, int] = {}
-    for key, low, high in (
-        ("max_batch_records", 1, 100_000),
-        ("max_batch_bytes", 1024, MAX_BATCH_BYTES_CEILING),
-        ("heartbeat_interval_s", 1, 3600),
-        ("max_group_records", 1, 1_000_000),
-        ("max_clock_skew_s", 1, 86_400),
-        ("max_record_age_s", 3600, 10 * 366 * 86_400),
-        ("max_streams_per_agent", 1, 1000),
-    ):
-        number = int(_number(get("ingest", key, getattr(defaults.ingest, key))))
-        if not low <= number <= high:
-            problems.append(f"ingest.{key}: must be between {low} and {high}, got {number}")
-        ingest_values[key] = number
+    problems += ranges("history") + ranges("ingest")
 
     if problems:
         raise ConfigError(source, problems)
     return FleetConfig(
-        server=ServerConfig(listen=listen, workers=workers, **server_numbers),
-        tls=TlsConfig(**tls_paths, plaintext=bool(get("tls", "plaintext", False))),
-        http=HttpConfig(
-            live_streams_per_user=int(http_limits["live_streams_per_user"]),
-            live_streams_per_session=int(http_limits["live_streams_per_session"]),
-            live_send_timeout_s=float(http_limits["live_send_timeout_s"]),
-            max_body_bytes=int(http_limits["max_body_bytes"]),
-            max_upload_bytes=int(http_limits["max_upload_bytes"]),
-            login_free_failures=int(http_limits["login_free_failures"]),
-            login_lockout_s=float(http_limits["login_lockout_s"]),
-            login_lockout_max_s=float(http_limits["login_lockout_max_s"]),
-            listen=http_listen,
-            auth=bool(get("http", "auth", defaults.http.auth)),
-            session_ttl_s=session_ttl,
-            secure_cookies=secure_cookies if isinstance(secure_cookies, bool) else None,
-            hsts_max_age_s=hsts_max_age,
-            metrics_listen=metrics_listen,
-            metrics_token_file=base_dir / metrics_token_text if metrics_token_text else None,
-            time_zone=time_zone,
-            language=language,
-            **http_paths,
-        ),
-        query=QueryConfig(
-            listen=query_listen, auth=bool(get("query", "auth", defaults.query.auth))
-        ),
-        store=StoreConfig(path=store_path, url=store_url),
-        coverage=CoverageConfig(
-            stale_after_s=stale, offline_after_s=offline, sweep_interval_s=sweep
-        ),
-        registry=RegistryConfig(csv=csv_path),
-        history=HistoryConfig(**history_paths, checkpoint_interval_s=checkpoint_interval),
-        reports=ReportsConfig(min_trips=min_trips, min_watched_days=min_watched_days),
-        firmware=FirmwareConfig(policy=policy_path),
-        ingest=IngestConfig(**ingest_values),
+        server=server,
+        tls=tls,
+        http=http,
+        query=query,
+        store=store,
+        coverage=coverage,
+        registry=replace(RegistryConfig(), **given["registry"]),
+        history=history,
+        reports=replace(ReportsConfig(), **given["reports"]),
+        firmware=replace(FirmwareConfig(), **given["firmware"]),
+        ingest=replace(IngestConfig(), **given["ingest"]),
         alarms=alarms,
     )
 
@@ -681,26 +530,3 @@ def _check_listen(key: str, listen: str) -> list[str]:
     except ValueError as exc:
         return [f"{key}: {exc}"]
     return []
-
-
-def _number(value: object) -> int | float:
-    # Only reached with values already type-checked (or defaults); anything else is a bug.
-    assert isinstance(value, int | float)
-    return value
-
-
-_TOML_NAMES: dict[type, str] = {
-    str: "a string",
-    int: "an integer",
-    float: "a float",
-    bool: "a boolean",
-}
-
-
-def _type_name(value: object) -> str:
-    names = {bool: "a boolean", str: "a string", int: "an integer", float: "a float"}
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return names.get(type(value), type(value).__name__)

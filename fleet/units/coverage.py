@@ -21,6 +21,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fleet.schema import bounded
 from fleet.store.base import UnitRow
 
 GROUP_KEYS = ("street", "building", "contractor")
@@ -34,9 +35,9 @@ class CoverageConfig:
     imports the sections of the features, never the reverse.
     """
 
-    stale_after_s: float = 30.0
-    offline_after_s: float = 300.0
-    sweep_interval_s: float = 10.0
+    stale_after_s: float = bounded(30.0, 0, low_open=True)
+    offline_after_s: float = 300.0  # must exceed stale_after_s (checked by fleet.config)
+    sweep_interval_s: float = bounded(10.0, 0, 3600, low_open=True)
 
 
 class UnitStatus(enum.Enum):

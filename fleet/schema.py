@@ -1,0 +1,157 @@
+"""The fleet configuration's one validator: a TOML table checked against its section's
+frozen dataclass.
+
+Each section of the fleet config (`fleet.config`, and the sections the features own:
+`fleet.units.coverage.CoverageConfig`, `fleet.alarms.config`) is a frozen dataclass whose
+fields are its keys: the field's type says which TOML values it takes, the field's default
+is THE default (written once; the docs block of `fleet.config` quotes it and a test checks
+the quote), and a key with a range declares it with `bounded`. `read_section` reports
+unknown keys and wrong types, each as ``"section.key: message"``, and returns the valid
+values converted to the field's type (paths relative to the config's directory);
+`out_of_range` reports the values outside their field's range. Checks that relate keys
+to each other stay with the section's loader.
+
+A small validator of our own rather than pydantic or msgspec: the fleet's problems must
+keep their wording (operators and tests read them), all problems are listed at once,
+``true`` is never a number, and a path is relative to the config file; each of those is a
+custom hook in either library, and the whole rule set fits here.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import Field, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+_TOML_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a float",
+    bool: "a boolean",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The values a numeric key allows: ``low`` (excluded when ``low_open``) to ``high``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is out of this range, or None when it is in."""
+        low, high = self.low, self.high
+        too_low = low is not None and (value < low or (self.low_open and value == low))
+        if not too_low and (high is None or value <= high):
+            return None
+        got = f"got {_number(value)}"
+        if low is None:
+            return f"must be at most {_number(high or 0)}, {got}"
+        if self.low_open:
+            upper = f" and <= {_number(high)}" if high is not None else ""
+            return f"must be > {_number(low)}{upper}, {got}"
+        if high is None:
+            return f"must be at least {_number(low)}, {got}"
+        return f"must be between {_number(low)} and {_number(high)}, {got}"
+
+
+def bounded(
+    default: float, low: float | None = None, high: float | None = None, *, low_open: bool = False
+) -> Any:
+    """A dataclass field with ``default`` whose key must lie in ``low``..``high``."""
+    return field(default=default, metadata={"range": Range(low, high, low_open)})
+
+
+def read_section(
+    cls: type, name: str, table: Mapping[str, object], base_dir: Path, problems: list[str]
+) -> dict[str, Any]:
+    """The keys of ``table`` that fit ``cls``'s fields, converted (a float field takes an
+    integer, a ``Path | None`` field a string relative to ``base_dir``, "" being None).
+
+    Appends to ``problems`` every unknown key and wrong type (a boolean is never a
+    number), in the table's order; `out_of_range` checks the values' ranges.
+    """
+    spec = _fields(cls)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{name}.{key}"
+        if key not in spec:
+            problems.append(f"{dotted}: unknown key")
+            continue
+        accepted, convert, _ = spec[key]
+        if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
+            wanted = " or ".join(_TOML_NAMES[t] for t in accepted)
+            problems.append(f"{dotted}: expected {wanted}, got {type_name(value)}")
+            continue
+        values[key] = convert(value, base_dir)
+    return values
+
+
+def out_of_range(cls: type, name: str, values: Mapping[str, object]) -> list[str]:
+    """Every value of ``values`` (as `read_section` returned them) outside its field's
+    `Range`, as ``"section.key: message"`` in field order. Separate from `read_section`
+    so that a loader reports a section's problems in the order its keys are documented."""
+    found = []
+    for key, (_, _, bounds) in _fields(cls).items():
+        value = values.get(key)
+        problem = bounds.problem(value) if bounds and isinstance(value, int | float) else None
+        if problem is not None:
+            found.append(f"{name}.{key}: {problem}")
+    return found
+
+
+def type_name(value: object) -> str:
+    """How a problem names the TOML type of ``value``."""
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return _TOML_NAMES.get(type(value), type(value).__name__)
+
+
+_Convert = typing.Callable[[Any, Path], Any]
+
+
+@functools.cache
+def _fields(cls: type) -> dict[str, tuple[tuple[type, ...], _Convert, Range | None]]:
+    hints = typing.get_type_hints(cls)
+    spec: dict[str, tuple[tuple[type, ...], _Convert, Range | None]] = {}
+    for item in fields(cls):
+        if not item.metadata.get("key", True):
+            continue
+        accepted, convert = _toml_types(hints[item.name])
+        spec[item.name] = (accepted, convert, _range(item))
+    return spec
+
+
+def _range(item: Field[Any]) -> Range | None:
+    bounds = item.metadata.get("range")
+    return bounds if isinstance(bounds, Range) else None
+
+
+def _toml_types(hint: Any) -> tuple[tuple[type, ...], _Convert]:
+    """The TOML value types a field of type ``hint`` takes, and how one becomes the field."""
+    if hint is float:
+        return (int, float), lambda value, _: float(value)
+    if hint in (str, int, bool):
+        return (hint,), lambda value, _: value
+    args = set(typing.get_args(hint))
+    if isinstance(hint, types.UnionType) and args == {Path, type(None)}:
+        return (str,), lambda value, base: base / value if value else None
+    if isinstance(hint, types.UnionType) and args == {bool, type(None)}:
+        # None is spelt "auto"; the section's loader checks the string.
+        return (bool, str), lambda value, _: value
+    raise TypeError(f"no TOML form for a config field of type {hint!r}")
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
