@@ -71,7 +71,9 @@ def read_section(
     cls: type, name: str, table: Mapping[str, object], base_dir: Path, problems: list[str]
 ) -> dict[str, Any]:
     """The keys of ``table`` that fit ``cls``'s fields, converted (a float field takes an
-    integer, a ``Path | None`` field a string relative to ``base_dir``, "" being None).
+    integer, a ``Path | None`` field a string relative to ``base_dir``, "" being None, a
+    ``tuple[str, ...]`` field an array of strings). A field with ``metadata={"key":
+    False}`` is no key (the loader fills it).
 
     Appends to ``problems`` every unknown key and wrong type (a boolean is never a
     number), in the table's order; `out_of_range` checks the values' ranges.
@@ -84,7 +86,11 @@ def read_section(
             problems.append(f"{dotted}: unknown key")
             continue
         accepted, convert, _ = spec[key]
-        if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
+        if accepted == (list,):  # tuple[str, ...]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problems.append(f"{dotted}: expected an array of strings, got {type_name(value)}")
+                continue
+        elif (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
             wanted = " or ".join(_TOML_NAMES[t] for t in accepted)
             problems.append(f"{dotted}: expected {wanted}, got {type_name(value)}")
             continue
@@ -140,6 +146,8 @@ def _toml_types(hint: Any) -> tuple[tuple[type, ...], _Convert]:
         return (int, float), lambda value, _: float(value)
     if hint in (str, int, bool):
         return (hint,), lambda value, _: value
+    if hint == tuple[str, ...]:
+        return (list,), lambda value, _: tuple(value)
     args = set(typing.get_args(hint))
     if isinstance(hint, types.UnionType) and args == {Path, type(None)}:
         return (str,), lambda value, base: base / value if value else None

@@ -201,3 +201,40 @@ def test_every_documented_default_is_the_default_applied(tmp_path: Path) -> None
     assert parse_config({"alarms": documented}, tmp_path, source="docs") == parse_config(
         {"alarms": bare}, tmp_path, source="-"
     )
+
+
+def test_alarm_problems_are_each_reported_with_their_key(tmp_path: Path) -> None:
+    """[alarms] and its target tables are read by the same validator as every section."""
+    alarms = {
+        "types": ["ENTRAPMENT", "NOPE"],
+        "targets": ["rescue", "absent"],
+        "repeat_s": "often",
+        "timeout_s": 0,
+        "bogus": 1,
+        "target": {
+            "rescue": {"kind": "webhook", "url": "ftp://x", "port": "80"},
+            "bus": {"kind": "pager"},
+        },
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"alarms": alarms}, tmp_path, source="t")
+    assert caught.value.problems == [
+        "alarms.repeat_s: expected an integer or a float, got a string",
+        "alarms.bogus: unknown key",
+        "alarms.timeout_s: must be between 0.001 and 86400, got 0",
+        "alarms.types: unknown event type 'NOPE'",
+        "alarms.target.rescue.port: expected an integer, got a string",
+        "alarms.target.rescue.url: a webhook needs an http:// or https:// URL",
+        "alarms.target.bus.kind: expected one of webhook, mqtt",
+        "alarms.targets: no [alarms.target.absent] table",
+    ]
+    good = parse_config(
+        {"alarms": {"targets": ["bus"], "target": {"bus": {"kind": "mqtt", "port": 1884}}}},
+        tmp_path,
+        source="t",
+    ).alarms
+    assert (good.targets, good.target["bus"].port, good.target["bus"].name) == (
+        ("bus",),
+        1884,
+        "bus",
+    )
