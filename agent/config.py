@@ -453,9 +453,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     r.positive(mqtt.queue_size, "mqtt.queue_size")
 
     default_detect = r.table(top.get("detect", {}), "detect", None)
-    problems.extend(
-        ConfigProblem(f"detect.{k}", m) for k, m in DetectionConfig.problems(default_detect)
-    )
+    default_problems = DetectionConfig.problems(default_detect)
+    problems.extend(ConfigProblem(f"detect.{k}", m) for k, m in default_problems)
 
     buses: list[BusConfig] = []
     bus_names: set[str] = set()
@@ -525,15 +524,15 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
             else:
                 slaves[(bus, number)] = unit_id
         overrides = r.table(u.get("detect", {}), f"{key}.detect", None)
-        problems.extend(
-            ConfigProblem(f"{key}.detect.{k}", m) for k, m in DetectionConfig.problems(overrides)
-        )
+        found = DetectionConfig.problems(overrides)
         merged = {**default_detect, **overrides}
-        detect = (
-            DetectionConfig()
-            if DetectionConfig.problems(merged)
-            else (DetectionConfig.from_mapping(merged))
-        )
+        if not default_problems and not found:
+            # Each table may be fine alone and wrong together (top_landing from [detect]
+            # below the unit's bottom_landing): say so rather than fall back to defaults.
+            found = DetectionConfig.problems(merged)
+        problems.extend(ConfigProblem(f"{key}.detect.{k}", m) for k, m in found)
+        valid = not default_problems and not found
+        detect = DetectionConfig.from_mapping(merged) if valid else DetectionConfig()
         detect = replace(detect, fault_events=_fault_events(sources))
         units.append(UnitConfig(unit_id, bus, slave, profile_ref, detect, tuple(sources)))
 

@@ -302,3 +302,21 @@ def test_docs_events_config_table_quotes_every_detection_default() -> None:
     defaults, keys = DetectionConfig(), DetectionConfig.keys()
     assert set(quoted) == set(keys)
     assert quoted == {key: getattr(defaults, key) for key in keys}
+
+
+def test_detect_tables_valid_alone_but_not_together_are_a_problem(tmp_path: Path) -> None:
+    """A unit's overrides are checked merged with [detect]: a landing range split over the
+    two that is upside down is reported on the unit, never replaced by the defaults."""
+    text = GOOD.replace(
+        "entrapment_between_floors_s = 20", "entrapment_between_floors_s = 20\ntop_landing = 5"
+    ).replace("door_close_failure_s = 30", "door_close_failure_s = 30\nbottom_landing = 10")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert [str(p) for p in caught.value.problems] == [
+        "unit[1].detect.top_landing: must be above bottom_landing (10)"
+    ]
+    fixed = load_config(write(tmp_path, text.replace("bottom_landing = 10", "bottom_landing = -2")))
+    assert [(u.detect.top_landing, u.detect.bottom_landing) for u in fixed.units] == [
+        (5, None),
+        (5, -2),
+    ]
