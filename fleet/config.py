@@ -192,14 +192,14 @@ from __future__ import annotations
 
 import tomllib
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fleet.alarms.config import AlarmsConfig, parse_alarms
-from fleet.schema import bounded, out_of_range, read_section, type_name
 from fleet.units.coverage import CoverageConfig
+from liftconf.schema import Problem, bounded, out_of_range, read_section, type_name
 
 MEMORY = ":memory:"
 # Welcome carries the limits as uint32; far below that, one batch must fit a gRPC message.
@@ -211,9 +211,11 @@ LANGUAGES = ("zh", "en")
 class ConfigError(Exception):
     """The configuration is unusable; ``problems`` lists every reason, one per key."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
         self.source = source
-        self.problems = problems
+        # Problems (liftconf.schema.Problem: key and message) from parse_config; plain
+        # text for a file that cannot be read at all.
+        self.problems = list(problems)
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
@@ -406,7 +408,7 @@ _SECTIONS: dict[str, type] = {
 def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> FleetConfig:
     """Validate parsed TOML ``data``; raises `ConfigError` listing every problem at once.
 
-    Each section is read against its dataclass (`fleet.schema.read_section`: unknown keys,
+    Each section is read against its dataclass (`liftconf.schema.read_section`: unknown keys,
     types, ranges); what relates keys to each other is checked here.
     """
     alarms, problems = parse_alarms(data.get("alarms", {}))
@@ -415,11 +417,12 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         if name == "alarms":
             continue
         if name not in _SECTIONS:
-            problems.append(f"{name}: unknown key")
+            problems.append(Problem(f"{name}", "unknown key"))
         elif not isinstance(section, Mapping):
-            problems.append(f"{name}: expected a table, got {type_name(section)}")
+            problems.append(Problem(f"{name}", f"expected a table, got {type_name(section)}"))
         else:
-            read[name] = read_section(_SECTIONS[name], name, section, base_dir, problems)
+            read[name], found = read_section(_SECTIONS[name], name, section, base_dir)
+            problems += found
     given = {name: read.get(name, {}) for name in _SECTIONS}
     server = replace(ServerConfig(), **given["server"])
     tls = replace(TlsConfig(), **given["tls"])
@@ -429,7 +432,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
     coverage = replace(CoverageConfig(), **given["coverage"])
     history = replace(HistoryConfig(), **given["history"])
 
-    def ranges(name: str) -> list[str]:
+    def ranges(name: str) -> list[Problem]:
         return out_of_range(_SECTIONS[name], name, given[name])
 
     problems += _check_listen("server.listen", server.listen)
@@ -438,8 +441,11 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         missing = [f"tls.{key}" for key in ("cert", "key", "client_ca") if not getattr(tls, key)]
         if missing:
             problems.append(
-                f"{', '.join(missing)}: must be set too (tls.cert, tls.key and tls.client_ca "
-                "go together: mutual TLS, or none of them for plaintext)"
+                Problem(
+                    ", ".join(missing),
+                    "must be set too (tls.cert, tls.key and tls.client_ca go together: "
+                    "mutual TLS, or none of them for plaintext)",
+                )
             )
 
     # A throwaway fleet (gRPC on port 0) without its own listen keys takes port 0 for the
@@ -451,24 +457,32 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
     try:
         zoneinfo.ZoneInfo(http.time_zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        problems.append(f"http.time_zone: {http.time_zone!r} is not an IANA time zone name")
+        problems.append(
+            Problem("http.time_zone", f"{http.time_zone!r} is not an IANA time zone name")
+        )
     if http.language not in LANGUAGES:
         problems.append(
-            f"http.language: must be one of {', '.join(LANGUAGES)}, got {http.language!r}"
+            Problem(
+                "http.language", f"must be one of {', '.join(LANGUAGES)}, got {http.language!r}"
+            )
         )
     if (http.cert is None) != (http.key is None):
         absent = "http.cert" if http.cert is None else "http.key"
-        problems.append(f"{absent}: must be set too (http.cert and http.key go together)")
+        problems.append(Problem(absent, "must be set too (http.cert and http.key go together)"))
     secure_cookies = given["http"].get("secure_cookies", "auto")
     if isinstance(secure_cookies, str):
         if secure_cookies != "auto":
-            problems.append(f'http.secure_cookies: true, false or "auto", got {secure_cookies!r}')
+            problems.append(
+                Problem("http.secure_cookies", f'true, false or "auto", got {secure_cookies!r}')
+            )
         http = replace(http, secure_cookies=None)
     if http.metrics_listen:
         problems += _check_listen("http.metrics_listen", http.metrics_listen)
     problems += ranges("http")
     if http.login_lockout_max_s < http.login_lockout_s:
-        problems.append("http.login_lockout_max_s: must be at least http.login_lockout_s")
+        problems.append(
+            Problem("http.login_lockout_max_s", "must be at least http.login_lockout_s")
+        )
 
     if "listen" not in given["query"] and server.listen.endswith(":0"):
         query = replace(query, listen=query.listen.rpartition(":")[0] + ":0")
@@ -476,21 +490,27 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         problems += _check_listen("query.listen", query.listen)
 
     if not store.path:
-        problems.append("store.path: must not be empty")
+        problems.append(Problem("store.path", "must not be empty"))
     elif store.path != MEMORY:
         store = replace(store, path=str(base_dir / store.path))
     if store.url and not store.url.startswith(("postgresql://", "postgres://")):
-        problems.append("store.url: expected a postgresql:// URL (SQLite files go in store.path)")
+        problems.append(
+            Problem("store.url", "expected a postgresql:// URL (SQLite files go in store.path)")
+        )
     if server.workers > 1 and not store.url and store.path == MEMORY:
-        problems.append("server.workers: several workers cannot share a :memory: store")
+        problems.append(Problem("server.workers", "several workers cannot share a :memory: store"))
     problems += ranges("store")
 
     if coverage.offline_after_s <= coverage.stale_after_s:
-        problems.append("coverage.offline_after_s: must be greater than coverage.stale_after_s")
+        problems.append(
+            Problem("coverage.offline_after_s", "must be greater than coverage.stale_after_s")
+        )
     problems += ranges("coverage") + ranges("reports")
 
     if history.checkpoint_file is not None and history.checkpoint_key is None:
-        problems.append("history.checkpoint_key: must be set with history.checkpoint_file")
+        problems.append(
+            Problem("history.checkpoint_key", "must be set with history.checkpoint_file")
+        )
     problems += ranges("history") + ranges("ingest")
 
     if problems:
@@ -524,9 +544,9 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host, port
 
 
-def _check_listen(key: str, listen: str) -> list[str]:
+def _check_listen(key: str, listen: str) -> list[Problem]:
     try:
         split_listen(listen)
     except ValueError as exc:
-        return [f"{key}: {exc}"]
+        return [Problem(key, str(exc))]
     return []

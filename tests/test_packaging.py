@@ -65,7 +65,7 @@ def test_wheel_ships_py_typed_as_declared(wheel_files: list[str]) -> None:
     if "py.typed" not in package_data.get("*", []):
         pytest.fail("package-data no longer lists py.typed: update this test with it")
     tops = sorted({n.split("/")[0] for n in wheel_files if ".dist-info/" not in n})
-    assert tops == ["agent", "fleet", "hil_tests", "protos"]
+    assert tops == ["agent", "fleet", "hil_tests", "liftconf", "protos"]
     assert [t for t in tops if f"{t}/py.typed" not in wheel_files] == []
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fleet.schema import bounded, out_of_range, read_section
+from liftconf.schema import Problem, bounded, out_of_range, read_section
 from protos.liftwatch.v1 import records_pb2
 
 DEFAULT_TYPES = (
@@ -56,46 +56,50 @@ class AlarmsConfig:
         return frozenset(records_pb2.EventType.Value(f"EVENT_TYPE_{t}") for t in self.types)
 
 
-def parse_alarms(section: object) -> tuple[AlarmsConfig, list[str]]:
+def parse_alarms(section: object) -> tuple[AlarmsConfig, list[Problem]]:
     """The ``[alarms]`` table as `AlarmsConfig`, and every problem (dotted key first).
 
-    Its keys and each target's are read against the dataclasses (`fleet.schema`); here
+    Its keys and each target's are read against the dataclasses (`liftconf.schema`); here
     only what the schema cannot say: event type names, target kinds and their needs, and
     that every named target has a table.
     """
     defaults = AlarmsConfig()
     if not isinstance(section, Mapping):
-        return defaults, ["alarms: expected a table"]
-    problems: list[str] = []
+        return defaults, [Problem("alarms", "expected a table")]
     keys = {k: v for k, v in section.items() if k != "target"}
-    values = read_section(AlarmsConfig, "alarms", keys, Path(), problems)
+    values, problems = read_section(AlarmsConfig, "alarms", keys, Path())
     problems += out_of_range(AlarmsConfig, "alarms", values)
     for name in values.get("types", ()):
         if f"EVENT_TYPE_{name}" not in set(records_pb2.EventType.keys()) or name == "UNSPECIFIED":
-            problems.append(f"alarms.types: unknown event type {name!r}")
+            problems.append(Problem("alarms.types", f"unknown event type {name!r}"))
     tables = section.get("target", {})
     found: dict[str, TargetConfig] = {}
     if not isinstance(tables, Mapping):
-        problems.append("alarms.target: expected a table of targets")
+        problems.append(Problem("alarms.target", "expected a table of targets"))
         tables = {}
     for name, table in tables.items():
         where = f"alarms.target.{name}"
         if not isinstance(table, Mapping):
-            problems.append(f"{where}: expected a table")
+            problems.append(Problem(f"{where}", "expected a table"))
             continue
-        target = read_section(TargetConfig, where, table, Path(), problems)
+        target, target_problems = read_section(TargetConfig, where, table, Path())
+        problems += target_problems
         kind = target.get("kind")
         if kind not in TARGET_KINDS:
-            problems.append(f"{where}.kind: expected one of {', '.join(TARGET_KINDS)}")
+            problems.append(Problem(f"{where}.kind", f"expected one of {', '.join(TARGET_KINDS)}"))
             continue
         if kind == "webhook" and not str(target.get("url", "")).startswith(("http://", "https://")):
-            problems.append(f"{where}.url: a webhook needs an http:// or https:// URL")
+            problems.append(Problem(f"{where}.url", "a webhook needs an http:// or https:// URL"))
         if kind == "mqtt" and not 0 < int(target.get("port", 1883)) < 65536:
-            problems.append(f"{where}.port: must be between 1 and 65535")
+            problems.append(Problem(f"{where}.port", "must be between 1 and 65535"))
         found[name] = TargetConfig(name=name, **target)
     for key in ("targets", "escalation_targets"):
         names = values.get(key, ())
-        problems += [f"alarms.{key}: no [alarms.target.{n}] table" for n in names if n not in found]
+        problems += [
+            Problem(f"alarms.{key}", f"no [alarms.target.{n}] table")
+            for n in names
+            if n not in found
+        ]
     if problems:
         return defaults, problems
     return replace(defaults, **values, target=found), []

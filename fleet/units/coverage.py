@@ -21,8 +21,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fleet.schema import bounded
 from fleet.store.base import UnitRow
+from liftconf.schema import bounded
 
 GROUP_KEYS = ("street", "building", "contractor")
 

@@ -1,18 +1,20 @@
-"""The fleet configuration's one validator: a TOML table checked against its section's
-frozen dataclass.
+"""The one config validator: a TOML table checked against its section's frozen dataclass.
 
-Each section of the fleet config (`fleet.config`, and the sections the features own:
-`fleet.units.coverage.CoverageConfig`, `fleet.alarms.config`) is a frozen dataclass whose
-fields are its keys: the field's type says which TOML values it takes, the field's default
-is THE default (written once; the docs block of `fleet.config` quotes it and a test checks
-the quote), and a key with a range declares it with `bounded`. `read_section` reports
-unknown keys and wrong types, each as ``"section.key: message"``, and returns the valid
-values converted to the field's type (paths relative to the config's directory);
-`out_of_range` reports the values outside their field's range. Checks that relate keys
-to each other stay with the section's loader.
+Each section of a config (the fleet's `fleet.config`, with the sections its features own:
+`fleet.units.coverage.CoverageConfig`, `fleet.alarms.config`; the agent's ``[mqtt]`` and
+``[fleet]`` in `agent.config`) is a frozen dataclass whose fields are its keys: the
+field's type says which TOML values it takes, the field's default is THE default (written
+once; the docs blocks of `fleet.config` and `agent.config` quote it and tests check the
+quotes), and a key with a range declares it with `bounded`. `read_section` reports unknown
+keys and wrong types, each as a `Problem` (``"section.key: message"``), and returns the
+valid values converted to the field's type (paths relative to the config's directory);
+`out_of_range` reports the values outside their field's range. Checks that relate keys to
+each other stay with the section's loader.
 
-A small validator of our own rather than pydantic or msgspec: the fleet's problems must
-keep their wording (operators and tests read them), all problems are listed at once,
+Every problem is a `Problem`: the dotted key and what is wrong with it.
+
+A small validator of our own rather than pydantic or msgspec: the problems must keep
+their wording (operators and tests read them), all problems are listed at once,
 ``true`` is never a number, and a path is relative to the config file; each of those is a
 custom hook in either library, and the whole rule set fits here.
 """
@@ -26,6 +28,21 @@ from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+
+class Problem(str):
+    """One thing wrong with a config: ``"key: message"``, with ``key`` (dotted, e.g.
+    ``bus[0].poll_hz``) and ``message`` apart. A str, so a list of them reads as text."""
+
+    key: str
+    message: str
+
+    def __new__(cls, key: str, message: str) -> Problem:
+        """The problem ``message`` with the key ``key``."""
+        problem = super().__new__(cls, f"{key}: {message}")
+        problem.key, problem.message = key, message
+        return problem
+
 
 _TOML_NAMES: dict[type, str] = {
     str: "a string",
@@ -68,46 +85,49 @@ def bounded(
 
 
 def read_section(
-    cls: type, name: str, table: Mapping[str, object], base_dir: Path, problems: list[str]
-) -> dict[str, Any]:
+    cls: type, name: str, table: Mapping[str, object], base_dir: Path
+) -> tuple[dict[str, Any], list[Problem]]:
     """The keys of ``table`` that fit ``cls``'s fields, converted (a float field takes an
     integer, a ``Path | None`` field a string relative to ``base_dir``, "" being None, a
     ``tuple[str, ...]`` field an array of strings). A field with ``metadata={"key":
     False}`` is no key (the loader fills it).
 
-    Appends to ``problems`` every unknown key and wrong type (a boolean is never a
-    number), in the table's order; `out_of_range` checks the values' ranges.
+    With them, every unknown key and wrong type (a boolean is never a number), in the
+    table's order; `out_of_range` checks the values' ranges.
     """
     spec = _fields(cls)
     values: dict[str, Any] = {}
+    problems: list[Problem] = []
     for key, value in table.items():
         dotted = f"{name}.{key}"
         if key not in spec:
-            problems.append(f"{dotted}: unknown key")
+            problems.append(Problem(dotted, "unknown key"))
             continue
         accepted, convert, _ = spec[key]
         if accepted == (list,):  # tuple[str, ...]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                problems.append(f"{dotted}: expected an array of strings, got {type_name(value)}")
+                problems.append(
+                    Problem(dotted, f"expected an array of strings, got {type_name(value)}")
+                )
                 continue
         elif (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
             wanted = " or ".join(_TOML_NAMES[t] for t in accepted)
-            problems.append(f"{dotted}: expected {wanted}, got {type_name(value)}")
+            problems.append(Problem(dotted, f"expected {wanted}, got {type_name(value)}"))
             continue
         values[key] = convert(value, base_dir)
-    return values
+    return values, problems
 
 
-def out_of_range(cls: type, name: str, values: Mapping[str, object]) -> list[str]:
+def out_of_range(cls: type, name: str, values: Mapping[str, object]) -> list[Problem]:
     """Every value of ``values`` (as `read_section` returned them) outside its field's
     `Range`, as ``"section.key: message"`` in field order. Separate from `read_section`
     so that a loader reports a section's problems in the order its keys are documented."""
-    found = []
+    found: list[Problem] = []
     for key, (_, _, bounds) in _fields(cls).items():
         value = values.get(key)
         problem = bounds.problem(value) if bounds and isinstance(value, int | float) else None
         if problem is not None:
-            found.append(f"{name}.{key}: {problem}")
+            found.append(Problem(f"{name}.{key}", problem))
     return found
 
 
