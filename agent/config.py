@@ -103,21 +103,15 @@ from agent.decode.model import Profile
 from agent.decode.parser import ProfileError, load_profile
 from agent.detect.engine import DetectionConfig
 from agent.detect.events import EventType
+from liftconf.schema import Problem, bounded, out_of_range, read_section
 
 # Telemetry reaches the fleet's live view up to fleet.linger_s late; more than this would
 # leave the view behind the car.
 MAX_LINGER_S = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigProblem:
-    """One thing wrong with a config, with the dotted key that has it."""
-
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}"
+# The one problem type of every config (the dotted key and the message).
+ConfigProblem = Problem
 
 
 class ConfigError(Exception):
@@ -139,7 +133,7 @@ class UplinkConfig:
 
     endpoints: tuple[str, ...] = ("127.0.0.1:50051",)
     insecure: bool = False
-    max_batch_records: int = 500
+    max_batch_records: int = bounded(500, 1)
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
@@ -151,11 +145,11 @@ class MqttSettings:
     """The optional MQTT side output (host empty: off)."""
 
     host: str = ""
-    port: int = 1883
+    port: int = bounded(1883, 1, 65535)
     prefix: str = "liftwatch"
     username: str = ""
     password: str = ""
-    queue_size: int = 10_000
+    queue_size: int = bounded(10_000, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,66 +385,47 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
             )
         )
 
-    fleet_raw = r.table(
-        top.get("fleet", {}),
-        "fleet",
-        {"endpoints", "insecure", "max_batch_records", "linger_s", "ca", "cert", "key"},
-    )
-    endpoints = r.get(fleet_raw, "fleet", "endpoints", list, list(_UPLINK.endpoints))
-    for i, endpoint in enumerate(endpoints):
-        if not isinstance(endpoint, str) or _host_port(endpoint) is None:
+    # [fleet] and [mqtt] are read against their dataclasses by the one validator.
+    fleet_raw = r.table(top.get("fleet", {}), "fleet", None)
+    fleet_values, fleet_problems = read_section(UplinkConfig, "fleet", fleet_raw, base_dir)
+    problems += fleet_problems + out_of_range(UplinkConfig, "fleet", fleet_values)
+    uplink = replace(_UPLINK, **fleet_values)
+    for i, endpoint in enumerate(uplink.endpoints):
+        if _host_port(endpoint) is None:
             problems.append(
                 ConfigProblem(f"fleet.endpoints[{i}]", f"must be 'host:port', got {endpoint!r}")
             )
-    if not endpoints:
+    if not uplink.endpoints:
         problems.append(ConfigProblem("fleet.endpoints", "must name at least one fleet manager"))
-    insecure = r.get(fleet_raw, "fleet", "insecure", bool, False)
-    max_batch = r.get(fleet_raw, "fleet", "max_batch_records", int, _UPLINK.max_batch_records)
-    r.positive(max_batch, "fleet.max_batch_records")
-    linger = float(r.get(fleet_raw, "fleet", "linger_s", (int, float), _UPLINK.linger_s))
-    if not 0 <= linger <= MAX_LINGER_S:
+    if not 0 <= uplink.linger_s <= MAX_LINGER_S:
         problems.append(
             ConfigProblem(
                 "fleet.linger_s",
-                f"must be 0..{MAX_LINGER_S:g} s (the live view waits for it), got {linger}",
+                f"must be 0..{MAX_LINGER_S:g} s (the live view waits for it), "
+                f"got {uplink.linger_s}",
             )
         )
-    tls: dict[str, Path | None] = {}
     for name in ("ca", "cert", "key"):
-        text = r.get(fleet_raw, "fleet", name, str, "")
-        path = (base_dir / text) if text else None
-        tls[name] = path
-        if insecure:
-            if text:
+        path = getattr(uplink, name)
+        if uplink.insecure:
+            if path is not None:
                 problems.append(
                     ConfigProblem(f"fleet.{name}", "is set but fleet.insecure = true ignores it")
                 )
-        elif not text:
+        elif path is None:
             problems.append(
                 ConfigProblem(
                     f"fleet.{name}",
                     "is required for mutual TLS (or set fleet.insecure = true for a demo)",
                 )
             )
-        elif path is not None and not path.is_file():
+        elif not path.is_file():
             problems.append(ConfigProblem(f"fleet.{name}", f"no such file: {path}"))
 
-    mqtt_raw = r.table(
-        top.get("mqtt", {}),
-        "mqtt",
-        {"host", "port", "prefix", "username", "password", "queue_size"},
-    )
-    mqtt = MqttSettings(
-        host=r.get(mqtt_raw, "mqtt", "host", str, _MQTT.host),
-        port=r.get(mqtt_raw, "mqtt", "port", int, _MQTT.port),
-        prefix=r.get(mqtt_raw, "mqtt", "prefix", str, _MQTT.prefix),
-        username=r.get(mqtt_raw, "mqtt", "username", str, _MQTT.username),
-        password=r.get(mqtt_raw, "mqtt", "password", str, _MQTT.password),
-        queue_size=r.get(mqtt_raw, "mqtt", "queue_size", int, _MQTT.queue_size),
-    )
-    if not 0 < mqtt.port < 65536:
-        problems.append(ConfigProblem("mqtt.port", f"must be 1..65535, got {mqtt.port}"))
-    r.positive(mqtt.queue_size, "mqtt.queue_size")
+    mqtt_raw = r.table(top.get("mqtt", {}), "mqtt", None)
+    mqtt_values, mqtt_problems = read_section(MqttSettings, "mqtt", mqtt_raw, base_dir)
+    problems += mqtt_problems + out_of_range(MqttSettings, "mqtt", mqtt_values)
+    mqtt = replace(_MQTT, **mqtt_values)
 
     default_detect = r.table(top.get("detect", {}), "detect", None)
     default_problems = DetectionConfig.problems(default_detect)
@@ -544,9 +519,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     return AgentConfig(
         id=agent_id,
         data_dir=data_dir if data_dir.is_absolute() else base_dir / data_dir,
-        fleet=UplinkConfig(
-            tuple(endpoints), insecure, max_batch, tls["ca"], tls["cert"], tls["key"], linger
-        ),
+        fleet=uplink,
         buses=tuple(buses),
         units=tuple(units),
         state_interval_s=state_interval,

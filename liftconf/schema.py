@@ -105,10 +105,17 @@ def read_section(
             continue
         accepted, convert, _ = spec[key]
         if accepted == (list,):  # tuple[str, ...]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            if not isinstance(value, list):
                 problems.append(
                     Problem(dotted, f"expected an array of strings, got {type_name(value)}")
                 )
+                continue
+            wrong = [(i, v) for i, v in enumerate(value) if not isinstance(v, str)]
+            for i, item in wrong:
+                problems.append(
+                    Problem(f"{dotted}[{i}]", f"expected a string, got {type_name(item)}")
+                )
+            if wrong:
                 continue
         elif (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
             wanted = " or ".join(_TOML_NAMES[t] for t in accepted)
