@@ -219,20 +219,35 @@ class UnitConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentSection:
+    """The ``[agent]`` section as written: its keys, defaults and ranges (`AgentConfig`
+    holds them resolved: paths, bytes, an address)."""
+
+    id: str = ""  # required: checked by parse_config
+    data_dir: str = "."
+    state_interval_s: float = bounded(10.0, 0, low_open=True)
+    counters_interval_s: float = bounded(60.0, 0, low_open=True)
+    outbox_max_mb: float = bounded(256.0, 0, low_open=True)
+    outbox_reserve_mb: float = bounded(8.0, 0)
+    outbox_fail_restart_s: float = bounded(120.0, 0, low_open=True)
+    metrics_listen: str = "127.0.0.1:9108"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
-    """The whole validated config of one agent."""
+    """The whole validated config of one agent (defaults: `AgentSection`'s, resolved)."""
 
     id: str
     data_dir: Path
     fleet: UplinkConfig
     buses: tuple[BusConfig, ...]
     units: tuple[UnitConfig, ...]
-    state_interval_s: float = 10.0
-    counters_interval_s: float = 60.0
-    outbox_max_bytes: int = 256 * 1024 * 1024
-    outbox_reserve_bytes: int = 8 * 1024 * 1024
-    outbox_fail_restart_s: float = 120.0
-    metrics_listen: tuple[str, int] | None = ("127.0.0.1", 9108)
+    state_interval_s: float
+    counters_interval_s: float
+    outbox_max_bytes: int
+    outbox_reserve_bytes: int
+    outbox_fail_restart_s: float
+    metrics_listen: tuple[str, int] | None
     mqtt: MqttSettings = field(default_factory=MqttSettings)
 
     @property
@@ -256,23 +271,6 @@ def _default(cls: type, name: str) -> Any:
 _UPLINK = UplinkConfig()
 _MQTT = MqttSettings()
 _BUS = BusConfig(name="")
-
-
-class _AgentDefaults:
-    """AgentConfig's defaults (it has required fields, so it cannot be built bare)."""
-
-    state_interval_s: float = _default(AgentConfig, "state_interval_s")
-    counters_interval_s: float = _default(AgentConfig, "counters_interval_s")
-    outbox_max_bytes: int = _default(AgentConfig, "outbox_max_bytes")
-    outbox_reserve_bytes: int = _default(AgentConfig, "outbox_reserve_bytes")
-    outbox_fail_restart_s: float = _default(AgentConfig, "outbox_fail_restart_s")
-    metrics_listen: tuple[str, int] | None = _default(AgentConfig, "metrics_listen")
-
-
-_AGENT = _AgentDefaults
-_DEFAULT_METRICS_LISTEN = (
-    f"{_AGENT.metrics_listen[0]}:{_AGENT.metrics_listen[1]}" if _AGENT.metrics_listen else ""
-)
 
 
 class _Reader:
@@ -339,49 +337,20 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     r = _Reader(problems)
     top = r.table(dict(raw), "", {"agent", "fleet", "detect", "bus", "unit", "mqtt"})
 
-    agent = r.table(
-        top.get("agent", {}),
-        "agent",
-        {
-            "id",
-            "data_dir",
-            "state_interval_s",
-            "counters_interval_s",
-            "outbox_max_mb",
-            "outbox_reserve_mb",
-            "outbox_fail_restart_s",
-            "metrics_listen",
-        },
+    agent_raw = r.table(top.get("agent", {}), "agent", None)
+    agent_values, agent_problems = read_section(AgentSection, "agent", agent_raw, base_dir)
+    problems += agent_problems + out_of_range(AgentSection, "agent", agent_values)
+    if "id" not in agent_raw:
+        problems.append(ConfigProblem("agent.id", "is required"))
+    agent = replace(AgentSection(), **agent_values)
+    data_dir = Path(agent.data_dir)
+    metrics_listen = (
+        _host_port(agent.metrics_listen, allow_any_port=True) if agent.metrics_listen else None
     )
-    agent_id = r.get(agent, "agent", "id", str, "", required=True)
-    data_dir = Path(r.get(agent, "agent", "data_dir", str, "."))
-    state_interval = float(
-        r.get(agent, "agent", "state_interval_s", (int, float), _AGENT.state_interval_s)
-    )
-    counters_interval = float(
-        r.get(agent, "agent", "counters_interval_s", (int, float), _AGENT.counters_interval_s)
-    )
-    r.positive(state_interval, "agent.state_interval_s")
-    r.positive(counters_interval, "agent.counters_interval_s")
-    outbox_mb = float(
-        r.get(agent, "agent", "outbox_max_mb", (int, float), _AGENT.outbox_max_bytes / _MIB)
-    )
-    r.positive(outbox_mb, "agent.outbox_max_mb")
-    reserve_mb = float(
-        r.get(agent, "agent", "outbox_reserve_mb", (int, float), _AGENT.outbox_reserve_bytes / _MIB)
-    )
-    if reserve_mb < 0:
-        problems.append(ConfigProblem("agent.outbox_reserve_mb", f"must be >= 0, got {reserve_mb}"))
-    fail_restart = float(
-        r.get(agent, "agent", "outbox_fail_restart_s", (int, float), _AGENT.outbox_fail_restart_s)
-    )
-    r.positive(fail_restart, "agent.outbox_fail_restart_s")
-    metrics_text = r.get(agent, "agent", "metrics_listen", str, _DEFAULT_METRICS_LISTEN)
-    metrics_listen = _host_port(metrics_text, allow_any_port=True) if metrics_text else None
-    if metrics_text and metrics_listen is None:
+    if agent.metrics_listen and metrics_listen is None:
         problems.append(
             ConfigProblem(
-                "agent.metrics_listen", f"must be 'host:port' or '', got {metrics_text!r}"
+                "agent.metrics_listen", f"must be 'host:port' or '', got {agent.metrics_listen!r}"
             )
         )
 
@@ -517,16 +486,16 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     if problems:
         raise ConfigError(source, problems)
     return AgentConfig(
-        id=agent_id,
+        id=agent.id,
         data_dir=data_dir if data_dir.is_absolute() else base_dir / data_dir,
         fleet=uplink,
         buses=tuple(buses),
         units=tuple(units),
-        state_interval_s=state_interval,
-        counters_interval_s=counters_interval,
-        outbox_max_bytes=int(outbox_mb * 1024 * 1024),
-        outbox_reserve_bytes=int(reserve_mb * 1024 * 1024),
-        outbox_fail_restart_s=fail_restart,
+        state_interval_s=agent.state_interval_s,
+        counters_interval_s=agent.counters_interval_s,
+        outbox_max_bytes=int(agent.outbox_max_mb * _MIB),
+        outbox_reserve_bytes=int(agent.outbox_reserve_mb * _MIB),
+        outbox_fail_restart_s=agent.outbox_fail_restart_s,
         metrics_listen=metrics_listen,
         mqtt=mqtt,
     )
