@@ -86,6 +86,13 @@ wire at ``poll_hz`` (frame sizes and silent intervals as in DESIGN.md's field no
 says how many requests per second the line can carry.
 
 Unknown keys are errors: a typo must never silently fall back to a default.
+
+Each section has one schema, a frozen dataclass whose fields are its keys and whose field
+defaults are THE defaults quoted above (a test checks the quotes): `AgentSection`,
+`UplinkConfig` ([fleet]), `MqttSettings`, `BusSection`; ``[detect]`` is
+`agent.detect.engine.DetectionConfig`. The one validator, `liftconf.schema`, reads them
+(keys, types, ranges) and reports a `liftconf.schema.Problem` per key; this module checks
+what relates keys (addresses, TLS files, slaves, profiles, the RTU wire budget).
 """
 
 from __future__ import annotations
@@ -153,23 +160,46 @@ class MqttSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BusSection:
+    """A ``[[bus]]`` table as written: its keys, defaults and ranges (`BusConfig` holds
+    them resolved). ``baudrate``, ``format`` and ``inter_frame_delay_ms`` are RTU only."""
+
+    name: str = ""  # required, like url: checked by _parse_bus
+    url: str = ""
+    poll_hz: float = bounded(10.0, 0, low_open=True)
+    slow_poll_s: float = bounded(5.0, 0, low_open=True)
+    identity_poll_s: float = bounded(3600.0, 0, low_open=True)
+    timeout_s: float = bounded(0.5, 0, low_open=True)
+    retries: int = bounded(0, 0)
+    backoff_max_s: float = bounded(2.0, 0, low_open=True)
+    link_lost_after_s: float = bounded(5.0, 0, low_open=True)
+    baudrate: int = 19200  # one of _BAUD_RATES
+    format: str = "8E1"
+    inter_frame_delay_ms: float | None = bounded(None, 0, 1000)
+
+
+_SERIAL_KEYS = frozenset({"baudrate", "format", "inter_frame_delay_ms"})
+
+
+@dataclass(frozen=True, slots=True)
 class BusConfig:
-    """One physical bus: a Modbus TCP endpoint (``host``/``port``) or a serial ``device``."""
+    """One physical bus: a Modbus TCP endpoint (``host``/``port``) or a serial ``device``
+    (defaults: `BusSection`'s, resolved)."""
 
     name: str
-    host: str = ""
-    port: int = 0
-    poll_hz: float = 10.0
-    timeout_s: float = 0.5
-    retries: int = 0
-    link_lost_after_s: float = 5.0
-    device: str = ""
-    baudrate: int = 19200
-    serial_format: SerialFormat = field(default_factory=SerialFormat)
-    inter_frame_delay_s: float | None = None
-    slow_poll_s: float = 5.0
-    identity_poll_s: float = 3600.0
-    backoff_max_s: float = 2.0
+    host: str
+    port: int
+    poll_hz: float
+    timeout_s: float
+    retries: int
+    link_lost_after_s: float
+    device: str
+    baudrate: int
+    serial_format: SerialFormat
+    inter_frame_delay_s: float | None
+    slow_poll_s: float
+    identity_poll_s: float
+    backoff_max_s: float
 
     @property
     def is_rtu(self) -> bool:
@@ -270,7 +300,6 @@ def _default(cls: type, name: str) -> Any:
 # Each key's default is its dataclass field's default: the parser reads them from here.
 _UPLINK = UplinkConfig()
 _MQTT = MqttSettings()
-_BUS = BusConfig(name="")
 
 
 class _Reader:
@@ -524,64 +553,54 @@ def port_problems(config: AgentConfig) -> list[ConfigProblem]:
 
 def _parse_bus(r: _Reader, raw_bus: object, key: str, index: int, names: set[str]) -> BusConfig:
     problems = r.problems
-    keys = {"name", "url", "poll_hz", "timeout_s", "retries", "link_lost_after_s"}
-    keys |= {"slow_poll_s", "identity_poll_s", "backoff_max_s"}
-    serial_keys = {"baudrate", "format", "inter_frame_delay_ms"}
-    url = raw_bus.get("url", "") if isinstance(raw_bus, dict) else ""
-    is_rtu = isinstance(url, str) and url.startswith("rtu:")
-    b = r.table(raw_bus, key, keys | serial_keys if is_rtu else keys)
-    name = r.get(b, key, "name", str, f"bus{index}", required=True)
-    if name in names:
-        problems.append(ConfigProblem(f"{key}.name", f"duplicate bus name {name!r}"))
-    names.add(name)
-    url = r.get(b, key, "url", str, "", required=True)
+    table = r.table(raw_bus, key, None)
+    url_given = table.get("url", "")
+    is_rtu = isinstance(url_given, str) and url_given.startswith("rtu:")
+    if not is_rtu:  # the serial keys are unknown keys on a tcp:// bus
+        problems += [
+            ConfigProblem(f"{key}.{k}", "unknown key") for k in sorted(_SERIAL_KEYS & set(table))
+        ]
+        table = {k: v for k, v in table.items() if k not in _SERIAL_KEYS}
+    values, found = read_section(BusSection, key, table, Path())
+    problems += found
+    for required in ("name", "url"):
+        if required not in table:
+            problems.append(ConfigProblem(f"{key}.{required}", "is required"))
+    bus = replace(BusSection(name=f"bus{index}"), **values)
+    if bus.name in names:
+        problems.append(ConfigProblem(f"{key}.name", f"duplicate bus name {bus.name!r}"))
+    names.add(bus.name)
     host, port, device = "", 0, ""
     if is_rtu:
-        device = urlsplit(url).path
+        device = urlsplit(bus.url).path
         if not device or device == "/":
             problems.append(
                 ConfigProblem(
                     f"{key}.url",
-                    f"an rtu URL needs the serial port: rtu:///dev/ttyUSB0, got {url!r}",
+                    f"an rtu URL needs the serial port: rtu:///dev/ttyUSB0, got {bus.url!r}",
                 )
             )
-    elif url:
-        host_port = _bus_url(url)
+    elif bus.url:
+        host_port = _bus_url(bus.url)
         if host_port is None:
             problems.append(
                 ConfigProblem(
-                    f"{key}.url", f"must be tcp://HOST:PORT or rtu:///dev/PORT, got {url!r}"
+                    f"{key}.url", f"must be tcp://HOST:PORT or rtu:///dev/PORT, got {bus.url!r}"
                 )
             )
         else:
             host, port = host_port
-    poll_hz = float(r.get(b, key, "poll_hz", (int, float), _BUS.poll_hz))
-    timeout_s = float(r.get(b, key, "timeout_s", (int, float), _BUS.timeout_s))
-    retries = r.get(b, key, "retries", int, _BUS.retries)
-    link_lost = float(r.get(b, key, "link_lost_after_s", (int, float), _BUS.link_lost_after_s))
-    slow_poll = float(r.get(b, key, "slow_poll_s", (int, float), _BUS.slow_poll_s))
-    identity_poll = float(r.get(b, key, "identity_poll_s", (int, float), _BUS.identity_poll_s))
-    backoff_max = float(r.get(b, key, "backoff_max_s", (int, float), _BUS.backoff_max_s))
-    for value, what in [
-        (poll_hz, "poll_hz"),
-        (timeout_s, "timeout_s"),
-        (link_lost, "link_lost_after_s"),
-        (slow_poll, "slow_poll_s"),
-        (identity_poll, "identity_poll_s"),
-        (backoff_max, "backoff_max_s"),
-    ]:
-        r.positive(value, f"{key}.{what}")
-    if retries < 0:
-        problems.append(ConfigProblem(f"{key}.retries", f"must be >= 0, got {retries}"))
-    if poll_hz > 0 and timeout_s * (retries + 1) > link_lost:
+    problems += out_of_range(BusSection, key, values)
+    tries = bus.retries + 1
+    if bus.poll_hz > 0 and bus.timeout_s * tries > bus.link_lost_after_s:
         problems.append(
             ConfigProblem(
                 f"{key}.link_lost_after_s",
-                f"{link_lost} s is shorter than one failed request "
-                f"({timeout_s} s x {retries + 1} tries)",
+                f"{bus.link_lost_after_s} s is shorter than one failed request "
+                f"({bus.timeout_s} s x {tries} tries)",
             )
         )
-    baudrate = r.get(b, key, "baudrate", int, _BUS.baudrate)
+    baudrate = bus.baudrate
     if baudrate not in _BAUD_RATES:
         problems.append(
             ConfigProblem(
@@ -589,33 +608,28 @@ def _parse_bus(r: _Reader, raw_bus: object, key: str, index: int, names: set[str
                 f"must be a standard rate ({', '.join(map(str, _BAUD_RATES))}), got {baudrate}",
             )
         )
-        baudrate = _BUS.baudrate
+        baudrate = BusSection().baudrate
     serial_format = SerialFormat()
-    format_text = r.get(b, key, "format", str, str(_BUS.serial_format))
     try:
-        serial_format = SerialFormat.parse(format_text)
+        serial_format = SerialFormat.parse(bus.format)
     except FormatError as exc:
         problems.append(ConfigProblem(f"{key}.format", str(exc)))
-    gap_ms = r.get(b, key, "inter_frame_delay_ms", (int, float), None)
-    if gap_ms is not None and not 0 <= gap_ms <= 1000:
-        problems.append(
-            ConfigProblem(f"{key}.inter_frame_delay_ms", f"must be 0..1000, got {gap_ms}")
-        )
+    gap_ms = bus.inter_frame_delay_ms
     return BusConfig(
-        name,
-        host,
-        port,
-        poll_hz,
-        timeout_s,
-        retries,
-        link_lost,
-        device,
-        baudrate,
-        serial_format,
-        None if gap_ms is None else float(gap_ms) / 1000.0,
-        slow_poll,
-        identity_poll,
-        backoff_max,
+        name=bus.name,
+        host=host,
+        port=port,
+        poll_hz=bus.poll_hz,
+        timeout_s=bus.timeout_s,
+        retries=bus.retries,
+        link_lost_after_s=bus.link_lost_after_s,
+        device=device,
+        baudrate=baudrate,
+        serial_format=serial_format,
+        inter_frame_delay_s=None if gap_ms is None else gap_ms / 1000.0,
+        slow_poll_s=bus.slow_poll_s,
+        identity_poll_s=bus.identity_poll_s,
+        backoff_max_s=bus.backoff_max_s,
     )
 
 
@@ -671,7 +685,7 @@ def _source(
 
 def _wire_problems(key: str, bus: BusConfig, units: list[UnitConfig]) -> list[ConfigProblem]:
     """On an RTU bus: does every planned request, at poll_hz, fit the wire?"""
-    if not bus.is_rtu or bus.poll_hz <= 0:
+    if not bus.is_rtu or bus.poll_hz <= 0 or bus.slow_poll_s <= 0:  # (reported already)
         return []
     reads: list[Read] = []
     slow_reads: list[Read] = []

@@ -78,7 +78,11 @@ class Range:
 
 
 def bounded(
-    default: float, low: float | None = None, high: float | None = None, *, low_open: bool = False
+    default: float | None,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
 ) -> Any:
     """A dataclass field with ``default`` whose key must lie in ``low``..``high``."""
     return field(default=default, metadata={"range": Range(low, high, low_open)})
@@ -178,6 +182,8 @@ def _toml_types(hint: Any) -> tuple[tuple[type, ...], _Convert]:
     args = set(typing.get_args(hint))
     if isinstance(hint, types.UnionType) and args == {Path, type(None)}:
         return (str,), lambda value, base: base / value if value else None
+    if isinstance(hint, types.UnionType) and args == {float, type(None)}:
+        return (int, float), lambda value, _: float(value)
     if isinstance(hint, types.UnionType) and args == {bool, type(None)}:
         # None is spelt "auto"; the section's loader checks the string.
         return (bool, str), lambda value, _: value

@@ -320,3 +320,15 @@ def test_detect_tables_valid_alone_but_not_together_are_a_problem(tmp_path: Path
         (5, None),
         (5, -2),
     ]
+
+
+def test_a_zero_slow_poll_on_an_rtu_bus_is_a_problem_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The RTU wire check divides by slow_poll_s: with an invalid one it stays out (it
+    raised ZeroDivisionError out of check-config before)."""
+    text = GOOD.replace(
+        'url = "tcp://127.0.0.1:5020"', 'url = "rtu:///dev/ttyUSB0"\nslow_poll_s = 0'
+    )
+    assert main(["check-config", str(write(tmp_path, text))]) == 1
+    assert "bus[0].slow_poll_s: must be > 0, got 0" in capsys.readouterr().out
