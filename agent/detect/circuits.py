@@ -136,38 +136,27 @@ def step(
     changed) and the events decided on this sample, at most one per rule. ``now`` must not
     decrease. Never raises.
     """
-    events: list[Event] = []
-    watched = sample.mode not in FAULT_SUPPRESSED_MODES
-    powered_watch = watched and not power_out
-    run = running(sample)
-    place = sample.at_landing
+    return CircuitsRules(config).step(state, sample, now, since, power_out)
 
-    old = state.safety
-    safety_open = sample.safety_circuit_closed is False
-    safety, phase = advance(
-        old,
-        powered_watch
-        and safety_open
-        and (old.onset is not None or run is True or state.was_running),
-        sample.safety_circuit_closed is True,
-        now,
-        config.safety_circuit_debounce_s,
-        place,
-        since,
-    )
-    if phase is not None:
-        reason = (
-            "safety circuit opened while running"
-            if phase is Phase.RAISED
-            else "safety circuit made again"
-        )
-        events.append(event(EventType.SAFETY_CIRCUIT_OPEN, phase, old, safety, sample, now, reason))
 
+def _door_open_while_moving(
+    state: CircuitsState,
+    sample: CarState,
+    now: float,
+    config: CircuitsConfig,
+    since: float | None,
+    watched: bool,
+    run: bool | None,
+    shut: bool | None,
+    place: bool | None,
+    events: list[Event],
+) -> Latch:
+    """DOOR_OPEN_WHILE_MOVING: doors that were shut leave closed and locked while running
+    outside the door zone or at speed (see the module doc)."""
     old = state.door_moving
-    shut = closed_and_locked(sample)
     door_moving, phase = advance(
         old,
-        powered_watch
+        watched
         and shut is False
         and (
             old.onset is not None
@@ -188,8 +177,20 @@ def step(
         events.append(
             event(EventType.DOOR_OPEN_WHILE_MOVING, phase, old, door_moving, sample, now, reason)
         )
+    return door_moving
 
-    old = state.bypass
+
+def _door_lock_bypass(
+    old: Latch,
+    sample: CarState,
+    now: float,
+    config: CircuitsConfig,
+    since: float | None,
+    watched: bool,
+    place: bool | None,
+    events: list[Event],
+) -> Latch:
+    """DOOR_LOCK_BYPASS: the door-lock circuit made with a door open (see the module doc)."""
     door_open = sample.door in DOOR_NOT_CLOSED
     bypass, phase = advance(
         old,
@@ -207,33 +208,7 @@ def step(
             else "door open with the lock circuit open"
         )
         events.append(event(EventType.DOOR_LOCK_BYPASS, phase, old, bypass, sample, now, reason))
-
-    was_running = run is True
-    # Shut doors arm DOOR_OPEN_WHILE_MOVING; doors opened at a landing (at rest, or by the
-    # controller while levelling) disarm it: a car that then moves away with them open is
-    # UNINTENDED_MOVEMENT's.
-    doors_shut = state.doors_shut
-    if shut is True:
-        doors_shut = True
-    elif shut is False and (run is not True or opened_at_landing(sample)):
-        doors_shut = False
-    if (
-        safety is state.safety
-        and door_moving is state.door_moving
-        and bypass is state.bypass
-        and was_running is state.was_running
-        and doors_shut is state.doors_shut
-    ):
-        return state, events
-    if (
-        safety is IDLE
-        and door_moving is IDLE
-        and bypass is IDLE
-        and not was_running
-        and not doors_shut
-    ):
-        return _IDLE_STATE, events
-    return CircuitsState(safety, door_moving, bypass, was_running, doors_shut), events
+    return bypass
 
 
 def blind(state: CircuitsState, now: float) -> CircuitsState:
@@ -246,3 +221,94 @@ def blind(state: CircuitsState, now: float) -> CircuitsState:
         was_running=False,
         doors_shut=False,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitsRules:
+    """The circuit rules as one `rule.Rule` for the engine."""
+
+    config: CircuitsConfig
+
+    def start(self) -> CircuitsState:
+        """See `rule.Rule.start`."""
+        return CircuitsState()
+
+    def step(
+        self,
+        state: CircuitsState,
+        sample: CarState,
+        now: float,
+        since: float | None,
+        power_out: bool,
+    ) -> tuple[CircuitsState, list[Event]]:
+        """See `rule.Rule.step` and the module doc; ``config`` is this rule's."""
+        config = self.config
+        events: list[Event] = []
+        watched = sample.mode not in FAULT_SUPPRESSED_MODES
+        powered_watch = watched and not power_out
+        run = running(sample)
+        place = sample.at_landing
+
+        old = state.safety
+        safety_open = sample.safety_circuit_closed is False
+        safety, phase = advance(
+            old,
+            powered_watch
+            and safety_open
+            and (old.onset is not None or run is True or state.was_running),
+            sample.safety_circuit_closed is True,
+            now,
+            config.safety_circuit_debounce_s,
+            place,
+            since,
+        )
+        if phase is not None:
+            reason = (
+                "safety circuit opened while running"
+                if phase is Phase.RAISED
+                else "safety circuit made again"
+            )
+            events.append(
+                event(EventType.SAFETY_CIRCUIT_OPEN, phase, old, safety, sample, now, reason)
+            )
+
+        shut = closed_and_locked(sample)
+        door_moving = state.door_moving
+        if door_moving is not IDLE or shut is False:
+            door_moving = _door_open_while_moving(
+                state, sample, now, config, since, powered_watch, run, shut, place, events
+            )
+        bypass = state.bypass
+        if bypass is not IDLE or sample.door in DOOR_NOT_CLOSED:
+            # Otherwise nothing is pending or raised and no door is open: nothing to do.
+            bypass = _door_lock_bypass(bypass, sample, now, config, since, watched, place, events)
+        was_running = run is True
+        # Shut doors arm DOOR_OPEN_WHILE_MOVING; doors opened at a landing (at rest, or by the
+        # controller while levelling) disarm it: a car that then moves away with them open is
+        # UNINTENDED_MOVEMENT's.
+        doors_shut = state.doors_shut
+        if shut is True:
+            doors_shut = True
+        elif shut is False and (run is not True or opened_at_landing(sample)):
+            doors_shut = False
+        if (
+            safety is state.safety
+            and door_moving is state.door_moving
+            and bypass is state.bypass
+            and was_running is state.was_running
+            and doors_shut is state.doors_shut
+        ):
+            return state, events
+        if (
+            safety is IDLE
+            and door_moving is IDLE
+            and bypass is IDLE
+            and not was_running
+            and not doors_shut
+        ):
+            return _IDLE_STATE, events
+        return CircuitsState(safety, door_moving, bypass, was_running, doors_shut), events
+
+    def blind(self, state: CircuitsState, now: float) -> CircuitsState:
+        """See `blind`."""
+        return blind(state, now)

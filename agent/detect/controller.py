@@ -179,57 +179,66 @@ def step(
     changed) and the events decided on this sample: at most a CLEARED and a RAISED per
     rule. ``now`` must not decrease. Never raises.
     """
-    events: list[Event] = []
-    floor = sample.floor
+    return ControllerRules(config).step(state, sample, now, since, power_out)
 
+
+def _fault_code_rule(
+    state: ControllerState,
+    sample: CarState,
+    now: float,
+    config: ControllerConfig,
+    power_out: bool,
+    events: list[Event],
+) -> tuple[float | None, int, EventType | None, bool | None]:
+    """The controller's fault code: ``(onset, code, event type, place)`` of the raised
+    occurrence after ``sample``. A changed code clears the occurrence and may raise
+    another at once; not `latch.advance`, since there is no hold and a code is replaced
+    rather than cleared."""
     fault_onset, fault_code = state.fault_onset, state.fault_code
     fault_type, fault_place = state.fault_type, state.fault_place
     code = sample.fault_code
-    if code is not None:
-        if fault_type is not None and code != fault_code:
-            assert fault_onset is not None  # a raised occurrence carries its onset
-            reason = "fault code cleared" if code == 0 else f"fault code now {code}"
-            events.append(
-                Event(
-                    fault_type,
-                    Phase.CLEARED,
-                    fault_onset,
-                    now,
-                    floor,
-                    reason,
-                    at_landing=fault_place,
-                )
+    if code is None:
+        return fault_onset, fault_code, fault_type, fault_place
+    floor = sample.floor
+    if fault_type is not None and code != fault_code:
+        assert fault_onset is not None  # a raised occurrence carries its onset
+        reason = "fault code cleared" if code == 0 else f"fault code now {code}"
+        events.append(
+            Event(
+                fault_type, Phase.CLEARED, fault_onset, now, floor, reason, at_landing=fault_place
             )
-            fault_onset, fault_code, fault_type, fault_place = None, 0, None, None
-        raises = config.code_event(code) if fault_type is None else None
-        if (
-            raises is not None
-            and sample.mode not in CODE_SUPPRESSED_MODES.get(raises, INSPECTION_ONLY)
-            and not (power_out and raises in POWER_EXPLAINED)
-        ):
-            fault_onset, fault_code, fault_type = now, code, raises
-            fault_place = sample.at_landing
-            events.append(
-                Event(
-                    raises,
-                    Phase.RAISED,
-                    now,
-                    now,
-                    floor,
-                    f"controller fault code {code}"
-                    if raises is EventType.RESTART_PREVENTED
-                    else f"controller fault code {code} ({raises.name} in the profile)",
-                    at_landing=fault_place,
-                )
+        )
+        fault_onset, fault_code, fault_type, fault_place = None, 0, None, None
+    raises = config.code_event(code) if fault_type is None else None
+    if (
+        raises is not None
+        and sample.mode not in CODE_SUPPRESSED_MODES.get(raises, INSPECTION_ONLY)
+        and not (power_out and raises in POWER_EXPLAINED)
+    ):
+        fault_onset, fault_code, fault_type = now, code, raises
+        fault_place = sample.at_landing
+        events.append(
+            Event(
+                raises,
+                Phase.RAISED,
+                now,
+                now,
+                floor,
+                f"controller fault code {code}"
+                if raises is EventType.RESTART_PREVENTED
+                else f"controller fault code {code} ({raises.name} in the profile)",
+                at_landing=fault_place,
             )
+        )
+    return fault_onset, fault_code, fault_type, fault_place
 
-    old = state.power
-    mains = sample.mains_ok
-    power, phase = advance(old, mains is False, mains is True, now, 0.0, sample.at_landing)
-    if phase is not None:
-        reason = "mains lost" if phase is Phase.RAISED else "mains restored"
-        events.append(event(EventType.POWER_FAILURE, phase, old, power, sample, now, reason))
 
+def _mode_rule(
+    state: ControllerState, sample: CarState, now: float, events: list[Event]
+) -> tuple[float | None, ServiceMode]:
+    """MODE_CHANGE: ``(onset, mode)`` after ``sample``; each mode other than NORMAL is
+    its own occurrence, raised on the first sample that reads it."""
+    floor = sample.floor
     mode_onset, mode = state.mode_onset, state.mode
     new_mode = sample.mode
     if new_mode is not ServiceMode.UNKNOWN and new_mode is not mode:
@@ -266,40 +275,7 @@ def step(
                 )
             )
 
-    old = state.alarm
-    alarm, phase = advance(
-        old,
-        sample.alarm_button is True,
-        sample.alarm_button is False,
-        now,
-        config.alarm_button_debounce_s,
-        sample.at_landing,
-        since,
-    )
-    if phase is not None:
-        reason = (
-            f"alarm button pressed for {config.alarm_button_debounce_s:g} s"
-            if phase is Phase.RAISED
-            else "alarm button released"
-        )
-        events.append(event(EventType.ALARM_BUTTON, phase, old, alarm, sample, now, reason))
-
-    if (
-        fault_onset == state.fault_onset
-        and fault_code == state.fault_code
-        and fault_type is state.fault_type
-        and power is state.power
-        and mode_onset == state.mode_onset
-        and mode is state.mode
-        and alarm is state.alarm
-    ):
-        return state, events
-    return (
-        ControllerState(
-            fault_onset, fault_code, fault_type, fault_place, power, mode_onset, mode, alarm
-        ),
-        events,
-    )
+    return mode_onset, mode
 
 
 def blind(state: ControllerState, now: float) -> ControllerState:
@@ -319,3 +295,83 @@ def blind(state: ControllerState, now: float) -> ControllerState:
         state.mode,
         alarm,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerRules:
+    """The controller rules as one `rule.Rule` for the engine."""
+
+    config: ControllerConfig
+
+    def start(self) -> ControllerState:
+        """See `rule.Rule.start`."""
+        return ControllerState()
+
+    def step(
+        self,
+        state: ControllerState,
+        sample: CarState,
+        now: float,
+        since: float | None,
+        power_out: bool,
+    ) -> tuple[ControllerState, list[Event]]:
+        """See `rule.Rule.step` and the module doc; ``config`` is this rule's."""
+        config = self.config
+        events: list[Event] = []
+        fault_onset, fault_code = state.fault_onset, state.fault_code
+        fault_type, fault_place = state.fault_type, state.fault_place
+        code = sample.fault_code
+        if code is not None and (code != 0 or fault_type is not None):
+            # Otherwise no code shows and none was raised: nothing to do.
+            fault_onset, fault_code, fault_type, fault_place = _fault_code_rule(
+                state, sample, now, config, power_out, events
+            )
+        old = state.power
+        mains = sample.mains_ok
+        power, phase = advance(old, mains is False, mains is True, now, 0.0, sample.at_landing)
+        if phase is not None:
+            reason = "mains lost" if phase is Phase.RAISED else "mains restored"
+            events.append(event(EventType.POWER_FAILURE, phase, old, power, sample, now, reason))
+
+        mode_onset, mode = state.mode_onset, state.mode
+        if sample.mode is not mode and sample.mode is not ServiceMode.UNKNOWN:
+            mode_onset, mode = _mode_rule(state, sample, now, events)
+
+        old = state.alarm
+        alarm, phase = advance(
+            old,
+            sample.alarm_button is True,
+            sample.alarm_button is False,
+            now,
+            config.alarm_button_debounce_s,
+            sample.at_landing,
+            since,
+        )
+        if phase is not None:
+            reason = (
+                f"alarm button pressed for {config.alarm_button_debounce_s:g} s"
+                if phase is Phase.RAISED
+                else "alarm button released"
+            )
+            events.append(event(EventType.ALARM_BUTTON, phase, old, alarm, sample, now, reason))
+
+        if (
+            fault_onset == state.fault_onset
+            and fault_code == state.fault_code
+            and fault_type is state.fault_type
+            and power is state.power
+            and mode_onset == state.mode_onset
+            and mode is state.mode
+            and alarm is state.alarm
+        ):
+            return state, events
+        return (
+            ControllerState(
+                fault_onset, fault_code, fault_type, fault_place, power, mode_onset, mode, alarm
+            ),
+            events,
+        )
+
+    def blind(self, state: ControllerState, now: float) -> ControllerState:
+        """See `blind`."""
+        return blind(state, now)

@@ -105,10 +105,8 @@ from dataclasses import dataclass, replace
 
 from agent.detect import latch
 from agent.detect.events import Event, EventType, Phase
-from agent.detect.latch import IDLE, Latch, forget_pending
+from agent.detect.latch import IDLE, TIME_SLACK, Latch, forget_pending
 from agent.state import CarState, DoorState, ServiceMode
-
-_TIME_SLACK = 1e-6  # see entrapment._TIME_SLACK
 
 #: Modes in which the door rules do not run.
 SUPPRESSED_MODES = frozenset({ServiceMode.INSPECTION, ServiceMode.STOPPED})
@@ -138,28 +136,11 @@ class DoorsConfig:
 
 @dataclass(frozen=True, slots=True)
 class DoorsState:
-    """Detector memory for one car's doors.
+    """Detector memory for one car's doors: the DOOR_CLOSE_FAILURE (``close``) and
+    DOOR_OPEN_FAILURE (``open``) occurrences; an onset means an attempt is under way."""
 
-    ``close_onset``/``open_onset`` is the start of the pending (``*_raised`` False) or
-    raised occurrence, or None when no attempt is under way; ``*_place`` where the car
-    stood then (`CarState.at_landing`).
-    """
-
-    close_onset: float | None = None
-    close_raised: bool = False
-    open_onset: float | None = None
-    open_raised: bool = False
-    close_place: bool | None = None
-    open_place: bool | None = None
-
-
-def _closed_and_locked(sample: CarState) -> bool | None:
-    door = sample.door
-    if door is DoorState.CLOSED:
-        return sample.door_lock_closed is not False
-    if door is DoorState.UNKNOWN:
-        return sample.door_lock_closed
-    return False
+    close: Latch = IDLE
+    open: Latch = IDLE
 
 
 def _closing_attempt(sample: CarState, under_way: bool) -> bool:
@@ -204,104 +185,82 @@ def step(
     (`latch.POWER_EXPLAINED`). Returns the new state (the same object when nothing
     changed) and the events decided on this sample: at most one per rule. ``now`` must not
     decrease between calls. Never raises for any CarState.
+
+    Both count from the first sample of the attempt (no ``since``): the attempt itself,
+    a command or a door moving, is what starts the time.
     """
     events: list[Event] = []
     watched = sample.mode not in SUPPRESSED_MODES and not power_out
+    close = _close_failure(state.close, sample, now, config, watched, events)
+    open_ = _open_failure(state.open, sample, now, config, watched, events)
+    if close is state.close and open_ is state.open:
+        return state, events
+    return DoorsState(close, open_), events
 
-    close_onset, close_place = state.close_onset, state.close_place
-    close_raised = state.close_raised
-    if close_raised:
-        if _closed_and_locked(sample) is True:
-            assert close_onset is not None  # raised always carries its onset
-            events.append(
-                Event(
-                    EventType.DOOR_CLOSE_FAILURE,
-                    Phase.CLEARED,
-                    close_onset,
-                    now,
-                    sample.floor,
-                    "doors closed and locked",
-                    at_landing=close_place,
-                )
-            )
-            close_onset, close_raised = None, False
-    elif (
-        watched
-        and _closed_and_locked(sample) is False
-        and _closing_attempt(sample, close_onset is not None)
-    ):
-        if close_onset is None:
-            close_onset, close_place = now, sample.at_landing
-        if now - close_onset >= config.close_failure_s - _TIME_SLACK:
-            events.append(
-                Event(
-                    EventType.DOOR_CLOSE_FAILURE,
-                    Phase.RAISED,
-                    close_onset,
-                    now,
-                    sample.floor,
-                    f"doors told to close, not closed and locked after "
-                    f"{config.close_failure_s:g} s",
-                    at_landing=close_place,
-                )
-            )
-            close_raised = True
-    else:
-        close_onset = None
 
-    open_onset, open_place = state.open_onset, state.open_place
-    open_raised = state.open_raised
-    if open_raised:
-        if _fully_open(sample) is True:
-            assert open_onset is not None  # raised always carries its onset
-            events.append(
-                Event(
-                    EventType.DOOR_OPEN_FAILURE,
-                    Phase.CLEARED,
-                    open_onset,
-                    now,
-                    sample.floor,
-                    "doors fully open",
-                    at_landing=open_place,
-                )
-            )
-            open_onset, open_raised = None, False
-    elif (
+def _close_failure(
+    old: Latch,
+    sample: CarState,
+    now: float,
+    config: DoorsConfig,
+    watched: bool,
+    events: list[Event],
+) -> Latch:
+    """DOOR_CLOSE_FAILURE: told to close (or closing) and not closed and locked for T."""
+    shut = latch.closed_and_locked(sample)
+    pending = old.onset is not None
+    active = watched and shut is False and _closing_attempt(sample, pending)
+    # The place is read only where an occurrence starts (`latch.advance` keeps it after).
+    place = sample.at_landing if active and not pending else None
+    new, phase = latch.advance(old, active, shut is True, now, config.close_failure_s, place)
+    if phase is not None:
+        reason = (
+            f"doors told to close, not closed and locked after {config.close_failure_s:g} s"
+            if phase is Phase.RAISED
+            else "doors closed and locked"
+        )
+        events.append(
+            latch.event(EventType.DOOR_CLOSE_FAILURE, phase, old, new, sample, now, reason)
+        )
+    return new
+
+
+def _open_failure(
+    old: Latch,
+    sample: CarState,
+    now: float,
+    config: DoorsConfig,
+    watched: bool,
+    events: list[Event],
+) -> Latch:
+    """DOOR_OPEN_FAILURE: told to open (or opening) level at a landing and not fully open
+    for T."""
+    pending = old.onset is not None
+    active = (
         watched
         and _level(sample)
         and _fully_open(sample) is False
-        and _opening_attempt(sample, open_onset is not None)
-    ):
-        if open_onset is None:
-            open_onset, open_place = now, sample.at_landing
-        if now - open_onset >= config.open_failure_s - _TIME_SLACK:
-            events.append(
-                Event(
-                    EventType.DOOR_OPEN_FAILURE,
-                    Phase.RAISED,
-                    open_onset,
-                    now,
-                    sample.floor,
-                    f"doors told to open at a landing, not fully open after "
-                    f"{config.open_failure_s:g} s",
-                    at_landing=open_place,
-                )
-            )
-            open_raised = True
-    else:
-        open_onset = None
-
-    if (
-        close_onset == state.close_onset
-        and close_raised == state.close_raised
-        and open_onset == state.open_onset
-        and open_raised == state.open_raised
-    ):
-        return state, events
-    return (
-        DoorsState(close_onset, close_raised, open_onset, open_raised, close_place, open_place),
-        events,
+        and _opening_attempt(sample, pending)
     )
+    place = sample.at_landing if active and not pending else None
+    new, phase = latch.advance(
+        old,
+        active,
+        old.raised and _fully_open(sample) is True,
+        now,
+        config.open_failure_s,
+        place,
+    )
+    if phase is not None:
+        reason = (
+            f"doors told to open at a landing, not fully open after {config.open_failure_s:g} s"
+            if phase is Phase.RAISED
+            else "doors fully open"
+        )
+        events.append(
+            latch.event(EventType.DOOR_OPEN_FAILURE, phase, old, new, sample, now, reason)
+        )
+    return new
 
 
 def blind(state: DoorsState, now: float) -> DoorsState:
@@ -309,18 +268,10 @@ def blind(state: DoorsState, now: float) -> DoorsState:
 
     Emits nothing: a link outage neither raises nor clears a door fault.
     """
-    close_onset = state.close_onset if state.close_raised else None
-    open_onset = state.open_onset if state.open_raised else None
-    if close_onset == state.close_onset and open_onset == state.open_onset:
+    close, open_ = forget_pending(state.close), forget_pending(state.open)
+    if close is state.close and open_ is state.open:
         return state
-    return DoorsState(
-        close_onset,
-        state.close_raised,
-        open_onset,
-        state.open_raised,
-        state.close_place,
-        state.open_place,
-    )
+    return DoorsState(close, open_)
 
 
 # ---------------------------------------------------------------------------------------
@@ -504,7 +455,7 @@ def _slowing_reason(opening: Baseline, closing: Baseline) -> str:
 def closing_attempt(state: DoorsState) -> bool:
     """Whether a door close attempt is under way (pending or raised as
     DOOR_CLOSE_FAILURE) in ``state``, as of its latest sample."""
-    return state.close_onset is not None
+    return state.close.onset is not None
 
 
 def watch_step(
@@ -527,168 +478,29 @@ def watch_step(
     decrease. Never raises.
     """
     events: list[Event] = []
-    door = sample.door
-    mode = sample.mode
     run = latch.running(sample)
     shut = latch.closed_and_locked(sample)
-
     prev_door, moving_since = state.prev_door, state.moving_since
-    openings = state.openings
-    opening, closing = state.opening, state.closing
-    if door is not prev_door:
-        moving_since, cycle = door_cycle(prev_door, moving_since, door, now)
-        if cycle is not None and mode in TIMED_MODES and not power_out:
-            is_opening, start, duration = cycle
-            if is_opening:
-                opening = opening.after(start, duration, config)
-            else:
-                closing = closing.after(start, duration, config)
-        if door in _OPENINGS and prev_door not in _OPENINGS and prev_door is not DoorState.UNKNOWN:
-            openings += 1
-        elif door in _OPENINGS and prev_door is DoorState.UNKNOWN:
-            openings = 1
-        prev_door = door
-    shut_since = state.shut_since
-    if shut is True:
-        if shut_since is None:
-            shut_since = now
-    else:
-        shut_since = None
-    settled = shut_since is not None and now - shut_since >= REOPEN_SETTLED_S - _TIME_SLACK
-    if run is True or mode in REOPEN_SUPPRESSED_MODES or settled or power_out:
+    openings, opening, closing = state.openings, state.opening, state.closing
+    if sample.door is not prev_door:
+        times = _door_times(state, sample, now, config, power_out)
+        prev_door, moving_since, openings, opening, closing = times
+    shut_since = (now if state.shut_since is None else state.shut_since) if shut is True else None
+    settled = shut_since is not None and now - shut_since >= REOPEN_SETTLED_S - TIME_SLACK
+    if run is True or sample.mode in REOPEN_SUPPRESSED_MODES or settled or power_out:
         openings = 0
-
-    # DOOR_REOPEN_LOOP
     reopen, reopen_gate = state.reopen, state.reopen_gate
-    if reopen.raised:
-        if settled or run is True:
-            assert reopen.onset is not None
-            events.append(
-                Event(
-                    EventType.DOOR_REOPEN_LOOP,
-                    Phase.CLEARED,
-                    reopen.onset,
-                    now,
-                    sample.floor,
-                    "car runs" if run is True else "doors stayed closed and locked",
-                    at_landing=reopen.at_landing,
-                )
-            )
-            reopen, reopen_gate = IDLE, reopen_gate.cleared(now)
-    elif openings >= 2:
-        if reopen.onset is None:
-            reopen = Latch(now, False, sample.at_landing)
-        onset = reopen.onset
-        assert onset is not None
-        reopenings = openings - 1
-        if (
-            reopenings >= config.reopen_loop_reopenings
-            and now - onset >= config.reopen_loop_s - _TIME_SLACK
-            and reopen_gate.allows(now, config)
-        ):
-            reopen, reopen_gate = Latch(onset, True, reopen.at_landing), reopen_gate.raised(now)
-            events.append(
-                Event(
-                    EventType.DOOR_REOPEN_LOOP,
-                    Phase.RAISED,
-                    onset,
-                    now,
-                    sample.floor,
-                    f"doors reopened {reopenings} times in {now - onset:.0f} s at one landing",
-                    at_landing=reopen.at_landing,
-                )
-            )
-    elif reopen.onset is not None:
-        reopen = IDLE
-
-    # DOOR_HELD_OPEN
-    held, held_gate = state.held, state.held_gate
-    if held.raised:
-        if (door is DoorState.CLOSED if door is not DoorState.UNKNOWN else shut is True) or (
-            run is True
-        ):
-            assert held.onset is not None
-            events.append(
-                Event(
-                    EventType.DOOR_HELD_OPEN,
-                    Phase.CLEARED,
-                    held.onset,
-                    now,
-                    sample.floor,
-                    "doors closed" if run is not True else "car runs",
-                    at_landing=held.at_landing,
-                )
-            )
-            held, held_gate = IDLE, held_gate.cleared(now)
-    elif (
-        mode is ServiceMode.NORMAL
-        and not power_out
-        and not close_attempt
-        and not reopen.raised
-        and run is not True
-        and sample.door_zone is not False
-        and _held_open(sample)
-    ):
-        if held.onset is None:
-            first = since if since is not None and since < now else now
-            held = Latch(now, False, sample.at_landing, first)
-        onset, held_from = held.onset, held.since
-        assert onset is not None and held_from is not None
-        if (
-            now - held_from >= config.held_open_s - _TIME_SLACK
-            and now > onset
-            and held_gate.allows(now, config)
-        ):
-            held, held_gate = Latch(onset, True, held.at_landing, held_from), held_gate.raised(now)
-            events.append(
-                Event(
-                    EventType.DOOR_HELD_OPEN,
-                    Phase.RAISED,
-                    onset,
-                    now,
-                    sample.floor,
-                    f"doors open at a landing for {config.held_open_s:g} s",
-                    at_landing=held.at_landing,
-                )
-            )
-    elif held.onset is not None:
-        held = IDLE
-
-    # DOOR_SLOWING
-    slowing, slowing_gate = state.slowing, state.slowing_gate
-    slow = opening.slow or closing.slow
-    if slowing.raised:
-        if not slow:
-            assert slowing.onset is not None
-            events.append(
-                Event(
-                    EventType.DOOR_SLOWING,
-                    Phase.CLEARED,
-                    slowing.onset,
-                    now,
-                    sample.floor,
-                    "door times back within baseline",
-                    at_landing=slowing.at_landing,
-                )
-            )
-            slowing, slowing_gate = IDLE, slowing_gate.cleared(now)
-    elif slow and slowing_gate.allows(now, config):
-        starts = [b.slow_since for b in (opening, closing) if b.slow and b.slow_since is not None]
-        onset = min(starts) if starts else now
-        slowing = Latch(onset, True, sample.at_landing)
-        slowing_gate = slowing_gate.raised(now)
-        events.append(
-            Event(
-                EventType.DOOR_SLOWING,
-                Phase.RAISED,
-                onset,
-                now,
-                sample.floor,
-                _slowing_reason(opening, closing),
-                at_landing=slowing.at_landing,
-            )
+    if openings >= 2 or reopen is not IDLE:
+        reopen, reopen_gate = _reopen_loop(
+            state, sample, now, config, openings, settled, run, events
         )
-
+    held_watched = not power_out and not close_attempt and not reopen.raised
+    held, held_gate = _door_held_open(
+        state, sample, now, config, since, run, shut, held_watched, events
+    )
+    slowing, slowing_gate = state.slowing, state.slowing_gate
+    if slowing.raised or opening.slow or closing.slow:
+        slowing, slowing_gate = _door_slowing(state, sample, now, config, opening, closing, events)
     if (
         prev_door is state.prev_door
         and moving_since == state.moving_since
@@ -723,6 +535,161 @@ def watch_step(
     )
 
 
+def _door_times(
+    state: DoorWatchState, sample: CarState, now: float, config: DoorWatchConfig, power_out: bool
+) -> tuple[DoorState, float | None, int, Baseline, Baseline]:
+    """The door's movement memory after ``sample``: ``(prev_door, moving_since,
+    openings, opening, closing)``, with a completed full movement counted in its baseline
+    (in `TIMED_MODES`, with mains) and an opening counted in the stop's openings."""
+    door = sample.door
+    prev_door, moving_since = state.prev_door, state.moving_since
+    openings = state.openings
+    opening, closing = state.opening, state.closing
+    if door is not prev_door:
+        moving_since, cycle = door_cycle(prev_door, moving_since, door, now)
+        if cycle is not None and sample.mode in TIMED_MODES and not power_out:
+            is_opening, start, duration = cycle
+            if is_opening:
+                opening = opening.after(start, duration, config)
+            else:
+                closing = closing.after(start, duration, config)
+        if door in _OPENINGS and prev_door not in _OPENINGS and prev_door is not DoorState.UNKNOWN:
+            openings += 1
+        elif door in _OPENINGS and prev_door is DoorState.UNKNOWN:
+            openings = 1
+        prev_door = door
+    return prev_door, moving_since, openings, opening, closing
+
+
+def _reopen_loop(
+    state: DoorWatchState,
+    sample: CarState,
+    now: float,
+    config: DoorWatchConfig,
+    openings: int,
+    settled: bool,
+    run: bool | None,
+    events: list[Event],
+) -> tuple[Latch, Gate]:
+    """DOOR_REOPEN_LOOP: two openings or more in one stop, raised once the loop has lasted
+    its time with enough re-openings and the gate allows; cleared when the doors stay
+    shut or the car runs."""
+    old, gate = state.reopen, state.reopen_gate
+    active = openings >= 2
+    place = sample.at_landing if active and old.onset is None else None
+    new, phase = latch.advance(
+        old, active, settled or run is True, now, config.reopen_loop_s, place
+    )
+    if phase is None:
+        return new, gate
+    reopenings = openings - 1
+    if phase is Phase.RAISED:
+        if not (reopenings >= config.reopen_loop_reopenings and gate.allows(now, config)):
+            return latch.withheld(new), gate
+        onset = new.onset
+        assert onset is not None
+        reason = f"doors reopened {reopenings} times in {now - onset:.0f} s at one landing"
+        gate = gate.raised(now)
+    else:
+        reason = "car runs" if run is True else "doors stayed closed and locked"
+        gate = gate.cleared(now)
+    events.append(latch.event(EventType.DOOR_REOPEN_LOOP, phase, old, new, sample, now, reason))
+    return new, gate
+
+
+def _door_held_open(
+    state: DoorWatchState,
+    sample: CarState,
+    now: float,
+    config: DoorWatchConfig,
+    since: float | None,
+    run: bool | None,
+    shut: bool | None,
+    watched: bool,
+    events: list[Event],
+) -> tuple[Latch, Gate]:
+    """DOOR_HELD_OPEN: doors open at a landing in NORMAL, not running, with no close
+    attempt or re-opening loop under way (``watched``), for T counted from ``since`` and
+    when the gate allows; cleared when the doors close or the car runs."""
+    old, gate = state.held, state.held_gate
+    if old.raised:
+        door = sample.door
+        closed = door is DoorState.CLOSED if door is not DoorState.UNKNOWN else shut is True
+    else:
+        closed = False  # only a raised occurrence clears
+    active = (
+        watched
+        and sample.mode is ServiceMode.NORMAL
+        and run is not True
+        and sample.door_zone is not False
+        and _held_open(sample)
+    )
+    place = sample.at_landing if active and old.onset is None else None
+    new, phase = latch.advance(
+        old, active, closed or run is True, now, config.held_open_s, place, since
+    )
+    if phase is None:
+        return new, gate
+    if phase is Phase.RAISED:
+        if not gate.allows(now, config):
+            return latch.withheld(new), gate
+        reason = f"doors open at a landing for {config.held_open_s:g} s"
+        gate = gate.raised(now)
+    else:
+        reason = "doors closed" if run is not True else "car runs"
+        gate = gate.cleared(now)
+    events.append(latch.event(EventType.DOOR_HELD_OPEN, phase, old, new, sample, now, reason))
+    return new, gate
+
+
+def _door_slowing(
+    state: DoorWatchState,
+    sample: CarState,
+    now: float,
+    config: DoorWatchConfig,
+    opening: Baseline,
+    closing: Baseline,
+    events: list[Event],
+) -> tuple[Latch, Gate]:
+    """DOOR_SLOWING: raised as soon as a direction counts as slowing and the gate allows,
+    with the onset of its first slow cycle; cleared when neither direction is slow.
+    Not a timed hold (`latch.advance`): the baselines already counted the cycles."""
+    slowing, gate = state.slowing, state.slowing_gate
+    slow = opening.slow or closing.slow
+    if slowing.raised:
+        if not slow:
+            assert slowing.onset is not None
+            events.append(
+                Event(
+                    EventType.DOOR_SLOWING,
+                    Phase.CLEARED,
+                    slowing.onset,
+                    now,
+                    sample.floor,
+                    "door times back within baseline",
+                    at_landing=slowing.at_landing,
+                )
+            )
+            slowing, gate = IDLE, gate.cleared(now)
+    elif slow and gate.allows(now, config):
+        starts = [b.slow_since for b in (opening, closing) if b.slow and b.slow_since is not None]
+        onset = min(starts) if starts else now
+        slowing = Latch(onset, True, sample.at_landing)
+        gate = gate.raised(now)
+        events.append(
+            Event(
+                EventType.DOOR_SLOWING,
+                Phase.RAISED,
+                onset,
+                now,
+                sample.floor,
+                _slowing_reason(opening, closing),
+                at_landing=slowing.at_landing,
+            )
+        )
+    return slowing, gate
+
+
 def watch_blind(state: DoorWatchState, now: float) -> DoorWatchState:
     """The controller link is down at ``now``: forget pending occurrences, the stop's
     opening count and any unfinished door movement (its time would include the outage);
@@ -743,3 +710,51 @@ def watch_blind(state: DoorWatchState, now: float) -> DoorWatchState:
         slowing=state.slowing,
         slowing_gate=state.slowing_gate,
     )
+
+
+#: The door family's memory: the door faults' and the nuisance events'.
+DoorMemory = tuple[DoorsState, DoorWatchState]
+
+
+@dataclass(frozen=True, slots=True)
+class DoorRules:
+    """The door rules as one `rule.Rule` for the engine: the door faults first, then the
+    nuisance events, which need to know whether a close attempt is under way."""
+
+    faults: DoorsConfig
+    watch: DoorWatchConfig
+
+    def start(self) -> DoorMemory:
+        """See `rule.Rule.start`."""
+        return DoorsState(), DoorWatchState()
+
+    def step(
+        self, state: DoorMemory, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[DoorMemory, list[Event]]:
+        """See `step` and `watch_step`."""
+        faults, watch = state
+        events: list[Event] = []
+        watched = sample.mode not in SUPPRESSED_MODES and not power_out
+        close = _close_failure(faults.close, sample, now, self.faults, watched, events)
+        open_ = _open_failure(faults.open, sample, now, self.faults, watched, events)
+        new_faults = faults
+        if close is not faults.close or open_ is not faults.open:
+            new_faults = DoorsState(close, open_)
+        new_watch, more = watch_step(
+            watch,
+            sample,
+            now,
+            self.watch,
+            since=since,
+            power_out=power_out,
+            close_attempt=close.onset is not None,  # `closing_attempt`
+        )
+        if more:
+            events.extend(more)
+        if new_faults is faults and new_watch is watch:
+            return state, events
+        return (new_faults, new_watch), events
+
+    def blind(self, state: DoorMemory, now: float) -> DoorMemory:
+        """See `blind` and `watch_blind`."""
+        return blind(state[0], now), watch_blind(state[1], now)

@@ -1,10 +1,10 @@
 """One unit's detectors behind one object, and the thresholds that configure them.
 
 `DetectionConfig` is every per-unit threshold with its default (docs/events.md explains
-each). `UnitDetectors` holds one car's detector states and feeds each sample through the
-pure ``step`` functions of every detector family, and through the health counters; it is
-still pure (no I/O, no clock), just mutable for the caller's convenience. One instance per
-car, used from one task.
+each). `UnitDetectors` holds one car's detector states and feeds each sample through
+every `rule.Rule` (`rules`), and through the health counters; it is still pure (no I/O,
+no clock), just mutable for the caller's convenience. One instance per car, used from one
+task.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from agent.detect import circuits, controller, doors, entrapment, motion
 from agent.detect.events import Event, EventType, Phase
 from agent.detect.health import HealthCounters, HealthSnapshot
 from agent.detect.latch import POWER_SETTLE_S
+from agent.detect.rule import Rule
 from agent.state import CarState
 
 _CAR_STATE_FIELDS = frozenset(f.name for f in fields(CarState))
@@ -211,6 +212,18 @@ class DetectionConfig:
         return controller.ControllerConfig(
             alarm_button_debounce_s=self.alarm_button_debounce_s, fault_events=self.fault_events
         )
+
+
+def rules(config: DetectionConfig) -> tuple[Rule[Any], ...]:
+    """Every detection rule of a unit with ``config``, in the order they run on a sample
+    (the order their events come in)."""
+    return (
+        entrapment.EntrapmentRules(config.entrapment_config()),
+        doors.DoorRules(config.doors_config(), config.door_watch_config()),
+        motion.MotionRules(config.motion_config()),
+        circuits.CircuitsRules(config.circuits_config()),
+        controller.ControllerRules(config.controller_config()),
+    )
 
 
 # Fields set by the agent from the unit's profile, not by [detect] tables.
@@ -427,40 +440,24 @@ class UnitDetectors:
     """
 
     __slots__ = (
-        "_circuits",
-        "_circuits_config",
-        "_controller",
-        "_controller_config",
-        "_door_watch",
-        "_door_watch_config",
-        "_doors",
-        "_doors_config",
-        "_entrapment",
-        "_entrapment_config",
         "_health",
         "_mains_back",
-        "_motion",
-        "_motion_config",
         "_open",
         "_period",
         "_prev_t",
+        "_rules",
+        "_states",
+        "_steps",
         "config",
     )
 
     def __init__(self, config: DetectionConfig | None = None) -> None:
         self.config = config if config is not None else DetectionConfig()
-        self._entrapment_config = self.config.entrapment_config()
-        self._doors_config = self.config.doors_config()
-        self._door_watch_config = self.config.door_watch_config()
-        self._motion_config = self.config.motion_config()
-        self._circuits_config = self.config.circuits_config()
-        self._controller_config = self.config.controller_config()
-        self._entrapment = entrapment.EntrapmentState()
-        self._doors = doors.DoorsState()
-        self._door_watch = doors.DoorWatchState()
-        self._motion = motion.MotionState()
-        self._circuits = circuits.CircuitsState()
-        self._controller = controller.ControllerState()
+        self._rules = rules(self.config)
+        # One state per rule, in the same order.
+        self._states: list[Any] = [rule.start() for rule in self._rules]
+        # Bound once: this loop runs for every sample of every car.
+        self._steps = tuple(rule.step for rule in self._rules)
         self._health = HealthCounters()
         # Type -> (the RAISED reported, how many families hold it now).
         self._open: dict[EventType, tuple[Event, int]] = {}
@@ -503,45 +500,12 @@ class UnitDetectors:
             self._period = now - prev
         self._prev_t = now
         power_out = self._power_out(sample)
-        self._entrapment, events = entrapment.step(
-            self._entrapment, sample, now, self._entrapment_config
-        )
-        self._doors, more = doors.step(
-            self._doors, sample, now, self._doors_config, power_out=power_out
-        )
-        if more:
-            events.extend(more)
-        self._door_watch, more = doors.watch_step(
-            self._door_watch,
-            sample,
-            now,
-            self._door_watch_config,
-            since=since,
-            power_out=power_out,
-            close_attempt=doors.closing_attempt(self._doors),
-        )
-        if more:
-            events.extend(more)
-        self._motion, more = motion.step(
-            self._motion, sample, now, self._motion_config, since=since, power_out=power_out
-        )
-        if more:
-            events.extend(more)
-        self._circuits, more = circuits.step(
-            self._circuits, sample, now, self._circuits_config, since=since, power_out=power_out
-        )
-        if more:
-            events.extend(more)
-        self._controller, more = controller.step(
-            self._controller,
-            sample,
-            now,
-            self._controller_config,
-            since=since,
-            power_out=power_out,
-        )
-        if more:
-            events.extend(more)
+        states = self._states
+        events: list[Event] = []
+        for i, rule_step in enumerate(self._steps):
+            states[i], more = rule_step(states[i], sample, now, since, power_out)
+            if more:
+                events.extend(more)
         self._health.feed(sample)
         if events:
             return self._one_per_type(events)
@@ -578,12 +542,9 @@ class UnitDetectors:
 
         Returns the events decided, which is always none.
         """
-        self._entrapment = entrapment.blind(self._entrapment, now)
-        self._doors = doors.blind(self._doors, now)
-        self._door_watch = doors.watch_blind(self._door_watch, now)
-        self._motion = motion.blind(self._motion, now)
-        self._circuits = circuits.blind(self._circuits, now)
-        self._controller = controller.blind(self._controller, now)
+        states = self._states
+        for i, rule in enumerate(self._rules):
+            states[i] = rule.blind(states[i], now)
         self._health.blind(now)
         self._prev_t = self._period = None
         return []

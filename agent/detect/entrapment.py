@@ -61,11 +61,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.detect.events import Event, EventType, Phase
+from agent.detect.latch import TIME_SLACK
 from agent.state import CarState, DoorState, ServiceMode
-
-# Sample times come from a poll loop; a sample meant to land exactly on a threshold may
-# carry float rounding of a few ulps, which must not push the event a whole period later.
-_TIME_SLACK = 1e-6
 
 #: Modes in which an occupied, stopped, closed car counts as trapping (see the module doc).
 ENTRAPMENT_MODES = frozenset(
@@ -166,63 +163,7 @@ def step(
     on this sample: at most one RAISED or one CLEARED. ``now`` must not decrease between
     calls. Never raises for any CarState.
     """
-    occupied = occupancy(sample, config.empty_load_percent)
-
-    if state.raised:
-        if occupied is False:
-            reason = "car empty"
-        elif _doors_opened_at_landing(sample):
-            reason = "doors opened at a landing"
-        else:
-            return state, []
-        assert state.onset is not None  # raised always carries its onset
-        cleared = Event(
-            EventType.ENTRAPMENT,
-            Phase.CLEARED,
-            state.onset,
-            now,
-            sample.floor,
-            reason,
-            at_landing=state.at_landing,
-        )
-        return _IDLE, [cleared]
-
-    trapping = (
-        occupied is True
-        and sample.mode in ENTRAPMENT_MODES
-        and _stationary(sample) is True
-        and _doors_shut(sample) is True
-    )
-    if not trapping:
-        return _IDLE, []
-
-    onset = state.onset if state.onset is not None else now
-    alarm_since = state.alarm_since
-    if sample.alarm_button:
-        if alarm_since is None:
-            alarm_since = now
-    else:
-        alarm_since = None
-
-    at_landing = sample.at_landing
-    limit = config.between_floors_s if at_landing is False else config.at_landing_s
-    if now - onset >= limit - _TIME_SLACK:
-        if at_landing is None:
-            where = "(place unknown)"
-        else:
-            where = "at a landing" if at_landing else "between floors"
-        reason = f"occupied car stopped {where} with doors closed for {limit:g} s"
-    elif alarm_since is not None and now - alarm_since >= config.alarm_debounce_s - _TIME_SLACK:
-        reason = "alarm button pressed in an occupied car stopped with doors closed"
-    else:
-        if onset == state.onset and alarm_since == state.alarm_since:
-            return state, []
-        return EntrapmentState(onset, False, alarm_since), []
-
-    raised = Event(
-        EventType.ENTRAPMENT, Phase.RAISED, onset, now, sample.floor, reason, at_landing=at_landing
-    )
-    return EntrapmentState(onset, True, None, at_landing), [raised]
+    return EntrapmentRules(config).step(state, sample, now, None, False)
 
 
 def blind(state: EntrapmentState, now: float) -> EntrapmentState:
@@ -233,3 +174,93 @@ def blind(state: EntrapmentState, now: float) -> EntrapmentState:
     if state.raised or state.onset is None:
         return state
     return _IDLE
+
+
+@dataclass(frozen=True, slots=True)
+class EntrapmentRules:
+    """ENTRAPMENT as a `rule.Rule` for the engine (it needs neither ``since`` nor
+    ``power_out``: a person shut in is judged whatever the power)."""
+
+    config: EntrapmentConfig
+
+    def start(self) -> EntrapmentState:
+        """See `rule.Rule.start`."""
+        return EntrapmentState()
+
+    def step(
+        self,
+        state: EntrapmentState,
+        sample: CarState,
+        now: float,
+        since: float | None,
+        power_out: bool,
+    ) -> tuple[EntrapmentState, list[Event]]:
+        """See `rule.Rule.step` and the module doc; ``config`` is this rule's."""
+        config = self.config
+        occupied = occupancy(sample, config.empty_load_percent)
+
+        if state.raised:
+            if occupied is False:
+                reason = "car empty"
+            elif _doors_opened_at_landing(sample):
+                reason = "doors opened at a landing"
+            else:
+                return state, []
+            assert state.onset is not None  # raised always carries its onset
+            cleared = Event(
+                EventType.ENTRAPMENT,
+                Phase.CLEARED,
+                state.onset,
+                now,
+                sample.floor,
+                reason,
+                at_landing=state.at_landing,
+            )
+            return _IDLE, [cleared]
+
+        trapping = (
+            occupied is True
+            and sample.mode in ENTRAPMENT_MODES
+            and _stationary(sample) is True
+            and _doors_shut(sample) is True
+        )
+        if not trapping:
+            return _IDLE, []
+
+        onset = state.onset if state.onset is not None else now
+        alarm_since = state.alarm_since
+        if sample.alarm_button:
+            if alarm_since is None:
+                alarm_since = now
+        else:
+            alarm_since = None
+
+        at_landing = sample.at_landing
+        limit = config.between_floors_s if at_landing is False else config.at_landing_s
+        if now - onset >= limit - TIME_SLACK:
+            if at_landing is None:
+                where = "(place unknown)"
+            else:
+                where = "at a landing" if at_landing else "between floors"
+            reason = f"occupied car stopped {where} with doors closed for {limit:g} s"
+        elif alarm_since is not None and now - alarm_since >= config.alarm_debounce_s - TIME_SLACK:
+            reason = "alarm button pressed in an occupied car stopped with doors closed"
+        else:
+            if onset == state.onset and alarm_since == state.alarm_since:
+                return state, []
+            return EntrapmentState(onset, False, alarm_since), []
+
+        raised = Event(
+            EventType.ENTRAPMENT,
+            Phase.RAISED,
+            onset,
+            now,
+            sample.floor,
+            reason,
+            at_landing=at_landing,
+        )
+        return EntrapmentState(onset, True, None, at_landing), [raised]
+
+    def blind(self, state: EntrapmentState, now: float) -> EntrapmentState:
+        """See `blind`."""
+        return blind(state, now)

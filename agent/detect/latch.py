@@ -129,6 +129,13 @@ def advance(
     return Latch(onset, False, at_landing, start), None
 
 
+def withheld(latch: Latch) -> Latch:
+    """``latch``, which `advance` just raised, kept pending instead: for a rule whose RAISED
+    also needs something besides the hold (a count reached, a de-duplication gate open),
+    so that it raises on the first later sample that has it."""
+    return Latch(latch.onset, False, latch.at_landing, latch.since)
+
+
 def forget_pending(latch: Latch) -> Latch:
     """`latch` after a link outage: a pending onset is dropped, a raised one kept."""
     if latch.raised or latch.onset is None:

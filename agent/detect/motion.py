@@ -199,20 +199,28 @@ def step(
     Returns the new state (the same object when nothing changed) and the events decided
     on this sample, at most one per rule. ``now`` must not decrease. Never raises.
     """
-    events: list[Event] = []
-    mode = sample.mode
-    faults_watched = mode not in FAULT_SUPPRESSED_MODES and not power_out
-    safety_watched = mode not in INSPECTION_ONLY
-    run = running(sample)
-    shut = closed_and_locked(sample)
-    at_landing = sample.at_landing
-    zone = sample.door_zone
-    stopped_watched = mode in STOPPED_OUTSIDE_MODES and not power_out
+    return MotionRules(config).step(state, sample, now, since, power_out)
 
+
+def _stopped_rules(
+    state: MotionState,
+    sample: CarState,
+    now: float,
+    config: MotionConfig,
+    since: float | None,
+    watched: bool,
+    run: bool | None,
+    shut: bool | None,
+    at_landing: bool | None,
+    events: list[Event],
+) -> tuple[Latch, Latch]:
+    """STOPPED_OUTSIDE_DOOR_ZONE and LEVELLING_FAULT: the car at rest outside the door
+    zone with closed doors, or inside it off level (see the module doc)."""
+    zone = sample.door_zone
     old = state.stopped_outside
-    new, phase = advance(
+    stopped_outside, phase = advance(
         old,
-        stopped_watched and run is False and zone is False and shut is True,
+        watched and run is False and zone is False and shut is True,
         run is True or zone is True,
         now,
         config.stopped_outside_door_zone_s,
@@ -227,14 +235,20 @@ def step(
             else "car runs or stands in the door zone again"
         )
         events.append(
-            event(EventType.STOPPED_OUTSIDE_DOOR_ZONE, phase, old, new, sample, now, reason)
+            event(
+                EventType.STOPPED_OUTSIDE_DOOR_ZONE,
+                phase,
+                old,
+                stopped_outside,
+                sample,
+                now,
+                reason,
+            )
         )
-    stopped_outside = new
-
     old = state.levelling
-    new, phase = advance(
+    levelling, phase = advance(
         old,
-        stopped_watched and run is False and zone is True and sample.levelled is False,
+        watched and run is False and zone is True and sample.levelled is False,
         sample.levelled is True or zone is False,
         now,
         config.levelling_fault_s,
@@ -247,13 +261,28 @@ def step(
             if phase is Phase.RAISED
             else "car levelled or left the door zone"
         )
-        events.append(event(EventType.LEVELLING_FAULT, phase, old, new, sample, now, reason))
-    levelling = new
+        events.append(event(EventType.LEVELLING_FAULT, phase, old, levelling, sample, now, reason))
+    return stopped_outside, levelling
 
-    # UNINTENDED_MOVEMENT keeps its own counters: it counts samples, not seconds.
+
+def _unintended_movement(
+    state: MotionState,
+    sample: CarState,
+    now: float,
+    config: MotionConfig,
+    watched: bool,
+    run: bool | None,
+    shut: bool | None,
+    events: list[Event],
+) -> tuple[Latch, bool, int]:
+    """UNINTENDED_MOVEMENT: ``(latch, zone_open, outside_count)`` after ``sample``.
+
+    Not `latch.advance`: it counts samples outside the zone, not seconds, and is armed
+    only by doors opened at a landing (see the module doc)."""
     unintended = state.unintended
     zone_open = state.zone_open
     outside_count = state.outside_count
+    zone = sample.door_zone
     if unintended.raised:
         if shut is True or (zone is True and run is not True):
             events.append(
@@ -268,7 +297,7 @@ def step(
                 )
             )
             unintended, zone_open, outside_count = IDLE, False, 0
-    elif not safety_watched or shut is not False:
+    elif not watched or shut is not False:
         unintended, zone_open, outside_count = IDLE, False, 0
     elif zone is True:
         # Armed by doors opened at a landing (`opened_at_landing`: the car at rest, or the
@@ -280,7 +309,7 @@ def step(
         outside_count += 1
         onset = unintended.onset if unintended.onset is not None else now
         if outside_count >= config.unintended_movement_samples:
-            place = unintended.at_landing if unintended.onset is not None else at_landing
+            place = unintended.at_landing if unintended.onset is not None else sample.at_landing
             unintended = Latch(onset, True, place)
             events.append(
                 Event(
@@ -294,12 +323,28 @@ def step(
                 )
             )
         elif unintended.onset is None:
-            unintended = Latch(onset, False, at_landing)
+            unintended = Latch(onset, False, sample.at_landing)
     else:
         unintended, zone_open, outside_count = IDLE, False, 0
+    return unintended, zone_open, outside_count
 
+
+def _run_rules(
+    state: MotionState,
+    sample: CarState,
+    now: float,
+    config: MotionConfig,
+    since: float | None,
+    watched: tuple[bool, bool],
+    run: bool | None,
+    at_landing: bool | None,
+    events: list[Event],
+) -> tuple[Latch, Latch]:
+    """RUN_TIME_EXCEEDED and OVERSPEED (see the module doc); ``watched`` is whether the
+    fault rules and the safety rules are watched."""
+    faults_watched, safety_watched = watched
     old = state.run_time
-    new, phase = advance(
+    run_time, phase = advance(
         old,
         faults_watched and run is True,
         run is False,
@@ -314,9 +359,7 @@ def step(
             if phase is Phase.RAISED
             else "car stopped"
         )
-        events.append(event(EventType.RUN_TIME_EXCEEDED, phase, old, new, sample, now, reason))
-    run_time = new
-
+        events.append(event(EventType.RUN_TIME_EXCEEDED, phase, old, run_time, sample, now, reason))
     overspeed = state.overspeed
     rated = config.rated_speed_mm_s
     speed = sample.speed_mm_s
@@ -339,21 +382,38 @@ def step(
                 else "speed back within rated"
             )
             events.append(event(EventType.OVERSPEED, phase, old, overspeed, sample, now, reason))
+    return run_time, overspeed
 
-    # Where the car was last in a door zone and where it stood level at each terminal,
-    # for the overtravel rules; forgotten in inspection, where a mechanic drives the car.
+
+def _position_rules(
+    state: MotionState,
+    sample: CarState,
+    now: float,
+    config: MotionConfig,
+    watched: bool,
+    faults_watched: bool,
+    run: bool | None,
+    at_landing: bool | None,
+    events: list[Event],
+) -> tuple[Latch, Latch, Latch, tuple[int | None, int | None, int | None, int | None]]:
+    """The rules about where the car is: OVERTRAVEL_TOP and OVERTRAVEL_BOTTOM (``watched``
+    outside inspection), POSITION_LOST (``faults_watched``), and the places the overtravel
+    rules remember: ``(over_top, over_bottom, position_lost, (zone_floor, zone_position,
+    top_level, bottom_level))``."""
+    # Where the car was last in a door zone and where it stood level at each terminal;
+    # forgotten in inspection, where a mechanic drives the car.
     zone_floor, zone_position = state.zone_floor, state.zone_position
     top_level, bottom_level = state.top_level, state.bottom_level
     top, bottom, floor = config.top_landing, config.bottom_landing, sample.floor
-    over_top_now = safety_watched and (
+    over_top_now = watched and (
         sample.up_final_limit is True or _beyond(sample, state, top, top_level, True)
     )
-    over_bottom_now = safety_watched and (
+    over_bottom_now = watched and (
         sample.down_final_limit is True or _beyond(sample, state, bottom, bottom_level, False)
     )
-    if not safety_watched:
+    if not watched:
         zone_floor = zone_position = None
-    elif zone is True:
+    elif sample.door_zone is True:
         zone_floor, zone_position = floor, sample.position_mm
     position = sample.position_mm
     if at_landing is True and run is not True and position is not None and floor is not None:
@@ -361,53 +421,92 @@ def step(
             top_level = position
         elif floor == bottom:
             bottom_level = position
-
-    old = state.over_top
-    new, phase = advance(
-        old,
-        over_top_now,
-        sample.up_final_limit is not True and at_landing is True,
-        now,
-        0.0,
-        at_landing,
-    )
-    if phase is not None:
-        reason = (
-            ("up final limit operated" if sample.up_final_limit else "beyond the top landing")
-            if phase is Phase.RAISED
-            else "car level at a landing, final limit reset"
+    # An idle latch with nothing beyond stays idle: `_terminal` only when there is more.
+    over_top = state.over_top
+    if over_top_now or over_top is not IDLE:
+        over_top = _terminal(
+            over_top,
+            EventType.OVERTRAVEL_TOP,
+            over_top_now,
+            sample.up_final_limit,
+            "up final limit operated",
+            "beyond the top landing",
+            sample,
+            now,
+            events,
         )
-        events.append(event(EventType.OVERTRAVEL_TOP, phase, old, new, sample, now, reason))
-    over_top = new
-
-    old = state.over_bottom
-    new, phase = advance(
-        old,
-        over_bottom_now,
-        sample.down_final_limit is not True and at_landing is True,
-        now,
-        0.0,
-        at_landing,
-    )
-    if phase is not None:
-        reason = (
-            (
-                "down final limit operated"
-                if sample.down_final_limit
-                else "beyond the bottom landing"
-            )
-            if phase is Phase.RAISED
-            else "car level at a landing, final limit reset"
+    over_bottom = state.over_bottom
+    if over_bottom_now or over_bottom is not IDLE:
+        over_bottom = _terminal(
+            over_bottom,
+            EventType.OVERTRAVEL_BOTTOM,
+            over_bottom_now,
+            sample.down_final_limit,
+            "down final limit operated",
+            "beyond the bottom landing",
+            sample,
+            now,
+            events,
         )
-        events.append(event(EventType.OVERTRAVEL_BOTTOM, phase, old, new, sample, now, reason))
-    over_bottom = new
-
     position_lost = state.position_lost
+    if (
+        top is not None
+        and bottom is not None
+        and floor is not None
+        and (position_lost is not IDLE or not bottom <= floor <= top)
+    ):
+        # Otherwise the floor is in range and nothing is raised: nothing to do.
+        position_lost = _position_lost(
+            state, sample, now, config, faults_watched, at_landing, events
+        )
+    places = (zone_floor, zone_position, top_level, bottom_level)
+    return over_top, over_bottom, position_lost, places
+
+
+def _terminal(
+    old: Latch,
+    event_type: EventType,
+    beyond: bool,
+    final_limit: bool | None,
+    limit_reason: str,
+    beyond_reason: str,
+    sample: CarState,
+    now: float,
+    events: list[Event],
+) -> Latch:
+    """One overtravel rule: raised at once when ``beyond``, cleared when its final limit no
+    longer reads operated and the car stands level at a landing."""
+    at_landing = sample.at_landing
+    new, phase = advance(
+        old, beyond, final_limit is not True and at_landing is True, now, 0.0, at_landing
+    )
+    if phase is not None:
+        reason = (
+            (limit_reason if final_limit else beyond_reason)
+            if phase is Phase.RAISED
+            else "car level at a landing, final limit reset"
+        )
+        events.append(event(event_type, phase, old, new, sample, now, reason))
+    return new
+
+
+def _position_lost(
+    state: MotionState,
+    sample: CarState,
+    now: float,
+    config: MotionConfig,
+    watched: bool,
+    at_landing: bool | None,
+    events: list[Event],
+) -> Latch:
+    """POSITION_LOST: ``floor`` outside the configured landings (see the module doc)."""
+    position_lost = state.position_lost
+    top, bottom, floor = config.top_landing, config.bottom_landing, sample.floor
     if top is not None and bottom is not None and floor is not None:
         old = position_lost
         impossible = not bottom <= floor <= top
         position_lost, phase = advance(
-            old, faults_watched and impossible, not impossible, now, 0.0, at_landing
+            old, watched and impossible, not impossible, now, 0.0, at_landing
         )
         if phase is not None:
             reason = (
@@ -418,43 +517,7 @@ def step(
             events.append(
                 event(EventType.POSITION_LOST, phase, old, position_lost, sample, now, reason)
             )
-
-    if (
-        stopped_outside is state.stopped_outside
-        and levelling is state.levelling
-        and unintended is state.unintended
-        and zone_open == state.zone_open
-        and outside_count == state.outside_count
-        and run_time is state.run_time
-        and overspeed is state.overspeed
-        and over_top is state.over_top
-        and over_bottom is state.over_bottom
-        and zone_floor == state.zone_floor
-        and zone_position == state.zone_position
-        and position_lost is state.position_lost
-        and top_level == state.top_level
-        and bottom_level == state.bottom_level
-    ):
-        return state, events
-    return (
-        MotionState(
-            stopped_outside,
-            levelling,
-            unintended,
-            zone_open,
-            outside_count,
-            run_time,
-            overspeed,
-            over_top,
-            over_bottom,
-            zone_floor,
-            zone_position,
-            position_lost,
-            top_level,
-            bottom_level,
-        ),
-        events,
-    )
+    return position_lost
 
 
 def blind(state: MotionState, now: float) -> MotionState:
@@ -474,3 +537,88 @@ def blind(state: MotionState, now: float) -> MotionState:
         top_level=state.top_level,
         bottom_level=state.bottom_level,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MotionRules:
+    """The motion rules as one `rule.Rule` for the engine."""
+
+    config: MotionConfig
+
+    def start(self) -> MotionState:
+        """See `rule.Rule.start`."""
+        return MotionState()
+
+    def step(
+        self, state: MotionState, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[MotionState, list[Event]]:
+        """See `rule.Rule.step` and the module doc; ``config`` is this rule's."""
+        config = self.config
+        events: list[Event] = []
+        mode = sample.mode
+        safety_watched = mode not in INSPECTION_ONLY
+        run = running(sample)
+        shut = closed_and_locked(sample)
+        at_landing = sample.at_landing
+        stopped_watched = mode in STOPPED_OUTSIDE_MODES and not power_out
+        stopped_outside, levelling = state.stopped_outside, state.levelling
+        idle = stopped_outside is IDLE and levelling is IDLE
+        if not idle or (stopped_watched and run is False):  # else neither can start
+            stopped_outside, levelling = _stopped_rules(
+                state, sample, now, config, since, stopped_watched, run, shut, at_landing, events
+            )
+        unintended, zone_open, outside_count = state.unintended, state.zone_open, 0
+        if unintended is not IDLE or zone_open or sample.door_zone is True:
+            # Otherwise nothing is armed nor raised, and the sample arms nothing.
+            unintended, zone_open, outside_count = _unintended_movement(
+                state, sample, now, config, safety_watched, run, shut, events
+            )
+        faults_watched = mode not in FAULT_SUPPRESSED_MODES and not power_out
+        watched = (faults_watched, safety_watched)
+        run_time, overspeed = _run_rules(
+            state, sample, now, config, since, watched, run, at_landing, events
+        )
+        over_top, over_bottom, position_lost, places = _position_rules(
+            state, sample, now, config, safety_watched, faults_watched, run, at_landing, events
+        )
+        zone_floor, zone_position, top_level, bottom_level = places
+        if (
+            stopped_outside is state.stopped_outside
+            and levelling is state.levelling
+            and unintended is state.unintended
+            and zone_open == state.zone_open
+            and outside_count == state.outside_count
+            and run_time is state.run_time
+            and overspeed is state.overspeed
+            and over_top is state.over_top
+            and over_bottom is state.over_bottom
+            and zone_floor == state.zone_floor
+            and zone_position == state.zone_position
+            and position_lost is state.position_lost
+            and top_level == state.top_level
+            and bottom_level == state.bottom_level
+        ):
+            return state, events
+        return (
+            MotionState(
+                stopped_outside,
+                levelling,
+                unintended,
+                zone_open,
+                outside_count,
+                run_time,
+                overspeed,
+                over_top,
+                over_bottom,
+                zone_floor,
+                zone_position,
+                position_lost,
+                top_level,
+                bottom_level,
+            ),
+            events,
+        )
+
+    def blind(self, state: MotionState, now: float) -> MotionState:
+        """See `blind`."""
+        return blind(state, now)
