@@ -99,9 +99,9 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from agent.bus.plan import RTU_COST, TCP_COST, CostModel, Read
@@ -110,7 +110,7 @@ from agent.decode.model import Profile
 from agent.decode.parser import ProfileError, load_profile
 from agent.detect.engine import DetectionConfig
 from agent.detect.events import EventType
-from liftconf.schema import Problem, bounded, out_of_range, read_section
+from liftconf.schema import Problem, bounded, out_of_range, read_section, type_name
 
 # Telemetry reaches the fleet's live view up to fleet.linger_s late; more than this would
 # leave the view behind the car.
@@ -232,13 +232,34 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UnitSection:
+    """A ``[[unit]]`` table as written (its ``detect`` and ``extra`` tables aside): keys
+    and defaults. id, bus and slave are required; slave is 1..247 (checked with the
+    extras' slaves, which share the bus)."""
+
+    id: str = ""
+    bus: str = ""
+    slave: int = 0
+    profile: str = "reference"
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraSection:
+    """A ``[[unit.extra]]`` table as written: slave and profile required."""
+
+    slave: int = 0
+    profile: str = ""
+    signals: tuple[str, ...] | None = None  # None: every signal of the profile
+
+
+@dataclass(frozen=True, slots=True)
 class UnitConfig:
     """One watched car: its primary slave and profile, extra sources, and thresholds."""
 
     id: str
     bus: str
     slave: int
-    profile: str = "reference"
+    profile: str
     detect: DetectionConfig = field(default_factory=DetectionConfig)
     sources: tuple[SourceConfig, ...] = ()
 
@@ -287,23 +308,34 @@ class AgentConfig:
 
 
 _MIB = 1024 * 1024
+_S = TypeVar("_S", AgentSection, UplinkConfig, MqttSettings, BusSection, UnitSection, ExtraSection)
 
 
-def _default(cls: type, name: str) -> Any:
-    """The plain field default of ``cls.name``: THE default of that key, written once."""
-    spec = next(f for f in fields(cls) if f.name == name)
-    if spec.default is MISSING:
-        raise TypeError(f"{cls.__name__}.{name} has no plain default")
-    return spec.default
-
-
-# Each key's default is its dataclass field's default: the parser reads them from here.
-_UPLINK = UplinkConfig()
-_MQTT = MqttSettings()
+def _read(
+    cls: type[_S],
+    key: str,
+    table: Mapping[str, Any],
+    required: tuple[str, ...],
+    problems: list[ConfigProblem],
+    tables: tuple[str, ...] = (),
+    base_dir: Path = Path(),
+) -> _S:
+    """``table`` read against the schema ``cls`` by the one validator (its sub-``tables``
+    aside, read by the caller; paths relative to ``base_dir``), with the ``required``
+    keys that are missing reported."""
+    values, found = read_section(
+        cls, key, {k: v for k, v in table.items() if k not in tables}, base_dir
+    )
+    problems += found + out_of_range(cls, key, values)
+    problems += [
+        ConfigProblem(f"{key}.{name}", "is required") for name in required if name not in table
+    ]
+    return replace(cls(), **values)
 
 
 class _Reader:
-    """Reads typed values out of a TOML table, recording every problem instead of stopping."""
+    """Takes the tables of a config apart, recording every problem instead of stopping
+    (their keys are read by `_read`, the one validator)."""
 
     def __init__(self, problems: list[ConfigProblem]) -> None:
         self.problems = problems
@@ -317,43 +349,9 @@ class _Reader:
             self.problems.append(ConfigProblem(_join(key, name), "unknown key"))
         return raw
 
-    def get(
-        self,
-        table: Mapping[str, Any],
-        key: str,
-        name: str,
-        kind: type | tuple[type, ...],
-        default: Any = None,
-        *,
-        required: bool = False,
-    ) -> Any:
-        dotted = _join(key, name)
-        if name not in table:
-            if required:
-                self.problems.append(ConfigProblem(dotted, "is required"))
-            return default
-        value = table[name]
-        # bool is an int in Python; a config that says `slave = true` is still wrong.
-        wrong_bool = isinstance(value, bool) and bool not in _as_tuple(kind)
-        if wrong_bool or not isinstance(value, kind):
-            want = " or ".join(t.__name__ for t in _as_tuple(kind))
-            self.problems.append(ConfigProblem(dotted, f"must be {want}, got {_kind(value)}"))
-            return default
-        return value
-
-    def positive(self, value: float, key: str) -> None:
-        if value <= 0:
-            self.problems.append(ConfigProblem(key, f"must be > 0, got {value}"))
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
 
 def _kind(value: object) -> str:
-    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
+    return type_name(value)
 
 
 def _join(key: str, name: str) -> str:
@@ -367,11 +365,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     top = r.table(dict(raw), "", {"agent", "fleet", "detect", "bus", "unit", "mqtt"})
 
     agent_raw = r.table(top.get("agent", {}), "agent", None)
-    agent_values, agent_problems = read_section(AgentSection, "agent", agent_raw, base_dir)
-    problems += agent_problems + out_of_range(AgentSection, "agent", agent_values)
-    if "id" not in agent_raw:
-        problems.append(ConfigProblem("agent.id", "is required"))
-    agent = replace(AgentSection(), **agent_values)
+    agent = _read(AgentSection, "agent", agent_raw, ("id",), problems)
     data_dir = Path(agent.data_dir)
     metrics_listen = (
         _host_port(agent.metrics_listen, allow_any_port=True) if agent.metrics_listen else None
@@ -385,9 +379,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
 
     # [fleet] and [mqtt] are read against their dataclasses by the one validator.
     fleet_raw = r.table(top.get("fleet", {}), "fleet", None)
-    fleet_values, fleet_problems = read_section(UplinkConfig, "fleet", fleet_raw, base_dir)
-    problems += fleet_problems + out_of_range(UplinkConfig, "fleet", fleet_values)
-    uplink = replace(_UPLINK, **fleet_values)
+    uplink = _read(UplinkConfig, "fleet", fleet_raw, (), problems, base_dir=base_dir)
     for i, endpoint in enumerate(uplink.endpoints):
         if _host_port(endpoint) is None:
             problems.append(
@@ -421,9 +413,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
             problems.append(ConfigProblem(f"fleet.{name}", f"no such file: {path}"))
 
     mqtt_raw = r.table(top.get("mqtt", {}), "mqtt", None)
-    mqtt_values, mqtt_problems = read_section(MqttSettings, "mqtt", mqtt_raw, base_dir)
-    problems += mqtt_problems + out_of_range(MqttSettings, "mqtt", mqtt_values)
-    mqtt = replace(_MQTT, **mqtt_values)
+    mqtt = _read(MqttSettings, "mqtt", mqtt_raw, (), problems)
 
     default_detect = r.table(top.get("detect", {}), "detect", None)
     default_problems = DetectionConfig.problems(default_detect)
@@ -450,20 +440,18 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     profiles: dict[str, Profile | None] = {}
     for i, raw_unit in enumerate(raw_units):
         key = f"unit[{i}]"
-        u = r.table(raw_unit, key, {"id", "bus", "slave", "profile", "detect", "extra"})
-        unit_id = r.get(u, key, "id", str, "", required=True)
+        u = r.table(raw_unit, key, None)
+        unit = _read(UnitSection, key, u, ("id", "bus", "slave"), problems, ("detect", "extra"))
+        unit_id, bus, slave, profile_ref = unit.id, unit.bus, unit.slave, unit.profile
         if unit_id in unit_ids:
             problems.append(ConfigProblem(f"{key}.id", f"duplicate unit id {unit_id!r}"))
         unit_ids.add(unit_id)
-        bus = r.get(u, key, "bus", str, "", required=True)
         if bus and bus not in bus_names:
             known = ", ".join(sorted(bus_names)) or "none"
             problems.append(
                 ConfigProblem(f"{key}.bus", f"no [[bus]] named {bus!r} (known: {known})")
             )
         sources: list[SourceConfig] = []
-        slave = r.get(u, key, "slave", int, 0, required=True)
-        profile_ref = r.get(u, key, "profile", str, _default(UnitConfig, "profile"))
         primary = _source(r, key, slave, profile_ref, None, profiles, base_dir)
         if primary is not None:
             sources.append(primary)
@@ -474,13 +462,19 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         extra_slaves = []
         for j, raw_extra in enumerate(raw_extras):
             ekey = f"{key}.extra[{j}]"
-            e = r.table(raw_extra, ekey, {"slave", "profile", "signals"})
-            eslave = r.get(e, ekey, "slave", int, 0, required=True)
-            eprofile = r.get(e, ekey, "profile", str, "", required=True)
-            wanted = r.get(e, ekey, "signals", list, None)
-            extra_slaves.append((f"{ekey}.slave", eslave))
-            if eprofile:
-                extra = _source(r, ekey, eslave, eprofile, wanted, profiles, base_dir)
+            e = r.table(raw_extra, ekey, None)
+            extra_table = _read(ExtraSection, ekey, e, ("slave", "profile"), problems)
+            extra_slaves.append((f"{ekey}.slave", extra_table.slave))
+            if extra_table.profile:
+                extra = _source(
+                    r,
+                    ekey,
+                    extra_table.slave,
+                    extra_table.profile,
+                    extra_table.signals,
+                    profiles,
+                    base_dir,
+                )
                 if extra is not None:
                     sources.append(extra)
         for slave_key, number in [(f"{key}.slave", slave), *extra_slaves]:
@@ -561,12 +555,9 @@ def _parse_bus(r: _Reader, raw_bus: object, key: str, index: int, names: set[str
             ConfigProblem(f"{key}.{k}", "unknown key") for k in sorted(_SERIAL_KEYS & set(table))
         ]
         table = {k: v for k, v in table.items() if k not in _SERIAL_KEYS}
-    values, found = read_section(BusSection, key, table, Path())
-    problems += found
-    for required in ("name", "url"):
-        if required not in table:
-            problems.append(ConfigProblem(f"{key}.{required}", "is required"))
-    bus = replace(BusSection(name=f"bus{index}"), **values)
+    bus = _read(BusSection, key, table, ("name", "url"), problems)
+    if "name" not in table:
+        bus = replace(bus, name=f"bus{index}")
     if bus.name in names:
         problems.append(ConfigProblem(f"{key}.name", f"duplicate bus name {bus.name!r}"))
     names.add(bus.name)
@@ -590,7 +581,6 @@ def _parse_bus(r: _Reader, raw_bus: object, key: str, index: int, names: set[str
             )
         else:
             host, port = host_port
-    problems += out_of_range(BusSection, key, values)
     tries = bus.retries + 1
     if bus.poll_hz > 0 and bus.timeout_s * tries > bus.link_lost_after_s:
         problems.append(
@@ -650,7 +640,7 @@ def _source(
     key: str,
     slave: int,
     ref: str,
-    wanted: list[Any] | None,
+    wanted: tuple[str, ...] | None,
     cache: dict[str, Profile | None],
     base_dir: Path,
 ) -> SourceConfig | None:

@@ -173,13 +173,15 @@ def _range(item: Field[Any]) -> Range | None:
 
 def _toml_types(hint: Any) -> tuple[tuple[type, ...], _Convert]:
     """The TOML value types a field of type ``hint`` takes, and how one becomes the field."""
+    args = set(typing.get_args(hint))
     if hint is float:
         return (int, float), lambda value, _: float(value)
     if hint in (str, int, bool):
         return (hint,), lambda value, _: value
-    if hint == tuple[str, ...]:
+    if hint == tuple[str, ...] or (
+        isinstance(hint, types.UnionType) and args == {tuple[str, ...], type(None)}
+    ):
         return (list,), lambda value, _: tuple(value)
-    args = set(typing.get_args(hint))
     if isinstance(hint, types.UnionType) and args == {Path, type(None)}:
         return (str,), lambda value, base: base / value if value else None
     if isinstance(hint, types.UnionType) and args == {float, type(None)}:

@@ -332,3 +332,13 @@ def test_a_zero_slow_poll_on_an_rtu_bus_is_a_problem_not_a_crash(
     )
     assert main(["check-config", str(write(tmp_path, text))]) == 1
     assert "bus[0].slow_poll_s: must be > 0, got 0" in capsys.readouterr().out
+
+
+def test_an_extra_signal_that_is_not_a_name_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    """signals = [{}] raised TypeError out of the loader before; now the element is named."""
+    extra = '\n[[unit.extra]]\nslave = 9\nprofile = "io-module"\nsignals = ["door", {}]\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, GOOD + extra))
+    assert [str(p) for p in caught.value.problems] == [
+        "unit[1].extra[0].signals[1]: expected a string, got a table"
+    ]
