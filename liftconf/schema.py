@@ -93,8 +93,8 @@ def read_section(
 ) -> tuple[dict[str, Any], list[Problem]]:
     """The keys of ``table`` that fit ``cls``'s fields, converted (a float field takes an
     integer, a ``Path | None`` field a string relative to ``base_dir``, "" being None, a
-    ``tuple[str, ...]`` field an array of strings). A field with ``metadata={"key":
-    False}`` is no key (the loader fills it).
+    ``tuple[str, ...]`` or ``frozenset[str]`` field an array of strings). A field with
+    ``metadata={"key": False}`` is no key (the loader fills it).
 
     With them, every unknown key and wrong type (a boolean is never a number), in the
     table's order; `out_of_range` checks the values' ranges.
@@ -182,6 +182,8 @@ def _toml_types(hint: Any) -> tuple[tuple[type, ...], _Convert]:
         isinstance(hint, types.UnionType) and args == {tuple[str, ...], type(None)}
     ):
         return (list,), lambda value, _: tuple(value)
+    if hint == frozenset[str]:
+        return (list,), lambda value, _: frozenset(value)
     if isinstance(hint, types.UnionType) and args == {Path, type(None)}:
         return (str,), lambda value, base: base / value if value else None
     if isinstance(hint, types.UnionType) and args == {float, type(None)}:

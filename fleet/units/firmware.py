@@ -10,10 +10,11 @@ from __future__ import annotations
 import tomllib
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fleet.store.base import UnitRow
+from liftconf.schema import read_section
 
 RULES = ("below_minimum", "known_bad", "no_updates")
 
@@ -105,30 +106,13 @@ def parse_policy(data: Mapping[str, object], source: str) -> Policy:
         if not isinstance(rules, Mapping):
             problems.append(f"{where}: expected a table")
             continue
-        problems += [f"{where}.{k}: unknown key" for k in sorted(rules) if k not in _RULE_KEYS]
-        minimum = rules.get("minimum", "")
-        known_bad = rules.get("known_bad", [])
-        no_updates = rules.get("no_updates", False)
-        note = rules.get("note", "")
-        if not isinstance(minimum, str):
-            problems.append(f"{where}.minimum: expected a string")
-            minimum = ""
-        if not isinstance(known_bad, list) or not all(isinstance(v, str) for v in known_bad):
-            problems.append(f"{where}.known_bad: expected an array of strings")
-            known_bad = []
-        if not isinstance(no_updates, bool):
-            problems.append(f"{where}.no_updates: expected a boolean")
-            no_updates = False
-        if not isinstance(note, str):
-            problems.append(f"{where}.note: expected a string")
-            note = ""
-        models[name] = ModelPolicy(minimum, frozenset(known_bad), no_updates, note)
+        # The rules are ModelPolicy's fields, read by the one config validator.
+        values, found = read_section(ModelPolicy, where, rules, Path())
+        problems += found
+        models[name] = replace(ModelPolicy(), **values)
     if problems:
         raise PolicyError(f"firmware policy {source}: " + "; ".join(problems))
     return Policy(models=models)
-
-
-_RULE_KEYS = frozenset({"minimum", "known_bad", "no_updates", "note"})
 
 
 def violations_of(unit: UnitRow, policy: Policy) -> list[Violation]:
