@@ -11,10 +11,11 @@ from fleet.cli.common import (
     print_json,
 )
 from fleet.clock import utc_now
+from fleet.read.shape import to_json
 from fleet.read.views import (
-    coverage_change_json,
-    coverage_groups_json,
-    coverage_json,
+    CoverageChangeView,
+    CoverageHistoryView,
+    coverage_view,
     table,
 )
 from fleet.store.base import UnitQuery
@@ -55,19 +56,20 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     now = utc_now()
     if history is not None:
-        changes = [coverage_change_json(c) for c in history]
+        shown = to_json(CoverageHistoryView(tuple(CoverageChangeView.of(c) for c in history)))
+        changes = shown["history"]
         if args.json:
-            print_json({"history": changes})
+            print_json(shown)
         else:
             columns = ("at", "unit_id", "old_status", "new_status", "cause")
             print(table([c.upper() for c in columns], [[c[k] for k in columns] for c in changes]))
         return 0
-    counts = coverage_json(coverage(units, now, config.coverage))
-    groups = (
-        coverage_groups_json(coverage_by(units, args.by, now, config.coverage)) if args.by else []
-    )
+    by_group = coverage_by(units, args.by, now, config.coverage) if args.by else None
+    view = coverage_view(coverage(units, now, config.coverage), by_group)
+    counts = to_json(view.counts)
+    groups = to_json(view.groups or ())
     if args.json:
-        print_json({**counts, "groups": groups} if args.by else counts)
+        print_json(to_json(view))
     elif args.by:
         names = ("name", *counts)
         print(table([c.upper() for c in names], [[g[c] for c in names] for g in groups]))

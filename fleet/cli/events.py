@@ -11,10 +11,12 @@ from fleet.cli.common import (
     positive_int,
     print_json,
 )
+from fleet.read.shape import to_json
 from fleet.read.views import (
     EVENT_TABLE_COLUMNS,
+    EventsView,
+    EventView,
     event_cells,
-    event_json,
     event_type_number,
     table,
 )
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print_json({"events": [event_json(e) for e in events]})
+        print_json(to_json(EventsView(tuple(EventView.of(e) for e in events))))
         return 0
     print(table([c.upper() for c in EVENT_TABLE_COLUMNS], [event_cells(e) for e in events]))
     return 0

@@ -21,7 +21,7 @@ from fleet.auth.roles import Role, role_problem
 from fleet.cli.common import EXIT_USAGE, PROG, print_json
 from fleet.clock import utc_now
 from fleet.config import FleetConfig
-from fleet.read.views import iso, table, user_json
+from fleet.read.views import iso, table, user_json, users_json
 from fleet.store.base import UnitQuery, UserError, UserRow
 from fleet.store.open import open_store
 from fleet.store.sql import SqlStore
@@ -244,9 +244,10 @@ def _users(args: argparse.Namespace, target: Target) -> int:
 
 
 def _list(args: argparse.Namespace, store: SqlStore) -> int:
-    users = [user_json(u) for u in store.users()]
+    shown = users_json(store.users())
+    users: list[dict[str, object]] = shown["users"]  # type: ignore[assignment]
     if args.json:
-        print_json({"users": users})
+        print_json(shown)
     else:
         columns = ("username", "role", "contractor", "display_name", "created")
         print(table([c.upper() for c in columns], [[u[c] for c in columns] for u in users]))

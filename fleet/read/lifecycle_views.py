@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from fleet.read.shape import out, response, to_json
 from fleet.read.views import event_class_name, event_type_name, iso
 from fleet.reports.scorecard import rescue_s
 from fleet.store.base import OPEN_ALARM_STATES, AlarmRow
@@ -27,70 +30,168 @@ def open_for_s(alarm: AlarmRow, now: dt.datetime) -> float | None:
     return _seconds(onset, now) if alarm.state in OPEN_ALARM_STATES else None
 
 
+# The alarm states in their order (fleet.store.base.ALARM_STATES; a test keeps them equal).
+AlarmState = Literal["raised", "dispatched", "acknowledged", "on_site", "resolved", "false_alarm"]
+
+
+@response("Alarm")
+@dataclass(frozen=True)
+class AlarmView:
+    """One alarm with every disposal step, as /api/alarms and ``alarms --json`` show it."""
+
+    alarm_id: int = out()
+    unit_id: str = out()
+    type: str = out("event type, e.g. ENTRAPMENT")
+    event_class: str | None = out("the event's class (lift_fault, ...)", key="class")
+    state: AlarmState = out()
+    event_id: str = out()
+    onset: str | None = out()
+    raised: str = out()
+    dispatched: str | None = out()
+    acknowledged: str | None = out()
+    acknowledged_by: str = out()
+    on_site: str | None = out()
+    on_site_by: str = out()
+    closed: str | None = out()
+    closed_by: str = out()
+    escalated: str | None = out()
+    cleared: str | None = out("when the event's CLEARED record came")
+    floor: int | None = out()
+    reason: str = out()
+    building: str = out()
+    address: str = out()
+    street: str = out()
+    contractor: str = out()
+    age_s: float | None = out("open-for timer: onset to clear, else to now while open")
+    onset_to_resolution_s: float | None = out()
+    onset_to_cleared_s: float | None = out()
+    rescue_s: float | None = out("onset to clear, as the scorecard counts it")
+    closed_while_raised: bool = out()
+    close_reason: str = out("why it was closed while its event was raised")
+
+    @classmethod
+    def of(cls, alarm: AlarmRow, now: dt.datetime) -> AlarmView:
+        """``alarm`` as of ``now`` (its open-for timer runs until its event clears)."""
+        onset = alarm.onset or alarm.raised
+        return cls(
+            alarm_id=alarm.alarm_id,
+            unit_id=alarm.unit_id,
+            type=event_type_name(alarm.type),
+            event_class=event_class_name(alarm.type),
+            state=alarm.state,  # type: ignore[arg-type]  # the store keeps only these
+            event_id=alarm.event_id,
+            onset=iso(alarm.onset),
+            raised=iso(alarm.raised),
+            dispatched=iso(alarm.dispatched),
+            acknowledged=iso(alarm.acknowledged),
+            acknowledged_by=alarm.acknowledged_by,
+            on_site=iso(alarm.on_site),
+            on_site_by=alarm.on_site_by,
+            closed=iso(alarm.closed),
+            closed_by=alarm.closed_by,
+            escalated=iso(alarm.escalated),
+            cleared=iso(alarm.cleared),
+            floor=alarm.floor,
+            reason=alarm.reason,
+            building=alarm.building,
+            address=alarm.address,
+            street=alarm.street,
+            contractor=alarm.contractor,
+            age_s=open_for_s(alarm, now),
+            onset_to_resolution_s=_seconds(onset, alarm.closed)
+            if alarm.state == "resolved"
+            else None,
+            onset_to_cleared_s=_seconds(onset, alarm.cleared),
+            rescue_s=rescue_s(alarm),
+            closed_while_raised=bool(alarm.close_reason),
+            close_reason=alarm.close_reason,
+        )
+
+
 def alarm_json(alarm: AlarmRow, now: dt.datetime) -> dict[str, object]:
-    """One alarm with every disposal step. ``age_s`` is its open-for timer (see
-    `open_for_s`: it stops at the event's clear); ``rescue_s`` onset to clear, as the
+    """One alarm with every disposal step (`AlarmView`). ``age_s`` is its open-for timer
+    (see `open_for_s`: it stops at the event's clear); ``rescue_s`` onset to clear, as the
     scorecard counts it; ``close_reason`` why it was closed while its event was raised."""
-    onset = alarm.onset or alarm.raised
-    return {
-        "alarm_id": alarm.alarm_id,
-        "unit_id": alarm.unit_id,
-        "type": event_type_name(alarm.type),
-        "class": event_class_name(alarm.type),
-        "state": alarm.state,
-        "event_id": alarm.event_id,
-        "onset": iso(alarm.onset),
-        "raised": iso(alarm.raised),
-        "dispatched": iso(alarm.dispatched),
-        "acknowledged": iso(alarm.acknowledged),
-        "acknowledged_by": alarm.acknowledged_by,
-        "on_site": iso(alarm.on_site),
-        "on_site_by": alarm.on_site_by,
-        "closed": iso(alarm.closed),
-        "closed_by": alarm.closed_by,
-        "escalated": iso(alarm.escalated),
-        "cleared": iso(alarm.cleared),
-        "floor": alarm.floor,
-        "reason": alarm.reason,
-        "building": alarm.building,
-        "address": alarm.address,
-        "street": alarm.street,
-        "contractor": alarm.contractor,
-        "age_s": open_for_s(alarm, now),
-        "onset_to_resolution_s": _seconds(onset, alarm.closed)
-        if alarm.state == "resolved"
-        else None,
-        "onset_to_cleared_s": _seconds(onset, alarm.cleared),
-        "rescue_s": rescue_s(alarm),
-        "closed_while_raised": bool(alarm.close_reason),
-        "close_reason": alarm.close_reason,
-    }
+    return dict(to_json(AlarmView.of(alarm, now)))
 
 
-def history_row_json(row: HistoryRow) -> dict[str, object]:
-    """One history entry (``detail`` parsed back when it is valid JSON)."""
-    try:
-        detail: object = json.loads(row.detail)
-    except ValueError:
-        detail = row.detail
-    return {
-        "unit_id": row.unit_id,
-        "seq": row.seq,
-        "at": iso(dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=row.at_us)),
-        "kind": row.kind,
-        "detail": detail,
-        "prev_hash": row.prev_hash,
-        "hash": row.hash,
-    }
+@response("Alarms")
+@dataclass(frozen=True)
+class AlarmsView:
+    """/api/alarms and ``alarms --json``: newest first."""
+
+    alarms: tuple[AlarmView, ...] = out()
+
+
+@response("HistoryEntry")
+@dataclass(frozen=True)
+class HistoryEntryView:
+    """One entry of a unit's hash-chained history."""
+
+    unit_id: str = out()
+    seq: int = out()
+    at: str = out()
+    kind: str = out()
+    detail: Any = out("the entry's detail, parsed back when it is valid JSON")
+    prev_hash: str = out()
+    hash: str = out()
+
+    @classmethod
+    def of(cls, row: HistoryRow) -> HistoryEntryView:
+        """One stored history row (``detail`` parsed back when it is valid JSON)."""
+        try:
+            detail: object = json.loads(row.detail)
+        except ValueError:
+            detail = row.detail
+        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        return cls(
+            unit_id=row.unit_id,
+            seq=row.seq,
+            at=iso(epoch + dt.timedelta(microseconds=row.at_us)),
+            kind=row.kind,
+            detail=detail,
+            prev_hash=row.prev_hash,
+            hash=row.hash,
+        )
+
+
+@response("ChainProblem")
+@dataclass(frozen=True)
+class ProblemView:
+    """One break found in a chain, or a table or checkpoint disagreeing with it."""
+
+    unit_id: str = out()
+    seq: int = out()
+    row_id: int | None = out("null when the row is missing")
+    what: Literal["edited", "deleted", "inserted"] = out()
+    reason: str = out()
+    table: Literal["unit_history", "events", "alarms", "checkpoint"] = out("where the damage is")
+
+    @classmethod
+    def of(cls, problem: Problem) -> ProblemView:
+        """The view of a problem the chain check found."""
+        return cls(
+            problem.unit_id,
+            problem.seq,
+            problem.row_id,
+            problem.what,  # type: ignore[arg-type]  # fleet.store.chain names only these
+            problem.reason,
+            problem.table,  # type: ignore[arg-type]
+        )
 
 
 def problem_json(problem: Problem) -> dict[str, object]:
     """One break found in a chain, or a table or checkpoint disagreeing with it (``table``)."""
-    return {
-        "unit_id": problem.unit_id,
-        "seq": problem.seq,
-        "row_id": problem.row_id,
-        "what": problem.what,
-        "reason": problem.reason,
-        "table": problem.table,
-    }
+    return dict(to_json(ProblemView.of(problem)))
+
+
+@response("UnitHistory")
+@dataclass(frozen=True)
+class UnitHistoryView:
+    """/api/units/{unit_id}/history: the chain, verified."""
+
+    unit_id: str = out()
+    entries: tuple[HistoryEntryView, ...] = out()
+    head: str | None = out("seq:hash of the newest entry; null for an empty chain")
+    intact: bool = out()
+    problems: tuple[ProblemView, ...] = out()

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Literal, overload
 
+from fleet.auth.roles import Role
+from fleet.read.shape import out, response, to_json
 from fleet.store.base import CoverageChange, EventRow, FirmwareChange, UnitRow, UserRow
-from fleet.taxonomy import codes_of, event_class
+from fleet.taxonomy import EventClass, codes_of, event_class
 from fleet.units.coverage import Coverage, UnitStatus
-from fleet.units.firmware import Inventory, VersionCount, Violation
+from fleet.units.firmware import Inventory, VersionCount
 from protos.liftwatch.v1 import records_pb2
 
 
+@overload
+def iso(moment: dt.datetime) -> str: ...
+@overload
+def iso(moment: None) -> None: ...
+@overload
+def iso(moment: dt.datetime | None) -> str | None: ...
 def iso(moment: dt.datetime | None) -> str | None:
     """``moment`` as ISO 8601 UTC with a ``Z`` (millisecond precision), None stays None."""
     if moment is None:
@@ -52,107 +62,258 @@ def event_type_number(name: str) -> int:
         raise ValueError(f"unknown event type {name!r}; known: {known}") from None
 
 
+@response("Error")
+@dataclass(frozen=True)
+class ErrorReply:
+    """What every API error answers (with its status code)."""
+
+    error: str = out("what is wrong, naming the parameter or field")
+
+
+@response("Unit")
+@dataclass(frozen=True)
+class UnitView:
+    """One unit as ``units --json`` and /api/units show it."""
+
+    unit_id: str = out()
+    status: UnitStatus = out("live coverage status")
+    registered: bool = out("in the district register")
+    firmware: str = out("controller firmware version")
+    model: str = out("controller model (reported, else registered)")
+    agent_id: str = out()
+    agent_version: str = out()
+    last_seen: str | None = out(fmt="date-time")
+    building: str = out()
+    address: str = out()
+    street: str = out("sub-district (街道) as registered")
+    contractor: str = out("maintenance contractor as registered")
+
+    @classmethod
+    def of(cls, unit: UnitRow, status: UnitStatus) -> UnitView:
+        """``unit`` with its coverage ``status``."""
+        return cls(
+            unit_id=unit.unit_id,
+            status=status,
+            registered=unit.registered,
+            firmware=unit.controller.firmware,
+            model=unit.model,
+            agent_id=unit.agent_id,
+            agent_version=unit.agent_version,
+            last_seen=iso(unit.last_seen),
+            building=unit.register.building,
+            address=unit.register.address,
+            street=unit.register.street,
+            contractor=unit.register.contractor,
+        )
+
+
 def unit_json(unit: UnitRow, status: UnitStatus) -> dict[str, object]:
-    """The ``units --json`` object of one unit."""
-    return {
-        "unit_id": unit.unit_id,
-        "status": status.value,
-        "registered": unit.registered,
-        "firmware": unit.controller.firmware,
-        "model": unit.model,
-        "agent_id": unit.agent_id,
-        "agent_version": unit.agent_version,
-        "last_seen": iso(unit.last_seen),
-        "building": unit.register.building,
-        "address": unit.register.address,
-        "street": unit.register.street,
-        "contractor": unit.register.contractor,
-    }
+    """The ``units --json`` object of one unit (`UnitView`)."""
+    return dict(to_json(UnitView.of(unit, status)))
+
+
+@response("UnitPage")
+@dataclass(frozen=True)
+class UnitPageView:
+    """One page of /api/units."""
+
+    units: tuple[UnitView, ...] = out()
+    next_page_token: str = out("'' on the last page")
+    total: int = out("units matching the filters, over every page", minimum=0)
+
+
+@response("User")
+@dataclass(frozen=True)
+class UserView:
+    """An account as ``users list --json`` and /api/users show it."""
+
+    # Deliberately not the password hash: a listing may end up in a ticket or a chat.
+    username: str = out()
+    role: Role = out()
+    contractor: str = out("the contractor whose units it sees ('' unless a contractor)")
+    display_name: str = out()
+    created: str = out(fmt="date-time")
+
+    @classmethod
+    def of(cls, user: UserRow) -> UserView:
+        """The view of a stored account."""
+        return cls(user.username, user.role, user.contractor, user.display_name, iso(user.created))
+
+
+@response("Users")
+@dataclass(frozen=True)
+class UsersView:
+    """/api/users and ``users list --json``: every account."""
+
+    users: tuple[UserView, ...] = out()
 
 
 def user_json(user: UserRow) -> dict[str, object]:
-    """An account as ``users list --json`` and /api/users show it."""
-    # Deliberately not the password hash: a listing may end up in a ticket or a chat.
-    return {
-        "username": user.username,
-        "role": user.role.value,
-        "contractor": user.contractor,
-        "display_name": user.display_name,
-        "created": iso(user.created),
-    }
+    """An account as ``users list --json`` and /api/users show it (`UserView`)."""
+    return dict(to_json(UserView.of(user)))
 
 
-def coverage_json(counts: Coverage) -> dict[str, int]:
-    """The ``coverage --json`` object."""
-    return {
-        "registered": counts.registered,
-        "monitored": counts.monitored,
-        "online": counts.online,
-        "stale": counts.stale,
-        "offline": counts.offline,
-        "blind": counts.blind,
-        "never_seen": counts.never_seen,
-        "unregistered_reporting": counts.unregistered_reporting,
-    }
+def users_json(users: Sequence[UserRow]) -> dict[str, object]:
+    """Every account, as ``users list --json`` and /api/users show them (`UsersView`)."""
+    return dict(to_json(UsersView(tuple(UserView.of(u) for u in users))))
 
 
-def coverage_groups_json(groups: dict[str, Coverage]) -> list[dict[str, object]]:
-    """Per-group coverage, as ``coverage --by ... --json`` lists it: name first."""
-    return [{"name": name, **coverage_json(counts)} for name, counts in groups.items()]
+@dataclass(frozen=True)
+class CoverageCounts:
+    """The district coverage counts (`fleet.units.coverage.Coverage`)."""
+
+    registered: int = out(minimum=0)
+    monitored: int = out(minimum=0)
+    online: int = out(minimum=0)
+    stale: int = out(minimum=0)
+    offline: int = out(minimum=0)
+    blind: int = out(minimum=0)
+    never_seen: int = out(minimum=0)
+    unregistered_reporting: int = out(minimum=0)
+
+    @classmethod
+    def of(cls, counts: Coverage) -> CoverageCounts:
+        """The counts of ``counts``."""
+        return cls(**{f.name: getattr(counts, f.name) for f in fields(cls)})
 
 
-def coverage_change_json(change: CoverageChange) -> dict[str, object]:
+@response("CoverageGroup")
+@dataclass(frozen=True)
+class CoverageGroupView:
+    """One group's coverage, name first."""
+
+    name: str = out("the street, building or contractor")
+    counts: CoverageCounts = out(flatten=True)
+
+
+@response("Coverage")
+@dataclass(frozen=True)
+class CoverageView:
+    """The ``coverage --json`` object and /api/coverage: groups only when asked for."""
+
+    counts: CoverageCounts = out(flatten=True)
+    groups: tuple[CoverageGroupView, ...] | None = out(omit_none=True)
+
+
+def coverage_view(counts: Coverage, groups: dict[str, Coverage] | None) -> CoverageView:
+    """The district's ``counts``, with each group's (name first) when ``groups`` is given."""
+    return CoverageView(
+        CoverageCounts.of(counts),
+        None
+        if groups is None
+        else tuple(CoverageGroupView(name, CoverageCounts.of(c)) for name, c in groups.items()),
+    )
+
+
+@response("CoverageChange")
+@dataclass(frozen=True)
+class CoverageChangeView:
     """One coverage transition."""
-    return {
-        "unit_id": change.unit_id,
-        "at": iso(change.at),
-        "old_status": change.old_status,
-        "new_status": change.new_status,
-        "cause": change.cause,
-    }
+
+    unit_id: str = out()
+    at: str = out()
+    old_status: str = out()
+    new_status: str = out()
+    cause: Literal["hello", "record", "heartbeat", "sweep"] = out("what the fleet observed")
+
+    @classmethod
+    def of(cls, change: CoverageChange) -> CoverageChangeView:
+        """The view of a stored transition."""
+        return cls(
+            unit_id=change.unit_id,
+            at=iso(change.at),
+            old_status=change.old_status,
+            new_status=change.new_status,
+            cause=change.cause,  # type: ignore[arg-type]  # the store writes only these four
+        )
 
 
-def version_count_json(count: VersionCount) -> dict[str, object]:
+@response("CoverageHistory")
+@dataclass(frozen=True)
+class CoverageHistoryView:
+    """/api/coverage/history and ``coverage --history --json``: oldest first."""
+
+    history: tuple[CoverageChangeView, ...] = out()
+
+
+@response("VersionCount")
+@dataclass(frozen=True)
+class VersionCountView:
     """One line of the firmware or agent version inventory."""
-    return {"model": count.model, "version": count.version, "units": count.units}
+
+    model: str = out()
+    version: str = out()
+    units: int = out()
 
 
-def violation_json(violation: Violation) -> dict[str, object]:
+@response("Violation")
+@dataclass(frozen=True)
+class ViolationView:
     """One unit breaking the firmware policy."""
-    return {
-        "unit_id": violation.unit_id,
-        "model": violation.model,
-        "firmware": violation.firmware,
-        "rule": violation.rule,
-        "reason": violation.reason,
-    }
+
+    unit_id: str = out()
+    model: str = out()
+    firmware: str = out()
+    rule: Literal["below_minimum", "known_bad", "no_updates"] = out()
+    reason: str = out()
 
 
-def firmware_change_json(change: FirmwareChange) -> dict[str, object]:
+@response("FirmwareChange")
+@dataclass(frozen=True)
+class FirmwareChangeView:
     """One change of a unit's firmware or agent version."""
-    return {
-        "unit_id": change.unit_id,
-        "at": iso(change.at),
-        "agent_id": change.agent_id,
-        "model": change.model,
-        "old_firmware": change.old_firmware,
-        "new_firmware": change.new_firmware,
-        "old_agent_version": change.old_agent_version,
-        "new_agent_version": change.new_agent_version,
-    }
+
+    unit_id: str = out()
+    at: str = out()
+    agent_id: str = out()
+    model: str = out()
+    old_firmware: str = out()
+    new_firmware: str = out()
+    old_agent_version: str = out()
+    new_agent_version: str = out()
+
+
+@response("Firmware")
+@dataclass(frozen=True)
+class FirmwareView:
+    """The ``firmware --json`` object and /api/firmware (violations only: no inventory)."""
+
+    firmware: tuple[VersionCountView, ...] | None = out(omit_none=True)
+    agent_versions: tuple[VersionCountView, ...] | None = out(omit_none=True)
+    violations: tuple[ViolationView, ...] = out()
+    history: tuple[FirmwareChangeView, ...] = out()
+
+
+def _version_counts(counts: Sequence[VersionCount]) -> tuple[VersionCountView, ...]:
+    return tuple(VersionCountView(c.model, c.version, c.units) for c in counts)
 
 
 def inventory_json(
     inv: Inventory, history: Sequence[FirmwareChange] = (), *, violations_only: bool = False
 ) -> dict[str, object]:
     """The ``firmware --json`` object (violations only: just that list, and the history)."""
-    result: dict[str, object] = {}
-    if not violations_only:
-        result["firmware"] = [version_count_json(c) for c in inv.firmware]
-        result["agent_versions"] = [version_count_json(c) for c in inv.agent_versions]
-    result["violations"] = [violation_json(v) for v in inv.violations]
-    result["history"] = [firmware_change_json(c) for c in history]
-    return result
+    view = FirmwareView(
+        firmware=None if violations_only else _version_counts(inv.firmware),
+        agent_versions=None if violations_only else _version_counts(inv.agent_versions),
+        violations=tuple(
+            ViolationView(v.unit_id, v.model, v.firmware, v.rule, v.reason)  # type: ignore[arg-type]
+            for v in inv.violations
+        ),
+        history=tuple(
+            FirmwareChangeView(
+                unit_id=c.unit_id,
+                at=iso(c.at),
+                agent_id=c.agent_id,
+                model=c.model,
+                old_firmware=c.old_firmware,
+                new_firmware=c.new_firmware,
+                old_agent_version=c.old_agent_version,
+                new_agent_version=c.new_agent_version,
+            )
+            for c in history
+        ),
+    )
+    return dict(to_json(view))
 
 
 def event_class_name(event_type: int) -> str | None:
@@ -162,38 +323,83 @@ def event_class_name(event_type: int) -> str | None:
     return found.value if found else None
 
 
+@dataclass(frozen=True)
+class EventCodes:
+    """What an event is, as every event listing shows it (`fleet.taxonomy.codes_of`)."""
+
+    gb_code: int | None = out("GB/T 24476-2017 code; null where none")
+    platform_codes: dict[str, int] = out('regional platform -> its code, e.g. {"chongqing": 93}')
+    event_class: EventClass | None = out(
+        "lift_fault counts in fault rates; null for a type this fleet does not know",
+        key="class",
+    )
+    at_landing: bool | None = out("at onset: true at a landing, false between floors, null unknown")
+
+    @classmethod
+    def of(cls, event_type: int, gb_code: int | None, at_landing: bool | None) -> EventCodes:
+        """The codes of an event of ``event_type`` (its own ``gb_code``, where it was)."""
+        codes = codes_of(event_type, gb_code, at_landing)
+        return cls(codes.gb_code, dict(codes.platform_codes), event_class(event_type), at_landing)
+
+
 def event_codes_json(
     event_type: int, gb_code: int | None, at_landing: bool | None
 ) -> dict[str, object]:
-    """What an event is, as every event listing shows it (`fleet.taxonomy.codes_of`):
+    """What an event is, as every event listing shows it (`EventCodes`):
     ``gb_code`` (GB/T 24476, null where none, never 0), ``platform_codes`` (regional
     platform -> code, ``{}`` where none), ``class`` (lift_fault, usage, health, external,
     monitoring; null for a type this fleet does not know) and ``at_landing``."""
-    codes = codes_of(event_type, gb_code, at_landing)
-    return {
-        "gb_code": codes.gb_code,
-        "platform_codes": dict(codes.platform_codes),
-        "class": event_class_name(event_type),
-        "at_landing": at_landing,
-    }
+    return dict(to_json(EventCodes.of(event_type, gb_code, at_landing)))
+
+
+@response("Event")
+@dataclass(frozen=True)
+class EventView:
+    """One stored event, as ``events --json`` and /api/events show it."""
+
+    unit_id: str = out()
+    agent_id: str = out()
+    seq: int = out()
+    type: str = out("event type, e.g. ENTRAPMENT")
+    phase: str = out("RAISED or CLEARED")
+    event_id: str = out()
+    onset: str | None = out()
+    time: str | None = out()
+    floor: int | None = out()
+    reason: str = out()
+    committed: str | None = out("the fleet's clock when it committed the event")
+    codes: EventCodes = out(flatten=True)
+
+    @classmethod
+    def of(cls, event: EventRow) -> EventView:
+        """The view of stored ``event``."""
+        return cls(
+            unit_id=event.unit_id,
+            agent_id=event.agent_id,
+            seq=event.seq,
+            type=event_type_name(event.type),
+            phase=phase_name(event.phase),
+            event_id=event.event_id,
+            onset=iso(event.onset),
+            time=iso(event.time),
+            floor=event.floor,
+            reason=event.reason,
+            committed=iso(event.committed),
+            codes=EventCodes.of(event.type, event.gb_code, event.at_landing),
+        )
 
 
 def event_json(event: EventRow) -> dict[str, object]:
-    """The ``events --json`` object of one event (its codes: `event_codes_json`)."""
-    return {
-        "unit_id": event.unit_id,
-        "agent_id": event.agent_id,
-        "seq": event.seq,
-        "type": event_type_name(event.type),
-        "phase": phase_name(event.phase),
-        "event_id": event.event_id,
-        "onset": iso(event.onset),
-        "time": iso(event.time),
-        "floor": event.floor,
-        "reason": event.reason,
-        "committed": iso(event.committed),
-        **event_codes_json(event.type, event.gb_code, event.at_landing),
-    }
+    """The ``events --json`` object of one event (`EventView`)."""
+    return dict(to_json(EventView.of(event)))
+
+
+@response("Events")
+@dataclass(frozen=True)
+class EventsView:
+    """/api/events and ``events --json``: the newest N, oldest first."""
+
+    events: tuple[EventView, ...] = out()
 
 
 # The columns of the events table (`liftwatch-fleet events`) and of the events CSV.

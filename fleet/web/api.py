@@ -23,13 +23,17 @@ from fleet.csv_cells import csv_text
 from fleet.metrics import GatewayMetrics
 from fleet.read.scope import HiddenUnitError, OutOfScopeError
 from fleet.read.selection import BadRequestError, Reads, UnitFilter
+from fleet.read.shape import to_json
 from fleet.read.views import (
     EVENT_TABLE_COLUMNS,
-    coverage_change_json,
-    coverage_groups_json,
-    coverage_json,
+    CoverageChangeView,
+    CoverageHistoryView,
+    EventsView,
+    EventView,
+    UnitPageView,
+    UnitView,
+    coverage_view,
     event_cells,
-    event_json,
     event_type_number,
     inventory_json,
     unit_json,
@@ -187,13 +191,8 @@ def build_app(
             _int(request, "page_size", 0),
             request.query_params.get("page_token", ""),
         )
-        return _JSON(
-            {
-                "units": [unit_json(u, s) for u, s in page.units],
-                "next_page_token": page.next_token,
-                "total": page.total,
-            }
-        )
+        units = tuple(UnitView.of(u, s) for u, s in page.units)
+        return _JSON(to_json(UnitPageView(units, page.next_token, page.total)))
 
     async def unit(request: Request) -> Response:
         unit_id = str(request.path_params["unit_id"])
@@ -205,16 +204,14 @@ def build_app(
 
     async def coverage(request: Request) -> Response:
         counts, groups = await reads.coverage(scope_of(request), request.query_params.get("by", ""))
-        body: dict[str, object] = dict(coverage_json(counts))
-        if groups:
-            body["groups"] = coverage_groups_json(groups)
-        return _JSON(body)
+        # Groups only when asked for and found, as before.
+        return _JSON(to_json(coverage_view(counts, groups or None)))
 
     async def coverage_history(request: Request) -> Response:
         changes = await reads.coverage_history(
             scope_of(request), request.query_params.get("unit", ""), _int(request, "limit", 0)
         )
-        return _JSON({"history": [coverage_change_json(c) for c in changes]})
+        return _JSON(to_json(CoverageHistoryView(tuple(CoverageChangeView.of(c) for c in changes))))
 
     async def firmware(request: Request) -> Response:
         inv, history = await reads.firmware(
@@ -242,7 +239,7 @@ def build_app(
                 media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": 'attachment; filename="events.csv"'},
             )
-        return _JSON({"events": [event_json(e) for e in found]})
+        return _JSON(to_json(EventsView(tuple(EventView.of(e) for e in found))))
 
     async def openapi(request: Request) -> Response:
         return _JSON(openapi_spec())

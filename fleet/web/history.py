@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,6 +18,7 @@ from starlette.routing import Route
 
 from fleet.auth.roles import Role
 from fleet.config import HistoryConfig
+from fleet.read.shape import out, response, to_json
 from fleet.read.views import iso
 from fleet.store.chain import HistoryCheck
 from fleet.store.worker import StoreWorker
@@ -30,20 +32,43 @@ class _JSON(JSONResponse):
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def check_json(check: HistoryCheck | None) -> dict[str, object] | None:
-    """One kept verification as the API shows it (None stays None)."""
-    if check is None:
-        return None
-    return {
-        "checked": iso(check.checked),
-        "source": check.source,
-        "checkpoint_file": check.checkpoint_file,
-        "checkpoint_written": iso(check.checkpoint_written),
-        "units": check.units,
-        "problems": check.problems,
-        "intact": check.intact,
-        "summary": check.summary,
-    }
+@response("HistoryCheck")
+@dataclass(frozen=True)
+class CheckView:
+    """One kept verification of the chains against a signed checkpoint."""
+
+    checked: str = out()
+    source: Literal["serve", "cli"] = out("serve on its schedule, or the CLI")
+    checkpoint_file: str = out()
+    checkpoint_written: str | None = out("null when the checkpoint could not be read")
+    units: int = out("units the checkpoint named", minimum=0)
+    problems: int = out("problems found (0: intact)", minimum=0)
+    intact: bool = out()
+    summary: str = out("the first few problems, one a line")
+
+    @classmethod
+    def of(cls, check: HistoryCheck) -> CheckView:
+        """One kept verification as the API shows it."""
+        return cls(
+            checked=iso(check.checked),
+            source=check.source,  # type: ignore[arg-type]  # serve or cli write it
+            checkpoint_file=check.checkpoint_file,
+            checkpoint_written=iso(check.checkpoint_written),
+            units=check.units,
+            problems=check.problems,
+            intact=check.intact,
+            summary=check.summary,
+        )
+
+
+@response("HistoryCheckpoint")
+@dataclass(frozen=True)
+class CheckpointView:
+    """/api/history/checkpoint: the schedule and the last check."""
+
+    scheduled: bool = out("serve checkpoints on a schedule")
+    interval_s: float | None = out("null unless scheduled")
+    last_check: CheckView | None = out()
 
 
 def history_routes(
@@ -56,77 +81,15 @@ def history_routes(
         if principal.role is Role.CONTRACTOR:
             raise AccessDeniedError(403, "a contractor may not read the fleet-wide history check")
         last = None if store is None else await store.call(lambda s: s.last_history_check())
+        scheduled = history.checkpoint_file is not None
         return _JSON(
-            {
-                "scheduled": history.checkpoint_file is not None,
-                "interval_s": history.checkpoint_interval_s
-                if history.checkpoint_file is not None
-                else None,
-                "last_check": check_json(last),
-            }
+            to_json(
+                CheckpointView(
+                    scheduled=scheduled,
+                    interval_s=history.checkpoint_interval_s if scheduled else None,
+                    last_check=None if last is None else CheckView.of(last),
+                )
+            )
         )
 
     return [Route("/api/history/checkpoint", guarded(checkpoint))]
-
-
-_CHECK = {
-    "type": "object",
-    "properties": {
-        "checked": {"type": "string"},
-        "source": {"type": "string", "enum": ["serve", "cli"]},
-        "checkpoint_file": {"type": "string"},
-        "checkpoint_written": {"type": ["string", "null"]},
-        "units": {"type": "integer", "minimum": 0},
-        "problems": {"type": "integer", "minimum": 0},
-        "intact": {"type": "boolean"},
-        "summary": {"type": "string"},
-    },
-    "required": [
-        "checked",
-        "checkpoint_file",
-        "checkpoint_written",
-        "intact",
-        "problems",
-        "source",
-        "summary",
-        "units",
-    ],
-    "additionalProperties": False,
-}
-SCHEMAS: dict[str, Any] = {
-    "HistoryCheckpoint": {
-        "type": "object",
-        "properties": {
-            "scheduled": {"type": "boolean"},
-            "interval_s": {"type": ["number", "null"]},
-            "last_check": {**_CHECK, "type": ["object", "null"]},
-        },
-        "required": ["interval_s", "last_check", "scheduled"],
-        "additionalProperties": False,
-    }
-}
-PATHS: dict[str, Any] = {
-    "/api/history/checkpoint": {
-        "get": {
-            "summary": "When the history chains were last verified against a signed checkpoint "
-            "(by serve's schedule or `verify-history --checkpoint`), and what was found; "
-            "regulator, dispatcher and administrator only",
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/HistoryCheckpoint"}
-                        }
-                    },
-                },
-                "403": {
-                    "description": "a contractor",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
-                },
-            },
-        }
-    }
-}

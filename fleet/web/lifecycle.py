@@ -19,8 +19,16 @@ from starlette.routing import Route
 from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
 from fleet.config import ReportsConfig
-from fleet.read.lifecycle_views import alarm_json, history_row_json, problem_json
+from fleet.read.lifecycle_views import (
+    AlarmsView,
+    AlarmView,
+    HistoryEntryView,
+    ProblemView,
+    UnitHistoryView,
+    alarm_json,
+)
 from fleet.read.selection import BadRequestError
+from fleet.read.shape import to_json
 from fleet.read.unit_reads import UnitReads
 from fleet.reports.claims import (
     ClaimProblem,
@@ -35,7 +43,6 @@ from fleet.reports.fault_rate import GROUPS, Period, period, rate_csv, rate_json
 from fleet.reports.scorecard import scorecard_json
 from fleet.reports.service_life import life_json
 from fleet.store.base import (
-    ALARM_STATES,
     AlarmActionError,
     AlarmReasonRequiredError,
     EventRow,
@@ -187,7 +194,7 @@ def lifecycle_routes(
             limit=limit,
         )
         now = life.clock()
-        return _JSON({"alarms": [alarm_json(a, now) for a in found]})
+        return _JSON(to_json(AlarmsView(tuple(AlarmView.of(a, now) for a in found))))
 
     async def alarm(request: Request) -> Response:
         life, reads = need()
@@ -326,15 +333,14 @@ def lifecycle_routes(
         # The unit's chain, and its events and alarms rows checked against it.
         found = await reads.history(scope_of(request), unit_id)
         rows, heads, problems = found.rows, found.heads, found.problems
-        return _JSON(
-            {
-                "unit_id": unit_id,
-                "entries": [history_row_json(r) for r in rows],
-                "head": f"{heads[0].seq}:{heads[0].hash}" if heads else None,
-                "intact": not problems,
-                "problems": [problem_json(p) for p in problems],
-            }
+        view = UnitHistoryView(
+            unit_id=unit_id,
+            entries=tuple(HistoryEntryView.of(r) for r in rows),
+            head=f"{heads[0].seq}:{heads[0].hash}" if heads else None,
+            intact=not problems,
+            problems=tuple(ProblemView.of(p) for p in problems),
         )
+        return _JSON(to_json(view))
 
     return [
         Route("/api/alarms", guarded(alarms)),
@@ -344,220 +350,3 @@ def lifecycle_routes(
         Route("/api/reports/{report:str}", guarded(report)),
         Route("/api/units/{unit_id:str}/history", guarded(history)),
     ]
-
-
-_STR = {"type": "string"}
-_NSTR = {"type": ["string", "null"]}
-_NUM = {"type": ["number", "null"]}
-
-
-def _ok(schema: dict[str, Any], *errors: int) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
-    }
-    names = {400: "bad parameter", 404: "not found", 409: "the alarm's state forbids it"}
-    for code in errors:
-        responses[str(code)] = {
-            "description": names[code],
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
-    return responses
-
-
-def _q(name: str, description: str, schema: dict[str, Any] = _STR) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema,
-    }
-
-
-def _path(name: str, schema: dict[str, Any] = _STR) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": schema}
-
-
-# Numbers as `fleet.web.params` reads them (a bad one is a 400 naming the parameter).
-_COUNT = {"type": "integer", "minimum": 0}
-_ALARM_ID = {"type": "integer", "minimum": 1}
-_POSITIVE = {"type": "number", "exclusiveMinimum": 0}
-
-
-ALARM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "alarm_id": {"type": "integer"},
-        "unit_id": _STR,
-        "type": _STR,
-        "class": {"type": ["string", "null"], "description": "the event's class (lift_fault, ...)"},
-        "state": {"type": "string", "enum": list(ALARM_STATES)},
-        "event_id": _STR,
-        "onset": _NSTR,
-        "raised": _STR,
-        "dispatched": _NSTR,
-        "acknowledged": _NSTR,
-        "acknowledged_by": _STR,
-        "on_site": _NSTR,
-        "on_site_by": _STR,
-        "closed": _NSTR,
-        "closed_by": _STR,
-        "escalated": _NSTR,
-        "cleared": _NSTR,
-        "floor": {"type": ["integer", "null"]},
-        "reason": _STR,
-        "building": _STR,
-        "address": _STR,
-        "street": _STR,
-        "contractor": _STR,
-        "age_s": _NUM,
-        "onset_to_resolution_s": _NUM,
-        "onset_to_cleared_s": _NUM,
-        "rescue_s": _NUM,
-        "closed_while_raised": {"type": "boolean"},
-        "close_reason": _STR,
-    },
-}
-ALARM_SCHEMA["required"] = sorted(ALARM_SCHEMA["properties"])
-SCHEMAS: dict[str, Any] = {
-    "Alarm": ALARM_SCHEMA,
-    "Alarms": {
-        "type": "object",
-        "properties": {
-            "alarms": {"type": "array", "items": {"$ref": "#/components/schemas/Alarm"}}
-        },
-        "required": ["alarms"],
-    },
-    "Report": {
-        "type": "object",
-        "properties": {
-            "since": _STR,
-            "until": _STR,
-            "rows": {"type": "array", "items": {"type": "object"}},
-        },
-        "required": ["rows", "since", "until"],
-    },
-    "ClaimsAudit": {
-        "type": "object",
-        "properties": {
-            "lang": _STR,
-            "time_zone": _STR,
-            "claims": {"type": "array", "items": {"type": "object"}},
-            "problems": {"type": "array", "items": {"type": "object"}},
-        },
-        "required": ["claims", "problems"],
-    },
-    "UnitHistory": {
-        "type": "object",
-        "properties": {
-            "unit_id": _STR,
-            "entries": {"type": "array", "items": {"type": "object"}},
-            "head": _NSTR,
-            "intact": {"type": "boolean"},
-            "problems": {"type": "array", "items": {"type": "object"}},
-        },
-        "required": ["entries", "head", "intact", "problems", "unit_id"],
-    },
-}
-_PERIOD = [
-    _q("since", "first day, YYYY-MM-DD (default: a year before until)"),
-    _q("until", "day after the last, YYYY-MM-DD (default: tomorrow)"),
-]
-PATHS: dict[str, Any] = {
-    "/api/alarms": {
-        "get": {
-            "summary": "Alarms, newest first, with their disposal steps",
-            "parameters": [
-                _q("open", "only alarms not yet resolved (true/false)"),
-                _q("unit", "only this unit_id"),
-                _q("limit", "newest N (0 = all)", _COUNT),
-            ],
-            "responses": _ok({"$ref": "#/components/schemas/Alarms"}, 400),
-        }
-    },
-    "/api/alarms/{alarm_id}": {
-        "get": {
-            "summary": "One alarm",
-            "parameters": [_path("alarm_id", _ALARM_ID)],
-            "responses": _ok({"$ref": "#/components/schemas/Alarm"}, 400, 404),
-        }
-    },
-    "/api/alarms/{alarm_id}/{action}": {
-        "post": {
-            "summary": "A disposal step: ack, on-site, resolve or false-alarm, by a named person",
-            "description": "Closing (resolve, false-alarm) an alarm whose event is still "
-            "raised (no CLEARED record yet: the passenger may still be inside) needs a "
-            "reason, kept as the alarm's close_reason and in its history; without one the "
-            "answer is 400. `by` is required only when the fleet runs without login.",
-            "parameters": [_path("alarm_id", _ALARM_ID), _path("action")],
-            "requestBody": {
-                "required": False,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "by": _STR,
-                                "reason": {"type": "string", "maxLength": MAX_REASON_CHARS},
-                            },
-                        }
-                    }
-                },
-            },
-            "responses": _ok({"$ref": "#/components/schemas/Alarm"}, 400, 404, 409),
-        }
-    },
-    "/api/reports/{report}": {
-        "get": {
-            "summary": "fault-rate (by=unit|building|street|contractor, format=json|csv; lift "
-            "faults only, each row with its exposure, low-exposure rows last; the JSON carries "
-            "the classification and ranking rule, the CSV them as # lines), service-life or "
-            "scorecard over a period, worst first",
-            "parameters": [
-                _path("report"),
-                *_PERIOD,
-                _q("by", "fault-rate grouping: unit, building, street, contractor"),
-                _q("format", "fault-rate: json (default) or csv"),
-            ],
-            "responses": {
-                **_ok({"$ref": "#/components/schemas/Report"}, 400, 404),
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Report"}},
-                        "text/csv": {"schema": {"type": "string"}},
-                    },
-                },
-            },
-        }
-    },
-    "/api/reports/claims": {
-        "post": {
-            "summary": "Audit repair claims (CSV body: unit_id or registration_code, time, "
-            "fault_type; a time without a UTC offset is the site's time zone): supported, "
-            "overstated, contradicts or cannot_tell, each with its reason as a code with "
-            "parameters and as evidence in the reader's language; bad rows named by line",
-            "parameters": [
-                _q(
-                    "lang",
-                    "language of the reasons: zh or en (default: Accept-Language, "
-                    "else the site's language)",
-                ),
-                _q("window_min", "minutes either side of a claim (default 30)", _POSITIVE),
-                _q("max_gap_s", "longest silence still 'watched', seconds (default 60)", _POSITIVE),
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {"text/csv": {"schema": {"type": "string"}}},
-            },
-            "responses": _ok({"$ref": "#/components/schemas/ClaimsAudit"}, 400),
-        }
-    },
-    "/api/units/{unit_id}/history": {
-        "get": {
-            "summary": "A unit's hash-chained lifecycle history, verified",
-            "parameters": [_path("unit_id")],
-            "responses": _ok({"$ref": "#/components/schemas/UnitHistory"}),
-        }
-    },
-}

@@ -1,4 +1,7 @@
-"""The OpenAPI 3.1 description of the JSON API, written by hand next to the routes.
+"""The OpenAPI 3.1 description of the JSON API: a compact route table (path, method,
+summary, parameters, answers) whose response schemas are generated from the response
+dataclasses (`fleet.read.shape`: each shape is defined once, and the JSON is made from
+the same definition).
 
 tests/fleet/test_api.py checks that every route is described and that sample responses
 match these schemas, so the spec cannot drift from the code unnoticed.
@@ -7,389 +10,383 @@ match these schemas, so the spec cannot drift from the code unnoticed.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.taxonomy import EventClass
-from fleet.web import history as history_api
-from fleet.web import lifecycle as lifecycle_api
+# Imported for their response dataclasses, which register their schemas.
+import fleet.read.lifecycle_views
+import fleet.read.views
+import fleet.web.history  # noqa: F401
+from fleet.read.shape import component_schemas
+from fleet.units.coverage import UnitStatus
+from fleet.web.lifecycle import MAX_REASON_CHARS
 
-_STR = {"type": "string"}
-_INT = {"type": "integer"}
-_BOOL = {"type": "boolean"}
-_NULLABLE_STR = {"type": ["string", "null"]}
-_NULLABLE_INT = {"type": ["integer", "null"]}
-STATUSES = ["online", "stale", "offline", "blind", "never_seen"]
+_STR: dict[str, Any] = {"type": "string"}
+_INT: dict[str, Any] = {"type": "integer"}
+_BOOL: dict[str, Any] = {"type": "boolean"}
+_OBJECT: dict[str, Any] = {"type": "object"}
+# Numbers as `fleet.web.params` reads them (a bad one is a 400 naming the parameter).
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
+_ALARM_ID: dict[str, Any] = {"type": "integer", "minimum": 1}
+_POSITIVE: dict[str, Any] = {"type": "number", "exclusiveMinimum": 0}
+STATUSES = [s.value for s in UnitStatus]
 
 
-def _object(properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": sorted(properties),
-        "additionalProperties": False,
-    }
+@dataclass(frozen=True)
+class Param:
+    """One query parameter (or, with ``where="path"``, a required path parameter)."""
+
+    name: str
+    description: str = ""
+    schema: Mapping[str, Any] = field(default_factory=lambda: _STR)
+    where: str = "query"
+
+    def spec(self) -> dict[str, Any]:
+        """The OpenAPI parameter object."""
+        if self.where == "path":
+            return {"name": self.name, "in": "path", "required": True, "schema": self.schema}
+        return {
+            "name": self.name,
+            "in": "query",
+            "required": False,
+            "description": self.description,
+            "schema": dict(self.schema),
+        }
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route of the table: ``ok`` names the response component of its success answer
+    (a schema of its own where no response dataclass describes it), ``errors`` its error
+    answers (each an `Error`), ``csv`` whether ``format=csv`` answers text/csv too."""
+
+    method: str
+    path: str
+    summary: str
+    ok: str | Mapping[str, Any]
+    params: tuple[Param, ...] = ()
+    errors: Mapping[int, str] = field(default_factory=dict)
+    ok_status: int = 200
+    ok_description: str = "OK"
+    ok_media: str = "application/json"
+    csv: bool = False
+    description: str = ""
+    body: Mapping[str, Any] | None = None
+
+    def spec(self) -> dict[str, Any]:
+        """The OpenAPI operation object."""
+        schema = _ref(self.ok) if isinstance(self.ok, str) else dict(self.ok)
+        content: dict[str, Any] = {self.ok_media: {"schema": schema}}
+        if self.csv:
+            content["text/csv"] = {"schema": _STR}
+        responses: dict[str, Any] = {
+            str(self.ok_status): {"description": self.ok_description, "content": content}
+        }
+        for code, why in self.errors.items():
+            responses[str(code)] = {
+                "description": why,
+                "content": {"application/json": {"schema": _ref("Error")}},
+            }
+        operation: dict[str, Any] = {"summary": self.summary}
+        if self.description:
+            operation["description"] = self.description
+        if self.params:
+            operation["parameters"] = [p.spec() for p in self.params]
+        if self.body is not None:
+            operation["requestBody"] = dict(self.body)
+        operation["responses"] = responses
+        return operation
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _array(item: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "array", "items": item}
+_BAD = {400: "bad parameter"}
+_BAD_OR_MISSING = {400: "bad parameter", 404: "not found"}
+_PERIOD = (
+    Param("since", "first day, YYYY-MM-DD (default: a year before until)"),
+    Param("until", "day after the last, YYYY-MM-DD (default: tomorrow)"),
+)
 
-
-_COUNTS = {
-    name: {"type": "integer", "minimum": 0}
-    for name in (
-        "registered",
-        "monitored",
-        "online",
-        "stale",
-        "offline",
-        "blind",
-        "never_seen",
-        "unregistered_reporting",
-    )
-}
-_VERSION_COUNT = _object({"model": _STR, "version": _STR, "units": _INT})
-# What every event listing says an event is (fleet.read.views.event_codes_json).
-EVENT_CLASS = {
-    "type": ["string", "null"],
-    "enum": [c.value for c in EventClass] + [None],
-    "description": "lift_fault counts in fault rates; null for a type this fleet does not know",
-}
-EVENT_CODES: dict[str, Any] = {
-    "gb_code": {**_NULLABLE_INT, "description": "GB/T 24476-2017 code; null where none"},
-    "platform_codes": {
-        "type": "object",
-        "additionalProperties": _INT,
-        "description": 'regional platform -> its code, e.g. {"chongqing": 93}',
-    },
-    "class": EVENT_CLASS,
-    "at_landing": {
-        "type": ["boolean", "null"],
-        "description": "at onset: true at a landing, false between floors, null unknown",
-    },
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": _object({"error": _STR}),
-    "Unit": _object(
-        {
-            "unit_id": _STR,
-            "status": {"type": "string", "enum": STATUSES},
-            "registered": _BOOL,
-            "firmware": _STR,
-            "model": _STR,
-            "agent_id": _STR,
-            "agent_version": _STR,
-            "last_seen": {**_NULLABLE_STR, "format": "date-time"},
-            "building": _STR,
-            "address": _STR,
-            "street": _STR,
-            "contractor": _STR,
-        }
-    ),
-    "UnitPage": _object({"units": _array(_ref("Unit")), "next_page_token": _STR, "total": _INT}),
-    "CoverageGroup": _object({"name": _STR, **_COUNTS}),
-    "Coverage": {
-        **_object({**_COUNTS, "groups": _array(_ref("CoverageGroup"))}),
-        "required": sorted(_COUNTS),
-    },
-    "CoverageChange": _object(
-        {
-            "unit_id": _STR,
-            "at": _STR,
-            "old_status": _STR,
-            "new_status": _STR,
-            "cause": {"type": "string", "enum": ["hello", "record", "heartbeat", "sweep"]},
-        }
-    ),
-    "CoverageHistory": _object({"history": _array(_ref("CoverageChange"))}),
-    "VersionCount": _VERSION_COUNT,
-    "Violation": _object(
-        {
-            "unit_id": _STR,
-            "model": _STR,
-            "firmware": _STR,
-            "rule": {"type": "string", "enum": ["below_minimum", "known_bad", "no_updates"]},
-            "reason": _STR,
-        }
-    ),
-    "FirmwareChange": _object(
-        {
-            "unit_id": _STR,
-            "at": _STR,
-            "agent_id": _STR,
-            "model": _STR,
-            "old_firmware": _STR,
-            "new_firmware": _STR,
-            "old_agent_version": _STR,
-            "new_agent_version": _STR,
-        }
-    ),
-    "Firmware": {
-        **_object(
-            {
-                "firmware": _array(_ref("VersionCount")),
-                "agent_versions": _array(_ref("VersionCount")),
-                "violations": _array(_ref("Violation")),
-                "history": _array(_ref("FirmwareChange")),
-            }
+ROUTES: tuple[Operation, ...] = (
+    Operation(
+        "get",
+        "/api/units",
+        "Units (registered or ever reported), ordered by unit_id",
+        "UnitPage",
+        (
+            Param("street", "sub-district (街道) as registered"),
+            Param("building", "building as registered"),
+            Param("contractor", "maintenance contractor as registered"),
+            Param("model", "controller model (reported, else registered)"),
+            Param("firmware", "controller firmware version"),
+            Param("status", "live coverage status", {"type": "string", "enum": STATUSES}),
+            Param("monitored", "only units that have reported", _BOOL),
+            Param("page_size", "units per page (0 = all, at most 10000)", _INT),
+            Param("page_token", "next_page_token of the previous page"),
+            Param("q", "text anywhere in the unit id, building, address or street"),
+            Param("format", "json (default) or csv: every matching unit as CSV, no paging"),
         ),
-        "required": ["history", "violations"],
-    },
-    "Event": _object(
-        {
-            "unit_id": _STR,
-            "agent_id": _STR,
-            "seq": _INT,
-            "type": _STR,
-            "phase": _STR,
-            "event_id": _STR,
-            "onset": _NULLABLE_STR,
-            "time": _NULLABLE_STR,
-            "floor": _NULLABLE_INT,
-            "reason": _STR,
-            "committed": _NULLABLE_STR,
-            **EVENT_CODES,
-        }
+        _BAD,
     ),
-    "Events": _object({"events": _array(_ref("Event"))}),
-}
-
-
-def _param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema or _STR,
-    }
-
-
-def _ok(schema: str, *errors: int) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": {"application/json": {"schema": _ref(schema)}}}
-    }
-    for code in errors:
-        responses[str(code)] = {
-            "description": {400: "bad parameter", 404: "not found"}[code],
-            "content": {"application/json": {"schema": _ref("Error")}},
-        }
-    return responses
-
-
-_UNIT_FILTERS = [
-    _param("street", "sub-district (街道) as registered"),
-    _param("building", "building as registered"),
-    _param("contractor", "maintenance contractor as registered"),
-    _param("model", "controller model (reported, else registered)"),
-    _param("firmware", "controller firmware version"),
-    _param("status", "live coverage status", {"type": "string", "enum": STATUSES}),
-    _param("monitored", "only units that have reported", _BOOL),
-    _param("page_size", "units per page (0 = all, at most 10000)", _INT),
-    _param("page_token", "next_page_token of the previous page"),
-    _param("q", "text anywhere in the unit id, building, address or street"),
-    _param("format", "json (default) or csv: every matching unit as CSV, no paging"),
-]
-
-# The dashboard's own reads (fleet.web.dashboard): documented for completeness.
-DASHBOARD_PATHS: dict[str, Any] = {
-    "/api/live": {
-        "get": {
-            "summary": "Server-sent events: 'event' and 'alarms' of every unit the caller may "
-            "see, and 'car', 'link', 'counters' of the units named by repeated unit=",
-            "parameters": [_param("unit", "a unit_id whose car, link and counters to stream")],
-            "responses": {
-                "200": {
-                    "description": "an endless text/event-stream",
-                    "content": {"text/event-stream": {"schema": _STR}},
+    Operation(
+        "get",
+        "/api/units/{unit_id}",
+        "One unit",
+        "Unit",
+        (Param("unit_id", where="path"),),
+        {404: "not found"},
+    ),
+    Operation(
+        "get",
+        "/api/coverage",
+        "District coverage counts, optionally per group",
+        "Coverage",
+        (
+            Param(
+                "by",
+                "also count per group",
+                {"type": "string", "enum": ["street", "building", "contractor"]},
+            ),
+        ),
+        _BAD,
+    ),
+    Operation(
+        "get",
+        "/api/coverage/history",
+        "Coverage transitions, oldest first",
+        "CoverageHistory",
+        (
+            Param("unit", "only this unit_id"),
+            Param("limit", "newest N (default 100, at most 10000)", _INT),
+        ),
+        _BAD,
+    ),
+    Operation(
+        "get",
+        "/api/firmware",
+        "Firmware and agent versions by model, policy violations, history",
+        "Firmware",
+        (
+            Param("model", "only this controller model"),
+            Param("violations", "only the violations (and history)", _BOOL),
+            Param("history", "the firmware / agent version history of this unit_id"),
+        ),
+        _BAD,
+    ),
+    Operation(
+        "get",
+        "/api/events",
+        "Stored events, the newest N returned oldest first",
+        "Events",
+        (
+            Param("unit", "only this unit_id"),
+            Param("type", "event type, e.g. ENTRAPMENT"),
+            Param("limit", "newest N (default 100, at most 10000)", _INT),
+            Param("format", "json (default) or csv (the columns of `liftwatch-fleet events`)"),
+        ),
+        _BAD,
+        csv=True,
+    ),
+    Operation("get", "/api/openapi.json", "This document", {}),
+    Operation(
+        "get",
+        "/api/alarms",
+        "Alarms, newest first, with their disposal steps",
+        "Alarms",
+        (
+            Param("open", "only alarms not yet resolved (true/false)"),
+            Param("unit", "only this unit_id"),
+            Param("limit", "newest N (0 = all)", _COUNT),
+        ),
+        _BAD,
+    ),
+    Operation(
+        "get",
+        "/api/alarms/{alarm_id}",
+        "One alarm",
+        "Alarm",
+        (Param("alarm_id", schema=_ALARM_ID, where="path"),),
+        _BAD_OR_MISSING,
+    ),
+    Operation(
+        "post",
+        "/api/alarms/{alarm_id}/{action}",
+        "A disposal step: ack, on-site, resolve or false-alarm, by a named person",
+        "Alarm",
+        (Param("alarm_id", schema=_ALARM_ID, where="path"), Param("action", where="path")),
+        {**_BAD_OR_MISSING, 409: "the alarm's state forbids it"},
+        description="Closing (resolve, false-alarm) an alarm whose event is still "
+        "raised (no CLEARED record yet: the passenger may still be inside) needs a "
+        "reason, kept as the alarm's close_reason and in its history; without one the "
+        "answer is 400. `by` is required only when the fleet runs without login.",
+        body={
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "by": _STR,
+                            "reason": {"type": "string", "maxLength": MAX_REASON_CHARS},
+                        },
+                    }
                 }
             },
-        }
-    },
-    "/api/units/{unit_id}/live": {
-        "get": {
-            "summary": "A unit's newest car state and link status, and its counters series",
-            "parameters": [{"name": "unit_id", "in": "path", "required": True, "schema": _STR}],
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "404": {
-                    "description": "not found",
-                    "content": {"application/json": {"schema": _ref("Error")}},
-                },
-            },
-        }
-    },
-    "/api/users": {
-        "get": {
-            "summary": "Every account (administrators only; never a password hash)",
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "403": {
-                    "description": "not an administrator",
-                    "content": {"application/json": {"schema": _ref("Error")}},
-                },
-            },
         },
-        "post": {
-            "summary": "Add an account: username, role, password (8+ characters), contractor "
-            "(contractor role only), display_name (administrators only)",
-            "responses": {
-                "201": {
-                    "description": "created",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "400": {
-                    "description": "bad field, named",
-                    "content": {"application/json": {"schema": _ref("Error")}},
-                },
-                "409": {
-                    "description": "the name is taken",
-                    "content": {"application/json": {"schema": _ref("Error")}},
-                },
+    ),
+    Operation(
+        "get",
+        "/api/reports/{report}",
+        "fault-rate (by=unit|building|street|contractor, format=json|csv; lift "
+        "faults only, each row with its exposure, low-exposure rows last; the JSON carries "
+        "the classification and ranking rule, the CSV them as # lines), service-life or "
+        "scorecard over a period, worst first",
+        {
+            "type": "object",
+            "properties": {
+                "since": _STR,
+                "until": _STR,
+                "rows": {"type": "array", "items": _OBJECT},
             },
+            "required": ["rows", "since", "until"],
         },
-    },
-    "/api/users/{username}": {
-        "delete": {
-            "summary": "Remove an account with its sessions and tokens (administrators only)",
-            "parameters": [{"name": "username", "in": "path", "required": True, "schema": _STR}],
-            "responses": {
-                "200": {
-                    "description": "removed",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "404": {
-                    "description": "no such user",
-                    "content": {"application/json": {"schema": _ref("Error")}},
-                },
+        (
+            Param("report", where="path"),
+            *_PERIOD,
+            Param("by", "fault-rate grouping: unit, building, street, contractor"),
+            Param("format", "fault-rate: json (default) or csv"),
+        ),
+        _BAD_OR_MISSING,
+        csv=True,
+    ),
+    Operation(
+        "post",
+        "/api/reports/claims",
+        "Audit repair claims (CSV body: unit_id or registration_code, time, "
+        "fault_type; a time without a UTC offset is the site's time zone): supported, "
+        "overstated, contradicts or cannot_tell, each with its reason as a code with "
+        "parameters and as evidence in the reader's language; bad rows named by line",
+        {
+            "type": "object",
+            "properties": {
+                "lang": _STR,
+                "time_zone": _STR,
+                "claims": {"type": "array", "items": _OBJECT},
+                "problems": {"type": "array", "items": _OBJECT},
             },
-        }
-    },
-    "/api/site": {
-        "get": {
-            "summary": "The site's time zone and default dashboard language (no login needed)",
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                }
-            },
-        }
-    },
-}
-
-PATHS: dict[str, Any] = {
-    "/api/units": {
-        "get": {
-            "summary": "Units (registered or ever reported), ordered by unit_id",
-            "parameters": _UNIT_FILTERS,
-            "responses": _ok("UnitPage", 400),
-        }
-    },
-    "/api/units/{unit_id}": {
-        "get": {
-            "summary": "One unit",
-            "parameters": [{"name": "unit_id", "in": "path", "required": True, "schema": _STR}],
-            "responses": _ok("Unit", 404),
-        }
-    },
-    "/api/coverage": {
-        "get": {
-            "summary": "District coverage counts, optionally per group",
-            "parameters": [
-                _param(
-                    "by",
-                    "also count per group",
-                    {"type": "string", "enum": ["street", "building", "contractor"]},
-                )
-            ],
-            "responses": _ok("Coverage", 400),
-        }
-    },
-    "/api/coverage/history": {
-        "get": {
-            "summary": "Coverage transitions, oldest first",
-            "parameters": [
-                _param("unit", "only this unit_id"),
-                _param("limit", "newest N (default 100, at most 10000)", _INT),
-            ],
-            "responses": _ok("CoverageHistory", 400),
-        }
-    },
-    "/api/firmware": {
-        "get": {
-            "summary": "Firmware and agent versions by model, policy violations, history",
-            "parameters": [
-                _param("model", "only this controller model"),
-                _param("violations", "only the violations (and history)", _BOOL),
-                _param("history", "the firmware / agent version history of this unit_id"),
-            ],
-            "responses": _ok("Firmware", 400),
-        }
-    },
-    "/api/events": {
-        "get": {
-            "summary": "Stored events, the newest N returned oldest first",
-            "parameters": [
-                _param("unit", "only this unit_id"),
-                _param("type", "event type, e.g. ENTRAPMENT"),
-                _param("limit", "newest N (default 100, at most 10000)", _INT),
-                _param("format", "json (default) or csv (the columns of `liftwatch-fleet events`)"),
-            ],
-            "responses": {
-                **_ok("Events", 400),
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {"schema": _ref("Events")},
-                        "text/csv": {"schema": _STR},
-                    },
-                },
-            },
-        }
-    },
-    "/api/openapi.json": {
-        "get": {
-            "summary": "This document",
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": {}}}}
-            },
-        }
-    },
-}
+            "required": ["claims", "problems"],
+        },
+        (
+            Param(
+                "lang",
+                "language of the reasons: zh or en (default: Accept-Language, "
+                "else the site's language)",
+            ),
+            Param("window_min", "minutes either side of a claim (default 30)", _POSITIVE),
+            Param("max_gap_s", "longest silence still 'watched', seconds (default 60)", _POSITIVE),
+        ),
+        _BAD,
+        body={"required": True, "content": {"text/csv": {"schema": _STR}}},
+    ),
+    Operation(
+        "get",
+        "/api/units/{unit_id}/history",
+        "A unit's hash-chained lifecycle history, verified",
+        "UnitHistory",
+        (Param("unit_id", where="path"),),
+    ),
+    Operation(
+        "get",
+        "/api/history/checkpoint",
+        "When the history chains were last verified against a signed checkpoint "
+        "(by serve's schedule or `verify-history --checkpoint`), and what was found; "
+        "regulator, dispatcher and administrator only",
+        "HistoryCheckpoint",
+        errors={403: "a contractor"},
+    ),
+    # The dashboard's own reads (fleet.web.dashboard, fleet.web.users).
+    Operation(
+        "get",
+        "/api/live",
+        "Server-sent events: 'event' and 'alarms' of every unit the caller may "
+        "see, and 'car', 'link', 'counters' of the units named by repeated unit=",
+        _STR,
+        (Param("unit", "a unit_id whose car, link and counters to stream"),),
+        ok_description="an endless text/event-stream",
+        ok_media="text/event-stream",
+    ),
+    Operation(
+        "get",
+        "/api/units/{unit_id}/live",
+        "A unit's newest car state and link status, and its counters series",
+        _OBJECT,
+        (Param("unit_id", where="path"),),
+        {404: "not found"},
+    ),
+    Operation(
+        "get",
+        "/api/users",
+        "Every account (administrators only; never a password hash)",
+        "Users",
+        errors={403: "not an administrator"},
+    ),
+    Operation(
+        "post",
+        "/api/users",
+        "Add an account: username, role, password (8+ characters), contractor "
+        "(contractor role only), display_name (administrators only)",
+        "User",
+        errors={400: "bad field, named", 409: "the name is taken"},
+        ok_status=201,
+        ok_description="created",
+    ),
+    Operation(
+        "delete",
+        "/api/users/{username}",
+        "Remove an account with its sessions and tokens (administrators only)",
+        _OBJECT,
+        (Param("username", where="path"),),
+        {404: "no such user"},
+        ok_description="removed",
+    ),
+    Operation(
+        "get",
+        "/api/site",
+        "The site's time zone and default dashboard language (no login needed)",
+        _OBJECT,
+    ),
+)
 
 
 def openapi_spec() -> dict[str, Any]:
-    """The OpenAPI document (a fresh copy: callers may not mutate the shared one)."""
-    return copy.deepcopy(
-        {
-            "openapi": "3.1.0",
-            "info": {
-                "title": "LiftWatch fleet API",
-                "version": "1",
-                "description": "Units, coverage, firmware and events of the district's lifts. "
-                "Every path needs a dashboard session (cookie lw_session from POST "
-                "/auth/login, plus its X-CSRF-Token on POST) or an API token; a contractor "
-                "sees only the units it maintains (401: not logged in, 403: not allowed).",
+    """The OpenAPI document, built afresh on each call (callers may mutate it)."""
+    paths: dict[str, Any] = {}
+    for operation in ROUTES:
+        paths.setdefault(operation.path, {})[operation.method] = operation.spec()
+    return copy.deepcopy(_document(paths))
+
+
+def _document(paths: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "LiftWatch fleet API",
+            "version": "1",
+            "description": "Units, coverage, firmware and events of the district's lifts. "
+            "Every path needs a dashboard session (cookie lw_session from POST "
+            "/auth/login, plus its X-CSRF-Token on POST) or an API token; a contractor "
+            "sees only the units it maintains (401: not logged in, 403: not allowed).",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": component_schemas(),
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": "lw_session"},
+                "token": {"type": "http", "scheme": "bearer", "bearerFormat": "lwt_..."},
             },
-            "paths": {**PATHS, **lifecycle_api.PATHS, **history_api.PATHS, **DASHBOARD_PATHS},
-            "components": {
-                "schemas": {**SCHEMAS, **lifecycle_api.SCHEMAS, **history_api.SCHEMAS},
-                "securitySchemes": {
-                    "session": {"type": "apiKey", "in": "cookie", "name": "lw_session"},
-                    "token": {"type": "http", "scheme": "bearer", "bearerFormat": "lwt_..."},
-                },
-            },
-            "security": [{"session": []}, {"token": []}],
-        }
-    )
+        },
+        "security": [{"session": []}, {"token": []}],
+    }

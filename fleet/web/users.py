@@ -19,7 +19,7 @@ from fleet.auth.passwords import hash_password
 from fleet.auth.roles import Role, role_problem
 from fleet.clock import Clock
 from fleet.read.selection import BadRequestError
-from fleet.read.views import user_json
+from fleet.read.views import user_json, users_json
 from fleet.store.base import UserError
 from fleet.store.users import username_problem
 from fleet.store.worker import StoreWorker
@@ -43,7 +43,7 @@ def user_routes(
     async def listing(request: Request) -> Response:
         admin(request)
         rows = await store.call(lambda s: s.users())
-        return JSONResponse({"users": [user_json(r) for r in rows]})
+        return JSONResponse(users_json(rows))
 
     async def add(request: Request) -> Response:
         actor = admin(request)

@@ -1,0 +1,167 @@
+"""One definition per response: a frozen dataclass per JSON object the fleet answers with,
+and from it both the JSON (`to_json`) and the OpenAPI schema (`schema_of`).
+
+A response dataclass holds JSON-ready values (times already ISO strings, enums as their
+``enum.Enum``), so the two cannot disagree: the schema is read from the field's type hint
+(``str``, ``int``, ``float``, ``bool``, ``X | None``, ``list[X]``, ``tuple[X, ...]``,
+``dict[str, X]``, an ``Enum`` or ``Literal`` for a closed set of strings, another
+response dataclass as a ``$ref``) and from what `out` declares on the field: its
+documentation, the JSON key when it is not the field's name (``class``), a minimum, a
+format, and whether a None leaves the key out. Every other key is required, and no key
+beyond the fields is allowed, so the generated schema is as strict as the old hand-written
+one. Written here rather than taken from a library (pydantic, msgspec): the rules fit in
+this module, and the response types stay plain dataclasses the CLI and the web share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+_NAMES: dict[type, str] = {}
+T = TypeVar("T")
+
+
+def response(name: str) -> Callable[[type[T]], type[T]]:
+    """Register a response dataclass under its OpenAPI component ``name``: fields of this
+    type elsewhere become ``{"$ref": "#/components/schemas/<name>"}``."""
+
+    def register(cls: type[T]) -> type[T]:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__}: a response must be a dataclass")
+        _NAMES[cls] = name
+        return cls
+
+    return register
+
+
+def out(
+    description: str = "",
+    *,
+    key: str | None = None,
+    minimum: int | None = None,
+    fmt: str | None = None,
+    omit_none: bool = False,
+    flatten: bool = False,
+) -> Any:
+    """A response field's declaration: ``description`` (the schema's per-field docs),
+    ``key`` (its JSON name, where the field's name cannot be it, e.g. ``class``),
+    ``minimum`` and ``fmt`` (JSON Schema ``minimum`` / ``format``), and ``omit_none``:
+    a None leaves the key out of the JSON and out of ``required``; ``flatten``: a field
+    holding another response dataclass gives its keys in its place (shared key sets)."""
+    meta = {"description": description, "key": key, "minimum": minimum, "format": fmt}
+    return dataclasses.field(metadata={"out": meta, "omit_none": omit_none, "flatten": flatten})
+
+
+def _key(f: dataclasses.Field[Any]) -> str:
+    meta = f.metadata.get("out")
+    return (meta and meta["key"]) or f.name
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as JSON-ready data: a response dataclass as a dict in field order (keys as
+    declared, None left out where the field says so), enums as their values, tuples and
+    lists as lists, mappings as dicts; anything else as is."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        shown: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if item is None and f.metadata.get("omit_none"):
+                continue
+            if f.metadata.get("flatten"):
+                shown.update(to_json(item))
+            else:
+                shown[_key(f)] = to_json(item)
+        return shown
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: to_json(v) for k, v in value.items()}
+    return value
+
+
+_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _type_schema(hint: Any) -> dict[str, Any]:
+    """The JSON Schema of one type hint (see the module docstring for the ones known)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(members) != 1:
+            raise TypeError(f"{hint}: only X | None unions are supported")
+        schema = _type_schema(members[0])
+        if "$ref" in schema:  # a nullable object: inlined, since $ref takes no siblings
+            schema = schema_of(members[0])
+        if "type" in schema:
+            schema["type"] = [schema["type"], "null"]
+        if "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
+        return schema
+    if hint in _SCALARS:
+        return {"type": _SCALARS[hint]}
+    if hint is typing.Any or hint is object:
+        return {}
+    if origin is typing.Literal:
+        return {"type": "string", "enum": list(typing.get_args(hint))}
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return {"type": "string", "enum": [m.value for m in hint]}
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            raise TypeError(f"{hint}: only tuple[X, ...] is supported")
+        return {"type": "array", "items": _type_schema(args[0])}
+    if origin in (dict, Mapping, typing.get_origin(Mapping[str, int])):
+        key, item = typing.get_args(hint)
+        if key is not str:
+            raise TypeError(f"{hint}: JSON object keys are strings")
+        return {"type": "object", "additionalProperties": _type_schema(item)}
+    if isinstance(hint, type) and hint in _NAMES:
+        return {"$ref": f"#/components/schemas/{_NAMES[hint]}"}
+    raise TypeError(f"{hint!r}: no JSON Schema for this type; register it with @response")
+
+
+def schema_of(cls: type) -> dict[str, Any]:
+    """The JSON Schema of response dataclass ``cls``: an object of exactly its fields,
+    each typed from its hint and documented from its `out` declaration; every key
+    required but the ``omit_none`` ones."""
+    hints = typing.get_type_hints(cls)
+    properties: dict[str, Any] = {}
+    required = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("flatten"):
+            inner = schema_of(hints[f.name])
+            properties.update(inner["properties"])
+            required.extend(inner["required"])
+            continue
+        hint = hints[f.name]
+        if f.metadata.get("omit_none"):  # left out rather than null: the key's own type
+            (hint,) = (a for a in typing.get_args(hint) if a is not type(None))
+        schema = _type_schema(hint)
+        meta = f.metadata.get("out") or {}
+        for name, attr in (("description", "description"), ("minimum", "minimum")):
+            if meta.get(attr) not in (None, ""):
+                schema[name] = meta[attr]
+        if meta.get("format"):
+            schema["format"] = meta["format"]
+        properties[_key(f)] = schema
+        if not f.metadata.get("omit_none"):
+            required.append(_key(f))
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": sorted(required),
+        "additionalProperties": False,
+    }
+
+
+def component_schemas() -> dict[str, Any]:
+    """Every registered response's schema by component name (the OpenAPI
+    ``components.schemas``)."""
+    return {name: schema_of(cls) for cls, name in _NAMES.items()}

@@ -1,0 +1,102 @@
+"""Each response shape is defined once (fleet.read.shape): its JSON and its OpenAPI schema
+come from the same dataclass, so they agree; the generator is as strict as the spec was."""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from fleet.read.lifecycle_views import AlarmState, AlarmView
+from fleet.read.shape import out, schema_of, to_json
+from fleet.read.views import CoverageView, EventView, UnitPageView, coverage_view
+from fleet.store.base import ALARM_STATES, EventRow
+from fleet.units.coverage import Coverage
+from fleet.web.openapi import openapi_spec
+from protos.liftwatch.v1 import records_pb2
+from tests.fleet.test_api import validate
+
+
+@dataclass(frozen=True)
+class _Probe:
+    count: int = out(minimum=0)
+    ratio: float | None = out()
+    kind: typing.Literal["a", "b"] | None = out(key="class")
+    items: tuple[str, ...] = out("its items")
+    extra: dict[str, int] | None = out(omit_none=True)
+
+
+def test_a_schema_is_read_from_the_field_types_and_declarations() -> None:
+    schema = schema_of(_Probe)
+    assert schema == {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer", "minimum": 0},
+            "ratio": {"type": ["number", "null"]},
+            "class": {"type": ["string", "null"], "enum": ["a", "b", None]},
+            "items": {"type": "array", "items": {"type": "string"}, "description": "its items"},
+            "extra": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+        "required": ["class", "count", "items", "ratio"],
+        "additionalProperties": False,
+    }
+    assert to_json(_Probe(1, None, "a", ("x",), None)) == {
+        "count": 1,
+        "ratio": None,
+        "class": "a",
+        "items": ["x"],
+    }
+    assert to_json(_Probe(1, 0.5, None, (), {"k": 2}))["extra"] == {"k": 2}
+
+
+def test_a_type_without_a_schema_is_refused() -> None:
+    @dataclass(frozen=True)
+    class Unknown:
+        when: dt.datetime = out()
+
+    with pytest.raises(TypeError, match="no JSON Schema"):
+        schema_of(Unknown)
+
+
+def test_alarm_states_are_the_stores() -> None:
+    assert typing.get_args(AlarmState) == ALARM_STATES
+
+
+def _spec_check(value: Any, name: str) -> None:
+    spec = openapi_spec()
+    validate(value, {"$ref": f"#/components/schemas/{name}"}, spec, name)
+
+
+def test_flattened_and_omitted_keys_keep_the_old_shapes() -> None:
+    counts = Coverage(registered=3, monitored=2, online=1)
+    plain = to_json(coverage_view(counts, None))
+    assert "groups" not in plain and plain["registered"] == 3
+    grouped = to_json(coverage_view(counts, {"S1": counts}))
+    assert list(grouped["groups"][0])[:2] == ["name", "registered"]
+    _spec_check(plain, "Coverage")
+    _spec_check(grouped, "Coverage")
+    assert schema_of(CoverageView)["required"] == sorted(plain)
+    event = EventRow(
+        agent_id="a1",
+        seq=1,
+        unit_id="U1",
+        time=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        event_id="e1",
+        type=records_pb2.EVENT_TYPE_ENTRAPMENT,
+        phase=records_pb2.PHASE_RAISED,
+        onset=None,
+        floor=None,
+        reason="",
+    )
+    shown = to_json(EventView.of(event))
+    assert shown["class"] == "lift_fault" and "event_class" not in shown
+    _spec_check(shown, "Event")
+    # The validator the API tests use rejects a key the definition does not have.
+    with pytest.raises(AssertionError, match="extra"):
+        _spec_check({**shown, "surprise": 1}, "Event")
+    units = schema_of(UnitPageView)["properties"]["units"]
+    assert units == {"type": "array", "items": {"$ref": "#/components/schemas/Unit"}}
+    assert set(schema_of(AlarmView)["properties"]) >= {"class", "close_reason", "rescue_s"}
