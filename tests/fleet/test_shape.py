@@ -100,3 +100,13 @@ def test_flattened_and_omitted_keys_keep_the_old_shapes() -> None:
     units = schema_of(UnitPageView)["properties"]["units"]
     assert units == {"type": "array", "items": {"$ref": "#/components/schemas/Unit"}}
     assert set(schema_of(AlarmView)["properties"]) >= {"class", "close_reason", "rescue_s"}
+
+
+def test_csv_columns_are_keys_of_their_definitions() -> None:
+    """The CSV writers pick and order columns of the same definitions: a column the
+    definition does not have fails here, not in an operator's download."""
+    from fleet.read.views import EVENT_TABLE_COLUMNS, UnitView
+    from fleet.web.api import UNIT_CSV_COLUMNS
+
+    assert set(UNIT_CSV_COLUMNS) <= set(schema_of(UnitView)["properties"])
+    assert set(EVENT_TABLE_COLUMNS) <= set(schema_of(EventView)["properties"])
