@@ -112,19 +112,31 @@ def door_stalls_closing(life: list[CarState], k: int) -> Injected:
 
 
 def spell_start(life: list[CarState], k: int, door: DoorState) -> float:
-    """When the car's doors began reading ``door`` up to sample ``k`` (its own time if
-    they do not read it there): the start of the attempt a door rule times."""
-    if life[k].door is not door:
-        return life[k].t
+    """When the spell of ``door`` that a sample reading ``door`` at ``k`` continues began:
+    the start of the attempt a door rule times (``life[k]``'s own time when the sample
+    before it does not read ``door``). The injected sample at ``k`` reads ``door`` even
+    where the life's own sample there does not, so the spell before it counts."""
     i = k
     while i > 0 and life[i - 1].door is door:
         i -= 1
     return life[i].t
 
 
-def door_closes_slowly(life: list[CarState], k: int) -> Injected:
+def attempt_start(life: list[CarState], k: int, door: DoorState, command: str) -> float:
+    """When the door attempt that a sample reading ``door`` at ``k`` continues began: the
+    doors reading ``door``, or ``command`` on, without a break up to ``k`` (a controller
+    that keeps its command through a re-opening has not started a new attempt)."""
+    i = k
+    while i > 0 and (life[i - 1].door is door or getattr(life[i - 1], command)):
+        i -= 1
+    return life[i].t
+
+
+def door_closes_slowly(life: list[CarState], k: int) -> Injected | None:
     s = life[k]
-    left = 19.0 - (s.t - spell_start(life, k, DoorState.CLOSING))
+    left = 19.0 - (s.t - attempt_start(life, k, DoorState.CLOSING, "door_close_command"))
+    if left < 1.0:
+        return None  # the attempt under way is already too long to finish in time
     tail = hold(
         s, s.t, left, door=DoorState.CLOSING, door_lock_closed=False, door_close_command=True
     )
@@ -148,9 +160,11 @@ def door_will_not_open(life: list[CarState], k: int) -> Injected:
     return Injected(life[:k] + tail, s.t, CONFIG.door_open_failure_s)
 
 
-def door_opens_slowly(life: list[CarState], k: int) -> Injected:
+def door_opens_slowly(life: list[CarState], k: int) -> Injected | None:
     s = replace(stopped(life[k]), door_zone=True, levelled=True)
-    left = 9.0 - (s.t - spell_start(life, k, DoorState.OPENING))
+    left = 9.0 - (s.t - attempt_start(life, k, DoorState.OPENING, "door_open_command"))
+    if left < 1.0:
+        return None  # the attempt under way is already too long to finish in time
     tail = hold(
         s, s.t, left, door=DoorState.OPENING, door_lock_closed=False, door_open_command=True
     )
