@@ -3,19 +3,20 @@ and from it both the JSON (`to_json`) and the OpenAPI schema (`schema_of`).
 
 A response dataclass holds JSON-ready values (times already ISO strings, enums as their
 ``enum.Enum``), so the two cannot disagree: the schema is read from the field's type hint
-(``str``, ``int``, ``float``, ``bool``, ``X | None``, ``list[X]``, ``tuple[X, ...]``,
-``dict[str, X]``, an ``Enum`` or ``Literal`` for a closed set of strings, another
-response dataclass as a ``$ref``) and from what `out` declares on the field: its
-documentation, the JSON key when it is not the field's name (``class``), a minimum, a
-format, and whether a None leaves the key out. Every other key is required, and no key
-beyond the fields is allowed, so the generated schema is as strict as the old hand-written
-one. Written here rather than taken from a library (pydantic, msgspec): the rules fit in
-this module, and the response types stay plain dataclasses the CLI and the web share.
+(``str``, ``int``, ``float``, ``bool``, ``datetime.date`` as YYYY-MM-DD, ``X | None``,
+``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, an ``Enum`` or ``Literal`` for a closed
+set of strings, another response dataclass as a ``$ref``) and from what `out` declares on
+the field: its documentation, the JSON key when it is not the field's name (``class``), a
+minimum, a format, and whether a None leaves the key out. Every other key is required, and
+no key beyond the fields is allowed, so the generated schema is as strict as the old
+hand-written one. Written here rather than taken from a library (pydantic, msgspec): the
+rules fit in this module, and the response types stay plain dataclasses the CLI and the web share.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 import types
 import typing
@@ -79,6 +80,8 @@ def to_json(value: Any) -> Any:
         return shown
     if isinstance(value, enum.Enum):
         return value.value
+    if type(value) is dt.date:  # a day; an instant is an ISO string already (views.iso)
+        return value.isoformat()
     if isinstance(value, list | tuple):
         return [to_json(v) for v in value]
     if isinstance(value, Mapping):
@@ -106,6 +109,8 @@ def _type_schema(hint: Any) -> dict[str, Any]:
         return schema
     if hint in _SCALARS:
         return {"type": _SCALARS[hint]}
+    if hint is dt.date:
+        return {"type": "string", "format": "date"}
     if hint is typing.Any or hint is object:
         return {}
     if origin is typing.Literal:

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 from fleet.config import ReportsConfig
 from fleet.csv_cells import csv_text
+from fleet.read.shape import out, response, to_json
 from fleet.store.base import FaultEvent, TripSpan, UnitRow
 from fleet.taxonomy import EVENT_CLASSES, EventClass, is_lift_fault
 from protos.liftwatch.v1 import records_pb2
@@ -127,20 +128,22 @@ def period(since: dt.date | None, until: dt.date | None, today: dt.date) -> Peri
     return Period(start, end)
 
 
+@response("FaultRateRow")
 @dataclass(frozen=True, slots=True)
 class RateRow:
-    """One group: its units, faults, exposure and rates over the period."""
+    """One group: its units, faults, exposure and rates over the period (a row of the
+    report's JSON as it stands, `rate_json`)."""
 
-    name: str
-    units: int
-    faults: int
-    trips: int | None
-    per_1000_trips: float | None
-    per_month: float
-    per_unit_month: float | None
-    by_type: dict[str, int]
-    watched_days: float = 0.0
-    exposure: str = QUALIFIED  # QUALIFIED: ranked; LOW: listed after the ranked rows
+    name: str = out("the unit, building, street or contractor")
+    units: int = out(minimum=0)
+    faults: int = out("lift faults raised in the period", minimum=0)
+    trips: int | None = out("trips counted; null where no unit counts trips")
+    watched_days: float = out("days the group's units were watched")
+    exposure: str = out("qualified: ranked; low: listed after the ranked rows")
+    per_1000_trips: float | None = out(key="faults_per_1000_trips")
+    per_month: float = out(key="faults_per_month")
+    per_unit_month: float | None = out(key="faults_per_unit_month")
+    by_type: dict[str, int] = out("faults per event type")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,19 +254,8 @@ def _rank_key(row: RateRow) -> tuple[bool, int, float, str]:
 
 
 def rate_json(row: RateRow) -> dict[str, object]:
-    """One row of the report as JSON."""
-    return {
-        "name": row.name,
-        "units": row.units,
-        "faults": row.faults,
-        "trips": row.trips,
-        "watched_days": row.watched_days,
-        "exposure": row.exposure,
-        "faults_per_1000_trips": row.per_1000_trips,
-        "faults_per_month": row.per_month,
-        "faults_per_unit_month": row.per_unit_month,
-        "by_type": row.by_type,
-    }
+    """One row of the report as JSON (`RateRow` is its definition)."""
+    return dict(to_json(row))
 
 
 CSV_COLUMNS = (

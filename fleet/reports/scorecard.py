@@ -22,33 +22,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import fmean
 
+from fleet.read.shape import out, response, to_json
 from fleet.reports.fault_rate import Period, RateRow
 from fleet.store.base import OPEN_ALARM_STATES, AlarmRow, UnitRow
 from fleet.units.coverage import CoverageConfig, coverage_by
 from protos.liftwatch.v1 import records_pb2
 
 
+@response("Scorecard")
 @dataclass(frozen=True, slots=True)
 class Scorecard:
-    """One contractor's figures over the period."""
+    """One contractor's figures over the period (a row of the report's JSON,
+    `scorecard_json`)."""
 
-    contractor: str
-    units: int
-    monitored: int
-    online: int
-    coverage_pct: float
-    faults: int
-    per_1000_trips: float | None
-    per_unit_month: float | None
-    alarms: int
-    open_alarms: int
-    false_alarms: int
-    mean_ack_s: float | None
-    mean_resolve_s: float | None
-    entrapments: int
-    mean_rescue_s: float | None
-    max_rescue_s: float | None
-    closed_while_raised: int
+    contractor: str = out()
+    units: int = out(minimum=0)
+    monitored: int = out(minimum=0)
+    online: int = out(minimum=0)
+    coverage_pct: float = out("monitored share of the registered units, percent")
+    faults: int = out(minimum=0)
+    per_1000_trips: float | None = out(key="faults_per_1000_trips")
+    per_unit_month: float | None = out(key="faults_per_unit_month")
+    alarms: int = out(minimum=0)
+    open_alarms: int = out(minimum=0)
+    false_alarms: int = out(minimum=0)
+    mean_ack_s: float | None = out()
+    mean_resolve_s: float | None = out()
+    entrapments: int = out(minimum=0)
+    mean_rescue_s: float | None = out()
+    max_rescue_s: float | None = out()
+    closed_while_raised: int = out("alarms closed while their event was raised", minimum=0)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -136,23 +139,5 @@ def scorecards(
 
 
 def scorecard_json(card: Scorecard) -> dict[str, object]:
-    """One scorecard as JSON."""
-    return {
-        "contractor": card.contractor,
-        "units": card.units,
-        "monitored": card.monitored,
-        "online": card.online,
-        "coverage_pct": card.coverage_pct,
-        "faults": card.faults,
-        "faults_per_1000_trips": card.per_1000_trips,
-        "faults_per_unit_month": card.per_unit_month,
-        "alarms": card.alarms,
-        "open_alarms": card.open_alarms,
-        "false_alarms": card.false_alarms,
-        "mean_ack_s": card.mean_ack_s,
-        "mean_resolve_s": card.mean_resolve_s,
-        "entrapments": card.entrapments,
-        "mean_rescue_s": card.mean_rescue_s,
-        "max_rescue_s": card.max_rescue_s,
-        "closed_while_raised": card.closed_while_raised,
-    }
+    """One scorecard as JSON (`Scorecard` is its definition)."""
+    return dict(to_json(card))

@@ -14,28 +14,30 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fleet.read.shape import out, response, to_json
 from fleet.reports.fault_rate import LOW, RateRow
 from fleet.store.base import UnitRow
 
 ASSESS_AFTER_YEARS = (15, 10)
 
 
+@response("ServiceLifeRow")
 @dataclass(frozen=True, slots=True)
 class LifeRow:
-    """One unit in the service-life review."""
+    """One unit in the service-life review (a row of the report's JSON, `life_json`)."""
 
-    unit_id: str
-    install_date: dt.date | None
-    age_years: float | None
-    flag: str  # assess_15 | assess_10 | "" | unknown_age
-    model: str
-    building: str
-    street: str
-    contractor: str
-    faults: int
-    per_1000_trips: float | None
-    per_unit_month: float | None
-    exposure: str = LOW  # the fault-rate report's: "qualified" or "low"
+    unit_id: str = out()
+    install_date: dt.date | None = out("from the register; null where it has none")
+    age_years: float | None = out("365.25-day years; null without an install date")
+    flag: str = out("assess_15, assess_10: due a safety assessment; unknown_age: no install date")
+    model: str = out()
+    building: str = out()
+    street: str = out()
+    contractor: str = out()
+    faults: int = out(minimum=0)
+    per_1000_trips: float | None = out(key="faults_per_1000_trips")
+    per_unit_month: float | None = out(key="faults_per_unit_month")
+    exposure: str = out("the fault-rate report's: qualified or low")
 
 
 def age_years(install: dt.date, today: dt.date) -> float:
@@ -97,18 +99,5 @@ def service_life(
 
 
 def life_json(row: LifeRow) -> dict[str, object]:
-    """One unit of the review as JSON."""
-    return {
-        "unit_id": row.unit_id,
-        "install_date": row.install_date.isoformat() if row.install_date else None,
-        "age_years": row.age_years,
-        "flag": row.flag,
-        "model": row.model,
-        "building": row.building,
-        "street": row.street,
-        "contractor": row.contractor,
-        "faults": row.faults,
-        "faults_per_1000_trips": row.per_1000_trips,
-        "faults_per_unit_month": row.per_unit_month,
-        "exposure": row.exposure,
-    }
+    """One unit of the review as JSON (`LifeRow` is its definition)."""
+    return dict(to_json(row))

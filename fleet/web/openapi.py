@@ -17,6 +17,9 @@ from typing import Any
 # Imported for their response dataclasses, which register their schemas.
 import fleet.read.lifecycle_views
 import fleet.read.views
+import fleet.reports.fault_rate
+import fleet.reports.scorecard
+import fleet.reports.service_life
 import fleet.web.history  # noqa: F401
 from fleet.read.shape import component_schemas
 from fleet.units.coverage import UnitStatus
@@ -103,6 +106,17 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# A report's rows: the row definition of the report asked for (fault-rate, service-life,
+# scorecard: fleet.reports.*).
+REPORT_ROWS = {
+    "fault-rate": "FaultRateRow",
+    "service-life": "ServiceLifeRow",
+    "scorecard": "Scorecard",
+}
+_REPORT_ROW = {
+    "type": "object",
+    "anyOf": [{"$ref": f"#/components/schemas/{n}"} for n in REPORT_ROWS.values()],
+}
 _BAD = {400: "bad parameter"}
 _BAD_OR_MISSING = {400: "bad parameter", 404: "not found"}
 _PERIOD = (
@@ -249,7 +263,7 @@ ROUTES: tuple[Operation, ...] = (
             "properties": {
                 "since": _STR,
                 "until": _STR,
-                "rows": {"type": "array", "items": _OBJECT},
+                "rows": {"type": "array", "items": _REPORT_ROW},
             },
             "required": ["rows", "since", "until"],
         },

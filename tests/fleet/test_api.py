@@ -20,7 +20,7 @@ from fleet.metrics import GatewayMetrics
 from fleet.web.api import build_app
 from fleet.web.dashboard import SiteSettings
 from fleet.web.live import LiveHub, UnitContractors
-from fleet.web.openapi import openapi_spec
+from fleet.web.openapi import REPORT_ROWS, openapi_spec
 from protos.liftwatch.v1 import gateway_pb2, query_pb2, records_pb2
 from tests.fleet.factories import T0, batch, hello, record
 from tests.fleet.harness import Fleet, run
@@ -287,6 +287,13 @@ def test_lifecycle_routes_match_the_spec(tmp_path: Path) -> None:
             if str(status) in responses:
                 schema = responses[str(status)]["content"]["application/json"]["schema"]
                 validate(body, schema, spec, path)
+            report = urllib.parse.urlsplit(path).path.rsplit("/", 1)[1]
+            if template == "/api/reports/{report}" and status == 200:
+                # Each row against its report's own row definition.
+                row = {"$ref": f"#/components/schemas/{REPORT_ROWS[report]}"}
+                for index, item in enumerate(body["rows"]):
+                    validate(item, row, spec, f"{path} rows[{index}]")
+                assert body["rows"] or report != "fault-rate", path  # the others: registered only
         status, history = await fleet.get("/api/units/U1/history")
         assert history["entries"], history
         status, report = await fleet.get("/api/reports/fault-rate?by=street")

@@ -296,6 +296,12 @@ def test_the_scorecard_times_rescues_from_onset_to_clear(store: SqlStore) -> Non
     assert card.max_rescue_s == max(expected)
     assert card.mean_rescue_s == round(sum(expected) / 2, 1)
     assert scorecard_json(card)["closed_while_raised"] == 2
+    from fleet.web.openapi import openapi_spec
+    from tests.fleet.test_api import validate
+
+    spec = openapi_spec()
+    for shown in cards.values():
+        validate(scorecard_json(shown), {"$ref": "#/components/schemas/Scorecard"}, spec)
     # The cleared ones were closed without a reason: none was needed.
     by_event = {a.event_id: a for a in store.alarms()}
     assert by_event["trap"].close_reason == "" and by_event["slow"].close_reason == ""

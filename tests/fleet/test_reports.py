@@ -456,3 +456,12 @@ def test_service_life_puts_a_low_exposure_unit_after_the_others_of_its_bracket(
         ("U1", "assess_15", QUALIFIED),
         ("U3", "assess_15", LOW),
     ]
+    # Each row as the API shows it, against its definition's generated schema.
+    from fleet.reports.service_life import life_json
+    from fleet.web.openapi import openapi_spec
+    from tests.fleet.test_api import validate
+
+    spec = openapi_spec()
+    for row in rows:
+        validate(life_json(row), {"$ref": "#/components/schemas/ServiceLifeRow"}, spec)
+    assert life_json(rows[0])["install_date"] == rows[0].install_date.isoformat()  # type: ignore[union-attr]
