@@ -13,7 +13,6 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -23,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from fleet.clock import Clock, utc_now
 from fleet.metrics import GatewayMetrics
 from fleet.read.scope import Scope
+from fleet.read.shape import to_json
 from fleet.read.unit_reads import UnitReads
 from fleet.read.views import iso
 from fleet.store.worker import StoreWorker
@@ -31,9 +31,10 @@ from fleet.web.live import (
     LiveHub,
     LiveStreamResponse,
     TooManyStreamsError,
-    car_json,
-    counters_json,
-    link_json,
+    UnitLiveView,
+    car_state_view,
+    counters_view,
+    link_status_view,
     session_key,
 )
 from fleet.web.users import user_routes
@@ -159,18 +160,27 @@ def dashboard_routes(
         unit_id = str(request.path_params["unit_id"])
         found = await unit_reads.live(scope_of(request), unit_id, COUNTERS_POINTS)
         car, links, counters = found.car, found.links, found.counters
-        body: dict[str, Any] = {"unit_id": unit_id, "car": None, "link": None, "counters": []}
+        car_view = link_view = None
         if car is not None:
-            state = records_pb2.Record.FromString(car[1]).car_state
-            body["car"] = car_json(unit_id, iso(car[0]), state)
+            car_view = car_state_view(
+                unit_id, iso(car[0]), records_pb2.Record.FromString(car[1]).car_state
+            )
         if links:
             at, payload = links[-1]
-            link = records_pb2.Record.FromString(payload).link_status
-            body["link"] = link_json(unit_id, iso(at), link)
-        body["counters"] = [
-            counters_json(unit_id, iso(at), records_pb2.Record.FromString(payload).counters)
-            for at, payload in counters
-        ]
+            link_view = link_status_view(
+                unit_id, iso(at), records_pb2.Record.FromString(payload).link_status
+            )
+        body = to_json(
+            UnitLiveView(
+                unit_id,
+                car_view,
+                link_view,
+                tuple(
+                    counters_view(unit_id, iso(at), records_pb2.Record.FromString(payload).counters)
+                    for at, payload in counters
+                ),
+            )
+        )
         return Response(
             json.dumps(body, ensure_ascii=False, separators=(",", ":")),
             media_type="application/json",

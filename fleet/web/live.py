@@ -32,11 +32,13 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from fleet.read.views import event_codes_json, event_type_name, iso, phase_name
+from fleet.read.shape import out, response, to_json
+from fleet.read.views import EventCodes, event_type_name, iso, phase_name
 from fleet.store.base import BatchOp, WriteOp
 from fleet.taxonomy import gb_code
 from protos.liftwatch.v1 import records_pb2
@@ -120,63 +122,131 @@ class Subscription:
             self.queue.put_nowait(None)
 
 
-def car_json(unit_id: str, time: str | None, car: records_pb2.CarState) -> dict[str, object]:
+@response("LiveCar")
+@dataclass(frozen=True)
+class CarView:
     """A CarState as the unit page shows it (enum names without their prefixes)."""
-    return {
-        "unit_id": unit_id,
-        "time": time,
-        "floor": car.floor if car.HasField("floor") else None,
-        "direction": records_pb2.Direction.Name(car.direction).removeprefix("DIRECTION_"),
-        "moving": car.moving if car.HasField("moving") else None,
-        "door": records_pb2.DoorState.Name(car.door).removeprefix("DOOR_STATE_"),
-        "mode": records_pb2.ServiceMode.Name(car.mode).removeprefix("SERVICE_MODE_"),
-        "occupied": car.occupied if car.HasField("occupied") else None,
-        "load_percent": car.load_percent if car.HasField("load_percent") else None,
-        "speed_mm_s": car.speed_mm_s if car.HasField("speed_mm_s") else None,
-        "door_zone": car.door_zone if car.HasField("door_zone") else None,
-    }
+
+    unit_id: str = out()
+    time: str | None = out()
+    floor: int | None = out()
+    direction: str = out("UP, DOWN, NONE or UNSPECIFIED")
+    moving: bool | None = out()
+    door: str = out("the DoorState name, e.g. CLOSED, OPEN")
+    mode: str = out("the ServiceMode name, e.g. NORMAL, INSPECTION")
+    occupied: bool | None = out()
+    load_percent: int | None = out()
+    speed_mm_s: int | None = out()
+    door_zone: bool | None = out()
 
 
-def link_json(unit_id: str, time: str | None, link: records_pb2.LinkStatus) -> dict[str, object]:
-    """A LinkStatus record as JSON."""
-    return {
-        "unit_id": unit_id,
-        "time": time,
-        "up": link.up,
-        "requests": link.requests,
-        "responses": link.responses,
-        "timeouts": link.timeouts,
-        "crc_errors": link.crc_errors,
-        "exception_responses": link.exception_responses,
-        "implausible_values": link.implausible_values,
-        "latency_ms_p50": link.latency_ms_p50,
-    }
+def _opt(message: Any, name: str) -> Any:
+    """An optional proto field's value, None when unset."""
+    return getattr(message, name) if message.HasField(name) else None
 
 
-def counters_json(
-    unit_id: str, time: str | None, counters: records_pb2.Counters
-) -> dict[str, object]:
-    """A Counters record as JSON (door medians in ms, trends as ratios)."""
-    return {
-        "unit_id": unit_id,
-        "time": time,
-        "trips": counters.trips,
-        "door_cycles": counters.door_cycles,
-        "run_hours": counters.run_hours,
-        "door_open_median_ms": (
-            counters.door_open_median_ms if counters.HasField("door_open_median_ms") else None
-        ),
-        "door_close_median_ms": (
-            counters.door_close_median_ms if counters.HasField("door_close_median_ms") else None
-        ),
-        "door_open_trend": (
-            round(counters.door_open_trend, 3) if counters.HasField("door_open_trend") else None
-        ),
-        "door_close_trend": (
-            round(counters.door_close_trend, 3) if counters.HasField("door_close_trend") else None
-        ),
-        "reopenings_by_landing": {str(k): v for k, v in counters.reopenings_by_landing.items()},
-    }
+def car_state_view(unit_id: str, time: str | None, car: records_pb2.CarState) -> CarView:
+    """A CarState as the unit page shows it."""
+    return CarView(
+        unit_id=unit_id,
+        time=time,
+        floor=_opt(car, "floor"),
+        direction=records_pb2.Direction.Name(car.direction).removeprefix("DIRECTION_"),
+        moving=_opt(car, "moving"),
+        door=records_pb2.DoorState.Name(car.door).removeprefix("DOOR_STATE_"),
+        mode=records_pb2.ServiceMode.Name(car.mode).removeprefix("SERVICE_MODE_"),
+        occupied=_opt(car, "occupied"),
+        load_percent=_opt(car, "load_percent"),
+        speed_mm_s=_opt(car, "speed_mm_s"),
+        door_zone=_opt(car, "door_zone"),
+    )
+
+
+@response("LiveLink")
+@dataclass(frozen=True)
+class LinkView:
+    """A LinkStatus record: the agent's Modbus link to the controller."""
+
+    unit_id: str = out()
+    time: str | None = out()
+    up: bool = out()
+    requests: int = out(minimum=0)
+    responses: int = out(minimum=0)
+    timeouts: int = out(minimum=0)
+    crc_errors: int = out(minimum=0)
+    exception_responses: int = out(minimum=0)
+    implausible_values: int = out(minimum=0)
+    latency_ms_p50: int = out(minimum=0)
+
+
+def link_status_view(unit_id: str, time: str | None, link: records_pb2.LinkStatus) -> LinkView:
+    """A LinkStatus record's view."""
+    counts = {f.name: getattr(link, f.name) for f in fields(LinkView)[3:]}
+    return LinkView(unit_id, time, link.up, **counts)
+
+
+@response("LiveCounters")
+@dataclass(frozen=True)
+class CountersView:
+    """A Counters record (door medians in ms, trends as ratios)."""
+
+    unit_id: str = out()
+    time: str | None = out()
+    trips: int = out(minimum=0)
+    door_cycles: int = out(minimum=0)
+    run_hours: int = out(minimum=0)
+    door_open_median_ms: int | None = out()
+    door_close_median_ms: int | None = out()
+    door_open_trend: float | None = out()
+    door_close_trend: float | None = out()
+    reopenings_by_landing: dict[str, int] = out("landing -> re-openings there")
+
+
+def _trend(counters: records_pb2.Counters, name: str) -> float | None:
+    return round(getattr(counters, name), 3) if counters.HasField(name) else None
+
+
+def counters_view(unit_id: str, time: str | None, counters: records_pb2.Counters) -> CountersView:
+    """A Counters record's view."""
+    return CountersView(
+        unit_id=unit_id,
+        time=time,
+        trips=counters.trips,
+        door_cycles=counters.door_cycles,
+        run_hours=counters.run_hours,
+        door_open_median_ms=_opt(counters, "door_open_median_ms"),
+        door_close_median_ms=_opt(counters, "door_close_median_ms"),
+        door_open_trend=_trend(counters, "door_open_trend"),
+        door_close_trend=_trend(counters, "door_close_trend"),
+        reopenings_by_landing={str(k): v for k, v in counters.reopenings_by_landing.items()},
+    )
+
+
+@response("UnitLive")
+@dataclass(frozen=True)
+class UnitLiveView:
+    """/api/units/{unit_id}/live: the newest car state and link status, the counters."""
+
+    unit_id: str = out()
+    car: CarView | None = out("null before the first car state")
+    link: LinkView | None = out("null before the first link status")
+    counters: tuple[CountersView, ...] = out("the counters series, oldest first")
+
+
+@response("LiveEvent")
+@dataclass(frozen=True)
+class LiveEventView:
+    """An event as the live stream carries it: the stored event's codes and class."""
+
+    unit_id: str = out()
+    time: str | None = out()
+    type: str = out("event type, e.g. ENTRAPMENT")
+    phase: str = out("RAISED or CLEARED")
+    event_id: str = out()
+    onset: str | None = out()
+    floor: int | None = out()
+    reason: str = out()
+    codes: EventCodes = out(flatten=True)
 
 
 def record_json(record: records_pb2.Record) -> LiveMessage | None:
@@ -185,35 +255,33 @@ def record_json(record: records_pb2.Record) -> LiveMessage | None:
     unit_id = record.unit_id
     time = iso(record.time.ToDatetime(tzinfo=dt.UTC)) if record.HasField("time") else None
     if kind == "car_state":
-        return LiveMessage("car", unit_id, car_json(unit_id, time, record.car_state))
+        return LiveMessage(
+            "car", unit_id, dict(to_json(car_state_view(unit_id, time, record.car_state)))
+        )
     if kind == "event":
         event = record.event
-        return LiveMessage(
-            "event",
-            unit_id,
-            {
-                "unit_id": unit_id,
-                "time": time,
-                "type": event_type_name(event.type),
-                "phase": phase_name(event.phase),
-                "event_id": event.event_id,
-                "onset": (
-                    iso(event.onset.ToDatetime(tzinfo=dt.UTC)) if event.HasField("onset") else None
-                ),
-                "floor": event.floor if event.HasField("floor") else None,
-                "reason": event.reason,
-                # the same codes and class as the stored event shows (/api/events)
-                **event_codes_json(
-                    event.type,
-                    gb_code(event.gb_code),
-                    event.at_landing if event.HasField("at_landing") else None,
-                ),
-            },
+        at_landing = event.at_landing if event.HasField("at_landing") else None
+        view = LiveEventView(
+            unit_id=unit_id,
+            time=time,
+            type=event_type_name(event.type),
+            phase=phase_name(event.phase),
+            event_id=event.event_id,
+            onset=iso(event.onset.ToDatetime(tzinfo=dt.UTC)) if event.HasField("onset") else None,
+            floor=_opt(event, "floor"),
+            reason=event.reason,
+            # the same codes and class as the stored event shows (/api/events)
+            codes=EventCodes.of(event.type, gb_code(event.gb_code), at_landing),
         )
+        return LiveMessage("event", unit_id, dict(to_json(view)))
     if kind == "link_status":
-        return LiveMessage("link", unit_id, link_json(unit_id, time, record.link_status))
+        return LiveMessage(
+            "link", unit_id, dict(to_json(link_status_view(unit_id, time, record.link_status)))
+        )
     if kind == "counters":
-        return LiveMessage("counters", unit_id, counters_json(unit_id, time, record.counters))
+        return LiveMessage(
+            "counters", unit_id, dict(to_json(counters_view(unit_id, time, record.counters)))
+        )
     return None
 
 

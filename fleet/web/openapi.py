@@ -20,7 +20,8 @@ import fleet.read.views
 import fleet.reports.fault_rate
 import fleet.reports.scorecard
 import fleet.reports.service_life
-import fleet.web.history  # noqa: F401
+import fleet.web.history
+import fleet.web.live  # noqa: F401
 from fleet.read.shape import component_schemas
 from fleet.units.coverage import UnitStatus
 from fleet.web.lifecycle import MAX_REASON_CHARS
@@ -336,7 +337,7 @@ ROUTES: tuple[Operation, ...] = (
         "get",
         "/api/units/{unit_id}/live",
         "A unit's newest car state and link status, and its counters series",
-        _OBJECT,
+        "UnitLive",
         (Param("unit_id", where="path"),),
         {404: "not found"},
     ),

@@ -20,9 +20,11 @@ from fleet.config import FleetConfig, StoreConfig
 from fleet.store.base import RegisterEntry
 from fleet.store.sqlite import SqliteStore
 from fleet.web.auth import SESSION_COOKIE
+from fleet.web.openapi import openapi_spec
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import T0, batch, hello, record
 from tests.fleet.harness import Fleet, running_fleet
+from tests.fleet.test_api import validate
 from tests.support import eventually
 
 OURS, THEIRS = "维保单位A", "维保单位B"
@@ -319,6 +321,16 @@ def test_the_live_stream_is_scoped_like_the_api(tmp_path: Path) -> None:
             # The unit page starts from the newest stored car state and link health.
             status, live = await reg.get("/api/units/U1/live")
             assert status == 200 and live["car"]["floor"] == 1 and live["link"] is None
+            spec = openapi_spec()
+            validate(live, {"$ref": "#/components/schemas/UnitLive"}, spec, "unit live")
+            # The stream's car and event messages against their definitions too.
+            shown = [json.loads(line) for line in contractor_seen + regulator_seen]
+            cars = [m for m in shown if "door" in m]
+            for message in cars:
+                validate(message, {"$ref": "#/components/schemas/LiveCar"}, spec, "live car")
+            for message in (m for m in shown if "phase" in m):
+                validate(message, {"$ref": "#/components/schemas/LiveEvent"}, spec, "live event")
+            assert cars
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
