@@ -23,6 +23,7 @@ from fleet.config import LANGUAGES, FleetConfig
 from fleet.csv_cells import csv_text
 from fleet.read.lifecycle_views import alarm_json
 from fleet.read.selection import BadRequestError
+from fleet.read.shape import to_json
 from fleet.read.views import table
 from fleet.reports.claims import ClaimsError, audit_claim, read_claims, verdict_json
 from fleet.reports.compute import (
@@ -283,7 +284,7 @@ def _audit(args: argparse.Namespace, target: Target) -> int:
             {
                 "file": str(args.file),
                 "claims": verdicts,
-                "problems": [{"line": p.line, "reason": p.reason} for p in problems],
+                "problems": to_json(problems),
             }
         )
         return 0

@@ -48,14 +48,20 @@ def out(
     fmt: str | None = None,
     omit_none: bool = False,
     flatten: bool = False,
+    default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A response field's declaration: ``description`` (the schema's per-field docs),
     ``key`` (its JSON name, where the field's name cannot be it, e.g. ``class``),
     ``minimum`` and ``fmt`` (JSON Schema ``minimum`` / ``format``), and ``omit_none``:
     a None leaves the key out of the JSON and out of ``required``; ``flatten``: a field
-    holding another response dataclass gives its keys in its place (shared key sets)."""
+    holding another response dataclass gives its keys in its place (shared key sets);
+    ``default_factory`` as for `dataclasses.field` (the key is still always written, so
+    still required)."""
     meta = {"description": description, "key": key, "minimum": minimum, "format": fmt}
-    return dataclasses.field(metadata={"out": meta, "omit_none": omit_none, "flatten": flatten})
+    metadata = {"out": meta, "omit_none": omit_none, "flatten": flatten}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(metadata=metadata)
 
 
 def _key(f: dataclasses.Field[Any]) -> str:

@@ -51,11 +51,12 @@ import csv
 import datetime as dt
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from fleet.config import LANGUAGES
+from fleet.read.shape import out, response, to_json
 from fleet.read.views import event_type_name, event_type_number, iso, phase_name
 from fleet.store.base import EventRow, UnitRow
 from fleet.taxonomy import EventClass, event_class, is_lift_fault
@@ -202,21 +203,23 @@ class Claim:
     fault_type: int
 
 
+@response("ClaimProblem")
 @dataclass(frozen=True, slots=True)
 class ClaimProblem:
     """A row that could not be read: its line and why."""
 
-    line: int
-    reason: str
+    line: int = out("line of the claims CSV")
+    reason: str = out()
 
 
+@response("ClaimReason")
 @dataclass(frozen=True, slots=True)
 class Reason:
     """Why a verdict: a `TEMPLATES` code and its parameters (strings, numbers, or lists
     of event type names)."""
 
-    code: str
-    params: Mapping[str, object] = field(default_factory=dict)
+    code: str = out("the reason's code, e.g. event_recorded, watched_normal")
+    params: Mapping[str, object] = out("the code's parameters", default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,16 +438,48 @@ def audit_claim(
     return Verdict(claim, "contradicts", Reason("watched_normal", watched))
 
 
+@response("ClaimVerdict")
+@dataclass(frozen=True)
+class VerdictView:
+    """One audited claim: its reason as code and parameters and as ``evidence`` in the
+    reader's language."""
+
+    line: int = out("line of the claims CSV")
+    unit_id: str = out()
+    time: str = out("the claimed time")
+    fault_type: str = out("event type claimed, e.g. ENTRAPMENT")
+    verdict: Literal["supported", "overstated", "contradicts", "cannot_tell"] = out()
+    reason: Reason = out()
+    cites: str | None = out("event_id of the event the verdict cites")
+    evidence: str = out("the reason as a sentence")
+
+    @classmethod
+    def of(cls, verdict: Verdict, lang: str) -> VerdictView:
+        """``verdict`` with its evidence rendered in ``lang``."""
+        return cls(
+            line=verdict.claim.line,
+            unit_id=verdict.claim.unit_id,
+            time=iso(verdict.claim.time),
+            fault_type=event_type_name(verdict.claim.fault_type),
+            verdict=verdict.verdict,  # type: ignore[arg-type]  # audit_claim gives only these
+            reason=verdict.reason,
+            cites=verdict.cites,
+            evidence=render(verdict.reason, lang),
+        )
+
+
 def verdict_json(verdict: Verdict, lang: str = "en") -> dict[str, object]:
-    """One audited claim as JSON, its reason as code and parameters and as ``evidence``
-    rendered in ``lang``."""
-    return {
-        "line": verdict.claim.line,
-        "unit_id": verdict.claim.unit_id,
-        "time": iso(verdict.claim.time),
-        "fault_type": event_type_name(verdict.claim.fault_type),
-        "verdict": verdict.verdict,
-        "reason": {"code": verdict.reason.code, "params": dict(verdict.reason.params)},
-        "cites": verdict.cites,
-        "evidence": render(verdict.reason, lang),
-    }
+    """One audited claim as JSON (`VerdictView`), its reason as code and parameters and
+    as ``evidence`` rendered in ``lang``."""
+    return dict(to_json(VerdictView.of(verdict, lang)))
+
+
+@response("ClaimsAudit")
+@dataclass(frozen=True)
+class ClaimsAuditView:
+    """POST /api/reports/claims: every claim of the caller's units, and the bad rows."""
+
+    lang: str = out("language of the evidence: zh or en")
+    time_zone: str = out("the site's time zone, for times without a UTC offset")
+    claims: tuple[VerdictView, ...] = out("in file order")
+    problems: tuple[ClaimProblem, ...] = out("rows that could not be read, by line")

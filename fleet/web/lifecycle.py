@@ -32,11 +32,12 @@ from fleet.read.shape import to_json
 from fleet.read.unit_reads import UnitReads
 from fleet.reports.claims import (
     ClaimProblem,
+    ClaimsAuditView,
     ClaimsError,
+    VerdictView,
     audit_claim,
     language_of,
     parse_claims,
-    verdict_json,
 )
 from fleet.reports.compute import fault_rate_report, scorecard_report, service_life_report
 from fleet.reports.fault_rate import GROUPS, Period, period, rate_csv, rate_json, rate_rules
@@ -310,21 +311,12 @@ def lifecycle_routes(
         claim_reads = StoreThreadReads(life.store)
         async with audits:
             verdicts = await asyncio.to_thread(
-                lambda: [
-                    verdict_json(audit_claim(claim_reads, c, window, max_gap), lang) for c in mine
-                ]
+                lambda: tuple(
+                    VerdictView.of(audit_claim(claim_reads, c, window, max_gap), lang) for c in mine
+                )
             )
-        return _JSON(
-            {
-                "lang": lang,
-                "time_zone": time_zone,
-                "claims": verdicts,
-                "problems": [
-                    {"line": p.line, "reason": p.reason}
-                    for p in sorted(problems, key=lambda p: p.line)
-                ],
-            }
-        )
+        by_line = tuple(sorted(problems, key=lambda p: p.line))
+        return _JSON(to_json(ClaimsAuditView(lang, time_zone, verdicts, by_line)))
 
     async def history(request: Request) -> Response:
 

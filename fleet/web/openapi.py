@@ -17,6 +17,7 @@ from typing import Any
 # Imported for their response dataclasses, which register their schemas.
 import fleet.read.lifecycle_views
 import fleet.read.views
+import fleet.reports.claims
 import fleet.reports.fault_rate
 import fleet.reports.scorecard
 import fleet.reports.service_life
@@ -284,16 +285,7 @@ ROUTES: tuple[Operation, ...] = (
         "fault_type; a time without a UTC offset is the site's time zone): supported, "
         "overstated, contradicts or cannot_tell, each with its reason as a code with "
         "parameters and as evidence in the reader's language; bad rows named by line",
-        {
-            "type": "object",
-            "properties": {
-                "lang": _STR,
-                "time_zone": _STR,
-                "claims": {"type": "array", "items": _OBJECT},
-                "problems": {"type": "array", "items": _OBJECT},
-            },
-            "required": ["claims", "problems"],
-        },
+        "ClaimsAudit",
         (
             Param(
                 "lang",

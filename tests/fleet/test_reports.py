@@ -412,6 +412,13 @@ def test_hello_undetectable_reaches_the_audit_over_the_api(tmp_path: Path) -> No
             assert audit["claims"][0]["reason"]["code"] == "cannot_see"
         assert "无法监测困人" in zh["claims"][0]["evidence"]
         assert en["claims"][0]["evidence"].startswith("this unit cannot see ENTRAPMENT")
+        from fleet.web.openapi import openapi_spec
+        from tests.fleet.test_api import validate
+
+        spec = openapi_spec()
+        schema = spec["paths"]["/api/reports/claims"]["post"]["responses"]["200"]["content"]
+        for audit in (zh, en):
+            validate(audit, schema["application/json"]["schema"], spec, "claims audit")
 
     run(FleetConfig(store=StoreConfig(path=str(tmp_path / "fleet.db"))), scenario, http=True)
 
