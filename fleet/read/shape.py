@@ -48,6 +48,7 @@ def out(
     fmt: str | None = None,
     omit_none: bool = False,
     flatten: bool = False,
+    default: Any = dataclasses.MISSING,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A response field's declaration: ``description`` (the schema's per-field docs),
@@ -55,12 +56,14 @@ def out(
     ``minimum`` and ``fmt`` (JSON Schema ``minimum`` / ``format``), and ``omit_none``:
     a None leaves the key out of the JSON and out of ``required``; ``flatten``: a field
     holding another response dataclass gives its keys in its place (shared key sets);
-    ``default_factory`` as for `dataclasses.field` (the key is still always written, so
-    still required)."""
+    ``default`` / ``default_factory`` as for `dataclasses.field` (the key is still always
+    written, so still required)."""
     meta = {"description": description, "key": key, "minimum": minimum, "format": fmt}
     metadata = {"out": meta, "omit_none": omit_none, "flatten": flatten}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    if default is not dataclasses.MISSING:
+        return dataclasses.field(default=default, metadata=metadata)
     return dataclasses.field(metadata=metadata)
 
 

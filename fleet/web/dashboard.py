@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from fleet.clock import Clock, utc_now
 from fleet.metrics import GatewayMetrics
 from fleet.read.scope import Scope
-from fleet.read.shape import to_json
+from fleet.read.shape import out, response, to_json
 from fleet.read.unit_reads import UnitReads
 from fleet.read.views import iso
 from fleet.store.worker import StoreWorker
@@ -55,13 +55,14 @@ CSP = (
 )
 
 
+@response("Site")
 @dataclass(frozen=True, slots=True)
 class SiteSettings:
     """What the page needs to know about the site: its time zone (IANA name) and the
-    language a new visitor sees first ("zh" or "en")."""
+    language a new visitor sees first ("zh" or "en"); GET /api/site answers it."""
 
-    time_zone: str = "Asia/Shanghai"
-    language: str = "zh"
+    time_zone: str = out("IANA time zone name", default="Asia/Shanghai")
+    language: str = out("zh or en: the language a new visitor sees first", default="zh")
 
 
 def _shell_headers() -> dict[str, str]:
@@ -105,7 +106,7 @@ def dashboard_routes(
         return FileResponse(STATIC_DIR / "index.html", headers=_shell_headers())
 
     async def site_json(request: Request) -> Response:
-        return JSONResponse({"time_zone": site.time_zone, "language": site.language})
+        return JSONResponse(to_json(site))
 
     async def open_login(request: Request) -> Response:
         # auth off: every visitor is the administrator, say so to the page

@@ -21,8 +21,10 @@ import fleet.reports.claims
 import fleet.reports.fault_rate
 import fleet.reports.scorecard
 import fleet.reports.service_life
+import fleet.web.dashboard
 import fleet.web.history
-import fleet.web.live  # noqa: F401
+import fleet.web.live
+import fleet.web.users  # noqa: F401
 from fleet.read.shape import component_schemas
 from fleet.units.coverage import UnitStatus
 from fleet.web.lifecycle import MAX_REASON_CHARS
@@ -30,7 +32,6 @@ from fleet.web.lifecycle import MAX_REASON_CHARS
 _STR: dict[str, Any] = {"type": "string"}
 _INT: dict[str, Any] = {"type": "integer"}
 _BOOL: dict[str, Any] = {"type": "boolean"}
-_OBJECT: dict[str, Any] = {"type": "object"}
 # Numbers as `fleet.web.params` reads them (a bad one is a 400 naming the parameter).
 _COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
 _ALARM_ID: dict[str, Any] = {"type": "integer", "minimum": 1}
@@ -354,7 +355,7 @@ ROUTES: tuple[Operation, ...] = (
         "delete",
         "/api/users/{username}",
         "Remove an account with its sessions and tokens (administrators only)",
-        _OBJECT,
+        "UserRemoved",
         (Param("username", where="path"),),
         {404: "no such user"},
         ok_description="removed",
@@ -363,7 +364,7 @@ ROUTES: tuple[Operation, ...] = (
         "get",
         "/api/site",
         "The site's time zone and default dashboard language (no login needed)",
-        _OBJECT,
+        "Site",
     ),
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,6 +20,7 @@ from fleet.auth.passwords import hash_password
 from fleet.auth.roles import Role, role_problem
 from fleet.clock import Clock
 from fleet.read.selection import BadRequestError
+from fleet.read.shape import out, response, to_json
 from fleet.read.views import user_json, users_json
 from fleet.store.base import UserError
 from fleet.store.users import username_problem
@@ -27,6 +29,14 @@ from fleet.web.auth import AccessDeniedError, principal_of
 
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger(__name__)
+
+
+@response("UserRemoved")
+@dataclass(frozen=True)
+class UserRemoved:
+    """DELETE /api/users/{username}: the account removed, with its sessions and tokens."""
+
+    removed: str = out("the username")
 
 
 def user_routes(
@@ -94,7 +104,7 @@ def user_routes(
         if not await store.call(lambda s: s.remove_user(username)):
             return JSONResponse({"error": f"user {username!r} does not exist"}, status_code=404)
         log.info("user %s removed by %s", username, actor)
-        return JSONResponse({"removed": username})
+        return JSONResponse(to_json(UserRemoved(username)))
 
     return [
         Route("/api/users", guarded(listing), methods=["GET"]),

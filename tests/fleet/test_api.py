@@ -155,6 +155,7 @@ def test_json_api_matches_its_spec_on_both_stores(store_target: str) -> None:
         ("/api/events?type=entrapment&limit=5", 200),
         ("/api/events?type=nap", 400),
         ("/api/openapi.json", 200),
+        ("/api/site", 200),
     ]
 
     async def scenario(fleet: Fleet) -> None:

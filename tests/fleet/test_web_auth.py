@@ -354,6 +354,7 @@ def test_only_an_administrator_manages_users(tmp_path: Path) -> None:
             status, listed = await admin.get("/api/users")
             assert status == 200 and {u["username"] for u in listed["users"]} >= {"reg", "adm"}
             assert all("password_hash" not in u for u in listed["users"])
+            validate(listed, {"$ref": "#/components/schemas/Users"}, openapi_spec(), "users")
             new = {"username": "zhang", "role": "contractor", "password": "short"}
             status, body = await admin.post("/api/users", {**new, "contractor": OURS})
             assert status == 400 and "password" in body["error"]
@@ -363,6 +364,7 @@ def test_only_an_administrator_manages_users(tmp_path: Path) -> None:
                 "/api/users", {**new, "password": PASSWORD, "contractor": OURS}
             )
             assert status == 201 and body["contractor"] == OURS
+            validate(body, {"$ref": "#/components/schemas/User"}, openapi_spec(), "added")
             status, _ = await admin.post(
                 "/api/users", {**new, "password": PASSWORD, "contractor": OURS}
             )
@@ -371,7 +373,9 @@ def test_only_an_administrator_manages_users(tmp_path: Path) -> None:
             assert await zhang.login("zhang") == 200
             assert [u["unit_id"] for u in (await zhang.get("/api/units"))[1]["units"]] == ["U1"]
             assert (await admin.delete("/api/users/adm"))[0] == 400
-            assert (await admin.delete("/api/users/zhang"))[0] == 200
+            status, removed = await admin.delete("/api/users/zhang")
+            assert status == 200 and removed == {"removed": "zhang"}
+            validate(removed, {"$ref": "#/components/schemas/UserRemoved"}, openapi_spec())
             assert (await zhang.get("/api/units"))[0] == 401  # the session went with the user
             assert (await admin.delete("/api/users/zhang"))[0] == 404
 
