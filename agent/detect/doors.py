@@ -53,11 +53,15 @@ DOOR_REOPEN_LOOP (60 s and 3 re-openings; ``door_reopen_loop_s``,
     at a 5 s reopen cycle as at a 20 s one. Counting from the first re-opening, not from
     the doors' first opening, keeps a passenger's dwell (DOOR_HELD_OPEN's business) out
     of it; N keeps out a stop in which a passenger held the doors once or twice and the
-    doors then stood open. A loop may close and lock the doors between re-openings (a
-    stuck call button at the landing): that does not end it unless they stay shut for
-    10 s. CLEARED when the car runs or the doors have stayed closed and locked for 10 s.
-    Suppressed in INSPECTION, STOPPED and FIREFIGHTER (firefighters work the doors by
-    hand). Needs ``door`` (door-state signals) and (``moving`` or ``speed_mm_s``).
+    doors then stood open. The loop must still be going on: a pending loop whose last
+    re-opening is more than `REOPEN_GAP_FRACTION` of T old (30 s at the default) is over
+    (the doors then just stand open: a passenger holding them, DOOR_HELD_OPEN's
+    business), and a later re-opening starts a new one; cycles up to 30 s are still a
+    loop, as 3 re-openings in a minute allow. A loop may close and lock the doors between
+    re-openings (a stuck call button at the landing): that does not end it unless they
+    stay shut for 10 s. CLEARED when the car runs or the doors have stayed closed and
+    locked for 10 s. Suppressed in INSPECTION, STOPPED and FIREFIGHTER (firefighters work
+    the doors by hand). Needs ``door`` (door-state signals) and (``moving`` or ``speed_mm_s``).
 
 DOOR_HELD_OPEN (60 s, ``door_held_open_s``)
     In NORMAL mode, the car not running and not known to be outside the door zone, the
@@ -284,6 +288,10 @@ DAY_S = 86_400.0
 #: a loop that reopens after locking does so within a second or two, while a car whose
 #: doors stay shut has stopped looping even if it has no call to leave on.
 REOPEN_SETTLED_S = 10.0
+# A pending DOOR_REOPEN_LOOP is over when its last re-opening is older than this share of
+# door_reopen_loop_s: the doors stopped reversing and just stand open (a passenger holding
+# them), so the loop must not be raised later as a lift fault with the old onset.
+REOPEN_GAP_FRACTION = 0.5
 
 #: Modes in which the re-opening loop is not watched.
 REOPEN_SUPPRESSED_MODES = frozenset(
@@ -435,6 +443,8 @@ class DoorWatchState:
     closing: Baseline = _EMPTY_BASELINE
     slowing: Latch = IDLE
     slowing_gate: Gate = _OPEN_GATE
+    # When the stop's latest opening began (None before one).
+    last_opening: float | None = None
 
 
 def _held_open(sample: CarState) -> bool:
@@ -489,7 +499,9 @@ def watch_step(
     settled = shut_since is not None and now - shut_since >= REOPEN_SETTLED_S - TIME_SLACK
     if run is True or sample.mode in REOPEN_SUPPRESSED_MODES or settled or power_out:
         openings = 0
+    last_opening = now if openings > state.openings else state.last_opening
     reopen, reopen_gate = state.reopen, state.reopen_gate
+    openings = _loop_openings(openings, last_opening, reopen, now, config)
     if openings >= 2 or reopen is not IDLE:
         reopen, reopen_gate = _reopen_loop(
             state, sample, now, config, openings, settled, run, events
@@ -505,6 +517,7 @@ def watch_step(
         prev_door is state.prev_door
         and moving_since == state.moving_since
         and openings == state.openings
+        and last_opening == state.last_opening
         and shut_since == state.shut_since
         and reopen is state.reopen
         and held is state.held
@@ -530,9 +543,26 @@ def watch_step(
             closing,
             slowing,
             slowing_gate,
+            last_opening,
         ),
         events,
     )
+
+
+def _loop_openings(
+    openings: int, last_opening: float | None, reopen: Latch, now: float, config: DoorWatchConfig
+) -> int:
+    """The stop's openings as DOOR_REOPEN_LOOP counts them: a loop not yet raised whose
+    last re-opening is older than `REOPEN_GAP_FRACTION` of T has stopped, and the opening
+    that stands becomes the stop's first (a later re-opening starts a new loop)."""
+    if (
+        openings >= 2
+        and not reopen.raised
+        and last_opening is not None
+        and now - last_opening > config.reopen_loop_s * REOPEN_GAP_FRACTION
+    ):
+        return 1
+    return openings
 
 
 def _door_times(

@@ -375,6 +375,23 @@ def test_reopenings_under_the_time_or_the_count_are_not_a_loop() -> None:
     assert of(run(three, later, held(OPEN, 121.5, 200.0, 0.5)), EventType.DOOR_REOPEN_LOOP) == []
 
 
+def test_a_passenger_holding_the_doors_after_reopenings_is_not_a_loop() -> None:
+    # Three reopenings in 16 s, then a passenger holds the doors open a minute and a half:
+    # the doors stopped reversing, so the lift is not at fault (DOOR_HELD_OPEN's, usage).
+    three = reopening_loop(5.0, 16.0)
+    standing = held(OPEN, 16.1, 110.0, 0.5)
+    events = run(three, standing)
+    assert of(events, EventType.DOOR_REOPEN_LOOP) == []
+    assert [p for p, _, _ in of(events, EventType.DOOR_HELD_OPEN)] == [Phase.RAISED]
+    # Then the doors start reversing again: a new loop, counted from its own first
+    # re-opening, not from the old one.
+    again = reopening_loop(5.0, 200.0, start=110.5)
+    loop = of(run(three, standing, again), EventType.DOOR_REOPEN_LOOP)
+    assert [(p, onset) for p, onset, _ in loop][:1] == [(Phase.RAISED, loop[0][1])]
+    assert loop[0][1] > 110.0
+    assert loop[0][2] >= loop[0][1] + 60.0
+
+
 def test_reopenings_on_separate_stops_do_not_add_up() -> None:
     first = reopening_loop(5.0, 40.0)
     departs = [at(RUNNING, 40.5), at(IDLE, 45.0)]
