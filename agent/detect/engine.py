@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Generic, TypeVar
 
 from agent.detect import circuits, controller, doors, entrapment, motion
@@ -32,6 +32,14 @@ class DetectionConfigError(ValueError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{key}: {message}" for key, message in problems))
+
+
+def _key(
+    default: Any, low: float | None = None, *, above: bool = False, high: float | None = None
+) -> Any:
+    """A `DetectionConfig` key: its default (THE default) and the values it allows: from
+    ``low`` (excluded when ``above``) to ``high``."""
+    return field(default=default, metadata={"range": (low, not above, high)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,34 +68,34 @@ class DetectionConfig:
     loader sets from the source that reads ``fault_code``.
     """
 
-    entrapment_between_floors_s: float = 30.0
-    entrapment_at_landing_s: float = 60.0
-    entrapment_alarm_debounce_s: float = 1.0
-    entrapment_empty_load_percent: float = 5.0
-    door_close_failure_s: float = 20.0
-    door_open_failure_s: float = 10.0
-    door_reopen_loop_s: float = 60.0
-    door_reopen_loop_reopenings: int = 3
-    door_held_open_s: float = 60.0
-    door_slowing_margin_percent: float = 30.0
-    door_slowing_baseline_cycles: int = 500
-    door_slowing_min_cycles: int = 20
-    door_slowing_cycles: int = 3
-    nuisance_dedup_s: float = 600.0
-    nuisance_daily_cap: int = 10
-    stopped_outside_door_zone_s: float = 15.0
-    levelling_fault_s: float = 5.0
-    unintended_movement_samples: int = 2
-    run_time_limit_s: float = 60.0
-    rated_speed_mm_s: float | None = None
-    overspeed_factor: float = 1.15
-    overspeed_s: float = 0.1
-    top_landing: int | None = None
-    bottom_landing: int | None = None
-    safety_circuit_debounce_s: float = 0.15
-    door_open_while_moving_debounce_s: float = 0.1
-    door_lock_bypass_s: float = 2.0
-    alarm_button_debounce_s: float = 1.0
+    entrapment_between_floors_s: float = _key(30.0, 0.0, above=True)
+    entrapment_at_landing_s: float = _key(60.0, 0.0, above=True)
+    entrapment_alarm_debounce_s: float = _key(1.0, 0.0)
+    entrapment_empty_load_percent: float = _key(5.0, 0.0, high=100.0)
+    door_close_failure_s: float = _key(20.0, 0.0, above=True)
+    door_open_failure_s: float = _key(10.0, 0.0, above=True)
+    door_reopen_loop_s: float = _key(60.0, 0.0, above=True)
+    door_reopen_loop_reopenings: int = _key(3, 1)
+    door_held_open_s: float = _key(60.0, 0.0, above=True)
+    door_slowing_margin_percent: float = _key(30.0, 0.0)
+    door_slowing_baseline_cycles: int = _key(500, 2)
+    door_slowing_min_cycles: int = _key(20, 2)
+    door_slowing_cycles: int = _key(3, 1)
+    nuisance_dedup_s: float = _key(600.0, 0.0)
+    nuisance_daily_cap: int = _key(10, 0)
+    stopped_outside_door_zone_s: float = _key(15.0, 0.0, above=True)
+    levelling_fault_s: float = _key(5.0, 0.0, above=True)
+    unintended_movement_samples: int = _key(2, 1)
+    run_time_limit_s: float = _key(60.0, 0.0, above=True)
+    rated_speed_mm_s: float | None = _key(None, 0.0, above=True)
+    overspeed_factor: float = _key(1.15, 1.0)
+    overspeed_s: float = _key(0.1, 0.0)
+    top_landing: int | None = _key(None)
+    bottom_landing: int | None = _key(None)
+    safety_circuit_debounce_s: float = _key(0.15, 0.0)
+    door_open_while_moving_debounce_s: float = _key(0.1, 0.0)
+    door_lock_bypass_s: float = _key(2.0, 0.0)
+    alarm_button_debounce_s: float = _key(1.0, 0.0)
     fault_events: tuple[tuple[int, EventType], ...] = ()
 
     @classmethod
@@ -240,36 +248,12 @@ _RETIRED_KEYS = {
     ),
 }
 
-# key -> (integer, lower bound or None, lower bound allowed, upper bound or None)
+# key -> (integer, lower bound or None, lower bound allowed, upper bound or None), from
+# each field's _key declaration (integer keys are those typed int).
 _RANGES: dict[str, tuple[bool, float | None, bool, float | None]] = {
-    "entrapment_between_floors_s": (False, 0.0, False, None),
-    "entrapment_at_landing_s": (False, 0.0, False, None),
-    "entrapment_alarm_debounce_s": (False, 0.0, True, None),
-    "entrapment_empty_load_percent": (False, 0.0, True, 100.0),
-    "door_close_failure_s": (False, 0.0, False, None),
-    "door_open_failure_s": (False, 0.0, False, None),
-    "door_reopen_loop_s": (False, 0.0, False, None),
-    "door_reopen_loop_reopenings": (True, 1, True, None),
-    "door_held_open_s": (False, 0.0, False, None),
-    "door_slowing_margin_percent": (False, 0.0, True, None),
-    "door_slowing_baseline_cycles": (True, 2, True, None),
-    "door_slowing_min_cycles": (True, 2, True, None),
-    "door_slowing_cycles": (True, 1, True, None),
-    "nuisance_dedup_s": (False, 0.0, True, None),
-    "nuisance_daily_cap": (True, 0, True, None),
-    "stopped_outside_door_zone_s": (False, 0.0, False, None),
-    "levelling_fault_s": (False, 0.0, False, None),
-    "unintended_movement_samples": (True, 1, True, None),
-    "run_time_limit_s": (False, 0.0, False, None),
-    "rated_speed_mm_s": (False, 0.0, False, None),
-    "overspeed_factor": (False, 1.0, True, None),
-    "overspeed_s": (False, 0.0, True, None),
-    "top_landing": (True, None, True, None),
-    "bottom_landing": (True, None, True, None),
-    "safety_circuit_debounce_s": (False, 0.0, True, None),
-    "door_open_while_moving_debounce_s": (False, 0.0, True, None),
-    "door_lock_bypass_s": (False, 0.0, True, None),
-    "alarm_button_debounce_s": (False, 0.0, True, None),
+    f.name: (str(f.type).startswith("int"), *f.metadata["range"])
+    for f in fields(DetectionConfig)
+    if "range" in f.metadata
 }
 assert set(_RANGES) == set(_KEYS), "every DetectionConfig key needs a range"
 
