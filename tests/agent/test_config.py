@@ -10,6 +10,7 @@ import pytest
 import agent.config as agent_config
 from agent.cli import main
 from agent.config import ConfigError, load_config, parse_config
+from agent.detect import circuits, controller, doors, entrapment, motion
 from agent.detect.engine import DetectionConfig
 from tests.support import documented_defaults
 
@@ -342,3 +343,15 @@ def test_an_extra_signal_that_is_not_a_name_is_a_problem_not_a_crash(tmp_path: P
     assert [str(p) for p in caught.value.problems] == [
         "unit[1].extra[0].signals[1]: expected a string, got a table"
     ]
+
+
+def test_each_rule_family_default_is_the_detection_config_default() -> None:
+    """The rule families' own configs keep defaults for their unit tests; they must be
+    DetectionConfig's (the one definition of every threshold), never drift from them."""
+    made = DetectionConfig()
+    assert made.entrapment_config() == entrapment.EntrapmentConfig()
+    assert made.doors_config() == doors.DoorsConfig()
+    assert made.door_watch_config() == doors.DoorWatchConfig()
+    assert made.motion_config() == motion.MotionConfig()
+    assert made.circuits_config() == circuits.CircuitsConfig()
+    assert made.controller_config() == controller.ControllerConfig()
