@@ -107,10 +107,15 @@ def thresholds(config: DetectionConfig) -> dict[EventType, tuple[float, ...]]:
     }
 
 
-def delay_beyond(event: Event, waits: dict[EventType, tuple[float, ...]]) -> float:
-    """Seconds between the rule's threshold passing and the event being raised."""
+def delay_beyond(event: Event, waits: dict[EventType, tuple[float, ...]], sample_s: float) -> float:
+    """Seconds between the rule's threshold passing and the event being raised.
+
+    A rule counts its threshold from the last sample that did not show the condition
+    (docs/events.md), up to one sample interval before the onset sample, so a threshold
+    has passed once the raise is within ``sample_s`` of it after the onset."""
     elapsed = event.at - event.onset
-    passed = [w for w in waits.get(event.type, (0.0,)) if w <= elapsed + 1e-6] or [0.0]
+    reach = elapsed + sample_s + 1e-6
+    passed = [w for w in waits.get(event.type, (0.0,)) if w <= reach] or [0.0]
     return max(0.0, elapsed - max(passed))
 
 
@@ -210,7 +215,7 @@ def soak_car(job: CarJob) -> CarResult:
             elif event.type is window[2].expected and not found:
                 found = True
                 result.detected += 1
-                result.delays.append((event.type.value, delay_beyond(event, waits)))
+                result.delays.append((event.type.value, delay_beyond(event, waits, job.sample_s)))
     if window is not None and not found:
         result.missed[window[2].fault.value] += 1
     return result
