@@ -28,7 +28,14 @@ def test_generated_modules_are_fresh() -> None:
 
 def test_record_round_trips_every_payload_kind() -> None:
     kinds = [f.name for f in records_pb2.Record.DESCRIPTOR.oneofs_by_name["payload"].fields]
-    assert kinds == ["car_state", "event", "counters", "link_status", "controller_info"]
+    assert kinds == [
+        "car_state",
+        "event",
+        "counters",
+        "link_status",
+        "controller_info",
+        "evidence",
+    ]
     for kind in kinds:
         record = records_pb2.Record(seq=7, unit_id="u1")
         getattr(record, kind).SetInParent()

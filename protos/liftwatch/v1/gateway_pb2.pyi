@@ -39,14 +39,26 @@ class AgentFrame(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[RecordBatch, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class FleetFrame(_message.Message):
-    __slots__ = ("welcome", "ack", "reject")
+    __slots__ = ("welcome", "ack", "reject", "evidence_request")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     REJECT_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_REQUEST_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     ack: Ack
     reject: Reject
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ...) -> None: ...
+    evidence_request: EvidenceRequest
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., evidence_request: _Optional[_Union[EvidenceRequest, _Mapping]] = ...) -> None: ...
+
+class EvidenceRequest(_message.Message):
+    __slots__ = ("request_id", "unit_id", "seconds")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    unit_id: str
+    seconds: int
+    def __init__(self, request_id: _Optional[str] = ..., unit_id: _Optional[str] = ..., seconds: _Optional[int] = ...) -> None: ...
 
 class UnitDescriptor(_message.Message):
     __slots__ = ("unit_id", "controller", "detectable", "undetectable")
@@ -61,26 +73,30 @@ class UnitDescriptor(_message.Message):
     def __init__(self, unit_id: _Optional[str] = ..., controller: _Optional[_Union[_records_pb2.ControllerInfo, _Mapping]] = ..., detectable: _Optional[_Iterable[_Union[_records_pb2.EventType, str]]] = ..., undetectable: _Optional[_Iterable[_Union[_records_pb2.EventType, str]]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_id", "agent_version", "units")
+    __slots__ = ("agent_id", "agent_version", "units", "records_evidence")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     agent_version: str
     units: _containers.RepeatedCompositeFieldContainer[UnitDescriptor]
-    def __init__(self, agent_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., units: _Optional[_Iterable[_Union[UnitDescriptor, _Mapping]]] = ...) -> None: ...
+    records_evidence: bool
+    def __init__(self, agent_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., units: _Optional[_Iterable[_Union[UnitDescriptor, _Mapping]]] = ..., records_evidence: _Optional[bool] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("committed_seq", "max_batch_records", "max_batch_bytes", "heartbeat_interval_s")
+    __slots__ = ("committed_seq", "max_batch_records", "max_batch_bytes", "heartbeat_interval_s", "accepts_evidence")
     COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_RECORDS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_BYTES_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     committed_seq: int
     max_batch_records: int
     max_batch_bytes: int
     heartbeat_interval_s: int
-    def __init__(self, committed_seq: _Optional[int] = ..., max_batch_records: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ..., heartbeat_interval_s: _Optional[int] = ...) -> None: ...
+    accepts_evidence: bool
+    def __init__(self, committed_seq: _Optional[int] = ..., max_batch_records: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ..., heartbeat_interval_s: _Optional[int] = ..., accepts_evidence: _Optional[bool] = ...) -> None: ...
 
 class RecordBatch(_message.Message):
     __slots__ = ("records",)

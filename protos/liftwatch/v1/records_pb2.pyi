@@ -5,7 +5,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -69,6 +69,23 @@ class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PHASE_UNSPECIFIED: _ClassVar[Phase]
     PHASE_RAISED: _ClassVar[Phase]
     PHASE_CLEARED: _ClassVar[Phase]
+
+class EvidenceEnd(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVIDENCE_END_UNSPECIFIED: _ClassVar[EvidenceEnd]
+    EVIDENCE_END_POST: _ClassVar[EvidenceEnd]
+    EVIDENCE_END_CLEARED: _ClassVar[EvidenceEnd]
+    EVIDENCE_END_MAX: _ClassVar[EvidenceEnd]
+    EVIDENCE_END_REQUEST: _ClassVar[EvidenceEnd]
+    EVIDENCE_END_SHUTDOWN: _ClassVar[EvidenceEnd]
+
+class EvidenceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVIDENCE_STATE_UNSPECIFIED: _ClassVar[EvidenceState]
+    EVIDENCE_STATE_DOOR_SHIFT: _ClassVar[EvidenceState]
+    EVIDENCE_STATE_DIRECTION_SHIFT: _ClassVar[EvidenceState]
+    EVIDENCE_STATE_MODE_SHIFT: _ClassVar[EvidenceState]
+    EVIDENCE_STATE_FLAGS_SHIFT: _ClassVar[EvidenceState]
 DIRECTION_UNSPECIFIED: Direction
 DIRECTION_NONE: Direction
 DIRECTION_UP: Direction
@@ -114,6 +131,17 @@ EVENT_TYPE_LEVELLING_FAULT: EventType
 PHASE_UNSPECIFIED: Phase
 PHASE_RAISED: Phase
 PHASE_CLEARED: Phase
+EVIDENCE_END_UNSPECIFIED: EvidenceEnd
+EVIDENCE_END_POST: EvidenceEnd
+EVIDENCE_END_CLEARED: EvidenceEnd
+EVIDENCE_END_MAX: EvidenceEnd
+EVIDENCE_END_REQUEST: EvidenceEnd
+EVIDENCE_END_SHUTDOWN: EvidenceEnd
+EVIDENCE_STATE_UNSPECIFIED: EvidenceState
+EVIDENCE_STATE_DOOR_SHIFT: EvidenceState
+EVIDENCE_STATE_DIRECTION_SHIFT: EvidenceState
+EVIDENCE_STATE_MODE_SHIFT: EvidenceState
+EVIDENCE_STATE_FLAGS_SHIFT: EvidenceState
 
 class CarState(_message.Message):
     __slots__ = ("floor", "position_mm", "speed_mm_s", "direction", "moving", "door_zone", "levelled", "door", "door_lock_closed", "safety_circuit_closed", "occupied", "load_percent", "alarm_button", "overload", "mode", "fault_code", "mains_ok", "reopen_active")
@@ -156,7 +184,14 @@ class CarState(_message.Message):
     def __init__(self, floor: _Optional[int] = ..., position_mm: _Optional[int] = ..., speed_mm_s: _Optional[int] = ..., direction: _Optional[_Union[Direction, str]] = ..., moving: _Optional[bool] = ..., door_zone: _Optional[bool] = ..., levelled: _Optional[bool] = ..., door: _Optional[_Union[DoorState, str]] = ..., door_lock_closed: _Optional[bool] = ..., safety_circuit_closed: _Optional[bool] = ..., occupied: _Optional[bool] = ..., load_percent: _Optional[int] = ..., alarm_button: _Optional[bool] = ..., overload: _Optional[bool] = ..., mode: _Optional[_Union[ServiceMode, str]] = ..., fault_code: _Optional[int] = ..., mains_ok: _Optional[bool] = ..., reopen_active: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "type", "phase", "onset", "floor", "reason", "gb_code", "at_landing")
+    __slots__ = ("event_id", "type", "phase", "onset", "floor", "reason", "gb_code", "at_landing", "reason_code", "reason_params")
+    class ReasonParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +200,8 @@ class Event(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     GB_CODE_FIELD_NUMBER: _ClassVar[int]
     AT_LANDING_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_PARAMS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     type: EventType
     phase: Phase
@@ -173,7 +210,9 @@ class Event(_message.Message):
     reason: str
     gb_code: int
     at_landing: bool
-    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., onset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., floor: _Optional[int] = ..., reason: _Optional[str] = ..., gb_code: _Optional[int] = ..., at_landing: _Optional[bool] = ...) -> None: ...
+    reason_code: str
+    reason_params: _containers.ScalarMap[str, str]
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., onset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., floor: _Optional[int] = ..., reason: _Optional[str] = ..., gb_code: _Optional[int] = ..., at_landing: _Optional[bool] = ..., reason_code: _Optional[str] = ..., reason_params: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Counters(_message.Message):
     __slots__ = ("trips", "door_cycles", "run_hours", "door_open_median_ms", "door_close_median_ms", "reopenings_by_landing", "door_open_trend", "door_close_trend")
@@ -237,7 +276,7 @@ class ControllerInfo(_message.Message):
     def __init__(self, vendor: _Optional[str] = ..., model: _Optional[str] = ..., firmware: _Optional[str] = ..., serial: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class Record(_message.Message):
-    __slots__ = ("seq", "unit_id", "time", "car_state", "event", "counters", "link_status", "controller_info")
+    __slots__ = ("seq", "unit_id", "time", "car_state", "event", "counters", "link_status", "controller_info", "evidence")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     UNIT_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +285,7 @@ class Record(_message.Message):
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     LINK_STATUS_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_INFO_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     unit_id: str
     time: _timestamp_pb2.Timestamp
@@ -254,4 +294,51 @@ class Record(_message.Message):
     counters: Counters
     link_status: LinkStatus
     controller_info: ControllerInfo
-    def __init__(self, seq: _Optional[int] = ..., unit_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., car_state: _Optional[_Union[CarState, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., link_status: _Optional[_Union[LinkStatus, _Mapping]] = ..., controller_info: _Optional[_Union[ControllerInfo, _Mapping]] = ...) -> None: ...
+    evidence: Evidence
+    def __init__(self, seq: _Optional[int] = ..., unit_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., car_state: _Optional[_Union[CarState, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., link_status: _Optional[_Union[LinkStatus, _Mapping]] = ..., controller_info: _Optional[_Union[ControllerInfo, _Mapping]] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ...) -> None: ...
+
+class Evidence(_message.Message):
+    __slots__ = ("event_id", "request_id", "start", "onset", "raised", "cleared", "end", "truncated", "pre_s", "post_s", "max_s", "samples", "present", "time_delta_ms", "position_mm_delta", "speed_mm_s_delta", "load_percent_delta", "floor_delta", "fault_code_delta", "state_run", "state_value")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    ONSET_FIELD_NUMBER: _ClassVar[int]
+    RAISED_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    PRE_S_FIELD_NUMBER: _ClassVar[int]
+    POST_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_S_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    TIME_DELTA_MS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_MM_DELTA_FIELD_NUMBER: _ClassVar[int]
+    SPEED_MM_S_DELTA_FIELD_NUMBER: _ClassVar[int]
+    LOAD_PERCENT_DELTA_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_DELTA_FIELD_NUMBER: _ClassVar[int]
+    FAULT_CODE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    STATE_RUN_FIELD_NUMBER: _ClassVar[int]
+    STATE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    request_id: str
+    start: _timestamp_pb2.Timestamp
+    onset: _timestamp_pb2.Timestamp
+    raised: _timestamp_pb2.Timestamp
+    cleared: _timestamp_pb2.Timestamp
+    end: EvidenceEnd
+    truncated: bool
+    pre_s: int
+    post_s: int
+    max_s: int
+    samples: int
+    present: int
+    time_delta_ms: _containers.RepeatedScalarFieldContainer[int]
+    position_mm_delta: _containers.RepeatedScalarFieldContainer[int]
+    speed_mm_s_delta: _containers.RepeatedScalarFieldContainer[int]
+    load_percent_delta: _containers.RepeatedScalarFieldContainer[int]
+    floor_delta: _containers.RepeatedScalarFieldContainer[int]
+    fault_code_delta: _containers.RepeatedScalarFieldContainer[int]
+    state_run: _containers.RepeatedScalarFieldContainer[int]
+    state_value: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, event_id: _Optional[str] = ..., request_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., onset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., raised: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[EvidenceEnd, str]] = ..., truncated: _Optional[bool] = ..., pre_s: _Optional[int] = ..., post_s: _Optional[int] = ..., max_s: _Optional[int] = ..., samples: _Optional[int] = ..., present: _Optional[int] = ..., time_delta_ms: _Optional[_Iterable[int]] = ..., position_mm_delta: _Optional[_Iterable[int]] = ..., speed_mm_s_delta: _Optional[_Iterable[int]] = ..., load_percent_delta: _Optional[_Iterable[int]] = ..., floor_delta: _Optional[_Iterable[int]] = ..., fault_code_delta: _Optional[_Iterable[int]] = ..., state_run: _Optional[_Iterable[int]] = ..., state_value: _Optional[_Iterable[int]] = ...) -> None: ...
