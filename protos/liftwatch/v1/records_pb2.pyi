@@ -78,6 +78,7 @@ class EvidenceEnd(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVIDENCE_END_MAX: _ClassVar[EvidenceEnd]
     EVIDENCE_END_REQUEST: _ClassVar[EvidenceEnd]
     EVIDENCE_END_SHUTDOWN: _ClassVar[EvidenceEnd]
+    EVIDENCE_END_RAISE: _ClassVar[EvidenceEnd]
 
 class EvidenceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -137,6 +138,7 @@ EVIDENCE_END_CLEARED: EvidenceEnd
 EVIDENCE_END_MAX: EvidenceEnd
 EVIDENCE_END_REQUEST: EvidenceEnd
 EVIDENCE_END_SHUTDOWN: EvidenceEnd
+EVIDENCE_END_RAISE: EvidenceEnd
 EVIDENCE_STATE_UNSPECIFIED: EvidenceState
 EVIDENCE_STATE_DOOR_SHIFT: EvidenceState
 EVIDENCE_STATE_DIRECTION_SHIFT: EvidenceState
