@@ -87,6 +87,7 @@ class EvidenceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVIDENCE_STATE_DIRECTION_SHIFT: _ClassVar[EvidenceState]
     EVIDENCE_STATE_MODE_SHIFT: _ClassVar[EvidenceState]
     EVIDENCE_STATE_FLAGS_SHIFT: _ClassVar[EvidenceState]
+    EVIDENCE_STATE_ABSENT_SHIFT: _ClassVar[EvidenceState]
 DIRECTION_UNSPECIFIED: Direction
 DIRECTION_NONE: Direction
 DIRECTION_UP: Direction
@@ -144,6 +145,7 @@ EVIDENCE_STATE_DOOR_SHIFT: EvidenceState
 EVIDENCE_STATE_DIRECTION_SHIFT: EvidenceState
 EVIDENCE_STATE_MODE_SHIFT: EvidenceState
 EVIDENCE_STATE_FLAGS_SHIFT: EvidenceState
+EVIDENCE_STATE_ABSENT_SHIFT: EvidenceState
 
 class CarState(_message.Message):
     __slots__ = ("floor", "position_mm", "speed_mm_s", "direction", "moving", "door_zone", "levelled", "door", "door_lock_closed", "safety_circuit_closed", "occupied", "load_percent", "alarm_button", "overload", "mode", "fault_code", "mains_ok", "reopen_active")
