@@ -30,10 +30,13 @@ from protos.liftwatch.v1 import records_pb2
 
 __all__ = [
     "COLUMNS",
+    "FLAGS",
     "EvidenceError",
     "EvidenceSample",
     "decode_samples",
+    "encode_columns",
     "encode_samples",
+    "pack_state",
 ]
 
 
@@ -81,7 +84,7 @@ COLUMNS: tuple[tuple[str, str, int, int], ...] = (
     ("fault_code", "fault_code_delta", *_UINT32),
 )
 # The flags in the order of EvidenceState (link_up, always known, comes last).
-_FLAGS = (
+FLAGS = (
     "moving",
     "door_zone",
     "levelled",
@@ -93,12 +96,12 @@ _FLAGS = (
     "mains_ok",
     "reopen_active",
 )
-_DOOR_SHIFT = records_pb2.EVIDENCE_STATE_DOOR_SHIFT
-_DIRECTION_SHIFT = records_pb2.EVIDENCE_STATE_DIRECTION_SHIFT
-_MODE_SHIFT = records_pb2.EVIDENCE_STATE_MODE_SHIFT
-_FLAGS_SHIFT = records_pb2.EVIDENCE_STATE_FLAGS_SHIFT
-_ABSENT_SHIFT = records_pb2.EVIDENCE_STATE_ABSENT_SHIFT
-_LINK_KNOWN = 1 << (_FLAGS_SHIFT + 2 * len(_FLAGS))
+_DOOR_SHIFT: int = int(records_pb2.EVIDENCE_STATE_DOOR_SHIFT)
+_DIRECTION_SHIFT: int = int(records_pb2.EVIDENCE_STATE_DIRECTION_SHIFT)
+_MODE_SHIFT: int = int(records_pb2.EVIDENCE_STATE_MODE_SHIFT)
+_FLAGS_SHIFT: int = int(records_pb2.EVIDENCE_STATE_FLAGS_SHIFT)
+_ABSENT_SHIFT: int = int(records_pb2.EVIDENCE_STATE_ABSENT_SHIFT)
+_LINK_KNOWN = 1 << (_FLAGS_SHIFT + 2 * len(FLAGS))
 _LINK_UP = _LINK_KNOWN << 1
 # The enums' widths in the packed value and their highest defined value.
 _DOOR_MASK, _DOOR_MAX = 0b111, max(records_pb2.DoorState.values())
@@ -108,27 +111,34 @@ _SINT32 = _INT32  # a delta must fit the wire's sint32
 _UINT32_MAX = _UINT32[1]
 
 
-def _pack(sample: EvidenceSample, present: int) -> int:
-    """The EvidenceState integer of one sample (``present``: the filled columns' bits)."""
+def pack_state(
+    door: int,
+    direction: int,
+    mode: int,
+    link_up: bool,
+    flags: Sequence[bool | None],
+    absent: int = 0,
+) -> int:
+    """The EvidenceState integer of one sample: ``flags`` in the order of `FLAGS`,
+    ``absent`` with bit n set when column n (`COLUMNS`) has no value in the sample.
+
+    The enum values are not checked here (`encode_samples` checks them)."""
     value = (
-        (sample.door << _DOOR_SHIFT)
-        | (sample.direction << _DIRECTION_SHIFT)
-        | (sample.mode << _MODE_SHIFT)
+        (door << _DOOR_SHIFT)
+        | (direction << _DIRECTION_SHIFT)
+        | (mode << _MODE_SHIFT)
         | _LINK_KNOWN
+        | (absent << _ABSENT_SHIFT)
     )
-    if sample.link_up:
+    if link_up:
         value |= _LINK_UP
     bit = 1 << _FLAGS_SHIFT
-    for name in _FLAGS:
-        flag = getattr(sample, name)
+    for flag in flags:
         if flag is not None:
             value |= bit
             if flag:
                 value |= bit << 1
         bit <<= 2
-    for n, (name, _, _, _) in enumerate(COLUMNS):
-        if present >> n & 1 and getattr(sample, name) is None:
-            value |= 1 << (_ABSENT_SHIFT + n)
     return value
 
 
@@ -141,20 +151,66 @@ def encode_samples(samples: Sequence[EvidenceSample], into: records_pb2.Evidence
     back in time, a value is outside its wire range, or an enum value does not fit its
     bits: samples that `decode_samples` could not give back are never written.
     """
+    numbers: list[list[int]] = [[] for _ in COLUMNS]
+    states: list[int] = []
+    for i, sample in enumerate(samples):
+        for field, top in (
+            ("door", _DOOR_MAX),
+            ("direction", _DIRECTION_MAX),
+            ("mode", _MODE_MAX),
+        ):
+            got = getattr(sample, field)
+            if not 0 <= got <= top:
+                raise EvidenceError(f"{field} of sample {i} is {got}, not a value of its enum")
+        absent = 0
+        for n, (name, _, low, high) in enumerate(COLUMNS):
+            value = getattr(sample, name)
+            if value is None:
+                absent |= 1 << n
+                value = 0
+            elif not low <= value <= high:
+                raise EvidenceError(f"{name} of sample {i} is {value}, outside [{low}, {high}]")
+            numbers[n].append(value)
+        states.append(
+            pack_state(
+                sample.door,
+                sample.direction,
+                sample.mode,
+                sample.link_up,
+                [getattr(sample, name) for name in FLAGS],
+                absent,
+            )
+        )
+    encode_columns([s.time_us for s in samples], numbers, states, into)
+
+
+def encode_columns(
+    times_us: Sequence[int],
+    numbers: Sequence[Sequence[int]],
+    states: Sequence[int],
+    into: records_pb2.Evidence,
+) -> None:
+    """`encode_samples` for samples kept as columns (the agent's recorder keeps them so):
+    ``times_us`` oldest first, ``numbers[n]`` the values of column n (`COLUMNS`; any value
+    where the sample has none), ``states`` the samples' `pack_state` integers, whose
+    absent bits say which numbers are none. Values are trusted to be in range; raises
+    `EvidenceError` when the times go back or a change does not fit the wire's delta.
+    """
     for name in ("start", "time_delta_ms", "state_run", "state_value"):
         into.ClearField(name)
     for _, column, _, _ in COLUMNS:
         into.ClearField(column)
-    into.samples = len(samples)
+    count = len(times_us)
+    into.samples = count
     into.present = 0
-    if not samples:
+    if not count:
         return
-    start_ms = samples[0].time_us // 1000
+    start_ms = times_us[0] // 1000
     into.start.FromMilliseconds(start_ms)
     previous_ms = start_ms
     deltas: list[int] = []
-    for i, sample in enumerate(samples):
-        time_ms = sample.time_us // 1000
+    for i, time_us in enumerate(times_us):
+        time_ms = time_us // 1000
         delta = time_ms - previous_ms
         if not 0 <= delta <= _UINT32_MAX:
             raise EvidenceError(
@@ -163,29 +219,25 @@ def encode_samples(samples: Sequence[EvidenceSample], into: records_pb2.Evidence
             )
         deltas.append(delta)
         previous_ms = time_ms
-        for field, bits, top in (
-            ("door", _DOOR_MASK, _DOOR_MAX),
-            ("direction", _DIRECTION_MASK, _DIRECTION_MAX),
-            ("mode", _MODE_MASK, _MODE_MAX),
-        ):
-            got = getattr(sample, field)
-            if not 0 <= got <= min(bits, top):
-                raise EvidenceError(f"{field} of sample {i} is {got}, not a value of its enum")
     into.time_delta_ms.extend(deltas)
-    present = 0
-    for n, (name, column, low, high) in enumerate(COLUMNS):
-        values = [getattr(s, name) for s in samples]
-        if all(v is None for v in values):
+    # Which columns some sample fills; the absent bits of the others are dropped (an empty
+    # column says it for every sample).
+    absent_all = (1 << len(COLUMNS)) - 1
+    for state in states:
+        absent_all &= state >> _ABSENT_SHIFT
+        if not absent_all:
+            break
+    present = ((1 << len(COLUMNS)) - 1) & ~absent_all
+    for n, (name, column, _, _) in enumerate(COLUMNS):
+        if not present >> n & 1:
             continue
-        present |= 1 << n
+        bit = 1 << (_ABSENT_SHIFT + n)
         running = 0
         out: list[int] = []
-        for i, value in enumerate(values):
-            if value is None:
+        for i, (value, state) in enumerate(zip(numbers[n], states, strict=True)):
+            if state & bit:
                 out.append(0)  # carry the running value; the absent bit says "no value"
                 continue
-            if not low <= value <= high:
-                raise EvidenceError(f"{name} of sample {i} is {value}, outside [{low}, {high}]")
             delta = value - running
             if not _SINT32[0] <= delta <= _SINT32[1]:
                 raise EvidenceError(
@@ -195,15 +247,18 @@ def encode_samples(samples: Sequence[EvidenceSample], into: records_pb2.Evidence
             running = value
         getattr(into, column).extend(out)
     into.present = present
+    keep = ~(absent_all << _ABSENT_SHIFT)
     runs: list[int] = []
     run_values: list[int] = []
-    for sample in samples:
-        value = _pack(sample, present)
-        if run_values and run_values[-1] == value:
+    last = -1
+    for state in states:
+        value = state & keep
+        if value == last:
             runs[-1] += 1
         else:
             run_values.append(value)
             runs.append(1)
+            last = value
     into.state_run.extend(runs)
     into.state_value.extend(run_values)
 
@@ -273,7 +328,7 @@ def decode_samples(evidence: records_pb2.Evidence) -> list[EvidenceSample]:
         link_up = bool(value & _LINK_UP)
         flags: list[bool | None] = []
         bit = 1 << _FLAGS_SHIFT
-        for _ in _FLAGS:
+        for _ in FLAGS:
             flags.append(bool(value & bit << 1) if value & bit else None)
             bit <<= 2
         absent = [bool(value >> (_ABSENT_SHIFT + n) & 1) for n in range(len(COLUMNS))]

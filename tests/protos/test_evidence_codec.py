@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protos.evidence import EvidenceError, EvidenceSample, decode_samples, encode_samples
+from protos.evidence import (
+    COLUMNS,
+    FLAGS,
+    EvidenceError,
+    EvidenceSample,
+    decode_samples,
+    encode_columns,
+    encode_samples,
+    pack_state,
+)
 from protos.liftwatch.v1 import records_pb2
 
 T0_US = 1_796_000_000_000_000  # 2026-12-01, a whole millisecond
@@ -342,3 +351,27 @@ def test_bytes_per_sample_of_a_car_standing_still() -> None:
     ]
     per_sample = bytes_per_sample(samples)
     assert per_sample <= 6.1, per_sample
+
+
+def test_encode_columns_gives_what_encode_samples_gives() -> None:
+    # The recorder's path: columns with packed states; a column no sample fills is left
+    # out, whatever its placeholder values.
+    samples = moving_trace(3)
+    samples[4] = dataclasses.replace(samples[4], position_mm=None)
+    samples = [dataclasses.replace(s, fault_code=None) for s in samples]
+    from_samples = records_pb2.Evidence()
+    encode_samples(samples, from_samples)
+    absent = [(s.position_mm is None) | (s.fault_code is None) << 4 for s in samples]
+    from_columns = records_pb2.Evidence()
+    encode_columns(
+        [s.time_us for s in samples],
+        [[getattr(s, name) or 0 for s in samples] for name, _, _, _ in COLUMNS],
+        [
+            pack_state(s.door, s.direction, s.mode, s.link_up, [getattr(s, f) for f in FLAGS], a)
+            for s, a in zip(samples, absent, strict=True)
+        ],
+        from_columns,
+    )
+    assert from_columns == from_samples
+    assert from_columns.present == 0b01111
+    assert decode_samples(from_columns) == samples
