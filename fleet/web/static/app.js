@@ -124,6 +124,11 @@
     live.textContent = text;
   }
 
+  // What the flight recorder (timeline.js) draws with: this page's helpers and language.
+  function recorder() {
+    return { t, label, fmtTime, api, h, put, message, badge, announce, state };
+  }
+
   // -- API -----------------------------------------------------------------------------
 
   class HttpError extends Error {
@@ -250,7 +255,7 @@
     const unitMatch = path.match(/^\/unit\/(.+)$/);
     put(main, message(t("common.loading")));
     try {
-      if (unitMatch) await viewUnit(decodeURIComponent(unitMatch[1]));
+      if (unitMatch) await viewUnit(decodeURIComponent(unitMatch[1]), params);
       else if (path === "/units") await viewUnits(params);
       else if (path === "/alarms") await viewAlarms(params);
       else if (path === "/firmware") await viewFirmware();
@@ -575,12 +580,15 @@
     return entries.length ? entries.map(([p, c]) => `${label("platform", p)} ${c}`).join(", ") : "—";
   }
 
-  function eventRows(events, labelKey) {
-    return table(["col.time", "col.type", "col.class", "col.gb_code", "col.platform_codes", "col.phase", "col.floor", "col.reason"], events, (e) => [
+  // ``onRecorder(event_id)`` shows an event's flight recorder (a button per row).
+  function eventRows(events, labelKey, onRecorder) {
+    return table(["col.time", "col.type", "col.class", "col.gb_code", "col.platform_codes", "col.phase", "col.floor", "col.reason", "rec.title"], events, (e) => [
       fmtTime(e.time), label("event", e.type),
       e.class ? h("span", { className: "event-class", "data-class": e.class, text: label("class", e.class) }) : "—",
       h("span", { className: "gb-code", text: e.gb_code ?? "—" }), platformCodes(e.platform_codes),
       label("phase", e.phase), fmtNumber(e.floor), e.reason || "—",
+      e.event_id ? h("button", { type: "button", "data-recorder": e.event_id, "aria-label": t("rec.open_named", { type: label("event", e.type) }),
+        onclick: () => onRecorder(e.event_id) }, t("rec.open")) : "—",
     ], { label: t(labelKey) });
   }
 
@@ -611,7 +619,7 @@
     return parts.length ? parts.join(" · ") : JSON.stringify(d);
   }
 
-  async function viewUnit(unitId) {
+  async function viewUnit(unitId, params) {
     const id = encodeURIComponent(unitId);
     let unit;
     try {
@@ -652,10 +660,17 @@
     const healthBox = h("div", {}, healthPanel(series));
     const openBox = h("div", { id: "open-events" });
     const pastBox = h("div", { id: "past-events" });
+    // The flight recorder: an event's evidence (its button in the lists, or ?evidence=ID
+    // from the claims audit), or the car's last seconds on demand.
+    const recBox = h("div", { id: "recorder" }, message(t("rec.pick")));
+    const showRecorder = (eventId) => {
+      window.LW_TIMELINE.showEvent(recorder(), recBox, eventId);
+      recBox.scrollIntoView?.({ block: "nearest" });
+    };
     const fillEvents = () => {
       const open = openEvents(eventList.slice().reverse());
-      put(openBox, open.length ? eventRows(open, "unit.open_events") : message(t("common.none")));
-      put(pastBox, eventList.length ? eventRows(eventList.slice(0, 50), "unit.past_events") : message(t("unit.no_events")));
+      put(openBox, open.length ? eventRows(open, "unit.open_events", showRecorder) : message(t("common.none")));
+      put(pastBox, eventList.length ? eventRows(eventList.slice(0, 50), "unit.past_events", showRecorder) : message(t("unit.no_events")));
     };
     fillEvents();
     setAlarms(alarms.alarms);
@@ -675,6 +690,8 @@
         section("unit.link", "link-panel", linkBox)),
       section("unit.open_events", "open-panel", openBox),
       section("unit.past_events", "events-panel", pastBox),
+      section("rec.title", "recorder-panel", state.user.can_act
+        ? [h("p", { text: t("rec.ask_intro") }), window.LW_TIMELINE.askButton(recorder(), unitId, recBox)] : null, recBox),
       section("unit.health", "health-panel", healthBox),
       section("unit.firmware_history", "firmware-panel", firmware.history.length
         ? table(["col.at", "col.old", "col.new", "col.agent"], firmware.history.slice().reverse(), (c) => [
@@ -703,6 +720,7 @@
       refresh: () => render(),
     };
     connectLive(unitId);
+    if (params?.get("evidence")) showRecorder(params.get("evidence"));
   }
 
   // -- alarms --------------------------------------------------------------------------
@@ -760,7 +778,15 @@
     return h("details", { className: "lifecycle" },
       h("summary", { text: `${t("alarms.lifecycle")} (${steps.length})` }),
       h("ol", {}, steps.map(([step, at, by, why]) => h("li", { "data-step": step },
-        `${fmtTime(at)} — ${t(`step.${step}`)}${by ? ` · ${by}` : ""}${why ? ` · ${t("alarms.closed_while_raised", { reason: why })}` : ""}`))));
+        `${fmtTime(at)} — ${t(`step.${step}`)}${by ? ` · ${by}` : ""}${why ? ` · ${t("alarms.closed_while_raised", { reason: why })}` : ""}`))),
+      h("p", {}, h("a", { href: `#/alarms?${recorderQuery(alarm.event_id)}`, "data-recorder": alarm.event_id }, t("rec.open"))));
+  }
+
+  // This alarms view's query with ?evidence=ID: the page shows that event's flight recorder.
+  function recorderQuery(eventId) {
+    const query = new URLSearchParams((location.hash.split("?")[1]) || "");
+    query.set("evidence", eventId);
+    return query;
   }
 
   async function viewAlarms(params) {
@@ -786,7 +812,9 @@
       h("h1", { text: t("alarms.title") }),
       h("p", { className: "check" }, toggle, h("label", { for: "open-only", text: t("alarms.open_only") })),
       state.user.can_act ? null : message(t("alarms.read_only")),
-      box);
+      box,
+      params.get("evidence") ? section("rec.title", "recorder-panel", h("div", { id: "recorder" })) : null);
+    if (params.get("evidence")) window.LW_TIMELINE.showEvent(recorder(), main.querySelector("#recorder"), params.get("evidence"));
     await fill();
     const refresh = debounce(fill, 100);
     state.handlers = { alarms: refresh, event: refresh, refresh };
@@ -875,7 +903,8 @@
           data.claims.length ? table(["col.line", "col.unit", "col.time", "col.type", "col.verdict", "col.evidence"], data.claims, (v) => [
             String(v.line), unitLink(v.unit_id), fmtTime(v.time), label("event", v.fault_type),
             badge(verdictBadge(v.verdict), t(`verdict.${v.verdict}`), { "data-verdict": v.verdict }),
-            v.evidence], { table: { id: "claims-table" }, label: t("reports.claims") }) : message(t("reports.none")),
+            [v.evidence, v.cites ? [" ", h("a", { href: `#/unit/${encodeURIComponent(v.unit_id)}?evidence=${encodeURIComponent(v.cites)}`,
+              "data-recorder": v.cites }, t("rec.open"))] : null]], { table: { id: "claims-table" }, label: t("reports.claims") }) : message(t("reports.none")),
           data.problems.length ? section("claims.problems", "claims-problems",
             table(["col.line", "col.reason"], data.problems, (p) => [String(p.line), p.reason], { label: t("claims.problems") })) : null);
       } catch (err) {
