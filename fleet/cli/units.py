@@ -114,6 +114,7 @@ def _import_units(args: argparse.Namespace) -> int:
     store = open_store(target)
     try:
         imported = store.upsert_register(register.entries)
+        store.upsert_register_details(register.details, register.optional)
     finally:
         store.close()
     result = {

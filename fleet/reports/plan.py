@@ -1,0 +1,539 @@
+"""The maintenance plan by need (issue 17, item 4): each unit's next due date, and why.
+
+The policy is `fleet.reports.plan_config.PlanConfig` (``[maintenance.plan]``). For a unit:
+
+1. **The anchor**: the end of its last *supported* visit (a maintenance record the
+   controller's own marks confirm, `fleet.store.maintenance`). Without one, the last
+   maintenance record or watched visit the fleet knows, and the reason says that it is not
+   verified. Without either, the unit is due today ("no maintenance known").
+2. **The interval**: TSG T5002's 15 days (``interval_days``). A unit in the on-demand
+   programme, younger than ``max_age_years`` and with neither a fault nor a door trend
+   since the anchor, stretches it: at the rate the unit has been used since the anchor
+   (trips, door cycles and run hours from its Counters records), to the day the first of
+   the three limits would be reached, at most ``on_demand_max_days`` and never below
+   ``interval_days``. No counters since the anchor: no stretch (usage unknown).
+3. **Health shortens it at once**: a door opening or closing time ``door_trend_percent``
+   above its baseline (the agent's Counters ``door_*_trend``) cuts the interval to
+   ``trend_interval_days``; a lift fault (`fleet.taxonomy.is_lift_fault`, as the
+   fault-rate report counts) since the anchor makes the unit due ``fault_due_days`` after
+   the first one.
+
+Every entry carries its reasons as codes with parameters (`Reason`), rendered in the
+reader's language by `why` ("due in 9 days: 4100 trips since the last verified visit
+(limit 6000); door closing time up 12 % on its baseline").
+
+Inputs are read per unit (`plan_inputs`): the anchor (two or three indexed reads), the
+Counters records at the anchor and the newest, and the unit's events since the anchor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from fleet.reports.claims import Reason, render
+from fleet.reports.plan_config import PlanConfig
+from fleet.store.base import FaultEvent, UnitQuery, UnitRow
+from fleet.store.maintenance import RecordRow, VisitRow
+from fleet.taxonomy import is_lift_fault
+from protos.liftwatch.v1 import records_pb2
+
+_USAGE = ("trips", "door_cycles", "run_hours")
+
+TEMPLATES: Mapping[str, Mapping[str, str]] = {
+    "due_in": {"en": "due in {days} days", "zh": "{days} 天后到期"},
+    "due_today": {"en": "due today", "zh": "今天到期"},
+    "overdue": {"en": "overdue by {days} days", "zh": "已逾期 {days} 天"},
+    "since_supported": {
+        "en": "counted from the last verified visit ({date})",
+        "zh": "自上次经核实的维保（{date}）起算",
+    },
+    "since_unverified": {
+        "en": "no verified visit: counted from the last {source} the fleet knows ({date}), "
+        "not verified",
+        "zh": "没有经核实的维保：自平台所知最近一次{source}（{date}）起算，未经核实",
+    },
+    "no_maintenance": {
+        "en": "no maintenance visit or record known",
+        "zh": "平台没有任何维保记录或维保到场",
+    },
+    "standard": {
+        "en": "TSG T5002 interval of {days} days",
+        "zh": "按 TSG T5002 每 {days} 天维保一次",
+    },
+    "stretched": {
+        "en": "on-demand programme: interval {days} days (at most {max})",
+        "zh": "按需维保：间隔 {days} 天（最长 {max} 天）",
+    },
+    "trips": {
+        "en": "{used} trips since the last {which} visit (limit {limit})",
+        "zh": "自上次{which}维保以来运行 {used} 次（上限 {limit}）",
+    },
+    "door_cycles": {
+        "en": "{used} door cycles since the last {which} visit (limit {limit})",
+        "zh": "自上次{which}维保以来开关门 {used} 次（上限 {limit}）",
+    },
+    "run_hours": {
+        "en": "{used} run hours since the last {which} visit (limit {limit})",
+        "zh": "自上次{which}维保以来运行 {used} 小时（上限 {limit}）",
+    },
+    "usage_unknown": {
+        "en": "no counters since the visit: usage unknown, not stretched",
+        "zh": "维保后没有计数数据：使用量未知，不延长",
+    },
+    "age": {
+        "en": "aged {years} years (limit {limit}): not stretched",
+        "zh": "梯龄 {years} 年（上限 {limit} 年）：不延长",
+    },
+    "age_unknown": {
+        "en": "install date unknown: not stretched",
+        "zh": "安装日期未知：不延长",
+    },
+    "door_trend": {
+        "en": "door {side} time up {percent} % on its baseline: interval cut to {days} days",
+        "zh": "{side}时间比基线长 {percent}%：间隔缩短为 {days} 天",
+    },
+    "faults": {
+        "en": "{count} lift fault(s) since the visit, the first on {date}: due {days} days "
+        "after it",
+        "zh": "维保后发生 {count} 次电梯故障，首次在 {date}：其后 {days} 天内到期",
+    },
+}
+# Words inside a template that depend on the language (parameter -> value -> zh).
+_ZH_WORDS = {
+    "which": {"verified": "经核实的", "unverified": "未经核实的"},
+    "source": {"record": "维保记录", "visit": "维保到场"},
+    "side": {"opening": "开门", "closing": "关门"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """Where a unit's interval counts from: a supported visit, else the newest record or
+    visit the fleet knows (``source`` "record" or "visit"; ``verified`` False)."""
+
+    at: dt.datetime
+    verified: bool
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Counter climbs since the anchor and the newest door-time trends."""
+
+    trips: int
+    door_cycles: int
+    run_hours: int
+    door_open_trend: float | None
+    door_close_trend: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitInputs:
+    """What the plan knows of one unit."""
+
+    unit_id: str
+    contractor: str
+    install_date: dt.date | None
+    anchor: Anchor | None
+    usage: Usage | None
+    faults: tuple[dt.datetime, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEntry:
+    """One unit's next due date, how far off it is, and the reasons (in order)."""
+
+    unit_id: str
+    contractor: str
+    due: dt.date
+    days_left: int
+    on_demand: bool
+    interval_days: int
+    anchor: Anchor | None
+    reasons: tuple[Reason, ...]
+
+    @property
+    def overdue(self) -> bool:
+        """Whether the due date has passed."""
+        return self.days_left < 0
+
+
+def plan_unit(inputs: UnitInputs, policy: PlanConfig, today: dt.date) -> PlanEntry:
+    """The due date of one unit under ``policy`` as of ``today`` (module docstring)."""
+    on_demand = policy.on_demand(inputs.unit_id, inputs.contractor)
+    anchor = inputs.anchor
+    if anchor is None:
+        return PlanEntry(
+            inputs.unit_id, inputs.contractor, today, 0, on_demand, policy.interval_days,
+            None, (Reason("no_maintenance"),),
+        )  # fmt: skip
+    since = anchor.at.date()
+    reasons = [
+        Reason("since_supported", {"date": since.isoformat()})
+        if anchor.verified
+        else Reason("since_unverified", {"source": anchor.source, "date": since.isoformat()})
+    ]
+    which = "verified" if anchor.verified else "unverified"
+    interval = policy.interval_days
+    trend = _door_trend(inputs.usage, policy)
+    blocked = _age_block(inputs.install_date, policy, today)
+    if on_demand and blocked is None and not inputs.faults and trend is None:
+        if inputs.usage is None:
+            reasons.append(Reason("usage_unknown"))
+        else:
+            interval, binding = _stretch(inputs.usage, max((today - since).days, 1), policy)
+            reasons.append(
+                Reason("stretched", {"days": interval, "max": policy.on_demand_max_days})
+            )
+            used = getattr(inputs.usage, binding)
+            limit = getattr(policy, _LIMIT[binding])
+            reasons.append(Reason(binding, {"used": used, "limit": limit, "which": which}))
+    else:
+        reasons.append(Reason("standard", {"days": interval}))
+        if on_demand and blocked is not None:
+            reasons.append(blocked)
+        if inputs.usage is not None:
+            reasons.append(
+                Reason(
+                    "trips",
+                    {"used": inputs.usage.trips, "limit": policy.trip_limit, "which": which},
+                )
+            )
+    due = since + dt.timedelta(days=interval)
+    if trend is not None:
+        side, percent = trend
+        interval = min(interval, policy.trend_interval_days)
+        due = since + dt.timedelta(days=interval)
+        reasons.append(Reason("door_trend", {"side": side, "percent": percent, "days": interval}))
+    if inputs.faults:
+        first = min(inputs.faults).date()
+        due = min(due, first + dt.timedelta(days=policy.fault_due_days))
+        reasons.append(
+            Reason(
+                "faults",
+                {
+                    "count": len(inputs.faults),
+                    "date": first.isoformat(),
+                    "days": policy.fault_due_days,
+                },
+            )
+        )
+    return PlanEntry(
+        inputs.unit_id, inputs.contractor, due, (due - today).days, on_demand, interval,
+        anchor, tuple(reasons),
+    )  # fmt: skip
+
+
+_LIMIT = {"trips": "trip_limit", "door_cycles": "door_cycle_limit", "run_hours": "run_hour_limit"}
+
+
+def _stretch(usage: Usage, elapsed_days: int, policy: PlanConfig) -> tuple[int, str]:
+    """The stretched interval and the usage measure that bounds it."""
+    best, binding = float(policy.on_demand_max_days), "trips"
+    for measure in _USAGE:
+        used = getattr(usage, measure)
+        limit = getattr(policy, _LIMIT[measure])
+        # At the unit's own rate since the anchor, the day the limit would be reached.
+        reach = math.inf if used <= 0 else elapsed_days * limit / used
+        if reach < best:
+            best, binding = reach, measure
+    days = max(policy.interval_days, min(policy.on_demand_max_days, math.floor(best)))
+    return days, binding
+
+
+def _door_trend(usage: Usage | None, policy: PlanConfig) -> tuple[str, float] | None:
+    """The door side whose time rose most over its baseline, past the policy's limit."""
+    if usage is None:
+        return None
+    worst: tuple[str, float] | None = None
+    for side, trend in (("opening", usage.door_open_trend), ("closing", usage.door_close_trend)):
+        if trend is None:
+            continue
+        percent = round((trend - 1.0) * 100, 1)
+        if percent >= policy.door_trend_percent and (worst is None or percent > worst[1]):
+            worst = (side, percent)
+    return worst
+
+
+def _age_block(install: dt.date | None, policy: PlanConfig, today: dt.date) -> Reason | None:
+    if install is None:
+        return Reason("age_unknown")
+    years = (today - install).days / 365.25
+    if years >= policy.max_age_years:
+        return Reason("age", {"years": math.floor(years), "limit": f"{policy.max_age_years:g}"})
+    return None
+
+
+def why(entry: PlanEntry, lang: str) -> str:
+    """The entry's due date and reasons as one sentence in ``lang`` ("zh" or "en")."""
+    if entry.days_left > 0:
+        lead = Reason("due_in", {"days": entry.days_left})
+    elif entry.days_left == 0:
+        lead = Reason("due_today")
+    else:
+        lead = Reason("overdue", {"days": -entry.days_left})
+    parts = [_render(r, lang) for r in entry.reasons]
+    separator = "；" if lang == "zh" else "; "
+    colon = "：" if lang == "zh" else ": "
+    return _render(lead, lang) + colon + separator.join(parts)
+
+
+def _render(reason: Reason, lang: str) -> str:
+    if lang == "zh":
+        params = {
+            k: _ZH_WORDS[k].get(str(v), v) if k in _ZH_WORDS else v
+            for k, v in reason.params.items()
+        }
+        reason = Reason(reason.code, params)
+    return render(reason, lang, TEMPLATES)
+
+
+# -- reading the inputs ---------------------------------------------------------------
+
+
+class PlanStore(Protocol):
+    """The store reads the plan makes (`fleet.store.sql.SqlStore` has them all)."""
+
+    def list_units(self, query: UnitQuery) -> list[UnitRow]:
+        """See `fleet.store.base.Store.list_units`."""
+        ...
+
+    def fault_events(self, since: dt.datetime, until: dt.datetime) -> list[FaultEvent]:
+        """See `fleet.store.base.Store.fault_events`."""
+        ...
+
+    def health_records(
+        self, unit_id: str, kind: str, limit: int
+    ) -> list[tuple[dt.datetime, bytes]]:
+        """See `fleet.store.base.Store.health_records`."""
+        ...
+
+    def counters_near(self, unit_id: str, at: dt.datetime) -> tuple[dt.datetime, bytes] | None:
+        """See `fleet.store.publication.PublicationStore.counters_near`."""
+        ...
+
+    def maintenance_records(
+        self,
+        *,
+        unit_id: str = "",
+        contractor: str = "",
+        verdict: str = "",
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        ids: Sequence[int] = (),
+        limit: int = 0,
+    ) -> list[RecordRow]:
+        """See `fleet.store.maintenance.MaintenanceStore.maintenance_records`."""
+        ...
+
+    def visit(self, visit_id: int) -> VisitRow | None:
+        """See `fleet.store.maintenance.MaintenanceStore.visit`."""
+        ...
+
+    def visits(
+        self,
+        *,
+        unit_id: str = "",
+        contractor: str = "",
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 0,
+    ) -> list[VisitRow]:
+        """See `fleet.store.maintenance.MaintenanceStore.visits`."""
+        ...
+
+
+def anchor_of(store: PlanStore, unit_id: str) -> Anchor | None:
+    """Where ``unit_id``'s interval counts from (see `Anchor`), from the maintenance
+    records and watched visits of `fleet.store.maintenance`."""
+    supported = store.maintenance_records(unit_id=unit_id, verdict="supported", limit=1)
+    if supported:
+        record = supported[0]
+        visit = store.visit(record.visit_id) if record.visit_id is not None else None
+        end_us = visit.end_us if visit is not None and visit.end_us is not None else record.end_us
+        return Anchor(_time(end_us), True, "visit")
+    found: list[Anchor] = []
+    for record in store.maintenance_records(unit_id=unit_id, limit=1):
+        found.append(Anchor(_time(record.end_us), False, "record"))
+    for visit in store.visits(unit_id=unit_id, limit=1):
+        found.append(Anchor(_time(visit.end_us or visit.start_us), False, "visit"))
+    return max(found, key=lambda a: a.at) if found else None
+
+
+def usage_since(store: PlanStore, unit_id: str, since: dt.datetime) -> Usage | None:
+    """Counter climbs from the Counters record at ``since`` to the newest one, and the
+    newest door trends; None when the unit sent no counters after ``since``."""
+    newest = store.health_records(unit_id, "counters", 1)
+    start = store.counters_near(unit_id, since)
+    if not newest or start is None or newest[-1][0] <= since:
+        return None
+    first = _counters(start[1])
+    last = _counters(newest[-1][1])
+
+    def climb(name: str) -> int:
+        # A counter that went backwards (a replaced controller) counts from zero.
+        before, after = int(getattr(first, name)), int(getattr(last, name))
+        return after - before if after >= before else after
+
+    return Usage(
+        trips=climb("trips"),
+        door_cycles=climb("door_cycles"),
+        run_hours=climb("run_hours"),
+        door_open_trend=last.door_open_trend if last.HasField("door_open_trend") else None,
+        door_close_trend=last.door_close_trend if last.HasField("door_close_trend") else None,
+    )
+
+
+def plan_inputs(
+    store: PlanStore, units: Iterable[UnitRow], now: dt.datetime, lookback_days: int
+) -> list[UnitInputs]:
+    """The plan's inputs for ``units``. Faults are read for the last ``lookback_days``
+    (a unit whose anchor is older is overdue whatever its faults)."""
+    window_start = now - dt.timedelta(days=lookback_days)
+    faults: dict[str, list[dt.datetime]] = {}
+    for event in store.fault_events(window_start, now):
+        if is_lift_fault(event.type):
+            faults.setdefault(event.unit_id, []).append(event.onset or event.time)
+    found = []
+    for unit in units:
+        anchor = anchor_of(store, unit.unit_id)
+        since = anchor.at if anchor is not None else now
+        found.append(
+            UnitInputs(
+                unit_id=unit.unit_id,
+                contractor=unit.register.contractor,
+                install_date=unit.register.install_date,
+                anchor=anchor,
+                usage=None if anchor is None else usage_since(store, unit.unit_id, since),
+                faults=tuple(t for t in faults.get(unit.unit_id, ()) if t >= since),
+            )
+        )
+    return found
+
+
+def maintenance_plan(
+    store: PlanStore, policy: PlanConfig, now: dt.datetime, contractor: str = ""
+) -> list[PlanEntry]:
+    """The plan of every registered unit (of ``contractor`` unless ""), soonest due first."""
+    units = [u for u in store.list_units(UnitQuery(contractor=contractor)) if u.registered]
+    lookback = max(policy.on_demand_max_days, policy.interval_days) + 31
+    entries = [plan_unit(i, policy, now.date()) for i in plan_inputs(store, units, now, lookback)]
+    entries.sort(key=lambda e: (e.due, e.unit_id))
+    return entries
+
+
+def _counters(payload: bytes) -> records_pb2.Counters:
+    record = records_pb2.Record()
+    record.ParseFromString(payload)
+    return record.counters
+
+
+def _time(us: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
+
+
+# -- outputs --------------------------------------------------------------------------
+
+
+def entry_json(entry: PlanEntry, lang: str) -> dict[str, object]:
+    """One unit of ``maintenance plan --json`` (and the API): due date, days left, why."""
+    return {
+        "unit_id": entry.unit_id,
+        "due": entry.due.isoformat(),
+        "why": why(entry, lang),
+        "days_left": entry.days_left,
+        "overdue": entry.overdue,
+        "contractor": entry.contractor,
+        "on_demand": entry.on_demand,
+        "interval_days": entry.interval_days,
+        "anchor": None
+        if entry.anchor is None
+        else {
+            "at": entry.anchor.at.isoformat().replace("+00:00", "Z"),
+            "verified": entry.anchor.verified,
+            "source": entry.anchor.source,
+        },
+        "reasons": [{"code": r.code, "params": dict(r.params)} for r in entry.reasons],
+    }
+
+
+def due_this_week(entries: Sequence[PlanEntry], policy: PlanConfig) -> dict[str, list[PlanEntry]]:
+    """Each contractor's units due within ``due_soon_days`` (overdue ones included)."""
+    by_contractor: dict[str, list[PlanEntry]] = {}
+    for entry in entries:
+        if entry.days_left < policy.due_soon_days:
+            by_contractor.setdefault(entry.contractor, []).append(entry)
+    return dict(sorted(by_contractor.items()))
+
+
+PLAN_CSV_COLUMNS = ("unit_id", "contractor", "due", "days_left", "on_demand", "why")
+
+
+def plan_rows(entries: Sequence[PlanEntry], lang: str) -> list[list[object]]:
+    """The plan as rows of `PLAN_CSV_COLUMNS`."""
+    return [
+        [e.unit_id, e.contractor, e.due.isoformat(), e.days_left, e.on_demand, why(e, lang)]
+        for e in entries
+    ]
+
+
+def plan_ics(entries: Sequence[PlanEntry], lang: str, now: dt.datetime) -> str:
+    """The plan as an iCalendar file (RFC 5545): one all-day VEVENT per unit on its due
+    date, its reasons as the description; CRLF line ends, long lines folded at 75 octets."""
+    stamp = now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    title = "维保到期" if lang == "zh" else "Maintenance due"
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//LiftWatch//maintenance plan//EN",
+             "CALSCALE:GREGORIAN", "METHOD:PUBLISH"]  # fmt: skip
+    for e in entries:
+        lines += [
+            "BEGIN:VEVENT",
+            f"UID:{ics_text(e.unit_id)}-{e.due:%Y%m%d}@liftwatch",
+            f"DTSTAMP:{stamp}",
+            f"DTSTART;VALUE=DATE:{e.due:%Y%m%d}",
+            f"DTEND;VALUE=DATE:{e.due + dt.timedelta(days=1):%Y%m%d}",
+            f"SUMMARY:{ics_text(f'{title}: {e.unit_id}')}",
+            f"DESCRIPTION:{ics_text(why(e, lang))}",
+            *([f"CATEGORIES:{ics_text(e.contractor)}"] if e.contractor else []),
+            "TRANSP:TRANSPARENT",
+            "END:VEVENT",
+        ]
+    lines.append("END:VCALENDAR")
+    return "".join(fold(line) + "\r\n" for line in lines)
+
+
+def ics_text(value: str) -> str:
+    """``value`` as an RFC 5545 TEXT value (3.3.11): backslash, semicolon and comma
+    escaped, a line break as ``\\n``; other control characters dropped."""
+    out = []
+    for ch in value.replace("\r\n", "\n"):
+        if ch in "\\;,":
+            out.append("\\" + ch)
+        elif ch in "\n\r":
+            out.append("\\n")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def fold(line: str, limit: int = 75) -> str:
+    """``line`` folded (RFC 5545 3.1): no physical line longer than ``limit`` octets of
+    UTF-8, a continuation starting with one space; never inside a character."""
+    parts: list[str] = []
+    current, size = "", 0
+    for ch in line:
+        width = len(ch.encode())
+        # Continuation lines carry a leading space, which counts against the limit.
+        room = limit if not parts else limit - 1
+        if size + width > room:
+            parts.append(current)
+            current, size = "", 0
+        current += ch
+        size += width
+    parts.append(current)
+    return "\r\n ".join(parts)
