@@ -39,6 +39,14 @@ Every key, with its default (a key without a default is required)::
     password = ""
     queue_size = 10000          # messages held while the broker is away; oldest dropped first
 
+    [recorder]                  # the flight recorder's evidence windows (agent/recorder.py)
+    pre_s = 60                  # seconds kept before an event's onset
+    post_s = 30                 # seconds after the raise, the event still raised
+    max_s = 600                 # a window runs to the clear if it comes within this many
+                                #   seconds of the raise; 600: pre_s + the longest detection
+                                #   threshold + max_s at 10 Hz stays under 64 kB of evidence
+                                #   (check-config refuses windows past that)
+
     [detect]                    # defaults for every unit; see docs/events.md for each key
     entrapment_between_floors_s = 30.0
     # ... any DetectionConfig key
@@ -69,6 +77,7 @@ Every key, with its default (a key without a default is required)::
     profile = "reference"       # a shipped profile (agent/profiles/NAME.toml) or a path to
                                 #   a .toml file, relative to this config
     [unit.detect]               # per-unit overrides of [detect]
+    [unit.recorder]             # per-unit overrides of [recorder]
 
     [[unit.extra]]              # more slaves on the same bus that feed this unit
     slave = 9                   # required: e.g. a retrofit discrete-input module
@@ -110,6 +119,7 @@ from agent.decode.model import Profile
 from agent.decode.parser import ProfileError, load_profile
 from agent.detect.engine import DetectionConfig
 from agent.detect.events import EventType
+from agent.recorder import RecorderConfig, onset_lag_s, window_problems
 from liftconf.schema import Problem, bounded, out_of_range, read_section, type_name
 
 # Telemetry reaches the fleet's live view up to fleet.linger_s late; more than this would
@@ -262,6 +272,7 @@ class UnitConfig:
     profile: str
     detect: DetectionConfig = field(default_factory=DetectionConfig)
     sources: tuple[SourceConfig, ...] = ()
+    recorder: RecorderConfig = field(default_factory=RecorderConfig)
 
     @property
     def signals(self) -> frozenset[str]:
@@ -308,7 +319,16 @@ class AgentConfig:
 
 
 _MIB = 1024 * 1024
-_S = TypeVar("_S", AgentSection, UplinkConfig, MqttSettings, BusSection, UnitSection, ExtraSection)
+_S = TypeVar(
+    "_S",
+    AgentSection,
+    UplinkConfig,
+    MqttSettings,
+    BusSection,
+    UnitSection,
+    ExtraSection,
+    RecorderConfig,
+)
 
 
 def _read(
@@ -362,7 +382,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     """Build an `AgentConfig` from parsed TOML, or raise `ConfigError` listing every problem."""
     problems: list[ConfigProblem] = []
     r = _Reader(problems)
-    top = r.table(dict(raw), "", {"agent", "fleet", "detect", "bus", "unit", "mqtt"})
+    top = r.table(dict(raw), "", {"agent", "fleet", "detect", "bus", "unit", "mqtt", "recorder"})
 
     agent_raw = r.table(top.get("agent", {}), "agent", None)
     agent = _read(AgentSection, "agent", agent_raw, ("id",), problems)
@@ -415,6 +435,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     mqtt_raw = r.table(top.get("mqtt", {}), "mqtt", None)
     mqtt = _read(MqttSettings, "mqtt", mqtt_raw, (), problems)
 
+    recorder_raw = r.table(top.get("recorder", {}), "recorder", None)
+    default_recorder = _read(RecorderConfig, "recorder", recorder_raw, (), problems)
+
     default_detect = r.table(top.get("detect", {}), "detect", None)
     default_problems = DetectionConfig.problems(default_detect)
     problems.extend(ConfigProblem(f"detect.{k}", m) for k, m in default_problems)
@@ -441,7 +464,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     for i, raw_unit in enumerate(raw_units):
         key = f"unit[{i}]"
         u = r.table(raw_unit, key, None)
-        unit = _read(UnitSection, key, u, ("id", "bus", "slave"), problems, ("detect", "extra"))
+        unit = _read(
+            UnitSection, key, u, ("id", "bus", "slave"), problems, ("detect", "extra", "recorder")
+        )
         unit_id, bus, slave, profile_ref = unit.id, unit.bus, unit.slave, unit.profile
         if unit_id in unit_ids:
             problems.append(ConfigProblem(f"{key}.id", f"duplicate unit id {unit_id!r}"))
@@ -501,7 +526,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         valid = not default_problems and not found
         detect = DetectionConfig.from_mapping(merged) if valid else DetectionConfig()
         detect = replace(detect, fault_events=_fault_events(sources))
-        units.append(UnitConfig(unit_id, bus, slave, profile_ref, detect, tuple(sources)))
+        recorder = _unit_recorder(r, u, key, default_recorder, detect)
+        units.append(UnitConfig(unit_id, bus, slave, profile_ref, detect, tuple(sources), recorder))
 
     for i, bus_config in enumerate(buses):
         problems.extend(_wire_problems(f"bus[{i}]", bus_config, units))
@@ -624,6 +650,23 @@ def _parse_bus(r: _Reader, raw_bus: object, key: str, index: int, names: set[str
 
 
 _BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+
+
+def _unit_recorder(
+    r: _Reader, u: Mapping[str, Any], key: str, default: RecorderConfig, detect: DetectionConfig
+) -> RecorderConfig:
+    """The unit's evidence windows: ``[recorder]`` with its ``[unit.recorder]`` over it,
+    checked against the 64 kB bound with the unit's longest threshold."""
+    overrides = r.table(u.get("recorder", {}), f"{key}.recorder", None)
+    given = _read(RecorderConfig, f"{key}.recorder", overrides, (), r.problems)
+    recorder = replace(
+        default, **{k: getattr(given, k) for k in overrides if hasattr(RecorderConfig, k)}
+    )
+    r.problems.extend(
+        ConfigProblem(f"{key}.recorder.{k}", m)
+        for k, m in window_problems(recorder, onset_lag_s(detect))
+    )
+    return recorder
 
 
 def _fault_events(sources: list[SourceConfig]) -> tuple[tuple[int, EventType], ...]:

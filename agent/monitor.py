@@ -32,6 +32,7 @@ from agent.decode.model import Values, ValueSignal
 from agent.detect import link
 from agent.detect.engine import UnitDetectors
 from agent.detect.events import Event, EventType, Phase
+from agent.recorder import Recorder
 from agent.records import (
     TimeBase,
     car_state_record,
@@ -80,8 +81,12 @@ class UnitMonitor:
         counters_interval_s: float,
         link_stats: Sequence[LinkStats] | None = None,
         on_detection_cost: Callable[[float], None] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.unit = unit
+        # The flight recorder (agent/recorder.py): fed every sample and event, it hands
+        # back the Evidence records to keep beside them. None: no evidence.
+        self.recorder = recorder
         # Seconds spent in all detectors for one sample (a metrics histogram's observe).
         self.on_detection_cost = on_detection_cost
         self.detectors = UnitDetectors(unit.detect)
@@ -162,6 +167,12 @@ class UnitMonitor:
         else:
             sample = state_at(t, values_now)
         records = self._on_link_outcome(True, t, time)
+        recorder = self.recorder
+        if recorder is not None:
+            # Before detection: the sample that raises an event is in its evidence.
+            closed = recorder.record(_utc_us(time, t), sample)
+            if closed:
+                records += closed
         self.last_sample = sample
         began = perf_counter()
         events = self.detectors.feed(sample)
@@ -263,14 +274,21 @@ class UnitMonitor:
         """Records decided by time alone when a poll cycle of the unit's bus ends at ``t``:
         CONTROLLER_LINK_LOST once the primary slave has been silent ``link_lost_after_s``
         since its last valid answer, however seldom its back-off lets it be retried."""
+        closed = self.recorder.due(_utc_us(time, t)) if self.recorder is not None else []
         if self._link_state.failing_since is None or self._link_state.lost:
-            return []  # the common case: answering, or already reported lost
-        return self._link_changed(*link.tick(self._link_state, t, self._link_lost_after_s), t, time)
+            return closed  # the common case: answering, or already reported lost
+        return closed + self._link_changed(
+            *link.tick(self._link_state, t, self._link_lost_after_s), t, time
+        )
 
     def _on_link_outcome(self, ok: bool, t: float, time: TimeBase) -> list[records_pb2.Record]:
-        return self._link_changed(
+        closed: Sequence[records_pb2.Record] = ()
+        if not ok and self.recorder is not None:
+            closed = self.recorder.record_link_down(_utc_us(time, t))
+        changed = self._link_changed(
             *link.step(self._link_state, ok, t, self._link_lost_after_s), t, time
         )
+        return [*closed, *changed] if closed else changed
 
     def _link_changed(
         self, state: link.LinkState, events: list[Event], t: float, time: TimeBase
@@ -334,8 +352,17 @@ class UnitMonitor:
                 event_id = self._open_events[event.type] = str(uuid.uuid4())
             else:
                 event_id = self._open_events.pop(event.type, "") or str(uuid.uuid4())
-            records.append(event_record(self.unit.id, event, event_id, time))
+            record = event_record(self.unit.id, event, event_id, time)
+            records.append(record)
+            if self.recorder is not None:
+                # The RAISE evidence goes with its event, in the same commit.
+                records += self.recorder.on_event(record)
         return records
 
 
 _COUNTERS = frozenset({"trips", "door_cycles", "run_hours"})
+
+
+def _utc_us(time: TimeBase, t: float) -> int:
+    """UTC microseconds of monotonic ``t`` (the recorder's clock)."""
+    return round(time.to_utc(t) * 1e6)

@@ -159,6 +159,21 @@ def link_status_record(
     return record
 
 
+def state_wire(sample: CarState) -> tuple[int, int, int]:
+    """The wire enum values of ``sample``'s door, direction and mode (DoorState,
+    Direction, ServiceMode), as CarState records carry them."""
+    return _DOOR[sample.door], _DIRECTION[sample.direction], _MODE[sample.mode]
+
+
+def evidence_record(
+    unit_id: str, evidence: records_pb2.Evidence, utc_s: float
+) -> records_pb2.Record:
+    """A Record carrying ``evidence`` (the flight recorder's window, agent/recorder.py)."""
+    record = _record(unit_id, utc_s)
+    record.evidence.CopyFrom(evidence)
+    return record
+
+
 def event_type_wire(event_type: EventType) -> records_pb2.EventType:
     """The wire enum value of ``event_type``."""
     return _EVENT_TYPE[event_type]
