@@ -232,8 +232,11 @@ class Verdict:
     cites: str | None = None
 
 
-def render(reason: Reason, lang: str) -> str:
-    """``reason`` as a sentence in ``lang`` ("zh" or "en"; anything else reads as "en")."""
+def render(
+    reason: Reason, lang: str, templates: Mapping[str, Mapping[str, str]] = TEMPLATES
+) -> str:
+    """``reason`` as a sentence in ``lang`` ("zh" or "en"; anything else reads as "en"),
+    from ``templates`` (code -> language -> format string; the claims audit's by default)."""
     lang = lang if lang in LANGUAGES else "en"
 
     def shown(name: str, value: object) -> str:
@@ -247,7 +250,7 @@ def render(reason: Reason, lang: str) -> str:
         return str(value)
 
     params = {name: shown(name, value) for name, value in reason.params.items()}
-    return TEMPLATES[reason.code][lang].format(**params)
+    return templates[reason.code][lang].format(**params)
 
 
 def language_of(requested: str, accept_language: str, default: str) -> str:
