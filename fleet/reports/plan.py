@@ -32,12 +32,12 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
+from fleet.read.maintenance import last_supported_visit
 from fleet.reports.claims import Reason, render
 from fleet.reports.plan_config import PlanConfig
-from fleet.store.base import FaultEvent, UnitQuery, UnitRow
-from fleet.store.maintenance import RecordRow, VisitRow
+from fleet.store.base import UnitQuery, UnitRow
+from fleet.store.sql import SqlStore
 from fleet.taxonomy import is_lift_fault
 from protos.liftwatch.v1 import records_pb2
 
@@ -295,67 +295,12 @@ def _render(reason: Reason, lang: str) -> str:
 # -- reading the inputs ---------------------------------------------------------------
 
 
-class PlanStore(Protocol):
-    """The store reads the plan makes (`fleet.store.sql.SqlStore` has them all)."""
-
-    def list_units(self, query: UnitQuery) -> list[UnitRow]:
-        """See `fleet.store.base.Store.list_units`."""
-        ...
-
-    def fault_events(self, since: dt.datetime, until: dt.datetime) -> list[FaultEvent]:
-        """See `fleet.store.base.Store.fault_events`."""
-        ...
-
-    def health_records(
-        self, unit_id: str, kind: str, limit: int
-    ) -> list[tuple[dt.datetime, bytes]]:
-        """See `fleet.store.base.Store.health_records`."""
-        ...
-
-    def counters_near(self, unit_id: str, at: dt.datetime) -> tuple[dt.datetime, bytes] | None:
-        """See `fleet.store.publication.PublicationStore.counters_near`."""
-        ...
-
-    def maintenance_records(
-        self,
-        *,
-        unit_id: str = "",
-        contractor: str = "",
-        verdict: str = "",
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
-        ids: Sequence[int] = (),
-        limit: int = 0,
-    ) -> list[RecordRow]:
-        """See `fleet.store.maintenance.MaintenanceStore.maintenance_records`."""
-        ...
-
-    def visit(self, visit_id: int) -> VisitRow | None:
-        """See `fleet.store.maintenance.MaintenanceStore.visit`."""
-        ...
-
-    def visits(
-        self,
-        *,
-        unit_id: str = "",
-        contractor: str = "",
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
-        limit: int = 0,
-    ) -> list[VisitRow]:
-        """See `fleet.store.maintenance.MaintenanceStore.visits`."""
-        ...
-
-
-def anchor_of(store: PlanStore, unit_id: str) -> Anchor | None:
+def anchor_of(store: SqlStore, unit_id: str) -> Anchor | None:
     """Where ``unit_id``'s interval counts from (see `Anchor`), from the maintenance
     records and watched visits of `fleet.store.maintenance`."""
-    supported = store.maintenance_records(unit_id=unit_id, verdict="supported", limit=1)
-    if supported:
-        record = supported[0]
-        visit = store.visit(record.visit_id) if record.visit_id is not None else None
-        end_us = visit.end_us if visit is not None and visit.end_us is not None else record.end_us
-        return Anchor(_time(end_us), True, "visit")
+    visit = last_supported_visit(store, unit_id)
+    if visit is not None:
+        return Anchor(_time(visit.end_us or visit.start_us), True, "visit")
     found: list[Anchor] = []
     for record in store.maintenance_records(unit_id=unit_id, limit=1):
         found.append(Anchor(_time(record.end_us), False, "record"))
@@ -364,7 +309,7 @@ def anchor_of(store: PlanStore, unit_id: str) -> Anchor | None:
     return max(found, key=lambda a: a.at) if found else None
 
 
-def usage_since(store: PlanStore, unit_id: str, since: dt.datetime) -> Usage | None:
+def usage_since(store: SqlStore, unit_id: str, since: dt.datetime) -> Usage | None:
     """Counter climbs from the Counters record at ``since`` to the newest one, and the
     newest door trends; None when the unit sent no counters after ``since``."""
     newest = store.health_records(unit_id, "counters", 1)
@@ -389,7 +334,7 @@ def usage_since(store: PlanStore, unit_id: str, since: dt.datetime) -> Usage | N
 
 
 def plan_inputs(
-    store: PlanStore, units: Iterable[UnitRow], now: dt.datetime, lookback_days: int
+    store: SqlStore, units: Iterable[UnitRow], now: dt.datetime, lookback_days: int
 ) -> list[UnitInputs]:
     """The plan's inputs for ``units``. Faults are read for the last ``lookback_days``
     (a unit whose anchor is older is overdue whatever its faults)."""
@@ -416,7 +361,7 @@ def plan_inputs(
 
 
 def maintenance_plan(
-    store: PlanStore, policy: PlanConfig, now: dt.datetime, contractor: str = ""
+    store: SqlStore, policy: PlanConfig, now: dt.datetime, contractor: str = ""
 ) -> list[PlanEntry]:
     """The plan of every registered unit (of ``contractor`` unless ""), soonest due first."""
     units = [u for u in store.list_units(UnitQuery(contractor=contractor)) if u.registered]

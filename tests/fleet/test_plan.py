@@ -24,7 +24,7 @@ from fleet.reports.plan import (
 )
 from fleet.reports.plan_config import PlanConfig
 from fleet.store.base import ControllerIdentity, RegisterEntry, UnitClaim
-from fleet.store.maintenance import NewRecord, VerdictChange
+from fleet.store.maintenance import NewRecord, UnitDerivation, VerdictChange, VisitRow
 from fleet.store.open import open_store
 from fleet.store.sql import SqlStore, to_us
 from protos.liftwatch.v1 import records_pb2
@@ -34,6 +34,7 @@ NOW = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
 VISIT = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)  # 14 days before TODAY
 YOUNG = dt.date(2018, 1, 1)
 POLICY = PlanConfig(on_demand_units=("OD",))
+SUPPORTED = Anchor(VISIT, True, "visit")
 
 
 def _inputs(
@@ -42,7 +43,7 @@ def _inputs(
     usage: Usage | None = None,
     faults: tuple[dt.datetime, ...] = (),
     install: dt.date | None = YOUNG,
-    anchor: Anchor | None = Anchor(VISIT, True, "visit"),
+    anchor: Anchor | None = SUPPORTED,
 ) -> UnitInputs:
     return UnitInputs(unit_id, "C1", install, anchor, usage, faults)
 
@@ -197,11 +198,36 @@ def test_the_plan_reads_supported_visits_counters_and_faults(store: SqlStore) ->
                 "c2",
                 to_us(VISIT),
             ),
-        ],  # fmt: skip
+        ],
         NOW,
     )
     assert ids[0] is not None
-    store.set_verdicts([VerdictChange(ids[0], "supported", "", "{}", None)], NOW)
+    (visit,) = store.save_derivation(
+        "a1",
+        4,
+        [
+            UnitDerivation(
+                "OD",
+                "a1",
+                (
+                    VisitRow(
+                        None,
+                        "OD",
+                        to_us(VISIT - dt.timedelta(minutes=50)),
+                        to_us(VISIT),
+                        3000.0,
+                        "inspection",
+                        4,
+                        3,
+                        6,
+                        to_us(VISIT),
+                    ),
+                ),
+                "",
+            )
+        ],
+    )
+    store.set_verdicts([VerdictChange(ids[0], "supported", "", "{}", visit.id)], NOW)
     plan = {e.unit_id: e for e in maintenance_plan(store, POLICY, NOW)}
     assert plan["OD"].anchor == Anchor(VISIT, True, "visit")
     assert plan["OD"].interval_days == 30  # 2,800 trips in 14 days
