@@ -244,3 +244,29 @@ class FirmwareInventoryResponse(_message.Message):
     violations: _containers.RepeatedCompositeFieldContainer[FirmwareViolation]
     history: _containers.RepeatedCompositeFieldContainer[FirmwareChange]
     def __init__(self, firmware: _Optional[_Iterable[_Union[VersionCount, _Mapping]]] = ..., agent_versions: _Optional[_Iterable[_Union[VersionCount, _Mapping]]] = ..., violations: _Optional[_Iterable[_Union[FirmwareViolation, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[FirmwareChange, _Mapping]]] = ...) -> None: ...
+
+class GetEvidenceRequest(_message.Message):
+    __slots__ = ("event_id", "request_id")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    request_id: str
+    def __init__(self, event_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class StoredEvidence(_message.Message):
+    __slots__ = ("agent_id", "seq", "unit_id", "evidence", "sha256", "committed", "event_type")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    seq: int
+    unit_id: str
+    evidence: _records_pb2.Evidence
+    sha256: str
+    committed: _timestamp_pb2.Timestamp
+    event_type: _records_pb2.EventType
+    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., unit_id: _Optional[str] = ..., evidence: _Optional[_Union[_records_pb2.Evidence, _Mapping]] = ..., sha256: _Optional[str] = ..., committed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_type: _Optional[_Union[_records_pb2.EventType, str]] = ...) -> None: ...

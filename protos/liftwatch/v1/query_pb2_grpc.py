@@ -59,6 +59,11 @@ class FleetQueryStub:
                 request_serializer=liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryRequest.SerializeToString,
                 response_deserializer=liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryResponse.FromString,
                 _registered_method=True)
+        self.GetEvidence = channel.unary_unary(
+                '/liftwatch.v1.FleetQuery/GetEvidence',
+                request_serializer=liftwatch_dot_v1_dot_query__pb2.GetEvidenceRequest.SerializeToString,
+                response_deserializer=liftwatch_dot_v1_dot_query__pb2.StoredEvidence.FromString,
+                _registered_method=True)
 
 
 class FleetQueryServicer:
@@ -94,6 +99,14 @@ class FleetQueryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEvidence(self, request, context):
+        """The flight recorder's window of an event, or the answer to an on-demand request
+        (issue 16); NOT_FOUND when none is stored or its unit is out of the caller's scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetQueryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +134,11 @@ def add_FleetQueryServicer_to_server(servicer, server):
                     servicer.FirmwareInventory,
                     request_deserializer=liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryRequest.FromString,
                     response_serializer=liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryResponse.SerializeToString,
+            ),
+            'GetEvidence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvidence,
+                    request_deserializer=liftwatch_dot_v1_dot_query__pb2.GetEvidenceRequest.FromString,
+                    response_serializer=liftwatch_dot_v1_dot_query__pb2.StoredEvidence.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +276,33 @@ class FleetQuery:
             '/liftwatch.v1.FleetQuery/FirmwareInventory',
             liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryRequest.SerializeToString,
             liftwatch_dot_v1_dot_query__pb2.FirmwareInventoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/liftwatch.v1.FleetQuery/GetEvidence',
+            liftwatch_dot_v1_dot_query__pb2.GetEvidenceRequest.SerializeToString,
+            liftwatch_dot_v1_dot_query__pb2.StoredEvidence.FromString,
             options,
             channel_credentials,
             insecure,
