@@ -56,7 +56,8 @@ from agent.bus.scheduler import BusScheduler, RawValues, Station, TurnKind
 from agent.config import AgentConfig, BusConfig, UplinkConfig
 from agent.metrics import AgentMetrics, MetricsServer, serve_metrics
 from agent.monitor import UnitMonitor
-from agent.outbox import Outbox, OutboxFullError
+from agent.outbox import DURABLE_KINDS, Outbox, OutboxFullError
+from agent.recorder import Recorder, RequestError, onset_lag_s
 from agent.records import TimeBase, event_type_name, event_type_wire, phase_name
 from agent.uplink import Uplink
 from agent.watchdog import Liveness, SystemdNotifier, keep_watchdog
@@ -132,14 +133,22 @@ class Agent:
                 where = (u.bus, source.slave)
                 stats.append(self.link_stats.setdefault(where, LinkStats()))
                 self.routes[where] = (u.id, index)
+            bus = bus_by_name[u.bus]
             self.monitors[u.id] = UnitMonitor(
                 u,
-                link_lost_after_s=bus_by_name[u.bus].link_lost_after_s,
+                link_lost_after_s=bus.link_lost_after_s,
                 state_interval_s=config.state_interval_s,
                 counters_interval_s=config.counters_interval_s,
                 link_stats=stats,
                 on_detection_cost=self.metrics.detection.observe,
+                recorder=Recorder(
+                    u.id, u.recorder, lag_s=onset_lag_s(u.detect), poll_hz=bus.poll_hz
+                ),
             )
+        ring_bytes = sum(
+            m.recorder.ring_bytes for m in self.monitors.values() if m.recorder is not None
+        )
+        self.metrics.recorder_ring_bytes.set(ring_bytes)
         self.uplink = Uplink(
             self.outbox,
             self.hello,
@@ -148,6 +157,7 @@ class Agent:
             linger_s=config.fleet.linger_s,
             metrics=self.metrics,
             credentials=channel_credentials(config.fleet),
+            on_evidence_request=self.on_evidence_request,
         )
         # Records of the current poll cycle not committed yet: telemetry waits for the
         # cycle's end so that the cycle costs one commit; an event commits it at once.
@@ -178,6 +188,7 @@ class Agent:
         self.metrics.outbox_failing.set_function(lambda: self.liveness.failing_for(OUTBOX_WORKER))
         self.metrics.outbox_reserve_held.set_function(lambda: float(outbox.reserve_held()))
         self.metrics.outbox_quarantined.set_function(lambda: float(outbox.quarantine_count()))
+        self.metrics.evidence_held_back.set_function(lambda: float(outbox.held_count()))
 
     def _time_base(self) -> TimeBase:
         # Both clocks are read once per poll cycle (not per sample: most samples make no
@@ -189,7 +200,9 @@ class Agent:
 
     def hello(self) -> gateway_pb2.Hello:
         """The Hello frame: who this agent is and what it watches, with what it can detect."""
-        hello = gateway_pb2.Hello(agent_id=self.config.id, agent_version=agent.__version__)
+        hello = gateway_pb2.Hello(
+            agent_id=self.config.id, agent_version=agent.__version__, records_evidence=True
+        )
         for unit_id, monitor in self.monitors.items():
             detectable, undetectable = monitor.detectable()
             descriptor = hello.units.add(unit_id=unit_id)
@@ -208,7 +221,8 @@ class Agent:
             return
         self._held += records
         for record in records:
-            if record.WhichOneof("payload") == "event":
+            # An event's evidence is kept (synced, sent at once) as the event is.
+            if record.WhichOneof("payload") in DURABLE_KINDS:
                 self._commit(urgent=True)
                 return
 
@@ -232,11 +246,20 @@ class Agent:
         self.liveness.recovered(OUTBOX_WORKER)
         has_event = False
         for record in records:
-            if record.WhichOneof("payload") == "event":
+            kind = record.WhichOneof("payload")
+            if kind == "event":
                 has_event = True
                 self.metrics.events.labels(
                     event_type_name(record.event.type), phase_name(record.event.phase)
                 ).inc()
+            elif kind == "evidence":
+                has_event = True
+                self.metrics.evidence_windows.labels(
+                    records_pb2.EvidenceEnd.Name(record.evidence.end)
+                    .removeprefix("EVIDENCE_END_")
+                    .lower()
+                ).inc()
+                self.metrics.evidence_bytes.inc(record.ByteSize())
             if self.mqtt is not None:
                 self.mqtt.offer(record)
         # Held events committed late by a telemetry commit still go at once.
@@ -297,6 +320,44 @@ class Agent:
         self.liveness.beat(self._workers[bus])
         self.metrics.link_errors.labels(unit_id, fault.value).inc()
         self._keep(self.monitors[unit_id].on_failure(source, fault, t, self._time_base()))
+
+    def on_evidence_request(self, request: gateway_pb2.EvidenceRequest) -> None:
+        """Answer the fleet's "what is this car doing?" with an Evidence of the unit's last
+        ``request.seconds``, kept through the outbox like any record. Reads the recorder,
+        never the bus. An unknown unit or seconds out of reach is logged and counted."""
+        monitor = self.monitors.get(request.unit_id)
+        recorder = monitor.recorder if monitor is not None else None
+        if recorder is None:
+            self.metrics.evidence_requests.labels("unknown_unit").inc()
+            log.warning(
+                "evidence request %r: no unit %r on this agent (watching %s); not answered",
+                request.request_id,
+                request.unit_id,
+                ", ".join(sorted(self.monitors)),
+            )
+            return
+        try:
+            record = recorder.request(
+                request.request_id, request.seconds, round(self._wall() * 1e6)
+            )
+        except RequestError as exc:
+            self.metrics.evidence_requests.labels("bad_seconds").inc()
+            log.warning(
+                "evidence request %r for unit %s not answered: %s",
+                request.request_id,
+                request.unit_id,
+                exc,
+            )
+            return
+        self.metrics.evidence_requests.labels("answered").inc()
+        log.info(
+            "evidence request %r: the last %d s of unit %s (%d samples)",
+            request.request_id,
+            request.seconds,
+            request.unit_id,
+            record.evidence.samples,
+        )
+        self._keep([record])
 
     def on_cycle_end(self, bus: str, t: float) -> None:
         """A poll cycle of ``bus`` ended: decide what time alone decides (a controller
@@ -422,6 +483,11 @@ class Agent:
             if metrics_server is not None:
                 await metrics_server.stop()
             await self._end_tasks(loop.time() + STOP_DEADLINE_S)
+            # Evidence windows still open are cut at the stop (end SHUTDOWN).
+            now_us = round(self._wall() * 1e6)
+            for monitor in self.monitors.values():
+                if monitor.recorder is not None:
+                    self._held += monitor.recorder.shutdown(now_us)
             if self._held and not self._commit(urgent=False):
                 log.error("stopping with %d record(s) not committed", len(self._held))
             self.outbox.close()

@@ -178,6 +178,35 @@ class AgentMetrics:
         self.mqtt_failures = Counter(
             f"{p}mqtt_publish_failures", "MQTT publishes dropped", registry=r
         )
+        # The flight recorder (agent/recorder.py, issue 16).
+        self.evidence_windows = Counter(
+            f"{p}evidence_windows",
+            "Evidence windows frozen and kept, by why they end (raise, post, cleared, max, "
+            "request, shutdown)",
+            ["end"],
+            registry=r,
+        )
+        self.evidence_bytes = Counter(
+            f"{p}evidence_bytes", "Bytes of Evidence records kept", registry=r
+        )
+        self.evidence_held_back = Gauge(
+            f"{p}evidence_held_back",
+            "Evidence records held back in the outbox from a fleet that does not take "
+            "evidence; sent when one that does connects",
+            registry=r,
+        )
+        self.evidence_requests = Counter(
+            f"{p}evidence_requests",
+            "On-demand evidence requests from the fleet, by outcome (answered, "
+            "unknown_unit, bad_seconds)",
+            ["outcome"],
+            registry=r,
+        )
+        self.recorder_ring_bytes = Gauge(
+            f"{p}recorder_ring_bytes",
+            "Bytes the flight recorder's rings hold, all cars (allocated once)",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -35,6 +35,12 @@ back and the seqs it would have used are handed out again), so its caller keeps 
 records and retries them (see `agent.app`). The reserve is put back, at most every
 `RESERVE_RETRY_S`, once the disk has twice its size free again.
 
+Evidence (the flight recorder's windows, agent/recorder.py) ranks with events: synced,
+taking the reserve, never thinned. A fleet that does not take evidence (an older one)
+gets none: the uplink skips evidence records in its batches, and `Outbox.ack` moves
+those below the acknowledged seq to the ``held`` table, from which `Outbox.release_held`
+appends them again, with new seqs, once a fleet that takes evidence connects.
+
 Quarantine: a record the fleet refuses as malformed (a time outside the fleet's window,
 say) would otherwise be resent forever and hold back every record after it.
 `Outbox.quarantine` moves it into the ``quarantine`` table, with the fleet's reason, where
@@ -82,7 +88,20 @@ CREATE TABLE IF NOT EXISTS quarantine (
     quarantined_at REAL NOT NULL
 )
 """
+# Held back from a fleet that does not take evidence (see `Outbox.ack`); created when
+# missing, like the quarantine.
+_HELD = """
+CREATE TABLE IF NOT EXISTS held (
+    seq INTEGER PRIMARY KEY,
+    unit_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload BLOB NOT NULL
+)
+"""
 THINNABLE = "car_state"
+# Kinds kept with an event's guarantees: synced on commit, taking the reserve on a full
+# disk, never thinned. Evidence is the event's own flight-recorder window.
+DURABLE_KINDS = frozenset({"event", "evidence"})
 THIN_BLOCK = 2_000  # samples looked at per thinning step
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
@@ -196,6 +215,7 @@ class Outbox:
             elif version != SCHEMA_VERSION:
                 raise _CorruptError(f"unknown outbox schema version {version}")
             db.execute(_QUARANTINE)
+            db.execute(_HELD)
         except BaseException:
             db.close()
             raise
@@ -219,7 +239,7 @@ class Outbox:
         raised and nothing was committed: the same records may be appended again later.
         Any other SQLite error is raised as it is, also with nothing committed.
         """
-        durable = any(record.WhichOneof("payload") == "event" for record in records)
+        durable = any(record.WhichOneof("payload") in DURABLE_KINDS for record in records)
         try:
             seqs = self._insert(records, durable)
         except sqlite3.Error as exc:
@@ -345,14 +365,15 @@ class Outbox:
         return int(used) * int(self._page_size)
 
     def pending(
-        self, after_seq: int, limit: int, max_bytes: int | None = None
+        self, after_seq: int, limit: int, max_bytes: int | None = None, skip_kind: str = ""
     ) -> list[PendingRecord]:
         """Kept records with seq > ``after_seq``, oldest first: at most ``limit`` of them
-        and, when ``max_bytes`` is given, no more payload than that (but always at least one).
+        and, when ``max_bytes`` is given, no more payload than that (but always at least one);
+        none of kind ``skip_kind`` (held back from this fleet, see `ack`).
         """
         rows = self._db.execute(
-            "SELECT seq, payload FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
+            "SELECT seq, payload FROM records WHERE seq > ? AND kind != ? ORDER BY seq LIMIT ?",
+            (after_seq, skip_kind, limit),
         ).fetchall()
         batch: list[PendingRecord] = []
         size = 0
@@ -363,12 +384,53 @@ class Outbox:
             batch.append(PendingRecord(int(seq), bytes(payload)))
         return batch
 
-    def ack(self, up_to_seq: int) -> int:
-        """Delete every record with seq <= ``up_to_seq`` (the fleet has them); return how many."""
-        self._set_synchronous("NORMAL")
+    def ack(self, up_to_seq: int, hold_kind: str = "") -> int:
+        """Delete every record with seq <= ``up_to_seq`` (the fleet has them); return how many.
+
+        Records of kind ``hold_kind`` among them were not sent (this fleet does not take
+        them: an older fleet and evidence): they are moved to the ``held`` table instead,
+        kept with their durability, until `release_held` gives them new seqs for a fleet
+        that takes them. A new seq, because the fleet's committed seq is past the old one
+        and it would take a resend at that seq for a duplicate.
+        """
+        self._set_synchronous("FULL" if hold_kind else "NORMAL")
         with self._transaction():
+            if hold_kind:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO held (seq, unit_id, kind, payload)"
+                    " SELECT seq, unit_id, kind, payload FROM records WHERE seq <= ? AND kind = ?",
+                    (up_to_seq, hold_kind),
+                )
             cursor = self._db.execute("DELETE FROM records WHERE seq <= ?", (up_to_seq,))
         return cursor.rowcount
+
+    def release_held(self) -> int:
+        """Append every held-back record again with a new seq (a fleet that takes them is
+        connected), in their order, in one synced transaction; return how many."""
+        rows = self._db.execute(
+            "SELECT seq, unit_id, kind, payload FROM held ORDER BY seq"
+        ).fetchall()
+        if not rows:
+            return 0
+        first = self._last_seq + 1
+        self._set_synchronous("FULL")
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO records (seq, unit_id, kind, payload) VALUES (?, ?, ?, ?)",
+                [
+                    (first + i, unit_id, kind, _renumbered(payload, first + i))
+                    for i, (_, unit_id, kind, payload) in enumerate(rows)
+                ],
+            )
+            self._db.execute("UPDATE sequence SET last_seq = ?", (first + len(rows) - 1,))
+            self._db.execute("DELETE FROM held")
+        self._last_seq = first + len(rows) - 1
+        return len(rows)
+
+    def held_count(self) -> int:
+        """How many records are held back from the connected (or last) fleet."""
+        (count,) = self._db.execute("SELECT count(*) FROM held").fetchone()
+        return int(count)
 
     def ensure_seq_above(self, committed_seq: int) -> None:
         """Make the next seq exceed ``committed_seq``, which the fleet already holds."""
@@ -444,6 +506,13 @@ class Outbox:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+
+def _renumbered(payload: bytes, seq: int) -> bytes:
+    """A serialized Record with its seq field set to ``seq``."""
+    record = records_pb2.Record.FromString(payload)
+    record.seq = seq
+    return record.SerializeToString()
 
 
 class _CorruptError(sqlite3.DatabaseError):

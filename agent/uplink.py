@@ -13,6 +13,12 @@ holds by then goes in one RecordBatch. An event never waits: `notify(urgent=True
 at once, with the telemetry kept before it, in seq order. A backlog of a full batch or
 more (catching up after an outage) goes at once too.
 
+Evidence (agent/recorder.py) goes only to a fleet whose Welcome sets accepts_evidence:
+an older fleet rejects a payload it does not know. To one that does not, batches skip
+evidence records (they are held in the outbox, counted by ``evidence_held_back``, and
+released with new seqs when a fleet that takes them connects), so nothing else waits.
+A FleetFrame.evidence_request is handed to the agent, which answers through the outbox.
+
 A Reject ends the session and the uplink backs off and reconnects, except for one kind:
 MALFORMED with a reason that starts ``record seq N`` (the fleet's way of naming the one
 record it refuses, e.g. a time outside its window) would come back for the same record
@@ -101,8 +107,14 @@ class Uplink:
         metrics: AgentMetrics | None = None,
         credentials: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        on_evidence_request: Callable[[gateway_pb2.EvidenceRequest], None] | None = None,
     ) -> None:
         self._outbox = outbox
+        # Answers a FleetFrame.evidence_request (the agent's recorder, through the outbox).
+        self._on_evidence_request = on_evidence_request
+        # Whether the fleet of the current session takes Evidence (its Welcome says so);
+        # to one that does not, evidence records are held back (see agent.outbox).
+        self.accepts_evidence = False
         self._hello = hello
         self._endpoints = list(endpoints)
         self._max_batch = max_batch_records
@@ -203,7 +215,21 @@ class Uplink:
                 raise ConnectionError("fleet closed the stream before Welcome")
             welcome = self._welcome(first)
             self._outbox.ensure_seq_above(welcome.committed_seq)
-            self._outbox.ack(welcome.committed_seq)
+            self.accepts_evidence = welcome.accepts_evidence
+            # Evidence at or below the Welcome's seq is held, whatever this fleet takes:
+            # the last session may have skipped it (an older fleet whose ack was lost), and
+            # a resend under a new seq costs at most a duplicate, never a loss.
+            self._outbox.ack(welcome.committed_seq, "evidence")
+            if self.accepts_evidence:
+                released = self._outbox.release_held()
+                if released:
+                    log.info("fleet %s takes evidence: sending %d held back", endpoint, released)
+            else:
+                log.info(
+                    "fleet %s does not take evidence (an older fleet): evidence records are "
+                    "held back on this box until one that does connects",
+                    endpoint,
+                )
             self.acked_seq = welcome.committed_seq
             self.connected = True
             if self._metrics is not None:
@@ -246,7 +272,7 @@ class Uplink:
                 raise ConnectionError("fleet closed the stream")
             kind = frame.WhichOneof("frame")
             if kind == "ack":
-                removed = self._outbox.ack(frame.ack.up_to_seq)
+                removed = self._outbox.ack(frame.ack.up_to_seq, self._held_kind())
                 if self._metrics is not None:
                     self._metrics.records_acked.inc(removed)
                 self.acked_seq = max(self.acked_seq, frame.ack.up_to_seq)
@@ -254,6 +280,8 @@ class Uplink:
                     self._wake.set()  # the send window may have opened
             elif kind == "reject":
                 raise _rejected(frame.reject)
+            elif kind == "evidence_request":
+                self._evidence_request(frame.evidence_request)
             else:
                 raise FleetRejectedError(f"unexpected {kind} frame from fleet")
 
@@ -286,7 +314,9 @@ class Uplink:
                     # notifies again and is not lost between the read and the write.
                     self._urgent = False
                     self._lingering_since = None
-                    batch = self._outbox.pending(sent_seq, min(max_batch, room), max_bytes)
+                    batch = self._outbox.pending(
+                        sent_seq, min(max_batch, room), max_bytes, self._held_kind()
+                    )
                     if batch:
                         frame = gateway_pb2.AgentFrame(
                             batch=gateway_pb2.RecordBatch(
@@ -307,6 +337,21 @@ class Uplink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wake_at - clock(), 0.0)):
                     await self._wake.wait()
+
+    def _held_kind(self) -> str:
+        """The record kind held back from this session's fleet ("" for none)."""
+        return "" if self.accepts_evidence else "evidence"
+
+    def _evidence_request(self, request: gateway_pb2.EvidenceRequest) -> None:
+        """Hand an on-demand request to the agent; whatever goes wrong answering it is
+        logged, never the end of the stream."""
+        if self._on_evidence_request is None:
+            log.warning("fleet asked for evidence (%s) but this uplink has no recorder", request)
+            return
+        try:
+            self._on_evidence_request(request)
+        except Exception:
+            log.exception("answering evidence request %r failed", request.request_id)
 
     def _heartbeat(self) -> gateway_pb2.AgentFrame:
         heartbeat = gateway_pb2.Heartbeat(outbox_depth=self._outbox.depth())
