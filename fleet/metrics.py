@@ -118,6 +118,20 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.evidence_malformed = Counter(
+            "liftwatch_fleet_evidence_malformed",
+            "Batches refused MALFORMED for an Evidence record that does not decode or "
+            "names neither event nor request (the agent sets that record aside).",
+            registry=self.registry,
+        )
+        self.evidence_requests = Counter(
+            "liftwatch_fleet_evidence_requests",
+            "On-demand evidence requests taken by this process's gateway, by outcome: "
+            "sent to the agent, or refused (the agent keeps no recorder).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """The current value of sample ``name`` (e.g. ``liftwatch_fleet_frames_total``)."""
         result = self.registry.get_sample_value(name, labels or {})

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -29,6 +30,7 @@ from fleet.clock import Clock
 from fleet.config import IngestConfig
 from fleet.ingest.access import AgentAccess, peer_agent_id, peer_serial, unit_not_registered
 from fleet.ingest.committer import CommitterStoppedError, GroupCommitter
+from fleet.ingest.evidence import EvidenceOutlet, evidence_problem, interleave
 from fleet.metrics import GatewayMetrics
 from fleet.store.base import BatchOp, ControllerIdentity, HeartbeatOp, HelloOp, UnitClaim
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2
@@ -52,6 +54,8 @@ MAX_REASON_LENGTH = 1000
 MAX_CAPABILITIES = 128
 CONTROLLER_FIELDS = ("vendor", "model", "firmware", "serial", "profile")
 CLIPPED = "…"
+# The reason `fleet.ingest.evidence.evidence_problem` gives, for the metric.
+_EVIDENCE_REFUSAL = re.compile(r"record seq \d+ evidence")
 
 
 def _reject(code: gateway_pb2.RejectCode, reason: str) -> gateway_pb2.Reject:
@@ -262,7 +266,7 @@ def check_batch(
             problem = record_time_problem(record, now_s, limits)
             if problem is not None:
                 return _reject(gateway_pb2.REJECT_CODE_MALFORMED, problem)
-        problem = record_string_problem(record)
+        problem = record_string_problem(record) or evidence_problem(record)
         if problem is not None:
             return _reject(gateway_pb2.REJECT_CODE_MALFORMED, problem)
         if record.seq <= previous:
@@ -382,6 +386,13 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         }
         # Admitted streams by agent id (mutual TLS only), for `recheck`.
         self._open: dict[str, set[OpenStream]] = {}
+        # The way out to the stream of each unit's agent (every stream after Welcome),
+        # for on-demand evidence requests (fleet.ingest.evidence).
+        self._outlets: dict[str, EvidenceOutlet] = {}
+
+    def evidence_outlets(self) -> Mapping[str, EvidenceOutlet]:
+        """The units whose agent stream this gateway holds, each with its outlet."""
+        return self._outlets
 
     async def recheck(self, agent_id: str, serial: str = "") -> int:
         """Admit the open streams of ``agent_id`` (with ``serial``: those whose certificate
@@ -567,20 +578,40 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                 max_batch_records=self._limits.max_batch_records,
                 max_batch_bytes=self._limits.max_batch_bytes,
                 heartbeat_interval_s=self._limits.heartbeat_interval_s,
+                accepts_evidence=True,
             )
         )
         self._metrics.streams.inc()
+        # Requests reach an agent with a recorder between its frames (`interleave`); an
+        # older agent's stream reads its frames alone, its units' requests refused.
+        outlet = EvidenceOutlet(agent_id, hello.records_evidence)
+        units = [u.unit_id for u in hello.units]
+        for unit_id in units:
+            self._outlets[unit_id] = outlet
+        merged: (
+            AsyncGenerator[gateway_pb2.AgentFrame | UnparsableFrame | gateway_pb2.EvidenceRequest]
+            | None
+        ) = None
+        if outlet.capable:
+            merged = interleave(frames, outlet.queue)
         try:
             async for frame in self._serve_frames(
-                frames, agent_id, hello, peer, context, registered, committed
+                merged or frames, agent_id, hello, peer, context, registered, committed
             ):
                 yield frame
         finally:
             self._metrics.streams.dec()
+            for unit_id in units:
+                if self._outlets.get(unit_id) is outlet:
+                    del self._outlets[unit_id]
+            if merged is not None:
+                await merged.aclose()
 
     async def _serve_frames(
         self,
-        frames: AsyncIterator[gateway_pb2.AgentFrame | UnparsableFrame],
+        frames: AsyncIterator[
+            gateway_pb2.AgentFrame | UnparsableFrame | gateway_pb2.EvidenceRequest
+        ],
         agent_id: str,
         hello: gateway_pb2.Hello,
         peer: str,
@@ -598,6 +629,9 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         touched: dict[str, float] = {}
         fresh_s = float(self._limits.heartbeat_interval_s)
         async for frame in frames:
+            if isinstance(frame, gateway_pb2.EvidenceRequest):  # a dispatcher's, to the agent
+                yield gateway_pb2.FleetFrame(evidence_request=frame)
+                continue
             if isinstance(frame, UnparsableFrame):
                 self._count("unparsable")
                 yield self._rejected(frame.reject("a frame after Hello"), agent_id, peer)
@@ -615,6 +649,8 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                     now_s=self._clock().timestamp(),
                 )
                 if problem is not None:
+                    if _EVIDENCE_REFUSAL.match(problem.reason):
+                        self._metrics.evidence_malformed.inc()
                     yield self._rejected(problem, agent_id, peer)
                     return
                 last_seq = frame.batch.records[-1].seq

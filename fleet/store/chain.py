@@ -42,7 +42,16 @@ from typing import Any
 from protos.liftwatch.v1 import records_pb2
 
 GENESIS = "0" * 64
-KINDS = ("event", "alarm", "firmware", "coverage", "register")
+# "evidence" and "evidence_request": the flight recorder (issue 16, fleet.store.evidence).
+KINDS = (
+    "event",
+    "alarm",
+    "firmware",
+    "coverage",
+    "register",
+    "evidence",
+    "evidence_request",
+)
 
 
 def canonical(value: object) -> str:

@@ -61,3 +61,58 @@ def hello(agent_id: str, *unit_ids: str, firmware: str = "3.1.2") -> gateway_pb2
 def batch(*records: records_pb2.Record) -> gateway_pb2.AgentFrame:
     """A RecordBatch frame."""
     return gateway_pb2.AgentFrame(batch=gateway_pb2.RecordBatch(records=list(records)))
+
+
+def evidence_record(
+    seq: int,
+    unit_id: str = "U1",
+    *,
+    time: dt.datetime = T0,
+    event_id: str = "ev-1",
+    request_id: str = "",
+    end: records_pb2.EvidenceEnd = records_pb2.EVIDENCE_END_POST,
+    samples: int = 20,
+) -> records_pb2.Record:
+    """An Evidence record of ``samples`` samples at 10 Hz ending at ``time``: the car
+    stopping between floors with its doors closed and occupied (encoded by the codec the
+    agent uses, `protos.evidence`)."""
+    from protos.evidence import EvidenceSample, encode_samples
+
+    start_us = int(time.timestamp() * 1_000_000) - (samples - 1) * 100_000
+    rows = [
+        EvidenceSample(
+            time_us=start_us + i * 100_000,
+            link_up=True,
+            position_mm=3000 + 10 * min(i, 10),
+            speed_mm_s=max(0, 100 - 10 * i),
+            load_percent=20,
+            floor=1,
+            fault_code=None,
+            door=records_pb2.DOOR_STATE_CLOSED,
+            direction=records_pb2.DIRECTION_UP if i < 10 else records_pb2.DIRECTION_NONE,
+            mode=records_pb2.SERVICE_MODE_NORMAL,
+            moving=i < 10,
+            door_zone=False,
+            levelled=False,
+            door_lock_closed=True,
+            safety_circuit_closed=True,
+            occupied=True,
+            alarm_button=None,
+            overload=False,
+            mains_ok=True,
+            reopen_active=None,
+        )
+        for i in range(samples)
+    ]
+    message = records_pb2.Record(seq=seq, unit_id=unit_id)
+    message.time.FromDatetime(time)
+    evidence = message.evidence
+    evidence.event_id = event_id
+    evidence.request_id = request_id
+    evidence.end = end
+    evidence.pre_s, evidence.post_s, evidence.max_s = 60, 30, 300
+    if event_id:
+        evidence.onset.FromDatetime(time - dt.timedelta(seconds=1))
+        evidence.raised.FromDatetime(time)
+    encode_samples(rows, evidence)
+    return message
