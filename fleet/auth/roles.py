@@ -69,6 +69,12 @@ class Principal:
         """Whether this principal may manage users, the register and the firmware policy."""
         return self.role is Role.ADMIN
 
+    def can_publish(self) -> bool:
+        """Whether this principal may draft, approve and publish the district's public
+        lists: regulators only (the district's statement; an administrator manages
+        accounts, not what the district says in public)."""
+        return self.role is Role.REGULATOR
+
     def unit_scope(self) -> str:
         """The contractor to filter unit queries by, "" for all units."""
         return self.contractor if self.role is Role.CONTRACTOR else ""
