@@ -63,8 +63,7 @@ WIRE_OVERHEAD_BYTES = 256
 RING_MARGIN = 1.25
 # Detection keys ending in _s that are not onset-to-raise thresholds.
 _NOT_THRESHOLDS = frozenset({"nuisance_dedup_s"})
-_INT32 = (-(2**31), 2**31 - 1)
-_UINT32 = (0, 2**32 - 1)
+_I32_LOW, _I32_HIGH, _U32_HIGH = -(2**31), 2**31 - 1, 2**32 - 1
 _EMPTY: tuple[records_pb2.Record, ...] = ()
 
 
@@ -190,21 +189,29 @@ class Recorder:
         self._last_us = time_us
         i = self._next
         self._time[i] = time_us
+        # Unrolled (this runs for every sample of every car): a value the wire cannot
+        # carry (outside sint32/uint32) is kept as absent, like a missing one.
         absent = 0
-        for n, (column, value, (low, high)) in enumerate(
-            (
-                (self._position, sample.position_mm, _INT32),
-                (self._speed, sample.speed_mm_s, _UINT32),
-                (self._load, sample.load_percent, _UINT32),
-                (self._floor, sample.floor, _INT32),
-                (self._fault, sample.fault_code, _UINT32),
-            )
-        ):
-            if value is None or not low <= value <= high:
-                column[i] = 0
-                absent |= 1 << n
-            else:
-                column[i] = value
+        value = sample.position_mm
+        if value is None or not _I32_LOW <= value <= _I32_HIGH:
+            value, absent = 0, 0b00001
+        self._position[i] = value
+        value = sample.speed_mm_s
+        if value is None or not 0 <= value <= _U32_HIGH:
+            value, absent = 0, absent | 0b00010
+        self._speed[i] = value
+        value = sample.load_percent
+        if value is None or not 0 <= value <= _U32_HIGH:
+            value, absent = 0, absent | 0b00100
+        self._load[i] = value
+        value = sample.floor
+        if value is None or not _I32_LOW <= value <= _I32_HIGH:
+            value, absent = 0, absent | 0b01000
+        self._floor[i] = value
+        value = sample.fault_code
+        if value is None or not 0 <= value <= _U32_HIGH:
+            value, absent = 0, absent | 0b10000
+        self._fault[i] = value
         key = (
             sample.door,
             sample.direction,
