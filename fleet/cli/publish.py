@@ -1,0 +1,144 @@
+"""``liftwatch-fleet publish``: the district's published lists (issue 17, item 5).
+
+- ``publish draft --as REGULATOR``: draw the lists as of now and keep them as a draft.
+- ``publish approve ID --as REGULATOR``: approve a draft; with ``[publication]
+  approval_by_another`` (the default) another regulator than the drafter.
+- ``publish publish ID --as REGULATOR``: publish an approved draft: ``/public/`` serves it.
+- ``publish status``: the publications, their steps (who, when) and what is public now.
+
+``--as`` names a dashboard account (``liftwatch-fleet users``) with the regulator role;
+each step is kept with it in the publication's history. The same steps are on the
+dashboard and the API (``/api/publication``). Bad input is one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fleet.auth.roles import Role
+from fleet.cli.common import (
+    EXIT_USAGE,
+    PROG,
+    StoreCommand,
+    UsageError,
+    open_readonly,
+    print_json,
+    store_target,
+)
+from fleet.clock import utc_now
+from fleet.read.views import table
+from fleet.reports.publication import LISTS, draw_lists
+from fleet.store.open import open_store
+from fleet.store.publication import PublicationError
+from fleet.store.sql import SqlStore
+from fleet.web.publication import publication_json
+
+
+def add_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], store_command: StoreCommand
+) -> None:
+    """Add ``publish`` and its steps."""
+    group = commands.add_parser(
+        "publish",
+        help="draft, approve and publish the district's lists (regulators)",
+        description=(__doc__ or "").split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    steps = group.add_subparsers(dest="publish_command", required=True, metavar="STEP")
+
+    def step(name: str, help_text: str, with_id: bool) -> None:
+        sub = steps.add_parser(name, help=help_text, description=help_text)
+        source = sub.add_mutually_exclusive_group()
+        source.add_argument("--config", type=Path, help="TOML config naming the store")
+        source.add_argument("--db", help="the fleet's SQLite file or postgresql:// URL")
+        sub.add_argument("--json", action="store_true", help="print one JSON object")
+        if with_id:
+            sub.add_argument("id", type=int, help="the publication's id (publish status)")
+        if name != "status":
+            sub.add_argument(
+                "--as", dest="username", required=True, help="the regulator's account name"
+            )
+
+    del store_command
+    step("draft", "draw the lists as of now and keep them as a draft", False)
+    step("approve", "approve a draft (another regulator than the drafter)", True)
+    step("publish", "publish an approved draft: /public/ serves it", True)
+    step("status", "the publications, their steps and what is public now", False)
+
+
+def _regulator(store: SqlStore, username: str) -> str:
+    user = store.user(username)
+    if user is None:
+        raise UsageError(f"--as {username}: no such account (liftwatch-fleet users add)")
+    if user.role is not Role.REGULATOR:
+        raise UsageError(
+            f"--as {username}: a {user.role.value} may not publish; only a regulator drafts, "
+            "approves and publishes the lists"
+        )
+    return username
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``liftwatch-fleet publish STEP``; exit status 2 for a step not allowed now."""
+    if args.publish_command == "status":
+        return _status(args)
+    target, config = store_target(args)
+    store = open_store(target)
+    now = utc_now()
+    try:
+        username = _regulator(store, args.username)
+        if args.publish_command == "draft":
+            lists = draw_lists(
+                store, now, config.publication, config.reports, config.maintenance.plan
+            )
+            new_id = store.draft_publication(lists, now, username, now)
+            done = next(p for p in store.publications(5) if p.id == new_id)
+        elif args.publish_command == "approve":
+            done = store.approve_publication(
+                args.id, username, now, by_another=config.publication.approval_by_another
+            )
+        else:
+            done = store.publish_publication(args.id, username, now)
+    except PublicationError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        store.close()
+    if args.json:
+        print_json(publication_json(done, lists=args.publish_command == "draft"))
+    else:
+        counts = ", ".join(f"{n} {len(done.lists.get(n, {}).get('rows', []))}" for n in LISTS)
+        print(f"publication {done.id}: {done.state} ({counts})")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    store, _ = open_readonly(args)
+    try:
+        found = store.publications(50)
+        steps = store.publication_steps()
+        current = store.current_publication()
+    finally:
+        store.close()
+    if args.json:
+        print_json(
+            {
+                "public": None if current is None else current.id,
+                "publications": [publication_json(p, lists=False) for p in found],
+                "steps": [
+                    {"publication_id": s.publication_id, "step": s.step, "username": s.username,
+                     "at": s.at.isoformat().replace("+00:00", "Z")}
+                    for s in steps
+                ],
+            }
+        )  # fmt: skip
+        return 0
+    rows = [
+        [str(s.publication_id), s.step, s.username, s.at.isoformat(timespec="seconds")]
+        for s in steps
+    ]
+    print(table(["ID", "STEP", "BY", "AT"], rows))
+    print(f"public now: {'none' if current is None else current.id}")
+    return 0
