@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fleet.cli import agents, coverage, events, firmware, pki, serve, units
+from fleet.cli import agents, coverage, events, firmware, maintenance, pki, publish, serve, units
 from fleet.cli.common import (
     EXIT_RUNTIME,
     EXIT_USAGE,
@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     add_lifecycle_parsers(commands, store_command)  # alarms, report, audit
     add_history_parsers(commands, store_command)  # verify-history, history, db
     events.add_parser(commands, store_command)
+    maintenance.add_parser(commands, store_command)
+    publish.add_parser(commands, store_command)
     pki.add_parser(commands)
     agents.add_parser(commands)
     add_users_parser(commands)
@@ -70,6 +72,8 @@ _COMMANDS = {
     "coverage": coverage.run,
     "firmware": firmware.run,
     "events": events.run,
+    "maintenance": maintenance.run,
+    "publish": publish.run,
     **lifecycle_commands(store_target),
     **history_commands(store_target),
     **users_commands(store_target),
