@@ -76,7 +76,7 @@
       else if (name === "className") node.className = value;
       else node.setAttribute(name, value === true ? "" : value);
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -210,7 +210,7 @@
 
   const NAV = [
     ["#/", "nav.overview"], ["#/units", "nav.units"], ["#/alarms", "nav.alarms"],
-    ["#/firmware", "nav.firmware"], ["#/reports", "nav.reports"],
+    ["#/firmware", "nav.firmware"], ["#/reports", "nav.reports"], ["#/plan", "nav.plan"],
   ];
 
   function renderShell() {
@@ -233,7 +233,9 @@
       return;
     }
     const here = location.hash || "#/";
-    const items = state.user.can_admin ? [...NAV, ["#/users", "nav.users"]] : NAV;
+    // Unpublished lists are for regulators and administrators (plan.js; the API says so too).
+    const lists = ["regulator", "admin"].includes(state.user.role) ? [["#/publication", "nav.publication"]] : [];
+    const items = state.user.can_admin ? [...NAV, ...lists, ["#/users", "nav.users"]] : [...NAV, ...lists];
     put(nav, h("ul", {}, items.map(([href, key]) => {
       const current = href === "#/" ? here === "#/" || here === "#" : here.startsWith(href);
       return h("li", {}, h("a", { href, "aria-current": current ? "page" : null, text: t(key) }));
@@ -261,6 +263,8 @@
       else if (path === "/firmware") await viewFirmware();
       else if (path === "/reports") await viewReports(params);
       else if (path === "/users") await viewUsers();
+      else if (path === "/plan") await window.LW_PLAN.viewPlan(recorder(), params);
+      else if (path === "/publication") await window.LW_PLAN.viewPublication(recorder());
       else await viewOverview();
     } catch (err) {
       if (err.status === 401) return;
