@@ -321,6 +321,8 @@ def take_records(
     ids = store.add_maintenance_records(kept, now)
     stored = tuple(i for i in ids if i is not None)
     if stored:
+        # The visits their verdicts rest on first: records not folded yet may hold them.
+        derive_visits(store, config.verdicts, now)
         judge_records(store, store.maintenance_records(ids=stored), config, now)
     refused.sort(key=lambda p: p.line)
     return ImportResult(stored, sum(i is None for i in ids), tuple(refused))
