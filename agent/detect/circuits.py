@@ -59,21 +59,25 @@ clearing condition. `blind` forgets pending onsets and keeps raised events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.detect.events import Event, EventType, Phase
+from agent.detect.config import DEFAULTS, DetectionConfig
+from agent.detect.events import Event, EventType
 from agent.detect.latch import (
     ADVANCE_OPENING_MAX_MM_S,
     FAULT_SUPPRESSED_MODES,
     IDLE,
     Latch,
+    LatchRule,
     advance,
     closed_and_locked,
-    event,
+    decided,
     forget_pending,
     opened_at_landing,
     running,
 )
+from agent.detect.rule import NO_EVENTS, NamedRules, blind_all, step_all
 from agent.state import CarState, DoorState
 
 #: Door states in which a sound lock circuit is open: every state but CLOSED (and
@@ -85,28 +89,54 @@ DOOR_NOT_CLOSED = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class CircuitsConfig:
-    """Debounces of the circuit rules, in seconds."""
+    """Debounces of the circuit rules, in seconds; the defaults are `DetectionConfig`'s."""
 
-    safety_circuit_debounce_s: float = 0.15
-    door_open_while_moving_debounce_s: float = 0.1
-    door_lock_bypass_s: float = 2.0
+    safety_circuit_debounce_s: float = DEFAULTS.safety_circuit_debounce_s
+    door_open_while_moving_debounce_s: float = DEFAULTS.door_open_while_moving_debounce_s
+    door_lock_bypass_s: float = DEFAULTS.door_lock_bypass_s
+
+    @classmethod
+    def from_detection(cls, config: DetectionConfig) -> CircuitsConfig:
+        """The circuit rules' view of a unit's thresholds."""
+        return cls(
+            safety_circuit_debounce_s=config.safety_circuit_debounce_s,
+            door_open_while_moving_debounce_s=config.door_open_while_moving_debounce_s,
+            door_lock_bypass_s=config.door_lock_bypass_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class CircuitsState:
-    """Detector memory for one car's circuit rules. ``doors_shut`` is whether the doors
-    were closed and locked since they were last opened at a landing
-    (`latch.opened_at_landing`; a door opening while running only counts after they were
-    shut)."""
+class SafetyState:
+    """SAFETY_CIRCUIT_OPEN's memory: the occurrence, and whether the previous sample was
+    running (an opened circuit may have stopped the car by the next poll)."""
 
-    safety: Latch = IDLE
-    door_moving: Latch = IDLE
-    bypass: Latch = IDLE
+    latch: Latch = IDLE
+    was_running: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DoorMovingState:
+    """DOOR_OPEN_WHILE_MOVING's memory: the occurrence, whether the previous sample was
+    running, and ``doors_shut``: whether the doors were closed and locked since they were
+    last opened at a landing (`latch.opened_at_landing`; a door opening while running
+    only counts after they were shut)."""
+
+    latch: Latch = IDLE
     was_running: bool = False
     doors_shut: bool = False
 
 
-_IDLE_STATE = CircuitsState()
+_SAFETY_START = SafetyState()
+_DOOR_MOVING_START = DoorMovingState()
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitsState:
+    """Detector memory for one car's circuit rules: each rule's own."""
+
+    safety: SafetyState = _SAFETY_START
+    door_moving: DoorMovingState = _DOOR_MOVING_START
+    bypass: Latch = IDLE
 
 
 def _judged_place(sample: CarState) -> bool:
@@ -136,179 +166,176 @@ def step(
     changed) and the events decided on this sample, at most one per rule. ``now`` must not
     decrease. Never raises.
     """
-    return CircuitsRules(config).step(state, sample, now, since, power_out)
-
-
-def _door_open_while_moving(
-    state: CircuitsState,
-    sample: CarState,
-    now: float,
-    config: CircuitsConfig,
-    since: float | None,
-    watched: bool,
-    run: bool | None,
-    shut: bool | None,
-    place: bool | None,
-    events: list[Event],
-) -> Latch:
-    """DOOR_OPEN_WHILE_MOVING: doors that were shut leave closed and locked while running
-    outside the door zone or at speed (see the module doc)."""
-    old = state.door_moving
-    door_moving, phase = advance(
-        old,
-        watched
-        and shut is False
-        and (
-            old.onset is not None
-            or (state.doors_shut and (run is True or state.was_running) and _judged_place(sample))
-        ),
-        shut is True,
-        now,
-        config.door_open_while_moving_debounce_s,
-        place,
-        since,
-    )
-    if phase is not None:
-        reason = (
-            "doors left closed and locked while running outside the door zone or at speed"
-            if phase is Phase.RAISED
-            else "doors closed and locked"
-        )
-        events.append(
-            event(EventType.DOOR_OPEN_WHILE_MOVING, phase, old, door_moving, sample, now, reason)
-        )
-    return door_moving
-
-
-def _door_lock_bypass(
-    old: Latch,
-    sample: CarState,
-    now: float,
-    config: CircuitsConfig,
-    since: float | None,
-    watched: bool,
-    place: bool | None,
-    events: list[Event],
-) -> Latch:
-    """DOOR_LOCK_BYPASS: the door-lock circuit made with a door open (see the module doc)."""
-    door_open = sample.door in DOOR_NOT_CLOSED
-    bypass, phase = advance(
-        old,
-        watched and door_open and sample.door_lock_closed is True,
-        door_open and sample.door_lock_closed is False,
-        now,
-        config.door_lock_bypass_s,
-        place,
-        since,
-    )
-    if phase is not None:
-        reason = (
-            f"door-lock circuit made with a door open for {config.door_lock_bypass_s:g} s"
-            if phase is Phase.RAISED
-            else "door open with the lock circuit open"
-        )
-        events.append(event(EventType.DOOR_LOCK_BYPASS, phase, old, bypass, sample, now, reason))
-    return bypass
-
-
-def blind(state: CircuitsState, now: float) -> CircuitsState:
-    """The controller link is down at ``now``: forget pending onsets, keep raised events.
-    Emits nothing."""
-    return CircuitsState(
-        forget_pending(state.safety),
-        forget_pending(state.door_moving),
-        forget_pending(state.bypass),
-        was_running=False,
-        doors_shut=False,
-    )
+    return step_all(_rules(config), state, sample, now, since, power_out)
 
 
 @dataclass(frozen=True, slots=True)
-class CircuitsRules:
-    """The circuit rules as one `rule.Rule` for the engine."""
+class SafetyCircuitOpen:
+    """SAFETY_CIRCUIT_OPEN as a `rule.Rule`: the safety circuit opened on a running sample
+    (or the first after one) and open for ``debounce_s`` (see the module doc)."""
 
-    config: CircuitsConfig
+    debounce_s: float
 
-    def start(self) -> CircuitsState:
+    def start(self) -> SafetyState:
         """See `rule.Rule.start`."""
-        return CircuitsState()
+        return _SAFETY_START
+
+    def step(
+        self, state: SafetyState, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[SafetyState, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        old = state.latch
+        run = running(sample) is True
+        closed = sample.safety_circuit_closed
+        active = (
+            closed is False
+            and (old.onset is not None or run or state.was_running)
+            and sample.mode not in FAULT_SUPPRESSED_MODES
+            and not power_out
+        )
+        place = sample.at_landing if active and old.onset is None else None
+        new, phase = advance(old, active, closed is True, now, self.debounce_s, place, since)
+        events: Sequence[Event] = NO_EVENTS
+        if phase is not None:
+            events = decided(
+                EventType.SAFETY_CIRCUIT_OPEN,
+                phase,
+                old,
+                new,
+                sample,
+                now,
+                "safety circuit opened while running",
+                "safety circuit made again",
+            )
+        if new is old and run is state.was_running:
+            return state, events
+        return SafetyState(new, run), events
+
+    def blind(self, state: SafetyState, now: float) -> SafetyState:
+        """See `rule.Rule.blind`: the previous sample is forgotten too."""
+        return SafetyState(forget_pending(state.latch))
+
+
+@dataclass(frozen=True, slots=True)
+class DoorOpenWhileMoving:
+    """DOOR_OPEN_WHILE_MOVING as a `rule.Rule`: doors that were shut leave closed and
+    locked while running outside the door zone or at speed, for ``debounce_s`` (see the
+    module doc)."""
+
+    debounce_s: float
+
+    def start(self) -> DoorMovingState:
+        """See `rule.Rule.start`."""
+        return _DOOR_MOVING_START
 
     def step(
         self,
-        state: CircuitsState,
+        state: DoorMovingState,
         sample: CarState,
         now: float,
         since: float | None,
         power_out: bool,
-    ) -> tuple[CircuitsState, list[Event]]:
-        """See `rule.Rule.step` and the module doc; ``config`` is this rule's."""
-        config = self.config
-        events: list[Event] = []
-        watched = sample.mode not in FAULT_SUPPRESSED_MODES
-        powered_watch = watched and not power_out
+    ) -> tuple[DoorMovingState, Sequence[Event]]:
+        """See `rule.Rule.step`."""
         run = running(sample)
-        place = sample.at_landing
-
-        old = state.safety
-        safety_open = sample.safety_circuit_closed is False
-        safety, phase = advance(
-            old,
-            powered_watch
-            and safety_open
-            and (old.onset is not None or run is True or state.was_running),
-            sample.safety_circuit_closed is True,
-            now,
-            config.safety_circuit_debounce_s,
-            place,
-            since,
-        )
-        if phase is not None:
-            reason = (
-                "safety circuit opened while running"
-                if phase is Phase.RAISED
-                else "safety circuit made again"
-            )
-            events.append(
-                event(EventType.SAFETY_CIRCUIT_OPEN, phase, old, safety, sample, now, reason)
-            )
-
         shut = closed_and_locked(sample)
-        door_moving = state.door_moving
-        if door_moving is not IDLE or shut is False:
-            door_moving = _door_open_while_moving(
-                state, sample, now, config, since, powered_watch, run, shut, place, events
+        old = state.latch
+        new: Latch = old
+        events: Sequence[Event] = NO_EVENTS
+        if old is not IDLE or shut is False:  # else nothing pending, raised or starting
+            active = (
+                shut is False
+                and (
+                    old.onset is not None
+                    or (
+                        state.doors_shut
+                        and (run is True or state.was_running)
+                        and _judged_place(sample)
+                    )
+                )
+                and sample.mode not in FAULT_SUPPRESSED_MODES
+                and not power_out
             )
-        bypass = state.bypass
-        if bypass is not IDLE or sample.door in DOOR_NOT_CLOSED:
-            # Otherwise nothing is pending or raised and no door is open: nothing to do.
-            bypass = _door_lock_bypass(bypass, sample, now, config, since, watched, place, events)
+            place = sample.at_landing if active and old.onset is None else None
+            new, phase = advance(old, active, shut is True, now, self.debounce_s, place, since)
+            if phase is not None:
+                events = decided(
+                    EventType.DOOR_OPEN_WHILE_MOVING,
+                    phase,
+                    old,
+                    new,
+                    sample,
+                    now,
+                    "doors left closed and locked while running outside the door zone or at speed",
+                    "doors closed and locked",
+                )
         was_running = run is True
-        # Shut doors arm DOOR_OPEN_WHILE_MOVING; doors opened at a landing (at rest, or by the
-        # controller while levelling) disarm it: a car that then moves away with them open is
+        # Shut doors arm the rule; doors opened at a landing (at rest, or by the controller
+        # while levelling) disarm it: a car that then moves away with them open is
         # UNINTENDED_MOVEMENT's.
         doors_shut = state.doors_shut
         if shut is True:
             doors_shut = True
         elif shut is False and (run is not True or opened_at_landing(sample)):
             doors_shut = False
-        if (
-            safety is state.safety
-            and door_moving is state.door_moving
-            and bypass is state.bypass
-            and was_running is state.was_running
-            and doors_shut is state.doors_shut
-        ):
+        if new is old and was_running is state.was_running and doors_shut is state.doors_shut:
             return state, events
-        if (
-            safety is IDLE
-            and door_moving is IDLE
-            and bypass is IDLE
-            and not was_running
-            and not doors_shut
-        ):
-            return _IDLE_STATE, events
-        return CircuitsState(safety, door_moving, bypass, was_running, doors_shut), events
+        return DoorMovingState(new, was_running, doors_shut), events
 
-    def blind(self, state: CircuitsState, now: float) -> CircuitsState:
-        """See `blind`."""
-        return blind(state, now)
+    def blind(self, state: DoorMovingState, now: float) -> DoorMovingState:
+        """See `rule.Rule.blind`: the previous sample and the doors' arming are forgotten
+        too."""
+        return DoorMovingState(forget_pending(state.latch))
+
+
+@dataclass(frozen=True, slots=True)
+class DoorLockBypass(LatchRule):
+    """DOOR_LOCK_BYPASS as a `rule.Rule`: the door-lock circuit made with a door open for
+    ``hold_s`` (see the module doc)."""
+
+    hold_s: float
+
+    def step(
+        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        door_open = sample.door in DOOR_NOT_CLOSED
+        if old is IDLE and not door_open:
+            return old, NO_EVENTS  # nothing pending or raised and no door open
+        lock = sample.door_lock_closed
+        active = door_open and lock is True and sample.mode not in FAULT_SUPPRESSED_MODES
+        place = sample.at_landing if active and old.onset is None else None
+        new, phase = advance(
+            old, active, door_open and lock is False, now, self.hold_s, place, since
+        )
+        if phase is None:
+            return new, NO_EVENTS
+        return new, decided(
+            EventType.DOOR_LOCK_BYPASS,
+            phase,
+            old,
+            new,
+            sample,
+            now,
+            f"door-lock circuit made with a door open for {self.hold_s:g} s",
+            "door open with the lock circuit open",
+        )
+
+
+def _rules(config: CircuitsConfig) -> NamedRules:
+    return (
+        ("safety", SafetyCircuitOpen(config.safety_circuit_debounce_s)),
+        ("door_moving", DoorOpenWhileMoving(config.door_open_while_moving_debounce_s)),
+        ("bypass", DoorLockBypass(config.door_lock_bypass_s)),
+    )
+
+
+def blind(state: CircuitsState, now: float) -> CircuitsState:
+    """The controller link is down at ``now``: forget pending onsets, keep raised events.
+    Emits nothing."""
+    return blind_all(_rules(CircuitsConfig()), state, now)
+
+
+def rules(config: DetectionConfig) -> NamedRules:
+    """The family's rules for a unit with ``config``, in the order they run."""
+    return _rules(CircuitsConfig.from_detection(config))

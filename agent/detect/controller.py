@@ -54,8 +54,10 @@ alarm press and keeps raised events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from agent.detect.config import DEFAULTS, DetectionConfig
 from agent.detect.doors import REOPEN_SUPPRESSED_MODES, TIMED_MODES
 from agent.detect.entrapment import ENTRAPMENT_MODES
 from agent.detect.events import Event, EventType, Phase
@@ -65,11 +67,12 @@ from agent.detect.latch import (
     INSPECTION_ONLY,
     POWER_EXPLAINED,
     Latch,
+    LatchRule,
     advance,
-    event,
-    forget_pending,
+    decided,
 )
 from agent.detect.motion import STOPPED_OUTSIDE_MODES
+from agent.detect.rule import NO_EVENTS, NamedRules, blind_all, step_all
 from agent.state import CarState, ServiceMode
 
 #: GB/T 24476 code of each service mode for MODE_CHANGE: 40 normal service, then 42-47 in
@@ -130,14 +133,22 @@ _MODE_NAMES = {
 class ControllerConfig:
     """Thresholds of the controller rules, and the profile's fault-code map:
     ``fault_events`` is ``(code, event)`` pairs, codes 1..65535, no event in `UNMAPPABLE`
-    (the profile loader checks both)."""
+    (the profile loader checks both). The defaults are `DetectionConfig`'s."""
 
-    alarm_button_debounce_s: float = 1.0
-    fault_events: tuple[tuple[int, EventType], ...] = ()
+    alarm_button_debounce_s: float = DEFAULTS.alarm_button_debounce_s
+    fault_events: tuple[tuple[int, EventType], ...] = DEFAULTS.fault_events
     _events_by_code: dict[int, EventType] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_events_by_code", dict(self.fault_events))
+
+    @classmethod
+    def from_detection(cls, config: DetectionConfig) -> ControllerConfig:
+        """The controller rules' view of a unit's thresholds and fault-code map."""
+        return cls(
+            alarm_button_debounce_s=config.alarm_button_debounce_s,
+            fault_events=config.fault_events,
+        )
 
     def code_event(self, code: int) -> EventType | None:
         """The event a non-zero fault ``code`` raises: its mapped event, else
@@ -148,17 +159,36 @@ class ControllerConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class ControllerState:
-    """Detector memory: ``fault_onset``/``fault_code``/``fault_type``/``fault_place`` of
-    the raised fault-code occurrence, ``mode_onset``/``mode`` of the raised MODE_CHANGE."""
+class FaultState:
+    """The fault-code rule's memory: ``onset``/``code``/``type``/``place`` of the raised
+    fault-code occurrence (``type`` None when none is)."""
 
-    fault_onset: float | None = None
-    fault_code: int = 0
-    fault_type: EventType | None = None
-    fault_place: bool | None = None
-    power: Latch = IDLE
-    mode_onset: float | None = None
+    onset: float | None = None
+    code: int = 0
+    type: EventType | None = None
+    place: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModeState:
+    """MODE_CHANGE's memory: the mode the car was last seen in and ``onset`` of the raised
+    occurrence (None in NORMAL)."""
+
+    onset: float | None = None
     mode: ServiceMode = ServiceMode.NORMAL
+
+
+_FAULT_START = FaultState()
+_MODE_START = ModeState()
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerState:
+    """Detector memory for one car's controller rules: each rule's own."""
+
+    fault: FaultState = _FAULT_START
+    power: Latch = IDLE
+    mode: ModeState = _MODE_START
     alarm: Latch = IDLE
 
 
@@ -179,76 +209,121 @@ def step(
     changed) and the events decided on this sample: at most a CLEARED and a RAISED per
     rule. ``now`` must not decrease. Never raises.
     """
-    return ControllerRules(config).step(state, sample, now, since, power_out)
+    return step_all(_rules(config), state, sample, now, since, power_out)
 
 
-def _fault_code_rule(
-    state: ControllerState,
-    sample: CarState,
-    now: float,
-    config: ControllerConfig,
-    power_out: bool,
-    events: list[Event],
-) -> tuple[float | None, int, EventType | None, bool | None]:
-    """The controller's fault code: ``(onset, code, event type, place)`` of the raised
-    occurrence after ``sample``. A changed code clears the occurrence and may raise
+@dataclass(frozen=True, slots=True)
+class FaultCode:
+    """The controller's fault code as a `rule.Rule` (RESTART_PREVENTED, or the event the
+    profile maps the code to). A changed code clears the occurrence and may raise
     another at once; not `latch.advance`, since there is no hold and a code is replaced
     rather than cleared."""
-    fault_onset, fault_code = state.fault_onset, state.fault_code
-    fault_type, fault_place = state.fault_type, state.fault_place
-    code = sample.fault_code
-    if code is None:
-        return fault_onset, fault_code, fault_type, fault_place
-    floor = sample.floor
-    if fault_type is not None and code != fault_code:
-        assert fault_onset is not None  # a raised occurrence carries its onset
-        reason = "fault code cleared" if code == 0 else f"fault code now {code}"
-        events.append(
-            Event(
-                fault_type, Phase.CLEARED, fault_onset, now, floor, reason, at_landing=fault_place
+
+    config: ControllerConfig
+
+    def start(self) -> FaultState:
+        """See `rule.Rule.start`."""
+        return _FAULT_START
+
+    def step(
+        self, state: FaultState, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[FaultState, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        code = sample.fault_code
+        if code is None or (code == 0 and state.type is None):
+            return state, NO_EVENTS  # no code shows and none was raised: nothing to do
+        events: list[Event] = []
+        new = state
+        if state.type is not None and code != state.code:
+            assert state.onset is not None  # a raised occurrence carries its onset
+            reason = "fault code cleared" if code == 0 else f"fault code now {code}"
+            events.append(
+                Event(
+                    state.type,
+                    Phase.CLEARED,
+                    state.onset,
+                    now,
+                    sample.floor,
+                    reason,
+                    at_landing=state.place,
+                )
             )
-        )
-        fault_onset, fault_code, fault_type, fault_place = None, 0, None, None
-    raises = config.code_event(code) if fault_type is None else None
-    if (
-        raises is not None
-        and sample.mode not in CODE_SUPPRESSED_MODES.get(raises, INSPECTION_ONLY)
-        and not (power_out and raises in POWER_EXPLAINED)
-    ):
-        fault_onset, fault_code, fault_type = now, code, raises
-        fault_place = sample.at_landing
-        events.append(
-            Event(
-                raises,
-                Phase.RAISED,
-                now,
-                now,
-                floor,
-                f"controller fault code {code}"
-                if raises is EventType.RESTART_PREVENTED
-                else f"controller fault code {code} ({raises.name} in the profile)",
-                at_landing=fault_place,
+            new = _FAULT_START
+        raises = self.config.code_event(code) if new.type is None else None
+        if (
+            raises is not None
+            and sample.mode not in CODE_SUPPRESSED_MODES.get(raises, INSPECTION_ONLY)
+            and not (power_out and raises in POWER_EXPLAINED)
+        ):
+            new = FaultState(now, code, raises, sample.at_landing)
+            events.append(
+                Event(
+                    raises,
+                    Phase.RAISED,
+                    now,
+                    now,
+                    sample.floor,
+                    f"controller fault code {code}"
+                    if raises is EventType.RESTART_PREVENTED
+                    else f"controller fault code {code} ({raises.name} in the profile)",
+                    at_landing=new.place,
+                )
             )
-        )
-    return fault_onset, fault_code, fault_type, fault_place
+        return new, events
+
+    def blind(self, state: FaultState, now: float) -> FaultState:
+        """See `rule.Rule.blind`: a raised code stays raised (nothing is ever pending)."""
+        return state
 
 
-def _mode_rule(
-    state: ControllerState, sample: CarState, now: float, events: list[Event]
-) -> tuple[float | None, ServiceMode]:
-    """MODE_CHANGE: ``(onset, mode)`` after ``sample``; each mode other than NORMAL is
-    its own occurrence, raised on the first sample that reads it."""
-    floor = sample.floor
-    mode_onset, mode = state.mode_onset, state.mode
-    new_mode = sample.mode
-    if new_mode is not ServiceMode.UNKNOWN and new_mode is not mode:
+@dataclass(frozen=True, slots=True)
+class PowerFailure(LatchRule):
+    """POWER_FAILURE as a `rule.Rule`: ``mains_ok`` reads False, raised at once; cleared
+    when it reads True."""
+
+    def step(
+        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        mains = sample.mains_ok
+        if old is IDLE and mains is not False:
+            return old, NO_EVENTS  # nothing raised and mains not lost
+        place = sample.at_landing if old.onset is None else None
+        new, phase = advance(old, mains is False, mains is True, now, 0.0, place)
+        if phase is None:
+            return new, NO_EVENTS
+        return new, decided(
+            EventType.POWER_FAILURE, phase, old, new, sample, now, "mains lost", "mains restored"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    """MODE_CHANGE as a `rule.Rule`: each mode other than NORMAL is its own occurrence,
+    raised on the first sample that reads it. Not `latch.advance`: there is no hold, a
+    mode is replaced rather than cleared (a CLEARED and a RAISED on one sample), and
+    both carry the code of the mode entered."""
+
+    def start(self) -> ModeState:
+        """See `rule.Rule.start`."""
+        return _MODE_START
+
+    def step(
+        self, state: ModeState, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[ModeState, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        new_mode = sample.mode
+        if new_mode is state.mode or new_mode is ServiceMode.UNKNOWN:
+            return state, NO_EVENTS
         entered = MODE_CODES[new_mode]
-        if mode_onset is not None:
+        floor = sample.floor
+        events: list[Event] = []
+        if state.onset is not None:
             events.append(
                 Event(
                     EventType.MODE_CHANGE,
                     Phase.CLEARED,
-                    mode_onset,
+                    state.onset,
                     now,
                     floor,
                     "back to normal"
@@ -258,120 +333,75 @@ def _mode_rule(
                     at_landing=sample.at_landing,
                 )
             )
-            mode_onset = None
-        mode = new_mode
-        if new_mode is not ServiceMode.NORMAL:
-            mode_onset = now
-            events.append(
-                Event(
-                    EventType.MODE_CHANGE,
-                    Phase.RAISED,
-                    now,
-                    now,
-                    floor,
-                    _MODE_NAMES[new_mode],
-                    gb_code=entered,
-                    at_landing=sample.at_landing,
-                )
+        if new_mode is ServiceMode.NORMAL:
+            return ModeState(None, new_mode), events
+        events.append(
+            Event(
+                EventType.MODE_CHANGE,
+                Phase.RAISED,
+                now,
+                now,
+                floor,
+                _MODE_NAMES[new_mode],
+                gb_code=entered,
+                at_landing=sample.at_landing,
             )
+        )
+        return ModeState(now, new_mode), events
 
-    return mode_onset, mode
+    def blind(self, state: ModeState, now: float) -> ModeState:
+        """See `rule.Rule.blind`: the last mode is kept (a changed mode is reported when
+        seen)."""
+        return state
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmButton(LatchRule):
+    """ALARM_BUTTON as a `rule.Rule`: ``alarm_button`` pressed for ``debounce_s``."""
+
+    debounce_s: float
+
+    def step(
+        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        pressed = sample.alarm_button
+        if old is IDLE and pressed is not True:
+            return old, NO_EVENTS  # nothing pending or raised and the button not pressed
+        place = sample.at_landing if old.onset is None else None
+        new, phase = advance(
+            old, pressed is True, pressed is False, now, self.debounce_s, place, since
+        )
+        if phase is None:
+            return new, NO_EVENTS
+        return new, decided(
+            EventType.ALARM_BUTTON,
+            phase,
+            old,
+            new,
+            sample,
+            now,
+            f"alarm button pressed for {self.debounce_s:g} s",
+            "alarm button released",
+        )
+
+
+def _rules(config: ControllerConfig) -> NamedRules:
+    return (
+        ("fault", FaultCode(config)),
+        ("power", PowerFailure()),
+        ("mode", ModeChange()),
+        ("alarm", AlarmButton(config.alarm_button_debounce_s)),
+    )
 
 
 def blind(state: ControllerState, now: float) -> ControllerState:
     """The controller link is down at ``now``: forget a pending alarm press; raised events
     stay raised and the last mode is kept (a changed mode is reported when seen). Emits
     nothing."""
-    alarm = forget_pending(state.alarm)
-    if alarm is state.alarm:
-        return state
-    return ControllerState(
-        state.fault_onset,
-        state.fault_code,
-        state.fault_type,
-        state.fault_place,
-        state.power,
-        state.mode_onset,
-        state.mode,
-        alarm,
-    )
+    return blind_all(_rules(ControllerConfig()), state, now)
 
 
-@dataclass(frozen=True, slots=True)
-class ControllerRules:
-    """The controller rules as one `rule.Rule` for the engine."""
-
-    config: ControllerConfig
-
-    def start(self) -> ControllerState:
-        """See `rule.Rule.start`."""
-        return ControllerState()
-
-    def step(
-        self,
-        state: ControllerState,
-        sample: CarState,
-        now: float,
-        since: float | None,
-        power_out: bool,
-    ) -> tuple[ControllerState, list[Event]]:
-        """See `rule.Rule.step` and the module doc; ``config`` is this rule's."""
-        config = self.config
-        events: list[Event] = []
-        fault_onset, fault_code = state.fault_onset, state.fault_code
-        fault_type, fault_place = state.fault_type, state.fault_place
-        code = sample.fault_code
-        if code is not None and (code != 0 or fault_type is not None):
-            # Otherwise no code shows and none was raised: nothing to do.
-            fault_onset, fault_code, fault_type, fault_place = _fault_code_rule(
-                state, sample, now, config, power_out, events
-            )
-        old = state.power
-        mains = sample.mains_ok
-        power, phase = advance(old, mains is False, mains is True, now, 0.0, sample.at_landing)
-        if phase is not None:
-            reason = "mains lost" if phase is Phase.RAISED else "mains restored"
-            events.append(event(EventType.POWER_FAILURE, phase, old, power, sample, now, reason))
-
-        mode_onset, mode = state.mode_onset, state.mode
-        if sample.mode is not mode and sample.mode is not ServiceMode.UNKNOWN:
-            mode_onset, mode = _mode_rule(state, sample, now, events)
-
-        old = state.alarm
-        alarm, phase = advance(
-            old,
-            sample.alarm_button is True,
-            sample.alarm_button is False,
-            now,
-            config.alarm_button_debounce_s,
-            sample.at_landing,
-            since,
-        )
-        if phase is not None:
-            reason = (
-                f"alarm button pressed for {config.alarm_button_debounce_s:g} s"
-                if phase is Phase.RAISED
-                else "alarm button released"
-            )
-            events.append(event(EventType.ALARM_BUTTON, phase, old, alarm, sample, now, reason))
-
-        if (
-            fault_onset == state.fault_onset
-            and fault_code == state.fault_code
-            and fault_type is state.fault_type
-            and power is state.power
-            and mode_onset == state.mode_onset
-            and mode is state.mode
-            and alarm is state.alarm
-        ):
-            return state, events
-        return (
-            ControllerState(
-                fault_onset, fault_code, fault_type, fault_place, power, mode_onset, mode, alarm
-            ),
-            events,
-        )
-
-    def blind(self, state: ControllerState, now: float) -> ControllerState:
-        """See `blind`."""
-        return blind(state, now)
+def rules(config: DetectionConfig) -> NamedRules:
+    """The family's rules for a unit with ``config``, in the order they run."""
+    return _rules(ControllerConfig.from_detection(config))

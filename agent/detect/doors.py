@@ -105,11 +105,14 @@ door movement, and keeps raised events and the baselines.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from agent.detect import latch
+from agent.detect.config import DEFAULTS, DetectionConfig
 from agent.detect.events import Event, EventType, Phase
 from agent.detect.latch import IDLE, TIME_SLACK, Latch, forget_pending
+from agent.detect.rule import NO_EVENTS, NamedRules, blind_all, step_all
 from agent.state import CarState, DoorState, ServiceMode
 
 #: Modes in which the door rules do not run.
@@ -132,10 +135,17 @@ _STILL_OPENING = frozenset({DoorState.OPENING, DoorState.PARTLY_OPEN})
 
 @dataclass(frozen=True, slots=True)
 class DoorsConfig:
-    """Thresholds of the door rules, in seconds."""
+    """Thresholds of the door rules, in seconds; the defaults are `DetectionConfig`'s."""
 
-    close_failure_s: float = 20.0
-    open_failure_s: float = 10.0
+    close_failure_s: float = DEFAULTS.door_close_failure_s
+    open_failure_s: float = DEFAULTS.door_open_failure_s
+
+    @classmethod
+    def from_detection(cls, config: DetectionConfig) -> DoorsConfig:
+        """The door faults' view of a unit's thresholds."""
+        return cls(
+            close_failure_s=config.door_close_failure_s, open_failure_s=config.door_open_failure_s
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,78 +203,118 @@ def step(
     Both count from the first sample of the attempt (no ``since``): the attempt itself,
     a command or a door moving, is what starts the time.
     """
-    events: list[Event] = []
-    watched = sample.mode not in SUPPRESSED_MODES and not power_out
-    close = _close_failure(state.close, sample, now, config, watched, events)
-    open_ = _open_failure(state.open, sample, now, config, watched, events)
-    if close is state.close and open_ is state.open:
-        return state, events
-    return DoorsState(close, open_), events
+    return step_all(_fault_rules(config), state, sample, now, None, power_out)
 
 
-def _close_failure(
-    old: Latch,
-    sample: CarState,
-    now: float,
-    config: DoorsConfig,
-    watched: bool,
-    events: list[Event],
-) -> Latch:
-    """DOOR_CLOSE_FAILURE: told to close (or closing) and not closed and locked for T."""
-    shut = latch.closed_and_locked(sample)
-    pending = old.onset is not None
-    active = watched and shut is False and _closing_attempt(sample, pending)
-    # The place is read only where an occurrence starts (`latch.advance` keeps it after).
-    place = sample.at_landing if active and not pending else None
-    new, phase = latch.advance(old, active, shut is True, now, config.close_failure_s, place)
-    if phase is not None:
-        reason = (
-            f"doors told to close, not closed and locked after {config.close_failure_s:g} s"
-            if phase is Phase.RAISED
-            else "doors closed and locked"
+@dataclass(frozen=True, slots=True)
+class DoorCloseFailure:
+    """DOOR_CLOSE_FAILURE as a `rule.Rule`: told to close (or closing) and not closed and
+    locked for ``close_failure_s``, counted from the attempt's first sample (see `step`)."""
+
+    close_failure_s: float = DEFAULTS.door_close_failure_s
+
+    def start(self) -> Latch:
+        """See `rule.Rule.start`."""
+        return IDLE
+
+    def advance(
+        self, old: Latch, sample: CarState, power_out: bool, now: float
+    ) -> tuple[Latch, Phase | None]:
+        """The rule's latch after ``sample`` and the phase decided (`latch.advance`)."""
+        pending = old.onset is not None
+        attempt = _closing_attempt(sample, pending)
+        if old is IDLE and not attempt:
+            return old, None  # nothing pending or raised, and no attempt starts
+        shut = latch.closed_and_locked(sample)
+        active = attempt and shut is False and sample.mode not in SUPPRESSED_MODES and not power_out
+        # The place is read only where an occurrence starts (`latch.advance` keeps it after).
+        place = sample.at_landing if active and not pending else None
+        return latch.advance(old, active, shut is True, now, self.close_failure_s, place)
+
+    def step(
+        self, state: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        new, phase = self.advance(state, sample, power_out, now)
+        if phase is None:
+            return new, NO_EVENTS
+        return new, latch.decided(
+            EventType.DOOR_CLOSE_FAILURE,
+            phase,
+            state,
+            new,
+            sample,
+            now,
+            f"doors told to close, not closed and locked after {self.close_failure_s:g} s",
+            "doors closed and locked",
         )
-        events.append(
-            latch.event(EventType.DOOR_CLOSE_FAILURE, phase, old, new, sample, now, reason)
+
+    def blind(self, state: Latch, now: float) -> Latch:
+        """See `rule.Rule.blind`."""
+        return forget_pending(state)
+
+
+@dataclass(frozen=True, slots=True)
+class DoorOpenFailure:
+    """DOOR_OPEN_FAILURE as a `rule.Rule`: told to open (or opening) level at a landing
+    and not fully open for ``open_failure_s``, counted from the attempt's first sample."""
+
+    open_failure_s: float = DEFAULTS.door_open_failure_s
+
+    def start(self) -> Latch:
+        """See `rule.Rule.start`."""
+        return IDLE
+
+    def step(
+        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        pending = old.onset is not None
+        attempt = _opening_attempt(sample, pending)
+        if old is IDLE and not attempt:
+            return old, NO_EVENTS  # nothing pending or raised, and no attempt starts
+        active = (
+            attempt
+            and sample.mode not in SUPPRESSED_MODES
+            and not power_out
+            and _level(sample)
+            and _fully_open(sample) is False
         )
-    return new
+        place = sample.at_landing if active and not pending else None
+        new, phase = latch.advance(
+            old,
+            active,
+            old.raised and _fully_open(sample) is True,
+            now,
+            self.open_failure_s,
+            place,
+        )
+        if phase is None:
+            return new, NO_EVENTS
+        return new, latch.decided(
+            EventType.DOOR_OPEN_FAILURE,
+            phase,
+            old,
+            new,
+            sample,
+            now,
+            f"doors told to open at a landing, not fully open after {self.open_failure_s:g} s",
+            "doors fully open",
+        )
+
+    def blind(self, state: Latch, now: float) -> Latch:
+        """See `rule.Rule.blind`."""
+        return forget_pending(state)
 
 
-def _open_failure(
-    old: Latch,
-    sample: CarState,
-    now: float,
-    config: DoorsConfig,
-    watched: bool,
-    events: list[Event],
-) -> Latch:
-    """DOOR_OPEN_FAILURE: told to open (or opening) level at a landing and not fully open
-    for T."""
-    pending = old.onset is not None
-    active = (
-        watched
-        and _level(sample)
-        and _fully_open(sample) is False
-        and _opening_attempt(sample, pending)
+def _fault_rules(config: DoorsConfig) -> NamedRules:
+    return (
+        ("close", DoorCloseFailure(config.close_failure_s)),
+        ("open", DoorOpenFailure(config.open_failure_s)),
     )
-    place = sample.at_landing if active and not pending else None
-    new, phase = latch.advance(
-        old,
-        active,
-        old.raised and _fully_open(sample) is True,
-        now,
-        config.open_failure_s,
-        place,
-    )
-    if phase is not None:
-        reason = (
-            f"doors told to open at a landing, not fully open after {config.open_failure_s:g} s"
-            if phase is Phase.RAISED
-            else "doors fully open"
-        )
-        events.append(
-            latch.event(EventType.DOOR_OPEN_FAILURE, phase, old, new, sample, now, reason)
-        )
-    return new
+
+
+_DEFAULT_FAULTS = DoorsConfig()
 
 
 def blind(state: DoorsState, now: float) -> DoorsState:
@@ -272,10 +322,7 @@ def blind(state: DoorsState, now: float) -> DoorsState:
 
     Emits nothing: a link outage neither raises nor clears a door fault.
     """
-    close, open_ = forget_pending(state.close), forget_pending(state.open)
-    if close is state.close and open_ is state.open:
-        return state
-    return DoorsState(close, open_)
+    return blind_all(_fault_rules(_DEFAULT_FAULTS), state, now)
 
 
 # ---------------------------------------------------------------------------------------
@@ -318,17 +365,33 @@ _NOT_CLOSED = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class DoorWatchConfig:
-    """Thresholds of the nuisance door events (seconds, counts, percent)."""
+    """Thresholds of the nuisance door events (seconds, counts, percent); the defaults
+    are `DetectionConfig`'s."""
 
-    reopen_loop_s: float = 60.0
-    reopen_loop_reopenings: int = 3
-    held_open_s: float = 60.0
-    slowing_margin_percent: float = 30.0
-    slowing_baseline_cycles: int = 500
-    slowing_min_cycles: int = 20
-    slowing_cycles: int = 3
-    dedup_s: float = 600.0
-    daily_cap: int = 10
+    reopen_loop_s: float = DEFAULTS.door_reopen_loop_s
+    reopen_loop_reopenings: int = DEFAULTS.door_reopen_loop_reopenings
+    held_open_s: float = DEFAULTS.door_held_open_s
+    slowing_margin_percent: float = DEFAULTS.door_slowing_margin_percent
+    slowing_baseline_cycles: int = DEFAULTS.door_slowing_baseline_cycles
+    slowing_min_cycles: int = DEFAULTS.door_slowing_min_cycles
+    slowing_cycles: int = DEFAULTS.door_slowing_cycles
+    dedup_s: float = DEFAULTS.nuisance_dedup_s
+    daily_cap: int = DEFAULTS.nuisance_daily_cap
+
+    @classmethod
+    def from_detection(cls, config: DetectionConfig) -> DoorWatchConfig:
+        """The nuisance door events' view of a unit's thresholds."""
+        return cls(
+            reopen_loop_s=config.door_reopen_loop_s,
+            reopen_loop_reopenings=config.door_reopen_loop_reopenings,
+            held_open_s=config.door_held_open_s,
+            slowing_margin_percent=config.door_slowing_margin_percent,
+            slowing_baseline_cycles=config.door_slowing_baseline_cycles,
+            slowing_min_cycles=config.door_slowing_min_cycles,
+            slowing_cycles=config.door_slowing_cycles,
+            dedup_s=config.nuisance_dedup_s,
+            daily_cap=config.nuisance_daily_cap,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,29 +485,58 @@ _EMPTY_BASELINE = Baseline()
 
 
 @dataclass(frozen=True, slots=True)
-class DoorWatchState:
-    """Detector memory of the nuisance door events for one car.
+class ReopenState:
+    """DOOR_REOPEN_LOOP's memory: ``prev_door`` the previous sample's door, ``openings``
+    the door openings in the current stop and ``last_opening`` when the latest began
+    (None before one), ``shut_since`` when the doors last became closed and locked (None
+    while they are not); ``loop`` the occurrence and ``gate`` its de-duplication."""
 
-    ``prev_door``/``moving_since`` time door movements; ``openings`` counts door openings
-    in the current stop, ``shut_since`` is when the doors last became closed and locked
-    (None while they are not); ``reopen``, ``held`` and ``slowing`` are the three
-    occurrences.
-    """
+    prev_door: DoorState = DoorState.UNKNOWN
+    openings: int = 0
+    last_opening: float | None = None
+    shut_since: float | None = None
+    loop: Latch = IDLE
+    gate: Gate = _OPEN_GATE
+
+
+@dataclass(frozen=True, slots=True)
+class HeldState:
+    """DOOR_HELD_OPEN's memory: ``held`` the occurrence and ``gate`` its de-duplication;
+    ``close`` and ``loop`` its own copies of DOOR_CLOSE_FAILURE's and DOOR_REOPEN_LOOP's
+    memory, which say whether a close attempt is under way and a loop is raised."""
+
+    held: Latch = IDLE
+    gate: Gate = _OPEN_GATE
+    close: Latch = IDLE
+    loop: ReopenState = ReopenState()
+
+
+@dataclass(frozen=True, slots=True)
+class SlowingState:
+    """DOOR_SLOWING's memory: ``prev_door``/``moving_since`` time door movements,
+    ``opening``/``closing`` are the two directions' baselines, ``slowing`` the occurrence
+    and ``gate`` its de-duplication."""
 
     prev_door: DoorState = DoorState.UNKNOWN
     moving_since: float | None = None
-    openings: int = 0
-    shut_since: float | None = None
-    reopen: Latch = IDLE
-    reopen_gate: Gate = _OPEN_GATE
-    held: Latch = IDLE
-    held_gate: Gate = _OPEN_GATE
     opening: Baseline = _EMPTY_BASELINE
     closing: Baseline = _EMPTY_BASELINE
     slowing: Latch = IDLE
-    slowing_gate: Gate = _OPEN_GATE
-    # When the stop's latest opening began (None before one).
-    last_opening: float | None = None
+    gate: Gate = _OPEN_GATE
+
+
+_REOPEN_START = ReopenState()
+_HELD_START = HeldState()
+_SLOWING_START = SlowingState()
+
+
+@dataclass(frozen=True, slots=True)
+class DoorWatchState:
+    """Detector memory of the nuisance door events for one car: each rule's own."""
+
+    reopen: ReopenState = _REOPEN_START
+    held: HeldState = _HELD_START
+    slowing: SlowingState = _SLOWING_START
 
 
 def _held_open(sample: CarState) -> bool:
@@ -462,12 +554,6 @@ def _slowing_reason(opening: Baseline, closing: Baseline) -> str:
     return "; ".join(parts) or "door slowing"
 
 
-def closing_attempt(state: DoorsState) -> bool:
-    """Whether a door close attempt is under way (pending or raised as
-    DOOR_CLOSE_FAILURE) in ``state``, as of its latest sample."""
-    return state.close.onset is not None
-
-
 def watch_step(
     state: DoorWatchState,
     sample: CarState,
@@ -476,77 +562,24 @@ def watch_step(
     *,
     since: float | None = None,
     power_out: bool = False,
-    close_attempt: bool = False,
+    faults: DoorsConfig = _DEFAULT_FAULTS,
 ) -> tuple[DoorWatchState, list[Event]]:
     """Advance DOOR_REOPEN_LOOP, DOOR_HELD_OPEN and DOOR_SLOWING by one sample at ``now``.
 
     ``since`` is the previous sample's time (DOOR_HELD_OPEN counts from it);
     ``power_out`` whether a mains failure explains the doors (`latch.POWER_EXPLAINED`);
-    ``close_attempt`` whether a close attempt is under way on this sample (`closing_attempt` of
-    the `step` state). Returns the new state (the same object when nothing changed) and
-    the events decided on this sample, at most one per event type. ``now`` must not
-    decrease. Never raises.
+    ``faults`` the door faults' thresholds, with which DOOR_HELD_OPEN times close
+    attempts. Returns the new state (the same object when nothing changed) and the events
+    decided on this sample, at most one per event type. ``now`` must not decrease. Never
+    raises.
     """
-    events: list[Event] = []
-    run = latch.running(sample)
-    shut = latch.closed_and_locked(sample)
-    prev_door, moving_since = state.prev_door, state.moving_since
-    openings, opening, closing = state.openings, state.opening, state.closing
-    if sample.door is not prev_door:
-        times = _door_times(state, sample, now, config, power_out)
-        prev_door, moving_since, openings, opening, closing = times
-    shut_since = (now if state.shut_since is None else state.shut_since) if shut is True else None
-    settled = shut_since is not None and now - shut_since >= REOPEN_SETTLED_S - TIME_SLACK
-    if run is True or sample.mode in REOPEN_SUPPRESSED_MODES or settled or power_out:
-        openings = 0
-    last_opening = now if openings > state.openings else state.last_opening
-    reopen, reopen_gate = state.reopen, state.reopen_gate
-    openings = _loop_openings(openings, last_opening, reopen, now, config)
-    if openings >= 2 or reopen is not IDLE:
-        reopen, reopen_gate = _reopen_loop(
-            state, sample, now, config, openings, settled, run, events
-        )
-    held_watched = not power_out and not close_attempt and not reopen.raised
-    held, held_gate = _door_held_open(
-        state, sample, now, config, since, run, shut, held_watched, events
-    )
-    slowing, slowing_gate = state.slowing, state.slowing_gate
-    if slowing.raised or opening.slow or closing.slow:
-        slowing, slowing_gate = _door_slowing(state, sample, now, config, opening, closing, events)
-    if (
-        prev_door is state.prev_door
-        and moving_since == state.moving_since
-        and openings == state.openings
-        and last_opening == state.last_opening
-        and shut_since == state.shut_since
-        and reopen is state.reopen
-        and held is state.held
-        and opening is state.opening
-        and closing is state.closing
-        and slowing is state.slowing
-        and reopen_gate is state.reopen_gate
-        and held_gate is state.held_gate
-        and slowing_gate is state.slowing_gate
-    ):
-        return state, events
-    return (
-        DoorWatchState(
-            prev_door,
-            moving_since,
-            openings,
-            shut_since,
-            reopen,
-            reopen_gate,
-            held,
-            held_gate,
-            opening,
-            closing,
-            slowing,
-            slowing_gate,
-            last_opening,
-        ),
-        events,
-    )
+    return step_all(_watch_rules(config, faults), state, sample, now, since, power_out)
+
+
+def _watch_rules(config: DoorWatchConfig, faults: DoorsConfig) -> NamedRules:
+    loop = ReopenLoop(config)
+    held = HeldOpen(config, DoorCloseFailure(faults.close_failure_s), loop)
+    return (("reopen", loop), ("held", held), ("slowing", DoorSlowing(config)))
 
 
 def _loop_openings(
@@ -565,226 +598,302 @@ def _loop_openings(
     return openings
 
 
-def _door_times(
-    state: DoorWatchState, sample: CarState, now: float, config: DoorWatchConfig, power_out: bool
-) -> tuple[DoorState, float | None, int, Baseline, Baseline]:
-    """The door's movement memory after ``sample``: ``(prev_door, moving_since,
-    openings, opening, closing)``, with a completed full movement counted in its baseline
-    (in `TIMED_MODES`, with mains) and an opening counted in the stop's openings."""
-    door = sample.door
-    prev_door, moving_since = state.prev_door, state.moving_since
-    openings = state.openings
-    opening, closing = state.opening, state.closing
-    if door is not prev_door:
-        moving_since, cycle = door_cycle(prev_door, moving_since, door, now)
-        if cycle is not None and sample.mode in TIMED_MODES and not power_out:
-            is_opening, start, duration = cycle
-            if is_opening:
-                opening = opening.after(start, duration, config)
-            else:
-                closing = closing.after(start, duration, config)
-        if door in _OPENINGS and prev_door not in _OPENINGS and prev_door is not DoorState.UNKNOWN:
-            openings += 1
-        elif door in _OPENINGS and prev_door is DoorState.UNKNOWN:
-            openings = 1
-        prev_door = door
-    return prev_door, moving_since, openings, opening, closing
+def _openings_after(prev_door: DoorState, door: DoorState, openings: int) -> int:
+    """The stop's openings after the door went from ``prev_door`` to ``door``: one more
+    when it started opening, 1 when it is seen opening with nothing known before."""
+    if door in _OPENINGS:
+        if prev_door is DoorState.UNKNOWN:
+            return 1
+        if prev_door not in _OPENINGS:
+            return openings + 1
+    return openings
 
 
-def _reopen_loop(
-    state: DoorWatchState,
-    sample: CarState,
-    now: float,
-    config: DoorWatchConfig,
-    openings: int,
-    settled: bool,
-    run: bool | None,
-    events: list[Event],
-) -> tuple[Latch, Gate]:
-    """DOOR_REOPEN_LOOP: two openings or more in one stop, raised once the loop has lasted
-    its time with enough re-openings and the gate allows; cleared when the doors stay
-    shut or the car runs."""
-    old, gate = state.reopen, state.reopen_gate
-    active = openings >= 2
-    place = sample.at_landing if active and old.onset is None else None
-    new, phase = latch.advance(
-        old, active, settled or run is True, now, config.reopen_loop_s, place
-    )
-    if phase is None:
-        return new, gate
-    reopenings = openings - 1
-    if phase is Phase.RAISED:
-        if not (reopenings >= config.reopen_loop_reopenings and gate.allows(now, config)):
-            return latch.withheld(new), gate
-        onset = new.onset
-        assert onset is not None
-        reason = f"doors reopened {reopenings} times in {now - onset:.0f} s at one landing"
-        gate = gate.raised(now)
-    else:
-        reason = "car runs" if run is True else "doors stayed closed and locked"
-        gate = gate.cleared(now)
-    events.append(latch.event(EventType.DOOR_REOPEN_LOOP, phase, old, new, sample, now, reason))
-    return new, gate
+@dataclass(frozen=True, slots=True)
+class ReopenLoop:
+    """DOOR_REOPEN_LOOP as a `rule.Rule`: two openings or more in one stop, raised once the
+    loop has lasted its time with enough re-openings and the gate allows; cleared when the
+    doors stay shut or the car runs (see the module doc)."""
 
+    config: DoorWatchConfig
 
-def _door_held_open(
-    state: DoorWatchState,
-    sample: CarState,
-    now: float,
-    config: DoorWatchConfig,
-    since: float | None,
-    run: bool | None,
-    shut: bool | None,
-    watched: bool,
-    events: list[Event],
-) -> tuple[Latch, Gate]:
-    """DOOR_HELD_OPEN: doors open at a landing in NORMAL, not running, with no close
-    attempt or re-opening loop under way (``watched``), for T counted from ``since`` and
-    when the gate allows; cleared when the doors close or the car runs."""
-    old, gate = state.held, state.held_gate
-    if old.raised:
+    def start(self) -> ReopenState:
+        """See `rule.Rule.start`."""
+        return _REOPEN_START
+
+    def step(
+        self, state: ReopenState, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[ReopenState, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        prev_door, openings = state.prev_door, state.openings
         door = sample.door
-        closed = door is DoorState.CLOSED if door is not DoorState.UNKNOWN else shut is True
-    else:
-        closed = False  # only a raised occurrence clears
-    active = (
-        watched
-        and sample.mode is ServiceMode.NORMAL
-        and run is not True
-        and sample.door_zone is not False
-        and _held_open(sample)
-    )
-    place = sample.at_landing if active and old.onset is None else None
-    new, phase = latch.advance(
-        old, active, closed or run is True, now, config.held_open_s, place, since
-    )
-    if phase is None:
-        return new, gate
-    if phase is Phase.RAISED:
-        if not gate.allows(now, config):
-            return latch.withheld(new), gate
-        reason = f"doors open at a landing for {config.held_open_s:g} s"
-        gate = gate.raised(now)
-    else:
-        reason = "doors closed" if run is not True else "car runs"
-        gate = gate.cleared(now)
-    events.append(latch.event(EventType.DOOR_HELD_OPEN, phase, old, new, sample, now, reason))
-    return new, gate
-
-
-def _door_slowing(
-    state: DoorWatchState,
-    sample: CarState,
-    now: float,
-    config: DoorWatchConfig,
-    opening: Baseline,
-    closing: Baseline,
-    events: list[Event],
-) -> tuple[Latch, Gate]:
-    """DOOR_SLOWING: raised as soon as a direction counts as slowing and the gate allows,
-    with the onset of its first slow cycle; cleared when neither direction is slow.
-    Not a timed hold (`latch.advance`): the baselines already counted the cycles."""
-    slowing, gate = state.slowing, state.slowing_gate
-    slow = opening.slow or closing.slow
-    if slowing.raised:
-        if not slow:
-            assert slowing.onset is not None
-            events.append(
-                Event(
-                    EventType.DOOR_SLOWING,
-                    Phase.CLEARED,
-                    slowing.onset,
-                    now,
-                    sample.floor,
-                    "door times back within baseline",
-                    at_landing=slowing.at_landing,
-                )
+        if door is prev_door and openings == 0 and state.loop is IDLE:
+            # No opening to count and no loop: only the doors' shut time may change.
+            shut = latch.closed_and_locked(sample) is True
+            if shut is (state.shut_since is not None):
+                return state, NO_EVENTS
+        if door is not prev_door:
+            openings = _openings_after(prev_door, door, openings)
+            prev_door = door
+        shut_since = state.shut_since
+        if latch.closed_and_locked(sample) is not True:
+            shut_since = None
+        elif shut_since is None:
+            shut_since = now
+        settled = shut_since is not None and now - shut_since >= REOPEN_SETTLED_S - TIME_SLACK
+        run = latch.running(sample)
+        if run is True or sample.mode in REOPEN_SUPPRESSED_MODES or settled or power_out:
+            openings = 0
+        last_opening = now if openings > state.openings else state.last_opening
+        loop, gate = state.loop, state.gate
+        openings = _loop_openings(openings, last_opening, loop, now, self.config)
+        events: Sequence[Event] = NO_EVENTS
+        if openings >= 2 or loop is not IDLE:
+            loop, gate, events = self._loop(
+                loop, gate, sample, now, openings, settled or run is True
             )
-            slowing, gate = IDLE, gate.cleared(now)
-    elif slow and gate.allows(now, config):
+        if (
+            prev_door is state.prev_door
+            and openings == state.openings
+            and last_opening == state.last_opening
+            and shut_since == state.shut_since
+            and loop is state.loop
+            and gate is state.gate
+        ):
+            return state, events
+        return ReopenState(prev_door, openings, last_opening, shut_since, loop, gate), events
+
+    def _loop(
+        self, old: Latch, gate: Gate, sample: CarState, now: float, openings: int, ended: bool
+    ) -> tuple[Latch, Gate, Sequence[Event]]:
+        """The occurrence after ``sample``; ``ended`` whether the doors stayed shut or the
+        car runs."""
+        config = self.config
+        active = openings >= 2
+        place = sample.at_landing if active and old.onset is None else None
+        new, phase = latch.advance(old, active, ended, now, config.reopen_loop_s, place)
+        if phase is None:
+            return new, gate, NO_EVENTS
+        reopenings = openings - 1
+        if phase is Phase.RAISED:
+            if not (reopenings >= config.reopen_loop_reopenings and gate.allows(now, config)):
+                return latch.withheld(new), gate, NO_EVENTS
+            onset = new.onset
+            assert onset is not None
+            reason = f"doors reopened {reopenings} times in {now - onset:.0f} s at one landing"
+            gate = gate.raised(now)
+        else:
+            reason = (
+                "car runs" if latch.running(sample) is True else "doors stayed closed and locked"
+            )
+            gate = gate.cleared(now)
+        return (
+            new,
+            gate,
+            [latch.event(EventType.DOOR_REOPEN_LOOP, phase, old, new, sample, now, reason)],
+        )
+
+    def blind(self, state: ReopenState, now: float) -> ReopenState:
+        """See `rule.Rule.blind`: the stop's opening count is forgotten too."""
+        return ReopenState(loop=forget_pending(state.loop), gate=state.gate)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOpen:
+    """DOOR_HELD_OPEN as a `rule.Rule`: doors open at a landing in NORMAL, not running,
+    with no close attempt (``close``, on its own copy of DOOR_CLOSE_FAILURE's memory) or
+    raised re-opening loop (``loop``, likewise) under way, for T counted from ``since``
+    and when the gate allows; cleared when the doors close or the car runs."""
+
+    config: DoorWatchConfig
+    close: DoorCloseFailure
+    loop: ReopenLoop
+
+    def start(self) -> HeldState:
+        """See `rule.Rule.start`."""
+        return _HELD_START
+
+    def step(
+        self, state: HeldState, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[HeldState, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        close, _ = self.close.advance(state.close, sample, power_out, now)
+        loop, _ = self.loop.step(state.loop, sample, now, since, power_out)
+        watched = not power_out and close.onset is None and not loop.loop.raised
+        old, gate = state.held, state.gate
+        run = latch.running(sample)
+        if old.raised:
+            door = sample.door
+            if door is not DoorState.UNKNOWN:
+                closed = door is DoorState.CLOSED
+            else:
+                closed = latch.closed_and_locked(sample) is True
+        else:
+            closed = False  # only a raised occurrence clears
+        active = (
+            watched
+            and sample.mode is ServiceMode.NORMAL
+            and run is not True
+            and sample.door_zone is not False
+            and _held_open(sample)
+        )
+        place = sample.at_landing if active and old.onset is None else None
+        config = self.config
+        held, phase = latch.advance(
+            old, active, closed or run is True, now, config.held_open_s, place, since
+        )
+        events: Sequence[Event] = NO_EVENTS
+        if phase is Phase.RAISED and not gate.allows(now, config):
+            held = latch.withheld(held)
+        elif phase is not None:
+            gate = gate.raised(now) if phase is Phase.RAISED else gate.cleared(now)
+            events = latch.decided(
+                EventType.DOOR_HELD_OPEN,
+                phase,
+                old,
+                held,
+                sample,
+                now,
+                f"doors open at a landing for {config.held_open_s:g} s",
+                "doors closed" if run is not True else "car runs",
+            )
+        if held is old and gate is state.gate and close is state.close and loop is state.loop:
+            return state, events
+        return HeldState(held, gate, close, loop), events
+
+    def blind(self, state: HeldState, now: float) -> HeldState:
+        """See `rule.Rule.blind`."""
+        return HeldState(
+            forget_pending(state.held),
+            state.gate,
+            self.close.blind(state.close, now),
+            self.loop.blind(state.loop, now),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DoorSlowing:
+    """DOOR_SLOWING as a `rule.Rule`: raised as soon as a direction counts as slowing and
+    the gate allows, with the onset of its first slow cycle; cleared when neither
+    direction is slow. Not a timed hold (`latch.advance`): the baselines already counted
+    the cycles, and the onset lies cycles back, before the sample that raises."""
+
+    config: DoorWatchConfig
+
+    def start(self) -> SlowingState:
+        """See `rule.Rule.start`."""
+        return _SLOWING_START
+
+    def step(
+        self,
+        state: SlowingState,
+        sample: CarState,
+        now: float,
+        since: float | None,
+        power_out: bool,
+    ) -> tuple[SlowingState, Sequence[Event]]:
+        """See `rule.Rule.step`: a completed full movement (in `TIMED_MODES`, with mains)
+        is counted in its direction's baseline."""
+        config = self.config
+        prev_door, moving_since = state.prev_door, state.moving_since
+        opening, closing = state.opening, state.closing
+        door = sample.door
+        if door is not prev_door:
+            moving_since, cycle = door_cycle(prev_door, moving_since, door, now)
+            if cycle is not None and sample.mode in TIMED_MODES and not power_out:
+                is_opening, start, duration = cycle
+                if is_opening:
+                    opening = opening.after(start, duration, config)
+                else:
+                    closing = closing.after(start, duration, config)
+            prev_door = door
+        slowing, gate = state.slowing, state.gate
+        events: Sequence[Event] = NO_EVENTS
+        if slowing.raised or opening.slow or closing.slow:
+            slowing, gate, events = self._slowing(slowing, gate, sample, now, opening, closing)
+        if (
+            prev_door is state.prev_door
+            and moving_since == state.moving_since
+            and opening is state.opening
+            and closing is state.closing
+            and slowing is state.slowing
+            and gate is state.gate
+        ):
+            return state, events
+        return SlowingState(prev_door, moving_since, opening, closing, slowing, gate), events
+
+    def _slowing(
+        self,
+        slowing: Latch,
+        gate: Gate,
+        sample: CarState,
+        now: float,
+        opening: Baseline,
+        closing: Baseline,
+    ) -> tuple[Latch, Gate, Sequence[Event]]:
+        """The occurrence after ``sample``, the baselines already updated."""
+        slow = opening.slow or closing.slow
+        if slowing.raised:
+            if slow:
+                return slowing, gate, NO_EVENTS
+            assert slowing.onset is not None
+            cleared = Event(
+                EventType.DOOR_SLOWING,
+                Phase.CLEARED,
+                slowing.onset,
+                now,
+                sample.floor,
+                "door times back within baseline",
+                at_landing=slowing.at_landing,
+            )
+            return IDLE, gate.cleared(now), [cleared]
+        if not (slow and gate.allows(now, self.config)):
+            return slowing, gate, NO_EVENTS
         starts = [b.slow_since for b in (opening, closing) if b.slow and b.slow_since is not None]
         onset = min(starts) if starts else now
         slowing = Latch(onset, True, sample.at_landing)
-        gate = gate.raised(now)
-        events.append(
-            Event(
-                EventType.DOOR_SLOWING,
-                Phase.RAISED,
-                onset,
-                now,
-                sample.floor,
-                _slowing_reason(opening, closing),
-                at_landing=slowing.at_landing,
-            )
+        raised = Event(
+            EventType.DOOR_SLOWING,
+            Phase.RAISED,
+            onset,
+            now,
+            sample.floor,
+            _slowing_reason(opening, closing),
+            at_landing=slowing.at_landing,
         )
-    return slowing, gate
+        return slowing, gate.raised(now), [raised]
+
+    def blind(self, state: SlowingState, now: float) -> SlowingState:
+        """See `rule.Rule.blind`: an unfinished door movement is forgotten too (its time
+        would include the outage); the baselines are kept."""
+        opening, closing = state.opening, state.closing
+        if not state.slowing.raised:
+            # A slow run not yet raised is a pending onset like any other.
+            opening = replace(opening, slow_run=0, slow_since=None, slow=False)
+            closing = replace(closing, slow_run=0, slow_since=None, slow=False)
+        return SlowingState(
+            opening=opening, closing=closing, slowing=state.slowing, gate=state.gate
+        )
 
 
 def watch_blind(state: DoorWatchState, now: float) -> DoorWatchState:
     """The controller link is down at ``now``: forget pending occurrences, the stop's
     opening count and any unfinished door movement (its time would include the outage);
     keep raised events, gates and baselines. Emits nothing."""
-    opening, closing = state.opening, state.closing
-    if not state.slowing.raised:
-        # A slow run not yet raised is a pending onset like any other.
-        opening = replace(opening, slow_run=0, slow_since=None, slow=False)
-        closing = replace(closing, slow_run=0, slow_since=None, slow=False)
-    return DoorWatchState(
-        prev_door=DoorState.UNKNOWN,
-        reopen=forget_pending(state.reopen),
-        reopen_gate=state.reopen_gate,
-        held=forget_pending(state.held),
-        held_gate=state.held_gate,
-        opening=opening,
-        closing=closing,
-        slowing=state.slowing,
-        slowing_gate=state.slowing_gate,
+    return blind_all(_watch_rules(DoorWatchConfig(), _DEFAULT_FAULTS), state, now)
+
+
+def rules(config: DetectionConfig) -> NamedRules:
+    """The family's rules for a unit with ``config``, in the order they run: the door
+    faults, then the nuisance events."""
+    faults = DoorsConfig.from_detection(config)
+    watch = DoorWatchConfig.from_detection(config)
+    close = DoorCloseFailure(faults.close_failure_s)
+    loop = ReopenLoop(watch)
+    return (
+        ("close", close),
+        ("open", DoorOpenFailure(faults.open_failure_s)),
+        ("reopen", loop),
+        ("held", HeldOpen(watch, close, loop)),
+        ("slowing", DoorSlowing(watch)),
     )
-
-
-#: The door family's memory: the door faults' and the nuisance events'.
-DoorMemory = tuple[DoorsState, DoorWatchState]
-
-
-@dataclass(frozen=True, slots=True)
-class DoorRules:
-    """The door rules as one `rule.Rule` for the engine: the door faults first, then the
-    nuisance events, which need to know whether a close attempt is under way."""
-
-    faults: DoorsConfig
-    watch: DoorWatchConfig
-
-    def start(self) -> DoorMemory:
-        """See `rule.Rule.start`."""
-        return DoorsState(), DoorWatchState()
-
-    def step(
-        self, state: DoorMemory, sample: CarState, now: float, since: float | None, power_out: bool
-    ) -> tuple[DoorMemory, list[Event]]:
-        """See `step` and `watch_step`."""
-        faults, watch = state
-        events: list[Event] = []
-        watched = sample.mode not in SUPPRESSED_MODES and not power_out
-        close = _close_failure(faults.close, sample, now, self.faults, watched, events)
-        open_ = _open_failure(faults.open, sample, now, self.faults, watched, events)
-        new_faults = faults
-        if close is not faults.close or open_ is not faults.open:
-            new_faults = DoorsState(close, open_)
-        new_watch, more = watch_step(
-            watch,
-            sample,
-            now,
-            self.watch,
-            since=since,
-            power_out=power_out,
-            close_attempt=close.onset is not None,  # `closing_attempt`
-        )
-        if more:
-            events.extend(more)
-        if new_faults is faults and new_watch is watch:
-            return state, events
-        return (new_faults, new_watch), events
-
-    def blind(self, state: DoorMemory, now: float) -> DoorMemory:
-        """See `blind` and `watch_blind`."""
-        return blind(state[0], now), watch_blind(state[1], now)

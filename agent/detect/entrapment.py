@@ -58,10 +58,13 @@ Degradation without a signal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.detect.config import DEFAULTS, DetectionConfig
 from agent.detect.events import Event, EventType, Phase
 from agent.detect.latch import TIME_SLACK
+from agent.detect.rule import NO_EVENTS, NamedRules
 from agent.state import CarState, DoorState, ServiceMode
 
 #: Modes in which an occupied, stopped, closed car counts as trapping (see the module doc).
@@ -87,12 +90,23 @@ _OPENING_DOORS = frozenset({DoorState.OPEN, DoorState.OPENING})
 
 @dataclass(frozen=True, slots=True)
 class EntrapmentConfig:
-    """Thresholds of the ENTRAPMENT rule, in seconds and percent of rated load."""
+    """Thresholds of the ENTRAPMENT rule, in seconds and percent of rated load; the
+    defaults are `DetectionConfig`'s."""
 
-    between_floors_s: float = 30.0
-    at_landing_s: float = 60.0
-    alarm_debounce_s: float = 1.0
-    empty_load_percent: float = 5.0
+    between_floors_s: float = DEFAULTS.entrapment_between_floors_s
+    at_landing_s: float = DEFAULTS.entrapment_at_landing_s
+    alarm_debounce_s: float = DEFAULTS.entrapment_alarm_debounce_s
+    empty_load_percent: float = DEFAULTS.entrapment_empty_load_percent
+
+    @classmethod
+    def from_detection(cls, config: DetectionConfig) -> EntrapmentConfig:
+        """The ENTRAPMENT rule's view of a unit's thresholds."""
+        return cls(
+            between_floors_s=config.entrapment_between_floors_s,
+            at_landing_s=config.entrapment_at_landing_s,
+            alarm_debounce_s=config.entrapment_alarm_debounce_s,
+            empty_load_percent=config.entrapment_empty_load_percent,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +177,8 @@ def step(
     on this sample: at most one RAISED or one CLEARED. ``now`` must not decrease between
     calls. Never raises for any CarState.
     """
-    return EntrapmentRules(config).step(state, sample, now, None, False)
+    new, events = Entrapment(config).step(state, sample, now, None, False)
+    return new, list(events)
 
 
 def blind(state: EntrapmentState, now: float) -> EntrapmentState:
@@ -177,9 +192,11 @@ def blind(state: EntrapmentState, now: float) -> EntrapmentState:
 
 
 @dataclass(frozen=True, slots=True)
-class EntrapmentRules:
+class Entrapment:
     """ENTRAPMENT as a `rule.Rule` for the engine (it needs neither ``since`` nor
-    ``power_out``: a person shut in is judged whatever the power)."""
+    ``power_out``: a person shut in is judged whatever the power). Not `latch.advance`:
+    the hold depends on where the car stands (T1 or T2) and the alarm button raises
+    before it."""
 
     config: EntrapmentConfig
 
@@ -194,7 +211,7 @@ class EntrapmentRules:
         now: float,
         since: float | None,
         power_out: bool,
-    ) -> tuple[EntrapmentState, list[Event]]:
+    ) -> tuple[EntrapmentState, Sequence[Event]]:
         """See `rule.Rule.step` and the module doc; ``config`` is this rule's."""
         config = self.config
         occupied = occupancy(sample, config.empty_load_percent)
@@ -205,7 +222,7 @@ class EntrapmentRules:
             elif _doors_opened_at_landing(sample):
                 reason = "doors opened at a landing"
             else:
-                return state, []
+                return state, NO_EVENTS
             assert state.onset is not None  # raised always carries its onset
             cleared = Event(
                 EventType.ENTRAPMENT,
@@ -225,7 +242,7 @@ class EntrapmentRules:
             and _doors_shut(sample) is True
         )
         if not trapping:
-            return _IDLE, []
+            return _IDLE, NO_EVENTS
 
         onset = state.onset if state.onset is not None else now
         alarm_since = state.alarm_since
@@ -247,8 +264,8 @@ class EntrapmentRules:
             reason = "alarm button pressed in an occupied car stopped with doors closed"
         else:
             if onset == state.onset and alarm_since == state.alarm_since:
-                return state, []
-            return EntrapmentState(onset, False, alarm_since), []
+                return state, NO_EVENTS
+            return EntrapmentState(onset, False, alarm_since), NO_EVENTS
 
         raised = Event(
             EventType.ENTRAPMENT,
@@ -264,3 +281,8 @@ class EntrapmentRules:
     def blind(self, state: EntrapmentState, now: float) -> EntrapmentState:
         """See `blind`."""
         return blind(state, now)
+
+
+def rules(config: DetectionConfig) -> NamedRules:
+    """The family's rules for a unit with ``config``, in the order they run."""
+    return (("entrapment", Entrapment(EntrapmentConfig.from_detection(config))),)

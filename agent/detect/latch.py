@@ -160,6 +160,37 @@ def event(
     return Event(event_type, phase, onset, now, sample.floor, reason, at_landing=held.at_landing)
 
 
+def decided(
+    event_type: EventType,
+    phase: Phase,
+    old: Latch,
+    new: Latch,
+    sample: CarState,
+    now: float,
+    raised_reason: str,
+    cleared_reason: str,
+) -> list[Event]:
+    """The one event of a phase `advance` decided (see `event`), with ``raised_reason`` on
+    a RAISED and ``cleared_reason`` on a CLEARED."""
+    reason = raised_reason if phase is Phase.RAISED else cleared_reason
+    return [event(event_type, phase, old, new, sample, now, reason)]
+
+
+class LatchRule:
+    """What every rule whose memory is one `Latch` shares: it starts idle and forgets a
+    pending onset on a link outage (`rule.Rule.start`, `rule.Rule.blind`)."""
+
+    __slots__ = ()
+
+    def start(self) -> Latch:
+        """See `rule.Rule.start`."""
+        return IDLE
+
+    def blind(self, state: Latch, now: float) -> Latch:
+        """See `rule.Rule.blind`."""
+        return forget_pending(state)
+
+
 def running(sample: CarState) -> bool | None:
     """Whether the car moves: ``moving``, else ``speed_mm_s > 0``; None if neither is read."""
     moving = sample.moving

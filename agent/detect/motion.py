@@ -96,21 +96,26 @@ condition; `blind` forgets pending onsets and counts and keeps raised events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.detect.config import DEFAULTS, DetectionConfig
 from agent.detect.events import Event, EventType, Phase
 from agent.detect.latch import (
     FAULT_SUPPRESSED_MODES,
     IDLE,
     INSPECTION_ONLY,
     Latch,
+    LatchRule,
     advance,
     closed_and_locked,
-    event,
+    decided,
     forget_pending,
     opened_at_landing,
     running,
+    withheld,
 )
+from agent.detect.rule import NO_EVENTS, NamedRules, blind_all, step_all
 from agent.state import CarState, Direction, ServiceMode
 
 #: Modes in which STOPPED_OUTSIDE_DOOR_ZONE is watched.
@@ -119,44 +124,74 @@ STOPPED_OUTSIDE_MODES = frozenset({ServiceMode.NORMAL, ServiceMode.UNKNOWN})
 
 @dataclass(frozen=True, slots=True)
 class MotionConfig:
-    """Thresholds of the motion rules; None landings or rated speed switch rules off."""
+    """Thresholds of the motion rules; None landings or rated speed switch rules off. The
+    defaults are `DetectionConfig`'s."""
 
-    stopped_outside_door_zone_s: float = 15.0
-    levelling_fault_s: float = 5.0
-    unintended_movement_samples: int = 2
-    run_time_limit_s: float = 60.0
-    overspeed_factor: float = 1.15
-    overspeed_s: float = 0.1
-    rated_speed_mm_s: float | None = None
-    top_landing: int | None = None
-    bottom_landing: int | None = None
+    stopped_outside_door_zone_s: float = DEFAULTS.stopped_outside_door_zone_s
+    levelling_fault_s: float = DEFAULTS.levelling_fault_s
+    unintended_movement_samples: int = DEFAULTS.unintended_movement_samples
+    run_time_limit_s: float = DEFAULTS.run_time_limit_s
+    overspeed_factor: float = DEFAULTS.overspeed_factor
+    overspeed_s: float = DEFAULTS.overspeed_s
+    rated_speed_mm_s: float | None = DEFAULTS.rated_speed_mm_s
+    top_landing: int | None = DEFAULTS.top_landing
+    bottom_landing: int | None = DEFAULTS.bottom_landing
+
+    @classmethod
+    def from_detection(cls, config: DetectionConfig) -> MotionConfig:
+        """The motion rules' view of a unit's thresholds."""
+        return cls(
+            stopped_outside_door_zone_s=config.stopped_outside_door_zone_s,
+            levelling_fault_s=config.levelling_fault_s,
+            unintended_movement_samples=config.unintended_movement_samples,
+            run_time_limit_s=config.run_time_limit_s,
+            overspeed_factor=config.overspeed_factor,
+            overspeed_s=config.overspeed_s,
+            rated_speed_mm_s=config.rated_speed_mm_s,
+            top_landing=config.top_landing,
+            bottom_landing=config.bottom_landing,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnintendedState:
+    """UNINTENDED_MOVEMENT's memory: ``zone_open`` is True while the car stood in the door
+    zone with its doors not closed (the rule is armed) and ``outside_count`` counts the
+    samples outside since; ``latch`` is the occurrence."""
+
+    latch: Latch = IDLE
+    zone_open: bool = False
+    outside_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OvertravelState:
+    """An overtravel rule's memory: ``zone_floor``/``zone_position`` are the floor and
+    position of the last sample in a door zone, ``level`` the position at which the car
+    last stood level at the rule's terminal landing; ``latch`` is the occurrence."""
+
+    latch: Latch = IDLE
+    zone_floor: int | None = None
+    zone_position: int | None = None
+    level: int | None = None
+
+
+_UNINTENDED_START = UnintendedState()
+_OVERTRAVEL_START = OvertravelState()
 
 
 @dataclass(frozen=True, slots=True)
 class MotionState:
-    """Detector memory for one car's motion rules.
-
-    ``zone_open`` is True while the car stood in the door zone with its doors not closed
-    (UNINTENDED_MOVEMENT is armed) and ``outside_count`` counts the samples outside since.
-    ``zone_floor``/``zone_position`` are the floor and position of the last sample in a
-    door zone; ``top_level``/``bottom_level`` the position at which the car last stood
-    level at the top (bottom) landing.
-    """
+    """Detector memory for one car's motion rules: each rule's own."""
 
     stopped_outside: Latch = IDLE
     levelling: Latch = IDLE
-    unintended: Latch = IDLE
-    zone_open: bool = False
-    outside_count: int = 0
+    unintended: UnintendedState = _UNINTENDED_START
     run_time: Latch = IDLE
     overspeed: Latch = IDLE
-    over_top: Latch = IDLE
-    over_bottom: Latch = IDLE
-    zone_floor: int | None = None
-    zone_position: int | None = None
+    over_top: OvertravelState = _OVERTRAVEL_START
+    over_bottom: OvertravelState = _OVERTRAVEL_START
     position_lost: Latch = IDLE
-    top_level: int | None = None
-    bottom_level: int | None = None
 
 
 def _past(position: int, reference: int, up: bool) -> bool:
@@ -164,7 +199,10 @@ def _past(position: int, reference: int, up: bool) -> bool:
 
 
 def _beyond(
-    sample: CarState, state: MotionState, terminal: int | None, level: int | None, up: bool
+    sample: CarState,
+    state: OvertravelState,
+    terminal: int | None,
+    up: bool,
 ) -> bool:
     """Whether ``sample`` shows the car outside the door zone beyond ``terminal`` (the top
     landing when ``up``), moving outward (see the module doc)."""
@@ -180,6 +218,7 @@ def _beyond(
         return False
     if state.zone_floor == terminal:
         return True
+    level = state.level
     return position is not None and level is not None and _past(position, level, up)
 
 
@@ -199,325 +238,369 @@ def step(
     Returns the new state (the same object when nothing changed) and the events decided
     on this sample, at most one per rule. ``now`` must not decrease. Never raises.
     """
-    return MotionRules(config).step(state, sample, now, since, power_out)
+    return step_all(_rules(config), state, sample, now, since, power_out)
 
 
-def _stopped_rules(
-    state: MotionState,
-    sample: CarState,
-    now: float,
-    config: MotionConfig,
-    since: float | None,
-    watched: bool,
-    run: bool | None,
-    shut: bool | None,
-    at_landing: bool | None,
-    events: list[Event],
-) -> tuple[Latch, Latch]:
-    """STOPPED_OUTSIDE_DOOR_ZONE and LEVELLING_FAULT: the car at rest outside the door
-    zone with closed doors, or inside it off level (see the module doc)."""
-    zone = sample.door_zone
-    old = state.stopped_outside
-    stopped_outside, phase = advance(
-        old,
-        watched and run is False and zone is False and shut is True,
-        run is True or zone is True,
-        now,
-        config.stopped_outside_door_zone_s,
-        at_landing,
-        since,
-    )
-    if phase is not None:
-        reason = (
-            f"stopped outside the door zone with doors closed for "
-            f"{config.stopped_outside_door_zone_s:g} s"
-            if phase is Phase.RAISED
-            else "car runs or stands in the door zone again"
+@dataclass(frozen=True, slots=True)
+class StoppedOutsideDoorZone(LatchRule):
+    """STOPPED_OUTSIDE_DOOR_ZONE as a `rule.Rule`: at rest outside the door zone with
+    closed doors, in `STOPPED_OUTSIDE_MODES`, for ``hold_s`` (see the module doc)."""
+
+    hold_s: float
+
+    def step(
+        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        run = running(sample)
+        watched = run is False and sample.mode in STOPPED_OUTSIDE_MODES and not power_out
+        if old is IDLE and not watched:
+            return old, NO_EVENTS  # nothing pending or raised, and nothing can start
+        zone = sample.door_zone
+        active = watched and zone is False and closed_and_locked(sample) is True
+        place = sample.at_landing if active and old.onset is None else None
+        new, phase = advance(
+            old, active, run is True or zone is True, now, self.hold_s, place, since
         )
-        events.append(
-            event(
-                EventType.STOPPED_OUTSIDE_DOOR_ZONE,
+        if phase is None:
+            return new, NO_EVENTS
+        return new, decided(
+            EventType.STOPPED_OUTSIDE_DOOR_ZONE,
+            phase,
+            old,
+            new,
+            sample,
+            now,
+            f"stopped outside the door zone with doors closed for {self.hold_s:g} s",
+            "car runs or stands in the door zone again",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LevellingFault(LatchRule):
+    """LEVELLING_FAULT as a `rule.Rule`: at rest inside the door zone off level, watched
+    like STOPPED_OUTSIDE_DOOR_ZONE, for ``hold_s`` (see the module doc)."""
+
+    hold_s: float
+
+    def step(
+        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        run = running(sample)
+        watched = run is False and sample.mode in STOPPED_OUTSIDE_MODES and not power_out
+        if old is IDLE and not watched:
+            return old, NO_EVENTS  # nothing pending or raised, and nothing can start
+        zone = sample.door_zone
+        levelled = sample.levelled
+        active = watched and zone is True and levelled is False
+        place = sample.at_landing if active and old.onset is None else None
+        new, phase = advance(
+            old, active, levelled is True or zone is False, now, self.hold_s, place, since
+        )
+        if phase is None:
+            return new, NO_EVENTS
+        return new, decided(
+            EventType.LEVELLING_FAULT,
+            phase,
+            old,
+            new,
+            sample,
+            now,
+            f"stopped in the door zone off level for {self.hold_s:g} s",
+            "car levelled or left the door zone",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnintendedMovement:
+    """UNINTENDED_MOVEMENT as a `rule.Rule`: armed by doors opened at a landing, raised
+    after ``samples`` samples outside the door zone with the doors still not closed. A
+    `latch.advance` with no hold whose RAISED waits for the count (`latch.withheld`): it
+    counts samples, not seconds (see the module doc)."""
+
+    samples: int
+
+    def start(self) -> UnintendedState:
+        """See `rule.Rule.start`."""
+        return _UNINTENDED_START
+
+    def step(
+        self,
+        state: UnintendedState,
+        sample: CarState,
+        now: float,
+        since: float | None,
+        power_out: bool,
+    ) -> tuple[UnintendedState, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        old, zone_open = state.latch, state.zone_open
+        zone = sample.door_zone
+        if old is IDLE and not zone_open and zone is not True:
+            return state, NO_EVENTS  # nothing armed nor raised, and the sample arms nothing
+        shut = closed_and_locked(sample)
+        if old is IDLE and not zone_open and shut is not False:
+            return state, NO_EVENTS  # nothing armed nor raised, and closed doors arm nothing
+        outside = (
+            zone_open and zone is False and shut is False and sample.mode not in INSPECTION_ONLY
+        )
+        cleared = shut is True or (zone is True and running(sample) is not True)
+        place = sample.at_landing if outside and old.onset is None else None
+        new, phase = advance(old, outside, cleared, now, 0.0, place)
+        count = state.outside_count
+        if new.raised and phase is None:
+            return state, NO_EVENTS  # raised and not cleared: nothing changes
+        if outside:
+            count += 1
+            if count < self.samples:
+                new, phase = withheld(new), None
+        elif zone is True and shut is False and sample.mode not in INSPECTION_ONLY:
+            # Armed by doors opened at a landing (`opened_at_landing`: the car at rest, or
+            # the controller opening them while levelling); a car running through a zone
+            # keeps what it had (one that stood there and drifts stays armed).
+            count, zone_open = 0, zone_open or opened_at_landing(sample)
+        else:
+            count, zone_open = 0, False
+        events: Sequence[Event] = NO_EVENTS
+        if phase is not None:
+            events = decided(
+                EventType.UNINTENDED_MOVEMENT,
                 phase,
                 old,
-                stopped_outside,
+                new,
                 sample,
                 now,
-                reason,
+                f"car left the door zone with doors not closed ({count} samples)",
+                "doors closed or car standing in a door zone",
             )
-        )
-    old = state.levelling
-    levelling, phase = advance(
-        old,
-        watched and run is False and zone is True and sample.levelled is False,
-        sample.levelled is True or zone is False,
-        now,
-        config.levelling_fault_s,
-        at_landing,
-        since,
-    )
-    if phase is not None:
-        reason = (
-            f"stopped in the door zone off level for {config.levelling_fault_s:g} s"
-            if phase is Phase.RAISED
-            else "car levelled or left the door zone"
-        )
-        events.append(event(EventType.LEVELLING_FAULT, phase, old, levelling, sample, now, reason))
-    return stopped_outside, levelling
+        if phase is Phase.CLEARED:
+            return _UNINTENDED_START, events
+        if new is old and zone_open is state.zone_open and count == state.outside_count:
+            return state, events
+        return UnintendedState(new, zone_open, count), events
+
+    def blind(self, state: UnintendedState, now: float) -> UnintendedState:
+        """See `rule.Rule.blind`: the arming and the count are forgotten too."""
+        return UnintendedState(forget_pending(state.latch))
 
 
-def _unintended_movement(
-    state: MotionState,
-    sample: CarState,
-    now: float,
-    config: MotionConfig,
-    watched: bool,
-    run: bool | None,
-    shut: bool | None,
-    events: list[Event],
-) -> tuple[Latch, bool, int]:
-    """UNINTENDED_MOVEMENT: ``(latch, zone_open, outside_count)`` after ``sample``.
+@dataclass(frozen=True, slots=True)
+class RunTimeExceeded(LatchRule):
+    """RUN_TIME_EXCEEDED as a `rule.Rule`: running continuously for ``hold_s``."""
 
-    Not `latch.advance`: it counts samples outside the zone, not seconds, and is armed
-    only by doors opened at a landing (see the module doc)."""
-    unintended = state.unintended
-    zone_open = state.zone_open
-    outside_count = state.outside_count
-    zone = sample.door_zone
-    if unintended.raised:
-        if shut is True or (zone is True and run is not True):
-            events.append(
-                Event(
-                    EventType.UNINTENDED_MOVEMENT,
-                    Phase.CLEARED,
-                    unintended.onset if unintended.onset is not None else now,
-                    now,
-                    sample.floor,
-                    "doors closed or car standing in a door zone",
-                    at_landing=unintended.at_landing,
-                )
-            )
-            unintended, zone_open, outside_count = IDLE, False, 0
-    elif not watched or shut is not False:
-        unintended, zone_open, outside_count = IDLE, False, 0
-    elif zone is True:
-        # Armed by doors opened at a landing (`opened_at_landing`: the car at rest, or the
-        # controller opening them while levelling); a car running through a zone keeps
-        # what it had (one that stood there and drifts stays armed).
-        unintended, outside_count = IDLE, 0
-        zone_open = zone_open or opened_at_landing(sample)
-    elif zone is False and zone_open:
-        outside_count += 1
-        onset = unintended.onset if unintended.onset is not None else now
-        if outside_count >= config.unintended_movement_samples:
-            place = unintended.at_landing if unintended.onset is not None else sample.at_landing
-            unintended = Latch(onset, True, place)
-            events.append(
-                Event(
-                    EventType.UNINTENDED_MOVEMENT,
-                    Phase.RAISED,
-                    onset,
-                    now,
-                    sample.floor,
-                    f"car left the door zone with doors not closed ({outside_count} samples)",
-                    at_landing=place,
-                )
-            )
-        elif unintended.onset is None:
-            unintended = Latch(onset, False, sample.at_landing)
-    else:
-        unintended, zone_open, outside_count = IDLE, False, 0
-    return unintended, zone_open, outside_count
+    hold_s: float
 
-
-def _run_rules(
-    state: MotionState,
-    sample: CarState,
-    now: float,
-    config: MotionConfig,
-    since: float | None,
-    watched: tuple[bool, bool],
-    run: bool | None,
-    at_landing: bool | None,
-    events: list[Event],
-) -> tuple[Latch, Latch]:
-    """RUN_TIME_EXCEEDED and OVERSPEED (see the module doc); ``watched`` is whether the
-    fault rules and the safety rules are watched."""
-    faults_watched, safety_watched = watched
-    old = state.run_time
-    run_time, phase = advance(
-        old,
-        faults_watched and run is True,
-        run is False,
-        now,
-        config.run_time_limit_s,
-        at_landing,
-        since,
-    )
-    if phase is not None:
-        reason = (
-            f"running for {config.run_time_limit_s:g} s without stopping level"
-            if phase is Phase.RAISED
-            else "car stopped"
-        )
-        events.append(event(EventType.RUN_TIME_EXCEEDED, phase, old, run_time, sample, now, reason))
-    overspeed = state.overspeed
-    rated = config.rated_speed_mm_s
-    speed = sample.speed_mm_s
-    if rated is not None and (speed is not None or overspeed.onset is not None):
-        limit = rated * config.overspeed_factor
-        old = overspeed
-        overspeed, phase = advance(
+    def step(
+        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        run = running(sample)
+        active = run is True and sample.mode not in FAULT_SUPPRESSED_MODES and not power_out
+        place = sample.at_landing if active and old.onset is None else None
+        new, phase = advance(old, active, run is False, now, self.hold_s, place, since)
+        if phase is None:
+            return new, NO_EVENTS
+        return new, decided(
+            EventType.RUN_TIME_EXCEEDED,
+            phase,
             old,
-            safety_watched and speed is not None and speed > limit,
-            speed is not None and speed <= rated,
+            new,
+            sample,
             now,
-            config.overspeed_s,
-            at_landing,
-            since,
+            f"running for {self.hold_s:g} s without stopping level",
+            "car stopped",
         )
-        if phase is not None:
-            reason = (
-                f"speed {speed} mm/s above {config.overspeed_factor:g} x rated {rated:g} mm/s"
-                if phase is Phase.RAISED
-                else "speed back within rated"
+
+
+@dataclass(frozen=True, slots=True)
+class Overspeed(LatchRule):
+    """OVERSPEED as a `rule.Rule`: ``speed_mm_s`` above ``factor`` x ``rated_mm_s`` for
+    ``hold_s``; cleared at or below the rated speed. Without a rated speed it never runs."""
+
+    rated_mm_s: float | None
+    factor: float
+    hold_s: float
+
+    def step(
+        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        rated = self.rated_mm_s
+        speed = sample.speed_mm_s
+        if rated is None or (speed is None and old.onset is None):
+            return old, NO_EVENTS
+        active = (
+            sample.mode not in INSPECTION_ONLY and speed is not None and speed > rated * self.factor
+        )
+        place = sample.at_landing if active and old.onset is None else None
+        new, phase = advance(
+            old, active, speed is not None and speed <= rated, now, self.hold_s, place, since
+        )
+        if phase is None:
+            return new, NO_EVENTS
+        return new, decided(
+            EventType.OVERSPEED,
+            phase,
+            old,
+            new,
+            sample,
+            now,
+            f"speed {speed} mm/s above {self.factor:g} x rated {rated:g} mm/s",
+            "speed back within rated",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Overtravel:
+    """OVERTRAVEL_TOP (``up``) or OVERTRAVEL_BOTTOM as a `rule.Rule`: raised at once when
+    the final limit reads operated or the car is beyond ``terminal`` moving outward,
+    cleared when the final limit no longer reads operated and the car stands level at a
+    landing (see the module doc). ``top`` is the top landing, which the bottom rule
+    defers to when both are one floor; the reasons say which of the two raised."""
+
+    event_type: EventType
+    up: bool
+    terminal: int | None
+    limit_reason: str
+    beyond_reason: str
+    top: int | None = None
+
+    def start(self) -> OvertravelState:
+        """See `rule.Rule.start`."""
+        return _OVERTRAVEL_START
+
+    def step(
+        self,
+        state: OvertravelState,
+        sample: CarState,
+        now: float,
+        since: float | None,
+        power_out: bool,
+    ) -> tuple[OvertravelState, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        up = self.up
+        final_limit = sample.up_final_limit if up else sample.down_final_limit
+        # Where the car was last in a door zone and where it stood level at the terminal;
+        # forgotten in inspection, where a mechanic drives the car (and the rule sleeps).
+        watched = sample.mode not in INSPECTION_ONLY
+        beyond = watched and (final_limit is True or _beyond(sample, state, self.terminal, up))
+        zone_floor, zone_position, level = state.zone_floor, state.zone_position, state.level
+        floor, position, at_landing = sample.floor, sample.position_mm, sample.at_landing
+        if not watched:
+            zone_floor = zone_position = None
+        elif sample.door_zone is True:
+            zone_floor, zone_position = floor, position
+        if (
+            at_landing is True
+            and position is not None
+            and floor is not None
+            and floor == self.terminal
+            and (up or floor != self.top)
+            and running(sample) is not True
+        ):
+            level = position
+        old = state.latch
+        new: Latch = old
+        events: Sequence[Event] = NO_EVENTS
+        if beyond or old is not IDLE:  # an idle latch with nothing beyond stays idle
+            new, phase = advance(
+                old, beyond, final_limit is not True and at_landing is True, now, 0.0, at_landing
             )
-            events.append(event(EventType.OVERSPEED, phase, old, overspeed, sample, now, reason))
-    return run_time, overspeed
+            if phase is not None:
+                events = decided(
+                    self.event_type,
+                    phase,
+                    old,
+                    new,
+                    sample,
+                    now,
+                    self.limit_reason if final_limit else self.beyond_reason,
+                    "car level at a landing, final limit reset",
+                )
+        if (
+            new is old
+            and zone_floor == state.zone_floor
+            and zone_position == state.zone_position
+            and level == state.level
+        ):
+            return state, events
+        return OvertravelState(new, zone_floor, zone_position, level), events
+
+    def blind(self, state: OvertravelState, now: float) -> OvertravelState:
+        """See `rule.Rule.blind`: the last door zone is forgotten too (the car may have
+        moved unseen); the learned level position is kept."""
+        return OvertravelState(forget_pending(state.latch), level=state.level)
 
 
-def _position_rules(
-    state: MotionState,
-    sample: CarState,
-    now: float,
-    config: MotionConfig,
-    watched: bool,
-    faults_watched: bool,
-    run: bool | None,
-    at_landing: bool | None,
-    events: list[Event],
-) -> tuple[Latch, Latch, Latch, tuple[int | None, int | None, int | None, int | None]]:
-    """The rules about where the car is: OVERTRAVEL_TOP and OVERTRAVEL_BOTTOM (``watched``
-    outside inspection), POSITION_LOST (``faults_watched``), and the places the overtravel
-    rules remember: ``(over_top, over_bottom, position_lost, (zone_floor, zone_position,
-    top_level, bottom_level))``."""
-    # Where the car was last in a door zone and where it stood level at each terminal;
-    # forgotten in inspection, where a mechanic drives the car.
-    zone_floor, zone_position = state.zone_floor, state.zone_position
-    top_level, bottom_level = state.top_level, state.bottom_level
-    top, bottom, floor = config.top_landing, config.bottom_landing, sample.floor
-    over_top_now = watched and (
-        sample.up_final_limit is True or _beyond(sample, state, top, top_level, True)
-    )
-    over_bottom_now = watched and (
-        sample.down_final_limit is True or _beyond(sample, state, bottom, bottom_level, False)
-    )
-    if not watched:
-        zone_floor = zone_position = None
-    elif sample.door_zone is True:
-        zone_floor, zone_position = floor, sample.position_mm
-    position = sample.position_mm
-    if at_landing is True and run is not True and position is not None and floor is not None:
-        if floor == top:
-            top_level = position
-        elif floor == bottom:
-            bottom_level = position
-    # An idle latch with nothing beyond stays idle: `_terminal` only when there is more.
-    over_top = state.over_top
-    if over_top_now or over_top is not IDLE:
-        over_top = _terminal(
-            over_top,
-            EventType.OVERTRAVEL_TOP,
-            over_top_now,
-            sample.up_final_limit,
-            "up final limit operated",
-            "beyond the top landing",
-            sample,
-            now,
-            events,
-        )
-    over_bottom = state.over_bottom
-    if over_bottom_now or over_bottom is not IDLE:
-        over_bottom = _terminal(
-            over_bottom,
-            EventType.OVERTRAVEL_BOTTOM,
-            over_bottom_now,
-            sample.down_final_limit,
-            "down final limit operated",
-            "beyond the bottom landing",
-            sample,
-            now,
-            events,
-        )
-    position_lost = state.position_lost
-    if (
-        top is not None
-        and bottom is not None
-        and floor is not None
-        and (position_lost is not IDLE or not bottom <= floor <= top)
-    ):
-        # Otherwise the floor is in range and nothing is raised: nothing to do.
-        position_lost = _position_lost(
-            state, sample, now, config, faults_watched, at_landing, events
-        )
-    places = (zone_floor, zone_position, top_level, bottom_level)
-    return over_top, over_bottom, position_lost, places
+@dataclass(frozen=True, slots=True)
+class PositionLost(LatchRule):
+    """POSITION_LOST as a `rule.Rule`: ``floor`` outside ``bottom``..``top``, raised at
+    once; without both landings it never runs."""
 
+    top: int | None
+    bottom: int | None
 
-def _terminal(
-    old: Latch,
-    event_type: EventType,
-    beyond: bool,
-    final_limit: bool | None,
-    limit_reason: str,
-    beyond_reason: str,
-    sample: CarState,
-    now: float,
-    events: list[Event],
-) -> Latch:
-    """One overtravel rule: raised at once when ``beyond``, cleared when its final limit no
-    longer reads operated and the car stands level at a landing."""
-    at_landing = sample.at_landing
-    new, phase = advance(
-        old, beyond, final_limit is not True and at_landing is True, now, 0.0, at_landing
-    )
-    if phase is not None:
-        reason = (
-            (limit_reason if final_limit else beyond_reason)
-            if phase is Phase.RAISED
-            else "car level at a landing, final limit reset"
-        )
-        events.append(event(event_type, phase, old, new, sample, now, reason))
-    return new
-
-
-def _position_lost(
-    state: MotionState,
-    sample: CarState,
-    now: float,
-    config: MotionConfig,
-    watched: bool,
-    at_landing: bool | None,
-    events: list[Event],
-) -> Latch:
-    """POSITION_LOST: ``floor`` outside the configured landings (see the module doc)."""
-    position_lost = state.position_lost
-    top, bottom, floor = config.top_landing, config.bottom_landing, sample.floor
-    if top is not None and bottom is not None and floor is not None:
-        old = position_lost
+    def step(
+        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step`."""
+        top, bottom, floor = self.top, self.bottom, sample.floor
+        if top is None or bottom is None or floor is None:
+            return old, NO_EVENTS
         impossible = not bottom <= floor <= top
-        position_lost, phase = advance(
-            old, watched and impossible, not impossible, now, 0.0, at_landing
+        if old is IDLE and not impossible:
+            return old, NO_EVENTS  # the floor is in range and nothing is raised
+        watched = sample.mode not in FAULT_SUPPRESSED_MODES and not power_out
+        active = watched and impossible
+        place = sample.at_landing if active and old.onset is None else None
+        new, phase = advance(old, active, not impossible, now, 0.0, place)
+        if phase is None:
+            return new, NO_EVENTS
+        return new, decided(
+            EventType.POSITION_LOST,
+            phase,
+            old,
+            new,
+            sample,
+            now,
+            f"floor {floor} outside landings {bottom}..{top}",
+            "floor in range again",
         )
-        if phase is not None:
-            reason = (
-                f"floor {floor} outside landings {bottom}..{top}"
-                if phase is Phase.RAISED
-                else "floor in range again"
-            )
-            events.append(
-                event(EventType.POSITION_LOST, phase, old, position_lost, sample, now, reason)
-            )
-    return position_lost
+
+
+def _rules(config: MotionConfig) -> NamedRules:
+    return (
+        ("stopped_outside", StoppedOutsideDoorZone(config.stopped_outside_door_zone_s)),
+        ("levelling", LevellingFault(config.levelling_fault_s)),
+        ("unintended", UnintendedMovement(config.unintended_movement_samples)),
+        ("run_time", RunTimeExceeded(config.run_time_limit_s)),
+        (
+            "overspeed",
+            Overspeed(config.rated_speed_mm_s, config.overspeed_factor, config.overspeed_s),
+        ),
+        (
+            "over_top",
+            Overtravel(
+                EventType.OVERTRAVEL_TOP,
+                True,
+                config.top_landing,
+                "up final limit operated",
+                "beyond the top landing",
+            ),
+        ),
+        (
+            "over_bottom",
+            Overtravel(
+                EventType.OVERTRAVEL_BOTTOM,
+                False,
+                config.bottom_landing,
+                "down final limit operated",
+                "beyond the bottom landing",
+                config.top_landing,
+            ),
+        ),
+        ("position_lost", PositionLost(config.top_landing, config.bottom_landing)),
+    )
 
 
 def blind(state: MotionState, now: float) -> MotionState:
@@ -525,100 +608,9 @@ def blind(state: MotionState, now: float) -> MotionState:
     last door zone (the car may have moved unseen); keep raised events and the learned
     terminal level positions. Emits nothing.
     """
-    return MotionState(
-        stopped_outside=forget_pending(state.stopped_outside),
-        levelling=forget_pending(state.levelling),
-        unintended=forget_pending(state.unintended),
-        run_time=forget_pending(state.run_time),
-        overspeed=forget_pending(state.overspeed),
-        over_top=forget_pending(state.over_top),
-        over_bottom=forget_pending(state.over_bottom),
-        position_lost=forget_pending(state.position_lost),
-        top_level=state.top_level,
-        bottom_level=state.bottom_level,
-    )
+    return blind_all(_rules(MotionConfig()), state, now)
 
 
-@dataclass(frozen=True, slots=True)
-class MotionRules:
-    """The motion rules as one `rule.Rule` for the engine."""
-
-    config: MotionConfig
-
-    def start(self) -> MotionState:
-        """See `rule.Rule.start`."""
-        return MotionState()
-
-    def step(
-        self, state: MotionState, sample: CarState, now: float, since: float | None, power_out: bool
-    ) -> tuple[MotionState, list[Event]]:
-        """See `rule.Rule.step` and the module doc; ``config`` is this rule's."""
-        config = self.config
-        events: list[Event] = []
-        mode = sample.mode
-        safety_watched = mode not in INSPECTION_ONLY
-        run = running(sample)
-        shut = closed_and_locked(sample)
-        at_landing = sample.at_landing
-        stopped_watched = mode in STOPPED_OUTSIDE_MODES and not power_out
-        stopped_outside, levelling = state.stopped_outside, state.levelling
-        idle = stopped_outside is IDLE and levelling is IDLE
-        if not idle or (stopped_watched and run is False):  # else neither can start
-            stopped_outside, levelling = _stopped_rules(
-                state, sample, now, config, since, stopped_watched, run, shut, at_landing, events
-            )
-        unintended, zone_open, outside_count = state.unintended, state.zone_open, 0
-        if unintended is not IDLE or zone_open or sample.door_zone is True:
-            # Otherwise nothing is armed nor raised, and the sample arms nothing.
-            unintended, zone_open, outside_count = _unintended_movement(
-                state, sample, now, config, safety_watched, run, shut, events
-            )
-        faults_watched = mode not in FAULT_SUPPRESSED_MODES and not power_out
-        watched = (faults_watched, safety_watched)
-        run_time, overspeed = _run_rules(
-            state, sample, now, config, since, watched, run, at_landing, events
-        )
-        over_top, over_bottom, position_lost, places = _position_rules(
-            state, sample, now, config, safety_watched, faults_watched, run, at_landing, events
-        )
-        zone_floor, zone_position, top_level, bottom_level = places
-        if (
-            stopped_outside is state.stopped_outside
-            and levelling is state.levelling
-            and unintended is state.unintended
-            and zone_open == state.zone_open
-            and outside_count == state.outside_count
-            and run_time is state.run_time
-            and overspeed is state.overspeed
-            and over_top is state.over_top
-            and over_bottom is state.over_bottom
-            and zone_floor == state.zone_floor
-            and zone_position == state.zone_position
-            and position_lost is state.position_lost
-            and top_level == state.top_level
-            and bottom_level == state.bottom_level
-        ):
-            return state, events
-        return (
-            MotionState(
-                stopped_outside,
-                levelling,
-                unintended,
-                zone_open,
-                outside_count,
-                run_time,
-                overspeed,
-                over_top,
-                over_bottom,
-                zone_floor,
-                zone_position,
-                position_lost,
-                top_level,
-                bottom_level,
-            ),
-            events,
-        )
-
-    def blind(self, state: MotionState, now: float) -> MotionState:
-        """See `blind`."""
-        return blind(state, now)
+def rules(config: DetectionConfig) -> NamedRules:
+    """The family's rules for a unit with ``config``, in the order they run."""
+    return _rules(MotionConfig.from_detection(config))

@@ -1,14 +1,18 @@
 """The shape of agent/detect that keeps its rules readable (issue 15): no function over
-80 lines, one definition of the time slack, and an engine that knows no rule by name."""
+80 lines, one definition of the time slack, an engine that knows no rule by name, and
+one Rule per rule."""
 
 from __future__ import annotations
 
 import ast
+import inspect
+import re
 from pathlib import Path
 
 import agent.detect
-from agent.detect import engine
+from agent.detect import controller, engine
 from agent.detect.engine import DetectionConfig
+from agent.detect.events import EventType
 
 DETECT = Path(agent.detect.__file__).parent
 MAX_LINES = 80
@@ -67,3 +71,21 @@ def test_the_engine_runs_every_rule_through_the_protocol() -> None:
     assert families == {"entrapment", "doors", "motion", "circuits", "controller"}
     ruled = {type(rule).__module__.rsplit(".", 1)[1] for rule in engine.rules(DetectionConfig())}
     assert ruled == families
+
+
+def test_one_rule_per_rule() -> None:
+    # Each Rule the engine runs decides one event type: its class names at most one
+    # (an overtravel rule is told its type; the fault-code rule raises what the profile
+    # maps a code to, else RESTART_PREVENTED), and there is one rule per sample-driven
+    # event type (all but CONTROLLER_LINK_LOST, which the poller decides).
+    config = DetectionConfig(rated_speed_mm_s=1000.0, top_landing=9, bottom_landing=0)
+    ruled = engine.rules(config)
+    for rule in ruled:
+        source = inspect.getsource(type(rule))
+        named = set(re.findall(r"EventType\.([A-Z_]+)", source))
+        if type(rule) is controller.FaultCode:
+            assert named == {"RESTART_PREVENTED"}, named
+        else:
+            assert len(named) <= 1, f"{type(rule).__name__} decides {sorted(named)}"
+    assert len(ruled) == len(EventType) - 1
+    assert len({type(rule).__name__ for rule in ruled}) == len(ruled) - 1  # two overtravels
