@@ -43,20 +43,25 @@ evidence (JSON).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
+import functools
 import itertools
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fleet.clock import Clock
+from fleet.metrics import GatewayMetrics
 from fleet.read.shape import out, response
 from fleet.read.views import iso
 from fleet.reports.claims import Reason, cannot_see, render
 from fleet.reports.maintenance_config import MaintenanceConfig, MinimumsConfig, VerdictRulesConfig
-from fleet.reports.visits import derive_visits
+from fleet.reports.visits import derive_agent, derive_visits
 from fleet.store.base import UnitRow
 from fleet.store.maintenance import (
     RECORD_KINDS,
@@ -67,6 +72,7 @@ from fleet.store.maintenance import (
     VisitRow,
 )
 from fleet.store.sql import SqlStore, from_us, to_us
+from fleet.store.worker import StoreWorker
 from protos.liftwatch.v1 import records_pb2
 
 _M = records_pb2
@@ -85,6 +91,8 @@ KIND_ZH: Mapping[str, str] = {
     "annual": "年度维保",
 }
 MAX_WINDOW = dt.timedelta(hours=24)
+REJUDGE_CHUNK = 50  # records judged per call on the store thread by serve's job
+log = logging.getLogger(__name__)
 
 TEMPLATES: Mapping[str, Mapping[str, str]] = {
     "unit_unknown": {"en": "the unit is not known to the fleet", "zh": "监测平台没有这台电梯"},
@@ -544,3 +552,64 @@ def audit(
     derive_visits(store, config.verdicts, now)
     records = store.maintenance_records(since=since, contractor=contractor)
     return judge_records(store, records, config, now)
+
+
+async def run_maintenance(
+    store: StoreWorker, clock: Clock, config: MaintenanceConfig, metrics: GatewayMetrics
+) -> None:
+    """Serve's job, every ``[maintenance.verdicts] derive_interval_s`` (0: never): see
+    `maintenance_round`. A failure is logged and counted, and the next round tries again:
+    it never ends the process."""
+    if config.verdicts.derive_interval_s <= 0:
+        return
+    while True:
+        try:
+            await maintenance_round(store, clock(), config)
+        except Exception:  # a bad round must not end serve; the next one tries again
+            log.exception("maintenance: deriving visits or judging records failed")
+            metrics.bad_input.labels(kind="maintenance_job").inc()
+        await asyncio.sleep(config.verdicts.derive_interval_s)
+
+
+async def maintenance_round(
+    store: StoreWorker, now: dt.datetime, config: MaintenanceConfig
+) -> None:
+    """Derive the visits of new car-state records, then judge again the records whose
+    window began within ``rejudge_days`` (a late record from an agent's outbox may change
+    a verdict). Each agent's derivation and each chunk of records is one call on the
+    store thread, so ingest waits at most for one of them."""
+    rules = config.verdicts
+
+    def due(s: object) -> list[tuple[str, int, int]]:
+        return _sql(s).derivation_due()
+
+    def recent(s: object) -> list[RecordRow]:
+        return _sql(s).maintenance_records(since=now - dt.timedelta(days=rules.rejudge_days))
+
+    for agent_id, done, committed in await store.call(due):
+        step = functools.partial(_derive_one, agent_id, done, committed, rules, now)
+        await store.call(step)
+    rows = await store.call(recent)
+    for first in range(0, len(rows), REJUDGE_CHUNK):
+        await store.call(
+            functools.partial(_judge_chunk, rows[first : first + REJUDGE_CHUNK], config, now)
+        )
+
+
+def _derive_one(
+    agent_id: str, done: int, committed: int, rules: VerdictRulesConfig, now: dt.datetime, s: object
+) -> tuple[int, int]:
+    return derive_agent(_sql(s), agent_id, done, committed, rules, now)
+
+
+def _judge_chunk(
+    rows: Sequence[RecordRow], config: MaintenanceConfig, now: dt.datetime, s: object
+) -> tuple[int, Counter[str]]:
+    return judge_records(_sql(s), rows, config, now)
+
+
+def _sql(store: object) -> SqlStore:
+    # The worker hands the Store protocol; the maintenance tables are the SQL store's.
+    if not isinstance(store, SqlStore):
+        raise TypeError(f"maintenance needs a SQL store, not {type(store).__name__}")
+    return store

@@ -191,48 +191,61 @@ def derive_visits(
 ) -> DeriveResult:
     """Fold every agent's car-state records not folded yet into visits and store them
     (see the module docstring); safe to run again at any time."""
-    now_us = int((now - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
     agents = states = visits = 0
     for agent_id, done, committed in store.derivation_due():
         agents += 1
-        cursors = {
-            unit: (Session.of_json(text), visit)
-            for unit, (text, visit) in store.visit_cursors(agent_id).items()
-        }
-        while True:
-            rows = [r for r in store.car_states_after(agent_id, done, batch) if r[0] <= committed]
-            if not rows:
-                break
-            states += len(rows)
-            by_unit: dict[str, list[tuple[int, records_pb2.CarState]]] = {}
-            for _seq, unit_id, time_us, payload in rows:
-                by_unit.setdefault(unit_id, []).append((time_us, _car(payload)))
-            derived: list[UnitDerivation] = []
-            for unit_id in sorted(by_unit):
-                session, open_visit = cursors.get(unit_id, (None, None))
-                found, session = fold(
-                    unit_id, session, open_visit, by_unit[unit_id], rules.max_gap_s, now_us
-                )
-                derived.append(
-                    UnitDerivation(
-                        unit_id,
-                        agent_id,
-                        tuple(found),
-                        "" if session is None else session.to_json(),
-                    )
-                )
-                # The open visit stays this unit's while its session does (the batch had
-                # only silent records for it); a session begun here gets its id on storing.
-                kept = session is not None and open_visit is not None
-                same = kept and session.start_us == open_visit.start_us  # type: ignore[union-attr]
-                cursors[unit_id] = (session, open_visit if same else None)
-            stored = store.save_derivation(agent_id, rows[-1][0], derived)
-            visits += len(stored)
-            for visit in stored:
-                if visit.end_us is None:
-                    cursors[visit.unit_id] = (cursors[visit.unit_id][0], visit)
-            done = rows[-1][0]
-            if len(rows) < batch:
-                break
-        store.save_derivation(agent_id, committed, ())  # the rest are other kinds of record
+        folded, stored = derive_agent(store, agent_id, done, committed, rules, now, batch=batch)
+        states += folded
+        visits += stored
     return DeriveResult(agents, states, visits)
+
+
+def derive_agent(
+    store: SqlStore,
+    agent_id: str,
+    done: int,
+    committed: int,
+    rules: VerdictRulesConfig,
+    now: dt.datetime,
+    *,
+    batch: int = BATCH,
+) -> tuple[int, int]:
+    """Fold ``agent_id``'s car-state records with a seq in (``done``, ``committed``] (as
+    `SqlStore.derivation_due` gives them) into visits: (states folded, visits stored)."""
+    now_us = int((now - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
+    states = visits = 0
+    cursors = {
+        unit: (Session.of_json(text), visit)
+        for unit, (text, visit) in store.visit_cursors(agent_id).items()
+    }
+    while True:
+        rows = [r for r in store.car_states_after(agent_id, done, batch) if r[0] <= committed]
+        if not rows:
+            break
+        states += len(rows)
+        by_unit: dict[str, list[tuple[int, records_pb2.CarState]]] = {}
+        for _seq, unit_id, time_us, payload in rows:
+            by_unit.setdefault(unit_id, []).append((time_us, _car(payload)))
+        derived: list[UnitDerivation] = []
+        for unit_id in sorted(by_unit):
+            session, open_visit = cursors.get(unit_id, (None, None))
+            found, session = fold(
+                unit_id, session, open_visit, by_unit[unit_id], rules.max_gap_s, now_us
+            )
+            state = "" if session is None else session.to_json()
+            derived.append(UnitDerivation(unit_id, agent_id, tuple(found), state))
+            # The open visit stays this unit's while its session does (the batch had
+            # only silent records for it); a session begun here gets its id on storing.
+            kept = session is not None and open_visit is not None
+            same = kept and session.start_us == open_visit.start_us  # type: ignore[union-attr]
+            cursors[unit_id] = (session, open_visit if same else None)
+        stored = store.save_derivation(agent_id, rows[-1][0], derived)
+        visits += len(stored)
+        for visit in stored:
+            if visit.end_us is None:
+                cursors[visit.unit_id] = (cursors[visit.unit_id][0], visit)
+        done = rows[-1][0]
+        if len(rows) < batch:
+            break
+    store.save_derivation(agent_id, committed, ())  # the rest are other kinds of record
+    return states, visits

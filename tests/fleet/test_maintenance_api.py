@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from fleet.config import FleetConfig, RegistryConfig, StoreConfig
+from fleet.reports.maintenance_config import MaintenanceConfig, VerdictRulesConfig
 from fleet.web.openapi import openapi_spec
 from protos.liftwatch.v1 import gateway_pb2, records_pb2
 from tests.fleet.factories import T0, hello
 from tests.fleet.harness import Fleet, run
 from tests.fleet.test_api import validate
+from tests.support import eventually
 
 M = records_pb2
 
@@ -74,7 +76,10 @@ def test_records_are_filed_judged_and_served_as_the_spec_says(tmp_path: Path) ->
         encoding="utf-8",
     )
     config = FleetConfig(
-        store=StoreConfig(path=str(tmp_path / "fleet.db")), registry=RegistryConfig(csv=register)
+        store=StoreConfig(path=str(tmp_path / "fleet.db")),
+        registry=RegistryConfig(csv=register),
+        # serve's job derives the visit by itself, before any record is filed
+        maintenance=MaintenanceConfig(verdicts=VerdictRulesConfig(derive_interval_s=0.2)),
     )
     # U1: normal 05:00-06:00, inspection 06:00-06:50, normal 06:50-08:00 (T0 is 08:00).
     start = T0 - dt.timedelta(hours=3)
@@ -93,6 +98,12 @@ def test_records_are_filed_judged_and_served_as_the_spec_says(tmp_path: Path) ->
             frame = await call.read()
             assert frame.ack.up_to_seq == chunk[-1].seq
         await call.done_writing()
+        found = await eventually(
+            lambda: fleet.get("/api/units/U1/visits"),
+            lambda answer: answer[1]["visits"] and answer[1]["visits"][0]["end"],
+            "serve's job derives the visit",
+        )
+        assert found[1]["visits"][0]["inspection_runs"] == 100
         csv_body = (
             "unit_id,date,start,end,type,workers\n"
             "U1,2026-03-01,06:05Z,06:45Z,half_monthly,张三\n"  # the visit: supported
