@@ -106,21 +106,9 @@ class Agent:
         self.mqtt: MqttPublisher | None = None
         if config.mqtt.host:
             # Imported only when wanted: aiomqtt is the optional `mqtt` extra.
-            from agent.mqtt import MqttConfig, MqttPublisher
+            from agent.mqtt import MqttPublisher
 
-            m = config.mqtt
-            self.mqtt = MqttPublisher(
-                MqttConfig(
-                    m.host,
-                    m.port,
-                    m.prefix,
-                    m.username or None,
-                    m.password or None,
-                    m.queue_size,
-                ),
-                config.id,
-                self.metrics,
-            )
+            self.mqtt = MqttPublisher(config.mqtt, config.id, self.metrics)
         bus_by_name = {b.name: b for b in config.buses}
         # One LinkStats per slave, shared by the bus scheduler (writer) and the monitor.
         self.link_stats: dict[tuple[str, int], LinkStats] = {}

@@ -159,7 +159,8 @@ class UplinkConfig:
 
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
-    """The optional MQTT side output (host empty: off)."""
+    """The optional MQTT side output (host empty: off); `agent.mqtt.MqttPublisher` takes
+    it as it is (an empty username or password is none)."""
 
     host: str = ""
     port: int = bounded(1883, 1, 65535)

@@ -31,6 +31,7 @@ import aiomqtt
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message as ProtoMessage
 
+from agent.config import MqttSettings
 from agent.metrics import AgentMetrics
 from agent.uplink import Backoff
 from protos.liftwatch.v1 import records_pb2
@@ -40,15 +41,12 @@ log = logging.getLogger(__name__)
 RECONNECT = Backoff()
 
 
-@dataclass(frozen=True, slots=True)
-class MqttConfig:
-    host: str
-    port: int = 1883
-    prefix: str = "liftwatch"
-    username: str | None = None
-    password: str | None = None
-    queue_size: int = 10_000
-    keepalive_s: int = 30
+#: The publisher's settings are the ``[mqtt]`` section's, one class for both (its
+#: defaults are the config's; an empty username or password means none).
+MqttConfig = MqttSettings
+
+#: Seconds between MQTT keep-alive pings; not a config key.
+KEEPALIVE_S = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +106,11 @@ class MqttPublisher:
                 async with aiomqtt.Client(
                     self.config.host,
                     self.config.port,
-                    username=self.config.username,
-                    password=self.config.password,
+                    username=self.config.username or None,
+                    password=self.config.password or None,
                     identifier=f"liftwatch-agent-{self.agent_id}",
                     will=will,
-                    keepalive=self.config.keepalive_s,
+                    keepalive=KEEPALIVE_S,
                     timeout=10,
                 ) as client:
                     await client.publish(self.status_topic, b"online", qos=1, retain=True)
