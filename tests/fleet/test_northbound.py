@@ -495,3 +495,38 @@ def test_every_shipped_mapping_renders_valid_messages(name: str) -> None:
     else:
         assert codes[("DOOR_CLOSE_FAILURE", None)] == 2
         assert codes[("ENTRAPMENT", True)] is None  # sent, without a GB/T code
+
+
+def test_the_cli_shows_status_and_dead_letters_and_asks_for_a_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``northbound status``, ``dead-letters`` and ``replay`` on a store with one platform,
+    one refused entry and one not yet sent."""
+    import json
+
+    from fleet.cli.main import main
+
+    db = str(tmp_path / "fleet.db")
+    store = open_store(db)
+    assert isinstance(store, SqlStore)
+    claims = [UnitClaim("U1", ControllerIdentity(model="RC-3000"))]
+    store.register_hello("a1", "0.1.0", claims, T0)
+    outbox = NorthboundOutbox(store)
+    outbox.ensure_platform("region", 0, from_start=True)
+    lease = outbox.acquire("region", "me", 0, 30)
+    assert lease is not None
+    first = outbox.pending("region", 10, 10)[0]
+    outbox.dead_letter(lease, first, "k", "register", 422, "no such street", "{}", 1)
+    store.close()
+    assert main(["northbound", "status", "--db", db, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["platforms"][0]
+    assert status["platform"] == "region" and status["rejected"] == 1
+    assert status["dead_letters"] == 1 and status["backlog"] >= 1 and status["sender"] == "me"
+    assert main(["northbound", "dead-letters", "--db", db, "--json"]) == 0
+    (letter,) = json.loads(capsys.readouterr().out)["dead_letters"]
+    assert (letter["reason"], letter["status"], letter["state"]) == ("no such street", 422, "dead")
+    assert main(["northbound", "replay", "region", "--id", str(letter["id"]), "--db", db]) == 0
+    assert "1 dead letter(s)" in capsys.readouterr().out
+    assert main(["northbound", "dead-letters", "--db", db, "--state", "replay"]) == 0
+    assert "no such street" in capsys.readouterr().out
+    assert main(["northbound", "replay", "elsewhere", "--all", "--db", db]) == 2
