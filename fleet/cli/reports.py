@@ -14,7 +14,7 @@ import datetime as dt
 import os
 import sys
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fleet.cli.common import EXIT_USAGE, PROG, StoreCommand, print_json
@@ -34,14 +34,13 @@ from fleet.reports.compute import (
 from fleet.reports.fault_rate import (
     CSV_COLUMNS,
     GROUPS,
+    RateRow,
     header_lines,
     period,
     rate_csv,
-    rate_json,
-    rate_rules,
+    rate_table,
 )
-from fleet.reports.scorecard import scorecard_json
-from fleet.reports.service_life import life_json
+from fleet.reports.view import ReportRow, report_view
 from fleet.store.base import AlarmActionError
 from fleet.store.open import open_store
 from fleet.web.params import integer_param
@@ -222,41 +221,33 @@ def _report(args: argparse.Namespace, target: Target) -> int:
     except ValueError as exc:
         raise LifecycleUsageError(f"--since/--until: {exc}") from None
     store = open_store(where, readonly=True)
+    rows: Sequence[ReportRow]
     try:
         if args.report == "fault-rate":
-            rates = fault_rate_report(store, args.by, span, config.reports, now)
-            rows = [rate_json(r) for r in rates]
+            rows = fault_rate_report(store, args.by, span, config.reports, now)
         elif args.report == "service-life":
-            rows = [
-                life_json(r) for r in service_life_report(store, span, now.date(), config.reports)
-            ]
+            rows = service_life_report(store, span, now.date(), config.reports)
         else:
-            rows = [scorecard_json(c) for c in scorecard_report(store, span, now, config.coverage)]
+            rows = scorecard_report(store, span, now, config.coverage)
     finally:
         store.close()
     if args.limit > 0:
         rows = rows[: args.limit]
     if args.json:
-        print_json(
-            {
-                "report": args.report,
-                "since": str(span.since),
-                "until": str(span.until),
-                **(rate_rules(config.reports) if args.report == "fault-rate" else {}),
-                "rows": rows,
-            }
-        )
+        print_json(to_json(report_view(args.report, span, rows, config.reports, named=True)))
         return 0
     if args.report == "fault-rate":
+        rates = [r for r in rows if isinstance(r, RateRow)]
         if args.csv:
-            sys.stdout.write(rate_csv(rows, span, config.reports))
+            sys.stdout.write(rate_csv(rates, span, config.reports))
             return 0
         print("\n".join(header_lines(span, config.reports)))
         header = list(CSV_COLUMNS)
-        body = [[i, *(r[c] for c in CSV_COLUMNS[1:])] for i, r in enumerate(rows, start=1)]
+        body = rate_table(rates)
     else:
-        header = [k for k in (rows[0] if rows else {}) if k != "by_type"]
-        body = [[r[k] for k in header] for r in rows]
+        shown = [to_json(r) for r in rows]
+        header = [k for k in (shown[0] if shown else {}) if k != "by_type"]
+        body = [[r[k] for k in header] for r in shown]
     if args.csv:
         _out_csv(header, body)
     else:

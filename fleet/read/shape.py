@@ -5,7 +5,9 @@ A response dataclass holds JSON-ready values (times already ISO strings, enums a
 ``enum.Enum``), so the two cannot disagree: the schema is read from the field's type hint
 (``str``, ``int``, ``float``, ``bool``, ``datetime.date`` as YYYY-MM-DD, ``X | None``,
 ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, an ``Enum`` or ``Literal`` for a closed
-set of strings, another response dataclass as a ``$ref``) and from what `out` declares on
+set of strings, another response dataclass as a ``$ref`` (one not registered with
+`response`, such as the CLI's own outputs, in place), a union of several as ``anyOf``
+their ``$ref``s) and from what `out` declares on
 the field: its documentation, the JSON key when it is not the field's name (``class``), a
 minimum, a format, and whether a None leaves the key out. Every other key is required, and
 no key beyond the fields is allowed, so the generated schema is as strict as the old
@@ -40,6 +42,11 @@ def response(name: str) -> Callable[[type[T]], type[T]]:
     return register
 
 
+def name_of(cls: type) -> str:
+    """The OpenAPI component name response dataclass ``cls`` was registered under."""
+    return _NAMES[cls]
+
+
 def out(
     description: str = "",
     *,
@@ -70,6 +77,16 @@ def out(
 def _key(f: dataclasses.Field[Any]) -> str:
     meta = f.metadata.get("out")
     return (meta and meta["key"]) or f.name
+
+
+def keys_of(cls: type) -> tuple[str, ...]:
+    """The JSON keys of response dataclass ``cls`` in the order `to_json` writes them
+    (flattened fields' keys in their place): what a CSV writer picks its columns from."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        keys.extend(keys_of(hints[f.name]) if f.metadata.get("flatten") else (_key(f),))
+    return tuple(keys)
 
 
 def to_json(value: Any) -> Any:
@@ -106,6 +123,11 @@ def _type_schema(hint: Any) -> dict[str, Any]:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         members = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(members) > 1 and len(members) == len(typing.get_args(hint)):
+            # One of several response objects (a report's rows): each by its own $ref.
+            if not all(m in _NAMES for m in members):
+                raise TypeError(f"{hint}: a union of several must be of response dataclasses")
+            return {"type": "object", "anyOf": [_type_schema(m) for m in members]}
         if len(members) != 1:
             raise TypeError(f"{hint}: only X | None unions are supported")
         schema = _type_schema(members[0])
@@ -138,6 +160,9 @@ def _type_schema(hint: Any) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": _type_schema(item)}
     if isinstance(hint, type) and hint in _NAMES:
         return {"$ref": f"#/components/schemas/{_NAMES[hint]}"}
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        # Not an API component (the CLI's own outputs): its schema in place.
+        return schema_of(hint)
     raise TypeError(f"{hint!r}: no JSON Schema for this type; register it with @response")
 
 

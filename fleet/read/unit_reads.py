@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fleet.history.verify import verify_store
 from fleet.read.scope import OutOfScopeError, Scope, require_unit, split_by_unit, unit_ids
@@ -92,22 +92,22 @@ class UnitReads:
         )
         return LiveData(car, links, points)
 
-    async def report_rows(
-        self, scope: Scope, report: str, by: str, rows: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """A report's rows as ``scope`` may see them: a contractor its own units' rows or
-        its own scorecard only; a grouping that mixes contractors (building, street) is
-        refused with `OutOfScopeError`."""
+    async def report_rows(self, scope: Scope, report: str, by: str, rows: Sequence[T]) -> list[T]:
+        """A report's rows (its row definitions) as ``scope`` may see them: a contractor
+        its own units' rows or its own scorecard only; a grouping that mixes contractors
+        (building, street) is refused with `OutOfScopeError`."""
         if scope.everything:
-            return rows
+            return list(rows)
+        # A fault-rate row is its group, named; every other report's row has its contractor.
+        group = "name" if report == "fault-rate" else "contractor"
         if report == "fault-rate":
             if by == "unit":
                 ids = await unit_ids(self._store, scope) or frozenset()
-                return [r for r in rows if str(r["name"]) in ids]
+                return [r for r in rows if str(getattr(r, group)) in ids]
             if by == "contractor":
-                return [r for r in rows if r["name"] == scope.contractor]
+                return [r for r in rows if getattr(r, group) == scope.contractor]
             raise OutOfScopeError(f"by: a contractor sees fault rates by unit, not by {by}")
-        return [r for r in rows if r.get("contractor") == scope.contractor]
+        return [r for r in rows if getattr(r, group, None) == scope.contractor]
 
     async def split_by_unit(
         self, scope: Scope, items: Sequence[T], unit_of: Callable[[T], str]

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 from fleet.config import ReportsConfig
 from fleet.csv_cells import csv_text
-from fleet.read.shape import out, response, to_json
+from fleet.read.shape import keys_of, out, response, to_json
 from fleet.store.base import FaultEvent, TripSpan, UnitRow
 from fleet.taxonomy import EVENT_CLASSES, EventClass, is_lift_fault
 from protos.liftwatch.v1 import records_pb2
@@ -78,15 +78,44 @@ def _types_of(cls: EventClass) -> list[str]:
     return sorted(_type_name(t) for t, c in EVENT_CLASSES.items() if c is cls)
 
 
-def classification() -> dict[str, object]:
-    """Which event types the report counts and which it does not, with why (JSON)."""
-    return {
-        "counted": _types_of(EventClass.LIFT_FAULT),
-        "not_counted": [
-            {"class": cls.value, "types": _types_of(cls), "why": why}
+@response("NotCounted")
+@dataclass(frozen=True, slots=True)
+class NotCounted:
+    """An event class the fault-rate report does not count, with why."""
+
+    event_class: str = out(key="class")
+    types: tuple[str, ...] = out()
+    why: str = out()
+
+
+@response("Classification")
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """Which event types the fault-rate report counts and which it does not."""
+
+    counted: tuple[str, ...] = out("the lift_fault event types")
+    not_counted: tuple[NotCounted, ...] = out()
+
+
+@response("Ranking")
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """When the fault-rate report ranks a row (`ReportsConfig`)."""
+
+    min_trips: int = out(minimum=0)
+    min_watched_days: float = out()
+    rule: str = out("the rule in words")
+
+
+def classification() -> Classification:
+    """Which event types the report counts and which it does not, with why."""
+    return Classification(
+        tuple(_types_of(EventClass.LIFT_FAULT)),
+        tuple(
+            NotCounted(cls.value, tuple(_types_of(cls)), why)
             for cls, why in NOT_COUNTED_BECAUSE.items()
-        ],
-    }
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,18 +287,9 @@ def rate_json(row: RateRow) -> dict[str, object]:
     return dict(to_json(row))
 
 
-CSV_COLUMNS = (
-    "rank",
-    "name",
-    "units",
-    "faults",
-    "trips",
-    "watched_days",
-    "exposure",
-    "faults_per_1000_trips",
-    "faults_per_month",
-    "faults_per_unit_month",
-)
+# The rank, then every key of the row's definition but the per-type map (a cell per type
+# would change the columns with the data).
+CSV_COLUMNS = ("rank", *(k for k in keys_of(RateRow) if k != "by_type"))
 
 
 def header_lines(span: Period, rules: ReportsConfig) -> list[str]:
@@ -289,21 +309,25 @@ def header_lines(span: Period, rules: ReportsConfig) -> list[str]:
     return lines
 
 
-def rate_rules(rules: ReportsConfig) -> dict[str, object]:
-    """The report's header as JSON: what it counts and when it ranks a row."""
-    return {
-        "classification": classification(),
-        "ranking": {
-            "min_trips": rules.min_trips,
-            "min_watched_days": rules.min_watched_days,
-            "rule": f"ranked with at least {rules.min_trips} trips or, without a trip "
-            f"count, {rules.min_watched_days:g} watched days; rows marked low come after",
-        },
-    }
+def ranking(rules: ReportsConfig) -> Ranking:
+    """When the report ranks a row, as its header says it."""
+    return Ranking(
+        rules.min_trips,
+        rules.min_watched_days,
+        f"ranked with at least {rules.min_trips} trips or, without a trip "
+        f"count, {rules.min_watched_days:g} watched days; rows marked low come after",
+    )
 
 
-def rate_csv(rows: Sequence[dict[str, object]], span: Period, rules: ReportsConfig) -> str:
+def rate_table(rows: Sequence[RateRow]) -> list[list[object]]:
+    """The rows as `CSV_COLUMNS` cells, ranked from 1 (the CSV's and the CLI table's body)."""
+    return [
+        [rank, *(shown[c] for c in CSV_COLUMNS[1:])]
+        for rank, shown in enumerate((rate_json(r) for r in rows), start=1)
+    ]
+
+
+def rate_csv(rows: Sequence[RateRow], span: Period, rules: ReportsConfig) -> str:
     """The report as CSV: `header_lines` as ``#`` comments, then `CSV_COLUMNS` with the
     rank first (every cell spreadsheet-safe, see `fleet.csv_cells`)."""
-    body = [[rank, *(row[c] for c in CSV_COLUMNS[1:])] for rank, row in enumerate(rows, start=1)]
-    return csv_text(CSV_COLUMNS, body, header_lines(span, rules))
+    return csv_text(CSV_COLUMNS, rate_table(rows), header_lines(span, rules))

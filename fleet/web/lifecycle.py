@@ -9,7 +9,7 @@ import datetime as dt
 import io
 import json
 import zoneinfo
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -40,9 +40,8 @@ from fleet.reports.claims import (
     parse_claims,
 )
 from fleet.reports.compute import fault_rate_report, scorecard_report, service_life_report
-from fleet.reports.fault_rate import GROUPS, Period, period, rate_csv, rate_json, rate_rules
-from fleet.reports.scorecard import scorecard_json
-from fleet.reports.service_life import life_json
+from fleet.reports.fault_rate import GROUPS, Period, period, rate_csv
+from fleet.reports.view import REPORT_ROWS, ReportRow, report_view
 from fleet.store.base import (
     AlarmActionError,
     AlarmReasonRequiredError,
@@ -57,7 +56,6 @@ from fleet.web.params import integer_param, positive_param
 Handler = Callable[[Request], Awaitable[Response]]
 # URL action -> store action
 ACTIONS = {"ack": "ack", "on-site": "on_site", "resolve": "resolve", "false-alarm": "false_alarm"}
-REPORTS = ("fault-rate", "service-life", "scorecard")
 # A claims audit: the CLI's defaults (`liftwatch-fleet audit claims`), and a bound on the
 # upload (a year of one contractor's claims is far below it).
 CLAIM_WINDOW_MIN = 30.0
@@ -240,47 +238,31 @@ def lifecycle_routes(
         name = str(request.path_params["report"])
         now = life.clock()
         span = _period(request, now.date())
+        rows: Sequence[ReportRow]
         if name == "fault-rate":
             by = request.query_params.get("by", "unit")
             if by not in GROUPS:
                 raise BadRequestError(f"by: {by!r} is none of {', '.join(GROUPS)}")
             rates = await life.store.call(lambda s: fault_rate_report(s, by, span, rules, now))
-            rows = await reads.report_rows(
-                scope_of(request), name, by, [rate_json(r) for r in rates]
-            )
+            rates = await reads.report_rows(scope_of(request), name, by, rates)
             if request.query_params.get("format", "json") == "csv":
                 # A byte-order mark first: spreadsheets on Chinese Windows then read UTF-8.
-                body = "\ufeff" + rate_csv(rows, span, rules)
+                body = "\ufeff" + rate_csv(rates, span, rules)
                 return Response(body, media_type="text/csv; charset=utf-8")
-            return _JSON(
-                {
-                    "since": span.since.isoformat(),
-                    "until": span.until.isoformat(),
-                    **rate_rules(rules),
-                    "rows": rows,
-                }
-            )
+            rows = rates
         elif name == "service-life":
-            rows = [
-                life_json(r)
-                for r in await life.store.call(
-                    lambda s: service_life_report(s, span, now.date(), rules)
-                )
-            ]
+            rows = await life.store.call(lambda s: service_life_report(s, span, now.date(), rules))
         elif name == "scorecard":
             thresholds = life.thresholds
-            rows = [
-                scorecard_json(c)
-                for c in await life.store.call(lambda s: scorecard_report(s, span, now, thresholds))
-            ]
+            rows = await life.store.call(lambda s: scorecard_report(s, span, now, thresholds))
         else:
             return _JSON(
-                {"error": f"report {name!r} unknown; known: {', '.join(REPORTS)}"}, status_code=404
+                {"error": f"report {name!r} unknown; known: {', '.join(REPORT_ROWS)}"},
+                status_code=404,
             )
-        rows = await reads.report_rows(scope_of(request), name, "", rows)
-        return _JSON(
-            {"since": span.since.isoformat(), "until": span.until.isoformat(), "rows": rows}
-        )
+        if name != "fault-rate":  # fault-rate's are scoped above, by its grouping
+            rows = await reads.report_rows(scope_of(request), name, "", rows)
+        return _JSON(to_json(report_view(name, span, rows, rules)))
 
     async def claims(request: Request) -> Response:
         life, reads = need()

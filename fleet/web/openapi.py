@@ -21,11 +21,12 @@ import fleet.reports.claims
 import fleet.reports.fault_rate
 import fleet.reports.scorecard
 import fleet.reports.service_life
+import fleet.reports.view
 import fleet.web.dashboard
 import fleet.web.history
 import fleet.web.live
-import fleet.web.users  # noqa: F401
-from fleet.read.shape import component_schemas
+import fleet.web.users
+from fleet.read.shape import component_schemas, name_of
 from fleet.units.coverage import UnitStatus
 from fleet.web.lifecycle import MAX_REASON_CHARS
 
@@ -109,17 +110,8 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-# A report's rows: the row definition of the report asked for (fault-rate, service-life,
-# scorecard: fleet.reports.*).
-REPORT_ROWS = {
-    "fault-rate": "FaultRateRow",
-    "service-life": "ServiceLifeRow",
-    "scorecard": "Scorecard",
-}
-_REPORT_ROW = {
-    "type": "object",
-    "anyOf": [{"$ref": f"#/components/schemas/{n}"} for n in REPORT_ROWS.values()],
-}
+# Each report's row component (fleet.reports.view.REPORT_ROWS), for tests and clients.
+REPORT_ROWS = {report: name_of(row) for report, row in fleet.reports.view.REPORT_ROWS.items()}
 _BAD = {400: "bad parameter"}
 _BAD_OR_MISSING = {400: "bad parameter", 404: "not found"}
 _PERIOD = (
@@ -261,15 +253,7 @@ ROUTES: tuple[Operation, ...] = (
         "faults only, each row with its exposure, low-exposure rows last; the JSON carries "
         "the classification and ranking rule, the CSV them as # lines), service-life or "
         "scorecard over a period, worst first",
-        {
-            "type": "object",
-            "properties": {
-                "since": _STR,
-                "until": _STR,
-                "rows": {"type": "array", "items": _REPORT_ROW},
-            },
-            "required": ["rows", "since", "until"],
-        },
+        "Report",
         (
             Param("report", where="path"),
             *_PERIOD,
