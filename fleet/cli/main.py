@@ -15,7 +15,18 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fleet.cli import agents, coverage, events, firmware, maintenance, pki, publish, serve, units
+from fleet.cli import (
+    agents,
+    coverage,
+    events,
+    firmware,
+    maintenance,
+    northbound,
+    pki,
+    publish,
+    serve,
+    units,
+)
 from fleet.cli.common import (
     EXIT_RUNTIME,
     EXIT_USAGE,
@@ -58,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     events.add_parser(commands, store_command)
     maintenance.add_parser(commands, store_command)
     publish.add_parser(commands, store_command)
+    northbound.add_parser(commands, store_command)
     pki.add_parser(commands)
     agents.add_parser(commands)
     add_users_parser(commands)
@@ -74,6 +86,7 @@ _COMMANDS = {
     "events": events.run,
     "maintenance": maintenance.run,
     "publish": publish.run,
+    "northbound": northbound.run,
     **lifecycle_commands(store_target),
     **history_commands(store_target),
     **users_commands(store_target),
