@@ -26,8 +26,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hil_tests.evidence_checks import CHECKS
 from hil_tests.scenario import Scenario, ScenarioError, load_scenario, resolve
 from hil_tests.system import FleetView, RunningSystem, SystemSpec, running_system
+from protos.evidence import EvidenceError, decode_samples
+from protos.liftwatch.v1 import records_pb2
 
 ONLINE_TIMEOUT_S = 60.0
 POLL_S = 0.25
@@ -48,16 +51,39 @@ class ExpectedResult:
 
 
 @dataclass
+class EvidenceResult:
+    """An ``[[evidence]]`` of the scenario: what the stored window showed."""
+
+    type: str
+    unit_id: str
+    shows: str
+    event_id: str = ""
+    end: str = ""  # the window judged (EvidenceEnd name), "" while the fleet has none
+    samples: int = 0
+    problem: str | None = "no evidence stored for the event"
+
+    @property
+    def met(self) -> bool:
+        return bool(self.end) and self.problem is None
+
+
+@dataclass
 class ScenarioResult:
     name: str
     transport: str
     expected: list[ExpectedResult] = field(default_factory=list)
     unexpected: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
+    evidence: list[EvidenceResult] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return not self.error and not self.unexpected and all(e.met for e in self.expected)
+        return (
+            not self.error
+            and not self.unexpected
+            and all(e.met for e in self.expected)
+            and all(e.met for e in self.evidence)
+        )
 
     def as_json(self) -> dict[str, Any]:
         """The per-scenario object of ``--json``."""
@@ -77,6 +103,19 @@ class ScenarioResult:
                 for e in self.expected
             ],
             "unexpected": self.unexpected,
+            "evidence": [
+                {
+                    "type": e.type,
+                    "unit_id": e.unit_id,
+                    "shows": e.shows,
+                    "event_id": e.event_id,
+                    "end": e.end or None,
+                    "samples": e.samples,
+                    "met": e.met,
+                    "problem": e.problem,
+                }
+                for e in self.evidence
+            ],
             "error": self.error or None,
         }
 
@@ -153,6 +192,16 @@ async def _play(
         ExpectedResult(x.type, unit_ids[x.car - 1], x.phase, x.within_s)
         for x in scenario.expectations
     ]
+    result.evidence = [
+        EvidenceResult(
+            scenario.expectations[x.expect].type,
+            unit_ids[scenario.expectations[x.expect].car - 1],
+            x.shows,
+        )
+        for x in scenario.evidence
+    ]
+    # The event id each expectation matched (an [[evidence]] judges that event's window).
+    matched_ids: dict[int, str] = {}
     matched_seqs: set[int] = set()
     events: list[dict[str, Any]] = []
     all_met_at: float | None = None
@@ -174,7 +223,9 @@ async def _play(
         if dead := system.alive():
             raise RuntimeError(f"{', '.join(dead)} exited unexpectedly")
         events = await view.events()
-        for expectation, outcome in zip(scenario.expectations, result.expected, strict=True):
+        for number, (expectation, outcome) in enumerate(
+            zip(scenario.expectations, result.expected, strict=True)
+        ):
             if outcome.fleet_latency_ms is not None or expectation.after not in injected_at:
                 continue
             since = injected_at[expectation.after]
@@ -192,10 +243,16 @@ async def _play(
                     if decided is None or decided < since:
                         continue
                     matched_seqs.add(event["seq"])
+                    matched_ids[number] = event["event_id"]
                     outcome.agent_latency_ms = (decided - since) * 1e3
                     outcome.fleet_latency_ms = (committed - since) * 1e3
                     break
-        if all(o.fleet_latency_ms is not None for o in result.expected) and not steps:
+        await _judge_evidence(scenario, view, matched_ids, result.evidence)
+        if (
+            all(o.fleet_latency_ms is not None for o in result.expected)
+            and all(e.met for e in result.evidence)
+            and not steps
+        ):
             all_met_at = all_met_at if all_met_at is not None else now
             if now - all_met_at >= scenario.quiet_s:
                 break
@@ -211,6 +268,32 @@ async def _play(
         and e["type"] not in scenario.allow
         and (e["type"], e["unit_id"]) not in expected_keys
     ]
+
+
+async def _judge_evidence(
+    scenario: Scenario,
+    view: FleetView,
+    matched_ids: dict[int, str],
+    results: list[EvidenceResult],
+) -> None:
+    """Judge the newest stored window of each matched event an ``[[evidence]]`` names,
+    until it shows what it must (a later window may: it supersedes the raise's)."""
+    for wanted, outcome in zip(scenario.evidence, results, strict=True):
+        event_id = matched_ids.get(wanted.expect)
+        if outcome.met or event_id is None:
+            continue
+        evidence = await view.evidence(event_id)
+        if evidence is None:
+            continue
+        outcome.event_id = event_id
+        outcome.end = records_pb2.EvidenceEnd.Name(evidence.end).removeprefix("EVIDENCE_END_")
+        outcome.samples = evidence.samples
+        try:
+            samples = decode_samples(evidence)
+        except EvidenceError as exc:
+            outcome.problem = f"malformed evidence: {exc}"
+            continue
+        outcome.problem = CHECKS[wanted.shows](evidence, samples)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -310,6 +393,12 @@ def _print_result(result: ScenarioResult, work_dir: Path) -> None:
                 f"  {mark:8} {e.type} {e.phase} on {e.unit_id}: agent "
                 f"{e.agent_latency_ms:.0f} ms, fleet {e.fleet_latency_ms:.0f} ms"
             )
+    for x in result.evidence:
+        mark = "ok" if x.met else "NOT SHOWN"
+        window = f"{x.end} window, {x.samples} samples" if x.end else "no evidence stored"
+        print(f"  {mark:8} evidence of {x.type} on {x.unit_id} shows {x.shows} ({window})")
+        if x.problem:
+            print(f"           {x.problem}")
     for u in result.unexpected:
         print(f"  unexpected {u['type']} {u['phase']} on {u['unit_id']}: {u['reason']}")
     if result.error:

@@ -32,6 +32,10 @@ A scenario is a TOML file in ``hil_tests/scenarios/``::
     after = 0                               # index of that [[inject]]; default: the first
                                             # injection on the same car
 
+    [[evidence]]                            # what an expected event's evidence must show
+    expect = 0                              # index of the [[expect]] (a RAISED one)
+    shows = "trapped_between_floors"        # a check of hil_tests/evidence_checks.py
+
 Anything RAISED that no expectation matches and `allow` does not list fails the scenario:
 "and nothing else" is the default. Every problem in a file is reported with its key.
 """
@@ -42,6 +46,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hil_tests.evidence_checks import CHECKS
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 TRANSPORTS = ("rtu", "tcp")
@@ -71,6 +77,14 @@ class Expectation:
 
 
 @dataclass(frozen=True, slots=True)
+class EvidenceExpectation:
+    """The flight-recorder window of expectation number ``expect`` must pass ``shows``."""
+
+    expect: int
+    shows: str
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     path: Path
@@ -85,6 +99,7 @@ class Scenario:
     injections: tuple[Injection, ...]
     expectations: tuple[Expectation, ...]
     allow: frozenset[str]
+    evidence: tuple[EvidenceExpectation, ...] = ()
 
 
 _TOP = {
@@ -98,10 +113,12 @@ _TOP = {
     "detect",
     "inject",
     "expect",
+    "evidence",
 }
 _CARS = {"count", "seed", "traffic"}
 _INJECT = {"at_s", "car", "fault", "clear_at_s", "options"}
 _EXPECT = {"type", "car", "phase", "within_s", "after"}
+_EVIDENCE = {"expect", "shows"}
 
 
 class _Checker:
@@ -232,6 +249,22 @@ def parse_scenario(raw: dict[str, Any], path: Path) -> Scenario:
             )
         )
 
+    evidence: list[EvidenceExpectation] = []
+    for i, item in enumerate(_array(c, top, "evidence")):
+        where = f"evidence[{i}]"
+        t = c.keys(item, where, _EVIDENCE)
+        expect = c.integer(t, where, "expect", None)
+        shows = c.text(t, where, "shows", None)
+        if t and not 0 <= expect < len(expectations):
+            c.problems.append(f"{where}.expect: no [[expect]] number {expect}")
+        elif t and expectations[expect].phase != "RAISED":
+            c.problems.append(f"{where}.expect: [[expect]] {expect} is not a RAISED event")
+        if t and shows not in CHECKS:
+            c.problems.append(
+                f"{where}.shows: unknown check {shows!r} (known: {', '.join(sorted(CHECKS))})"
+            )
+        evidence.append(EvidenceExpectation(expect, shows))
+
     if c.problems:
         raise ScenarioError(f"{path}:\n" + "\n".join(f"  {p}" for p in c.problems))
     return Scenario(
@@ -248,6 +281,7 @@ def parse_scenario(raw: dict[str, Any], path: Path) -> Scenario:
         injections=tuple(injections),
         expectations=tuple(expectations),
         allow=frozenset(a.upper() for a in allow),
+        evidence=tuple(evidence),
     )
 
 

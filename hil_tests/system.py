@@ -425,6 +425,20 @@ class FleetView:
         wanted = set(self._unit_ids)
         return [event_json(e) for e in response.events if e.unit_id in wanted]
 
+    async def evidence(self, event_id: str) -> records_pb2.Evidence | None:
+        """The flight-recorder window the fleet stored for ``event_id`` (its newest, which
+        supersedes the one written at the raise), None while it has none."""
+        try:
+            stored = await self._stub.GetEvidence(
+                query_pb2.GetEvidenceRequest(event_id=event_id), timeout=10
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        evidence: records_pb2.Evidence = stored.evidence
+        return evidence
+
     async def coverage(self) -> dict[str, int]:
         """The fleet's coverage counts."""
         c = await self._stub.Coverage(query_pb2.CoverageRequest(), timeout=10)

@@ -25,7 +25,7 @@ import functools
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +97,14 @@ def read_section(
     ``metadata={"key": False}`` is no key (the loader fills it).
 
     With them, every unknown key and wrong type (a boolean is never a number), in the
-    table's order; `out_of_range` checks the values' ranges.
+    table's order; `out_of_range` checks the values' ranges, `missing` the keys without a
+    default. An empty ``name`` is a file's top level: its keys are named bare.
     """
     spec = _fields(cls)
     values: dict[str, Any] = {}
     problems: list[Problem] = []
     for key, value in table.items():
-        dotted = f"{name}.{key}"
+        dotted = _dotted(name, key)
         if key not in spec:
             problems.append(Problem(dotted, "unknown key"))
             continue
@@ -138,8 +139,25 @@ def out_of_range(cls: type, name: str, values: Mapping[str, object]) -> list[Pro
         value = values.get(key)
         problem = bounds.problem(value) if bounds and isinstance(value, int | float) else None
         if problem is not None:
-            found.append(Problem(f"{name}.{key}", problem))
+            found.append(Problem(_dotted(name, key), problem))
     return found
+
+
+def missing(cls: type, name: str, table: Mapping[str, object]) -> list[Problem]:
+    """Every key of ``cls`` that has no default and is not in ``table``, as
+    ``"section.key: is required"`` in field order."""
+    return [
+        Problem(_dotted(name, item.name), "is required")
+        for item in fields(cls)
+        if item.default is MISSING
+        and item.default_factory is MISSING
+        and item.metadata.get("key", True)
+        and item.name not in table
+    ]
+
+
+def _dotted(name: str, key: str) -> str:
+    return f"{name}.{key}" if name else key
 
 
 def type_name(value: object) -> str:
@@ -188,6 +206,8 @@ def _toml_types(hint: Any) -> tuple[tuple[type, ...], _Convert]:
         return (str,), lambda value, base: base / value if value else None
     if isinstance(hint, types.UnionType) and args == {float, type(None)}:
         return (int, float), lambda value, _: float(value)
+    if isinstance(hint, types.UnionType) and args == {int, type(None)}:
+        return (int,), lambda value, _: value
     if isinstance(hint, types.UnionType) and args == {bool, type(None)}:
         # None is spelt "auto"; the section's loader checks the string.
         return (bool, str), lambda value, _: value

@@ -4,13 +4,19 @@ Every problem in a profile is reported with the file and the dotted key that has
 (`ProfileError`), when the config is loaded: a wrong profile stops the agent at start-up
 and fails check-config, never the first read. The format is documented in
 agent/profiles/template.toml.
+
+The tables with fixed keys (``[profile]``, a point, an ``[[expect]]``, an ``[identity]``
+string) are checked by the one config validator, `liftconf.schema`, against their
+schema dataclasses below (keys, types, ranges, required keys); what is a profile's own
+(enum names, the register map, the fault-code map, signals named by CarState's fields)
+is checked here.
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ from agent.decode.model import (
 from agent.detect.controller import UNMAPPABLE
 from agent.detect.events import EventType
 from agent.state import CarState, ServiceMode
+from liftconf.schema import Range, bounded, missing, out_of_range, read_section
 
 CAR_STATE_FIELDS = frozenset(f.name for f in fields(CarState)) - {"t"}
 # Counters change slowly and are read on slow cycles unless the profile says otherwise.
@@ -97,24 +104,21 @@ class _Problems:
             self.add(f"{key}.{name}", "unknown key")
         return raw
 
-    def get(self, table: Mapping[str, Any], key: str, name: str, kind: type, default: Any) -> Any:
-        if name not in table:
-            return default
-        value = table[name]
-        if isinstance(value, bool) and kind is not bool:
-            self.add(f"{key}.{name}", f"must be {kind.__name__}, got bool")
-            return default
-        if kind is float and isinstance(value, int):
-            return float(value)
-        if not isinstance(value, kind):
-            self.add(f"{key}.{name}", f"must be {kind.__name__}, got {type(value).__name__}")
-            return default
-        return value
+    def section(self, schema: type, raw: object, key: str) -> dict[str, Any]:
+        """The keys of the table ``raw`` at ``key`` that fit ``schema`` (`liftconf.schema`:
+        unknown keys, types, ranges and missing required keys are problems), converted."""
+        if not isinstance(raw, dict):
+            self.add(key, f"must be a table, got {type(raw).__name__}")
+            return {}
+        values, found = read_section(schema, key, raw, Path())
+        found += out_of_range(schema, key, values) + missing(schema, key, raw)
+        self.items.extend((problem.key, problem.message) for problem in found)
+        return values
 
     def enum(
-        self, table: Mapping[str, Any], key: str, name: str, kind: type[Any], default: Any
+        self, values: Mapping[str, Any], key: str, name: str, kind: type[Any], default: Any
     ) -> Any:
-        text = self.get(table, key, name, str, None)
+        text = values.get(name) or None  # "" is the default too
         if text is None:
             return default
         try:
@@ -125,7 +129,53 @@ class _Problems:
             return default
 
 
-_POINT_KEYS = {"table", "address", "type", "bit", "invert", "scale", "word_order", "range", "rate"}
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """The ``[profile]`` table's keys; ``table`` and ``word_order`` are its points'
+    defaults."""
+
+    name: str = ""  # required, and not empty: checked by parse_profile
+    description: str = ""
+    vendor: str = ""
+    table: str = Table.HOLDING.value
+    word_order: str = "big"
+
+
+@dataclass(frozen=True, slots=True)
+class _PointKeys:
+    """A point table's keys (`Point`); an empty ``table``, ``type``, ``word_order`` or
+    ``rate`` takes the profile's or the signal's default. ``range`` ([min, max]) is
+    checked by `_point`."""
+
+    address: int = field(metadata={"range": Range(0, 0xFFFF)})
+    table: str = ""
+    type: str = ""
+    bit: int | None = bounded(None, 0, 15)
+    invert: bool = False
+    scale: float = 1.0
+    word_order: str = ""
+    rate: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _ExpectKeys:
+    """An ``[[expect]]`` table's own keys, beside its point's."""
+
+    value: int
+    what: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _IdentityKeys:
+    """An ``[identity]`` string's keys: ``count`` registers from ``address`` (``count`` is
+    required too: `parse_profile` says so with what it counts)."""
+
+    address: int
+    count: int | None = None
+    table: str = ""
+
+
+_POINT_KEYS = {f.name for f in fields(_PointKeys)} | {"range"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,29 +187,20 @@ class _Defaults:
 def _point(
     p: _Problems, raw: object, key: str, defaults: _Defaults, *, boolean: bool, rate: Rate
 ) -> Point | None:
-    t = p.table(raw, key, _POINT_KEYS)
-    if not t:
-        if isinstance(raw, dict):
-            p.add(f"{key}.address", "is required")
-        return None
     before = len(p.items)
-    table = p.enum(t, key, "table", Table, defaults.table)
-    address = p.get(t, key, "address", int, None)
-    if address is None:
-        if "address" not in t:
-            p.add(f"{key}.address", "is required")
-        address = 0
-    elif not 0 <= address <= 0xFFFF:
-        p.add(f"{key}.address", f"must be 0..65535, got {address}")
-    bit = p.get(t, key, "bit", int, None)
-    vtype = p.enum(t, key, "type", ValueType, None)
+    t = raw if isinstance(raw, dict) else {}
+    v = p.section(_PointKeys, {k: b for k, b in t.items() if k != "range"} if t else raw, key)
+    if not t:
+        return None
+    table = p.enum(v, key, "table", Table, defaults.table)
+    address = v.get("address", 0)
+    bit = v.get("bit")
+    vtype = p.enum(v, key, "type", ValueType, None)
     if table.is_bits:
         if bit is not None:
             p.add(f"{key}.bit", f"a {table.value} is a single bit already; remove 'bit'")
         vtype = vtype or ValueType.BOOL
     elif bit is not None:
-        if not 0 <= bit <= 15:
-            p.add(f"{key}.bit", f"must be 0..15, got {bit}")
         vtype = vtype or ValueType.BOOL
     else:
         vtype = vtype or (ValueType.BOOL if boolean else ValueType.UINT16)
@@ -172,11 +213,11 @@ def _point(
         p.add(f"{key}", "this signal is a number: read a register, not a bit")
     if vtype is ValueType.BOOL and not table.is_bits and bit is None:
         p.add(f"{key}.bit", "a bool read from a register needs 'bit'")
-    invert = p.get(t, key, "invert", bool, False)
-    scale = p.get(t, key, "scale", float, 1.0)
+    invert = v.get("invert", False)
+    scale = v.get("scale", 1.0)
     if scale == 0:
         p.add(f"{key}.scale", "must not be 0")
-    word_order = p.get(t, key, "word_order", str, defaults.word_order)
+    word_order = v.get("word_order") or defaults.word_order
     if word_order not in ("big", "little"):
         p.add(f"{key}.word_order", f"must be 'big' or 'little', got {word_order!r}")
     valid: tuple[float, float] | None = None
@@ -195,7 +236,7 @@ def _point(
             valid = (float(bounds[0]), float(bounds[1]))
         if boolean:
             p.add(f"{key}.range", "a bool has no range")
-    rate = p.enum(t, key, "rate", Rate, rate)
+    rate = p.enum(v, key, "rate", Rate, rate)
     if rate is Rate.IDENTITY:
         p.add(f"{key}.rate", "'identity' is for [identity] strings; use 'fast' or 'slow'")
     if len(p.items) > before:
@@ -207,17 +248,12 @@ def parse_profile(raw: Mapping[str, Any], source: str) -> Profile:
     """Validate parsed TOML as a profile; `ProfileError` lists every problem by key."""
     p = _Problems()
     top = p.table(dict(raw), "", {"profile", "signals", "expect", "identity", "faults"})
-    head = p.table(
-        top.get("profile", {}), "profile", {"name", "description", "vendor", "table", "word_order"}
-    )
-    name = p.get(head, "profile", "name", str, "")
+    head = _Head(**p.section(_Head, top.get("profile", {}), "profile"))
+    name, description, vendor = head.name, head.description, head.vendor
     if not name:
         p.add("profile.name", "is required")
-    description = p.get(head, "profile", "description", str, "")
-    vendor = p.get(head, "profile", "vendor", str, "")
     defaults = _Defaults(
-        p.enum(head, "profile", "table", Table, Table.HOLDING),
-        p.get(head, "profile", "word_order", str, "big"),
+        p.enum({"table": head.table}, "profile", "table", Table, Table.HOLDING), head.word_order
     )
     if defaults.word_order not in ("big", "little"):
         p.add("profile.word_order", f"must be 'big' or 'little', got {defaults.word_order!r}")
@@ -241,14 +277,13 @@ def parse_profile(raw: Mapping[str, Any], source: str) -> Profile:
         raw_expects = []
     for i, raw_expect in enumerate(raw_expects):
         key = f"expect[{i}]"
-        e = p.table(raw_expect, key, _POINT_KEYS | {"value", "what"})
-        value = p.get(e, key, "value", int, None)
-        if value is None:
-            p.add(f"{key}.value", "is required")
-        what = p.get(e, key, "what", str, f"register {e.get('address')}")
+        e = raw_expect if isinstance(raw_expect, dict) else {}
+        own = p.section(_ExpectKeys, {k: v for k, v in e.items() if k not in _POINT_KEYS}, key)
+        value = own.get("value")
+        what = own.get("what") or f"register {e.get('address')}"
         point = _point(
             p,
-            {k: v for k, v in e.items() if k in _POINT_KEYS},
+            {k: v for k, v in e.items() if k in _POINT_KEYS} if e else raw_expect,
             key,
             defaults,
             boolean=False,
@@ -263,13 +298,12 @@ def parse_profile(raw: Mapping[str, Any], source: str) -> Profile:
         if field_name not in raw_identity:
             continue
         key = f"identity.{field_name}"
-        t = p.table(raw_identity[field_name], key, {"table", "address", "count"})
+        t = p.section(_IdentityKeys, raw_identity[field_name], key)
         table = p.enum(t, key, "table", Table, defaults.table)
-        address = p.get(t, key, "address", int, None)
-        count = p.get(t, key, "count", int, None)
-        if address is None:
-            p.add(f"{key}.address", "is required")
-        if count is None:
+        address = t.get("address")
+        count = t.get("count")
+        block = raw_identity[field_name]
+        if isinstance(block, dict) and "count" not in block:
             p.add(f"{key}.count", "is required (registers, two ASCII characters each)")
         if table.is_bits:
             p.add(f"{key}.table", "identity strings live in holding or input registers")

@@ -4,6 +4,7 @@ runs them on the store thread (`fleet.store.worker.StoreWorker.call`)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 
 from fleet.config import ReportsConfig
 from fleet.history.verify import verify_store
@@ -12,6 +13,7 @@ from fleet.reports.scorecard import Scorecard, scorecards
 from fleet.reports.service_life import LifeRow, service_life
 from fleet.store.base import Store, UnitQuery
 from fleet.store.chain import Problem
+from fleet.store.sql import SqlStore
 from fleet.units.coverage import CoverageConfig
 
 
@@ -51,7 +53,11 @@ def scorecard_report(
         span,
         "contractor",
     )
-    return scorecards(units, rates, store.alarms(), span, now, thresholds)
+    verdicts: dict[str, Counter[str]] = {}
+    if isinstance(store, SqlStore):  # the maintenance tables are the SQL store's
+        for record in store.maintenance_records(since=span.start, until=span.end):
+            verdicts.setdefault(record.contractor, Counter())[record.verdict] += 1
+    return scorecards(units, rates, store.alarms(), span, now, thresholds, verdicts)
 
 
 def verify_history(store: Store, unit_id: str = "") -> tuple[int, int, list[Problem]]:

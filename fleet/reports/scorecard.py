@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
 
 from fleet.read.shape import out, response, to_json
 from fleet.reports.fault_rate import Period, RateRow
 from fleet.store.base import OPEN_ALARM_STATES, AlarmRow, UnitRow
+from fleet.store.maintenance import RECORD_VERDICTS as MAINTENANCE_VERDICTS
 from fleet.units.coverage import CoverageConfig, coverage_by
 from protos.liftwatch.v1 import records_pb2
 
@@ -52,6 +53,13 @@ class Scorecard:
     mean_rescue_s: float | None = out()
     max_rescue_s: float | None = out()
     closed_while_raised: int = out("alarms closed while their event was raised", minimum=0)
+    # Its maintenance records whose window began in the period, by the verdict the
+    # controllers' data gave them (issue 17, fleet.reports.maintenance).
+    maintenance_records: int = out("maintenance records filed", minimum=0, default=0)
+    maintenance_supported: int = out(minimum=0, default=0)
+    maintenance_too_short: int = out(minimum=0, default=0)
+    maintenance_contradicted: int = out(minimum=0, default=0)
+    maintenance_cannot_tell: int = out(minimum=0, default=0)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -80,8 +88,10 @@ def scorecards(
     span: Period,
     now: dt.datetime,
     thresholds: CoverageConfig,
+    verdicts: Mapping[str, Mapping[str, int]] | None = None,
 ) -> list[Scorecard]:
-    """The scorecards of every contractor named in the register ("" = none named)."""
+    """The scorecards of every contractor named in the register ("" = none named);
+    ``verdicts``: each contractor's count of each maintenance verdict in the period."""
     registered = [u for u in units if u.registered]
     counts = coverage_by(registered, "contractor", now, thresholds)
     by_rate = {r.name: r for r in rates}
@@ -125,6 +135,7 @@ def scorecards(
                 mean_rescue_s=_mean(rescues),
                 max_rescue_s=max(rescues) if rescues else None,
                 closed_while_raised=sum(bool(a.close_reason) for a in mine),
+                **_maintenance((verdicts or {}).get(name, {})),
             )
         )
     cards.sort(
@@ -136,6 +147,12 @@ def scorecards(
         )
     )
     return cards
+
+
+def _maintenance(counts: Mapping[str, int]) -> dict[str, int]:
+    """The scorecard's maintenance fields from one contractor's verdict counts."""
+    shown = {f"maintenance_{v}": int(counts.get(v, 0)) for v in MAINTENANCE_VERDICTS}
+    return {"maintenance_records": sum(shown.values()), **shown}
 
 
 def scorecard_json(card: Scorecard) -> dict[str, object]:

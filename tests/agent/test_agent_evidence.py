@@ -19,11 +19,12 @@ from agent.bus.link import LinkFault
 from agent.bus.plan import Table
 from agent.bus.scheduler import TurnKind
 from agent.config import load_config
-from agent.outbox import Outbox
+from agent.outbox import Outbox, OutboxFullError
 from agent.uplink import Uplink
 from protos.evidence import decode_samples
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2
 from tests.agent.test_agent_commits import CONFIG, REGISTERS
+from tests.agent.test_outbox_disk_full import fill, free_bytes, mounted_tmpfs
 from tests.support import eventually
 
 T0 = 1_796_000_000.0  # UTC of monotonic 0
@@ -277,3 +278,22 @@ def test_the_uplink_hands_an_evidence_request_to_the_agent(tmp_path: Path) -> No
         assert fleet.hellos[0].records_evidence
     finally:
         box.close()
+
+
+def test_evidence_takes_the_reserve_on_a_full_disk_as_an_event_does(tmp_path: Path) -> None:
+    with mounted_tmpfs(tmp_path / "disk", 2 * 1024 * 1024) as disk:
+        box = Outbox(disk / "outbox.db", reserve_bytes=256 * 1024, wall=lambda: 0.0)
+        try:
+            box.append([sample(floor) for floor in range(20)])
+            fill(disk)
+            assert free_bytes(disk) < 4096
+            with pytest.raises(OutboxFullError):
+                box.append([sample(99) for _ in range(500)])
+            assert box.reserve_held()
+            # Evidence alone (an on-demand answer, a window closing after its event) is
+            # kept as an event is: the reserve makes the room.
+            (seq,) = box.append([evidence("e1")])
+            assert not box.reserve_held()
+            assert [p.seq for p in box.pending(seq - 1, 10)] == [seq]
+        finally:
+            box.close()

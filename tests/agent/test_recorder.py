@@ -4,9 +4,11 @@ windows around an event (raise, post, clear, max, shutdown) and on demand."""
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
+from agent.config import ConfigError, parse_config
 from agent.detect.config import DetectionConfig
 from agent.detect.events import Event, EventType, Phase
 from agent.recorder import (
@@ -298,3 +300,32 @@ def test_a_longer_threshold_makes_the_ring_reach_further() -> None:
     detect = DetectionConfig(door_held_open_s=300.0)
     assert onset_lag_s(detect) == 300.0
     assert recorder(lag_s=300.0).capacity == round((60 + 300 + 600) * HZ * 1.25)
+
+
+def test_the_agent_config_takes_windows_per_unit_and_check_config_names_bad_ones(
+    tmp_path: Path,
+) -> None:
+    base = {
+        "agent": {"id": "edge-1"},
+        "fleet": {"insecure": True},
+        "recorder": {"pre_s": 30},
+        "bus": [{"name": "line", "url": "tcp://127.0.0.1:5020"}],
+        "unit": [
+            {"id": "u1", "bus": "line", "slave": 1},
+            {"id": "u2", "bus": "line", "slave": 2, "recorder": {"post_s": 10, "max_s": 120}},
+        ],
+    }
+    config = parse_config(base, tmp_path)
+    assert config.units[0].recorder == RecorderConfig(pre_s=30)
+    assert config.units[1].recorder == RecorderConfig(pre_s=30, post_s=10, max_s=120)
+    bad = {
+        **base,
+        "unit": [
+            {"id": "u1", "bus": "line", "slave": 1, "recorder": {"max_s": 900, "pre_s": -1}},
+            {"id": "u2", "bus": "line", "slave": 2, "recorder": {"post_s": 200, "max_s": 100}},
+        ],
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(bad, tmp_path)
+    keys = [p.key for p in caught.value.problems]
+    assert keys == ["unit[0].recorder.pre_s", "unit[0].recorder.max_s", "unit[1].recorder.post_s"]

@@ -13,12 +13,15 @@ import pytest
 
 from fleet.read.maintenance import RecordView, last_supported_visit, verdict_shares
 from fleet.read.scope import EVERY_UNIT, Scope
+from fleet.reports.compute import scorecard_report
+from fleet.reports.fault_rate import Period
 from fleet.reports.maintenance import parse_records, take_records
 from fleet.reports.maintenance_config import MaintenanceConfig
 from fleet.reports.visits import derive_visits
 from fleet.store.base import BatchOp, ControllerIdentity, HelloOp, RegisterEntry, UnitClaim
 from fleet.store.open import open_store
 from fleet.store.sql import SqlStore
+from fleet.units.coverage import CoverageConfig
 from protos.liftwatch.v1 import records_pb2
 
 M = records_pb2
@@ -208,6 +211,13 @@ def test_each_record_gets_the_verdict_its_data_gives(store: SqlStore) -> None:
     (share,) = verdict_shares(store, EVERY_UNIT)
     assert (share.contractor, share.records, share.contradicted) == ("C1", 5, 1)
     assert verdict_shares(store, Scope("C2", "c2")) == []
+    # The contractor scorecard counts its records by verdict.
+    span = Period(DAY.date(), DAY.date() + dt.timedelta(days=1))
+    cards = {c.contractor: c for c in scorecard_report(store, span, DAY, CoverageConfig())}
+    c1 = cards["C1"]
+    assert (c1.maintenance_records, c1.maintenance_supported, c1.maintenance_too_short) == (5, 1, 1)
+    assert (c1.maintenance_contradicted, c1.maintenance_cannot_tell) == (1, 2)
+    assert cards["C2"].maintenance_records == 0
     kinds = [row.kind for row in store.history("U1")[0]]
     assert kinds.count("maintenance_record") == 2
     assert kinds.count("maintenance_verdict") == 2

@@ -59,3 +59,43 @@ phase = "MAYBE"
         "expect[0].after: no [[inject]] number -1 for car 1",
     ):
         assert expected in message
+
+
+def test_evidence_expectations_load_and_bad_ones_are_named(tmp_path: Path) -> None:
+    shipped = load_scenario(resolve("entrapment-between-floors"))
+    [wanted] = shipped.evidence
+    assert shipped.expectations[wanted.expect].type == "ENTRAPMENT"
+    assert wanted.shows == "trapped_between_floors"
+    path = tmp_path / "bad-evidence.toml"
+    path.write_text(
+        """
+[cars]
+count = 2
+
+[[inject]]
+at_s = 1
+car = 2
+fault = "entrapment"
+
+[[expect]]
+type = "ENTRAPMENT"
+car = 2
+phase = "CLEARED"
+within_s = 30
+
+[[evidence]]
+expect = 0
+shows = "a_miracle"
+
+[[evidence]]
+expect = 5
+shows = "trapped_between_floors"
+""",
+        encoding="utf-8",
+    )
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    message = str(caught.value)
+    assert "evidence[0].expect: [[expect]] 0 is not a RAISED event" in message
+    assert "evidence[0].shows: unknown check 'a_miracle'" in message
+    assert "evidence[1].expect: no [[expect]] number 5" in message
