@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
 
@@ -17,12 +19,76 @@ from fleet.cli.common import (
 )
 from fleet.clock import utc_now
 from fleet.ingest.gateway import id_problem
+from fleet.read.shape import out, to_json
 from fleet.read.views import (
     iso,
     table,
 )
 from fleet.store.agents import normalize_serial, serial_text
 from fleet.store.open import open_store
+
+# What `agents ... --json` prints: one definition each (fleet.read.shape), like the API's
+# answers, but not API components.
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationView:
+    """One entry of the revocation list."""
+
+    agent_id: str = out("every certificate of this agent; empty when revoked by serial")
+    serial: str = out("this certificate (hexadecimal); empty when revoked by agent")
+    reason: str = out()
+    at: str = out("when it was revoked", fmt="date-time")
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedView:
+    """`agents revoked --json`."""
+
+    revoked: tuple[RevocationView, ...] = out()
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationChange:
+    """`agents revoke/unrevoke --json`: what was named, and whether anything changed."""
+
+    agent_id: str = out()
+    serial: str = out()
+    changed: bool = out("false: it already was (or was not) revoked")
+    state: Literal["revoked", "not revoked"] = out()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentUnitsView:
+    """An agent and the units it is registered for."""
+
+    agent_id: str = out()
+    units: tuple[str, ...] = out()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentsView:
+    """`agents list --json`."""
+
+    agents: tuple[AgentUnitsView, ...] = out()
+
+
+@dataclass(frozen=True, slots=True)
+class UnitsAdded:
+    """`agents add --json`: units newly registered, and all the agent's units now."""
+
+    agent_id: str = out()
+    added: int = out(minimum=0)
+    units: tuple[str, ...] = out()
+
+
+@dataclass(frozen=True, slots=True)
+class UnitsRemoved:
+    """`agents remove --json`: units withdrawn, and the agent's units left."""
+
+    agent_id: str = out()
+    removed: int = out(minimum=0)
+    units: tuple[str, ...] = out()
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -110,15 +176,18 @@ def _cmd_revocations(args: argparse.Namespace) -> int:
             entries = store.revocations()
         finally:
             store.close()
-        rows = [
-            {"agent_id": r.agent_id, "serial": r.serial, "reason": r.reason, "at": iso(r.revoked)}
-            for r in entries
-        ]
+        rows = tuple(
+            RevocationView(r.agent_id, r.serial, r.reason, iso(r.revoked)) for r in entries
+        )
         if args.json:
-            print_json({"revoked": rows})
+            print_json(to_json(RevokedView(rows)))
         else:
             columns = ("agent_id", "serial", "at", "reason")
-            print(table([c.upper() for c in columns], [[r[c] for c in columns] for r in rows]))
+            print(
+                table(
+                    [c.upper() for c in columns], [[getattr(r, c) for c in columns] for r in rows]
+                )
+            )
         return 0
     agent_id, serial = _revocation_target(args)
     target, _ = store_target(args)
@@ -133,9 +202,11 @@ def _cmd_revocations(args: argparse.Namespace) -> int:
     finally:
         store.close()
     what = f"agent {agent_id}" if agent_id else f"certificate serial {serial}"
-    state = "revoked" if args.agents_command == "revoke" else "not revoked"
+    state: Literal["revoked", "not revoked"] = (
+        "revoked" if args.agents_command == "revoke" else "not revoked"
+    )
     if args.json:
-        print_json({"agent_id": agent_id, "serial": serial, "changed": changed, "state": state})
+        print_json(to_json(RevocationChange(agent_id, serial, changed, state)))
     else:
         print(f"{what}: {state}" + ("" if changed else " (unchanged)"))
     return 0
@@ -153,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             store.close()
         if args.json:
             print_json(
-                {"agents": [{"agent_id": a, "units": list(u)} for a, u in registrations.items()]}
+                to_json(AgentsView(tuple(AgentUnitsView(a, u) for a, u in registrations.items())))
             )
         else:
             rows = [(a, ",".join(u)) for a, u in registrations.items()]
@@ -190,15 +261,15 @@ def run(args: argparse.Namespace) -> int:
         for unit in unknown:
             # Not an error: agents may be set up before the register is imported.
             print(f"{PROG}: note: unit {unit!r} is not in the district register", file=sys.stderr)
-        result = {"agent_id": agent_id, "added": added, "units": list(now_units)}
+        result: UnitsAdded | UnitsRemoved = UnitsAdded(agent_id, added, now_units)
         text = f"agent {agent_id}: {added} unit(s) added; registered for {', '.join(now_units)}"
     else:
-        result = {"agent_id": agent_id, "removed": removed, "units": list(now_units)}
+        result = UnitsRemoved(agent_id, removed, now_units)
         text = f"agent {agent_id}: {removed} unit(s) removed; " + (
             f"registered for {', '.join(now_units)}" if now_units else "no longer registered"
         )
     if args.json:
-        print_json(result)
+        print_json(to_json(result))
     else:
         print(text)
     return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.cli.common import EXIT_USAGE, PROG, StoreCommand, print_json
@@ -36,7 +37,8 @@ from fleet.history.checkpoint import (
     write_checkpoint,
 )
 from fleet.history.verify import history_check, unreadable, verify_store
-from fleet.read.lifecycle_views import problem_json
+from fleet.read.lifecycle_views import ProblemView, problem_json
+from fleet.read.shape import out, to_json
 from fleet.read.views import iso, table
 from fleet.store.base import StoreError
 from fleet.store.chain import HistoryCheck, Problem
@@ -106,13 +108,54 @@ def _key_path(args: argparse.Namespace, config: FleetConfig, what: str) -> Path:
     return path
 
 
-def _checkpoint_json(checkpoint: Checkpoint | None, path: Path) -> dict[str, object]:
-    return {
-        "file": str(path),
-        "written": None if checkpoint is None else iso(checkpoint.written),
-        "key": None if checkpoint is None else checkpoint.key_id,
-        "units": None if checkpoint is None else len(checkpoint.heads),
-    }
+# What the history commands print with --json: one definition each (fleet.read.shape),
+# like the API's answers, but not API components.
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointFileView:
+    """A checkpoint file: written by `history checkpoint`, or read by `verify-history`
+    (null fields: it could not be read)."""
+
+    file: str = out()
+    written: str | None = out("when it was signed", fmt="date-time")
+    key: str | None = out("the signing key's id")
+    units: int | None = out("unit heads it records", minimum=0)
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint | None, path: Path) -> CheckpointFileView:
+        """``checkpoint`` as read from (or written to) ``path``; None: unreadable."""
+        if checkpoint is None:
+            return cls(str(path), None, None, None)
+        return cls(str(path), iso(checkpoint.written), checkpoint.key_id, len(checkpoint.heads))
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedView:
+    """`verify-history --json`."""
+
+    units: int = out(minimum=0)
+    entries: int = out(minimum=0)
+    intact: bool = out("no problem found")
+    problems: tuple[ProblemView, ...] = out()
+    heads: dict[str, str] = out("each unit's head, seq:hash")
+    checkpoint: CheckpointFileView | None = out("with --checkpoint", omit_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPairView:
+    """`history keygen --json`."""
+
+    private_key: str = out("keep it secret")
+    public_key: str = out()
+
+
+@dataclass(frozen=True, slots=True)
+class GrantView:
+    """`db grant --json`: the privileges given to the role, by table."""
+
+    role: str = out()
+    tables: dict[str, tuple[str, ...]] = out()
 
 
 def _verify(args: argparse.Namespace, target: Target) -> int:
@@ -134,16 +177,15 @@ def _verify(args: argparse.Namespace, target: Target) -> int:
     if args.checkpoint is not None:
         _keep(where, history_check("cli", args.checkpoint, checkpoint, problems, utc_now()))
     if args.json:
-        shown: dict[str, object] = {
-            "units": found.units,
-            "entries": found.entries,
-            "intact": not problems,
-            "problems": [problem_json(p) for p in problems],
-            "heads": {h.unit_id: f"{h.seq}:{h.hash}" for h in found.heads},
-        }
-        if args.checkpoint is not None:
-            shown["checkpoint"] = _checkpoint_json(checkpoint, args.checkpoint)
-        print_json(shown)
+        shown = VerifiedView(
+            found.units,
+            found.entries,
+            not problems,
+            tuple(ProblemView.of(p) for p in problems),
+            {h.unit_id: f"{h.seq}:{h.hash}" for h in found.heads},
+            None if args.checkpoint is None else CheckpointFileView.of(checkpoint, args.checkpoint),
+        )
+        print_json(to_json(shown))
     elif problems:
         columns = ("unit_id", "seq", "table", "what", "reason")
         print(
@@ -179,7 +221,7 @@ def _history(args: argparse.Namespace, target: Target) -> int:
     if args.action == "keygen":
         public = generate_key(args.file)
         if args.json:
-            print_json({"private_key": str(args.file), "public_key": str(public)})
+            print_json(to_json(KeyPairView(str(args.file), str(public))))
         else:
             print(f"private key {args.file} (keep it secret), public key {public}")
         return 0
@@ -192,7 +234,7 @@ def _history(args: argparse.Namespace, target: Target) -> int:
         store.close()
     written = write_checkpoint(args.file, heads, utc_now(), key)
     if args.json:
-        print_json(_checkpoint_json(written, args.file))
+        print_json(to_json(CheckpointFileView.of(written, args.file)))
     else:
         print(f"checkpoint {args.file}: {len(written.heads)} unit head(s), key {written.key_id}")
     return 0
@@ -204,7 +246,7 @@ def _db(args: argparse.Namespace, target: Target) -> int:
         raise HistoryUsageError("db grant is for PostgreSQL (--db postgresql://...)")
     granted = grant_app_role(where, args.role)
     if args.json:
-        print_json({"role": args.role, "tables": {t: list(p) for t, p in granted.items()}})
+        print_json(to_json(GrantView(args.role, {t: tuple(p) for t, p in granted.items()})))
     else:
         print(
             table(["TABLE", "PRIVILEGES"], [[t, ", ".join(p)] for t, p in sorted(granted.items())])

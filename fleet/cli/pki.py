@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -12,7 +13,17 @@ from fleet.cli.common import (
     UsageError,
     print_json,
 )
+from fleet.read.shape import out, to_json
 from fleet.store.agents import serial_text
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedView:
+    """`pki init/server/agent --json` (fleet.read.shape's definition; not an API answer)."""
+
+    certificate: str = out("the certificate's PEM file")
+    key: str = out("its private key's PEM file")
+    serial: str = out("hexadecimal, as `agents revoke --serial` takes it")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     pem = pair.certificate.read_bytes()
     serial = serial_text(x509.load_pem_x509_certificate(pem).serial_number)
     if args.json:
-        print_json({"certificate": str(pair.certificate), "key": str(pair.key), "serial": serial})
+        print_json(to_json(IssuedView(str(pair.certificate), str(pair.key), serial)))
     else:
         print(f"wrote {pair.certificate} and {pair.key} (serial {serial})")
     return 0

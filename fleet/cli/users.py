@@ -14,6 +14,7 @@ import argparse
 import getpass
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.auth.passwords import MIN_LENGTH, hash_password
@@ -21,13 +22,67 @@ from fleet.auth.roles import Role, role_problem
 from fleet.cli.common import EXIT_USAGE, PROG, print_json
 from fleet.clock import utc_now
 from fleet.config import FleetConfig
-from fleet.read.views import iso, table, user_json, users_json
+from fleet.read.shape import out, to_json
+from fleet.read.views import UserView, iso, table, users_json
 from fleet.store.base import UnitQuery, UserError, UserRow
 from fleet.store.open import open_store
 from fleet.store.sql import SqlStore
 from fleet.store.users import label_problem, username_problem
 
 Target = Callable[[argparse.Namespace], tuple[str, FleetConfig]]
+
+# What `users ... --json` prints: one definition each (fleet.read.shape), like the API's
+# answers (`users add` prints the API's User), but not API components.
+
+
+@dataclass(frozen=True, slots=True)
+class UserGone:
+    """`users remove --json`."""
+
+    username: str = out()
+    removed: bool = out("with its sessions and API tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordChanged:
+    """`users passwd --json`."""
+
+    username: str = out()
+    password_changed: bool = out("its sessions have ended")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenMade:
+    """`users token --json`: the token, shown only now."""
+
+    username: str = out()
+    label: str = out()
+    token: str = out("lwt_...: send it as Authorization: Bearer")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRevoked:
+    """`users revoke --json`."""
+
+    username: str = out()
+    label: str = out()
+    revoked: bool = out()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenView:
+    """An API token as listed: never the token itself."""
+
+    label: str = out()
+    created: str = out(fmt="date-time")
+
+
+@dataclass(frozen=True, slots=True)
+class TokensView:
+    """`users tokens --json`."""
+
+    username: str = out()
+    tokens: tuple[TokenView, ...] = out()
 
 
 class UsersUsageError(Exception):
@@ -138,7 +193,7 @@ def _existing(store: SqlStore, username: str) -> UserRow:
     return user
 
 
-def _add(args: argparse.Namespace, store: SqlStore) -> tuple[dict[str, object], str]:
+def _add(args: argparse.Namespace, store: SqlStore) -> tuple[object, str]:
     contractor = args.contractor.strip()
     problem = username_problem(args.username) or role_problem(args.role, contractor)
     if problem is not None:
@@ -164,30 +219,30 @@ def _add(args: argparse.Namespace, store: SqlStore) -> tuple[dict[str, object], 
         )
     user = _existing(store, args.username)
     scope = f", contractor {contractor}" if contractor else ""
-    return user_json(user), f"added user {user.username} ({user.role.value}{scope})"
+    return UserView.of(user), f"added user {user.username} ({user.role.value}{scope})"
 
 
-def _remove(args: argparse.Namespace, store: SqlStore) -> tuple[dict[str, object], str]:
+def _remove(args: argparse.Namespace, store: SqlStore) -> tuple[object, str]:
     if not store.remove_user(args.username):
         raise UsersUsageError(f"user {args.username!r} does not exist")
     return (
-        {"username": args.username, "removed": True},
+        UserGone(args.username, removed=True),
         f"removed user {args.username} with its sessions and API tokens",
     )
 
 
-def _passwd(args: argparse.Namespace, store: SqlStore) -> tuple[dict[str, object], str]:
+def _passwd(args: argparse.Namespace, store: SqlStore) -> tuple[object, str]:
     _existing(store, args.username)
     password_hash = _read_password(args)
     if not store.set_password(args.username, password_hash):
         raise UsersUsageError(f"user {args.username!r} does not exist")  # removed meanwhile
     return (
-        {"username": args.username, "password_changed": True},
+        PasswordChanged(args.username, password_changed=True),
         f"password of {args.username} changed; its sessions have ended",
     )
 
 
-def _token(args: argparse.Namespace, store: SqlStore) -> tuple[dict[str, object], str]:
+def _token(args: argparse.Namespace, store: SqlStore) -> tuple[object, str]:
     problem = label_problem(args.label)
     if problem is not None:
         raise UsersUsageError(problem)
@@ -199,20 +254,20 @@ def _token(args: argparse.Namespace, store: SqlStore) -> tuple[dict[str, object]
             file=sys.stderr,
         )
     # The token alone on stdout, so that a script can capture it with $(...).
-    return {"username": args.username, "label": args.label, "token": token}, token
+    return TokenMade(args.username, args.label, token), token
 
 
-def _revoke(args: argparse.Namespace, store: SqlStore) -> tuple[dict[str, object], str]:
+def _revoke(args: argparse.Namespace, store: SqlStore) -> tuple[object, str]:
     _existing(store, args.username)
     if not store.revoke_token(args.username, args.label):
         raise UsersUsageError(f"user {args.username!r} has no API token labelled {args.label!r}")
     return (
-        {"username": args.username, "label": args.label, "revoked": True},
+        TokenRevoked(args.username, args.label, revoked=True),
         f"revoked API token {args.label!r} of {args.username}",
     )
 
 
-_WRITES: dict[str, Callable[[argparse.Namespace, SqlStore], tuple[dict[str, object], str]]] = {
+_WRITES: dict[str, Callable[[argparse.Namespace, SqlStore], tuple[object, str]]] = {
     "add": _add,
     "remove": _remove,
     "passwd": _passwd,
@@ -237,7 +292,7 @@ def _users(args: argparse.Namespace, target: Target) -> int:
     finally:
         store.close()
     if args.json:
-        print_json(result)
+        print_json(to_json(result))
     else:
         print(text)
     return 0
@@ -256,11 +311,11 @@ def _list(args: argparse.Namespace, store: SqlStore) -> int:
 
 def _list_tokens(args: argparse.Namespace, store: SqlStore) -> int:
     _existing(store, args.username)
-    tokens = [{"label": t.label, "created": iso(t.created)} for t in store.tokens(args.username)]
+    tokens = tuple(TokenView(t.label, iso(t.created)) for t in store.tokens(args.username))
     if args.json:
-        print_json({"username": args.username, "tokens": tokens})
+        print_json(to_json(TokensView(args.username, tokens)))
     else:
-        print(table(("LABEL", "CREATED"), [[t["label"], t["created"]] for t in tokens]))
+        print(table(("LABEL", "CREATED"), [[t.label, t.created] for t in tokens]))
     return 0
 
 

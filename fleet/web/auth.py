@@ -30,6 +30,7 @@ from fleet.auth.throttle import LoginThrottle, ThrottleSettings, retry_after
 from fleet.clock import Clock
 from fleet.metrics import GatewayMetrics
 from fleet.read.scope import Scope
+from fleet.read.shape import out, response, to_json
 from fleet.store.worker import StoreWorker
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class Authenticator:
     async def login(self, request: Request) -> Response:
         """``POST /auth/login``: a session for a right name and password."""
         if not self.settings.enabled:
-            return _json({"user": _me(OPEN_PRINCIPAL), "csrf": ""})
+            return _session(OPEN_PRINCIPAL, "")
         # JSON only: a cross-site HTML form cannot send it (no login CSRF, where another
         # site would log the victim's browser into an account of its choosing).
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
@@ -180,7 +181,7 @@ class Authenticator:
         session_id, csrf = await self._store.call(lambda s: s.create_session(username, now, ttl))
         principal = _principal(row)
         log.info("login: %s (%s) from %s", username, principal.role.value, _client(request))
-        response = _json({"user": _me(principal), "csrf": csrf})
+        response = _session(principal, csrf)
         response.set_cookie(
             SESSION_COOKIE,
             session_id,
@@ -203,7 +204,7 @@ class Authenticator:
         session_id = request.cookies.get(SESSION_COOKIE, "")
         if session_id:
             await self._store.call(lambda s: s.end_session(session_id))
-        response = _json({"ok": True})
+        response = _json(to_json(LoggedOut(ok=True)))
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
@@ -219,18 +220,53 @@ class Authenticator:
             now = self._clock()
             found = await self._store.call(lambda s: s.session(session_id, now))
             csrf = found[1] if found is not None else ""
-        return _json({"user": _me(principal), "csrf": csrf})
+        return _session(principal, csrf)
 
 
-def _me(principal: Principal) -> dict[str, object]:
-    return {
-        "username": principal.username,
-        "role": principal.role.value,
-        "contractor": principal.contractor,
-        "display_name": principal.display_name or principal.username,
-        "can_act": principal.can_act_on_alarms(),
-        "can_admin": principal.can_admin(),
-    }
+@response("Me")
+@dataclass(frozen=True, slots=True)
+class MeView:
+    """Who a session is: what the dashboard shows and offers it."""
+
+    username: str = out("empty when auth is off")
+    role: Role = out()
+    contractor: str = out("the contractor the account acts for; empty for other roles")
+    display_name: str = out("the display name, else the username")
+    can_act: bool = out("may act on alarms")
+    can_admin: bool = out("may manage accounts")
+
+    @classmethod
+    def of(cls, principal: Principal) -> MeView:
+        """``principal`` as the dashboard sees it."""
+        return cls(
+            principal.username,
+            principal.role,
+            principal.contractor,
+            principal.display_name or principal.username,
+            principal.can_act_on_alarms(),
+            principal.can_admin(),
+        )
+
+
+@response("Session")
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """POST /auth/login and GET /auth/me: the session's user and its CSRF token."""
+
+    user: MeView = out()
+    csrf: str = out("send it as X-CSRF-Token on every change; empty without a session")
+
+
+@response("LoggedOut")
+@dataclass(frozen=True, slots=True)
+class LoggedOut:
+    """POST /auth/logout: the session is over."""
+
+    ok: bool = out()
+
+
+def _session(principal: Principal, csrf: str) -> JSONResponse:
+    return _json(to_json(SessionView(MeView.of(principal), csrf)))
 
 
 def _client(request: Request) -> str:

@@ -4,8 +4,11 @@ come from the same dataclass, so they agree; the generator is as strict as the s
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +113,56 @@ def test_csv_columns_are_keys_of_their_definitions() -> None:
 
     assert set(UNIT_CSV_COLUMNS) <= set(schema_of(UnitView)["properties"])
     assert set(EVENT_TABLE_COLUMNS) <= set(schema_of(EventView)["properties"])
+
+
+def test_the_cli_json_outputs_are_their_definitions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each CLI-only ``--json`` output (agents, pki, history, users) is made from its
+    definition (fleet.cli.*), and matches the schema generated from it."""
+    from fleet.cli.agents import (
+        AgentsView,
+        RevocationChange,
+        RevokedView,
+        UnitsAdded,
+        UnitsRemoved,
+    )
+    from fleet.cli.history import CheckpointFileView, GrantView, KeyPairView, VerifiedView
+    from fleet.cli.main import main
+    from fleet.cli.pki import IssuedView
+    from fleet.cli.users import PasswordChanged, TokenMade, TokenRevoked, TokensView, UserGone
+    from fleet.read.views import UserView
+
+    db = str(tmp_path / "fleet.db")
+    key, checkpoint = str(tmp_path / "key.pem"), str(tmp_path / "checkpoint.json")
+    runs: list[tuple[list[str], type]] = [
+        (["agents", "add", "edge-1", "--unit", "U1", "--db", db], UnitsAdded),
+        (["agents", "list", "--db", db], AgentsView),
+        (["agents", "revoke", "edge-1", "--reason", "stolen", "--db", db], RevocationChange),
+        (["agents", "revoked", "--db", db], RevokedView),
+        (["agents", "remove", "edge-1", "--db", db], UnitsRemoved),
+        (["pki", "init", str(tmp_path / "ca")], IssuedView),
+        (["history", "keygen", key, "--db", db], KeyPairView),
+        (["history", "checkpoint", checkpoint, "--key", key, "--db", db], CheckpointFileView),
+        (["verify-history", "--checkpoint", checkpoint, "--key", key, "--db", db], VerifiedView),
+        (["users", "add", "ann", "--role", "regulator", "--db", db, "--password-stdin"], UserView),
+        (["users", "passwd", "ann", "--db", db, "--password-stdin"], PasswordChanged),
+        (["users", "token", "ann", "--label", "ci", "--db", db], TokenMade),
+        (["users", "tokens", "ann", "--db", db], TokensView),
+        (["users", "revoke", "ann", "--label", "ci", "--db", db], TokenRevoked),
+        (["users", "remove", "ann", "--db", db], UserGone),
+    ]
+    spec = openapi_spec()  # the $refs of API components some of them hold (ChainProblem)
+    for argv, definition in runs:
+        monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery\n"))
+        capsys.readouterr()
+        assert main([*argv, "--json"]) == 0, argv
+        shown = json.loads(capsys.readouterr().out)
+        validate(shown, schema_of(definition), spec, " ".join(argv[:2]))
+    assert shown == {"username": "ann", "removed": True}
+    # db grant needs PostgreSQL (tests/fleet/test_history_checks.py runs it): its schema.
+    tables = {"type": "object", "additionalProperties": {"type": "array", "items": _STR}}
+    assert schema_of(GrantView)["properties"]["tables"] == tables
+
+
+_STR = {"type": "string"}

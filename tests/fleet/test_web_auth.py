@@ -91,6 +91,7 @@ class Client:
                 jar.load(header)
             self.cookie = jar[SESSION_COOKIE].value
             self.csrf = body["csrf"]
+            validate(body, {"$ref": "#/components/schemas/Session"}, openapi_spec(), "login")
         return status
 
 
@@ -164,6 +165,7 @@ def test_logins_sessions_csrf_and_tokens(tmp_path: Path) -> None:
             assert "Secure" not in cookie  # plain HTTP ([http] secure_cookies "auto")
             status, me = await user.get("/auth/me")
             assert status == 200 and me["user"]["role"] == "dispatcher" and me["csrf"]
+            validate(me, {"$ref": "#/components/schemas/Session"}, openapi_spec(), "auth/me")
             assert (await user.get("/api/units"))[0] == 200
 
             # The Host header is the client's to choose: it decides nothing about the
@@ -191,7 +193,9 @@ def test_logins_sessions_csrf_and_tokens(tmp_path: Path) -> None:
             assert (await Client(fleet.http, token="lwt_forged").get("/api/units"))[0] == 401
 
             # Logging out ends the session on the server, not just in the browser.
-            assert (await user.post("/auth/logout"))[0] == 200
+            status, body = await user.post("/auth/logout")
+            assert status == 200
+            validate(body, {"$ref": "#/components/schemas/LoggedOut"}, openapi_spec(), "logout")
             assert (await user.get("/api/units"))[0] == 401
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
