@@ -43,11 +43,12 @@ Anything RAISED that no expectation matches and `allow` does not list fails the 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hil_tests.evidence_checks import CHECKS
+from liftconf.schema import Range, bounded, missing, out_of_range, read_section
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 TRANSPORTS = ("rtu", "tcp")
@@ -102,164 +103,145 @@ class Scenario:
     evidence: tuple[EvidenceExpectation, ...] = ()
 
 
-_TOP = {
-    "name",
-    "description",
-    "transport",
-    "duration_s",
-    "quiet_s",
-    "allow",
-    "cars",
-    "detect",
-    "inject",
-    "expect",
-    "evidence",
-}
-_CARS = {"count", "seed", "traffic"}
-_INJECT = {"at_s", "car", "fault", "clear_at_s", "options"}
-_EXPECT = {"type", "car", "phase", "within_s", "after"}
-_EVIDENCE = {"expect", "shows"}
+# The tables of a scenario file as written, checked by the one config validator
+# (liftconf.schema): keys, types, ranges and required keys; each default is typed here.
+
+
+@dataclass(frozen=True, slots=True)
+class _TopKeys:
+    """The file's top-level keys besides its tables (``cars``, ``detect``, ``inject``,
+    ``expect``, ``evidence``); an empty ``name`` is the file's name."""
+
+    name: str = ""
+    description: str = ""
+    transport: str = "rtu"
+    duration_s: float = bounded(90.0, 0)
+    quiet_s: float = bounded(5.0, 0)
+    allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _CarsKeys:
+    """``[cars]``: the emulated cars (slave ids 1..count)."""
+
+    count: int = bounded(4, 1, 247)
+    seed: int = 1
+    traffic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _InjectKeys:
+    """An ``[[inject]]`` table, ``options`` (a table of extra request fields) aside."""
+
+    at_s: float = field(metadata={"range": Range(0)})
+    car: int
+    fault: str
+    clear_at_s: float | None = bounded(None, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _ExpectKeys:
+    """An ``[[expect]]`` table; no ``after`` is the first injection on the same car."""
+
+    type: str
+    car: int
+    within_s: float = field(metadata={"range": Range(0)})
+    phase: str = "RAISED"
+    after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _EvidenceKeys:
+    """An ``[[evidence]]`` table."""
+
+    expect: int
+    shows: str
+
+
+_TABLES = ("cars", "detect", "inject", "expect", "evidence")
 
 
 class _Checker:
     def __init__(self) -> None:
         self.problems: list[str] = []
 
-    def keys(self, table: object, where: str, known: set[str]) -> dict[str, Any]:
-        if not isinstance(table, dict):
+    def table(self, schema: type, value: object, where: str) -> dict[str, Any]:
+        """The keys of the table ``value`` that fit ``schema``, converted, over its
+        defaults; every problem (`liftconf.schema`) is noted with its key."""
+        if not isinstance(value, dict):
             self.problems.append(f"{where}: must be a table")
             return {}
-        self.problems.extend(
-            f"{where}.{k}: unknown key" if where else f"{k}: unknown key"
-            for k in sorted(set(table) - known)
-        )
-        return table
-
-    def number(
-        self,
-        table: dict[str, Any],
-        where: str,
-        key: str,
-        default: float | None,
-        *,
-        minimum: float = 0.0,
-    ) -> float:
-        value = table.get(key, default)
-        name = f"{where}.{key}" if where else key
-        if value is None:
-            self.problems.append(f"{name}: is required")
-            return 0.0
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problems.append(f"{name}: must be a number, got {value!r}")
-            return 0.0
-        if value < minimum:
-            self.problems.append(f"{name}: must be >= {minimum}, got {value}")
-        return float(value)
-
-    def integer(self, table: dict[str, Any], where: str, key: str, default: int | None) -> int:
-        value = table.get(key, default)
-        name = f"{where}.{key}" if where else key
-        if value is None:
-            self.problems.append(f"{name}: is required")
-            return 0
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problems.append(f"{name}: must be an integer, got {value!r}")
-            return 0
-        return value
-
-    def text(self, table: dict[str, Any], where: str, key: str, default: str | None) -> str:
-        value = table.get(key, default)
-        name = f"{where}.{key}" if where else key
-        if value is None:
-            self.problems.append(f"{name}: is required")
-            return ""
-        if not isinstance(value, str):
-            self.problems.append(f"{name}: must be a string, got {value!r}")
-            return ""
-        return value
+        values, found = read_section(schema, where, value, Path())
+        found += out_of_range(schema, where, values) + missing(schema, where, value)
+        self.problems.extend(found)
+        defaults = {f.name: f.default for f in fields(schema) if f.default is not MISSING}
+        return defaults | values
 
 
 def parse_scenario(raw: dict[str, Any], path: Path) -> Scenario:
     """Build a `Scenario` from parsed TOML, or raise `ScenarioError` listing every problem."""
     c = _Checker()
-    top = c.keys(raw, "", _TOP)
-    name = c.text(top, "", "name", path.stem)
-    transport = c.text(top, "", "transport", "rtu")
+    top = c.table(_TopKeys, {k: v for k, v in raw.items() if k not in _TABLES}, "")
+    transport = top["transport"]
     if transport not in TRANSPORTS:
         c.problems.append(f"transport: must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
-    cars_table = c.keys(top.get("cars", {}), "cars", _CARS)
-    cars = c.integer(cars_table, "cars", "count", 4)
-    if not 1 <= cars <= 247:
-        c.problems.append(f"cars.count: must be 1..247, got {cars}")
-    detect_raw = c.keys(top.get("detect", {}), "detect", set(top.get("detect", {})))
+    cars_table = c.table(_CarsKeys, raw.get("cars", {}), "cars")
+    cars = cars_table.get("count", 0)
+    detect_raw = raw.get("detect", {})
+    if not isinstance(detect_raw, dict):
+        c.problems.append("detect: must be a table")
+        detect_raw = {}
     detect: dict[str, float] = {}
     for key, value in detect_raw.items():
-        c.number(detect_raw, "detect", key, None)  # reports a value that is not a number
-        # Kept as written: counts and landings are integers, and the agent checks that.
+        # Any key: the agent checks names and ranges. Kept as written: counts and
+        # landings are integers, and the agent checks that.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            c.problems.append(f"detect.{key}: must be a number, got {value!r}")
         detect[key] = value if isinstance(value, int | float) else 0.0
-    allow = top.get("allow", [])
-    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
-        c.problems.append("allow: must be an array of event type names")
-        allow = []
 
     injections: list[Injection] = []
-    for i, item in enumerate(_array(c, top, "inject")):
+    for i, item in enumerate(_array(c, raw, "inject")):
         where = f"inject[{i}]"
-        t = c.keys(item, where, _INJECT)
-        car = c.integer(t, where, "car", None)
-        if t and not 1 <= car <= cars:
+        options = item.get("options", {}) if isinstance(item, dict) else {}
+        keys = {k: v for k, v in item.items() if k != "options"} if isinstance(item, dict) else item
+        t = c.table(_InjectKeys, keys, where)
+        car = t.get("car", 0)
+        if "car" in t and not 1 <= car <= cars:
             c.problems.append(f"{where}.car: must be 1..{cars} (cars.count), got {car}")
-        options = t.get("options", {})
         if not isinstance(options, dict):
             c.problems.append(f"{where}.options: must be a table")
             options = {}
-        clear_at = c.number(t, where, "clear_at_s", -1.0, minimum=-1.0)
-        at = c.number(t, where, "at_s", None)
-        if clear_at >= 0 and clear_at <= at:
+        at, clear_at = t.get("at_s", 0.0), t.get("clear_at_s")
+        if clear_at is not None and clear_at <= at:
             c.problems.append(f"{where}.clear_at_s: {clear_at} is not after at_s {at}")
-        injections.append(
-            Injection(
-                at,
-                car,
-                c.text(t, where, "fault", None),
-                clear_at if clear_at >= 0 else None,
-                dict(options),
-            )
-        )
+        injections.append(Injection(at, car, t.get("fault", ""), clear_at, dict(options)))
 
     expectations: list[Expectation] = []
-    for i, item in enumerate(_array(c, top, "expect")):
+    for i, item in enumerate(_array(c, raw, "expect")):
         where = f"expect[{i}]"
-        t = c.keys(item, where, _EXPECT)
-        car = c.integer(t, where, "car", None)
-        phase = c.text(t, where, "phase", "RAISED").upper()
+        t = c.table(_ExpectKeys, item, where)
+        car = t.get("car", 0)
+        phase = t["phase"].upper()
         if phase not in PHASES:
             c.problems.append(f"{where}.phase: must be RAISED or CLEARED, got {phase!r}")
-        first_on_car = next((j for j, inj in enumerate(injections) if inj.car == car), None)
-        after = c.integer(t, where, "after", first_on_car if first_on_car is not None else -1)
-        if t and not 0 <= after < len(injections):
+        first_on_car = next((j for j, inj in enumerate(injections) if inj.car == car), -1)
+        after = t["after"] if t.get("after") is not None else first_on_car
+        if isinstance(item, dict) and not 0 <= after < len(injections):
             c.problems.append(f"{where}.after: no [[inject]] number {after} for car {car}")
         expectations.append(
-            Expectation(
-                c.text(t, where, "type", None).upper(),
-                car,
-                after,
-                c.number(t, where, "within_s", None),
-                phase,
-            )
+            Expectation(t.get("type", "").upper(), car, after, t.get("within_s", 0.0), phase)
         )
 
     evidence: list[EvidenceExpectation] = []
-    for i, item in enumerate(_array(c, top, "evidence")):
+    for i, item in enumerate(_array(c, raw, "evidence")):
         where = f"evidence[{i}]"
-        t = c.keys(item, where, _EVIDENCE)
-        expect = c.integer(t, where, "expect", None)
-        shows = c.text(t, where, "shows", None)
-        if t and not 0 <= expect < len(expectations):
+        t = c.table(_EvidenceKeys, item, where)
+        expect, shows = t.get("expect", -1), t.get("shows", "")
+        if "expect" in t and not 0 <= expect < len(expectations):
             c.problems.append(f"{where}.expect: no [[expect]] number {expect}")
-        elif t and expectations[expect].phase != "RAISED":
+        elif "expect" in t and expectations[expect].phase != "RAISED":
             c.problems.append(f"{where}.expect: [[expect]] {expect} is not a RAISED event")
-        if t and shows not in CHECKS:
+        if "shows" in t and shows not in CHECKS:
             c.problems.append(
                 f"{where}.shows: unknown check {shows!r} (known: {', '.join(sorted(CHECKS))})"
             )
@@ -268,24 +250,25 @@ def parse_scenario(raw: dict[str, Any], path: Path) -> Scenario:
     if c.problems:
         raise ScenarioError(f"{path}:\n" + "\n".join(f"  {p}" for p in c.problems))
     return Scenario(
-        name=name,
+        name=top["name"] or path.stem,
         path=path,
-        description=str(top.get("description", "")),
+        description=top["description"],
         transport=transport,
         cars=cars,
-        seed=c.integer(cars_table, "cars", "seed", 1),
-        traffic=c.text(cars_table, "cars", "traffic", ""),
-        duration_s=c.number(top, "", "duration_s", 90.0),
-        quiet_s=c.number(top, "", "quiet_s", 5.0),
+        seed=cars_table["seed"],
+        traffic=cars_table["traffic"],
+        duration_s=top["duration_s"],
+        quiet_s=top["quiet_s"],
         detect=detect,
         injections=tuple(injections),
         expectations=tuple(expectations),
-        allow=frozenset(a.upper() for a in allow),
+        allow=frozenset(a.upper() for a in top["allow"]),
         evidence=tuple(evidence),
     )
 
 
 def _array(c: _Checker, top: dict[str, Any], key: str) -> list[Any]:
+    """The array of tables ``key`` of the file (empty when absent)."""
     value = top.get(key, [])
     if not isinstance(value, list):
         c.problems.append(f"{key}: must be an array of tables: [[{key}]]")
