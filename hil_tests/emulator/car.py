@@ -315,6 +315,9 @@ class Car(FaultBehaviour, Boarding):
         if mode is not None and mode.mode is ServiceMode.FIRE_RETURN:
             self._fire_return()
             return
+        if self._visiting():
+            self._inspection_run()
+            return
         if not self._in_service():
             return
         if self._wants_activity():
@@ -330,6 +333,16 @@ class Car(FaultBehaviour, Boarding):
             self._go_to(stop)
         else:
             self._travel = 0
+
+    def _inspection_run(self) -> None:
+        """A maintenance visit: the worker runs the car to the next landing at inspection
+        speed (`_profile`), up to the top and back down; the doors cycle on arrival."""
+        here, top = self._nearest_landing(), len(self._heights_m) - 1
+        if here >= top:
+            self._visit_up = False
+        elif here <= 0:
+            self._visit_up = True
+        self._start_motion(here + (1 if self._visit_up else -1), Phase.RUNNING)
 
     def _doors_wanted(self) -> bool:
         """Someone wants an idle car's doors open where it stands: the waiting passenger

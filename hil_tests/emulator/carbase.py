@@ -58,6 +58,9 @@ _ACTIVITY_FAULTS = frozenset(
 )
 # Faults that want a long run to a terminal landing, so high speed or a long time shows.
 _LONG_RUN_FAULTS = frozenset({Fault.OVERSPEED, Fault.RUN_TIME_EXCEEDED})
+# A maintenance visit's runs (the mode fault with visit): inspection speed, at most 0.63 m/s
+# (GB 7588 / EN 81-20 5.12.1.5); 0.3 m/s is a common setting.
+INSPECTION_SPEED_M_S = 0.3
 # Faults that take the car out of service: it finishes its stop and serves no more calls.
 _NO_SERVICE_FAULTS = frozenset({Fault.FAULT_CODE, Fault.POSITION_LOST, Fault.MODE})
 # Faults that wait for their moment unless injected with `at_once`.
@@ -282,6 +285,7 @@ class CarBase:
         self._calls_changed = False
         self._evacuate = False  # next door opening lets everyone out and takes nobody
         self._rider_due = False  # a fault wants someone aboard (see `_board_rider`)
+        self._visit_up = True  # a maintenance visit's next run goes up (see `Car._idle`)
         self._reopens = 0  # hall-button reopenings in the current stop
         # The waiting_passenger: aboard without a car call, or due to step in.
         self._waiter: Passenger | None = None
@@ -306,6 +310,11 @@ class CarBase:
 
     def _nearest_landing(self) -> int:
         return _nearest(self._heights_m, self._position)
+
+    def _visiting(self) -> bool:
+        """Whether a maintenance visit is being played (the mode fault, inspection, visit)."""
+        mode = self._faults.get(Fault.MODE)
+        return mode is not None and mode.visit and mode.mode is ServiceMode.INSPECTION
 
     def _in_service(self) -> bool:
         return not (self._faults.keys() & _NO_SERVICE_FAULTS)
@@ -335,6 +344,8 @@ class CarBase:
             return replace(profile, rated_speed=self.config.rescue_speed)
         if not self._faults:
             return profile
+        if self._visiting():
+            return replace(profile, rated_speed=INSPECTION_SPEED_M_S)
         creep = self._faults.get(Fault.RUN_TIME_EXCEEDED)
         if creep is not None:
             return replace(profile, rated_speed=creep.speed_mm_s / 1000.0)

@@ -83,7 +83,8 @@ class FaultOptions:
     speed and how far from the landing the unintended-movement device stops it),
     `landing` 1 (park), `at_once` false (safety_circuit_open, mains_failure,
     door_open_while_moving, unintended_movement: true makes the fault show at once,
-    whatever the car is doing, instead of waiting for its moment; see `Car.inject`).
+    whatever the car is doing, instead of waiting for its moment; see `Car.inject`),
+    `visit` false (mode inspection: true plays a maintenance visit, see the mode fault).
     """
 
     delay_ms: float = 800.0
@@ -103,6 +104,7 @@ class FaultOptions:
     distance_mm: int = 400
     landing: int = 1
     at_once: bool = False
+    visit: bool = False
 
 
 NO_OPTIONS = FaultOptions()
@@ -296,8 +298,10 @@ FAULTS: dict[Fault, FaultSpec] = {
             "service mode `mode` (inspection, fire_return, firefighter, out_of_service, "
             "emergency_power, earthquake, stopped, unknown; reg 4). The car finishes its stop "
             "and serves no calls; fire_return first travels to the bottom landing and parks "
-            "with doors open. Clear: normal mode.",
-            options=("mode",),
+            "with doors open. With `visit` true (inspection only) it plays a maintenance "
+            "visit: a worker runs the car landing to landing at inspection speed (0.3 m/s), "
+            "up to the top and back, and the doors cycle at each landing. Clear: normal mode.",
+            options=("mode", "visit"),
         ),
         _spec(
             Fault.PARK,
@@ -421,6 +425,10 @@ def _option(name: str, value: object) -> object:
         return _integer(name, value, 1, 256)
     if name == "code":
         return _integer(name, value, 1, 0xFFFF)
+    if name == "visit":
+        if not isinstance(value, bool):
+            raise ValueError(f"visit must be true or false, got {value!r}")
+        return value
     if name == "occupied":
         if not isinstance(value, bool):
             raise ValueError(f"occupied must be true or false, got {value!r}")

@@ -461,3 +461,37 @@ def test_overtravel_shows_on_a_busy_car_that_stood_at_its_terminal() -> None:
             landing = here + 2 if here + 2 <= top else here - 1
             call = (landing, 1 if landing > here else -1)
             car.assign(*call)
+
+
+def test_a_maintenance_visit_runs_at_inspection_speed_and_cycles_the_doors() -> None:
+    """The mode fault with visit (issue 17, item 8): inspection mode, runs landing to
+    landing no faster than the inspection speed, the doors opening at each landing; a
+    plain inspection mode keeps the car standing."""
+    car = fresh(12)
+    car.inject(Fault.MODE, parse_options(Fault.MODE, {"mode": "inspection", "visit": True}))
+    floors: set[int] = set()
+    top_speed = 0
+    cycles = runs = 0
+    moving = door_open = False
+    for _ in range(int(600 / DT)):
+        car.step(DT)
+        s = car.snapshot()
+        assert s.service_mode is ServiceMode.INSPECTION
+        top_speed = max(top_speed, s.speed_mm_s)
+        runs += s.moving and not moving
+        cycles += s.door_fully_open and not door_open
+        moving, door_open = s.moving, s.door_fully_open
+        floors.add(s.floor)
+    assert runs >= 10 and cycles >= 10
+    assert len(floors) >= 5
+    assert top_speed <= 300
+    car.clear(Fault.MODE)
+    assert car.snapshot().service_mode is ServiceMode.NORMAL
+    standing = fresh(12)
+    run_until(standing, lambda s: not s.moving and s.door_fully_closed, 120.0)
+    standing.inject(Fault.MODE, FaultOptions(mode=ServiceMode.INSPECTION))
+    for _ in range(int(120 / DT)):
+        standing.step(DT)
+        assert not standing.snapshot().moving or standing.time < 60
+    with pytest.raises(ValueError, match="visit must be true or false"):
+        parse_options(Fault.MODE, {"visit": "yes"})
