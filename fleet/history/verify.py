@@ -42,13 +42,14 @@ from fleet.store.chain import (
     group_rows,
     verify_chain,
 )
+from fleet.store.evidence import cross_check_evidence
 from fleet.store.worker import StoreWorker
 
 log = logging.getLogger(__name__)
 
 # Problems a kept check lists (the count is always whole).
 SUMMARY_PROBLEMS = 10
-_TABLE_ORDER = ("unit_history", "checkpoint", "events", "alarms")
+_TABLE_ORDER = ("unit_history", "checkpoint", "events", "alarms", "evidence")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ def verify_store(
     events, alarms = store.chained_rows(unit_id)
     problems += cross_check_events(by_unit, events)
     problems += cross_check_alarms(by_unit, alarms)
+    problems += cross_check_evidence(by_unit, store.evidence_facts(unit_id))
     if checkpoint is not None:
         hashes = {(r.unit_id, r.seq): r.hash for r in rows}
         problems += compare_checkpoint(checkpoint, head_of, hashes, unit_id)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from fleet.auth.roles import Principal, Role
 from fleet.store.agents import AccessChange, Revocation
 from fleet.store.chain import AlarmFact, EventFact, Head, HistoryCheck, HistoryRow
+from fleet.store.evidence import EvidenceFact, EvidenceRequestRow, EvidenceRow
+from fleet.store.publication import Publication, PublicationStep, RegisterDetails
 from protos.liftwatch.v1 import records_pb2
 
 
@@ -487,6 +489,93 @@ class Store(Protocol):
 
     def revoke_token(self, username: str, label: str) -> bool:
         """Delete a user's token ``label``; False when there was none."""
+        ...
+
+    # -- the flight recorder (implemented in fleet.store.evidence) ------------------------
+
+    def event_evidence(self, event_id: str) -> EvidenceRow | None:
+        """The Evidence answering for event ``event_id`` (its final window over the one
+        written at the raise, then the newest), or None."""
+        ...
+
+    def request_evidence(self, request_id: str) -> EvidenceRow | None:
+        """The Evidence answering on-demand request ``request_id``, or None."""
+        ...
+
+    def evidence_facts(self, unit_id: str = "") -> list[EvidenceFact]:
+        """The ``evidence`` rows (of ``unit_id`` unless "") as the chains record them."""
+        ...
+
+    def add_evidence_request(
+        self,
+        request_id: str,
+        unit_id: str,
+        seconds: int,
+        by: str,
+        now: dt.datetime,
+        expires: dt.datetime,
+    ) -> EvidenceRequestRow:
+        """Record a pending on-demand request, and who asked in the unit's history."""
+        ...
+
+    def evidence_request(self, request_id: str) -> EvidenceRequestRow | None:
+        """The on-demand request ``request_id``, or None."""
+        ...
+
+    def pending_evidence_requests(self, now: dt.datetime) -> list[EvidenceRequestRow]:
+        """Requests no gateway has taken yet and not expired by ``now``, oldest first."""
+        ...
+
+    def settle_evidence_request(
+        self, request_id: str, state: str, now: dt.datetime, reason: str = ""
+    ) -> bool:
+        """Move a pending request to ``state``; False when it was settled already."""
+        ...
+
+    # -- the register's optional columns and the published lists (fleet.store.publication)
+
+    def upsert_register_details(
+        self, details: Sequence[RegisterDetails], columns: frozenset[str]
+    ) -> int:
+        """Keep the register's optional ``columns`` for ``details``' units."""
+        ...
+
+    def register_details(self) -> dict[str, RegisterDetails]:
+        """Every unit's register details by unit id."""
+        ...
+
+    def counters_near(self, unit_id: str, at: dt.datetime) -> tuple[dt.datetime, bytes] | None:
+        """The unit's Counters record at or last before ``at``, else its first after."""
+        ...
+
+    def draft_publication(
+        self, lists: dict[str, Any], as_of: dt.datetime, username: str, now: dt.datetime
+    ) -> int:
+        """Keep a new draft of the published lists; its id."""
+        ...
+
+    def approve_publication(
+        self, publication_id: int, username: str, now: dt.datetime, *, by_another: bool
+    ) -> Publication:
+        """Approve a draft (`fleet.store.publication.PublicationError` if not allowed)."""
+        ...
+
+    def publish_publication(
+        self, publication_id: int, username: str, now: dt.datetime
+    ) -> Publication:
+        """Publish an approved publication."""
+        ...
+
+    def publications(self, limit: int = 20) -> list[Publication]:
+        """The newest publications, newest first."""
+        ...
+
+    def current_publication(self) -> Publication | None:
+        """The last one published, None before the first."""
+        ...
+
+    def publication_steps(self, publication_id: int = 0) -> list[PublicationStep]:
+        """A publication's history (0: every publication's), oldest first."""
         ...
 
 

@@ -17,7 +17,11 @@ from typing import Any
 
 from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
+from fleet.store.evidence import EVIDENCE_MIGRATION
 from fleet.store.lifecycle import LIFECYCLE_TABLES
+from fleet.store.maintenance import MAINTENANCE_MIGRATION
+from fleet.store.northbound import NORTHBOUND_MIGRATION
+from fleet.store.publication import PUBLICATION_MIGRATION
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore
 from fleet.store.users import USER_TABLES
 from fleet.store.verdicts import VERDICTS_MIGRATION
@@ -110,6 +114,18 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 6, "verdicts": event codes and position, what each unit cannot detect, why
     # an alarm was closed early (see fleet.store.verdicts).
     VERDICTS_MIGRATION.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    # Version 7, "publication": the register's optional columns, the district's published
+    # lists and their history (see fleet.store.publication).
+    PUBLICATION_MIGRATION.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    # Version 8, "evidence": the flight recorder's windows and the dispatchers' requests
+    # for them (issue 16, see fleet.store.evidence).
+    EVIDENCE_MIGRATION.format(blob="BYTEA"),
+    # Version 9, "maintenance": watched maintenance visits, contractors' maintenance
+    # records and their verdicts (issue 17, see fleet.store.maintenance).
+    MAINTENANCE_MIGRATION.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    # Version 10, "northbound": per regional platform, the history cursor per unit, the
+    # sender's lease and the dead letters (issue 21, see fleet.store.northbound).
+    NORTHBOUND_MIGRATION.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -242,6 +258,12 @@ APP_ROLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "history_checks": ("SELECT", "INSERT"),  # the checkpoint verifications
     "unit_history_head": ("SELECT", "INSERT", "UPDATE"),  # moves on every append
     "alarms": ("SELECT", "INSERT", "UPDATE"),  # steps UPDATE it; each step is chained
+    "publication_steps": ("SELECT", "INSERT"),  # who drafted, approved, published
+    "evidence": ("SELECT", "INSERT"),  # chained: its hash is in the unit's history
+    "evidence_requests": ("SELECT", "INSERT", "UPDATE"),  # pending -> sent; each is chained
+    # A record is never deleted; its verdict is updated, each change chained (issue 17).
+    "maintenance_records": ("SELECT", "INSERT", "UPDATE"),
+    "maintenance_visits": ("SELECT", "INSERT", "UPDATE"),  # open until it ends; chained then
 }
 FULL_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 

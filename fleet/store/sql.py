@@ -43,7 +43,10 @@ from fleet.store.base import (
     UnitRow,
     WriteOp,
 )
+from fleet.store.evidence import EvidenceStore
 from fleet.store.lifecycle import EVENT_COLUMNS, LifecycleStore, event_of_row
+from fleet.store.maintenance import MaintenanceStore
+from fleet.store.publication import PublicationStore
 from fleet.store.users import UserStore
 from fleet.taxonomy import gb_code
 from protos.liftwatch.v1 import records_pb2
@@ -107,6 +110,9 @@ def timestamp_us(ts: timestamp_pb2.Timestamp) -> int:
     return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
 
 
+# Record kinds whose group is fsynced before it is acked: safety events, and the
+# evidence that goes with them (issue 16).
+DURABLE_KINDS = frozenset({"event", "evidence"})
 # Record kinds the dashboard reads per unit over time (counters trend, link health).
 HEALTH_KINDS = ("counters", "link_status")
 # Migration "dashboard" (both backends): a partial index over the rare health records
@@ -118,7 +124,14 @@ RECORDS_HEALTH_INDEX = (
 )
 
 
-class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
+class SqlStore(
+    LifecycleStore,
+    AgentRegistryStore,
+    UserStore,
+    PublicationStore,
+    EvidenceStore,
+    MaintenanceStore,
+):
     """The `fleet.store.base.Store` logic over a DB-API connection; subclasses supply the
     driver specifics. Use from one thread only."""
 
@@ -199,7 +212,8 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
         """Apply ``ops`` in one transaction; see `fleet.store.base.Store.write`."""
         now_us = to_us(now)
         durable = any(
-            isinstance(op, BatchOp) and any(r.WhichOneof("payload") == "event" for r in op.records)
+            isinstance(op, BatchOp)
+            and any(r.WhichOneof("payload") in DURABLE_KINDS for r in op.records)
             for op in ops
         )
         with self._transaction(durable=durable):
@@ -337,6 +351,7 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
         counters: list[tuple[str, int, int]] = []
         links: list[tuple[object, ...]] = []
         infos: list[records_pb2.Record] = []
+        evidence: list[tuple[str, records_pb2.Record, int]] = []
         for owner, row, record in zip(owners, rows, kept, strict=True):
             if (row[0], row[1]) not in new:
                 continue  # a replay: already stored, and already applied to units
@@ -348,6 +363,8 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
                 events.append(_event_row(row[0], record, row[3], now_us))
             elif kind == "controller_info":
                 infos.append(record)
+            elif kind == "evidence":
+                evidence.append((row[0], record, row[3]))
             elif kind == "link_status":
                 links.append((int(record.link_status.up), row[3], record.unit_id, row[3]))
             elif kind == "counters":
@@ -364,6 +381,7 @@ class SqlStore(LifecycleStore, AgentRegistryStore, UserStore):
             events,
         )
         self._on_events(events)  # history entries, alarms of alarm types
+        self._on_evidence(evidence, now_us)  # after its event's entry (fleet.store.evidence)
         self._on_counters(counters)  # daily trip spans for the fault-rate report
         # After the link states (a unit whose link is down is heard of as blind), before
         # the firmware (its history names the agent that reported it).

@@ -21,7 +21,11 @@ from typing import Any
 
 from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
+from fleet.store.evidence import EVIDENCE_MIGRATION
 from fleet.store.lifecycle import LIFECYCLE_TABLES
+from fleet.store.maintenance import MAINTENANCE_MIGRATION
+from fleet.store.northbound import NORTHBOUND_MIGRATION
+from fleet.store.publication import PUBLICATION_MIGRATION
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore, from_us, to_us
 from fleet.store.users import USER_TABLES
 from fleet.store.verdicts import VERDICTS_MIGRATION
@@ -125,6 +129,18 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 8, "verdicts": event codes and position, what each unit cannot detect, why
     # an alarm was closed early (see fleet.store.verdicts).
     VERDICTS_MIGRATION.format(id="INTEGER PRIMARY KEY"),
+    # Version 9, "publication": the register's optional columns, the district's published
+    # lists and their history (see fleet.store.publication).
+    PUBLICATION_MIGRATION.format(id="INTEGER PRIMARY KEY"),
+    # Version 10, "evidence": the flight recorder's windows and the dispatchers' requests
+    # for them (issue 16, see fleet.store.evidence).
+    EVIDENCE_MIGRATION.format(blob="BLOB"),
+    # Version 11, "maintenance": watched maintenance visits, contractors' maintenance
+    # records and their verdicts (issue 17, see fleet.store.maintenance).
+    MAINTENANCE_MIGRATION.format(id="INTEGER PRIMARY KEY"),
+    # Version 12, "northbound": per regional platform, the history cursor per unit, the
+    # sender's lease and the dead letters (issue 21, see fleet.store.northbound).
+    NORTHBOUND_MIGRATION.format(id="INTEGER PRIMARY KEY"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
