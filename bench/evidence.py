@@ -166,7 +166,7 @@ async def measure(
     known: set[str] = set()
     outage_event = ""
     async with running_system(spec, work) as system:
-        view = FleetView(system.fleet_address, spec.unit_ids)
+        view = FleetView(system.query_address, spec.unit_ids)
         try:
             await _wait_online(system, view)
         finally:

@@ -1,4 +1,4 @@
-"""FleetQuery: read-side gRPC over the store (units, coverage, firmware, events).
+"""FleetQuery: read-side gRPC over the store (units, coverage, firmware, events, evidence).
 
 For operators only: every call first asks its ``authorize`` hook who the caller is
 (`fleet.ingest.access.OperatorAccess` on the query listener: an API token, scoped by role as the
@@ -21,6 +21,7 @@ from fleet.read.scope import HiddenUnitError, Scope, ScopeError
 from fleet.read.selection import BadRequestError, Reads, UnitFilter
 from fleet.read.views import event_class_name
 from fleet.store.base import EventRow, UnitRow
+from fleet.store.evidence import EvidenceRow
 from fleet.taxonomy import platform_codes
 from fleet.units.coverage import Coverage, UnitStatus
 from protos.liftwatch.v1 import query_pb2, query_pb2_grpc, records_pb2
@@ -228,6 +229,39 @@ class FleetQuery(query_pb2_grpc.FleetQueryServicer):  # type: ignore[misc]
                 )
             )
         return response
+
+    async def GetEvidence(  # noqa: N802 (generated name)
+        self, request: query_pb2.GetEvidenceRequest, context: Any
+    ) -> query_pb2.StoredEvidence:
+        """The Evidence of ``request.event_id`` (its final window) or the answer to
+        ``request.request_id``; INVALID_ARGUMENT unless exactly one is given, NOT_FOUND
+        when none is stored or its unit is out of the caller's scope."""
+        scope = await self._scope(context)
+        if bool(request.event_id) == bool(request.request_id):
+            await abort_call(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "give exactly one of event_id and request_id",
+            )
+        row: EvidenceRow | None
+        if request.event_id:
+            row = await self._reads.evidence.event(scope, request.event_id)
+            what = f"event {request.event_id!r}"
+        else:
+            found = await self._reads.evidence.request(scope, request.request_id)
+            row = None if found is None else found[1]
+            what = f"request {request.request_id!r}"
+        if row is None:
+            await abort_call(context, grpc.StatusCode.NOT_FOUND, f"no evidence of {what}")
+        return query_pb2.StoredEvidence(
+            agent_id=row.agent_id,
+            seq=row.seq,
+            unit_id=row.unit_id,
+            evidence=records_pb2.Evidence.FromString(row.body),
+            sha256=row.sha256,
+            committed=_timestamp(row.committed),
+            event_type=cast(records_pb2.EventType, row.event_type),
+        )
 
     async def ListEvents(  # noqa: N802 (generated name)
         self, request: query_pb2.ListEventsRequest, context: Any

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fleet.clock import Clock
+from fleet.read.evidence_views import EvidenceReads
 from fleet.read.scope import Scope, require_unit
 from fleet.store.base import (
     CoverageChange,
@@ -151,6 +152,8 @@ class Reads:
         self.thresholds = thresholds
         self._policy = policy
         self._clock = clock
+        # The flight recorder's windows (issue 16), kept to the caller's scope as well.
+        self.evidence = EvidenceReads(store)
 
     async def units(
         self, scope: Scope, wanted: UnitFilter, page_size: int = 0, token: str = ""

@@ -22,7 +22,7 @@ from protos.liftwatch.v1 import (
     query_pb2_grpc,
     records_pb2,
 )
-from tests.fleet.factories import batch, hello, record
+from tests.fleet.factories import batch, evidence_record, hello, record
 from tests.fleet.test_tls import Pki, first_frame
 from tests.security.conftest import (
     District,
@@ -41,6 +41,7 @@ QUERY_CALLS = (
     ("Coverage", query_pb2.CoverageRequest()),
     ("FirmwareInventory", query_pb2.FirmwareInventoryRequest()),
     ("ListEvents", query_pb2.ListEventsRequest()),
+    ("GetEvidence", query_pb2.GetEvidenceRequest(event_id="e-U1")),
 )
 
 
@@ -104,8 +105,13 @@ def test_operator_tokens_query_and_a_contractor_sees_only_its_units(
                     await call.write(hello(agent_id, unit))
                     assert (await first_frame(call)).HasField("welcome")
                     event = records_pb2.EVENT_TYPE_ENTRAPMENT
-                    await call.write(batch(record(1, unit, event=event, event_id=f"e-{unit}")))
-                    assert (await first_frame(call)).ack.up_to_seq == 1
+                    await call.write(
+                        batch(
+                            record(1, unit, event=event, event_id=f"e-{unit}"),
+                            evidence_record(2, unit, event_id=f"e-{unit}"),
+                        )
+                    )
+                    assert (await first_frame(call)).ack.up_to_seq == 2
                     await call.done_writing()
             async with query_channel(fleet, pki) as channel:
                 stub = query_pb2_grpc.FleetQueryStub(channel)
@@ -114,6 +120,11 @@ def test_operator_tokens_query_and_a_contractor_sees_only_its_units(
                 assert [u.unit_id for u in units.units] == ["U1", "U2"]
                 events = await stub.ListEvents(query_pb2.ListEventsRequest(), metadata=regulator)
                 assert sorted(e.unit_id for e in events.events) == ["U1", "U2"]
+                found = await stub.GetEvidence(
+                    query_pb2.GetEvidenceRequest(event_id="e-U2"), metadata=regulator
+                )
+                assert (found.unit_id, found.evidence.event_id) == ("U2", "e-U2")
+                assert found.event_type == records_pb2.EVENT_TYPE_ENTRAPMENT
 
                 contractor = bearer(district.contractor_token)
                 units = await stub.ListUnits(query_pb2.ListUnitsRequest(), metadata=contractor)
@@ -126,6 +137,10 @@ def test_operator_tokens_query_and_a_contractor_sees_only_its_units(
                     query_pb2.FirmwareInventoryRequest(), metadata=contractor
                 )
                 assert sum(c.units for c in inventory.firmware) == 1
+                own = await stub.GetEvidence(
+                    query_pb2.GetEvidenceRequest(event_id="e-U1"), metadata=contractor
+                )
+                assert own.unit_id == "U1" and len(own.sha256) == 64
                 for name, request, code in (
                     ("GetUnit", query_pb2.GetUnitRequest(unit_id="U2"), "NOT_FOUND"),
                     ("ListEvents", query_pb2.ListEventsRequest(unit_id="U2"), "NOT_FOUND"),
@@ -135,6 +150,12 @@ def test_operator_tokens_query_and_a_contractor_sees_only_its_units(
                         "NOT_FOUND",
                     ),
                     ("ListUnits", query_pb2.ListUnitsRequest(contractor="C2"), "PERMISSION_DENIED"),
+                    ("GetEvidence", query_pb2.GetEvidenceRequest(event_id="e-U2"), "NOT_FOUND"),
+                    (
+                        "GetEvidence",
+                        query_pb2.GetEvidenceRequest(event_id="e-U1", request_id="r"),
+                        "INVALID_ARGUMENT",
+                    ),
                 ):
                     with pytest.raises(grpc.aio.AioRpcError) as refused:
                         await getattr(stub, name)(request, metadata=contractor)
