@@ -38,9 +38,10 @@ def test_both_languages_have_the_same_labels_and_none_is_empty() -> None:
 
 def test_every_label_the_script_uses_exists() -> None:
     labels = _catalogues()["en"]
-    # app.js and the flight recorder's timeline.js, which app.js loads beside it
+    # app.js, the flight recorder's timeline.js and the plan's plan.js beside it
     script = "".join(
-        (STATIC_DIR / name).read_text(encoding="utf-8") for name in ("app.js", "timeline.js")
+        (STATIC_DIR / name).read_text(encoding="utf-8")
+        for name in ("app.js", "timeline.js", "plan.js")
     )
     groups = "|".join(sorted({key.split(".")[0] for key in labels}))
     # (file names such as "units.csv" look like labels but are not)

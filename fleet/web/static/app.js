@@ -211,6 +211,7 @@
   const NAV = [
     ["#/", "nav.overview"], ["#/units", "nav.units"], ["#/alarms", "nav.alarms"],
     ["#/firmware", "nav.firmware"], ["#/reports", "nav.reports"], ["#/plan", "nav.plan"],
+    ["#/maintenance", "nav.maintenance"],
   ];
 
   function renderShell() {
@@ -265,6 +266,7 @@
       else if (path === "/users") await viewUsers();
       else if (path === "/plan") await window.LW_PLAN.viewPlan(recorder(), params);
       else if (path === "/publication") await window.LW_PLAN.viewPublication(recorder());
+      else if (path === "/maintenance") await window.LW_MAINT.viewRecords(recorder(), params);
       else await viewOverview();
     } catch (err) {
       if (err.status === 401) return;
@@ -696,6 +698,7 @@
       section("unit.past_events", "events-panel", pastBox),
       section("rec.title", "recorder-panel", state.user.can_act
         ? [h("p", { text: t("rec.ask_intro") }), window.LW_TIMELINE.askButton(recorder(), unitId, recBox)] : null, recBox),
+      section("mnt.visits", "visits-panel", window.LW_MAINT.unitVisits(recorder(), unitId)),
       section("unit.health", "health-panel", healthBox),
       section("unit.firmware_history", "firmware-panel", firmware.history.length
         ? table(["col.at", "col.old", "col.new", "col.agent"], firmware.history.slice().reverse(), (c) => [
