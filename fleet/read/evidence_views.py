@@ -14,12 +14,14 @@ import datetime as dt
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from google.protobuf.message import DecodeError
+
 from fleet.read.scope import Scope
 from fleet.read.shape import out, response
 from fleet.read.views import event_type_name, iso
 from fleet.store.evidence import EvidenceRequestRow, EvidenceRow, end_name
 from fleet.store.worker import StoreWorker
-from protos.evidence import EvidenceSample, decode_samples
+from protos.evidence import EvidenceError, EvidenceSample, decode_samples
 from protos.liftwatch.v1 import records_pb2
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -37,6 +39,10 @@ Mode = Literal[
     "unknown",
 ]
 End = Literal["raise", "post", "cleared", "max", "request", "shutdown"]
+
+
+class UnreadableEvidenceError(Exception):
+    """A stored Evidence that no longer decodes (altered in the database)."""
 
 
 def _enum_name(enum: object, prefix: str, number: int) -> str:
@@ -144,8 +150,16 @@ class EvidenceView:
 
     @classmethod
     def of(cls, row: EvidenceRow) -> EvidenceView:
-        """The stored ``row`` decoded (it was checked on ingest: it decodes)."""
-        evidence = records_pb2.Evidence.FromString(row.body)
+        """The stored ``row`` decoded. It was checked on ingest; a row altered since that
+        no longer decodes raises `UnreadableEvidenceError` naming it."""
+        try:
+            evidence = records_pb2.Evidence.FromString(row.body)
+            samples = decode_samples(evidence)
+        except (DecodeError, EvidenceError) as exc:
+            raise UnreadableEvidenceError(
+                f"the stored evidence {row.agent_id}#{row.seq} of unit {row.unit_id!r} does "
+                f"not decode ({exc}); verify-history names what was altered"
+            ) from None
         start_us = evidence.start.seconds * 1_000_000 + evidence.start.nanos // 1000
         return cls(
             event_id=evidence.event_id or None,
@@ -162,7 +176,7 @@ class EvidenceView:
             post_s=evidence.post_s,
             max_s=evidence.max_s,
             sha256=row.sha256,
-            samples=tuple(EvidenceSampleView.of(s, start_us) for s in decode_samples(evidence)),
+            samples=tuple(EvidenceSampleView.of(s, start_us) for s in samples),
         )
 
 

@@ -35,6 +35,7 @@ from fleet.read.evidence_views import (
     EvidenceReads,
     EvidenceRequestView,
     EvidenceView,
+    UnreadableEvidenceError,
     evidence_csv_rows,
 )
 from fleet.read.scope import require_unit
@@ -84,6 +85,19 @@ def _seconds(body: dict[str, Any]) -> int:
             f'body: "seconds" must be between 1 and {MAX_REQUEST_SECONDS}, got {seconds}'
         )
     return seconds
+
+
+def unreadable_as_500(handler: Handler) -> Handler:
+    """``handler`` answering a stored Evidence that no longer decodes with a 500 naming
+    it, instead of an unexplained server error."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except UnreadableEvidenceError as exc:
+            return _JSON({"error": str(exc)}, status_code=500)
+
+    return run
 
 
 def evidence_routes(
@@ -156,9 +170,9 @@ def evidence_routes(
         return _JSON(to_json(EvidenceRequestView.of(row, answer, clock())))
 
     return [
-        Route("/api/events/{event_id:str}/evidence", guarded(event_evidence)),
+        Route("/api/events/{event_id:str}/evidence", guarded(unreadable_as_500(event_evidence))),
         Route("/api/units/{unit_id:str}/evidence-requests", guarded(ask), methods=["POST"]),
-        Route("/api/evidence-requests/{request_id:str}", guarded(asked)),
+        Route("/api/evidence-requests/{request_id:str}", guarded(unreadable_as_500(asked))),
     ]
 
 
