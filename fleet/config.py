@@ -184,6 +184,18 @@ Every key, with its default (a missing file section or key takes the default)::
     username = ""                # mqtt: credentials, empty = anonymous
     password = ""
 
+    [maintenance]                # maintenance truth (issue 17): one table per feature
+                                 # ([maintenance.minimums], [maintenance.verdicts],
+                                 # [maintenance.plan]); every key with its default is
+                                 # documented in fleet/reports/maintenance_config.py and
+                                 # fleet/reports/plan_config.py
+    [publication]                # the district's published lists (issue 17): every key with
+                                 # its default is documented in fleet/reports/plan_config.py
+
+    [northbound]                 # forwarding to regional platforms (issue 21): one
+                                 # [northbound.platform.NAME] table per platform; every key
+                                 # with its default is documented in fleet/northbound/config.py
+
 Unknown keys and wrong types are errors. `load_config` collects every problem, each named
 by its dotted key (``coverage.stale_after_s``), and raises one `ConfigError` listing them.
 """
@@ -198,6 +210,9 @@ from pathlib import Path
 from typing import Any
 
 from fleet.alarms.config import AlarmsConfig, parse_alarms
+from fleet.northbound.config import NorthboundConfig, parse_northbound
+from fleet.reports.maintenance_config import MaintenanceConfig, parse_maintenance
+from fleet.reports.plan_config import PublicationConfig
 from fleet.units.coverage import CoverageConfig
 from liftconf.schema import Problem, bounded, out_of_range, read_section, type_name
 
@@ -366,6 +381,9 @@ class FleetConfig:
     firmware: FirmwareConfig = FirmwareConfig()
     ingest: IngestConfig = IngestConfig()
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    northbound: NorthboundConfig = field(default_factory=NorthboundConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    publication: PublicationConfig = field(default_factory=PublicationConfig)
 
 
 def default_config(base_dir: Path) -> FleetConfig:
@@ -402,6 +420,7 @@ _SECTIONS: dict[str, type] = {
     "reports": ReportsConfig,
     "firmware": FirmwareConfig,
     "ingest": IngestConfig,
+    "publication": PublicationConfig,
 }
 
 
@@ -412,9 +431,15 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
     types, ranges); what relates keys to each other is checked here.
     """
     alarms, problems = parse_alarms(data.get("alarms", {}))
+    # [northbound] holds a table per platform, each naming a mapping file it loads.
+    northbound, found = parse_northbound(data.get("northbound", {}), base_dir)
+    problems += found
+    # [maintenance] holds one table per feature, read by its owner's loader.
+    maintenance, found = parse_maintenance(data.get("maintenance", {}), base_dir)
+    problems += found
     read: dict[str, dict[str, Any]] = {}
     for name, section in data.items():
-        if name == "alarms":
+        if name in ("alarms", "maintenance", "northbound"):
             continue
         if name not in _SECTIONS:
             problems.append(Problem(f"{name}", "unknown key"))
@@ -511,7 +536,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         problems.append(
             Problem("history.checkpoint_key", "must be set with history.checkpoint_file")
         )
-    problems += ranges("history") + ranges("ingest")
+    problems += ranges("history") + ranges("ingest") + ranges("publication")
 
     if problems:
         raise ConfigError(source, problems)
@@ -528,6 +553,9 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         firmware=replace(FirmwareConfig(), **given["firmware"]),
         ingest=replace(IngestConfig(), **given["ingest"]),
         alarms=alarms,
+        northbound=northbound,
+        maintenance=maintenance,
+        publication=replace(PublicationConfig(), **given["publication"]),
     )
 
 
