@@ -135,7 +135,7 @@ def public_page(found: Publication | None) -> str:
         '<!doctype html><html lang="zh"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>电梯安全公示 Lift safety lists</title>",
-        '<link rel="stylesheet" href="/static/public.css"></head><body>',
+        '<link rel="stylesheet" href="/static/public.css"></head><body><main>',
         '<h1>电梯安全公示 <span lang="en">Lift safety lists</span></h1>',
     ]
     body = public_json(found)
@@ -167,7 +167,7 @@ def public_page(found: Publication | None) -> str:
                 cells = "".join(f"<td>{e(_shown(row.get(c)))}</td>" for c in columns)
                 parts.append(f"<tr>{cells}</tr>")
             parts.append("</tbody></table></section>")
-    parts.append("</body></html>")
+    parts.append("</main></body></html>")
     return "".join(parts)
 
 
