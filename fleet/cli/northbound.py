@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
 
 from fleet.cli.common import (
     StoreCommand,
@@ -27,6 +26,8 @@ from fleet.cli.common import (
     store_target,
 )
 from fleet.northbound.mapping import MappingError, load_mapping, resolve
+from fleet.northbound.views import DeadLetterView, PlatformView
+from fleet.read.shape import to_json
 from fleet.read.views import table
 from fleet.store.northbound import DEAD_STATES, DeadLetter, NorthboundOutbox, PlatformStatus
 from fleet.store.open import open_store
@@ -108,34 +109,9 @@ def run(args: argparse.Namespace) -> int:
     return _print_letters(args, found)
 
 
-def _iso(moment: dt.datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
-def status_json(status: PlatformStatus, now: dt.datetime) -> dict[str, Any]:
-    """One platform's status as the CLI's and the API's JSON."""
-    oldest = status.oldest_unsent
-    return {
-        "platform": status.platform,
-        "backlog": status.backlog,
-        "oldest_unsent": _iso(oldest),
-        "oldest_unsent_age_s": None if oldest is None else round((now - oldest).total_seconds(), 3),
-        "units_behind": status.units_behind,
-        "sent": status.sent,
-        "rejected": status.rejected,
-        "dead_letters": status.dead_letters,
-        "replaying": status.replaying,
-        "sender": status.owner or None,
-        "lease_until": _iso(status.lease_until),
-        "last_sent": _iso(status.last_sent),
-        "last_error": status.last_error or None,
-        "last_error_at": _iso(status.last_error_at),
-    }
-
-
 def _print_status(args: argparse.Namespace, statuses: list[PlatformStatus]) -> int:
     now = dt.datetime.now(dt.UTC)
-    rows = [status_json(s, now) for s in statuses]
+    rows = [to_json(PlatformView.of(s, now)) for s in statuses]
     if args.json:
         print_json({"platforms": rows})
         return 0
@@ -155,32 +131,9 @@ def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def letter_json(letter: DeadLetter) -> dict[str, Any]:
-    """One dead letter as JSON (the refused body parsed back when it is JSON)."""
-    try:
-        body: Any = json.loads(letter.body)
-    except ValueError:
-        body = letter.body
-    return {
-        "id": letter.id,
-        "platform": letter.platform,
-        "unit_id": letter.unit_id,
-        "seq": letter.seq,
-        "key": letter.message_key,
-        "message": letter.kind,
-        "status": letter.status,
-        "reason": letter.reason,
-        "dead_at": _iso(letter.dead),
-        "state": letter.state,
-        "replays": letter.replays,
-        "delivered_at": _iso(letter.delivered),
-        "body": body,
-    }
-
-
 def _print_letters(args: argparse.Namespace, letters: list[DeadLetter]) -> int:
     if args.json:
-        print_json({"dead_letters": [letter_json(d) for d in letters]})
+        print_json({"dead_letters": [to_json(DeadLetterView.of(d)) for d in letters]})
         return 0
     columns = ["ID", "PLATFORM", "UNIT", "SEQ", "MESSAGE", "STATUS", "STATE", "REASON"]
     cells = [

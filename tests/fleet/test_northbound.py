@@ -530,3 +530,60 @@ def test_the_cli_shows_status_and_dead_letters_and_asks_for_a_replay(
     assert main(["northbound", "dead-letters", "--db", db, "--state", "replay"]) == 0
     assert "no such street" in capsys.readouterr().out
     assert main(["northbound", "replay", "elsewhere", "--all", "--db", db]) == 2
+
+
+def test_serve_forwards_what_agents_send_and_the_api_shows_it(tmp_path: Path) -> None:
+    """The whole path in one serving fleet: an agent's entrapment over gRPC is committed,
+    chained, forwarded by serve's own forwarder to the platform (schema-valid, with its
+    alarm's steps), and GET /api/northbound shows the platform with nothing behind; the
+    metrics carry the platform's counters."""
+    from tests.fleet.factories import batch, hello
+    from tests.fleet.harness import running_fleet
+
+    with running_platform(schemas(), key_field="messageId") as platform:
+        data = {
+            "store": {"path": str(tmp_path / "fleet.db")},
+            "northbound": {
+                "platform": {
+                    "gbt": {
+                        "mapping": "gbt24476",
+                        "url": platform.url,
+                        "start": "beginning",
+                        "poll_s": 0.05,
+                    }
+                }
+            },
+        }
+        config = parse_config(data, tmp_path, source="test")
+
+        async def scenario() -> None:
+            async with running_fleet(config, http=True) as fleet:
+                call = await fleet.connect(
+                    hello("a1", "U1"),
+                    batch(record(1, "U1", event=records_pb2.EVENT_TYPE_ENTRAPMENT)),
+                )
+                await eventually(
+                    lambda: delivered(platform), lambda d: d.get("U1"), "the event forwarded"
+                )
+                await eventually(
+                    lambda: delivered(platform, "/rescues"), lambda d: d.get("U1"), "the alarm"
+                )
+
+                async def shown() -> Any:
+                    return (await fleet.get("/api/northbound"))[1]
+
+                view = await eventually(
+                    shown, lambda v: v["platforms"] and v["platforms"][0]["backlog"] == 0
+                )
+                assert view["platforms"][0]["platform"] == "gbt"
+                assert view["platforms"][0]["sent"] >= 2 and view["dead_letters"] == []
+                assert (
+                    fleet.metrics.value(
+                        "liftwatch_fleet_northbound_sent_total", {"platform": "gbt"}
+                    )
+                    >= 2
+                )
+                await call.done_writing()
+
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert platform.log.invalid == [] and platform.log.duplicates == []
