@@ -187,12 +187,25 @@ async def _every_role(
         elif await page.locator("#nav a[href='#/users']").count():
             pytest.fail(f"{username} sees the users page")
         if username == "regulator":
-            for view in ("units", "firmware", "reports"):
+            for view in ("units", "firmware", "reports", "plan", "publication"):
                 await page.goto(f"{base}#/{view}")
                 await page.wait_for_selector("main h1")
                 await page.wait_for_load_state("networkidle")
                 violations += await _axe(page, view)
                 await _shot(page, view)
+            # The plan lists every registered unit; the regulator drafts the lists, which
+            # stay off the public page (Chinese first) until another regulator approves.
+            await page.goto(f"{base}#/plan")
+            await page.wait_for_selector("main table tbody tr")
+            await page.goto(f"{base}#/publication")
+            await page.click("#pub-draft")
+            await page.wait_for_selector("main table tbody tr")
+            await page.goto(f"{base}public/")
+            assert "尚未公示" in await page.inner_text("body")
+            violations += await _axe(page, "public")
+            await _shot(page, "public")
+            await page.goto(f"{base}#/reports")
+            await page.wait_for_selector("main h1")
             # English, then back: every visible label follows.
             await page.click("#lang")
             await page.wait_for_function("() => document.documentElement.lang === 'en'")
