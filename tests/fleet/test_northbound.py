@@ -10,6 +10,7 @@ between, so the test takes seconds. Nothing here sleeps to hope a race away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
@@ -587,3 +588,57 @@ def test_serve_forwards_what_agents_send_and_the_api_shows_it(tmp_path: Path) ->
 
         asyncio.run(asyncio.wait_for(scenario(), 60))
     assert platform.log.invalid == [] and platform.log.duplicates == []
+
+
+def test_mqtt_platform_gets_every_message_at_qos1_in_order(tmp_path: Path) -> None:
+    """The MQTT transport against a real Mosquitto: the reference platform subscribes to
+    the mapping's topics and validates each message against the derived schema."""
+    from hil_tests.northbound_platform import MqttPlatform
+    from tests.agent.test_mqtt import Broker
+    from tests.conftest import require_binary
+
+    broker = Broker(require_binary("mosquitto"), tmp_path)
+    broker.start()
+    mapping = load_mapping(resolve("gbt24476", Path()))
+    by_name = mapping.json_schema()
+    topics = {m.topic.replace("{unit_id}", ""): by_name[m.name] for m in mapping.messages.values()}
+
+    async def scenario() -> None:
+        listener = MqttPlatform("127.0.0.1", broker.port, topics, mapping.key_field)
+        subscribed = asyncio.Event()
+
+        async def listen() -> None:
+            while True:  # the broker may still be starting
+                try:
+                    await listener.listen("liftwatch/#", subscribed.set)
+                except Exception:
+                    await asyncio.sleep(0.1)
+
+        listening = asyncio.create_task(listen())
+        await asyncio.wait_for(subscribed.wait(), 30)
+        time = VirtualTime(T0)
+        config = platform_config(
+            "", start="beginning", transport="mqtt", host="127.0.0.1", port=broker.port
+        )
+        fleet, _, task = await _start(str(tmp_path / "fleet.db"), config, time)
+        await fleet.events(9)
+        want = await fleet.history_events()
+
+        def got() -> dict[str, list[int]]:
+            found: dict[str, list[int]] = {}
+            for r in listener.log.snapshot():
+                if r.path.startswith("liftwatch/events/"):
+                    _, unit, seq = r.key.rsplit(":", 2)
+                    found.setdefault(unit, []).append(int(seq))
+            return found
+
+        await eventually(got, lambda d: d == want, "every event over MQTT")
+        await _stop(fleet, task)
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.stop()
