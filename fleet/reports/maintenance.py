@@ -302,16 +302,11 @@ def take_records(
     refused = list(problems)
     kept: list[NewRecord] = []
     for record in records:
-        owner = maintainers.get(record.unit_id)
-        if owner is None:
-            refused.append(RecordProblem(record.line, f"unit {record.unit_id} is not known"))
-            continue
-        if owner != contractor:
-            refused.append(
-                RecordProblem(
-                    record.line, f"unit {record.unit_id} is not maintained by {contractor}"
-                )
-            )
+        if maintainers.get(record.unit_id) != contractor:
+            # Unknown and another contractor's read the same, so that an upload cannot
+            # probe which units exist (as the claims audit answers).
+            reason = f"unit {record.unit_id!r} unknown (not among {contractor}'s units)"
+            refused.append(RecordProblem(record.line, reason))
             continue
         kept.append(
             NewRecord(

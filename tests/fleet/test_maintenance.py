@@ -185,11 +185,11 @@ def test_each_record_gets_the_verdict_its_data_gives(store: SqlStore) -> None:
         config=CONFIG,
     )
     assert [(p.line, p.reason.split(":")[0]) for p in result.problems] == [
-        (7, "unit OTHER is not maintained by C1"),
+        (7, "unit 'OTHER' unknown (not among C1's units)"),
         (8, "cannot read the time"),
         (9, "end 2026-03-02T00"),
         (10, "type"),
-        (11, "unit NOPE is not known"),
+        (11, "unit 'NOPE' unknown (not among C1's units)"),
     ]
     assert len(result.stored) == 5
     records = sorted(store.maintenance_records(), key=lambda r: r.id)

@@ -123,7 +123,7 @@ def test_records_are_filed_judged_and_served_as_the_spec_says(tmp_path: Path) ->
             spec,
         )
         assert [(p["line"], p["reason"][:24]) for p in filed["problems"]] == [
-            (4, "unit U2 is not maintaine"),
+            (4, "unit 'U2' unknown (not a"),
             (5, "cannot read the time: da"),
         ]
         assert [r["verdict"] for r in filed["records"]] == ["contradicted", "supported"]
