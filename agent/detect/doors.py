@@ -627,11 +627,8 @@ class ReopenLoop:
         """See `rule.Rule.step`."""
         prev_door, openings = state.prev_door, state.openings
         door = sample.door
-        if door is prev_door and openings == 0 and state.loop is IDLE:
-            # No opening to count and no loop: only the doors' shut time may change.
-            shut = latch.closed_and_locked(sample) is True
-            if shut is (state.shut_since is not None):
-                return state, NO_EVENTS
+        if door is prev_door and openings < 2 and state.loop is IDLE:
+            return self._no_loop(state, sample, now, power_out), NO_EVENTS
         if door is not prev_door:
             openings = _openings_after(prev_door, door, openings)
             prev_door = door
@@ -662,6 +659,30 @@ class ReopenLoop:
         ):
             return state, events
         return ReopenState(prev_door, openings, last_opening, shut_since, loop, gate), events
+
+    def _no_loop(
+        self, state: ReopenState, sample: CarState, now: float, power_out: bool
+    ) -> ReopenState:
+        """`step` where no loop is pending or raised, fewer than two openings are counted
+        and the door has not changed: only the shut time and the stop's end may change."""
+        shut_since = state.shut_since
+        if latch.closed_and_locked(sample) is not True:
+            shut_since = None
+        elif shut_since is None:
+            shut_since = now
+        openings = state.openings
+        if openings and (
+            (shut_since is not None and now - shut_since >= REOPEN_SETTLED_S - TIME_SLACK)
+            or power_out
+            or sample.mode in REOPEN_SUPPRESSED_MODES
+            or latch.running(sample) is True
+        ):
+            openings = 0
+        if openings == state.openings and shut_since == state.shut_since:
+            return state
+        return ReopenState(
+            state.prev_door, openings, state.last_opening, shut_since, IDLE, state.gate
+        )
 
     def _loop(
         self, old: Latch, gate: Gate, sample: CarState, now: float, openings: int, ended: bool
@@ -719,8 +740,35 @@ class HeldOpen:
         """See `rule.Rule.step`."""
         close, _ = self.close.advance(state.close, sample, power_out, now)
         loop, _ = self.loop.step(state.loop, sample, now, since, power_out)
-        watched = not power_out and close.onset is None and not loop.loop.raised
         old, gate = state.held, state.gate
+        active = (
+            sample.mode is ServiceMode.NORMAL
+            and not power_out
+            and close.onset is None
+            and not loop.loop.raised
+            and sample.door_zone is not False
+            and _held_open(sample)
+            and latch.running(sample) is not True
+        )
+        held: Latch = old
+        events: Sequence[Event] = NO_EVENTS
+        if old is not IDLE or active:  # else nothing pending or raised, and nothing starts
+            held, gate, events = self._held(old, gate, sample, now, since, active)
+        if held is old and gate is state.gate and close is state.close and loop is state.loop:
+            return state, events
+        return HeldState(held, gate, close, loop), events
+
+    def _held(
+        self,
+        old: Latch,
+        gate: Gate,
+        sample: CarState,
+        now: float,
+        since: float | None,
+        active: bool,
+    ) -> tuple[Latch, Gate, Sequence[Event]]:
+        """The occurrence after ``sample``: held for T counted from ``since`` and raised
+        when the gate allows; cleared when the doors close or the car runs."""
         run = latch.running(sample)
         if old.raised:
             door = sample.door
@@ -730,24 +778,20 @@ class HeldOpen:
                 closed = latch.closed_and_locked(sample) is True
         else:
             closed = False  # only a raised occurrence clears
-        active = (
-            watched
-            and sample.mode is ServiceMode.NORMAL
-            and run is not True
-            and sample.door_zone is not False
-            and _held_open(sample)
-        )
         place = sample.at_landing if active and old.onset is None else None
         config = self.config
         held, phase = latch.advance(
             old, active, closed or run is True, now, config.held_open_s, place, since
         )
-        events: Sequence[Event] = NO_EVENTS
+        if phase is None:
+            return held, gate, NO_EVENTS
         if phase is Phase.RAISED and not gate.allows(now, config):
-            held = latch.withheld(held)
-        elif phase is not None:
-            gate = gate.raised(now) if phase is Phase.RAISED else gate.cleared(now)
-            events = latch.decided(
+            return latch.withheld(held), gate, NO_EVENTS
+        gate = gate.raised(now) if phase is Phase.RAISED else gate.cleared(now)
+        return (
+            held,
+            gate,
+            latch.decided(
                 EventType.DOOR_HELD_OPEN,
                 phase,
                 old,
@@ -756,10 +800,8 @@ class HeldOpen:
                 now,
                 f"doors open at a landing for {config.held_open_s:g} s",
                 "doors closed" if run is not True else "car runs",
-            )
-        if held is old and gate is state.gate and close is state.close and loop is state.loop:
-            return state, events
-        return HeldState(held, gate, close, loop), events
+            ),
+        )
 
     def blind(self, state: HeldState, now: float) -> HeldState:
         """See `rule.Rule.blind`."""

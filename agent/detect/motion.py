@@ -483,19 +483,22 @@ class Overtravel:
         # Where the car was last in a door zone and where it stood level at the terminal;
         # forgotten in inspection, where a mechanic drives the car (and the rule sleeps).
         watched = sample.mode not in INSPECTION_ONLY
-        beyond = watched and (final_limit is True or _beyond(sample, state, self.terminal, up))
+        zone = sample.door_zone
+        beyond = watched and (
+            final_limit is True or (zone is False and _beyond(sample, state, self.terminal, up))
+        )
         zone_floor, zone_position, level = state.zone_floor, state.zone_position, state.level
-        floor, position, at_landing = sample.floor, sample.position_mm, sample.at_landing
+        floor, position = sample.floor, sample.position_mm
         if not watched:
             zone_floor = zone_position = None
-        elif sample.door_zone is True:
+        elif zone is True:
             zone_floor, zone_position = floor, position
         if (
-            at_landing is True
-            and position is not None
-            and floor is not None
+            floor is not None
             and floor == self.terminal
+            and position is not None
             and (up or floor != self.top)
+            and sample.at_landing is True
             and running(sample) is not True
         ):
             level = position
@@ -503,6 +506,7 @@ class Overtravel:
         new: Latch = old
         events: Sequence[Event] = NO_EVENTS
         if beyond or old is not IDLE:  # an idle latch with nothing beyond stays idle
+            at_landing = sample.at_landing
             new, phase = advance(
                 old, beyond, final_limit is not True and at_landing is True, now, 0.0, at_landing
             )
