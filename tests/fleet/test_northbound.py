@@ -642,3 +642,52 @@ def test_mqtt_platform_gets_every_message_at_qos1_in_order(tmp_path: Path) -> No
         asyncio.run(scenario())
     finally:
         broker.stop()
+
+
+def test_mutual_tls_presents_the_client_certificate(tmp_path: Path) -> None:
+    """auth = "mtls": the platform asks for a client certificate signed by its CA and
+    verifies it; the fleet verifies the platform's certificate against ``ca``. Without the
+    client certificate the TLS handshake fails, and the forwarder retries (not a refusal:
+    nothing goes to the dead letters)."""
+    import ssl
+
+    from fleet.auth.pki import init_ca, issue_agent, issue_server
+
+    ca = init_ca(tmp_path)
+    server = issue_server(tmp_path, ["127.0.0.1"])
+    client = issue_agent(tmp_path, "district-7")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca.certificate))
+    tls.load_cert_chain(str(server.certificate), str(server.key))
+    tls.verify_mode = ssl.CERT_REQUIRED
+
+    async def scenario() -> None:
+        time = VirtualTime(T0)
+        with running_platform(schemas(), key_field="messageId", tls=tls) as platform:
+            assert platform.url.startswith("https://")
+            bare = platform_config(platform.url, start="beginning", ca=ca.certificate)
+            fleet, forwarder, task = await _start(str(tmp_path / "a.db"), bare, time)
+            await fleet.events(2)
+            await eventually(
+                lambda: forwarder._metrics.retries.labels(platform="region")._value.get(),
+                lambda n: n >= 2,
+                "handshakes refused",
+            )
+            assert delivered(platform) == {}
+            assert await fleet.outbox(lambda o: o.dead_letters("region", None, 10)) == []
+            await _stop(fleet, task)
+            config = platform_config(
+                platform.url,
+                start="beginning",
+                auth="mtls",
+                cert=client.certificate,
+                key=client.key,
+                ca=ca.certificate,
+            )
+            fleet, _, task = await _start(str(tmp_path / "b.db"), config, time)
+            await fleet.events(3)
+            want = await fleet.history_events()
+            await eventually(lambda: delivered(platform), lambda d: d == want, "sent over mTLS")
+            await _stop(fleet, task)
+        assert platform.log.invalid == []
+
+    run(scenario)
