@@ -13,8 +13,10 @@ from cryptography import x509
 from fleet.cli.common import (
     PROG,
     UsageError,
+    add_group,
     open_readonly,
     print_json,
+    store_options,
     store_target,
 )
 from fleet.clock import utc_now
@@ -93,29 +95,26 @@ class UnitsRemoved:
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `agents` command."""
-    agents_cmd = commands.add_parser(
+    action = add_group(
+        commands,
         "agents",
-        help="register which units each agent may report for (mutual TLS)",
-        description="The agent registry: under mutual TLS the fleet admits an agent (its "
+        "register which units each agent may report for (mutual TLS)",
+        "The agent registry: under mutual TLS the fleet admits an agent (its "
         "certificate's Common Name) only for the units registered here and while its "
         "certificate is not revoked; changes reach open streams within a second. Without "
         "[tls] (demo, rig) the registry is not consulted.",
+        dest="agents_command",
     )
-    actions = agents_cmd.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
-    add_cmd = actions.add_parser(
-        "add", help="register units for an agent", description="Register units for AGENT_ID."
-    )
+    add_cmd = action("add", "register units for an agent", "Register units for AGENT_ID.")
     add_cmd.add_argument("agent_id", metavar="AGENT_ID")
     add_cmd.add_argument(
         "--unit", action="append", required=True, help="unit id (repeatable)", dest="units"
     )
-    list_cmd = actions.add_parser(
-        "list", help="list agents and their units", description="List agents and their units."
-    )
-    remove_cmd = actions.add_parser(
+    list_cmd = action("list", "list agents and their units", "List agents and their units.")
+    remove_cmd = action(
         "remove",
-        help="withdraw units from an agent (all without --unit)",
-        description="Withdraw the --unit(s) from AGENT_ID, or all of its units: a serving "
+        "withdraw units from an agent (all without --unit)",
+        "Withdraw the --unit(s) from AGENT_ID, or all of its units: a serving "
         "fleet ends its open streams that declare a withdrawn unit within a second "
         "(fleet.ingest.access.ACCESS_POLL_S), and refuses them from then on.",
     )
@@ -123,10 +122,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     remove_cmd.add_argument("--unit", action="append", help="unit id (repeatable)", dest="units")
     revocation_cmds = []
     for name, verb in (("revoke", "Revoke"), ("unrevoke", "Take off the revocation list")):
-        sub = actions.add_parser(
+        sub = action(
             name,
-            help=f"{verb.lower()} an agent's certificates (AGENT_ID) or one (--serial/--cert)",
-            description=f"{verb} every certificate of AGENT_ID, or the one certificate "
+            f"{verb.lower()} an agent's certificates (AGENT_ID) or one (--serial/--cert)",
+            f"{verb} every certificate of AGENT_ID, or the one certificate "
             "with --serial HEX (or read from --cert FILE.pem): a revoked certificate is "
             "refused at its next connection, and a serving fleet ends its open streams "
             "within a second (fleet.ingest.access.ACCESS_POLL_S). Revoke a stolen box's "
@@ -138,14 +137,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         which.add_argument("--cert", type=Path, help="the certificate (PEM) to take the serial of")
         revocation_cmds.append(sub)
     revocation_cmds[0].add_argument("--reason", default="", help="why (kept and shown)")
-    revoked_cmd = actions.add_parser(
-        "revoked", help="list the revocation list", description="List the revocation list."
-    )
+    revoked_cmd = action("revoked", "list the revocation list", "List the revocation list.")
     for sub in (add_cmd, list_cmd, remove_cmd, *revocation_cmds, revoked_cmd):
-        source = sub.add_mutually_exclusive_group()
-        source.add_argument("--config", type=Path, help="TOML config naming the store")
-        source.add_argument("--db", help="the fleet's SQLite file or postgresql:// URL")
-        sub.add_argument("--json", action="store_true", help="print one JSON object")
+        store_options(sub)
 
 
 def _revocation_target(args: argparse.Namespace) -> tuple[str, str]:

@@ -61,6 +61,16 @@ def print_json(value: object) -> None:
     print(json.dumps(value, ensure_ascii=False))
 
 
+def store_options(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add what every command on the store takes to ``sub``: --config or --db, and
+    --json; returns ``sub``."""
+    source = sub.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, help="TOML config naming the store")
+    source.add_argument("--db", help="the fleet's SQLite file or postgresql:// URL")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+    return sub
+
+
 def add_store_command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -68,9 +78,35 @@ def add_store_command(
     description: str = "",
 ) -> argparse.ArgumentParser:
     """A sub-command reading the store: --config or --db, and --json."""
-    sub = commands.add_parser(name, help=help_text, description=description or help_text)
-    source = sub.add_mutually_exclusive_group()
-    source.add_argument("--config", type=Path, help="TOML config naming the store")
-    source.add_argument("--db", help="the fleet's SQLite file or postgresql:// URL")
-    sub.add_argument("--json", action="store_true", help="print one JSON object")
-    return sub
+    return store_options(
+        commands.add_parser(name, help=help_text, description=description or help_text)
+    )
+
+
+Action = Callable[..., argparse.ArgumentParser]
+
+
+def add_group(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    description: str,
+    *,
+    dest: str,
+    metavar: str = "ACTION",
+) -> Action:
+    """A command of several actions (``pki STEP``, ``agents ACTION``, ``users ACTION``):
+    adds ``name``, whose action is required and lands in ``args.<dest>``, and returns the
+    function that adds one action: ``action(name, help, description="")`` (the help is
+    the description where none is given)."""
+    group = commands.add_parser(name, help=help_text, description=description)
+    actions = group.add_subparsers(dest=dest, required=True, metavar=metavar)
+
+    def action(
+        action_name: str, action_help: str, action_description: str = ""
+    ) -> argparse.ArgumentParser:
+        return actions.add_parser(
+            action_name, help=action_help, description=action_description or action_help
+        )
+
+    return action

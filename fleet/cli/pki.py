@@ -9,10 +9,7 @@ from pathlib import Path
 from cryptography import x509
 
 from fleet.auth.pki import PkiError, init_ca, issue_agent, issue_server
-from fleet.cli.common import (
-    UsageError,
-    print_json,
-)
+from fleet.cli.common import UsageError, add_group, print_json
 from fleet.read.shape import out, to_json
 from fleet.store.agents import serial_text
 
@@ -28,45 +25,49 @@ class IssuedView:
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `pki` command."""
-    pki_cmd = commands.add_parser(
+    action = add_group(
+        commands,
         "pki",
-        help="create a CA and issue the fleet's and the agents' certificates",
-        description="A small PKI for mutual TLS (files in DIR, see fleet/auth/pki.py): `init` "
+        "create a CA and issue the fleet's and the agents' certificates",
+        "A small PKI for mutual TLS (files in DIR, see fleet/auth/pki.py): `init` "
         "creates the CA, `server` the fleet's certificate, `agent` an agent's (its Common "
         "Name is the agent id). Put DIR/server.pem, server.key and ca.pem in the fleet's "
         "[tls]; give each agent ca.pem and its own pair ([fleet] ca/cert/key).",
+        dest="pki_command",
+        metavar="STEP",
     )
-    pki_steps = pki_cmd.add_subparsers(dest="pki_command", required=True, metavar="STEP")
-    init_cmd = pki_steps.add_parser(
+
+    def step(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        sub = action(name, help_text, description)
+        sub.add_argument("dir", type=Path, metavar="DIR")  # first: pki STEP DIR [...]
+        sub.add_argument("--json", action="store_true", help="print one JSON object")
+        return sub
+
+    init_cmd = step(
         "init",
-        help="create the CA (DIR/ca.pem, DIR/ca.key)",
-        description="Create a CA (ECDSA P-256, 10 years) in DIR; refuses to overwrite one. "
+        "create the CA (DIR/ca.pem, DIR/ca.key)",
+        "Create a CA (ECDSA P-256, 10 years) in DIR; refuses to overwrite one. "
         "Keep ca.key offline in production.",
     )
-    init_cmd.add_argument("dir", type=Path, metavar="DIR")
     init_cmd.add_argument("--name", default="LiftWatch CA", help="the CA's Common Name")
-    server_cmd = pki_steps.add_parser(
+    server_cmd = step(
         "server",
-        help="issue the fleet's certificate (DIR/server.pem, DIR/server.key)",
-        description="Issue the fleet manager's server certificate, signed by the CA in DIR, "
+        "issue the fleet's certificate (DIR/server.pem, DIR/server.key)",
+        "Issue the fleet manager's server certificate, signed by the CA in DIR, "
         "for every --host the agents use to reach it (DNS names or IP addresses).",
     )
-    server_cmd.add_argument("dir", type=Path, metavar="DIR")
     server_cmd.add_argument(
         "--host", action="append", required=True, help="DNS name or IP address (repeatable)"
     )
-    server_cmd.add_argument("--force", action="store_true", help="replace an existing pair")
-    agent_cmd = pki_steps.add_parser(
+    agent_cmd = step(
         "agent",
-        help="issue an agent's certificate (DIR/agents/AGENT_ID.pem, .key)",
-        description="Issue agent AGENT_ID's client certificate, signed by the CA in DIR. "
+        "issue an agent's certificate (DIR/agents/AGENT_ID.pem, .key)",
+        "Issue agent AGENT_ID's client certificate, signed by the CA in DIR. "
         "The fleet then admits it for the units `agents add AGENT_ID --unit ...` registers.",
     )
-    agent_cmd.add_argument("dir", type=Path, metavar="DIR")
     agent_cmd.add_argument("agent_id", metavar="AGENT_ID")
-    agent_cmd.add_argument("--force", action="store_true", help="replace an existing pair")
-    for sub in (init_cmd, server_cmd, agent_cmd):
-        sub.add_argument("--json", action="store_true", help="print one JSON object")
+    for sub in (server_cmd, agent_cmd):
+        sub.add_argument("--force", action="store_true", help="replace an existing pair")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,11 +15,10 @@ import getpass
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from fleet.auth.passwords import MIN_LENGTH, hash_password
 from fleet.auth.roles import Role, role_problem
-from fleet.cli.common import EXIT_USAGE, PROG, print_json
+from fleet.cli.common import EXIT_USAGE, PROG, add_group, print_json, store_options
 from fleet.clock import utc_now
 from fleet.config import FleetConfig
 from fleet.read.shape import out, to_json
@@ -91,19 +90,20 @@ class UsersUsageError(Exception):
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``users`` command and its actions to ``commands``."""
-    users_cmd = commands.add_parser(
+    action = add_group(
+        commands,
         "users",
-        help="manage dashboard and API users, their passwords and API tokens",
-        description="Users of the dashboard and the JSON API. Roles: regulator (sees "
+        "manage dashboard and API users, their passwords and API tokens",
+        "Users of the dashboard and the JSON API. Roles: regulator (sees "
         "everything, changes nothing), contractor (only the units whose register names its "
         "contractor; acts on their alarms), dispatcher (every unit; acts on alarms), admin "
         "(users, register, policy). See docs/fleet.md, 'Users and roles'.",
+        dest="users_command",
     )
-    actions = users_cmd.add_subparsers(dest="users_command", required=True, metavar="ACTION")
-    add_cmd = actions.add_parser(
+    add_cmd = action(
         "add",
-        help="create a user",
-        description="Create user NAME (1-64 of A-Z a-z 0-9 . _ -) with a role. A contractor "
+        "create a user",
+        "Create user NAME (1-64 of A-Z a-z 0-9 . _ -) with a role. A contractor "
         "user needs --contractor, spelled exactly as the unit register's contractor column. "
         f"The password (at least {MIN_LENGTH} characters) is asked twice, or read as one "
         "line from standard input with --password-stdin.",
@@ -112,21 +112,21 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_cmd.add_argument("--role", required=True, choices=[r.value for r in Role])
     add_cmd.add_argument("--contractor", default="", help="the contractor (contractor role)")
     add_cmd.add_argument("--display-name", default="", help="the name the dashboard shows")
-    list_cmd = actions.add_parser(
+    list_cmd = action(
         "list",
-        help="list users (never their password hashes)",
-        description="List users: name, role, contractor, display name, creation time.",
+        "list users (never their password hashes)",
+        "List users: name, role, contractor, display name, creation time.",
     )
-    remove_cmd = actions.add_parser(
+    remove_cmd = action(
         "remove",
-        help="delete a user with its sessions and API tokens",
-        description="Delete user NAME; its sessions end and its API tokens stop working at once.",
+        "delete a user with its sessions and API tokens",
+        "Delete user NAME; its sessions end and its API tokens stop working at once.",
     )
     remove_cmd.add_argument("username", metavar="NAME")
-    passwd_cmd = actions.add_parser(
+    passwd_cmd = action(
         "passwd",
-        help="set a user's password (ends its sessions)",
-        description="Set the password of NAME (asked twice, or one line of standard input "
+        "set a user's password (ends its sessions)",
+        "Set the password of NAME (asked twice, or one line of standard input "
         "with --password-stdin) and end its sessions. Its API tokens stay valid.",
     )
     passwd_cmd.add_argument("username", metavar="NAME")
@@ -136,32 +136,29 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             action="store_true",
             help="read the password as one line of standard input instead of asking",
         )
-    token_cmd = actions.add_parser(
+    token_cmd = action(
         "token",
-        help="create an API token for a user (printed once)",
-        description="Create an API token (lwt_...) for NAME, named --label, and print it: "
+        "create an API token for a user (printed once)",
+        "Create an API token (lwt_...) for NAME, named --label, and print it: "
         "it is shown this once and stored only as a hash. Clients send it as "
         "'Authorization: Bearer lwt_...' and act as NAME, with NAME's role.",
     )
-    tokens_cmd = actions.add_parser(
+    tokens_cmd = action(
         "tokens",
-        help="list a user's API tokens (labels, never the secrets)",
-        description="List the labels and creation times of NAME's API tokens.",
+        "list a user's API tokens (labels, never the secrets)",
+        "List the labels and creation times of NAME's API tokens.",
     )
-    revoke_cmd = actions.add_parser(
+    revoke_cmd = action(
         "revoke",
-        help="revoke a user's API token",
-        description="Delete NAME's API token --label; clients using it are refused at once.",
+        "revoke a user's API token",
+        "Delete NAME's API token --label; clients using it are refused at once.",
     )
     for sub in (token_cmd, tokens_cmd, revoke_cmd):
         sub.add_argument("username", metavar="NAME")
     for sub in (token_cmd, revoke_cmd):
         sub.add_argument("--label", required=True, help="the token's name, e.g. 'ci'")
     for sub in (add_cmd, list_cmd, remove_cmd, passwd_cmd, token_cmd, tokens_cmd, revoke_cmd):
-        source = sub.add_mutually_exclusive_group()
-        source.add_argument("--config", type=Path, help="TOML config naming the store")
-        source.add_argument("--db", help="the fleet's SQLite file or postgresql:// URL")
-        sub.add_argument("--json", action="store_true", help="print one JSON object")
+        store_options(sub)
 
 
 def _read_password(args: argparse.Namespace) -> str:
