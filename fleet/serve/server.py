@@ -42,11 +42,14 @@ from fleet.ingest.access import (
     watch_access_changes,
 )
 from fleet.ingest.committer import GroupCommitter, running_committer
+from fleet.ingest.evidence import watch_evidence_requests
 from fleet.ingest.gateway import AgentGateway, add_gateway_to_server
 from fleet.ingest.sweeper import run_sweeper
 from fleet.metrics import GatewayMetrics
+from fleet.northbound.forwarder import running_northbound
 from fleet.read.query import FleetQuery
 from fleet.read.selection import Reads
+from fleet.reports.maintenance import run_maintenance
 from fleet.store.open import open_store
 from fleet.store.worker import StoreWorker
 from fleet.units.firmware import EMPTY_POLICY, Policy, load_policy
@@ -126,6 +129,7 @@ async def import_register(
         if metrics is not None:
             metrics.bad_input.labels(kind="register_row").inc()
     count = await store.upsert_register(register.entries)
+    await store.call(lambda s: s.upsert_register_details(register.details, register.optional))
     log.info(
         "register %s: imported %d unit(s), skipped %d row(s)",
         path,
@@ -241,10 +245,28 @@ async def _serve_until(
                 store, config.alarms, config.coverage, clock, metrics.registry, committer
             )
         )
+        # Forwarding to regional platforms (fleet.northbound): a task per platform, each
+        # sending only while this process holds that platform's lease in the store.
+        await stack.enter_async_context(
+            running_northbound(store, config.northbound, clock, metrics.registry)
+        )
+        # Maintenance visits derived from new car-state records, recent records judged
+        # again, every [maintenance.verdicts] derive_interval_s (fleet.reports.maintenance).
+        upkeep = asyncio.create_task(
+            run_maintenance(store, clock, config.maintenance, metrics), name="maintenance"
+        )
+        stack.push_async_callback(_cancel, upkeep)
         reads = Reads(store, config.coverage, policy, clock)
         access = AgentAccess.of_store(store) if tls is not None else None
         gateway = AgentGateway(committer, config.ingest, metrics, access)
         addresses = {"grpc": await _start_grpc(stack, config, host, gateway, reads, tls)}
+        # Dispatchers' evidence requests (taken by any process's web side) reach the agent
+        # streams this process holds within fleet.ingest.evidence.EVIDENCE_POLL_S.
+        requests = asyncio.create_task(
+            watch_evidence_requests(store, gateway.evidence_outlets, clock, metrics),
+            name="evidence-requests",
+        )
+        stack.push_async_callback(_cancel, requests)
         if access is not None:
             # `agents remove` / `agents revoke` end the agent's open streams within
             # fleet.ingest.access.ACCESS_POLL_S, whichever process wrote the change.
@@ -365,6 +387,9 @@ async def _web_app(
         store=store,
         reports=config.reports,
         history=config.history,
+        plan=config.maintenance.plan,
+        publication=config.publication,
+        maintenance=config.maintenance,
         clock=clock,
         hsts_max_age_s=_hsts(http),
         metrics_token=_metrics_token(http.metrics_token_file),

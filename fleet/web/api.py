@@ -38,17 +38,23 @@ from fleet.read.views import (
     inventory_json,
     unit_json,
 )
+from fleet.reports.maintenance_config import MaintenanceConfig
+from fleet.reports.plan_config import PlanConfig, PublicationConfig
 from fleet.store.base import EventRow, UnitRow
 from fleet.store.worker import StoreWorker
 from fleet.units.coverage import UnitStatus
 from fleet.web.auth import OPEN_PRINCIPAL, AccessDeniedError, Authenticator, scope_of
 from fleet.web.dashboard import SiteSettings, dashboard_routes
+from fleet.web.evidence import evidence_routes
 from fleet.web.headers import SecurityHeaders
 from fleet.web.history import history_routes
 from fleet.web.lifecycle import lifecycle_routes
 from fleet.web.live import LiveHub
+from fleet.web.maintenance import maintenance_routes
+from fleet.web.northbound import northbound_routes
 from fleet.web.openapi import openapi_spec
 from fleet.web.params import integer_param
+from fleet.web.publication import publication_routes
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -142,6 +148,9 @@ def build_app(
     hsts_max_age_s: int = 0,
     metrics_token: str = "",
     serve_metrics: bool = True,
+    plan: PlanConfig | None = None,
+    publication: PublicationConfig | None = None,
+    maintenance: MaintenanceConfig | None = None,
 ) -> Starlette:
     """The ASGI app of the JSON API (and /metrics, unless ``serve_metrics`` is False: it
     has a listener of its own, see `metrics_app`) over ``reads``; alarms, reports and
@@ -272,6 +281,25 @@ def build_app(
                 language=(site or SiteSettings()).language,
             ),
             *history_routes(store, guarded, history or HistoryConfig()),
+            *publication_routes(
+                store,
+                guarded,
+                clock,
+                plan=plan or PlanConfig(),
+                publication=publication or PublicationConfig(),
+                reports=reports or ReportsConfig(),
+                language=(site or SiteSettings()).language,
+            ),
+            *evidence_routes(store, guarded, clock),
+            *maintenance_routes(
+                store,
+                guarded,
+                clock,
+                config=maintenance,
+                time_zone=(site or SiteSettings()).time_zone,
+                language=(site or SiteSettings()).language,
+            ),
+            *([] if store is None else northbound_routes(store, guarded, clock)),
             Route("/api/openapi.json", openapi),
             *([metrics_route(metrics, metrics_token)] if serve_metrics else []),
             *dashboard,

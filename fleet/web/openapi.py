@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Imported for their response dataclasses, which register their schemas.
+import fleet.read.evidence_views
 import fleet.read.lifecycle_views
+import fleet.read.maintenance
 import fleet.read.views
 import fleet.reports.claims
 import fleet.reports.fault_rate
@@ -25,9 +27,11 @@ import fleet.reports.view
 import fleet.web.dashboard
 import fleet.web.history
 import fleet.web.live
+import fleet.web.northbound
 import fleet.web.users
 from fleet.read.shape import component_schemas, name_of
 from fleet.units.coverage import UnitStatus
+from fleet.web.evidence import DEFAULT_REQUEST_SECONDS, MAX_REQUEST_SECONDS
 from fleet.web.lifecycle import MAX_REASON_CHARS
 
 _STR: dict[str, Any] = {"type": "string"}
@@ -118,6 +122,68 @@ _PERIOD = (
     Param("since", "first day, YYYY-MM-DD (default: a year before until)"),
     Param("until", "day after the last, YYYY-MM-DD (default: tomorrow)"),
 )
+
+# The plan and the publication answer hand-built JSON (fleet.reports.plan.entry_json,
+# fleet.web.publication.publication_json): described here.
+_PLAN_UNIT: dict[str, Any] = {
+    "type": "object",
+    "required": ["unit_id", "due", "why", "days_left", "overdue", "reasons"],
+    "properties": {
+        "unit_id": _STR,
+        "due": {"type": "string", "format": "date"},
+        "why": {"type": "string", "description": "the due date and its reasons in lang"},
+        "days_left": {"type": "integer", "description": "negative: overdue"},
+        "overdue": _BOOL,
+        "contractor": _STR,
+        "on_demand": _BOOL,
+        "interval_days": _INT,
+        "anchor": {"type": ["object", "null"]},
+        "reasons": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["code", "params"],
+                "properties": {"code": _STR, "params": {"type": "object"}},
+            },
+        },
+    },
+}
+_PLAN: dict[str, Any] = {
+    "type": "object",
+    "required": ["lang", "units", "due_this_week"],
+    "properties": {
+        "lang": _STR,
+        "due_soon_days": _INT,
+        "units": {"type": "array", "items": _PLAN_UNIT},
+        "due_this_week": {"type": "array", "items": _STR},
+    },
+}
+_PUBLICATION: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "state", "as_of", "drafted_by", "drafted", "counts"],
+    "properties": {
+        "id": _INT,
+        "state": {"enum": ["draft", "approved", "published"]},
+        "as_of": _STR,
+        "drafted_by": _STR,
+        "drafted": _STR,
+        "approved_by": {"type": ["string", "null"]},
+        "approved": {"type": ["string", "null"]},
+        "published_by": {"type": ["string", "null"]},
+        "published": {"type": ["string", "null"]},
+        "counts": {"type": "object", "additionalProperties": _INT},
+        "lists": {"type": "object", "description": "as /public/lists.json's lists"},
+    },
+}
+_PUBLICATIONS: dict[str, Any] = {
+    "type": "object",
+    "required": ["approval_by_another", "publications", "steps"],
+    "properties": {
+        "approval_by_another": _BOOL,
+        "publications": {"type": "array", "items": _PUBLICATION},
+        "steps": {"type": "array", "items": {"type": "object"}},
+    },
+}
 
 ROUTES: tuple[Operation, ...] = (
     Operation(
@@ -290,6 +356,63 @@ ROUTES: tuple[Operation, ...] = (
         "UnitHistory",
         (Param("unit_id", where="path"),),
     ),
+    # The flight recorder (issue 16, fleet.web.evidence).
+    Operation(
+        "get",
+        "/api/events/{event_id}/evidence",
+        "The event's flight-recorder window: every sample from before its onset to after "
+        "its raise (or its clear), the final window superseding the one written at the "
+        "raise; format=csv gives the samples as CSV",
+        "Evidence",
+        (
+            Param("event_id", where="path"),
+            Param("format", "json (default) or csv (one row per sample)"),
+        ),
+        _BAD_OR_MISSING,
+        csv=True,
+    ),
+    Operation(
+        "post",
+        "/api/units/{unit_id}/evidence-requests",
+        "Ask the unit's agent for its last N seconds now (dispatchers, administrators and "
+        "the unit's contractor; recorded in the unit's history with who asked)",
+        "EvidenceRequest",
+        (Param("unit_id", where="path"),),
+        {
+            **_BAD_OR_MISSING,
+            403: "a role that may not act on the unit",
+            409: "the unit's agent is not connected, or keeps no recorder (an older agent)",
+        },
+        ok_status=202,
+        ok_description="sent to the agent; poll GET /api/evidence-requests/{request_id}",
+        body={
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "seconds": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_REQUEST_SECONDS,
+                                "default": DEFAULT_REQUEST_SECONDS,
+                            },
+                            "by": _STR,
+                        },
+                    }
+                }
+            },
+        },
+    ),
+    Operation(
+        "get",
+        "/api/evidence-requests/{request_id}",
+        "An on-demand evidence request: its status and, once answered, the Evidence",
+        "EvidenceRequest",
+        (Param("request_id", where="path"),),
+        {404: "not found"},
+    ),
     Operation(
         "get",
         "/api/history/checkpoint",
@@ -344,11 +467,161 @@ ROUTES: tuple[Operation, ...] = (
         {404: "no such user"},
         ok_description="removed",
     ),
+    # Forwarding to regional platforms (issue 21, fleet.web.northbound).
+    Operation(
+        "get",
+        "/api/northbound",
+        "Every regional platform's forwarding status (backlog, oldest unsent, sent, "
+        "rejected, sender) and the newest dead letters (administrators only)",
+        "Northbound",
+        errors={403: "not an administrator"},
+    ),
     Operation(
         "get",
         "/api/site",
         "The site's time zone and default dashboard language (no login needed)",
         "Site",
+    ),
+    # The plan by need and the district's publication (fleet.web.publication).
+    Operation(
+        "get",
+        "/api/maintenance/plan",
+        "Each unit's next maintenance due date and why ([maintenance.plan]), soonest "
+        "first; a contractor sees its own units; format=csv or ics (iCalendar) too",
+        _PLAN,
+        (
+            Param("contractor", "one contractor's units (a contractor: its own only)"),
+            Param("overdue", "true: only the units past their due date", _BOOL),
+            Param("format", "json (default), csv or ics", {"enum": ["json", "csv", "ics"]}),
+            Param("lang", "language of the reasons: zh or en (default: Accept-Language)"),
+        ),
+        {400: "bad parameter", 403: "another contractor's units"},
+        csv=True,
+    ),
+    Operation(
+        "get",
+        "/api/publication",
+        "The drafted, approved and published lists and each step's history "
+        "(regulators and administrators)",
+        _PUBLICATIONS,
+        errors={403: "not a regulator or administrator"},
+    ),
+    Operation(
+        "post",
+        "/api/publication/draft",
+        "Draft the lists as of now (regulators only): high-fault, three-no, aged "
+        "without assessment, overdue, contractors with contradicted records",
+        _PUBLICATION,
+        errors={403: "not a regulator"},
+        ok_status=201,
+        ok_description="drafted",
+    ),
+    Operation(
+        "get",
+        "/api/publication/{publication_id}",
+        "One publication with its lists (regulators and administrators)",
+        _PUBLICATION,
+        (Param("publication_id", where="path"),),
+        {403: "not a regulator or administrator", 404: "no such publication"},
+    ),
+    Operation(
+        "post",
+        "/api/publication/{publication_id}/{action}",
+        "approve (another regulator than the drafter, unless [publication] "
+        "approval_by_another is false) or publish (once approved) (regulators only)",
+        _PUBLICATION,
+        (Param("publication_id", where="path"), Param("action", where="path")),
+        {403: "not a regulator", 404: "no such step", 409: "not allowed in this state"},
+    ),
+    # Maintenance truth: watched visits, records and their verdicts (fleet.web.maintenance).
+    *(
+        Operation(
+            "get",
+            path,
+            "Maintenance visits watched on the controllers (inspection or out-of-service "
+            "sessions), newest first; units whose profile cannot see the mode are listed "
+            "as unknown; a contractor sees its own units",
+            "MaintenanceVisits",
+            params,
+            {400: "bad parameter", 403: "another contractor's units", 404: "unit unknown"},
+        )
+        for path, params in (
+            (
+                "/api/maintenance/visits",
+                (
+                    Param("unit", "one unit"),
+                    Param("contractor", "one contractor's units (a contractor: its own)"),
+                    Param("since", "visits going on from this day (YYYY-MM-DD, UTC)"),
+                    Param("limit", "newest N (default 200, 0 = all)", _COUNT),
+                ),
+            ),
+            (
+                "/api/units/{unit_id}/visits",
+                (
+                    Param("unit_id", where="path"),
+                    Param("since", "visits going on from this day (YYYY-MM-DD, UTC)"),
+                    Param("limit", "newest N (default 200, 0 = all)", _COUNT),
+                ),
+            ),
+        )
+    ),
+    Operation(
+        "get",
+        "/api/maintenance/records",
+        "Maintenance records with their verdicts (supported, too_short, contradicted, "
+        "cannot_tell), reasons and evidence in the reader's language; a contractor sees "
+        "its own records",
+        "MaintenanceRecords",
+        (
+            Param("unit", "one unit"),
+            Param("contractor", "one contractor's records (a contractor: its own)"),
+            Param("verdict", "one verdict"),
+            Param("since", "records whose window begins from this day (YYYY-MM-DD)"),
+            Param("limit", "newest N (default 500, 0 = all)", _COUNT),
+            Param("lang", "language of the evidence: zh or en (default: Accept-Language)"),
+        ),
+        {400: "bad parameter", 403: "another contractor's records"},
+    ),
+    Operation(
+        "post",
+        "/api/maintenance/records",
+        "File maintenance records (contractors: their own units; an administrator names "
+        "the contractor): CSV (unit_id or registration_code, date, start, end, type, "
+        "workers; a time without a UTC offset is the site's) or JSON {records: [...]}; "
+        "rows refused by line and reason, the rest stored and judged at once",
+        "MaintenanceImport",
+        (
+            Param("contractor", "administrators: the contractor filing them"),
+            Param("lang", "language of the evidence: zh or en (default: Accept-Language)"),
+        ),
+        {400: "bad body or parameter", 403: "a role that may not file records", 413: "too large"},
+        body={
+            "required": True,
+            "content": {
+                "text/csv": {"schema": _STR},
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["records"],
+                        "properties": {
+                            "records": {
+                                "type": "array",
+                                "items": {"type": "object", "additionalProperties": _STR},
+                            }
+                        },
+                    }
+                },
+            },
+        },
+    ),
+    Operation(
+        "get",
+        "/api/maintenance/shares",
+        "Each contractor's records by verdict and each verdict's share (the district's "
+        "view; a contractor sees its own)",
+        "MaintenanceVerdictShares",
+        (Param("since", "records whose window begins from this day (YYYY-MM-DD)"),),
+        _BAD,
     ),
 )
 

@@ -27,10 +27,12 @@ from starlette.routing import Route
 from fleet.auth.passwords import hash_password
 from fleet.auth.roles import Role
 from fleet.config import FleetConfig, StoreConfig
+from fleet.store.maintenance import NewRecord, UnitDerivation, VisitRow
+from fleet.store.sql import to_us
 from fleet.store.sqlite import SqliteStore
 from fleet.web.openapi import openapi_spec
 from protos.liftwatch.v1 import records_pb2
-from tests.fleet.factories import T0, batch, hello, record
+from tests.fleet.factories import T0, batch, evidence_record, hello, record
 from tests.fleet.harness import Fleet, running_fleet
 from tests.fleet.test_api import routes_only_app
 from tests.fleet.test_tls import first_frame
@@ -131,9 +133,75 @@ CASES: dict[tuple[str, str], tuple[Probe, ...]] = {
     ),
     ("delete", "/api/users/{username}"): (Probe("DELETE", "/api/users/nobody", leaks=False),),
     ("get", "/api/site"): (Probe("GET", "/api/site", leaks=False),),
+    # Northbound forwarding (issue 21): administrators only, a contractor gets 403.
+    ("get", "/api/northbound"): (Probe("GET", "/api/northbound", leaks=False),),
+    # The plan by need and the publication (issue 17): the plan is scoped like the units;
+    # unpublished lists are for regulators and administrators only (a contractor: 403).
+    ("get", "/api/maintenance/plan"): (
+        Probe("GET", "/api/maintenance/plan", leaks=True),
+        Probe("GET", "/api/maintenance/plan?contractor=C2", leaks=False),
+        Probe("GET", "/api/maintenance/plan?format=csv", leaks=True),
+        Probe("GET", "/api/maintenance/plan?format=ics", leaks=True),
+    ),
+    ("get", "/api/publication"): (Probe("GET", "/api/publication", leaks=False),),
+    ("post", "/api/publication/draft"): (Probe("POST", "/api/publication/draft", leaks=False),),
+    ("get", "/api/publication/{publication_id}"): (
+        Probe("GET", "/api/publication/1", leaks=False),
+    ),
+    ("post", "/api/publication/{publication_id}/{action}"): (
+        Probe("POST", "/api/publication/1/approve", leaks=False),
+        Probe("POST", "/api/publication/1/publish", leaks=False),
+    ),
+    # The flight recorder (issue 16): each unit's entrapment has its evidence, and U2 an
+    # on-demand request (see `_seed`). Asking U2's agent: 404 to C1; the administrator's
+    # answer is a 409 (no agent connected), so it shows no unit data either.
+    ("get", "/api/events/{event_id}/evidence"): (
+        Probe("GET", "/api/events/ev-other/evidence", leaks=True),
+        Probe("GET", "/api/events/ev-other/evidence?format=csv", leaks=False),
+    ),
+    ("post", "/api/units/{unit_id}/evidence-requests"): (
+        Probe("POST", "/api/units/U2/evidence-requests", leaks=False, body=b'{"seconds": 5}'),
+    ),
+    ("get", "/api/evidence-requests/{request_id}"): (
+        Probe("GET", "/api/evidence-requests/req-U2", leaks=True),
+    ),
+    # Maintenance truth (issue 17): each unit has a visit and its contractor's record (see
+    # `_seed`). C1 files a U2 row: refused as unknown, like a unit nobody knows; an
+    # administrator must name the contractor filing (400).
+    ("get", "/api/maintenance/visits"): (
+        Probe("GET", "/api/maintenance/visits", leaks=True),
+        Probe("GET", "/api/maintenance/visits?unit=U2", leaks=True),
+        Probe("GET", "/api/maintenance/visits?contractor=C2", leaks=True),
+    ),
+    ("get", "/api/units/{unit_id}/visits"): (Probe("GET", "/api/units/U2/visits", leaks=True),),
+    ("get", "/api/maintenance/records"): (
+        Probe("GET", "/api/maintenance/records", leaks=True),
+        Probe("GET", "/api/maintenance/records?unit=U2", leaks=True),
+        Probe("GET", "/api/maintenance/records?contractor=C2", leaks=True),
+    ),
+    ("post", "/api/maintenance/records"): (
+        Probe(
+            "POST",
+            "/api/maintenance/records",
+            leaks=False,
+            body=(
+                b"unit_id,date,start,end,type,workers\n"
+                b"U1,2026-03-01,09:00Z,10:00Z,annual,x\nU2,2026-03-01,09:00Z,10:00Z,annual,x\n"
+            ),
+            content_type="text/csv",
+        ),
+    ),
+    ("get", "/api/maintenance/shares"): (Probe("GET", "/api/maintenance/shares", leaks=True),),
 }
 # Routes outside the spec that show data: the page (a shell that reads the API).
-PAGES = (Probe("GET", "/", leaks=False), Probe("GET", "/auth/me", leaks=False))
+PAGES = (
+    Probe("GET", "/", leaks=False),
+    Probe("GET", "/auth/me", leaks=False),
+    # The published lists: public by design, and nothing is published here.
+    Probe("GET", "/public/", leaks=False),
+    Probe("GET", "/public/lists.json", leaks=False),
+    Probe("GET", "/public/lists.csv", leaks=False),
+)
 
 
 def _operations() -> list[tuple[str, str]]:
@@ -212,16 +280,33 @@ async def _seed(fleet: Fleet, db: Path) -> dict[str, str]:
         batch(
             record(1, OWN, event=ENTRAPMENT, event_id="ev-own"),
             record(2, OTHER, event=ENTRAPMENT, event_id="ev-other"),
+            evidence_record(3, OWN, event_id="ev-own"),
+            evidence_record(4, OTHER, event_id="ev-other"),
         ),
     )
     assert (await first_frame(call)).HasField("welcome")
-    assert (await first_frame(call)).ack.up_to_seq == 2
+    assert (await first_frame(call)).ack.up_to_seq == 4
     await call.done_writing()
     upgrade = await fleet.connect(hello("edge-1", OWN, OTHER, firmware="3.2.0"))
     assert (await first_frame(upgrade)).HasField("welcome")
     await upgrade.done_writing()
-    store = SqliteStore.open(str(db), readonly=True)
+    store = SqliteStore.open(str(db))
     try:
+        # A watched visit and its contractor's record on each unit.
+        for unit, contractor in ((OWN, "C1"), (OTHER, "C2")):
+            start = to_us(T0)
+            visit = VisitRow(
+                None, unit, start, start + 3_600_000_000, 3600.0, "inspection", 4, 3, 4, start
+            )
+            store.save_derivation("edge-1", 0, [UnitDerivation(unit, "edge-1", (visit,), "")])
+            made = NewRecord(
+                unit, contractor, "annual", start, start + 3_600_000_000, "w", "csv", "u", start
+            )
+            store.add_maintenance_records([made], T0)
+        # A dispatcher's request for each unit's last seconds (its agent gone by now).
+        for unit in (OWN, OTHER):
+            later = T0 + dt.timedelta(hours=1)
+            store.add_evidence_request(f"req-{unit}", unit, 5, "desk", T0, later)
         return {f"alarm_{a.unit_id}": str(a.alarm_id) for a in store.alarms()}
     finally:
         store.close()
@@ -297,7 +382,12 @@ def test_the_contractor_still_sees_its_own_unit_everywhere(district: District) -
     about U1 (so the 404s above are about scope, not a broken route)."""
     config = FleetConfig(store=StoreConfig(path=str(district.db)))
     # The routes that show one unit (test_reassignment's), and one alarm.
-    own_routes = (*ROUTES, "/api/alarms/{alarm_U1}")
+    own_routes = (
+        *ROUTES,
+        "/api/alarms/{alarm_U1}",
+        "/api/events/ev-own/evidence",
+        "/api/evidence-requests/req-U1",
+    )
 
     async def main_() -> dict[str, tuple[int, str]]:
         async with running_fleet(config, http=True, auth=True) as fleet:
@@ -314,3 +404,18 @@ def test_the_contractor_still_sees_its_own_unit_everywhere(district: District) -
     found = asyncio.run(with_timeout(main_(), 60))
     for route, (status, body) in found.items():
         assert status == 200 and "U1" in body, (route, status, body)
+
+
+def test_a_regulator_may_not_ask_a_car_for_evidence(district: District) -> None:
+    """Asking an agent for its last seconds is for the roles that act on the unit."""
+    config = FleetConfig(store=StoreConfig(path=str(district.db)))
+    probe = Probe("POST", "/api/units/U1/evidence-requests", leaks=False, body=b'{"seconds": 5}')
+
+    async def main_() -> tuple[int, str]:
+        async with running_fleet(config, http=True, auth=True) as fleet:
+            return await asyncio.to_thread(
+                _send, fleet.http, district.regulator_token, probe, probe.path
+            )
+
+    status, body = asyncio.run(with_timeout(main_(), 60))
+    assert status == 403 and "regulator may not ask" in body, (status, body)
