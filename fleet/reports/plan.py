@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Protocol, TypeVar
 
 from fleet.read.maintenance import last_supported_visit
 from fleet.reports.claims import Reason, render
@@ -42,6 +44,7 @@ from fleet.taxonomy import is_lift_fault
 from protos.liftwatch.v1 import records_pb2
 
 _USAGE = ("trips", "door_cycles", "run_hours")
+T = TypeVar("T")
 
 TEMPLATES: Mapping[str, Mapping[str, str]] = {
     "due_in": {"en": "due in {days} days", "zh": "{days} 天后到期"},
@@ -333,19 +336,35 @@ def usage_since(store: SqlStore, unit_id: str, since: dt.datetime) -> Usage | No
     )
 
 
+class Reader(Protocol):
+    """Runs one read against the store and returns its result: the store itself
+    (``lambda fn: fn(store)``), or a hop to the store's thread per read
+    (`fleet.store.worker.StoreWorker.call_blocking`), so that a plan over thousands of
+    units never holds the store thread (ingest, alarms) for more than one read."""
+
+    def __call__(self, fn: Callable[[SqlStore], T]) -> T:
+        """``fn(store)``, wherever the store lives."""
+        ...
+
+
 def plan_inputs(
-    store: SqlStore, units: Iterable[UnitRow], now: dt.datetime, lookback_days: int
+    read: Reader, units: Iterable[UnitRow], now: dt.datetime, lookback_days: int
 ) -> list[UnitInputs]:
-    """The plan's inputs for ``units``. Faults are read for the last ``lookback_days``
-    (a unit whose anchor is older is overdue whatever its faults)."""
+    """The plan's inputs for ``units``, one read per unit. Faults are read for the last
+    ``lookback_days`` (a unit whose anchor is older is overdue whatever its faults)."""
     window_start = now - dt.timedelta(days=lookback_days)
     faults: dict[str, list[dt.datetime]] = {}
-    for event in store.fault_events(window_start, now):
+    for event in read(lambda s: s.fault_events(window_start, now)):
         if is_lift_fault(event.type):
             faults.setdefault(event.unit_id, []).append(event.onset or event.time)
+
+    def unit_reads(s: SqlStore, unit_id: str) -> tuple[Anchor | None, Usage | None]:
+        anchor = anchor_of(s, unit_id)
+        return anchor, None if anchor is None else usage_since(s, unit_id, anchor.at)
+
     found = []
     for unit in units:
-        anchor = anchor_of(store, unit.unit_id)
+        anchor, usage = read(partial(unit_reads, unit_id=unit.unit_id))
         since = anchor.at if anchor is not None else now
         found.append(
             UnitInputs(
@@ -353,22 +372,32 @@ def plan_inputs(
                 contractor=unit.register.contractor,
                 install_date=unit.register.install_date,
                 anchor=anchor,
-                usage=None if anchor is None else usage_since(store, unit.unit_id, since),
+                usage=usage,
                 faults=tuple(t for t in faults.get(unit.unit_id, ()) if t >= since),
             )
         )
     return found
 
 
+def plan_of(
+    read: Reader, policy: PlanConfig, now: dt.datetime, contractor: str = ""
+) -> list[PlanEntry]:
+    """The plan of every registered unit (of ``contractor`` unless ""), soonest due first,
+    reading through ``read`` (see `Reader`)."""
+    listed = read(lambda s: s.list_units(UnitQuery(contractor=contractor)))
+    units = [u for u in listed if u.registered]
+    lookback = max(policy.on_demand_max_days, policy.interval_days) + 31
+    entries = [plan_unit(i, policy, now.date()) for i in plan_inputs(read, units, now, lookback)]
+    entries.sort(key=lambda e: (e.due, e.unit_id))
+    return entries
+
+
 def maintenance_plan(
     store: SqlStore, policy: PlanConfig, now: dt.datetime, contractor: str = ""
 ) -> list[PlanEntry]:
-    """The plan of every registered unit (of ``contractor`` unless ""), soonest due first."""
-    units = [u for u in store.list_units(UnitQuery(contractor=contractor)) if u.registered]
-    lookback = max(policy.on_demand_max_days, policy.interval_days) + 31
-    entries = [plan_unit(i, policy, now.date()) for i in plan_inputs(store, units, now, lookback)]
-    entries.sort(key=lambda e: (e.due, e.unit_id))
-    return entries
+    """The plan of every registered unit (of ``contractor`` unless ""), soonest due first,
+    read from ``store`` directly (the CLI; see `plan_of`)."""
+    return plan_of(lambda fn: fn(store), policy, now, contractor)
 
 
 def _counters(payload: bytes) -> records_pb2.Counters:

@@ -36,7 +36,7 @@ from fleet.read.maintenance import verdict_shares
 from fleet.read.scope import EVERY_UNIT
 from fleet.reports.compute import fault_rate_report
 from fleet.reports.fault_rate import Period, rate_json
-from fleet.reports.plan import maintenance_plan, why
+from fleet.reports.plan import PlanEntry, maintenance_plan, why
 from fleet.reports.plan_config import PlanConfig, PublicationConfig
 from fleet.store.base import UnitQuery, UnitRow
 from fleet.store.publication import RegisterDetails
@@ -80,8 +80,10 @@ def draw_lists(
     rules: PublicationConfig,
     reports: ReportsConfig,
     plan: PlanConfig,
+    planned: Sequence[PlanEntry] | None = None,
 ) -> dict[str, Any]:
-    """Every list as of ``now`` (see the module docstring), as the JSON a draft keeps."""
+    """Every list as of ``now`` (see the module docstring), as the JSON a draft keeps;
+    ``planned``: the plan as of ``now`` when the caller has it (else it is computed)."""
     units = [u for u in store.list_units(UnitQuery()) if u.registered]
     by_id = {u.unit_id: u for u in units}
     details = store.register_details()
@@ -135,7 +137,7 @@ def draw_lists(
             "why_zh": why(e, "zh"),
             "why_en": why(e, "en"),
         }
-        for e in maintenance_plan(store, plan, now)
+        for e in (maintenance_plan(store, plan, now) if planned is None else planned)
         if e.overdue and e.unit_id in by_id
     ]
     contradicted = [

@@ -28,13 +28,14 @@ Signed in (through ``guarded``, the caller's scope and CSRF as every /api/ route
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import html
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -46,7 +47,7 @@ from fleet.config import ReportsConfig
 from fleet.csv_cells import csv_text
 from fleet.read.selection import BadRequestError
 from fleet.reports.claims import language_of
-from fleet.reports.plan import PLAN_CSV_COLUMNS, entry_json, maintenance_plan, plan_ics, plan_rows
+from fleet.reports.plan import PLAN_CSV_COLUMNS, Reader, entry_json, plan_ics, plan_of, plan_rows
 from fleet.reports.plan_config import PlanConfig, PublicationConfig
 from fleet.reports.publication import LISTS, draw_lists, lists_csv
 from fleet.store.base import Store
@@ -56,6 +57,7 @@ from fleet.store.worker import StoreWorker
 from fleet.web.auth import AccessDeniedError, principal_of, scope_of
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 # How long a process serves its rendered public answers before asking the store again.
 PUBLIC_CACHE_S = 30.0
@@ -224,6 +226,16 @@ def _sql(store: Store) -> SqlStore:
     return store
 
 
+def hopping(worker: StoreWorker) -> Reader:
+    """A `fleet.reports.plan.Reader` that runs each read on the store's thread and waits
+    for it (to be called from a thread of its own, never the event loop's)."""
+
+    def read(fn: Callable[[SqlStore], T]) -> T:
+        return worker.call_blocking(lambda s: fn(_sql(s)))
+
+    return read
+
+
 def publication_json(found: Publication, *, lists: bool) -> dict[str, Any]:
     """A publication for the regulators' API: its state and steps' times and names, and
     (with ``lists``) the lists, else how many rows each has."""
@@ -338,13 +350,18 @@ def publication_routes(
         username = may_publish(request)
         now = clock()
 
+        worker = need_store()
+        # The plan reads unit by unit off the store thread (`hopping`); the rest of the
+        # lists are a few set reads, on it.
+        planned = await asyncio.to_thread(plan_of, hopping(worker), plan, now)
+
         def make(s: Store) -> Publication:
             sql = _sql(s)
-            lists = draw_lists(sql, now, publication, reports, plan)
+            lists = draw_lists(sql, now, publication, reports, plan, planned)
             new_id = sql.draft_publication(lists, now, username, now)
             return next(p for p in sql.publications(5) if p.id == new_id)
 
-        made = await need_store().call(make)
+        made = await worker.call(make)
         return json_response(publication_json(made, lists=True), 201)
 
     async def step(request: Request) -> Response:
@@ -382,9 +399,7 @@ def publication_routes(
             raise BadRequestError(f"format: one of json, csv, ics, not {fmt!r}")
         overdue_only = params.get("overdue", "") in ("1", "true", "yes")
         now = clock()
-        entries = await need_store().call(
-            lambda s: maintenance_plan(_sql(s), plan, now, contractor)
-        )
+        entries = await asyncio.to_thread(plan_of, hopping(need_store()), plan, now, contractor)
         if overdue_only:
             entries = [e for e in entries if e.overdue]
         if fmt == "csv":
