@@ -13,9 +13,10 @@ explains how to write one). It holds:
 - ``[codes.TABLE]``: code tables, looked up by a field's ``code.TABLE`` source.
 
 A field is a source name, or a table ``{source = NAME or [NAME, ...], codes = TABLE,
-skip_when_missing = bool, type = "string"|...}``: the first source with a value wins
-(translated through the code table ``codes`` when given: ``{source = "detail.phase",
-codes = "phase"}``); with
+time = "iso"|"local"|"ms", skip_when_missing = bool, type = "string"|...}``: the first
+source with a value wins (translated through the code table ``codes`` when given:
+``{source = "detail.phase", codes = "phase"}``; a time in µs written as ``time`` says:
+``{source = "detail.start_us", time = "iso"}``); with
 ``skip_when_missing`` an entry none of whose sources has a value is not sent (Chongqing's
 platform takes only coded events), otherwise the field is null. ``{const = VALUE}`` is a
 constant. Sources: ``key``, ``unit_id``, ``seq``, ``kind``, ``at`` (ISO 8601 UTC),
@@ -89,6 +90,34 @@ DETAIL_TYPES: Mapping[str, Mapping[str, str]] = {
         "car_in_group": "integer?",
         "new": "boolean?",
     },
+    # Issue 17 (fleet.store.maintenance): a contractor's maintenance record, the fleet's
+    # verdict on it, and a watched visit (times in µs since the epoch: see ``time``).
+    "maintenance_record": {
+        "record_id": "integer",
+        "contractor": "string",
+        "kind": "string",
+        "start_us": "integer",
+        "end_us": "integer",
+        "source": "string",
+        "uploaded_by": "string",
+    },
+    "maintenance_verdict": {
+        "record_id": "integer",
+        "verdict": "string",
+        "reason": "string",
+        "visit_id": "integer?",
+    },
+    "visit": {
+        "visit_id": "integer",
+        "start_us": "integer",
+        "end_us": "integer?",
+        "duration_s": "number",
+        "unwatched_s": "number",
+        "mode": "string",
+        "inspection_runs": "integer",
+        "landings_visited": "integer",
+        "door_cycles": "integer",
+    },
     "firmware": {
         "agent_id": "string?",
         "model": "string?",
@@ -104,11 +133,12 @@ HISTORY_KINDS = (
     "coverage",
     "register",
     "firmware",
-    # Issue 17's maintenance entries, mapped with typed detail.NAME sources.
     "visit",
     "maintenance_record",
     "maintenance_verdict",
 )
+# What ``time = ...`` makes of a µs value: ISO 8601 UTC, local text, ms since the epoch.
+TIME_FORMATS = {"iso": "string", "local": "string", "ms": "integer"}
 ENTRY_SOURCES: Mapping[str, str] = {
     "key": "string",
     "unit_id": "string",
@@ -142,6 +172,7 @@ class Field:
     skip_when_missing: bool = False
     declared_type: str = ""
     codes: str = ""  # a code table the sources' value is translated through
+    time: str = ""  # the value is µs since the epoch, written as TIME_FORMATS says
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +242,8 @@ class NorthboundMapping:
             value = next((v for v in map(values.get, f.sources) if v is not None), None)
             if f.codes and value is not None:
                 value = self.codes[f.codes].get(str(value))
+            if f.time and isinstance(value, int) and not isinstance(value, bool):
+                value = values.time(value, f.time)
             if value is None and f.skip_when_missing:
                 return None
             body[f.name] = value
@@ -253,6 +286,8 @@ class NorthboundMapping:
                 tables.append(self.codes[source.removeprefix("code.")])
                 continue
             declared = f.declared_type or source_type(kind, source) or "string?"
+            if f.time:
+                declared = TIME_FORMATS[f.time] + ("?" if declared.endswith("?") else "")
             if f.codes:  # the value is the table's: its type, and null when not in it
                 continue
             only_codes = False
@@ -320,8 +355,17 @@ class _Values:
         self._key, self._unit, self._seq, self._at_us = key, unit_id, seq, at_us
         self._kind, self._detail = kind, detail
 
+    def time(self, us: int, form: str) -> object:
+        """``us`` (µs since the epoch) as ``form`` (`TIME_FORMATS`)."""
+        moment = _EPOCH + dt.timedelta(microseconds=us)
+        if form == "ms":
+            return us // 1000
+        if form == "local":
+            local = moment.astimezone(zoneinfo.ZoneInfo(self._mapping.time_zone))
+            return local.strftime("%Y-%m-%d %H:%M:%S")
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
     def get(self, source: str) -> object:
-        at = _EPOCH + dt.timedelta(microseconds=self._at_us)
         if source == "key":
             return self._key
         if source == "unit_id":
@@ -331,12 +375,11 @@ class _Values:
         if source == "kind":
             return self._kind
         if source == "at":
-            return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            return self.time(self._at_us, "iso")
         if source == "at_ms":
-            return self._at_us // 1000
+            return self.time(self._at_us, "ms")
         if source == "at_local":
-            local = at.astimezone(zoneinfo.ZoneInfo(self._mapping.time_zone))
-            return local.strftime("%Y-%m-%d %H:%M:%S")
+            return self.time(self._at_us, "local")
         if source.startswith("detail."):
             return self._detail.get(source.removeprefix("detail."))
         if source.startswith("code."):
@@ -482,7 +525,7 @@ def _field(
         bad(where, f"expected a source name or a table, got {type_name(spec)}")
         return None
     for key in spec:
-        if key not in ("source", "const", "skip_when_missing", "type", "codes"):
+        if key not in ("source", "const", "skip_when_missing", "type", "codes", "time"):
             bad(f"{where}.{key}", "unknown key")
     if "const" in spec:
         if "source" in spec:
@@ -505,6 +548,10 @@ def _field(
     if not isinstance(table, str) or (table and table not in codes):
         bad(f"{where}.codes", f"no [codes.{table}] table")
         table = ""
+    time = spec.get("time", "")
+    if time not in ("", *TIME_FORMATS):
+        bad(f"{where}.time", f"expected one of {', '.join(TIME_FORMATS)}")
+        time = ""
     skip = spec.get("skip_when_missing", False)
     if not isinstance(skip, bool):
         bad(f"{where}.skip_when_missing", f"expected a boolean, got {type_name(skip)}")
@@ -514,6 +561,7 @@ def _field(
         skip_when_missing=bool(skip),
         declared_type=str(declared),
         codes=table,
+        time=str(time),
     )
 
 

@@ -691,3 +691,40 @@ def test_mutual_tls_presents_the_client_certificate(tmp_path: Path) -> None:
         assert platform.log.invalid == []
 
     run(scenario)
+
+
+def test_maintenance_records_and_verdicts_are_forwarded(target: str) -> None:
+    """Issue 17's maintenance records and the fleet's verdicts on them, as the store
+    chains them, reach the platform in the mapping's terms, schema-valid."""
+    from fleet.store.maintenance import NewRecord, VerdictChange
+
+    async def scenario() -> None:
+        time = VirtualTime(T0)
+        with running_platform(schemas(), key_field="messageId") as platform:
+            config = platform_config(platform.url, start="beginning")
+            fleet, _, task = await _start(target, config, time)
+            start = int(T0.timestamp() * 1_000_000)
+            record_ = NewRecord(
+                "U1", "C1", "quarterly", start, start + 3_600_000_000, "", "csv", "c1", start
+            )
+
+            def file_and_judge(store: Any) -> None:
+                (record_id,) = store.add_maintenance_records([record_], T0)
+                change = VerdictChange(record_id, "too_short", "20 of 60 minutes", "{}", None)
+                store.set_verdicts([change], T0)
+
+            await fleet.worker.call(file_and_judge)
+            await eventually(
+                lambda: delivered(platform, "/maintenance/verdicts"),
+                lambda d: d.get("U1"),
+                "the verdict forwarded",
+            )
+            (filed,) = [r for r in platform.log.snapshot() if r.path == "/maintenance/records"]
+            assert filed.body["maintenanceType"] == "quarterly"
+            assert filed.body["startedAt"] == "2026-03-01T08:00:00.000Z"
+            (judged,) = [r for r in platform.log.snapshot() if r.path == "/maintenance/verdicts"]
+            assert (judged.body["verdict"], judged.body["verdictCode"]) == ("too_short", 2)
+            await _stop(fleet, task)
+        assert platform.log.invalid == []
+
+    run(scenario)
