@@ -285,7 +285,8 @@
     // speed
     const spd = laneOf("speed");
     const speeds = m.samples.filter((s) => s.link_up && s.speed_mm_s !== null).map((s) => s.speed_mm_s);
-    const sLo = Math.min(0, ...speeds), sHi = Math.max(1, ...speeds);
+    // A little headroom, so that the top speed is not drawn on the lane's border.
+    const sLo = Math.min(0, ...speeds) * 1.12, sHi = Math.max(1, ...speeds) * 1.12;
     const ySpd = (v) => spd.top + spd.h - ((v - sLo) / (sHi - sLo || 1)) * spd.h;
     plot.append(svg("line", { x1: LEFT, x2: W - RIGHT, y1: ySpd(0), y2: ySpd(0), stroke: GRID }), line(spd, "speed_mm_s", ySpd, "#6f42c1"));
     // the bands
@@ -299,7 +300,7 @@
     );
     const load = laneOf("load");
     const loads = m.samples.filter((s) => s.link_up && s.load_percent !== null).map((s) => s.load_percent);
-    const lHi = Math.max(100, ...loads);
+    const lHi = Math.max(100, ...loads) * 1.12;
     const yLoad = (v) => load.top + load.h - (v / lHi) * load.h;
     plot.append(svg("line", { x1: LEFT, x2: W - RIGHT, y1: yLoad(100), y2: yLoad(100), stroke: GRID, "stroke-dasharray": "2 3" }),
       line(load, "load_percent", yLoad, "#8a5a00"));
@@ -337,8 +338,10 @@
       root.append(svg("text", { x: LEFT - 4, y: pos.top + 32, fill: MUTED, "text-anchor": "end" }, metres(ctx, hi - pad)),
         svg("text", { x: LEFT - 4, y: pos.top + pos.h - 2, fill: MUTED, "text-anchor": "end" }, metres(ctx, lo + pad)));
     }
-    root.append(svg("text", { x: LEFT - 4, y: spd.top + spd.h - 2, fill: MUTED, "text-anchor": "end" }, speedText(ctx, sLo)));
-    root.append(svg("text", { x: LEFT - 4, y: spd.top + 22, fill: MUTED, "text-anchor": "end" }, speedText(ctx, sHi)));
+    // The speed lane's scale: zero, and the fastest speed of the window where it is drawn.
+    const fastest = Math.max(0, ...speeds);
+    root.append(svg("text", { x: LEFT - 4, y: Math.min(spd.top + spd.h - 2, ySpd(0) + 4), fill: MUTED, "text-anchor": "end" }, speedText(ctx, 0)));
+    if (fastest > 0) root.append(svg("text", { x: LEFT - 4, y: Math.max(spd.top + 24, ySpd(fastest) + 4), fill: MUTED, "text-anchor": "end" }, speedText(ctx, fastest)));
     root.append(svg("text", { x: LEFT - 4, y: yLoad(100) + 10, fill: MUTED, "text-anchor": "end" }, ctx.t("rec.percent", { n: 100 })));
     const axisY = H - AXIS;
     root.append(svg("line", { x1: LEFT, x2: W - RIGHT, y1: axisY, y2: axisY, stroke: MUTED }));
@@ -643,5 +646,17 @@
       status);
   }
 
-  window.LW_TIMELINE = { draw, showEvent, askButton };
+  /** The unit history's line for the flight recorder's entries, or null for any other:
+   * "evidence" (a window stored, its hash chained) and "evidence_request" (who asked for
+   * how many seconds). */
+  function historyDetail(ctx, entry) {
+    const d = entry.detail || {};
+    if (entry.kind === "evidence") {
+      return ctx.t("rec.hist_evidence", { n: d.samples ?? "—", why: ctx.t(`rec.end_${d.end}`), hash: String(d.sha256 || "").slice(0, 16) });
+    }
+    if (entry.kind === "evidence_request") return ctx.t("rec.hist_request", { by: d.by || "—", s: d.seconds ?? "—" });
+    return null;
+  }
+
+  window.LW_TIMELINE = { draw, showEvent, askButton, historyDetail };
 })();
