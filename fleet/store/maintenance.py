@@ -76,6 +76,8 @@ CREATE TABLE maintenance_derived (
 );
 """
 
+# The WHERE term of the partial index records_health (migration "dashboard").
+HEALTH_TERM = "kind IN ('counters', 'link_status')"
 VISIT_MODES = ("inspection", "stopped")
 RECORD_KINDS = ("half_monthly", "quarterly", "half_yearly", "annual")
 RECORD_VERDICTS = ("supported", "too_short", "contradicted", "cannot_tell")
@@ -524,14 +526,18 @@ class MaintenanceStore:
         """The LinkStatus records of ``unit_id`` in [since, until), with the last one
         before ``since`` first (the link's state when the span began), by time; on the
         ``records_health`` index."""
+        # The index's own condition, written out: SQLite uses a partial index only for a
+        # query whose WHERE holds the index's WHERE term as it is (kind = 'link_status'
+        # alone does not count), else it scans every record.
+        health = f"unit_id = ? AND {HEALTH_TERM} AND kind = 'link_status'"
         before = self._execute(
-            "SELECT time_us, payload FROM records WHERE unit_id = ? AND kind = 'link_status' "
-            "AND time_us < ? ORDER BY time_us DESC LIMIT 1",
+            f"SELECT time_us, payload FROM records WHERE {health} AND time_us < ? "
+            "ORDER BY time_us DESC LIMIT 1",
             (unit_id, _us(since)),
         ).fetchall()
         inside = self._execute(
-            "SELECT time_us, payload FROM records WHERE unit_id = ? AND kind = 'link_status' "
-            "AND time_us >= ? AND time_us < ? ORDER BY time_us",
+            f"SELECT time_us, payload FROM records WHERE {health} AND time_us >= ? "
+            "AND time_us < ? ORDER BY time_us",
             (unit_id, _us(since), _us(until)),
         ).fetchall()
         return [(int(r[0]), bytes(r[1])) for r in [*before, *inside]]

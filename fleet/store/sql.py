@@ -45,7 +45,7 @@ from fleet.store.base import (
 )
 from fleet.store.evidence import EvidenceStore
 from fleet.store.lifecycle import EVENT_COLUMNS, LifecycleStore, event_of_row
-from fleet.store.maintenance import MaintenanceStore
+from fleet.store.maintenance import HEALTH_TERM, MaintenanceStore
 from fleet.store.publication import PublicationStore
 from fleet.store.users import UserStore
 from fleet.taxonomy import gb_code
@@ -678,11 +678,13 @@ class SqlStore(
         oldest first: times and serialized Records."""
         if kind not in HEALTH_KINDS:
             raise ValueError(f"kind must be one of {', '.join(HEALTH_KINDS)}, not {kind!r}")
-        # The kind is a literal so that the planner can use the partial index
-        # records_health (migration "dashboard"), which only covers these kinds.
+        # The kind is a literal, and the index's own WHERE term is written out, so that
+        # the planner can use the partial index records_health (migration "dashboard"),
+        # which only covers these kinds: SQLite takes a partial index only for a query
+        # holding its WHERE term as it is (kind = 'counters' alone scanned every record).
         rows = self._execute(
             "SELECT time_us, payload FROM records WHERE unit_id = ? "
-            f"AND kind = '{kind}' ORDER BY time_us DESC LIMIT ?",
+            f"AND {HEALTH_TERM} AND kind = '{kind}' ORDER BY time_us DESC LIMIT ?",
             [unit_id, max(limit, 0)],
         ).fetchall()
         return [(from_us(int(r[0])), bytes(r[1])) for r in reversed(rows)]

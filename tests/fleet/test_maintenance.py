@@ -19,8 +19,10 @@ from fleet.reports.maintenance import parse_records, take_records
 from fleet.reports.maintenance_config import MaintenanceConfig
 from fleet.reports.visits import derive_visits
 from fleet.store.base import BatchOp, ControllerIdentity, HelloOp, RegisterEntry, UnitClaim
+from fleet.store.maintenance import HEALTH_TERM
 from fleet.store.open import open_store
-from fleet.store.sql import SqlStore
+from fleet.store.sql import RECORDS_HEALTH_INDEX, SqlStore
+from fleet.store.sqlite import SqliteStore
 from fleet.units.coverage import CoverageConfig
 from protos.liftwatch.v1 import records_pb2
 
@@ -263,3 +265,16 @@ def test_a_gap_in_an_otherwise_normal_window_is_never_contradicted(store: SqlSto
     )
     (record,) = store.maintenance_records()
     assert (record.verdict, record.verdict_reason) == ("cannot_tell", "link_lost")
+
+
+def test_the_health_reads_name_the_partial_index_term(store: SqlStore) -> None:
+    """SQLite takes the partial index records_health only for a query holding its WHERE
+    term as written; the link-state and health reads must, or they scan every record."""
+    assert RECORDS_HEALTH_INDEX.endswith(f"WHERE {HEALTH_TERM}")
+    if isinstance(store, SqliteStore):
+        plan = store._execute(
+            f"EXPLAIN QUERY PLAN SELECT time_us FROM records WHERE unit_id = ? AND "
+            f"{HEALTH_TERM} AND kind = 'link_status' AND time_us < ? ORDER BY time_us",
+            ("U1", 0),
+        ).fetchall()
+        assert "records_health" in str(plan)
