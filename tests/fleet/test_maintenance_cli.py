@@ -27,7 +27,7 @@ def db(tmp_path: Path) -> Path:
         store.upsert_register(
             [RegisterEntry("U1", contractor="C1"), RegisterEntry("U2", contractor="C2")]
         )
-        records = []
+        records: list[records_pb2.Record] = []
         for i in range(3 * 360):
             at = START + dt.timedelta(seconds=10 * i)
             for kind in ("car_state", "counters", "link_status") if i % 6 == 0 else ("car_state",):
