@@ -89,6 +89,32 @@ def keys_of(cls: type) -> tuple[str, ...]:
     return tuple(keys)
 
 
+@typing.overload
+def iso(moment: dt.datetime) -> str: ...
+@typing.overload
+def iso(moment: None) -> None: ...
+@typing.overload
+def iso(moment: dt.datetime | None) -> str | None: ...
+def iso(moment: dt.datetime | None) -> str | None:
+    """``moment`` as ISO 8601 UTC with a ``Z`` (millisecond precision), None stays None."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def view_from(cls: type[T], source: object, **given: Any) -> T:
+    """Response dataclass ``cls`` with the ``given`` fields, every other field being
+    ``source``'s attribute of the same name (a datetime as its `iso` string): the one
+    copy rule of the views whose fields are named as the stored row or record's."""
+    taken = {
+        f.name: getattr(source, f.name)
+        for f in dataclasses.fields(typing.cast(Any, cls))
+        if f.name not in given
+    }
+    shown = {k: iso(v) if isinstance(v, dt.datetime) else v for k, v in taken.items()}
+    return cls(**shown, **given)
+
+
 def to_json(value: Any) -> Any:
     """``value`` as JSON-ready data: a response dataclass as a dict in field order (keys as
     declared, None left out where the field says so), enums as their values, tuples and

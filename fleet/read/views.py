@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import Literal, overload
+from dataclasses import dataclass
+from typing import Literal
 
 from fleet.auth.roles import Role
-from fleet.read.shape import out, response, to_json
+from fleet.read.shape import iso as iso  # re-exported: where the views' callers find it
+from fleet.read.shape import out, response, to_json, view_from
 from fleet.store.base import CoverageChange, EventRow, FirmwareChange, UnitRow, UserRow
 from fleet.taxonomy import EventClass, codes_of, event_class
 from fleet.units.coverage import Coverage, UnitStatus
 from fleet.units.firmware import Inventory, VersionCount
 from protos.liftwatch.v1 import records_pb2
-
-
-@overload
-def iso(moment: dt.datetime) -> str: ...
-@overload
-def iso(moment: None) -> None: ...
-@overload
-def iso(moment: dt.datetime | None) -> str | None: ...
-def iso(moment: dt.datetime | None) -> str | None:
-    """``moment`` as ISO 8601 UTC with a ``Z`` (millisecond precision), None stays None."""
-    if moment is None:
-        return None
-    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_type_name(number: int) -> str:
@@ -174,7 +161,7 @@ class CoverageCounts:
     @classmethod
     def of(cls, counts: Coverage) -> CoverageCounts:
         """The counts of ``counts``."""
-        return cls(**{f.name: getattr(counts, f.name) for f in fields(cls)})
+        return view_from(cls, counts)
 
 
 @response("CoverageGroup")
@@ -219,13 +206,7 @@ class CoverageChangeView:
     @classmethod
     def of(cls, change: CoverageChange) -> CoverageChangeView:
         """The view of a stored transition."""
-        return cls(
-            unit_id=change.unit_id,
-            at=iso(change.at),
-            old_status=change.old_status,
-            new_status=change.new_status,
-            cause=change.cause,  # type: ignore[arg-type]  # the store writes only these four
-        )
+        return view_from(cls, change)  # the store writes only the four causes
 
 
 @response("CoverageHistory")
@@ -285,7 +266,7 @@ class FirmwareView:
 
 
 def _version_counts(counts: Sequence[VersionCount]) -> tuple[VersionCountView, ...]:
-    return tuple(VersionCountView(c.model, c.version, c.units) for c in counts)
+    return tuple(view_from(VersionCountView, c) for c in counts)
 
 
 def inventory_json(
@@ -295,23 +276,8 @@ def inventory_json(
     view = FirmwareView(
         firmware=None if violations_only else _version_counts(inv.firmware),
         agent_versions=None if violations_only else _version_counts(inv.agent_versions),
-        violations=tuple(
-            ViolationView(v.unit_id, v.model, v.firmware, v.rule, v.reason)  # type: ignore[arg-type]
-            for v in inv.violations
-        ),
-        history=tuple(
-            FirmwareChangeView(
-                unit_id=c.unit_id,
-                at=iso(c.at),
-                agent_id=c.agent_id,
-                model=c.model,
-                old_firmware=c.old_firmware,
-                new_firmware=c.new_firmware,
-                old_agent_version=c.old_agent_version,
-                new_agent_version=c.new_agent_version,
-            )
-            for c in history
-        ),
+        violations=tuple(view_from(ViolationView, v) for v in inv.violations),
+        history=tuple(view_from(FirmwareChangeView, c) for c in history),
     )
     return dict(to_json(view))
 

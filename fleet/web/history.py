@@ -18,8 +18,7 @@ from starlette.routing import Route
 
 from fleet.auth.roles import Role
 from fleet.config import HistoryConfig
-from fleet.read.shape import out, response, to_json
-from fleet.read.views import iso
+from fleet.read.shape import out, response, to_json, view_from
 from fleet.store.chain import HistoryCheck
 from fleet.store.worker import StoreWorker
 from fleet.web.auth import AccessDeniedError, principal_of
@@ -49,16 +48,7 @@ class CheckView:
     @classmethod
     def of(cls, check: HistoryCheck) -> CheckView:
         """One kept verification as the API shows it."""
-        return cls(
-            checked=iso(check.checked),
-            source=check.source,  # type: ignore[arg-type]  # serve or cli write it
-            checkpoint_file=check.checkpoint_file,
-            checkpoint_written=iso(check.checkpoint_written),
-            units=check.units,
-            problems=check.problems,
-            intact=check.intact,
-            summary=check.summary,
-        )
+        return view_from(cls, check)  # its source: serve or cli write it
 
 
 @response("HistoryCheckpoint")

@@ -32,12 +32,12 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from fleet.read.shape import out, response, to_json
+from fleet.read.shape import out, response, to_json, view_from
 from fleet.read.views import EventCodes, event_type_name, iso, phase_name
 from fleet.store.base import BatchOp, WriteOp
 from fleet.taxonomy import gb_code
@@ -181,8 +181,7 @@ class LinkView:
 
 def link_status_view(unit_id: str, time: str | None, link: records_pb2.LinkStatus) -> LinkView:
     """A LinkStatus record's view."""
-    counts = {f.name: getattr(link, f.name) for f in fields(LinkView)[3:]}
-    return LinkView(unit_id, time, link.up, **counts)
+    return view_from(LinkView, link, unit_id=unit_id, time=time)
 
 
 @response("LiveCounters")

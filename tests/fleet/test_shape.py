@@ -166,3 +166,31 @@ def test_the_cli_json_outputs_are_their_definitions(
 
 
 _STR = {"type": "string"}
+
+
+def test_a_view_copies_the_same_named_fields_of_its_source() -> None:
+    """view_from: every field not given is the source's attribute of that name, a datetime
+    as its ISO string; a field the source lacks is an error, not a silent default."""
+    from fleet.read.shape import view_from
+    from fleet.read.views import CoverageChangeView
+
+    @dataclass(frozen=True)
+    class Row:
+        unit_id: str
+        at: dt.datetime
+        old_status: str
+        new_status: str
+        cause: str
+
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
+    view = view_from(CoverageChangeView, Row("U1", when, "online", "stale", "sweep"))
+    assert to_json(view) == {
+        "unit_id": "U1",
+        "at": "2026-01-02T03:04:05.678Z",
+        "old_status": "online",
+        "new_status": "stale",
+        "cause": "sweep",
+    }
+    assert view_from(CoverageChangeView, view, unit_id="U2").at == view.at
+    with pytest.raises(AttributeError, match="unit_id"):
+        view_from(CoverageChangeView, _Probe(1, None, None, (), None), cause="x")
