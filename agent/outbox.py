@@ -371,10 +371,16 @@ class Outbox:
         and, when ``max_bytes`` is given, no more payload than that (but always at least one);
         none of kind ``skip_kind`` (held back from this fleet, see `ack`).
         """
-        rows = self._db.execute(
-            "SELECT seq, payload FROM records WHERE seq > ? AND kind != ? ORDER BY seq LIMIT ?",
-            (after_seq, skip_kind, limit),
-        ).fetchall()
+        if skip_kind:
+            rows = self._db.execute(
+                "SELECT seq, payload FROM records WHERE seq > ? AND kind != ? ORDER BY seq LIMIT ?",
+                (after_seq, skip_kind, limit),
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT seq, payload FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
         batch: list[PendingRecord] = []
         size = 0
         for seq, payload in rows:
