@@ -20,7 +20,7 @@ first of these that holds:
    its visits are unknown, never "none".
 2. **supported**: watched visits of U overlap W and their watched time (duration less
    the unwatched gaps within them) adds up to at least M. Evidence: the visits.
-3. **cannot_tell**: an out-of-service session longer than ``max_stopped_hours`` overlaps
+3. **cannot_tell**: a session (either mode) longer than ``max_visit_hours`` overlaps
    W (a lift stopped for days is an outage; it neither supports nor refutes a visit).
 4. **cannot_tell**: U was not watched throughout W: a car-state record does not cover W
    with no silence over ``max_gap_s``; a record's mode is unknown; the controller link was
@@ -108,8 +108,8 @@ TEMPLATES: Mapping[str, Mapping[str, str]] = {
         "{kind}最少 {minimum_min} 分钟",
     },
     "long_outage": {
-        "en": "out of service for {hours} h from {start} (an outage, not a visit)",
-        "zh": "自 {start} 起停用 {hours} 小时（停梯，不是维保作业）",
+        "en": "out of normal service for {hours} h from {start} (an outage, not a visit)",
+        "zh": "自 {start} 起停止正常运行 {hours} 小时（停梯，不是维保作业）",
     },
     "not_covered": {
         "en": "not watched: records of the unit do not cover {start} to {end}",
@@ -441,8 +441,8 @@ def judge(
     found = sorted(
         store.visits(unit_id=unit.unit_id, since=start, until=end), key=lambda v: v.start_us
     )
-    longest = dt.timedelta(hours=rules.max_stopped_hours).total_seconds()
-    outages = [v for v in found if v.mode == "stopped" and v.duration_s > longest]
+    longest = dt.timedelta(hours=rules.max_visit_hours).total_seconds()
+    outages = [v for v in found if v.duration_s > longest]
     visits = [v for v in found if v not in outages]
     minimum_s = minimums.minutes(record.kind) * 60
     watched_s = sum(v.watched_s for v in visits)

@@ -29,9 +29,10 @@ Every key of the first two, with its default::
     max_gap_s = 60               # longest silence between car-state records still
                                  # "watched" (agents send one on every change and at
                                  # least every 10 s); a longer one is a gap in watching
-    max_stopped_hours = 12       # an out-of-service session longer than this is an
-                                 # outage (a lift stopped for days), not a visit: it
-                                 # supports no record
+    max_visit_hours = 12         # a session (inspection or out of service) longer than
+                                 # this is an outage (a lift stopped, or left in
+                                 # inspection, for days), not a visit: it supports no
+                                 # record and refutes none
     derive_interval_s = 60       # serve derives visits from new car-state records and
                                  # re-judges recent records this often; 0 = never
                                  # (`maintenance audit` still does)
@@ -71,7 +72,7 @@ class VerdictRulesConfig:
     slack_minutes: float = bounded(30.0, 0, 240)
     too_short_fraction: float = bounded(0.5, 0, 1)
     max_gap_s: float = bounded(60.0, 1, 3600)
-    max_stopped_hours: float = bounded(12.0, 0.5, 240)
+    max_visit_hours: float = bounded(12.0, 0.5, 240)
     derive_interval_s: float = bounded(60.0, 0, 86_400)
     rejudge_days: float = bounded(14.0, 0, 366)
 

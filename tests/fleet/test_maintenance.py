@@ -278,3 +278,24 @@ def test_the_health_reads_name_the_partial_index_term(store: SqlStore) -> None:
             ("U1", 0),
         ).fetchall()
         assert "records_health" in str(plan)
+
+
+def test_a_lift_left_in_inspection_for_a_day_supports_nothing(store: SqlStore) -> None:
+    """A session longer than max_visit_hours is an outage: cannot tell, not supported."""
+    feed = Feed("A1")
+    at = feed.play("U1", DAY, 30, M.SERVICE_MODE_NORMAL, every_s=30)
+    at = feed.play("U1", at, 13 * 60, M.SERVICE_MODE_INSPECTION, every_s=30)
+    feed.play("U1", at, 30, M.SERVICE_MODE_NORMAL, every_s=30)
+    feed.send(store)
+    found, _ = parse_records(
+        io.StringIO(
+            "unit_id,date,start,end,type,workers\nU1,2026-03-02,05:00Z,06:00Z,half_monthly,x\n"
+        ),
+        "t.csv",
+        SHANGHAI,
+    )
+    take_records(
+        store, found, [], contractor="C1", uploaded_by="u", source="api", now=DAY, config=CONFIG
+    )
+    (record,) = store.maintenance_records()
+    assert (record.verdict, record.verdict_reason) == ("cannot_tell", "long_outage")
