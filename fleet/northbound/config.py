@@ -39,6 +39,11 @@ Every key of a platform, with its default::
                                  # takes over after this long (at least 2 x timeout_s)
     poll_s = 1                   # with nothing to send, look for new history this often
     batch = 200                  # history entries read per round
+    heartbeat_s = 0              # every this many seconds, each unit's status now, when the
+                                 # mapping has a [message.heartbeat]; 0 = none. Not durable:
+                                 # a beat missed while the platform is down is not sent
+                                 # later (the next one supersedes it). Sent batch units a
+                                 # round between the history's messages, at rate_per_s
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ class PlatformConfig:
     lease_s: float = bounded(30.0, 1, 3600)
     poll_s: float = bounded(1.0, 0.01, 3600)
     batch: int = bounded(200, 1, 100_000)
+    heartbeat_s: float = bounded(0.0, 0, _DAY_S)
     # The loaded mapping file (not a key: built from ``mapping``).
     loaded: NorthboundMapping | None = field(default=None, metadata=_NOT_A_KEY)
 

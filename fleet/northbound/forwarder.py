@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from fleet.clock import Clock
 from fleet.northbound.config import NorthboundConfig, PlatformConfig
-from fleet.northbound.mapping import NorthboundMapping, Rendered, message_key
+from fleet.northbound.mapping import HEARTBEAT, NorthboundMapping, Rendered, message_key
 from fleet.northbound.transport import Outcome, SendResult, Transport, open_transport
 from fleet.store.base import Store
 from fleet.store.northbound import (
@@ -156,6 +156,10 @@ class Forwarder:
         self._lease: Lease | None = None
         self._next_send = 0.0
         self._status_at: dt.datetime | None = None
+        # The heartbeat under way: its time (µs) and the last unit sent; None between beats.
+        self._beat: int | None = None
+        self._beat_after = ""
+        self._next_beat = 0
 
     def _now_us(self) -> int:
         return to_us(self._clock())
@@ -314,7 +318,50 @@ class Forwarder:
             done = list(skipped)
             await self._do(NorthboundOutbox.advance, lease, done, 0, now)
             progressed = True
-        return progressed, None
+        beat, failure = await self._heartbeats()
+        return progressed or beat, failure
+
+    async def _heartbeats(self) -> tuple[bool, SendResult | None]:
+        """Send the next ``batch`` units of the heartbeat under way (starting one when
+        due): whether any was sent, and the failure that stopped it. A beat older than
+        ``heartbeat_s`` (an outage) is dropped for a new one: it is not history."""
+        every = self.platform.heartbeat_s
+        if every <= 0 or HEARTBEAT not in self.mapping.messages:
+            return False, None
+        now = self._now_us()
+        if self._beat is not None and now - self._beat >= every * 1_000_000:
+            self._beat = None  # superseded
+        if self._beat is None:
+            if now < self._next_beat:
+                return False, None
+            self._beat, self._beat_after = now, ""
+            self._next_beat = now + int(every * 1_000_000)
+        rows = await self._do(NorthboundOutbox.unit_statuses, self._beat_after, self.platform.batch)
+        if not rows:
+            self._beat = None
+            return False, None
+        name = self.platform.name
+        for unit_id, status, seen, agent_id in rows:
+            detail = {"status": status, "last_seen": _iso_us(seen), "agent_id": agent_id}
+            message = self.mapping.render_heartbeat(
+                self.platform.source_id, unit_id, self._beat, detail
+            )
+            if message is not None:
+                await self._fresh_lease()
+                result = await self._paced_send(message)
+                if result.outcome is Outcome.RETRY:
+                    self._metrics.retries.labels(platform=name).inc()
+                    return True, result
+                if result.outcome is Outcome.REJECTED:
+                    # Not dead-lettered: the next beat says the same, newer.
+                    self._metrics.rejected.labels(platform=name).inc()
+                    log.warning(
+                        "northbound %s refused a heartbeat of %s: %s", name, unit_id, result.reason
+                    )
+                else:
+                    self._metrics.sent.labels(platform=name).inc()
+            self._beat_after = unit_id
+        return True, None
 
     def _render(self, entry: HistoryEntry) -> Rendered | None:
         return self.mapping.render(
@@ -392,6 +439,13 @@ class Forwarder:
         status = await self._do(NorthboundOutbox.status, name)
         publish_status(self._metrics, status, now)
         return status
+
+
+def _iso_us(us: int | None) -> str | None:
+    if us is None:
+        return None
+    moment = dt.datetime.fromtimestamp(us / 1_000_000, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def publish_status(metrics: NorthboundMetrics, status: PlatformStatus, now: dt.datetime) -> None:

@@ -47,6 +47,9 @@ from liftconf.schema import Problem, type_name
 SHIPPED = Path(__file__).resolve().parent
 SHIPPED_MAPPINGS = ("gbt24476", "chongqing")
 
+# Not history: the unit's status now, sent every ``heartbeat_s`` (forwarder). A beat
+# missed during an outage is not sent later; the next one supersedes it.
+HEARTBEAT = "heartbeat"
 # Message names that render another history kind by default.
 KIND_OF_NAME = {"status": "coverage"}
 # The JSON types of what each history kind records (fleet.store.chain, lifecycle, and
@@ -76,6 +79,7 @@ DETAIL_TYPES: Mapping[str, Mapping[str, str]] = {
         "event": "string?",
     },
     "coverage": {"old_status": "string", "new_status": "string", "cause": "string"},
+    HEARTBEAT: {"status": "string", "last_seen": "string?", "agent_id": "string"},
     "register": {
         "building": "string",
         "address": "string",
@@ -221,20 +225,33 @@ class NorthboundMapping:
         """The message for one history entry, or None when the mapping sends none for it
         (no message for its kind, ``when`` not met, a ``skip_when_missing`` field with no
         value). Raises ValueError when the entry's detail is not a JSON object."""
-        message = self.messages.get(kind)
-        if message is None:
+        if kind not in self.messages:
             return None
         parsed = json.loads(detail)
         if not isinstance(parsed, dict):
             raise ValueError(f"history entry {unit_id}#{seq}: detail is not an object")
         key = message_key(source_id, unit_id, seq)
-        values = _Values(self, key, unit_id, seq, at_us, kind, parsed)
+        return self._render(_Values(self, key, unit_id, seq, at_us, kind, parsed))
+
+    def render_heartbeat(
+        self, source_id: str, unit_id: str, at_us: int, detail: Mapping[str, Any]
+    ) -> Rendered | None:
+        """The heartbeat message of one unit at ``at_us`` (``detail``: status, last_seen,
+        agent_id), or None when the mapping has none. Its key names the beat
+        (``SOURCE:UNIT:hb:MS``): the same beat sent again is the same message."""
+        if HEARTBEAT not in self.messages:
+            return None
+        key = f"{source_id}:{unit_id}:hb:{at_us // 1000}"
+        return self._render(_Values(self, key, unit_id, 0, at_us, HEARTBEAT, detail))
+
+    def _render(self, values: _Values) -> Rendered | None:
+        message = self.messages[values.kind]
         for source, allowed in message.when.items():
             if values.get(source) not in allowed:
                 return None
         body: dict[str, Any] = {}
         if self.key_field:
-            body[self.key_field] = key
+            body[self.key_field] = values.key
         for f in message.fields:
             if f.is_const:
                 body[f.name] = f.const
@@ -247,9 +264,8 @@ class NorthboundMapping:
             if value is None and f.skip_when_missing:
                 return None
             body[f.name] = value
-        return Rendered(
-            message.name, key, message.path, message.topic.replace("{unit_id}", unit_id), body
-        )
+        topic = message.topic.replace("{unit_id}", values.unit_id)
+        return Rendered(message.name, values.key, message.path, topic, body)
 
     def json_schema(self) -> dict[str, dict[str, Any]]:
         """Per message name, the JSON Schema (draft 2020-12 subset: type, enum, const,
@@ -352,8 +368,8 @@ class _Values:
         detail: Mapping[str, Any],
     ) -> None:
         self._mapping = mapping
-        self._key, self._unit, self._seq, self._at_us = key, unit_id, seq, at_us
-        self._kind, self._detail = kind, detail
+        self.key, self.unit_id, self._seq, self._at_us = key, unit_id, seq, at_us
+        self.kind, self._detail = kind, detail
 
     def time(self, us: int, form: str) -> object:
         """``us`` (µs since the epoch) as ``form`` (`TIME_FORMATS`)."""
@@ -367,13 +383,13 @@ class _Values:
 
     def get(self, source: str) -> object:
         if source == "key":
-            return self._key
+            return self.key
         if source == "unit_id":
-            return self._unit
+            return self.unit_id
         if source == "seq":
             return self._seq
         if source == "kind":
-            return self._kind
+            return self.kind
         if source == "at":
             return self.time(self._at_us, "iso")
         if source == "at_ms":
@@ -389,15 +405,17 @@ class _Values:
 
     def _code_keys(self) -> list[str]:
         d = self._detail
-        if self._kind == "event":
+        if self.kind == "event":
             name = str(d.get("type", ""))
             where = d.get("at_landing")
             if where is None:
                 return [name]
             return [f"{name}@{'landing' if where else 'between'}", name]
-        if self._kind == "coverage":
+        if self.kind == "coverage":
             return [str(d.get("new_status", ""))]
-        if self._kind == "alarm":
+        if self.kind == HEARTBEAT:
+            return [str(d.get("status", ""))]
+        if self.kind == "alarm":
             return [str(d.get("step", ""))]
         return []
 
@@ -481,8 +499,9 @@ def _message(
 ) -> Message | None:
     at = f"message.{name}"
     kind = _text(raw, at, "kind", KIND_OF_NAME.get(name, name), bad)
-    if kind not in HISTORY_KINDS:
-        bad(f"{at}.kind", f"unknown history kind {kind!r} (one of {', '.join(HISTORY_KINDS)})")
+    if kind not in (*HISTORY_KINDS, HEARTBEAT):
+        kinds = ", ".join((*HISTORY_KINDS, HEARTBEAT))
+        bad(f"{at}.kind", f"unknown kind {kind!r} (one of {kinds})")
         return None
     path = _text(raw, at, "path", "", bad)
     if path and not path.startswith("/"):
@@ -569,7 +588,12 @@ def _known_source(kind: str, source: str, codes: Mapping[str, Mapping[str, objec
     if source in ENTRY_SOURCES:
         return True
     if source.startswith("code."):
-        return source.removeprefix("code.") in codes and kind in ("event", "coverage", "alarm")
+        return source.removeprefix("code.") in codes and kind in (
+            "event",
+            "coverage",
+            "alarm",
+            HEARTBEAT,
+        )
     return source.startswith("detail.") and len(source) > len("detail.")
 
 

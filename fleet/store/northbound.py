@@ -388,6 +388,21 @@ class NorthboundOutbox:
                     ).fetchall()
         return len(rows)
 
+    # -- heartbeats ------------------------------------------------------------------
+
+    def unit_statuses(self, after: str, limit: int) -> list[tuple[str, str, int | None, str]]:
+        """A page of units for a heartbeat, by unit_id after ``after``: (unit_id, coverage
+        status as last recorded, last seen µs or None, agent_id)."""
+        rows = self._store._execute(
+            "SELECT unit_id, status, last_seen_us, agent_id FROM units WHERE unit_id > ? "
+            "ORDER BY unit_id LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [
+            (str(u), str(st), None if seen is None else int(seen), str(agent))
+            for u, st, seen, agent in rows
+        ]
+
     # -- status ----------------------------------------------------------------------
 
     def status(self, platform: str) -> PlatformStatus:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -426,8 +427,9 @@ def test_mapping_errors_are_named_by_file_and_key(tmp_path: Path) -> None:
         f"{where}: mapping.time_zone: 'Mars/Olympus' is not an IANA time zone name",
         f"{where}: message.event.path: must start with /",
         f"{where}: message.event.fields.code.source: unknown source 'code.nope'",
-        f"{where}: message.nonsense.kind: unknown history kind 'nonsense' (one of event, "
-        "alarm, coverage, register, firmware, visit, maintenance_record, maintenance_verdict)",
+        f"{where}: message.nonsense.kind: unknown kind 'nonsense' (one of event, alarm, "
+        "coverage, register, firmware, visit, maintenance_record, maintenance_verdict, "
+        "heartbeat)",
     ]
     platform: dict[str, object] = {"url": "ftp://x", "auth": "hmac", "port": 0}
     data = {"northbound": {"platform": {"cq": platform}}}
@@ -726,5 +728,51 @@ def test_maintenance_records_and_verdicts_are_forwarded(target: str) -> None:
             assert (judged.body["verdict"], judged.body["verdictCode"]) == ("too_short", 2)
             await _stop(fleet, task)
         assert platform.log.invalid == []
+
+    run(scenario)
+
+
+def test_heartbeats_go_every_heartbeat_s_and_a_missed_one_is_not_sent_later(
+    target: str,
+) -> None:
+    """heartbeat_s = 60: each unit's status goes out every minute (of the forwarder's
+    clock), each beat with its own key; a beat due while the platform is down is
+    superseded by the next one, not queued."""
+
+    async def scenario() -> None:
+        time = VirtualTime(T0)
+        with running_platform(schemas(), key_field="messageId") as platform:
+            config = platform_config(platform.url, heartbeat_s=60.0, retry_max_s=10.0)
+            fleet, _, task = await _start(target, config, time)
+
+            def beats() -> dict[str, list[str]]:
+                found: dict[str, list[str]] = {}
+                for got in platform.log.snapshot():
+                    if got.path == "/heartbeat":
+                        found.setdefault(got.key.split(":")[-1], []).append(
+                            got.body["registrationCode"]
+                        )
+                return found
+
+            await eventually(beats, lambda b: len(b) >= 2, "two beats")
+            first, second = sorted(beats(), key=int)[:2]
+            assert sorted(beats()[first]) == list(UNITS)
+            assert int(second) - int(first) >= 60_000
+            platform.down()
+            down_at = time.now
+            await eventually(lambda: time.now - down_at, lambda d: d >= dt.timedelta(minutes=5))
+            platform.up()
+            await eventually(
+                beats, lambda b: any(int(k) > int(second) for k in b), "a beat after the outage"
+            )
+            await _stop(fleet, task)
+            # Beats are one minute apart at least, and the ones due while it was down were
+            # not sent afterwards: at most one beat of the outage's five came through.
+            stamps = sorted(int(k) for k in beats())
+            assert all(b - a >= 60_000 for a, b in itertools.pairwise(stamps))
+            down_ms = int(down_at.timestamp() * 1000)
+            during = [s for s in stamps if down_ms < s < down_ms + 300_000]
+            assert len(during) <= 1
+        assert platform.log.invalid == [] and platform.log.duplicates == []
 
     run(scenario)
