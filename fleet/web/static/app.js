@@ -126,7 +126,7 @@
 
   // What the flight recorder (timeline.js) draws with: this page's helpers and language.
   function recorder() {
-    return { t, label, fmtTime, api, h, put, message, badge, announce, state };
+    return { t, label, fmtTime, api, h, put, message, badge, announce, state, table };
   }
 
   // -- API -----------------------------------------------------------------------------
@@ -236,7 +236,7 @@
     const here = location.hash || "#/";
     // Unpublished lists are for regulators and administrators (plan.js; the API says so too).
     const lists = ["regulator", "admin"].includes(state.user.role) ? [["#/publication", "nav.publication"]] : [];
-    const items = state.user.can_admin ? [...NAV, ...lists, ["#/users", "nav.users"]] : [...NAV, ...lists];
+    const items = state.user.can_admin ? [...NAV, ...lists, ["#/users", "nav.users"], ["#/northbound", "nav.northbound"]] : [...NAV, ...lists];
     put(nav, h("ul", {}, items.map(([href, key]) => {
       const current = href === "#/" ? here === "#/" || here === "#" : here.startsWith(href);
       return h("li", {}, h("a", { href, "aria-current": current ? "page" : null, text: t(key) }));
@@ -267,6 +267,7 @@
       else if (path === "/plan") await window.LW_PLAN.viewPlan(recorder(), params);
       else if (path === "/publication") await window.LW_PLAN.viewPublication(recorder());
       else if (path === "/maintenance") await window.LW_MAINT.viewRecords(recorder(), params);
+      else if (path === "/northbound") await window.LW_NORTH.viewNorthbound(recorder());
       else await viewOverview();
     } catch (err) {
       if (err.status === 401) return;
@@ -610,6 +611,8 @@
   function historyDetail(entry) {
     const d = entry.detail;
     if (d === null || typeof d !== "object") return String(d ?? "");
+    const recorded = window.LW_TIMELINE.historyDetail(recorder(), entry);
+    if (recorded !== null) return recorded;
     const parts = [];
     if (d.type) parts.push(label("event", d.type));
     if (d.phase) parts.push(label("phase", d.phase));

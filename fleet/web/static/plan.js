@@ -6,12 +6,9 @@
 // to anyone but regulators and administrators.
 "use strict";
 (() => {
+  // app.js's table (one header row, a row of cells per item), for both views.
   function grid(x, columns, rows, cells) {
-    const { h, t } = x;
-    return h("div", { className: "scroll", tabindex: "0", role: "region", "aria-label": columns.map((c) => t(c)).join(", ") },
-      h("table", {},
-        h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: t(c) })))),
-        h("tbody", {}, rows.map((row) => h("tr", {}, cells(row).map((c) => h("td", {}, c)))))));
+    return x.table(columns, rows, cells);
   }
 
   function unitLink(x, unitId) {
