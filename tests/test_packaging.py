@@ -74,6 +74,11 @@ def test_wheel_ships_what_the_demo_and_commands_need(wheel_files: list[str]) -> 
     from hil_tests.system import REGISTER_CSV
 
     assert REGISTER_CSV.relative_to(ROOT).as_posix() in wheel_files
+    # `serve` loads a shipped northbound mapping by name (fleet.northbound.mapping).
+    from fleet.northbound.mapping import SHIPPED_MAPPINGS
+
+    for mapping in SHIPPED_MAPPINGS:
+        assert f"fleet/northbound/{mapping}.toml" in wheel_files, mapping
     project = _pyproject()["project"]
     assert isinstance(project, dict)
     for name, target in project["scripts"].items():
