@@ -11,6 +11,7 @@ import json
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from fleet.auth.passwords import hash_password
 from fleet.auth.roles import Role
@@ -21,7 +22,9 @@ from fleet.store.maintenance import NewRecord, VerdictChange
 from fleet.store.publication import RegisterDetails
 from fleet.store.sql import to_us
 from fleet.store.sqlite import SqliteStore
+from fleet.web.openapi import openapi_spec
 from tests.fleet.harness import running_fleet
+from tests.fleet.test_api import validate
 from tests.fleet.test_web_auth import PASSWORD, Client
 
 OURS, THEIRS = "维保单位A", "维保单位B"
@@ -96,6 +99,16 @@ def _prepare(db: Path) -> None:
         store.close()
 
 
+SPEC = openapi_spec()
+
+
+def _answer(method: str, path: str, status: str = "200") -> dict[str, Any]:
+    """The schema the spec declares for a route's JSON answer."""
+    content = SPEC["paths"][path][method]["responses"][status]["content"]
+    schema: dict[str, Any] = content["application/json"]["schema"]
+    return schema
+
+
 def _raw(
     http: str, path: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
@@ -139,6 +152,7 @@ def test_lists_are_drafted_approved_by_another_and_published_with_no_personal_da
             assert await drafter.login(DRAFTER) == 200
             status, draft = await drafter.post("/api/publication/draft")
             assert status == 201 and draft["state"] == "draft"
+            validate(draft, _answer("post", "/api/publication/draft", "201"), SPEC, "draft")
             three_no = draft["lists"]["three_no"]["rows"]
             assert [(r["unit_id"], r["use_unit"], r["maintenance_fund"]) for r in three_no] == [
                 ("U2", "no", "no")
@@ -160,6 +174,7 @@ def test_lists_are_drafted_approved_by_another_and_published_with_no_personal_da
             status, done = await approver.post(f"/api/publication/{pid}/publish")
             assert status == 200 and done["state"] == "published"
             status, history = await drafter.get("/api/publication")
+            validate(history, _answer("get", "/api/publication"), SPEC, "publications")
             assert [(s["step"], s["username"]) for s in history["steps"]] == [
                 ("drafted", DRAFTER),
                 ("approved", APPROVER),
@@ -185,6 +200,7 @@ def test_lists_are_drafted_approved_by_another_and_published_with_no_personal_da
             # The plan: a contractor sees its own units only.
             status, plan = await ours.get("/api/maintenance/plan?lang=en")
             assert status == 200 and [u["unit_id"] for u in plan["units"]] == ["U1"]
+            validate(plan, _answer("get", "/api/maintenance/plan"), SPEC, "plan")
             assert plan["units"][0]["why"].startswith("due today")
             quoted = urllib.parse.quote(THEIRS)
             assert (await ours.get(f"/api/maintenance/plan?contractor={quoted}"))[0] == 403
