@@ -389,6 +389,12 @@ async def _pages(browser: Any, base: str, agent: Agent, tmp_path: Path) -> list[
     assert await asked.get_attribute("data-samples") == str(60 * RATE_HZ)
     assert "即时记录" in await asked.locator("title").text_content()
     await _shot(page, "flight-recorder-on-demand")
+    # The unit's history names both, in words: the stored window with its hash, the request.
+    await page.reload()
+    history = await page.locator("#history-panel").inner_text(timeout=WAIT_MS)
+    assert "400 个采样" in history and "请求最近 60 秒" in history, history
+    assert '"sha256"' not in history, history
+
     # A car whose agent is away: the fleet's 409 and its reason.
     await page.goto(f"{base}#/unit/{AWAY}")
     await page.click("#rec-ask")
