@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
                 store, now, config.publication, config.reports, config.maintenance.plan
             )
             new_id = store.draft_publication(lists, now, username, now)
-            done = next(p for p in store.publications(5) if p.id == new_id)
+            made = store.publication(new_id)
+            assert made is not None
+            done = made
         elif args.publish_command == "approve":
             done = store.approve_publication(
                 args.id, username, now, by_another=config.publication.approval_by_another

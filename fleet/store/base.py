@@ -570,6 +570,10 @@ class Store(Protocol):
         """The newest publications, newest first."""
         ...
 
+    def publication(self, publication_id: int) -> Publication | None:
+        """One publication in whatever state, or None."""
+        ...
+
     def current_publication(self) -> Publication | None:
         """The last one published, None before the first."""
         ...

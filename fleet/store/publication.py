@@ -310,6 +310,13 @@ class PublicationStore:
         ).fetchall()
         return [_publication(r) for r in rows]
 
+    def publication(self, publication_id: int) -> Publication | None:
+        """Publication ``publication_id`` in whatever state, or None."""
+        row = self._execute(
+            f"SELECT {_PUBLICATION_COLUMNS} FROM publications WHERE id = ?", (publication_id,)
+        ).fetchone()
+        return None if row is None else _publication(row)
+
     def current_publication(self) -> Publication | None:
         """The last one published (what the public sees), None before the first."""
         row = self._execute(
@@ -336,12 +343,10 @@ class PublicationStore:
         return steps
 
     def _publication_for_update(self, publication_id: int) -> Publication:
-        row = self._execute(
-            f"SELECT {_PUBLICATION_COLUMNS} FROM publications WHERE id = ?", (publication_id,)
-        ).fetchone()
-        if row is None:
+        found = self.publication(publication_id)
+        if found is None:
             raise PublicationError(f"publication {publication_id}: no such publication")
-        return _publication(row)
+        return found
 
     def _moved(self, text: str, params: Sequence[object]) -> None:
         # Two regulators acting at once: the second finds the state already moved.

@@ -339,12 +339,10 @@ def publication_routes(
     async def one(request: Request) -> Response:
         may_read_drafts(request)
         wanted = publication_id(request)
-        found = await need_store().call(
-            lambda s: [p for p in s.publications(1000) if p.id == wanted]
-        )
-        if not found:
+        found = await need_store().call(lambda s: s.publication(wanted))
+        if found is None:
             return json_response({"error": f"publication {wanted} unknown"}, 404)
-        return json_response(publication_json(found[0], lists=True))
+        return json_response(publication_json(found, lists=True))
 
     async def draft(request: Request) -> Response:
         username = may_publish(request)
@@ -359,7 +357,9 @@ def publication_routes(
             sql = _sql(s)
             lists = draw_lists(sql, now, publication, reports, plan, planned)
             new_id = sql.draft_publication(lists, now, username, now)
-            return next(p for p in sql.publications(5) if p.id == new_id)
+            made = sql.publication(new_id)
+            assert made is not None
+            return made
 
         made = await worker.call(make)
         return json_response(publication_json(made, lists=True), 201)

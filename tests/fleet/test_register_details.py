@@ -98,6 +98,9 @@ def test_a_publication_goes_draft_approved_published_and_each_step_is_kept(
         store.approve_publication(draft, "reg1", T0, by_another=True)
     store.approve_publication(draft, "reg2", T0 + dt.timedelta(minutes=1), by_another=True)
     assert store.current_publication() is None  # approved is not yet public
+    approved = store.publication(draft)
+    assert approved is not None and approved.state == "approved" and approved.approved_by == "reg2"
+    assert store.publication(draft + 1000) is None
     published = store.publish_publication(draft, "reg2", T0 + dt.timedelta(minutes=2))
     assert published.state == "published"
     current = store.current_publication()
