@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from fleet.auth.roles import Role
 from fleet.cli.common import (
@@ -23,8 +22,10 @@ from fleet.cli.common import (
     PROG,
     StoreCommand,
     UsageError,
+    add_group,
     open_readonly,
     print_json,
+    store_options,
     store_target,
 )
 from fleet.clock import utc_now
@@ -40,20 +41,17 @@ def add_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], store_command: StoreCommand
 ) -> None:
     """Add ``publish`` and its steps."""
-    group = commands.add_parser(
+    action = add_group(
+        commands,
         "publish",
-        help="draft, approve and publish the district's lists (regulators)",
-        description=(__doc__ or "").split("\n\n")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "draft, approve and publish the district's lists (regulators)",
+        (__doc__ or "").split("\n\n")[1],
+        dest="publish_command",
+        metavar="STEP",
     )
-    steps = group.add_subparsers(dest="publish_command", required=True, metavar="STEP")
 
     def step(name: str, help_text: str, with_id: bool) -> None:
-        sub = steps.add_parser(name, help=help_text, description=help_text)
-        source = sub.add_mutually_exclusive_group()
-        source.add_argument("--config", type=Path, help="TOML config naming the store")
-        source.add_argument("--db", help="the fleet's SQLite file or postgresql:// URL")
-        sub.add_argument("--json", action="store_true", help="print one JSON object")
+        sub = store_options(action(name, help_text))
         if with_id:
             sub.add_argument("id", type=int, help="the publication's id (publish status)")
         if name != "status":
