@@ -45,7 +45,9 @@ def add_parser(
         commands,
         "publish",
         "draft, approve and publish the district's lists (regulators)",
-        (__doc__ or "").split("\n\n")[1],
+        "A regulator drafts the lists (draft), another regulator approves the draft "
+        "(approve; [publication] approval_by_another), a regulator publishes it (publish) "
+        "and /public/ serves it; status shows each step with who and when.",
         dest="publish_command",
         metavar="STEP",
     )
