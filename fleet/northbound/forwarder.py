@@ -117,6 +117,12 @@ class NorthboundMetrics:
             ["platform"],
             registry=registry,
         )
+        self.failures = Counter(
+            "liftwatch_fleet_northbound_failures",
+            "Runs of the platform's forwarder ended by an unexpected error (logged; restarted).",
+            ["platform"],
+            registry=registry,
+        )
         self.sender = Gauge(
             "liftwatch_fleet_northbound_sender",
             "1 while this instance holds the platform's lease (sends for it), else 0.",
@@ -208,9 +214,11 @@ class Forwarder:
         if lease is not None:
             with contextlib.suppress(Exception):
                 await self._do(NorthboundOutbox.release, lease)
-        if self._transport is not None:
+        # A run started again (`supervised`) opens a fresh transport.
+        transport, self._transport = self._transport, None
+        if transport is not None:
             with contextlib.suppress(Exception):
-                await self._transport.aclose()
+                await transport.aclose()
 
     def _drop_lease(self) -> None:
         self._lease = None
@@ -468,6 +476,7 @@ async def supervised(forwarder: Forwarder, sleep: Sleep = asyncio.sleep) -> None
         except asyncio.CancelledError:
             raise
         except Exception:
+            forwarder._metrics.failures.labels(platform=forwarder.platform.name).inc()
             log.exception(
                 "northbound %s: forwarder failed; starting again", forwarder.platform.name
             )

@@ -776,3 +776,40 @@ def test_heartbeats_go_every_heartbeat_s_and_a_missed_one_is_not_sent_later(
         assert platform.log.invalid == [] and platform.log.duplicates == []
 
     run(scenario)
+
+
+def test_an_unexpected_failure_restarts_the_forwarder_and_loses_nothing(target: str) -> None:
+    """A bug in a send (an exception no outcome covers) ends that run of the forwarder,
+    not the fleet: `supervised` logs it and starts it again with a fresh transport, and
+    the entry is sent then."""
+    from fleet.northbound.forwarder import supervised
+    from fleet.northbound.mapping import Rendered
+    from fleet.northbound.transport import SendResult
+
+    class Broken:
+        async def send(self, message: Rendered) -> SendResult:
+            raise RuntimeError("a bug in a transport")
+
+        async def aclose(self) -> None:
+            return None
+
+    async def scenario() -> None:
+        time = VirtualTime(T0)
+        with running_platform(schemas(), key_field="messageId") as platform:
+            config = platform_config(platform.url, start="beginning")
+            worker = await StoreWorker.open(lambda: open_store(target))
+            fleet = Fleet(worker)
+            await fleet.hello()
+            await fleet.events(3)
+            metrics = NorthboundMetrics(CollectorRegistry())
+            forwarder = Forwarder(
+                worker, config, time.clock, metrics, sleep=time.sleep, transport=Broken()
+            )
+            task = asyncio.create_task(supervised(forwarder, time.sleep))
+            want = await fleet.history_events()
+            await eventually(lambda: delivered(platform), lambda d: d == want, "sent after all")
+            await _stop(fleet, task)
+            assert metrics.failures.labels(platform="region")._value.get() == 1
+        assert platform.log.duplicates == []
+
+    run(scenario)
