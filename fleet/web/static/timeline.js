@@ -18,7 +18,7 @@
   const W = 960;
   const LEFT = 96;
   const RIGHT = 16;
-  const TOP = 28;
+  const TOP = 34;
   const GAP = 8;
   const AXIS = 26;
   const PLOT_W = W - LEFT - RIGHT;
@@ -321,7 +321,8 @@
       const xm = x(ms).toFixed(1);
       plot.append(
         svg("line", { x1: xm, x2: xm, y1: TOP - 6, y2: H - AXIS, stroke: MARKER[kind], "stroke-width": 2, "stroke-dasharray": kind === "onset" ? "5 3" : null, "data-marker": kind }),
-        svg("text", { x: Number(xm) + 3, y: TOP - 10 + (kind === "raised" ? 0 : 0), fill: MARKER[kind], "font-weight": 700, "data-marker-label": kind }, ctx.t(`rec.mark_${kind}`)));
+        // The raise's label a line lower: onset and raise can be a second apart.
+        svg("text", { x: Number(xm) + 3, y: kind === "raised" ? TOP - 2 : TOP - 14, fill: MARKER[kind], "font-weight": 700, "data-marker-label": kind }, ctx.t(`rec.mark_${kind}`)));
     }
     root.append(plot);
     // Lane labels and axes, outside the clip.
@@ -464,6 +465,7 @@
     let drawn = null;
 
     const nearest = (ms) => {
+      if (!m.samples.length) return 0;
       let best = 0;
       m.samples.forEach((s, i) => { if (Math.abs(s.ms - ms) < Math.abs(m.samples[best].ms - ms)) best = i; });
       return best;
