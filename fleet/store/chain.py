@@ -42,7 +42,9 @@ from typing import Any
 from protos.liftwatch.v1 import records_pb2
 
 GENESIS = "0" * 64
-# "evidence" and "evidence_request": the flight recorder (issue 16, fleet.store.evidence).
+# "evidence" and "evidence_request": the flight recorder (issue 16, fleet.store.evidence);
+# "visit", "maintenance_record" and "maintenance_verdict": maintenance truth (issue 17,
+# fleet.store.maintenance).
 KINDS = (
     "event",
     "alarm",
@@ -51,6 +53,9 @@ KINDS = (
     "register",
     "evidence",
     "evidence_request",
+    "visit",
+    "maintenance_record",
+    "maintenance_verdict",
 )
 
 

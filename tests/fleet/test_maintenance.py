@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fleet.history.verify import verify_store
 from fleet.read.maintenance import RecordView, last_supported_visit, verdict_shares
 from fleet.read.scope import EVERY_UNIT, Scope
 from fleet.reports.compute import scorecard_report
@@ -124,6 +125,7 @@ def test_a_visit_is_derived_once_whatever_the_split(store: SqlStore) -> None:
     assert end > at
     kinds = [row.kind for row in store.history("U1")[0]]
     assert kinds.count("visit") == 1
+    assert verify_store(store, "U1").problems == ()
 
     # The same records in one go, on another unit: the same visit.
     again = Feed("A2")
@@ -221,6 +223,7 @@ def test_each_record_gets_the_verdict_its_data_gives(store: SqlStore) -> None:
     assert (c1.maintenance_contradicted, c1.maintenance_cannot_tell) == (1, 2)
     assert cards["C2"].maintenance_records == 0
     kinds = [row.kind for row in store.history("U1")[0]]
+    assert verify_store(store, "U1").problems == ()  # the chain takes the new kinds
     assert kinds.count("maintenance_record") == 2
     assert kinds.count("maintenance_verdict") == 2
 
