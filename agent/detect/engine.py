@@ -263,6 +263,7 @@ class UnitDetectors:
         if prev is not None:
             self._period = now - prev
         self._prev_t = now
+        # Mains read OK and not lost lately (the usual sample) needs no call.
         power_out = (
             self._power_out(sample)
             if self._mains_back is not None or sample.mains_ok is False
