@@ -66,7 +66,8 @@ def _epoch(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-async def _wait_online(system: RunningSystem, view: FleetView) -> None:
+async def wait_online(system: RunningSystem, view: FleetView) -> None:
+    """Return once every unit of ``system`` reads online at the fleet (a minute at most)."""
     for _ in range(600):
         units = await view.units()
         if len(units) == len(system.spec.unit_ids) and all(u["status"] == "online" for u in units):
@@ -75,7 +76,8 @@ async def _wait_online(system: RunningSystem, view: FleetView) -> None:
     raise TimeoutError("cars never came online")
 
 
-async def _until_rescued(system: RunningSystem, car: int) -> None:
+async def until_rescued(system: RunningSystem, car: int) -> None:
+    """Return once emulated ``car`` stands with its doors open and no fault left."""
     # The rescue relevels the car and opens its doors; only then is the next injection a
     # fresh entrapment rather than a continuation of this one.
     for _ in range(1200):
@@ -103,9 +105,9 @@ async def measure(entrapments: int, threshold_s: float, work: Path) -> dict[str,
     )
     latencies: list[float] = []
     async with running_system(spec, work) as system:
-        view = FleetView(system.fleet_address, spec.unit_ids)
+        view = FleetView(system.query_address, spec.unit_ids)
         try:
-            await _wait_online(system, view)
+            await wait_online(system, view)
             for n in range(entrapments):
                 car = n % CARS + 1
                 unit = spec.unit_ids[car - 1]
@@ -116,7 +118,7 @@ async def measure(entrapments: int, threshold_s: float, work: Path) -> dict[str,
                         break
                 latencies.append(arrived - (_epoch(alarm["onset"]) + threshold_s))
                 await system.clear(unit, "entrapment")
-                await _until_rescued(system, car)
+                await until_rescued(system, car)
         finally:
             await view.close()
     assert receiver.server is not None

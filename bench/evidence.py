@@ -38,6 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, when run as a script
+from alert_latency import until_rescued, wait_online
+
 from hil_tests.system import FleetView, RunningSystem, SystemSpec, running_system
 from protos.evidence import decode_samples
 from protos.liftwatch.v1 import records_pb2
@@ -83,15 +86,6 @@ def _fleet_rows(db: Path, query: str, params: tuple[object, ...] = ()) -> list[t
         conn.close()
 
 
-async def _wait_online(system: RunningSystem, view: FleetView) -> None:
-    for _ in range(600):
-        units = await view.units()
-        if len(units) == len(system.spec.unit_ids) and all(u["status"] == "online" for u in units):
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError("cars never came online")
-
-
 async def _raised(system: RunningSystem, unit: str, known: set[str]) -> str:
     """The id of ``unit``'s next RAISED entrapment stored at the fleet (not in ``known``)."""
     for _ in range(1200):
@@ -115,16 +109,6 @@ async def _evidence(system: RunningSystem, event_id: str, deadline_s: float = 12
             return
         await asyncio.sleep(0.05)
     raise TimeoutError(f"no evidence of {event_id} reached the fleet")
-
-
-async def _until_rescued(system: RunningSystem, car: int) -> None:
-    for _ in range(1200):
-        state: dict[str, Any] = await system.control_request({"op": "state"})
-        cars = {c["car"]: c for c in state["cars"]}
-        if cars[car]["door"] == "open" and not cars[car]["faults"]:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"car {car} never rescued")
 
 
 async def _raise_window_in_outbox(system: RunningSystem, unit: str) -> None:
@@ -168,7 +152,7 @@ async def measure(
     async with running_system(spec, work) as system:
         view = FleetView(system.query_address, spec.unit_ids)
         try:
-            await _wait_online(system, view)
+            await wait_online(system, view)
         finally:
             await view.close()
         writes = AgentWrites(system)
@@ -184,7 +168,7 @@ async def measure(
             await system.inject(unit, "entrapment")
             await _evidence(system, await _raised(system, unit, known))
             await system.clear(unit, "entrapment")
-            await _until_rescued(system, car)
+            await until_rescued(system, car)
         # The outage and the kill -9: the raise window must come through the outbox.
         unit = spec.unit_ids[0]
         await system.stop_fleet()
@@ -197,7 +181,7 @@ async def measure(
         outage_event = await _raised(system, unit, known)
         await _evidence(system, outage_event)
         await system.clear(unit, "entrapment")
-        await _until_rescued(system, 1)
+        await until_rescued(system, 1)
         # Every final window (cleared at the rescue) in before the count.
         await asyncio.sleep(2.0)
         written = writes.total() - first
