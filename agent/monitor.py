@@ -5,8 +5,10 @@ monotonic read time, identity strings, link failures), decodes them with the sou
 profiles, runs the detectors, and returns the records to keep: a CarState on every
 meaningful change and at least every ``state_interval_s``, every event phase, Counters
 at a steady interval, ControllerInfo when the identity changes, and LinkStatus when the
-link goes down or comes back and every ``counters_interval_s``. No I/O here: the caller
-keeps the records.
+link goes down or comes back and every ``counters_interval_s``. With a flight recorder
+(agent/recorder.py), every sample and every unanswered poll goes into its ring, and the
+Evidence records it cuts go beside the event records (the raise's in the same list, so
+in the same commit). No I/O here: the caller keeps the records.
 
 Source 0 is the unit's primary slave: its answers decide CONTROLLER_LINK_LOST and each
 of its samples is one CarState. Extra sources (an I/O module) contribute their latest
