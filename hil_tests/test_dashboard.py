@@ -172,6 +172,26 @@ async def _every_role(
             assert await _api_status(page, f"/api/events?unit={trapped}") == 404
         if username == "contractor":
             assert await _api_status(page, f"/api/units/{trapped}") == 200
+            # Maintenance (issue 17): the contractor files a record of its unit and one of
+            # a unit it does not maintain: one judged, one refused by its line; the unit
+            # page lists the unit's watched visits.
+            await page.goto(f"{base}#/maintenance")
+            await page.wait_for_selector("#mnt-upload")
+            rows = (
+                "unit_id,date,start,end,type,workers\n"
+                f"{trapped},2026-03-01,09:00,10:00,half_monthly,张三\n"
+                "NOPE,2026-03-01,09:00,10:00,annual,x\n"
+            )
+            upload = {"name": "records.csv", "mimeType": "text/csv", "buffer": rows.encode()}
+            await page.set_input_files("#mnt-file", files=[upload])
+            await page.click("#mnt-upload button[type=submit]")
+            await page.wait_for_selector("#mnt-upload-problems table")
+            assert "NOPE" in await page.inner_text("#mnt-upload-problems")
+            await page.wait_for_selector("main table [data-verdict]")
+            violations += await _axe(page, "maintenance")
+            await _shot(page, "maintenance")
+            await page.goto(f"{base}#/unit/{trapped}")
+            await page.wait_for_selector("#visits :is(p, table)")
         if username == "admin":
             # Only the administrator has the users page; a new account works at once.
             await page.click("#nav a[href='#/users']")
@@ -187,7 +207,7 @@ async def _every_role(
         elif await page.locator("#nav a[href='#/users']").count():
             pytest.fail(f"{username} sees the users page")
         if username == "regulator":
-            for view in ("units", "firmware", "reports", "plan", "publication"):
+            for view in ("units", "firmware", "reports", "plan", "publication", "maintenance"):
                 await page.goto(f"{base}#/{view}")
                 await page.wait_for_selector("main h1")
                 await page.wait_for_load_state("networkidle")

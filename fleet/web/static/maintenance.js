@@ -1,7 +1,8 @@
 // Maintenance truth (issue 17): the records page (each contractor's verdict shares, the
 // records with their verdict and evidence, the upload of a contractor's CSV) and the
 // visits on a unit page, kept out of app.js so that their edits do not collide. app.js
-// calls window.LW_MAINT.viewRecords / unitVisits with its helpers (t, api, h, put, ...).
+// calls window.LW_MAINT.viewRecords / unitVisits with its helpers (t, api, h, put,
+// table, ...).
 // Every label is in i18n.js (mnt.*), Chinese and English; the evidence sentences come
 // from the API in the reader's language. The server scopes everything: a contractor sees
 // its own records and units only, and files records for its own units only.
@@ -9,14 +10,6 @@
 (() => {
   const VERDICTS = ["supported", "too_short", "contradicted", "cannot_tell"];
   const BADGE = { supported: "online", too_short: "stale", contradicted: "alarm", cannot_tell: "never_seen" };
-
-  function grid(x, columns, rows, cells) {
-    const { h, t } = x;
-    return h("div", { className: "scroll", tabindex: "0", role: "region", "aria-label": columns.map((c) => t(c)).join(", ") },
-      h("table", {},
-        h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: t(c) })))),
-        h("tbody", {}, rows.map((row) => h("tr", {}, cells(row).map((c) => h("td", {}, c)))))));
-  }
 
   function verdictBadge(x, verdict) {
     return x.badge(BADGE[verdict] || "never_seen", x.t(`mnt.verdict.${verdict}`), { "data-verdict": verdict });
@@ -59,12 +52,15 @@
       const who = state.user.role === "admin" ? `&contractor=${encodeURIComponent(form.contractor.value)}` : "";
       try {
         const done = await api(`/api/maintenance/records?lang=${state.lang}${who}`, { method: "POST", csv: await chosen.text() });
-        status.textContent = t("mnt.upload_done", { stored: done.stored, duplicates: done.duplicates, refused: done.problems.length });
-        if (done.problems.length) {
-          x.put(problems, grid(x, ["mnt.line", "mnt.reason"], done.problems, (p) => [String(p.line), p.reason]));
-        }
-        x.announce(status.textContent);
+        // The page is drawn again with the new verdicts; the outcome goes in its new form.
         await after();
+        const said = document.getElementById("mnt-upload-status") || status;
+        said.textContent = t("mnt.upload_done", { stored: done.stored, duplicates: done.duplicates, refused: done.problems.length });
+        if (done.problems.length) {
+          x.put(document.getElementById("mnt-upload-problems") || problems,
+            x.table(["mnt.line", "mnt.reason"], done.problems, (p) => [String(p.line), p.reason]));
+        }
+        x.announce(said.textContent);
       } catch (err) {
         status.textContent = t("common.error", { message: err.message });
         status.className = "msg error";
@@ -92,7 +88,7 @@
       h("p", { text: t("mnt.intro") }),
       h("h2", { text: t("mnt.shares") }),
       shares.contractors.length
-        ? grid(x, ["mnt.contractor", "mnt.records", ...VERDICTS.map((v) => `mnt.verdict.${v}`)], shares.contractors, (s) => [
+        ? x.table(["mnt.contractor", "mnt.records", ...VERDICTS.map((v) => `mnt.verdict.${v}`)], shares.contractors, (s) => [
           s.contractor || "—", String(s.records),
           ...VERDICTS.map((v) => `${s[v]} (${s[`${v}_pct`] ?? 0} %)`),
         ])
@@ -100,7 +96,7 @@
       h("h2", { text: t("mnt.records_title") }),
       filters,
       data.records.length
-        ? grid(x, ["mnt.unit", "mnt.contractor", "mnt.kind", "mnt.claimed", "mnt.workers", "mnt.verdict", "mnt.evidence"], data.records, (r) => [
+        ? x.table(["mnt.unit", "mnt.contractor", "mnt.kind", "mnt.claimed", "mnt.workers", "mnt.verdict", "mnt.evidence"], data.records, (r) => [
           h("a", { href: `#/unit/${encodeURIComponent(r.unit_id)}` }, r.unit_id),
           r.contractor,
           t(`mnt.kind.${r.kind}`),
@@ -121,7 +117,7 @@
     api(`/api/units/${encodeURIComponent(unitId)}/visits?limit=50`).then((data) => {
       if (data.unknown_units.includes(unitId)) return put(box, message(t("mnt.visits_unknown")));
       put(box, data.visits.length
-        ? grid(x, ["mnt.start", "mnt.end", "mnt.minutes", "mnt.mode", "mnt.runs", "mnt.landings", "mnt.doors"], data.visits, (v) => [
+        ? x.table(["mnt.start", "mnt.end", "mnt.minutes", "mnt.mode", "mnt.runs", "mnt.landings", "mnt.doors"], data.visits, (v) => [
           fmtTime(v.start), v.end ? fmtTime(v.end) : t("mnt.going_on"), String(minutes(v.watched_s)),
           t(`mnt.mode.${v.mode}`), String(v.inspection_runs), String(v.landings_visited), String(v.door_cycles),
         ])
