@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         if args.db == "postgres":
+            # Run as a script, the repository root (the test helpers) is not on the path.
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
             from tests.fleet.pgcluster import throwaway_cluster
 
             cluster = stack.enter_context(throwaway_cluster(durable=True))

@@ -1,4 +1,4 @@
-"""Northbound forwarding (issue 21) by a real ``serve`` process, killed mid-backlog.
+"""Northbound forwarding (issue 21) by real ``serve`` processes, killed mid-backlog.
 
 The store holds a backlog of events when ``python -m fleet serve`` starts; its forwarder
 sends them to the reference platform (slowed down, so the backlog lasts), and the process
@@ -33,8 +33,13 @@ T0 = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
 
 
 def _backlog(db: Path) -> dict[str, list[int]]:
-    """Commit EVENTS events into a fresh store; each unit's event history seqs."""
-    store = open_store(str(db))
+    """Commit EVENTS events into a fresh SQLite store; each unit's event history seqs."""
+    return _backlog_at(str(db))
+
+
+def _backlog_at(target: str) -> dict[str, list[int]]:
+    """Commit EVENTS events into the fresh store ``target``; each unit's event seqs."""
+    store = open_store(target)
     try:
         claims = [UnitClaim(u, ControllerIdentity(model="RC-3000")) for u in UNITS]
         store.register_hello("a1", "0.1.0", claims, T0)
@@ -119,6 +124,86 @@ def test_a_killed_serve_loses_nothing_and_the_next_one_takes_over(tmp_path: Path
             finally:
                 await second.stop()
             # At most the one message in flight at the kill came twice, with its key.
+            assert len(platform.log.duplicates) <= 1, platform.log.duplicates
+            assert platform.log.invalid == []
+
+    asyncio.run(scenario())
+
+
+def test_two_serves_on_one_postgresql_send_each_message_once(tmp_path: Path) -> None:
+    """Two ``serve`` processes on one PostgreSQL database, both configured for the same
+    platform: one holds the lease and sends, the other never does while it lives; the
+    sender is killed with SIGKILL and the other takes over. Every event arrives, in order
+    per unit; no message was sent by both (at most the one in flight at the kill twice)."""
+    from tests.fleet.pgcluster import ClusterUnavailableError, require_cluster_policy
+    from tests.fleet.pgcluster import throwaway_cluster as cluster_of
+
+    try:
+        with cluster_of() as cluster:
+            _two_serves(cluster.create_database("northbound_two"), tmp_path)
+    except ClusterUnavailableError as exc:
+        require_cluster_policy(str(exc))
+
+
+def _two_serves(url: str, tmp_path: Path) -> None:
+    from fleet.store.northbound import NorthboundOutbox
+    from fleet.store.sql import SqlStore
+
+    mapping = load_mapping(resolve("gbt24476", Path()))
+    by_name = mapping.json_schema()
+    schemas = {m.path: by_name[m.name] for m in mapping.messages.values()}
+    want = _backlog_at(url)
+
+    def owner() -> str:
+        store = open_store(url)
+        try:
+            assert isinstance(store, SqlStore)
+            return NorthboundOutbox(store).status("region").owner
+        finally:
+            store.close()
+
+    async def scenario() -> None:
+        with running_platform(schemas, key_field=mapping.key_field) as platform:
+            platform.delay_s = 0.05
+            (tmp_path / "fleet.toml").write_text(
+                '[server]\nlisten = "127.0.0.1:0"\n[http]\nlisten = ""\n'
+                '[query]\nlisten = ""\n'
+                f'[store]\nurl = "{url}"\n'
+                "[northbound.platform.region]\n"
+                f'mapping = "gbt24476"\nurl = "{platform.url}"\nstart = "beginning"\n'
+                "poll_s = 0.05\nretry_initial_s = 0.1\nretry_max_s = 0.5\n"
+                "lease_s = 3\ntimeout_s = 1\n"
+            )
+            args = ["serve", "--config", str(tmp_path / "fleet.toml")]
+            one = await start("fleet-a", "fleet", args, tmp_path)
+            two = await start("fleet-b", "fleet", args, tmp_path)
+            try:
+                await eventually(
+                    lambda: sum(map(len, _delivered(platform).values())),
+                    lambda n: n >= 20,
+                    "a part of the backlog sent",
+                    watching=[one, two],
+                )
+                sender = await asyncio.to_thread(owner)
+                pids = {str(one.process.pid): one, str(two.process.pid): two}
+                (killed,) = [s for pid, s in pids.items() if f":{pid}:" in sender]
+                (other,) = [s for s in (one, two) if s is not killed]
+                killed.process.send_signal(signal.SIGKILL)
+                await killed.process.wait()
+                sent_before = sum(map(len, _delivered(platform).values()))
+                assert sent_before < EVENTS, "the backlog was drained before the kill"
+                platform.delay_s = 0.0
+                await eventually(
+                    lambda: _delivered(platform),
+                    lambda d: d == want,
+                    "the rest sent by the other serve",
+                    watching=[other],
+                )
+                taken = await asyncio.to_thread(owner)
+                assert f":{other.process.pid}:" in taken
+            finally:
+                await one.stop()
+                await two.stop()
             assert len(platform.log.duplicates) <= 1, platform.log.duplicates
             assert platform.log.invalid == []
 
