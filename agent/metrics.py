@@ -134,6 +134,11 @@ class AgentMetrics:
         self.records_acked = Counter(
             f"{p}records_acked", "Records acknowledged by the fleet", registry=r
         )
+        self.heartbeats_skipped = Counter(
+            f"{p}heartbeats_skipped",
+            "Heartbeats not sent because batches within the interval carried every unit",
+            registry=r,
+        )
         self.events = Counter(f"{p}events", "Event phases detected", ["type", "phase"], registry=r)
         # Observed for every sample of every car: the lock-free kind.
         self.detection = LoopHistogram(

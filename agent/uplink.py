@@ -53,11 +53,20 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # No bandwidth-delay probing (as on the fleet's side, fleet.serve.server): its PINGs
+    # outnumbered the messages of a stream that sends a small batch a second, each one a
+    # frame both ends write, read and answer on a metered 4G link.
+    ("grpc.http2.bdp_probe", 0),
 )
 WELCOME_TIMEOUT_S = 10.0
 # Unacknowledged records in flight; bounds memory on both ends during a long catch-up.
 SEND_WINDOW = 5_000
 DEFAULT_LINGER_S = 1.0
+# The trailing metadata key of the fleet's UNAVAILABLE when it admits no more streams
+# for now (fleet.ingest.gateway, reconnect storms): how long to wait before trying again.
+RETRY_AFTER_KEY = "retry-after-ms"
+# A hint is honoured up to this long: a fleet asking for more is not trusted to be right.
+MAX_RETRY_HINT_S = 120.0
 # How the fleet names the record a Reject is about (fleet.ingest.gateway.check_batch).
 _NAMED_RECORD = re.compile(r"record seq (\d+)\b")
 
@@ -156,6 +165,7 @@ class Uplink:
         index = 0
         while True:
             endpoint = self._endpoints[index % len(self._endpoints)]
+            hint: float | None = None
             try:
                 await self._session(endpoint)
                 attempt = 0
@@ -169,6 +179,7 @@ class Uplink:
                         "fleet %s rejected this agent: %s; records stay buffered", endpoint, exc
                     )
             except grpc.aio.AioRpcError as exc:
+                hint = retry_hint_s(exc)
                 log.warning(
                     "stream to fleet %s failed: %s %s", endpoint, exc.code().name, exc.details()
                 )
@@ -182,9 +193,16 @@ class Uplink:
                 self.connected = False
                 if self._metrics is not None:
                     self._metrics.fleet_connected.set(0)
-            index += 1
-            delay = self._backoff.delay(attempt, self._rng)
-            attempt += 1
+            if hint is not None:
+                # The fleet is busy admitting others (a reconnect storm) and said when to
+                # come back: the same endpoint then, a little later than asked so that
+                # agents given the same slot do not arrive together; the back-off does
+                # not grow (nothing failed).
+                delay = hint * self._rng.uniform(1.0, 1.1)
+            else:
+                index += 1
+                delay = self._backoff.delay(attempt, self._rng)
+                attempt += 1
             log.info("reconnecting in %.1f s (outbox depth %d)", delay, self._outbox.depth())
             await asyncio.sleep(delay)
 
@@ -209,7 +227,8 @@ class Uplink:
     async def _session(self, endpoint: str) -> None:
         async with self._channel(endpoint) as channel:
             call = gateway_pb2_grpc.AgentGatewayStub(channel).Connect()
-            await call.write(gateway_pb2.AgentFrame(hello=self._hello()))
+            hello = self._hello()
+            await call.write(gateway_pb2.AgentFrame(hello=hello))
             first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT_S)
             if first is grpc.aio.EOF:
                 raise ConnectionError("fleet closed the stream before Welcome")
@@ -245,7 +264,14 @@ class Uplink:
             )
             reader = asyncio.create_task(self._read_acks(call))
             sender = asyncio.create_task(
-                self._send(call, welcome.committed_seq, max_batch, max_bytes, heartbeat_s)
+                self._send(
+                    call,
+                    welcome.committed_seq,
+                    max_batch,
+                    max_bytes,
+                    heartbeat_s,
+                    frozenset(u.unit_id for u in hello.units),
+                )
             )
             try:
                 done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_EXCEPTION)
@@ -286,10 +312,21 @@ class Uplink:
                 raise FleetRejectedError(f"unexpected {kind} frame from fleet")
 
     async def _send(
-        self, call: Any, sent_seq: int, max_batch: int, max_bytes: int, heartbeat_s: float
+        self,
+        call: Any,
+        sent_seq: int,
+        max_batch: int,
+        max_bytes: int,
+        heartbeat_s: float,
+        units: frozenset[str],
     ) -> None:
         clock = self._clock
         next_heartbeat = clock() + heartbeat_s
+        # Units some batch carried since the last heartbeat was due: the fleet marks a
+        # unit seen with each batch that carries it, so when batches carried every unit
+        # of the Hello the heartbeat would tell it nothing, and is skipped (one message
+        # less each interval for both ends). A unit no batch carried still gets its beat.
+        carried: set[str] = set()
         # What the outbox holds now was kept before this session: it goes at once (and a
         # linger deadline from a past session must not hold back the next record).
         self._urgent = self._outbox.last_seq > sent_seq
@@ -297,8 +334,13 @@ class Uplink:
         while True:
             now = clock()
             if now >= next_heartbeat:
-                await call.write(self._heartbeat())
-                now = clock()
+                if carried >= units:
+                    if self._metrics is not None:
+                        self._metrics.heartbeats_skipped.inc()
+                else:
+                    await call.write(self._heartbeat())
+                    now = clock()
+                carried.clear()
                 next_heartbeat = now + heartbeat_s
             room = SEND_WINDOW - (sent_seq - self.acked_seq)
             self._window_full = room <= 0
@@ -318,12 +360,13 @@ class Uplink:
                         sent_seq, min(max_batch, room), max_bytes, self._held_kind()
                     )
                     if batch:
+                        records = [records_pb2.Record.FromString(p.payload) for p in batch]
                         frame = gateway_pb2.AgentFrame(
-                            batch=gateway_pb2.RecordBatch(
-                                records=[records_pb2.Record.FromString(p.payload) for p in batch]
-                            )
+                            batch=gateway_pb2.RecordBatch(records=records)
                         )
                         await call.write(frame)
+                        if len(carried) < len(units):
+                            carried.update(r.unit_id for r in records)
                         sent_seq = batch[-1].seq
                         if self._metrics is not None:
                             self._metrics.records_sent.inc(len(batch))
@@ -357,6 +400,22 @@ class Uplink:
         heartbeat = gateway_pb2.Heartbeat(outbox_depth=self._outbox.depth())
         heartbeat.time.GetCurrentTime()
         return gateway_pb2.AgentFrame(heartbeat=heartbeat)
+
+
+def retry_hint_s(error: grpc.aio.AioRpcError) -> float | None:
+    """The wait the fleet asked for with an UNAVAILABLE (its ``retry-after-ms`` trailing
+    metadata), capped at `MAX_RETRY_HINT_S`; None without a usable one."""
+    if error.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_KEY:
+            try:
+                millis = int(value)
+            except (TypeError, ValueError):
+                log.warning("fleet sent an unusable %s: %r", RETRY_AFTER_KEY, value)
+                return None
+            return min(max(millis, 0) / 1000, MAX_RETRY_HINT_S)
+    return None
 
 
 def _rejected(reject: gateway_pb2.Reject) -> FleetRejectedError:
