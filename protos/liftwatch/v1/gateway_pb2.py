@@ -26,35 +26,43 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protos.liftwatch.v1 import records_pb2 as liftwatch_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aliftwatch/v1/gateway.proto\x12\x0cliftwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aliftwatch/v1/records.proto\"\x95\x01\n\nAgentFrame\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.liftwatch.v1.HelloH\x00\x12*\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x19.liftwatch.v1.RecordBatchH\x00\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.liftwatch.v1.HeartbeatH\x00\x42\x07\n\x05\x66rame\"\xc4\x01\n\nFleetFrame\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.liftwatch.v1.WelcomeH\x00\x12 \n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x11.liftwatch.v1.AckH\x00\x12&\n\x06reject\x18\x03 \x01(\x0b\x32\x14.liftwatch.v1.RejectH\x00\x12\x39\n\x10\x65vidence_request\x18\x04 \x01(\x0b\x32\x1d.liftwatch.v1.EvidenceRequestH\x00\x42\x07\n\x05\x66rame\"G\n\x0f\x45videnceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\r\"\xaf\x01\n\x0eUnitDescriptor\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x30\n\ncontroller\x18\x02 \x01(\x0b\x32\x1c.liftwatch.v1.ControllerInfo\x12+\n\ndetectable\x18\x03 \x03(\x0e\x32\x17.liftwatch.v1.EventType\x12-\n\x0cundetectable\x18\x04 \x03(\x0e\x32\x17.liftwatch.v1.EventType\"w\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12+\n\x05units\x18\x03 \x03(\x0b\x32\x1c.liftwatch.v1.UnitDescriptor\x12\x18\n\x10records_evidence\x18\x04 \x01(\x08\"\x8c\x01\n\x07Welcome\x12\x15\n\rcommitted_seq\x18\x01 \x01(\x04\x12\x19\n\x11max_batch_records\x18\x02 \x01(\r\x12\x17\n\x0fmax_batch_bytes\x18\x03 \x01(\r\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\r\x12\x18\n\x10\x61\x63\x63\x65pts_evidence\x18\x05 \x01(\x08\"4\n\x0bRecordBatch\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.liftwatch.v1.Record\"K\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coutbox_depth\x18\x02 \x01(\x04\"\x18\n\x03\x41\x63k\x12\x11\n\tup_to_seq\x18\x01 \x01(\x04\"@\n\x06Reject\x12&\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x18.liftwatch.v1.RejectCode\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xda\x01\n\nRejectCode\x12\x1b\n\x17REJECT_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REJECT_CODE_UNKNOWN_AGENT\x10\x01\x12\"\n\x1eREJECT_CODE_UNIT_NOT_PERMITTED\x10\x02\x12\x19\n\x15REJECT_CODE_MALFORMED\x10\x03\x12\x1c\n\x18REJECT_CODE_OUT_OF_ORDER\x10\x04\x12\x19\n\x15REJECT_CODE_TOO_LARGE\x10\x05\x12\x18\n\x14REJECT_CODE_PROTOCOL\x10\x06\x32Q\n\x0c\x41gentGateway\x12\x41\n\x07\x43onnect\x12\x18.liftwatch.v1.AgentFrame\x1a\x18.liftwatch.v1.FleetFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aliftwatch/v1/gateway.proto\x12\x0cliftwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aliftwatch/v1/records.proto\"\xca\x01\n\nAgentFrame\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.liftwatch.v1.HelloH\x00\x12*\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x19.liftwatch.v1.RecordBatchH\x00\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.liftwatch.v1.HeartbeatH\x00\x12\x33\n\rupdate_report\x18\x05 \x01(\x0b\x32\x1a.liftwatch.v1.UpdateReportH\x00\x42\x07\n\x05\x66rame\"\xf9\x01\n\nFleetFrame\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.liftwatch.v1.WelcomeH\x00\x12 \n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x11.liftwatch.v1.AckH\x00\x12&\n\x06reject\x18\x03 \x01(\x0b\x32\x14.liftwatch.v1.RejectH\x00\x12\x39\n\x10\x65vidence_request\x18\x04 \x01(\x0b\x32\x1d.liftwatch.v1.EvidenceRequestH\x00\x12\x33\n\rrelease_offer\x18\x06 \x01(\x0b\x32\x1a.liftwatch.v1.ReleaseOfferH\x00\x42\x07\n\x05\x66rame\"X\n\x0cReleaseOffer\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08manifest\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"A\n\x0cUpdateReport\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"7\n\x13\x46\x65tchReleaseRequest\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\"\x1c\n\x0cReleaseChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"G\n\x0f\x45videnceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\r\"\xaf\x01\n\x0eUnitDescriptor\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x30\n\ncontroller\x18\x02 \x01(\x0b\x32\x1c.liftwatch.v1.ControllerInfo\x12+\n\ndetectable\x18\x03 \x03(\x0e\x32\x17.liftwatch.v1.EventType\x12-\n\x0cundetectable\x18\x04 \x03(\x0e\x32\x17.liftwatch.v1.EventType\"w\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12+\n\x05units\x18\x03 \x03(\x0b\x32\x1c.liftwatch.v1.UnitDescriptor\x12\x18\n\x10records_evidence\x18\x04 \x01(\x08\"\x8c\x01\n\x07Welcome\x12\x15\n\rcommitted_seq\x18\x01 \x01(\x04\x12\x19\n\x11max_batch_records\x18\x02 \x01(\r\x12\x17\n\x0fmax_batch_bytes\x18\x03 \x01(\r\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\r\x12\x18\n\x10\x61\x63\x63\x65pts_evidence\x18\x05 \x01(\x08\"4\n\x0bRecordBatch\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.liftwatch.v1.Record\"K\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coutbox_depth\x18\x02 \x01(\x04\"\x18\n\x03\x41\x63k\x12\x11\n\tup_to_seq\x18\x01 \x01(\x04\"@\n\x06Reject\x12&\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x18.liftwatch.v1.RejectCode\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xda\x01\n\nRejectCode\x12\x1b\n\x17REJECT_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REJECT_CODE_UNKNOWN_AGENT\x10\x01\x12\"\n\x1eREJECT_CODE_UNIT_NOT_PERMITTED\x10\x02\x12\x19\n\x15REJECT_CODE_MALFORMED\x10\x03\x12\x1c\n\x18REJECT_CODE_OUT_OF_ORDER\x10\x04\x12\x19\n\x15REJECT_CODE_TOO_LARGE\x10\x05\x12\x18\n\x14REJECT_CODE_PROTOCOL\x10\x06\x32\xa2\x01\n\x0c\x41gentGateway\x12\x41\n\x07\x43onnect\x12\x18.liftwatch.v1.AgentFrame\x1a\x18.liftwatch.v1.FleetFrame(\x01\x30\x01\x12O\n\x0c\x46\x65tchRelease\x12!.liftwatch.v1.FetchReleaseRequest\x1a\x1a.liftwatch.v1.ReleaseChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'liftwatch.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REJECTCODE']._serialized_start=1195
-  _globals['_REJECTCODE']._serialized_end=1413
+  _globals['_REJECTCODE']._serialized_start=1545
+  _globals['_REJECTCODE']._serialized_end=1763
   _globals['_AGENTFRAME']._serialized_start=106
-  _globals['_AGENTFRAME']._serialized_end=255
-  _globals['_FLEETFRAME']._serialized_start=258
-  _globals['_FLEETFRAME']._serialized_end=454
-  _globals['_EVIDENCEREQUEST']._serialized_start=456
-  _globals['_EVIDENCEREQUEST']._serialized_end=527
-  _globals['_UNITDESCRIPTOR']._serialized_start=530
-  _globals['_UNITDESCRIPTOR']._serialized_end=705
-  _globals['_HELLO']._serialized_start=707
-  _globals['_HELLO']._serialized_end=826
-  _globals['_WELCOME']._serialized_start=829
-  _globals['_WELCOME']._serialized_end=969
-  _globals['_RECORDBATCH']._serialized_start=971
-  _globals['_RECORDBATCH']._serialized_end=1023
-  _globals['_HEARTBEAT']._serialized_start=1025
-  _globals['_HEARTBEAT']._serialized_end=1100
-  _globals['_ACK']._serialized_start=1102
-  _globals['_ACK']._serialized_end=1126
-  _globals['_REJECT']._serialized_start=1128
-  _globals['_REJECT']._serialized_end=1192
-  _globals['_AGENTGATEWAY']._serialized_start=1415
-  _globals['_AGENTGATEWAY']._serialized_end=1496
+  _globals['_AGENTFRAME']._serialized_end=308
+  _globals['_FLEETFRAME']._serialized_start=311
+  _globals['_FLEETFRAME']._serialized_end=560
+  _globals['_RELEASEOFFER']._serialized_start=562
+  _globals['_RELEASEOFFER']._serialized_end=650
+  _globals['_UPDATEREPORT']._serialized_start=652
+  _globals['_UPDATEREPORT']._serialized_end=717
+  _globals['_FETCHRELEASEREQUEST']._serialized_start=719
+  _globals['_FETCHRELEASEREQUEST']._serialized_end=774
+  _globals['_RELEASECHUNK']._serialized_start=776
+  _globals['_RELEASECHUNK']._serialized_end=804
+  _globals['_EVIDENCEREQUEST']._serialized_start=806
+  _globals['_EVIDENCEREQUEST']._serialized_end=877
+  _globals['_UNITDESCRIPTOR']._serialized_start=880
+  _globals['_UNITDESCRIPTOR']._serialized_end=1055
+  _globals['_HELLO']._serialized_start=1057
+  _globals['_HELLO']._serialized_end=1176
+  _globals['_WELCOME']._serialized_start=1179
+  _globals['_WELCOME']._serialized_end=1319
+  _globals['_RECORDBATCH']._serialized_start=1321
+  _globals['_RECORDBATCH']._serialized_end=1373
+  _globals['_HEARTBEAT']._serialized_start=1375
+  _globals['_HEARTBEAT']._serialized_end=1450
+  _globals['_ACK']._serialized_start=1452
+  _globals['_ACK']._serialized_end=1476
+  _globals['_REJECT']._serialized_start=1478
+  _globals['_REJECT']._serialized_end=1542
+  _globals['_AGENTGATEWAY']._serialized_start=1766
+  _globals['_AGENTGATEWAY']._serialized_end=1928
 # @@protoc_insertion_point(module_scope)

@@ -29,26 +29,66 @@ REJECT_CODE_TOO_LARGE: RejectCode
 REJECT_CODE_PROTOCOL: RejectCode
 
 class AgentFrame(_message.Message):
-    __slots__ = ("hello", "batch", "heartbeat")
+    __slots__ = ("hello", "batch", "heartbeat", "update_report")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_REPORT_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     batch: RecordBatch
     heartbeat: Heartbeat
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[RecordBatch, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    update_report: UpdateReport
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[RecordBatch, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., update_report: _Optional[_Union[UpdateReport, _Mapping]] = ...) -> None: ...
 
 class FleetFrame(_message.Message):
-    __slots__ = ("welcome", "ack", "reject", "evidence_request")
+    __slots__ = ("welcome", "ack", "reject", "evidence_request", "release_offer")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     REJECT_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_OFFER_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     ack: Ack
     reject: Reject
     evidence_request: EvidenceRequest
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., evidence_request: _Optional[_Union[EvidenceRequest, _Mapping]] = ...) -> None: ...
+    release_offer: ReleaseOffer
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., evidence_request: _Optional[_Union[EvidenceRequest, _Mapping]] = ..., release_offer: _Optional[_Union[ReleaseOffer, _Mapping]] = ...) -> None: ...
+
+class ReleaseOffer(_message.Message):
+    __slots__ = ("release_id", "version", "manifest", "signature")
+    RELEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    release_id: str
+    version: str
+    manifest: bytes
+    signature: bytes
+    def __init__(self, release_id: _Optional[str] = ..., version: _Optional[str] = ..., manifest: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class UpdateReport(_message.Message):
+    __slots__ = ("release_id", "state", "detail")
+    RELEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    release_id: str
+    state: str
+    detail: str
+    def __init__(self, release_id: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class FetchReleaseRequest(_message.Message):
+    __slots__ = ("release_id", "file")
+    RELEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    release_id: str
+    file: str
+    def __init__(self, release_id: _Optional[str] = ..., file: _Optional[str] = ...) -> None: ...
+
+class ReleaseChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class EvidenceRequest(_message.Message):
     __slots__ = ("request_id", "unit_id", "seconds")

@@ -39,6 +39,11 @@ class AgentGatewayStub:
                 request_serializer=liftwatch_dot_v1_dot_gateway__pb2.AgentFrame.SerializeToString,
                 response_deserializer=liftwatch_dot_v1_dot_gateway__pb2.FleetFrame.FromString,
                 _registered_method=True)
+        self.FetchRelease = channel.unary_stream(
+                '/liftwatch.v1.AgentGateway/FetchRelease',
+                request_serializer=liftwatch_dot_v1_dot_gateway__pb2.FetchReleaseRequest.SerializeToString,
+                response_deserializer=liftwatch_dot_v1_dot_gateway__pb2.ReleaseChunk.FromString,
+                _registered_method=True)
 
 
 class AgentGatewayServicer:
@@ -50,6 +55,14 @@ class AgentGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchRelease(self, request, context):
+        """One file of a release offered on the stream (issue 20), in chunks, over the same
+        mutual-TLS channel; only to an agent the fleet offered that release to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +70,11 @@ def add_AgentGatewayServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=liftwatch_dot_v1_dot_gateway__pb2.AgentFrame.FromString,
                     response_serializer=liftwatch_dot_v1_dot_gateway__pb2.FleetFrame.SerializeToString,
+            ),
+            'FetchRelease': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchRelease,
+                    request_deserializer=liftwatch_dot_v1_dot_gateway__pb2.FetchReleaseRequest.FromString,
+                    response_serializer=liftwatch_dot_v1_dot_gateway__pb2.ReleaseChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +104,33 @@ class AgentGateway:
             '/liftwatch.v1.AgentGateway/Connect',
             liftwatch_dot_v1_dot_gateway__pb2.AgentFrame.SerializeToString,
             liftwatch_dot_v1_dot_gateway__pb2.FleetFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/liftwatch.v1.AgentGateway/FetchRelease',
+            liftwatch_dot_v1_dot_gateway__pb2.FetchReleaseRequest.SerializeToString,
+            liftwatch_dot_v1_dot_gateway__pb2.ReleaseChunk.FromString,
             options,
             channel_credentials,
             insecure,
