@@ -160,7 +160,7 @@ class Forwarder:
         self._sleep = sleep
         self._transport = transport
         self._lease: Lease | None = None
-        self._next_send = 0.0
+        self._next_send = 0  # µs: the earliest the next send may start
         self._status_at: dt.datetime | None = None
         # The heartbeat under way: its time (µs) and the last unit sent; None between beats.
         self._beat: int | None = None
@@ -267,13 +267,14 @@ class Forwarder:
         return lease
 
     async def _paced_send(self, message: Rendered) -> SendResult:
+        # No faster than rate_per_s: each send starts at least 1/rate after the previous
+        # one started (on the forwarder's clock, the one its waits run on).
         rate = self.platform.rate_per_s
         if rate > 0:
-            loop = asyncio.get_running_loop()
-            wait = self._next_send - loop.time()
+            wait = (self._next_send - self._now_us()) / 1_000_000
             if wait > 0:
                 await self._sleep(wait)
-            self._next_send = max(self._next_send, loop.time()) + 1 / rate
+            self._next_send = max(self._next_send, self._now_us()) + int(1_000_000 / rate)
         assert self._transport is not None
         return await self._transport.send(message)
 

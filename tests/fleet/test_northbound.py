@@ -813,3 +813,24 @@ def test_an_unexpected_failure_restarts_the_forwarder_and_loses_nothing(target: 
         assert platform.log.duplicates == []
 
     run(scenario)
+
+
+def test_sends_are_paced_to_the_platforms_rate(target: str) -> None:
+    """rate_per_s = 5: each send starts 0.2 s (of the forwarder's clock) after the one
+    before, however much is waiting."""
+
+    async def scenario() -> None:
+        time = VirtualTime(T0)
+        with running_platform(schemas(), key_field="messageId") as platform:
+            config = platform_config(platform.url, start="beginning", rate_per_s=5.0)
+            fleet, _, task = await _start(target, config, time)
+            await fleet.events(10)
+            want = await fleet.history_events()
+            await eventually(lambda: delivered(platform), lambda d: d == want)
+            await _stop(fleet, task)
+        sent = len(platform.log.snapshot())
+        paced = [w for w in time.waits if abs(w - 0.2) < 1e-6]
+        assert sent > 10 and len(paced) >= sent - 1, (sent, time.waits)
+        assert not [w for w in time.waits if 0 < w < 0.2 - 1e-6]
+
+    run(scenario)
