@@ -158,6 +158,12 @@ Every key, with its default (a missing file section or key takes the default)::
                                  # one more is refused (TOO_LARGE, the reason says why). An
                                  # agent needs one; the rest is room for a reconnect while a
                                  # dead connection of it is still being timed out
+    admit_streams_per_s = 500    # new agent streams this instance takes a second (a token
+                                 # bucket of one second's worth; 0 = no limit). Above it a
+                                 # stream gets UNAVAILABLE with trailing metadata
+                                 # retry-after-ms, its own slot later on, which agents
+                                 # honour: after a restart the agents come back spread out
+                                 # instead of slowing every ack (docs/scaling.md)
 
     [alarms]                     # rescue dispatch (fleet.alarms): alarms go out at once and
                                  # are re-sent until someone acknowledges them (EN 81-28)
@@ -363,6 +369,7 @@ class IngestConfig:
     max_clock_skew_s: int = bounded(300, 1, 86_400)
     max_record_age_s: int = bounded(366 * 86_400, 3600, 10 * 366 * 86_400)
     max_streams_per_agent: int = bounded(4, 1, 1000)
+    admit_streams_per_s: float = bounded(500.0, 0, 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,12 @@ class GatewayMetrics:
             "max_streams_per_agent open streams already.",
             registry=self.registry,
         )
+        self.streams_deferred = Counter(
+            "liftwatch_fleet_agent_streams_deferred",
+            "New agent streams answered UNAVAILABLE with a retry-after-ms slot because "
+            "[ingest] admit_streams_per_s were taken this second (a reconnect storm).",
+            registry=self.registry,
+        )
         self.seq_gaps = Counter(
             "liftwatch_fleet_seq_gaps",
             "Times an agent's records skipped seqs above the highest the fleet held (records "

@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from fleet.clock import Clock
 from fleet.config import IngestConfig
 from fleet.ingest.access import AgentAccess, peer_agent_id, peer_serial, unit_not_registered
+from fleet.ingest.admission import RETRY_AFTER_KEY, Admission
 from fleet.ingest.committer import CommitterStoppedError, GroupCommitter
 from fleet.ingest.evidence import EvidenceOutlet, evidence_problem, interleave
 from fleet.metrics import GatewayMetrics
@@ -384,6 +385,10 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
             kind: metrics.frames.labels(kind=kind)
             for kind in ("hello", "batch", "heartbeat", "empty", "unparsable")
         }
+        # New streams a second (reconnect storms, fleet.ingest.admission); None: no limit.
+        self._admission = (
+            Admission(limits.admit_streams_per_s) if limits.admit_streams_per_s > 0 else None
+        )
         # Admitted streams by agent id (mutual TLS only), for `recheck`.
         self._open: dict[str, set[OpenStream]] = {}
         # The way out to the stream of each unit's agent (every stream after Welcome),
@@ -465,7 +470,18 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         request_iterator: AsyncIterator[gateway_pb2.AgentFrame | UnparsableFrame],
         context: Any,
     ) -> AsyncIterator[gateway_pb2.FleetFrame]:
-        """Serve one agent stream; yields Welcome, Acks and at most one final Reject."""
+        """Serve one agent stream; yields Welcome, Acks and at most one final Reject.
+        Above ``[ingest] admit_streams_per_s`` new streams a second, ends with UNAVAILABLE
+        and a ``retry-after-ms`` slot before reading anything."""
+        wait_s = self._admission.admit() if self._admission is not None else None
+        if wait_s is not None:
+            self._metrics.streams_deferred.inc()
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "the fleet is taking new streams at its limit; retry after retry-after-ms",
+                trailing_metadata=((RETRY_AFTER_KEY, str(max(1, round(wait_s * 1000)))),),
+            )
+            return
         peer = str(context.peer())
         frames = aiter(request_iterator)
         first = await anext(frames, None)
