@@ -389,6 +389,13 @@ async def _pages(browser: Any, base: str, agent: Agent, tmp_path: Path) -> list[
     assert await asked.get_attribute("data-samples") == str(60 * RATE_HZ)
     assert "即时记录" in await asked.locator("title").text_content()
     await _shot(page, "flight-recorder-on-demand")
+    # Its 600 samples in the table view: a page of 500, then the other 100.
+    answer = page.locator("#recorder figure.timeline")
+    await answer.locator("[data-toggle=table]").click()
+    assert await answer.locator(".tl-table tbody tr").count() == 500
+    await answer.locator("button[data-page=next]").click()
+    assert await answer.locator(".tl-table tbody tr").count() == 100
+    assert "第 501–600 个采样，共 600 个" in await answer.locator(".tl-page").inner_text()
     # The unit's history names both, in words: the stored window with its hash, the request.
     await page.reload()
     history = await page.locator("#history-panel").inner_text(timeout=WAIT_MS)

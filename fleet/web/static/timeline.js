@@ -84,13 +84,21 @@
     return v === null || v === undefined ? ctx.t("rec.unknown") : (key ? ctx.t(key, { n: v }) : String(v));
   }
 
-  // Site time with tenths of a second: samples are 100 ms apart at 10 Hz.
+  // Site time with tenths of a second: samples are 100 ms apart at 10 Hz. The formatters
+  // are kept: building one costs about a millisecond, and the table view formats a time
+  // per sample (thousands of them).
+  const clocks = new Map();
   function clock(ctx, ms, tenths) {
-    const opts = {
-      timeZone: ctx.state.site.time_zone, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
-    };
-    if (tenths) opts.fractionalSecondDigits = 1;
-    return new Intl.DateTimeFormat(ctx.state.lang === "zh" ? "zh-CN" : "en-GB", opts).format(new Date(ms));
+    const lang = ctx.state.lang === "zh" ? "zh-CN" : "en-GB";
+    const key = `${lang} ${ctx.state.site.time_zone} ${tenths ? 1 : 0}`;
+    if (!clocks.has(key)) {
+      const opts = {
+        timeZone: ctx.state.site.time_zone, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+      };
+      if (tenths) opts.fractionalSecondDigits = 1;
+      clocks.set(key, new Intl.DateTimeFormat(lang, opts));
+    }
+    return clocks.get(key).format(new Date(ms));
   }
 
   // The values a sample shows in the readout and the table, in reading order.
@@ -381,24 +389,49 @@
     "rec.lock", "rec.safety", "rec.mode", "rec.load", "rec.occupied", "rec.door_zone", "rec.levelled",
     "rec.fault_code", "rec.alarm_button", "rec.overload", "rec.mains_ok", "rec.reopen_active"];
 
+  // Rows per page of the table view: a browser lays a table of thousands of rows out in
+  // seconds (a 600 s window at 10 Hz is 6,000 samples), a page of 500 at once.
+  const TABLE_PAGE = 500;
+
   function tableView(ctx, m) {
     const h = ctx.h;
     const yn = (v) => yesNo(ctx, v, "common.yes", "common.no");
     const unknown = ctx.t("rec.unknown");
-    return h("div", { className: "scroll tl-table", tabindex: "0", role: "region", "aria-label": ctx.t("rec.table_label") },
-      h("table", { "data-samples": m.samples.length },
-        h("thead", {}, h("tr", {}, TABLE.map((c) => h("th", { scope: "col", text: ctx.t(c) })))),
-        h("tbody", {}, m.samples.map((s) => {
-          const cells = s.link_up ? [
-            ctx.t("rec.link_up"), numberOr(ctx, s.floor), metres(ctx, s.position_mm), speedText(ctx, s.speed_mm_s),
-            dirText(ctx, s.direction), doorText(ctx, s.door),
-            yesNo(ctx, s.door_lock_closed, "rec.made", "rec.broken"), yesNo(ctx, s.safety_circuit_closed, "rec.made", "rec.broken"),
-            modeText(ctx, s.mode), numberOr(ctx, s.load_percent, "rec.percent"), yn(s.occupied), yn(s.door_zone), yn(s.levelled),
-            numberOr(ctx, s.fault_code), yn(s.alarm_button), yn(s.overload), yn(s.mains_ok), yn(s.reopen_active),
-          ] : [ctx.t("rec.link_down"), ...TABLE.slice(2).map(() => unknown)];
-          return h("tr", { "data-link": s.link_up ? "up" : "down" },
-            h("th", { scope: "row", text: clock(ctx, m.start + s.ms, true) }), cells.map((c) => h("td", { text: c })));
-        }))));
+    const row = (s) => {
+      const cells = s.link_up ? [
+        ctx.t("rec.link_up"), numberOr(ctx, s.floor), metres(ctx, s.position_mm), speedText(ctx, s.speed_mm_s),
+        dirText(ctx, s.direction), doorText(ctx, s.door),
+        yesNo(ctx, s.door_lock_closed, "rec.made", "rec.broken"), yesNo(ctx, s.safety_circuit_closed, "rec.made", "rec.broken"),
+        modeText(ctx, s.mode), numberOr(ctx, s.load_percent, "rec.percent"), yn(s.occupied), yn(s.door_zone), yn(s.levelled),
+        numberOr(ctx, s.fault_code), yn(s.alarm_button), yn(s.overload), yn(s.mains_ok), yn(s.reopen_active),
+      ] : [ctx.t("rec.link_down"), ...TABLE.slice(2).map(() => unknown)];
+      return h("tr", { "data-link": s.link_up ? "up" : "down" },
+        h("th", { scope: "row", text: clock(ctx, m.start + s.ms, true) }), cells.map((c) => h("td", { text: c })));
+    };
+    const pages = Math.max(1, Math.ceil(m.samples.length / TABLE_PAGE));
+    const body = h("tbody");
+    const status = h("span", { className: "tl-page", role: "status" });
+    const prev = h("button", { type: "button", "data-page": "prev" }, ctx.t("rec.page_prev"));
+    const next = h("button", { type: "button", "data-page": "next" }, ctx.t("rec.page_next"));
+    let page = 0;
+    const show = (n) => {
+      page = Math.max(0, Math.min(pages - 1, n));
+      const from = page * TABLE_PAGE;
+      const rows = m.samples.slice(from, from + TABLE_PAGE);
+      ctx.put(body, rows.map(row));
+      ctx.put(status, ctx.t("rec.page", { from: from + 1, to: from + rows.length, total: m.samples.length }));
+      prev.disabled = page === 0;
+      next.disabled = page === pages - 1;
+    };
+    prev.addEventListener("click", () => show(page - 1));
+    next.addEventListener("click", () => show(page + 1));
+    show(0);
+    return h("div", {},
+      pages > 1 ? h("p", { className: "tl-tools" }, prev, next, status) : null,
+      h("div", { className: "scroll tl-table", tabindex: "0", role: "region", "aria-label": ctx.t("rec.table_label") },
+        h("table", { "data-samples": m.samples.length },
+          h("thead", {}, h("tr", {}, TABLE.map((c) => h("th", { scope: "col", text: ctx.t(c) })))),
+          body)));
   }
 
   // -- exports ----------------------------------------------------------------------------
