@@ -25,6 +25,16 @@ Welcome and the agents retried (``reconnects``), and /proc/loadavg before and af
 (other work on the machine skews every figure).
 ``--fleet-workers N`` runs the fleet as ``serve --workers N`` (its CPU and RSS are then
 the sum over the worker processes).
+
+``--restart-at S`` (issue 18, reconnect storms) stops the fleet S seconds after the load
+started (SIGTERM: a graceful stop) and starts it again at once on the same port and
+store; the simulated agents reconnect as the real agent does (jittered doubling back-off,
+the fleet's retry-after-ms slots honoured) and resend what the new Welcome says the fleet
+lacks. Reported under "restart": when the stop began, how long the fleet was down,
+``reconnected_all_s`` (from the stop until the last agent that lost its stream had an
+ack on its new one) and how many agents lost and regained their stream; ``ack_ms_steady``
+then leaves out the batches sent from the first lost stream until every agent was back
+(plus the settling time). Run long enough for the storm to end: ``--seconds 120``.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import json
 import os
 import random
 import resource
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -227,6 +238,7 @@ async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
             args.interval_s,
             DRAIN_TIMEOUT_S,
             STEADY_AFTER_RAMP_S,
+            reconnect=args.reconnect,
         )
         return {**report, "cpu_s": _own_cpu_s()}
     loop = asyncio.get_running_loop()
@@ -339,12 +351,15 @@ def _store(kind: str, work: Path) -> Iterator[tuple[str, Path | None]]:
         yield cluster.create_database("bench"), cluster.socket_dir / "data"
 
 
-async def orchestrate(
-    args: argparse.Namespace, work: Path, target: str, db_data: Path | None = None
-) -> dict[str, Any]:
-    """Start the fleet and the workers, run, stop, verify; the report."""
-    load_before = _loadavg()  # other work on this machine skews every figure: say so
-    fleet = await start(
+def _free_port() -> int:
+    # The fleet restarts on the same port (--restart-at): the agents know only that one.
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _start_fleet(args: argparse.Namespace, work: Path, target: str, listen: str) -> Any:
+    return await start(
         "fleet",
         "fleet",
         [
@@ -352,8 +367,10 @@ async def orchestrate(
             "--db",
             target,
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--http",
+            "",
+            "--query",
             "",
             "--log-level",
             "WARNING",
@@ -362,10 +379,26 @@ async def orchestrate(
         ],
         work,
     )
+
+
+def _pids(fleet: Any) -> list[int]:
+    # With --workers the parent only supervises; the work is in the processes it lists.
+    return [fleet.process.pid, *fleet.ready.get("workers", [])]
+
+
+async def orchestrate(
+    args: argparse.Namespace, work: Path, target: str, db_data: Path | None = None
+) -> dict[str, Any]:
+    """Start the fleet and the workers, run (restarting the fleet once with
+    ``--restart-at``), stop, verify; the report."""
+    load_before = _loadavg()  # other work on this machine skews every figure: say so
+    listen = "127.0.0.1:0" if args.restart_at is None else f"127.0.0.1:{_free_port()}"
+    fleet = await _start_fleet(args, work, target, listen)
+    restart: dict[str, Any] = {}
+    cpu_done = 0.0  # of fleet processes stopped for the restart
     try:
         address = str(fleet.ready["grpc"])
-        # With --workers the parent only supervises; the work is in the processes it lists.
-        pids = [fleet.process.pid, *fleet.ready.get("workers", [])]
+        pids = _pids(fleet)
         cpu_before = sum(_proc_cpu_s(pid) for pid in pids)
         db_cpu_before = _db_server_cpu_s(db_data)
         started = time.monotonic()
@@ -395,12 +428,23 @@ async def orchestrate(
                     str(args.interval_s),
                     "--client",
                     args.client,
+                    *(["--reconnect"] if args.restart_at is not None else []),
                     stdout=asyncio.subprocess.PIPE,
                 )
             )
-        outputs = await asyncio.gather(*(p.communicate() for p in workers))
+        running = asyncio.gather(*(p.communicate() for p in workers))
+        if args.restart_at is not None:
+            await asyncio.sleep(max(0.0, started + args.restart_at - time.monotonic()))
+            cpu_done = sum(_proc_cpu_s(pid) for pid in pids)
+            restart["stopped_at"] = time.monotonic()
+            await fleet.stop()
+            fleet = await _start_fleet(args, work, target, address)
+            restart["ready_at"] = time.monotonic()
+            pids = _pids(fleet)
+            cpu_done -= sum(_proc_cpu_s(pid) for pid in pids)  # its startup counts too
+        outputs = await running
         elapsed = time.monotonic() - started
-        cpu = sum(_proc_cpu_s(pid) for pid in pids) - cpu_before
+        cpu = cpu_done + sum(_proc_cpu_s(pid) for pid in pids) - cpu_before
         db_cpu = _db_server_cpu_s(db_data) - db_cpu_before
         rss = sum(_proc_peak_rss_mb(pid) for pid in pids)
         load_after = _loadavg()
@@ -450,6 +494,29 @@ async def orchestrate(
         "lost": lost,
         "duplicated": duplicated,
         "unacked_at_end": unacked,
+        # New streams the fleet turned away with a retry-after-ms slot (waited out).
+        "deferred": sum(r.get("deferred", 0) for r in reports),
+        **({"restart": _restart_report(restart, reports, started)} if restart else {}),
+    }
+
+
+def _restart_report(
+    restart: dict[str, Any], reports: list[dict[str, Any]], started: float
+) -> dict[str, Any]:
+    """The figures of the restart: all times in seconds, from the start of the load or
+    from the stop."""
+    stopped = float(restart["stopped_at"])
+    back_at = [r["back_at"] for r in reports if r.get("back_at") is not None]
+    lost = sum(r.get("lost", 0) for r in reports)
+    back = sum(r.get("back", 0) for r in reports)
+    return {
+        "stopped_at_s": round(stopped - started, 1),
+        "fleet_down_s": round(float(restart["ready_at"]) - stopped, 1),
+        "agents_lost_stream": lost,
+        "agents_back": back,
+        # Until the last agent that lost its stream had an ack on its new one (None: not
+        # every one came back before the run ended).
+        "reconnected_all_s": round(max(back_at) - stopped, 1) if back_at and back == lost else None,
     }
 
 
@@ -473,12 +540,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fleet-workers", type=int, default=1, help="fleet processes (serve --workers, default 1)"
     )
+    parser.add_argument(
+        "--restart-at",
+        type=float,
+        default=None,
+        help="stop the fleet this many seconds into the run and start it again at once "
+        "(a reconnect storm; wire client only; see the module docstring)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object (default)")
     # Internal: one load generator process.
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--reconnect", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -496,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--agents must be between 1 and 20000 (the bench is bounded)")
     if not 0 < args.seconds <= 900:
         raise SystemExit("--seconds must be in (0, 900]")
+    if args.restart_at is not None and (args.client != "wire" or args.restart_at <= 0):
+        raise SystemExit("--restart-at needs a positive number of seconds and --client wire")
     with (
         tempfile.TemporaryDirectory(prefix="lw-bench-") as tmp,
         _store(args.db, Path(tmp)) as (target, db_data),

@@ -10,8 +10,13 @@ process runs one scheduler for all its agents instead of a coroutine and a timer
 
 - a call is one stream (id 1) opened with a fixed HPACK header block (static-table and
   literal fields only, so nothing is compressed and no table state is kept); the fleet's
-  response headers and trailers are never decoded: trailers (HEADERS with END_STREAM)
-  end the call, and ending before the run ends is counted as an error;
+  response headers and trailers are decoded (``hpack``) only for the ``retry-after-ms``
+  a fleet admitting streams at its limit sends (the agent waits that long, as the real
+  agent's uplink does); trailers (HEADERS with END_STREAM) end the call, and ending
+  before the run ends is counted as an error, unless ``reconnect`` is set
+  (``fleet_ingest.py --restart-at``): then an agent whose call ended after its Welcome
+  connects again with the real agent's back-off, resends what was not acked past the new
+  Welcome's committed seq, and notes when its first ack after the restart came;
 - messages are pre-serialized: heartbeats are one constant frame, a CarState record is
   assembled from cached pieces (the unit field of each agent, the timestamp of the
   tick, one CarState per floor and motion), and only the rare events go through protobuf.
@@ -37,6 +42,8 @@ import struct
 import time
 from typing import Any
 
+import hpack
+
 from protos.liftwatch.v1 import gateway_pb2, records_pb2
 
 PATH = b"/liftwatch.v1.AgentGateway/Connect"
@@ -55,6 +62,8 @@ KEEPALIVE_S = 30.0
 # it cannot take up in time) is retried like the real agent does, at most this often.
 CONNECT_ATTEMPTS = 5
 RECONNECT_INITIAL_S = 0.5
+RECONNECT_MAX_S = 30.0  # the real agent's back-off ceiling (agent.uplink.Backoff)
+RETRY_AFTER_KEY = b"retry-after-ms"  # fleet.ingest.admission
 CARS = 4
 EVENT_PROBABILITY = 0.01  # per agent and tick: a RAISED, cleared on the next tick
 
@@ -189,6 +198,15 @@ class WireAgent(asyncio.Protocol):
         self.heartbeat_s = 10.0
         self.open_event: tuple[str, str] | None = None
         self._sent: collections.deque[tuple[int, float]] = collections.deque()
+        # Batches not acked yet, (last seq, message): resent after a reconnect.
+        self.unacked: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.timed: list[tuple[float, float]] = []  # (sent at, ack latency) of each batch
+        self.retry_after_s: float | None = None  # the fleet's hint when it turned us away
+        self.acked_once: asyncio.Future[float] = loop.create_future()  # when, this connection
+        # Called once when a call that had its Welcome fails (``reconnect``: at once, as the
+        # real agent's read of the stream ends at once).
+        self.on_lost: Any = None
+        self._headers = hpack.Decoder()
         self._transport: asyncio.Transport | None = None
         self._in = bytearray()
         self._messages = bytearray()
@@ -262,7 +280,8 @@ class WireAgent(asyncio.Protocol):
             if flags & END_STREAM:
                 self._ended("the fleet ended the call")
         elif kind == HEADERS:
-            if flags & END_STREAM:  # trailers: the call is over (headers are not decoded)
+            self._read_headers(flags, payload)
+            if flags & END_STREAM:  # trailers: the call is over
                 self._ended("the fleet ended the call (trailers)")
         elif kind == SETTINGS:
             if not flags & ACK:
@@ -290,6 +309,18 @@ class WireAgent(asyncio.Protocol):
         elif kind == GOAWAY:
             self._ended("the fleet sent GOAWAY")
 
+    def _read_headers(self, flags: int, payload: bytes) -> None:
+        # Every block goes through the one decoder of the connection (HPACK's table).
+        if flags & PADDED:
+            payload = payload[1 : len(payload) - payload[0]]
+        if flags & 0x20:  # PRIORITY: stream dependency and weight first
+            payload = payload[5:]
+        with contextlib.suppress(hpack.HPACKError):
+            for name, value in self._headers.decode(payload, raw=True):
+                if name == RETRY_AFTER_KEY:
+                    with contextlib.suppress(ValueError):
+                        self.retry_after_s = int(value) / 1000
+
     def _take_messages(self) -> None:
         messages = self._messages
         while len(messages) >= 5:
@@ -307,11 +338,17 @@ class WireAgent(asyncio.Protocol):
             up_to = frame.ack.up_to_seq
             self.acked = max(self.acked, up_to)
             sent = self._sent
+            if not self.acked_once.done():
+                self.acked_once.set_result(now)
             while sent and sent[0][0] <= up_to:
                 at = sent.popleft()[1]
                 self.latencies.append(now - at)
+                self.timed.append((at, now - at))
                 if at >= self.steady_from:
                     self.steady.append(now - at)
+            unacked = self.unacked
+            while unacked and unacked[0][0] <= up_to:
+                unacked.popleft()
             if self.acked >= self.seq and not self.drained.done():
                 self.drained.set_result(None)
         elif kind == "welcome" and not self.welcome.done():
@@ -330,7 +367,9 @@ class WireAgent(asyncio.Protocol):
     def _fail(self, why: str) -> None:
         if self.error is None:
             self.error = why
-        for future in (self.welcome, self.drained):
+            if self.on_lost is not None and self.welcome.done():
+                self._loop.call_soon(self.on_lost)
+        for future in (self.welcome, self.drained, self.acked_once):
             if not future.done():
                 future.set_exception(ConnectionError(why))
                 future.exception()  # retrieved: a failed agent is counted, not raised
@@ -375,10 +414,12 @@ class WireAgent(asyncio.Protocol):
             )
         ).SerializeToString()
 
-    def tick(self, rng: random.Random, time_field: bytes, stamp: dt.datetime) -> bool:
+    def tick(
+        self, rng: random.Random, time_field: bytes, stamp: dt.datetime, *, send: bool = True
+    ) -> bool:
         """Send one tick: a CarState per car, and sometimes an event raised or cleared;
-        False when the connection is gone."""
-        if self._transport is None or self._transport.is_closing():
+        False when the connection is gone. Without ``send`` only keep it for later."""
+        if send and (self._transport is None or self._transport.is_closing()):
             return False
         seq = self.seq
         records = []
@@ -404,8 +445,32 @@ class WireAgent(asyncio.Protocol):
             records.append(record.SerializeToString())
         self.seq = seq
         self._sent.append((seq, self._loop.time()))
-        self._send(batch_message(records))
+        message = batch_message(records)
+        self.unacked.append((seq, message))
+        if send:
+            self._send(message)
         return True
+
+    def keep(self, rng: random.Random, time_field: bytes, stamp: dt.datetime) -> bool:
+        """A tick while the fleet is away: built and kept (as the real agent's outbox keeps
+        records) for `resume` to send; True."""
+        return self.tick(rng, time_field, stamp, send=False)
+
+    def resume(self, before: WireAgent, committed: int) -> None:
+        """Carry on from ``before`` (the same agent's last connection) after a Welcome
+        saying the fleet holds up to ``committed``: its seqs and figures, and the batches
+        it sent that the fleet has not got, sent again now."""
+        self.seq, self.open_event = before.seq, before.open_event
+        self.latencies, self.steady, self.timed = before.latencies, before.steady, before.timed
+        self.steady_from = before.steady_from
+        self.acked = max(before.acked, committed)
+        self._sent = before._sent
+        while self._sent and self._sent[0][0] <= committed:
+            self._sent.popleft()  # committed, its ack lost with the connection
+        for last_seq, message in before.unacked:
+            if last_seq > committed:
+                self.unacked.append((last_seq, message))
+                self._send(message)
 
     def heartbeat(self) -> None:
         """Send a Heartbeat."""
@@ -443,11 +508,18 @@ async def run_agents(
     interval_s: float,
     drain_timeout_s: float,
     settle_s: float = 0.0,
+    reconnect: bool = False,
 ) -> dict[str, Any]:
     """Run agents ``first`` .. ``first + count - 1`` against ``address``; their report:
     connected, batches, failed, reconnects (calls refused before their Welcome and tried
-    again), errors, latencies_ms, steady_latencies_ms (of the batches sent ``settle_s``
-    or more after the ramp ended), agents {id: [sent seq, acked seq]}."""
+    again), deferred (calls the fleet turned away with a retry-after-ms slot, waited
+    out), errors, latencies_ms, steady_latencies_ms (of the batches sent ``settle_s``
+    or more after the ramp ended, and with ``reconnect`` none sent between the first
+    lost connection and ``settle_s`` after the last agent was back), agents {id: [sent
+    seq, acked seq]}. With ``reconnect`` (the fleet restarts during the run) also
+    lost_at (monotonic time of the first connection lost after Welcome), back (agents
+    acked again after losing theirs) and back_at (monotonic time of the last of those
+    first acks)."""
     check_encoding()
     loop = asyncio.get_running_loop()
     host, _, port = address.rpartition(":")
@@ -458,19 +530,39 @@ async def run_agents(
     for agent in agents:
         agent.steady_from = origin + ramp_s + settle_s
     due: list[tuple[float, int, int]] = []  # (when, what, agent index): the one scheduler
-    stats = {"connected": 0, "batches": 0, "reconnects": 0}
+    stats = {"connected": 0, "batches": 0, "reconnects": 0, "deferred": 0}
+    lost: dict[int, float] = {}  # agents whose connection ended after Welcome: when
+    back: dict[int, float] = {}  # ... and when they were acked again
+    resuming: set[int] = set()
 
-    async def connect(index: int, agent: WireAgent) -> None:
-        await asyncio.sleep(max(0.0, origin + ramp_s * index / max(1, count) - loop.time()))
-        for attempt in range(CONNECT_ATTEMPTS):
+    async def connect(index: int, agent: WireAgent, before: WireAgent | None = None) -> None:
+        if before is None:
+            await asyncio.sleep(max(0.0, origin + ramp_s * index / max(1, count) - loop.time()))
+        attempt = failures = 0
+        while True:
             if attempt:
-                # As the real agent's uplink: a jittered, doubling back-off, then a new
-                # connection (nothing was sent yet that needs resuming).
-                stats["reconnects"] += 1
-                ceiling = RECONNECT_INITIAL_S * 2 ** (attempt - 1)
-                await asyncio.sleep(rng.uniform(ceiling / 2, ceiling))
-                agent = agents[index] = WireAgent(agent.agent_id, address, loop)
+                hint = agent.retry_after_s
+                if hint is not None:
+                    # The fleet gave this call its slot: wait it out, as agent.uplink does
+                    # (a little later than asked, the back-off not growing).
+                    stats["deferred"] += 1
+                    await asyncio.sleep(hint * rng.uniform(1.0, 1.1))
+                else:
+                    # As the real agent's uplink: a jittered, doubling back-off, then a new
+                    # connection.
+                    stats["reconnects"] += 1
+                    failures += 1
+                    if before is None and failures >= CONNECT_ATTEMPTS:
+                        return
+                    ceiling = min(RECONNECT_MAX_S, RECONNECT_INITIAL_S * 2 ** (failures - 1))
+                    await asyncio.sleep(rng.uniform(ceiling / 2, ceiling))
+                if loop.time() >= end_at:
+                    return
+                agent = WireAgent(agent.agent_id, address, loop)
                 agent.steady_from = origin + ramp_s + settle_s
+                if before is None:
+                    agents[index] = agent
+            attempt += 1
             try:
                 await loop.create_connection(functools.partial(_itself, agent), host, int(port))
                 welcome = await asyncio.wait_for(agent.welcome, 60)
@@ -478,16 +570,36 @@ async def run_agents(
             except (OSError, ConnectionError, TimeoutError) as exc:
                 agent.close()
                 agent.error = agent.error or f"{type(exc).__name__}: {exc}"
-        else:
-            return
         agent.error = None
         agent.heartbeat_s = float(welcome.heartbeat_interval_s or 10)
+        if reconnect:
+            agent.on_lost = functools.partial(reconnect_later, index)
+        if before is not None:
+            # No await since the Welcome: nothing was kept on ``before`` meanwhile.
+            agent.resume(before, welcome.committed_seq)
+            agents[index] = agent
+            resuming.discard(index)
+            with contextlib.suppress(ConnectionError):
+                back[index] = await agent.acked_once
+            return  # its ticks, beats and pings are still scheduled
         stats["connected"] += 1
         now = loop.time()
         # A random phase: real agents do not tick in step.
         heapq.heappush(due, (now + rng.uniform(0, interval_s), _TICK, index))
         heapq.heappush(due, (now + agent.heartbeat_s, _BEAT, index))
         heapq.heappush(due, (now + KEEPALIVE_S, _PING, index))
+
+    def reconnect_later(index: int) -> None:
+        # The fleet went away under this agent (a restart): connect again, resume.
+        if index in resuming:
+            return
+        resuming.add(index)
+        lost.setdefault(index, loop.time())
+        before = agents[index]  # stays there, keeping its ticks, until resumed
+        before.close()
+        fresh = WireAgent(before.agent_id, address, loop)
+        fresh.steady_from = before.steady_from
+        connecting.append(asyncio.create_task(connect(index, fresh, before)))
 
     connecting = [asyncio.create_task(connect(n, a)) for n, a in enumerate(agents)]
     second = -1
@@ -506,8 +618,15 @@ async def run_agents(
             while due and due[0][0] <= now:
                 when, what, index = heapq.heappop(due)
                 agent = agents[index]
+                if reconnect and index not in resuming and agent.error is not None:
+                    reconnect_later(index)
+                    agent = agents[index]
                 if what == _TICK:
-                    stats["batches"] += agent.tick(rng, time_field, stamp)
+                    if index in resuming:
+                        # Kept as the real agent's outbox keeps it, sent on resuming.
+                        stats["batches"] += agent.keep(rng, time_field, stamp)
+                    else:
+                        stats["batches"] += agent.tick(rng, time_field, stamp)
                     heapq.heappush(due, (when + interval_s, _TICK, index))
                 elif what == _BEAT:
                     agent.heartbeat()
@@ -517,7 +636,9 @@ async def run_agents(
                     heapq.heappush(due, (when + KEEPALIVE_S, _PING, index))
         wake = min(due[0][0] if due else now + 0.01, now + 0.01, end_at)
         await asyncio.sleep(max(0.0, wake - loop.time()))
-    await asyncio.gather(*connecting)
+    while connecting:
+        waiting, connecting[:] = list(connecting), []
+        await asyncio.gather(*waiting)
     live = [a for a in agents if a.welcome.done() and a.error is None]
     for agent in live:
         if agent.acked >= agent.seq and not agent.drained.done():
@@ -535,13 +656,30 @@ async def run_agents(
     for agent in agents:
         agent.close()
     errors = [a.error for a in agents if a.error is not None]
+    steady = [x for a in agents for x in a.steady]
+    if lost:
+        # Not steady: what was sent from the first connection lost until the last agent
+        # was back and settle_s more.
+        calm_from = max(back.values(), default=end_at) + settle_s
+        storm_from = min(lost.values())
+        steady = [
+            latency
+            for a in agents
+            for at, latency in a.timed
+            if at >= a.steady_from and not storm_from <= at < calm_from
+        ]
     return {
         "connected": stats["connected"],
         "batches": stats["batches"],
         "failed": len(errors),
         "reconnects": stats["reconnects"],
+        "deferred": stats["deferred"],
         "errors": errors[:5],
         "latencies_ms": [round(x * 1000, 3) for a in agents for x in a.latencies],
-        "steady_latencies_ms": [round(x * 1000, 3) for a in agents for x in a.steady],
+        "steady_latencies_ms": [round(x * 1000, 3) for x in steady],
         "agents": {a.agent_id: [a.seq, a.acked] for a in agents},
+        "lost_at": min(lost.values(), default=None),
+        "lost": len(lost),
+        "back": len(back),
+        "back_at": max(back.values(), default=None),
     }
