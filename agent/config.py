@@ -39,6 +39,15 @@ Every key, with its default (a key without a default is required)::
     password = ""
     queue_size = 10000          # messages held while the broker is away; oldest dropped first
 
+    [update]                    # signed releases and the updater (docs/updates.md)
+    release_keys = []           # base64 ed25519 public keys; none: every release refused
+    spool_dir = ""              # where verified bundles are staged; "": data_dir/updates
+    root = "/opt/liftwatch"     # the updater's versions/ and `current` symlink
+    health_timeout_s = 600.0    # not healthy by then: the updater switches back itself
+    healthy_for_s = 300.0       # healthy this long (no watchdog restart) to be kept
+    keep_versions = 1           # old versions kept beside the running one
+    min_free_mb = 100.0         # free space needed beyond twice the bundle's size
+
     [recorder]                  # the flight recorder's evidence windows (agent/recorder.py)
     pre_s = 60                  # seconds kept before an event's onset
     post_s = 30                 # seconds after the raise, the event still raised
@@ -98,7 +107,7 @@ Unknown keys are errors: a typo must never silently fall back to a default.
 
 Each section has one schema, a frozen dataclass whose fields are its keys and whose field
 defaults are THE defaults quoted above (a test checks the quotes): `AgentSection`,
-`UplinkConfig` ([fleet]), `MqttSettings`, `BusSection`; ``[detect]`` is
+`UplinkConfig` ([fleet]), `MqttSettings`, `UpdateSettings`, `BusSection`; ``[detect]`` is
 `agent.detect.engine.DetectionConfig`. The one validator, `liftconf.schema`, reads them
 (keys, types, ranges) and reports a `liftconf.schema.Problem` per key; this module checks
 what relates keys (addresses, TLS files, slaves, profiles, the RTU wire budget).
@@ -120,6 +129,8 @@ from agent.decode.parser import ProfileError, load_profile
 from agent.detect.engine import DetectionConfig
 from agent.detect.events import EventType
 from agent.recorder import RecorderConfig, onset_lag_s, window_problems
+from agent.release import ReleaseError
+from agent.release import public_key as release_public_key
 from liftconf.schema import Problem, bounded, out_of_range, read_section, type_name
 
 # Telemetry reaches the fleet's live view up to fleet.linger_s late; more than this would
@@ -168,6 +179,27 @@ class MqttSettings:
     username: str = ""
     password: str = ""
     queue_size: int = bounded(10_000, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSettings:
+    """[update]: signed releases and the on-box updater (issue 20, docs/updates.md)."""
+
+    # base64 of each raw 32-byte ed25519 release public key; a release verifying with
+    # any one is accepted (two during a key rotation); none pinned: every release refused.
+    release_keys: tuple[str, ...] = ()
+    # Where the agent stages a verified bundle for the updater ("": data_dir/updates).
+    spool_dir: str = ""
+    # The updater's tree: versions/<version>/ virtualenvs and the `current` symlink.
+    root: str = "/opt/liftwatch"
+    # A new version not healthy by then is switched back by the updater on its own.
+    health_timeout_s: float = bounded(600.0, 0, low_open=True)
+    # ... and it must stay healthy this long (the watchdog never firing) to be kept.
+    healthy_for_s: float = bounded(300.0, 0)
+    # Versions kept on disk besides the running one (for switching back).
+    keep_versions: int = bounded(1, 1, 10)
+    # Free space needed beyond twice the bundle's size before an install starts.
+    min_free_mb: float = bounded(100.0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +344,7 @@ class AgentConfig:
     outbox_fail_restart_s: float
     metrics_listen: tuple[str, int] | None
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    update: UpdateSettings = field(default_factory=UpdateSettings)
 
     @property
     def outbox_path(self) -> Path:
@@ -325,6 +358,7 @@ _S = TypeVar(
     AgentSection,
     UplinkConfig,
     MqttSettings,
+    UpdateSettings,
     BusSection,
     UnitSection,
     ExtraSection,
@@ -383,7 +417,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     """Build an `AgentConfig` from parsed TOML, or raise `ConfigError` listing every problem."""
     problems: list[ConfigProblem] = []
     r = _Reader(problems)
-    top = r.table(dict(raw), "", {"agent", "fleet", "detect", "bus", "unit", "mqtt", "recorder"})
+    top = r.table(
+        dict(raw), "", {"agent", "fleet", "detect", "bus", "unit", "mqtt", "recorder", "update"}
+    )
 
     agent_raw = r.table(top.get("agent", {}), "agent", None)
     agent = _read(AgentSection, "agent", agent_raw, ("id",), problems)
@@ -435,6 +471,13 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
 
     mqtt_raw = r.table(top.get("mqtt", {}), "mqtt", None)
     mqtt = _read(MqttSettings, "mqtt", mqtt_raw, (), problems)
+    update_raw = r.table(top.get("update", {}), "update", None)
+    update = _read(UpdateSettings, "update", update_raw, (), problems)
+    for i, key in enumerate(update.release_keys):
+        try:
+            release_public_key(key)
+        except ReleaseError as exc:
+            problems.append(ConfigProblem(f"update.release_keys[{i}]", str(exc)))
 
     recorder_raw = r.table(top.get("recorder", {}), "recorder", None)
     default_recorder = _read(RecorderConfig, "recorder", recorder_raw, (), problems)
@@ -548,6 +591,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         outbox_fail_restart_s=agent.outbox_fail_restart_s,
         metrics_listen=metrics_listen,
         mqtt=mqtt,
+        update=update,
     )
 
 

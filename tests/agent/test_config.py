@@ -281,6 +281,7 @@ def test_every_documented_default_is_the_default_applied(tmp_path: Path) -> None
         "agent": {**docs["agent"], "id": "edge-1"},
         "fleet": {**docs["fleet"], "insecure": True},
         "mqtt": docs["mqtt"],
+        "update": docs["update"],
         "recorder": docs["recorder"],
         "detect": docs["detect"],
         "bus": [{**docs["bus"], "url": rtu}],

@@ -1,0 +1,1 @@
+"""Signed releases and staged rollouts of the agent (issue 20; docs/updates.md)."""
