@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -98,7 +99,9 @@ class Journal:
     phase: str = "idle"
     release_id: str = ""
     version: str = ""
-    previous: str = ""  # the version `current` pointed at before the switch ("": none)
+    # Where `current` pointed before the switch ("": nowhere), as a path: the first
+    # install may be a virtualenv outside versions/ (deploy/agent/install.sh).
+    previous: str = ""
     deadline: float = 0.0
     healthy_since: float | None = None
     attempts: int = 0
@@ -294,7 +297,10 @@ class Updater:
         write_durably(target / COMPLETE, manifest.release_id + "\n")
 
     def _switch(self, target: Path, manifest: Manifest) -> None:
-        previous = self.running_version()
+        try:
+            previous = str(self.layout.current.readlink())
+        except OSError:
+            previous = ""
         self._save(
             replace(
                 self.journal,
@@ -309,7 +315,10 @@ class Updater:
         point(self.layout.current, target)
         self.restart()
         self.report(
-            manifest.release_id, "switched", f"from {previous or 'nothing'}", manifest.version
+            manifest.release_id,
+            "switched",
+            f"from {Path(previous).name or 'nothing'}",
+            manifest.version,
         )
 
     def _recover_install(self) -> None:
@@ -363,12 +372,13 @@ class Updater:
             self.report(j.release_id, "failed", detail, j.version)
             self._save(replace(j, phase="idle", attempts=0))
             return
-        point(self.layout.current, self.layout.versions / j.previous)
+        point(self.layout.current, Path(j.previous))
         self.restart()
         installed = [v for v in j.installed if v != j.version]
         self._save(replace(j, phase="idle", attempts=0, installed=installed))
         shutil.rmtree(self.layout.versions / j.version, ignore_errors=True)
-        detail = f"not healthy within {self.settings.health_timeout_s:g} s; back on {j.previous}"
+        back = Path(j.previous).name
+        detail = f"not healthy within {self.settings.health_timeout_s:g} s; back on {back}"
         self.report(j.release_id, "rolled_back", detail, j.version)
         self._done_with(j.release_id)
 
@@ -458,12 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--health-command",
-        nargs="+",
-        help="judge health by this command's exit status instead of systemd's view of --unit",
+        type=shlex.split,
+        help="judge health by this command's exit status (one string, split like a shell "
+        "would, never run by one) instead of systemd's view of --unit",
     )
     parser.add_argument(
         "--restart-command",
-        nargs="+",
+        type=shlex.split,
         help="restart the agent with this command instead of `systemctl restart UNIT`",
     )
     parser.add_argument(

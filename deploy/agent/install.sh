@@ -4,9 +4,10 @@
 #   sudo deploy/agent/install.sh [--config FILE]
 #
 # Creates the system user `liftwatch` (in group dialout, for the RS-485 adapter), a venv in
-# /opt/liftwatch/venv, /etc/liftwatch/agent.toml (from --config, or the example if none is
+# /opt/liftwatch/venv (linked as /opt/liftwatch/current, which the updater switches), the
+# updater's own venv /opt/liftwatch/updater, /etc/liftwatch/agent.toml (from --config, or the example if none is
 # there yet; an existing config is never overwritten), the data dir /var/lib/liftwatch,
-# the FTDI latency udev rule, and the systemd unit; then enables and starts the agent.
+# the FTDI latency udev rule, and the systemd units; then enables and starts both.
 # Safe to run again to upgrade.
 set -euo pipefail
 
@@ -33,6 +34,10 @@ usermod -a -G dialout liftwatch
 install -d -m 0755 "$prefix"
 [ -x "$prefix/venv/bin/python" ] || python3 -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install --quiet --upgrade "$src[agent,mqtt]"
+# The first version the updater can switch back to; later ones go to versions/ (updates.md).
+[ -e "$prefix/current" ] || ln -s "$prefix/venv" "$prefix/current"
+[ -x "$prefix/updater/bin/python" ] || python3 -m venv "$prefix/updater"
+"$prefix/updater/bin/pip" install --quiet --upgrade "$src[agent]"
 
 install -d -m 0750 -o root -g liftwatch /etc/liftwatch
 if [ -n "$config" ]; then
@@ -47,8 +52,10 @@ install -d -m 0750 -o liftwatch -g liftwatch /var/lib/liftwatch
 install -m 0644 "$src/deploy/agent/99-liftwatch-serial.rules" /etc/udev/rules.d/
 udevadm control --reload-rules && udevadm trigger --subsystem-match=usb-serial || true
 
-install -m 0644 "$src/deploy/agent/liftwatch-agent.service" /etc/systemd/system/
-systemd-analyze verify /etc/systemd/system/liftwatch-agent.service
+for unit in liftwatch-agent.service liftwatch-updater.service; do
+    install -m 0644 "$src/deploy/agent/$unit" /etc/systemd/system/
+    systemd-analyze verify "/etc/systemd/system/$unit"
+done
 systemctl daemon-reload
-systemctl enable --now liftwatch-agent.service
+systemctl enable --now liftwatch-agent.service liftwatch-updater.service
 systemctl --no-pager status liftwatch-agent.service || true

@@ -21,6 +21,7 @@ KINDS = {
     "agent/agent.rtu.example.toml": "agent config",
     "agent/install.sh": "installer",
     "agent/liftwatch-agent.service": "systemd unit",
+    "agent/liftwatch-updater.service": "systemd unit",
     "fleet/Containerfile": "image",
     "fleet/firmware-policy.toml": "firmware policy",
     "fleet/fleet.example.toml": "fleet config",
