@@ -198,6 +198,20 @@ Every key, with its default (a missing file section or key takes the default)::
     [publication]                # the district's published lists (issue 17): every key with
                                  # its default is documented in fleet/reports/plan_config.py
 
+    [retention]                  # raw records' lifecycle (issue 18, fleet.store.retention)
+    window_days = 14             # raw records are kept this long (1 to 3660); older ones are
+                                 # folded into hourly per-unit aggregates kept for the lift's
+                                 # life (trips, door cycles, run time, mode times, link,
+                                 # counters) and deleted. Events, alarms, evidence, history,
+                                 # maintenance records and audits are kept forever
+    interval_s = 3600            # serve runs retention this often (0 = never; then only
+                                 # `liftwatch-fleet retention run` does); one fleet instance
+                                 # at a time (a lease in the store, as northbound's senders)
+    batch_records = 2000         # raw records folded and deleted per transaction: ingest's
+                                 # writes interleave between batches, never wait longer
+    lease_s = 120                # the retention lease lasts this long unless renewed; a dead
+                                 # instance's is taken over after it ran out
+
     [northbound]                 # forwarding to regional platforms (issue 21): one
                                  # [northbound.platform.NAME] table per platform; every key
                                  # with its default is documented in fleet/northbound/config.py
@@ -373,6 +387,16 @@ class IngestConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """How long raw records are kept before they are folded, and the job that folds them."""
+
+    window_days: int = bounded(14, 1, 3660)
+    interval_s: float = bounded(3600.0, 0, 86_400)
+    batch_records: int = bounded(2000, 1, 1_000_000)
+    lease_s: float = bounded(120.0, 10, 86_400)
+
+
+@dataclass(frozen=True, slots=True)
 class FleetConfig:
     """The whole fleet manager configuration."""
 
@@ -391,6 +415,7 @@ class FleetConfig:
     northbound: NorthboundConfig = field(default_factory=NorthboundConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     publication: PublicationConfig = field(default_factory=PublicationConfig)
+    retention: RetentionConfig = RetentionConfig()
 
 
 def default_config(base_dir: Path) -> FleetConfig:
@@ -428,6 +453,7 @@ _SECTIONS: dict[str, type] = {
     "firmware": FirmwareConfig,
     "ingest": IngestConfig,
     "publication": PublicationConfig,
+    "retention": RetentionConfig,
 }
 
 
@@ -544,6 +570,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
             Problem("history.checkpoint_key", "must be set with history.checkpoint_file")
         )
     problems += ranges("history") + ranges("ingest") + ranges("publication")
+    problems += ranges("retention")
 
     if problems:
         raise ConfigError(source, problems)
@@ -563,6 +590,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         northbound=northbound,
         maintenance=maintenance,
         publication=replace(PublicationConfig(), **given["publication"]),
+        retention=replace(RetentionConfig(), **given["retention"]),
     )
 
 

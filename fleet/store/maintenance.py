@@ -540,6 +540,25 @@ class MaintenanceStore:
             "AND time_us < ? ORDER BY time_us",
             (unit_id, _us(since), _us(until)),
         ).fetchall()
+        # Beyond the retention window the link-status records live on in records_kept
+        # (fleet.store.retention): the same records, so the same answer across the edge.
+        kept = "unit_id = ? AND kind = 'link_status'"
+        before = sorted(
+            before
+            + self._execute(
+                f"SELECT time_us, payload FROM records_kept WHERE {kept} AND time_us < ? "
+                "ORDER BY time_us DESC LIMIT 1",
+                (unit_id, _us(since)),
+            ).fetchall()
+        )[-1:]
+        inside = sorted(
+            self._execute(
+                f"SELECT time_us, payload FROM records_kept WHERE {kept} AND time_us >= ? "
+                "AND time_us < ?",
+                (unit_id, _us(since), _us(until)),
+            ).fetchall()
+            + inside
+        )
         return [(int(r[0]), bytes(r[1])) for r in [*before, *inside]]
 
     def watched_slots(self, unit_id: str, since: dt.date, until: dt.date) -> dict[dt.date, int]:

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fleet.store import lease
 from fleet.store.sql import SqlStore, from_us
 
 NORTHBOUND_MIGRATION = """
@@ -84,6 +85,10 @@ CREATE INDEX northbound_dead_letters_state ON northbound_dead_letters (platform,
 """
 
 DEAD_STATES = ("dead", "replay", "delivered", "skipped")
+
+
+# The table whose rows carry each platform's lease (`fleet.store.lease`).
+_PLATFORMS = "northbound_platforms"
 
 
 class LeaseLostError(Exception):
@@ -187,13 +192,8 @@ class NorthboundOutbox:
         until = now_us + int(lease_s * 1_000_000)
         s = self._store
         with s._transaction():
-            row = s._execute(
-                "UPDATE northbound_platforms SET owner = ?, lease_until_us = ?, "
-                "epoch = epoch + 1 WHERE platform = ? AND (owner = '' OR lease_until_us < ?) "
-                "RETURNING epoch",
-                (owner, until, platform, now_us),
-            ).fetchone()
-        return None if row is None else Lease(platform, owner, int(row[0]), until)
+            epoch = lease.acquire(s, _PLATFORMS, "platform", platform, owner, until, now_us)
+        return None if epoch is None else Lease(platform, owner, epoch, until)
 
     def renew(self, lease: Lease, now_us: int, lease_s: float) -> Lease:
         """Extend ``lease``; raises `LeaseLostError` when it is no longer ours."""
@@ -203,24 +203,16 @@ class NorthboundOutbox:
             self._fence(lease, "lease_until_us = ?", (until,))
         return dataclasses.replace(lease, until_us=until)
 
-    def release(self, lease: Lease) -> None:
+    def release(self, held: Lease) -> None:
         """Give the lease up (a clean stop), so another instance takes over at once."""
         s = self._store
         with s._transaction():
-            s._execute(
-                "UPDATE northbound_platforms SET owner = '', lease_until_us = 0 "
-                "WHERE platform = ? AND owner = ? AND epoch = ?",
-                (lease.platform, lease.owner, lease.epoch),
-            )
+            lease.release(s, _PLATFORMS, "platform", held.platform, held.owner, held.epoch)
 
-    def _fence(self, lease: Lease, assignments: str, params: Sequence[object]) -> None:
-        found = self._store._execute(
-            f"UPDATE northbound_platforms SET {assignments} "
-            "WHERE platform = ? AND owner = ? AND epoch = ? RETURNING epoch",
-            (*params, lease.platform, lease.owner, lease.epoch),
-        ).fetchone()
-        if found is None:
-            raise LeaseLostError(f"{lease.platform}: lease lost (another instance sends)")
+    def _fence(self, held: Lease, assignments: str, params: Sequence[object]) -> None:
+        key = (held.platform, held.owner, held.epoch)
+        if not lease.fence(self._store, _PLATFORMS, "platform", *key, assignments, params):
+            raise LeaseLostError(f"{held.platform}: lease lost (another instance sends)")
 
     # -- reading the backlog ---------------------------------------------------------
 

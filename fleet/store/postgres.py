@@ -19,9 +19,12 @@ from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
 from fleet.store.evidence import EVIDENCE_MIGRATION
 from fleet.store.lifecycle import LIFECYCLE_TABLES
+from fleet.store.liveness import LIVENESS_MIGRATION, POSTGRES_FILLFACTOR
 from fleet.store.maintenance import MAINTENANCE_MIGRATION
 from fleet.store.northbound import NORTHBOUND_MIGRATION
 from fleet.store.publication import PUBLICATION_MIGRATION
+from fleet.store.reasons import REASONS_MIGRATION
+from fleet.store.retention import RETENTION_MIGRATION
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore
 from fleet.store.users import USER_TABLES
 from fleet.store.verdicts import VERDICTS_MIGRATION
@@ -126,6 +129,16 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 10, "northbound": per regional platform, the history cursor per unit, the
     # sender's lease and the dead letters (issue 21, see fleet.store.northbound).
     NORTHBOUND_MIGRATION.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    # Version 11, "retention": hourly per-unit aggregates of folded raw records, the
+    # records kept beyond the window, retention's cursors and lease (issue 18, see
+    # fleet.store.retention).
+    RETENTION_MIGRATION.format(blob="BYTEA", without_rowid=""),
+    # Version 12, "reason codes": an event's reason as a code and its parameters, for
+    # the reader's language (issue 19, see fleet.store.reasons).
+    REASONS_MIGRATION,
+    # Version 13, "liveness": marking a unit seen rewrites no index (issue 18, see
+    # fleet.store.liveness).
+    LIVENESS_MIGRATION + POSTGRES_FILLFACTOR,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -24,6 +24,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fleet.store.retention import counters_in_hours
+
 PUBLICATION_MIGRATION = """
 CREATE TABLE register_details (
     unit_id             TEXT PRIMARY KEY,
@@ -230,6 +232,12 @@ class PublicationStore:
             "AND time_us <= ? ORDER BY time_us DESC LIMIT 1",
             (unit_id, at_us),
         ).fetchone()
+        if row is None:
+            # Beyond the retention window: each hour's last Counters reading, folded into
+            # unit_hours (fleet.store.retention), the same reading for a time on an hour.
+            row = counters_in_hours(self, unit_id, at_us, after=False)
+        if row is None:
+            row = counters_in_hours(self, unit_id, at_us, after=True)
         if row is None:
             row = self._execute(
                 "SELECT time_us, payload FROM records WHERE unit_id = ? AND kind = 'counters' "

@@ -44,9 +44,10 @@ from fleet.store.base import (
     WriteOp,
 )
 from fleet.store.evidence import EvidenceStore
-from fleet.store.lifecycle import EVENT_COLUMNS, LifecycleStore, event_of_row
+from fleet.store.lifecycle import EVENT_COLUMNS, EVENT_MARKS, LifecycleStore, event_of_row
 from fleet.store.maintenance import HEALTH_TERM, MaintenanceStore
 from fleet.store.publication import PublicationStore
+from fleet.store.reasons import params_text
 from fleet.store.users import UserStore
 from fleet.taxonomy import gb_code
 from protos.liftwatch.v1 import records_pb2
@@ -376,8 +377,7 @@ class SqlStore(
             links,
         )
         self._many(
-            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({EVENT_MARKS}) ON CONFLICT DO NOTHING",
             events,
         )
         self._on_events(events)  # history entries, alarms of alarm types
@@ -669,6 +669,14 @@ class SqlStore(
             "AND kind = 'car_state' ORDER BY seq DESC LIMIT 1",
             [unit_id, unit_id],
         ).fetchone()
+        if row is None:
+            # Silent for longer than the retention window: its newest car state was kept
+            # when its raw records were folded (fleet.store.retention).
+            row = self._execute(
+                "SELECT time_us, payload FROM records_kept WHERE unit_id = ? "
+                "AND kind = 'car_state' ORDER BY time_us DESC LIMIT 1",
+                [unit_id],
+            ).fetchone()
         return None if row is None else (from_us(int(row[0])), bytes(row[1]))
 
     def health_records(
@@ -687,6 +695,15 @@ class SqlStore(
             f"AND {HEALTH_TERM} AND kind = '{kind}' ORDER BY time_us DESC LIMIT ?",
             [unit_id, max(limit, 0)],
         ).fetchall()
+        if len(rows) < limit:
+            # Beyond the retention window: the link-status records kept forever
+            # (fleet.store.retention; counters live on in unit_hours, not as records).
+            oldest = int(rows[-1][0]) if rows else 2**62
+            rows += self._execute(
+                "SELECT time_us, payload FROM records_kept WHERE unit_id = ? AND kind = ? "
+                "AND time_us < ? ORDER BY time_us DESC LIMIT ?",
+                [unit_id, kind, oldest, limit - len(rows)],
+            ).fetchall()
         return [(from_us(int(r[0])), bytes(r[1])) for r in reversed(rows)]
 
     def coverage_history(self, unit_id: str, limit: int) -> list[CoverageChange]:
@@ -739,7 +756,8 @@ def _event_row(
     agent_id: str, record: records_pb2.Record, time_us: int, committed_us: int
 ) -> tuple[object, ...]:
     """The ``events`` row of one Event record, in `EVENT_COLUMNS` order; ``gb_code`` as
-    the agent sent it (NULL for the wire's 0), ``at_landing`` 1 / 0 / NULL."""
+    the agent sent it (NULL for the wire's 0), ``at_landing`` 1 / 0 / NULL, the reason's
+    code and parameters ('' from an older agent, `fleet.store.reasons`)."""
     event = record.event
     return (
         agent_id,
@@ -755,6 +773,8 @@ def _event_row(
         committed_us,
         gb_code(event.gb_code),
         int(event.at_landing) if event.HasField("at_landing") else None,
+        event.reason_code,
+        params_text(event.reason_params),
     )
 
 

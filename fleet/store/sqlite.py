@@ -23,9 +23,12 @@ from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
 from fleet.store.evidence import EVIDENCE_MIGRATION
 from fleet.store.lifecycle import LIFECYCLE_TABLES
+from fleet.store.liveness import LIVENESS_MIGRATION
 from fleet.store.maintenance import MAINTENANCE_MIGRATION
 from fleet.store.northbound import NORTHBOUND_MIGRATION
 from fleet.store.publication import PUBLICATION_MIGRATION
+from fleet.store.reasons import REASONS_MIGRATION
+from fleet.store.retention import RETENTION_MIGRATION
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore, from_us, to_us
 from fleet.store.users import USER_TABLES
 from fleet.store.verdicts import VERDICTS_MIGRATION
@@ -141,6 +144,16 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 12, "northbound": per regional platform, the history cursor per unit, the
     # sender's lease and the dead letters (issue 21, see fleet.store.northbound).
     NORTHBOUND_MIGRATION.format(id="INTEGER PRIMARY KEY"),
+    # Version 13, "retention": hourly per-unit aggregates of folded raw records, the
+    # records kept beyond the window, retention's cursors and lease (issue 18, see
+    # fleet.store.retention).
+    RETENTION_MIGRATION.format(blob="BLOB", without_rowid=" WITHOUT ROWID"),
+    # Version 14, "reason codes": an event's reason as a code and its parameters, for
+    # the reader's language (issue 19, see fleet.store.reasons).
+    REASONS_MIGRATION,
+    # Version 15, "liveness": marking a unit seen rewrites no index (issue 18, see
+    # fleet.store.liveness).
+    LIVENESS_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -177,6 +190,13 @@ class SqliteStore(SqlStore):
                         f"{SCHEMA_VERSION}: is it a fleet database? (serve migrates it)"
                     )
             else:
+                if version == 0:
+                    # Before the first table: retention's deletes then free pages that
+                    # `PRAGMA incremental_vacuum` returns to the file system in small
+                    # steps (fleet.store.retention). A database created before this
+                    # keeps auto_vacuum NONE: freed pages are reused by new records, the
+                    # file stops growing but does not shrink until an offline VACUUM.
+                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 if path != MEMORY:
                     conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA foreign_keys = ON")

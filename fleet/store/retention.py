@@ -1,0 +1,585 @@
+"""Migration "retention" (issue 18) and the store side of the raw records' lifecycle.
+
+Raw records older than the window ([retention] window_days, 14 by default) are *folded*:
+what the long-term reads need of them is kept, the rest is deleted. Per record kind:
+
+- ``car_state`` (almost every record: about 0.65 per car per second on the demo's mix):
+  folded into ``unit_hours``, one row per unit and UTC hour, kept for the lift's life:
+  car-state records seen, the first and last one's time, the widest silence between two
+  of them, trips (starts: not moving -> moving), door cycles (into DOOR_STATE_OPEN), run
+  time (moving), time in each service mode (``mode_us``, JSON ``{"mode number": µs}``).
+  Time is sample-and-hold: a record's state lasts until the next record, at most
+  `HOLD_US` (a longer silence is unwatched time, counted in no mode). The newest car
+  state of each unit is also copied to ``records_kept`` (the unit page's "last seen
+  state" of a lift silent for longer than the window).
+- ``counters`` (one a minute): the last one of each hour (h, h + 1 h] is folded into
+  ``unit_hours``
+  (``counters_us`` and its totals, door medians and trends): the maintenance plan's
+  counters "at or last before" a time answer from it beyond the window, exactly for a
+  time on the hour, else to the hour. A unit's very first Counters record is
+  kept whole in ``records_kept`` (the reading "first after" a time before it).
+- ``link_status``, ``controller_info``: kept forever (copied to ``records_kept``): both
+  are rare (sent on change and at start), the first is the link's state a verdict reads
+  and link availability, the second feeds the firmware history. ``link_up`` / ``link_n``
+  of ``unit_hours`` count the hour's link-status records and those saying up.
+- ``event``, ``evidence``: their own tables hold them forever (``events``, ``evidence``);
+  the raw copy is deleted. Alarms, the history chains, maintenance records, visits,
+  verdicts, audits and ``unit_trips_daily`` (the fault-rate report's exposure) are other
+  tables and never touched.
+
+Folding is incremental per agent, in the order of the agent's seq (the primary key, so
+no time index is needed on the ingest path): ``retention_agents`` holds the highest seq
+folded. It never passes the agent's ``committed_seq`` nor the visit derivation's cursor
+(``maintenance_derived``): retention waits for the slowest consumer of raw records, so
+the derivation never misses a record. (The northbound forwarder reads the history chain,
+not raw records.) It stops at an agent's first record inside the window. Each batch is
+one short transaction: fold, copy, delete, move the cursor; ingest's transactions
+interleave between batches, so retention never holds ingest up for longer than a batch.
+
+``retention_state`` has one row (``name`` = 'raw') with the lease that makes one fleet
+instance at a time the one that runs retention (`fleet.store.lease`, as the northbound
+forwarder's senders hold theirs; every batch is fenced by it), and the last run's
+figures for `liftwatch-fleet retention status` and the metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fleet.store import lease
+from protos.liftwatch.v1 import records_pb2
+
+if TYPE_CHECKING:
+    from fleet.store.sql import SqlStore
+
+__all__ = [
+    "HOLD_US",
+    "HOUR_US",
+    "RETENTION_MIGRATION",
+    "FoldPass",
+    "FoldResult",
+    "Held",
+    "Retention",
+    "RetentionLeaseLostError",
+    "RetentionStatus",
+]
+
+RETENTION_MIGRATION = """
+CREATE TABLE unit_hours (
+    unit_id              TEXT NOT NULL,
+    hour_us              BIGINT NOT NULL,
+    car_states           INTEGER NOT NULL DEFAULT 0,
+    first_us             BIGINT,
+    last_us              BIGINT,
+    widest_gap_us        BIGINT NOT NULL DEFAULT 0,
+    trips                INTEGER NOT NULL DEFAULT 0,
+    door_cycles          INTEGER NOT NULL DEFAULT 0,
+    run_us               BIGINT NOT NULL DEFAULT 0,
+    mode_us              TEXT NOT NULL DEFAULT '{{}}',
+    last_mode            INTEGER,
+    last_moving          INTEGER,
+    last_door            INTEGER,
+    link_n               INTEGER NOT NULL DEFAULT 0,
+    link_up              INTEGER NOT NULL DEFAULT 0,
+    counters_us          BIGINT,
+    trips_total          BIGINT,
+    door_cycles_total    BIGINT,
+    run_hours_total      BIGINT,
+    door_open_median_ms  INTEGER,
+    door_close_median_ms INTEGER,
+    door_open_trend      REAL,
+    door_close_trend     REAL,
+    PRIMARY KEY (unit_id, hour_us)
+){without_rowid};
+CREATE TABLE records_kept (
+    agent_id  TEXT NOT NULL,
+    seq       BIGINT NOT NULL,
+    unit_id   TEXT NOT NULL,
+    time_us   BIGINT NOT NULL,
+    kind      TEXT NOT NULL,
+    payload   {blob} NOT NULL,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE INDEX records_kept_unit ON records_kept (unit_id, kind, time_us);
+CREATE TABLE retention_agents (
+    agent_id  TEXT PRIMARY KEY,
+    seq       BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE retention_state (
+    name            TEXT PRIMARY KEY,
+    owner           TEXT NOT NULL DEFAULT '',
+    lease_until_us  BIGINT NOT NULL DEFAULT 0,
+    epoch           BIGINT NOT NULL DEFAULT 0,
+    last_run_us     BIGINT,
+    cutoff_us       BIGINT,
+    folded          BIGINT NOT NULL DEFAULT 0,
+    deleted         BIGINT NOT NULL DEFAULT 0,
+    kept            BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO retention_state (name) VALUES ('raw');
+"""
+
+HOUR_US = 3_600_000_000
+# A car-state record's state counts for at most this long: a longer silence is time the
+# fleet did not watch (the verdicts' default watch gap, [maintenance.verdicts] max_gap_s).
+HOLD_US = 60_000_000
+# Kinds copied to records_kept whole (forever): rare, and read by time beyond the window.
+KEPT_KINDS = ("link_status", "controller_info")
+
+_MOVING_UNKNOWN = -1
+_HOUR_COLUMNS = (
+    "unit_id, hour_us, car_states, first_us, last_us, widest_gap_us, trips, door_cycles, "
+    "run_us, mode_us, last_mode, last_moving, last_door, link_n, link_up, counters_us, "
+    "trips_total, door_cycles_total, run_hours_total, door_open_median_ms, "
+    "door_close_median_ms, door_open_trend, door_close_trend"
+)
+
+
+@dataclass(slots=True)
+class _Hour:
+    """One ``unit_hours`` row while a batch is folded into it (mutable scratch)."""
+
+    unit_id: str
+    hour_us: int
+    car_states: int = 0
+    first_us: int | None = None
+    last_us: int | None = None
+    widest_gap_us: int = 0
+    trips: int = 0
+    door_cycles: int = 0
+    run_us: int = 0
+    mode_us: dict[str, int] = dataclasses.field(default_factory=dict)
+    last_mode: int | None = None
+    last_moving: int | None = None
+    last_door: int | None = None
+    link_n: int = 0
+    link_up: int = 0
+    counters_us: int | None = None
+    trips_total: int | None = None
+    door_cycles_total: int | None = None
+    run_hours_total: int | None = None
+    door_open_median_ms: int | None = None
+    door_close_median_ms: int | None = None
+    door_open_trend: float | None = None
+    door_close_trend: float | None = None
+
+    def row(self) -> tuple[object, ...]:
+        values = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        values[9] = json.dumps(self.mode_us, separators=(",", ":"), sort_keys=True)
+        return tuple(values)
+
+
+def _hour_of_row(row: Sequence[Any]) -> _Hour:
+    hour = _Hour(*row)
+    hour.mode_us = json.loads(str(row[9]))
+    return hour
+
+
+class RetentionLeaseLostError(Exception):
+    """Another fleet instance took the retention lease: this one stops folding."""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The retention lease as this instance holds it (`Retention.acquire`)."""
+
+    owner: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    """What one retention run did: records folded into aggregates, deleted from the raw
+    table, copied to ``records_kept``; the cutoff (µs) it folded up to; agents held back
+    by a consumer (the visit derivation) that has not read their old records yet."""
+
+    cutoff_us: int
+    folded: int
+    deleted: int
+    kept: int
+    held_back: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionStatus:
+    """Where retention stands: the last run (µs, None before the first), its cutoff and
+    counts, the oldest raw record's time (None: none), the lease holder ("" = none)."""
+
+    last_run_us: int | None
+    cutoff_us: int | None
+    folded: int
+    deleted: int
+    kept: int
+    oldest_raw_us: int | None
+    owner: str
+    lease_until_us: int
+
+
+class Retention:
+    """Folding and deleting raw records over the driver hooks of a `SqlStore` (both
+    backends: the same SQL); use from the store's thread."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    # -- the lease: one instance runs retention at a time ------------------------------
+
+    def acquire(self, owner: str, now_us: int, lease_s: float) -> Held | None:
+        """Take the retention lease for ``owner`` when free or run out (`fleet.store.lease`,
+        as the northbound senders do); None when another instance holds it."""
+        s = self._store
+        with s._transaction():
+            until = now_us + int(lease_s * 1_000_000)
+            epoch = lease.acquire(s, "retention_state", "name", "raw", owner, until, now_us)
+        return None if epoch is None else Held(owner, epoch)
+
+    def renew(self, held: Held, now_us: int, lease_s: float) -> bool:
+        """Extend ``held``; False when another instance took the lease meanwhile."""
+        s = self._store
+        with s._transaction():
+            until = now_us + int(lease_s * 1_000_000)
+            return self._fence(held, "lease_until_us = ?", (until,))
+
+    def release(self, held: Held) -> None:
+        """Give the lease up (a clean stop) so another instance takes over at once."""
+        s = self._store
+        with s._transaction():
+            lease.release(s, "retention_state", "name", "raw", held.owner, held.epoch)
+
+    def _fence(self, held: Held, assignments: str, params: Sequence[object]) -> bool:
+        key = ("raw", held.owner, held.epoch)
+        return lease.fence(self._store, "retention_state", "name", *key, assignments, params)
+
+    # -- folding -----------------------------------------------------------------------
+
+    def run(self, held: Held, now_us: int, window_us: int, batch: int) -> FoldResult:
+        """Fold and delete every raw record older than the window's hour-aligned cutoff
+        that the slowest consumer has read, ``batch`` records a transaction, while
+        ``held`` is the lease (each transaction is fenced by it; `RetentionLeaseLostError`
+        when another instance took it: what was committed stays, it continues there).
+        In one go, for the CLI; serve runs a `FoldPass` a step per store call."""
+        run = FoldPass(held, now_us, window_us, batch)
+        while run.step(self._store):
+            pass
+        return run.finish(self._store)
+
+    def _fold_batch(
+        self, held: Held, agent_id: str, after: int, limit: int, cutoff: int, batch: int
+    ) -> tuple[int, int, int, int, bool]:
+        """One transaction: (deleted, folded, copied, the new cursor, whether the window
+        was reached)."""
+        s = self._store
+        with s._transaction():
+            # First, so that on PostgreSQL a second instance's batch (its lease lost) waits
+            # on this row's lock, then finds the epoch moved on: no record folds twice.
+            if not self._fence(held, "epoch = epoch", ()):
+                raise RetentionLeaseLostError("retention: lease lost (another instance runs it)")
+            rows = s._execute(
+                "SELECT seq, unit_id, time_us, kind, payload FROM records WHERE agent_id = ? "
+                "AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (agent_id, after, limit, batch),
+            ).fetchall()
+            old = []
+            for row in rows:
+                if int(row[2]) >= cutoff:
+                    break
+                old.append(row)
+            reached = len(old) < len(rows) or not rows
+            if not old:
+                return 0, 0, 0, after, True
+            last = int(old[-1][0])
+            folded, copied = self._fold(agent_id, old)
+            deleted = s._execute(
+                "DELETE FROM records WHERE agent_id = ? AND seq > ? AND seq <= ? RETURNING seq",
+                (agent_id, after, last),
+            ).fetchall()
+            s._execute(
+                "INSERT INTO retention_agents (agent_id, seq) VALUES (?, ?) "
+                "ON CONFLICT (agent_id) DO UPDATE SET seq = excluded.seq",
+                (agent_id, last),
+            )
+        return len(deleted), folded, copied, last, reached
+
+    def _fold(self, agent_id: str, rows: Sequence[Sequence[Any]]) -> tuple[int, int]:
+        """Fold ``rows`` (seq order) into unit_hours and records_kept; (folded, copied)."""
+        s = self._store
+        hours: dict[tuple[str, int], _Hour] = {}
+        # Each unit's newest hour row with a car state (the state carried on).
+        latest: dict[str, _Hour] = {}
+
+        def hour(unit_id: str, hour_us: int) -> _Hour:
+            key = (unit_id, hour_us)
+            if key not in hours:
+                found = s._execute(
+                    f"SELECT {_HOUR_COLUMNS} FROM unit_hours WHERE unit_id = ? AND hour_us = ?",
+                    key,
+                ).fetchone()
+                hours[key] = _hour_of_row(found) if found else _Hour(unit_id, hour_us)
+            return hours[key]
+
+        def previous(unit_id: str) -> _Hour | None:
+            if unit_id not in latest:
+                found = s._execute(
+                    f"SELECT {_HOUR_COLUMNS} FROM unit_hours WHERE unit_id = ? "
+                    "AND last_us IS NOT NULL ORDER BY hour_us DESC LIMIT 1",
+                    (unit_id,),
+                ).fetchone()
+                if found is None:
+                    return None
+                row = _hour_of_row(found)
+                latest[unit_id] = hours.setdefault((unit_id, row.hour_us), row)
+            return latest[unit_id]
+
+        copies: list[tuple[object, ...]] = []
+        newest_car: dict[str, tuple[object, ...]] = {}
+        counted: set[str] = set()  # units whose first Counters record is kept
+        folded = 0
+        for seq, unit_id, time_us, kind, payload in rows:
+            at = int(time_us)
+            record = records_pb2.Record.FromString(bytes(payload))
+            row = (agent_id, int(seq), unit_id, at, kind, bytes(payload))
+            if kind in KEPT_KINDS:
+                copies.append(row)
+            if kind == "car_state":
+                newest_car[unit_id] = row
+                before = previous(unit_id)
+                here = hour(unit_id, at // HOUR_US * HOUR_US)
+                _add_car_state(before, here, at, record.car_state)
+                if before is None or here.hour_us >= before.hour_us:
+                    latest[unit_id] = here
+                folded += 1
+            elif kind == "counters":
+                # An hour (h, h + 1 h] holds the reading at its end: "the last reading at
+                # or before" a time on the hour is then the reading the raw records gave.
+                _add_counters(hour(unit_id, (at - 1) // HOUR_US * HOUR_US), at, record.counters)
+                if unit_id not in counted:
+                    counted.add(unit_id)
+                    if not s._execute(
+                        "SELECT 1 FROM records_kept WHERE unit_id = ? AND kind = 'counters'",
+                        (unit_id,),
+                    ).fetchall():
+                        copies.append(row)  # the unit's first: where its counting starts
+                folded += 1
+            elif kind == "link_status":
+                here = hour(unit_id, at // HOUR_US * HOUR_US)
+                here.link_n += 1
+                here.link_up += int(record.link_status.up)
+                folded += 1
+        s._many(
+            f"INSERT INTO unit_hours ({_HOUR_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
+            "ON CONFLICT (unit_id, hour_us) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in _HOUR_COLUMNS.split(", ")[2:]),
+            [h.row() for h in hours.values()],
+        )
+        for unit_id, car in newest_car.items():
+            # Only the newest car state of a unit is kept: the older copy goes.
+            s._execute(
+                "DELETE FROM records_kept WHERE unit_id = ? AND kind = 'car_state' "
+                "AND time_us <= ?",
+                (unit_id, car[3]),
+            )
+            copies.append(car)
+        s._many(
+            "INSERT INTO records_kept (agent_id, seq, unit_id, time_us, kind, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            copies,
+        )
+        return folded, len(copies)
+
+    # -- status ------------------------------------------------------------------------
+
+    def status(self) -> RetentionStatus:
+        """The last run's figures, the oldest raw record and the lease holder."""
+        s = self._store
+        row = s._execute(
+            "SELECT last_run_us, cutoff_us, folded, deleted, kept, owner, lease_until_us "
+            "FROM retention_state WHERE name = 'raw'"
+        ).fetchone()
+        oldest = s._execute(
+            "SELECT MIN(r.time_us) FROM agents a JOIN retention_agents c "
+            "ON c.agent_id = a.agent_id JOIN records r ON r.agent_id = a.agent_id "
+            "AND r.seq = (SELECT MIN(seq) FROM records WHERE agent_id = a.agent_id "
+            "AND seq > c.seq)"
+        ).fetchone()
+        if oldest is None or oldest[0] is None:
+            oldest = s._execute("SELECT MIN(time_us) FROM records").fetchone()
+        return RetentionStatus(
+            last_run_us=None if row[0] is None else int(row[0]),
+            cutoff_us=None if row[1] is None else int(row[1]),
+            folded=int(row[2]),
+            deleted=int(row[3]),
+            kept=int(row[4]),
+            oldest_raw_us=None if oldest is None or oldest[0] is None else int(oldest[0]),
+            owner=str(row[5]),
+            lease_until_us=int(row[6]),
+        )
+
+    # -- long-term reads ---------------------------------------------------------------
+
+    def unit_hours(self, unit_id: str, since_us: int, until_us: int) -> list[dict[str, Any]]:
+        """The ``unit_hours`` rows of ``unit_id`` with hour_us in [since_us, until_us), as
+        dicts by column name, oldest first."""
+        rows = self._store._execute(
+            f"SELECT {_HOUR_COLUMNS} FROM unit_hours WHERE unit_id = ? AND hour_us >= ? "
+            "AND hour_us < ? ORDER BY hour_us",
+            (unit_id, since_us, until_us),
+        ).fetchall()
+        names = _HOUR_COLUMNS.split(", ")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+class FoldPass:
+    """One retention run as steps, each one short transaction on the store (the first
+    lists the agents with records to fold), so that a caller on the store's thread lets
+    ingest's writes run between them: ``while pass.step(store): ...``, then ``finish``."""
+
+    def __init__(self, held: Held, now_us: int, window_us: int, batch: int) -> None:
+        self.held, self.now_us, self.batch = held, now_us, batch
+        self.cutoff = (now_us - window_us) // HOUR_US * HOUR_US
+        # [agent_id, next seq after, limit (the slowest consumer), derived, committed]
+        self._agents: list[list[Any]] | None = None
+        self.folded = self.deleted = self.kept = self.held_back = 0
+
+    def step(self, store: SqlStore) -> bool:
+        """Do the next step on ``store``; whether any remain."""
+        if self._agents is None:
+            rows = store._execute(
+                "SELECT a.agent_id, COALESCE(r.seq, 0), a.committed_seq, COALESCE(d.seq, 0) "
+                "FROM agents a LEFT JOIN retention_agents r ON r.agent_id = a.agent_id "
+                "LEFT JOIN maintenance_derived d ON d.agent_id = a.agent_id "
+                "WHERE a.committed_seq > COALESCE(r.seq, 0) ORDER BY a.agent_id"
+            ).fetchall()
+            self._agents = [
+                [str(a), int(after), min(int(c), int(d)), int(d), int(c)] for a, after, c, d in rows
+            ]
+            return bool(self._agents)
+        if not self._agents:
+            return False
+        agent = self._agents[0]
+        agent_id, after, limit, derived, committed = agent
+        if after >= limit:
+            self._agents.pop(0)
+            if derived < committed:
+                self.held_back += 1  # the visit derivation has not read them yet
+            return bool(self._agents)
+        retention = Retention(store)
+        done, count, copied, agent[1], reached = retention._fold_batch(
+            self.held, agent_id, after, limit, self.cutoff, self.batch
+        )
+        self.folded, self.deleted, self.kept = (
+            self.folded + count,
+            self.deleted + done,
+            self.kept + copied,
+        )
+        if reached:
+            self._agents.pop(0)
+        return bool(self._agents)
+
+    def finish(self, store: SqlStore) -> FoldResult:
+        """Record the run (fenced by the lease) and return its figures."""
+        with store._transaction():
+            assignments = (
+                "last_run_us = ?, cutoff_us = ?, folded = folded + ?, deleted = deleted + ?, "
+                "kept = kept + ?"
+            )
+            figures = (self.now_us, self.cutoff, self.folded, self.deleted, self.kept)
+            if not Retention(store)._fence(self.held, assignments, figures):
+                raise RetentionLeaseLostError("retention: lease lost (another instance runs it)")
+        return FoldResult(self.cutoff, self.folded, self.deleted, self.kept, self.held_back)
+
+
+def _add_car_state(before: _Hour | None, here: _Hour, at: int, car: records_pb2.CarState) -> None:
+    """Fold one car state at ``at`` into ``here``; the previous record's state (carried
+    on ``before``, the unit's newest hour so far) is held until ``at`` (at most HOLD_US)
+    and counted in the previous record's hour."""
+    moving = int(car.moving) if car.HasField("moving") else _MOVING_UNKNOWN
+    if before is not None and before.last_us is not None and at >= before.last_us:
+        gap = at - before.last_us
+        held = min(gap, HOLD_US)
+        here.widest_gap_us = max(here.widest_gap_us, gap)
+        if before.last_mode is not None:
+            key = str(before.last_mode)
+            before.mode_us[key] = before.mode_us.get(key, 0) + held
+        if before.last_moving == 1:
+            before.run_us += held
+        if moving == 1 and before.last_moving == 0:
+            here.trips += 1
+        if car.door == records_pb2.DOOR_STATE_OPEN and before.last_door != car.door:
+            here.door_cycles += 1
+    here.car_states += 1
+    here.first_us = at if here.first_us is None else min(here.first_us, at)
+    if here.last_us is None or at >= here.last_us:
+        here.last_us = at
+        here.last_mode = int(car.mode)
+        here.last_moving = moving
+        here.last_door = int(car.door)
+
+
+def _add_counters(here: _Hour, at: int, counters: records_pb2.Counters) -> None:
+    """Keep the hour's last Counters reading (totals, door medians and trends)."""
+    if here.counters_us is not None and at < here.counters_us:
+        return
+    here.counters_us = at
+    here.trips_total = int(counters.trips)
+    here.door_cycles_total = int(counters.door_cycles)
+    here.run_hours_total = int(counters.run_hours)
+    c = counters
+    here.door_open_median_ms = (
+        int(c.door_open_median_ms) if c.HasField("door_open_median_ms") else None
+    )
+    here.door_close_median_ms = (
+        int(c.door_close_median_ms) if c.HasField("door_close_median_ms") else None
+    )
+    here.door_open_trend = float(c.door_open_trend) if c.HasField("door_open_trend") else None
+    here.door_close_trend = float(c.door_close_trend) if c.HasField("door_close_trend") else None
+
+
+class _Executes(Protocol):
+    def _execute(self, text: str, params: Sequence[object] = ()) -> Any: ...
+
+
+def counters_in_hours(
+    store: _Executes, unit_id: str, at_us: int, *, after: bool
+) -> tuple[int, bytes] | None:
+    """The folded Counters reading of ``unit_id`` at or last before ``at_us`` (``after``:
+    the first after it) from ``unit_hours``: (time µs, serialized Record), None if none."""
+    if after:
+        # Only a time before the unit's first reading has none at or before it: the
+        # answer is that first reading, kept whole.
+        kept = store._execute(
+            "SELECT time_us, payload FROM records_kept WHERE unit_id = ? "
+            "AND kind = 'counters' AND time_us > ? ORDER BY time_us LIMIT 1",
+            (unit_id, at_us),
+        ).fetchone()
+        return None if kept is None else (int(kept[0]), bytes(kept[1]))
+    row = store._execute(
+        "SELECT unit_id, counters_us, trips_total, door_cycles_total, run_hours_total, "
+        "door_open_median_ms, door_close_median_ms, door_open_trend, door_close_trend "
+        "FROM unit_hours WHERE unit_id = ? AND counters_us IS NOT NULL AND counters_us <= ? "
+        "ORDER BY hour_us DESC LIMIT 1",
+        (unit_id, at_us),
+    ).fetchone()
+    return None if row is None else (int(row[1]), counters_record(row))
+
+
+def counters_record(row: Sequence[Any]) -> bytes:
+    """The serialized Counters Record a ``unit_hours`` row's reading stands for
+    (``row``: unit_id, counters_us, totals, door medians, trends as `counters_in_hours`
+    selects them); what the raw record said but its reopenings by landing."""
+    record = records_pb2.Record(unit_id=str(row[0]))
+    record.time.FromMicroseconds(int(row[1]))
+    c = record.counters
+    c.trips, c.door_cycles, c.run_hours = int(row[2]), int(row[3]), int(row[4])
+    if row[5] is not None:
+        c.door_open_median_ms = int(row[5])
+    if row[6] is not None:
+        c.door_close_median_ms = int(row[6])
+    if row[7] is not None:
+        c.door_open_trend = float(row[7])
+    if row[8] is not None:
+        c.door_close_trend = float(row[8])
+    return record.SerializeToString(deterministic=True)

@@ -1,0 +1,162 @@
+"""Raw records' lifecycle (issue 18, item 1): folding raw records older than the window
+into hourly aggregates and deleting them, on both stores (SQLite and PostgreSQL). The
+reads that use raw records answer the same for a span across the window's edge, before
+and after folding; retention waits for the visit derivation's cursor."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from fleet.reports.visits import derive_visits
+from fleet.store.base import ControllerIdentity, HelloOp, RegisterEntry, UnitClaim
+from fleet.store.open import open_store
+from fleet.store.retention import HOUR_US, FoldResult, Retention, RetentionLeaseLostError
+from fleet.store.sql import SqlStore, to_us
+from protos.liftwatch.v1 import records_pb2
+from tests.fleet.test_maintenance import CONFIG, DAY, Feed
+
+M = records_pb2
+WINDOW = dt.timedelta(days=14)
+# Two hours into DAY, fourteen days on: the window's edge is DAY 02:00.
+NOW = DAY + WINDOW + dt.timedelta(hours=2, minutes=20)
+EDGE = DAY + dt.timedelta(hours=2)
+
+
+@pytest.fixture
+def store(store_target: str) -> Iterator[SqlStore]:
+    opened = open_store(store_target)
+    opened.upsert_register([RegisterEntry(u, contractor="C1") for u in ("U1", "U2")])
+    mode = M.EVENT_TYPE_MODE_CHANGE
+    claims = tuple(UnitClaim(u, ControllerIdentity(), detectable=(mode,)) for u in ("U1", "U2"))
+    opened.write([HelloOp("A1", "1.0", claims)], DAY)
+    yield opened
+    opened.close()
+
+
+def _feed(store: SqlStore) -> Feed:
+    """U1: normal service 00:00-01:00, a visit in inspection 01:00-01:30 (runs, door
+    cycles), normal again to 03:00 with its link down at 01:49:55 (up again the next minute). U2:
+    watched 00:00-00:40 only, then silent (its newest car state lies beyond the window)."""
+    feed = Feed("A1")
+    # In seq order as an agent numbers them: by time (U2's first, they end first).
+    feed.play("U2", DAY, 40, M.SERVICE_MODE_NORMAL)
+    at = feed.play("U1", DAY, 60, M.SERVICE_MODE_NORMAL)
+    at = feed.play("U1", at, 30, M.SERVICE_MODE_INSPECTION, moving_every=6)
+    at = feed.play("U1", at, 20, M.SERVICE_MODE_NORMAL)
+    feed._new("U1", at - dt.timedelta(seconds=5)).link_status.up = False  # 01:49:55
+    feed.play("U1", at, 70, M.SERVICE_MODE_NORMAL)
+    feed.send(store)
+    return feed
+
+
+def _run(store: SqlStore, now_us: int, window_us: int, *, batch: int) -> FoldResult:
+    retention = Retention(store)
+    held = retention.acquire("test", now_us, 60)
+    assert held is not None
+    try:
+        return retention.run(held, now_us, window_us, batch)
+    finally:
+        retention.release(held)
+
+
+def _answers(store: SqlStore) -> dict[str, object]:
+    """Every read of raw records (or of what ingest derives from them) over a span
+    across the window's edge."""
+    start, end = DAY + dt.timedelta(minutes=50), DAY + dt.timedelta(hours=3)
+
+    def counters(at: dt.datetime) -> tuple[dt.datetime, M.Counters] | None:
+        # What the maintenance plan takes of the reading (beyond the window it is the
+        # folded one: the same time and counters, without the raw record's seq).
+        found = store.counters_near("U1", at)
+        return None if found is None else (found[0], M.Record.FromString(found[1]).counters)
+
+    return {
+        "link_states": store.link_states("U1", start, end),
+        "counters_at_hour": counters(DAY + dt.timedelta(hours=1)),
+        "counters_in_window": counters(DAY + dt.timedelta(hours=2, minutes=30)),
+        "counters_before_any": counters(DAY - dt.timedelta(days=1)),
+        "link_newest": store.health_records("U1", "link_status", 1),
+        "link_all": store.health_records("U1", "link_status", 10_000),
+        "latest_car_U1": store.latest_car_state("U1"),
+        "latest_car_U2": store.latest_car_state("U2"),
+        "trip_spans": store.trip_spans(DAY.date(), DAY.date() + dt.timedelta(days=1)),
+        "watched_slots": store.watched_slots("U1", DAY.date(), DAY.date() + dt.timedelta(days=1)),
+        "visits": store.visits(unit_id="U1"),
+        "history": [(e.kind, e.seq) for e in store.history("U1")[0]],
+    }
+
+
+def test_a_span_across_the_edge_reads_the_same_after_folding(store: SqlStore) -> None:
+    feed = _feed(store)
+    derive_visits(store, CONFIG.verdicts, NOW)
+    before = _answers(store)
+    raw_before = store._execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    old_cars = store._execute(
+        "SELECT COUNT(*) FROM records WHERE kind = 'car_state' AND time_us < ?", (to_us(EDGE),)
+    ).fetchone()[0]
+
+    result = _run(store, to_us(NOW), to_us(NOW) - to_us(NOW - WINDOW), batch=97)
+
+    assert result.cutoff_us == to_us(EDGE)
+    assert result.held_back == 0
+    raw_after = store._execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    assert result.deleted == raw_before - raw_after > 0
+    oldest = store._execute("SELECT MIN(time_us) FROM records").fetchone()[0]
+    assert oldest >= to_us(EDGE)
+    assert _answers(store) == before
+    # Every folded car state is in an hour row; the visit's half hour is in inspection.
+    hours = Retention(store).unit_hours("U1", 0, to_us(EDGE))
+    assert sum(h["car_states"] for h in hours) == old_cars - 40 * 6  # U2's own rows
+    (second,) = [h for h in hours if h["hour_us"] == to_us(DAY) + HOUR_US]
+    modes = json.loads(second["mode_us"])
+    assert modes[str(M.SERVICE_MODE_INSPECTION)] == pytest.approx(30 * 60e6, rel=0.01)
+    assert modes[str(M.SERVICE_MODE_NORMAL)] == pytest.approx(30 * 60e6, rel=0.01)
+    assert second["trips"] == 30 * 6 // 6 and second["door_cycles"] == 30
+    assert second["link_n"] == 61 and second["link_up"] == 60  # each minute, one down
+    # (01:00, 02:00]: its 02:00 reading lies inside the window, still a raw record.
+    assert second["counters_us"] == to_us(DAY + dt.timedelta(minutes=119))
+    # Running again changes nothing; the next record arriving is folded a window later.
+    again = _run(store, to_us(NOW), to_us(NOW) - to_us(NOW - WINDOW), batch=97)
+    assert (again.folded, again.deleted) == (0, 0)
+    assert _answers(store) == before
+    assert feed.seq > 0
+
+
+def test_retention_waits_for_the_visit_derivation(store: SqlStore) -> None:
+    _feed(store)
+    window_us = to_us(NOW) - to_us(NOW - WINDOW)
+    held = _run(store, to_us(NOW), window_us, batch=500)
+    assert (held.folded, held.deleted, held.held_back) == (0, 0, 1)
+    derive_visits(store, CONFIG.verdicts, NOW)
+    visits = store.visits(unit_id="U1")
+    assert len(visits) == 1 and visits[0].mode == "inspection"
+    done = _run(store, to_us(NOW), window_us, batch=500)
+    assert done.deleted > 0 and done.held_back == 0
+    assert store.visits(unit_id="U1") == visits
+    status = Retention(store).status()
+    assert status.deleted == done.deleted and status.oldest_raw_us == to_us(EDGE)
+    assert status.last_run_us == to_us(NOW) and status.cutoff_us == to_us(EDGE)
+
+
+def test_one_instance_holds_the_retention_lease(store: SqlStore) -> None:
+    _feed(store)
+    derive_visits(store, CONFIG.verdicts, NOW)
+    retention, now, window_us = Retention(store), to_us(NOW), to_us(NOW) - to_us(NOW - WINDOW)
+    first = retention.acquire("a", now, 60)
+    assert first is not None
+    assert retention.acquire("b", now + 1, 60) is None
+    assert retention.renew(first, now + 2, 60)
+    assert retention.acquire("b", now + 60_000_001, 60) is None  # renewed: still a's
+    second = retention.acquire("b", now + 62_000_003, 60)  # ran out: b's now
+    assert second is not None
+    assert not retention.renew(first, now + 62_000_004, 60)
+    with pytest.raises(RetentionLeaseLostError):
+        retention.run(first, now, window_us, 500)  # a, paused past its lease, folds nothing
+    assert store._execute("SELECT COUNT(*) FROM unit_hours").fetchone()[0] == 0
+    assert retention.run(second, now, window_us, 500).deleted > 0
+    retention.release(second)
+    assert retention.status().owner == ""
