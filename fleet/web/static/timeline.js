@@ -494,7 +494,8 @@
       className: "tl-plot", tabindex: "0", role: "group", "aria-label": ctx.t("rec.keys"), "aria-describedby": ids.readout,
     });
     const readout = h("p", { className: "tl-readout", id: ids.readout, "aria-live": "polite" }, ctx.t("rec.hover_hint"));
-    const range = h("p", { className: "tl-range" });
+    // Read out after a zoom (polite); the page's footer keeps saying whether it is live.
+    const range = h("p", { className: "tl-range", "aria-live": "polite" });
     let drawn = null;
 
     const nearest = (ms) => {
@@ -536,7 +537,6 @@
       b = Math.min(full.b, a + span);
       view = { a, b };
       redraw();
-      ctx.announce?.(range.textContent);
     };
     const zoomBy = (factor) => {
       const centre = cursor !== null ? m.samples[cursor].ms : (view.a + view.b) / 2;
