@@ -50,9 +50,25 @@ def store_target(args: argparse.Namespace) -> tuple[str, FleetConfig]:
     return target, config
 
 
-def open_readonly(args: argparse.Namespace) -> tuple[SqlStore, FleetConfig]:
-    """The store named by ``args``, opened read-only, and the config."""
+def existing_store_target(args: argparse.Namespace) -> tuple[str, FleetConfig]:
+    """`store_target` for a command on a store that must exist already: given neither
+    --db nor --config and with no fleet database in the working directory, a usage error
+    saying which to give (instead of "cannot open database")."""
     target, config = store_target(args)
+    given = args.db is not None or args.config is not None
+    if not given and not is_postgres_url(target) and not Path(target).exists():
+        raise UsageError(
+            f"no store given and no {Path(target).name} in this directory: give --db "
+            "FILE_OR_URL (the fleet's SQLite file or postgresql:// URL) or --config FILE "
+            "(the TOML serve runs with)"
+        )
+    return target, config
+
+
+def open_readonly(args: argparse.Namespace) -> tuple[SqlStore, FleetConfig]:
+    """The store named by ``args`` (`existing_store_target`), opened read-only, and the
+    config."""
+    target, config = existing_store_target(args)
     return open_store(target, readonly=True), config
 
 

@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
             print_json(shown)
         else:
             columns = ("at", "unit_id", "old_status", "new_status", "cause")
-            print(table([c.upper() for c in columns], [[c[k] for k in columns] for c in changes]))
+            rows = [[c[k] for k in columns] for c in changes]
+            zone = config.http.time_zone
+            print(table([c.upper() for c in columns], rows, time_zone=zone))
         return 0
     by_group = coverage_by(units, args.by, now, config.coverage) if args.by else None
     view = coverage_view(coverage(units, now, config.coverage), by_group)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         type_number = event_type_number(args.type) if args.type else 0
     except ValueError as exc:
         raise UsageError(f"--type: {exc}") from None
-    store, _ = open_readonly(args)
+    store, config = open_readonly(args)
     try:
         events = store.list_events(
             EventQuery(unit_id=args.unit or "", type=type_number, limit=args.limit)
@@ -51,5 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(to_json(EventsView(tuple(EventView.of(e) for e in events))))
         return 0
-    print(table([c.upper() for c in EVENT_TABLE_COLUMNS], [event_cells(e) for e in events]))
+    rows = [event_cells(e) for e in events]
+    zone = config.http.time_zone
+    print(table([c.upper() for c in EVENT_TABLE_COLUMNS], rows, time_zone=zone))
     return 0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from fleet.cli.common import (
     StoreCommand,
+    existing_store_target,
     print_json,
-    store_target,
 )
 from fleet.read.views import (
     inventory_json,
@@ -39,7 +39,7 @@ def add_parser(
 
 def run(args: argparse.Namespace) -> int:
     """Print the firmware inventory, policy violations and a history; returns the exit status."""
-    target, config = store_target(args)
+    target, config = existing_store_target(args)
     policy_path = args.policy or config.firmware.policy
     policy = load_policy(policy_path) if policy_path else EMPTY_POLICY
     store = open_store(target, readonly=True)
@@ -66,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
             for h in history
         ]
         headers = ("AT", "OLD_FIRMWARE", "NEW_FIRMWARE", "OLD_AGENT", "NEW_AGENT")
-        sections.append(table(headers, changes))
+        sections.append(table(headers, changes, time_zone=config.http.time_zone))
     print("\n\n".join(sections))
     return 0

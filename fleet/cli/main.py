@@ -11,6 +11,7 @@ line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from fleet.cli import (
     northbound,
     pki,
     publish,
+    retention,
     serve,
     units,
 )
@@ -33,6 +35,7 @@ from fleet.cli.common import (
     PROG,
     UsageError,
     add_store_command,
+    existing_store_target,
     store_target,
 )
 from fleet.cli.history import add_parsers as add_history_parsers
@@ -48,12 +51,21 @@ from fleet.units.firmware import PolicyError
 from fleet.units.registry import RegistryError
 
 
+def _version() -> str:
+    """The installed package's version ("unknown" when run from a tree not installed)."""
+    try:
+        return importlib.metadata.version("liftwatch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="LiftWatch fleet manager: ingest agent streams; report units, coverage, "
         "firmware and events.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve.add_parser(commands)
@@ -70,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     maintenance.add_parser(commands, store_command)
     publish.add_parser(commands, store_command)
     northbound.add_parser(commands, store_command)
+    retention.add_parser(commands)
     pki.add_parser(commands)
     agents.add_parser(commands)
     add_users_parser(commands)
@@ -87,8 +100,9 @@ _COMMANDS = {
     "maintenance": maintenance.run,
     "publish": publish.run,
     "northbound": northbound.run,
-    **lifecycle_commands(store_target),
-    **history_commands(store_target),
+    "retention": retention.run,
+    **lifecycle_commands(existing_store_target),
+    **history_commands(existing_store_target),
     **users_commands(store_target),
 }
 

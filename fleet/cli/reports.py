@@ -158,7 +158,7 @@ def _out_csv(header: list[str], rows: list[list[object]]) -> None:
 
 
 def _alarms(args: argparse.Namespace, target: Target) -> int:
-    where, _ = target(args)
+    where, config = target(args)
     if args.action is None:
         if args.alarm_id is not None:
             raise LifecycleUsageError(
@@ -184,7 +184,9 @@ def _alarms(args: argparse.Namespace, target: Target) -> int:
             "acknowledged_by",
             "closed",
         )
-        print(table([c.upper() for c in columns], [[a[c] for c in columns] for a in rendered]))
+        rows_out = [[a[c] for c in columns] for a in rendered]
+        zone = config.http.time_zone
+        print(table([c.upper() for c in columns], rows_out, time_zone=zone))
         return 0
     if args.alarm_id is None:
         raise LifecycleUsageError(f"alarms {args.action}: name the alarm by its number (ID)")

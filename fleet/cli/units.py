@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         )
         for u, s in listed
     ]
-    print(table([*headers, "FIRMWARE", "AGENT", "LAST_SEEN"], rows_out))
+    zone = config.http.time_zone
+    print(table([*headers, "FIRMWARE", "AGENT", "LAST_SEEN"], rows_out, time_zone=zone))
     return 0
 
 

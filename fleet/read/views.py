@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+import unicodedata
+import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -289,6 +293,13 @@ def event_class_name(event_type: int) -> str | None:
     return found.value if found else None
 
 
+# What an event's reason_code is, for the API's schema (the events list and the stream).
+REASON_CODE_DOC = (
+    "the reason as a stable code (agent/detect), rendered in the reader's language; "
+    "'' from an older agent: show reason"
+)
+
+
 @dataclass(frozen=True)
 class EventCodes:
     """What an event is, as every event listing shows it (`fleet.taxonomy.codes_of`)."""
@@ -332,9 +343,11 @@ class EventView:
     onset: str | None = out()
     time: str | None = out()
     floor: int | None = out()
-    reason: str = out()
+    reason: str = out("the agent's English sentence; the fallback for reason_code")
     committed: str | None = out("the fleet's clock when it committed the event")
     codes: EventCodes = out(flatten=True)
+    reason_code: str = out(REASON_CODE_DOC)
+    reason_params: dict[str, str] = out('the reason\'s parameters, e.g. {"speed": "0.42"}')
 
     @classmethod
     def of(cls, event: EventRow) -> EventView:
@@ -352,6 +365,8 @@ class EventView:
             reason=event.reason,
             committed=iso(event.committed),
             codes=EventCodes.of(event.type, event.gb_code, event.at_landing),
+            reason_code=event.reason_code,
+            reason_params=dict(event.reason_params),
         )
 
 
@@ -394,13 +409,41 @@ def event_cells(event: EventRow) -> list[object]:
     return [fields[c] for c in EVENT_TABLE_COLUMNS]
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Left-aligned columns separated by two spaces, a header line first."""
-    cells = [[str(h) for h in headers]] + [
-        ["-" if v is None or v == "" else str(v) for v in row] for row in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+# A time as `iso` writes it (UTC, "Z"): what `table` shows in the site's time zone.
+_UTC_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
+
+
+def display_width(text: str) -> int:
+    """The columns ``text`` takes in a terminal: two for each wide or full-width character
+    (Chinese), none for a combining mark, one for the rest."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def _cell(value: object, zone: zoneinfo.ZoneInfo | None) -> str:
+    if value is None or value == "":
+        return "-"
+    text = str(value)
+    if zone is not None and _UTC_ISO.fullmatch(text):
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(zone)
+        return when.isoformat(timespec="seconds")
+    return text
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, time_zone: str = "") -> str:
+    """Left-aligned columns separated by two spaces, a header line first, aligned by
+    `display_width` (Chinese text takes two columns a character). With ``time_zone`` (an
+    IANA name: the site's, as the dashboard shows), UTC times are shown in that zone with
+    their offset ("2026-03-01T16:00:00+08:00", one word for scripts); --json keeps UTC."""
+    zone = zoneinfo.ZoneInfo(time_zone) if time_zone else None
+    cells = [[str(h) for h in headers]] + [[_cell(v, zone) for v in row] for row in rows]
+    widths = [max(display_width(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        "  ".join(
+            cell + " " * (width - display_width(cell))
+            for cell, width in zip(row, widths, strict=True)
+        ).rstrip()
         for row in cells
     )

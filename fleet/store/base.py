@@ -166,6 +166,10 @@ class EventRow:
     gb_code: int | None = None
     # Where the car stood at onset: True at a landing, False between floors, None unknown.
     at_landing: bool | None = None
+    # The reason as a stable code and its parameters (sorted pairs), for the reader's
+    # language; '' and () from an older agent (fleet.store.reasons).
+    reason_code: str = ""
+    reason_params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

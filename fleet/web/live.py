@@ -38,7 +38,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from fleet.read.shape import out, response, to_json, view_from
-from fleet.read.views import EventCodes, event_type_name, iso, phase_name
+from fleet.read.views import REASON_CODE_DOC, EventCodes, event_type_name, iso, phase_name
 from fleet.store.base import BatchOp, WriteOp
 from fleet.taxonomy import gb_code
 from protos.liftwatch.v1 import records_pb2
@@ -244,8 +244,10 @@ class LiveEventView:
     event_id: str = out()
     onset: str | None = out()
     floor: int | None = out()
-    reason: str = out()
+    reason: str = out("the agent's English sentence; the fallback for reason_code")
     codes: EventCodes = out(flatten=True)
+    reason_code: str = out(REASON_CODE_DOC)
+    reason_params: dict[str, str] = out("the reason's parameters")
 
 
 def record_json(record: records_pb2.Record) -> LiveMessage | None:
@@ -271,6 +273,8 @@ def record_json(record: records_pb2.Record) -> LiveMessage | None:
             reason=event.reason,
             # the same codes and class as the stored event shows (/api/events)
             codes=EventCodes.of(event.type, gb_code(event.gb_code), at_landing),
+            reason_code=event.reason_code,
+            reason_params=dict(event.reason_params),
         )
         return LiveMessage("event", unit_id, dict(to_json(view)))
     if kind == "link_status":
