@@ -28,7 +28,9 @@ from fleet.store.maintenance import MAINTENANCE_MIGRATION
 from fleet.store.northbound import NORTHBOUND_MIGRATION
 from fleet.store.publication import PUBLICATION_MIGRATION
 from fleet.store.reasons import REASONS_MIGRATION
+from fleet.store.releases import RELEASES_MIGRATION
 from fleet.store.retention import RETENTION_MIGRATION
+from fleet.store.roles import ROLES_MIGRATION
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore, from_us, to_us
 from fleet.store.users import USER_TABLES
 from fleet.store.verdicts import VERDICTS_MIGRATION
@@ -154,6 +156,12 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 15, "liveness": marking a unit seen rewrites no index (issue 18, see
     # fleet.store.liveness).
     LIVENESS_MIGRATION,
+    # Version 16, "releases": signed releases, rollouts and their members, the release
+    # each agent is offered, and agents' update reports (issue 20, see fleet.store.releases).
+    RELEASES_MIGRATION.format(id="INTEGER PRIMARY KEY"),
+    # Version 17, "roles": the lease of each fleet-wide job (the coverage sweep, alarm
+    # dispatch), so that one instance runs it at a time (issue 18, see fleet.store.roles).
+    ROLES_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
