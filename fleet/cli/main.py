@@ -2,7 +2,8 @@
 
 Commands: serve, units (list; ``units import FILE`` loads the register), coverage,
 firmware, events, pki (certificates for mutual TLS), agents (the units each agent may
-report for), users (dashboard and API accounts, see fleet.cli.users). The read commands
+report for), users (dashboard and API accounts, see fleet.cli.users), releases and
+rollout (signed agent releases in staged waves, see fleet.cli.releases). The read commands
 open the store read-only (a SQLite file, which WAL lets them read beside ``serve``, or a
 ``postgresql://`` URL). Errors in arguments, configuration, policy or database are one
 line on stderr and exit status 2.
@@ -25,6 +26,7 @@ from fleet.cli import (
     northbound,
     pki,
     publish,
+    releases,
     retention,
     serve,
     units,
@@ -83,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_parser(commands, store_command)
     northbound.add_parser(commands, store_command)
     retention.add_parser(commands)
+    releases.add_parser(commands)
     pki.add_parser(commands)
     agents.add_parser(commands)
     add_users_parser(commands)
@@ -101,6 +104,8 @@ _COMMANDS = {
     "publish": publish.run,
     "northbound": northbound.run,
     "retention": retention.run,
+    "releases": releases.run_releases,
+    "rollout": releases.run_rollout,
     **lifecycle_commands(existing_store_target),
     **history_commands(existing_store_target),
     **users_commands(store_target),

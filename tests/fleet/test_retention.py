@@ -5,17 +5,24 @@ and after folding; retention waits for the visit derivation's cursor."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from fleet.cli.main import main
+from fleet.config import RetentionConfig
 from fleet.reports.visits import derive_visits
+from fleet.retention import RetentionMetrics, retention_round
 from fleet.store.base import ControllerIdentity, HelloOp, RegisterEntry, UnitClaim
 from fleet.store.open import open_store
 from fleet.store.retention import HOUR_US, FoldResult, Retention, RetentionLeaseLostError
 from fleet.store.sql import SqlStore, to_us
+from fleet.store.worker import StoreWorker
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.test_maintenance import CONFIG, DAY, Feed
 
@@ -160,3 +167,75 @@ def test_one_instance_holds_the_retention_lease(store: SqlStore) -> None:
     assert retention.run(second, now, window_us, 500).deleted > 0
     retention.release(second)
     assert retention.status().owner == ""
+
+
+def test_the_serve_round_folds_once_across_two_instances(store_target: str) -> None:
+    """Two fleet instances on one store (each its own store connection and worker
+    thread): the one holding the lease folds; the other, a moment later, finds nothing
+    left or the lease taken; the metrics say what each did."""
+    opened = open_store(store_target)
+    opened.upsert_register([RegisterEntry(u, contractor="C1") for u in ("U1", "U2")])
+    opened.write([HelloOp("A1", "1.0", ())], DAY)
+    _feed(opened)
+    derive_visits(opened, CONFIG.verdicts, NOW)
+    raw = opened._execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    opened.close()
+    config = RetentionConfig(batch_records=50)
+
+    async def scenario() -> tuple[list[FoldResult | None], list[CollectorRegistry]]:
+        workers = [await StoreWorker.open(lambda: open_store(store_target)) for _ in range(2)]
+        registries = [CollectorRegistry(), CollectorRegistry()]
+        try:
+            metrics = [RetentionMetrics(r) for r in registries]
+            # a takes the lease first and keeps it (a run in progress): b does nothing.
+            first = await workers[0].call(lambda s: Retention(s).acquire("a", to_us(NOW), 60))  # type: ignore[arg-type]
+            b = await retention_round(workers[1], lambda: NOW, config, metrics[1], "b")
+            assert first is not None
+            await workers[0].call(lambda s: Retention(s).release(first))  # type: ignore[arg-type]
+            a = await retention_round(workers[0], lambda: NOW, config, metrics[0], "a")
+            again = await retention_round(workers[1], lambda: NOW, config, metrics[1], "b")
+            return [b, a, again], registries
+        finally:
+            for worker in workers:
+                await worker.close()
+
+    (b, a, again), registries = asyncio.run(scenario())
+    assert b is None
+    assert a is not None and a.deleted > 0 and again is not None and again.deleted == 0
+    sample = [r.get_sample_value for r in registries]
+    assert sample[0]("liftwatch_fleet_retention_deleted_total") == a.deleted
+    assert sample[1]("liftwatch_fleet_retention_deleted_total") == 0
+    assert sample[0]("liftwatch_fleet_retention_lag_seconds") == 0
+    assert sample[0]("liftwatch_fleet_retention_last_run_timestamp_seconds") == NOW.timestamp()
+    assert sample[0]("liftwatch_fleet_retention_owner") == 0  # given up after the run
+    check = open_store(store_target)
+    try:
+        assert check._execute("SELECT COUNT(*) FROM records").fetchone()[0] == raw - a.deleted
+    finally:
+        check.close()
+
+
+def test_the_cli_runs_retention_and_says_where_it_stands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "fleet.db")
+    opened = open_store(db)
+    opened.write([HelloOp("A1", "1.0", ())], DAY)
+    _feed(opened)
+    derive_visits(opened, CONFIG.verdicts, NOW)
+    opened.close()
+    assert main(["retention", "run", "--db", db, "--now", NOW.isoformat(), "--json"]) == 0
+    ran = json.loads(capsys.readouterr().out)
+    assert ran["cutoff"] == EDGE.isoformat() and ran["deleted"] > 0
+    assert main(["retention", "status", "--db", db, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["deleted"] == ran["deleted"] and status["oldest_raw"] == EDGE.isoformat()
+    assert status["lag_s"] == 0 and status["owner"] is None
+    # A new database gives the freed pages back: none left on the free list.
+    check = open_store(db)
+    try:
+        assert check._execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+        assert check._execute("PRAGMA freelist_count").fetchone()[0] == 0
+    finally:
+        check.close()
+    assert main(["retention", "run", "--db", str(tmp_path / "none.db")]) == 2
