@@ -467,7 +467,17 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
                 )
             )
         elif not path.is_file():
-            problems.append(ConfigProblem(f"fleet.{name}", f"no such file: {path}"))
+            # Name the command that makes the file: a missing certificate is the usual
+            # first-install slip, and the fix is one command on the fleet's host.
+            issue = (
+                "`liftwatch-fleet pki init DIR` writes DIR/ca.pem"
+                if name == "ca"
+                else f"`liftwatch-fleet pki agent DIR {agent.id or 'AGENT_ID'}` writes "
+                f"DIR/agents/{agent.id or 'AGENT_ID'}.{'pem' if name == 'cert' else 'key'}"
+            )
+            problems.append(
+                ConfigProblem(f"fleet.{name}", f"no such file: {path} ({issue}; copy it here)")
+            )
 
     mqtt_raw = r.table(top.get("mqtt", {}), "mqtt", None)
     mqtt = _read(MqttSettings, "mqtt", mqtt_raw, (), problems)

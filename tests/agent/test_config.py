@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +127,16 @@ def test_syntax_error_and_missing_file_are_problems_not_tracebacks(
 
 
 def installed(example: str, tmp_path: Path) -> Path:
-    """The shipped example as installed: in its directory with the TLS files it names."""
+    """The shipped example as installed: in its directory with the TLS files it names,
+    where `liftwatch-fleet pki init tls` and `pki agent tls ID` write them (README)."""
     source = Path(__file__).resolve().parents[2] / "deploy" / "agent" / example
     target = tmp_path / "agent.toml"
-    target.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
-    (tmp_path / "tls").mkdir()
-    for name in ("ca.pem", "agent.pem", "agent.key"):
+    text = source.read_text(encoding="utf-8")
+    target.write_text(text, encoding="utf-8")
+    agent_id = re.search(r'^id = "([^"]+)"', text, re.M)
+    assert agent_id is not None
+    (tmp_path / "tls" / "agents").mkdir(parents=True)
+    for name in ("ca.pem", f"agents/{agent_id[1]}.pem", f"agents/{agent_id[1]}.key"):
         (tmp_path / "tls" / name).write_text("PEM")
     return target
 
@@ -142,7 +147,10 @@ def test_mutual_tls_is_the_default_and_its_files_are_checked(tmp_path: Path) -> 
         load_config(write(tmp_path, text))
     problems = {p.key: p.message for p in caught.value.problems}
     assert problems["fleet.key"].startswith("is required for mutual TLS")
-    assert problems["fleet.ca"] == f"no such file: {tmp_path / 'tls' / 'ca.pem'}"
+    # The missing file, and the command that makes it.
+    assert problems["fleet.ca"].startswith(f"no such file: {tmp_path / 'tls' / 'ca.pem'} (")
+    assert "`liftwatch-fleet pki init DIR`" in problems["fleet.ca"]
+    assert "`liftwatch-fleet pki agent DIR " in problems["fleet.cert"]
     insecure_with_cert = GOOD.replace("insecure = true\n", 'insecure = true\ncert = "x.pem"\n')
     with pytest.raises(ConfigError, match=r"fleet\.cert: is set but fleet\.insecure = true"):
         load_config(write(tmp_path, insecure_with_cert))
@@ -151,7 +159,7 @@ def test_mutual_tls_is_the_default_and_its_files_are_checked(tmp_path: Path) -> 
 def test_the_shipped_example_config_is_valid(tmp_path: Path) -> None:
     config = load_config(installed("agent.example.toml", tmp_path))
     assert not config.fleet.insecure
-    assert config.fleet.cert == tmp_path / "tls" / "agent.pem"
+    assert config.fleet.cert == tmp_path / "tls" / "agents" / f"{config.id}.pem"
     assert len(config.units) == 4
     assert config.units[3].detect.door_close_failure_s == 25.0
 
