@@ -248,6 +248,13 @@ class ReleaseStore:
                 (state.value, reason, now_us, rollout_id),
             )
 
+    def agents(self) -> list[tuple[str, str]]:
+        """Every agent the fleet has heard from: (agent id, version of its latest Hello)."""
+        rows = self._store._execute(
+            "SELECT agent_id, agent_version FROM agents ORDER BY agent_id"
+        ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     # -- what agents are offered, and what they say -----------------------------------
 
     def offer(self, agent_ids: Sequence[tuple[str, str]], now_us: int) -> None:
