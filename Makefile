@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint protos clean
+.PHONY: demo test lint protos clean check-system
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("LiftWatch needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
@@ -24,8 +24,13 @@ lint: $(BIN)/.installed
 	$(BIN)/lint-imports
 	$(BIN)/python scripts/gen_protos.py --check
 
-test: lint
+# check-system first: a fresh machine hears at the start which system packages the
+# service-backed tests need and lack, and the one command that installs them.
+test: check-system lint
 	$(BIN)/python -m pytest
+
+check-system:
+	$(PYTHON) scripts/check_system.py
 
 protos: $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py
