@@ -29,30 +29,34 @@ REJECT_CODE_TOO_LARGE: RejectCode
 REJECT_CODE_PROTOCOL: RejectCode
 
 class AgentFrame(_message.Message):
-    __slots__ = ("hello", "batch", "heartbeat", "update_report")
+    __slots__ = ("hello", "batch", "heartbeat", "config_report", "update_report")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_REPORT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_REPORT_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     batch: RecordBatch
     heartbeat: Heartbeat
+    config_report: ConfigReport
     update_report: UpdateReport
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[RecordBatch, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., update_report: _Optional[_Union[UpdateReport, _Mapping]] = ...) -> None: ...
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[RecordBatch, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., config_report: _Optional[_Union[ConfigReport, _Mapping]] = ..., update_report: _Optional[_Union[UpdateReport, _Mapping]] = ...) -> None: ...
 
 class FleetFrame(_message.Message):
-    __slots__ = ("welcome", "ack", "reject", "evidence_request", "release_offer")
+    __slots__ = ("welcome", "ack", "reject", "evidence_request", "desired_config", "release_offer")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     REJECT_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_CONFIG_FIELD_NUMBER: _ClassVar[int]
     RELEASE_OFFER_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     ack: Ack
     reject: Reject
     evidence_request: EvidenceRequest
+    desired_config: DesiredConfig
     release_offer: ReleaseOffer
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., evidence_request: _Optional[_Union[EvidenceRequest, _Mapping]] = ..., release_offer: _Optional[_Union[ReleaseOffer, _Mapping]] = ...) -> None: ...
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., evidence_request: _Optional[_Union[EvidenceRequest, _Mapping]] = ..., desired_config: _Optional[_Union[DesiredConfig, _Mapping]] = ..., release_offer: _Optional[_Union[ReleaseOffer, _Mapping]] = ...) -> None: ...
 
 class ReleaseOffer(_message.Message):
     __slots__ = ("release_id", "version", "manifest", "signature")
@@ -65,6 +69,30 @@ class ReleaseOffer(_message.Message):
     manifest: bytes
     signature: bytes
     def __init__(self, release_id: _Optional[str] = ..., version: _Optional[str] = ..., manifest: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class DesiredConfig(_message.Message):
+    __slots__ = ("document_id", "version", "toml", "sha256")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOML_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    version: int
+    toml: str
+    sha256: str
+    def __init__(self, document_id: _Optional[str] = ..., version: _Optional[int] = ..., toml: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class ConfigReport(_message.Message):
+    __slots__ = ("document_id", "version", "applied", "problems")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    version: int
+    applied: bool
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, document_id: _Optional[str] = ..., version: _Optional[int] = ..., applied: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateReport(_message.Message):
     __slots__ = ("release_id", "state", "detail")
@@ -113,16 +141,18 @@ class UnitDescriptor(_message.Message):
     def __init__(self, unit_id: _Optional[str] = ..., controller: _Optional[_Union[_records_pb2.ControllerInfo, _Mapping]] = ..., detectable: _Optional[_Iterable[_Union[_records_pb2.EventType, str]]] = ..., undetectable: _Optional[_Iterable[_Union[_records_pb2.EventType, str]]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_id", "agent_version", "units", "records_evidence")
+    __slots__ = ("agent_id", "agent_version", "units", "records_evidence", "config_version")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     agent_version: str
     units: _containers.RepeatedCompositeFieldContainer[UnitDescriptor]
     records_evidence: bool
-    def __init__(self, agent_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., units: _Optional[_Iterable[_Union[UnitDescriptor, _Mapping]]] = ..., records_evidence: _Optional[bool] = ...) -> None: ...
+    config_version: int
+    def __init__(self, agent_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., units: _Optional[_Iterable[_Union[UnitDescriptor, _Mapping]]] = ..., records_evidence: _Optional[bool] = ..., config_version: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("committed_seq", "max_batch_records", "max_batch_bytes", "heartbeat_interval_s", "accepts_evidence")
