@@ -443,4 +443,19 @@ async def _pages(browser: Any, base: str, agent: Agent, tmp_path: Path) -> list[
     assert "Flight recorder" in await page.inner_text("#recorder-panel")
     assert re.search(r"Showing .* 400 samples", await page.inner_text("#recorder-panel .tl-range"))
     await context.close()
+
+    # On a phone the timeline fits the width (the SVG scales, the table scrolls inside).
+    phone = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = await phone.new_page()
+    await _login(page, base, SystemUser("disp", "dispatcher", PASSWORD))
+    await page.goto(f"{base}#/unit/{TRAPPED}?evidence=e-trap")
+    await page.locator("#recorder figure.timeline").wait_for(timeout=WAIT_MS)
+    await page.locator("#recorder [data-toggle=table]").click()
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the unit page with its recorder is {overflow} px wider than a phone"
+    shot = ARTIFACTS / "flight-recorder-phone.png"
+    await page.locator("#recorder-panel").screenshot(path=str(shot))
+    await phone.close()
     return violations

@@ -553,6 +553,7 @@
       let from = null;
       drawn.hit.addEventListener("pointerdown", (e) => {
         from = msAt(e);
+        showCursor(nearest(from)); // a tap on a touch screen, where nothing hovers
         drawn.hit.setPointerCapture?.(e.pointerId);
       });
       drawn.hit.addEventListener("pointermove", (e) => {
