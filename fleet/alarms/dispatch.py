@@ -14,7 +14,9 @@ runs the sends concurrently. A failed send is retried with exponential back-off
 confirms it). The lease makes this safe with several fleets on one database (or ``serve
 --workers``): a send is claimed by one of them, and a fleet killed mid-send leaves a lease
 that expires into a retry. Delivery is therefore at least once: receivers deduplicate on
-``alarm_id`` (``attempt`` counts the sends to that target).
+``alarm_id`` (``attempt`` counts the sends to that target). With several fleets only
+the one holding the dispatch role (`fleet.serve.roles`) runs rounds at all; another takes
+the role, and the rounds, when it dies.
 
 Targets: a webhook (HTTP POST of the alarm JSON, signed with HMAC-SHA256 when a secret is
 set, see `signature`) and MQTT (QoS 1 publish to ``TOPIC/UNIT_ID``; the send succeeds
@@ -168,8 +170,12 @@ class Dispatcher:
         config: AlarmsConfig,
         clock: Clock,
         on_send: Callable[[str, bool], None] | None = None,
+        owns: Callable[[], bool] | None = None,
     ) -> None:
+        """``owns``: whether this instance runs dispatch now (the dispatch role of
+        `fleet.serve.roles`); None: always (one instance)."""
         self._store = store
+        self._owns = owns
         self._config = config
         self._clock = clock
         self._plan = plan_of(config)
@@ -211,6 +217,8 @@ class Dispatcher:
             await asyncio.gather(*self._sending, return_exceptions=True)
 
     async def _round(self) -> float:
+        if self._owns is not None and not self._owns():
+            return IDLE_ROUND_S  # another instance dispatches; look again for failover
         now = self._clock()
         plan = self._plan
         deliveries = await self._store.call(lambda s: s.claim_deliveries(plan, now))
@@ -269,9 +277,10 @@ async def running_dispatcher(
     config: AlarmsConfig,
     clock: Clock,
     on_send: Callable[[str, bool], None] | None = None,
+    owns: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Dispatcher]:
     """A `Dispatcher` with its task running for the block; cancelled after it."""
-    dispatcher = Dispatcher(store, config, clock, on_send)
+    dispatcher = Dispatcher(store, config, clock, on_send, owns)
     task = asyncio.create_task(dispatcher.run(), name="alarm-dispatch")
     try:
         yield dispatcher

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -126,8 +126,10 @@ async def running_lifecycle(
     clock: Clock,
     registry: CollectorRegistry,
     committer: GroupCommitter,
+    owns_dispatch: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Lifecycle]:
-    """The dispatcher and the gauge refresher for the block, hooked to ``committer``."""
+    """The dispatcher and the gauge refresher for the block, hooked to ``committer``;
+    the dispatcher sends only while ``owns_dispatch`` says so (see `Dispatcher`)."""
     metrics = LifecycleMetrics(registry)
     types = config.type_numbers
 
@@ -146,7 +148,7 @@ async def running_lifecycle(
     def sent(target: str, ok: bool) -> None:
         metrics.alarm_sends.labels(target=target, result="ok" if ok else "failed").inc()
 
-    async with running_dispatcher(store, config, clock, sent) as dispatcher:
+    async with running_dispatcher(store, config, clock, sent, owns_dispatch) as dispatcher:
         committer.observers += [dispatcher.observe, observe_latency]
         refresher = asyncio.create_task(
             _refresh_loop(store, metrics, clock, thresholds), name="fleet-gauges"

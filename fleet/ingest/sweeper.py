@@ -5,14 +5,16 @@ fleet commits it. Going quiet is noticed by no write at all, so serve runs this 
 every ``coverage.sweep_interval_s``: units silent past ``stale_after_s`` become stale,
 past ``offline_after_s`` offline, each change kept in the coverage history. The history
 therefore lags reality by at most one interval; live queries compute the status from
-``last_seen`` and are exact. Several fleets on one database may sweep at once: the store
-records each transition once.
+``last_seen`` and are exact. With several fleets on one database only the instance
+holding the sweeper role sweeps (``owns``, see `fleet.serve.roles`); were two to sweep
+at once, the store would still record each transition once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from fleet.clock import Clock
 from fleet.metrics import GatewayMetrics
@@ -41,9 +43,11 @@ async def run_sweeper(
     thresholds: CoverageConfig,
     metrics: GatewayMetrics,
     wait: asyncio.Event | None = None,
+    owns: Callable[[], bool] | None = None,
 ) -> None:
     """Sweep every ``thresholds.sweep_interval_s`` until cancelled; a failed sweep is
     logged and retried at the next interval (the store may be briefly unreachable).
+    With ``owns``, a round is skipped while it says this instance is not the sweeper.
 
     ``wait``, when given, replaces the interval timer: each set() triggers one sweep
     (tests drive the sweep with it and an injected clock).
@@ -54,6 +58,8 @@ async def run_sweeper(
         else:
             await wait.wait()
             wait.clear()
+        if owns is not None and not owns():
+            continue
         try:
             await sweep_once(store, clock, thresholds, metrics)
         except Exception as exc:  # never let the sweep task die
