@@ -39,9 +39,11 @@
     return state.lang === "zh" ? "zh-CN" : "en-GB";
   }
 
+  // English dates as ISO (2026-12-07 04:07:10): en-GB's 07/12/2026 reads as July to an
+  // American. The Swedish locale is the one Intl has that writes ISO dates.
   function fmtTime(iso) {
     if (!iso) return "—";
-    return new Intl.DateTimeFormat(locale(), {
+    return new Intl.DateTimeFormat(state.lang === "zh" ? "zh-CN" : "sv-SE", {
       timeZone: state.site.time_zone,
       year: "numeric", month: "2-digit", day: "2-digit",
       hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
@@ -95,12 +97,18 @@
       h("h2", { id: headingId, text: t(titleKey) }), ...children);
   }
 
-  // A table with a caption-free header row; ``cells`` returns one row's cells.
+  // A table with a caption-free header row; ``cells`` returns one row's cells. No rows:
+  // the word "none", not an empty header. Each cell carries its column's name
+  // (data-label), which a phone shows beside the value when the table becomes cards.
   function table(columns, rows, cells, attrs) {
-    return h("div", { className: "scroll", tabindex: "0", role: "region", "aria-label": attrs?.label || columns.map(t).join(", ") },
+    if (!rows.length) return message(t("common.none"));
+    const names = columns.map((c) => t(c));
+    // A group, not a region: a landmark would repeat its panel's heading (axe landmark-unique).
+    return h("div", { className: "scroll", tabindex: "0", role: "group", "aria-label": attrs?.label || names.join(", ") },
       h("table", attrs?.table || {},
-        h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: t(c) })))),
-        h("tbody", {}, rows.map((row) => h("tr", attrs?.rowAttrs ? attrs.rowAttrs(row) : {}, cells(row).map((c) => h("td", {}, c)))))));
+        h("thead", {}, h("tr", {}, names.map((name) => h("th", { scope: "col", text: name })))),
+        h("tbody", {}, rows.map((row) => h("tr", attrs?.rowAttrs ? attrs.rowAttrs(row) : {},
+          cells(row).map((c, i) => h("td", { "data-label": names[i] }, c)))))));
   }
 
   function badge(kind, text, extra) {
@@ -119,9 +127,10 @@
     return h("p", { className: `msg ${kind || ""}`, role: kind === "error" ? "alert" : null }, text);
   }
 
+  // Action messages go beside the live-connection indicator, never over it; a new view
+  // (or a language switch) clears them, so the footer never keeps a stale language.
   function announce(text) {
-    const live = document.getElementById("live");
-    live.textContent = text;
+    document.getElementById("notice").textContent = text;
   }
 
   // What the flight recorder (timeline.js) draws with: this page's helpers and language.
@@ -186,10 +195,26 @@
     };
     for (const kind of ["car", "event", "alarms", "link", "counters"]) {
       source.addEventListener(kind, (e) => {
-        try { state.handlers[kind]?.(JSON.parse(e.data)); } catch (err) { console.error(err); }
+        try {
+          const data = JSON.parse(e.data);
+          state.handlers[kind]?.(data);
+          // Whatever the view: the navigation's alarm count, and the opt-in notice.
+          if (kind === "alarms" || kind === "event") refreshAlarmCount();
+          if (kind === "event") window.LW_NOTIFY.onEvent(recorder(), data);
+        } catch (err) { console.error(err); }
       });
     }
   }
+
+  // The number of open alarms beside "Alarms" in the navigation.
+  const refreshAlarmCount = debounce(async () => {
+    const link = document.querySelector("#nav a[href='#/alarms']");
+    if (!state.user || !link) return;
+    let n;
+    try { n = (await api("/api/alarms?open=true&limit=1000")).alarms.length; } catch { return; }
+    link.querySelector(".nav-count")?.remove();
+    if (n) link.append(h("span", { className: "nav-count", id: "nav-alarm-count", "data-count": n, "aria-label": t("nav.open_alarms", { n }) }, fmtNumber(n)));
+  }, 300);
 
   function setLive(up) {
     const node = document.getElementById("live");
@@ -226,6 +251,10 @@
     nav.setAttribute("aria-label", t("nav.label"));
     const logout = document.getElementById("logout");
     logout.textContent = t("logout");
+    // The footer follows the language: the indicator re-worded, an old message dropped.
+    const live = document.getElementById("live");
+    if (live.dataset.live) live.textContent = t(live.dataset.live === "up" ? "live.connected" : "live.reconnecting");
+    document.getElementById("notice").textContent = "";
     const who = document.getElementById("who");
     if (!state.user) {
       put(nav, );
@@ -241,6 +270,7 @@
       const current = href === "#/" ? here === "#/" || here === "#" : here.startsWith(href);
       return h("li", {}, h("a", { href, "aria-current": current ? "page" : null, text: t(key) }));
     })));
+    refreshAlarmCount();
     const u = state.user;
     who.textContent = `${u.display_name} · ${t(`role.${u.role}`)}${u.contractor ? ` · ${u.contractor}` : ""}`;
     logout.hidden = !u.username;
@@ -333,6 +363,19 @@
     return badge("online", t("alarms.cleared", { time }), { className: "badge badge-online cleared", "data-cleared": a.cleared });
   }
 
+  // A building's name and address; kept a readable width (a squeezed column wrapped a
+  // Chinese name one character a line).
+  function buildingCell(a) {
+    return h("span", { className: "building" }, a.building || "—", a.address ? h("br") : null, a.address ? h("small", {}, a.address) : null);
+  }
+
+  // Open alarms most urgent first: an entrapment whose passenger is not out yet, then any
+  // other alarm still raised, then the ones that cleared; oldest first within each.
+  function byUrgency(alarms) {
+    const rank = (a) => (a.cleared ? 2 : a.type === "ENTRAPMENT" ? 0 : 1);
+    return [...alarms].sort((a, b) => rank(a) - rank(b) || Date.parse(a.onset || a.raised) - Date.parse(b.onset || b.raised));
+  }
+
   function alarmsTable(alarms, withActions) {
     const columns = ["col.type", "col.unit", "col.building", "col.floor", "col.state", "col.onset", "col.age"];
     if (withActions) columns.push("col.actions");
@@ -340,7 +383,7 @@
       const row = [
         badge("alarm", label("event", a.type)),
         unitLink(a.unit_id),
-        [a.building || "—", a.address ? h("br") : null, a.address ? h("small", {}, a.address) : null],
+        buildingCell(a),
         fmtNumber(a.floor),
         [label("astate", a.state), a.cleared ? " " : null, clearedNote(a)],
         fmtTime(a.onset || a.raised),
@@ -348,7 +391,7 @@
       ];
       if (withActions) row.push(alarmActions(a));
       return row;
-    }, { rowAttrs: (a) => ({ "data-alarm-id": a.alarm_id, "data-unit": a.unit_id, "data-state": a.state }) });
+    }, { table: { className: "cards-sm" }, rowAttrs: (a) => ({ "data-alarm-id": a.alarm_id, "data-unit": a.unit_id, "data-state": a.state }) });
   }
 
   function tickAges() {
@@ -414,14 +457,15 @@
     const alarmBox = h("div", { id: "open-alarms" });
     const fillAlarms = (list) => {
       put(alarmBox, list.length
-        ? alarmsTable(list, false)
+        ? alarmsTable(byUrgency(list), false)
         : message(t("overview.no_alarms")));
     };
     fillAlarms(alarms.alarms);
     const cards = h("div", { id: "coverage-cards" }, coverageCards(byStreet));
     put(main, 
       h("h1", { text: t("overview.title") }),
-      section("overview.open_alarms", "alarms-panel", alarmBox, h("p", {}, h("a", { href: "#/alarms", text: t("overview.goto_alarms") }))),
+      section("overview.open_alarms", "alarms-panel", alarmBox, h("p", {}, h("a", { href: "#/alarms", text: t("overview.goto_alarms") })),
+        state.user.can_act ? window.LW_NOTIFY.optIn(recorder()) : null),
       section("overview.coverage", "coverage-panel", cards),
       h("div", { className: "two" },
         section("overview.by_street", "street-panel", groupTable(byStreet.groups || [], "street", "overview.by_street")),
@@ -587,13 +631,27 @@
     return entries.length ? entries.map(([p, c]) => `${label("platform", p)} ${c}`).join(", ") : "—";
   }
 
+  // An event's reason in the reader's language: its code's sentence with the code's
+  // parameters (an enum value put in words), else the agent's English text (an older
+  // agent sends no code; a code newer than this page has no sentence here).
+  const REASON_PARAM_LABELS = { door: "door", mode: "mode", direction: "dir" };
+  function reasonText(e) {
+    const key = `reason.${e.reason_code}`;
+    if (!e.reason_code || I18N[state.lang]?.[key] === undefined) return e.reason || "—";
+    const params = {};
+    for (const [name, value] of Object.entries(e.reason_params || {})) {
+      params[name] = REASON_PARAM_LABELS[name] ? label(REASON_PARAM_LABELS[name], value) : value;
+    }
+    return t(key, params);
+  }
+
   // ``onRecorder(event_id)`` shows an event's flight recorder (a button per row).
   function eventRows(events, labelKey, onRecorder) {
     return table(["col.time", "col.type", "col.class", "col.gb_code", "col.platform_codes", "col.phase", "col.floor", "col.reason", "rec.title"], events, (e) => [
       fmtTime(e.time), label("event", e.type),
       e.class ? h("span", { className: "event-class", "data-class": e.class, text: label("class", e.class) }) : "—",
       h("span", { className: "gb-code", text: e.gb_code ?? "—" }), platformCodes(e.platform_codes),
-      label("phase", e.phase), fmtNumber(e.floor), e.reason || "—",
+      label("phase", e.phase), fmtNumber(e.floor), reasonText(e),
       e.event_id ? h("button", { type: "button", "data-recorder": e.event_id, "aria-label": t("rec.open_named", { type: label("event", e.type) }),
         onclick: () => onRecorder(e.event_id) }, t("rec.open")) : "—",
     ], { label: t(labelKey) });
@@ -608,23 +666,41 @@
     return [...open.values()];
   }
 
-  function historyDetail(entry) {
+  // ``events`` (the unit's events by "event_id phase") gives an event entry's reason in the
+  // reader's language; an event older than the page's list keeps the recorded text.
+  function historyDetail(entry, events) {
     const d = entry.detail;
     if (d === null || typeof d !== "object") return String(d ?? "");
     const recorded = window.LW_TIMELINE.historyDetail(recorder(), entry);
     if (recorded !== null) return recorded;
+    const at = (us) => (us === null || us === undefined ? "—" : fmtTime(new Date(us / 1000).toISOString()));
+    if (entry.kind === "maintenance_record") {
+      return t("hist.maintenance_record_line", { kind: label("mnt.kind", d.kind), start: at(d.start_us), end: at(d.end_us),
+        contractor: d.contractor || "—", by: d.uploaded_by || "—" });
+    }
+    if (entry.kind === "visit") {
+      return t("hist.visit_line", { id: d.visit_id, start: at(d.start_us), end: at(d.end_us),
+        min: Math.round((d.duration_s || 0) / 60), mode: label("mnt.mode", d.mode) });
+    }
+    if (entry.kind === "maintenance_verdict") {
+      // The verdict's reason is the fleet's English text: shown to an English reader;
+      // the maintenance page explains the verdict in either language.
+      const verdict = t("hist.verdict_line", { id: d.record_id, verdict: label("mnt.verdict", d.verdict) });
+      return state.lang === "en" && d.reason ? `${verdict} · ${d.reason}` : verdict;
+    }
     const parts = [];
     if (d.type) parts.push(label("event", d.type));
     if (d.phase) parts.push(label("phase", d.phase));
     if (d.step) parts.push(label("step", d.step));
-    if (d.by) parts.push(d.by);
+    if (d.by) parts.push(d.by === "event" ? t("alarms.by_event") : d.by);
     if (d.old_status || d.new_status) parts.push(`${label("status", d.old_status)} → ${label("status", d.new_status)}`);
     if (entry.kind === "firmware") {
       if (d.new_firmware !== d.old_firmware) parts.push(`${d.model || ""} ${d.old_firmware || "—"} → ${d.new_firmware || "—"}`);
       if (d.new_agent_version !== d.old_agent_version) parts.push(`${t("col.agent")} ${d.old_agent_version || "—"} → ${d.new_agent_version || "—"}`);
     }
     if (entry.kind === "register") parts.push(d.new ? `${d.building || ""} ${d.contractor || ""}` : (d.changed || []).join(", "));
-    if (d.reason) parts.push(d.reason);
+    const event = entry.kind === "event" ? events?.get(`${d.event_id} ${d.phase}`) : null;
+    if (d.reason) parts.push(event ? reasonText(event) : d.reason);
     return parts.length ? parts.join(" · ") : JSON.stringify(d);
   }
 
@@ -663,6 +739,7 @@
         `${label("event", a.type)} `, clearedNote(a), " ", h("a", { href: "#/alarms", text: t("overview.goto_alarms") }))));
     };
     let eventList = events.events.slice().reverse();
+    const eventsById = new Map(eventList.map((e) => [`${e.event_id} ${e.phase}`, e]));
     const carBox = h("div", {}, carPanel(live.car));
     const linkBox = h("div", {}, linkPanel(live.link));
     let series = live.counters;
@@ -703,13 +780,15 @@
         ? [h("p", { text: t("rec.ask_intro") }), window.LW_TIMELINE.askButton(recorder(), unitId, recBox)] : null, recBox),
       section("mnt.visits", "visits-panel", window.LW_MAINT.unitVisits(recorder(), unitId)),
       section("unit.health", "health-panel", healthBox),
-      section("unit.firmware_history", "firmware-panel", firmware.history.length
-        ? table(["col.at", "col.old", "col.new", "col.agent"], firmware.history.slice().reverse(), (c) => [
-          fmtTime(c.at), c.old_firmware || "—", c.new_firmware || "—", `${c.old_agent_version || "—"} → ${c.new_agent_version || "—"}`])
-        : message(t("common.none"))),
+      // Only real changes: an entry where neither the firmware nor the agent changed (a
+      // reconnect's report) would read "0.1.0 → 0.1.0".
+      section("unit.firmware_history", "firmware-panel", table(["col.at", "col.old", "col.new", "col.agent"],
+        firmware.history.filter((c) => c.old_firmware !== c.new_firmware || c.old_agent_version !== c.new_agent_version).reverse(), (c) => [
+          fmtTime(c.at), c.old_firmware || "—", c.new_firmware || "—",
+          c.old_agent_version === c.new_agent_version ? c.new_agent_version || "—" : `${c.old_agent_version || "—"} → ${c.new_agent_version || "—"}`])),
       section("unit.history", "history-panel", h("p", {}, chain),
         table(["col.at", "col.kind", "col.detail"], history.entries.slice().reverse().slice(0, 100), (e) => [
-          fmtTime(e.at), label("hist", e.kind), historyDetail(e)])),
+          fmtTime(e.at), label("hist", e.kind), historyDetail(e, eventsById)])),
     );
     const refreshAlarms = debounce(async () => setAlarms((await api(`/api/alarms?open=true&unit=${id}`)).alarms), 100);
     state.handlers = {
@@ -747,36 +826,52 @@
   function alarmActions(alarm) {
     if (!state.user.can_act) return "—";
     const allowed = ACTIONS.filter(([, states]) => states.includes(alarm.state)).map(([action]) => action);
-    // While the alarm's event is still raised (the passenger may still be inside) closing
-    // it takes a reason; the fleet refuses it without one and keeps it in the history.
-    const reason = !alarm.cleared && allowed.some((a) => CLOSING.includes(a))
-      ? h("input", { type: "text", className: "reason", name: "reason", maxlength: 1000,
-        "aria-label": t("alarms.reason_label"), placeholder: t("alarms.reason_label") })
+    // Every step takes an optional note, kept in the unit's history with the step. While
+    // the alarm's event is still raised (the passenger may still be inside) closing it
+    // takes one: the fleet refuses it without and keeps the reason as the close reason.
+    const needsReason = !alarm.cleared && allowed.some((a) => CLOSING.includes(a));
+    const noteLabel = t(needsReason ? "alarms.reason_label" : "alarms.note_label");
+    const note = allowed.length
+      ? h("input", { type: "text", className: needsReason ? "reason note-input" : "note note-input", name: "note", maxlength: 1000,
+        "aria-label": noteLabel, placeholder: noteLabel })
       : null;
     const error = h("span", { className: "msg error", role: "alert" });
     const buttons = allowed.map((action) =>
       h("button", {
         type: "button", className: action === "false-alarm" ? "" : "primary", "data-action": action,
         onclick: async (e) => {
+          // Closing cannot be undone: the dispatcher confirms, naming the unit.
+          if (CLOSING.includes(action) && !window.confirm(t(`confirm.${action}`, { id: alarm.alarm_id, unit: alarm.unit_id }))) return;
           e.target.disabled = true;
-          const body = CLOSING.includes(action) && reason ? { reason: reason.value } : {};
+          const body = note && note.value.trim() ? { reason: note.value.trim() } : {};
           try {
             await api(`/api/alarms/${alarm.alarm_id}/${action}`, { method: "POST", body });
-            announce(t("alarms.done", { id: alarm.alarm_id, action: t(`action.${action}`) }));
+            announce(t(`done.${action}`, { id: alarm.alarm_id }));
           } catch (err) {
-            if (err.status === 400 && reason && !reason.value.trim()) {
+            if (err.status === 400 && needsReason && !note.value.trim()) {
               // Kept on the page (no refresh): the dispatcher types the reason here.
               error.textContent = t("alarms.reason_needed", { id: alarm.alarm_id });
               e.target.disabled = false;
-              reason.focus();
+              note.focus();
               return;
             }
             announce(t("alarms.failed", { id: alarm.alarm_id, message: err.message }));
           }
           state.handlers.alarms?.();
+          refreshAlarmCount();
         },
       }, t(`action.${action}`)));
-    return buttons.length ? h("div", { className: "actions" }, reason, buttons, error) : "—";
+    return buttons.length ? h("div", { className: "actions" }, note, buttons, error) : "—";
+  }
+
+  // The notes taken with each step, read from the unit's history when the lifecycle opens.
+  async function lifecycleNotes(alarm, list) {
+    const history = await api(`/api/units/${encodeURIComponent(alarm.unit_id)}/history`);
+    const notes = history.entries.filter((e) => e.kind === "alarm" && e.detail?.alarm_id === alarm.alarm_id && e.detail?.reason);
+    for (const e of notes) {
+      list.append(h("li", { className: "note", "data-step": e.detail.step },
+        `${fmtTime(e.at)} — ${t("alarms.note", { step: label("step", e.detail.step), by: e.detail.by || "—", note: e.detail.reason })}`));
+    }
   }
 
   function lifecycle(alarm) {
@@ -785,11 +880,20 @@
       ["on_site", alarm.on_site, alarm.on_site_by], ["cleared", alarm.cleared],
       ["closed", alarm.closed, alarm.closed_by, alarm.close_reason]]
       .filter(([, at]) => at).sort((a, b) => Date.parse(a[1]) - Date.parse(b[1]));
-    return h("details", { className: "lifecycle" },
+    const notes = h("ul", { className: "notes" });
+    const box = h("details", { className: "lifecycle" },
       h("summary", { text: `${t("alarms.lifecycle")} (${steps.length})` }),
       h("ol", {}, steps.map(([step, at, by, why]) => h("li", { "data-step": step },
-        `${fmtTime(at)} — ${t(`step.${step}`)}${by ? ` · ${by}` : ""}${why ? ` · ${t("alarms.closed_while_raised", { reason: why })}` : ""}`))),
+        `${fmtTime(at)} — ${t(`step.${step}`)}${by ? ` · ${by === "event" ? t("alarms.by_event") : by}` : ""}${why ? ` · ${t("alarms.closed_while_raised", { reason: why })}` : ""}`))),
+      notes,
       h("p", {}, h("a", { href: `#/alarms?${recorderQuery(alarm.event_id)}`, "data-recorder": alarm.event_id }, t("rec.open"))));
+    box.addEventListener("toggle", () => {
+      if (box.open && !box.dataset.notes) {
+        box.dataset.notes = "1";
+        lifecycleNotes(alarm, notes).catch(() => { /* the steps above still show */ });
+      }
+    });
+    return box;
   }
 
   // This alarms view's query with ?evidence=ID: the page shows that event's flight recorder.
@@ -806,14 +910,14 @@
       const data = await api(`/api/alarms?open=${openOnly}&limit=200`);
       put(box, data.alarms.length
         ? table(["col.type", "col.unit", "col.building", "col.floor", "col.state", "col.onset", "col.age", "col.actions", "alarms.lifecycle"],
-          data.alarms, (a) => [
+          openOnly ? byUrgency(data.alarms) : data.alarms, (a) => [
             badge("alarm", label("event", a.type)), unitLink(a.unit_id),
-            [a.building || "—", a.address ? h("br") : null, a.address ? h("small", {}, a.address) : null],
+            buildingCell(a),
             fmtNumber(a.floor), [h("span", { className: "state", text: label("astate", a.state) }), a.cleared ? " " : null, clearedNote(a)],
             fmtTime(a.onset || a.raised),
             ageCell(a),
             alarmActions(a), lifecycle(a),
-          ], { rowAttrs: (a) => ({ "data-alarm-id": a.alarm_id, "data-unit": a.unit_id, "data-state": a.state }) })
+          ], { table: { className: "cards-sm" }, rowAttrs: (a) => ({ "data-alarm-id": a.alarm_id, "data-unit": a.unit_id, "data-state": a.state }) })
         : message(t("alarms.none")));
     };
     const toggle = h("input", { type: "checkbox", id: "open-only", checked: openOnly });
@@ -821,7 +925,7 @@
     put(main, 
       h("h1", { text: t("alarms.title") }),
       h("p", { className: "check" }, toggle, h("label", { for: "open-only", text: t("alarms.open_only") })),
-      state.user.can_act ? null : message(t("alarms.read_only")),
+      state.user.can_act ? window.LW_NOTIFY.optIn(recorder()) : message(t("alarms.read_only")),
       box,
       params.get("evidence") ? section("rec.title", "recorder-panel", h("div", { id: "recorder" })) : null);
     if (params.get("evidence")) window.LW_TIMELINE.showEvent(recorder(), main.querySelector("#recorder"), params.get("evidence"));
@@ -853,10 +957,10 @@
     put(main, 
       h("h1", { text: t("firmware.title") }),
       section("firmware.controllers", "fw-panel",
-        table(["col.model", "col.version", "col.units"], data.firmware, (c) => [c.model || "—", c.version || "—", fmtNumber(c.units)], { table: { id: "fw-table" }, label: t("firmware.controllers") }),
+        table(["col.model", "col.firmware", "col.units"], data.firmware, (c) => [c.model || "—", c.version || "—", fmtNumber(c.units)], { table: { id: "fw-table" }, label: t("firmware.controllers") }),
         bars(data.firmware.slice(0, 20), "units", (c) => `${c.model || "—"} ${c.version || ""}`)),
       section("firmware.agents", "agent-panel",
-        table(["col.model", "col.version", "col.units"], data.agent_versions, (c) => [c.model || "—", c.version || "—", fmtNumber(c.units)], { label: t("firmware.agents") })),
+        table(["col.model", "col.agent_version", "col.units"], data.agent_versions, (c) => [c.model || "—", c.version || "—", fmtNumber(c.units)], { label: t("firmware.agents") })),
       section("firmware.violations", "violations-panel", data.violations.length
         ? table(["col.unit", "col.model", "col.firmware", "col.rule", "col.reason"], data.violations,
           (v) => [unitLink(v.unit_id), v.model, v.firmware, v.rule, v.reason], { table: { id: "violations-table" } })
@@ -921,7 +1025,10 @@
         put(error, t("common.error", { message: err.message }));
       }
     });
-    put(main, h("h1", { text: `${t("reports.title")} · ${t("reports.claims")}` }), h("p", { text: t("claims.intro") }), form, error, results);
+    put(main, h("h1", { text: `${t("reports.title")} · ${t("reports.claims")}` }), h("p", { text: t("claims.intro") }),
+      h("p", {}, t("claims.columns"), " ", h("code", {}, "unit_id"), ` ${t("claims.or")} `, h("code", {}, "registration_code"), ", ",
+        h("code", {}, "time"), ", ", h("code", {}, "fault_type")),
+      form, error, results);
   }
 
   // What the fault rate counts, what it does not and why, and when a row is ranked.
@@ -932,6 +1039,14 @@
       h("p", { text: `${t("rep.not_counted")}: ${data.classification.not_counted
         .map((c) => `${t(`class.${c.class}`)} (${types(c.types)})`).join(t("rep.list_sep"))}` }),
       h("p", { text: t("rep.ranking", { trips: data.ranking.min_trips, days: data.ranking.min_watched_days }) }));
+  }
+
+  // A service-life assessment in words: assess_N is "N years in service: a safety
+  // assessment is due" (N from [reports]), unknown_age has no install date.
+  function flagText(flag) {
+    if (!flag) return "—";
+    const years = /^assess_(\d+)$/.exec(flag);
+    return years ? t("flag.assess", { years: years[1] }) : label("flag", flag);
   }
 
   async function viewReports(params) {
@@ -973,7 +1088,8 @@
         table(["col.rank", ...columns.map((c) => `rep.${c}`)], data.rows.slice(0, 500), (r) => [
           String(data.rows.indexOf(r) + 1),
           ...columns.map((c) => (c === "unit_id" ? unitLink(r[c]) : (c === "name" && by === "unit" ? unitLink(r[c])
-            : (c === "exposure" ? badge(r[c] === "low" ? "stale" : "online", t(`exposure.${r[c]}`)) : fmtNumber(r[c]))))),
+            : (c === "exposure" ? badge(r[c] === "low" ? "stale" : "online", t(`exposure.${r[c]}`))
+              : (c === "flag" ? flagText(r[c]) : fmtNumber(r[c])))))),
         ], { table: { id: "report-table" } }),
       ] : message(t("reports.none")),
     );

@@ -5,6 +5,8 @@
 // administrator: dead letters hold whole messages of every unit of the district.
 "use strict";
 (() => {
+  const REPLAY = "liftwatch-fleet northbound replay";
+
   function grid(x, columns, rows, cells) {
     const { h, t } = x;
     return h("div", { className: "scroll", tabindex: "0", role: "region", "aria-label": columns.map((c) => t(c)).join(", ") },
@@ -43,7 +45,8 @@
           ])
         : message(t("north.none")),
       h("h2", { text: t("north.dead_title") }),
-      h("p", { text: t("north.dead_intro") }),
+      // The command in the sentence shown as code (it is typed as it is, in either language).
+      h("p", {}, t("north.dead_intro").split(REPLAY).flatMap((part, i) => (i ? [h("code", {}, REPLAY), part] : [part]))),
       data.dead_letters.length
         ? grid(x, ["north.platform", "north.unit", "north.message", "north.status", "north.reason", "north.dead_at", "north.state"],
           data.dead_letters, (d) => [
