@@ -42,6 +42,7 @@ from fleet.store.chain import (
     event_detail,
 )
 from fleet.store.chain import type_name as _type_name
+from fleet.store.reasons import params_of
 from fleet.taxonomy import shown_gb_code
 from protos.liftwatch.v1 import records_pb2
 
@@ -156,8 +157,10 @@ def _at(us: int | None) -> dt.datetime | None:
 # select them for `event_of_row`.
 EVENT_COLUMNS = (
     "agent_id, seq, unit_id, time_us, event_id, type, phase, onset_us, floor, reason, "
-    "committed_us, gb_code, at_landing"
+    "committed_us, gb_code, at_landing, reason_code, reason_params"
 )
+# One placeholder per column of `EVENT_COLUMNS`, for ingest's INSERT.
+EVENT_MARKS = ", ".join("?" * len(EVENT_COLUMNS.split(",")))
 
 
 def event_of_row(row: Sequence[Any]) -> EventRow:
@@ -180,6 +183,8 @@ def event_of_row(row: Sequence[Any]) -> EventRow:
         committed=_at(row[10]),
         gb_code=shown_gb_code(kind, None if row[11] is None else int(row[11])),
         at_landing=None if row[12] is None else bool(row[12]),
+        reason_code=row[13] or "",
+        reason_params=params_of(row[14]),
     )
 
 
