@@ -141,18 +141,20 @@ class UnitDescriptor(_message.Message):
     def __init__(self, unit_id: _Optional[str] = ..., controller: _Optional[_Union[_records_pb2.ControllerInfo, _Mapping]] = ..., detectable: _Optional[_Iterable[_Union[_records_pb2.EventType, str]]] = ..., undetectable: _Optional[_Iterable[_Union[_records_pb2.EventType, str]]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_id", "agent_version", "units", "records_evidence", "config_version")
+    __slots__ = ("agent_id", "agent_version", "units", "records_evidence", "config_version", "accepts_config")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_CONFIG_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     agent_version: str
     units: _containers.RepeatedCompositeFieldContainer[UnitDescriptor]
     records_evidence: bool
     config_version: int
-    def __init__(self, agent_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., units: _Optional[_Iterable[_Union[UnitDescriptor, _Mapping]]] = ..., records_evidence: _Optional[bool] = ..., config_version: _Optional[int] = ...) -> None: ...
+    accepts_config: bool
+    def __init__(self, agent_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., units: _Optional[_Iterable[_Union[UnitDescriptor, _Mapping]]] = ..., records_evidence: _Optional[bool] = ..., config_version: _Optional[int] = ..., accepts_config: _Optional[bool] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("committed_seq", "max_batch_records", "max_batch_bytes", "heartbeat_interval_s", "accepts_evidence")
