@@ -444,7 +444,7 @@ async def _pages(browser: Any, base: str, agent: Agent, tmp_path: Path) -> list[
     assert re.search(r"Showing .* 400 samples", await page.inner_text("#recorder-panel .tl-range"))
     await context.close()
 
-    # On a phone the timeline fits the width (the SVG scales, the table scrolls inside).
+    # On a phone the page fits the width (the plot and the table scroll in their frames).
     phone = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = await phone.new_page()
     await _login(page, base, SystemUser("disp", "dispatcher", PASSWORD))
