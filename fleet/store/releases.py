@@ -337,8 +337,12 @@ class ReleaseStore:
                 "WHERE agent_id = ? AND release_id = ?",
                 (agent_id, release_id),
             ).fetchone()
+            # The newest report of any release (the "health" one sent at each connection
+            # included): the count since the agent's process started.
             detector = s._execute(
-                "SELECT MAX(detector_errors) FROM update_reports WHERE agent_id = ?", (agent_id,)
+                "SELECT detector_errors FROM update_reports WHERE agent_id = ? "
+                "ORDER BY at_us DESC LIMIT 1",
+                (agent_id,),
             ).fetchone()
             out[agent_id] = AgentView(
                 version=version,
