@@ -21,7 +21,7 @@ from fleet.cli.common import EXIT_USAGE, PROG, StoreCommand, print_json
 from fleet.clock import utc_now
 from fleet.config import LANGUAGES, FleetConfig
 from fleet.csv_cells import csv_text
-from fleet.read.lifecycle_views import alarm_json
+from fleet.read.lifecycle_views import AlarmsView, AlarmView, alarm_json
 from fleet.read.selection import BadRequestError
 from fleet.read.shape import to_json
 from fleet.read.views import table
@@ -170,9 +170,10 @@ def _alarms(args: argparse.Namespace, target: Target) -> int:
         finally:
             store.close()
         now = utc_now()
-        rendered = [alarm_json(a, now) for a in rows]
+        listing = to_json(AlarmsView(tuple(AlarmView.of(a, now) for a in rows)))
+        rendered = listing["alarms"]
         if args.json:
-            print_json({"alarms": rendered})
+            print_json(listing)
             return 0
         columns = (
             "alarm_id",

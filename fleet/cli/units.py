@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.cli.common import (
@@ -16,14 +17,43 @@ from fleet.cli.common import (
 )
 from fleet.clock import utc_now
 from fleet.read.selection import UnitFilter, select_units
+from fleet.read.shape import out, to_json
 from fleet.read.views import (
+    UnitView,
     iso,
     table,
-    unit_json,
 )
 from fleet.store.open import open_store
 from fleet.units.coverage import UnitStatus
 from fleet.units.registry import read_register
+
+# What `units --json` and `units import --json` print: one definition each
+# (fleet.read.shape), like the API's answers, but not API components.
+
+
+@dataclass(frozen=True, slots=True)
+class UnitsView:
+    """`units --json`: every matching unit (the API's Unit), no paging."""
+
+    units: tuple[UnitView, ...] = out()
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedRow:
+    """A register row `units import` skipped."""
+
+    line: int = out(minimum=1)
+    reason: str = out()
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedView:
+    """`units import --json`."""
+
+    file: str = out()
+    imported: int = out("units added or updated", minimum=0)
+    skipped: int = out(minimum=0)
+    problems: tuple[SkippedRow, ...] = out()
 
 
 def add_parser(
@@ -82,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         rows = [u for u in rows if not u.registered]
     listed = select_units(rows, wanted, utc_now(), config.coverage).units
     if args.json:
-        print_json({"units": [unit_json(u, s) for u, s in listed]})
+        print_json(to_json(UnitsView(tuple(UnitView.of(u, s) for u, s in listed))))
         return 0
     headers = ("UNIT_ID", "STATUS", "REG", "STREET", "BUILDING", "CONTRACTOR", "MODEL")
     rows_out = [
@@ -118,14 +148,14 @@ def _import_units(args: argparse.Namespace) -> int:
         store.upsert_register_details(register.details, register.optional)
     finally:
         store.close()
-    result = {
-        "file": str(args.file),
-        "imported": imported,
-        "skipped": len(register.problems),
-        "problems": [{"line": p.line, "reason": p.message} for p in register.problems],
-    }
+    result = ImportedView(
+        str(args.file),
+        imported,
+        len(register.problems),
+        tuple(SkippedRow(p.line, p.message) for p in register.problems),
+    )
     if args.json:
-        print_json(result)
+        print_json(to_json(result))
     else:
         print(
             f"imported {imported} unit(s) from {args.file}; skipped {len(register.problems)} row(s)"

@@ -118,7 +118,7 @@ def test_csv_columns_are_keys_of_their_definitions() -> None:
 def test_the_cli_json_outputs_are_their_definitions(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each CLI-only ``--json`` output (agents, pki, history, users) is made from its
+    """Each CLI-only ``--json`` output (units, alarms, agents, pki, history, users) is made from its
     definition (fleet.cli.*), and matches the schema generated from it."""
     from fleet.cli.agents import (
         AgentsView,
@@ -130,12 +130,24 @@ def test_the_cli_json_outputs_are_their_definitions(
     from fleet.cli.history import CheckpointFileView, GrantView, KeyPairView, VerifiedView
     from fleet.cli.main import main
     from fleet.cli.pki import IssuedView
+    from fleet.cli.units import ImportedView, UnitsView
     from fleet.cli.users import PasswordChanged, TokenMade, TokenRevoked, TokensView, UserGone
+    from fleet.read.lifecycle_views import AlarmsView
     from fleet.read.views import UserView
+    from tests.fleet.test_cli import HEADER
 
     db = str(tmp_path / "fleet.db")
     key, checkpoint = str(tmp_path / "key.pem"), str(tmp_path / "checkpoint.json")
+    register = tmp_path / "units.csv"
+    register.write_text(
+        f"{HEADER}\nR1,B1,a,S1,u,C1,2010-01-02,1.0,630,6,RC-3000,1\n"
+        "R2,B1,a,S1,u,C1,2010-13-02,1.0,630,6,RC-3000,2\n",
+        encoding="utf-8",
+    )
     runs: list[tuple[list[str], type]] = [
+        (["units", "import", str(register), "--db", db], ImportedView),
+        (["units", "--db", db], UnitsView),
+        (["alarms", "--db", db], AlarmsView),
         (["agents", "add", "edge-1", "--unit", "U1", "--db", db], UnitsAdded),
         (["agents", "list", "--db", db], AgentsView),
         (["agents", "revoke", "edge-1", "--reason", "stolen", "--db", db], RevocationChange),
