@@ -552,7 +552,9 @@ async def run_agents(
                     # connection.
                     stats["reconnects"] += 1
                     failures += 1
-                    if before is None and failures >= CONNECT_ATTEMPTS:
+                    # With ``reconnect`` the fleet may be restarting under a first
+                    # connect too: keep trying until the run ends, as a real agent does.
+                    if before is None and failures >= CONNECT_ATTEMPTS and not reconnect:
                         return
                     ceiling = min(RECONNECT_MAX_S, RECONNECT_INITIAL_S * 2 ** (failures - 1))
                     await asyncio.sleep(rng.uniform(ceiling / 2, ceiling))
