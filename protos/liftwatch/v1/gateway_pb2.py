@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protos.liftwatch.v1 import records_pb2 as liftwatch_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aliftwatch/v1/gateway.proto\x12\x0cliftwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aliftwatch/v1/records.proto\"\xff\x01\n\nAgentFrame\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.liftwatch.v1.HelloH\x00\x12*\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x19.liftwatch.v1.RecordBatchH\x00\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.liftwatch.v1.HeartbeatH\x00\x12\x33\n\rconfig_report\x18\x04 \x01(\x0b\x32\x1a.liftwatch.v1.ConfigReportH\x00\x12\x33\n\rupdate_report\x18\x05 \x01(\x0b\x32\x1a.liftwatch.v1.UpdateReportH\x00\x42\x07\n\x05\x66rame\"\xb0\x02\n\nFleetFrame\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.liftwatch.v1.WelcomeH\x00\x12 \n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x11.liftwatch.v1.AckH\x00\x12&\n\x06reject\x18\x03 \x01(\x0b\x32\x14.liftwatch.v1.RejectH\x00\x12\x39\n\x10\x65vidence_request\x18\x04 \x01(\x0b\x32\x1d.liftwatch.v1.EvidenceRequestH\x00\x12\x35\n\x0e\x64\x65sired_config\x18\x05 \x01(\x0b\x32\x1b.liftwatch.v1.DesiredConfigH\x00\x12\x33\n\rrelease_offer\x18\x06 \x01(\x0b\x32\x1a.liftwatch.v1.ReleaseOfferH\x00\x42\x07\n\x05\x66rame\"X\n\x0cReleaseOffer\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08manifest\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"S\n\rDesiredConfig\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04toml\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"W\n\x0c\x43onfigReport\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x10\n\x08problems\x18\x04 \x03(\t\"A\n\x0cUpdateReport\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"7\n\x13\x46\x65tchReleaseRequest\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\"\x1c\n\x0cReleaseChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"G\n\x0f\x45videnceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\r\"\xaf\x01\n\x0eUnitDescriptor\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x30\n\ncontroller\x18\x02 \x01(\x0b\x32\x1c.liftwatch.v1.ControllerInfo\x12+\n\ndetectable\x18\x03 \x03(\x0e\x32\x17.liftwatch.v1.EventType\x12-\n\x0cundetectable\x18\x04 \x03(\x0e\x32\x17.liftwatch.v1.EventType\"\xa7\x01\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12+\n\x05units\x18\x03 \x03(\x0b\x32\x1c.liftwatch.v1.UnitDescriptor\x12\x18\n\x10records_evidence\x18\x04 \x01(\x08\x12\x16\n\x0e\x63onfig_version\x18\x05 \x01(\x04\x12\x16\n\x0e\x61\x63\x63\x65pts_config\x18\x06 \x01(\x08\"\x8c\x01\n\x07Welcome\x12\x15\n\rcommitted_seq\x18\x01 \x01(\x04\x12\x19\n\x11max_batch_records\x18\x02 \x01(\r\x12\x17\n\x0fmax_batch_bytes\x18\x03 \x01(\r\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\r\x12\x18\n\x10\x61\x63\x63\x65pts_evidence\x18\x05 \x01(\x08\"4\n\x0bRecordBatch\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.liftwatch.v1.Record\"K\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coutbox_depth\x18\x02 \x01(\x04\"\x18\n\x03\x41\x63k\x12\x11\n\tup_to_seq\x18\x01 \x01(\x04\"@\n\x06Reject\x12&\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x18.liftwatch.v1.RejectCode\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xda\x01\n\nRejectCode\x12\x1b\n\x17REJECT_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REJECT_CODE_UNKNOWN_AGENT\x10\x01\x12\"\n\x1eREJECT_CODE_UNIT_NOT_PERMITTED\x10\x02\x12\x19\n\x15REJECT_CODE_MALFORMED\x10\x03\x12\x1c\n\x18REJECT_CODE_OUT_OF_ORDER\x10\x04\x12\x19\n\x15REJECT_CODE_TOO_LARGE\x10\x05\x12\x18\n\x14REJECT_CODE_PROTOCOL\x10\x06\x32\xa2\x01\n\x0c\x41gentGateway\x12\x41\n\x07\x43onnect\x12\x18.liftwatch.v1.AgentFrame\x1a\x18.liftwatch.v1.FleetFrame(\x01\x30\x01\x12O\n\x0c\x46\x65tchRelease\x12!.liftwatch.v1.FetchReleaseRequest\x1a\x1a.liftwatch.v1.ReleaseChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aliftwatch/v1/gateway.proto\x12\x0cliftwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aliftwatch/v1/records.proto\"\xff\x01\n\nAgentFrame\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.liftwatch.v1.HelloH\x00\x12*\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x19.liftwatch.v1.RecordBatchH\x00\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.liftwatch.v1.HeartbeatH\x00\x12\x33\n\rconfig_report\x18\x04 \x01(\x0b\x32\x1a.liftwatch.v1.ConfigReportH\x00\x12\x33\n\rupdate_report\x18\x05 \x01(\x0b\x32\x1a.liftwatch.v1.UpdateReportH\x00\x42\x07\n\x05\x66rame\"\xb0\x02\n\nFleetFrame\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.liftwatch.v1.WelcomeH\x00\x12 \n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x11.liftwatch.v1.AckH\x00\x12&\n\x06reject\x18\x03 \x01(\x0b\x32\x14.liftwatch.v1.RejectH\x00\x12\x39\n\x10\x65vidence_request\x18\x04 \x01(\x0b\x32\x1d.liftwatch.v1.EvidenceRequestH\x00\x12\x35\n\x0e\x64\x65sired_config\x18\x05 \x01(\x0b\x32\x1b.liftwatch.v1.DesiredConfigH\x00\x12\x33\n\rrelease_offer\x18\x06 \x01(\x0b\x32\x1a.liftwatch.v1.ReleaseOfferH\x00\x42\x07\n\x05\x66rame\"X\n\x0cReleaseOffer\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08manifest\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"S\n\rDesiredConfig\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04toml\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"n\n\x0c\x43onfigReport\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x10\n\x08problems\x18\x04 \x03(\t\x12\x15\n\runits_changed\x18\x05 \x03(\t\"A\n\x0cUpdateReport\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"7\n\x13\x46\x65tchReleaseRequest\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\"\x1c\n\x0cReleaseChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"G\n\x0f\x45videnceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\r\"\xaf\x01\n\x0eUnitDescriptor\x12\x0f\n\x07unit_id\x18\x01 \x01(\t\x12\x30\n\ncontroller\x18\x02 \x01(\x0b\x32\x1c.liftwatch.v1.ControllerInfo\x12+\n\ndetectable\x18\x03 \x03(\x0e\x32\x17.liftwatch.v1.EventType\x12-\n\x0cundetectable\x18\x04 \x03(\x0e\x32\x17.liftwatch.v1.EventType\"\xa7\x01\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12+\n\x05units\x18\x03 \x03(\x0b\x32\x1c.liftwatch.v1.UnitDescriptor\x12\x18\n\x10records_evidence\x18\x04 \x01(\x08\x12\x16\n\x0e\x63onfig_version\x18\x05 \x01(\x04\x12\x16\n\x0e\x61\x63\x63\x65pts_config\x18\x06 \x01(\x08\"\x8c\x01\n\x07Welcome\x12\x15\n\rcommitted_seq\x18\x01 \x01(\x04\x12\x19\n\x11max_batch_records\x18\x02 \x01(\r\x12\x17\n\x0fmax_batch_bytes\x18\x03 \x01(\r\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\r\x12\x18\n\x10\x61\x63\x63\x65pts_evidence\x18\x05 \x01(\x08\"4\n\x0bRecordBatch\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.liftwatch.v1.Record\"K\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coutbox_depth\x18\x02 \x01(\x04\"\x18\n\x03\x41\x63k\x12\x11\n\tup_to_seq\x18\x01 \x01(\x04\"@\n\x06Reject\x12&\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x18.liftwatch.v1.RejectCode\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xda\x01\n\nRejectCode\x12\x1b\n\x17REJECT_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REJECT_CODE_UNKNOWN_AGENT\x10\x01\x12\"\n\x1eREJECT_CODE_UNIT_NOT_PERMITTED\x10\x02\x12\x19\n\x15REJECT_CODE_MALFORMED\x10\x03\x12\x1c\n\x18REJECT_CODE_OUT_OF_ORDER\x10\x04\x12\x19\n\x15REJECT_CODE_TOO_LARGE\x10\x05\x12\x18\n\x14REJECT_CODE_PROTOCOL\x10\x06\x32\xa2\x01\n\x0c\x41gentGateway\x12\x41\n\x07\x43onnect\x12\x18.liftwatch.v1.AgentFrame\x1a\x18.liftwatch.v1.FleetFrame(\x01\x30\x01\x12O\n\x0c\x46\x65tchRelease\x12!.liftwatch.v1.FetchReleaseRequest\x1a\x1a.liftwatch.v1.ReleaseChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'liftwatch.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REJECTCODE']._serialized_start=1876
-  _globals['_REJECTCODE']._serialized_end=2094
+  _globals['_REJECTCODE']._serialized_start=1899
+  _globals['_REJECTCODE']._serialized_end=2117
   _globals['_AGENTFRAME']._serialized_start=106
   _globals['_AGENTFRAME']._serialized_end=361
   _globals['_FLEETFRAME']._serialized_start=364
@@ -44,29 +44,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESIREDCONFIG']._serialized_start=760
   _globals['_DESIREDCONFIG']._serialized_end=843
   _globals['_CONFIGREPORT']._serialized_start=845
-  _globals['_CONFIGREPORT']._serialized_end=932
-  _globals['_UPDATEREPORT']._serialized_start=934
-  _globals['_UPDATEREPORT']._serialized_end=999
-  _globals['_FETCHRELEASEREQUEST']._serialized_start=1001
-  _globals['_FETCHRELEASEREQUEST']._serialized_end=1056
-  _globals['_RELEASECHUNK']._serialized_start=1058
-  _globals['_RELEASECHUNK']._serialized_end=1086
-  _globals['_EVIDENCEREQUEST']._serialized_start=1088
-  _globals['_EVIDENCEREQUEST']._serialized_end=1159
-  _globals['_UNITDESCRIPTOR']._serialized_start=1162
-  _globals['_UNITDESCRIPTOR']._serialized_end=1337
-  _globals['_HELLO']._serialized_start=1340
-  _globals['_HELLO']._serialized_end=1507
-  _globals['_WELCOME']._serialized_start=1510
-  _globals['_WELCOME']._serialized_end=1650
-  _globals['_RECORDBATCH']._serialized_start=1652
-  _globals['_RECORDBATCH']._serialized_end=1704
-  _globals['_HEARTBEAT']._serialized_start=1706
-  _globals['_HEARTBEAT']._serialized_end=1781
-  _globals['_ACK']._serialized_start=1783
-  _globals['_ACK']._serialized_end=1807
-  _globals['_REJECT']._serialized_start=1809
-  _globals['_REJECT']._serialized_end=1873
-  _globals['_AGENTGATEWAY']._serialized_start=2097
-  _globals['_AGENTGATEWAY']._serialized_end=2259
+  _globals['_CONFIGREPORT']._serialized_end=955
+  _globals['_UPDATEREPORT']._serialized_start=957
+  _globals['_UPDATEREPORT']._serialized_end=1022
+  _globals['_FETCHRELEASEREQUEST']._serialized_start=1024
+  _globals['_FETCHRELEASEREQUEST']._serialized_end=1079
+  _globals['_RELEASECHUNK']._serialized_start=1081
+  _globals['_RELEASECHUNK']._serialized_end=1109
+  _globals['_EVIDENCEREQUEST']._serialized_start=1111
+  _globals['_EVIDENCEREQUEST']._serialized_end=1182
+  _globals['_UNITDESCRIPTOR']._serialized_start=1185
+  _globals['_UNITDESCRIPTOR']._serialized_end=1360
+  _globals['_HELLO']._serialized_start=1363
+  _globals['_HELLO']._serialized_end=1530
+  _globals['_WELCOME']._serialized_start=1533
+  _globals['_WELCOME']._serialized_end=1673
+  _globals['_RECORDBATCH']._serialized_start=1675
+  _globals['_RECORDBATCH']._serialized_end=1727
+  _globals['_HEARTBEAT']._serialized_start=1729
+  _globals['_HEARTBEAT']._serialized_end=1804
+  _globals['_ACK']._serialized_start=1806
+  _globals['_ACK']._serialized_end=1830
+  _globals['_REJECT']._serialized_start=1832
+  _globals['_REJECT']._serialized_end=1896
+  _globals['_AGENTGATEWAY']._serialized_start=2120
+  _globals['_AGENTGATEWAY']._serialized_end=2282
 # @@protoc_insertion_point(module_scope)

@@ -83,16 +83,18 @@ class DesiredConfig(_message.Message):
     def __init__(self, document_id: _Optional[str] = ..., version: _Optional[int] = ..., toml: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class ConfigReport(_message.Message):
-    __slots__ = ("document_id", "version", "applied", "problems")
+    __slots__ = ("document_id", "version", "applied", "problems", "units_changed")
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    UNITS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     document_id: str
     version: int
     applied: bool
     problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, document_id: _Optional[str] = ..., version: _Optional[int] = ..., applied: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    units_changed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, document_id: _Optional[str] = ..., version: _Optional[int] = ..., applied: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., units_changed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateReport(_message.Message):
     __slots__ = ("release_id", "state", "detail")
