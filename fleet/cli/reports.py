@@ -15,6 +15,7 @@ import os
 import sys
 import zoneinfo
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.cli.common import EXIT_USAGE, PROG, StoreCommand, print_json
@@ -23,9 +24,15 @@ from fleet.config import LANGUAGES, FleetConfig
 from fleet.csv_cells import csv_text
 from fleet.read.lifecycle_views import AlarmsView, AlarmView, alarm_json
 from fleet.read.selection import BadRequestError
-from fleet.read.shape import to_json
+from fleet.read.shape import out, to_json
 from fleet.read.views import table
-from fleet.reports.claims import ClaimsError, audit_claim, read_claims, verdict_json
+from fleet.reports.claims import (
+    ClaimProblem,
+    ClaimsError,
+    VerdictView,
+    audit_claim,
+    read_claims,
+)
 from fleet.reports.compute import (
     fault_rate_report,
     scorecard_report,
@@ -46,6 +53,18 @@ from fleet.store.open import open_store
 from fleet.web.params import integer_param
 
 Target = Callable[[argparse.Namespace], tuple[str, FleetConfig]]
+
+
+@dataclass(frozen=True, slots=True)
+class FileAuditView:
+    """`audit claims FILE --json` (fleet.read.shape's definition; the API answers the
+    ClaimsAudit of an upload instead): each claim's verdict, and the rows skipped."""
+
+    file: str = out()
+    claims: tuple[VerdictView, ...] = out()
+    problems: tuple[ClaimProblem, ...] = out("rows that are no claim, by line")
+
+
 ALARM_ACTIONS = {"ack": "ack", "on-site": "on_site", "resolve": "resolve"}
 
 
@@ -270,20 +289,17 @@ def _audit(args: argparse.Namespace, target: Target) -> int:
     gap = dt.timedelta(seconds=args.max_gap)
     store = open_store(where, readonly=True)
     try:
-        verdicts = [verdict_json(audit_claim(store, c, window, gap), args.lang) for c in claims]
+        verdicts = tuple(
+            VerdictView.of(audit_claim(store, c, window, gap), args.lang) for c in claims
+        )
     finally:
         store.close()
+    shown = to_json(FileAuditView(str(args.file), verdicts, tuple(problems)))
     if args.json:
-        print_json(
-            {
-                "file": str(args.file),
-                "claims": verdicts,
-                "problems": to_json(problems),
-            }
-        )
+        print_json(shown)
         return 0
     columns = ["line", "unit_id", "time", "fault_type", "verdict", "evidence"]
-    rows = [[v[c] for c in columns] for v in verdicts]
+    rows = [[v[c] for c in columns] for v in shown["claims"]]
     if args.csv:
         _out_csv(columns, rows)
     else:

@@ -130,6 +130,7 @@ def test_the_cli_json_outputs_are_their_definitions(
     from fleet.cli.history import CheckpointFileView, GrantView, KeyPairView, VerifiedView
     from fleet.cli.main import main
     from fleet.cli.pki import IssuedView
+    from fleet.cli.reports import FileAuditView
     from fleet.cli.units import ImportedView, UnitsView
     from fleet.cli.users import PasswordChanged, TokenMade, TokenRevoked, TokensView, UserGone
     from fleet.read.lifecycle_views import AlarmsView
@@ -144,10 +145,16 @@ def test_the_cli_json_outputs_are_their_definitions(
         "R2,B1,a,S1,u,C1,2010-13-02,1.0,630,6,RC-3000,2\n",
         encoding="utf-8",
     )
+    claims = tmp_path / "claims.csv"
+    claims.write_text(
+        "unit_id,time,fault_type\nR1,2026-01-01T08:00:00Z,ENTRAPMENT\nR1,yesterday,ENTRAPMENT\n",
+        encoding="utf-8",
+    )
     runs: list[tuple[list[str], type]] = [
         (["units", "import", str(register), "--db", db], ImportedView),
         (["units", "--db", db], UnitsView),
         (["alarms", "--db", db], AlarmsView),
+        (["audit", "claims", str(claims), "--db", db], FileAuditView),
         (["agents", "add", "edge-1", "--unit", "U1", "--db", db], UnitsAdded),
         (["agents", "list", "--db", db], AgentsView),
         (["agents", "revoke", "edge-1", "--reason", "stolen", "--db", db], RevocationChange),
