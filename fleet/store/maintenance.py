@@ -540,8 +540,9 @@ class MaintenanceStore:
             "AND time_us < ? ORDER BY time_us",
             (unit_id, _us(since), _us(until)),
         ).fetchall()
-        # Beyond the retention window the link-status records live on in records_kept
-        # (fleet.store.retention): the same records, so the same answer across the edge.
+        # Beyond the retention window the link's changes live on in records_kept
+        # (fleet.store.retention): whether and when the link was down in the span (what
+        # a verdict asks) comes out the same across the edge.
         kept = "unit_id = ? AND kind = 'link_status'"
         before = sorted(
             before

@@ -18,10 +18,15 @@ what the long-term reads need of them is kept, the rest is deleted. Per record k
   counters "at or last before" a time answer from it beyond the window, exactly for a
   time on the hour, else to the hour. A unit's very first Counters record is
   kept whole in ``records_kept`` (the reading "first after" a time before it).
-- ``link_status``, ``controller_info``: kept forever (copied to ``records_kept``): both
-  are rare (sent on change and at start), the first is the link's state a verdict reads
-  and link availability, the second feeds the firmware history. ``link_up`` / ``link_n``
-  of ``unit_hours`` count the hour's link-status records and those saying up.
+- ``link_status`` (about two a minute on the demo): ``link_up`` / ``link_n`` of
+  ``unit_hours`` count the hour's link-status records and those saying up (the link's
+  availability); the records where the link changed (up -> down, down -> up, and a
+  unit's first) are kept whole in ``records_kept``. A verdict asks of a span whether a
+  record in it, or the last one before it, says down, and when: the changes answer that
+  as all the records did (`fleet.store.maintenance.MaintenanceStore.link_states`). So is
+  each unit's newest (the unit page's link of a lift silent for longer than the window).
+- ``controller_info`` (at start and on change): kept whole (``records_kept``), it feeds
+  the firmware history.
 - ``event``, ``evidence``: their own tables hold them forever (``events``, ``evidence``);
   the raw copy is deleted. Alarms, the history chains, maintenance records, visits,
   verdicts, audits and ``unit_trips_daily`` (the fault-rate report's exposure) are other
@@ -128,9 +133,13 @@ HOUR_US = 3_600_000_000
 # fleet did not watch (the verdicts' default watch gap, [maintenance.verdicts] max_gap_s).
 HOLD_US = 60_000_000
 # Kinds copied to records_kept whole (forever): rare, and read by time beyond the window.
-KEPT_KINDS = ("link_status", "controller_info")
+KEPT_KINDS = ("controller_info",)
 
 _MOVING_UNKNOWN = -1
+_KEEP = (
+    "INSERT INTO records_kept (agent_id, seq, unit_id, time_us, kind, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
 _HOUR_COLUMNS = (
     "unit_id, hour_us, car_states, first_us, last_us, widest_gap_us, trips, door_cycles, "
     "run_us, mode_us, last_mode, last_moving, last_door, link_n, link_up, counters_us, "
@@ -337,6 +346,8 @@ class Retention:
         copies: list[tuple[object, ...]] = []
         newest_car: dict[str, tuple[object, ...]] = {}
         counted: set[str] = set()  # units whose first Counters record is kept
+        link: dict[str, bool | None] = {}  # each unit's link state as last kept
+        newest_link: dict[str, tuple[Any, ...]] = {}
         folded = 0
         for seq, unit_id, time_us, kind, payload in rows:
             at = int(time_us)
@@ -367,7 +378,23 @@ class Retention:
             elif kind == "link_status":
                 here = hour(unit_id, at // HOUR_US * HOUR_US)
                 here.link_n += 1
-                here.link_up += int(record.link_status.up)
+                up = bool(record.link_status.up)
+                here.link_up += int(up)
+                if unit_id not in link:
+                    found = s._execute(
+                        "SELECT payload FROM records_kept WHERE unit_id = ? "
+                        "AND kind = 'link_status' ORDER BY time_us DESC LIMIT 1",
+                        (unit_id,),
+                    ).fetchone()
+                    link[unit_id] = (
+                        None
+                        if found is None
+                        else records_pb2.Record.FromString(bytes(found[0])).link_status.up
+                    )
+                if link[unit_id] != up:
+                    copies.append(row)  # a change of the link (or the unit's first)
+                    link[unit_id] = up
+                newest_link[unit_id] = row
                 folded += 1
         s._many(
             f"INSERT INTO unit_hours ({_HOUR_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
@@ -383,12 +410,29 @@ class Retention:
                 (unit_id, car[3]),
             )
             copies.append(car)
-        s._many(
-            "INSERT INTO records_kept (agent_id, seq, unit_id, time_us, kind, payload) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            copies,
-        )
-        return folded, len(copies)
+        s._many(_KEEP, copies)
+        for newest in newest_link.values():
+            if newest not in copies:
+                self._keep_newest_link(newest)
+        return folded, len(copies) + len(newest_link)
+
+    def _keep_newest_link(self, row: tuple[Any, ...]) -> None:
+        """Keep ``row``, a unit's newest link-status record (the unit page's link state
+        of a lift silent for longer than the window), in place of the newest kept
+        before it unless that one was a change of the link."""
+        s = self._store
+        last = s._execute(
+            "SELECT agent_id, seq, payload FROM records_kept WHERE unit_id = ? "
+            "AND kind = 'link_status' ORDER BY time_us DESC LIMIT 2",
+            (row[2],),
+        ).fetchall()
+        ups = [records_pb2.Record.FromString(bytes(r[2])).link_status.up for r in last]
+        if len(last) == 2 and ups[0] == ups[1]:
+            s._execute(
+                "DELETE FROM records_kept WHERE agent_id = ? AND seq = ?",
+                (last[0][0], last[0][1]),
+            )
+        s._execute(_KEEP, row)
 
     # -- status ------------------------------------------------------------------------
 

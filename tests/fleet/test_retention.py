@@ -81,13 +81,23 @@ def _answers(store: SqlStore) -> dict[str, object]:
         found = store.counters_near("U1", at)
         return None if found is None else (found[0], M.Record.FromString(found[1]).counters)
 
+    def link_lost(since: dt.datetime, until: dt.datetime) -> dt.datetime | None:
+        # What a verdict asks of the link over a span (fleet.reports.maintenance.watch).
+        for time_us, payload in store.link_states("U1", since, until):
+            if not M.Record.FromString(payload).link_status.up:
+                return max(dt.datetime.fromtimestamp(time_us / 1e6, dt.UTC), since)
+        return None
+
     return {
-        "link_states": store.link_states("U1", start, end),
+        "link_lost": link_lost(start, end),
+        # The span begins with the link down (01:49:55, up again at 01:50:00).
+        "link_lost_from_before": link_lost(DAY + dt.timedelta(minutes=109, seconds=57), end),
+        "link_lost_none": link_lost(DAY + dt.timedelta(minutes=111), end),
         "counters_at_hour": counters(DAY + dt.timedelta(hours=1)),
         "counters_in_window": counters(DAY + dt.timedelta(hours=2, minutes=30)),
         "counters_before_any": counters(DAY - dt.timedelta(days=1)),
         "link_newest": store.health_records("U1", "link_status", 1),
-        "link_all": store.health_records("U1", "link_status", 10_000),
+        "link_newest_U2": store.health_records("U2", "link_status", 1),
         "latest_car_U1": store.latest_car_state("U1"),
         "latest_car_U2": store.latest_car_state("U2"),
         "trip_spans": store.trip_spans(DAY.date(), DAY.date() + dt.timedelta(days=1)),
@@ -101,6 +111,9 @@ def test_a_span_across_the_edge_reads_the_same_after_folding(store: SqlStore) ->
     feed = _feed(store)
     derive_visits(store, CONFIG.verdicts, NOW)
     before = _answers(store)
+    assert before["link_lost"] == DAY + dt.timedelta(minutes=109, seconds=55)
+    assert before["link_lost_from_before"] == DAY + dt.timedelta(minutes=109, seconds=57)
+    assert before["link_lost_none"] is None
     raw_before = store._execute("SELECT COUNT(*) FROM records").fetchone()[0]
     old_cars = store._execute(
         "SELECT COUNT(*) FROM records WHERE kind = 'car_state' AND time_us < ?", (to_us(EDGE),)
