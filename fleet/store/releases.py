@@ -320,9 +320,9 @@ class ReleaseStore:
             row = s._execute(
                 "SELECT agent_version, last_seen_us FROM agents WHERE agent_id = ?", (agent_id,)
             ).fetchone()
-            if row is None:
-                continue
-            version, seen = str(row[0]), row[1]
+            # An agent never heard from has no version and is not connected; its reports
+            # (if any) still count.
+            version, seen = (str(row[0]), row[1]) if row is not None else ("", None)
             link_errors = 0
             units = s._execute(
                 "SELECT unit_id FROM units WHERE agent_id = ?", (agent_id,)

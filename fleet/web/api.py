@@ -55,6 +55,7 @@ from fleet.web.northbound import northbound_routes
 from fleet.web.openapi import openapi_spec
 from fleet.web.params import integer_param
 from fleet.web.publication import publication_routes
+from fleet.web.rollouts import rollout_routes
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -300,6 +301,7 @@ def build_app(
                 language=(site or SiteSettings()).language,
             ),
             *([] if store is None else northbound_routes(store, guarded, clock)),
+            *([] if store is None else rollout_routes(store, guarded)),
             Route("/api/openapi.json", openapi),
             *([metrics_route(metrics, metrics_token)] if serve_metrics else []),
             *dashboard,

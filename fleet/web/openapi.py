@@ -28,6 +28,7 @@ import fleet.web.dashboard
 import fleet.web.history
 import fleet.web.live
 import fleet.web.northbound
+import fleet.web.rollouts
 import fleet.web.users
 from fleet.read.shape import component_schemas, name_of
 from fleet.units.coverage import UnitStatus
@@ -474,6 +475,16 @@ ROUTES: tuple[Operation, ...] = (
         "Every regional platform's forwarding status (backlog, oldest unsent, sent, "
         "rejected, sender) and the newest dead letters (administrators only)",
         "Northbound",
+        errors={403: "not an administrator"},
+    ),
+    # Agent updates (issue 20, fleet.web.rollouts).
+    Operation(
+        "get",
+        "/api/rollouts",
+        "The newest rollouts of agent releases with their progress per wave (agents "
+        "pending, offered, on trial, healthy, failed, rolled back), and the releases kept "
+        "(administrators only)",
+        "Rollouts",
         errors={403: "not an administrator"},
     ),
     Operation(
