@@ -38,6 +38,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -53,12 +54,13 @@ from agent.bus.link import (
     TcpEndpoint,
 )
 from agent.bus.scheduler import BusScheduler, RawValues, Station, TurnKind
-from agent.config import AgentConfig, BusConfig, UplinkConfig
+from agent.config import AgentConfig, BusConfig, UnitConfig, UplinkConfig
 from agent.metrics import AgentMetrics, MetricsServer, serve_metrics
 from agent.monitor import UnitMonitor
 from agent.outbox import DURABLE_KINDS, Outbox, OutboxFullError
 from agent.recorder import Recorder, RequestError, onset_lag_s
 from agent.records import TimeBase, event_type_name, event_type_wire, phase_name
+from agent.remote_config import AppliedDocument, RemoteConfig
 from agent.uplink import Uplink
 from agent.watchdog import Liveness, SystemdNotifier, keep_watchdog
 from protos.liftwatch.v1 import gateway_pb2, records_pb2
@@ -89,7 +91,12 @@ class Agent:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        config_path: Path | None = None,
+        applied: AppliedDocument | None = None,
     ) -> None:
+        """``config_path``: the box's own config file, which fleet documents are merged
+        into (None: the agent takes none); ``applied``: the fleet document ``config``
+        already holds (`agent.remote_config.load_running_config`)."""
         self.config = config
         self._monotonic = monotonic
         self._wall = wall
@@ -109,30 +116,30 @@ class Agent:
             from agent.mqtt import MqttPublisher
 
             self.mqtt = MqttPublisher(config.mqtt, config.id, self.metrics)
-        bus_by_name = {b.name: b for b in config.buses}
         # One LinkStats per slave, shared by the bus scheduler (writer) and the monitor.
         self.link_stats: dict[tuple[str, int], LinkStats] = {}
         # (bus, slave) -> (unit id, index of the source in the unit's sources)
         self.routes: dict[tuple[str, int], tuple[str, int]] = {}
         self.monitors: dict[str, UnitMonitor] = {}
         for u in config.units:
-            stats = []
-            for index, source in enumerate(u.sources):
-                where = (u.bus, source.slave)
-                stats.append(self.link_stats.setdefault(where, LinkStats()))
-                self.routes[where] = (u.id, index)
-            bus = bus_by_name[u.bus]
-            self.monitors[u.id] = UnitMonitor(
-                u,
-                link_lost_after_s=bus.link_lost_after_s,
-                state_interval_s=config.state_interval_s,
-                counters_interval_s=config.counters_interval_s,
-                link_stats=stats,
-                on_detection_cost=self.metrics.detection.observe,
-                recorder=Recorder(
-                    u.id, u.recorder, lag_s=onset_lag_s(u.detect), poll_hz=bus.poll_hz
-                ),
+            self.monitors[u.id] = self._monitor(u, config)
+        # Units a fleet document removed, still named in the Hello for this process's
+        # life: records of theirs in the outbox must not be refused by the fleet.
+        self.retired_units: dict[str, gateway_pb2.UnitDescriptor] = {}
+        # The bus tasks by bus name, and each bus's sink (a replaced bus's is retired).
+        self._bus_tasks: dict[str, asyncio.Task[None]] = {}
+        self._sinks: dict[str, BusSink] = {}
+        self.remote = (
+            RemoteConfig(
+                config_path,
+                config.data_dir,
+                self.apply_config,
+                applied,
+                on_outcome=lambda outcome: self.metrics.config_documents.labels(outcome).inc(),
             )
+            if config_path is not None
+            else None
+        )
         ring_bytes = sum(
             m.recorder.ring_bytes for m in self.monitors.values() if m.recorder is not None
         )
@@ -146,6 +153,7 @@ class Agent:
             metrics=self.metrics,
             credentials=channel_credentials(config.fleet),
             on_evidence_request=self.on_evidence_request,
+            on_desired_config=self.remote.receive if self.remote is not None else None,
         )
         # Records of the current poll cycle not committed yet: telemetry waits for the
         # cycle's end so that the cycle costs one commit; an event commits it at once.
@@ -159,6 +167,108 @@ class Agent:
         self.abandoned: list[str] = []
         self._workers = {b.name: f"bus {b.name}" for b in config.buses}
         self._cycle_time_base: TimeBase | None = None
+
+    def _monitor(self, u: UnitConfig, config: AgentConfig) -> UnitMonitor:
+        """A new monitor of unit ``u`` (its LinkStats and routes registered)."""
+        stats = []
+        for index, source in enumerate(u.sources):
+            where = (u.bus, source.slave)
+            stats.append(self.link_stats.setdefault(where, LinkStats()))
+            self.routes[where] = (u.id, index)
+        bus = next(b for b in config.buses if b.name == u.bus)
+        return UnitMonitor(
+            u,
+            link_lost_after_s=bus.link_lost_after_s,
+            state_interval_s=config.state_interval_s,
+            counters_interval_s=config.counters_interval_s,
+            link_stats=stats,
+            on_detection_cost=self.metrics.detection.observe,
+            recorder=Recorder(u.id, u.recorder, lag_s=onset_lag_s(u.detect), poll_hz=bus.poll_hz),
+        )
+
+    def apply_config(self, new: AgentConfig) -> dict[str, str]:
+        """Run ``new`` (checked: `agent.remote_config`) from now on, atomically on the
+        event loop (no poll delivery runs in between) and without losing a record.
+
+        A unit whose configuration changed gets a new monitor (the old one's open evidence
+        windows are cut and kept); an unchanged unit keeps its monitor and its state. A
+        bus is restarted only when its own settings or its stations (slaves, profiles)
+        changed; the polling of every other bus goes on untouched. The outbox, uplink and
+        metrics are kept as they are; the uplink says Hello again when the units changed.
+        Returns each unit touched: ``added``, ``changed`` (new monitor) or ``removed``.
+        """
+        old = self.config
+        old_units = {u.id: u for u in old.units}
+        new_units = {u.id: u for u in new.units}
+        old_buses = {b.name: b for b in old.buses}
+        new_buses = {b.name: b for b in new.buses}
+        changed = sorted(
+            {i for i, u in new_units.items() if old_units.get(i) != u}
+            | (old_units.keys() - new_units.keys())
+        )
+        restart = sorted(
+            name
+            for name in old_buses.keys() | new_buses.keys()
+            if old_buses.get(name) != new_buses.get(name)
+            or _stations(old, name) != _stations(new, name)
+        )
+        now_us = round(self._wall() * 1e6)
+        for unit_id in changed:
+            monitor = self.monitors.pop(unit_id, None)
+            if monitor is not None and monitor.recorder is not None:
+                self._held += monitor.recorder.shutdown(now_us)
+            if unit_id not in new_units and monitor is not None:
+                self.retired_units[unit_id] = self._descriptor(unit_id, monitor)
+        self.routes = {
+            where: route for where, route in self.routes.items() if route[0] not in changed
+        }
+        self.config = new
+        for unit_id in changed:
+            if unit_id in new_units:
+                self.monitors[unit_id] = self._monitor(new_units[unit_id], new)
+                self.retired_units.pop(unit_id, None)
+        self._workers = {b.name: f"bus {b.name}" for b in new.buses}
+        if self._held:
+            self._commit(urgent=False)
+        loop = asyncio.get_running_loop() if self._bus_tasks else None
+        for name in restart:
+            self._retire_bus(name)
+            if name in new_buses and loop is not None:
+                self._start_bus(new_buses[name], loop)
+            elif name not in new_buses:
+                self.liveness.forget(f"bus {name}")
+                self.liveness.forget(sink_worker(name))
+        log.info(
+            "configuration applied: unit(s) rebuilt: %s; bus(es) restarted: %s",
+            ", ".join(changed) or "none",
+            ", ".join(restart) or "none",
+        )
+        if old_units.keys() != new_units.keys():
+            self.uplink.rehello()
+        return {
+            unit_id: "added"
+            if unit_id not in old_units
+            else "removed"
+            if unit_id not in new_units
+            else "changed"
+            for unit_id in changed
+        }
+
+    def _retire_bus(self, name: str) -> None:
+        """Stop the poller of bus ``name``: its sink refuses further deliveries."""
+        sink = self._sinks.pop(name, None)
+        if sink is not None:
+            sink.retired = True
+        task = self._bus_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    def _start_bus(self, bus: BusConfig, loop: asyncio.AbstractEventLoop) -> None:
+        scheduler = self.scheduler(bus, loop.time)
+        self.liveness.register(f"bus {bus.name}")
+        task = loop.create_task(scheduler.run(), name=f"bus {bus.name}")
+        self._bus_tasks[bus.name] = task
+        self._tasks.append(task)
 
     def _watch_outbox(self) -> None:
         # Read at scrape time, on the loop's thread, which owns the SQLite connection.
@@ -189,18 +299,30 @@ class Agent:
     def hello(self) -> gateway_pb2.Hello:
         """The Hello frame: who this agent is and what it watches, with what it can detect."""
         hello = gateway_pb2.Hello(
-            agent_id=self.config.id, agent_version=agent.__version__, records_evidence=True
+            agent_id=self.config.id,
+            agent_version=agent.__version__,
+            records_evidence=True,
+            config_version=self.remote.version if self.remote is not None else 0,
+            accepts_config=self.remote is not None,
         )
         for unit_id, monitor in self.monitors.items():
-            detectable, undetectable = monitor.detectable()
-            descriptor = hello.units.add(unit_id=unit_id)
-            if monitor.identity is not None:
-                descriptor.controller.CopyFrom(monitor.identity)
-            else:
-                descriptor.controller.profile = monitor.unit.profile
-            descriptor.detectable.extend(sorted(map(event_type_wire, detectable)))
-            descriptor.undetectable.extend(sorted(map(event_type_wire, undetectable)))
+            hello.units.append(self._descriptor(unit_id, monitor))
+        hello.units.extend(
+            d for unit_id, d in self.retired_units.items() if unit_id not in self.monitors
+        )
         return hello
+
+    @staticmethod
+    def _descriptor(unit_id: str, monitor: UnitMonitor) -> gateway_pb2.UnitDescriptor:
+        detectable, undetectable = monitor.detectable()
+        descriptor = gateway_pb2.UnitDescriptor(unit_id=unit_id)
+        if monitor.identity is not None:
+            descriptor.controller.CopyFrom(monitor.identity)
+        else:
+            descriptor.controller.profile = monitor.unit.profile
+        descriptor.detectable.extend(sorted(map(event_type_wire, detectable)))
+        descriptor.undetectable.extend(sorted(map(event_type_wire, undetectable)))
+        return descriptor
 
     def _keep(self, records: list[records_pb2.Record]) -> None:
         """Keep ``records``: an event commits (synced) and is sent at once, together with
@@ -289,7 +411,8 @@ class Agent:
 
     def sink(self, bus: str) -> BusSink:
         """The `PollSink` of one bus: routes each slave's reads to its unit's monitor."""
-        return BusSink(self, bus)
+        sink = self._sinks[bus] = BusSink(self, bus)
+        return sink
 
     def on_sample(self, bus: str, slave: int, values: RawValues, t: float) -> None:
         """A good read of one slave's fast (or fast and slow) spans."""
@@ -447,9 +570,7 @@ class Agent:
                 metrics_server = await serve_metrics(self.metrics, host, port)
                 log.info("metrics on http://%s:%d/metrics", *metrics_server.address)
             for bus in self.config.buses:
-                scheduler = self.scheduler(bus, loop.time)
-                self.liveness.register(f"bus {bus.name}")
-                self._tasks.append(loop.create_task(scheduler.run(), name=f"bus {bus.name}"))
+                self._start_bus(bus, loop)
             self._tasks.append(loop.create_task(self.uplink.run(), name="uplink"))
             if self.mqtt is not None:
                 self._tasks.append(loop.create_task(self.mqtt.run(), name="mqtt"))
@@ -533,6 +654,9 @@ class BusSink:
         self._agent = agent
         self._bus = bus
         self._worker = sink_worker(bus)
+        # Set when a fleet document replaced this bus: a delivery still arriving from
+        # its old poller is refused (CancelledError ends that poller).
+        self.retired = False
 
     # Each delivery is kept first, then meets the stop flag: what was read is never lost,
     # and a poller whose cancellation was swallowed ends here (see the module doc).
@@ -553,6 +677,8 @@ class BusSink:
         self._deliver(self._agent.on_cycle_end, t)
 
     def _deliver(self, call: Callable[..., None], *args: object) -> None:
+        if self.retired:
+            raise asyncio.CancelledError(f"bus {self._bus} was replaced")
         # A delivery that raises (a bug in a detector, say) is counted, and a run of them
         # that lasts stops the watchdog pings like failing appends do; the scheduler logs it.
         try:
@@ -590,13 +716,24 @@ def channel_credentials(fleet: UplinkConfig) -> Any:
     )
 
 
-def run(config: AgentConfig) -> int:
-    """Run the agent until SIGTERM or SIGINT; return the exit status."""
+def _stations(config: AgentConfig, bus: str) -> list[tuple[int, object]]:
+    """What the poller of ``bus`` polls: each source's slave and profile, in order."""
+    return sorted(
+        ((s.slave, s.profile) for u in config.units if u.bus == bus for s in u.sources),
+        key=lambda station: station[0],
+    )
+
+
+def run(
+    config: AgentConfig, config_path: Path | None = None, applied: AppliedDocument | None = None
+) -> int:
+    """Run the agent until SIGTERM or SIGINT; return the exit status. With
+    ``config_path`` it takes the fleet's configuration documents (agent.remote_config)."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         # The agent's monotonic clock is the loop's, so poll times and timers agree.
-        app = Agent(config, monotonic=loop.time)
+        app = Agent(config, monotonic=loop.time, config_path=config_path, applied=applied)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, app.stop)
         log.info(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from agent import __version__
-from agent.config import ConfigError, load_config, port_problems
+from agent.config import ConfigError, check_config, read_toml
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,15 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         return probe_main(args)
     if args.command == "check-config":
         try:
-            config = load_config(args.config)
+            config = check_config(
+                read_toml(args.config), args.config.resolve().parent, str(args.config)
+            )
         except ConfigError as exc:
             for problem in exc.problems:
                 print(f"{exc.source}: {problem}")
-            return 1
-        missing = port_problems(config)
-        for problem in missing:
-            print(f"{args.config}: {problem}")
-        if missing:
             return 1
         print(f"{args.config}: OK ({len(config.units)} unit(s) on {len(config.buses)} bus(es))")
         return 0
@@ -102,11 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from agent.remote_config import load_running_config
+
     try:
-        config = load_config(args.config)
+        # The box's file, with the fleet document it last applied (agent.remote_config).
+        config, applied = load_running_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
     from agent.app import run  # imported late: check-config must not need pymodbus
 
-    return run(config)
+    return run(config, config_path=args.config, applied=applied)

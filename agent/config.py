@@ -607,13 +607,34 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
 
 def load_config(path: Path) -> AgentConfig:
     """Read and validate the TOML file at ``path``; `ConfigError` names every problem."""
+    return parse_config(read_toml(path), path.resolve().parent, str(path))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML at ``path``; `ConfigError` names a file or syntax problem."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return parse_toml(path.read_text(encoding="utf-8"), str(path))
     except OSError as exc:
         raise ConfigError(str(path), [ConfigProblem("(file)", exc.strerror or str(exc))]) from exc
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """``text`` parsed as TOML; `ConfigError` from ``source`` names a syntax problem."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [ConfigProblem("(syntax)", str(exc))]) from exc
-    return parse_config(raw, path.resolve().parent, str(path))
+        raise ConfigError(source, [ConfigProblem("(syntax)", str(exc))]) from exc
+
+
+def check_config(raw: Mapping[str, Any], base_dir: Path, source: str) -> AgentConfig:
+    """Exactly the checks of ``liftwatch-agent check-config``: `parse_config` and then
+    `port_problems`; `ConfigError` from ``source`` lists every problem. The agent runs the
+    same function on a configuration the fleet sends (agent.remote_config)."""
+    config = parse_config(raw, base_dir, source)
+    missing = port_problems(config)
+    if missing:
+        raise ConfigError(source, missing)
+    return config
 
 
 def port_problems(config: AgentConfig) -> list[ConfigProblem]:

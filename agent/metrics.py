@@ -207,6 +207,13 @@ class AgentMetrics:
             ["outcome"],
             registry=r,
         )
+        self.config_documents = Counter(
+            f"{p}config_documents",
+            "Configuration documents from the fleet, by outcome (applied, unchanged, "
+            "rejected, failed; agent.remote_config)",
+            ["outcome"],
+            registry=r,
+        )
         self.recorder_ring_bytes = Gauge(
             f"{p}recorder_ring_bytes",
             "Bytes the flight recorder's rings hold, all cars (allocated once)",

@@ -18,6 +18,10 @@ an older fleet rejects a payload it does not know. To one that does not, batches
 evidence records (they are held in the outbox, counted by ``evidence_held_back``, and
 released with new seqs when a fleet that takes them connects), so nothing else waits.
 A FleetFrame.evidence_request is handed to the agent, which answers through the outbox.
+A FleetFrame.desired_config (issue 20) is handed to the agent's `RemoteConfig`, and its
+ConfigReport goes back on the same stream (the sender writes it: one writer per call).
+`rehello` ends the session at once and opens a new one, whose Hello names the units of a
+new configuration.
 
 A Reject ends the session and the uplink backs off and reconnects, except for one kind:
 MALFORMED with a reason that starts ``record seq N`` (the fleet's way of naming the one
@@ -117,10 +121,17 @@ class Uplink:
         credentials: Any = None,
         clock: Callable[[], float] = time.monotonic,
         on_evidence_request: Callable[[gateway_pb2.EvidenceRequest], None] | None = None,
+        on_desired_config: Callable[[gateway_pb2.DesiredConfig], gateway_pb2.ConfigReport]
+        | None = None,
     ) -> None:
         self._outbox = outbox
         # Answers a FleetFrame.evidence_request (the agent's recorder, through the outbox).
         self._on_evidence_request = on_evidence_request
+        # Checks and applies a DesiredConfig (agent.remote_config); its report is queued
+        # on `_replies` for the sender to write.
+        self._on_desired_config = on_desired_config
+        self._replies: list[gateway_pb2.AgentFrame] = []
+        self._rehello = asyncio.Event()
         # Whether the fleet of the current session takes Evidence (its Welcome says so);
         # to one that does not, evidence records are held back (see agent.outbox).
         self.accepts_evidence = False
@@ -167,8 +178,10 @@ class Uplink:
             endpoint = self._endpoints[index % len(self._endpoints)]
             hint: float | None = None
             try:
-                await self._session(endpoint)
+                again = await self._session(endpoint)
                 attempt = 0
+                if again:
+                    continue  # `rehello`: a new Hello at once, to the same endpoint
             except FleetRejectedError as exc:
                 if self._metrics is not None:
                     self._metrics.fleet_rejects.labels(exc.code).inc()
@@ -224,7 +237,15 @@ class Uplink:
             return grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
         return grpc.aio.secure_channel(endpoint, self._credentials, options=CHANNEL_OPTIONS)
 
-    async def _session(self, endpoint: str) -> None:
+    def rehello(self) -> None:
+        """End the current session and open a new one at once (its Hello names the
+        agent's units as they are now)."""
+        self._rehello.set()
+
+    async def _session(self, endpoint: str) -> bool:
+        """One stream; True when it ended for `rehello`."""
+        self._rehello.clear()
+        self._replies.clear()  # a report for the last session's fleet is resent on demand
         async with self._channel(endpoint) as channel:
             call = gateway_pb2_grpc.AgentGatewayStub(channel).Connect()
             hello = self._hello()
@@ -273,14 +294,21 @@ class Uplink:
                     frozenset(u.unit_id for u in hello.units),
                 )
             )
+            again: asyncio.Task[Any] = asyncio.create_task(self._rehello.wait())
+            tasks: set[asyncio.Task[Any]] = {reader, sender, again}
             try:
-                done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_EXCEPTION)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (reader, sender):
+                for task in (reader, sender, again):
                     task.cancel()
-                await asyncio.gather(reader, sender, return_exceptions=True)
+                await asyncio.gather(reader, sender, again, return_exceptions=True)
             for task in done:
-                task.result()  # re-raises what ended the session, as itself (no group)
+                if task is not again:
+                    task.result()  # re-raises what ended the session, as itself (no group)
+            if again in done:
+                log.info("saying Hello again to fleet %s: the configured units changed", endpoint)
+                return True
+            return False
 
     @staticmethod
     def _welcome(frame: gateway_pb2.FleetFrame) -> gateway_pb2.Welcome:
@@ -308,6 +336,10 @@ class Uplink:
                 raise _rejected(frame.reject)
             elif kind == "evidence_request":
                 self._evidence_request(frame.evidence_request)
+            elif kind == "desired_config" and self._on_desired_config is not None:
+                report = self._on_desired_config(frame.desired_config)
+                self._replies.append(gateway_pb2.AgentFrame(config_report=report))
+                self._wake.set()
             else:
                 raise FleetRejectedError(f"unexpected {kind} frame from fleet")
 
@@ -332,6 +364,8 @@ class Uplink:
         self._urgent = self._outbox.last_seq > sent_seq
         self._lingering_since = None
         while True:
+            while self._replies:
+                await call.write(self._replies.pop(0))
             now = clock()
             if now >= next_heartbeat:
                 if carried >= units:

@@ -107,6 +107,11 @@ class Liveness:
         """Start tracking ``worker`` as of now."""
         self._last.setdefault(worker, self._clock())
 
+    def forget(self, worker: str) -> None:
+        """Stop tracking ``worker`` (a bus a new configuration removed)."""
+        self._last.pop(worker, None)
+        self._failing.pop(worker, None)
+
 
 async def keep_watchdog(notifier: SystemdNotifier, liveness: Liveness) -> None:
     """Ping the systemd watchdog at half its interval while every worker is alive."""
