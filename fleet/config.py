@@ -571,6 +571,18 @@ def parse_config(data: Mapping[str, object], base_dir: Path, *, source: str) -> 
         )
     problems += ranges("history") + ranges("ingest") + ranges("publication")
     problems += ranges("retention")
+    window = read.get("retention", {}).get("window_days", RetentionConfig().window_days)
+    if isinstance(window, int) and window < maintenance.verdicts.rejudge_days:
+        # A verdict judged again after its car-state records were folded would find them
+        # gone: the window must hold every record a verdict may be judged again on.
+        problems.append(
+            Problem(
+                "retention.window_days",
+                f"{window} is shorter than maintenance.verdicts.rejudge_days "
+                f"({maintenance.verdicts.rejudge_days:g}): verdicts are judged again on "
+                "raw records, which must still be there",
+            )
+        )
 
     if problems:
         raise ConfigError(source, problems)

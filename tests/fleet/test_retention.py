@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from fleet.cli.main import main
-from fleet.config import RetentionConfig
+from fleet.config import ConfigError, RetentionConfig, parse_config
 from fleet.reports.visits import derive_visits
 from fleet.retention import RetentionMetrics, retention_round
 from fleet.store.base import ControllerIdentity, HelloOp, RegisterEntry, UnitClaim
@@ -252,3 +252,11 @@ def test_the_cli_runs_retention_and_says_where_it_stands(
     finally:
         check.close()
     assert main(["retention", "run", "--db", str(tmp_path / "none.db")]) == 2
+
+
+def test_the_window_must_hold_what_verdicts_are_judged_again_on() -> None:
+    with pytest.raises(ConfigError, match=r"retention\.window_days: 7 is shorter than"):
+        parse_config({"retention": {"window_days": 7}}, Path(), source="t.toml")
+    both = {"retention": {"window_days": 7}, "maintenance": {"verdicts": {"rejudge_days": 7}}}
+    assert parse_config(both, Path(), source="t.toml").retention.window_days == 7
+    assert parse_config({}, Path(), source="t.toml").retention == RetentionConfig()
