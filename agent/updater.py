@@ -245,6 +245,12 @@ class Updater:
             self._done_with(release_id)
             return
         self.layout.versions.mkdir(parents=True, exist_ok=True)
+        kept = self.layout.versions / manifest.version
+        if (kept / COMPLETE).exists():
+            # A version still on disk (the one before, offered again for a roll-back):
+            # switch to it without installing anything.
+            self._switch(kept, manifest)
+            return
         need = 2 * manifest.total_bytes + int(self.settings.min_free_mb * 1024 * 1024)
         have = free_bytes(self.layout.versions)
         if have < need:
@@ -305,6 +311,8 @@ class Updater:
             replace(
                 self.journal,
                 phase="trial",
+                release_id=manifest.release_id,
+                version=manifest.version,
                 previous=previous,
                 deadline=self.clock() + self.settings.health_timeout_s,
                 healthy_since=None,

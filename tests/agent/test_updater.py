@@ -186,3 +186,15 @@ def test_no_room_for_the_release_is_refused_before_anything_is_written(tmp_path:
     assert "not enough disk" in box.status("r1")["detail"]
     assert box.versions() == []
     assert box.restarts == 0
+
+
+def test_a_roll_back_offer_switches_to_the_version_kept_on_disk(tmp_path: Path) -> None:
+    box = Box(tmp_path)
+    install_and_keep(box, "r1", "1.0")
+    install_and_keep(box, "r2", "2.0")
+    marker = box.layout.versions / "1.0" / COMPLETE
+    before = marker.stat().st_mtime_ns
+    install_and_keep(box, "r1-again", "1.0")  # the fleet rolls 2.0 back: 1.0 offered again
+    assert box.layout.current.readlink().name == "1.0"
+    assert marker.stat().st_mtime_ns == before  # switched to, not installed again
+    assert box.versions() == ["1.0", "2.0"]
