@@ -3,7 +3,8 @@
 Commands: serve, units (list; ``units import FILE`` loads the register), coverage,
 firmware, events, pki (certificates for mutual TLS), agents (the units each agent may
 report for), users (dashboard and API accounts, see fleet.cli.users), releases and
-rollout (signed agent releases in staged waves, see fleet.cli.releases). The read commands
+rollout (signed agent releases in staged waves, see fleet.cli.releases), config (agents'
+configuration documents, see fleet.cli.configs). The read commands
 open the store read-only (a SQLite file, which WAL lets them read beside ``serve``, or a
 ``postgresql://`` URL). Errors in arguments, configuration, policy or database are one
 line on stderr and exit status 2.
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 
 from fleet.cli import (
     agents,
+    configs,
     coverage,
     events,
     firmware,
@@ -86,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     northbound.add_parser(commands, store_command)
     retention.add_parser(commands)
     releases.add_parser(commands)
+    configs.add_parser(commands)
     pki.add_parser(commands)
     agents.add_parser(commands)
     add_users_parser(commands)
@@ -106,6 +109,7 @@ _COMMANDS = {
     "retention": retention.run,
     "releases": releases.run_releases,
     "rollout": releases.run_rollout,
+    "config": configs.run,
     **lifecycle_commands(existing_store_target),
     **history_commands(existing_store_target),
     **users_commands(store_target),

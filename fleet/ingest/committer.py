@@ -67,6 +67,9 @@ class GroupCommitter:
         group_interval_s: float = GROUP_INTERVAL_S,
     ) -> None:
         self._store = store
+        # The store the writes go to, for the gateway's own reads and writes (remote
+        # configuration, fleet.configs.delivery), which do not ride on group commits.
+        self.store = store
         self._clock = clock
         # The fleet's wall clock, also the one the gateway checks record times against.
         self.clock = clock

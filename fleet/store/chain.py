@@ -44,7 +44,8 @@ from protos.liftwatch.v1 import records_pb2
 GENESIS = "0" * 64
 # "evidence" and "evidence_request": the flight recorder (issue 16, fleet.store.evidence);
 # "visit", "maintenance_record" and "maintenance_verdict": maintenance truth (issue 17,
-# fleet.store.maintenance).
+# fleet.store.maintenance); "config": a fleet configuration document applied by the
+# unit's agent (issue 20, fleet.store.configs).
 KINDS = (
     "event",
     "alarm",
@@ -56,6 +57,7 @@ KINDS = (
     "visit",
     "maintenance_record",
     "maintenance_verdict",
+    "config",
 )
 
 

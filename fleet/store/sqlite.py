@@ -21,6 +21,7 @@ from typing import Any
 
 from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
+from fleet.store.configs import CONFIGS_MIGRATION
 from fleet.store.evidence import EVIDENCE_MIGRATION
 from fleet.store.lifecycle import LIFECYCLE_TABLES
 from fleet.store.liveness import LIVENESS_MIGRATION
@@ -162,6 +163,9 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 17, "roles": the lease of each fleet-wide job (the coverage sweep, alarm
     # dispatch), so that one instance runs it at a time (issue 18, see fleet.store.roles).
     ROLES_MIGRATION,
+    # Version 18, "configs": agents' desired configuration documents, every version kept,
+    # groups, and what each agent reports applied (issue 20, see fleet.store.configs).
+    CONFIGS_MIGRATION.format(id="INTEGER PRIMARY KEY"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,135 @@
+"""Configuration documents in the store (issue 20), on SQLite and PostgreSQL: every
+version kept, an agent's own document over its group's, rollback as a new version with
+the earlier text, reports kept with ``config`` entries in the touched units' hash-chained
+histories, and the CLI's set|diff|history|rollback on a real store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet.cli.main import main
+from fleet.configs import service
+from fleet.configs.delivery import touched_units
+from fleet.configs.document import DocumentError, affected_units
+from fleet.history.verify import verify_store
+from fleet.store.configs import ConfigStore, agent_document, group_document
+from fleet.store.open import open_store
+from fleet.store.sql import SqlStore
+from protos.liftwatch.v1 import gateway_pb2
+
+DOC = '[[bus]]\nname = "line"\nurl = "tcp://10.0.0.5:502"\n'
+UNITS = "".join(f'[[unit]]\nid = "car-{n}"\nbus = "line"\nslave = {n}\n' for n in (1, 2))
+
+
+@pytest.fixture
+def store(store_target: str) -> Iterator[SqlStore]:
+    opened = open_store(store_target)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def test_versions_groups_rollback_and_reports(store: SqlStore) -> None:
+    configs = ConfigStore(store)
+    group = group_document("tower-a")
+    v1 = service.set_document(store, group, DOC + UNITS, 10, group_agents=["e1", "e2"])
+    assert configs.desired("e1") == configs.version(v1)
+    own = DOC + "[detect]\ndoor_close_failure_s = 30\n" + UNITS
+    v2 = service.set_document(store, agent_document("e1"), own, 20)
+    # e1's own document wins; e2 keeps the group's.
+    assert configs.desired("e1") == configs.version(v2)
+    assert configs.desired("e2") == configs.version(v1)
+    assert configs.desired("e3") is None
+    with pytest.raises(DocumentError, match="update"):
+        service.set_document(store, agent_document("e1"), "[update]\nrelease_keys = []\n", 30)
+    with pytest.raises(DocumentError, match="not TOML"):
+        service.set_document(store, agent_document("e1"), "[[unit]\n", 30)
+
+    # e1 applies v2: its two units touched (the agent says so), both chained.
+    report = gateway_pb2.ConfigReport(
+        document_id=agent_document("e1"),
+        version=v2,
+        applied=True,
+        units_changed=["car-1=changed", "car-2=changed"],
+    )
+    configs.record_report("e1", v2, True, [], 40, touched_units(report))
+    # e2 rejects v1 with problems: nothing in any history.
+    configs.record_report(
+        "e2",
+        v1,
+        False,
+        ["unit[0].slave: must be 1..247"],
+        41,
+        touched_units(gateway_pb2.ConfigReport(version=v1)),
+    )
+    e1, e2 = configs.states(["e1", "e2"])
+    assert e1.in_sync and e1.applied_version == v2 and e1.report_applied
+    assert not e2.in_sync and e2.problems == ("unit[0].slave: must be 1..247",)
+    rows, _ = store.history("")
+    entries = [(r.unit_id, r.kind, json.loads(r.detail)) for r in rows if r.kind == "config"]
+    assert [(u, d["version"], d["change"]) for u, _, d in entries] == [
+        ("car-1", v2, "changed"),
+        ("car-2", v2, "changed"),
+    ]
+    checked = verify_store(store)
+    assert checked.entries == 2 and checked.problems == ()
+
+    # Rollback: a new version with v1's text; the history keeps all three.
+    v3 = service.rollback(store, agent_document("e1"), v2, 50)
+    assert [v.version for v in service.history(store, agent_document("e1"))] == [v2, v3]
+    back = configs.version(v3)
+    assert back is not None and back.toml == own and back.rollback_of == v2
+    with pytest.raises(DocumentError, match="no version"):
+        service.rollback(store, agent_document("e1"), v1, 60)  # the group's, not e1's
+    state, text = service.agent_diff(store, "e1")
+    assert state.desired_version == v3 and text == ""  # same text as applied v2
+
+
+def test_affected_units_reads_what_a_change_touches() -> None:
+    before = DOC + UNITS
+    assert affected_units(None, before) == {"car-1": "changed", "car-2": "changed"}
+    after = (
+        before.replace("slave = 2", "slave = 3")
+        + '[[unit]]\nid = "car-9"\nbus = "line"\nslave = 9\n'
+    )
+    assert affected_units(before, after) == {"car-2": "changed", "car-9": "added"}
+    assert affected_units(before, DOC + "[detect]\nx = 1\n" + UNITS) == {
+        "car-1": "changed",
+        "car-2": "changed",
+    }
+
+
+def test_the_cli_sets_diffs_lists_and_rolls_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "fleet.db")
+    doc = tmp_path / "doc.toml"
+    doc.write_text(DOC + UNITS, encoding="utf-8")
+    assert main(["config", "set", "--db", db, "--agent", "e1", str(doc), "--by", "ann"]) == 0
+    doc.write_text(DOC + "[detect]\ndoor_close_failure_s = 30\n" + UNITS, encoding="utf-8")
+    assert main(["config", "set", "--db", db, "--agent", "e1", str(doc), "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "agent:e1 version 1"
+    assert json.loads(out[1]) == {"document_id": "agent:e1", "version": 2}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[fleet]\nendpoints = ["10.0.0.1:1"]\n', encoding="utf-8")
+    assert main(["config", "set", "--db", db, "--agent", "e1", str(bad)]) == 2
+    assert "fleet: a fleet document holds only" in capsys.readouterr().err
+    assert main(["config", "rollback", "--db", db, "--agent", "e1", "1"]) == 0
+    assert main(["config", "history", "--db", db, "--agent", "e1", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["config", "history", "--db", db, "--agent", "e1", "--json"]) == 0
+    versions = json.loads(capsys.readouterr().out)["versions"]
+    assert [(v["version"], v["rollback_of"]) for v in versions] == [(1, None), (2, None), (3, 1)]
+    assert versions[0]["author"] == "ann"
+    assert main(["config", "diff", "--db", db, "e1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"]["desired_version"] == 3 and not shown["in_sync"]
+    assert '+id = "car-1"' in shown["diff"]
+    assert main(["config", "diff", "--db", db]) == 0
+    assert capsys.readouterr().out.split("\t")[-1].strip() == "pending"
