@@ -154,7 +154,7 @@ class ReferencePlatform:
         self._lock = threading.Lock()
         self._host = host
         self._port = 0
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         # Open connections: `down` cuts kept-alive ones too, as a platform going away does.
         self.connections: set[socket.socket] = set()
@@ -179,10 +179,9 @@ class ReferencePlatform:
         class Handler(_Handler):
             owner = platform
 
-        server = ThreadingHTTPServer((self._host, self._port), Handler)
+        server = _Server((self._host, self._port), Handler)
         server.daemon_threads = True
-        if self.tls is not None:
-            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
+        server.tls = self.tls
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -221,6 +220,34 @@ class ReferencePlatform:
     def schema_for(self, path: str) -> Mapping[str, Any] | None:
         """The schema of messages POSTed to ``path``."""
         return self.schemas.get(path)
+
+
+class _Server(ThreadingHTTPServer):
+    """The HTTP server; with ``tls``, each connection's handshake runs in that
+    connection's own thread (a client that stalls or fails it holds up no one else)."""
+
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Handshake (with ``tls``), then serve the connection."""
+        if self.tls is not None:
+            # The TLS socket takes the connection's descriptor over: close it on failure
+            # (the raw socket the server would close no longer holds it).
+            request = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+            try:
+                request.settimeout(10)
+                request.do_handshake()
+                request.settimeout(None)
+            except (ssl.SSLError, OSError):
+                with contextlib.suppress(OSError):
+                    request.close()
+                return  # e.g. no or a foreign client certificate: the client sees the alert
+        super().finish_request(request, client_address)
+        if self.tls is not None:
+            request.close()  # the server's own close only reaches the detached raw socket
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: a connection cut by `ReferencePlatform.down` is expected."""
 
 
 class _Handler(BaseHTTPRequestHandler):

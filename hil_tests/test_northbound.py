@@ -70,6 +70,21 @@ def _backlog_at(target: str) -> dict[str, list[int]]:
     return found
 
 
+def _serve_args(tmp_path: Path, store: str, platform_url: str) -> list[str]:
+    """``serve`` arguments for a fleet with ``store`` (a [store] line) forwarding to the
+    platform at ``platform_url``, quick to retry and to take over (a 6 s lease: room
+    for a loaded machine)."""
+    (tmp_path / "fleet.toml").write_text(
+        '[server]\nlisten = "127.0.0.1:0"\n[http]\nlisten = ""\n[query]\nlisten = ""\n'
+        f"[store]\n{store}\n"
+        "[northbound.platform.region]\n"
+        f'mapping = "gbt24476"\nurl = "{platform_url}"\nstart = "beginning"\n'
+        "poll_s = 0.05\nretry_initial_s = 0.1\nretry_max_s = 0.5\n"
+        "lease_s = 6\ntimeout_s = 2\n"
+    )
+    return ["serve", "--config", str(tmp_path / "fleet.toml")]
+
+
 def _delivered(platform: ReferencePlatform) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
     for got in platform.log.snapshot():
@@ -89,15 +104,7 @@ def test_a_killed_serve_loses_nothing_and_the_next_one_takes_over(tmp_path: Path
     async def scenario() -> None:
         with running_platform(schemas, key_field=mapping.key_field) as platform:
             platform.delay_s = 0.05  # about 20 messages a second: the backlog lasts
-            (tmp_path / "fleet.toml").write_text(
-                f'[server]\nlisten = "127.0.0.1:0"\n[http]\nlisten = ""\n[query]\nlisten = ""\n'
-                f'[store]\npath = "{db}"\n'
-                "[northbound.platform.region]\n"
-                f'mapping = "gbt24476"\nurl = "{platform.url}"\nstart = "beginning"\n'
-                "poll_s = 0.05\nretry_initial_s = 0.1\nretry_max_s = 0.5\n"
-                "lease_s = 3\ntimeout_s = 1\n"
-            )
-            args = ["serve", "--config", str(tmp_path / "fleet.toml")]
+            args = _serve_args(tmp_path, f'path = "{db}"', platform.url)
             first = await start("fleet-1", "fleet", args, tmp_path)
             try:
                 await eventually(
@@ -165,16 +172,7 @@ def _two_serves(url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         with running_platform(schemas, key_field=mapping.key_field) as platform:
             platform.delay_s = 0.05
-            (tmp_path / "fleet.toml").write_text(
-                '[server]\nlisten = "127.0.0.1:0"\n[http]\nlisten = ""\n'
-                '[query]\nlisten = ""\n'
-                f'[store]\nurl = "{url}"\n'
-                "[northbound.platform.region]\n"
-                f'mapping = "gbt24476"\nurl = "{platform.url}"\nstart = "beginning"\n'
-                "poll_s = 0.05\nretry_initial_s = 0.1\nretry_max_s = 0.5\n"
-                "lease_s = 3\ntimeout_s = 1\n"
-            )
-            args = ["serve", "--config", str(tmp_path / "fleet.toml")]
+            args = _serve_args(tmp_path, f'url = "{url}"', platform.url)
             one = await start("fleet-a", "fleet", args, tmp_path)
             two = await start("fleet-b", "fleet", args, tmp_path)
             try:

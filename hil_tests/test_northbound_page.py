@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fleet.config import parse_config
 from fleet.northbound.mapping import load_mapping, resolve
 from hil_tests.northbound_platform import running_platform
 from hil_tests.test_dashboard import ARTIFACTS, CHROMIUM_ARGS, WAIT_MS, _axe, _shot
@@ -19,6 +18,7 @@ from protos.liftwatch.v1 import records_pb2
 from tests.conftest import require_binary, require_module
 from tests.fleet.factories import batch, hello, record
 from tests.fleet.harness import running_fleet
+from tests.fleet.test_northbound import serving_config
 from tests.support import eventually
 
 playwright_api = require_module("playwright.async_api")
@@ -40,20 +40,7 @@ def test_the_regional_platforms_page_shows_status_and_refusals(tmp_path: Path) -
     async def scenario() -> list[dict[str, Any]]:
         with running_platform(schemas, key_field=mapping.key_field) as platform:
             platform.refuse = _refuse_door_faults
-            data = {
-                "store": {"path": str(tmp_path / "fleet.db")},
-                "northbound": {
-                    "platform": {
-                        "gbt": {
-                            "mapping": "gbt24476",
-                            "url": platform.url,
-                            "start": "beginning",
-                            "poll_s": 0.05,
-                        }
-                    }
-                },
-            }
-            config = parse_config(data, tmp_path, source="test")
+            config = serving_config(platform.url, tmp_path)
             async with (
                 running_fleet(config, http=True) as fleet,
                 playwright_api.async_playwright() as pw,

@@ -147,7 +147,9 @@ class HttpTransport:
             response = await self._client.post(
                 self._base + message.path, content=body, headers=headers
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
+            # ssl.SSLError: under TLS 1.3 a refused client certificate arrives as an alert
+            # after the handshake, which httpx may pass on unwrapped.
             return SendResult(Outcome.RETRY, None, f"{type(exc).__name__}: {exc}"[:REASON_CHARS])
         status = response.status_code
         if 200 <= status < 300 or status == 409:

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from fleet.clock import utc_now
-from fleet.config import ConfigError, parse_config
+from fleet.config import ConfigError, FleetConfig, parse_config
 from fleet.northbound.config import NorthboundConfig, PlatformConfig
 from fleet.northbound.forwarder import Forwarder, NorthboundMetrics
 from fleet.northbound.mapping import load_mapping, resolve
@@ -127,6 +127,17 @@ class Fleet:
             return found
 
         return dict(await self.worker.call(read))
+
+
+def serving_config(platform_url: str, tmp_path: Path) -> FleetConfig:
+    """A fleet config (SQLite in ``tmp_path``) forwarding to the platform at
+    ``platform_url`` as "gbt" with the GB/T mapping, from the start, polling often."""
+    platform = {"mapping": "gbt24476", "url": platform_url, "start": "beginning", "poll_s": 0.05}
+    data = {
+        "store": {"path": str(tmp_path / "fleet.db")},
+        "northbound": {"platform": {"gbt": platform}},
+    }
+    return parse_config(data, tmp_path, source="test")
 
 
 def delivered(platform: ReferencePlatform, path: str = "/events") -> dict[str, list[int]]:
@@ -544,20 +555,7 @@ def test_serve_forwards_what_agents_send_and_the_api_shows_it(tmp_path: Path) ->
     from tests.fleet.harness import running_fleet
 
     with running_platform(schemas(), key_field="messageId") as platform:
-        data = {
-            "store": {"path": str(tmp_path / "fleet.db")},
-            "northbound": {
-                "platform": {
-                    "gbt": {
-                        "mapping": "gbt24476",
-                        "url": platform.url,
-                        "start": "beginning",
-                        "poll_s": 0.05,
-                    }
-                }
-            },
-        }
-        config = parse_config(data, tmp_path, source="test")
+        config = serving_config(platform.url, tmp_path)
 
         async def scenario() -> None:
             async with running_fleet(config, http=True) as fleet:
