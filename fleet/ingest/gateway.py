@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 
 from fleet.clock import Clock
 from fleet.config import IngestConfig
+from fleet.configs.delivery import ConfigDelivery, ConfigStream
 from fleet.ingest.access import AgentAccess, peer_agent_id, peer_serial, unit_not_registered
 from fleet.ingest.admission import RETRY_AFTER_KEY, Admission
 from fleet.ingest.committer import CommitterStoppedError, GroupCommitter
@@ -377,6 +378,8 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         default the committer's, the one the store stamps writes with)."""
         self._clock = clock if clock is not None else committer.clock
         self._access = access
+        # Remote configuration (issue 20): DesiredConfig out, ConfigReport in.
+        self._configs = ConfigDelivery(committer.store, self._clock)
         self._committer = committer
         self._limits = limits
         self._metrics = metrics
@@ -597,6 +600,14 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                 accepts_evidence=True,
             )
         )
+        try:
+            configs, desired = await self._configs.on_hello(hello)
+        except Exception as exc:  # a store fault must not crash the server
+            self._metrics.store_errors.inc()
+            log.error("agent %s: cannot read its desired configuration: %s", agent_id, exc)
+            configs, desired = ConfigStream(agent_id, hello.accepts_config, 0), None
+        if desired is not None:
+            yield gateway_pb2.FleetFrame(desired_config=desired)
         self._metrics.streams.inc()
         # Requests reach an agent with a recorder between its frames (`interleave`); an
         # older agent's stream reads its frames alone, its units' requests refused.
@@ -612,7 +623,14 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
             merged = interleave(frames, outlet.queue)
         try:
             async for frame in self._serve_frames(
-                merged or frames, agent_id, hello, peer, context, registered, committed
+                merged or frames,
+                agent_id,
+                hello,
+                peer,
+                context,
+                registered,
+                committed,
+                configs=configs,
             ):
                 yield frame
         finally:
@@ -634,6 +652,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         context: Any,
         registered: frozenset[str] | None,
         committed: int,
+        configs: ConfigStream | None = None,
     ) -> AsyncIterator[gateway_pb2.FleetFrame]:
         permitted = frozenset(u.unit_id for u in hello.units)
         last_seq = 0
@@ -652,6 +671,18 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                 self._count("unparsable")
                 yield self._rejected(frame.reject("a frame after Hello"), agent_id, peer)
                 return
+            if configs is not None:  # remote configuration (fleet.configs.delivery)
+                if frame.WhichOneof("frame") == "config_report":
+                    self._count("config_report")
+                    try:
+                        await self._configs.report(configs, frame.config_report)
+                    except Exception as exc:  # a store fault costs the report, not the stream
+                        self._metrics.store_errors.inc()
+                        log.error("agent %s: configuration report not stored: %s", agent_id, exc)
+                    continue
+                desired = await self._configs.poll(configs)
+                if desired is not None:
+                    yield gateway_pb2.FleetFrame(desired_config=desired)
             kind = frame.WhichOneof("frame")
             self._count(kind)
             if kind == "batch":
