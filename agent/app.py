@@ -61,6 +61,7 @@ from agent.outbox import DURABLE_KINDS, Outbox, OutboxFullError
 from agent.recorder import Recorder, RequestError, onset_lag_s
 from agent.records import TimeBase, event_type_name, event_type_wire, phase_name
 from agent.remote_config import AppliedDocument, RemoteConfig
+from agent.update import Updates
 from agent.uplink import Uplink
 from agent.watchdog import Liveness, SystemdNotifier, keep_watchdog
 from protos.liftwatch.v1 import gateway_pb2, records_pb2
@@ -144,6 +145,15 @@ class Agent:
             m.recorder.ring_bytes for m in self.monitors.values() if m.recorder is not None
         )
         self.metrics.recorder_ring_bytes.set(ring_bytes)
+        # Signed releases (issue 20): offers verified, bundles fetched and staged for the
+        # updater, its outcomes reported; never the outbox (agent.update).
+        self.updates = Updates(
+            config,
+            agent.__version__,
+            lambda release_id, file: self.uplink.fetch_release(release_id, file),
+            lambda frame: self.uplink.send_frame(frame),
+            self.detector_errors,
+        )
         self.uplink = Uplink(
             self.outbox,
             self.hello,
@@ -154,6 +164,8 @@ class Agent:
             credentials=channel_credentials(config.fleet),
             on_evidence_request=self.on_evidence_request,
             on_desired_config=self.remote.receive if self.remote is not None else None,
+            on_release_offer=self.updates.on_offer,
+            on_connected=self.updates.on_connected,
         )
         # Records of the current poll cycle not committed yet: telemetry waits for the
         # cycle's end so that the cycle costs one commit; an event commits it at once.
@@ -528,6 +540,18 @@ class Agent:
                 missing,
             )
 
+    def detector_errors(self) -> int:
+        """Deliveries of reads that raised (a bug in a detector, say) since the start, over
+        every bus: what a rollout's gate watches not rising (agent.update reports it)."""
+        return int(
+            sum(
+                sample.value
+                for metric in self.metrics.sink_failures.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
+        )
+
     def sink_failed(self, bus: str) -> None:
         """A delivery of ``bus`` raised: count it; a run of them longer than
         ``agent.outbox_fail_restart_s`` stops the watchdog pings."""
@@ -572,6 +596,7 @@ class Agent:
             for bus in self.config.buses:
                 self._start_bus(bus, loop)
             self._tasks.append(loop.create_task(self.uplink.run(), name="uplink"))
+            self._tasks.append(loop.create_task(self.updates.run(), name="updates"))
             if self.mqtt is not None:
                 self._tasks.append(loop.create_task(self.mqtt.run(), name="mqtt"))
             self._tasks.append(

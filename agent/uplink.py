@@ -39,7 +39,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,8 @@ class Uplink:
         on_evidence_request: Callable[[gateway_pb2.EvidenceRequest], None] | None = None,
         on_desired_config: Callable[[gateway_pb2.DesiredConfig], gateway_pb2.ConfigReport]
         | None = None,
+        on_release_offer: Callable[[gateway_pb2.ReleaseOffer], None] | None = None,
+        on_connected: Callable[[], None] | None = None,
     ) -> None:
         self._outbox = outbox
         # Answers a FleetFrame.evidence_request (the agent's recorder, through the outbox).
@@ -132,6 +134,11 @@ class Uplink:
         self._on_desired_config = on_desired_config
         self._replies: list[gateway_pb2.AgentFrame] = []
         self._rehello = asyncio.Event()
+        # Agent updates (agent.update): offers handed over, and told of each new stream
+        # (after Welcome) so it can report; FetchRelease uses the stream's channel.
+        self._on_release_offer = on_release_offer
+        self._on_connected = on_connected
+        self._stream_channel: Any = None
         # Whether the fleet of the current session takes Evidence (its Welcome says so);
         # to one that does not, evidence records are held back (see agent.outbox).
         self.accepts_evidence = False
@@ -272,6 +279,9 @@ class Uplink:
                 )
             self.acked_seq = welcome.committed_seq
             self.connected = True
+            self._stream_channel = channel
+            if self._on_connected is not None:
+                self._on_connected()
             if self._metrics is not None:
                 self._metrics.fleet_connected.set(1)
             max_batch = min(self._max_batch, welcome.max_batch_records or self._max_batch)
@@ -336,6 +346,11 @@ class Uplink:
                 raise _rejected(frame.reject)
             elif kind == "evidence_request":
                 self._evidence_request(frame.evidence_request)
+            elif kind == "release_offer" and self._on_release_offer is not None:
+                try:
+                    self._on_release_offer(frame.release_offer)
+                except Exception:  # a bug answering an offer must not end the stream
+                    log.exception("taking release offer %r failed", frame.release_offer.release_id)
             elif kind == "desired_config" and self._on_desired_config is not None:
                 report = self._on_desired_config(frame.desired_config)
                 self._replies.append(gateway_pb2.AgentFrame(config_report=report))
@@ -414,6 +429,25 @@ class Uplink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wake_at - clock(), 0.0)):
                     await self._wake.wait()
+
+    def send_frame(self, frame: gateway_pb2.AgentFrame) -> None:
+        """Queue ``frame`` (an UpdateReport) for the sender to write on the stream; a
+        queue not sent when the stream ends is dropped (reports are resent per stream)."""
+        self._replies.append(frame)
+        self._wake.set()
+
+    async def fetch_release(self, release_id: str, file: str) -> AsyncIterator[bytes]:
+        """One file of a release offered on the current stream, in chunks, over the same
+        channel and credentials (FetchRelease); ConnectionError when there is no stream."""
+        channel = self._stream_channel
+        if channel is None or not self.connected:
+            raise ConnectionError("no stream to a fleet")
+        call = gateway_pb2_grpc.AgentGatewayStub(channel).FetchRelease(
+            gateway_pb2.FetchReleaseRequest(release_id=release_id, file=file),
+            metadata=(("agent-id", self._hello().agent_id),),
+        )
+        async for chunk in call:
+            yield chunk.data
 
     def _held_kind(self) -> str:
         """The record kind held back from this session's fleet ("" for none)."""

@@ -175,7 +175,7 @@ def test_evidence_is_kept_like_an_event_never_thinned(tmp_path: Path) -> None:
         box.close()
 
 
-class Fleet:
+class Fleet(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
     """A fleet that says whether it takes evidence, keeps every record it is sent, and
     may ask for evidence once the agent has said hello."""
 

@@ -38,7 +38,7 @@ def event() -> records_pb2.Record:
     return record
 
 
-class Fleet:
+class Fleet(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
     """Welcomes the agent, keeps each batch's seqs with the time it arrived, acks it."""
 
     def __init__(self) -> None:

@@ -23,7 +23,7 @@ from tests.support import eventually
 HEARTBEAT_S = 2
 
 
-class Fleet:
+class Fleet(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
     """Counts heartbeats and acks batches; refuses the first ``refuse`` calls with an
     UNAVAILABLE carrying ``hint_ms`` (when set), noting when each call came."""
 
