@@ -34,6 +34,7 @@ from fleet.ingest.admission import RETRY_AFTER_KEY, Admission
 from fleet.ingest.committer import CommitterStoppedError, GroupCommitter
 from fleet.ingest.evidence import EvidenceOutlet, evidence_problem, interleave
 from fleet.metrics import GatewayMetrics
+from fleet.releases.desk import FetchRefusedError, ReleaseDesk
 from fleet.store.base import BatchOp, ControllerIdentity, HeartbeatOp, HelloOp, UnitClaim
 from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2
 
@@ -103,7 +104,12 @@ def add_gateway_to_server(gateway: AgentGateway, server: grpc.aio.Server) -> Non
             gateway.Connect,
             request_deserializer=parse_agent_frame,
             response_serializer=gateway_pb2.FleetFrame.SerializeToString,
-        )
+        ),
+        "FetchRelease": grpc.unary_stream_rpc_method_handler(
+            gateway.FetchRelease,
+            request_deserializer=gateway_pb2.FetchReleaseRequest.FromString,
+            response_serializer=gateway_pb2.ReleaseChunk.SerializeToString,
+        ),
     }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(AGENT_GATEWAY, handlers),)
@@ -372,14 +378,17 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         metrics: GatewayMetrics,
         access: AgentAccess | None = None,
         clock: Clock | None = None,
+        releases: ReleaseDesk | None = None,
     ) -> None:
         """``access`` None: plaintext (demo, rig), the units declared in Hello are accepted.
+        ``releases``: offers, files and reports of agent updates (issue 20); None: none.
         ``clock``: the fleet's wall clock, which record times are checked against (by
         default the committer's, the one the store stamps writes with)."""
         self._clock = clock if clock is not None else committer.clock
         self._access = access
         # Remote configuration (issue 20): DesiredConfig out, ConfigReport in.
         self._configs = ConfigDelivery(committer.store, self._clock)
+        self._releases = releases
         self._committer = committer
         self._limits = limits
         self._metrics = metrics
@@ -561,6 +570,27 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                 if not group:
                     del self._open[agent_id]
 
+    async def FetchRelease(  # noqa: N802 (the generated servicer's name)
+        self, request: gateway_pb2.FetchReleaseRequest, context: Any
+    ) -> AsyncIterator[gateway_pb2.ReleaseChunk]:
+        """One file of a release offered to the calling agent, in chunks. Under mutual TLS
+        the agent is its certificate's; in plaintext (demo, rig) the one named by the
+        call's ``agent-id`` metadata. PERMISSION_DENIED for a release not offered to it or
+        a file not in its manifest."""
+        if self._releases is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this fleet serves no releases")
+            return
+        if self._access is not None:
+            agent_id = peer_agent_id(context)
+        else:
+            metadata = dict(context.invocation_metadata() or ())
+            agent_id = str(metadata.get("agent-id", ""))
+        try:
+            for block in self._releases.chunks(agent_id, request.release_id, request.file):
+                yield gateway_pb2.ReleaseChunk(data=block)
+        except FetchRefusedError as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+
     async def _admitted(
         self,
         frames: AsyncIterator[gateway_pb2.AgentFrame | UnparsableFrame],
@@ -663,6 +693,10 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         # When each declared unit was last marked seen by a committed batch of this stream.
         touched: dict[str, float] = {}
         fresh_s = float(self._limits.heartbeat_interval_s)
+        # Offers go only to an agent that sent an UpdateReport on this stream (an older
+        # agent would end its stream on a frame it does not know), each release once.
+        takes_offers = False
+        offered = ""
         async for frame in frames:
             if isinstance(frame, gateway_pb2.EvidenceRequest):  # a dispatcher's, to the agent
                 yield gateway_pb2.FleetFrame(evidence_request=frame)
@@ -685,6 +719,21 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                     yield gateway_pb2.FleetFrame(desired_config=desired)
             kind = frame.WhichOneof("frame")
             self._count(kind)
+            if kind == "update_report" and self._releases is not None:
+                takes_offers = True
+                try:
+                    await self._releases.report(agent_id, frame.update_report)
+                except Exception as exc:  # a store fault costs the report, not the stream
+                    self._metrics.store_errors.inc()
+                    log.error("agent %s: update report not stored: %s", agent_id, exc)
+            if takes_offers and self._releases is not None:
+                offer = self._releases.offer_for(agent_id)
+                if offer is not None and offer.release_id != offered:
+                    offered = offer.release_id
+                    self._releases.offered()
+                    yield gateway_pb2.FleetFrame(release_offer=offer)
+            if kind == "update_report":
+                continue
             if kind == "batch":
                 problem = check_batch(
                     frame.batch,

@@ -49,7 +49,10 @@ from fleet.metrics import GatewayMetrics
 from fleet.northbound.forwarder import running_northbound
 from fleet.read.query import FleetQuery
 from fleet.read.selection import Reads
+from fleet.releases.desk import ReleaseDesk, RolloutMetrics, run_desk
 from fleet.reports.maintenance import run_maintenance
+from fleet.retention import RetentionMetrics, run_retention
+from fleet.serve.roles import DISPATCH, SWEEPER, running_roles
 from fleet.store.open import open_store
 from fleet.store.worker import StoreWorker
 from fleet.units.firmware import EMPTY_POLICY, Policy, load_policy
@@ -218,8 +221,19 @@ async def _serve_until(
         committer = await stack.enter_async_context(
             running_committer(store, clock, metrics, config.ingest.max_group_records)
         )
+        # The coverage sweep and alarm dispatch run on one instance of those sharing the
+        # store at a time, the holder of their role's lease (fleet.serve.roles).
+        roles = await stack.enter_async_context(running_roles(store, clock, metrics.registry))
         sweeper = asyncio.create_task(
-            run_sweeper(store, clock, config.coverage, metrics, sweep_trigger), name="sweep"
+            run_sweeper(
+                store,
+                clock,
+                config.coverage,
+                metrics,
+                sweep_trigger,
+                owns=lambda: roles.holds(SWEEPER),
+            ),
+            name="sweep",
         )
         stack.push_async_callback(_cancel, sweeper)
         history = config.history
@@ -242,7 +256,13 @@ async def _serve_until(
         # Alarm dispatch and the fleet gauges (fleet.alarms.service), fed by the committer.
         lifecycle = await stack.enter_async_context(
             running_lifecycle(
-                store, config.alarms, config.coverage, clock, metrics.registry, committer
+                store,
+                config.alarms,
+                config.coverage,
+                clock,
+                metrics.registry,
+                committer,
+                owns_dispatch=lambda: roles.holds(DISPATCH),
             )
         )
         # Forwarding to regional platforms (fleet.northbound): a task per platform, each
@@ -256,9 +276,21 @@ async def _serve_until(
             run_maintenance(store, clock, config.maintenance, metrics), name="maintenance"
         )
         stack.push_async_callback(_cancel, upkeep)
+        # Raw records older than [retention] window_days folded into hourly aggregates,
+        # every interval_s, by whichever instance holds the lease (fleet.retention).
+        retention = asyncio.create_task(
+            run_retention(store, clock, config.retention, RetentionMetrics(metrics.registry)),
+            name="retention",
+        )
+        stack.push_async_callback(_cancel, retention)
         reads = Reads(store, config.coverage, policy, clock)
         access = AgentAccess.of_store(store) if tls is not None else None
-        gateway = AgentGateway(committer, config.ingest, metrics, access)
+        # Agent updates (issue 20): offers on the streams, FetchRelease, reports, and the
+        # rollouts advanced every fleet.releases.desk.STEP_S.
+        desk = ReleaseDesk(store, RolloutMetrics(metrics.registry), lambda: clock().timestamp())
+        rollouts = asyncio.create_task(run_desk(desk), name="rollouts")
+        stack.push_async_callback(_cancel, rollouts)
+        gateway = AgentGateway(committer, config.ingest, metrics, access, releases=desk)
         addresses = {"grpc": await _start_grpc(stack, config, host, gateway, reads, tls)}
         # Dispatchers' evidence requests (taken by any process's web side) reach the agent
         # streams this process holds within fleet.ingest.evidence.EVIDENCE_POLL_S.
