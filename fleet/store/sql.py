@@ -168,9 +168,14 @@ class SqlStore(
         self, rows: Sequence[tuple[str, int, str, int, str, bytes]]
     ) -> set[tuple[str, int]]:
         """Insert record rows, skipping stored (agent_id, seq); returns those inserted."""
+        # A seq retention has folded (and deleted) was stored once already: skipped too,
+        # so a replay from an agent's old outbox is acked as a duplicate, not stored again
+        # behind the retention cursor (fleet.store.retention).
         found = self._set_based(
             "INSERT INTO records (agent_id, seq, unit_id, time_us, kind, payload) "
-            "SELECT * FROM {rows} WHERE true ON CONFLICT DO NOTHING RETURNING agent_id, seq",
+            "SELECT * FROM {rows} WHERE NOT EXISTS (SELECT 1 FROM retention_agents r "
+            "WHERE r.agent_id = v.column1 AND r.seq >= v.column2) "
+            "ON CONFLICT DO NOTHING RETURNING agent_id, seq",
             rows,
             ("text", "bigint", "text", "bigint", "text", "bytea"),
         )

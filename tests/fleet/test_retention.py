@@ -18,7 +18,7 @@ from fleet.cli.main import main
 from fleet.config import ConfigError, RetentionConfig, parse_config
 from fleet.reports.visits import derive_visits
 from fleet.retention import RetentionMetrics, retention_round
-from fleet.store.base import ControllerIdentity, HelloOp, RegisterEntry, UnitClaim
+from fleet.store.base import BatchOp, ControllerIdentity, HelloOp, RegisterEntry, UnitClaim
 from fleet.store.open import open_store
 from fleet.store.retention import HOUR_US, FoldResult, Retention, RetentionLeaseLostError
 from fleet.store.sql import SqlStore, to_us
@@ -44,7 +44,7 @@ def store(store_target: str) -> Iterator[SqlStore]:
     opened.close()
 
 
-def _feed(store: SqlStore) -> Feed:
+def _feed(store: SqlStore) -> list[records_pb2.Record]:
     """U1: normal service 00:00-01:00, a visit in inspection 01:00-01:30 (runs, door
     cycles), normal again to 03:00 with its link down at 01:49:55 (up again the next minute). U2:
     watched 00:00-00:40 only, then silent (its newest car state lies beyond the window)."""
@@ -56,8 +56,9 @@ def _feed(store: SqlStore) -> Feed:
     at = feed.play("U1", at, 20, M.SERVICE_MODE_NORMAL)
     feed._new("U1", at - dt.timedelta(seconds=5)).link_status.up = False  # 01:49:55
     feed.play("U1", at, 70, M.SERVICE_MODE_NORMAL)
+    sent = list(feed.records)
     feed.send(store)
-    return feed
+    return sent
 
 
 def _run(store: SqlStore, now_us: int, window_us: int, *, batch: int) -> FoldResult:
@@ -108,7 +109,7 @@ def _answers(store: SqlStore) -> dict[str, object]:
 
 
 def test_a_span_across_the_edge_reads_the_same_after_folding(store: SqlStore) -> None:
-    feed = _feed(store)
+    sent = _feed(store)
     derive_visits(store, CONFIG.verdicts, NOW)
     before = _answers(store)
     assert before["link_lost"] == DAY + dt.timedelta(minutes=109, seconds=55)
@@ -139,11 +140,14 @@ def test_a_span_across_the_edge_reads_the_same_after_folding(store: SqlStore) ->
     assert second["link_n"] == 61 and second["link_up"] == 60  # each minute, one down
     # (01:00, 02:00]: its 02:00 reading lies inside the window, still a raw record.
     assert second["counters_us"] == to_us(DAY + dt.timedelta(minutes=119))
-    # Running again changes nothing; the next record arriving is folded a window later.
+    # The old records sent again (an agent's outbox restored): stored once, not again.
+    replayed = store.write([BatchOp("A1", tuple(sent))], NOW)[0]
+    assert replayed is not None and replayed.inserted == 0
+    assert store._execute("SELECT COUNT(*) FROM records").fetchone()[0] == raw_after
+    # Running again changes nothing.
     again = _run(store, to_us(NOW), to_us(NOW) - to_us(NOW - WINDOW), batch=97)
     assert (again.folded, again.deleted) == (0, 0)
     assert _answers(store) == before
-    assert feed.seq > 0
 
 
 def test_retention_waits_for_the_visit_derivation(store: SqlStore) -> None:
