@@ -13,16 +13,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fleet.cli.common import add_store_command, print_json
 from fleet.clock import utc_now
 from fleet.config import LANGUAGES, FleetConfig
 from fleet.csv_cells import csv_text
+from fleet.read.shape import out, to_json
 from fleet.read.views import table
 from fleet.reports.plan import (
     PLAN_CSV_COLUMNS,
+    PlanUnitView,
     due_this_week,
-    entry_json,
     maintenance_plan,
     plan_ics,
     plan_rows,
@@ -31,6 +33,17 @@ from fleet.store.open import open_store
 
 PLAN_FORMATS = ("text", "json", "csv", "ics")
 Target = Callable[[argparse.Namespace], tuple[str, FleetConfig]]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanListing:
+    """``maintenance plan --json``: the units as the API's plan lists them (`PlanUnitView`)
+    and, with ``--week``, each contractor's units due this week."""
+
+    units: tuple[PlanUnitView, ...] = out()
+    due_this_week: dict[str, tuple[str, ...]] | None = out(
+        "--week: each contractor's unit_ids due within due_soon_days", omit_none=True
+    )
 
 
 def add_plan_parser(
@@ -85,10 +98,13 @@ def run_plan(args: argparse.Namespace, target: Target) -> int:
         entries = [e for group in week.values() for e in group]
     fmt = "json" if args.json else args.format
     if fmt == "json":
-        result: dict[str, object] = {"units": [entry_json(e, lang) for e in entries]}
-        if args.week:
-            result["due_this_week"] = {c: [e.unit_id for e in g] for c, g in week.items()}
-        print_json(result)
+        listing = PlanListing(
+            units=tuple(PlanUnitView.of(e, lang) for e in entries),
+            due_this_week={c: tuple(e.unit_id for e in g) for c, g in week.items()}
+            if args.week
+            else None,
+        )
+        print_json(to_json(listing))
     elif fmt == "csv":
         sys.stdout.write(csv_text(PLAN_CSV_COLUMNS, plan_rows(entries, lang)))
     elif fmt == "ics":

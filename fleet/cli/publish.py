@@ -29,12 +29,18 @@ from fleet.cli.common import (
     store_target,
 )
 from fleet.clock import utc_now
+from fleet.read.shape import to_json
 from fleet.read.views import table
-from fleet.reports.publication import LISTS, draw_lists
+from fleet.reports.publication import (
+    LISTS,
+    PublicationStatusView,
+    PublicationStepView,
+    PublicationView,
+    draw_lists,
+)
 from fleet.store.open import open_store
 from fleet.store.publication import PublicationError
 from fleet.store.sql import SqlStore
-from fleet.web.publication import publication_json
 
 
 def add_parser(
@@ -109,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print_json(publication_json(done, lists=args.publish_command == "draft"))
+        print_json(to_json(PublicationView.of(done, lists=args.publish_command == "draft")))
     else:
         counts = ", ".join(f"{n} {len(done.lists.get(n, {}).get('rows', []))}" for n in LISTS)
         print(f"publication {done.id}: {done.state} ({counts})")
@@ -125,17 +131,12 @@ def _status(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print_json(
-            {
-                "public": None if current is None else current.id,
-                "publications": [publication_json(p, lists=False) for p in found],
-                "steps": [
-                    {"publication_id": s.publication_id, "step": s.step, "username": s.username,
-                     "at": s.at.isoformat().replace("+00:00", "Z")}
-                    for s in steps
-                ],
-            }
-        )  # fmt: skip
+        view = PublicationStatusView(
+            None if current is None else current.id,
+            tuple(PublicationView.of(p, lists=False) for p in found),
+            tuple(PublicationStepView.of(s) for s in steps),
+        )
+        print_json(to_json(view))
         return 0
     rows = [
         [str(s.publication_id), s.step, s.username, s.at.isoformat(timespec="seconds")]

@@ -33,9 +33,10 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from fleet.read.maintenance import last_supported_visit
+from fleet.read.shape import out, response, to_json
 from fleet.reports.claims import Reason, render
 from fleet.reports.plan_config import PlanConfig
 from fleet.store.base import UnitQuery, UnitRow
@@ -413,26 +414,70 @@ def _time(us: int) -> dt.datetime:
 # -- outputs --------------------------------------------------------------------------
 
 
+@response("PlanAnchor")
+@dataclass(frozen=True, slots=True)
+class AnchorView:
+    """Where a unit's interval counts from, as `Anchor` says it."""
+
+    at: str = out("the visit's or record's end (UTC, ISO 8601)", fmt="date-time")
+    verified: bool = out("a supported visit (the controller's own marks confirm it)")
+    source: Literal["visit", "record"] = out("a watched visit or a maintenance record")
+
+    @classmethod
+    def of(cls, anchor: Anchor) -> AnchorView:
+        """``anchor`` as the plan's JSON writes it (its time to the microsecond)."""
+        at = anchor.at.isoformat().replace("+00:00", "Z")
+        return cls(at, anchor.verified, anchor.source)  # type: ignore[arg-type]
+
+
+@response("PlanUnit")
+@dataclass(frozen=True, slots=True)
+class PlanUnitView:
+    """One unit of the plan: its due date, how far off, and why (in the reader's language
+    and as codes with parameters)."""
+
+    unit_id: str = out()
+    due: dt.date = out("the next maintenance due date")
+    why: str = out("the due date and its reasons in lang")
+    days_left: int = out("negative: overdue")
+    overdue: bool = out()
+    contractor: str = out()
+    on_demand: bool = out("in the on-demand programme ([maintenance.plan])")
+    interval_days: int = out()
+    anchor: AnchorView | None = out("null: no maintenance known")
+    reasons: tuple[Reason, ...] = out("in order; codes of fleet.reports.plan.TEMPLATES")
+
+    @classmethod
+    def of(cls, entry: PlanEntry, lang: str) -> PlanUnitView:
+        """``entry`` with its reasons rendered in ``lang``."""
+        return cls(
+            unit_id=entry.unit_id,
+            due=entry.due,
+            why=why(entry, lang),
+            days_left=entry.days_left,
+            overdue=entry.overdue,
+            contractor=entry.contractor,
+            on_demand=entry.on_demand,
+            interval_days=entry.interval_days,
+            anchor=None if entry.anchor is None else AnchorView.of(entry.anchor),
+            reasons=entry.reasons,
+        )
+
+
+@response("MaintenancePlan")
+@dataclass(frozen=True, slots=True)
+class PlanView:
+    """``GET /api/maintenance/plan``: the plan, soonest due first."""
+
+    lang: str = out("the language of each unit's why")
+    due_soon_days: int = out("[maintenance.plan] due_soon_days")
+    units: tuple[PlanUnitView, ...] = out()
+    due_this_week: tuple[str, ...] = out("the units due within due_soon_days, overdue included")
+
+
 def entry_json(entry: PlanEntry, lang: str) -> dict[str, object]:
-    """One unit of ``maintenance plan --json`` (and the API): due date, days left, why."""
-    return {
-        "unit_id": entry.unit_id,
-        "due": entry.due.isoformat(),
-        "why": why(entry, lang),
-        "days_left": entry.days_left,
-        "overdue": entry.overdue,
-        "contractor": entry.contractor,
-        "on_demand": entry.on_demand,
-        "interval_days": entry.interval_days,
-        "anchor": None
-        if entry.anchor is None
-        else {
-            "at": entry.anchor.at.isoformat().replace("+00:00", "Z"),
-            "verified": entry.anchor.verified,
-            "source": entry.anchor.source,
-        },
-        "reasons": [{"code": r.code, "params": dict(r.params)} for r in entry.reasons],
-    }
+    """One unit of ``maintenance plan --json`` (and the API): `PlanUnitView` as JSON."""
+    return dict(to_json(PlanUnitView.of(entry, lang)))
 
 
 def due_this_week(entries: Sequence[PlanEntry], policy: PlanConfig) -> dict[str, list[PlanEntry]]:
@@ -444,15 +489,14 @@ def due_this_week(entries: Sequence[PlanEntry], policy: PlanConfig) -> dict[str,
     return dict(sorted(by_contractor.items()))
 
 
+# The CSV's (and the CLI table's) columns: keys of the unit's definition (test_shape).
 PLAN_CSV_COLUMNS = ("unit_id", "contractor", "due", "days_left", "on_demand", "why")
 
 
 def plan_rows(entries: Sequence[PlanEntry], lang: str) -> list[list[object]]:
-    """The plan as rows of `PLAN_CSV_COLUMNS`."""
-    return [
-        [e.unit_id, e.contractor, e.due.isoformat(), e.days_left, e.on_demand, why(e, lang)]
-        for e in entries
-    ]
+    """The plan as rows of `PLAN_CSV_COLUMNS`, each cell its `PlanUnitView` JSON value."""
+    shown = (to_json(PlanUnitView.of(e, lang)) for e in entries)
+    return [[row[c] for c in PLAN_CSV_COLUMNS] for row in shown]
 
 
 def plan_ics(entries: Sequence[PlanEntry], lang: str, now: dt.datetime) -> str:

@@ -28,18 +28,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fleet.config import ReportsConfig
 from fleet.csv_cells import csv_text
 from fleet.read.maintenance import verdict_shares
 from fleet.read.scope import EVERY_UNIT
+from fleet.read.shape import out, response
 from fleet.reports.compute import fault_rate_report
 from fleet.reports.fault_rate import Period, rate_json
 from fleet.reports.plan import PlanEntry, maintenance_plan, why
 from fleet.reports.plan_config import PlanConfig, PublicationConfig
 from fleet.store.base import UnitQuery, UnitRow
-from fleet.store.publication import RegisterDetails
+from fleet.store.publication import Publication, PublicationStep, RegisterDetails, State
 from fleet.store.sql import SqlStore
 
 LISTS = (
@@ -192,3 +194,101 @@ def lists_csv(lists: dict[str, Any]) -> str:
             detail = "; ".join(f"{k}={v}" for k, v in row.items() if k not in shown)
             rows.append([name, rank, *(row.get(c, "") for c in CSV_COLUMNS[2:7]), detail])
     return "\ufeff" + csv_text(CSV_COLUMNS, rows)
+
+
+# -- the publications as the regulators' API, the CLI and /public/lists.json answer ------
+
+
+def _at(moment: dt.datetime) -> str:
+    """A stored time as the publication's JSON writes it (UTC, to the microsecond)."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@response("Publication")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublicationView:
+    """A publication: its state, each step's time and who took it, how many rows each list
+    has, and (where asked for) the lists as drafted."""
+
+    id: int = out()
+    state: State = out()
+    as_of: str = out("the time the lists were drawn as of")
+    drafted_by: str = out()
+    drafted: str = out()
+    approved_by: str | None = out()
+    approved: str | None = out()
+    published_by: str | None = out()
+    published: str | None = out()
+    counts: dict[str, int] = out("rows of each list, by the list's name")
+    lists: dict[str, Any] | None = out(
+        "the lists as drafted (as /public/lists.json's lists)", omit_none=True
+    )
+
+    @classmethod
+    def of(cls, found: Publication, *, lists: bool) -> PublicationView:
+        """``found``, with its lists when ``lists``, else only their row counts."""
+        return cls(
+            id=found.id,
+            state=found.state,
+            as_of=_at(found.as_of),
+            drafted_by=found.drafted_by,
+            drafted=_at(found.drafted),
+            approved_by=found.approved_by or None,
+            approved=None if found.approved is None else _at(found.approved),
+            published_by=found.published_by or None,
+            published=None if found.published is None else _at(found.published),
+            counts={n: len(found.lists.get(n, {}).get("rows", [])) for n in LISTS},
+            lists=found.lists if lists else None,
+        )
+
+
+@response("PublicationStep")
+@dataclass(frozen=True, slots=True)
+class PublicationStepView:
+    """One step of a publication's history: who drafted, approved or published it, when."""
+
+    publication_id: int = out()
+    step: str = out("drafted, approved or published")
+    username: str = out()
+    at: str = out()
+
+    @classmethod
+    def of(cls, step: PublicationStep) -> PublicationStepView:
+        """The stored ``step``."""
+        return cls(step.publication_id, step.step, step.username, _at(step.at))
+
+
+@response("Publications")
+@dataclass(frozen=True, slots=True)
+class PublicationsView:
+    """``GET /api/publication``: the newest publications and their steps."""
+
+    approval_by_another: bool = out("[publication] approval_by_another")
+    publications: tuple[PublicationView, ...] = out("newest first, without their lists")
+    steps: tuple[PublicationStepView, ...] = out("oldest first")
+
+
+@dataclass(frozen=True, slots=True)
+class PublicationStatusView:
+    """``publish status --json``: which publication is public now, the publications and
+    every step."""
+
+    public: int | None = out("the id of the publication /public/ serves; null: none yet")
+    publications: tuple[PublicationView, ...] = out("newest first, without their lists")
+    steps: tuple[PublicationStepView, ...] = out("oldest first")
+
+
+@dataclass(frozen=True, slots=True)
+class PublicListsView:
+    """``/public/lists.json``: the published time and lists, nothing of who did it;
+    ``published`` null and ``lists`` empty before the first publication."""
+
+    published: str | None = out()
+    lists: dict[str, Any] = out("the lists as drafted (`draw_lists`)")
+
+    @classmethod
+    def of(cls, found: Publication | None) -> PublicListsView:
+        """What the public sees of ``found``, the publication published last."""
+        if found is None or found.published is None:
+            return cls(None, {})
+        return cls(_at(found.published), found.lists)

@@ -21,6 +21,8 @@ import fleet.read.maintenance
 import fleet.read.views
 import fleet.reports.claims
 import fleet.reports.fault_rate
+import fleet.reports.plan
+import fleet.reports.publication
 import fleet.reports.scorecard
 import fleet.reports.service_life
 import fleet.reports.view
@@ -123,68 +125,6 @@ _PERIOD = (
     Param("since", "first day, YYYY-MM-DD (default: a year before until)"),
     Param("until", "day after the last, YYYY-MM-DD (default: tomorrow)"),
 )
-
-# The plan and the publication answer hand-built JSON (fleet.reports.plan.entry_json,
-# fleet.web.publication.publication_json): described here.
-_PLAN_UNIT: dict[str, Any] = {
-    "type": "object",
-    "required": ["unit_id", "due", "why", "days_left", "overdue", "reasons"],
-    "properties": {
-        "unit_id": _STR,
-        "due": {"type": "string", "format": "date"},
-        "why": {"type": "string", "description": "the due date and its reasons in lang"},
-        "days_left": {"type": "integer", "description": "negative: overdue"},
-        "overdue": _BOOL,
-        "contractor": _STR,
-        "on_demand": _BOOL,
-        "interval_days": _INT,
-        "anchor": {"type": ["object", "null"]},
-        "reasons": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["code", "params"],
-                "properties": {"code": _STR, "params": {"type": "object"}},
-            },
-        },
-    },
-}
-_PLAN: dict[str, Any] = {
-    "type": "object",
-    "required": ["lang", "units", "due_this_week"],
-    "properties": {
-        "lang": _STR,
-        "due_soon_days": _INT,
-        "units": {"type": "array", "items": _PLAN_UNIT},
-        "due_this_week": {"type": "array", "items": _STR},
-    },
-}
-_PUBLICATION: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "state", "as_of", "drafted_by", "drafted", "counts"],
-    "properties": {
-        "id": _INT,
-        "state": {"enum": ["draft", "approved", "published"]},
-        "as_of": _STR,
-        "drafted_by": _STR,
-        "drafted": _STR,
-        "approved_by": {"type": ["string", "null"]},
-        "approved": {"type": ["string", "null"]},
-        "published_by": {"type": ["string", "null"]},
-        "published": {"type": ["string", "null"]},
-        "counts": {"type": "object", "additionalProperties": _INT},
-        "lists": {"type": "object", "description": "as /public/lists.json's lists"},
-    },
-}
-_PUBLICATIONS: dict[str, Any] = {
-    "type": "object",
-    "required": ["approval_by_another", "publications", "steps"],
-    "properties": {
-        "approval_by_another": _BOOL,
-        "publications": {"type": "array", "items": _PUBLICATION},
-        "steps": {"type": "array", "items": {"type": "object"}},
-    },
-}
 
 ROUTES: tuple[Operation, ...] = (
     Operation(
@@ -499,7 +439,7 @@ ROUTES: tuple[Operation, ...] = (
         "/api/maintenance/plan",
         "Each unit's next maintenance due date and why ([maintenance.plan]), soonest "
         "first; a contractor sees its own units; format=csv or ics (iCalendar) too",
-        _PLAN,
+        "MaintenancePlan",
         (
             Param("contractor", "one contractor's units (a contractor: its own only)"),
             Param("overdue", "true: only the units past their due date", _BOOL),
@@ -514,7 +454,7 @@ ROUTES: tuple[Operation, ...] = (
         "/api/publication",
         "The drafted, approved and published lists and each step's history "
         "(regulators and administrators)",
-        _PUBLICATIONS,
+        "Publications",
         errors={403: "not a regulator or administrator"},
     ),
     Operation(
@@ -522,7 +462,7 @@ ROUTES: tuple[Operation, ...] = (
         "/api/publication/draft",
         "Draft the lists as of now (regulators only): high-fault, three-no, aged "
         "without assessment, overdue, contractors with contradicted records",
-        _PUBLICATION,
+        "Publication",
         errors={403: "not a regulator"},
         ok_status=201,
         ok_description="drafted",
@@ -531,7 +471,7 @@ ROUTES: tuple[Operation, ...] = (
         "get",
         "/api/publication/{publication_id}",
         "One publication with its lists (regulators and administrators)",
-        _PUBLICATION,
+        "Publication",
         (Param("publication_id", where="path"),),
         {403: "not a regulator or administrator", 404: "no such publication"},
     ),
@@ -540,7 +480,7 @@ ROUTES: tuple[Operation, ...] = (
         "/api/publication/{publication_id}/{action}",
         "approve (another regulator than the drafter, unless [publication] "
         "approval_by_another is false) or publish (once approved) (regulators only)",
-        _PUBLICATION,
+        "Publication",
         (Param("publication_id", where="path"), Param("action", where="path")),
         {403: "not a regulator", 404: "no such step", 409: "not allowed in this state"},
     ),

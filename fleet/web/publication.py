@@ -46,10 +46,27 @@ from fleet.clock import Clock
 from fleet.config import ReportsConfig
 from fleet.csv_cells import csv_text
 from fleet.read.selection import BadRequestError
+from fleet.read.shape import to_json
 from fleet.reports.claims import language_of
-from fleet.reports.plan import PLAN_CSV_COLUMNS, Reader, entry_json, plan_ics, plan_of, plan_rows
+from fleet.reports.plan import (
+    PLAN_CSV_COLUMNS,
+    PlanUnitView,
+    PlanView,
+    Reader,
+    plan_ics,
+    plan_of,
+    plan_rows,
+)
 from fleet.reports.plan_config import PlanConfig, PublicationConfig
-from fleet.reports.publication import LISTS, draw_lists, lists_csv
+from fleet.reports.publication import (
+    LISTS,
+    PublicationStepView,
+    PublicationsView,
+    PublicationView,
+    PublicListsView,
+    draw_lists,
+    lists_csv,
+)
 from fleet.store.base import Store
 from fleet.store.publication import Publication, PublicationError
 from fleet.store.sql import SqlStore
@@ -123,11 +140,8 @@ class PublicAnswer:
 
 
 def public_json(found: Publication | None) -> dict[str, Any]:
-    """``/public/lists.json``: the published time and lists, nothing of who did it."""
-    if found is None or found.published is None:
-        return {"published": None, "lists": {}}
-    published = found.published.isoformat().replace("+00:00", "Z")
-    return {"published": published, "lists": found.lists}
+    """``/public/lists.json``: `PublicListsView` of ``found`` as JSON."""
+    return dict(to_json(PublicListsView.of(found)))
 
 
 def public_page(found: Publication | None) -> str:
@@ -236,30 +250,6 @@ def hopping(worker: StoreWorker) -> Reader:
     return read
 
 
-def publication_json(found: Publication, *, lists: bool) -> dict[str, Any]:
-    """A publication for the regulators' API: its state and steps' times and names, and
-    (with ``lists``) the lists, else how many rows each has."""
-
-    def at(moment: dt.datetime | None) -> str | None:
-        return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-    body: dict[str, Any] = {
-        "id": found.id,
-        "state": found.state,
-        "as_of": at(found.as_of),
-        "drafted_by": found.drafted_by,
-        "drafted": at(found.drafted),
-        "approved_by": found.approved_by or None,
-        "approved": at(found.approved),
-        "published_by": found.published_by or None,
-        "published": at(found.published),
-        "counts": {n: len(found.lists.get(n, {}).get("rows", [])) for n in LISTS},
-    }
-    if lists:
-        body["lists"] = found.lists
-    return body
-
-
 def publication_routes(
     store: StoreWorker | None,
     guarded: Callable[[Handler], Handler],
@@ -318,17 +308,12 @@ def publication_routes(
             lambda s: (s.publications(50), s.publication_steps())
         )
         kept = {p.id for p in found}
-        return json_response(
-            {
-                "approval_by_another": publication.approval_by_another,
-                "publications": [publication_json(p, lists=False) for p in found],
-                "steps": [
-                    {"publication_id": s.publication_id, "step": s.step, "username": s.username,
-                     "at": s.at.isoformat().replace("+00:00", "Z")}
-                    for s in steps if s.publication_id in kept
-                ],
-            }
-        )  # fmt: skip
+        view = PublicationsView(
+            publication.approval_by_another,
+            tuple(PublicationView.of(p, lists=False) for p in found),
+            tuple(PublicationStepView.of(s) for s in steps if s.publication_id in kept),
+        )
+        return json_response(to_json(view))
 
     def publication_id(request: Request) -> int:
         text = str(request.path_params["publication_id"])
@@ -342,7 +327,7 @@ def publication_routes(
         found = await need_store().call(lambda s: s.publication(wanted))
         if found is None:
             return json_response({"error": f"publication {wanted} unknown"}, 404)
-        return json_response(publication_json(found, lists=True))
+        return json_response(to_json(PublicationView.of(found, lists=True)))
 
     async def draft(request: Request) -> Response:
         username = may_publish(request)
@@ -362,7 +347,7 @@ def publication_routes(
             return made
 
         made = await worker.call(make)
-        return json_response(publication_json(made, lists=True), 201)
+        return json_response(to_json(PublicationView.of(made, lists=True)), 201)
 
     async def step(request: Request) -> Response:
         username = may_publish(request)
@@ -385,7 +370,7 @@ def publication_routes(
             return json_response({"error": str(exc)}, 409)
         if action == "publish":
             cache.forget()
-        return json_response(publication_json(done, lists=False))
+        return json_response(to_json(PublicationView.of(done, lists=False)))
 
     async def plan_route(request: Request) -> Response:
         scope = scope_of(request)
@@ -414,15 +399,9 @@ def publication_routes(
                 media_type="text/calendar; charset=utf-8",
                 headers={"Content-Disposition": 'attachment; filename="maintenance-plan.ics"'},
             )
-        soon = [e.unit_id for e in entries if e.days_left < plan.due_soon_days]
-        return json_response(
-            {
-                "lang": lang,
-                "due_soon_days": plan.due_soon_days,
-                "units": [entry_json(e, lang) for e in entries],
-                "due_this_week": soon,
-            }
-        )
+        soon = tuple(e.unit_id for e in entries if e.days_left < plan.due_soon_days)
+        units = tuple(PlanUnitView.of(e, lang) for e in entries)
+        return json_response(to_json(PlanView(lang, plan.due_soon_days, units, soon)))
 
     return [
         Route("/public/", cached("html", "text/html; charset=utf-8")),

@@ -252,6 +252,19 @@ def test_the_plan_command_prints_units_with_due_and_why(
     body = json.loads(capsys.readouterr().out)
     (unit,) = body["units"]
     assert unit["unit_id"] == "U1" and unit["why"].startswith("due today")
+    # --json is the definition the API's plan lists its units with (one per response).
+    from fleet.cli.plan import PlanListing
+    from fleet.read.shape import schema_of
+    from fleet.web.openapi import openapi_spec
+    from tests.fleet.test_api import validate
+
+    spec = openapi_spec()
+    validate(body, schema_of(PlanListing), spec, "plan --json")
+    assert "due_this_week" not in body
+    assert main(["maintenance", "plan", "--db", str(db), "--json", "--week"]) == 0
+    week = json.loads(capsys.readouterr().out)
+    validate(week, schema_of(PlanListing), spec, "plan --json --week")
+    assert week["due_this_week"] == {"C1": ["U1"]}
     assert main(["maintenance", "plan", "--db", str(db), "--format", "ics"]) == 0
     assert "BEGIN:VEVENT" in capsys.readouterr().out
     assert main(["maintenance", "plan", "--db", str(db), "--format", "csv", "--overdue"]) == 0

@@ -11,8 +11,12 @@ import pytest
 
 from fleet.auth.roles import Role
 from fleet.cli.main import main
+from fleet.read.shape import schema_of
+from fleet.reports.publication import PublicationStatusView
 from fleet.store.base import RegisterEntry
 from fleet.store.open import open_store
+from fleet.web.openapi import openapi_spec
+from tests.fleet.test_api import validate
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
@@ -51,6 +55,10 @@ def test_draft_approve_publish_status(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["publish", "status", "--db", db, "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["public"] == int(pid)
+    # Each --json is its definition (fleet.reports.publication), as the API's.
+    spec = openapi_spec()
+    validate(status, schema_of(PublicationStatusView), spec, "publish status --json")
+    validate(draft, {"$ref": "#/components/schemas/Publication"}, spec, "publish draft --json")
     assert [(s["step"], s["username"]) for s in status["steps"]] == [
         ("drafted", "reg_a"),
         ("approved", "reg_b"),

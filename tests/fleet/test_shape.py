@@ -113,6 +113,11 @@ def test_csv_columns_are_keys_of_their_definitions() -> None:
 
     assert set(UNIT_CSV_COLUMNS) <= set(schema_of(UnitView)["properties"])
     assert set(EVENT_TABLE_COLUMNS) <= set(schema_of(EventView)["properties"])
+    from fleet.read.evidence_views import EVIDENCE_CSV_COLUMNS, EvidenceSampleView
+    from fleet.reports.plan import PLAN_CSV_COLUMNS, PlanUnitView
+
+    assert set(PLAN_CSV_COLUMNS) <= set(schema_of(PlanUnitView)["properties"])
+    assert EVIDENCE_CSV_COLUMNS == tuple(schema_of(EvidenceSampleView)["properties"])
 
 
 def test_the_cli_json_outputs_are_their_definitions(
