@@ -107,6 +107,30 @@ def decode_token(token: str) -> str:
         raise BadRequestError(f"page_token {token!r} is not a token this fleet issued") from None
 
 
+# What matters first (issue 19, item 7): a unit with an open alarm, then link down
+# (blind), offline, stale, online, never seen; by unit id within each.
+URGENCY = {
+    UnitStatus.BLIND: 1,
+    UnitStatus.OFFLINE: 2,
+    UnitStatus.STALE: 3,
+    UnitStatus.ONLINE: 4,
+    UnitStatus.NEVER_SEEN: 5,
+}
+
+
+def _after(page_token: str, by_urgency: bool) -> tuple[int, str] | None:
+    """Where a page token continues: (rank, unit_id); rank 0 in unit-id order."""
+    if not page_token:
+        return None
+    text = decode_token(page_token)
+    if not by_urgency:
+        return 0, text
+    rank, _, unit_id = text.partition("\t")
+    if not rank.isdigit() or not unit_id:
+        raise BadRequestError(f"page_token {page_token!r} is not a token of this order")
+    return int(rank), unit_id
+
+
 def select_units(
     rows: Sequence[UnitRow],
     wanted: UnitFilter,
@@ -114,20 +138,34 @@ def select_units(
     thresholds: CoverageConfig,
     page_size: int = 0,
     page_token: str = "",
+    alarmed: frozenset[str] | None = None,
 ) -> UnitPage:
-    """Rows (ordered by unit_id) with their status as of ``now``, filtered and paged."""
+    """Rows (ordered by unit_id) with their status as of ``now``, filtered and paged.
+    With ``alarmed`` (the units with an open alarm) they are ordered by `URGENCY` instead,
+    that set first; a unit whose rank changes between two pages may show on both or
+    neither (the page after is read again from the live statuses)."""
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         raise BadRequestError(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
-    after = decode_token(page_token) if page_token else None
+    after = _after(page_token, alarmed is not None)
     listed = [(u, status_of(u, now, thresholds)) for u in rows if wanted.matches_text(u)]
     listed = [(u, s) for u, s in listed if wanted.status is None or s is wanted.status]
     total = len(listed)
+
+    def rank(u: UnitRow, s: UnitStatus) -> int:
+        if alarmed is None:
+            return 0
+        return 0 if u.unit_id in alarmed else URGENCY[s]
+
+    if alarmed is not None:
+        listed.sort(key=lambda us: (rank(*us), us[0].unit_id))
     if after is not None:
-        listed = [(u, s) for u, s in listed if u.unit_id > after]
+        listed = [(u, s) for u, s in listed if (rank(u, s), u.unit_id) > after]
     next_token = ""
     if page_size and len(listed) > page_size:
         listed = listed[:page_size]
-        next_token = encode_token(listed[-1][0].unit_id)
+        last, status = listed[-1]
+        mark = last.unit_id if alarmed is None else f"{rank(last, status)}\t{last.unit_id}"
+        next_token = encode_token(mark)
     return UnitPage(tuple(listed), next_token, total)
 
 
@@ -156,15 +194,26 @@ class Reads:
         self.evidence = EvidenceReads(store)
 
     async def units(
-        self, scope: Scope, wanted: UnitFilter, page_size: int = 0, token: str = ""
+        self,
+        scope: Scope,
+        wanted: UnitFilter,
+        page_size: int = 0,
+        token: str = "",
+        *,
+        urgent_first: bool = False,
     ) -> UnitPage:
-        """Units in ``scope`` matching ``wanted``, ordered by unit_id, one page; a
-        contractor naming another contractor gets `OutOfScopeError`."""
+        """Units in ``scope`` matching ``wanted``, ordered by unit_id (``urgent_first``:
+        by `URGENCY`, units with an open alarm first), one page; a contractor naming
+        another contractor gets `OutOfScopeError`."""
         wanted = dataclasses.replace(wanted, contractor=scope.listing(wanted.contractor))
         if token:
-            decode_token(token)  # refuse a bad token before touching the store
+            _after(token, urgent_first)  # refuse a bad token before touching the store
         rows = await self._store.list_units(wanted.store_query())
-        return select_units(rows, wanted, self._clock(), self.thresholds, page_size, token)
+        alarmed = None
+        if urgent_first:
+            open_alarms = await self._store.call(lambda s: s.alarms(open_only=True))
+            alarmed = frozenset(a.unit_id for a in open_alarms)
+        return select_units(rows, wanted, self._clock(), self.thresholds, page_size, token, alarmed)
 
     async def unit(self, scope: Scope, unit_id: str) -> tuple[UnitRow, UnitStatus] | None:
         """One unit with its status, or None when the fleet never knew it or it is not in

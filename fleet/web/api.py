@@ -44,6 +44,7 @@ from fleet.store.base import EventRow, UnitRow
 from fleet.store.worker import StoreWorker
 from fleet.units.coverage import UnitStatus
 from fleet.web.auth import OPEN_PRINCIPAL, AccessDeniedError, Authenticator, scope_of
+from fleet.web.configs import config_routes
 from fleet.web.dashboard import SiteSettings, dashboard_routes
 from fleet.web.evidence import evidence_routes
 from fleet.web.headers import SecurityHeaders
@@ -195,11 +196,15 @@ def build_app(
                 media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": 'attachment; filename="units.csv"'},
             )
+        order = request.query_params.get("order", "unit")
+        if order not in {"unit", "urgency"}:
+            raise BadRequestError(f"order: {order!r} is neither unit nor urgency")
         page = await reads.units(
             scope_of(request),
             _unit_filter(request),
             _int(request, "page_size", 0),
             request.query_params.get("page_token", ""),
+            urgent_first=order == "urgency",
         )
         units = tuple(UnitView.of(u, s) for u, s in page.units)
         return _JSON(to_json(UnitPageView(units, page.next_token, page.total)))
@@ -302,6 +307,7 @@ def build_app(
             ),
             *([] if store is None else northbound_routes(store, guarded, clock)),
             *([] if store is None else rollout_routes(store, guarded)),
+            *([] if store is None else config_routes(store, guarded)),
             Route("/api/openapi.json", openapi),
             *([metrics_route(metrics, metrics_token)] if serve_metrics else []),
             *dashboard,

@@ -26,6 +26,7 @@ import fleet.reports.publication
 import fleet.reports.scorecard
 import fleet.reports.service_life
 import fleet.reports.view
+import fleet.web.configs
 import fleet.web.dashboard
 import fleet.web.history
 import fleet.web.live
@@ -130,7 +131,7 @@ ROUTES: tuple[Operation, ...] = (
     Operation(
         "get",
         "/api/units",
-        "Units (registered or ever reported), ordered by unit_id",
+        "Units (registered or ever reported), by unit_id or (order=urgency) what matters first",
         "UnitPage",
         (
             Param("street", "sub-district (街道) as registered"),
@@ -142,6 +143,12 @@ ROUTES: tuple[Operation, ...] = (
             Param("monitored", "only units that have reported", _BOOL),
             Param("page_size", "units per page (0 = all, at most 10000)", _INT),
             Param("page_token", "next_page_token of the previous page"),
+            Param(
+                "order",
+                "unit (default): by unit_id; urgency: open alarms, then link down (blind), "
+                "offline, stale, online, never seen, by unit_id within each",
+                {"type": "string", "enum": ["unit", "urgency"]},
+            ),
             Param("q", "text anywhere in the unit id, building, address or street"),
             Param("format", "json (default) or csv: every matching unit as CSV, no paging"),
         ),
@@ -425,6 +432,16 @@ ROUTES: tuple[Operation, ...] = (
         "pending, offered, on trial, healthy, failed, rolled back), and the releases kept "
         "(administrators only)",
         "Rollouts",
+        errors={403: "not an administrator"},
+    ),
+    # Remote configuration (issue 20, fleet.web.configs).
+    Operation(
+        "get",
+        "/api/configs",
+        "Desired against applied configuration per agent: the document version it should "
+        "run, the one it runs, own_file/in_sync/pending/rejected and the problems of its "
+        "last report (administrators only)",
+        "AgentConfigs",
         errors={403: "not an administrator"},
     ),
     Operation(
