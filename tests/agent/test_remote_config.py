@@ -103,7 +103,9 @@ def run_scenario(tmp_path: Path, scenario: Any) -> None:
         server = ModbusEmulator(group, "127.0.0.1", 0)
         port = await server.start()
         try:
-            async with running_fleet(FleetConfig(store=StoreConfig(path=str(db)))) as fleet:
+            async with running_fleet(
+                FleetConfig(store=StoreConfig(path=str(db))), http=True
+            ) as fleet:
                 # The agent stamps records with the real clock: so must the fleet.
                 fleet.clock.now = dt.datetime.now(dt.UTC)
                 path = tmp_path / "agent.toml"
@@ -160,6 +162,12 @@ def test_an_invalid_document_is_rejected_with_its_problems_and_nothing_changes(
         assert app.remote is not None and app.remote.version == 0
         assert not (tmp_path / "data" / DOCUMENT_FILE).exists()
         assert not any(kind == "config" for _, kind, _ in history)
+        # The administrators' view says so too (GET /api/configs, the dashboard's page).
+        status, body = await fleet.get("/api/configs")
+        assert status == 200
+        (shown,) = body["agents"]
+        assert shown["state"] == "rejected" and shown["desired_version"] == version
+        assert shown["problems"] == list(found.problems)
 
     run_scenario(tmp_path, scenario)
 
@@ -207,6 +215,8 @@ def test_a_valid_document_is_applied_without_stopping_an_unchanged_unit(
         assert kept is not None and kept.version == version
         assert restarted.units[0].detect.door_close_failure_s == 33.0
         assert app.hello().config_version == version
+        status, body = await fleet.get("/api/configs")
+        assert status == 200 and body["agents"][0]["state"] == "in_sync"
 
     run_scenario(tmp_path, scenario)
 

@@ -137,6 +137,7 @@ CASES: dict[tuple[str, str], tuple[Probe, ...]] = {
     ("get", "/api/northbound"): (Probe("GET", "/api/northbound", leaks=False),),
     # Agent updates (issue 20): administrators only, a contractor gets 403.
     ("get", "/api/rollouts"): (Probe("GET", "/api/rollouts", leaks=False),),
+    ("get", "/api/configs"): (Probe("GET", "/api/configs", leaks=False),),
     # The plan by need and the publication (issue 17): the plan is scoped like the units;
     # unpublished lists are for regulators and administrators only (a contractor: 403).
     ("get", "/api/maintenance/plan"): (

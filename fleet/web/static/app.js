@@ -265,7 +265,7 @@
     const here = location.hash || "#/";
     // Unpublished lists are for regulators and administrators (plan.js; the API says so too).
     const lists = ["regulator", "admin"].includes(state.user.role) ? [["#/publication", "nav.publication"]] : [];
-    const items = state.user.can_admin ? [...NAV, ...lists, ["#/users", "nav.users"], ["#/northbound", "nav.northbound"]] : [...NAV, ...lists];
+    const items = state.user.can_admin ? [...NAV, ...lists, ["#/users", "nav.users"], ["#/northbound", "nav.northbound"], ["#/configs", "nav.configs"]] : [...NAV, ...lists];
     put(nav, h("ul", {}, items.map(([href, key]) => {
       const current = href === "#/" ? here === "#/" || here === "#" : here.startsWith(href);
       return h("li", {}, h("a", { href, "aria-current": current ? "page" : null, text: t(key) }));
@@ -298,6 +298,7 @@
       else if (path === "/publication") await window.LW_PLAN.viewPublication(recorder());
       else if (path === "/maintenance") await window.LW_MAINT.viewRecords(recorder(), params);
       else if (path === "/northbound") await window.LW_NORTH.viewNorthbound(recorder());
+      else if (path === "/configs") await window.LW_CONFIGS.viewConfigs(recorder());
       else await viewOverview();
     } catch (err) {
       if (err.status === 401) return;
