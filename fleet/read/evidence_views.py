@@ -11,13 +11,13 @@ may not see is answered as one that does not exist.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 from google.protobuf.message import DecodeError
 
 from fleet.read.scope import Scope
-from fleet.read.shape import out, response
+from fleet.read.shape import keys_of, out, response, to_json
 from fleet.read.views import event_type_name, iso
 from fleet.store.evidence import EvidenceRequestRow, EvidenceRow, end_name
 from fleet.store.worker import StoreWorker
@@ -115,7 +115,8 @@ class EvidenceSampleView:
         )
 
 
-EVIDENCE_CSV_COLUMNS = tuple(f.name for f in fields(EvidenceSampleView))
+# The CSV has a column per key of the sample's definition, in its order.
+EVIDENCE_CSV_COLUMNS = keys_of(EvidenceSampleView)
 
 
 def _time(stamp: object) -> str | None:
@@ -181,8 +182,10 @@ class EvidenceView:
 
 
 def evidence_csv_rows(view: EvidenceView) -> list[list[object]]:
-    """The samples of ``view`` as rows of `EVIDENCE_CSV_COLUMNS`."""
-    return [[getattr(s, c) for c in EVIDENCE_CSV_COLUMNS] for s in view.samples]
+    """The samples of ``view`` as rows of `EVIDENCE_CSV_COLUMNS`, each cell the sample's
+    JSON value (`EvidenceSampleView` is the one definition of both)."""
+    shown = (to_json(s) for s in view.samples)
+    return [[row[c] for c in EVIDENCE_CSV_COLUMNS] for row in shown]
 
 
 RequestStatus = Literal["sent", "answered", "expired"]
