@@ -22,6 +22,7 @@ import sys
 import zoneinfo
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.cli.common import (
@@ -38,6 +39,7 @@ from fleet.clock import utc_now
 from fleet.config import LANGUAGES, FleetConfig
 from fleet.read.maintenance import (
     ImportView,
+    VerdictShare,
     VerdictSharesView,
     records_for,
     records_view,
@@ -45,7 +47,7 @@ from fleet.read.maintenance import (
     visits_view,
 )
 from fleet.read.scope import EVERY_UNIT
-from fleet.read.shape import to_json
+from fleet.read.shape import out, to_json
 from fleet.read.views import table
 from fleet.reports.maintenance import (
     RecordsError,
@@ -58,6 +60,18 @@ from fleet.store.maintenance import RECORD_VERDICTS
 from fleet.store.open import open_store
 
 Target = Callable[[argparse.Namespace], tuple[str, FleetConfig]]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditView:
+    """``maintenance audit --json``: how many records were judged again and how many
+    verdicts changed, the records by verdict, and each contractor's shares (the API's
+    `VerdictShare`, as ``GET /api/maintenance/shares`` lists them)."""
+
+    records: int = out("records judged", minimum=0)
+    changed: int = out("verdicts that changed", minimum=0)
+    verdicts: dict[str, int] = out("records by verdict (supported, too_short, ...)")
+    contractors: tuple[VerdictShare, ...] = out("by contractor's name")
 
 
 def _day(text: str) -> dt.datetime:
@@ -239,14 +253,8 @@ def _audit(args: argparse.Namespace, target: Target) -> int:
         tuple(share_of(name, Counter(c)) for name, c in sorted(by_contractor.items())),
     )
     if args.json:
-        print_json(
-            {
-                "records": sum(counts.values()),
-                "changed": changed,
-                "verdicts": {v: counts[v] for v in RECORD_VERDICTS},
-                "contractors": to_json(shares)["contractors"],
-            }
-        )
+        verdicts = {v: counts[v] for v in RECORD_VERDICTS}
+        print_json(to_json(AuditView(sum(counts.values()), changed, verdicts, shares.contractors)))
         return 0
     print(f"{sum(counts.values())} record(s) judged, {changed} verdict(s) changed")
     columns = ["contractor", "records", *RECORD_VERDICTS]

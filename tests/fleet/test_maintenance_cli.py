@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 
 from fleet.cli.main import main
+from fleet.cli.maintenance import AuditView
+from fleet.read.shape import schema_of
 from fleet.store.base import BatchOp, RegisterEntry
 from fleet.store.sqlite import SqliteStore
+from fleet.web.openapi import openapi_spec
 from protos.liftwatch.v1 import records_pb2
+from tests.fleet.test_api import validate
 
 START = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
 
@@ -86,6 +90,9 @@ def test_import_names_bad_rows_and_audit_counts_verdicts(
         "cannot_tell": 0,
     }
     assert audit["changed"] == 0  # judged at import already: the same verdict again
+    # --json is its definition, its contractors the API's VerdictShare (one per response).
+    validate(audit, schema_of(AuditView), openapi_spec(), "maintenance audit --json")
+    assert [c["contractor"] for c in audit["contractors"]] == ["C1"]
     assert main(["maintenance", "visits", "--db", str(db), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"visits": [], "unknown_units": []}
     missing = ["maintenance", "records", "import", str(tmp_path / "none.csv")]
