@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.cli.common import (
@@ -27,11 +28,36 @@ from fleet.cli.common import (
 )
 from fleet.northbound.mapping import MappingError, load_mapping, resolve
 from fleet.northbound.views import DeadLetterView, PlatformView
-from fleet.read.shape import to_json
+from fleet.read.shape import out, to_json
 from fleet.read.views import table
 from fleet.store.northbound import DEAD_STATES, DeadLetter, NorthboundOutbox, PlatformStatus
 from fleet.store.open import open_store
 from fleet.store.sql import SqlStore
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformsView:
+    """``northbound status --json``: every platform configured or known to the store, each
+    as ``GET /api/northbound`` shows it (`PlatformView`)."""
+
+    platforms: tuple[PlatformView, ...] = out("by platform name")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettersView:
+    """``northbound dead-letters --json``: the dead letters asked for, as ``GET
+    /api/northbound`` shows them (`DeadLetterView`)."""
+
+    dead_letters: tuple[DeadLetterView, ...] = out("newest first")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayView:
+    """``northbound replay --json``: how many dead letters the platform's sender will send
+    again."""
+
+    platform: str = out()
+    replaying: int = out("dead letters marked for replay", minimum=0)
 
 
 def add_parser(
@@ -111,10 +137,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_status(args: argparse.Namespace, statuses: list[PlatformStatus]) -> int:
     now = dt.datetime.now(dt.UTC)
-    rows = [to_json(PlatformView.of(s, now)) for s in statuses]
+    view = PlatformsView(tuple(PlatformView.of(s, now) for s in statuses))
     if args.json:
-        print_json({"platforms": rows})
+        print_json(to_json(view))
         return 0
+    rows = to_json(view)["platforms"]
     if not rows:
         print("no northbound platform configured or known to the store")
         return 0
@@ -133,7 +160,7 @@ def _cell(value: object) -> str:
 
 def _print_letters(args: argparse.Namespace, letters: list[DeadLetter]) -> int:
     if args.json:
-        print_json({"dead_letters": [to_json(DeadLetterView.of(d)) for d in letters]})
+        print_json(to_json(DeadLettersView(tuple(DeadLetterView.of(d) for d in letters))))
         return 0
     columns = ["ID", "PLATFORM", "UNIT", "SEQ", "MESSAGE", "STATUS", "STATE", "REASON"]
     cells = [
@@ -165,7 +192,7 @@ def _replay(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print_json({"platform": args.platform, "replaying": count})
+        print_json(to_json(ReplayView(args.platform, count)))
     else:
         print(f"{count} dead letter(s) of {args.platform} will be sent again by its sender")
     return 0

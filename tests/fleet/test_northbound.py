@@ -531,13 +531,26 @@ def test_the_cli_shows_status_and_dead_letters_and_asks_for_a_replay(
     assert lease is not None
     first = outbox.pending("region", 10, 10)[0]
     outbox.dead_letter(lease, first, "k", "register", 422, "no such street", "{}", 1)
+    # Configured but never started: nothing behind yet (its first forwarder decides).
+    assert outbox.status("configured-later").backlog == 0
     store.close()
+    # Each --json is its definition, made of the API's (one definition per response).
+    from fleet.cli.northbound import DeadLettersView, PlatformsView
+    from fleet.read.shape import schema_of
+    from fleet.web.openapi import openapi_spec
+    from tests.fleet.test_api import validate as validate_spec
+
+    spec = openapi_spec()
     assert main(["northbound", "status", "--db", db, "--json"]) == 0
-    status = json.loads(capsys.readouterr().out)["platforms"][0]
+    platforms = json.loads(capsys.readouterr().out)
+    validate_spec(platforms, schema_of(PlatformsView), spec, "northbound status --json")
+    status = platforms["platforms"][0]
     assert status["platform"] == "region" and status["rejected"] == 1
     assert status["dead_letters"] == 1 and status["backlog"] >= 1 and status["sender"] == "me"
     assert main(["northbound", "dead-letters", "--db", db, "--json"]) == 0
-    (letter,) = json.loads(capsys.readouterr().out)["dead_letters"]
+    letters = json.loads(capsys.readouterr().out)
+    validate_spec(letters, schema_of(DeadLettersView), spec, "northbound dead-letters --json")
+    (letter,) = letters["dead_letters"]
     assert (letter["reason"], letter["status"], letter["state"]) == ("no such street", 422, "dead")
     assert main(["northbound", "replay", "region", "--id", str(letter["id"]), "--db", db]) == 0
     assert "1 dead letter(s)" in capsys.readouterr().out
