@@ -398,19 +398,23 @@ class NorthboundOutbox:
     # -- status ----------------------------------------------------------------------
 
     def status(self, platform: str) -> PlatformStatus:
-        """The platform's backlog, oldest unsent entry, counters and lease."""
+        """The platform's backlog, oldest unsent entry, counters and lease. A platform
+        configured but never started (no row yet) has nothing behind: where it will start
+        is decided by its first forwarder (``start``)."""
         s = self._store
+        row = s._execute(
+            "SELECT owner, lease_until_us, sent, rejected, last_sent_us, last_error, "
+            "last_error_us FROM northbound_platforms WHERE platform = ?",
+            (platform,),
+        ).fetchone()
+        if row is None:
+            return PlatformStatus(platform, 0, None, 0, 0, 0, 0, 0, "", None, None, "", None)
         behind = s._execute(
             "SELECT COUNT(*), COALESCE(SUM(h.seq - COALESCE(c.seq, 0)), 0), MIN(x.at_us) "
             "FROM unit_history_head h "
             "LEFT JOIN northbound_cursors c ON c.platform = ? AND c.unit_id = h.unit_id "
             "JOIN unit_history x ON x.unit_id = h.unit_id AND x.seq = COALESCE(c.seq, 0) + 1 "
             "WHERE h.seq > COALESCE(c.seq, 0)",
-            (platform,),
-        ).fetchone()
-        row = s._execute(
-            "SELECT owner, lease_until_us, sent, rejected, last_sent_us, last_error, "
-            "last_error_us FROM northbound_platforms WHERE platform = ?",
             (platform,),
         ).fetchone()
         counts = dict(
@@ -420,8 +424,6 @@ class NorthboundOutbox:
                 (platform,),
             ).fetchall()
         )
-        if row is None:
-            row = ("", 0, 0, 0, None, "", None)
         units, backlog, oldest = behind if behind is not None else (0, 0, None)
         return PlatformStatus(
             platform=platform,
