@@ -133,3 +133,29 @@ def test_the_cli_sets_diffs_lists_and_rolls_back(
     assert '+id = "car-1"' in shown["diff"]
     assert main(["config", "diff", "--db", db]) == 0
     assert capsys.readouterr().out.split("\t")[-1].strip() == "pending"
+
+
+def test_the_bench_step_pushes_each_agent_its_own_tables(tmp_path: Path) -> None:
+    from bench.rollout_config import CHANGE, _reports, push_config, remote_tables
+
+    box = tmp_path / "agent.toml"
+    box.write_text(
+        '[agent]\nid = "edge-00"\n[fleet]\nendpoints = ["127.0.0.1:1"]\n[update]\n'
+        'release_keys = ["k"]\n' + DOC + "poll_hz = 2.0\n" + UNITS + "[unit.detect]\nx = 1\n",
+        encoding="utf-8",
+    )
+    tables = remote_tables(box.read_text(encoding="utf-8"))
+    assert tables == DOC + "poll_hz = 2.0\n" + UNITS + "[unit.detect]\nx = 1\n"
+    db = str(tmp_path / "fleet.db")
+    versions = push_config(db, {"edge-00": box})
+    store = open_store(db)
+    try:
+        kept = ConfigStore(store).desired("edge-00")
+        assert kept is not None and kept.toml == CHANGE + tables
+        assert _reports(db, versions) == {}  # nothing reported yet
+        ConfigStore(store).record_report(
+            "edge-00", versions["edge-00"], True, [], 1, lambda _old, _new: {}
+        )
+    finally:
+        store.close()
+    assert _reports(db, versions) == {"edge-00": (True, ())}
