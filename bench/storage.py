@@ -19,7 +19,10 @@ fleet store's ingest write, retention on a virtual clock; prints one JSON object
    PostgreSQL: pg_total_relation_size): ``raw_bytes_per_car_day`` is the raw records
    (table ``records`` with its indexes) per car per day of the window they hold;
    ``longterm_bytes_per_car_day`` is what folding keeps (``unit_hours``,
-   ``records_kept``) per car per folded day. ``district_year_gb``: 10,525 units after a
+   ``records_kept``) per car per folded day: on SQLite the bytes in use of their pages
+   (a few cars' two folded days fill only a few pages of each table and index, so whole
+   pages, ``longterm_page_bytes``, would measure the page size instead; a district's
+   tables fill their pages as the raw table's do). ``district_year_gb``: 10,525 units after a
    year: the window's raw records plus a year of long-term, in GB (10^9 bytes);
    ``district_year_gb_without_retention`` what a year of raw records takes.
 
@@ -199,14 +202,17 @@ def _window(
 # -- 3. measure -------------------------------------------------------------------------
 
 
-def table_bytes(store: SqlStore, tables: tuple[str, ...]) -> int:
-    """Bytes of ``tables`` with their indexes (and, on PostgreSQL, TOAST)."""
+def table_bytes(store: SqlStore, tables: tuple[str, ...]) -> tuple[int, int]:
+    """Bytes of ``tables`` with their indexes (and, on PostgreSQL, TOAST): the pages they
+    take, and of those the bytes in use (SQLite: page size less unused bytes; PostgreSQL:
+    the pages, no finer figure without the pgstattuple extension)."""
     if isinstance(store, PostgresStore):
-        return sum(
+        pages = sum(
             int(store._execute("SELECT pg_total_relation_size(?)", (t,)).fetchone()[0])
             for t in tables
         )
-    total = 0
+        return pages, pages
+    total = used = 0
     for table in tables:
         names = [table] + [
             str(r[0])
@@ -215,9 +221,12 @@ def table_bytes(store: SqlStore, tables: tuple[str, ...]) -> int:
             ).fetchall()
         ]
         for name in names:
-            row = store._execute("SELECT SUM(pgsize) FROM dbstat WHERE name = ?", (name,))
-            total += int(row.fetchone()[0] or 0)
-    return total
+            row = store._execute(
+                "SELECT SUM(pgsize), SUM(pgsize - unused) FROM dbstat WHERE name = ?", (name,)
+            ).fetchone()
+            total += int(row[0] or 0)
+            used += int(row[1] or 0)
+    return total, used
 
 
 def compact_estimate(store: SqlStore) -> int:
@@ -244,8 +253,8 @@ def measure(args: argparse.Namespace, target: str, capture_path: Path) -> dict[s
     store = open_store(target)
     try:
         run = replay(store, cars, span_s, args.cars, args.days, args.window_days)
-        raw = table_bytes(store, RAW_TABLES)
-        longterm = table_bytes(store, LONGTERM_TABLES)
+        raw, _ = table_bytes(store, RAW_TABLES)
+        longterm_pages, longterm = table_bytes(store, LONGTERM_TABLES)
         raw_rows = int(store._execute("SELECT COUNT(*) FROM records").fetchone()[0])
         oldest = store._execute("SELECT MIN(time_us) FROM records").fetchone()[0]
         end_us = to_us(START) + args.days * DAY_US
@@ -277,6 +286,7 @@ def measure(args: argparse.Namespace, target: str, capture_path: Path) -> dict[s
         "raw_days_held": round(raw_days, 2),
         "raw_bytes_per_car_day": round(raw_per_car_day),
         "longterm_bytes": longterm,
+        "longterm_page_bytes": longterm_pages,
         "folded_days": round(folded_days, 2),
         "longterm_bytes_per_car_day": (
             None if longterm_per_car_day is None else round(longterm_per_car_day)

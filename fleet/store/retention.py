@@ -443,14 +443,14 @@ class Retention:
             "SELECT last_run_us, cutoff_us, folded, deleted, kept, owner, lease_until_us "
             "FROM retention_state WHERE name = 'raw'"
         ).fetchone()
+        # Each agent's first record past its retention cursor, by the primary key (a
+        # scan of the whole table for MIN(time_us) would read every raw record).
         oldest = s._execute(
-            "SELECT MIN(r.time_us) FROM agents a JOIN retention_agents c "
-            "ON c.agent_id = a.agent_id JOIN records r ON r.agent_id = a.agent_id "
-            "AND r.seq = (SELECT MIN(seq) FROM records WHERE agent_id = a.agent_id "
-            "AND seq > c.seq)"
+            "SELECT MIN(r.time_us) FROM agents a JOIN records r ON r.agent_id = a.agent_id "
+            "AND r.seq = (SELECT MIN(f.seq) FROM records f WHERE f.agent_id = a.agent_id "
+            "AND f.seq > COALESCE((SELECT c.seq FROM retention_agents c "
+            "WHERE c.agent_id = a.agent_id), 0))"
         ).fetchone()
-        if oldest is None or oldest[0] is None:
-            oldest = s._execute("SELECT MIN(time_us) FROM records").fetchone()
         return RetentionStatus(
             last_run_us=None if row[0] is None else int(row[0]),
             cutoff_us=None if row[1] is None else int(row[1]),
