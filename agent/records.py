@@ -100,6 +100,10 @@ def event_record(unit_id: str, event: Event, event_id: str, time: TimeBase) -> r
     msg.phase = _PHASE[event.phase]
     msg.onset.CopyFrom(_timestamp(time.to_utc(event.onset)))
     msg.reason = event.reason
+    # The reason's code and parameters (agent.detect.reasons): a fleet renders them in
+    # the reader's language; an older fleet ignores them and shows the English text.
+    msg.reason_code = event.reason_code
+    msg.reason_params.update(event.reason_params)
     msg.gb_code = event.code
     if event.floor is not None:
         msg.floor = event.floor

@@ -77,6 +77,7 @@ from agent.detect.latch import (
     opened_at_landing,
     running,
 )
+from agent.detect.reasons import coded
 from agent.detect.rule import NO_EVENTS, NamedRules, blind_all, step_all
 from agent.state import CarState, DoorState
 
@@ -204,8 +205,8 @@ class SafetyCircuitOpen:
                 new,
                 sample,
                 now,
-                "safety circuit opened while running",
-                "safety circuit made again",
+                coded("safety circuit opened while running", "safety_open_running"),
+                coded("safety circuit made again", "safety_made"),
             )
         if new is old and run is state.was_running:
             return state, events
@@ -266,8 +267,12 @@ class DoorOpenWhileMoving:
                     new,
                     sample,
                     now,
-                    "doors left closed and locked while running outside the door zone or at speed",
-                    "doors closed and locked",
+                    coded(
+                        "doors left closed and locked while running outside the door zone "
+                        "or at speed",
+                        "doors_unlocked_running",
+                    ),
+                    coded("doors closed and locked", "doors_closed_locked"),
                 )
         was_running = run is True
         # Shut doors arm the rule; doors opened at a landing (at rest, or by the controller
@@ -317,8 +322,12 @@ class DoorLockBypass(LatchRule):
             new,
             sample,
             now,
-            f"door-lock circuit made with a door open for {self.hold_s:g} s",
-            "door open with the lock circuit open",
+            coded(
+                f"door-lock circuit made with a door open for {self.hold_s:g} s",
+                "lock_made_door_open",
+                s=f"{self.hold_s:g}",
+            ),
+            coded("door open with the lock circuit open", "lock_open_door_open"),
         )
 
 

@@ -72,6 +72,7 @@ from agent.detect.latch import (
     decided,
 )
 from agent.detect.motion import STOPPED_OUTSIDE_MODES
+from agent.detect.reasons import coded
 from agent.detect.rule import NO_EVENTS, NamedRules, blind_all, step_all
 from agent.state import CarState, ServiceMode
 
@@ -236,7 +237,11 @@ class FaultCode:
         new = state
         if state.type is not None and code != state.code:
             assert state.onset is not None  # a raised occurrence carries its onset
-            reason = "fault code cleared" if code == 0 else f"fault code now {code}"
+            reason = (
+                coded("fault code cleared", "fault_code_cleared")
+                if code == 0
+                else coded(f"fault code now {code}", "fault_code_now", code=code)
+            )
             events.append(
                 Event(
                     state.type,
@@ -244,8 +249,10 @@ class FaultCode:
                     state.onset,
                     now,
                     sample.floor,
-                    reason,
+                    reason.text,
                     at_landing=state.place,
+                    reason_code=reason.code,
+                    reason_params=reason.params,
                 )
             )
             new = _FAULT_START
@@ -256,6 +263,16 @@ class FaultCode:
             and not (power_out and raises in POWER_EXPLAINED)
         ):
             new = FaultState(now, code, raises, sample.at_landing)
+            raised = (
+                coded(f"controller fault code {code}", "fault_code", code=code)
+                if raises is EventType.RESTART_PREVENTED
+                else coded(
+                    f"controller fault code {code} ({raises.name} in the profile)",
+                    "fault_code_mapped",
+                    code=code,
+                    type=raises,
+                )
+            )
             events.append(
                 Event(
                     raises,
@@ -263,10 +280,10 @@ class FaultCode:
                     now,
                     now,
                     sample.floor,
-                    f"controller fault code {code}"
-                    if raises is EventType.RESTART_PREVENTED
-                    else f"controller fault code {code} ({raises.name} in the profile)",
+                    raised.text,
                     at_landing=new.place,
+                    reason_code=raised.code,
+                    reason_params=raised.params,
                 )
             )
         return new, events
@@ -293,7 +310,14 @@ class PowerFailure(LatchRule):
         if phase is None:
             return new, NO_EVENTS
         return new, decided(
-            EventType.POWER_FAILURE, phase, old, new, sample, now, "mains lost", "mains restored"
+            EventType.POWER_FAILURE,
+            phase,
+            old,
+            new,
+            sample,
+            now,
+            coded("mains lost", "mains_lost"),
+            coded("mains restored", "mains_restored"),
         )
 
 
@@ -319,6 +343,11 @@ class ModeChange:
         floor = sample.floor
         events: list[Event] = []
         if state.onset is not None:
+            back = (
+                coded("back to normal", "mode_normal")
+                if new_mode is ServiceMode.NORMAL
+                else coded(f"now {_MODE_NAMES[new_mode]}", "mode_now", mode=new_mode)
+            )
             events.append(
                 Event(
                     EventType.MODE_CHANGE,
@@ -326,15 +355,16 @@ class ModeChange:
                     state.onset,
                     now,
                     floor,
-                    "back to normal"
-                    if new_mode is ServiceMode.NORMAL
-                    else f"now {_MODE_NAMES[new_mode]}",
+                    back.text,
                     gb_code=entered,
                     at_landing=sample.at_landing,
+                    reason_code=back.code,
+                    reason_params=back.params,
                 )
             )
         if new_mode is ServiceMode.NORMAL:
             return ModeState(None, new_mode), events
+        entering = coded(_MODE_NAMES[new_mode], "mode_entered", mode=new_mode)
         events.append(
             Event(
                 EventType.MODE_CHANGE,
@@ -342,9 +372,11 @@ class ModeChange:
                 now,
                 now,
                 floor,
-                _MODE_NAMES[new_mode],
+                entering.text,
                 gb_code=entered,
                 at_landing=sample.at_landing,
+                reason_code=entering.code,
+                reason_params=entering.params,
             )
         )
         return ModeState(now, new_mode), events
@@ -381,8 +413,12 @@ class AlarmButton(LatchRule):
             new,
             sample,
             now,
-            f"alarm button pressed for {self.debounce_s:g} s",
-            "alarm button released",
+            coded(
+                f"alarm button pressed for {self.debounce_s:g} s",
+                "alarm_button_pressed",
+                s=f"{self.debounce_s:g}",
+            ),
+            coded("alarm button released", "alarm_button_released"),
         )
 
 

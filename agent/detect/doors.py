@@ -112,6 +112,7 @@ from agent.detect import latch
 from agent.detect.config import DEFAULTS, DetectionConfig
 from agent.detect.events import Event, EventType, Phase
 from agent.detect.latch import IDLE, TIME_SLACK, Latch, forget_pending
+from agent.detect.reasons import Reason, coded
 from agent.detect.rule import NO_EVENTS, NamedRules, blind_all, step_all
 from agent.state import CarState, DoorState, ServiceMode
 
@@ -245,8 +246,12 @@ class DoorCloseFailure:
             new,
             sample,
             now,
-            f"doors told to close, not closed and locked after {self.close_failure_s:g} s",
-            "doors closed and locked",
+            coded(
+                f"doors told to close, not closed and locked after {self.close_failure_s:g} s",
+                "door_close_failure",
+                s=f"{self.close_failure_s:g}",
+            ),
+            coded("doors closed and locked", "doors_closed_locked"),
         )
 
     def blind(self, state: Latch, now: float) -> Latch:
@@ -298,8 +303,12 @@ class DoorOpenFailure:
             new,
             sample,
             now,
-            f"doors told to open at a landing, not fully open after {self.open_failure_s:g} s",
-            "doors fully open",
+            coded(
+                f"doors told to open at a landing, not fully open after {self.open_failure_s:g} s",
+                "door_open_failure",
+                s=f"{self.open_failure_s:g}",
+            ),
+            coded("doors fully open", "doors_fully_open"),
         )
 
     def blind(self, state: Latch, now: float) -> Latch:
@@ -546,12 +555,21 @@ def _held_open(sample: CarState) -> bool:
     return door in _NOT_CLOSED
 
 
-def _slowing_reason(opening: Baseline, closing: Baseline) -> str:
+def _slowing_reason(opening: Baseline, closing: Baseline) -> Reason:
     parts = []
+    slow: dict[str, str] = {}  # "opening"/"closing" -> its p95 in ms, as the text says
     for name, b in (("opening", opening), ("closing", closing)):
         if b.slow and b.p95 is not None:
-            parts.append(f"{name} slower than p95 {b.p95 * 1000:.0f} ms + margin")
-    return "; ".join(parts) or "door slowing"
+            slow[name] = f"{b.p95 * 1000:.0f}"
+            parts.append(f"{name} slower than p95 {slow[name]} ms + margin")
+    text = "; ".join(parts) or "door slowing"
+    if len(slow) == 2:
+        return coded(text, "door_slowing_both", open_ms=slow["opening"], close_ms=slow["closing"])
+    if "opening" in slow:
+        return coded(text, "door_slowing_opening", ms=slow["opening"])
+    if "closing" in slow:
+        return coded(text, "door_slowing_closing", ms=slow["closing"])
+    return coded(text, "door_slowing")
 
 
 def watch_step(
@@ -701,11 +719,18 @@ class ReopenLoop:
                 return latch.withheld(new), gate, NO_EVENTS
             onset = new.onset
             assert onset is not None
-            reason = f"doors reopened {reopenings} times in {now - onset:.0f} s at one landing"
+            reason = coded(
+                f"doors reopened {reopenings} times in {now - onset:.0f} s at one landing",
+                "door_reopen_loop",
+                n=reopenings,
+                s=f"{now - onset:.0f}",
+            )
             gate = gate.raised(now)
         else:
             reason = (
-                "car runs" if latch.running(sample) is True else "doors stayed closed and locked"
+                coded("car runs", "car_runs")
+                if latch.running(sample) is True
+                else coded("doors stayed closed and locked", "doors_stayed_closed")
             )
             gate = gate.cleared(now)
         return (
@@ -798,8 +823,14 @@ class HeldOpen:
                 held,
                 sample,
                 now,
-                f"doors open at a landing for {config.held_open_s:g} s",
-                "doors closed" if run is not True else "car runs",
+                coded(
+                    f"doors open at a landing for {config.held_open_s:g} s",
+                    "door_held_open",
+                    s=f"{config.held_open_s:g}",
+                ),
+                coded("doors closed", "doors_closed")
+                if run is not True
+                else coded("car runs", "car_runs"),
             ),
         )
 
@@ -879,14 +910,17 @@ class DoorSlowing:
             if slow:
                 return slowing, gate, NO_EVENTS
             assert slowing.onset is not None
+            back = coded("door times back within baseline", "door_times_normal")
             cleared = Event(
                 EventType.DOOR_SLOWING,
                 Phase.CLEARED,
                 slowing.onset,
                 now,
                 sample.floor,
-                "door times back within baseline",
+                back.text,
                 at_landing=slowing.at_landing,
+                reason_code=back.code,
+                reason_params=back.params,
             )
             return IDLE, gate.cleared(now), [cleared]
         if not (slow and gate.allows(now, self.config)):
@@ -894,14 +928,17 @@ class DoorSlowing:
         starts = [b.slow_since for b in (opening, closing) if b.slow and b.slow_since is not None]
         onset = min(starts) if starts else now
         slowing = Latch(onset, True, sample.at_landing)
+        why = _slowing_reason(opening, closing)
         raised = Event(
             EventType.DOOR_SLOWING,
             Phase.RAISED,
             onset,
             now,
             sample.floor,
-            _slowing_reason(opening, closing),
+            why.text,
             at_landing=slowing.at_landing,
+            reason_code=why.code,
+            reason_params=why.params,
         )
         return slowing, gate.raised(now), [raised]
 

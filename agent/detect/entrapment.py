@@ -64,6 +64,7 @@ from dataclasses import dataclass
 from agent.detect.config import DEFAULTS, DetectionConfig
 from agent.detect.events import Event, EventType, Phase
 from agent.detect.latch import TIME_SLACK
+from agent.detect.reasons import Reason, coded
 from agent.detect.rule import NO_EVENTS, NamedRules
 from agent.state import CarState, DoorState, ServiceMode
 
@@ -158,6 +159,19 @@ def _doors_shut(sample: CarState) -> bool | None:
     return False
 
 
+def _stopped_reason(at_landing: bool | None, limit: float) -> Reason:
+    """Why an entrapment was raised by time: where the car stopped, and for how long."""
+    s = f"{limit:g}"
+    if at_landing is None:
+        text = f"occupied car stopped (place unknown) with doors closed for {s} s"
+        return coded(text, "entrapment_place_unknown", s=s)
+    if at_landing:
+        text = f"occupied car stopped at a landing with doors closed for {s} s"
+        return coded(text, "entrapment_at_landing", s=s)
+    text = f"occupied car stopped between floors with doors closed for {s} s"
+    return coded(text, "entrapment_between_floors", s=s)
+
+
 def _doors_opened_at_landing(sample: CarState) -> bool:
     if sample.at_landing is False:
         # Rescuers opening doors between floors do not free anyone until the car empties.
@@ -218,9 +232,9 @@ class Entrapment:
 
         if state.raised:
             if occupied is False:
-                reason = "car empty"
+                reason = coded("car empty", "car_empty")
             elif _doors_opened_at_landing(sample):
-                reason = "doors opened at a landing"
+                reason = coded("doors opened at a landing", "doors_opened_at_landing")
             else:
                 return state, NO_EVENTS
             assert state.onset is not None  # raised always carries its onset
@@ -230,8 +244,10 @@ class Entrapment:
                 state.onset,
                 now,
                 sample.floor,
-                reason,
+                reason.text,
                 at_landing=state.at_landing,
+                reason_code=reason.code,
+                reason_params=reason.params,
             )
             return _IDLE, [cleared]
 
@@ -255,13 +271,12 @@ class Entrapment:
         at_landing = sample.at_landing
         limit = config.between_floors_s if at_landing is False else config.at_landing_s
         if now - onset >= limit - TIME_SLACK:
-            if at_landing is None:
-                where = "(place unknown)"
-            else:
-                where = "at a landing" if at_landing else "between floors"
-            reason = f"occupied car stopped {where} with doors closed for {limit:g} s"
+            reason = _stopped_reason(at_landing, limit)
         elif alarm_since is not None and now - alarm_since >= config.alarm_debounce_s - TIME_SLACK:
-            reason = "alarm button pressed in an occupied car stopped with doors closed"
+            reason = coded(
+                "alarm button pressed in an occupied car stopped with doors closed",
+                "entrapment_alarm_button",
+            )
         else:
             if onset == state.onset and alarm_since == state.alarm_since:
                 return state, NO_EVENTS
@@ -273,8 +288,10 @@ class Entrapment:
             onset,
             now,
             sample.floor,
-            reason,
+            reason.text,
             at_landing=at_landing,
+            reason_code=reason.code,
+            reason_params=reason.params,
         )
         return EntrapmentState(onset, True, None, at_landing), [raised]
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from agent.detect.reasons import Params
 
 
 class EventType(enum.Enum):
@@ -79,6 +81,11 @@ class Event:
     # True when the car stood at a landing (door zone and levelled) at onset, False
     # between floors, None when the profile cannot tell.
     at_landing: bool | None = None
+    # ``reason`` as a stable code and its parameters (agent.detect.reasons), for a reader
+    # in another language. Not part of an event's identity: two events equal but for
+    # them say the same.
+    reason_code: str = field(default="", compare=False)
+    reason_params: Params = field(default=(), compare=False)
 
     @property
     def code(self) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.detect.events import Event, EventType, Phase
+from agent.detect.reasons import Reason
 from agent.state import CarState, DoorState, ServiceMode
 
 # Sample times come from a poll loop; a sample meant to land exactly on a threshold may
@@ -150,14 +151,24 @@ def event(
     new: Latch,
     sample: CarState,
     now: float,
-    reason: str,
+    reason: Reason,
 ) -> Event:
     """The event for a phase `advance` decided, with the onset of the occurrence and where
-    the car stood then."""
+    the car stood then, and ``reason`` (its text, code and parameters)."""
     held = new if phase is Phase.RAISED else old
     onset = held.onset
     assert onset is not None  # a raised or clearing occurrence always carries its onset
-    return Event(event_type, phase, onset, now, sample.floor, reason, at_landing=held.at_landing)
+    return Event(
+        event_type,
+        phase,
+        onset,
+        now,
+        sample.floor,
+        reason.text,
+        at_landing=held.at_landing,
+        reason_code=reason.code,
+        reason_params=reason.params,
+    )
 
 
 def decided(
@@ -167,8 +178,8 @@ def decided(
     new: Latch,
     sample: CarState,
     now: float,
-    raised_reason: str,
-    cleared_reason: str,
+    raised_reason: Reason,
+    cleared_reason: Reason,
 ) -> list[Event]:
     """The one event of a phase `advance` decided (see `event`), with ``raised_reason`` on
     a RAISED and ``cleared_reason`` on a CLEARED."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.detect.events import Event, EventType, Phase
+from agent.detect.reasons import coded
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +54,14 @@ def step(
     if ok:
         if state.lost:
             onset = state.silent_since
+            back = coded("controller answers again", "link_back")
             cleared = Event(
                 EventType.CONTROLLER_LINK_LOST,
                 Phase.CLEARED,
                 onset if onset is not None else now,
                 now,
-                reason="controller answers again",
+                reason=back.text,
+                reason_code=back.code,
             )
             return LinkState(last_ok=now), [cleared]
         if state.last_ok == now and state.failing_since is None:
@@ -80,13 +83,21 @@ def tick(state: LinkState, now: float, lost_after_s: float) -> tuple[LinkState, 
     since = state.silent_since
     if state.lost or since is None or now - since < lost_after_s:
         return state, []
+    lost = coded(
+        f"no valid answer for {now - since:.1f} s "
+        f"({state.failures} failed request{'s' if state.failures != 1 else ''} since the "
+        "last valid one)",
+        "link_lost",
+        s=f"{now - since:.1f}",
+        n=state.failures,
+    )
     raised = Event(
         EventType.CONTROLLER_LINK_LOST,
         Phase.RAISED,
         since,
         now,
-        reason=f"no valid answer for {now - since:.1f} s "
-        f"({state.failures} failed request{'s' if state.failures != 1 else ''} since the "
-        "last valid one)",
+        reason=lost.text,
+        reason_code=lost.code,
+        reason_params=lost.params,
     )
     return LinkState(state.last_ok, state.failing_since, True, state.failures), [raised]

@@ -115,6 +115,7 @@ from agent.detect.latch import (
     running,
     withheld,
 )
+from agent.detect.reasons import Reason, coded
 from agent.detect.rule import NO_EVENTS, NamedRules, blind_all, step_all
 from agent.state import CarState, Direction, ServiceMode
 
@@ -271,8 +272,12 @@ class StoppedOutsideDoorZone(LatchRule):
             new,
             sample,
             now,
-            f"stopped outside the door zone with doors closed for {self.hold_s:g} s",
-            "car runs or stands in the door zone again",
+            coded(
+                f"stopped outside the door zone with doors closed for {self.hold_s:g} s",
+                "stopped_outside_zone",
+                s=f"{self.hold_s:g}",
+            ),
+            coded("car runs or stands in the door zone again", "runs_or_in_zone"),
         )
 
 
@@ -307,8 +312,12 @@ class LevellingFault(LatchRule):
             new,
             sample,
             now,
-            f"stopped in the door zone off level for {self.hold_s:g} s",
-            "car levelled or left the door zone",
+            coded(
+                f"stopped in the door zone off level for {self.hold_s:g} s",
+                "levelling_fault",
+                s=f"{self.hold_s:g}",
+            ),
+            coded("car levelled or left the door zone", "levelled_or_left_zone"),
         )
 
 
@@ -370,8 +379,12 @@ class UnintendedMovement:
                 new,
                 sample,
                 now,
-                f"car left the door zone with doors not closed ({count} samples)",
-                "doors closed or car standing in a door zone",
+                coded(
+                    f"car left the door zone with doors not closed ({count} samples)",
+                    "left_zone_doors_open",
+                    n=count,
+                ),
+                coded("doors closed or car standing in a door zone", "doors_closed_or_in_zone"),
             )
         if phase is Phase.CLEARED:
             return _UNINTENDED_START, events
@@ -407,8 +420,12 @@ class RunTimeExceeded(LatchRule):
             new,
             sample,
             now,
-            f"running for {self.hold_s:g} s without stopping level",
-            "car stopped",
+            coded(
+                f"running for {self.hold_s:g} s without stopping level",
+                "run_time_exceeded",
+                s=f"{self.hold_s:g}",
+            ),
+            coded("car stopped", "car_stopped"),
         )
 
 
@@ -445,8 +462,14 @@ class Overspeed(LatchRule):
             new,
             sample,
             now,
-            f"speed {speed} mm/s above {self.factor:g} x rated {rated:g} mm/s",
-            "speed back within rated",
+            coded(
+                f"speed {speed} mm/s above {self.factor:g} x rated {rated:g} mm/s",
+                "overspeed",
+                speed=speed,
+                factor=f"{self.factor:g}",
+                rated=f"{rated:g}",
+            ),
+            coded("speed back within rated", "speed_normal"),
         )
 
 
@@ -461,8 +484,8 @@ class Overtravel:
     event_type: EventType
     up: bool
     terminal: int | None
-    limit_reason: str
-    beyond_reason: str
+    limit_reason: Reason
+    beyond_reason: Reason
     top: int | None = None
 
     def start(self) -> OvertravelState:
@@ -519,7 +542,7 @@ class Overtravel:
                     sample,
                     now,
                     self.limit_reason if final_limit else self.beyond_reason,
-                    "car level at a landing, final limit reset",
+                    coded("car level at a landing, final limit reset", "overtravel_reset"),
                 )
         if (
             new is old
@@ -567,8 +590,14 @@ class PositionLost(LatchRule):
             new,
             sample,
             now,
-            f"floor {floor} outside landings {bottom}..{top}",
-            "floor in range again",
+            coded(
+                f"floor {floor} outside landings {bottom}..{top}",
+                "floor_out_of_range",
+                floor=floor,
+                bottom=bottom,
+                top=top,
+            ),
+            coded("floor in range again", "floor_in_range"),
         )
 
 
@@ -588,8 +617,8 @@ def _rules(config: MotionConfig) -> NamedRules:
                 EventType.OVERTRAVEL_TOP,
                 True,
                 config.top_landing,
-                "up final limit operated",
-                "beyond the top landing",
+                coded("up final limit operated", "final_limit_up"),
+                coded("beyond the top landing", "beyond_top"),
             ),
         ),
         (
@@ -598,8 +627,8 @@ def _rules(config: MotionConfig) -> NamedRules:
                 EventType.OVERTRAVEL_BOTTOM,
                 False,
                 config.bottom_landing,
-                "down final limit operated",
-                "beyond the bottom landing",
+                coded("down final limit operated", "final_limit_down"),
+                coded("beyond the bottom landing", "beyond_bottom"),
                 config.top_landing,
             ),
         ),
