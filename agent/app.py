@@ -167,6 +167,10 @@ class Agent:
             on_release_offer=self.updates.on_offer,
             on_connected=self.updates.on_connected,
         )
+        if applied is not None:  # reported again at each session start (agent.uplink)
+            self.uplink.config_report = gateway_pb2.ConfigReport(
+                document_id=applied.document_id, version=applied.version, applied=True
+            )
         # Records of the current poll cycle not committed yet: telemetry waits for the
         # cycle's end so that the cycle costs one commit; an event commits it at once.
         self._held: list[records_pb2.Record] = []
@@ -214,8 +218,14 @@ class Agent:
         new_units = {u.id: u for u in new.units}
         old_buses = {b.name: b for b in old.buses}
         new_buses = {b.name: b for b in new.buses}
+        # A unit changes with its own table or its bus's settings (its monitor and
+        # recorder are built with the bus's link_lost_after_s and poll_hz).
         changed = sorted(
-            {i for i, u in new_units.items() if old_units.get(i) != u}
+            {
+                i
+                for i, u in new_units.items()
+                if old_units.get(i) != u or old_buses.get(u.bus) != new_buses.get(u.bus)
+            }
             | (old_units.keys() - new_units.keys())
         )
         restart = sorted(

@@ -133,6 +133,10 @@ class Uplink:
         # on `_replies` for the sender to write.
         self._on_desired_config = on_desired_config
         self._replies: list[gateway_pb2.AgentFrame] = []
+        # The report of the document applied last, sent again at the start of every
+        # session (the fleet keeps a report once): one cut off by a reconnect or a restart
+        # still reaches it, and with it the history of the units it touched.
+        self.config_report: gateway_pb2.ConfigReport | None = None
         self._rehello = asyncio.Event()
         # Agent updates (agent.update): offers handed over, and told of each new stream
         # (after Welcome) so it can report; FetchRelease uses the stream's channel.
@@ -252,7 +256,6 @@ class Uplink:
     async def _session(self, endpoint: str) -> bool:
         """One stream; True when it ended for `rehello`."""
         self._rehello.clear()
-        self._replies.clear()  # a report for the last session's fleet is resent on demand
         async with self._channel(endpoint) as channel:
             call = gateway_pb2_grpc.AgentGatewayStub(channel).Connect()
             hello = self._hello()
@@ -278,6 +281,10 @@ class Uplink:
                     endpoint,
                 )
             self.acked_seq = welcome.committed_seq
+            if self.config_report is not None:
+                resent = gateway_pb2.AgentFrame(config_report=self.config_report)
+                if resent not in self._replies:
+                    self._replies.insert(0, resent)
             self.connected = True
             self._stream_channel = channel
             if self._on_connected is not None:
@@ -353,6 +360,8 @@ class Uplink:
                     log.exception("taking release offer %r failed", frame.release_offer.release_id)
             elif kind == "desired_config" and self._on_desired_config is not None:
                 report = self._on_desired_config(frame.desired_config)
+                if report.applied:
+                    self.config_report = report
                 self._replies.append(gateway_pb2.AgentFrame(config_report=report))
                 self._wake.set()
             else:

@@ -216,10 +216,11 @@ class ConfigStore:
             )
 
     def note_running(self, agent_id: str, version: int, now_us: int) -> None:
-        """``agent_id``'s Hello says it runs ``version``: keep it as its applied version
-        when that differs (written only then; no history entry, the change was recorded
-        when it was applied)."""
-        if self.applied_version(agent_id) == version:
+        """``agent_id``'s Hello says it runs ``version``. Kept only when that is 0 (it
+        dropped a kept document it could no longer use: it runs its own file) and differs:
+        a version applied comes with its report, which the agent sends again at the start
+        of every session, and the report records it with its units' history."""
+        if version != 0 or self.applied_version(agent_id) == 0:
             return
         s = self._store
         with s._transaction():

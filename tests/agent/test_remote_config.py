@@ -75,31 +75,36 @@ def state(db: Path) -> Any:
 
 
 class CycleLog:
-    """Per poll cycle of the bus, the units it delivered a sample of (the sink's own
-    deliveries, recorded in order as the scheduler makes them)."""
+    """Per poll cycle of each bus, the units it delivered a sample of (the sink's own
+    deliveries, recorded in order as the schedulers make them); `cycles` are the first
+    bus's ("line")."""
 
     def __init__(self, app: Agent) -> None:
-        self.cycles: list[set[str]] = [set()]
+        self.by_bus: dict[str, list[set[str]]] = {}
         on_sample, on_cycle_end = app.on_sample, app.on_cycle_end
 
         def sample(bus: str, slave: int, values: RawValues, t: float) -> None:
             on_sample(bus, slave, values, t)
-            self.cycles[-1].add(app.routes[(bus, slave)][0])
+            self.by_bus.setdefault(bus, [set()])[-1].add(app.routes[(bus, slave)][0])
 
         def cycle_end(bus: str, t: float) -> None:
             on_cycle_end(bus, t)
-            self.cycles.append(set())
+            self.by_bus.setdefault(bus, [set()]).append(set())
 
         app.on_sample = sample  # type: ignore[method-assign]
         app.on_cycle_end = cycle_end  # type: ignore[method-assign]
 
+    @property
+    def cycles(self) -> list[set[str]]:
+        return self.by_bus.get("line", [set()])
 
-def run_scenario(tmp_path: Path, scenario: Any) -> None:
+
+def run_scenario(tmp_path: Path, scenario: Any, local: Any = local_file) -> None:
     db = tmp_path / "fleet.db"
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        group = CarGroup(GroupConfig(cars=2, seed=7, speedup=20.0), loop.time())
+        group = CarGroup(GroupConfig(cars=3, seed=7, speedup=20.0), loop.time())
         server = ModbusEmulator(group, "127.0.0.1", 0)
         port = await server.start()
         try:
@@ -109,15 +114,18 @@ def run_scenario(tmp_path: Path, scenario: Any) -> None:
                 # The agent stamps records with the real clock: so must the fleet.
                 fleet.clock.now = dt.datetime.now(dt.UTC)
                 path = tmp_path / "agent.toml"
-                path.write_text(
-                    local_file(tmp_path / "data", fleet.address, port), encoding="utf-8"
-                )
+                path.write_text(local(tmp_path / "data", fleet.address, port), encoding="utf-8")
                 config, applied = load_running_config(path)
                 app = Agent(config, monotonic=loop.time, config_path=path, applied=applied)
                 log = CycleLog(app)
                 task = asyncio.create_task(app.run())
                 try:
-                    await eventually(lambda: app.uplink.connected and len(log.cycles) > 5)
+                    await eventually(
+                        lambda: (
+                            app.uplink.connected
+                            and all(len(log.by_bus.get(b.name, ())) > 5 for b in app.config.buses)
+                        )
+                    )
                     await asyncio.wait_for(scenario(fleet, app, log, db, path, port), 60)
                 finally:
                     app.stop()
@@ -242,3 +250,71 @@ def test_a_document_may_not_change_how_the_agent_reaches_its_fleet(tmp_path: Pat
         assert app.uplink.connected
 
     run_scenario(tmp_path, scenario)
+
+
+TWO_BUSES = (
+    '[[bus]]\nname = "{a}"\nurl = "tcp://127.0.0.1:{port}"\npoll_hz = {hz}\ntimeout_s = 0.5\n'
+    '[[bus]]\nname = "b"\nurl = "tcp://127.0.0.1:{port}"\npoll_hz = 20.0\ntimeout_s = 0.5\n'
+    '[[unit]]\nid = "car-1"\nbus = "{a}"\nslave = 1\n'
+    '[[unit]]\nid = "car-2"\nbus = "b"\nslave = 2\n'
+)
+
+
+def two_buses(data_dir: Path, grpc_address: str, modbus_port: int) -> str:
+    """car-1 on bus "a", car-2 on bus "b" (two connections to the one emulator)."""
+    return (
+        f'[agent]\nid = "{AGENT}"\ndata_dir = "{data_dir}"\nmetrics_listen = ""\n'
+        f'[fleet]\nendpoints = ["{grpc_address}"]\ninsecure = true\nlinger_s = 0.2\n'
+        + TWO_BUSES.format(a="a", port=modbus_port, hz=20.0)
+    )
+
+
+def records_of(db: Path, unit_id: str) -> int:
+    store = open_store(str(db))
+    try:
+        row = store._execute("SELECT count(*) FROM records WHERE unit_id = ?", (unit_id,))
+        return int(row.fetchone()[0])
+    finally:
+        store.close()
+
+
+def test_a_bus_change_restarts_that_bus_only_and_a_new_unit_is_reported(
+    tmp_path: Path,
+) -> None:
+    async def scenario(
+        fleet: Fleet, app: Agent, log: CycleLog, db: Path, path: Path, port: int
+    ) -> None:
+        car1, car2 = app.monitors["car-1"], app.monitors["car-2"]
+        bus_a, bus_b = app._bus_tasks["a"], app._bus_tasks["b"]
+        start_b = len(log.by_bus["b"])
+        # Bus "a" polls slower and gains car-3; bus "b" and car-2 are as they were.
+        text = TWO_BUSES.format(a="a", port=port, hz=10.0) + (
+            '[[unit]]\nid = "car-3"\nbus = "a"\nslave = 3\n'
+        )
+        version = await asyncio.to_thread(set_document, db, text)
+
+        async def applied() -> bool:
+            found, _ = await asyncio.to_thread(state, db)
+            return bool(found.applied_version == version)
+
+        await eventually(applied, deadline_s=30, interval_s=0.3)
+        # The new unit's records reach the fleet: the agent said Hello again with it.
+        await eventually(lambda: records_of(db, "car-3"), deadline_s=30, interval_s=0.3)
+        seen_b = len(log.by_bus["b"])
+        await eventually(lambda: len(log.by_bus["b"]) > seen_b + 10)
+        assert app._bus_tasks["a"] is not bus_a and bus_a.done()
+        assert app._bus_tasks["b"] is bus_b and not bus_b.done()
+        assert app.monitors["car-1"] is not car1  # its bus changed
+        assert app.monitors["car-2"] is car2
+        assert "car-3" in app.monitors
+        window = log.by_bus["b"][start_b:-1]
+        assert len(window) > 10
+        assert all("car-2" in cycle for cycle in window)
+        _, history = await asyncio.to_thread(state, db)
+        touched = sorted((u, d["change"]) for u, kind, d in history if kind == "config")
+        assert touched == [("car-1", "changed"), ("car-3", "added")]
+        assert app.metrics.registry.get_sample_value(
+            "liftwatch_agent_fleet_rejects_total", {"code": "UNIT_NOT_PERMITTED"}
+        ) in (None, 0.0)
+
+    run_scenario(tmp_path, scenario, local=two_buses)
