@@ -57,6 +57,7 @@ def out(
     flatten: bool = False,
     default: Any = dataclasses.MISSING,
     default_factory: Callable[[], Any] | None = None,
+    shape: type | None = None,
 ) -> Any:
     """A response field's declaration: ``description`` (the schema's per-field docs),
     ``key`` (its JSON name, where the field's name cannot be it, e.g. ``class``),
@@ -64,8 +65,11 @@ def out(
     a None leaves the key out of the JSON and out of ``required``; ``flatten``: a field
     holding another response dataclass gives its keys in its place (shared key sets);
     ``default`` / ``default_factory`` as for `dataclasses.field` (the key is still always
-    written, so still required)."""
-    meta = {"description": description, "key": key, "minimum": minimum, "format": fmt}
+    written, so still required); ``shape``: the field holds JSON made earlier from that
+    response dataclass and kept as it is (a draft's stored lists): its schema is
+    ``shape``'s."""
+    meta: dict[str, Any] = {"description": description, "key": key, "minimum": minimum}
+    meta.update({"format": fmt, "shape": shape})
     metadata = {"out": meta, "omit_none": omit_none, "flatten": flatten}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -208,8 +212,8 @@ def schema_of(cls: type) -> dict[str, Any]:
         hint = hints[f.name]
         if f.metadata.get("omit_none"):  # left out rather than null: the key's own type
             (hint,) = (a for a in typing.get_args(hint) if a is not type(None))
-        schema = _type_schema(hint)
         meta = f.metadata.get("out") or {}
+        schema = _type_schema(meta["shape"] if meta.get("shape") else hint)
         for name, attr in (("description", "description"), ("minimum", "minimum")):
             if meta.get(attr) not in (None, ""):
                 schema[name] = meta[attr]

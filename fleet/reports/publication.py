@@ -1,7 +1,9 @@
 """The lists the district publishes (issue 17, item 5; the notice's sections 二 and 十二).
 
 `draw_lists` computes them when a regulator drafts a publication; the draft keeps them as
-JSON (`fleet.store.publication`), so that what is approved is what goes public:
+JSON (`fleet.store.publication`), so that what is approved is what goes public. Their one
+definition is `ListsView` (each list's rows a definition of their own): the JSON kept,
+the OpenAPI schema of a publication's ``lists`` and the CSV's lift columns come from it.
 
 - ``high_fault``: lifts ranked by the lift-fault rate over the last
   ``[publication] period_days``: the rows of the fault-rate report
@@ -29,15 +31,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from fleet.config import ReportsConfig
 from fleet.csv_cells import csv_text
 from fleet.read.maintenance import verdict_shares
 from fleet.read.scope import EVERY_UNIT
-from fleet.read.shape import out, response
+from fleet.read.shape import keys_of, out, response, to_json
 from fleet.reports.compute import fault_rate_report
-from fleet.reports.fault_rate import Period, rate_json
+from fleet.reports.fault_rate import Period
 from fleet.reports.plan import PlanEntry, maintenance_plan, why
 from fleet.reports.plan_config import PlanConfig, PublicationConfig
 from fleet.store.base import UnitQuery, UnitRow
@@ -51,29 +53,136 @@ LISTS = (
     "overdue",
     "contradicted_contractors",
 )
-_RATE_KEYS = (
-    "faults",
-    "trips",
-    "watched_days",
-    "faults_per_1000_trips",
-    "faults_per_unit_month",
-)
+Mark = Literal["yes", "no", "unknown"]
 
 
-def _lift(unit: UnitRow) -> dict[str, object]:
+@dataclass(frozen=True, slots=True)
+class LiftView:
     """What identifies a lift in public: no person is named."""
-    r = unit.register
-    return {
-        "unit_id": unit.unit_id,
-        "building": r.building,
-        "address": r.address,
-        "street": r.street,
-        "contractor": r.contractor,
-    }
+
+    unit_id: str = out("the registration code")
+    building: str = out()
+    address: str = out()
+    street: str = out()
+    contractor: str = out("the maintenance contractor")
+
+    @classmethod
+    def of(cls, unit: UnitRow) -> LiftView:
+        """``unit`` as the lists name it."""
+        r = unit.register
+        return cls(unit.unit_id, r.building, r.address, r.street, r.contractor)
 
 
-def _yes_no(value: str | None) -> str:
-    return "unknown" if value is None else value
+@response("ListedHighFault")
+@dataclass(frozen=True, slots=True)
+class HighFaultRow:
+    """A lift of the high-fault list: its fault-rate report row's numbers."""
+
+    rank: int = out(minimum=1)
+    lift: LiftView = out(flatten=True)
+    faults: int = out("lift faults in the period", minimum=0)
+    trips: int | None = out("null: the unit counts no trips")
+    watched_days: float = out()
+    faults_per_1000_trips: float | None = out()
+    faults_per_unit_month: float | None = out()
+
+
+@response("ListedThreeNo")
+@dataclass(frozen=True, slots=True)
+class ThreeNoRow:
+    """A lift with no use unit, no maintenance contractor or no maintenance fund."""
+
+    lift: LiftView = out(flatten=True)
+    use_unit: Mark = out()
+    maintenance_contractor: Mark = out()
+    maintenance_fund: Mark = out("unknown: the register never said")
+    missing: int = out("how many of the three are known to be no", minimum=1)
+
+
+@response("ListedAged")
+@dataclass(frozen=True, slots=True)
+class AgedRow:
+    """An aged lift with no safety assessment on record."""
+
+    lift: LiftView = out(flatten=True)
+    install_date: dt.date = out()
+    age_years: int = out(minimum=0)
+
+
+@response("ListedOverdue")
+@dataclass(frozen=True, slots=True)
+class OverdueRow:
+    """A lift past its maintenance due date, and why in both languages."""
+
+    lift: LiftView = out(flatten=True)
+    due: dt.date = out()
+    days_overdue: int = out(minimum=1)
+    why_zh: str = out()
+    why_en: str = out()
+
+
+@response("ListedContractor")
+@dataclass(frozen=True, slots=True)
+class ContradictedRow:
+    """A contractor with maintenance records the controllers contradict in the period."""
+
+    contractor: str = out()
+    records: int = out(minimum=0)
+    contradicted: int = out(minimum=1)
+    contradicted_pct: float | None = out("the contradicted share of its records, percent")
+
+
+@dataclass(frozen=True, slots=True)
+class HighFaultList:
+    """The high-fault list and the exposure a lift needs to be ranked ([reports])."""
+
+    min_trips: int = out()
+    min_watched_days: float = out()
+    rows: tuple[HighFaultRow, ...] = out("worst first")
+
+
+@dataclass(frozen=True, slots=True)
+class ThreeNoList:
+    """The three-no list, the most missing first."""
+
+    rows: tuple[ThreeNoRow, ...] = out()
+
+
+@dataclass(frozen=True, slots=True)
+class AgedList:
+    """The aged lifts without a safety assessment, oldest first."""
+
+    aged_years: float = out("[publication] aged_years")
+    unknown: int = out("aged lifts whose register never said (not listed)", minimum=0)
+    rows: tuple[AgedRow, ...] = out()
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueList:
+    """The lifts overdue for maintenance, as the plan orders them."""
+
+    rows: tuple[OverdueRow, ...] = out()
+
+
+@dataclass(frozen=True, slots=True)
+class ContradictedList:
+    """The contractors with contradicted records, the most contradicted share first."""
+
+    rows: tuple[ContradictedRow, ...] = out()
+
+
+@response("PublishedLists")
+@dataclass(frozen=True, slots=True)
+class ListsView:
+    """Every list of a publication, as drawn (`draw_lists`) and kept by the draft."""
+
+    as_of: str = out("the time the lists were drawn as of", fmt="date-time")
+    period: Period = out("the UTC days the high-fault and contradicted lists count")
+    high_fault: HighFaultList = out()
+    three_no: ThreeNoList = out()
+    aged_without_assessment: AgedList = out()
+    overdue: OverdueList = out()
+    contradicted_contractors: ContradictedList = out()
 
 
 def draw_lists(
@@ -84,8 +193,9 @@ def draw_lists(
     plan: PlanConfig,
     planned: Sequence[PlanEntry] | None = None,
 ) -> dict[str, Any]:
-    """Every list as of ``now`` (see the module docstring), as the JSON a draft keeps;
-    ``planned``: the plan as of ``now`` when the caller has it (else it is computed)."""
+    """Every list as of ``now`` (see the module docstring), as the JSON a draft keeps (of
+    `ListsView`); ``planned``: the plan as of ``now`` when the caller has it (else it is
+    computed)."""
     units = [u for u in store.list_units(UnitQuery()) if u.registered]
     by_id = {u.unit_id: u for u in units}
     details = store.register_details()
@@ -93,28 +203,35 @@ def draw_lists(
     span = Period(today - dt.timedelta(days=rules.period_days - 1), today + dt.timedelta(days=1))
     since = span.start
     rates = fault_rate_report(store, "unit", span, reports, now)
-    high: list[dict[str, object]] = []
+    high: list[HighFaultRow] = []
     for row in rates:
         if row.exposure != "qualified" or not row.faults or row.name not in by_id:
             continue
-        body = rate_json(row)
         high.append(
-            {"rank": len(high) + 1, **_lift(by_id[row.name]), **{k: body[k] for k in _RATE_KEYS}}
+            HighFaultRow(
+                rank=len(high) + 1,
+                lift=LiftView.of(by_id[row.name]),
+                faults=row.faults,
+                trips=row.trips,
+                watched_days=row.watched_days,
+                faults_per_1000_trips=row.per_1000_trips,
+                faults_per_unit_month=row.per_unit_month,
+            )
         )
         if len(high) >= rules.high_fault_count:
             break
     three_no = []
     for unit in units:
         d = details.get(unit.unit_id, RegisterDetails(unit.unit_id))
-        marks = {
-            "use_unit": "yes" if unit.register.use_unit else "no",
-            "maintenance_contractor": "yes" if unit.register.contractor else "no",
-            "maintenance_fund": _yes_no(d.maintenance_fund),
-        }
-        missing = sum(1 for v in marks.values() if v == "no")
+        marks: tuple[Mark, Mark, Mark] = (
+            "yes" if unit.register.use_unit else "no",
+            "yes" if unit.register.contractor else "no",
+            "unknown" if d.maintenance_fund is None else d.maintenance_fund,
+        )
+        missing = marks.count("no")
         if missing:
-            three_no.append({**_lift(unit), **marks, "missing": missing})
-    three_no.sort(key=lambda r: (-int(str(r["missing"])), str(r["unit_id"])))
+            three_no.append(ThreeNoRow(LiftView.of(unit), *marks, missing))
+    three_no.sort(key=lambda r: (-r.missing, r.lift.unit_id))
     aged, unknown = [], 0
     for unit in units:
         install = unit.register.install_date
@@ -127,60 +244,33 @@ def draw_lists(
         if assessed is None:
             unknown += 1
         elif not assessed:
-            aged.append(
-                {**_lift(unit), "install_date": install.isoformat(), "age_years": int(years)}
-            )
-    aged.sort(key=lambda r: (str(r["install_date"]), str(r["unit_id"])))
+            aged.append(AgedRow(LiftView.of(unit), install, int(years)))
+    aged.sort(key=lambda r: (r.install_date, r.lift.unit_id))
     overdue = [
-        {
-            **_lift(by_id[e.unit_id]),
-            "due": e.due.isoformat(),
-            "days_overdue": -e.days_left,
-            "why_zh": why(e, "zh"),
-            "why_en": why(e, "en"),
-        }
+        OverdueRow(LiftView.of(by_id[e.unit_id]), e.due, -e.days_left, why(e, "zh"), why(e, "en"))
         for e in (maintenance_plan(store, plan, now) if planned is None else planned)
         if e.overdue and e.unit_id in by_id
     ]
     contradicted = [
-        {
-            "contractor": s.contractor,
-            "records": s.records,
-            "contradicted": s.contradicted,
-            "contradicted_pct": s.contradicted_pct,
-        }
+        ContradictedRow(s.contractor, s.records, s.contradicted, s.contradicted_pct)
         for s in verdict_shares(store, EVERY_UNIT, since)
         if s.contradicted
     ]
-    return {
-        "as_of": now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
-        "period": {"since": span.since.isoformat(), "until": span.until.isoformat()},
-        "high_fault": {
-            "min_trips": reports.min_trips,
-            "min_watched_days": reports.min_watched_days,
-            "rows": high,
-        },
-        "three_no": {"rows": three_no},
-        "aged_without_assessment": {
-            "aged_years": rules.aged_years,
-            "unknown": unknown,
-            "rows": aged,
-        },
-        "overdue": {"rows": overdue},
-        "contradicted_contractors": {"rows": contradicted},
-    }
+    lists = ListsView(
+        as_of=now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        period=span,
+        high_fault=HighFaultList(reports.min_trips, reports.min_watched_days, tuple(high)),
+        three_no=ThreeNoList(tuple(three_no)),
+        aged_without_assessment=AgedList(rules.aged_years, unknown, tuple(aged)),
+        overdue=OverdueList(tuple(overdue)),
+        contradicted_contractors=ContradictedList(tuple(contradicted)),
+    )
+    return dict(to_json(lists))
 
 
-CSV_COLUMNS = (
-    "list",
-    "rank",
-    "unit_id",
-    "building",
-    "address",
-    "street",
-    "contractor",
-    "detail",
-)
+# The list, the row's rank in it, what identifies the lift (`LiftView`'s keys), and the
+# row's other keys as ``key=value`` pairs.
+CSV_COLUMNS = ("list", "rank", *keys_of(LiftView), "detail")
 
 
 def lists_csv(lists: dict[str, Any]) -> str:
@@ -221,7 +311,7 @@ class PublicationView:
     published: str | None = out()
     counts: dict[str, int] = out("rows of each list, by the list's name")
     lists: dict[str, Any] | None = out(
-        "the lists as drafted (as /public/lists.json's lists)", omit_none=True
+        "the lists as drafted (as /public/lists.json's lists)", omit_none=True, shape=ListsView
     )
 
     @classmethod
@@ -284,7 +374,9 @@ class PublicListsView:
     ``published`` null and ``lists`` empty before the first publication."""
 
     published: str | None = out()
-    lists: dict[str, Any] = out("the lists as drafted (`draw_lists`)")
+    lists: dict[str, Any] = out(
+        "the lists as drafted (`ListsView`'s JSON); empty before the first publication"
+    )
 
     @classmethod
     def of(cls, found: Publication | None) -> PublicListsView:

@@ -185,6 +185,8 @@ def test_lists_are_drafted_approved_by_another_and_published_with_no_personal_da
             public = json.loads(body)
             assert status == 200 and public["published"] is not None
             assert public["lists"]["three_no"]["rows"][0]["unit_id"] == "U2"
+            lists_schema = {"$ref": "#/components/schemas/PublishedLists"}
+            validate(public["lists"], lists_schema, SPEC, "/public/lists.json lists")
             assert "public" in headers["cache-control"]
             assert (await get("/public/lists.json", {"If-None-Match": headers["etag"]}))[0] == 304
             status, page_headers, page = await get("/public/")

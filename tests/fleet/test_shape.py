@@ -55,6 +55,21 @@ def test_a_schema_is_read_from_the_field_types_and_declarations() -> None:
     assert to_json(_Probe(1, 0.5, None, (), {"k": 2}))["extra"] == {"k": 2}
 
 
+def test_json_kept_as_it_was_made_is_described_by_its_definition() -> None:
+    """A field holding JSON made earlier from a definition (a draft's stored lists) has
+    that definition's schema, not a bare object's."""
+
+    @dataclass(frozen=True)
+    class Kept:
+        lists: dict[str, Any] | None = out("as drawn", omit_none=True, shape=_Probe)
+
+    assert schema_of(Kept)["properties"]["lists"] == {
+        **schema_of(_Probe),
+        "description": "as drawn",
+    }
+    assert schema_of(Kept)["required"] == []
+
+
 def test_a_type_without_a_schema_is_refused() -> None:
     @dataclass(frozen=True)
     class Unknown:
@@ -117,7 +132,7 @@ def test_csv_columns_are_keys_of_their_definitions() -> None:
     from fleet.reports.plan import PLAN_CSV_COLUMNS, PlanUnitView
 
     assert set(PLAN_CSV_COLUMNS) <= set(schema_of(PlanUnitView)["properties"])
-    assert EVIDENCE_CSV_COLUMNS == tuple(schema_of(EvidenceSampleView)["properties"])
+    assert tuple(schema_of(EvidenceSampleView)["properties"]) == EVIDENCE_CSV_COLUMNS
 
 
 def test_the_cli_json_outputs_are_their_definitions(
