@@ -54,6 +54,7 @@ from fleet.reports.maintenance import run_maintenance
 from fleet.retention import RetentionMetrics, run_retention
 from fleet.serve.roles import DISPATCH, SWEEPER, running_roles
 from fleet.store.open import open_store
+from fleet.store.postgres import is_postgres_url
 from fleet.store.worker import StoreWorker
 from fleet.units.firmware import EMPTY_POLICY, Policy, load_policy
 from fleet.units.registry import read_register
@@ -62,6 +63,7 @@ from fleet.web.auth import Authenticator, AuthSettings
 from fleet.web.dashboard import SiteSettings
 from fleet.web.http import BodyLimits, HttpBindError, running_http
 from fleet.web.live import LiveHub, StreamLimits, UnitContractors
+from fleet.web.relay import LiveRelay
 from fleet.web.scope import FreshContractors
 from protos.liftwatch.v1 import gateway_pb2, query_pb2, query_pb2_grpc
 
@@ -308,10 +310,12 @@ async def _serve_until(
             stack.push_async_callback(_cancel, watcher)
         if config.query.listen:
             addresses["query"] = await _start_query(stack, config, reads, store, tls)
+        live: LiveHub | None = None
         if config.http.listen:
             app, hub = await _web_app(
                 stack, config, store, reads, metrics, lifecycle, committer, clock
             )
+            live = hub
             http = config.http
             try:
                 addresses["http"] = await stack.enter_async_context(
@@ -340,6 +344,13 @@ async def _serve_until(
             # Ends the open live streams before uvicorn's graceful stop waits for them
             # (the stack unwinds in reverse: this runs first).
             stack.callback(hub.close)
+        if is_postgres_url(config.store.target):
+            # Live updates from and to every instance on this database (fleet.web.relay);
+            # an instance without pages only sends.
+            relay = LiveRelay(config.store.target, live, roles.owner)
+            committer.observers.append(relay.observe)
+            relaying = asyncio.create_task(relay.run(), name="live-relay")
+            stack.push_async_callback(_cancel, relaying)
         log.info(
             "fleet manager serving gRPC (%s) on %s%s%s, store %s",
             "mutual TLS" if tls is not None else "plaintext",

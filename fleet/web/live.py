@@ -16,10 +16,10 @@ fill, is dropped. Each message is encoded once, however many streams carry it. A
 subscription only ever receives messages about units registered to that contractor;
 a unit the hub cannot place (not yet in the register) goes to unscoped roles only.
 
-Scope of "live": the commits of this process. With ``serve --workers N`` or several
-fleets on one PostgreSQL, a page sees what its own process ingests; the pages re-read
-the API every minute as a backstop (see app.js). PostgreSQL LISTEN/NOTIFY would lift
-this; see docs/dashboard.md.
+Scope of "live": the commits of this process, and on PostgreSQL those of every other
+instance on the same database, relayed by LISTEN/NOTIFY (`fleet.web.relay`). With
+``serve --workers N`` on SQLite a page sees what worker 0 ingests; the pages re-read
+the API every minute as a backstop (see app.js).
 """
 
 from __future__ import annotations
@@ -392,6 +392,11 @@ class LiveHub:
             else:
                 self.delivered += 1
 
+    def watched_units(self) -> frozenset[str]:
+        """The units some open subscription asked for (unit pages): what other instances
+        relay to this one besides events (`fleet.web.relay`)."""
+        return frozenset().union(*(s.units for s in self._subscriptions))
+
     def alarms_changed(self, unit_id: str) -> None:
         """Tell pages that ``unit_id``'s alarms changed (raised, acted on, cleared)."""
         self.publish(LiveMessage("alarms", unit_id, {"unit_id": unit_id}))
@@ -409,7 +414,7 @@ class LiveHub:
             return
         # Ingest's hot path: a car state (most records) is only turned into JSON when an
         # open unit page asked for its unit.
-        watched = set().union(*(sub.units for sub in self._subscriptions))
+        watched = self.watched_units()
         for op in ops:
             if not isinstance(op, BatchOp):
                 continue

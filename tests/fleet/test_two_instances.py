@@ -1,8 +1,10 @@
-"""Two fleet instances on one PostgreSQL behave as one for alarm dispatch (issue 18,
-item 3): the instance holding the dispatch role sends an entrapment's first step to the
-rescue webhook; it is killed (SIGKILL, no goodbye) before the escalation is due; the
-other instance takes the role when the lease runs out and sends the escalation. A real
-local HTTP receiver gets exactly one request per alarm step."""
+"""Two fleet instances on one PostgreSQL behave as one (issue 18, item 3): the instance
+holding the dispatch role (A) sends an entrapment's first step to the rescue webhook; it
+is killed (SIGKILL, no goodbye) before the escalation is due; the other (B) takes the
+role when the lease runs out and sends the escalation. A real local HTTP receiver gets
+exactly one request per alarm step. A dashboard live stream on B shows the entrapment
+ingested through A (relayed by LISTEN/NOTIFY), and after A's death an event ingested
+through B: live updates keep flowing."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import datetime as dt
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from fleet.serve.roles import LEASE_S
+from fleet.web.relay import WATCH_CHANNEL
 from hil_tests.processes import Service, start
 from protos.liftwatch.v1 import gateway_pb2_grpc, records_pb2
 from tests.fleet.factories import batch, hello, record
@@ -23,6 +27,9 @@ from tests.support import eventually, log_tails
 pytestmark = pytest.mark.e2e
 
 ESCALATE_AFTER_S = 6
+ENTRAPMENT = records_pb2.EVENT_TYPE_ENTRAPMENT
+HELD_OPEN = records_pb2.EVENT_TYPE_DOOR_HELD_OPEN  # no alarm type: no webhook
+CONNECTED = "(connected)"
 
 
 class Receiver:
@@ -57,6 +64,9 @@ class Receiver:
 def _config(port: int) -> str:
     return "\n".join(
         [
+            "[http]",
+            "auth = false",  # the test's page reads the live stream without a login
+            "",
             "[alarms]",
             'types = ["ENTRAPMENT"]',
             'targets = ["rescue"]',
@@ -76,18 +86,58 @@ def _config(port: int) -> str:
     )
 
 
-async def _raise_entrapment(address: str) -> None:
+async def _raise(
+    address: str, agent_id: str, event_type: records_pb2.EventType, event_id: str
+) -> None:
+    """An agent ``agent_id`` with unit ``agent_id``-car1 raises one event through the
+    fleet at ``address``."""
     now = dt.datetime.now(dt.UTC)
     async with grpc.aio.insecure_channel(address) as channel:
         call = gateway_pb2_grpc.AgentGatewayStub(channel).Connect()
-        await call.write(hello("agent-x", "U1"))
+        await call.write(hello(agent_id, f"{agent_id}-car1"))
         assert (await call.read()).WhichOneof("frame") == "welcome"
-        event = record(
-            1, "U1", time=now, event=records_pb2.EVENT_TYPE_ENTRAPMENT, event_id="trapped-1"
-        )
+        event = record(1, f"{agent_id}-car1", time=now, event=event_type, event_id=event_id)
         await call.write(batch(event))
         assert (await call.read()).ack.up_to_seq == 1
         await call.done_writing()
+
+
+def _delivered(url: str, target: str) -> bool:
+    """Whether the store records a delivered send to ``target``."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM alarm_deliveries WHERE target = %s AND delivered_us IS NOT NULL",
+            (target,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _listening(url: str) -> int:
+    """How many sessions wait for live notifications (each instance's relay has one)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = %s", (f"LISTEN {WATCH_CHANNEL}",)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _read_live(http_address: str, seen: list[str]) -> None:
+    """Append every ``data:`` line of the dashboard's live stream to ``seen``."""
+    host, port = http_address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /api/live HTTP/1.1\r\nHost: {http_address}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    await writer.drain()
+    try:
+        while line := await reader.readline():
+            if line.startswith(b"data: "):
+                seen.append(line[6:].decode().strip())
+            elif line.strip() == b": connected":  # the stream's first line
+                seen.append(CONNECTED)
+    finally:
+        writer.close()
 
 
 async def scenario(url: str, work: Path) -> None:
@@ -97,7 +147,7 @@ async def scenario(url: str, work: Path) -> None:
     config.write_text(_config(port), encoding="utf-8")
     async with contextlib.AsyncExitStack() as stack:
         fleets: dict[str, Service] = {}
-        for name in ("A", "B"):  # A first: it takes the roles, B finds them held
+        for name, http in (("A", ""), ("B", "127.0.0.1:0")):  # A first: it takes the roles
             fleet = await start(
                 f"fleet-{name}",
                 "fleet",
@@ -110,7 +160,7 @@ async def scenario(url: str, work: Path) -> None:
                     "--listen",
                     "127.0.0.1:0",
                     "--http",
-                    "",
+                    http,
                     "--query",
                     "",
                 ],
@@ -119,16 +169,37 @@ async def scenario(url: str, work: Path) -> None:
             stack.push_async_callback(fleet.stop)
             fleets[name] = fleet
         services = list(fleets.values())
-        # Ingested through B, dispatched by A: the store is the one queue.
-        await _raise_entrapment(str(fleets["B"].ready["grpc"]))
+        page: list[str] = []
+        reading = asyncio.create_task(_read_live(str(fleets["B"].ready["http"]), page))
+        stack.callback(reading.cancel)
+        # Both relays listening, B's page subscribed: nothing relayed before is missed.
+        await eventually(
+            lambda: asyncio.to_thread(_listening, url), lambda n: n == 2, "both relays listening"
+        )
+        await eventually(lambda: page, lambda p: CONNECTED in p, "B's page subscribed")
+        # Ingested through A, which dispatches it; B's page sees it by the relay.
+        await _raise(str(fleets["A"].ready["grpc"]), "agent-x", ENTRAPMENT, "trapped-1")
         await eventually(
             lambda: receiver.paths,
             lambda p: "/rescue" in p,
             "the rescue step sent (by A)",
             context=lambda: log_tails(services),
         )
+        await eventually(
+            lambda: page, lambda p: any("trapped-1" in x for x in p), "A's event on B's page"
+        )
+        # Between the steps: the rescue send recorded as delivered (a kill between the
+        # receiver's 200 and that record is at-least-once's window: the send is repeated).
+        await eventually(
+            lambda: asyncio.to_thread(_delivered, url, "rescue"), what="the rescue step recorded"
+        )
         fleets["A"].process.kill()  # mid-escalation: the duty step is not due yet
         await fleets["A"].process.wait()
+        # Live updates keep flowing: an event ingested through B reaches its page.
+        await _raise(str(fleets["B"].ready["grpc"]), "agent-y", HELD_OPEN, "held-1")
+        await eventually(
+            lambda: page, lambda p: any("held-1" in x for x in p), "B's event on B's page"
+        )
         await eventually(
             lambda: receiver.paths,
             lambda p: "/duty" in p,
