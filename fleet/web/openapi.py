@@ -27,7 +27,6 @@ import fleet.reports.scorecard
 import fleet.reports.service_life
 import fleet.reports.view
 import fleet.web.configs
-import fleet.web.configs
 import fleet.web.dashboard
 import fleet.web.history
 import fleet.web.live
@@ -433,16 +432,6 @@ ROUTES: tuple[Operation, ...] = (
         "pending, offered, on trial, healthy, failed, rolled back), and the releases kept "
         "(administrators only)",
         "Rollouts",
-        errors={403: "not an administrator"},
-    ),
-    # Remote configuration (issue 20, fleet.web.configs).
-    Operation(
-        "get",
-        "/api/configs",
-        "Desired against applied configuration per agent: the document version it should "
-        "run, the one it runs, own_file/in_sync/pending/rejected and the problems of its "
-        "last report (administrators only)",
-        "AgentConfigs",
         errors={403: "not an administrator"},
     ),
     # Remote configuration (issue 20, fleet.web.configs).
