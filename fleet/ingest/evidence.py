@@ -29,13 +29,19 @@ from fleet.clock import Clock
 from fleet.metrics import GatewayMetrics
 from fleet.store.evidence import EVIDENCE_POLL_S, EvidenceRequestRow, settle
 from fleet.store.worker import StoreWorker
-from protos.evidence import EvidenceError, decode_samples
+from protos.evidence import EvidenceError, check_evidence
 from protos.liftwatch.v1 import gateway_pb2, records_pb2
 
 log = logging.getLogger(__name__)
 
 # The ids an Evidence names are bounded as an event's id is (fleet.ingest.gateway).
 MAX_EVIDENCE_ID_LENGTH = 128
+# The most samples one Evidence may hold: the agent's longest window (pre_s + threshold +
+# max_s, check-config keeps it under 880 s) polled at 80 Hz, eight times the reference
+# rate. Without a bound a 1 MB batch could carry a million one-byte samples, which every
+# read of the event (JSON, CSV, the dashboard) would expand (tests/security/
+# test_evidence_abuse.py).
+MAX_EVIDENCE_SAMPLES = 72_000
 _ENDS = frozenset(records_pb2.EvidenceEnd.values()) - {records_pb2.EVIDENCE_END_UNSPECIFIED}
 
 F = TypeVar("F")
@@ -60,8 +66,10 @@ def evidence_problem(record: records_pb2.Record) -> str | None:
         return f"{where}.end is {evidence.end}, not a known EvidenceEnd"
     if not evidence.HasField("start") or not 0 <= evidence.start.nanos < 1_000_000_000:
         return f"{where}.start is missing or has nanos outside 0..999999999"
+    if evidence.samples > MAX_EVIDENCE_SAMPLES:
+        return f"{where}.samples is {evidence.samples}; the limit is {MAX_EVIDENCE_SAMPLES}"
     try:
-        decode_samples(evidence)
+        check_evidence(evidence)
     except EvidenceError as exc:
         return f"{where}: {exc}"
     return None

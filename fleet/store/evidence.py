@@ -254,6 +254,15 @@ _EVENT_TYPE = (
     "COALESCE((SELECT MIN(v.type) FROM events v WHERE v.event_id = e.event_id "
     "AND e.event_id <> '' AND v.unit_id = e.unit_id), 0)"
 )
+# The unit an Evidence must be of to answer a read by each column: the request's unit; an
+# event's unit (its event record's, under this unit) when the fleet has the event at all.
+_SAME_UNIT = {
+    "request_id": "e.unit_id = (SELECT r.unit_id FROM evidence_requests r "
+    "WHERE r.request_id = e.request_id)",
+    "event_id": "(EXISTS (SELECT 1 FROM events v WHERE v.unit_id = e.unit_id "
+    "AND v.event_id = e.event_id) OR NOT EXISTS (SELECT 1 FROM events v "
+    "WHERE v.event_id = e.event_id))",
+}
 # Which of several windows answers a read: the final one over the one written at the
 # raise, then the newest.
 _NEWEST_FIRST = (
@@ -393,10 +402,13 @@ class EvidenceStore:
 
     def _answering(self, column: str, value: str) -> EvidenceRow | None:
         """The Evidence whose ``column`` (event_id or request_id) is ``value`` that
-        answers a read (see `_NEWEST_FIRST`), or None."""
+        answers a read (see `_NEWEST_FIRST`), or None. Only an Evidence of the unit the
+        request or event is about answers it: an agent may name any id on its own unit's
+        records, and another unit's samples must never pass for this one's."""
         row = self._execute(
             f"SELECT {_EVIDENCE_COLUMNS}, {_EVENT_TYPE} FROM evidence e "
-            f"WHERE e.{column} = ? AND e.{column} <> '' {_NEWEST_FIRST}",
+            f"WHERE e.{column} = ? AND e.{column} <> '' AND {_SAME_UNIT[column]} "
+            f"{_NEWEST_FIRST}",
             (value,),
         ).fetchone()
         return None if row is None else _evidence_row(row)
