@@ -26,7 +26,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_rules_check() -> None:
     result = promtool("check", "rules", "liftwatch-rules.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 15 rules found" in result.stdout
 
 
 def test_rules_unit_tests_pass() -> None:
