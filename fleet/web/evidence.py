@@ -41,6 +41,7 @@ from fleet.read.evidence_views import (
 from fleet.read.scope import require_unit
 from fleet.read.selection import BadRequestError
 from fleet.read.shape import to_json
+from fleet.read.views import ErrorReply
 from fleet.store.evidence import EVIDENCE_POLL_S, EvidenceRequestRow, settle
 from fleet.store.worker import StoreWorker
 from fleet.web.auth import AccessDeniedError, principal_of, scope_of
@@ -95,7 +96,7 @@ def unreadable_as_500(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except UnreadableEvidenceError as exc:
-            return _JSON({"error": str(exc)}, status_code=500)
+            return _JSON(to_json(ErrorReply(str(exc))), status_code=500)
 
     return run
 
@@ -120,7 +121,7 @@ def evidence_routes(
             raise BadRequestError(f"format: {shape!r} is neither json nor csv")
         row = await evidence.event(scope_of(request), event_id)
         if row is None:
-            return _JSON({"error": f"no evidence of event {event_id!r}"}, status_code=404)
+            return _JSON(to_json(ErrorReply(f"no evidence of event {event_id!r}")), status_code=404)
         view = EvidenceView.of(row)
         if shape == "csv":
             return Response(
@@ -139,7 +140,7 @@ def evidence_routes(
         # A unit out of the caller's scope is answered as one nobody knows.
         await require_unit(worker, scope_of(request), unit_id)
         if await worker.get_unit(unit_id) is None:
-            return _JSON({"error": f"unit {unit_id!r} unknown"}, status_code=404)
+            return _JSON(to_json(ErrorReply(f"unit {unit_id!r} unknown")), status_code=404)
         body = await _body(request)
         seconds = _seconds(body)
         by = principal.display_name or principal.username
@@ -158,14 +159,16 @@ def evidence_routes(
         if row.state == "sent":
             view = EvidenceRequestView.of(row, None, clock())
             return _JSON(to_json(view), status_code=202)
-        return _JSON({"error": row.reason}, status_code=409)
+        return _JSON(to_json(ErrorReply(row.reason)), status_code=409)
 
     async def asked(request: Request) -> Response:
         _, evidence = need()
         request_id = str(request.path_params["request_id"])
         found = await evidence.request(scope_of(request), request_id)
         if found is None:
-            return _JSON({"error": f"evidence request {request_id!r} unknown"}, status_code=404)
+            return _JSON(
+                to_json(ErrorReply(f"evidence request {request_id!r} unknown")), status_code=404
+            )
         row, answer = found
         return _JSON(to_json(EvidenceRequestView.of(row, answer, clock())))
 

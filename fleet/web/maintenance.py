@@ -44,6 +44,7 @@ from fleet.read.maintenance import (
 from fleet.read.scope import require_unit
 from fleet.read.selection import BadRequestError
 from fleet.read.shape import to_json
+from fleet.read.views import ErrorReply
 from fleet.reports.claims import language_of
 from fleet.reports.maintenance import (
     RecordIn,
@@ -196,7 +197,9 @@ def maintenance_routes(
             )
         body = await request.body()
         if len(body) > MAX_RECORDS_BYTES:
-            return _JSON({"error": f"body: at most {MAX_RECORDS_BYTES} bytes"}, status_code=413)
+            return _JSON(
+                to_json(ErrorReply(f"body: at most {MAX_RECORDS_BYTES} bytes")), status_code=413
+            )
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             if kind == "application/json":

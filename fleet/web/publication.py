@@ -47,6 +47,7 @@ from fleet.config import ReportsConfig
 from fleet.csv_cells import csv_text
 from fleet.read.selection import BadRequestError
 from fleet.read.shape import to_json
+from fleet.read.views import ErrorReply
 from fleet.reports.claims import language_of
 from fleet.reports.plan import (
     PLAN_CSV_COLUMNS,
@@ -326,7 +327,7 @@ def publication_routes(
         wanted = publication_id(request)
         found = await need_store().call(lambda s: s.publication(wanted))
         if found is None:
-            return json_response({"error": f"publication {wanted} unknown"}, 404)
+            return json_response(to_json(ErrorReply(f"publication {wanted} unknown")), 404)
         return json_response(to_json(PublicationView.of(found, lists=True)))
 
     async def draft(request: Request) -> Response:
@@ -354,7 +355,9 @@ def publication_routes(
         wanted = publication_id(request)
         action = str(request.path_params["action"])
         if action not in ("approve", "publish"):
-            return json_response({"error": f"no step {action!r}: approve or publish"}, 404)
+            return json_response(
+                to_json(ErrorReply(f"no step {action!r}: approve or publish")), 404
+            )
         now = clock()
 
         def act(s: Store) -> Publication:
@@ -367,7 +370,7 @@ def publication_routes(
         try:
             done = await need_store().call(act)
         except PublicationError as exc:
-            return json_response({"error": str(exc)}, 409)
+            return json_response(to_json(ErrorReply(str(exc))), 409)
         if action == "publish":
             cache.forget()
         return json_response(to_json(PublicationView.of(done, lists=False)))
