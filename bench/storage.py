@@ -8,7 +8,8 @@ fleet store's ingest write, retention on a virtual clock; prints one JSON object
    fleet, the emulator's four cars of the demo building with their traffic, an agent
    polling them over Modbus TCP). What the fleet stored of its cars is the traffic mix
    at the demo's rates: every record, its kind, time and payload as the agent sent it.
-   ``--capture FILE`` reuses a capture (the fleet.db of an earlier run).
+   ``--capture FILE`` reuses a capture (the fleet.db of an earlier run, which
+   ``--save-capture FILE`` keeps).
 2. **Replay on a virtual clock**: the capture, repeated end to end with its times moved
    on, fills ``--days`` (window + 2 = 16) days of ``--cars`` (4) cars, one agent per
    four cars, through `SqlStore.write` (the write the fleet's ingest committer makes:
@@ -40,6 +41,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -334,6 +336,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--capture", type=Path, help="a fleet.db captured before (skips running the demo)"
     )
+    parser.add_argument(
+        "--save-capture", type=Path, help="copy the demo's fleet.db here (for --capture)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -344,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="storage-bench-") as tmp:
         work = Path(tmp)
         path = args.capture or capture(args.capture_s, work / "demo")
+        if args.save_capture is not None:
+            shutil.copyfile(path, args.save_capture)
         with _store(args.db, work) as target:
             result = measure(args, target, path)
     if args.json:
