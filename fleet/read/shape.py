@@ -9,7 +9,8 @@ set of strings, another response dataclass as a ``$ref`` (one not registered wit
 `response`, such as the CLI's own outputs, in place), a union of several as ``anyOf``
 their ``$ref``s) and from what `out` declares on
 the field: its documentation, the JSON key when it is not the field's name (``class``), a
-minimum, a format, and whether a None leaves the key out. Every other key is required, and
+minimum, a format, whether a None leaves the key out, and (``shape``) the definition that
+JSON kept as it was made (a draft's stored lists) came from. Every other key is required, and
 no key beyond the fields is allowed, so the generated schema is as strict as the old
 hand-written one. Written here rather than taken from a library (pydantic, msgspec): the
 rules fit in this module, and the response types stay plain dataclasses the CLI and the web share.
