@@ -318,3 +318,58 @@ def test_a_bus_change_restarts_that_bus_only_and_a_new_unit_is_reported(
         ) in (None, 0.0)
 
     run_scenario(tmp_path, scenario, local=two_buses)
+
+
+# -- the agent's side alone (no fleet, no bus): checks, keeping, removal --------------
+
+
+def desired(text: str, version: int = 1, sha256: str | None = None) -> Any:
+    from protos.liftwatch.v1 import gateway_pb2
+
+    return gateway_pb2.DesiredConfig(
+        document_id=agent_document(AGENT),
+        version=version,
+        toml=text,
+        sha256=digest(text) if sha256 is None else sha256,
+    )
+
+
+def idle_agent(tmp_path: Path) -> tuple[Agent, Path]:
+    path = tmp_path / "agent.toml"
+    path.write_text(local_file(tmp_path / "data", "127.0.0.1:9", 502), encoding="utf-8")
+    config, applied = load_running_config(path)
+    return Agent(config, config_path=path, applied=applied), path
+
+
+def test_a_document_whose_digest_does_not_match_is_refused(tmp_path: Path) -> None:
+    app, _ = idle_agent(tmp_path)
+    assert app.remote is not None
+    report = app.remote.receive(desired(BUS.format(port=502) + units(), sha256="0" * 64))
+    assert not report.applied
+    assert report.problems[0].startswith("(document): sha256 ")
+    assert app.remote.version == 0
+    app.outbox.close()
+
+
+def test_a_removed_unit_stays_in_the_hello_and_the_kept_document_is_checked_again(
+    tmp_path: Path,
+) -> None:
+    app, path = idle_agent(tmp_path)
+    assert app.remote is not None
+    only_car1 = BUS.format(port=502) + units().split('[[unit]]\nid = "car-2"')[0]
+    report = app.remote.receive(desired(only_car1, version=7))
+    assert report.applied and list(report.units_changed) == ["car-2=removed"]
+    assert sorted(app.monitors) == ["car-1"]
+    # Its records still queued must be taken: the Hello still names car-2.
+    hello = app.hello()
+    assert [u.unit_id for u in hello.units] == ["car-1", "car-2"]
+    assert hello.config_version == 7 and hello.accepts_config
+    app.outbox.close()
+    # A restart runs the kept document...
+    config, kept = load_running_config(path)
+    assert kept is not None and kept.version == 7 and [u.id for u in config.units] == ["car-1"]
+    # ... unless it no longer checks out (here: its text was changed on the box, so its
+    # digest no longer matches): then the file alone.
+    (tmp_path / "data" / DOCUMENT_FILE).write_text(only_car1 + "# edited\n", encoding="utf-8")
+    config, kept = load_running_config(path)
+    assert kept is None and [u.id for u in config.units] == ["car-1", "car-2"]
