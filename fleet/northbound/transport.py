@@ -41,6 +41,9 @@ from fleet.northbound.mapping import Rendered
 KEY_HEADER = "Idempotency-Key"
 # The longest reason kept of a platform's refusal (its body, else its status line).
 REASON_CHARS = 500
+# The most of an HTTP answer's body read (enough for a JSON reason): a platform answering
+# with an endless body must not fill the fleet's memory.
+MAX_ANSWER_BYTES = 64 * 1024
 # Statuses that say "not now" rather than "not this message".
 RETRY_STATUSES = frozenset({401, 403, 408, 425, 429})
 
@@ -106,7 +109,34 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _reason(response: httpx.Response) -> str:
+@dataclass(frozen=True)
+class _Answer:
+    """What the forwarder reads of an HTTP answer: its status, Retry-After and at most
+    `MAX_ANSWER_BYTES` of its body."""
+
+    status: int
+    phrase: str
+    retry_after: str | None
+    text: str
+
+
+async def _answer_of(response: httpx.Response) -> _Answer:
+    """``response``'s `_Answer`, reading no more than `MAX_ANSWER_BYTES` of its body (raw:
+    an encoded body is not inflated)."""
+    head = bytearray()
+    async for chunk in response.aiter_raw():
+        head += chunk[: MAX_ANSWER_BYTES - len(head)]
+        if len(head) >= MAX_ANSWER_BYTES:
+            break
+    return _Answer(
+        response.status_code,
+        response.reason_phrase,
+        response.headers.get("Retry-After"),
+        head.decode("utf-8", errors="replace"),
+    )
+
+
+def _reason(response: _Answer) -> str:
     text = response.text.strip()
     with contextlib.suppress(ValueError):
         parsed: Any = json.loads(text)
@@ -115,7 +145,7 @@ def _reason(response: httpx.Response) -> str:
                 if isinstance(parsed.get(key), str):
                     text = parsed[key]
                     break
-    return (text or f"HTTP {response.status_code} {response.reason_phrase}")[:REASON_CHARS]
+    return (text or f"HTTP {response.status} {response.phrase}")[:REASON_CHARS]
 
 
 class HttpTransport:
@@ -143,18 +173,29 @@ class HttpTransport:
             stamp = str(int(time.time()))
             headers[TIMESTAMP_HEADER] = stamp
             headers[SIGNATURE_HEADER] = signature(self._hmac, stamp, body)
+        # The answer is read raw (not inflated), so no compressed body is asked for.
+        headers["Accept-Encoding"] = "identity"
         try:
-            response = await self._client.post(
-                self._base + message.path, content=body, headers=headers
+            # The whole exchange within timeout_s (httpx's timeout is per read: a platform
+            # sending a byte at a time would hold the send, and the lease that fences it,
+            # for ever), and never more of the body than the reason needs.
+            async with asyncio.timeout(self._platform.timeout_s):
+                async with self._client.stream(
+                    "POST", self._base + message.path, content=body, headers=headers
+                ) as streamed:
+                    response = await _answer_of(streamed)
+        except TimeoutError:
+            return SendResult(
+                Outcome.RETRY, None, f"no whole answer within {self._platform.timeout_s:g} s"
             )
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
             # ssl.SSLError: under TLS 1.3 a refused client certificate arrives as an alert
             # after the handshake, which httpx may pass on unwrapped.
             return SendResult(Outcome.RETRY, None, f"{type(exc).__name__}: {exc}"[:REASON_CHARS])
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300 or status == 409:
             return SendResult(Outcome.DELIVERED, status, "")
-        wait = retry_after(response.headers.get("Retry-After"))
+        wait = retry_after(response.retry_after)
         if status >= 500 or status in RETRY_STATUSES:
             return SendResult(Outcome.RETRY, status, _reason(response), wait)
         return SendResult(Outcome.REJECTED, status, _reason(response))
