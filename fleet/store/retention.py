@@ -582,6 +582,13 @@ def _add_counters(here: _Hour, at: int, counters: records_pb2.Counters) -> None:
     here.door_close_trend = float(c.door_close_trend) if c.HasField("door_close_trend") else None
 
 
+# The columns of a folded Counters reading, as `counters_record` takes them.
+_READING = (
+    "unit_id, counters_us, trips_total, door_cycles_total, run_hours_total, "
+    "door_open_median_ms, door_close_median_ms, door_open_trend, door_close_trend"
+)
+
+
 class _Executes(Protocol):
     def _execute(self, text: str, params: Sequence[object] = ()) -> Any: ...
 
@@ -601,13 +608,24 @@ def counters_in_hours(
         ).fetchone()
         return None if kept is None else (int(kept[0]), bytes(kept[1]))
     row = store._execute(
-        "SELECT unit_id, counters_us, trips_total, door_cycles_total, run_hours_total, "
-        "door_open_median_ms, door_close_median_ms, door_open_trend, door_close_trend "
-        "FROM unit_hours WHERE unit_id = ? AND counters_us IS NOT NULL AND counters_us <= ? "
-        "ORDER BY hour_us DESC LIMIT 1",
+        f"SELECT {_READING} FROM unit_hours WHERE unit_id = ? AND counters_us IS NOT NULL "
+        "AND counters_us <= ? ORDER BY hour_us DESC LIMIT 1",
         (unit_id, at_us),
     ).fetchone()
     return None if row is None else (int(row[1]), counters_record(row))
+
+
+def counters_readings(
+    store: _Executes, unit_id: str, before_us: int, limit: int
+) -> list[tuple[int, bytes]]:
+    """The folded Counters readings of ``unit_id`` (each hour's last) before
+    ``before_us``, newest first, at most ``limit``: (time µs, serialized Record)."""
+    rows = store._execute(
+        f"SELECT {_READING} FROM unit_hours WHERE unit_id = ? AND counters_us IS NOT NULL "
+        "AND counters_us < ? ORDER BY hour_us DESC LIMIT ?",
+        (unit_id, before_us, max(limit, 0)),
+    ).fetchall()
+    return [(int(r[1]), counters_record(r)) for r in rows]
 
 
 def counters_record(row: Sequence[Any]) -> bytes:

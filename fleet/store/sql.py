@@ -48,6 +48,7 @@ from fleet.store.lifecycle import EVENT_COLUMNS, EVENT_MARKS, LifecycleStore, ev
 from fleet.store.maintenance import HEALTH_TERM, MaintenanceStore
 from fleet.store.publication import PublicationStore
 from fleet.store.reasons import params_text
+from fleet.store.retention import counters_readings
 from fleet.store.users import UserStore
 from fleet.taxonomy import gb_code
 from protos.liftwatch.v1 import records_pb2
@@ -701,14 +702,18 @@ class SqlStore(
             [unit_id, max(limit, 0)],
         ).fetchall()
         if len(rows) < limit:
-            # Beyond the retention window: the link-status records kept forever
-            # (fleet.store.retention; counters live on in unit_hours, not as records).
+            # Beyond the retention window (fleet.store.retention): the link's changes and
+            # newest kept whole; of the counters, each hour's last reading (unit_hours),
+            # so that a lift silent for longer than the window still shows its newest.
             oldest = int(rows[-1][0]) if rows else 2**62
-            rows += self._execute(
-                "SELECT time_us, payload FROM records_kept WHERE unit_id = ? AND kind = ? "
-                "AND time_us < ? ORDER BY time_us DESC LIMIT ?",
-                [unit_id, kind, oldest, limit - len(rows)],
-            ).fetchall()
+            if kind == "counters":
+                rows += counters_readings(self, unit_id, oldest, limit - len(rows))
+            else:
+                rows += self._execute(
+                    "SELECT time_us, payload FROM records_kept WHERE unit_id = ? "
+                    "AND kind = ? AND time_us < ? ORDER BY time_us DESC LIMIT ?",
+                    [unit_id, kind, oldest, limit - len(rows)],
+                ).fetchall()
         return [(from_us(int(r[0])), bytes(r[1])) for r in reversed(rows)]
 
     def coverage_history(self, unit_id: str, limit: int) -> list[CoverageChange]:

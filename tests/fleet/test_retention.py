@@ -99,6 +99,11 @@ def _answers(store: SqlStore) -> dict[str, object]:
         "counters_before_any": counters(DAY - dt.timedelta(days=1)),
         "link_newest": store.health_records("U1", "link_status", 1),
         "link_newest_U2": store.health_records("U2", "link_status", 1),
+        # The plan's newest reading of a lift silent for longer than the window.
+        "counters_newest_U2": [
+            (t, M.Record.FromString(p).counters)
+            for t, p in store.health_records("U2", "counters", 1)
+        ],
         "latest_car_U1": store.latest_car_state("U1"),
         "latest_car_U2": store.latest_car_state("U2"),
         "trip_spans": store.trip_spans(DAY.date(), DAY.date() + dt.timedelta(days=1)),
