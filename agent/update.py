@@ -121,11 +121,27 @@ class Updates:
             return
         if (self.spool / "incoming" / manifest.release_id / "READY").exists():
             return  # staged already (an offer sent again on a new stream)
+        given_up = self._final_state(manifest.release_id)
+        if given_up:
+            # The updater switched back from it (or could not install it): the offer that
+            # comes again on the next stream is answered, not installed again in a loop.
+            self._send(report_frame(manifest.release_id, given_up, "already tried on this box"))
+            return
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._task = asyncio.get_running_loop().create_task(
             self._stage(offer, manifest), name=f"release {manifest.release_id}"
         )
+
+    def _final_state(self, release_id: str) -> str:
+        """The updater's last word on ``release_id`` if it gave up on it ("rolled_back"
+        or "failed"), else ""."""
+        try:
+            doc = json.loads((self.spool / "status" / f"{release_id}.json").read_text())
+        except (OSError, ValueError):
+            return ""
+        state = doc.get("state") if isinstance(doc, dict) else None
+        return state if state in ("rolled_back", "failed") else ""
 
     async def _stage(self, offer: gateway_pb2.ReleaseOffer, manifest: Manifest) -> None:
         incoming = self.spool / "incoming"

@@ -296,7 +296,8 @@ class ReleaseStore:
         detector_errors: int,
         now_us: int,
     ) -> None:
-        """Keep the agent's latest report about ``release_id``."""
+        """Keep the agent's latest report about ``release_id`` (a final one, rolled_back,
+        failed or refused, is replaced only by another final one)."""
         s = self._store
         with s._transaction():
             s._execute(
@@ -304,7 +305,11 @@ class ReleaseStore:
                 "detector_errors, at_us) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (agent_id, release_id) DO UPDATE SET state = excluded.state, "
                 "detail = excluded.detail, detector_errors = excluded.detector_errors, "
-                "at_us = excluded.at_us",
+                "at_us = excluded.at_us "
+                # A box's last word on a release (it switched back, failed, refused) is not
+                # overwritten by a later progress report, which the gate would then miss.
+                "WHERE update_reports.state NOT IN ('rolled_back', 'failed', 'refused') "
+                "OR excluded.state IN ('rolled_back', 'failed', 'refused')",
                 (agent_id, release_id, state, detail, detector_errors, now_us),
             )
 

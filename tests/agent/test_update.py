@@ -125,3 +125,13 @@ def test_updater_outcomes_are_reported_once_and_again_on_a_new_stream(tmp_path: 
     box.updates.on_connected()
     assert box.states()[1:] == [(READY_ID, "health"), ("r2", "rolled_back")]
     assert json.loads(box.sent[1].detail) == {"version": "1.0", "detector_errors": 3}
+
+
+def test_a_release_the_updater_gave_up_on_is_not_staged_again(tmp_path: Path) -> None:
+    box = Box(tmp_path)
+    status = tmp_path / "data" / "updates" / "status"
+    status.mkdir(parents=True)
+    (status / "r2.json").write_text(json.dumps({"release_id": "r2", "state": "rolled_back"}))
+    box.updates.on_offer(box.offer)  # offered again on the stream after the switch back
+    assert box.updates._task is None and box.fetched == []
+    assert box.states() == [("r2", "rolled_back")]

@@ -125,3 +125,12 @@ def test_pause_resume_and_abort(store: SqlStore, tmp_path: Path) -> None:
     assert aborted.state == RolloutState.ABORTED and "aborted by an operator" in aborted.reason
     assert releases.offered("edge-2") is None  # withdrawn: not yet taken
     assert releases.offered("edge-0") is not None  # already runs it
+
+
+def test_a_final_report_is_not_overwritten_by_progress(store: SqlStore) -> None:
+    releases = ReleaseStore(store)
+    releases.record_report("edge-0", "r3", "rolled_back", "not healthy", 0, 1)
+    releases.record_report("edge-0", "r3", "downloading", "", 0, 2)
+    assert releases.views("r3", ["edge-0"], 3, 60.0)["edge-0"].report == "rolled_back"
+    releases.record_report("edge-0", "r3", "refused", "unsigned", 0, 4)
+    assert releases.views("r3", ["edge-0"], 5, 60.0)["edge-0"].report == "refused"
