@@ -139,32 +139,23 @@ async def scenario(n: int, work: Path) -> dict[str, Any]:
         )
         pids = {a: s.process.pid for a, s in agents.items()}
 
-        bad = {a: with_unit_a_threshold(p.read_text(), -5.0) for a, p in files.items()}
-        t0 = time.monotonic()
-        bad_versions = await asyncio.to_thread(push, db, bad)
-        await until(
-            "every agent reported the invalid document",
-            lambda: len(reported(db, bad_versions)) == n,
-            120,
-        )
-        rejected_s = round(time.monotonic() - t0, 2)
-        bad_reports = reported(db, bad_versions)
+        async def push_all(seconds: float, what: str) -> tuple[dict[str, int], Any, float]:
+            """Unit a's threshold set to ``seconds`` on every agent; wait for every report."""
+            texts = {a: with_unit_a_threshold(p.read_text(), seconds) for a, p in files.items()}
+            t0 = time.monotonic()
+            versions = await asyncio.to_thread(push, db, texts)
+            await until(what, lambda: len(reported(db, versions)) == n, 120)
+            return versions, reported(db, versions), round(time.monotonic() - t0, 2)
+
+        _, bad_reports, rejected_s = await push_all(-5.0, "every agent reported the invalid one")
         rejected = sum(
             1
             for ok, problems, _ in bad_reports.values()
             if not ok and "door_close_failure_s" in problems
         )
-
-        good = {a: with_unit_a_threshold(p.read_text(), 25.0) for a, p in files.items()}
-        t0 = time.monotonic()
-        good_versions = await asyncio.to_thread(push, db, good)
-        await until(
-            "every agent reported the valid document",
-            lambda: len(reported(db, good_versions)) == n,
-            120,
+        good_versions, good_reports, applied_s = await push_all(
+            25.0, "every agent reported the valid one"
         )
-        applied_s = round(time.monotonic() - t0, 2)
-        good_reports = reported(db, good_versions)
         applied = sum(1 for ok, _, _ in good_reports.values() if ok)
         created = dict(rows(db, "SELECT version, created_us FROM config_versions"))
         latencies = sorted(

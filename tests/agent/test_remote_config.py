@@ -74,6 +74,17 @@ def state(db: Path) -> Any:
         store.close()
 
 
+async def settled(db: Path, version: int, *, applied: bool = False) -> None:
+    """Wait until the agent reported ``version`` (``applied``: until the fleet has it
+    applied)."""
+
+    async def probe() -> bool:
+        found, _ = await asyncio.to_thread(state, db)
+        return bool((found.applied_version if applied else found.report_version) == version)
+
+    await eventually(probe, deadline_s=30, interval_s=0.3)
+
+
 class CycleLog:
     """Per poll cycle of each bus, the units it delivered a sample of (the sink's own
     deliveries, recorded in order as the schedulers make them); `cycles` are the first
@@ -152,11 +163,7 @@ def test_an_invalid_document_is_rejected_with_its_problems_and_nothing_changes(
         )
         version = await asyncio.to_thread(set_document, db, text)
 
-        async def reported() -> bool:
-            found, _ = await asyncio.to_thread(state, db)
-            return bool(found.report_version == version)
-
-        await eventually(reported, deadline_s=30, interval_s=0.3)
+        await settled(db, version)
         found, history = await asyncio.to_thread(state, db)
         assert not found.report_applied
         assert found.desired_version == version and found.applied_version == 0
@@ -193,11 +200,7 @@ def test_a_valid_document_is_applied_without_stopping_an_unchanged_unit(
         text = BUS.format(port=port) + units("door_close_failure_s = 33")
         version = await asyncio.to_thread(set_document, db, text)
 
-        async def applied() -> bool:
-            found, _ = await asyncio.to_thread(state, db)
-            return bool(found.applied_version == version)
-
-        await eventually(applied, deadline_s=30, interval_s=0.3)
+        await settled(db, version, applied=True)
         seen = len(log.cycles)
         await eventually(lambda: len(log.cycles) > seen + 10)
         # car-1 runs the new threshold on a new monitor; car-2 keeps its monitor.
@@ -238,11 +241,7 @@ def test_a_document_may_not_change_how_the_agent_reaches_its_fleet(tmp_path: Pat
         # (an older fleet, a hand-edited row), the agent refuses it.
         version = await asyncio.to_thread(set_document, db, text)
 
-        async def reported() -> bool:
-            found, _ = await asyncio.to_thread(state, db)
-            return bool(found.report_version == version)
-
-        await eventually(reported, deadline_s=30, interval_s=0.3)
+        await settled(db, version)
         found, _ = await asyncio.to_thread(state, db)
         assert not found.report_applied
         assert [p.split(":")[0] for p in found.problems] == ["fleet"]
@@ -293,11 +292,7 @@ def test_a_bus_change_restarts_that_bus_only_and_a_new_unit_is_reported(
         )
         version = await asyncio.to_thread(set_document, db, text)
 
-        async def applied() -> bool:
-            found, _ = await asyncio.to_thread(state, db)
-            return bool(found.applied_version == version)
-
-        await eventually(applied, deadline_s=30, interval_s=0.3)
+        await settled(db, version, applied=True)
         # The new unit's records reach the fleet: the agent said Hello again with it.
         await eventually(lambda: records_of(db, "car-3"), deadline_s=30, interval_s=0.3)
         seen_b = len(log.by_bus["b"])
