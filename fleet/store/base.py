@@ -526,6 +526,13 @@ class Store(Protocol):
         """The on-demand request ``request_id``, or None."""
         ...
 
+    def outstanding_evidence_request(
+        self, unit_id: str, now: dt.datetime
+    ) -> EvidenceRequestRow | None:
+        """The newest request of ``unit_id`` pending or sent, unanswered and not expired
+        by ``now``, or None."""
+        ...
+
     def pending_evidence_requests(self, now: dt.datetime) -> list[EvidenceRequestRow]:
         """Requests no gateway has taken yet and not expired by ``now``, oldest first."""
         ...

@@ -474,6 +474,19 @@ class EvidenceStore:
         ).fetchone()
         return None if row is None else _request_row(row)
 
+    def outstanding_evidence_request(
+        self, unit_id: str, now: dt.datetime
+    ) -> EvidenceRequestRow | None:
+        """The newest request of ``unit_id`` still in flight at ``now`` (pending or sent,
+        not answered, not expired), or None: the web allows one a unit at a time."""
+        row = self._execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM evidence_requests WHERE unit_id = ? "
+            "AND state IN ('pending', 'sent') AND answered_us IS NULL AND expires_us > ? "
+            "ORDER BY requested_us DESC LIMIT 1",
+            (unit_id, _us(now)),
+        ).fetchone()
+        return None if row is None else _request_row(row)
+
     def pending_evidence_requests(self, now: dt.datetime) -> list[EvidenceRequestRow]:
         """The requests no gateway has taken yet and whose time has not run out, oldest
         first (an index read: usually none)."""

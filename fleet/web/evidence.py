@@ -10,7 +10,9 @@
   process or another (``serve --workers``), takes it within a poll
   (`fleet.ingest.evidence`). This handler waits up to `TAKE_WAIT_S` for that: 202 once it
   is sent, 409 naming why when the agent keeps no recorder or no process holds its
-  stream (the request is then marked expired, so no late poll sends it).
+  stream (the request is then marked expired, so no late poll sends it); 429 naming it
+  while the unit has a request in flight (pending or sent, unanswered, unexpired): one
+  window at a time per car, however many ask.
 - ``GET /api/evidence-requests/{request_id}``: the request, its status and, once the
   agent answered, its Evidence.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,6 +45,7 @@ from fleet.read.scope import require_unit
 from fleet.read.selection import BadRequestError
 from fleet.read.shape import to_json
 from fleet.read.views import ErrorReply
+from fleet.store.base import Store
 from fleet.store.evidence import EVIDENCE_POLL_S, EvidenceRequestRow, settle
 from fleet.store.worker import StoreWorker
 from fleet.web.auth import AccessDeniedError, principal_of, scope_of
@@ -152,9 +156,20 @@ def evidence_routes(
         request_id = uuid.uuid4().hex
         now = clock()
         expires = now + dt.timedelta(seconds=REQUEST_TTL_S)
-        await worker.call(
-            lambda s: s.add_evidence_request(request_id, unit_id, seconds, by, now, expires)
-        )
+
+        def ask_once(s: Store) -> EvidenceRequestRow:
+            # One request a unit in flight: each costs the agent a window cut and sent
+            # over its link and the fleet a stored Evidence, so a flood of POSTs must not
+            # multiply them (tests/security/test_evidence_abuse.py). Checked and written
+            # in one store call, so concurrent POSTs of this process cannot both pass.
+            busy = s.outstanding_evidence_request(unit_id, now)
+            if busy is not None:
+                return busy
+            return s.add_evidence_request(request_id, unit_id, seconds, by, now, expires)
+
+        asked_already = await worker.call(ask_once)
+        if asked_already.request_id != request_id:
+            return _busy(asked_already, now)
         row = await _taken(worker, request_id, clock)
         if row.state == "sent":
             view = EvidenceRequestView.of(row, None, clock())
@@ -177,6 +192,18 @@ def evidence_routes(
         Route("/api/units/{unit_id:str}/evidence-requests", guarded(ask), methods=["POST"]),
         Route("/api/evidence-requests/{request_id:str}", guarded(unreadable_as_500(asked))),
     ]
+
+
+def _busy(outstanding: EvidenceRequestRow, now: dt.datetime) -> Response:
+    """429 naming the unit's request in flight, Retry-After until it expires."""
+    wait = max(1, math.ceil((outstanding.expires - now).total_seconds()))
+    reason = (
+        f"unit {outstanding.unit_id!r} already has evidence request "
+        f"{outstanding.request_id} in flight (asked by {outstanding.requested_by}): read "
+        f"GET /api/evidence-requests/{outstanding.request_id}, or ask again once it is "
+        f"answered or in {wait} s"
+    )
+    return _JSON(to_json(ErrorReply(reason)), status_code=429, headers={"Retry-After": str(wait)})
 
 
 async def _taken(store: StoreWorker, request_id: str, clock: Clock) -> EvidenceRequestRow:

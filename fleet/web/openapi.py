@@ -330,6 +330,7 @@ ROUTES: tuple[Operation, ...] = (
             **_BAD_OR_MISSING,
             403: "a role that may not act on the unit",
             409: "the unit's agent is not connected, or keeps no recorder (an older agent)",
+            429: "the unit has a request in flight (named; Retry-After: until it expires)",
         },
         ok_status=202,
         ok_description="sent to the agent; poll GET /api/evidence-requests/{request_id}",

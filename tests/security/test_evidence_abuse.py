@@ -4,7 +4,8 @@ District (`tests.security.conftest.District`): edge-1 is registered for U1, edge
 With edge-1's identity an attacker tries to: send Evidence for U2; answer U2's on-demand
 request or pass its own car's samples off as the evidence of U2's event; and exhaust the
 fleet with an Evidence of a million samples or one whose sample count lies about its
-columns. Each is refused or has no effect, and the fleet keeps acking edge-2.
+columns. Each is refused or has no effect, and the fleet keeps acking edge-2. A flood of
+on-demand requests for one car asks it once at a time (429 for the rest).
 """
 
 from __future__ import annotations
@@ -203,3 +204,63 @@ def test_checking_an_evidence_builds_no_object_per_sample() -> None:
         assert f"at sample {MILLION - 1}" in str(exc)
     else:
         raise AssertionError("a position past its range was accepted")
+
+
+def _post(fleet: Fleet, path: str, body: dict[str, Any]) -> tuple[int, Any, str | None]:
+    request = urllib.request.Request(
+        f"http://{fleet.http}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read()), None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), exc.headers.get("Retry-After")
+
+
+def test_a_flood_of_on_demand_requests_asks_the_car_once_at_a_time(district: District) -> None:
+    flood = 12
+
+    async def scenario(fleet: Fleet) -> tuple[list[tuple[int, Any, str | None]], str]:
+        agent = await fleet.connect(_hello("edge-1", "U1"))
+        assert (await _frame(agent)).welcome.accepts_evidence
+        body = {"seconds": 600, "by": "desk-7"}
+        path = "/api/units/U1/evidence-requests"
+        answers = await asyncio.gather(
+            *(asyncio.to_thread(_post, fleet, path, body) for _ in range(flood))
+        )
+        asked = await _frame(agent)
+        assert asked.WhichOneof("frame") == "evidence_request", asked
+        # Once the car answered, it may be asked again.
+        request_id = asked.evidence_request.request_id
+        answer = evidence_record(
+            1,
+            "U1",
+            event_id="",
+            request_id=request_id,
+            end=records_pb2.EVIDENCE_END_REQUEST,
+        )
+        await agent.write(batch(answer))
+        assert (await _frame(agent)).ack.up_to_seq == 1
+        again = await asyncio.to_thread(_post, fleet, path, body)
+        assert (await _frame(agent)).WhichOneof("frame") == "evidence_request"
+        await agent.done_writing()
+        return [*answers, again], request_id
+
+    answers, first = _run(district, scenario)
+    *flooded, again = answers
+    statuses = sorted(status for status, _, _ in flooded)
+    assert statuses == [202] + [429] * (flood - 1), statuses
+    for status, body, retry_after in flooded:
+        if status == 429:
+            assert first in body["error"] and "in flight" in body["error"], body
+            assert retry_after is not None and 1 <= int(retry_after) <= 120
+    assert again[0] == 202 and again[1]["request_id"] != first, again
+    store = SqliteStore.open(str(district.db))
+    try:
+        kinds = [row.kind for row in store.history("U1")[0]]
+    finally:
+        store.close()
+    assert kinds.count("evidence_request") == 2, kinds
