@@ -130,6 +130,19 @@ class GatewayMetrics:
             "names neither event nor request (the agent sets that record aside).",
             registry=self.registry,
         )
+        self.config_sent = Counter(
+            "liftwatch_fleet_config_documents_sent",
+            "Configuration documents (DesiredConfig) sent on agents' streams by this "
+            "process's gateway (issue 20, fleet.configs.delivery).",
+            registry=self.registry,
+        )
+        self.config_reports = Counter(
+            "liftwatch_fleet_config_reports",
+            "Agents' reports on configuration documents, by outcome: applied, or rejected "
+            "with check-config's problems (liftwatch-fleet config diff AGENT shows them).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.evidence_requests = Counter(
             "liftwatch_fleet_evidence_requests",
             "On-demand evidence requests taken by this process's gateway, by outcome: "

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from fleet.clock import Clock
 from fleet.configs.document import affected_units
+from fleet.metrics import GatewayMetrics
 from fleet.store.configs import ConfigStore, ConfigVersion
 from fleet.store.worker import StoreWorker
 from protos.liftwatch.v1 import gateway_pb2
@@ -86,8 +87,15 @@ def touched_units(
 class ConfigDelivery:
     """Sends each agent stream the configuration its agent should run; keeps reports."""
 
-    def __init__(self, store: StoreWorker, clock: Clock, poll_s: float = CONFIG_POLL_S) -> None:
+    def __init__(
+        self,
+        store: StoreWorker,
+        clock: Clock,
+        poll_s: float = CONFIG_POLL_S,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self._store = store
+        self._metrics = metrics
         self._clock = clock
         self._poll_s = poll_s
         self._latest = 0
@@ -156,6 +164,8 @@ class ConfigDelivery:
         now_us = self._now_us()
         version = desired.version
         await self._store.call(lambda s: ConfigStore(s).mark_sent(agent_id, version, now_us))
+        if self._metrics is not None:
+            self._metrics.config_sent.inc()
         log.info(
             "agent %s: sending configuration %s version %d", agent_id, desired.document_id, version
         )
@@ -166,6 +176,9 @@ class ConfigDelivery:
         applied a version new to it)."""
         agent_id = stream.agent_id
         problems = [p[:MAX_PROBLEM_CHARS] for p in report.problems[:MAX_PROBLEMS]]
+        if self._metrics is not None:
+            outcome = "applied" if report.applied else "rejected"
+            self._metrics.config_reports.labels(outcome=outcome).inc()
         if report.applied:
             stream.running = report.version
         else:

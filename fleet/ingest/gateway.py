@@ -387,7 +387,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
         self._clock = clock if clock is not None else committer.clock
         self._access = access
         # Remote configuration (issue 20): DesiredConfig out, ConfigReport in.
-        self._configs = ConfigDelivery(committer.store, self._clock)
+        self._configs = ConfigDelivery(committer.store, self._clock, metrics=metrics)
         self._releases = releases
         self._committer = committer
         self._limits = limits

@@ -183,6 +183,14 @@ def test_an_invalid_document_is_rejected_with_its_problems_and_nothing_changes(
         (shown,) = body["agents"]
         assert shown["state"] == "rejected" and shown["desired_version"] == version
         assert shown["problems"] == list(found.problems)
+        # Counted on both ends.
+        rejected = {"outcome": "rejected"}
+        assert fleet.metrics.registry.get_sample_value(
+            "liftwatch_fleet_config_reports_total", rejected
+        )
+        assert app.metrics.registry.get_sample_value(
+            "liftwatch_agent_config_documents_total", rejected
+        )
 
     run_scenario(tmp_path, scenario)
 
@@ -228,6 +236,12 @@ def test_a_valid_document_is_applied_without_stopping_an_unchanged_unit(
         assert app.hello().config_version == version
         status, body = await fleet.get("/api/configs")
         assert status == 200 and body["agents"][0]["state"] == "in_sync"
+        assert fleet.metrics.registry.get_sample_value(
+            "liftwatch_fleet_config_reports_total", {"outcome": "applied"}
+        )
+        assert fleet.metrics.registry.get_sample_value(
+            "liftwatch_fleet_config_documents_sent_total"
+        )
 
     run_scenario(tmp_path, scenario)
 
