@@ -16,8 +16,11 @@ what the long-term reads need of them is kept, the rest is deleted. Per record k
   ``unit_hours``
   (``counters_us`` and its totals, door medians and trends): the maintenance plan's
   counters "at or last before" a time answer from it beyond the window, exactly for a
-  time on the hour, else to the hour. A unit's very first Counters record is
-  kept whole in ``records_kept`` (the reading "first after" a time before it).
+  time on the hour, else to the hour. Kept whole in ``records_kept``: a unit's very
+  first Counters record (the reading "first after" a time before it), and the readings
+  at or last before the start and end of each of its visits and the end of each of its
+  maintenance records (where the plan by need counts usage from), so those answer
+  exactly too.
 - ``link_status`` (about two a minute on the demo): ``link_up`` / ``link_n`` of
   ``unit_hours`` count the hour's link-status records and those saying up (the link's
   availability); the records where the link changed (up -> down, down -> up, and a
@@ -136,6 +139,9 @@ HOLD_US = 60_000_000
 KEPT_KINDS = ("controller_info",)
 
 _MOVING_UNKNOWN = -1
+# A batch's last Counters reading of a unit stands for the next 10 minutes (its next
+# reading lies in the next batch): kept when a visit's boundary falls in them.
+_READING_REACH_US = 600_000_000
 _KEEP = (
     "INSERT INTO records_kept (agent_id, seq, unit_id, time_us, kind, payload) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -348,6 +354,7 @@ class Retention:
         counted: set[str] = set()  # units whose first Counters record is kept
         link: dict[str, bool | None] = {}  # each unit's link state as last kept
         newest_link: dict[str, tuple[Any, ...]] = {}
+        readings: dict[str, list[tuple[Any, ...]]] = {}  # each unit's Counters rows
         folded = 0
         for seq, unit_id, time_us, kind, payload in rows:
             at = int(time_us)
@@ -367,6 +374,7 @@ class Retention:
                 # An hour (h, h + 1 h] holds the reading at its end: "the last reading at
                 # or before" a time on the hour is then the reading the raw records gave.
                 _add_counters(hour(unit_id, (at - 1) // HOUR_US * HOUR_US), at, record.counters)
+                readings.setdefault(unit_id, []).append(row)
                 if unit_id not in counted:
                     counted.add(unit_id)
                     if not s._execute(
@@ -410,11 +418,40 @@ class Retention:
                 (unit_id, car[3]),
             )
             copies.append(car)
+        for unit_id, found in readings.items():
+            copies += self._readings_at_boundaries(unit_id, found)
         s._many(_KEEP, copies)
         for newest in newest_link.values():
             if newest not in copies:
                 self._keep_newest_link(newest)
         return folded, len(copies) + len(newest_link)
+
+    def _readings_at_boundaries(
+        self, unit_id: str, rows: Sequence[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """Of a unit's Counters rows (time order), those that are the reading at or last
+        before the start or end of one of its visits, or the end of one of its
+        maintenance records: the maintenance plan counts usage from there."""
+        s = self._store
+        lo, hi = int(rows[0][3]), int(rows[-1][3]) + _READING_REACH_US
+        found = s._execute(
+            "SELECT start_us, end_us FROM maintenance_visits WHERE unit_id = ? "
+            "AND ((start_us >= ? AND start_us < ?) OR (end_us >= ? AND end_us < ?))",
+            (unit_id, lo, hi, lo, hi),
+        ).fetchall()
+        found += s._execute(
+            "SELECT end_us, end_us FROM maintenance_records WHERE unit_id = ? "
+            "AND end_us >= ? AND end_us < ?",
+            (unit_id, lo, hi),
+        ).fetchall()
+        marks = sorted({int(t) for pair in found for t in pair if t is not None})
+        kept = []
+        for i, row in enumerate(rows):
+            at = int(row[3])
+            after = int(rows[i + 1][3]) if i + 1 < len(rows) else at + _READING_REACH_US
+            if any(at <= mark < after for mark in marks):
+                kept.append(row)
+        return kept
 
     def _keep_newest_link(self, row: tuple[Any, ...]) -> None:
         """Keep ``row``, a unit's newest link-status record (the unit page's link state
@@ -612,6 +649,14 @@ def counters_in_hours(
         "AND counters_us <= ? ORDER BY hour_us DESC LIMIT 1",
         (unit_id, at_us),
     ).fetchone()
+    # The readings kept whole at visits' boundaries: exact there, not only on the hour.
+    kept = store._execute(
+        "SELECT time_us, payload FROM records_kept WHERE unit_id = ? AND kind = 'counters' "
+        "AND time_us <= ? ORDER BY time_us DESC LIMIT 1",
+        (unit_id, at_us),
+    ).fetchone()
+    if kept is not None and (row is None or int(kept[0]) >= int(row[1])):
+        return int(kept[0]), bytes(kept[1])
     return None if row is None else (int(row[1]), counters_record(row))
 
 

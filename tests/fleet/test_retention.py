@@ -16,6 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from fleet.cli.main import main
 from fleet.config import ConfigError, RetentionConfig, parse_config
+from fleet.reports.compute import fault_rate_report, scorecard_report, service_life_report
+from fleet.reports.fault_rate import Period
+from fleet.reports.plan import Usage, maintenance_plan, usage_since
+from fleet.reports.plan_config import PlanConfig
 from fleet.reports.visits import derive_visits
 from fleet.retention import RetentionMetrics, retention_round
 from fleet.store.base import BatchOp, ControllerIdentity, HelloOp, RegisterEntry, UnitClaim
@@ -23,6 +27,7 @@ from fleet.store.open import open_store
 from fleet.store.retention import HOUR_US, FoldResult, Retention, RetentionLeaseLostError
 from fleet.store.sql import SqlStore, to_us
 from fleet.store.worker import StoreWorker
+from fleet.units.coverage import CoverageConfig
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.test_maintenance import CONFIG, DAY, Feed
 
@@ -31,6 +36,7 @@ WINDOW = dt.timedelta(days=14)
 # Two hours into DAY, fourteen days on: the window's edge is DAY 02:00.
 NOW = DAY + WINDOW + dt.timedelta(hours=2, minutes=20)
 EDGE = DAY + dt.timedelta(hours=2)
+PERIOD = Period(DAY.date(), DAY.date() + dt.timedelta(days=1))
 
 
 @pytest.fixture
@@ -95,6 +101,13 @@ def _answers(store: SqlStore) -> dict[str, object]:
         "link_lost_from_before": link_lost(DAY + dt.timedelta(minutes=109, seconds=57), end),
         "link_lost_none": link_lost(DAY + dt.timedelta(minutes=111), end),
         "counters_at_hour": counters(DAY + dt.timedelta(hours=1)),
+        # The visit's end (01:30): the plan by need counts usage from there.
+        "counters_at_visit_end": counters(DAY + dt.timedelta(hours=1, minutes=30)),
+        "plan": maintenance_plan(store, PlanConfig(), NOW),
+        "usage_since_visit": usage_since(store, "U1", DAY + dt.timedelta(hours=1, minutes=30)),
+        "fault_rate": fault_rate_report(store, "unit", PERIOD),
+        "service_life": service_life_report(store, PERIOD, NOW.date()),
+        "scorecard": scorecard_report(store, PERIOD, NOW, CoverageConfig()),
         "counters_in_window": counters(DAY + dt.timedelta(hours=2, minutes=30)),
         "counters_before_any": counters(DAY - dt.timedelta(days=1)),
         "link_newest": store.health_records("U1", "link_status", 1),
@@ -120,6 +133,10 @@ def test_a_span_across_the_edge_reads_the_same_after_folding(store: SqlStore) ->
     assert before["link_lost"] == DAY + dt.timedelta(minutes=109, seconds=55)
     assert before["link_lost_from_before"] == DAY + dt.timedelta(minutes=109, seconds=57)
     assert before["link_lost_none"] is None
+    at_visit_end = before["counters_at_visit_end"]
+    usage = before["usage_since_visit"]
+    assert isinstance(at_visit_end, tuple) and at_visit_end[0] == DAY + dt.timedelta(minutes=90)
+    assert isinstance(usage, Usage) and usage.trips > 0
     raw_before = store._execute("SELECT COUNT(*) FROM records").fetchone()[0]
     old_cars = store._execute(
         "SELECT COUNT(*) FROM records WHERE kind = 'car_state' AND time_us < ?", (to_us(EDGE),)
