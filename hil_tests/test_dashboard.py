@@ -22,6 +22,7 @@ import csv
 import datetime as dt
 import json
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,64 @@ async def _shot(page: Any, name: str) -> None:
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+# Latin words a Chinese page may show: the product's name, format and standard names, and
+# the language switch (which names the other language in it). Proper names from the data
+# (models, agent ids, people) are added by `_proper_names`; identifiers (with a digit, _,
+# -, . or /), code and text marked lang="en" (the public page's second language) are not
+# read at all.
+LATIN_ALLOWED = {"LiftWatch", "CSV", "PNG", "SVG", "JSON", "API", "GB", "TSG", "UTC", "ETA"}
+LATIN_ALLOWED |= {"iCalendar"}
+_WORD = r"[A-Za-z][\w.\-/]*"
+_SHOWN_TEXT = """() => {
+  const skip = "[lang^=en], code, kbd, samp, script, style, [hidden]";
+  const out = [];
+  for (const root of document.querySelectorAll("header, main, footer")) {
+    const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+      if (!n.parentElement.closest(skip)) out.push(n.textContent);
+    }
+  }
+  return out.join("\\n");
+}"""
+
+
+def _words(text: str) -> set[str]:
+    """The plain words of ``text``: identifiers (a digit, _, -, . or /) and config
+    sections ("[history]") left out."""
+    text = re.sub(r"\[[\w.]+\]", " ", text)
+    return {w for w in re.findall(_WORD, text) if re.fullmatch(r"[A-Za-z]+", w)}
+
+
+async def _english_words(page: Any, name: str, allowed: set[str]) -> list[str]:
+    """Latin words left on a Chinese page (header, view and footer), less the allowed
+    identifiers and proper names; written beside the screenshots for a human to read."""
+    text = await page.evaluate(_SHOWN_TEXT)
+    words = sorted(_words(text) - allowed)
+    (ARTIFACTS / f"english-{name}.txt").write_text("\n".join(words), encoding="utf-8")
+    return [f"{name}: {w}" for w in words]
+
+
+def _people(system: RunningSystem) -> set[str]:
+    """The rig's accounts and contractors: names a page shows as they are."""
+    names = {"liwei"} | {u.username for u in system.spec.users}
+    names |= {u.contractor for u in system.spec.users if u.contractor}
+    return {w for n in names for w in _words(n)}
+
+
+async def _proper_names(page: Any) -> set[str]:
+    """Identifiers and names from the data the page shows (models, vendors, versions,
+    agent ids, people): a Chinese page may show them as they are."""
+    values: list[str] = []
+    for path in ("/api/units?page_size=200", "/api/firmware"):
+        body = await page.evaluate("p => fetch(p).then(r => r.text())", path)
+        values += re.findall(
+            r'"(?:model|vendor|firmware|version|agent_id|agent_version|profile|'
+            r'username|display_name|by)":"([^"]*)"',
+            body,
+        )
+    return {w for v in values for w in _words(v)}
+
+
 async def _api_status(page: Any, path: str) -> int:
     """The status of a GET of ``path`` made by the page itself (its session cookie)."""
     return int(await page.evaluate("p => fetch(p).then(r => r.status)", path))
@@ -92,7 +151,7 @@ async def _api_status(page: Any, path: str) -> int:
 def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
     chromium = require_binary("chromium")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    asyncio.run(asyncio.wait_for(_scenario(tmp_path, chromium), 300))
+    asyncio.run(asyncio.wait_for(_scenario(tmp_path, chromium), 480))
 
 
 def _free_port() -> int:
@@ -111,18 +170,20 @@ async def _scenario(tmp_path: Path, chromium: str) -> None:
     ):
         browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         base = f"http://{system.fleet.ready['http']}/"
+        english: list[str] = []
         try:
-            violations = await _every_role(browser, base, system, trapped)
-            violations += await _alarm_lifecycle(browser, base, system, trapped)
+            violations = await _every_role(browser, base, system, trapped, english)
+            violations += await _alarm_lifecycle(browser, base, system, trapped, english)
             await _phone_and_keyboard(browser, base, system, trapped)
             await _recovers_after_a_fleet_restart(browser, base, system)
         finally:
             await browser.close()
     assert violations == [], f"accessibility violations (see {ARTIFACTS}): {violations}"
+    assert english == [], f"English on Chinese pages (see {ARTIFACTS}/english-*.txt): {english}"
 
 
 async def _every_role(
-    browser: Any, base: str, system: RunningSystem, trapped: str
+    browser: Any, base: str, system: RunningSystem, trapped: str, english: list[str]
 ) -> list[dict[str, Any]]:
     with REGISTER_CSV.open(encoding="utf-8", newline="") as f:
         per_contractor: dict[str, int] = {}
@@ -204,15 +265,37 @@ async def _every_role(
             await page.click("#add-panel button[type=submit]")
             await page.wait_for_selector("#users-table button[data-remove=liwei]")
             await _shot(page, "users")
+            allowed = await _proper_names(page) | LATIN_ALLOWED | _people(system)
+            english += await _english_words(page, "users", allowed)
+            await page.goto(f"{base}#/northbound")
+            await page.wait_for_selector("main h1")
+            await page.wait_for_load_state("networkidle")
+            english += await _english_words(page, "northbound", allowed)
         elif await page.locator("#nav a[href='#/users']").count():
             pytest.fail(f"{username} sees the users page")
         if username == "regulator":
+            allowed = await _proper_names(page) | LATIN_ALLOWED | _people(system)
+            english += await _english_words(page, "overview", allowed)
             for view in ("units", "firmware", "reports", "plan", "publication", "maintenance"):
                 await page.goto(f"{base}#/{view}")
                 await page.wait_for_selector("main h1")
                 await page.wait_for_load_state("networkidle")
                 violations += await _axe(page, view)
                 await _shot(page, view)
+                english += await _english_words(page, view, allowed)
+            # Every word in Chinese on the pages not seen above too (issue 19, item 4).
+            for view in (
+                "alarms?all=1",
+                "reports?report=service-life",
+                "reports?report=scorecard",
+                "reports?report=claims",
+                f"unit/{trapped}",
+            ):
+                await page.goto(f"{base}#/{view}")
+                await page.wait_for_selector("main h1")
+                await page.wait_for_load_state("networkidle")
+                english += await _english_words(page, re.sub(r"\W+", "-", view), allowed)
+            await _service_life_and_units_read_well(page, base)
             # The plan lists every registered unit; the regulator drafts the lists, which
             # stay off the public page (Chinese first) until another regulator approves.
             await page.goto(f"{base}#/plan")
@@ -222,6 +305,7 @@ async def _every_role(
             await page.wait_for_selector("main table tbody tr")
             await page.goto(f"{base}public/")
             assert "尚未公示" in await page.inner_text("body")
+            english += await _english_words(page, "public", allowed)
             violations += await _axe(page, "public")
             await _shot(page, "public")
             await page.goto(f"{base}#/reports")
@@ -237,6 +321,24 @@ async def _every_role(
             assert "报表" in await page.inner_text("#nav")
         await context.close()
     return violations
+
+
+async def _service_life_and_units_read_well(page: Any, base: str) -> None:
+    """Service life is paged with a chart of the age distribution (not a bar per unit);
+    the unit list's street, contractor and model filters are selects with counts, and its
+    default order puts what matters first (issue 19, items 7 and 8)."""
+    await page.goto(f"{base}#/reports?report=service-life")
+    await page.wait_for_selector("#report-table")
+    assert await page.locator("#chart-panel .bars li").count() == 6  # five-year steps, unknown
+    assert await page.locator("#report-table tbody tr").count() == 50
+    assert "10,525" in await page.inner_text("main .pager")
+    await _shot(page, "service-life")
+    await page.goto(f"{base}#/units")
+    await page.wait_for_selector("#units-table")
+    for name in ("street", "contractor", "model"):
+        options = await page.locator(f"#f-{name} option").all_inner_texts()
+        assert len(options) > 1 and all("台）" in o for o in options[1:]), (name, options[:3])
+    assert await page.input_value("#f-order") == "urgency"
 
 
 async def _rescue_follows_the_passenger(
@@ -281,11 +383,19 @@ async def _rescue_follows_the_passenger(
 
 
 async def _alarm_lifecycle(
-    browser: Any, base: str, system: RunningSystem, trapped: str
+    browser: Any, base: str, system: RunningSystem, trapped: str, english: list[str]
 ) -> list[dict[str, Any]]:
     dispatcher = _user(system, "dispatcher")
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
+    # Closing an alarm asks first; the dispatcher confirms (the question is kept).
+    asked: list[str] = []
+
+    async def confirm(dialog: Any) -> None:
+        asked.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", confirm)
     await _login(page, base, dispatcher)
     violations = await _axe(page, "overview")
     await page.goto(f"{base}#/unit/{trapped}")
@@ -318,8 +428,22 @@ async def _alarm_lifecycle(
     await page.click("#nav a[href='#/alarms']")
     row = f"#alarms-list tr[data-unit='{trapped}']"
     await page.wait_for_selector(f"{row}[data-state=raised], {row}[data-state=dispatched]")
+    # The navigation counts the open alarm, on every page.
+    await page.wait_for_selector("#nav-alarm-count[data-count='1']", timeout=WAIT_MS)
     violations += await _axe(page, "alarms")
     await _shot(page, "alarms-open")
+    # On a phone the alarm is a card: its actions in reach without scrolling sideways.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the alarms page is {overflow} px wider than a phone"
+    ack_box = await page.locator(f"{row} button[data-action=ack]").bounding_box()
+    assert ack_box is not None and ack_box["x"] + ack_box["width"] <= 390, ack_box
+    await _shot(page, "phone-alarms")
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    # Every step takes a note, kept in the lifecycle with who took the step.
+    await page.fill(f"{row} input[name=note]", "已电话联系乘客，安抚中")
     await page.click(f"{row} button[data-action=ack]")
     await page.wait_for_selector(f"{row}[data-state=acknowledged]", timeout=WAIT_MS)
     await page.click(f"{row} button[data-action=on-site]")
@@ -332,7 +456,13 @@ async def _alarm_lifecycle(
     await page.click(f"{row} details summary")
     steps = await page.inner_text(f"{row} details ol")
     assert "dispatcher" in steps and "到场" in steps and "关闭" in steps
+    await page.wait_for_selector(f"{row} details li.note[data-step=acknowledged]")
+    assert "已电话联系乘客" in await page.inner_text(f"{row} details .notes")
+    assert len(asked) == 2 and all(f"{trapped}" in q and "撤销" in q for q in asked), asked
+    await page.wait_for_selector("#nav-alarm-count", state="detached", timeout=WAIT_MS)
     await _shot(page, "alarms-resolved")
+    allowed = await _proper_names(page) | LATIN_ALLOWED | _people(system)
+    english += await _english_words(page, "alarms-resolved", allowed)
     # The unit's tamper-evident history holds each step with who took it.
     history = await page.evaluate(
         "u => fetch(`/api/units/${u}/history`).then(r => r.json())", trapped
@@ -347,6 +477,8 @@ async def _alarm_lifecycle(
     await page.goto(f"{base}#/unit/{trapped}")
     await page.wait_for_selector("#chain[data-intact=true]")
     await _shot(page, "unit-after-rescue")
+    # The entrapment's reasons came with codes: Chinese sentences, not the agent's English.
+    english += await _english_words(page, "unit-after-rescue", allowed)
 
     # The claims audit: a claimed entrapment is borne out by the record; a bad row named.
     claims = tmp_claims(trapped)

@@ -265,7 +265,7 @@
     const here = location.hash || "#/";
     // Unpublished lists are for regulators and administrators (plan.js; the API says so too).
     const lists = ["regulator", "admin"].includes(state.user.role) ? [["#/publication", "nav.publication"]] : [];
-    const items = state.user.can_admin ? [...NAV, ...lists, ["#/users", "nav.users"], ["#/northbound", "nav.northbound"], ["#/configs", "nav.configs"]] : [...NAV, ...lists];
+    const items = state.user.can_admin ? [...NAV, ...lists, ["#/users", "nav.users"], ["#/northbound", "nav.northbound"], ["#/rollouts", "nav.rollouts"], ["#/configs", "nav.configs"]] : [...NAV, ...lists];
     put(nav, h("ul", {}, items.map(([href, key]) => {
       const current = href === "#/" ? here === "#/" || here === "#" : here.startsWith(href);
       return h("li", {}, h("a", { href, "aria-current": current ? "page" : null, text: t(key) }));
@@ -298,6 +298,7 @@
       else if (path === "/publication") await window.LW_PLAN.viewPublication(recorder());
       else if (path === "/maintenance") await window.LW_MAINT.viewRecords(recorder(), params);
       else if (path === "/northbound") await window.LW_NORTH.viewNorthbound(recorder());
+      else if (path === "/rollouts") await window.LW_ROLLOUTS.viewRollouts(recorder());
       else if (path === "/configs") await window.LW_CONFIGS.viewConfigs(recorder());
       else await viewOverview();
     } catch (err) {
@@ -487,7 +488,7 @@
 
   function unitsQuery(params) {
     const query = new URLSearchParams();
-    for (const key of ["q", "status", "street", "contractor", "model"]) {
+    for (const key of ["q", "status", "street", "contractor", "model", "order"]) {
       if (params.get(key)) query.set(key, params.get(key));
     }
     return query;
@@ -495,24 +496,44 @@
 
   async function viewUnits(params) {
     const query = unitsQuery(params);
+    // What matters first unless the reader asks for the unit-id order: units with an open
+    // alarm, then link down and offline, then online, then never seen (the API's urgency).
+    if (!query.get("order")) query.set("order", "urgency");
     const page = new URLSearchParams(query);
     page.set("page_size", "50");
     if (params.get("page")) page.set("page_token", params.get("page"));
-    const data = await api(`/api/units?${page}`);
+    const scoped = state.user.role === "contractor";
+    const [data, streets, contractors, firmware] = await Promise.all([
+      api(`/api/units?${page}`), api("/api/coverage?by=street"),
+      scoped ? null : api("/api/coverage?by=contractor"), api("/api/firmware"),
+    ]);
     const field = (name, key, attrs) => [
       h("label", { for: `f-${name}`, text: t(key) }),
       h("input", { id: `f-${name}`, name, value: params.get(name) || "", ...(attrs || {}) }),
     ];
+    // A filter of known values: a select, each value with its number of units.
+    const choice = (name, key, counts) => [
+      h("label", { for: `f-${name}`, text: t(key) }),
+      h("select", { id: `f-${name}`, name },
+        h("option", { value: "", text: t("units.any") }),
+        counts.filter(([value]) => value).map(([value, n]) =>
+          h("option", { value, selected: params.get(name) === value, text: t("units.option", { value, n: fmtNumber(n) }) }))),
+    ];
+    const groupCounts = (data) => (data?.groups || []).map((g) => [g.name, g.registered]).sort((a, b) => a[0].localeCompare(b[0], locale()));
+    const models = new Map();
+    for (const c of firmware.firmware) models.set(c.model, (models.get(c.model) || 0) + c.units);
     const status = h("select", { id: "f-status", name: "status" },
       h("option", { value: "", text: t("units.any") }),
       STATUSES.map((s) => h("option", { value: s, selected: params.get("status") === s, text: label("status", s) })));
-    const scoped = state.user.role === "contractor";
+    const order = h("select", { id: "f-order", name: "order" },
+      ["urgency", "unit"].map((o) => h("option", { value: o, selected: query.get("order") === o, text: t(`units.order.${o}`) })));
     const form = h("form", { className: "filters", role: "search", "aria-label": t("units.filters") },
       h("div", {}, field("q", "units.search", { type: "search" })),
       h("div", {}, h("label", { for: "f-status", text: t("col.status") }), status),
-      h("div", {}, field("street", "col.street")),
-      scoped ? null : h("div", {}, field("contractor", "col.contractor")),
-      h("div", {}, field("model", "col.model")),
+      h("div", {}, choice("street", "col.street", groupCounts(streets))),
+      scoped ? null : h("div", {}, choice("contractor", "col.contractor", groupCounts(contractors))),
+      h("div", {}, choice("model", "col.model", [...models].sort((a, b) => a[0].localeCompare(b[0])))),
+      h("div", {}, h("label", { for: "f-order", text: t("units.order") }), order),
       h("div", { className: "buttons" },
         h("button", { type: "submit", className: "primary", text: t("units.apply") }),
         h("a", { href: "#/units", className: "button", text: t("units.reset") })));
@@ -635,7 +656,7 @@
   // An event's reason in the reader's language: its code's sentence with the code's
   // parameters (an enum value put in words), else the agent's English text (an older
   // agent sends no code; a code newer than this page has no sentence here).
-  const REASON_PARAM_LABELS = { door: "door", mode: "mode", direction: "dir" };
+  const REASON_PARAM_LABELS = { door: "door", mode: "mode", direction: "dir", type: "event" };
   function reasonText(e) {
     const key = `reason.${e.reason_code}`;
     if (!e.reason_code || I18N[state.lang]?.[key] === undefined) return e.reason || "—";
@@ -1042,6 +1063,29 @@
       h("p", { text: t("rep.ranking", { trips: data.ranking.min_trips, days: data.ranking.min_watched_days }) }));
   }
 
+  // Report numbers with one precision per column, so a column reads evenly (1.50, 0.33,
+  // not 1.5, 0.333); counts stay whole.
+  const REPORT_DECIMALS = { faults_per_1000_trips: 2, faults_per_month: 2, faults_per_unit_month: 2, coverage_pct: 1,
+    age_years: 1, watched_days: 1, mean_ack_s: 0, mean_resolve_s: 0, mean_rescue_s: 0, max_rescue_s: 0 };
+  const REPORT_PAGE = 50;
+
+  function fmtReport(column, value) {
+    const digits = REPORT_DECIMALS[column];
+    if (digits === undefined || typeof value !== "number") return fmtNumber(value);
+    return value.toLocaleString(locale(), { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
+
+  // How old the units are, in five-year steps (and those without an install date).
+  function ageBuckets(rows) {
+    const steps = [[0, 5], [5, 10], [10, 15], [15, 20], [20, Infinity]];
+    const buckets = steps.map(([lo, hi]) => ({
+      label: hi === Infinity ? t("reports.age_over", { lo }) : t("reports.age_range", { lo, hi }),
+      units: rows.filter((r) => r.age_years !== null && r.age_years >= lo && r.age_years < hi).length,
+    }));
+    buckets.push({ label: t("reports.age_unknown"), units: rows.filter((r) => r.age_years === null).length });
+    return buckets;
+  }
+
   // A service-life assessment in words: assess_N is "N years in service: a safety
   // assessment is due" (N from [reports]), unknown_age has no install date.
   function flagText(flag) {
@@ -1077,6 +1121,25 @@
     const metric = REPORT_METRIC[kind];
     // Rows short of the exposure a rate needs never make the chart (nor the top of the table).
     const top = [...data.rows].filter((r) => r[metric] !== null && r.exposure !== "low").sort((a, b) => b[metric] - a[metric]).slice(0, 10);
+    // The service-life report is every unit: a page of them at a time, and a chart of how
+    // old they are instead of one equal bar per unit.
+    const pageNo = kind === "service-life" ? Math.max(0, Number(params.get("p") || 0) | 0) : 0;
+    const shown = kind === "service-life" ? data.rows.slice(pageNo * REPORT_PAGE, (pageNo + 1) * REPORT_PAGE) : data.rows.slice(0, 500);
+    const pageLink = (n, key) => {
+      const next = new URLSearchParams(params);
+      next.set("report", kind);
+      next.set("p", String(n));
+      return h("a", { href: `#/reports?${next}`, className: "button", text: t(key) });
+    };
+    const pager = kind === "service-life" && data.rows.length > REPORT_PAGE
+      ? h("p", { className: "pager" },
+        pageNo > 0 ? pageLink(pageNo - 1, "reports.prev") : null,
+        h("span", { text: t("reports.page", { from: fmtNumber(pageNo * REPORT_PAGE + 1), to: fmtNumber(pageNo * REPORT_PAGE + shown.length), n: fmtNumber(data.rows.length) }) }),
+        (pageNo + 1) * REPORT_PAGE < data.rows.length ? pageLink(pageNo + 1, "reports.next") : null)
+      : null;
+    const chart = kind === "service-life"
+      ? section("reports.age_chart", "chart-panel", bars(ageBuckets(data.rows), "units", (b) => b.label))
+      : section("reports.chart", "chart-panel", bars(top, metric, (r) => r.name || r.unit_id || r.contractor || t("reports.unnamed")));
     const csv = new URLSearchParams(query);
     csv.set("format", "csv");
     put(main, 
@@ -1085,17 +1148,18 @@
       kind === "fault-rate" ? h("p", {}, h("a", { href: `/api/reports/fault-rate?${csv}`, download: "fault-rate.csv", text: t("reports.csv") })) : null,
       kind === "fault-rate" && data.classification ? rateClassification(data) : null,
       data.rows.length ? [
-        section("reports.chart", "chart-panel", bars(top, metric, (r) => r.name || r.unit_id || r.contractor)),
-        table(["col.rank", ...columns.map((c) => `rep.${c}`)], data.rows.slice(0, 500), (r) => [
+        chart,
+        table(["col.rank", ...columns.map((c) => `rep.${c}`)], shown, (r) => [
           String(data.rows.indexOf(r) + 1),
           ...columns.map((c) => (c === "unit_id" ? unitLink(r[c]) : (c === "name" && by === "unit" ? unitLink(r[c])
             : (c === "exposure" ? badge(r[c] === "low" ? "stale" : "online", t(`exposure.${r[c]}`))
-              : (c === "flag" ? flagText(r[c]) : fmtNumber(r[c])))))),
-        ], { table: { id: "report-table" } }),
+              : (c === "flag" ? flagText(r[c]) : (c === "name" ? r[c] || t("reports.unnamed") : fmtReport(c, r[c]))))))),
+        ], { table: { id: "report-table" }, rowAttrs: (r) => (kind === "fault-rate" && r.exposure === "low" ? { className: "low-exposure", "data-exposure": "low" } : {}) }),
+        pager,
       ] : message(t("reports.none")),
     );
     const chartHeading = main.querySelector("#chart-panel-h");
-    if (chartHeading) chartHeading.textContent = t("reports.chart", { n: top.length, metric: t(`rep.${metric}`) });
+    if (chartHeading && kind !== "service-life") chartHeading.textContent = t("reports.chart", { n: top.length, metric: t(`rep.${metric}`) });
   }
 
   // -- users (administrators) ----------------------------------------------------------
