@@ -56,7 +56,9 @@ Every key, with its default (a missing file section or key takes the default)::
     metrics_listen = ""          # host:port serving /metrics alone (e.g. "127.0.0.1:9464" for
                                  # a Prometheus on this machine; TLS with cert/key when set,
                                  # plaintext on loopback only like listen); "" = /metrics on
-                                 # listen beside the API
+                                 # listen beside the API. With serve --workers N, worker i
+                                 # serves its own /metrics on port + i (one scrape target
+                                 # each; deploy/prometheus sums them)
     metrics_token_file = ""      # a file holding a token /metrics then requires as
                                  # `Authorization: Bearer TOKEN` (Prometheus'
                                  # bearer_token_file); "" = /metrics answers whoever reaches

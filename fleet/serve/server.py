@@ -328,22 +328,26 @@ async def _serve_until(
                         lambda kind: metrics.bad_input.labels(kind="request_body").inc(),
                     )
                 )
-                if http.metrics_listen:
-                    addresses["metrics"] = await stack.enter_async_context(
-                        running_http(
-                            metrics_app(
-                                metrics, _metrics_token(http.metrics_token_file), _hsts(http)
-                            ),
-                            http.metrics_listen,
-                            http.cert,
-                            http.key,
-                        )
-                    )
             except HttpBindError as exc:
                 raise ServeError(str(exc)) from None
             # Ends the open live streams before uvicorn's graceful stop waits for them
             # (the stack unwinds in reverse: this runs first).
             stack.callback(hub.close)
+        if config.http.metrics_listen:
+            # Also without the API: each `serve --workers` process serves its own metrics
+            # (fleet.serve.workers gives each its port).
+            http = config.http
+            try:
+                addresses["metrics"] = await stack.enter_async_context(
+                    running_http(
+                        metrics_app(metrics, _metrics_token(http.metrics_token_file), _hsts(http)),
+                        http.metrics_listen,
+                        http.cert,
+                        http.key,
+                    )
+                )
+            except HttpBindError as exc:
+                raise ServeError(str(exc)) from None
         if is_postgres_url(config.store.target):
             # Live updates from and to every instance on this database (fleet.web.relay);
             # an instance without pages only sends.

@@ -83,14 +83,29 @@ Ready = Callable[[Mapping[str, Any]], None]
 def worker_config(config: FleetConfig, index: int, listen: str) -> FleetConfig:
     """The configuration of worker ``index``: every worker listens on ``listen``; only
     worker 0 imports the register, serves the JSON API and writes the history checkpoint
-    (one port, one importer, one writer)."""
+    (one port, one importer, one writer). With ``[http] metrics_listen`` each worker
+    serves its own /metrics (`worker_metrics_listen`), scraped as an instance of its own."""
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, listen=listen))
     if index == 0:
         return config
+    http = HttpConfig(listen="")
+    if config.http.metrics_listen:
+        http = dataclasses.replace(
+            config.http,
+            listen="",
+            metrics_listen=worker_metrics_listen(config.http.metrics_listen, index),
+        )
     # One checkpoint writer too: the file is the fleet's, not each worker's.
     return dataclasses.replace(
-        config, http=HttpConfig(listen=""), registry=RegistryConfig(), history=HistoryConfig()
+        config, http=http, registry=RegistryConfig(), history=HistoryConfig()
     )
+
+
+def worker_metrics_listen(metrics_listen: str, index: int) -> str:
+    """Where worker ``index`` serves /metrics: port + ``index`` (port 0: the kernel's
+    pick for each; the ready line lists them as ``metrics_workers``)."""
+    host, port = split_listen(metrics_listen)
+    return f"{host}:{port + index if port else 0}"
 
 
 def serve_workers(config: FleetConfig, ready: Ready, log_level: int | str = logging.INFO) -> None:
@@ -125,11 +140,15 @@ def serve_workers(config: FleetConfig, ready: Ready, log_level: int | str = logg
             return  # asked to stop while starting
         for index in range(1, count):
             workers.append(_Worker.start(ctx, config, index, addresses["grpc"], log_level))
+        metrics = [addresses.get("metrics", "")]
         for worker in workers[1:]:
-            if worker.wait_ready(stopping) is None:
+            bound = worker.wait_ready(stopping)
+            if bound is None:
                 return
+            metrics.append(bound.get("metrics", ""))
         log.info("%d workers serving gRPC on %s", count, addresses["grpc"])
-        ready({**addresses, "workers": [w.pid for w in workers]})
+        extra: dict[str, Any] = {"metrics_workers": metrics} if any(metrics) else {}
+        ready({**addresses, "workers": [w.pid for w in workers], **extra})
         _supervise(workers, stopping)
     finally:
         _stop_all(workers)

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -149,5 +150,46 @@ def test_a_dead_worker_stops_the_set(tmp_path: Path) -> None:
         assert status == 1, fleet.log_tail()
         assert "worker 1 (exit -9) died" in fleet.log_tail()
         assert not _alive(pids[0])
+
+    asyncio.run(scenario())
+
+
+def _committed_on(metrics_address: str) -> float:
+    """liftwatch_fleet_records_committed_total as the worker at ``metrics_address`` says."""
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    for line in text.splitlines():
+        if line.startswith("liftwatch_fleet_records_committed_total "):
+            return float(line.split()[1])
+    raise AssertionError(f"no records counter on {metrics_address}")
+
+
+def test_each_worker_serves_its_metrics_and_their_sum_is_the_fleets(tmp_path: Path) -> None:
+    config = tmp_path / "fleet.toml"
+    config.write_text('[http]\nmetrics_listen = "127.0.0.1:0"\n', encoding="utf-8")
+    target = str(tmp_path / "fleet.db")
+
+    async def scenario() -> None:
+        fleet = await start(
+            "fleet",
+            "fleet",
+            [
+                *("serve", "--config", str(config), "--db", target),
+                *("--listen", "127.0.0.1:0", "--http", "", "--workers=2"),
+            ],
+            tmp_path,
+        )
+        try:
+            addresses = [str(a) for a in fleet.ready["metrics_workers"]]
+            assert len(set(addresses)) == 2, fleet.ready
+            await asyncio.wait_for(
+                asyncio.gather(*(_agent(fleet.ready["grpc"], i) for i in range(AGENTS))), 60
+            )
+            counts = [await asyncio.to_thread(_committed_on, a) for a in addresses]
+        finally:
+            await fleet.stop()
+        # The kernel spread the agents over both: each counted its share, the sum is all.
+        assert all(c > 0 for c in counts), counts
+        assert sum(counts) == AGENTS * BATCHES * 2  # every record acked, counted once
 
     asyncio.run(scenario())
