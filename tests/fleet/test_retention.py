@@ -29,6 +29,7 @@ from fleet.store.sql import SqlStore, to_us
 from fleet.store.worker import StoreWorker
 from fleet.units.coverage import CoverageConfig
 from protos.liftwatch.v1 import records_pb2
+from tests.fleet import factories
 from tests.fleet.test_maintenance import CONFIG, DAY, Feed
 
 M = records_pb2
@@ -58,6 +59,15 @@ def _feed(store: SqlStore) -> list[records_pb2.Record]:
     # In seq order as an agent numbers them: by time (U2's first, they end first).
     feed.play("U2", DAY, 40, M.SERVICE_MODE_NORMAL)
     at = feed.play("U1", DAY, 60, M.SERVICE_MODE_NORMAL)
+    # An entrapment at 00:30 with the flight recorder's window (kept forever, its table).
+    moment = DAY + dt.timedelta(minutes=30)
+    for record in (
+        factories.record(0, "U1", time=moment, event=M.EVENT_TYPE_ENTRAPMENT, event_id="ev-1"),
+        factories.evidence_record(0, "U1", time=moment, event_id="ev-1"),
+    ):
+        feed.seq += 1
+        record.seq = feed.seq
+        feed.records.append(record)
     at = feed.play("U1", at, 30, M.SERVICE_MODE_INSPECTION, moving_every=6)
     at = feed.play("U1", at, 20, M.SERVICE_MODE_NORMAL)
     feed._new("U1", at - dt.timedelta(seconds=5)).link_status.up = False  # 01:49:55
@@ -118,6 +128,8 @@ def _answers(store: SqlStore) -> dict[str, object]:
             for t, p in store.health_records("U2", "counters", 1)
         ],
         "latest_car_U1": store.latest_car_state("U1"),
+        "events": store.unit_events("U1", DAY, DAY + dt.timedelta(hours=3)),
+        "evidence": store.event_evidence("ev-1"),
         "latest_car_U2": store.latest_car_state("U2"),
         "trip_spans": store.trip_spans(DAY.date(), DAY.date() + dt.timedelta(days=1)),
         "watched_slots": store.watched_slots("U1", DAY.date(), DAY.date() + dt.timedelta(days=1)),
@@ -137,6 +149,7 @@ def test_a_span_across_the_edge_reads_the_same_after_folding(store: SqlStore) ->
     usage = before["usage_since_visit"]
     assert isinstance(at_visit_end, tuple) and at_visit_end[0] == DAY + dt.timedelta(minutes=90)
     assert isinstance(usage, Usage) and usage.trips > 0
+    assert before["evidence"] is not None and before["events"]
     raw_before = store._execute("SELECT COUNT(*) FROM records").fetchone()[0]
     old_cars = store._execute(
         "SELECT COUNT(*) FROM records WHERE kind = 'car_state' AND time_us < ?", (to_us(EDGE),)
