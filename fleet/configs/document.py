@@ -47,6 +47,14 @@ def _units(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {str(u.get("id", "")): u for u in units if isinstance(u, dict)}
 
 
+def unit_ids(text: str) -> set[str]:
+    """The ids of the [[unit]] tables a document ``text`` names (none if not TOML)."""
+    try:
+        return set(_units(tomllib.loads(text)))
+    except tomllib.TOMLDecodeError:
+        return set()
+
+
 def _buses(raw: Mapping[str, Any]) -> dict[str, Any]:
     buses = raw.get("bus", [])
     if not isinstance(buses, list):

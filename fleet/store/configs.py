@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fleet.configs.document import unit_ids
 from fleet.store.base import Store
 from fleet.store.sql import SqlStore
 
@@ -187,14 +188,18 @@ class ConfigStore:
         ).fetchone()
         return "" if row is None else str(row[0])
 
-    def desired(self, agent_id: str) -> ConfigVersion | None:
-        """What ``agent_id`` should run: the newest version of its own document, else of
-        its group's, else None (it runs its own file)."""
+    def documents_of(self, agent_id: str) -> list[str]:
+        """The documents that may configure ``agent_id``: its own, then its group's."""
         documents = [agent_document(agent_id)]
         group = self.group_of(agent_id)
         if group:
             documents.append(group_document(group))
-        for document_id in documents:
+        return documents
+
+    def desired(self, agent_id: str) -> ConfigVersion | None:
+        """What ``agent_id`` should run: the newest version of its own document, else of
+        its group's, else None (it runs its own file)."""
+        for document_id in self.documents_of(agent_id):
             row = self._store._execute(
                 f"SELECT {_VERSION_COLUMNS} FROM config_versions WHERE document_id = ? "
                 "ORDER BY version DESC LIMIT 1",
@@ -254,9 +259,13 @@ class ConfigStore:
         previous_version = self.applied_version(agent_id)
         entries: Mapping[str, str] = {}
         new = self.version(version) if applied else None
+        if new is not None and new.document_id not in self.documents_of(agent_id):
+            # Versions are numbered across documents: an agent (a stolen box) naming one
+            # of another agent's documents has not applied anything of its own.
+            new = None
         if new is not None and version != previous_version:
             previous = self.version(previous_version) if previous_version else None
-            entries = history(previous, new)
+            entries = self._its_units(agent_id, history(previous, new), previous, new)
         with s._transaction(durable=True):
             s._drop_history()
             s._execute(
@@ -284,6 +293,33 @@ class ConfigStore:
                     }
                     s._queue_history(unit_id, now_us, "config", detail)
                 s._flush_history()
+
+    def _its_units(
+        self,
+        agent_id: str,
+        entries: Mapping[str, str],
+        previous: ConfigVersion | None,
+        new: ConfigVersion,
+    ) -> dict[str, str]:
+        """``entries`` (unit -> change, as the agent says) without the units that are not
+        ``agent_id``'s to report: a unit another agent runs, or one neither this agent
+        runs nor the documents name. The history chains of other units are no agent's
+        to write into (tests/security/test_config_report_abuse.py)."""
+        if not entries:
+            return {}
+        wanted = sorted(entries)
+        marks = ", ".join("?" * len(wanted))
+        owners = dict(
+            self._store._execute(
+                f"SELECT unit_id, agent_id FROM units WHERE unit_id IN ({marks})", wanted
+            ).fetchall()
+        )
+        named = unit_ids(new.toml) | (unit_ids(previous.toml) if previous is not None else set())
+        return {
+            unit_id: change
+            for unit_id, change in entries.items()
+            if owners.get(unit_id) == agent_id or (not owners.get(unit_id) and unit_id in named)
+        }
 
     def agent_ids(self) -> list[str]:
         """Every agent the fleet has heard from or holds a configuration for."""
