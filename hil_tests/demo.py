@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fleet.store.base import AlarmRow, StoreError
+from fleet.store.open import open_store
 from hil_tests.system import FleetView, RunningSystem, demo_spec, running_system
 
 # Shorter than the field defaults (30 s between floors) so the demo shows the whole story
@@ -115,6 +117,71 @@ async def _demo(
         return 0 if statuses == [0, 0, 0] else 1
 
 
+def _unit_line(unit: dict[str, Any]) -> str:
+    """A unit's status and what it reported; a field it has not reported (a never-seen
+    unit: no model, firmware or agent) is left out rather than printed empty."""
+    parts = [str(unit["status"])]
+    if unit.get("model"):
+        parts.append(str(unit["model"]))
+    if unit.get("firmware"):
+        parts.append(f"firmware {unit['firmware']}")
+    if unit.get("agent_version"):
+        parts.append(f"agent {unit['agent_version']}")
+    return ", ".join(parts)
+
+
+async def _car_stopped(system: RunningSystem, unit_id: str) -> bool:
+    """Whether the emulated car of ``unit_id`` stands still with the entrapment in."""
+    reply = await system.control_request({"op": "state"})
+    cars = reply.get("cars")
+    car = system.car_of(unit_id)
+    for state in cars if isinstance(cars, list) else []:
+        if state.get("car") == car:
+            return state.get("moving") is False and "entrapment" in state.get("faults", [])
+    return False
+
+
+def _alarms(system: RunningSystem) -> list[AlarmRow]:
+    """The fleet's alarms, read from its database beside it (read-only; WAL lets it)."""
+    try:
+        store = open_store(str(system.fleet_db), readonly=True)
+    except StoreError:
+        return []  # not created yet, or the fleet is restarting
+    try:
+        return store.alarms(limit=50)
+    finally:
+        store.close()
+
+
+_STEPS = (
+    ("raised", "raised"),
+    ("dispatched", "dispatched"),
+    ("acknowledged", "acknowledged by {acknowledged_by}"),
+    ("on_site", "on site: {on_site_by}"),
+    ("cleared", "event cleared (passenger out)"),
+    ("closed", "{state} by {closed_by}"),
+)
+
+
+def _alarm_steps(alarms: list[AlarmRow], printed: dict[int, tuple[str, ...]]) -> list[str]:
+    """The lines of alarm steps not printed yet (``printed`` is updated): a step taken in
+    the dashboard shows in the demo's output as it happens."""
+    lines = []
+    for alarm in sorted(alarms, key=lambda a: a.alarm_id):
+        done = tuple(step for step, _ in _STEPS if getattr(alarm, step) is not None)
+        for step, text in _STEPS:
+            if step in done and step not in printed.get(alarm.alarm_id, ()):
+                what = text.format(
+                    acknowledged_by=alarm.acknowledged_by,
+                    on_site_by=alarm.on_site_by,
+                    closed_by=alarm.closed_by,
+                    state=alarm.state.replace("_", " "),
+                )
+                lines.append(f"ALARM {alarm.alarm_id} on {alarm.unit_id}: {what}")
+        printed[alarm.alarm_id] = done
+    return lines
+
+
 async def _watch(
     system: RunningSystem, view: FleetView, duration: float | None, say: Any
 ) -> dict[str, Any]:
@@ -126,7 +193,9 @@ async def _watch(
     trapped = system.spec.unit_ids[1]
     injected_at: float | None = None
     rescue_at: float | None = None
+    stopped = False  # the trapped car stood still with the fault in (the injection's effect)
     seen_events: set[int] = set()
+    steps: dict[int, tuple[str, ...]] = {}  # alarm id -> its steps printed so far
     statuses: dict[str, str] = {}
     units: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -140,19 +209,20 @@ async def _watch(
         if injected_at is None and now >= INJECT_AFTER_S:
             await system.inject(trapped, "entrapment")
             injected_at = now
+        if injected_at is not None and not stopped and await _car_stopped(system, trapped):
+            # Said when the emulated car has stopped, not when asked to: it first runs on to
+            # a point between floors, and the detection threshold counts from here.
+            stopped = True
             say(
-                f"[{now:6.1f}s] injected: car {system.car_of(trapped)} ({trapped}) stops "
-                "between floors with a passenger inside"
+                f"[{now:6.1f}s] injected: car {system.car_of(trapped)} ({trapped}) stopped "
+                f"between floors with a passenger inside (asked at {injected_at:.1f}s)"
             )
         units = await view.units()
         events = await view.events()
         for unit in units:
             if statuses.get(unit["unit_id"]) != unit["status"]:
                 statuses[unit["unit_id"]] = unit["status"]
-                say(
-                    f"[{now:6.1f}s] unit {unit['unit_id']}: {unit['status']}, "
-                    f"{unit['model']} firmware {unit['firmware']}, agent {unit['agent_version']}"
-                )
+                say(f"[{now:6.1f}s] unit {unit['unit_id']}: {_unit_line(unit)}")
         for event in events:
             if event["seq"] in seen_events:
                 continue
@@ -167,6 +237,8 @@ async def _watch(
                 trapped,
             ) and rescue_at is None:
                 rescue_at = now + RESCUE_AFTER_S
+        for line in _alarm_steps(await asyncio.to_thread(_alarms, system), steps):
+            say(f"[{now:6.1f}s] {line}")
         if rescue_at is not None and now >= rescue_at:
             await system.clear(trapped, "entrapment")
             say(f"[{now:6.1f}s] rescue: car {system.car_of(trapped)} relevels and opens its doors")
