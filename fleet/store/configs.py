@@ -305,20 +305,24 @@ class ConfigStore:
         ``agent_id``'s to report: a unit another agent runs, or one neither this agent
         runs nor the documents name. The history chains of other units are no agent's
         to write into (tests/security/test_config_report_abuse.py)."""
-        if not entries:
-            return {}
-        wanted = sorted(entries)
-        marks = ", ".join("?" * len(wanted))
-        owners = dict(
-            self._store._execute(
-                f"SELECT unit_id, agent_id FROM units WHERE unit_id IN ({marks})", wanted
-            ).fetchall()
-        )
+        run = self._store._execute("SELECT unit_id FROM units WHERE agent_id = ?", (agent_id,))
+        mine = {str(row[0]) for row in run.fetchall()}
         named = unit_ids(new.toml) | (unit_ids(previous.toml) if previous is not None else set())
+        # Only the few named units this agent does not run are looked up (never one query
+        # per id an agent sent: a report may name any number).
+        asked = sorted(u for u in entries if u not in mine and u in named)
+        others: set[str] = set()
+        if asked:
+            marks = ", ".join("?" * len(asked))
+            found = self._store._execute(
+                f"SELECT unit_id FROM units WHERE unit_id IN ({marks}) AND agent_id <> ''",
+                asked,
+            )
+            others = {str(row[0]) for row in found.fetchall()}
         return {
             unit_id: change
             for unit_id, change in entries.items()
-            if owners.get(unit_id) == agent_id or (not owners.get(unit_id) and unit_id in named)
+            if unit_id in mine or (unit_id in named and unit_id not in others)
         }
 
     def agent_ids(self) -> list[str]:

@@ -3,7 +3,7 @@
 District (`tests.security.conftest.District`): edge-1 runs U1, edge-2 runs U2. An applied
 ConfigReport writes a ``config`` entry into the hash-chained history of each unit it
 touched, as the agent names them. With edge-1's identity an attacker reports its own
-document's version applied naming U2 and a unit nobody runs, then reports a version of
+document's version applied naming U2 and 40,000 units nobody runs, then reports a version of
 edge-2's document applied (versions are numbered across documents, so they are easy to
 guess). Only U1's history gets an entry, and edge-1's applied version stays its own.
 """
@@ -62,7 +62,12 @@ def test_a_config_report_chains_only_the_reporting_agents_units(district: Distri
                 document_id=agent_document(document),
                 version=version,
                 applied=True,
-                units_changed=["U1=changed", "U2=changed", "ghost=added"],
+                # Any number of made-up units too: none may cost a lookup each.
+                units_changed=[
+                    "U1=changed",
+                    "U2=changed",
+                    *(f"ghost-{n}=added" for n in range(40_000)),
+                ],
             )
             await thief.write(gateway_pb2.AgentFrame(config_report=report))
 
