@@ -15,9 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from fleet.cli.main import main
-from fleet.config import ConfigError, RetentionConfig, parse_config
+from fleet.config import ConfigError, FleetConfig, RetentionConfig, StoreConfig, parse_config
 from fleet.reports.compute import fault_rate_report, scorecard_report, service_life_report
 from fleet.reports.fault_rate import Period
+from fleet.reports.maintenance_config import MaintenanceConfig, VerdictRulesConfig
 from fleet.reports.plan import Usage, maintenance_plan, usage_since
 from fleet.reports.plan_config import PlanConfig
 from fleet.reports.visits import derive_visits
@@ -30,7 +31,9 @@ from fleet.store.worker import StoreWorker
 from fleet.units.coverage import CoverageConfig
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet import factories
+from tests.fleet.harness import Fleet, run
 from tests.fleet.test_maintenance import CONFIG, DAY, Feed
+from tests.support import eventually
 
 M = records_pb2
 WINDOW = dt.timedelta(days=14)
@@ -299,3 +302,41 @@ def test_the_window_must_hold_what_verdicts_are_judged_again_on() -> None:
     both = {"retention": {"window_days": 7}, "maintenance": {"verdicts": {"rejudge_days": 7}}}
     assert parse_config(both, Path(), source="t.toml").retention.window_days == 7
     assert parse_config({}, Path(), source="t.toml").retention == RetentionConfig()
+
+
+def test_serve_runs_retention_on_its_schedule(tmp_path: Path) -> None:
+    """A serving fleet derives visits and runs retention on its own (its clock moved past
+    the window): the old raw records go, the metrics say when."""
+    db = str(tmp_path / "fleet.db")
+    opened = open_store(db)
+    opened.write([HelloOp("A1", "1.0", ())], DAY)
+    _feed(opened)
+    raw = opened._execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    opened.close()
+    config = FleetConfig(
+        store=StoreConfig(path=db),
+        retention=RetentionConfig(interval_s=0.2),
+        maintenance=MaintenanceConfig(verdicts=VerdictRulesConfig(derive_interval_s=0.2)),
+    )
+
+    def count() -> int:
+        check = open_store(db, readonly=True)
+        try:
+            return int(check._execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        finally:
+            check.close()
+
+    async def scenario(fleet: Fleet) -> None:
+        fleet.clock.now = NOW
+        await eventually(count, lambda n: n < raw, "old raw records folded by serve")
+        last_run = fleet.metrics.registry.get_sample_value(
+            "liftwatch_fleet_retention_last_run_timestamp_seconds"
+        )
+        assert last_run == NOW.timestamp()
+
+    run(config, scenario)
+    check = open_store(db)
+    try:
+        assert Retention(check).status().cutoff_us == to_us(EDGE)
+    finally:
+        check.close()
