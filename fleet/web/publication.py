@@ -216,17 +216,33 @@ class PublicCache:
         self._ttl = dt.timedelta(seconds=ttl_s)
         self._answer: PublicAnswer | None = None
         self._read: dt.datetime | None = None
+        # One read at a time: anonymous visitors arriving together when the answers are
+        # stale wait for one store read instead of each making their own
+        # (tests/security/test_public_flood.py).
+        self._reading = asyncio.Lock()
 
     async def answer(self) -> PublicAnswer:
-        """The current answers (from the store at most once per ``ttl_s``)."""
-        now = self._clock()
-        if self._answer is None or self._read is None or now - self._read >= self._ttl:
+        """The current answers (from the store at most once per ``ttl_s``, however many
+        ask at once)."""
+        kept = self._fresh()
+        if kept is not None:
+            return kept
+        async with self._reading:
+            kept = self._fresh()  # read by whoever held the lock before
+            if kept is not None:
+                return kept
+            now = self._clock()
             found = (
                 None
                 if self._store is None
                 else await self._store.call(lambda s: s.current_publication())
             )
             self._answer, self._read = render_public(found), now
+            return self._answer
+
+    def _fresh(self) -> PublicAnswer | None:
+        if self._answer is None or self._read is None or self._clock() - self._read >= self._ttl:
+            return None
         return self._answer
 
     def forget(self) -> None:
