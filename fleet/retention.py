@@ -29,7 +29,14 @@ from fleet.clock import Clock
 from fleet.config import RetentionConfig
 from fleet.northbound.forwarder import instance_id
 from fleet.store.base import Store
-from fleet.store.retention import FoldPass, FoldResult, Held, Retention, RetentionStatus
+from fleet.store.retention import (
+    FoldPass,
+    FoldResult,
+    Held,
+    Retention,
+    RetentionLeaseLostError,
+    RetentionStatus,
+)
 from fleet.store.sql import SqlStore, to_us
 from fleet.store.sqlite import SqliteStore
 from fleet.store.worker import StoreWorker
@@ -116,11 +123,17 @@ async def retention_round(
         window_us = config.window_days * 86_400_000_000
         run = FoldPass(held, to_us(clock()), window_us, config.batch_records)
         steps = 0
-        while await store.call(lambda s: run.step(_sql(s))):
-            steps += 1
-            if steps % RENEW_EVERY == 0:
-                await store.call(lambda s: retention(s).renew(held, to_us(clock()), lease_s))
-        result = await store.call(lambda s: run.finish(_sql(s)))
+        try:
+            while await store.call(lambda s: run.step(_sql(s))):
+                steps += 1
+                if steps % RENEW_EVERY == 0:
+                    await store.call(lambda s: retention(s).renew(held, to_us(clock()), lease_s))
+            result = await store.call(lambda s: run.finish(_sql(s)))
+        except RetentionLeaseLostError:
+            # Paused past the lease (a long GC, a stalled disk): another instance runs
+            # retention now; what this one committed stands, its next batch was refused.
+            log.info("retention: lease lost to another instance; it carries on")
+            return None
         while await store.call(_vacuum_step):
             pass
         status = await store.call(lambda s: retention(s).status())
