@@ -1,20 +1,12 @@
 // Agent updates (issue 20): the administrators' page of rollouts, their progress per wave
 // and the releases kept, out of app.js so that its edits do not collide. app.js calls
-// window.LW_ROLLOUTS.viewRollouts with its helpers (t, api, h, put, ...). Every label is
+// window.LW_ROLLOUTS.viewRollouts with its helpers (t, api, h, put, table, ...). Every label is
 // in i18n.js (roll.*), Chinese and English. The server answers 403 to anyone but an
 // administrator. Starting, pausing and aborting are the CLI's (liftwatch-fleet rollout).
 "use strict";
 (() => {
   const STATES = ["pending", "offered", "trial", "healthy", "failed", "rolled_back"];
   const BADGE = { running: "badge-online", paused: "badge-stale", halted: "badge-offline", aborted: "", done: "badge-online" };
-
-  function grid(x, columns, rows, cells) {
-    const { h, t } = x;
-    return h("div", { className: "scroll", tabindex: "0", role: "region", "aria-label": columns.map((c) => t(c)).join(", ") },
-      h("table", {},
-        h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: t(c) })))),
-        h("tbody", {}, rows.map((row) => h("tr", {}, cells(row).map((c) => h("td", {}, c)))))));
-  }
 
   // A wave's progress: a bar of its agents by state (a text twin for screen readers).
   function progress(x, w) {
@@ -32,7 +24,7 @@
       h("h2", {}, `${t("roll.rollout_n", { n: r.rollout_id })}: ${r.release_id} (${r.version}) `,
         h("span", { className: `badge ${BADGE[r.state] || ""}`, text: t(`roll.r_${r.state}`) })),
       r.reason ? h("p", { role: r.state === "halted" ? "alert" : "note", text: r.reason }) : "",
-      grid(x, ["roll.wave", "roll.agents", "roll.progress", "roll.failures"], r.waves, (w) => [
+      x.table(["roll.wave", "roll.agents", "roll.progress", "roll.failures"], r.waves, (w) => [
         w.wave === r.wave && (r.state === "running" || r.state === "paused") ? `${t("roll.wave_n", { n: w.wave })} ◀` : t("roll.wave_n", { n: w.wave }),
         String(w.agents),
         progress(x, w),
@@ -52,7 +44,7 @@
       ...(data.rollouts.length ? data.rollouts.map((r) => rollout(x, r)) : [message(t("roll.none"))]),
       h("h2", { text: t("roll.releases") }),
       data.releases.length
-        ? grid(x, ["roll.release", "roll.version", "roll.wheels"], data.releases, (r) => [r.release_id, r.version, String(r.wheels)])
+        ? x.table(["roll.release", "roll.version", "roll.wheels"], data.releases, (r) => [r.release_id, r.version, String(r.wheels)])
         : message(t("roll.no_releases")));
   }
 
