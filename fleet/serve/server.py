@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import signal
 from collections.abc import Callable, Iterator, Mapping
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import grpc
@@ -63,7 +65,7 @@ from fleet.web.auth import Authenticator, AuthSettings
 from fleet.web.dashboard import SiteSettings
 from fleet.web.http import BodyLimits, HttpBindError, running_http
 from fleet.web.live import LiveHub, StreamLimits, UnitContractors
-from fleet.web.relay import LiveRelay
+from fleet.web.relay import LiveRelay, PipeTransport, PostgresTransport, Transport
 from fleet.web.scope import FreshContractors
 from protos.liftwatch.v1 import gateway_pb2, query_pb2, query_pb2_grpc
 
@@ -154,12 +156,15 @@ async def serve(
     clock: Clock = utc_now,
     metrics: GatewayMetrics | None = None,
     sweep_trigger: asyncio.Event | None = None,
+    relay_pipe: Connection | None = None,
 ) -> None:
     """Run the fleet manager until cancelled, SIGTERM or SIGINT, then stop gracefully.
 
     ``ready`` is called once with the bound addresses (``{"grpc": "host:port"}``, plus
     ``"http"`` unless the API is disabled) after the servers have started.
     ``sweep_trigger`` replaces the coverage sweep's timer (tests; see `fleet.ingest.sweeper`).
+    ``relay_pipe``: a ``serve --workers`` worker's pipe to the parent, the way live updates
+    reach the other workers on SQLite (`fleet.web.relay.PipeTransport`).
     Raises `fleet.store.base.StoreError`, `fleet.units.registry.RegistryError`,
     `fleet.units.firmware.PolicyError` or `ServeError` when startup fails; everything started
     is stopped on every exit path.
@@ -200,6 +205,7 @@ async def serve(
             policy,
             sweep_trigger,
             tls,
+            relay_pipe,
         )
     log.info("stopped")
 
@@ -214,6 +220,7 @@ async def _serve_until(
     policy: Policy,
     sweep_trigger: asyncio.Event | None,
     tls: TlsMaterial | None = None,
+    relay_pipe: Connection | None = None,
 ) -> None:
     store = await StoreWorker.open(lambda: open_store(config.store.target))
     async with contextlib.AsyncExitStack() as stack:
@@ -348,10 +355,15 @@ async def _serve_until(
                 )
             except HttpBindError as exc:
                 raise ServeError(str(exc)) from None
+        # Live updates from and to every instance on this database, or every worker of
+        # this `serve --workers` (fleet.web.relay); an instance without pages only sends.
+        transport: Callable[[], contextlib.AbstractAsyncContextManager[Transport]] | None = None
         if is_postgres_url(config.store.target):
-            # Live updates from and to every instance on this database (fleet.web.relay);
-            # an instance without pages only sends.
-            relay = LiveRelay(config.store.target, live, roles.owner)
+            transport = functools.partial(PostgresTransport.connect, config.store.target)
+        elif relay_pipe is not None:
+            transport = functools.partial(PipeTransport.connect, relay_pipe)
+        if transport is not None:
+            relay = LiveRelay(transport, live, roles.owner)
             committer.observers.append(relay.observe)
             relaying = asyncio.create_task(relay.run(), name="live-relay")
             stack.push_async_callback(_cancel, relaying)

@@ -18,6 +18,10 @@ parent only supervises:
 - one ready line for all, with the bound addresses and the workers' pids;
 - SIGTERM/SIGINT: forwarded to every worker, each stops gracefully (in-flight batches are
   committed and acked), then the parent exits 0;
+- live updates: on PostgreSQL each worker relays what it commits to the others by
+  LISTEN/NOTIFY (`fleet.web.relay`); on SQLite through the parent instead: each worker has
+  a pipe to the parent, and a relay thread in the parent passes every message on to the
+  other workers, so the pages of worker 0 see what every worker ingests;
 - a worker that dies stops the whole set (exit status 1): the service manager restarts it
   and the agents resume from their Welcome; a parent that dies (even by SIGKILL) takes its
   workers with it, through a lifeline pipe, so no orphan keeps serving on the port.
@@ -50,6 +54,7 @@ from fleet.config import (
 from fleet.serve.runtime import tune_gc
 from fleet.serve.server import ServeError, serve
 from fleet.store.base import StoreError
+from fleet.store.postgres import is_postgres_url
 from fleet.units.firmware import PolicyError
 from fleet.units.registry import RegistryError
 
@@ -147,6 +152,10 @@ def serve_workers(config: FleetConfig, ready: Ready, log_level: int | str = logg
                 return
             metrics.append(bound.get("metrics", ""))
         log.info("%d workers serving gRPC on %s", count, addresses["grpc"])
+        if not is_postgres_url(config.store.target):
+            threading.Thread(
+                target=_relay, args=(workers, stopping), name="live-relay", daemon=True
+            ).start()
         extra: dict[str, Any] = {"metrics_workers": metrics} if any(metrics) else {}
         ready({**addresses, "workers": [w.pid for w in workers], **extra})
         _supervise(workers, stopping)
@@ -163,6 +172,28 @@ def _supervise(workers: list[_Worker], stopping: threading.Event) -> None:
         if dead and not stopping.is_set():
             names = ", ".join(f"worker {w.index} (exit {w.process.exitcode})" for w in dead)
             raise WorkerError(f"{names} died; stopping the others")
+
+
+def _relay(workers: list[_Worker], stopping: threading.Event) -> None:
+    """Pass every live-update message a worker sends on to every other worker, until
+    ``stopping`` (SQLite's stand-in for LISTEN/NOTIFY, see `fleet.web.relay`)."""
+    pipes = {worker.relay: worker for worker in workers}
+    while not stopping.is_set() and pipes:
+        try:
+            ready = wait(list(pipes), timeout=POLL_S)
+        except (OSError, ValueError):
+            return  # the pipes were closed: the set is stopping
+        for pipe in ready:
+            assert isinstance(pipe, Connection)
+            try:
+                message = pipe.recv()
+            except (EOFError, OSError):
+                del pipes[pipe]  # that worker is gone; the supervisor handles it
+                continue
+            for other in pipes:
+                if other is not pipe:
+                    with contextlib.suppress(OSError):
+                        other.send(message)
 
 
 def _stop_all(workers: list[_Worker]) -> None:
@@ -206,6 +237,7 @@ class _Worker:
     process: Any  # multiprocessing's SpawnProcess (its type is not public)
     messages: Connection  # worker -> parent: ("ready", addresses) or ("error", kind, text)
     lifeline: Connection  # parent's end; the worker stops when it closes
+    relay: Connection  # live updates both ways (`_relay`)
 
     @classmethod
     def start(
@@ -213,16 +245,25 @@ class _Worker:
     ) -> _Worker:
         parent_end, child_end = ctx.Pipe(duplex=False)
         life_read, life_write = ctx.Pipe(duplex=False)
+        relay_parent, relay_child = ctx.Pipe(duplex=True)
         process = ctx.Process(
             target=_worker_main,
-            args=(worker_config(config, index, listen), index, child_end, life_read, log_level),
+            args=(
+                worker_config(config, index, listen),
+                index,
+                child_end,
+                life_read,
+                log_level,
+                relay_child,
+            ),
             name=f"fleet-worker-{index}",
         )
         process.start()
         # The child holds its own copies now; ours would keep EOF from ever arriving.
         child_end.close()
         life_read.close()
-        return cls(index, process, parent_end, life_write)
+        relay_child.close()
+        return cls(index, process, parent_end, life_write, relay_parent)
 
     @property
     def pid(self) -> int:
@@ -257,6 +298,7 @@ class _Worker:
     def close(self) -> None:
         self.messages.close()
         self.lifeline.close()
+        self.relay.close()
 
 
 def _worker_main(
@@ -265,6 +307,7 @@ def _worker_main(
     messages: Connection,
     lifeline: Connection,
     log_level: int | str,
+    relay: Connection,
 ) -> None:
     """One worker process: serve ``config`` until SIGTERM, SIGINT or the parent's death."""
     logging.basicConfig(
@@ -278,7 +321,7 @@ def _worker_main(
         tune_gc()  # after startup: see fleet.serve.runtime
 
     try:
-        asyncio.run(serve(config, ready))
+        asyncio.run(serve(config, ready, relay_pipe=relay))
     except (StoreError, RegistryError, PolicyError, ServeError) as exc:
         messages.send(("error", type(exc).__name__, str(exc)))
         raise SystemExit(1) from None

@@ -16,10 +16,10 @@ fill, is dropped. Each message is encoded once, however many streams carry it. A
 subscription only ever receives messages about units registered to that contractor;
 a unit the hub cannot place (not yet in the register) goes to unscoped roles only.
 
-Scope of "live": the commits of this process, and on PostgreSQL those of every other
-instance on the same database, relayed by LISTEN/NOTIFY (`fleet.web.relay`). With
-``serve --workers N`` on SQLite a page sees what worker 0 ingests; the pages re-read
-the API every minute as a backstop (see app.js).
+Scope of "live": the commits of this process, and those of every other instance on the
+same PostgreSQL (LISTEN/NOTIFY) or worker of the same ``serve --workers`` (through the
+parent), relayed by `fleet.web.relay`; the pages re-read the API every minute as a
+backstop (see app.js).
 """
 
 from __future__ import annotations

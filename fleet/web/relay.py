@@ -18,8 +18,11 @@ after the commit, from a connection of their own: a page never sees what the sto
 still lose, and ingest never waits for the relay (a bounded queue; beyond `QUEUE_LIMIT`
 records the oldest are dropped and counted, the pages re-read the API every minute).
 
-On SQLite there is no relay: ``serve --workers`` serves HTTP from worker 0 only, whose
-pages see what worker 0 ingests (see docs/scaling.md).
+The transport is PostgreSQL's (`PostgresTransport`) whenever the store is PostgreSQL;
+``serve --workers`` on one SQLite file relays the same messages through the parent
+process instead (`PipeTransport`: each worker's pipe to the parent, which passes every
+message on to the other workers, `fleet.serve.workers`), so worker 0's pages, the only
+ones, see what every worker ingests.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
 
 import psycopg
 
@@ -58,8 +62,15 @@ class LiveRelay:
     """Relays committed records between instances on one PostgreSQL; see the module
     docstring. ``hub`` None: this instance serves no pages, it only sends."""
 
-    def __init__(self, url: str, hub: LiveHub | None, origin: str) -> None:
-        self._url = url
+    def __init__(
+        self,
+        transport: Callable[[], contextlib.AbstractAsyncContextManager[Transport]],
+        hub: LiveHub | None,
+        origin: str,
+    ) -> None:
+        """``transport`` opens the way to the other instances (called again after a
+        failure); ``origin`` names this instance in every message."""
+        self._transport = transport
         self._hub = hub
         self.origin = origin
         self._queue: collections.deque[bytes] = collections.deque()
@@ -100,17 +111,11 @@ class LiveRelay:
             await asyncio.sleep(RETRY_S)
 
     async def _session(self) -> None:
-        async with (
-            await psycopg.AsyncConnection.connect(self._url, autocommit=True) as sender,
-            await psycopg.AsyncConnection.connect(self._url, autocommit=True) as listener,
-        ):
-            await listener.execute(f"LISTEN {CHANNEL}")
-            await listener.execute(f"LISTEN {WATCH_CHANNEL}")
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._send(sender))
-                tasks.create_task(self._listen(listener))
+        async with self._transport() as transport, asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._send(transport))
+            tasks.create_task(self._listen(transport))
 
-    async def _send(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _send(self, transport: Transport) -> None:
         announced = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
@@ -124,10 +129,10 @@ class LiveRelay:
             if self._hub is not None and now - announced >= WATCH_EVERY_S:
                 announced = now
                 for payload in _chunks(self.origin, "u", sorted(self._hub.watched_units())):
-                    await conn.execute("SELECT pg_notify(%s, %s)", (WATCH_CHANNEL, payload))
+                    await transport.send(WATCH_CHANNEL, payload)
             records = [base64.b64encode(r).decode() for r in self._drain()]
             for payload in _chunks(self.origin, "r", records):
-                await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                await transport.send(CHANNEL, payload)
             self.sent += len(records)
 
     def _drain(self) -> list[bytes]:
@@ -135,14 +140,14 @@ class LiveRelay:
         self._queue.clear()
         return out
 
-    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        async for note in conn.notifies():
+    async def _listen(self, transport: Transport) -> None:
+        async for channel, payload in transport.messages():
             try:
-                message = json.loads(note.payload)
+                message = json.loads(payload)
                 origin = str(message["o"])
                 if origin == self.origin:
                     continue
-                if note.channel == WATCH_CHANNEL:
+                if channel == WATCH_CHANNEL:
                     units = frozenset(str(u) for u in message["u"])
                     if message.get("i", 0) > 0:  # a later chunk of the same announcement
                         units |= self._remote.get(origin, (frozenset(), 0.0))[0]
@@ -157,6 +162,80 @@ class LiveRelay:
             self.received += len(records)
             if self._hub is not None and records:
                 self._hub.observe([BatchOp("", records)])
+
+
+class Transport(Protocol):
+    """The way between the instances: named channels of text messages, every message
+    sent reaching every other instance (and maybe this one: its origin tells)."""
+
+    async def send(self, channel: str, payload: str) -> None:
+        """Send ``payload`` on ``channel``."""
+
+    def messages(self) -> AsyncIterator[tuple[str, str]]:
+        """(channel, payload) of every message arriving, until the transport fails."""
+
+
+class PostgresTransport:
+    """LISTEN/NOTIFY on the fleet's database: a connection to send, one to listen."""
+
+    def __init__(self, sender: psycopg.AsyncConnection[Any], listener: Any) -> None:
+        self._sender = sender
+        self._listener = listener
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, url: str) -> AsyncIterator[PostgresTransport]:
+        """Both connections open, listening, for the block."""
+        async with (
+            await psycopg.AsyncConnection.connect(url, autocommit=True) as sender,
+            await psycopg.AsyncConnection.connect(url, autocommit=True) as listener,
+        ):
+            await listener.execute(f"LISTEN {CHANNEL}")
+            await listener.execute(f"LISTEN {WATCH_CHANNEL}")
+            yield cls(sender, listener)
+
+    async def send(self, channel: str, payload: str) -> None:
+        """NOTIFY ``channel`` with ``payload``."""
+        await self._sender.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+    async def messages(self) -> AsyncIterator[tuple[str, str]]:
+        """Every notification on the channels listened to."""
+        async for note in self._listener.notifies():
+            yield note.channel, note.payload
+
+
+class PipeTransport:
+    """A ``serve --workers`` worker's pipe to the parent, which passes each message on to
+    every other worker (`fleet.serve.workers`). Read on the event loop when the pipe is
+    readable; a send of a few kB goes into the pipe's buffer, which the parent drains."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self._pipe = pipe
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, pipe: Connection) -> AsyncIterator[PipeTransport]:
+        """The transport over ``pipe`` for the block (the pipe stays open)."""
+        yield cls(pipe)
+
+    async def send(self, channel: str, payload: str) -> None:
+        """Hand (channel, payload) to the parent."""
+        self._pipe.send((channel, payload))
+
+    async def messages(self) -> AsyncIterator[tuple[str, str]]:
+        """Every message the parent passes on from the other workers."""
+        loop = asyncio.get_running_loop()
+        arrived = asyncio.Event()
+        loop.add_reader(self._pipe.fileno(), arrived.set)
+        try:
+            while True:
+                await arrived.wait()
+                arrived.clear()
+                while self._pipe.poll():
+                    channel, payload = self._pipe.recv()
+                    yield str(channel), str(payload)
+        finally:
+            loop.remove_reader(self._pipe.fileno())
 
 
 def _chunks(origin: str, key: str, items: list[str]) -> list[str]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 from fleet.store.base import BatchOp
 from fleet.web.live import LiveHub, LiveMessage, Subscription, UnitContractors
-from fleet.web.relay import LiveRelay
+from fleet.web.relay import LiveRelay, PostgresTransport
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import record
 from tests.support import eventually
@@ -32,7 +33,8 @@ def _taken(subscription: Subscription, into: list[LiveMessage]) -> list[tuple[st
 def test_what_one_instance_commits_reaches_the_pages_of_another(pg_url: str) -> None:
     async def scenario() -> None:
         hubs = {"A": _hub(), "B": _hub()}
-        relays = {name: LiveRelay(pg_url, hub, name) for name, hub in hubs.items()}
+        transport = functools.partial(PostgresTransport.connect, pg_url)
+        relays = {name: LiveRelay(transport, hub, name) for name, hub in hubs.items()}
         tasks = [asyncio.create_task(r.run()) for r in relays.values()]
         try:
             page_on_b = hubs["B"].subscribe("", ["U1"])

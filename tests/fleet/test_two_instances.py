@@ -121,7 +121,7 @@ def _listening(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def _read_live(http_address: str, seen: list[str]) -> None:
+async def read_live(http_address: str, seen: list[str]) -> None:
     """Append every ``data:`` line of the dashboard's live stream to ``seen``."""
     host, port = http_address.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -170,7 +170,7 @@ async def scenario(url: str, work: Path) -> None:
             fleets[name] = fleet
         services = list(fleets.values())
         page: list[str] = []
-        reading = asyncio.create_task(_read_live(str(fleets["B"].ready["http"]), page))
+        reading = asyncio.create_task(read_live(str(fleets["B"].ready["http"]), page))
         stack.callback(reading.cancel)
         # Both relays listening, B's page subscribed: nothing relayed before is missed.
         await eventually(

@@ -18,8 +18,10 @@ import psycopg
 import pytest
 
 from hil_tests.processes import ServiceError, start
-from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc
+from protos.liftwatch.v1 import gateway_pb2, gateway_pb2_grpc, records_pb2
 from tests.fleet.factories import record
+from tests.fleet.test_two_instances import CONNECTED, read_live
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -191,5 +193,59 @@ def test_each_worker_serves_its_metrics_and_their_sum_is_the_fleets(tmp_path: Pa
         # The kernel spread the agents over both: each counted its share, the sum is all.
         assert all(c > 0 for c in counts), counts
         assert sum(counts) == AGENTS * BATCHES * 2  # every record acked, counted once
+
+    asyncio.run(scenario())
+
+
+async def _raise_event(address: str, index: int) -> None:
+    """Agent ``index`` on its own connection raises one event (no alarm type)."""
+    agent_id, unit = f"l-agent-{index}", f"l-unit-{index}"
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        call = gateway_pb2_grpc.AgentGatewayStub(channel).Connect()
+        hello = gateway_pb2.Hello(
+            agent_id=agent_id, units=[gateway_pb2.UnitDescriptor(unit_id=unit)]
+        )
+        await call.write(gateway_pb2.AgentFrame(hello=hello))
+        assert (await call.read()).WhichOneof("frame") == "welcome"
+        event = record(1, unit, event=records_pb2.EVENT_TYPE_DOOR_HELD_OPEN, event_id=f"ev-{index}")
+        await call.write(gateway_pb2.AgentFrame(batch=gateway_pb2.RecordBatch(records=[event])))
+        assert (await call.read()).ack.up_to_seq == 1
+        await call.done_writing()
+
+
+def test_worker_0s_pages_see_what_every_worker_ingests_on_sqlite(tmp_path: Path) -> None:
+    config = tmp_path / "fleet.toml"
+    config.write_text("[http]\nauth = false\n", encoding="utf-8")
+
+    async def scenario() -> None:
+        fleet = await start(
+            "fleet",
+            "fleet",
+            [
+                *("serve", "--config", str(config), "--db", str(tmp_path / "fleet.db")),
+                *("--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--workers=2"),
+            ],
+            tmp_path,
+        )
+        page: list[str] = []
+        reading = asyncio.create_task(read_live(str(fleet.ready["http"]), page))
+        try:
+            await eventually(lambda: page, lambda p: CONNECTED in p, "the page subscribed")
+            await asyncio.wait_for(
+                asyncio.gather(*(_raise_event(fleet.ready["grpc"], i) for i in range(AGENTS))),
+                60,
+            )
+            # The kernel spread the agents over both workers; only worker 0 serves pages.
+            await eventually(
+                lambda: page,
+                lambda p: all(any(f'"ev-{i}"' in x for x in p) for i in range(AGENTS)),
+                "every agent's event on worker 0's page",
+                context=fleet.log_tail,
+            )
+        finally:
+            reading.cancel()
+            await fleet.stop()
+        log = fleet.log_path.read_text(errors="replace")
+        assert "[worker 1] fleet.ingest.gateway: agent l-agent-" in log, log[-3000:]
 
     asyncio.run(scenario())
