@@ -62,6 +62,18 @@ PROBES = (
     Probe("agent_stream_limit_and_seq_gaps", (f"{SECURITY}/test_abuse_limits.py",)),
     Probe("security_headers_and_cookies", (f"{SECURITY}/test_headers.py",)),
     Probe("files_and_keys_0600", (f"{SECURITY}/test_file_modes.py",)),
+    Probe("contractor_scope_every_route", (f"{SECURITY}/test_scope_routes.py",)),
+    # The surfaces of issues 16, 17, 20 and 21 (the flight recorder, maintenance truth and
+    # the published lists, remote configuration and releases, northbound forwarding).
+    Probe("evidence_only_for_own_units", (f"{SECURITY}/test_evidence_abuse.py",),
+          "not flood"),
+    Probe("evidence_requests_one_per_car", (f"{SECURITY}/test_evidence_abuse.py",), "flood"),
+    Probe("config_reports_own_units_only", (f"{SECURITY}/test_config_report_abuse.py",)),
+    Probe("releases_only_to_offered_agents", ("tests/fleet/test_release_gateway.py",)),
+    Probe("updater_faults_recovered", (f"{SECURITY}/test_updater_faults.py",)),
+    Probe("northbound_hostile_platform", (f"{SECURITY}/test_northbound_abuse.py",)),
+    Probe("public_lists_flood", (f"{SECURITY}/test_public_flood.py",)),
+    Probe("public_lists_no_drafts_no_personal_data", ("tests/fleet/test_publication_web.py",)),
 )  # fmt: skip
 
 
