@@ -50,6 +50,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import itertools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,23 @@ TEMPLATES: Mapping[str, Mapping[str, str]] = {
     },
 }
 _TYPE_PARAMS = ("type", "found")
+# Why a row of the claims file could not be read, per language (the reader's, as the
+# verdicts' evidence).
+PROBLEM_TEMPLATES: Mapping[str, Mapping[str, str]] = {
+    "fields": {
+        "en": "expected {expected} fields, found {found}",
+        "zh": "应有 {expected} 列，实际 {found} 列",
+    },
+    "empty": {"en": "{column} is empty", "zh": "{column} 为空"},
+    "time": {"en": "time: cannot read {text!r}", "zh": "time 无法读取：{text!r}"},
+    "fault_type": {
+        "en": "fault_type: unknown event type {text!r}; known: {known}",
+        "zh": "fault_type 不是已知的故障类型：{text!r}",
+    },
+    "unit_unknown": {"en": "unit {unit!r} unknown", "zh": "没有这台电梯：{unit!r}"},
+}
+# A time as the audit's reasons carry it (ISO 8601 UTC): shown in the site's zone.
+_UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|\+00:00)")
 
 
 class ClaimsError(Exception):
@@ -233,13 +251,20 @@ class Verdict:
 
 
 def render(
-    reason: Reason, lang: str, templates: Mapping[str, Mapping[str, str]] = TEMPLATES
+    reason: Reason,
+    lang: str,
+    templates: Mapping[str, Mapping[str, str]] = TEMPLATES,
+    zone: dt.tzinfo | None = None,
 ) -> str:
     """``reason`` as a sentence in ``lang`` ("zh" or "en"; anything else reads as "en"),
-    from ``templates`` (code -> language -> format string; the claims audit's by default)."""
+    from ``templates`` (code -> language -> format string; the claims audit's by default);
+    with ``zone`` (the site's), its UTC times as local "YYYY-MM-DD HH:MM:SS"."""
     lang = lang if lang in LANGUAGES else "en"
 
     def shown(name: str, value: object) -> str:
+        if zone is not None and isinstance(value, str) and _UTC_TIME.fullmatch(value):
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
         if name in _TYPE_PARAMS:
             names = value if isinstance(value, list) else [value]
             if lang == "zh":
@@ -250,7 +275,10 @@ def render(
         return str(value)
 
     params = {name: shown(name, value) for name, value in reason.params.items()}
-    return templates[reason.code][lang].format(**params)
+    template = templates[reason.code][lang]
+    if templates is PROBLEM_TEMPLATES:
+        return template.format(**reason.params)  # values as the file had them (repr)
+    return template.format(**params)
 
 
 def language_of(requested: str, accept_language: str, default: str) -> str:
@@ -273,11 +301,16 @@ def _time(text: str, zone: dt.tzinfo) -> dt.datetime:
     return local.astimezone(dt.UTC)
 
 
+def problem(line: int, lang: str, code: str, **params: object) -> ClaimProblem:
+    """A row that could not be read, its reason in ``lang`` (`PROBLEM_TEMPLATES`)."""
+    return ClaimProblem(line, render(Reason(code, params), lang, PROBLEM_TEMPLATES))
+
+
 def parse_claims(
-    lines: Iterable[str], source: str, zone: dt.tzinfo = dt.UTC
+    lines: Iterable[str], source: str, zone: dt.tzinfo = dt.UTC, lang: str = "en"
 ) -> tuple[list[Claim], list[ClaimProblem]]:
-    """The claims of CSV text, and the rows that could not be read; a time without a UTC
-    offset is read in ``zone`` (the site's time zone)."""
+    """The claims of CSV text, and the rows that could not be read (why, in ``lang``); a
+    time without a UTC offset is read in ``zone`` (the site's time zone)."""
     reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:
@@ -299,21 +332,24 @@ def parse_claims(
         if not any(cell.strip() for cell in row):
             continue
         if len(row) < len(names):
-            problems.append(ClaimProblem(start, f"expected {len(names)} fields, found {len(row)}"))
+            problems.append(problem(start, lang, "fields", expected=len(names), found=len(row)))
             continue
         unit_id = row[at[unit_column]].strip()
         if not unit_id:
-            problems.append(ClaimProblem(start, f"{unit_column} is empty"))
+            problems.append(problem(start, lang, "empty", column=unit_column))
             continue
         try:
             moment = _time(row[at["time"]], zone)
         except ValueError:
-            problems.append(ClaimProblem(start, f"time: cannot read {row[at['time']]!r}"))
+            problems.append(problem(start, lang, "time", text=row[at["time"]]))
             continue
         try:
             fault = event_type_number(row[at["fault_type"]])
         except ValueError as exc:
-            problems.append(ClaimProblem(start, f"fault_type: {exc}"))
+            known = str(exc).partition("known: ")[2] or str(exc)
+            problems.append(
+                problem(start, lang, "fault_type", text=row[at["fault_type"]], known=known)
+            )
             continue
         claims.append(Claim(start, unit_id, moment, fault))
     return claims, problems
@@ -457,8 +493,9 @@ class VerdictView:
     evidence: str = out("the reason as a sentence")
 
     @classmethod
-    def of(cls, verdict: Verdict, lang: str) -> VerdictView:
-        """``verdict`` with its evidence rendered in ``lang``."""
+    def of(cls, verdict: Verdict, lang: str, zone: dt.tzinfo | None = None) -> VerdictView:
+        """``verdict`` with its evidence rendered in ``lang`` (its times in ``zone``, when
+        given: the page shows site time)."""
         return cls(
             line=verdict.claim.line,
             unit_id=verdict.claim.unit_id,
@@ -467,7 +504,7 @@ class VerdictView:
             verdict=verdict.verdict,  # type: ignore[arg-type]  # audit_claim gives only these
             reason=verdict.reason,
             cites=verdict.cites,
-            evidence=render(verdict.reason, lang),
+            evidence=render(verdict.reason, lang, zone=zone),
         )
 
 

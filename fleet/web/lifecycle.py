@@ -31,13 +31,13 @@ from fleet.read.selection import BadRequestError
 from fleet.read.shape import to_json
 from fleet.read.unit_reads import UnitReads
 from fleet.reports.claims import (
-    ClaimProblem,
     ClaimsAuditView,
     ClaimsError,
     VerdictView,
     audit_claim,
     language_of,
     parse_claims,
+    problem,
 )
 from fleet.reports.compute import fault_rate_report, scorecard_report, service_life_report
 from fleet.reports.fault_rate import GROUPS, Period, period, rate_csv
@@ -275,26 +275,28 @@ def lifecycle_routes(
             return _JSON(
                 {"error": f"body: at most {MAX_CLAIMS_BYTES} bytes of CSV"}, status_code=413
             )
-        try:
-            text = body.decode("utf-8-sig")
-            parsed, problems = parse_claims(io.StringIO(text, newline=""), "upload", site_zone)
-        except (UnicodeDecodeError, csv.Error, ClaimsError) as exc:
-            raise BadRequestError(f"body: {exc}") from None
-        # A contractor audits its own units' claims: another's unit is "unknown" to it.
-        mine, others = await reads.split_by_unit(scope_of(request), parsed, lambda c: c.unit_id)
-        problems += [ClaimProblem(c.line, f"unit {c.unit_id!r} unknown") for c in others]
         lang = language_of(
             request.query_params.get("lang", ""),
             request.headers.get("accept-language", ""),
             language,
         )
+        try:
+            text = body.decode("utf-8-sig")
+            stream = io.StringIO(text, newline="")
+            parsed, problems = parse_claims(stream, "upload", site_zone, lang)
+        except (UnicodeDecodeError, csv.Error, ClaimsError) as exc:
+            raise BadRequestError(f"body: {exc}") from None
+        # A contractor audits its own units' claims: another's unit is "unknown" to it.
+        mine, others = await reads.split_by_unit(scope_of(request), parsed, lambda c: c.unit_id)
+        problems += [problem(c.line, lang, "unit_unknown", unit=c.unit_id) for c in others]
         # Computed on a thread of its own, one audit at a time: the store thread only runs
         # its reads, one by one between ingest's group commits, never the whole audit.
         claim_reads = StoreThreadReads(life.store)
         async with audits:
             verdicts = await asyncio.to_thread(
                 lambda: tuple(
-                    VerdictView.of(audit_claim(claim_reads, c, window, max_gap), lang) for c in mine
+                    VerdictView.of(audit_claim(claim_reads, c, window, max_gap), lang, site_zone)
+                    for c in mine
                 )
             )
         by_line = tuple(sorted(problems, key=lambda p: p.line))
