@@ -159,3 +159,44 @@ def test_the_bench_step_pushes_each_agent_its_own_tables(tmp_path: Path) -> None
     finally:
         store.close()
     assert _reports(db, versions) == {"edge-00": (True, ())}
+
+
+def test_the_gateway_sends_a_document_only_to_an_agent_that_takes_them(tmp_path: Path) -> None:
+    """An older agent (no Hello.accepts_config) would end its stream on a frame it does not
+    know: it gets none. One that takes them gets its document right after the Welcome,
+    and not again once its Hello says it runs that version."""
+    import asyncio
+
+    from fleet.config import FleetConfig, StoreConfig
+    from tests.fleet.factories import hello
+    from tests.fleet.harness import running_fleet
+
+    db = tmp_path / "fleet.db"
+    store = open_store(str(db))
+    try:
+        version = service.set_document(store, agent_document("e1"), DOC + UNITS, 1)
+    finally:
+        store.close()
+
+    async def frames_after_hello(accepts: bool, running: int) -> list[str]:
+        async with running_fleet(FleetConfig(store=StoreConfig(path=str(db)))) as fleet:
+            frame = hello("e1", "car-1", "car-2")
+            frame.hello.accepts_config = accepts
+            frame.hello.config_version = running
+            call = await fleet.connect(frame)
+            # A heartbeat after the Hello: the gateway answers nothing to it, so whatever
+            # it sends before the stream ends comes from the Hello.
+            beat = gateway_pb2.AgentFrame(heartbeat=gateway_pb2.Heartbeat())
+            await call.write(beat)
+            await call.done_writing()
+            kinds = []
+            async for reply in call:
+                kinds.append(reply.WhichOneof("frame"))
+                if reply.WhichOneof("frame") == "desired_config":
+                    assert reply.desired_config.version == version
+                    assert reply.desired_config.toml == DOC + UNITS
+            return kinds
+
+    assert asyncio.run(frames_after_hello(False, 0)) == ["welcome"]
+    assert asyncio.run(frames_after_hello(True, 0)) == ["welcome", "desired_config"]
+    assert asyncio.run(frames_after_hello(True, version)) == ["welcome"]
