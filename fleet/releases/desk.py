@@ -1,9 +1,9 @@
 """The serving fleet's side of releases (issue 20): which release each connected agent is
 offered, its files over FetchRelease, the agents' UpdateReports, and the rollout loop.
 
-`ReleaseDesk.run` advances every active rollout every ``interval_s`` (`service.tick`)
-and reloads the offers from the store, so that a rollout started, paused or aborted by
-the CLI on any instance takes effect here within one interval. The gateway asks
+`run_desk` advances every active rollout every `STEP_S` (`service.tick`, on the instance
+holding the rollouts role) and reloads the offers from the store (on every instance), so
+that a rollout started, paused or aborted by the CLI takes effect within one step. The gateway asks
 `offer_for` at each frame of an agent's stream (a dict lookup) and sends the offer once
 per stream; `chunks` serves only a file of a release offered to that agent.
 """
@@ -176,15 +176,17 @@ class ReleaseDesk:
                 self._metrics.bytes_served.inc(len(block))
                 yield block
 
-    async def step(self) -> None:
-        """Advance the rollouts once and reload the offers and the gauges."""
+    async def step(self, *, advance: bool = True) -> None:
+        """Advance the rollouts once (only with ``advance``: on the instance holding the
+        rollouts role) and reload the offers and the gauges (on every instance: each
+        serves its own agents' streams)."""
         now = self._clock()
 
         def work(
             store: SqlStore,
         ) -> tuple[dict[str, Release], service.TickResult, dict[str, int], int, int]:
             releases = ReleaseStore(store)
-            result = service.tick(releases, now)
+            result = service.tick(releases, now) if advance else service.TickResult((), ())
             rows = store._execute("SELECT agent_id FROM agent_releases").fetchall()
             wanted: dict[str, Release] = {}
             for (agent_id,) in rows:
@@ -214,12 +216,14 @@ class ReleaseDesk:
             self._metrics.agents.labels(state=state).set(n)
 
 
-async def run_desk(desk: ReleaseDesk) -> None:
-    """`ReleaseDesk.step` every `STEP_S` until cancelled; a failing step is logged and the
-    loop goes on (read at each turn, so a test may shorten it)."""
+async def run_desk(desk: ReleaseDesk, owns: Callable[[], bool] = lambda: True) -> None:
+    """`ReleaseDesk.step` every `STEP_S` until cancelled, advancing the rollouts only
+    while ``owns()`` (this instance holds the rollouts role, `fleet.serve.roles`); a
+    failing step is logged and the loop goes on (`STEP_S` is read at each turn, so a test
+    may shorten it)."""
     while True:
         try:
-            await desk.step()
+            await desk.step(advance=owns())
         except Exception:  # a store fault must not end the loop
             log.exception("rollout step failed")
         await asyncio.sleep(STEP_S)

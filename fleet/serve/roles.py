@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 SWEEPER = "sweeper"
 DISPATCH = "dispatch"
-ROLES = (SWEEPER, DISPATCH)
+# Advancing the agent rollouts (issue 20, fleet.releases.desk): one writer of their rows.
+ROLLOUTS = "rollouts"
+ROLES = (SWEEPER, DISPATCH, ROLLOUTS)
 # A dead owner's roles move on within this long (plus a third of it).
 LEASE_S = 15.0
 
@@ -73,8 +75,8 @@ class Roles:
         self._gauge = (
             Gauge(
                 "liftwatch_fleet_role_owner",
-                "1 while this instance holds the role (sweeper, dispatch), else 0; summed "
-                "over instances it is 1 per role.",
+                "1 while this instance holds the role (sweeper, dispatch, rollouts), else 0; "
+                "summed over instances it is 1 per role.",
                 ["role"],
                 registry=registry,
             )

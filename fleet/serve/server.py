@@ -54,7 +54,7 @@ from fleet.read.selection import Reads
 from fleet.releases.desk import ReleaseDesk, RolloutMetrics, run_desk
 from fleet.reports.maintenance import run_maintenance
 from fleet.retention import RetentionMetrics, run_retention
-from fleet.serve.roles import DISPATCH, SWEEPER, running_roles
+from fleet.serve.roles import DISPATCH, ROLLOUTS, SWEEPER, running_roles
 from fleet.store.open import open_store
 from fleet.store.postgres import is_postgres_url
 from fleet.store.worker import StoreWorker
@@ -295,9 +295,11 @@ async def _serve_until(
         reads = Reads(store, config.coverage, policy, clock)
         access = AgentAccess.of_store(store) if tls is not None else None
         # Agent updates (issue 20): offers on the streams, FetchRelease, reports, and the
-        # rollouts advanced every fleet.releases.desk.STEP_S.
+        # rollouts advanced every fleet.releases.desk.STEP_S by the rollouts role's holder.
         desk = ReleaseDesk(store, RolloutMetrics(metrics.registry), lambda: clock().timestamp())
-        rollouts = asyncio.create_task(run_desk(desk), name="rollouts")
+        rollouts = asyncio.create_task(
+            run_desk(desk, owns=lambda: roles.holds(ROLLOUTS)), name="rollouts"
+        )
         stack.push_async_callback(_cancel, rollouts)
         gateway = AgentGateway(committer, config.ingest, metrics, access, releases=desk)
         addresses = {"grpc": await _start_grpc(stack, config, host, gateway, reads, tls)}
