@@ -74,6 +74,7 @@ PROBES = (
     Probe("northbound_hostile_platform", (f"{SECURITY}/test_northbound_abuse.py",)),
     Probe("public_lists_flood", (f"{SECURITY}/test_public_flood.py",)),
     Probe("public_lists_no_drafts_no_personal_data", ("tests/fleet/test_publication_web.py",)),
+    Probe("records_upload_yields", (f"{SECURITY}/test_upload_flood.py",)),
 )  # fmt: skip
 
 

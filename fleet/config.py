@@ -78,7 +78,8 @@ Every key, with its default (a missing file section or key takes the default)::
     max_body_bytes = 65536       # a request body (login, alarm steps, users) longer than this
                                  # is refused with 413 before it is read: by its declared
                                  # Content-Length, or once that much of a chunked body came
-    max_upload_bytes = 2097152   # ... the same for an upload (POST /api/reports/claims, CSV)
+    max_upload_bytes = 2097152   # ... the same for an upload (POST /api/reports/claims and
+                                 # /api/maintenance/records, CSV)
     login_free_failures = 5      # failed logins allowed per username and per client address
                                  # before each further attempt must wait (429, Retry-After)
     login_lockout_s = 30         # the first wait; it doubles with each further failure ...
