@@ -127,6 +127,11 @@ class Agent:
         # Units a fleet document removed, still named in the Hello for this process's
         # life: records of theirs in the outbox must not be refused by the fleet.
         self.retired_units: dict[str, gateway_pb2.UnitDescriptor] = {}
+        if applied is not None:
+            # Started on a fleet document, which may have removed units whose records
+            # still wait in the outbox: named too (bare), or the fleet would refuse them.
+            for unit_id in sorted(self.outbox.unit_ids() - self.monitors.keys()):
+                self.retired_units[unit_id] = gateway_pb2.UnitDescriptor(unit_id=unit_id)
         # The bus tasks by bus name, and each bus's sink (a replaced bus's is retired).
         self._bus_tasks: dict[str, asyncio.Task[None]] = {}
         self._sinks: dict[str, BusSink] = {}

@@ -471,6 +471,13 @@ class Outbox:
         (count,) = self._db.execute("SELECT count(*) FROM quarantine").fetchone()
         return int(count)
 
+    def unit_ids(self) -> set[str]:
+        """The units of the records awaiting acknowledgement or held back (one scan of
+        the outbox: for the start of an agent whose units a fleet document may have
+        removed, agent.app)."""
+        rows = self._db.execute("SELECT unit_id FROM records UNION SELECT unit_id FROM held")
+        return {str(unit_id) for (unit_id,) in rows}
+
     def depth(self) -> int:
         """How many records await acknowledgement."""
         (count,) = self._db.execute("SELECT count(*) FROM records").fetchone()

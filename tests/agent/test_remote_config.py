@@ -30,6 +30,7 @@ from fleet.store.configs import ConfigStore, agent_document
 from fleet.store.open import open_store
 from hil_tests.emulator.group import CarGroup, GroupConfig
 from hil_tests.emulator.server import ModbusEmulator
+from protos.liftwatch.v1 import records_pb2
 from tests.fleet.harness import Fleet, running_fleet
 from tests.support import eventually
 
@@ -373,10 +374,14 @@ def test_a_removed_unit_stays_in_the_hello_and_the_kept_document_is_checked_agai
     hello = app.hello()
     assert [u.unit_id for u in hello.units] == ["car-1", "car-2"]
     assert hello.config_version == 7 and hello.accepts_config
+    app.outbox.append([records_pb2.Record(unit_id="car-2", counters=records_pb2.Counters())])
     app.outbox.close()
-    # A restart runs the kept document...
+    # A restart runs the kept document, and still names car-2 while its records wait.
     config, kept = load_running_config(path)
     assert kept is not None and kept.version == 7 and [u.id for u in config.units] == ["car-1"]
+    restarted = Agent(config, config_path=path, applied=kept)
+    assert [u.unit_id for u in restarted.hello().units] == ["car-1", "car-2"]
+    restarted.outbox.close()
     # ... unless it no longer checks out (here: its text was changed on the box, so its
     # digest no longer matches): then the file alone.
     (tmp_path / "data" / DOCUMENT_FILE).write_text(only_car1 + "# edited\n", encoding="utf-8")
