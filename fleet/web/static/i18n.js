@@ -516,7 +516,7 @@ window.LW_I18N = {
     "cfg.none": "尚无终端。",
     "roll.title": "监测终端版本升级",
     "roll.intro": "签名的新版本分批推送：先试点，再逐批扩大。每批终端须以新版本重新连接、通信错误与检测异常不上升，并稳定运行规定时间，才推进下一批；不通过则暂停全部推送、回退失败终端并告警。用 liftwatch-fleet rollout 开始、暂停、继续或中止。",
-    "roll.count": "{n} 次升级，{halted} 次已暂停待处理",
+    "roll.count": "{n} 次升级，{halted} 次因健康检查未通过而停止",
     "roll.rollout_n": "升级 {n}",
     "roll.r_running": "进行中",
     "roll.r_paused": "已暂停",
