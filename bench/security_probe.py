@@ -75,6 +75,7 @@ PROBES = (
     Probe("public_lists_flood", (f"{SECURITY}/test_public_flood.py",)),
     Probe("public_lists_no_drafts_no_personal_data", ("tests/fleet/test_publication_web.py",)),
     Probe("records_upload_yields", (f"{SECURITY}/test_upload_flood.py",)),
+    Probe("update_reports_bounded", (f"{SECURITY}/test_update_report_abuse.py",)),
 )  # fmt: skip
 
 

@@ -47,6 +47,10 @@ REPORT_STATES = frozenset(
         "health",
     }
 )
+# Longer ids name no release (ids are bounded as an event's is).
+MAX_RELEASE_ID_LENGTH = 128
+# The release id of the health report each agent sends at every connection: no release.
+HEALTH_RELEASE_ID = "-"
 
 
 class FetchRefusedError(Exception):
@@ -143,12 +147,20 @@ class ReleaseDesk:
             self._metrics.reports.labels(state="bad").inc()
             log.warning("agent %s: bad UpdateReport %r", agent_id, report.state)
             return
-        self._metrics.reports.labels(state=report.state).inc()
         now_us = int(self._clock() * 1e6)
         detail = report.detail[:2000]
 
-        def write(store: SqlStore) -> None:
-            ReleaseStore(store).record_report(
+        def write(store: SqlStore) -> bool:
+            releases = ReleaseStore(store)
+            # A report is a row per (agent, release): one about a release this fleet does
+            # not hold is no rollout's business, and keeping it would let a box add a row
+            # per frame (tests/security/test_update_report_abuse.py).
+            if report.release_id != HEALTH_RELEASE_ID and (
+                len(report.release_id) > MAX_RELEASE_ID_LENGTH
+                or releases.release(report.release_id) is None
+            ):
+                return False
+            releases.record_report(
                 agent_id,
                 report.release_id,
                 report.state,
@@ -156,8 +168,13 @@ class ReleaseDesk:
                 detector_errors(detail),
                 now_us,
             )
+            return True
 
-        await self._worker.call(write)  # type: ignore[arg-type]
+        if await self._worker.call(write):  # type: ignore[arg-type]
+            self._metrics.reports.labels(state=report.state).inc()
+        else:
+            self._metrics.reports.labels(state="bad").inc()
+            log.warning("agent %s: UpdateReport about a release not held here", agent_id)
 
     def chunks(self, agent_id: str, release_id: str, file: str) -> Iterator[bytes]:
         """The bytes of ``file`` of ``release_id`` in chunks, if that release is offered
