@@ -20,10 +20,12 @@ fleet store's ingest write, retention on a virtual clock; prints one JSON object
    PostgreSQL: pg_total_relation_size): ``raw_bytes_per_car_day`` is the raw records
    (table ``records`` with its indexes) per car per day of the window they hold;
    ``longterm_bytes_per_car_day`` is what folding keeps (``unit_hours``,
-   ``records_kept``) per car per folded day: on SQLite the bytes in use of their pages
-   (a few cars' two folded days fill only a few pages of each table and index, so whole
-   pages, ``longterm_page_bytes``, would measure the page size instead; a district's
-   tables fill their pages as the raw table's do). ``district_year_gb``: 10,525 units after a
+   ``records_kept``) per car per folded day: on SQLite the bytes in use of their pages,
+   on PostgreSQL the live rows' bytes with their tuple and index overheads (a few cars'
+   two folded days fill only a few pages of each table and index, so whole pages,
+   ``longterm_page_bytes``, would measure the page size, and on PostgreSQL the row
+   versions the hour rows' updates leave until autovacuum; a district's tables fill
+   their pages as the raw table's do). ``district_year_gb``: 10,525 units after a
    year: the window's raw records plus a year of long-term, in GB (10^9 bytes);
    ``district_year_gb_without_retention`` what a year of raw records takes.
 
@@ -213,7 +215,7 @@ def table_bytes(store: SqlStore, tables: tuple[str, ...]) -> tuple[int, int]:
             int(store._execute("SELECT pg_total_relation_size(?)", (t,)).fetchone()[0])
             for t in tables
         )
-        return pages, pages
+        return pages, sum(_pg_row_bytes(store, t) for t in tables)
     total = used = 0
     for table in tables:
         names = [table] + [
@@ -229,6 +231,31 @@ def table_bytes(store: SqlStore, tables: tuple[str, ...]) -> tuple[int, int]:
             total += int(row[0] or 0)
             used += int(row[1] or 0)
     return total, used
+
+
+# The key columns of each index of the long-term tables (PostgreSQL's estimate below).
+_INDEX_KEYS = {
+    "records": (("agent_id", "seq"), ("unit_id", "kind", "time_us")),
+    "unit_hours": (("unit_id", "hour_us"),),
+    "records_kept": (("agent_id", "seq"), ("unit_id", "kind", "time_us")),
+}
+
+
+def _pg_row_bytes(store: SqlStore, table: str) -> int:
+    """PostgreSQL: the bytes ``table``'s live rows take, counted row by row: each row's
+    size (pg_column_size) plus 28 bytes of tuple header and line pointer, and per index
+    entry its key columns plus 12 bytes. An estimate of what a district's full pages
+    hold: a few cars' tables take whole 8 kB pages and keep the row versions their
+    updates left until autovacuum runs."""
+    keys = _INDEX_KEYS[table]
+    sizes = ", ".join(
+        f"COALESCE(SUM({' + '.join(f'pg_column_size(t.{c})' for c in key)}), 0)" for key in keys
+    )
+    row = store._execute(
+        f"SELECT COUNT(*), COALESCE(SUM(pg_column_size(t.*)), 0), {sizes} FROM {table} t"
+    ).fetchone()
+    count = int(row[0])
+    return int(row[1]) + 28 * count + sum(int(k) + 12 * count for k in row[2:])
 
 
 def compact_estimate(store: SqlStore) -> int:
