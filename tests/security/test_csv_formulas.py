@@ -91,6 +91,7 @@ def test_every_csv_route_is_neutralised(hostile_db: Path) -> None:
         "/api/reports/fault-rate?format=csv&by=building&since=2026-03-01&until=2026-03-02",
         "/api/reports/fault-rate?format=csv&by=street&since=2026-03-01&until=2026-03-02",
         "/api/reports/fault-rate?format=csv&by=contractor&since=2026-03-01&until=2026-03-02",
+        "/api/maintenance/plan?format=csv",  # issue 17: the register's text beside each unit
     )
 
     async def main_() -> dict[str, str]:
@@ -112,6 +113,9 @@ def test_every_csv_route_is_neutralised(hostile_db: Path) -> None:
     header, (event,) = events[0], events[1:]
     assert event[header.index("reason")] == "'" + REASON
     assert event[header.index("floor")] == "-1"  # a number, left a number
+    plan = _rows(texts["/api/maintenance/plan?format=csv"])
+    assert "'=U2" in [row[0] for row in plan]
+    assert "'" + HOSTILE["contractor"] in [row[1] for row in plan]
     rate = _rows(texts[paths[2]])
     assert any(row[1] == "'" + HOSTILE["building"] for row in rate[1:])
 
