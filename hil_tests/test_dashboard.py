@@ -489,6 +489,9 @@ async def _alarm_lifecycle(
     assert "3" in await page.inner_text("#claims-problems")
     violations += await _axe(page, "claims")
     await _shot(page, "claims-audit")
+    # The summary counts, the evidence and the problems in the page's language.
+    assert "有据 1" in await page.inner_text("#claims-summary")
+    english += await _english_words(page, "claims-audit", allowed)
     await context.close()
     return violations
 
