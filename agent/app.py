@@ -158,6 +158,7 @@ class Agent:
             lambda release_id, file: self.uplink.fetch_release(release_id, file),
             lambda frame: self.uplink.send_frame(frame),
             self.detector_errors,
+            self.metrics,
         )
         self.uplink = Uplink(
             self.outbox,

@@ -35,6 +35,9 @@ detection_seconds                  histogram cost of running every detector on o
 fleet_connected                    gauge     1 while a fleet stream is open
 fleet_rejects_total{code}          counter   Rejects received from the fleet
 mqtt_publish_failures_total        counter   MQTT publishes dropped (broker down or slow)
+update_reports_total{state}        counter   what the agent said of releases (refused,
+                                             downloading, staged, failed, and the
+                                             updater's healthy / rolled_back; issue 20)
 ================================== ========= ===========================================
 """
 
@@ -205,6 +208,12 @@ class AgentMetrics:
             "On-demand evidence requests from the fleet, by outcome (answered, "
             "unknown_unit, bad_seconds)",
             ["outcome"],
+            registry=r,
+        )
+        self.update_reports = Counter(
+            f"{p}update_reports",
+            "UpdateReports sent about releases, by state (agent.update)",
+            ["state"],
             registry=r,
         )
         self.config_documents = Counter(

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from agent.config import AgentConfig
+from agent.metrics import AgentMetrics
 from agent.release import MANIFEST, SIGNATURE, Manifest, ReleaseError, verify
 from protos.liftwatch.v1 import gateway_pb2
 
@@ -65,15 +66,22 @@ class Updates:
         fetch: Fetch,
         send: Send,
         detector_errors: Callable[[], int],
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.keys = config.update.release_keys
         self.spool = spool_of(config)
         self.version = version
         self._fetch = fetch
-        self._send = send
+        self._send_frame = send
+        self._metrics = metrics
         self._detector_errors = detector_errors
         self._task: asyncio.Task[None] | None = None
         self._reported: dict[str, str] = {}  # release id -> the updater state last sent
+
+    def _send(self, frame: gateway_pb2.AgentFrame) -> None:
+        if self._metrics is not None:
+            self._metrics.update_reports.labels(state=frame.update_report.state).inc()
+        self._send_frame(frame)
 
     def health_detail(self) -> str:
         """The report detail the fleet's gate reads: version and detector exceptions."""

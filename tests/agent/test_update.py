@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import AgentConfig, UpdateSettings, parse_config
+from agent.metrics import AgentMetrics
 from agent.update import READY_ID, Updates
 from fleet.releases.bundle import build, public_text
 from protos.liftwatch.v1 import gateway_pb2
@@ -46,7 +47,8 @@ class Box:
         self.offer = gateway_pb2.ReleaseOffer(
             release_id="r2", version="2.0", manifest=manifest, signature=signature
         )
-        self.updates = Updates(config(tmp), "1.0", self.fetch, self.send, lambda: 3)
+        self.metrics = AgentMetrics()
+        self.updates = Updates(config(tmp), "1.0", self.fetch, self.send, lambda: 3, self.metrics)
 
     async def fetch(self, release_id: str, file: str) -> AsyncIterator[bytes]:
         self.fetched.append(file)
@@ -97,6 +99,10 @@ def test_unsigned_or_foreign_offers_are_refused_without_a_fetch(tmp_path: Path) 
     assert box.states() == [("r2", "refused"), ("r2", "refused")]
     assert "unsigned" in box.sent[0].detail and "no pinned release key" in box.sent[1].detail
     assert box.fetched == []
+    refused = box.metrics.registry.get_sample_value(
+        "liftwatch_agent_update_reports_total", {"state": "refused"}
+    )
+    assert refused == 2
 
 
 def test_bytes_that_differ_from_the_manifest_stage_nothing(tmp_path: Path) -> None:
