@@ -9,14 +9,16 @@ on an explicit clock: nothing here sleeps.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import UpdateSettings
-from agent.updater import COMPLETE, Layout, Updater, read_journal
+from agent.updater import COMPLETE, Layout, SystemdAgent, Updater, read_journal
 from fleet.releases.bundle import build, public_text
 from tests.agent.wheels import make_wheel
 
@@ -198,3 +200,32 @@ def test_a_roll_back_offer_switches_to_the_version_kept_on_disk(tmp_path: Path) 
     assert box.layout.current.readlink().name == "1.0"
     assert marker.stat().st_mtime_ns == before  # switched to, not installed again
     assert box.versions() == ["1.0", "2.0"]
+
+
+def test_systemd_health_is_active_and_not_restarted_since_our_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SystemdAgent` against a stand-in `systemctl` on PATH that answers `show` from a
+    file and logs `restart`: healthy while active with the restart count seen right after
+    our restart; a watchdog restart (the count grows) or a failed unit is not healthy."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    state = tmp_path / "state"
+    calls = tmp_path / "calls"
+    script = bin_dir / "systemctl"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1" = show ] && cat {state}\nexit 0\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    agent = SystemdAgent("liftwatch-agent.service")
+    state.write_text("ActiveState=activating\nNRestarts=4\n")
+    agent.restart()
+    assert "restart --no-block liftwatch-agent.service" in calls.read_text()
+    assert not agent.healthy()  # not READY yet
+    state.write_text("ActiveState=active\nNRestarts=4\n")
+    assert agent.healthy()
+    state.write_text("ActiveState=active\nNRestarts=5\n")  # the watchdog killed it once
+    assert not agent.healthy()
+    agent.restart()  # a new trial counts from here
+    assert agent.healthy()
+    state.write_text("ActiveState=failed\nNRestarts=5\n")
+    assert not agent.healthy()
