@@ -237,14 +237,16 @@ def test_a_contractor_sees_and_acts_on_its_own_units_only(tmp_path: Path) -> Non
             status, body = await ours.post(f"/api/alarms/{alarms[0]['alarm_id']}/ack")
             assert status == 200 and body["state"] == "acknowledged"
 
-            # A claims audit covers the contractor's own units; another's is "unknown".
+            # A claims audit covers the contractor's own units; another's is "unknown"
+            # (asked in English: the reasons are in the reader's language, the site's
+            # Chinese by default, see tests/fleet/test_claims_language.py).
             claims = (
                 "unit_id,time,fault_type\n"
                 f"U1,{T0.isoformat()},ENTRAPMENT\n"
                 f"U2,{T0.isoformat()},ENTRAPMENT\n"
                 "U1,yesterday,ENTRAPMENT\n"
             )
-            status, audit = await ours.post("/api/reports/claims", claims.encode())
+            status, audit = await ours.post("/api/reports/claims?lang=en", claims.encode())
             assert status == 200, audit
             assert [(c["line"], c["verdict"]) for c in audit["claims"]] == [(2, "supported")]
             assert [(p["line"], "unknown" in p["reason"]) for p in audit["problems"]] == [
