@@ -122,9 +122,16 @@ def tick(releases: ReleaseStore, now: float) -> TickResult:
     halted: list[Rollout] = []
     for rollout in releases.rollouts(active_only=True):
         members = releases.members(rollout.rollout_id)
-        views = releases.views(
-            rollout.release_id, [m.agent_id for m in members], int(now * _US), CONNECTED_S
-        )
+        # Only agents being judged need looking at (offered, on trial, or failed in the
+        # wave under way, which a halt may roll back): at 2,500 agents the pending and
+        # finished ones would cost the store most of a step's reads for nothing.
+        judged = [
+            m.agent_id
+            for m in members
+            if m.state in (MemberState.OFFERED, MemberState.TRIAL)
+            or (m.state == MemberState.FAILED and m.wave == rollout.wave)
+        ]
+        views = releases.views(rollout.release_id, judged, int(now * _US), CONNECTED_S)
         after, members, new = engine.advance(rollout, members, views, now)
         if after == rollout and not new and members == releases.members(rollout.rollout_id):
             continue
