@@ -264,3 +264,37 @@ def test_a_flood_of_on_demand_requests_asks_the_car_once_at_a_time(district: Dis
     finally:
         store.close()
     assert kinds.count("evidence_request") == 2, kinds
+
+
+def test_reading_the_largest_evidence_does_not_hold_ingest(district: District) -> None:
+    """The largest Evidence the fleet keeps takes seconds to decode and render; a reader
+    (or two) asking for it must not stop the agents' acks, which share the event loop."""
+
+    def read(fleet: Fleet) -> int:
+        with urllib.request.urlopen(
+            f"http://{fleet.http}/api/events/big/evidence", timeout=120
+        ) as reply:
+            return len(reply.read())
+
+    async def scenario(fleet: Fleet) -> tuple[list[int], int]:
+        agent = await fleet.connect(_hello("edge-1", "U1"))
+        assert (await _frame(agent)).HasField("welcome")
+        big = evidence_record(2, "U1", event_id="big", samples=MAX_EVIDENCE_SAMPLES)
+        await agent.write(batch(record(1, "U1", event=ENTRAPMENT, event_id="big"), big))
+        assert (await _frame(agent)).ack.up_to_seq == 2
+        readers = asyncio.gather(*(asyncio.to_thread(read, fleet) for _ in range(2)))
+        seq, acked_meanwhile = 3, 0
+        while not readers.done():
+            await agent.write(batch(record(seq, "U1")))
+            assert (await _frame(agent)).ack.up_to_seq == seq
+            seq += 1
+            if not readers.done():
+                acked_meanwhile += 1
+        await agent.done_writing()
+        return await readers, acked_meanwhile
+
+    sizes, acked_meanwhile = _run(district, scenario)
+    assert min(sizes) > 10_000_000, sizes  # the whole window was served, twice
+    # Before, each read held the loop for the whole of its rendering: 6 acks came in
+    # around the two reads (183 with the rendering in threads).
+    assert acked_meanwhile >= 30, acked_meanwhile
