@@ -68,6 +68,10 @@ class AlarmView:
     rescue_s: float | None = out("onset to clear, as the scorecard counts it")
     closed_while_raised: bool = out()
     close_reason: str = out("why it was closed while its event was raised")
+    crew: str = out('who the dispatcher sent (personal data; "" until dispatched)')
+    crew_eta: str | None = out("when the crew is expected at the lift")
+    crew_dispatched: str | None = out("when the dispatcher recorded who was sent")
+    crew_dispatched_by: str = out()
 
     @classmethod
     def of(cls, alarm: AlarmRow, now: dt.datetime) -> AlarmView:
@@ -105,6 +109,10 @@ class AlarmView:
             rescue_s=rescue_s(alarm),
             closed_while_raised=bool(alarm.close_reason),
             close_reason=alarm.close_reason,
+            crew=alarm.crew,
+            crew_eta=iso(alarm.crew_eta),
+            crew_dispatched=iso(alarm.crew_dispatched),
+            crew_dispatched_by=alarm.crew_dispatched_by,
         )
 
 

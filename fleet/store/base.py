@@ -365,12 +365,22 @@ class Store(Protocol):
         ...
 
     def alarm_action(
-        self, alarm_id: int, action: str, by: str, now: dt.datetime, reason: str = ""
+        self,
+        alarm_id: int,
+        action: str,
+        by: str,
+        now: dt.datetime,
+        reason: str = "",
+        crew: str = "",
+        eta: dt.datetime | None = None,
     ) -> AlarmRow:
-        """Apply ``action`` (ack, on_site, resolve, false_alarm) by ``by``; raises
+        """Apply ``action`` (ack, dispatch, on_site, resolve, false_alarm) by ``by``; raises
         `AlarmActionError` for an unknown alarm or a step its state does not allow, and
         `AlarmReasonRequiredError` for closing (resolve, false_alarm) an alarm whose event is
-        still raised without a ``reason`` (then kept as its ``close_reason``)."""
+        still raised without a ``reason`` (then kept as its ``close_reason``). ``dispatch``
+        (an acknowledged alarm, which it leaves acknowledged) records ``crew`` (who was
+        sent, required, at most `MAX_CREW_CHARS`) and ``eta`` (when they are expected, not
+        before ``now``); other actions refuse them."""
         ...
 
     def claim_deliveries(self, plan: DispatchPlan, now: dt.datetime) -> list[Delivery]:
@@ -597,6 +607,8 @@ class Store(Protocol):
 # -- the lifecycle side: alarms, the hash-chained history, report inputs -------------------
 # (tables of migration "lifecycle", logic in fleet.store.lifecycle, fleet.alarms, fleet.reports)
 
+# The longest "who was sent" of a crew dispatched step (a name or a team, not a letter).
+MAX_CREW_CHARS = 80
 ALARM_STATES = ("raised", "dispatched", "acknowledged", "on_site", "resolved", "false_alarm")
 OPEN_ALARM_STATES = ("raised", "dispatched", "acknowledged", "on_site")
 
@@ -641,6 +653,12 @@ class AlarmRow:
     # Why it was closed while its event was still raised; "" when it was not (the marker
     # the scorecard counts: such an alarm has no rescue time).
     close_reason: str = ""
+    # The dispatcher's "crew dispatched" step (migration "crew"): who was sent (personal
+    # data: never public nor northbound), when they are expected, when and by whom recorded.
+    crew: str = ""
+    crew_eta: dt.datetime | None = None
+    crew_dispatched: dt.datetime | None = None
+    crew_dispatched_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

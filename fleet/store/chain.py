@@ -217,14 +217,23 @@ ALARM_STEP_COLUMNS: dict[str, tuple[str, str | None]] = {
     "escalated": ("escalated_us", None),
     "acknowledged": ("acknowledged_us", "acknowledged_by"),
     "on_site": ("on_site_us", "on_site_by"),
+    # The dispatcher's "who was sent, expected when" (migration "crew"); its detail also
+    # carries ``crew`` and ``eta`` (`CREW_COLUMNS`). Chains written before it lack the step.
+    "crew_dispatched": ("crew_dispatched_us", "crew_dispatched_by"),
     "resolved": ("closed_us", "closed_by"),
     "false_alarm": ("closed_us", "closed_by"),
     "cleared": ("cleared_us", None),
 }
 # The steps that set ``alarms.state`` (escalated and cleared stamp a time only).
 ALARM_STATE_STEPS = ("raised", "dispatched", "acknowledged", "on_site", "resolved", "false_alarm")
+# The alarms columns a crew_dispatched step sets beside its time and who: who was sent
+# (detail ``crew``) and when they are expected (detail ``eta``, ISO as `iso_us` writes).
+CREW_COLUMNS = ("crew", "crew_eta_us")
 ALARM_COLUMNS = tuple(
-    sorted({c for pair in ALARM_STEP_COLUMNS.values() for c in pair if c is not None})
+    sorted(
+        {c for pair in ALARM_STEP_COLUMNS.values() for c in pair if c is not None}
+        | set(CREW_COLUMNS)
+    )
 )
 
 
@@ -243,6 +252,21 @@ def iso_us(us: int | None) -> str | None:
         return None
     moment = _EPOCH + dt.timedelta(microseconds=int(us))
     return moment.isoformat().replace("+00:00", "Z")
+
+
+def _us_of(text: object) -> int | None:
+    """µs since the epoch of a time `iso_us` wrote; None for anything else (an edited
+    detail then differs from its row, which the cross-check names)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +462,9 @@ def cross_check_alarms(
                 expected[by_column] = str(step_detail.get("by", ""))
             if step in ALARM_STATE_STEPS:
                 state = step
+            if step == "crew_dispatched":
+                expected["crew"] = str(step_detail.get("crew", ""))
+                expected["crew_eta_us"] = _us_of(step_detail.get("eta"))
             if step in ("resolved", "false_alarm"):
                 # Closed while the event was still raised: the reason is kept on the row.
                 early = step_detail.get("event") == "raised"
@@ -448,7 +475,8 @@ def cross_check_alarms(
             wrong.append(f"close_reason (history: {expected.get('close_reason', '')!r})")
         for column in ALARM_COLUMNS:
             value = fact.columns.get(column)
-            want = expected.get(column, "" if column.endswith("_by") else None)
+            text_column = column.endswith("_by") or column == "crew"
+            want = expected.get(column, "" if text_column else None)
             if value != want:
                 shown = iso_us(want) if column.endswith("_us") and isinstance(want, int) else want
                 wrong.append(f"{column} (history: {shown})")

@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from fleet.store.base import (
+    MAX_CREW_CHARS,
     OPEN_ALARM_STATES,
     AlarmActionError,
     AlarmReasonRequiredError,
@@ -40,6 +41,7 @@ from fleet.store.chain import (
     canonical,
     detail_entry_hash,
     event_detail,
+    iso_us,
 )
 from fleet.store.chain import type_name as _type_name
 from fleet.store.reasons import params_of
@@ -128,7 +130,8 @@ _ALARM_COLUMNS = (
     "a.raised_us, a.state, a.dispatched_us, a.acknowledged_us, a.acknowledged_by, "
     "a.on_site_us, a.on_site_by, a.closed_us, a.closed_by, a.escalated_us, a.cleared_us, "
     "COALESCE(u.building, ''), COALESCE(u.address, ''), COALESCE(u.street, ''), "
-    "COALESCE(u.contractor, ''), a.close_reason"
+    "COALESCE(u.contractor, ''), a.close_reason, a.crew, a.crew_eta_us, "
+    "a.crew_dispatched_us, a.crew_dispatched_by"
 )
 _ALARM_FROM = "FROM alarms a LEFT JOIN units u ON u.unit_id = a.unit_id"
 
@@ -139,7 +142,10 @@ _ACTIONS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
     "resolve": (("acknowledged", "on_site"), "resolved", "closed_us", "closed_by"),
     "false_alarm": (OPEN_ALARM_STATES, "false_alarm", "closed_us", "closed_by"),
 }
-ALARM_ACTIONS = tuple(_ACTIONS)
+# "dispatch": who was sent and when they are expected, on an acknowledged alarm, which it
+# leaves acknowledged (its step is not a state; the reports do not read it).
+_DISPATCH = (("acknowledged",), "crew_dispatched", "crew_dispatched_us", "crew_dispatched_by")
+ALARM_ACTIONS = (*_ACTIONS, "dispatch")
 # The steps that close an alarm: while its event is still raised they need a reason.
 _CLOSING = frozenset({"resolved", "false_alarm"})
 
@@ -216,6 +222,10 @@ def _alarm(row: Sequence[Any]) -> AlarmRow:
         street=row[21],
         contractor=row[22],
         close_reason=row[23],
+        crew=row[24] or "",
+        crew_eta=_at(row[25]),
+        crew_dispatched=_at(row[26]),
+        crew_dispatched_by=row[27] or "",
     )
 
 
@@ -457,17 +467,29 @@ class LifecycleStore:
         return None if row is None else _alarm(row)
 
     def alarm_action(
-        self, alarm_id: int, action: str, by: str, now: dt.datetime, reason: str = ""
+        self,
+        alarm_id: int,
+        action: str,
+        by: str,
+        now: dt.datetime,
+        reason: str = "",
+        crew: str = "",
+        eta: dt.datetime | None = None,
     ) -> AlarmRow:
         """Apply one disposal step; see `fleet.store.base.Store.alarm_action`.
 
         Whether the event is still raised is judged in the same UPDATE that closes the
         alarm, so a CLEARED record committed meanwhile cannot slip between check and close.
         """
-        if action not in _ACTIONS:
-            raise AlarmActionError(f"unknown action {action!r}; known: {', '.join(_ACTIONS)}")
+        if action not in ALARM_ACTIONS:
+            known = ", ".join(ALARM_ACTIONS)
+            raise AlarmActionError(f"unknown action {action!r}; known: {known}")
         if not by.strip():
             raise AlarmActionError(f"alarm {alarm_id}: say who ({action} needs a name)")
+        if action == "dispatch":
+            return self._dispatch_crew(alarm_id, by.strip(), now, reason.strip(), crew, eta)
+        if crew or eta is not None:
+            raise AlarmActionError(f"alarm {alarm_id}: only dispatch says who was sent and when")
         allowed, state, at_column, by_column = _ACTIONS[action]
         closing = int(state in _CLOSING)
         reason = reason.strip()
@@ -506,13 +528,68 @@ class LifecycleStore:
             detail: dict[str, Any] = {"alarm_id": alarm_id, "step": state, "by": by.strip()}
             if closing:
                 detail["event"] = "raised" if found[1] is None else "cleared"
-            if reason:
-                detail["reason"] = reason
-            self._queue_history(found[0], now_us, "alarm", detail)
-            self._flush_history()
+            self._chain_step(found[0], now_us, detail, reason)
+        return self._stepped(alarm_id)
+
+    def _chain_step(self, unit_id: str, at_us: int, detail: dict[str, Any], note: str) -> None:
+        """Chain one alarm step (with the person's note, if any) and end the transaction's
+        history: the step and its row change commit together."""
+        if note:
+            detail["reason"] = note
+        self._queue_history(unit_id, at_us, "alarm", detail)
+        self._flush_history()
+
+    def _stepped(self, alarm_id: int) -> AlarmRow:
+        """The alarm a step just changed (it exists: the step's UPDATE found it)."""
         result = self._alarm_by_id(alarm_id)
         assert result is not None
         return result
+
+    def _dispatch_crew(
+        self,
+        alarm_id: int,
+        by: str,
+        now: dt.datetime,
+        reason: str,
+        crew: str,
+        eta: dt.datetime | None,
+    ) -> AlarmRow:
+        """The ``dispatch`` action of `alarm_action`: stamp who was sent and their ETA on an
+        acknowledged alarm and chain a ``crew_dispatched`` step (again if re-sent)."""
+        crew = crew.strip()
+        if not crew:
+            raise AlarmActionError(f"alarm {alarm_id}: dispatch needs who was sent (crew)")
+        if len(crew) > MAX_CREW_CHARS:
+            raise AlarmActionError(
+                f"alarm {alarm_id}: crew is longer than {MAX_CREW_CHARS} characters"
+            )
+        if eta is None or eta < now:
+            raise AlarmActionError(f"alarm {alarm_id}: dispatch needs an ETA not before now")
+        allowed, step, at_column, by_column = _DISPATCH
+        now_us, eta_us = _us(now), _us(eta)
+        with self._transaction(durable=True):
+            self._drop_history()
+            found = self._execute(
+                f"UPDATE alarms SET {at_column} = ?, {by_column} = ?, crew = ?, crew_eta_us = ? "
+                "WHERE alarm_id = ? AND state = ? RETURNING unit_id",
+                (now_us, by, crew, eta_us, alarm_id, allowed[0]),
+            ).fetchone()
+            if found is None:
+                current = self._alarm_by_id(alarm_id)
+                if current is None:
+                    raise AlarmActionError(f"alarm {alarm_id} does not exist")
+                raise AlarmActionError(
+                    f"alarm {alarm_id} is {current.state}; dispatch needs it {allowed[0]}"
+                )
+            detail: dict[str, Any] = {
+                "alarm_id": alarm_id,
+                "step": step,
+                "by": by,
+                "crew": crew,
+                "eta": iso_us(eta_us),
+            }
+            self._chain_step(found[0], now_us, detail, reason)
+        return self._stepped(alarm_id)
 
     def claim_deliveries(self, plan: DispatchPlan, now: dt.datetime) -> list[Delivery]:
         """Create, escalate and lease due sends; see `Store.claim_deliveries`."""

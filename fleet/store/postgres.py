@@ -18,6 +18,7 @@ from typing import Any
 from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
 from fleet.store.configs import CONFIGS_MIGRATION
+from fleet.store.crew import CREW_MIGRATION
 from fleet.store.evidence import EVIDENCE_MIGRATION
 from fleet.store.lifecycle import LIFECYCLE_TABLES
 from fleet.store.liveness import LIVENESS_MIGRATION, POSTGRES_FILLFACTOR
@@ -151,6 +152,9 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 16, "configs": agents' desired configuration documents, every version kept,
     # groups, and what each agent reports applied (issue 20, see fleet.store.configs).
     CONFIGS_MIGRATION.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    # Version 17, "crew": who a dispatcher sent to an alarm and when they are expected
+    # (issue 19, see fleet.store.crew).
+    CREW_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -22,6 +22,7 @@ from typing import Any
 from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
 from fleet.store.configs import CONFIGS_MIGRATION
+from fleet.store.crew import CREW_MIGRATION
 from fleet.store.evidence import EVIDENCE_MIGRATION
 from fleet.store.lifecycle import LIFECYCLE_TABLES
 from fleet.store.liveness import LIVENESS_MIGRATION
@@ -166,6 +167,9 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 18, "configs": agents' desired configuration documents, every version kept,
     # groups, and what each agent reports applied (issue 20, see fleet.store.configs).
     CONFIGS_MIGRATION.format(id="INTEGER PRIMARY KEY"),
+    # Version 19, "crew": who a dispatcher sent to an alarm and when they are expected
+    # (issue 19, see fleet.store.crew).
+    CREW_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

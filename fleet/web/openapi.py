@@ -34,9 +34,10 @@ import fleet.web.northbound
 import fleet.web.rollouts
 import fleet.web.users
 from fleet.read.shape import component_schemas, name_of
+from fleet.store.base import MAX_CREW_CHARS
 from fleet.units.coverage import UnitStatus
 from fleet.web.evidence import DEFAULT_REQUEST_SECONDS, MAX_REQUEST_SECONDS
-from fleet.web.lifecycle import MAX_REASON_CHARS
+from fleet.web.lifecycle import MAX_ETA_MINUTES, MAX_REASON_CHARS
 
 _STR: dict[str, Any] = {"type": "string"}
 _INT: dict[str, Any] = {"type": "integer"}
@@ -237,14 +238,18 @@ ROUTES: tuple[Operation, ...] = (
     Operation(
         "post",
         "/api/alarms/{alarm_id}/{action}",
-        "A disposal step: ack, on-site, resolve or false-alarm, by a named person",
+        "A disposal step: ack, dispatch, on-site, resolve or false-alarm, by a named person",
         "Alarm",
         (Param("alarm_id", schema=_ALARM_ID, where="path"), Param("action", where="path")),
         {**_BAD_OR_MISSING, 409: "the alarm's state forbids it"},
         description="Closing (resolve, false-alarm) an alarm whose event is still "
         "raised (no CLEARED record yet: the passenger may still be inside) needs a "
         "reason, kept as the alarm's close_reason and in its history; without one the "
-        "answer is 400. `by` is required only when the fleet runs without login.",
+        "answer is 400. `by` is required only when the fleet runs without login. "
+        "dispatch (on an acknowledged alarm, which stays acknowledged) records who was "
+        "sent (`crew`, a name or team: personal data, shown to the dashboard's roles only, "
+        "never public nor northbound) and when they are expected (`eta_minutes` from now); "
+        "again later, it replaces both and the history keeps each.",
         body={
             "required": False,
             "content": {
@@ -254,6 +259,12 @@ ROUTES: tuple[Operation, ...] = (
                         "properties": {
                             "by": _STR,
                             "reason": {"type": "string", "maxLength": MAX_REASON_CHARS},
+                            "crew": {"type": "string", "maxLength": MAX_CREW_CHARS},
+                            "eta_minutes": {
+                                "type": "number",
+                                "minimum": 0,
+                                "maximum": MAX_ETA_MINUTES,
+                            },
                         },
                     }
                 }

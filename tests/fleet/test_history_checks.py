@@ -23,11 +23,20 @@ from fleet.history.checkpoint import (
     write_checkpoint,
 )
 from fleet.history.verify import checkpoint_round, verify_store
-from fleet.store.base import ControllerIdentity, DispatchPlan, RegisterEntry, UnitClaim
+from fleet.store.base import (
+    AlarmActionError,
+    ControllerIdentity,
+    DispatchPlan,
+    RegisterEntry,
+    UnitClaim,
+)
 from fleet.store.chain import ALARM_STEP_COLUMNS, canonical, detail_entry_hash
-from fleet.store.lifecycle import _ACTIONS
+from fleet.store.lifecycle import _ACTIONS, _DISPATCH
 from fleet.store.open import open_store
+from fleet.store.postgres import SCHEMA_VERSION as POSTGRES_VERSION
 from fleet.store.sql import SqlStore
+from fleet.store.sqlite import SCHEMA_VERSION as SQLITE_VERSION
+from fleet.store.sqlite import SqliteStore
 from fleet.store.worker import StoreWorker
 from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import T0, record
@@ -174,8 +183,114 @@ def test_an_alarm_state_or_close_reason_edit_is_named(store: SqlStore) -> None:
 def test_the_alarm_step_columns_match_the_actions_that_stamp_them() -> None:
     # The cross-check knows which column each chained step stamps; the store's actions
     # must stamp the same ones.
-    for _allowed, state, at_column, by_column in _ACTIONS.values():
+    for _allowed, state, at_column, by_column in (*_ACTIONS.values(), _DISPATCH):
         assert ALARM_STEP_COLUMNS[state] == (at_column, by_column)
+
+
+def _dispatched(store: SqlStore) -> int:
+    """A second entrapment on U1, acknowledged, then a crew sent to it: its alarm id."""
+    at = T0 + dt.timedelta(hours=1)
+    store.commit_batch("a1", [record(6, "U1", time=at, event=ENTRAPMENT, event_id="trap2")], at)
+    alarm = next(a for a in store.alarms() if a.event_id == "trap2")
+    store.alarm_action(alarm.alarm_id, "ack", "dispatcher Li", at)
+    sent = store.alarm_action(
+        alarm.alarm_id,
+        "dispatch",
+        "dispatcher Li",
+        at,
+        reason="via the north gate",
+        crew="张三 (rescue team 2)",
+        eta=at + dt.timedelta(minutes=12),
+    )
+    assert (sent.state, sent.crew, sent.crew_dispatched_by) == (
+        "acknowledged",
+        "张三 (rescue team 2)",
+        "dispatcher Li",
+    )
+    assert sent.crew_eta == at + dt.timedelta(minutes=12) and sent.crew_dispatched == at
+    return alarm.alarm_id
+
+
+def test_a_crew_dispatched_step_is_chained_and_its_edits_are_named(store: SqlStore) -> None:
+    alarm_id = _dispatched(store)
+    rows, _ = store.history("U1")
+    step = json.loads(rows[-1].detail)
+    assert step == {
+        "alarm_id": alarm_id,
+        "step": "crew_dispatched",
+        "by": "dispatcher Li",
+        "crew": "张三 (rescue team 2)",
+        "eta": "2026-03-01T09:12:00Z",  # T0 + 1 h + 12 min, as the history writes times
+        "reason": "via the north gate",
+    }
+    assert _found(store) == []
+    store._execute("UPDATE alarms SET crew = 'someone else' WHERE alarm_id = ?", (alarm_id,))
+    (problem,) = verify_store(store).problems
+    assert problem.table == "alarms" and "crew (history: 张三 (rescue team 2))" in problem.reason
+    store._execute(
+        "UPDATE alarms SET crew = ?, crew_eta_us = crew_eta_us + 60000000 WHERE alarm_id = ?",
+        ("张三 (rescue team 2)", alarm_id),
+    )
+    (problem,) = verify_store(store).problems
+    assert "crew_eta_us (history: " in problem.reason
+
+
+def test_dispatch_needs_an_acknowledged_alarm_a_crew_and_an_eta(store: SqlStore) -> None:
+    at = T0 + dt.timedelta(hours=1)
+    store.commit_batch("a1", [record(6, "U1", time=at, event=ENTRAPMENT, event_id="trap2")], at)
+    alarm = next(a for a in store.alarms() if a.event_id == "trap2")
+    eta = at + dt.timedelta(minutes=5)
+    with pytest.raises(AlarmActionError, match="is raised; dispatch needs it acknowledged"):
+        store.alarm_action(alarm.alarm_id, "dispatch", "Li", at, crew="Zhang", eta=eta)
+    store.alarm_action(alarm.alarm_id, "ack", "Li", at)
+    with pytest.raises(AlarmActionError, match="needs who was sent"):
+        store.alarm_action(alarm.alarm_id, "dispatch", "Li", at, crew="  ", eta=eta)
+    with pytest.raises(AlarmActionError, match="longer than 80"):
+        store.alarm_action(alarm.alarm_id, "dispatch", "Li", at, crew="x" * 81, eta=eta)
+    with pytest.raises(AlarmActionError, match="needs an ETA"):
+        store.alarm_action(alarm.alarm_id, "dispatch", "Li", at, crew="Zhang")
+    with pytest.raises(AlarmActionError, match="only dispatch says who"):
+        store.alarm_action(alarm.alarm_id, "on_site", "Li", at, crew="Zhang")
+    assert store.history("U1")[0][-1].kind == "alarm"  # nothing chained by the refusals
+    assert json.loads(store.history("U1")[0][-1].detail)["step"] == "acknowledged"
+
+
+def test_a_chain_written_before_migration_crew_still_verifies(store_target: str) -> None:
+    # The fixture's history was written as a fleet before this change writes it (no crew
+    # step). Take the database back to the schema before migration "crew", reopen (which
+    # migrates it), and verify: then a crew step on top verifies too.
+    opened = open_store(store_target)
+    try:
+        _before_crew(opened)
+    finally:
+        opened.close()
+    store = open_store(store_target)
+    try:
+        assert _found(store) == []
+        alarm_id = _dispatched(store)
+        assert _found(store) == []
+        assert next(a for a in store.alarms() if a.alarm_id == alarm_id).crew
+    finally:
+        store.close()
+
+
+def _before_crew(store: SqlStore) -> None:
+    """``store`` as a fleet before migration "crew" left it: the fixture's history, no crew
+    columns, the schema version one less."""
+    later = T0 + dt.timedelta(seconds=40)
+    store.upsert_register([RegisterEntry("U1", building="B1", street="S1", contractor="C1")], T0)
+    store.register_hello("a1", "0.1.0", [UnitClaim("U1", ControllerIdentity(model="RC-3000"))], T0)
+    store.commit_batch(
+        "a1", [record(2, "U1", time=later, event=ENTRAPMENT, event_id="trap")], later
+    )
+    (alarm,) = store.alarms()
+    store.alarm_action(alarm.alarm_id, "ack", "dispatcher Li", later)
+    for column in ("crew_dispatched_us", "crew_dispatched_by", "crew", "crew_eta_us"):
+        store._execute(f"ALTER TABLE alarms DROP COLUMN {column}")
+    if isinstance(store, SqliteStore):
+        store._execute(f"PRAGMA user_version = {SQLITE_VERSION - 1}")
+    else:
+        store._execute("UPDATE schema_version SET version = ?", (POSTGRES_VERSION - 1,))
 
 
 # -- a truncated, rewound, deleted or rewritten chain -----------------------------------------
