@@ -27,6 +27,7 @@ from starlette.routing import Route
 from fleet.auth.passwords import hash_password
 from fleet.auth.roles import Role
 from fleet.config import FleetConfig, StoreConfig
+from fleet.reports.claims import PROBLEM_TEMPLATES
 from fleet.store.maintenance import NewRecord, UnitDerivation, VisitRow
 from fleet.store.sql import to_us
 from fleet.store.sqlite import SqliteStore
@@ -326,7 +327,14 @@ def _admin_token(district: District) -> str:
 
 
 # How a route says a unit is unknown, echoing the id the caller itself sent.
-UNKNOWN_ECHO = re.compile(r"unit \\?'U2\\?' unknown")
+# The claims audit's "unit unknown" problem in each language it speaks (the reader's, the
+# site's Chinese by default), naming U2 as the caller wrote it: an echo, not a leak.
+UNKNOWN_ECHO = re.compile(
+    "|".join(
+        re.escape(text).replace(re.escape("{unit!r}"), r"\\?'U2\\?'")
+        for text in PROBLEM_TEMPLATES["unit_unknown"].values()
+    )
+)
 
 
 def _leaked(text: str) -> list[str]:
