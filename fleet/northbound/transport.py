@@ -196,6 +196,10 @@ class HttpTransport:
         if 200 <= status < 300 or status == 409:
             return SendResult(Outcome.DELIVERED, status, "")
         wait = retry_after(response.retry_after)
+        if wait is not None:
+            # At most retry_max_s: a Retry-After of a year (or of 400 digits, infinity)
+            # would stop the forwarder for that long, holding its lease.
+            wait = min(wait, self._platform.retry_max_s)
         if status >= 500 or status in RETRY_STATUSES:
             return SendResult(Outcome.RETRY, status, _reason(response), wait)
         return SendResult(Outcome.REJECTED, status, _reason(response))

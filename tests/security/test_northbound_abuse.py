@@ -1,10 +1,13 @@
-"""A hostile regional platform against northbound forwarding (probe ``northbound_answers``).
+"""A hostile regional platform against northbound forwarding (probe
+``northbound_hostile_platform``).
 
 A real HTTP server on loopback answers the fleet's POST with an endless body, or sends its
-answer a byte at a time, never finishing. Each send must end (RETRY or REJECTED, as the
-status says) having read a bounded part of the body, within its ``timeout_s``: the
-lease that fences a send assumes it is over by then (docs/northbound.md), and an endless
-body buffered whole would fill the fleet's memory.
+answer a byte at a time, never finishing, or asks to be left alone for ever (a Retry-After
+of 400 digits: infinity, which the forwarder would wait out holding its lease). Each send
+must end (RETRY or REJECTED, as the status says) having read a bounded part of the body,
+within its ``timeout_s`` (the lease that fences a send assumes it is over by then,
+docs/northbound.md; an endless body buffered whole would fill the fleet's memory), and
+ask for no longer a wait than ``retry_max_s``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fleet.northbound.config import PlatformConfig
 from fleet.northbound.mapping import Rendered
-from fleet.northbound.transport import MAX_ANSWER_BYTES, REASON_CHARS, HttpTransport, Outcome
+from fleet.northbound.transport import (
+    MAX_ANSWER_BYTES,
+    REASON_CHARS,
+    HttpTransport,
+    Outcome,
+    SendResult,
+)
 from tests.support import eventually
 
 Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
@@ -87,15 +96,19 @@ async def _drip_200(writer: asyncio.StreamWriter) -> None:
 
 
 def _send(url: str, timeout_s: float) -> tuple[Outcome, str]:
-    async def main_() -> tuple[Outcome, str]:
+    result = _result(url, timeout_s)
+    return result.outcome, result.reason
+
+
+def _result(url: str, timeout_s: float) -> SendResult:
+    async def main_() -> SendResult:
         transport = HttpTransport(
             PlatformConfig(name="hostile", mapping="gbt24476", url=url, timeout_s=timeout_s)
         )
         try:
-            result = await transport.send(MESSAGE)
+            return await transport.send(MESSAGE)
         finally:
             await transport.aclose()
-        return result.outcome, result.reason
 
     return asyncio.run(asyncio.wait_for(main_(), 60))
 
@@ -124,3 +137,20 @@ def test_an_answer_dripping_a_byte_at_a_time_ends_at_timeout_s() -> None:
     outcome, reason = asyncio.run(asyncio.wait_for(main_(), 90))
     assert outcome is Outcome.RETRY
     assert reason == "no whole answer within 1 s"
+
+
+async def _busy_for_ever(writer: asyncio.StreamWriter) -> None:
+    writer.write(
+        b"HTTP/1.1 503 Busy\r\nRetry-After: " + b"9" * 400 + b"\r\nContent-Length: 0\r\n\r\n"
+    )
+    await writer.drain()
+
+
+def test_a_retry_after_of_infinity_waits_at_most_retry_max_s() -> None:
+    async def main_() -> SendResult:
+        async with platform(_busy_for_ever) as (url, _):
+            return await asyncio.to_thread(_result, url, 5.0)
+
+    result = asyncio.run(asyncio.wait_for(main_(), 90))
+    assert result.outcome is Outcome.RETRY and result.status == 503
+    assert result.retry_after_s == PlatformConfig(name="p", mapping="m").retry_max_s
