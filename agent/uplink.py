@@ -105,7 +105,11 @@ class Backoff:
 
 
 class Uplink:
-    """Streams outbox records to the fleet until cancelled."""
+    """Streams outbox records to the fleet until cancelled.
+
+    ``on_connected`` runs at the start of each stream to a fleet that takes update
+    reports (Welcome.accepts_update_reports), where the updater resends its outcomes.
+    """
 
     def __init__(
         self,
@@ -146,6 +150,9 @@ class Uplink:
         # Whether the fleet of the current session takes Evidence (its Welcome says so);
         # to one that does not, evidence records are held back (see agent.outbox).
         self.accepts_evidence = False
+        # Whether this stream's fleet takes update reports (Welcome.accepts_update_reports):
+        # an older fleet ends the stream on a frame it does not know.
+        self.accepts_update_reports = False
         self._hello = hello
         self._endpoints = list(endpoints)
         self._max_batch = max_batch_records
@@ -266,6 +273,7 @@ class Uplink:
             welcome = self._welcome(first)
             self._outbox.ensure_seq_above(welcome.committed_seq)
             self.accepts_evidence = welcome.accepts_evidence
+            self.accepts_update_reports = welcome.accepts_update_reports
             # Evidence at or below the Welcome's seq is held, whatever this fleet takes:
             # the last session may have skipped it (an older fleet whose ack was lost), and
             # a resend under a new seq costs at most a duplicate, never a loss.
@@ -287,7 +295,7 @@ class Uplink:
                     self._replies.insert(0, resent)
             self.connected = True
             self._stream_channel = channel
-            if self._on_connected is not None:
+            if self._on_connected is not None and self.accepts_update_reports:
                 self._on_connected()
             if self._metrics is not None:
                 self._metrics.fleet_connected.set(1)
@@ -441,7 +449,13 @@ class Uplink:
 
     def send_frame(self, frame: gateway_pb2.AgentFrame) -> None:
         """Queue ``frame`` (an UpdateReport) for the sender to write on the stream; a
-        queue not sent when the stream ends is dropped (reports are resent per stream)."""
+        queue not sent when the stream ends is dropped (reports are resent per stream).
+        An update report to a fleet that does not take them (an older fleet, which would
+        end the stream) is dropped here; the updater's outcomes stay in its spool and are
+        sent on the next stream to a fleet that does."""
+        if frame.HasField("update_report") and not self.accepts_update_reports:
+            log.debug("fleet takes no update reports: %s not sent", frame.update_report.state)
+            return
         self._replies.append(frame)
         self._wake.set()
 

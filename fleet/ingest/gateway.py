@@ -628,6 +628,7 @@ class AgentGateway(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
                 max_batch_bytes=self._limits.max_batch_bytes,
                 heartbeat_interval_s=self._limits.heartbeat_interval_s,
                 accepts_evidence=True,
+                accepts_update_reports=True,
             )
         )
         try:

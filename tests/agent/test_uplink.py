@@ -135,3 +135,81 @@ def test_a_backlog_goes_at_once_in_seq_order(tmp_path: Path) -> None:
     assert seqs == list(range(1, 1201))
     assert len(fleet.batches) == 3  # 500, 500 and 200: none of them lingered
     assert fleet.batches[-1][0] - began < LINGER_S + 1.0
+
+
+class OlderFleet(Fleet):
+    """A fleet from before issue 20: its Welcome says nothing of update reports, and it
+    ends the stream on any frame but Hello, RecordBatch and Heartbeat (as the gateway of
+    that version does with REJECT_CODE_PROTOCOL)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unknown: list[str] = []
+
+    async def Connect(  # noqa: N802 (the gRPC method's name)
+        self, frames: AsyncIterator[gateway_pb2.AgentFrame], context: Any
+    ) -> AsyncIterator[gateway_pb2.FleetFrame]:
+        async for frame in frames:
+            kind = frame.WhichOneof("frame")
+            if kind not in ("hello", "batch", "heartbeat"):
+                self.unknown.append(str(kind))
+                yield gateway_pb2.FleetFrame(
+                    reject=gateway_pb2.Reject(code=gateway_pb2.REJECT_CODE_PROTOCOL)
+                )
+                return
+            if kind == "hello":
+                yield gateway_pb2.FleetFrame(welcome=gateway_pb2.Welcome(heartbeat_interval_s=30))
+            elif kind == "batch":
+                seqs = [r.seq for r in frame.batch.records]
+                self.batches.append((time.monotonic(), seqs))
+                self.arrived.set()
+                yield gateway_pb2.FleetFrame(ack=gateway_pb2.Ack(up_to_seq=seqs[-1]))
+
+
+def test_an_older_fleet_gets_no_update_report_and_keeps_the_stream(tmp_path: Path) -> None:
+    """An agent with an updater still streams to a fleet that predates update reports:
+    its start-of-stream report (the updater's health) and later ones are not sent, so
+    the older fleet never ends the stream on them; its records are acked as before."""
+    from agent.update import READY_ID, report_frame
+
+    fleet = OlderFleet()
+    connects: list[int] = []
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        gateway_pb2_grpc.add_AgentGatewayServicer_to_server(fleet, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        box = Outbox(tmp_path / "outbox.db", wall=lambda: 0.0)
+        uplink: Uplink | None = None
+
+        def on_connected() -> None:
+            connects.append(1)
+            assert uplink is not None
+            uplink.send_frame(report_frame(READY_ID, "health", "{}"))
+
+        uplink = Uplink(
+            box,
+            lambda: gateway_pb2.Hello(agent_id="a1"),
+            [f"127.0.0.1:{port}"],
+            linger_s=0.05,
+            on_connected=on_connected,
+        )
+        task = asyncio.create_task(uplink.run())
+        try:
+            await eventually(lambda: uplink.connected, what="connected", interval_s=0.01)
+            # A report the updater sends later on the same stream is dropped too.
+            uplink.send_frame(report_frame("r1", "installing"))
+            for floor in (1, 2):
+                keep(box, uplink, [sample(floor)], urgent=True)
+                await eventually(lambda: box.depth() == 0, what="the record acked", interval_s=0.01)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await server.stop(None)
+            box.close()
+
+    asyncio.run(main())
+    assert fleet.unknown == []
+    assert [seqs for _, seqs in fleet.batches] == [[1], [2]]
+    assert connects == []

@@ -159,18 +159,20 @@ class Hello(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., units: _Optional[_Iterable[_Union[UnitDescriptor, _Mapping]]] = ..., records_evidence: _Optional[bool] = ..., config_version: _Optional[int] = ..., accepts_config: _Optional[bool] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("committed_seq", "max_batch_records", "max_batch_bytes", "heartbeat_interval_s", "accepts_evidence")
+    __slots__ = ("committed_seq", "max_batch_records", "max_batch_bytes", "heartbeat_interval_s", "accepts_evidence", "accepts_update_reports")
     COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_RECORDS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_BYTES_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_UPDATE_REPORTS_FIELD_NUMBER: _ClassVar[int]
     committed_seq: int
     max_batch_records: int
     max_batch_bytes: int
     heartbeat_interval_s: int
     accepts_evidence: bool
-    def __init__(self, committed_seq: _Optional[int] = ..., max_batch_records: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ..., heartbeat_interval_s: _Optional[int] = ..., accepts_evidence: _Optional[bool] = ...) -> None: ...
+    accepts_update_reports: bool
+    def __init__(self, committed_seq: _Optional[int] = ..., max_batch_records: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ..., heartbeat_interval_s: _Optional[int] = ..., accepts_evidence: _Optional[bool] = ..., accepts_update_reports: _Optional[bool] = ...) -> None: ...
 
 class RecordBatch(_message.Message):
     __slots__ = ("records",)
