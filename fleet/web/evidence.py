@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import json
 import math
@@ -60,6 +61,10 @@ MAX_REQUEST_SECONDS = 600
 REQUEST_TTL_S = 120.0
 # How long the POST waits for a gateway to take the request: several polls.
 TAKE_WAIT_S = 8 * EVIDENCE_POLL_S
+# The POSTs one user (with auth off: one client address) may have waiting for a gateway
+# at once, in this process: each reads the store every `_RECHECK_S` until its request is
+# taken, so a user asking for many cars at once must not multiply those reads.
+ASKING_PER_USER = 4
 _RECHECK_S = 0.05
 
 
@@ -111,6 +116,7 @@ def evidence_routes(
     """The routes of the flight recorder over ``store`` (a 400 naming the reason when
     built without one); ``guarded`` admits the caller, every read takes its scope."""
     reads = EvidenceReads(store) if store is not None else None
+    asking: collections.Counter[str] = collections.Counter()
 
     def need() -> tuple[StoreWorker, EvidenceReads]:
         if store is None or reads is None:
@@ -160,6 +166,29 @@ def evidence_routes(
             if not isinstance(named, str) or not named.strip():
                 raise BadRequestError('body: "by" must name who asks')
             by = named.strip()
+        # The car's request in flight first (a read): asking again for a car already asked
+        # is answered the same whatever else the user has asked for.
+        now = clock()
+        busy = await worker.call(lambda s: s.outstanding_evidence_request(unit_id, now))
+        if busy is not None:
+            return _busy(busy, now)
+        who = principal.username or (request.client.host if request.client else "?")
+        if asking[who] >= ASKING_PER_USER:
+            reason = (
+                f"{ASKING_PER_USER} evidence requests of yours are already waiting for their "
+                "agents; ask again once one is sent"
+            )
+            retry = {"Retry-After": str(math.ceil(TAKE_WAIT_S))}
+            return _JSON(to_json(ErrorReply(reason)), status_code=429, headers=retry)
+        asking[who] += 1
+        try:
+            return await _ask(worker, unit_id, seconds, by)
+        finally:
+            asking[who] -= 1
+            if asking[who] <= 0:
+                del asking[who]
+
+    async def _ask(worker: StoreWorker, unit_id: str, seconds: int, by: str) -> Response:
         request_id = uuid.uuid4().hex
         now = clock()
         expires = now + dt.timedelta(seconds=REQUEST_TTL_S)

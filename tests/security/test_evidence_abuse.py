@@ -21,7 +21,9 @@ import grpc
 
 from fleet.config import FleetConfig, StoreConfig
 from fleet.ingest.evidence import MAX_EVIDENCE_SAMPLES
+from fleet.store.base import RegisterEntry
 from fleet.store.sqlite import SqliteStore
+from fleet.web.evidence import ASKING_PER_USER
 from protos.evidence import EvidenceError, check_evidence, pack_state
 from protos.liftwatch.v1 import gateway_pb2, records_pb2
 from tests.fleet.factories import T0, batch, evidence_record, hello, record
@@ -228,9 +230,11 @@ def test_a_flood_of_on_demand_requests_asks_the_car_once_at_a_time(district: Dis
         assert (await _frame(agent)).welcome.accepts_evidence
         body = {"seconds": 600, "by": "desk-7"}
         path = "/api/units/U1/evidence-requests"
+        first = await asyncio.to_thread(_post, fleet, path, body)
         answers = await asyncio.gather(
-            *(asyncio.to_thread(_post, fleet, path, body) for _ in range(flood))
+            *(asyncio.to_thread(_post, fleet, path, body) for _ in range(flood - 1))
         )
+        answers.insert(0, first)
         asked = await _frame(agent)
         assert asked.WhichOneof("frame") == "evidence_request", asked
         # Once the car answered, it may be asked again.
@@ -298,3 +302,30 @@ def test_reading_the_largest_evidence_does_not_hold_ingest(district: District) -
     # Before, each read held the loop for the whole of its rendering: 6 acks came in
     # around the two reads (183 with the rendering in threads).
     assert acked_meanwhile >= 30, acked_meanwhile
+
+
+def test_one_user_asking_for_many_cars_at_once_is_bounded(district: District) -> None:
+    """Each POST waits for a gateway to take its request, reading the store meanwhile; a
+    user asking for many cars at once holds at most ASKING_PER_USER of those waits (the
+    cars' agents are not connected here, so each wait runs its full length)."""
+    cars = [f"C1-{n}" for n in range(10)]
+    store = SqliteStore.open(str(district.db))
+    try:
+        store.upsert_register([RegisterEntry(car, contractor="C1") for car in cars])
+    finally:
+        store.close()
+
+    async def scenario(fleet: Fleet) -> list[tuple[int, Any, str | None]]:
+        body = {"seconds": 30, "by": "desk-7"}
+        return await asyncio.gather(
+            *(
+                asyncio.to_thread(_post, fleet, f"/api/units/{car}/evidence-requests", body)
+                for car in cars
+            )
+        )
+
+    answers = _run(district, scenario)
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [409] * ASKING_PER_USER + [429] * (len(cars) - ASKING_PER_USER), answers
+    refused = [body["error"] for status, body, _ in answers if status == 429]
+    assert all("already waiting for their agents" in error for error in refused), refused
