@@ -329,3 +329,33 @@ def test_one_user_asking_for_many_cars_at_once_is_bounded(district: District) ->
     assert statuses == [409] * ASKING_PER_USER + [429] * (len(cars) - ASKING_PER_USER), answers
     refused = [body["error"] for status, body, _ in answers if status == 429]
     assert all("already waiting for their agents" in error for error in refused), refused
+
+
+def test_a_contractor_cannot_tell_another_contractors_car_from_no_car(district: District) -> None:
+    """Asking for U2 (C2's) and for a unit nobody has answers alike: nothing in the answer
+    says that U2 exists."""
+
+    def post(fleet: Fleet, unit_id: str) -> tuple[int, str]:
+        request = urllib.request.Request(
+            f"http://{fleet.http}/api/units/{unit_id}/evidence-requests",
+            data=b'{"seconds": 5}',
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {district.contractor_token}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    async def main_() -> list[tuple[int, str]]:
+        config = FleetConfig(store=StoreConfig(path=str(district.db)))
+        async with running_fleet(config, http=True, auth=True) as fleet:
+            return [await asyncio.to_thread(post, fleet, unit) for unit in ("U2", "U9")]
+
+    (theirs, theirs_text), (none, none_text) = asyncio.run(with_timeout(main_(), 60))
+    assert theirs == none == 404, (theirs_text, none_text)
+    assert theirs_text.replace("U2", "U9") == none_text
