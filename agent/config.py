@@ -130,7 +130,7 @@ from agent.detect.engine import DetectionConfig
 from agent.detect.events import EventType
 from agent.recorder import RecorderConfig, onset_lag_s, window_problems
 from agent.release import ReleaseError
-from agent.release import public_key as release_public_key
+from agent.release import key_bytes as release_key_bytes
 from liftconf.schema import Problem, bounded, out_of_range, read_section, type_name
 
 # Telemetry reaches the fleet's live view up to fleet.linger_s late; more than this would
@@ -485,7 +485,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
     update = _read(UpdateSettings, "update", update_raw, (), problems)
     for i, key in enumerate(update.release_keys):
         try:
-            release_public_key(key)
+            release_key_bytes(key)
         except ReleaseError as exc:
             problems.append(ConfigProblem(f"update.release_keys[{i}]", str(exc)))
 

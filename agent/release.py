@@ -22,9 +22,10 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -71,16 +72,26 @@ class Manifest:
         raise ReleaseError(f"file {name!r} is not in release {self.release_id}")
 
 
-def public_key(text: str) -> Ed25519PublicKey:
-    """The ed25519 public key written as base64 of its 32 raw bytes; `ReleaseError` naming
-    the problem otherwise."""
+def key_bytes(text: str) -> bytes:
+    """The 32 raw bytes of an ed25519 public key written as base64; `ReleaseError` naming
+    the problem otherwise. What `check-config` checks, without loading `cryptography`."""
     try:
         raw = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ReleaseError(f"release key {text!r} is not base64: {exc}") from None
     if len(raw) != 32:
         raise ReleaseError(f"release key {text!r} is {len(raw)} bytes, an ed25519 key is 32")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    return raw
+
+
+def public_key(text: str) -> Ed25519PublicKey:
+    """The ed25519 public key written as base64 of its 32 raw bytes; `ReleaseError` naming
+    the problem otherwise."""
+    # Imported here: `cryptography` costs the agent about 9 MB of RSS, and only a release
+    # being verified needs it (the agent's RSS target is 60 MB, bench/agent_footprint.py).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    return Ed25519PublicKey.from_public_bytes(key_bytes(text))
 
 
 def verify(manifest: bytes, signature: bytes, keys: tuple[str, ...]) -> Manifest:
@@ -91,6 +102,8 @@ def verify(manifest: bytes, signature: bytes, keys: tuple[str, ...]) -> Manifest
         raise ReleaseError("no release key is pinned ([update] release_keys): refused")
     if not signature:
         raise ReleaseError("the release is unsigned: refused")
+    from cryptography.exceptions import InvalidSignature
+
     for text in keys:
         try:
             public_key(text).verify(signature, manifest)
