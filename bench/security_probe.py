@@ -76,6 +76,7 @@ PROBES = (
     Probe("public_lists_no_drafts_no_personal_data", ("tests/fleet/test_publication_web.py",)),
     Probe("records_upload_yields", (f"{SECURITY}/test_upload_flood.py",)),
     Probe("update_reports_bounded", (f"{SECURITY}/test_update_report_abuse.py",)),
+    Probe("fleet_disk_full_loses_nothing", (f"{SECURITY}/test_fleet_disk_full.py",)),
 )  # fmt: skip
 
 
