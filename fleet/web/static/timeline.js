@@ -642,7 +642,7 @@
 
   /** The "what is this car doing?" button: asks the unit's agent for its last seconds
    * (POST /api/units/{unit_id}/evidence-requests), polls the request until it is answered
-   * or expired, and draws the answer into ``box``. A 409 shows the fleet's reason. */
+   * or expired, and draws the answer into ``box``. A 409 or 429 shows the fleet's reason. */
   function askButton(ctx, unitId, box) {
     const h = ctx.h;
     const seconds = h("input", { id: "rec-seconds", type: "number", min: "1", max: "600", value: "60", inputmode: "numeric" });
@@ -669,7 +669,10 @@
           }
         }
       } catch (err) {
-        ctx.put(status, err.status === 409 ? ctx.t("rec.refused", { reason: err.message })
+        // 409: the car cannot be asked; 429: it is being asked already, or this user
+        // has several requests waiting (the fleet's reason says which).
+        ctx.put(status, err.status === 409 || err.status === 429
+          ? ctx.t("rec.refused", { reason: err.message })
           : ctx.t("common.error", { message: err.message }));
       } finally {
         ask.disabled = false;
