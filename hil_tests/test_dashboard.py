@@ -446,6 +446,39 @@ async def _alarm_lifecycle(
     await page.fill(f"{row} input[name=note]", "已电话联系乘客，安抚中")
     await page.click(f"{row} button[data-action=ack]")
     await page.wait_for_selector(f"{row}[data-state=acknowledged]", timeout=WAIT_MS)
+    # The crew dispatched (crew.js): who and in how many minutes, recorded on a phone.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    send = page.locator(f"{row} button[data-action=dispatch]")
+    box = await send.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 390, box
+    await page.fill(f"{row} input[name=crew]", "张三")
+    await page.fill(f"{row} input[name=eta_minutes]", "20")
+    await send.click()
+    crew_note = f"{row} .crew-note[data-crew='张三']"
+    await page.wait_for_selector(crew_note, timeout=WAIT_MS)
+    shown = await page.inner_text(crew_note)
+    assert re.fullmatch(r"已派遣 张三 · 预计 \d\d:\d\d 到达", shown), shown
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the dispatched alarm is {overflow} px wider than a phone"
+    violations += await _axe(page, "alarms-dispatched")
+    await _shot(page, "phone-dispatched")
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await page.click("#lang")
+    await page.wait_for_function(
+        "s => /^张三 dispatched · expected \\d\\d:\\d\\d$/.test("
+        "document.querySelector(s)?.textContent || '')",
+        arg=crew_note,
+        timeout=WAIT_MS,
+    )
+    await page.click("#lang")
+    await page.wait_for_function(
+        "s => document.querySelector(s)?.textContent.startsWith('已派遣')",
+        arg=crew_note,
+        timeout=WAIT_MS,
+    )
+    assert await page.get_attribute(row, "data-state") == "acknowledged"
     await page.click(f"{row} button[data-action=on-site]")
     await page.wait_for_selector(f"{row}[data-state=on_site]", timeout=WAIT_MS)
     violations += await _rescue_follows_the_passenger(page, base, system, trapped, row)
@@ -456,6 +489,7 @@ async def _alarm_lifecycle(
     await page.click(f"{row} details summary")
     steps = await page.inner_text(f"{row} details ol")
     assert "dispatcher" in steps and "到场" in steps and "关闭" in steps
+    assert re.search(r"已派遣 张三 · 预计 \d\d:\d\d 到达 · dispatcher", steps), steps
     await page.wait_for_selector(f"{row} details li.note[data-step=acknowledged]")
     assert "已电话联系乘客" in await page.inner_text(f"{row} details .notes")
     assert len(asked) == 2 and all(f"{trapped}" in q and "撤销" in q for q in asked), asked
@@ -492,8 +526,41 @@ async def _alarm_lifecycle(
     # The summary counts, the evidence and the problems in the page's language.
     assert "有据 1" in await page.inner_text("#claims-summary")
     english += await _english_words(page, "claims-audit", allowed)
+    await _count_follows_every_unit(page, base, system, trapped)
     await context.close()
     return violations
+
+
+async def _count_follows_every_unit(
+    page: Any, base: str, system: RunningSystem, trapped: str
+) -> None:
+    """On one unit's page, another unit's new entrapment shows in the navigation's count
+    and raises the opt-in notice, without a reload; then that alarm is closed."""
+    other = next(u for u in system.spec.unit_ids if u != trapped)
+    await page.evaluate("localStorage.setItem('lw-notify', '1')")
+    await page.goto(f"{base}#/unit/{trapped}")
+    await page.wait_for_selector("#car-floor", timeout=WAIT_MS)
+    await page.wait_for_function(
+        "() => document.getElementById('live').dataset.live === 'up'", timeout=WAIT_MS
+    )
+    await page.wait_for_selector("#nav-alarm-count", state="detached", timeout=WAIT_MS)
+    await page.evaluate("window.__no_reload = true")
+    await system.inject(other, "entrapment")
+    await page.wait_for_selector("#nav-alarm-count[data-count='1']", timeout=WAIT_MS)
+    await page.wait_for_selector("body.alerting", timeout=WAIT_MS)
+    assert other in await page.inner_text("#notice")
+    assert await page.evaluate("window.__no_reload === true")
+    assert page.url.endswith(f"#/unit/{trapped}")
+    await _shot(page, "unit-other-alarm-count")
+    await system.clear(other, "entrapment")
+    await page.goto(f"{base}#/alarms")
+    row = f"#alarms-list tr[data-unit='{other}']"
+    await page.wait_for_selector(f"{row} .cleared", timeout=WAIT_MS)
+    await page.click(f"{row} button[data-action=ack]")
+    await page.wait_for_selector(f"{row}[data-state=acknowledged]", timeout=WAIT_MS)
+    await page.click(f"{row} button[data-action=resolve]")
+    await page.wait_for_selector("#nav-alarm-count", state="detached", timeout=WAIT_MS)
+    await page.evaluate("localStorage.removeItem('lw-notify')")
 
 
 def tmp_claims(unit_id: str) -> Path:

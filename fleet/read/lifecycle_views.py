@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -12,6 +13,7 @@ from fleet.read.views import event_class_name, event_type_name, iso
 from fleet.reports.scorecard import rescue_s
 from fleet.store.base import OPEN_ALARM_STATES, AlarmRow
 from fleet.store.chain import HistoryRow, Problem
+from protos.liftwatch.v1 import records_pb2
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
@@ -129,6 +131,25 @@ class AlarmsView:
     """/api/alarms and ``alarms --json``: newest first."""
 
     alarms: tuple[AlarmView, ...] = out()
+
+
+@response("AlarmCount")
+@dataclass(frozen=True)
+class AlarmCountView:
+    """/api/alarms/count: the open alarms the caller may see (the navigation's count on
+    every page, whatever unit page is open), and how many of them are entrapments whose
+    event is still raised (someone may be inside: the notice's concern)."""
+
+    open: int = out("open alarms (raised, dispatched, acknowledged, on site)", minimum=0)
+    entrapments: int = out("open entrapment alarms whose event has not cleared", minimum=0)
+
+    @classmethod
+    def of(cls, alarms: Sequence[AlarmRow]) -> AlarmCountView:
+        """The count of ``alarms`` (already the open ones in the caller's scope)."""
+        trapped = sum(
+            a.type == records_pb2.EVENT_TYPE_ENTRAPMENT and a.cleared is None for a in alarms
+        )
+        return cls(open=len(alarms), entrapments=trapped)
 
 
 @response("HistoryEntry")

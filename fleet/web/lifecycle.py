@@ -20,6 +20,7 @@ from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
 from fleet.config import ReportsConfig
 from fleet.read.lifecycle_views import (
+    AlarmCountView,
     AlarmsView,
     AlarmView,
     HistoryEntryView,
@@ -225,6 +226,11 @@ def lifecycle_routes(
         now = life.clock()
         return _JSON(to_json(AlarmsView(tuple(AlarmView.of(a, now) for a in found))))
 
+    async def alarm_count(request: Request) -> Response:
+        _, reads = need()
+        found = await reads.alarms(scope_of(request), open_only=True)
+        return _JSON(to_json(AlarmCountView.of(found)))
+
     async def alarm(request: Request) -> Response:
         life, reads = need()
         alarm_id = _alarm_id(request)
@@ -351,6 +357,7 @@ def lifecycle_routes(
 
     return [
         Route("/api/alarms", guarded(alarms)),
+        Route("/api/alarms/count", guarded(alarm_count)),
         Route("/api/alarms/{alarm_id:str}", guarded(alarm)),
         Route("/api/alarms/{alarm_id:str}/{action:str}", guarded(action), methods=["POST"]),
         Route("/api/reports/claims", guarded(claims), methods=["POST"]),

@@ -229,6 +229,14 @@ ROUTES: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        "/api/alarms/count",
+        "How many open alarms the caller may see, and how many are entrapments not yet "
+        "cleared (the navigation's count)",
+        "AlarmCount",
+        (),
+    ),
+    Operation(
+        "get",
         "/api/alarms/{alarm_id}",
         "One alarm",
         "Alarm",

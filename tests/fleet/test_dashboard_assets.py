@@ -41,7 +41,7 @@ def test_every_label_the_script_uses_exists() -> None:
     # app.js, the flight recorder's timeline.js and the plan's plan.js beside it
     script = "".join(
         (STATIC_DIR / name).read_text(encoding="utf-8")
-        for name in ("app.js", "timeline.js", "plan.js", "notify.js")
+        for name in ("app.js", "timeline.js", "plan.js", "notify.js", "crew.js")
     )
     groups = "|".join(sorted({key.split(".")[0] for key in labels}))
     # (file names such as "units.csv" look like labels but are not)

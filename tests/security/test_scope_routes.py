@@ -91,6 +91,8 @@ CASES: dict[tuple[str, str], tuple[Probe, ...]] = {
         Probe("GET", "/api/alarms?unit=U2", leaks=True),
         Probe("GET", "/api/alarms?open=true&limit=1", leaks=True),
     ),
+    # A count names no unit: its scope is checked by number (one entrapment each).
+    ("get", "/api/alarms/count"): (Probe("GET", "/api/alarms/count", leaks=False),),
     ("get", "/api/alarms/{alarm_id}"): (Probe("GET", "/api/alarms/{alarm_U2}", leaks=True),),
     ("post", "/api/alarms/{alarm_id}/{action}"): (
         Probe("POST", "/api/alarms/{alarm_U2}/ack", leaks=True, body=b'{"by": "x"}'),
@@ -375,6 +377,9 @@ def test_a_contractor_reads_only_its_own_units(
     answers = asyncio.run(with_timeout(main_(), 60))
     for probe, (status, body), (admin_status, admin_body) in answers:
         where = f"{probe.method} {probe.path}"
+        if probe.path == "/api/alarms/count":
+            counted = (json.loads(body)["open"], json.loads(admin_body)["open"])
+            assert counted == (1, 2), (where, body, admin_body)
         if probe.leaks:
             # The route does carry the other contractor's data: the administrator sees it.
             assert admin_status == 200 and _leaked(admin_body), (where, admin_status, admin_body)

@@ -206,15 +206,21 @@
     }
   }
 
-  // The number of open alarms beside "Alarms" in the navigation.
+  // The number of open alarms beside "Alarms" in the navigation: every alarm the reader
+  // may see (the fleet scopes /api/alarms/count), whatever page is open. The live stream
+  // says when to look again; a poll is the backstop for what it cannot carry (a
+  // reconnect's gap, another instance's commits when no relay runs).
+  const ALARM_COUNT_POLL_MS = 30000;
   const refreshAlarmCount = debounce(async () => {
     const link = document.querySelector("#nav a[href='#/alarms']");
     if (!state.user || !link) return;
     let n;
-    try { n = (await api("/api/alarms?open=true&limit=1000")).alarms.length; } catch { return; }
+    try { n = (await api("/api/alarms/count")).open; } catch { return; }
     link.querySelector(".nav-count")?.remove();
     if (n) link.append(h("span", { className: "nav-count", id: "nav-alarm-count", "data-count": n, "aria-label": t("nav.open_alarms", { n }) }, fmtNumber(n)));
   }, 300);
+
+  setInterval(refreshAlarmCount, ALARM_COUNT_POLL_MS);
 
   function setLive(up) {
     const node = document.getElementById("live");
@@ -387,7 +393,7 @@
         unitLink(a.unit_id),
         buildingCell(a),
         fmtNumber(a.floor),
-        [label("astate", a.state), a.cleared ? " " : null, clearedNote(a)],
+        [label("astate", a.state), a.cleared ? " " : null, clearedNote(a), window.LW_CREW.note(recorder(), a)],
         fmtTime(a.onset || a.raised),
         ageCell(a),
       ];
@@ -883,7 +889,11 @@
           refreshAlarmCount();
         },
       }, t(`action.${action}`)));
-    return buttons.length ? h("div", { className: "actions" }, note, buttons, error) : "—";
+    // An acknowledged alarm: who was sent and when they are expected (crew.js).
+    const crew = alarm.state === "acknowledged"
+      ? window.LW_CREW.form(recorder(), alarm, note, error, () => { state.handlers.alarms?.(); refreshAlarmCount(); })
+      : null;
+    return buttons.length ? h("div", { className: "actions" }, note, buttons, crew, error) : "—";
   }
 
   // The notes taken with each step, read from the unit's history when the lifecycle opens.
@@ -899,6 +909,7 @@
   function lifecycle(alarm) {
     const steps = [["onset", alarm.onset], ["raised", alarm.raised], ["dispatched", alarm.dispatched],
       ["escalated", alarm.escalated], ["acknowledged", alarm.acknowledged, alarm.acknowledged_by],
+      ["crew_dispatched", alarm.crew_dispatched, alarm.crew_dispatched_by],
       ["on_site", alarm.on_site, alarm.on_site_by], ["cleared", alarm.cleared],
       ["closed", alarm.closed, alarm.closed_by, alarm.close_reason]]
       .filter(([, at]) => at).sort((a, b) => Date.parse(a[1]) - Date.parse(b[1]));
@@ -906,7 +917,7 @@
     const box = h("details", { className: "lifecycle" },
       h("summary", { text: `${t("alarms.lifecycle")} (${steps.length})` }),
       h("ol", {}, steps.map(([step, at, by, why]) => h("li", { "data-step": step },
-        `${fmtTime(at)} — ${t(`step.${step}`)}${by ? ` · ${by === "event" ? t("alarms.by_event") : by}` : ""}${why ? ` · ${t("alarms.closed_while_raised", { reason: why })}` : ""}`))),
+        `${fmtTime(at)} — ${step === "crew_dispatched" ? window.LW_CREW.line(recorder(), alarm) : t(`step.${step}`)}${by ? ` · ${by === "event" ? t("alarms.by_event") : by}` : ""}${why ? ` · ${t("alarms.closed_while_raised", { reason: why })}` : ""}`))),
       notes,
       h("p", {}, h("a", { href: `#/alarms?${recorderQuery(alarm.event_id)}`, "data-recorder": alarm.event_id }, t("rec.open"))));
     box.addEventListener("toggle", () => {
@@ -935,7 +946,7 @@
           openOnly ? byUrgency(data.alarms) : data.alarms, (a) => [
             badge("alarm", label("event", a.type)), unitLink(a.unit_id),
             buildingCell(a),
-            fmtNumber(a.floor), [h("span", { className: "state", text: label("astate", a.state) }), a.cleared ? " " : null, clearedNote(a)],
+            fmtNumber(a.floor), [h("span", { className: "state", text: label("astate", a.state) }), a.cleared ? " " : null, clearedNote(a), window.LW_CREW.note(recorder(), a)],
             fmtTime(a.onset || a.raised),
             ageCell(a),
             alarmActions(a), lifecycle(a),
