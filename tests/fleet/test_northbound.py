@@ -471,6 +471,21 @@ def test_every_documented_platform_key_is_a_key_with_that_default(tmp_path: Path
 
 
 @pytest.mark.parametrize("name", ["gbt24476", "chongqing"])
+def test_no_shipped_mapping_forwards_who_was_sent(name: str) -> None:
+    """The crew dispatched step names a person (issue 19): a shipped mapping, which codes
+    its rescue steps with skip_when_missing, sends no message for it, while the steps it
+    codes still go."""
+    import json
+
+    mapping = load_mapping(resolve(name, Path()))
+    step = {"alarm_id": 1, "step": "crew_dispatched", "by": "Li", "reason": "north gate"}
+    step |= {"crew": "张三", "eta": "2026-03-01T08:20:00Z"}
+    assert mapping.render("lw", "U1", 2, 0, "alarm", json.dumps(step)) is None
+    acked = {"alarm_id": 1, "step": "acknowledged", "by": "Li"}
+    assert mapping.render("lw", "U1", 1, 0, "alarm", json.dumps(acked)) is not None
+
+
+@pytest.mark.parametrize("name", ["gbt24476", "chongqing"])
 def test_every_shipped_mapping_renders_valid_messages(name: str) -> None:
     """Each shipped mapping's messages meet the schema derived from it, for every event
     type at a landing, between floors and unknown, and Chongqing's codes are its own."""
