@@ -157,6 +157,7 @@ _STEPS = (
     ("raised", "raised"),
     ("dispatched", "dispatched"),
     ("acknowledged", "acknowledged by {acknowledged_by}"),
+    ("crew_dispatched", "crew dispatched: {crew}, expected {eta} UTC"),
     ("on_site", "on site: {on_site_by}"),
     ("cleared", "event cleared (passenger out)"),
     ("closed", "{state} by {closed_by}"),
@@ -176,6 +177,8 @@ def _alarm_steps(alarms: list[AlarmRow], printed: dict[int, tuple[str, ...]]) ->
                     on_site_by=alarm.on_site_by,
                     closed_by=alarm.closed_by,
                     state=alarm.state.replace("_", " "),
+                    crew=alarm.crew,
+                    eta=f"{alarm.crew_eta:%H:%M}" if alarm.crew_eta else "-",
                 )
                 lines.append(f"ALARM {alarm.alarm_id} on {alarm.unit_id}: {what}")
         printed[alarm.alarm_id] = done

@@ -26,7 +26,12 @@ def test_each_alarm_step_is_printed_once_as_it_happens() -> None:
     assert _alarm_steps([raised], printed) == []  # nothing new, nothing printed
     acked = replace(raised, state="acknowledged", acknowledged=T0, acknowledged_by="李伟")
     assert _alarm_steps([acked], printed) == ["ALARM 1 on U2: acknowledged by 李伟"]
-    closed = replace(acked, state="false_alarm", closed=T0, closed_by="李伟", cleared=T0)
+    eta = T0 + dt.timedelta(minutes=20)
+    sent = replace(acked, crew="张三", crew_eta=eta, crew_dispatched=T0, crew_dispatched_by="李伟")
+    assert _alarm_steps([sent], printed) == [
+        f"ALARM 1 on U2: crew dispatched: 张三, expected {eta:%H:%M} UTC"
+    ]
+    closed = replace(sent, state="false_alarm", closed=T0, closed_by="李伟", cleared=T0)
     assert _alarm_steps([closed], printed) == [
         "ALARM 1 on U2: event cleared (passenger out)",
         "ALARM 1 on U2: false alarm by 李伟",
