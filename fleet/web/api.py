@@ -45,7 +45,6 @@ from fleet.store.worker import StoreWorker
 from fleet.units.coverage import UnitStatus
 from fleet.web.auth import OPEN_PRINCIPAL, AccessDeniedError, Authenticator, scope_of
 from fleet.web.configs import config_routes
-from fleet.web.configs import config_routes
 from fleet.web.dashboard import SiteSettings, dashboard_routes
 from fleet.web.evidence import evidence_routes
 from fleet.web.headers import SecurityHeaders
@@ -308,7 +307,6 @@ def build_app(
             ),
             *([] if store is None else northbound_routes(store, guarded, clock)),
             *([] if store is None else rollout_routes(store, guarded)),
-            *([] if store is None else config_routes(store, guarded)),
             *([] if store is None else config_routes(store, guarded)),
             Route("/api/openapi.json", openapi),
             *([metrics_route(metrics, metrics_token)] if serve_metrics else []),
