@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet.alarms.crew import CrewError, crew_and_eta
 from fleet.cli.common import EXIT_USAGE, PROG, StoreCommand, print_json
 from fleet.clock import utc_now
 from fleet.config import LANGUAGES, FleetConfig
@@ -65,7 +66,7 @@ class FileAuditView:
     problems: tuple[ClaimProblem, ...] = out("rows that are no claim, by line")
 
 
-ALARM_ACTIONS = {"ack": "ack", "on-site": "on_site", "resolve": "resolve"}
+ALARM_ACTIONS = {"ack": "ack", "dispatch": "dispatch", "on-site": "on_site", "resolve": "resolve"}
 
 
 class LifecycleUsageError(Exception):
@@ -96,10 +97,13 @@ def add_parsers(
     --db and --json the way every store command has them)."""
     alarms = store_command(
         "alarms",
-        "list alarms, or ack / on-site / resolve one",
+        "list alarms, or ack / dispatch / on-site / resolve one",
         "List alarms newest first with every disposal step (raised, dispatched, "
         "acknowledged, on site, resolved or false alarm), or record a step: "
-        "`alarms ack ID --by NAME`, `alarms on-site ID --by NAME`, "
+        "`alarms ack ID --by NAME`, "
+        "`alarms dispatch ID --by NAME --crew WHO (--eta-minutes N | --eta-at HH:MM)` "
+        "(on an acknowledged alarm: who was sent and when expected, HH:MM in the site's "
+        "time zone, not earlier than now), `alarms on-site ID --by NAME`, "
         "`alarms resolve ID --by NAME [--false-alarm] [--reason TEXT]`. An alarm whose "
         "event is still raised (no CLEARED record: the passenger may still be inside) is "
         "closed only with --reason, kept in its history and counted apart by the scorecard.",
@@ -114,6 +118,14 @@ def add_parsers(
         "--reason",
         default="",
         help="with resolve: why it is closed while its event is still raised (required then)",
+    )
+    alarms.add_argument("--crew", help="with dispatch: who was sent (a name or team)")
+    alarms.add_argument(
+        "--eta-minutes", type=float, help="with dispatch: expected in N minutes (0-1440)"
+    )
+    alarms.add_argument(
+        "--eta-at",
+        help="with dispatch: expected at HH:MM (or YYYY-MM-DDTHH:MM) in the site's time zone",
     )
     alarms.add_argument("--open", action="store_true", help="only alarms not yet closed")
     alarms.add_argument("--unit", help="only this unit_id")
@@ -219,9 +231,11 @@ def _alarms(args: argparse.Namespace, target: Target) -> int:
     if args.false_alarm and args.action != "resolve":
         raise LifecycleUsageError("--false-alarm goes with `alarms resolve`")
     action = "false_alarm" if args.false_alarm else ALARM_ACTIONS[args.action]
+    now = utc_now()
+    crew, eta = _crew(args, now, zoneinfo.ZoneInfo(config.http.time_zone))
     store = open_store(where)
     try:
-        row = store.alarm_action(alarm_id, action, args.by, utc_now(), args.reason)
+        row = store.alarm_action(alarm_id, action, args.by, now, args.reason, crew, eta)
     finally:
         store.close()
     shown = alarm_json(row, utc_now())
@@ -233,6 +247,25 @@ def _alarms(args: argparse.Namespace, target: Target) -> int:
             f"alarm {row.alarm_id} ({shown['type']}, unit {row.unit_id}) is now {row.state}{note}"
         )
     return 0
+
+
+def _crew(
+    args: argparse.Namespace, now: dt.datetime, zone: zoneinfo.ZoneInfo
+) -> tuple[str, dt.datetime | None]:
+    """--crew and the ETA of `alarms dispatch`, checked as the API checks them (one
+    function, `fleet.alarms.crew.crew_and_eta`); ("", None) for the other steps, which
+    take neither."""
+    given = args.crew is not None or args.eta_minutes is not None or args.eta_at is not None
+    if args.action != "dispatch":
+        if given:
+            raise LifecycleUsageError(
+                "--crew, --eta-minutes and --eta-at go with `alarms dispatch`"
+            )
+        return "", None
+    try:
+        return crew_and_eta(args.crew, args.eta_minutes, args.eta_at, now, zone)
+    except CrewError as exc:
+        raise LifecycleUsageError(f"alarms dispatch: {exc}") from None
 
 
 def _report(args: argparse.Namespace, target: Target) -> int:

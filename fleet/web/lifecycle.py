@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fleet.alarms.crew import CrewError, crew_and_eta
 from fleet.alarms.service import Lifecycle
 from fleet.auth.roles import Principal
 from fleet.config import ReportsConfig
@@ -44,7 +45,6 @@ from fleet.reports.compute import fault_rate_report, scorecard_report, service_l
 from fleet.reports.fault_rate import GROUPS, Period, period, rate_csv
 from fleet.reports.view import REPORT_ROWS, ReportRow, report_view
 from fleet.store.base import (
-    MAX_CREW_CHARS,
     AlarmActionError,
     AlarmReasonRequiredError,
     EventRow,
@@ -64,8 +64,6 @@ ACTIONS = {
     "resolve": "resolve",
     "false-alarm": "false_alarm",
 }
-# The furthest ETA a crew dispatched step may give, in minutes from now (a day).
-MAX_ETA_MINUTES = 1440
 # A claims audit: the CLI's defaults (`liftwatch-fleet audit claims`), and a bound on the
 # upload (a year of one contractor's claims is far below it).
 CLAIM_WINDOW_MIN = 30.0
@@ -161,25 +159,23 @@ async def _reason(request: Request) -> str:
     return reason
 
 
-async def _crew(request: Request, now: dt.datetime) -> tuple[str, dt.datetime]:
-    """The ``crew`` (who was sent, 1 to `MAX_CREW_CHARS` characters) and the ETA (now plus
-    ``eta_minutes``, 0 to `MAX_ETA_MINUTES`) of a dispatch action's JSON body."""
+async def _crew(
+    request: Request, now: dt.datetime, zone: zoneinfo.ZoneInfo
+) -> tuple[str, dt.datetime]:
+    """The ``crew`` and the absolute ETA of a dispatch action's JSON body: ``eta_minutes``
+    from now or ``eta_at``, a clock time in the site's ``zone`` (see
+    `fleet.alarms.crew.crew_and_eta`, which the CLI uses too)."""
     try:
         body = json.loads(await request.body() or b"{}")
     except ValueError:
         raise BadRequestError('body: expected JSON {"crew": "WHO", "eta_minutes": N}') from None
     body = body if isinstance(body, dict) else {}
-    crew = body.get("crew")
-    if not isinstance(crew, str) or not crew.strip():
-        raise BadRequestError('body: "crew" must say who was sent (a name or team)')
-    if len(crew.strip()) > MAX_CREW_CHARS:
-        raise BadRequestError(f'body: "crew" is longer than {MAX_CREW_CHARS} characters')
-    minutes = body.get("eta_minutes")
-    if isinstance(minutes, bool) or not isinstance(minutes, int | float):
-        raise BadRequestError('body: "eta_minutes" must be a number of minutes')
-    if not 0 <= minutes <= MAX_ETA_MINUTES:
-        raise BadRequestError(f'body: "eta_minutes" must be 0 to {MAX_ETA_MINUTES}')
-    return crew.strip(), now + dt.timedelta(minutes=float(minutes))
+    try:
+        return crew_and_eta(
+            body.get("crew"), body.get("eta_minutes"), body.get("eta_at"), now, zone
+        )
+    except CrewError as exc:
+        raise BadRequestError(f"body: {exc}") from None
 
 
 def lifecycle_routes(
@@ -255,7 +251,7 @@ def lifecycle_routes(
         by = await _actor(request, principal)
         reason = await _reason(request)
         now = life.clock()
-        crew, eta = await _crew(request, now) if name == "dispatch" else ("", None)
+        crew, eta = await _crew(request, now, site_zone) if name == "dispatch" else ("", None)
         try:
             row = await life.store.call(
                 lambda s: s.alarm_action(alarm_id, ACTIONS[name], by, now, reason, crew, eta)

@@ -33,11 +33,12 @@ import fleet.web.live
 import fleet.web.northbound
 import fleet.web.rollouts
 import fleet.web.users
+from fleet.alarms.crew import MAX_ETA_MINUTES
 from fleet.read.shape import component_schemas, name_of
 from fleet.store.base import MAX_CREW_CHARS
 from fleet.units.coverage import UnitStatus
 from fleet.web.evidence import DEFAULT_REQUEST_SECONDS, MAX_REQUEST_SECONDS
-from fleet.web.lifecycle import MAX_ETA_MINUTES, MAX_REASON_CHARS
+from fleet.web.lifecycle import MAX_REASON_CHARS
 
 _STR: dict[str, Any] = {"type": "string"}
 _INT: dict[str, Any] = {"type": "integer"}
@@ -256,7 +257,10 @@ ROUTES: tuple[Operation, ...] = (
         "answer is 400. `by` is required only when the fleet runs without login. "
         "dispatch (on an acknowledged alarm, which stays acknowledged) records who was "
         "sent (`crew`, a name or team: personal data, shown to the dashboard's roles only, "
-        "never public nor northbound) and when they are expected (`eta_minutes` from now); "
+        "never public nor northbound) and when they are expected: `eta_minutes` from "
+        "now, or `eta_at`, a clock "
+        "time HH:MM of today in the site's time zone (or YYYY-MM-DDTHH:MM), stored as an "
+        "absolute time; a time earlier than now is a 400 naming eta_at; "
         "again later, it replaces both and the history keeps each.",
         body={
             "required": False,
@@ -273,6 +277,7 @@ ROUTES: tuple[Operation, ...] = (
                                 "minimum": 0,
                                 "maximum": MAX_ETA_MINUTES,
                             },
+                            "eta_at": {"type": "string", "examples": ["04:20"]},
                         },
                     }
                 }

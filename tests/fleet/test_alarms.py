@@ -299,10 +299,17 @@ def test_a_dispatcher_records_who_was_sent_and_when(tmp_path: Path) -> None:
         assert status == 409 and "dispatch needs it acknowledged" in body["error"]
         assert (await post(fleet, f"/api/alarms/{alarm_id}/ack", {"by": "Li"}))[0] == 200
         for bad, field in (
-            ({"by": "Li", "eta_minutes": 15}, '"crew"'),
+            ({"by": "Li", "eta_minutes": 15}, "crew: say who"),
             ({"by": "Li", "crew": "x" * 81, "eta_minutes": 15}, "longer than 80"),
-            ({"by": "Li", "crew": "张三"}, '"eta_minutes"'),
-            ({"by": "Li", "crew": "张三", "eta_minutes": -1}, '"eta_minutes" must be 0'),
+            ({"by": "Li", "crew": "张三"}, "exactly one of eta_minutes"),
+            ({"by": "Li", "crew": "张三", "eta_minutes": -1}, "eta_minutes: must be 0"),
+            ({"by": "Li", "crew": "张三", "eta_minutes": 5, "eta_at": "17:00"}, "exactly one"),
+            ({"by": "Li", "crew": "张三", "eta_at": "4pm"}, "eta_at: expected a clock time"),
+            # Site time (Asia/Shanghai) is 16:00 at T0: 15:59 is earlier than now.
+            (
+                {"by": "Li", "crew": "张三", "eta_at": "15:59"},
+                "eta_at: 2026-03-01 15:59 is earlier",
+            ),
         ):
             status, body = await post(fleet, path, bad)
             assert status == 400 and field in body["error"], body
@@ -321,6 +328,12 @@ def test_a_dispatcher_records_who_was_sent_and_when(tmp_path: Path) -> None:
         steps = [e["detail"] for e in history["entries"] if e["kind"] == "alarm"]
         assert steps[-1]["step"] == "crew_dispatched" and steps[-1]["crew"] == "张三"
         assert steps[-1]["reason"] == "north gate"
+        # Again, with a clock time of the site's day: stored as the absolute time.
+        again = {"by": "Li", "crew": "李四", "eta_at": "16:30"}
+        status, body = await post(fleet, path, again)
+        assert status == 200, body
+        assert dt.datetime.fromisoformat(body["crew_eta"]) == T0 + dt.timedelta(minutes=30)
+        assert body["crew"] == "李四"
         # The rescuers arrive: on-site follows as before.
         assert (await post(fleet, f"/api/alarms/{alarm_id}/on-site", {"by": "W"}))[0] == 200
         await call.done_writing()
@@ -362,3 +375,57 @@ def test_the_oldest_open_alarm_gauge_stops_when_the_passenger_is_out(tmp_path: P
     assert registry.get_sample_value("liftwatch_fleet_open_alarms", labels) == 2
     oldest = registry.get_sample_value("liftwatch_fleet_open_alarm_oldest_seconds", labels)
     assert oldest == (now - (late - dt.timedelta(seconds=30))).total_seconds()
+
+
+def test_cli_dispatch_checks_as_the_api_and_answers_its_alarm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`alarms dispatch` records who was sent and the ETA (minutes from now, or a time in
+    the site's zone) with the API's checks, and --json answers the API's Alarm shape."""
+    import zoneinfo
+
+    from fleet.clock import utc_now
+    from fleet.store.sqlite import SqliteStore
+    from fleet.web.openapi import openapi_spec
+    from tests.fleet.test_api import validate
+
+    db = tmp_path / "fleet.db"
+    store = SqliteStore.open(str(db))
+    trap = records_pb2.EVENT_TYPE_ENTRAPMENT
+    store.commit_batch("a1", [record(1, "U1", event=trap, event_id="t")], utc_now())
+    store.close()
+    on = ["--db", str(db)]
+    dispatch = ["alarms", "dispatch", "1", "--by", "Li", *on]
+    capsys.readouterr()
+    assert main([*dispatch, "--crew", "张三", "--eta-minutes", "20"]) == 2
+    assert "dispatch needs it acknowledged" in capsys.readouterr().err
+    assert main(["alarms", "ack", "1", "--by", "Li", "--crew", "张三", *on]) == 2
+    assert "go with `alarms dispatch`" in capsys.readouterr().err
+    assert main(["alarms", "ack", "1", "--by", "Li", *on]) == 0
+    assert main([*dispatch, "--eta-minutes", "20"]) == 2
+    assert "crew: say who was sent" in capsys.readouterr().err
+    assert main([*dispatch, "--crew", "张三", "--eta-minutes", "2000"]) == 2
+    assert "eta_minutes: must be 0 to 1440" in capsys.readouterr().err
+    site = zoneinfo.ZoneInfo("Asia/Shanghai")  # the default [http] time_zone
+    past = (utc_now() - dt.timedelta(hours=2)).astimezone(site)
+    assert main([*dispatch, "--crew", "张三", "--eta-at", f"{past:%Y-%m-%dT%H:%M}"]) == 2
+    assert "is earlier than now" in capsys.readouterr().err
+    before = utc_now()
+    assert main([*dispatch, "--crew", "张三", "--eta-minutes", "20", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    validate(shown, {"$ref": "#/components/schemas/Alarm"}, openapi_spec(), "cli dispatch")
+    assert (shown["state"], shown["crew"], shown["crew_dispatched_by"]) == (
+        "acknowledged",
+        "张三",
+        "Li",
+    )
+    eta = dt.datetime.fromisoformat(shown["crew_eta"])
+    assert before + dt.timedelta(minutes=20) <= eta <= utc_now() + dt.timedelta(minutes=20)
+    later = (utc_now() + dt.timedelta(hours=1)).astimezone(site).replace(second=0, microsecond=0)
+    assert main([*dispatch, "--crew", "李四", "--eta-at", f"{later:%Y-%m-%dT%H:%M}"]) == 0
+    assert "is now acknowledged" in capsys.readouterr().out
+    assert main(["alarms", "--json", *on]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["alarms"]
+    assert listed["crew"] == "李四"
+    assert dt.datetime.fromisoformat(listed["crew_eta"]) == later
+    assert main(["verify-history", *on]) == 0
