@@ -4,8 +4,11 @@ parameters. Errors are ``{"error": "..."}`` with status 400 (bad parameter, name
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -65,6 +68,18 @@ class _JSON(JSONResponse):
     def render(self, content: Any) -> bytes:
         # Street and building names are Chinese: keep them readable, not escaped.
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+log = logging.getLogger(__name__)
+
+# What a store raises when it cannot read or write now, whatever the request: SQLite's
+# OperationalError (database or disk is full, disk I/O error, locked past busy_timeout),
+# psycopg's (the connection is gone, the server's disk is full).
+STORE_FAULTS: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+with contextlib.suppress(ImportError):  # PostgreSQL is an extra
+    import psycopg
+
+    STORE_FAULTS += (psycopg.OperationalError,)
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -185,6 +200,13 @@ def build_app(
             except HiddenUnitError as exc:
                 # The same answer as for a unit nobody knows: a contractor learns nothing.
                 return _JSON({"error": str(exc)}, status_code=exc.status)
+            except STORE_FAULTS as exc:
+                # The store cannot write now (a full disk, an I/O error, a lost database
+                # connection), not the request's fault: 503 naming it, counted, logged
+                # (tests/security/test_fleet_disk_full.py).
+                metrics.store_errors.inc()
+                log.error("%s %s: the store failed: %s", request.method, request.url.path, exc)
+                return _JSON({"error": f"the fleet's store failed: {exc}"}, status_code=503)
 
         return run
 

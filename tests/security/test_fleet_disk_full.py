@@ -108,8 +108,11 @@ def test_a_full_disk_refuses_the_new_writes_and_nothing_is_lost(tmp_path: Path) 
     assert seen["ack"] == 3, seen
     assert evidence is not None and evidence.seq == 3
     # The agent's stream ends UNAVAILABLE naming the store (the agent retries); the two
-    # web writes are refused with a 5xx (today a bare 500: see docs/security.md).
+    # web writes are refused 503 naming it (a bare 500 before).
     assert seen["batch"] == (grpc.StatusCode.UNAVAILABLE, "the fleet store failed"), seen
-    assert seen["ask"][0] >= 500 and seen["upload"][0] >= 500, seen
+    for refused in (seen["ask"], seen["upload"]):
+        assert refused[0] == 503, seen
+        assert json.loads(refused[1])["error"].startswith("the fleet's store failed: "), seen
+        assert "full" in refused[1], seen
     assert seen["ask_again"][0] == 202, seen
     assert seen["upload_again"][0] == 200 and json.loads(seen["upload_again"][1])["stored"] == 1
