@@ -1,4 +1,4 @@
-"""``liftwatch-fleet config set|diff|history|rollback`` (issue 20): agents' configuration
+"""``liftwatch-fleet config set|unset|diff|history|rollback`` (issue 20): agents' configuration
 documents, per agent or per group, every version kept (docs/updates.md).
 
 - ``config set (--agent ID | --group NAME [--agents A,B]) FILE``: a new version; a serving
@@ -8,7 +8,10 @@ documents, per agent or per group, every version kept (docs/updates.md).
   diff and its last report;
 - ``config history (--agent ID | --group NAME)``: every version;
 - ``config rollback (--agent ID | --group NAME) VERSION``: a new version with VERSION's
-  text.
+  text;
+- ``config unset --agent ID`` / ``config unset --group NAME --agents A,B``: withdraw an
+  agent's own document (its group's applies again), or take agents out of a group (their
+  own document applies again); refused when an agent would be left with none.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     action = add_group(
         commands,
         "config",
-        "agents' configuration documents: set, diff, history, rollback",
+        "agents' configuration documents: set, unset, diff, history, rollback",
         "Each agent runs its own file with the [detect], [recorder], [[bus]] and [[unit]] "
         "tables of its fleet document, per agent or per group (an agent's own document "
         "wins over its group's). Every version is kept; agents check a new one with "
@@ -72,6 +75,24 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     rollback_cmd.add_argument("version", type=int, help="the version to go back to (history)")
     rollback_cmd.add_argument("--by", default="", help="who (default: the login name)")
+    unset_cmd = target(
+        store_options(
+            action(
+                "unset",
+                "withdraw an agent's document, or take agents out of a group",
+                "--agent ID: a new version of the agent's document marking it withdrawn "
+                "(kept in its history; rollback undoes it), so that its group's document "
+                "applies again. --group NAME --agents A,B: those agents leave the group, so "
+                "that their own documents apply again. Each affected agent is sent what it "
+                "should now run; its units' history records the change when it applies it. "
+                "Refused, changing nothing, when an agent would be left with no document "
+                "(an agent cannot yet be told to go back to the file on its box).",
+            )
+        )
+    )
+    unset_cmd.add_argument("--agents", help="with --group: comma-separated agents to take out")
+    unset_cmd.add_argument("--note", default="", help="why (kept with the version)")
+    unset_cmd.add_argument("--by", default="", help="who (default: the login name)")
 
 
 def _who(args: argparse.Namespace) -> str:
@@ -86,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     """Run a `config` action; returns the exit status."""
     now_us = int(time.time() * 1e6)
     try:
+        if args.action == "unset":
+            return _unset(args, now_us)
         if args.action in ("set", "rollback"):
             document = service.document_id(args.agent, args.group)
             target_db, _ = store_target(args)
@@ -159,6 +182,36 @@ def _line(state: service.AgentConfigState) -> str:
     return f"{state.agent_id}\tdesired {desired}\tapplied v{state.applied_version}\t{status}"
 
 
+def _unset(args: argparse.Namespace, now_us: int) -> int:
+    target_db, _ = store_target(args)
+    store = open_store(target_db)
+    try:
+        agents = [a for a in (args.agents or "").split(",") if a]
+        after = service.unset(
+            store, args.agent, args.group, agents, now_us, author=_who(args), note=args.note
+        )
+    finally:
+        store.close()
+    document = service.document_id(args.agent, args.group)
+    if args.json:
+        print_json(
+            {
+                "document_id": document,
+                "agents": {
+                    a: {"document_id": v.document_id, "version": v.version}
+                    for a, v in after.items()
+                },
+            }
+        )
+    else:
+        for agent, version in after.items():
+            print(
+                f"agent {agent}: {document} no longer applies; now {version.document_id} "
+                f"version {version.version}"
+            )
+    return 0
+
+
 def _history(args: argparse.Namespace, versions: list[service.ConfigVersion]) -> int:
     if args.json:
         print_json(
@@ -173,5 +226,8 @@ def _history(args: argparse.Namespace, versions: list[service.ConfigVersion]) ->
         return 0
     for x in versions:
         back = f"\t(rollback to v{x.rollback_of})" if x.rollback_of is not None else ""
-        print(f"v{x.version}\t{_iso(x.created_us)}\t{x.author}\t{x.sha256[:12]}\t{x.note}{back}")
+        print(
+            f"v{x.version}\t{_iso(x.created_us)}\t{x.author}\t{x.sha256[:12] or 'withdrawn'}"
+            f"\t{x.note}{back}"
+        )
     return 0

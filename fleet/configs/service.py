@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from fleet.configs.document import DocumentError, diff, digest, parse
 from fleet.store.base import Store
 from fleet.store.configs import (  # re-exported for the CLI and the API
+    WITHDRAWN,
     AgentConfigState,
     ConfigStore,
     ConfigVersion,
@@ -75,6 +76,65 @@ def rollback(store: Store, document: str, version: int, now_us: int, *, author: 
         author=author,
         note=f"rollback to version {version}",
         rollback_of=version,
+    )
+
+
+def unset(
+    store: Store,
+    agent: str | None,
+    group: str | None,
+    agents: Sequence[str],
+    now_us: int,
+    *,
+    author: str = "",
+    note: str = "",
+) -> dict[str, ConfigVersion]:
+    """Undo a `set_document` short of a new text: with ``agent``, withdraw its own
+    document (a new version marked `WITHDRAWN`, kept in its history like any, undone by
+    `rollback`), so that its group's document applies again; with ``group``, take
+    ``agents`` out of that group, so that each runs its own document again.
+
+    Returns what each affected agent should now run (agent id -> version); each is sent
+    it on its stream and, when it reports it applied, the units it touched get a
+    ``config`` entry in their history, as for every change. `DocumentError` (nothing
+    changed) when ``agent`` has no document of its own, an agent named is not in
+    ``group``, or an agent would be left with no document: an agent cannot yet be told
+    over its stream to go back to the file on its box, so it would go on running the old
+    document while the fleet showed none (give it another document, or set one for it)."""
+    document = document_id(agent, group)
+    configs = ConfigStore(store)
+    if agent:
+        if agents:
+            raise DocumentError("--agents goes with --group")
+        own = configs.desired(agent)
+        if own is None or own.document_id != document:
+            raise DocumentError(f"{document} has no version in force to unset (config history)")
+        fallback = _fallback(configs, agent, skip=document)
+        configs.add_version(document, "", WITHDRAWN, now_us, author=author, note=note or "unset")
+        return {agent: fallback}
+    if not agents:
+        raise DocumentError("name the agents to take out of the group (--agents A,B)")
+    members = {a for a in agents if configs.group_of(a) == group}
+    strangers = sorted(set(agents) - members)
+    if strangers:
+        raise DocumentError(f"not in {document}: {', '.join(strangers)}")
+    after = {a: _fallback(configs, a, skip=document) for a in sorted(members)}
+    configs.leave_group(str(group), sorted(members))
+    return after
+
+
+def _fallback(configs: ConfigStore, agent: str, *, skip: str) -> ConfigVersion:
+    """What ``agent`` runs once document ``skip`` no longer applies to it; `DocumentError`
+    when nothing would (see `unset`)."""
+    for candidate in configs.documents_of(agent):
+        if candidate == skip:
+            continue
+        newest = configs.history(candidate)
+        if newest and newest[-1].sha256 != WITHDRAWN:
+            return newest[-1]
+    raise DocumentError(
+        f"agent {agent} would be left with no document: an agent cannot yet be told to go "
+        "back to its own file, so give it another document first"
     )
 
 

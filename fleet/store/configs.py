@@ -59,6 +59,12 @@ CREATE TABLE agent_configs (
 """
 
 
+# The sha256 of a withdrawal: a version of an agent's document saying it no longer holds
+# anything (`config unset`), so that the agent's group's document applies again. No text
+# hashes to "", and `desired` never returns such a version.
+WITHDRAWN = ""
+
+
 def agent_document(agent_id: str) -> str:
     """The id of ``agent_id``'s own document."""
     return f"agent:{agent_id}"
@@ -198,16 +204,34 @@ class ConfigStore:
 
     def desired(self, agent_id: str) -> ConfigVersion | None:
         """What ``agent_id`` should run: the newest version of its own document, else of
-        its group's, else None (it runs its own file)."""
+        its group's, else None (it runs its own file). A document whose newest version is
+        a withdrawal (`WITHDRAWN`) counts as absent."""
         for document_id in self.documents_of(agent_id):
             row = self._store._execute(
                 f"SELECT {_VERSION_COLUMNS} FROM config_versions WHERE document_id = ? "
                 "ORDER BY version DESC LIMIT 1",
                 (document_id,),
             ).fetchone()
-            if row is not None:
+            if row is not None and str(row[3]) != WITHDRAWN:
                 return _version(row)
         return None
+
+    def leave_group(self, group: str, agent_ids: Sequence[str]) -> list[str]:
+        """Take ``agent_ids`` out of ``group``; returns those that were in it (sorted)."""
+        s = self._store
+        with s._transaction(durable=True):
+            members = {
+                str(r[0])
+                for r in s._execute(
+                    "SELECT agent_id FROM config_groups WHERE group_name = ?", (group,)
+                ).fetchall()
+            }
+            leaving = sorted(members & set(agent_ids))
+            s._many(
+                "DELETE FROM config_groups WHERE agent_id = ? AND group_name = ?",
+                [(a, group) for a in leaving],
+            )
+        return leaving
 
     def mark_sent(self, agent_id: str, version: int, now_us: int) -> None:
         """Note that ``version`` went out on ``agent_id``'s stream."""

@@ -200,3 +200,74 @@ def test_the_gateway_sends_a_document_only_to_an_agent_that_takes_them(tmp_path:
     assert asyncio.run(frames_after_hello(False, 0)) == ["welcome"]
     assert asyncio.run(frames_after_hello(True, 0)) == ["welcome", "desired_config"]
     assert asyncio.run(frames_after_hello(True, version)) == ["welcome"]
+
+
+def test_unset_withdraws_an_agents_document_and_takes_agents_out_of_a_group(
+    store: SqlStore,
+) -> None:
+    """`config unset`: e1's own document withdrawn, its group's applies again and, once
+    e1 applies it, its units' history records the change; e2 taken out of the group runs
+    its own document; an agent that would be left with nothing is refused, unchanged."""
+    configs = ConfigStore(store)
+    group, mine = group_document("tower-a"), agent_document("e1")
+    v1 = service.set_document(store, group, DOC + UNITS, 10, group_agents=["e1", "e2", "e3"])
+    own = DOC + "[detect]\ndoor_close_failure_s = 30\n" + UNITS
+    v2 = service.set_document(store, mine, own, 20)
+    v3 = service.set_document(store, agent_document("e2"), own, 21)
+    applied = gateway_pb2.ConfigReport(version=v2, applied=True, units_changed=["car-1=added"])
+    configs.record_report("e1", v2, True, [], 30, touched_units(applied))
+
+    after = service.unset(store, "e1", None, [], 40, author="ann", note="back to the tower's")
+    assert after == {"e1": configs.version(v1)}
+    assert configs.desired("e1") == configs.version(v1)
+    (e1,) = configs.states(["e1"])
+    assert (e1.desired_version, e1.applied_version, e1.in_sync) == (v1, v2, False)
+    withdrawn = service.history(store, mine)[-1]
+    assert (withdrawn.toml, withdrawn.author, withdrawn.note) == ("", "ann", "back to the tower's")
+    with pytest.raises(DocumentError, match="no version in force"):
+        service.unset(store, "e1", None, [], 41)  # already withdrawn
+    # e1 applies the group's document: its units' history has the change, as for a set.
+    back = gateway_pb2.ConfigReport(version=v1, applied=True, units_changed=["car-1=changed"])
+    configs.record_report("e1", v1, True, [], 50, touched_units(back))
+    rows, _ = store.history("")
+    last = json.loads([r for r in rows if r.kind == "config"][-1].detail)
+    assert (last["document_id"], last["version"], last["previous_version"]) == (group, v1, v2)
+    assert verify_store(store).problems == ()
+
+    # Out of the group: e2 runs its own document; e3 has none, so nothing changes.
+    with pytest.raises(DocumentError, match="agent e3 would be left with no document"):
+        service.unset(store, None, "tower-a", ["e2", "e3"], 60)
+    assert configs.group_of("e2") == "tower-a"
+    with pytest.raises(DocumentError, match="not in group:tower-a: e9"):
+        service.unset(store, None, "tower-a", ["e9"], 60)
+    assert service.unset(store, None, "tower-a", ["e2"], 60) == {"e2": configs.version(v3)}
+    assert (configs.group_of("e2"), configs.group_of("e3")) == ("", "tower-a")
+    # e1 has nothing but its group now: its document cannot leave it too.
+    with pytest.raises(DocumentError, match="agent e1 would be left"):
+        service.unset(store, None, "tower-a", ["e1"], 70)
+    # A rollback to e1's own version undoes the withdrawal.
+    service.rollback(store, mine, v2, 80)
+    restored = configs.desired("e1")
+    assert restored is not None and (restored.document_id, restored.toml) == (mine, own)
+
+
+def test_the_cli_unsets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`config unset` with --help, --json and a refusal on stderr (exit status 2)."""
+    db = str(tmp_path / "fleet.db")
+    doc = tmp_path / "doc.toml"
+    doc.write_text(DOC + UNITS, encoding="utf-8")
+    on = ["--db", db]
+    assert main(["config", "set", *on, "--group", "t", "--agents", "e1", str(doc)]) == 0
+    assert main(["config", "set", *on, "--agent", "e1", str(doc)]) == 0
+    capsys.readouterr()
+    assert main(["config", "unset", "--help"]) == 0
+    assert "withdraw" in capsys.readouterr().out
+    assert main(["config", "unset", *on, "--agent", "e1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "document_id": "agent:e1",
+        "agents": {"e1": {"document_id": "group:t", "version": 1}},
+    }
+    assert main(["config", "history", *on, "--agent", "e1"]) == 0
+    assert "withdrawn" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["config", "unset", *on, "--group", "t", "--agents", "e1"]) == 2
+    assert "would be left with no document" in capsys.readouterr().err
