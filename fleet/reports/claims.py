@@ -51,7 +51,7 @@ import csv
 import datetime as dt
 import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -60,6 +60,8 @@ from fleet.config import LANGUAGES
 from fleet.read.shape import out, response, to_json
 from fleet.read.views import event_type_name, event_type_number, iso, phase_name
 from fleet.store.base import EventRow, UnitRow
+from fleet.store.retention import StateHour
+from fleet.store.sql import to_us
 from fleet.taxonomy import EventClass, event_class, is_lift_fault
 from protos.liftwatch.v1 import records_pb2
 
@@ -169,6 +171,13 @@ TEMPLATES: Mapping[str, Mapping[str, str]] = {
     "gap": {
         "en": "not watched: no record for {seconds} s from {since}",
         "zh": "未在监测：自 {since} 起 {seconds} 秒没有记录",
+    },
+    "hourly_unclear": {
+        "en": "cannot tell whether watched: {start} to {end} lies beyond the raw records' "
+        "window, and the hourly figures kept cannot show it without a silence over "
+        "{max_gap_s} s",
+        "zh": "无法确认是否在监测：{start} 至 {end} 已超出原始记录保留期，保留的按小时汇总"
+        "数据无法证明其间没有超过 {max_gap_s} 秒的中断",
     },
     "other_events": {
         "en": "no {type}, but {found} recorded in the window",
@@ -380,6 +389,10 @@ class ClaimReads(Protocol):
         self, unit_id: str, agent_id: str, since: dt.datetime, until: dt.datetime
     ) -> list[dt.datetime]: ...
 
+    def state_hours(
+        self, unit_id: str, since: dt.datetime, until: dt.datetime
+    ) -> list[StateHour]: ...
+
 
 def cannot_see(unit: UnitRow, event_type: int) -> bool:
     """Whether ``unit``'s agent said (Hello) it cannot detect ``event_type``: listed as
@@ -397,8 +410,49 @@ def _watch_gap(
     max_gap: dt.timedelta,
 ) -> tuple[Reason | None, int, dt.timedelta]:
     """Why the unit was not watched over [start, end] (None when it was), with the
-    number of its records and the widest gap between them."""
+    number of its records and the widest gap between them (`watch_span`)."""
     times = store.record_times(unit.unit_id, unit.agent_id, start - max_gap, end + max_gap)
+    hours = store.state_hours(unit.unit_id, start - max_gap, end + max_gap)
+    return watch_span(times, hours, start, end, max_gap)
+
+
+def watch_span(
+    times: Sequence[dt.datetime],
+    hours: Sequence[StateHour],
+    start: dt.datetime,
+    end: dt.datetime,
+    max_gap: dt.timedelta,
+) -> tuple[Reason | None, int, dt.timedelta]:
+    """Whether a unit was watched over [start, end]: its records (``times``, those in
+    [start - max_gap, end + max_gap), by time) cover the span with no silence over
+    ``max_gap`` (None), else why not; with the records' count and the widest silence.
+
+    Where part of the span lies beyond the retention window its car states are folded
+    into ``hours`` (`fleet.store.retention.state_hours`); then the span counts as watched
+    only when the hours and the records left chain from before ``start`` to after
+    ``end`` with no silence, and no hour's widest silence, over ``max_gap``: an hour's
+    widest silence may lie outside the span, so this can say "hourly_unclear" (cannot
+    tell) where the raw records said watched, never the other way round. The count is
+    then by whole hours and the widest silence an upper bound."""
+    if hours:
+        # Each hour a stretch from its first to its last car state with its widest
+        # silence, each record left a point.
+        items = sorted(
+            [(h.first_us, h.last_us, h.widest_gap_us) for h in hours]
+            + [(to_us(t), to_us(t), 0) for t in times]
+        )
+        widest_us, reach = 0, items[0][0]
+        for first, last, inner in items:
+            widest_us = max(widest_us, first - reach, inner)
+            reach = max(reach, last)
+        records = len(times) + sum(h.car_states for h in hours)
+        covered = items[0][0] <= to_us(start) and reach >= to_us(end)
+        silence = dt.timedelta(microseconds=widest_us)
+        if not covered or silence > max_gap:
+            gap_s = f"{max_gap.total_seconds():.0f}"
+            unclear = {"start": iso(start), "end": iso(end), "max_gap_s": gap_s}
+            return Reason("hourly_unclear", unclear), records, silence
+        return None, records, silence
     if not times or times[0] > start or times[-1] < end:
         return Reason("not_covered", {"start": iso(start), "end": iso(end)}), len(times), max_gap
     marks = [start, *[t for t in times if start < t < end], end]

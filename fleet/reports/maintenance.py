@@ -47,19 +47,19 @@ import asyncio
 import csv
 import datetime as dt
 import functools
-import itertools
 import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fleet.clock import Clock
 from fleet.metrics import GatewayMetrics
 from fleet.read.shape import out, response
 from fleet.read.views import iso
-from fleet.reports.claims import Reason, cannot_see, render
+from fleet.reports.claims import TEMPLATES as CLAIM_TEMPLATES
+from fleet.reports.claims import Reason, cannot_see, render, watch_span
 from fleet.reports.maintenance_config import MaintenanceConfig, MinimumsConfig, VerdictRulesConfig
 from fleet.reports.visits import derive_agent, derive_visits
 from fleet.store.base import UnitRow
@@ -71,6 +71,7 @@ from fleet.store.maintenance import (
     VerdictChange,
     VisitRow,
 )
+from fleet.store.retention import HOUR_US
 from fleet.store.sql import SqlStore, from_us, to_us
 from fleet.store.worker import StoreWorker
 from protos.liftwatch.v1 import records_pb2
@@ -118,6 +119,14 @@ TEMPLATES: Mapping[str, Mapping[str, str]] = {
     "gap": {
         "en": "not watched: no record for {seconds} s from {since}",
         "zh": "未在监测：自 {since} 起 {seconds} 秒没有记录",
+    },
+    "hourly_unclear": CLAIM_TEMPLATES["hourly_unclear"],
+    "hourly_mode_unclear": {
+        "en": "cannot tell: the hour from {hour}, beyond the raw records' window and only "
+        "partly inside the claimed window, saw {mode} mode, and its hourly figures do not "
+        "say when",
+        "zh": "无法判断：{hour} 起的一小时已超出原始记录保留期且只有部分在记录时间内，"
+        "其间出现过{mode}模式，按小时汇总的数据无法说明出现的时间",
     },
     "mode_unknown": {
         "en": "the service mode was unknown at {at}",
@@ -361,12 +370,15 @@ def _visit_evidence(visit: VisitRow) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Watched:
     """How one span was watched: None ``problem`` when throughout, with its car-state
-    records' count, widest silence and the modes seen (their first time each)."""
+    records' count, widest silence and the modes seen (their first time each); beyond
+    the retention window, ``unsure`` holds the modes a folded hour only partly inside the
+    span saw (its start each): they may lie inside the span or not."""
 
     problem: Reason | None
     records: int
     widest_s: float
     modes: Mapping[int, int]
+    unsure: Mapping[int, int] = field(default_factory=dict)
 
 
 def _slot_problem(
@@ -389,17 +401,20 @@ def watch(
     gap = dt.timedelta(seconds=max_gap_s)
     states = store.car_states(unit.unit_id, unit.agent_id, start - gap, end + gap)
     times = [from_us(t) for t, _ in states]
-    if not times or times[0] > start or times[-1] < end:
-        return Watched(
-            Reason("not_covered", {"start": iso(start), "end": iso(end)}), len(times), 0, {}
-        )
-    marks = [start, *[t for t in times if start < t < end], end]
-    widest, since = max((b - a, a) for a, b in itertools.pairwise(marks))
-    if widest > gap:
-        seconds = f"{widest.total_seconds():.0f}"
-        problem = Reason("gap", {"seconds": seconds, "since": iso(since)})
-        return Watched(problem, len(times), widest.total_seconds(), {})
+    # Beyond the retention window the car states are folded by hour (the same check on
+    # them as the claims audit's, `watch_span`; a doubt there is "hourly_unclear").
+    hours = store.state_hours(unit.unit_id, start - gap, end + gap)
+    problem, records, widest = watch_span(times, hours, start, end, gap)
+    if problem is not None:
+        return Watched(problem, records, widest.total_seconds(), {})
     modes: dict[int, int] = {}
+    unsure: dict[int, int] = {}
+    for hour in hours:
+        # A folded hour tells which modes it saw, not when: its start stands for their
+        # first time, to the hour; one only partly inside the span leaves them unsure.
+        inside = to_us(start - gap) <= hour.hour_us <= to_us(end + gap) - HOUR_US
+        for mode in sorted(hour.modes):
+            (modes if inside else unsure).setdefault(mode, hour.hour_us)
     for time_us, payload in states:
         record = records_pb2.Record()
         record.ParseFromString(payload)
@@ -407,19 +422,28 @@ def watch(
     for silent in (_M.SERVICE_MODE_UNSPECIFIED, _M.SERVICE_MODE_UNKNOWN):
         if silent in modes:
             at = iso(from_us(modes[silent]))
-            return Watched(Reason("mode_unknown", {"at": at}), len(times), 0, modes)
+            return Watched(Reason("mode_unknown", {"at": at}), records, 0, modes)
+        if silent in unsure:
+            return Watched(_mode_unclear(silent, unsure[silent]), records, 0, modes)
     for time_us, payload in store.link_states(unit.unit_id, start, end):
         record = records_pb2.Record()
         record.ParseFromString(payload)
         if not record.link_status.up:
             at = iso(max(from_us(time_us), start))
-            return Watched(Reason("link_lost", {"at": at}), len(times), 0, modes)
+            return Watched(Reason("link_lost", {"at": at}), records, 0, modes)
     for event in store.unit_events(unit.unit_id, start, end):
         if event.type == _M.EVENT_TYPE_CONTROLLER_LINK_LOST:
             at = iso(event.onset or event.time)
-            return Watched(Reason("link_lost", {"at": at}), len(times), 0, modes)
+            return Watched(Reason("link_lost", {"at": at}), records, 0, modes)
     slot = _slot_problem(store, unit.unit_id, start, end)
-    return Watched(slot, len(times), widest.total_seconds(), modes)
+    return Watched(slot, records, widest.total_seconds(), modes, unsure)
+
+
+def _mode_unclear(mode: int, hour_us: int) -> Reason:
+    """Cannot tell: ``mode`` was seen in the folded hour from ``hour_us``, which lies only
+    partly inside the span (the hour does not say when)."""
+    name = _M.ServiceMode.Name(mode).removeprefix("SERVICE_MODE_")
+    return Reason("hourly_mode_unclear", {"mode": name, "hour": iso(from_us(hour_us))})
 
 
 def judge(
@@ -484,6 +508,10 @@ def judge(
         return Judgement(
             "cannot_tell", Reason("other_mode", {"mode": name, "at": iso(from_us(at_us))}), {}
         )
+    unsure = {m: t for m, t in seen.unsure.items() if m != _M.SERVICE_MODE_NORMAL}
+    if unsure:
+        mode, at_us = min(unsure.items(), key=lambda item: item[1])
+        return Judgement("cannot_tell", _mode_unclear(mode, at_us), {})
     span_h = (end - start).total_seconds() / 3600
     normal: dict[str, object] = {
         "start": iso(start),

@@ -19,6 +19,7 @@ from fleet.store.agents import AccessChange, Revocation
 from fleet.store.chain import AlarmFact, EventFact, Head, HistoryCheck, HistoryRow
 from fleet.store.evidence import EvidenceFact, EvidenceRequestRow, EvidenceRow
 from fleet.store.publication import Publication, PublicationStep, RegisterDetails
+from fleet.store.retention import StateHour
 from protos.liftwatch.v1 import records_pb2
 
 
@@ -435,6 +436,11 @@ class Store(Protocol):
         self, unit_id: str, agent_id: str, since: dt.datetime, until: dt.datetime
     ) -> list[dt.datetime]:
         """The times of the records ``agent_id`` sent about ``unit_id`` in [since, until)."""
+        ...
+
+    def state_hours(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[StateHour]:
+        """The car states of ``unit_id`` folded beyond the retention window, by hour, for
+        the hours holding any time in [since, until) (`fleet.store.retention.state_hours`)."""
         ...
 
     def unit_events(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[EventRow]:

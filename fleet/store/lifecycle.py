@@ -45,6 +45,7 @@ from fleet.store.chain import (
 )
 from fleet.store.chain import type_name as _type_name
 from fleet.store.reasons import params_of
+from fleet.store.retention import StateHour, state_hours
 from fleet.taxonomy import shown_gb_code
 from protos.liftwatch.v1 import records_pb2
 
@@ -812,6 +813,10 @@ class LifecycleStore:
             TripSpan(r[0], dt.date.fromisoformat(r[1]), int(r[2]), int(r[3]), int(r[4]))
             for r in rows
         ]
+
+    def state_hours(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[StateHour]:
+        """Folded car-state hours of one unit; see `Store.state_hours`."""
+        return state_hours(self, unit_id, _us(since), _us(until))
 
     def record_times(
         self, unit_id: str, agent_id: str, since: dt.datetime, until: dt.datetime

@@ -74,6 +74,8 @@ __all__ = [
     "Retention",
     "RetentionLeaseLostError",
     "RetentionStatus",
+    "StateHour",
+    "state_hours",
 ]
 
 RETENTION_MIGRATION = """
@@ -699,3 +701,41 @@ def counters_record(row: Sequence[Any]) -> bytes:
     if row[8] is not None:
         c.door_close_trend = float(row[8])
     return record.SerializeToString(deterministic=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StateHour:
+    """One folded hour of a unit's car states (a ``unit_hours`` row with car states):
+    the hour (µs), how many, the first and last one's time, the widest silence ending at
+    one of them (from the car state before it, wherever that lay; 0 for a unit's very
+    first), and every service mode a car state of the hour said."""
+
+    hour_us: int
+    car_states: int
+    first_us: int
+    last_us: int
+    widest_gap_us: int
+    modes: frozenset[int]
+
+
+def state_hours(store: _Executes, unit_id: str, since_us: int, until_us: int) -> list[StateHour]:
+    """The folded hours of ``unit_id``'s car states that hold any time in [since_us,
+    until_us) (the hour holding ``since_us`` included), oldest first; [] for a span inside
+    the window. A watch check beyond the window reads these (`fleet.reports.claims`)."""
+    rows = store._execute(
+        "SELECT hour_us, car_states, first_us, last_us, widest_gap_us, mode_us, last_mode "
+        "FROM unit_hours WHERE unit_id = ? AND hour_us >= ? AND hour_us < ? "
+        "AND car_states > 0 ORDER BY hour_us",
+        (unit_id, since_us // HOUR_US * HOUR_US, until_us),
+    ).fetchall()
+    hours = []
+    for r in rows:
+        # Each car state's mode is a key of its own hour's mode_us once the next one came
+        # (held for 0 µs or more); the hour's last one's mode is last_mode.
+        modes = {int(m) for m in json.loads(str(r[5]))}
+        if r[6] is not None:
+            modes.add(int(r[6]))
+        hours.append(
+            StateHour(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), frozenset(modes))
+        )
+    return hours

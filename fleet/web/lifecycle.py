@@ -50,6 +50,7 @@ from fleet.store.base import (
     EventRow,
     UnitRow,
 )
+from fleet.store.retention import StateHour
 from fleet.store.worker import StoreWorker
 from fleet.web.auth import AccessDeniedError, principal_of, scope_of
 from fleet.web.live import LiveHub
@@ -93,6 +94,10 @@ class StoreThreadReads:
     ) -> list[dt.datetime]:
         """See `Store.record_times`."""
         return self._store.call_blocking(lambda s: s.record_times(unit_id, agent_id, since, until))
+
+    def state_hours(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[StateHour]:
+        """See `Store.state_hours`."""
+        return self._store.call_blocking(lambda s: s.state_hours(unit_id, since, until))
 
 
 class _JSON(JSONResponse):

@@ -6,6 +6,7 @@ and after folding; retention waits for the visit derivation's cursor."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -16,14 +17,17 @@ from prometheus_client import CollectorRegistry
 
 from fleet.cli.main import main
 from fleet.config import ConfigError, FleetConfig, RetentionConfig, StoreConfig, parse_config
+from fleet.reports.claims import Claim, audit_claim
 from fleet.reports.compute import fault_rate_report, scorecard_report, service_life_report
 from fleet.reports.fault_rate import Period
+from fleet.reports.maintenance import judge
 from fleet.reports.maintenance_config import MaintenanceConfig, VerdictRulesConfig
 from fleet.reports.plan import Usage, maintenance_plan, usage_since
 from fleet.reports.plan_config import PlanConfig
 from fleet.reports.visits import derive_visits
 from fleet.retention import RetentionMetrics, retention_round
 from fleet.store.base import BatchOp, ControllerIdentity, HelloOp, RegisterEntry, UnitClaim
+from fleet.store.maintenance import RecordRow
 from fleet.store.open import open_store
 from fleet.store.retention import HOUR_US, FoldResult, Retention, RetentionLeaseLostError
 from fleet.store.sql import SqlStore, to_us
@@ -186,6 +190,94 @@ def test_a_span_across_the_edge_reads_the_same_after_folding(store: SqlStore) ->
     again = _run(store, to_us(NOW), to_us(NOW) - to_us(NOW - WINDOW), batch=97)
     assert (again.folded, again.deleted) == (0, 0)
     assert _answers(store) == before
+
+
+# (unit, claimed time, half-window in minutes): a span inside the folded hours, spans across
+# the window's edge, one inside the window, ones a unit's records do not cover.
+_CLAIMS = (
+    ("U1", DAY + dt.timedelta(minutes=20), 5, M.EVENT_TYPE_DOOR_CLOSE_FAILURE),
+    ("U1", DAY + dt.timedelta(hours=1, minutes=52), 5, M.EVENT_TYPE_DOOR_CLOSE_FAILURE),
+    ("U1", DAY + dt.timedelta(hours=2, minutes=10), 20, M.EVENT_TYPE_DOOR_CLOSE_FAILURE),
+    ("U1", DAY + dt.timedelta(hours=2, minutes=30), 10, M.EVENT_TYPE_LEVELLING_FAULT),
+    ("U1", DAY + dt.timedelta(minutes=25), 10, M.EVENT_TYPE_ENTRAPMENT),
+    ("U1", DAY + dt.timedelta(minutes=5), 30, M.EVENT_TYPE_DOOR_CLOSE_FAILURE),
+    ("U2", DAY + dt.timedelta(minutes=20), 10, M.EVENT_TYPE_DOOR_CLOSE_FAILURE),
+    ("U2", DAY + dt.timedelta(minutes=45), 10, M.EVENT_TYPE_DOOR_CLOSE_FAILURE),
+)
+# (unit, kind, start, end, slack minutes) of maintenance records to judge.
+_RECORDS = (
+    ("U1", "half_monthly", dt.timedelta(minutes=40), dt.timedelta(minutes=50), 5.0),
+    ("U1", "half_monthly", dt.timedelta(minutes=118), dt.timedelta(minutes=123), 2.0),
+    ("U1", "quarterly", dt.timedelta(minutes=60), dt.timedelta(minutes=90), 30.0),
+    ("U1", "half_monthly", dt.timedelta(minutes=62), dt.timedelta(minutes=88), 5.0),
+    ("U1", "half_monthly", dt.timedelta(minutes=5), dt.timedelta(minutes=20), 30.0),
+    ("U1", "half_monthly", dt.timedelta(minutes=150), dt.timedelta(minutes=160), 5.0),
+    ("U2", "half_monthly", dt.timedelta(minutes=10), dt.timedelta(minutes=30), 5.0),
+    ("U2", "half_monthly", dt.timedelta(minutes=30), dt.timedelta(minutes=50), 5.0),
+)
+
+
+def _watch_answers(store: SqlStore) -> list[tuple[str, str]]:
+    """The claims audit's and the maintenance verdicts' (verdict, reason code) for
+    `_CLAIMS` and `_RECORDS` (fleet.reports.claims.audit_claim, maintenance.judge)."""
+    answers = []
+    for line, (unit_id, at, minutes, fault) in enumerate(_CLAIMS, 2):
+        claim = Claim(line, unit_id, at, fault)
+        found = audit_claim(store, claim, dt.timedelta(minutes=minutes), dt.timedelta(seconds=60))
+        answers.append((found.verdict, found.reason.code))
+    for number, (unit_id, kind, start, end, slack) in enumerate(_RECORDS, 1):
+        record = RecordRow(
+            number, unit_id, "C1", kind, to_us(DAY + start), to_us(DAY + end), "2", "csv",
+            "c1", to_us(NOW), "pending", "", "{}", None,
+        )  # fmt: skip
+        rules = dataclasses.replace(CONFIG.verdicts, slack_minutes=slack)
+        judged = judge(store, record, store.get_unit(unit_id), CONFIG.minimums, rules)
+        answers.append((judged.verdict, judged.reason.code))
+    return answers
+
+
+def test_claims_and_verdicts_judge_the_same_across_the_edge(store: SqlStore) -> None:
+    # Their agent can see the faults claimed (else: "cannot see", whatever the records).
+    seen = (M.EVENT_TYPE_MODE_CHANGE, *{fault for *_, fault in _CLAIMS})
+    claims = tuple(UnitClaim(u, ControllerIdentity(), detectable=seen) for u in ("U1", "U2"))
+    store.write([HelloOp("A1", "1.0", claims)], DAY)
+    _feed(store)
+    derive_visits(store, CONFIG.verdicts, NOW)
+    before = _watch_answers(store)
+    # Each outcome of the watch check is among them, on raw records.
+    assert [verdict for verdict, _ in before[: len(_CLAIMS)]] == [
+        "contradicts", "contradicts", "contradicts", "contradicts", "supported",
+        "cannot_tell", "contradicts", "cannot_tell",
+    ]  # fmt: skip
+    verdicts = [verdict for verdict, _ in before[len(_CLAIMS) :]]
+    assert verdicts[0] == verdicts[1] == verdicts[5] == verdicts[6] == "contradicted"
+    assert before[5] == ("cannot_tell", "not_covered") and before[-1][1] == "not_covered"
+    assert before[len(_CLAIMS) + 2] == ("cannot_tell", "link_lost")
+
+    _run(store, to_us(NOW), to_us(NOW) - to_us(NOW - WINDOW), batch=97)
+    assert (
+        store._execute("SELECT COUNT(*) FROM records WHERE time_us < ?", (to_us(EDGE),)).fetchone()[
+            0
+        ]
+        == 0
+    )
+    after = _watch_answers(store)
+
+    # The same verdicts, and reasons; where the raw records showed the span not covered
+    # the hourly figures say so as "hourly_unclear" (they cannot place a silence in an
+    # hour). One verdict the hours cannot decide: record 2's window (01:56-02:05) begins
+    # in the folded hour from 01:00, which saw the visit's inspection (01:00-01:30) outside
+    # the window, and the hour does not say when: "cannot tell", never "contradicted".
+    undecided = len(_CLAIMS) + 1
+    assert before[undecided] == ("contradicted", "watched_normal")
+    assert after[undecided] == ("cannot_tell", "hourly_mode_unclear")
+    for i, (was, now) in enumerate(zip(before, after, strict=True)):
+        if i == undecided:
+            continue
+        if was[1] in ("not_covered", "gap"):
+            assert now == ("cannot_tell", "hourly_unclear")
+        else:
+            assert now == was
 
 
 def test_retention_waits_for_the_visit_derivation(store: SqlStore) -> None:
