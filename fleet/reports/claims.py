@@ -16,7 +16,9 @@ claim, within ``window`` either side of its time, the first of these that holds:
   (an agent older than the type). The data cannot refute what the unit cannot see.
 - **cannot_tell**, not watched: its controller link was lost in the window, or its records
   do not cover the window with no gap over ``max_gap`` (agents send a state sample at
-  least every few seconds and a heartbeat every 10 s).
+  least every few seconds and a heartbeat every 10 s). Beyond the retention window the
+  folded hours stand for the records (`watch_span`); where they cannot show the window
+  watched, cannot_tell ("hourly_unclear"; docs/retention.md).
 - **overstated** (小故障报大故障): the unit was watched throughout, the claimed type is one
   it can see, and it had a lift fault of a lower `SEVERITY` than the claim (ENTRAPMENT
   claimed where the lift had a DOOR_OPEN_FAILURE); the reason cites the most severe such

@@ -26,7 +26,9 @@ first of these that holds:
    with no silence over ``max_gap_s``; a record's mode is unknown; the controller link was
    down (a LinkStatus record, or a CONTROLLER_LINK_LOST event); or a half-hour of W is not
    among the unit's watched half-hours (``unit_trips_daily.watched_slots``, the fault-rate
-   report's watched time). A gap anywhere in W is enough.
+   report's watched time). A gap anywhere in W is enough. Beyond the retention window the
+   car states are folded by hour (docs/retention.md): what the hours cannot decide (a
+   silence's place in an hour, a mode seen in an hour only partly in W) is cannot_tell.
 5. With visits in W (watched throughout, yet short of M): **too_short** when their watched
    time is below ``too_short_fraction`` of M and every one of them was watched whole (no
    gap, ended); else **cannot_tell** (near the minimum, or partly unwatched).
