@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from fleet.cli.main import main
 from fleet.config import ConfigError, FleetConfig, RetentionConfig, StoreConfig, parse_config
-from fleet.reports.claims import Claim, audit_claim
+from fleet.reports.claims import Claim, audit_claim, watch_span
 from fleet.reports.compute import fault_rate_report, scorecard_report, service_life_report
 from fleet.reports.fault_rate import Period
 from fleet.reports.maintenance import judge
@@ -29,7 +29,13 @@ from fleet.retention import RetentionMetrics, retention_round
 from fleet.store.base import BatchOp, ControllerIdentity, HelloOp, RegisterEntry, UnitClaim
 from fleet.store.maintenance import RecordRow
 from fleet.store.open import open_store
-from fleet.store.retention import HOUR_US, FoldResult, Retention, RetentionLeaseLostError
+from fleet.store.retention import (
+    HOUR_US,
+    FoldResult,
+    Retention,
+    RetentionLeaseLostError,
+    StateHour,
+)
 from fleet.store.sql import SqlStore, to_us
 from fleet.store.worker import StoreWorker
 from fleet.units.coverage import CoverageConfig
@@ -278,6 +284,28 @@ def test_claims_and_verdicts_judge_the_same_across_the_edge(store: SqlStore) -> 
             assert now == ("cannot_tell", "hourly_unclear")
         else:
             assert now == was
+
+
+def test_a_silence_in_a_folded_hour_is_never_watched() -> None:
+    """The hourly check's two refusals on their own (`watch_span`): a silence over the
+    limit inside an hour, and a chain that ends before the span does."""
+    start, end = DAY + dt.timedelta(minutes=10), DAY + dt.timedelta(minutes=40)
+    limit = dt.timedelta(seconds=60)
+
+    def hour(widest_s: int, last: dt.timedelta = dt.timedelta(minutes=59)) -> StateHour:
+        modes = frozenset({M.SERVICE_MODE_NORMAL})
+        return StateHour(to_us(DAY), 300, to_us(DAY), to_us(DAY + last), widest_s * 10**6, modes)
+
+    assert watch_span([], [hour(10)], start, end, limit) == (
+        None, 300, dt.timedelta(seconds=10),
+    )  # fmt: skip
+    silent, _, widest = watch_span([], [hour(61)], start, end, limit)
+    assert silent is not None and silent.code == "hourly_unclear" and widest > limit
+    ended = watch_span([], [hour(10, dt.timedelta(minutes=39))], start, end, limit)[0]
+    assert ended is not None and ended.code == "hourly_unclear"
+    # The raw records left after the hour continue its chain (the span's end inside them).
+    later = [DAY + dt.timedelta(minutes=39, seconds=s) for s in range(30, 121, 30)]
+    assert watch_span(later, [hour(10, dt.timedelta(minutes=39))], start, end, limit)[0] is None
 
 
 def test_retention_waits_for_the_visit_derivation(store: SqlStore) -> None:
