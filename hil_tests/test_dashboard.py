@@ -452,6 +452,14 @@ async def _alarm_lifecycle(
     box = await send.bounding_box()
     assert box is not None and box["x"] + box["width"] <= 390, box
     await page.fill(f"{row} input[name=crew]", "张三")
+    # An ETA as a clock time of the site's day: one earlier than now is refused, in the
+    # reader's language, before anything is sent (the fleet refuses it too: test_alarms).
+    await page.fill(f"{row} input[name=eta_at]", "00:00")
+    await send.click()
+    refused = await page.inner_text(f"{row} .msg.error")
+    assert "00:00" in refused and "早于现在" in refused, refused
+    assert await page.get_attribute(row, "data-state") == "acknowledged"
+    await page.fill(f"{row} input[name=eta_at]", "")
     await page.fill(f"{row} input[name=eta_minutes]", "20")
     await send.click()
     crew_note = f"{row} .crew-note[data-crew='张三']"
@@ -510,6 +518,9 @@ async def _alarm_lifecycle(
     assert {("acknowledged", "dispatcher"), ("resolved", "dispatcher")} <= steps_by
     await page.goto(f"{base}#/unit/{trapped}")
     await page.wait_for_selector("#chain[data-intact=true]")
+    # The history list says who was sent and when expected, not only the step.
+    listed = await page.inner_text("#history-panel")
+    assert re.search(r"派遣人员 · dispatcher · 已派遣 张三 · 预计 \d\d:\d\d 到达", listed), listed
     await _shot(page, "unit-after-rescue")
     # The entrapment's reasons came with codes: Chinese sentences, not the agent's English.
     english += await _english_words(page, "unit-after-rescue", allowed)

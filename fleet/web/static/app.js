@@ -721,6 +721,7 @@
     if (d.phase) parts.push(label("phase", d.phase));
     if (d.step) parts.push(label("step", d.step));
     if (d.by) parts.push(d.by === "event" ? t("alarms.by_event") : d.by);
+    if (d.step === "crew_dispatched" && d.crew) parts.push(window.LW_CREW.line(recorder(), { crew: d.crew, crew_eta: d.eta }));
     if (d.old_status || d.new_status) parts.push(`${label("status", d.old_status)} → ${label("status", d.new_status)}`);
     if (entry.kind === "firmware") {
       if (d.new_firmware !== d.old_firmware) parts.push(`${d.model || ""} ${d.old_firmware || "—"} → ${d.new_firmware || "—"}`);

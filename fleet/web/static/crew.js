@@ -1,5 +1,6 @@
 // The dispatcher's "crew dispatched" step (issue 19): on an acknowledged alarm, who was
-// sent (a name or team) and in how many minutes they are expected, with the row's note;
+// sent (a name or team) and when they are expected (in minutes, or a clock time of the
+// site's day), with the row's note;
 // and the line the alarm row and its lifecycle show, "已派遣 张三 · 预计 04:20 到达", the
 // ETA in the site's time zone. The fleet keeps the alarm acknowledged (POST
 // /api/alarms/{id}/dispatch); sending again replaces who and when, the history keeps each.
@@ -26,7 +27,16 @@
     return text ? r.h("span", { className: "crew-note", "data-crew": alarm.crew, text }) : null;
   }
 
-  // Who and in how many minutes, and the button that records them; ``noteInput`` is the
+  // Now as "HH:MM" on the site's clock, to compare with an ETA typed as a clock time.
+  function siteNow(r) {
+    return new Intl.DateTimeFormat("en-GB", {
+      timeZone: r.state.site.time_zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+    }).format(new Date());
+  }
+
+  // Who and when: in how many minutes, or at a clock time of the site's day (the fleet
+  // stores the absolute time and refuses one earlier than now), and the button that
+  // records them; ``noteInput`` is the
   // row's note (sent as the step's reason), ``error`` the row's alert, ``after`` re-reads.
   function form(r, alarm, noteInput, error, after) {
     const who = r.h("input", {
@@ -37,18 +47,29 @@
       type: "number", name: "eta_minutes", className: "crew-eta", min: 0, max: MAX_ETA_MINUTES,
       step: 1, inputmode: "numeric", "aria-label": r.t("crew.eta"), placeholder: r.t("crew.eta_short"),
     });
+    const at = r.h("input", {
+      type: "time", name: "eta_at", className: "crew-at", step: 60,
+      "aria-label": r.t("crew.at"), title: r.t("crew.at"),
+    });
     const send = r.h("button", {
       type: "button", className: "primary", "data-action": "dispatch",
       onclick: async (e) => {
         const crew = who.value.trim();
         const eta = Number(minutes.value);
-        if (!crew || minutes.value === "" || !Number.isFinite(eta) || eta < 0 || eta > MAX_ETA_MINUTES) {
+        const clockTime = at.value; // "HH:MM" (24-hour) or "" when not given
+        const byMinutes = minutes.value !== "" && Number.isFinite(eta) && eta >= 0 && eta <= MAX_ETA_MINUTES;
+        if (!crew || (clockTime === "" && !byMinutes) || (clockTime !== "" && minutes.value !== "")) {
           error.textContent = r.t("crew.needed", { id: alarm.alarm_id, max: MAX_ETA_MINUTES });
           (crew ? minutes : who).focus();
           return;
         }
+        if (clockTime !== "" && clockTime < siteNow(r)) {
+          error.textContent = r.t("crew.past", { id: alarm.alarm_id, at: clockTime, now: siteNow(r) });
+          at.focus();
+          return;
+        }
         e.target.disabled = true;
-        const body = { crew, eta_minutes: eta };
+        const body = clockTime !== "" ? { crew, eta_at: clockTime } : { crew, eta_minutes: eta };
         if (noteInput && noteInput.value.trim()) body.reason = noteInput.value.trim();
         try {
           await r.api(`/api/alarms/${alarm.alarm_id}/dispatch`, { method: "POST", body });
@@ -59,7 +80,7 @@
         after();
       },
     }, r.t("action.dispatch"));
-    return r.h("div", { className: "crew-form", role: "group", "aria-label": r.t("crew.form") }, who, minutes, send);
+    return r.h("div", { className: "crew-form", role: "group", "aria-label": r.t("crew.form") }, who, minutes, at, send);
   }
 
   window.LW_CREW = { line, note, form };
