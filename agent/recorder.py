@@ -61,7 +61,8 @@ WIRE_BYTES_PER_SAMPLE = 7.5
 WIRE_OVERHEAD_BYTES = 256
 # The ring holds this much more than the longest window: polls arrive with jitter.
 RING_MARGIN = 1.25
-# Detection keys ending in _s that are not onset-to-raise thresholds.
+# Detection keys ending in _s that are not onset-to-raise thresholds (besides the speeds,
+# *_mm_s: millimetres per second, see onset_lag_s).
 _NOT_THRESHOLDS = frozenset({"nuisance_dedup_s"})
 _I32_LOW, _I32_HIGH, _U32_HIGH = -(2**31), 2**31 - 1, 2**32 - 1
 _EMPTY: tuple[records_pb2.Record, ...] = ()
@@ -88,7 +89,8 @@ def onset_lag_s(detect: DetectionConfig) -> float:
     lags = [
         float(value)
         for f in fields(detect)
-        if f.name.endswith("_s") and f.name not in _NOT_THRESHOLDS
+        # rated_speed_mm_s ends in _s too, but is a speed: 1600 (mm/s) is no 1600 s lag.
+        if f.name.endswith("_s") and not f.name.endswith("_mm_s") and f.name not in _NOT_THRESHOLDS
         for value in (getattr(detect, f.name),)
         if isinstance(value, int | float)
     ]

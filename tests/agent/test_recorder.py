@@ -305,6 +305,14 @@ def test_a_longer_threshold_makes_the_ring_reach_further() -> None:
     assert recorder(lag_s=300.0).capacity == round((60 + 300 + 600) * HZ * 1.25)
 
 
+def test_a_rated_speed_is_no_time_threshold() -> None:
+    # rated_speed_mm_s = 1600 (mm/s) was read as a 1600 s lag: every unit with a rated
+    # speed had its default windows refused (the rig's overspeed scenario could not start).
+    detect = DetectionConfig(rated_speed_mm_s=1600.0)
+    assert onset_lag_s(detect) == onset_lag_s(DetectionConfig())
+    assert window_problems(RecorderConfig(), onset_lag_s(detect)) == []
+
+
 def test_the_agent_config_takes_windows_per_unit_and_check_config_names_bad_ones(
     tmp_path: Path,
 ) -> None:
