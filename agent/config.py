@@ -53,8 +53,9 @@ Every key, with its default (a key without a default is required)::
     post_s = 30                 # seconds after the raise, the event still raised
     max_s = 600                 # a window runs to the clear if it comes within this many
                                 #   seconds of the raise; 600: pre_s + the longest detection
-                                #   threshold + max_s at 10 Hz stays under 64 kB of evidence
-                                #   (check-config refuses windows past that)
+                                #   threshold + max_s at 10 Hz stays under 64 kB of evidence.
+                                #   Not set: lowered per unit to fit 64 kB when a threshold
+                                #   is longer (300 s: 510); set: check-config refuses past it
 
     [detect]                    # defaults for every unit; see docs/events.md for each key
     entrapment_between_floors_s = 30.0
@@ -129,6 +130,7 @@ from agent.decode.parser import ProfileError, load_profile
 from agent.detect.engine import DetectionConfig
 from agent.detect.events import EventType
 from agent.recorder import RecorderConfig, onset_lag_s, window_problems
+from agent.recorder import fitted as fitted_recorder
 from agent.release import ReleaseError
 from agent.release import key_bytes as release_key_bytes
 from liftconf.schema import Problem, bounded, out_of_range, read_section, type_name
@@ -580,7 +582,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: str = "<config>
         valid = not default_problems and not found
         detect = DetectionConfig.from_mapping(merged) if valid else DetectionConfig()
         detect = replace(detect, fault_events=_fault_events(sources))
-        recorder = _unit_recorder(r, u, key, default_recorder, detect)
+        recorder = _unit_recorder(
+            r, u, key, default_recorder, detect, "max_s" in (recorder_raw or {})
+        )
         units.append(UnitConfig(unit_id, bus, slave, profile_ref, detect, tuple(sources), recorder))
 
     for i, bus_config in enumerate(buses):
@@ -729,15 +733,23 @@ _BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
 
 
 def _unit_recorder(
-    r: _Reader, u: Mapping[str, Any], key: str, default: RecorderConfig, detect: DetectionConfig
+    r: _Reader,
+    u: Mapping[str, Any],
+    key: str,
+    default: RecorderConfig,
+    detect: DetectionConfig,
+    max_s_given: bool,
 ) -> RecorderConfig:
     """The unit's evidence windows: ``[recorder]`` with its ``[unit.recorder]`` over it,
-    checked against the 64 kB bound with the unit's longest threshold."""
+    checked against the 64 kB bound with the unit's longest threshold. A ``max_s`` set in
+    neither table is fitted to that bound (`agent.recorder.fitted`)."""
     overrides = r.table(u.get("recorder", {}), f"{key}.recorder", None)
     given = _read(RecorderConfig, f"{key}.recorder", overrides, (), r.problems)
     recorder = replace(
         default, **{k: getattr(given, k) for k in overrides if hasattr(RecorderConfig, k)}
     )
+    if not max_s_given and "max_s" not in overrides:
+        recorder = fitted_recorder(recorder, onset_lag_s(detect))
     r.problems.extend(
         ConfigProblem(f"{key}.recorder.{k}", m)
         for k, m in window_problems(recorder, onset_lag_s(detect))

@@ -40,7 +40,7 @@ import bisect
 import math
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -100,6 +100,20 @@ def onset_lag_s(detect: DetectionConfig) -> float:
 def window_s(config: RecorderConfig, lag_s: float) -> float:
     """The longest window an event of the unit can need, in seconds."""
     return config.pre_s + lag_s + max(config.max_s, config.post_s)
+
+
+def fitted(config: RecorderConfig, lag_s: float) -> RecorderConfig:
+    """``config`` with ``max_s`` lowered to what fits the 64 kB bound for a unit whose
+    longest threshold is ``lag_s`` (never below ``post_s``), for a unit whose ``max_s``
+    was not set: the default of 600 s suits the default thresholds, and a site that sets
+    a long threshold (a 300 s stopped-outside-the-zone, say) should get a shorter wait
+    for the clear rather than an agent that refuses to start. A ``max_s`` set by hand is
+    checked as given (`window_problems`)."""
+    room = (EVIDENCE_LIMIT_BYTES - WIRE_OVERHEAD_BYTES) / (REFERENCE_HZ * WIRE_BYTES_PER_SAMPLE)
+    fits = math.floor(room - config.pre_s - lag_s)
+    if config.max_s <= fits:
+        return config
+    return replace(config, max_s=max(fits, config.post_s, 1))
 
 
 def window_problems(config: RecorderConfig, lag_s: float) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ windows around an event (raise, post, clear, max, shutdown) and on demand."""
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,33 @@ def test_the_agent_config_takes_windows_per_unit_and_check_config_names_bad_ones
         parse_config(bad, tmp_path)
     keys = [p.key for p in caught.value.problems]
     assert keys == ["unit[0].recorder.pre_s", "unit[0].recorder.max_s", "unit[1].recorder.post_s"]
+
+
+def test_a_long_threshold_fits_the_default_max_s_but_refuses_a_given_one(
+    tmp_path: Path,
+) -> None:
+    # A site that lengthens a threshold (300 s for stopped-outside-the-zone) must not find
+    # its agent refusing to start over a recorder default it never set: the unset max_s is
+    # lowered to what keeps the window under 64 kB. A max_s set by hand is checked as given.
+    base = {
+        "agent": {"id": "edge-1"},
+        "fleet": {"insecure": True},
+        "detect": {"stopped_outside_door_zone_s": 300.0},
+        "bus": [{"name": "line", "url": "tcp://127.0.0.1:5020"}],
+        "unit": [{"id": "u1", "bus": "line", "slave": 1}],
+    }
+    config = parse_config(base, tmp_path)
+    recorder = config.units[0].recorder
+    lag = onset_lag_s(config.units[0].detect)
+    assert lag == 300.0
+    assert 30 <= recorder.max_s < 600
+    assert window_problems(recorder, lag) == []
+    assert window_problems(replace(recorder, max_s=recorder.max_s + 1), lag) != []
+    for given in ({"recorder": {"max_s": 600}}, {}):
+        unit = {"id": "u1", "bus": "line", "slave": 1, **given}
+        top = {**base, "unit": [unit]}
+        if not given:
+            top["recorder"] = {"max_s": 600}
+        with pytest.raises(ConfigError) as caught:
+            parse_config(top, tmp_path)
+        assert [p.key for p in caught.value.problems] == ["unit[0].recorder.max_s"]
