@@ -210,8 +210,12 @@ Every key, with its default (a missing file section or key takes the default)::
     interval_s = 3600            # serve runs retention this often (0 = never; then only
                                  # `liftwatch-fleet retention run` does); one fleet instance
                                  # at a time (a lease in the store, as northbound's senders)
-    batch_records = 2000         # raw records folded and deleted per transaction: ingest's
-                                 # writes interleave between batches, never wait longer
+    compact_after_s = 3600       # raw records older than this (to the hour) that every
+                                 # consumer has read are compacted into per-unit hourly
+                                 # batches, about a fifth of the bytes (60 to 86400;
+                                 # fleet.store.batches); each retention run does it
+    batch_records = 2000         # raw records compacted, or folded and deleted, per
+                                 # transaction: ingest's writes interleave between them
     lease_s = 120                # the retention lease lasts this long unless renewed; a dead
                                  # instance's is taken over after it ran out
 
@@ -395,6 +399,7 @@ class RetentionConfig:
 
     window_days: int = bounded(14, 1, 3660)
     interval_s: float = bounded(3600.0, 0, 86_400)
+    compact_after_s: float = bounded(3600.0, 60, 86_400)
     batch_records: int = bounded(2000, 1, 1_000_000)
     lease_s: float = bounded(120.0, 10, 86_400)
 

@@ -62,6 +62,16 @@ class RetentionMetrics:
             "Raw records folded into the hourly aggregates (by this instance).",
             registry=registry,
         )
+        self.compacted = Counter(
+            "liftwatch_fleet_retention_compacted",
+            "Raw records compacted into per-unit hourly batches (by this instance).",
+            registry=registry,
+        )
+        self.partitions_dropped = Counter(
+            "liftwatch_fleet_retention_partitions_dropped",
+            "Day partitions of the raw batches dropped whole after folding (PostgreSQL).",
+            registry=registry,
+        )
         self.deleted = Counter(
             "liftwatch_fleet_retention_deleted",
             "Raw records deleted after folding (by this instance).",
@@ -121,7 +131,14 @@ async def retention_round(
         return None
     try:
         window_us = config.window_days * 86_400_000_000
-        run = FoldPass(held, to_us(clock()), window_us, config.batch_records)
+        compact_after_us = int(config.compact_after_s * 1_000_000)
+        run = FoldPass(
+            held,
+            to_us(clock()),
+            window_us,
+            config.batch_records,
+            compact_after_us=compact_after_us,
+        )
         steps = 0
         try:
             while await store.call(lambda s: run.step(_sql(s))):
@@ -140,17 +157,23 @@ async def retention_round(
     finally:
         await store.call(lambda s: retention(s).release(held))
         metrics.owner.set(0)
+    metrics.compacted.inc(result.compacted)
+    metrics.partitions_dropped.inc(result.partitions_dropped)
     metrics.folded.inc(result.folded)
     metrics.deleted.inc(result.deleted)
     metrics.held_back.set(result.held_back)
     metrics.last_run.set(clock().timestamp())
     metrics.lag.set(lag_s(status))
     log.info(
-        "retention: folded %d, deleted %d, kept %d raw records older than %s",
+        "retention: compacted %d raw records into %d batches; folded %d, deleted %d, "
+        "kept %d older than %s; dropped %d partitions",
+        result.compacted,
+        result.batches,
         result.folded,
         result.deleted,
         result.kept,
         dt.datetime.fromtimestamp(result.cutoff_us / 1e6, dt.UTC).isoformat(),
+        result.partitions_dropped,
     )
     return result
 

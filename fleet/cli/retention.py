@@ -89,7 +89,13 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_RUNTIME
         try:
             window_us = config.retention.window_days * 86_400_000_000
-            result = retention.run(held, to_us(now), window_us, config.retention.batch_records)
+            result = retention.run(
+                held,
+                to_us(now),
+                window_us,
+                config.retention.batch_records,
+                compact_after_us=int(config.retention.compact_after_s * 1_000_000),
+            )
             while vacuum_step(writer):
                 pass
         finally:
@@ -102,13 +108,22 @@ def run(args: argparse.Namespace) -> int:
         "deleted": result.deleted,
         "kept": result.kept,
         "held_back_agents": result.held_back,
+        "compacted": result.compacted,
+        "batches": result.batches,
+        "partitions_dropped": result.partitions_dropped,
     }
     if args.json:
         print_json(figures)
     else:
         print(
-            f"folded {result.folded}, deleted {result.deleted}, kept {result.kept} raw "
-            f"records older than {figures['cutoff']}"
+            f"compacted {result.compacted} raw records into {result.batches} batches; "
+            f"folded {result.folded}, deleted {result.deleted}, kept {result.kept} "
+            f"older than {figures['cutoff']}"
+            + (
+                f"; dropped {result.partitions_dropped} partition(s)"
+                if result.partitions_dropped
+                else ""
+            )
             + (
                 f"; {result.held_back} agent(s) wait for the visit derivation"
                 if result.held_back

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from fleet.store import batches
 from fleet.store.base import (
     MAX_CREW_CHARS,
     OPEN_ALARM_STATES,
@@ -828,7 +829,11 @@ class LifecycleStore:
             "AND time_us < ? ORDER BY time_us",
             (agent_id, unit_id, _us(since), _us(until)),
         ).fetchall()
-        return [_EPOCH + dt.timedelta(microseconds=int(r[0])) for r in rows]
+        # The older part of the span lies in batches (fleet.store.batches).
+        span = (_us(since), _us(until))
+        times = [r[0] for r in batches.rows_in(self, unit_id, None, *span, agent_id=agent_id)]
+        times += [int(r[0]) for r in rows]
+        return [_EPOCH + dt.timedelta(microseconds=t) for t in times]
 
     def unit_events(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[EventRow]:
         """Events of one unit touching [since, until); see `Store.unit_events`."""

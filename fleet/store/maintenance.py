@@ -29,6 +29,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from fleet.store import batches
+
 MAINTENANCE_MIGRATION = """
 CREATE TABLE maintenance_visits (
     id                {id},
@@ -518,7 +520,11 @@ class MaintenanceStore:
             "AND kind = 'car_state' AND time_us >= ? AND time_us < ? ORDER BY time_us, seq",
             (agent_id, unit_id, _us(since), _us(until)),
         ).fetchall()
-        return [(int(r[0]), bytes(r[1])) for r in rows]
+        # The older part of the span lies in batches (fleet.store.batches).
+        batched = batches.rows_in(
+            self, unit_id, ("car_state",), _us(since), _us(until), agent_id=agent_id
+        )
+        return [(r[0], r[3]) for r in batched] + [(int(r[0]), bytes(r[1])) for r in rows]
 
     def link_states(
         self, unit_id: str, since: dt.datetime, until: dt.datetime
@@ -540,6 +546,13 @@ class MaintenanceStore:
             "AND time_us < ? ORDER BY time_us",
             (unit_id, _us(since), _us(until)),
         ).fetchall()
+        # Within the window but compacted: the batches (fleet.store.batches).
+        link = ("link_status",)
+        before += [(r[0], r[3]) for r in batches.nearest_rows(self, unit_id, *link, _us(since), 1)]
+        before = sorted(before)[-1:]
+        inside += [
+            (r[0], r[3]) for r in batches.rows_in(self, unit_id, link, _us(since), _us(until))
+        ]
         # Beyond the retention window the link's changes live on in records_kept
         # (fleet.store.retention): whether and when the link was down in the span (what
         # a verdict asks) comes out the same across the edge.

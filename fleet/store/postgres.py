@@ -11,12 +11,14 @@ for the WAL flush, the same policy as SQLite's NORMAL / FULL.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
+from fleet.store.batches import BATCHES_MIGRATION_POSTGRES, DAY_US, partition_name
 from fleet.store.configs import CONFIGS_MIGRATION
 from fleet.store.crew import CREW_MIGRATION
 from fleet.store.evidence import EVIDENCE_MIGRATION
@@ -155,6 +157,9 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 17, "crew": who a dispatcher sent to an alarm and when they are expected
     # (issue 19, see fleet.store.crew).
     CREW_MIGRATION,
+    # Version 18, "batches": raw records compacted into per-unit hourly batches, in a
+    # table partitioned by day (issue 18, see fleet.store.batches).
+    BATCHES_MIGRATION_POSTGRES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -175,6 +180,11 @@ def redact(url: str) -> str:
 
 class PostgresStore(SqlStore):
     """The PostgreSQL `Store`. Create with `PostgresStore.open`; use from one thread only."""
+
+    def __init__(self, conn: Any, description: str) -> None:
+        super().__init__(conn, description)
+        # Days (µs // DAY_US) whose record_batches partition this connection made or saw.
+        self._batch_days: set[int] = set()
 
     @classmethod
     def open(cls, url: str, *, readonly: bool = False) -> PostgresStore:
@@ -232,6 +242,44 @@ class PostgresStore(SqlStore):
             if not cursor.nextset():
                 break
         return results
+
+    def _batch_partition(self, hour_us: int) -> None:
+        # One partition per UTC day; made by compaction before a day's first batch
+        # (the same transaction: a rolled-back compaction leaves no partition behind).
+        if hour_us // DAY_US in self._batch_days:
+            return
+        name = partition_name(hour_us)
+        start = hour_us // DAY_US * DAY_US
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF record_batches "
+            f"FOR VALUES FROM ({start}) TO ({start + DAY_US})"
+        )
+        self._batch_days.add(hour_us // DAY_US)
+
+    def _drop_batch_partitions(self, cutoff_us: int) -> int:
+        # A day wholly before the cutoff that folding has emptied goes whole: its space
+        # returns at once, with no dead rows left for autovacuum.
+        found = self._conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'record_batches'::regclass ORDER BY c.relname"
+        ).fetchall()
+        dropped = 0
+        for (name,) in found:
+            day = str(name).removeprefix("record_batches_")
+            if not day.isdigit():
+                continue
+            start = int(
+                (dt.datetime.strptime(day, "%Y%m%d") - dt.datetime(1970, 1, 1))
+                / dt.timedelta(microseconds=1)
+            )
+            if start + DAY_US > cutoff_us:
+                continue
+            with self._transaction():
+                if self._conn.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() is None:
+                    self._conn.execute(f"DROP TABLE {name}")
+                    self._batch_days.discard(start // DAY_US)
+                    dropped += 1
+        return dropped
 
     # One array per column: any number of rows binds as a few parameters.
     _rows_per_statement = 20_000

@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fleet.store import batches
 from fleet.store.retention import counters_in_hours
 
 PUBLICATION_MIGRATION = """
@@ -233,11 +234,18 @@ class PublicationStore:
             (unit_id, at_us),
         ).fetchone()
         if row is None:
+            # Compacted (fleet.store.batches): the newest batched reading at or before.
+            found = batches.nearest_rows(self, unit_id, "counters", at_us + 1, 1)
+            row = (found[0][0], found[0][3]) if found else None
+        if row is None:
             # Beyond the retention window: each hour's last Counters reading, folded into
             # unit_hours (fleet.store.retention), the same reading for a time on an hour.
             row = counters_in_hours(self, unit_id, at_us, after=False)
         if row is None:
             row = counters_in_hours(self, unit_id, at_us, after=True)
+        if row is None:
+            found = batches.nearest_rows(self, unit_id, "counters", at_us + 1, 1, after=True)
+            row = (found[0][0], found[0][3]) if found else None
         if row is None:
             row = self._execute(
                 "SELECT time_us, payload FROM records WHERE unit_id = ? AND kind = 'counters' "

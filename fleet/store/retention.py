@@ -58,7 +58,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fleet.store import lease
+from fleet.store import batches, lease
 from protos.liftwatch.v1 import records_pb2
 
 if TYPE_CHECKING:
@@ -211,14 +211,18 @@ class Held:
 @dataclass(frozen=True, slots=True)
 class FoldResult:
     """What one retention run did: records folded into aggregates, deleted from the raw
-    table, copied to ``records_kept``; the cutoff (µs) it folded up to; agents held back
-    by a consumer (the visit derivation) that has not read their old records yet."""
+    batches, copied to ``records_kept``; the cutoff (µs) it folded up to; agents held
+    back by a consumer (the visit derivation) that has not read their old records yet;
+    records compacted into batches, batches written, partitions dropped (PostgreSQL)."""
 
     cutoff_us: int
     folded: int
     deleted: int
     kept: int
     held_back: int
+    compacted: int = 0
+    batches: int = 0
+    partitions_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,35 +277,46 @@ class Retention:
 
     # -- folding -----------------------------------------------------------------------
 
-    def run(self, held: Held, now_us: int, window_us: int, batch: int) -> FoldResult:
-        """Fold and delete every raw record older than the window's hour-aligned cutoff
-        that the slowest consumer has read, ``batch`` records a transaction, while
-        ``held`` is the lease (each transaction is fenced by it; `RetentionLeaseLostError`
-        when another instance took it: what was committed stays, it continues there).
-        In one go, for the CLI; serve runs a `FoldPass` a step per store call."""
-        run = FoldPass(held, now_us, window_us, batch)
+    def run(
+        self,
+        held: Held,
+        now_us: int,
+        window_us: int,
+        batch: int,
+        *,
+        compact_after_us: int = HOUR_US,
+    ) -> FoldResult:
+        """Compact the raw records older than ``compact_after_us`` that the slowest
+        consumer has read, then fold and delete every one older than the window's
+        hour-aligned cutoff, ``batch`` records a transaction, while ``held`` is the lease
+        (each transaction is fenced by it; `RetentionLeaseLostError` when another
+        instance took it: what was committed stays, it continues there). In one go, for
+        the CLI; serve runs a `FoldPass` a step per store call."""
+        run = FoldPass(held, now_us, window_us, batch, compact_after_us=compact_after_us)
         while run.step(self._store):
             pass
         return run.finish(self._store)
 
-    def _fold_batch(
+    def _compact_batch(
         self, held: Held, agent_id: str, after: int, limit: int, cutoff: int, batch: int
-    ) -> tuple[int, int, int, int, bool]:
-        """One transaction: (deleted, folded, copied, the new cursor, whether the window
-        was reached)."""
+    ) -> tuple[int, int, int, bool]:
+        """One transaction: move the agent's raw records after seq ``after`` (up to
+        ``limit``, at most ``batch``) with a time before ``cutoff`` into their (unit, hour)
+        batches (`fleet.store.batches`); (records moved, batches written, the new cursor,
+        whether the agent's first record at or past the cutoff was reached)."""
         s = self._store
-        # Most runs find most agents' next record inside the window: one row tells, not
-        # a batch of payloads.
+        # Most agents' next record is the newest hour's: one row tells, not a batch of
+        # payloads.
         first = s._execute(
             "SELECT time_us FROM records WHERE agent_id = ? AND seq > ? AND seq <= ? "
             "ORDER BY seq LIMIT 1",
             (agent_id, after, limit),
         ).fetchone()
         if first is None or int(first[0]) >= cutoff:
-            return 0, 0, 0, after, True
+            return 0, 0, after, True
         with s._transaction():
             # First, so that on PostgreSQL a second instance's batch (its lease lost) waits
-            # on this row's lock, then finds the epoch moved on: no record folds twice.
+            # on this row's lock, then finds the epoch moved on: no record moves twice.
             if not self._fence(held, "epoch = epoch", ()):
                 raise RetentionLeaseLostError("retention: lease lost (another instance runs it)")
             rows = s._execute(
@@ -316,10 +331,17 @@ class Retention:
                 old.append(row)
             reached = len(old) < len(rows) or not rows
             if not old:
-                return 0, 0, 0, after, True
+                return 0, 0, after, True
             last = int(old[-1][0])
-            folded, copied = self._fold(agent_id, old)
-            deleted = s._execute(
+            groups: dict[tuple[str, int], list[batches.BatchRecord]] = {}
+            for seq, unit_id, time_us, kind, payload in old:
+                at = int(time_us)
+                groups.setdefault((str(unit_id), at // HOUR_US * HOUR_US), []).append(
+                    batches.BatchRecord(int(seq), at, str(kind), bytes(payload))
+                )
+            for (unit_id, hour_us), records in groups.items():
+                self._merge_batch(agent_id, unit_id, hour_us, records)
+            moved = s._execute(
                 "DELETE FROM records WHERE agent_id = ? AND seq > ? AND seq <= ? RETURNING seq",
                 (agent_id, after, last),
             ).fetchall()
@@ -328,7 +350,79 @@ class Retention:
                 "ON CONFLICT (agent_id) DO UPDATE SET seq = excluded.seq",
                 (agent_id, last),
             )
-        return len(deleted), folded, copied, last, reached
+        return len(moved), len(groups), last, reached
+
+    def _merge_batch(
+        self, agent_id: str, unit_id: str, hour_us: int, records: list[batches.BatchRecord]
+    ) -> None:
+        """Write ``records`` (seq order) into the (unit, hour, agent) batch, merged with
+        what an earlier compaction put there."""
+        s = self._store
+        s._batch_partition(hour_us)
+        found = s._execute(
+            "SELECT body FROM record_batches WHERE unit_id = ? AND hour_us = ? AND agent_id = ?",
+            (unit_id, hour_us, agent_id),
+        ).fetchone()
+        if found is not None:
+            records = sorted([*batches.decode(bytes(found[0])), *records], key=lambda r: r.seq)
+        s._execute(
+            "INSERT INTO record_batches (unit_id, hour_us, agent_id, first_seq, last_seq, "
+            "start_us, end_us, records, kinds, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (unit_id, hour_us, agent_id) DO UPDATE SET "
+            "first_seq = excluded.first_seq, last_seq = excluded.last_seq, "
+            "start_us = excluded.start_us, end_us = excluded.end_us, "
+            "records = excluded.records, kinds = excluded.kinds, body = excluded.body",
+            (
+                unit_id,
+                hour_us,
+                agent_id,
+                records[0].seq,
+                records[-1].seq,
+                min(r.time_us for r in records),
+                max(r.time_us for r in records),
+                len(records),
+                batches.kinds_of(records),
+                batches.encode(records),
+            ),
+        )
+
+    def _fold_batches(self, held: Held, cutoff: int, batch: int) -> tuple[int, int, int, int]:
+        """One transaction: fold the oldest batches of an hour before ``cutoff`` into the
+        aggregates and delete them, about ``batch`` records' worth; (records folded,
+        records deleted, records copied to records_kept, batches done)."""
+        s = self._store
+        keys = s._execute(
+            "SELECT unit_id, hour_us, agent_id, records FROM record_batches "
+            "WHERE hour_us < ? ORDER BY hour_us, unit_id, agent_id LIMIT ?",
+            (cutoff, max(1, batch // 100)),
+        ).fetchall()
+        if not keys:
+            return 0, 0, 0, 0
+        taken, records = [], 0
+        for key in keys:
+            taken.append(key)
+            records += int(key[3])
+            if records >= batch:
+                break
+        folded = deleted = copied = 0
+        with s._transaction():
+            if not self._fence(held, "epoch = epoch", ()):
+                raise RetentionLeaseLostError("retention: lease lost (another instance runs it)")
+            for unit_id, hour_us, agent_id, _ in taken:
+                found = s._execute(
+                    "DELETE FROM record_batches WHERE unit_id = ? AND hour_us = ? "
+                    "AND agent_id = ? RETURNING body",
+                    (unit_id, hour_us, agent_id),
+                ).fetchone()
+                if found is None:
+                    continue  # folded by a run that lost its lease just before
+                rows = [
+                    (r.seq, unit_id, r.time_us, r.kind, r.payload)
+                    for r in batches.decode(bytes(found[0]))
+                ]
+                count, kept = self._fold(str(agent_id), rows)
+                folded, deleted, copied = folded + count, deleted + len(rows), copied + kept
+        return folded, deleted, copied, len(taken)
 
     def _fold(self, agent_id: str, rows: Sequence[Sequence[Any]]) -> tuple[int, int]:
         """Fold ``rows`` (seq order) into unit_hours and records_kept; (folded, copied)."""
@@ -499,13 +593,19 @@ class Retention:
             "AND f.seq > COALESCE((SELECT c.seq FROM retention_agents c "
             "WHERE c.agent_id = a.agent_id), 0))"
         ).fetchone()
+        # The oldest batch's records: its first record (the hour index finds the hour).
+        batched = s._execute(
+            "SELECT MIN(start_us) FROM record_batches WHERE hour_us = "
+            "(SELECT MIN(hour_us) FROM record_batches)"
+        ).fetchone()
+        times = [int(r[0]) for r in (oldest, batched) if r is not None and r[0] is not None]
         return RetentionStatus(
             last_run_us=None if row[0] is None else int(row[0]),
             cutoff_us=None if row[1] is None else int(row[1]),
             folded=int(row[2]),
             deleted=int(row[3]),
             kept=int(row[4]),
-            oldest_raw_us=None if oldest is None or oldest[0] is None else int(oldest[0]),
+            oldest_raw_us=min(times) if times else None,
             owner=str(row[5]),
             lease_until_us=int(row[6]),
         )
@@ -525,16 +625,36 @@ class Retention:
 
 
 class FoldPass:
-    """One retention run as steps, each one short transaction on the store (the first
-    lists the agents with records to fold), so that a caller on the store's thread lets
-    ingest's writes run between them: ``while pass.step(store): ...``, then ``finish``."""
+    """One retention run as steps, each one short transaction on the store, so that a
+    caller on the store's thread lets ingest's writes run between them: ``while
+    pass.step(store): ...``, then ``finish``.
 
-    def __init__(self, held: Held, now_us: int, window_us: int, batch: int) -> None:
+    First compaction: each agent's raw records older than ``compact_after_us`` (to the
+    hour) that every consumer has read move into their (unit, hour) batches. Then
+    folding: batches of an hour before the window's hour-aligned cutoff are folded into
+    ``unit_hours`` and deleted. Last (PostgreSQL), the day partitions folding emptied are
+    dropped."""
+
+    def __init__(
+        self,
+        held: Held,
+        now_us: int,
+        window_us: int,
+        batch: int,
+        *,
+        compact_after_us: int = HOUR_US,
+    ) -> None:
         self.held, self.now_us, self.batch = held, now_us, batch
         self.cutoff = (now_us - window_us) // HOUR_US * HOUR_US
+        # Never behind the fold's cutoff: what folding reads must have been compacted.
+        self.compact_cutoff = max(
+            self.cutoff, (now_us - max(compact_after_us, 0)) // HOUR_US * HOUR_US
+        )
         # [agent_id, next seq after, limit (the slowest consumer), derived, committed]
         self._agents: list[list[Any]] | None = None
+        self._folding = True
         self.folded = self.deleted = self.kept = self.held_back = 0
+        self.compacted = self.batches = self.dropped = 0
 
     def step(self, store: SqlStore) -> bool:
         """Do the next step on ``store``; whether any remain."""
@@ -548,28 +668,36 @@ class FoldPass:
             self._agents = [
                 [str(a), int(after), min(int(c), int(d)), int(d), int(c)] for a, after, c, d in rows
             ]
-            return bool(self._agents)
-        if not self._agents:
-            return False
-        agent = self._agents[0]
-        agent_id, after, limit, derived, committed = agent
-        if after >= limit:
-            self._agents.pop(0)
-            if derived < committed:
-                self.held_back += 1  # the visit derivation has not read them yet
-            return bool(self._agents)
+            return True
         retention = Retention(store)
-        done, count, copied, agent[1], reached = retention._fold_batch(
-            self.held, agent_id, after, limit, self.cutoff, self.batch
-        )
-        self.folded, self.deleted, self.kept = (
-            self.folded + count,
-            self.deleted + done,
-            self.kept + copied,
-        )
-        if reached:
-            self._agents.pop(0)
-        return bool(self._agents)
+        if self._agents:
+            agent = self._agents[0]
+            agent_id, after, limit, derived, committed = agent
+            if after >= limit:
+                self._agents.pop(0)
+                if derived < committed:
+                    self.held_back += 1  # the visit derivation has not read them yet
+                return True
+            moved, written, agent[1], reached = retention._compact_batch(
+                self.held, agent_id, after, limit, self.compact_cutoff, self.batch
+            )
+            self.compacted += moved
+            self.batches += written
+            if reached:
+                self._agents.pop(0)
+            return True
+        if self._folding:
+            count, done, copied, taken = retention._fold_batches(self.held, self.cutoff, self.batch)
+            self.folded, self.deleted, self.kept = (
+                self.folded + count,
+                self.deleted + done,
+                self.kept + copied,
+            )
+            if taken:
+                return True
+            self._folding = False
+        self.dropped += store._drop_batch_partitions(self.cutoff)
+        return False
 
     def finish(self, store: SqlStore) -> FoldResult:
         """Record the run (fenced by the lease) and return its figures."""
@@ -581,7 +709,16 @@ class FoldPass:
             figures = (self.now_us, self.cutoff, self.folded, self.deleted, self.kept)
             if not Retention(store)._fence(self.held, assignments, figures):
                 raise RetentionLeaseLostError("retention: lease lost (another instance runs it)")
-        return FoldResult(self.cutoff, self.folded, self.deleted, self.kept, self.held_back)
+        return FoldResult(
+            self.cutoff,
+            self.folded,
+            self.deleted,
+            self.kept,
+            self.held_back,
+            compacted=self.compacted,
+            batches=self.batches,
+            partitions_dropped=self.dropped,
+        )
 
 
 def _add_car_state(before: _Hour | None, here: _Hour, at: int, car: records_pb2.CarState) -> None:

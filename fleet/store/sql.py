@@ -43,6 +43,7 @@ from fleet.store.base import (
     UnitRow,
     WriteOp,
 )
+from fleet.store.batches import nearest_rows
 from fleet.store.evidence import EvidenceStore
 from fleet.store.lifecycle import EVENT_COLUMNS, EVENT_MARKS, LifecycleStore, event_of_row
 from fleet.store.maintenance import HEALTH_TERM, MaintenanceStore
@@ -150,6 +151,15 @@ class SqlStore(
     def _transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:
         """One write transaction; ``durable`` asks for an fsync before it returns."""
         raise NotImplementedError
+
+    def _batch_partition(self, hour_us: int) -> None:
+        """Make sure ``record_batches`` can take a batch of ``hour_us`` (PostgreSQL: the
+        day's partition; SQLite has none), inside the caller's transaction."""
+
+    def _drop_batch_partitions(self, cutoff_us: int) -> int:
+        """Drop the emptied ``record_batches`` partitions of days wholly before
+        ``cutoff_us`` (PostgreSQL); how many. SQLite has no partitions: 0."""
+        return 0
 
     def _run_many(self, text: str, rows: Sequence[Sequence[object]]) -> list[list[tuple[Any, ...]]]:
         """Run statement ``text`` once per parameter row; each row's RETURNING rows."""
@@ -676,6 +686,10 @@ class SqlStore(
             [unit_id, unit_id],
         ).fetchone()
         if row is None:
+            # Silent since its records were compacted (fleet.store.batches).
+            found = nearest_rows(self, unit_id, "car_state", 2**62, 1)
+            row = (found[0][0], found[0][3]) if found else None
+        if row is None:
             # Silent for longer than the retention window: its newest car state was kept
             # when its raw records were folded (fleet.store.retention).
             row = self._execute(
@@ -701,6 +715,12 @@ class SqlStore(
             f"AND {HEALTH_TERM} AND kind = '{kind}' ORDER BY time_us DESC LIMIT ?",
             [unit_id, max(limit, 0)],
         ).fetchall()
+        if len(rows) < limit:
+            # Older ones were compacted into batches (fleet.store.batches).
+            oldest = int(rows[-1][0]) if rows else 2**62
+            rows += [
+                (r[0], r[3]) for r in nearest_rows(self, unit_id, kind, oldest, limit - len(rows))
+            ]
         if len(rows) < limit:
             # Beyond the retention window (fleet.store.retention): the link's changes and
             # newest kept whole; of the counters, each hour's last reading (unit_hours),

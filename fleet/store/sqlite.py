@@ -21,6 +21,7 @@ from typing import Any
 
 from fleet.store.agents import AGENT_UNITS_TABLE
 from fleet.store.base import StoreError
+from fleet.store.batches import BATCHES_MIGRATION_SQLITE
 from fleet.store.configs import CONFIGS_MIGRATION
 from fleet.store.crew import CREW_MIGRATION
 from fleet.store.evidence import EVIDENCE_MIGRATION
@@ -170,6 +171,9 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 19, "crew": who a dispatcher sent to an alarm and when they are expected
     # (issue 19, see fleet.store.crew).
     CREW_MIGRATION,
+    # Version 20, "batches": raw records compacted into per-unit hourly batches (issue
+    # 18, see fleet.store.batches).
+    BATCHES_MIGRATION_SQLITE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
