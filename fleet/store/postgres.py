@@ -181,11 +181,6 @@ def redact(url: str) -> str:
 class PostgresStore(SqlStore):
     """The PostgreSQL `Store`. Create with `PostgresStore.open`; use from one thread only."""
 
-    def __init__(self, conn: Any, description: str) -> None:
-        super().__init__(conn, description)
-        # Days (µs // DAY_US) whose record_batches partition this connection made or saw.
-        self._batch_days: set[int] = set()
-
     @classmethod
     def open(cls, url: str, *, readonly: bool = False) -> PostgresStore:
         """Connect to ``url`` and (unless ``readonly``) migrate the schema.
@@ -246,15 +241,14 @@ class PostgresStore(SqlStore):
     def _batch_partition(self, hour_us: int) -> None:
         # One partition per UTC day; made by compaction before a day's first batch
         # (the same transaction: a rolled-back compaction leaves no partition behind).
-        if hour_us // DAY_US in self._batch_days:
-            return
+        # Asked every time, not cached: another instance may have dropped the day since
+        # (a late record of a folded day makes it again, to be folded and dropped).
         name = partition_name(hour_us)
         start = hour_us // DAY_US * DAY_US
         self._conn.execute(
             f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF record_batches "
             f"FOR VALUES FROM ({start}) TO ({start + DAY_US})"
         )
-        self._batch_days.add(hour_us // DAY_US)
 
     def _drop_batch_partitions(self, cutoff_us: int) -> int:
         # A day wholly before the cutoff that folding has emptied goes whole: its space
@@ -277,7 +271,6 @@ class PostgresStore(SqlStore):
             with self._transaction():
                 if self._conn.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() is None:
                     self._conn.execute(f"DROP TABLE {name}")
-                    self._batch_days.discard(start // DAY_US)
                     dropped += 1
         return dropped
 
