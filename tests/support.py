@@ -4,14 +4,19 @@
 does: a condition polled against a deadline, never a sleep hoping a race is over. The test
 goes on the moment the condition holds; the deadline only bounds how long a broken system
 takes to fail, so it is generous (a loaded 2-core CI machine is slow, not wrong).
+
+`LiveStream` (and `live_stream`) is the one client of the dashboard's live stream
+(``/api/live``, server-sent events) that the tests read, hold or cut.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import tomllib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 import pytest
@@ -121,3 +126,72 @@ def documented_defaults(docstring: str) -> dict[str, dict[str, Any]]:
                     break
                 value += " " + lines[i + extra].strip()
     return sections
+
+
+@dataclass
+class LiveStream:
+    """A client's side of one ``text/event-stream`` request (the dashboard's live stream),
+    spoken over a raw socket so a test can hold it open unread or cut it as it likes."""
+
+    status: int
+    headers: dict[str, str]
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    @classmethod
+    async def open(cls, http: str, path: str = "/api/live", *headers: str) -> LiveStream:
+        """``GET path`` at ``http`` (host:port) with ``headers`` ("Name: value" lines) and
+        the response's status line and headers read.
+
+        On a 200 the hub has subscribed the stream (it does so before answering), so
+        whatever is published from now on reaches it.
+        """
+        host, port = http.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        extra = "".join(f"{line}\r\n" for line in headers)
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {http}\r\n{extra}"
+            "Accept: text/event-stream\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        head: dict[str, str] = {}
+        while line := (await reader.readline()).decode().strip():
+            name, _, value = line.partition(":")
+            head[name.strip().lower()] = value.strip()
+        return cls(status, head, reader, writer)
+
+    async def body(self) -> str:
+        """The body of a refusal (a response with a Content-Length, not a stream)."""
+        return (await self.reader.readexactly(int(self.headers["content-length"]))).decode()
+
+    async def data(self, seen: list[str] | None = None, until: str | None = None) -> list[str]:
+        """Append the payload of each ``data:`` line to ``seen`` (a new list if None) and
+        return it once a payload contains ``until``, or when the stream ends.
+
+        ``seen`` is filled as lines arrive, so a test may watch it while this runs in a task.
+        """
+        seen = [] if seen is None else seen
+        while line := (await self.reader.readline()).decode():
+            # Chunk-size lines and comments (": keepalive") are not data: skip them.
+            if line.startswith("data: "):
+                seen.append(line[6:].strip())
+                if until is not None and until in seen[-1]:
+                    break
+        return seen
+
+    def close(self) -> None:
+        """Drop the connection (the server sees its client gone)."""
+        self.writer.close()
+
+
+@contextlib.asynccontextmanager
+async def live_stream(
+    http: str, path: str = "/api/live", *headers: str
+) -> AsyncIterator[LiveStream]:
+    """`LiveStream.open`, closed on leaving the block."""
+    stream = await LiveStream.open(http, path, *headers)
+    try:
+        yield stream
+    finally:
+        stream.close()

@@ -22,7 +22,7 @@ from fleet.web.relay import WATCH_CHANNEL
 from hil_tests.processes import Service, start
 from protos.liftwatch.v1 import gateway_pb2_grpc, records_pb2
 from tests.fleet.factories import batch, hello, record
-from tests.support import eventually, log_tails
+from tests.support import eventually, live_stream, log_tails
 
 pytestmark = pytest.mark.e2e
 
@@ -122,22 +122,12 @@ def _listening(url: str) -> int:
 
 
 async def read_live(http_address: str, seen: list[str]) -> None:
-    """Append every ``data:`` line of the dashboard's live stream to ``seen``."""
-    host, port = http_address.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"GET /api/live HTTP/1.1\r\nHost: {http_address}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
-    )
-    await writer.drain()
-    try:
-        while line := await reader.readline():
-            if line.startswith(b"data: "):
-                seen.append(line[6:].decode().strip())
-            elif line.strip() == b": connected":  # the stream's first line
-                seen.append(CONNECTED)
-    finally:
-        writer.close()
+    """Append every ``data:`` payload of the dashboard's live stream to ``seen``, after
+    `CONNECTED` once the stream is subscribed."""
+    async with live_stream(http_address) as stream:
+        if stream.status == 200:
+            seen.append(CONNECTED)
+            await stream.data(seen)
 
 
 async def scenario(url: str, work: Path) -> None:

@@ -25,7 +25,7 @@ from protos.liftwatch.v1 import records_pb2
 from tests.fleet.factories import T0, batch, hello, record
 from tests.fleet.harness import Fleet, running_fleet
 from tests.fleet.test_api import validate
-from tests.support import eventually
+from tests.support import eventually, live_stream
 
 OURS, THEIRS = "维保单位A", "维保单位B"
 PASSWORD = "correct horse battery"
@@ -264,25 +264,10 @@ def test_a_contractor_sees_and_acts_on_its_own_units_only(tmp_path: Path) -> Non
 
 
 async def _read_events(http_address: str, cookie: str, path: str, until: str) -> list[str]:
-    """Open the SSE stream at ``path`` and collect ``event:`` lines until one contains
-    ``until``'s unit (the stream is then closed)."""
-    host, port = http_address.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: {http_address}\r\nCookie: {SESSION_COOKIE}={cookie}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
-    )
-    await writer.drain()
-    seen: list[str] = []
-    try:
-        while True:
-            line = (await reader.readline()).decode()
-            if line.startswith("data: "):
-                seen.append(line[6:].strip())
-                if until in line:
-                    return seen
-    finally:
-        writer.close()
+    """Open the SSE stream at ``path`` as the session ``cookie`` and collect the ``data:``
+    payloads until one contains ``until`` (the stream is then closed)."""
+    async with live_stream(http_address, path, f"Cookie: {SESSION_COOKIE}={cookie}") as stream:
+        return await stream.data(until=until)
 
 
 def test_the_live_stream_is_scoped_like_the_api(tmp_path: Path) -> None:

@@ -23,33 +23,18 @@ from tests.fleet.factories import batch, hello, record
 from tests.fleet.harness import Fleet, running_fleet
 from tests.fleet.test_web_auth import Client
 from tests.security.conftest import District, with_timeout
-from tests.support import eventually
+from tests.support import LiveStream, eventually
 
 GAUGE = "liftwatch_fleet_live_subscribers"
 PASSWORD = "correct horse battery"  # the district's users' password
 
 
 async def open_live(fleet: Fleet, header: str) -> tuple[int, str, asyncio.StreamWriter]:
-    """``GET /api/live`` with ``header`` (Authorization or Cookie): the status, the body's
-    start for a refusal, and the connection (left open and unread on a 200)."""
-    host, port = fleet.http.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"GET /api/live HTTP/1.1\r\nHost: {fleet.http}\r\n{header}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
-    )
-    await writer.drain()
-    status = int((await reader.readline()).split()[1])
-    body = ""
-    if status != 200:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if b"content-length" in line.lower()
-        )
-        body = (await reader.readexactly(length)).decode()
-    return status, body, writer
+    """``GET /api/live`` with ``header`` (Authorization or Cookie): the status, the body
+    for a refusal, and the connection (left open and unread on a 200)."""
+    stream = await LiveStream.open(fleet.http, "/api/live", header)
+    body = await stream.body() if stream.status != 200 else ""
+    return stream.status, body, stream.writer
 
 
 def slam(writer: asyncio.StreamWriter) -> None:

@@ -39,6 +39,7 @@ from tests.fleet.test_api import routes_only_app
 from tests.fleet.test_tls import first_frame
 from tests.security.conftest import District, with_timeout
 from tests.security.test_reassignment import ROUTES
+from tests.support import live_stream
 
 ENTRAPMENT = records_pb2.EVENT_TYPE_ENTRAPMENT
 # What must not reach C1: the other unit's id, or its contractor's name.
@@ -58,39 +59,29 @@ class Probe:
     content_type: str = "application/json"
 
 
+def _gets(path: str, *queries: str, leaks: bool = True) -> tuple[Probe, ...]:
+    """A GET probe of ``path`` with each of ``queries`` appended ("" for the bare path)."""
+    return tuple(Probe("GET", path + query, leaks=leaks) for query in queries)
+
+
 # {alarm_U1} / {alarm_U2} are filled in with the ids of the units' entrapment alarms.
 CASES: dict[tuple[str, str], tuple[Probe, ...]] = {
-    ("get", "/api/units"): (
-        Probe("GET", "/api/units", leaks=True),
-        Probe("GET", "/api/units?contractor=C2", leaks=True),
-        Probe("GET", "/api/units?format=csv", leaks=True),
-        Probe("GET", "/api/units?q=U2", leaks=True),
-    ),
+    ("get", "/api/units"): _gets("/api/units", "", "?contractor=C2", "?format=csv", "?q=U2"),
     ("get", "/api/units/{unit_id}"): (Probe("GET", "/api/units/U2", leaks=True),),
     ("get", "/api/coverage"): (
         Probe("GET", "/api/coverage?by=contractor", leaks=True),
         Probe("GET", "/api/coverage?by=building", leaks=False),
     ),
-    ("get", "/api/coverage/history"): (
-        Probe("GET", "/api/coverage/history?unit=U2", leaks=True),
-        Probe("GET", "/api/coverage/history", leaks=True),
-    ),
+    ("get", "/api/coverage/history"): _gets("/api/coverage/history", "?unit=U2", ""),
     ("get", "/api/firmware"): (
         Probe("GET", "/api/firmware?history=U2", leaks=True),
         Probe("GET", "/api/firmware", leaks=False),
     ),
-    ("get", "/api/events"): (
-        Probe("GET", "/api/events", leaks=True),
-        Probe("GET", "/api/events?unit=U2", leaks=True),
-        Probe("GET", "/api/events?format=csv", leaks=True),
-        Probe("GET", "/api/events?unit=U2&format=csv", leaks=True),
+    ("get", "/api/events"): _gets(
+        "/api/events", "", "?unit=U2", "?format=csv", "?unit=U2&format=csv"
     ),
     ("get", "/api/openapi.json"): (Probe("GET", "/api/openapi.json", leaks=False),),
-    ("get", "/api/alarms"): (
-        Probe("GET", "/api/alarms", leaks=True),
-        Probe("GET", "/api/alarms?unit=U2", leaks=True),
-        Probe("GET", "/api/alarms?open=true&limit=1", leaks=True),
-    ),
+    ("get", "/api/alarms"): _gets("/api/alarms", "", "?unit=U2", "?open=true&limit=1"),
     # A count names no unit: its scope is checked by number (one entrapment each).
     ("get", "/api/alarms/count"): (Probe("GET", "/api/alarms/count", leaks=False),),
     ("get", "/api/alarms/{alarm_id}"): (Probe("GET", "/api/alarms/{alarm_U2}", leaks=True),),
@@ -174,16 +165,12 @@ CASES: dict[tuple[str, str], tuple[Probe, ...]] = {
     # Maintenance truth (issue 17): each unit has a visit and its contractor's record (see
     # `_seed`). C1 files a U2 row: refused as unknown, like a unit nobody knows; an
     # administrator must name the contractor filing (400).
-    ("get", "/api/maintenance/visits"): (
-        Probe("GET", "/api/maintenance/visits", leaks=True),
-        Probe("GET", "/api/maintenance/visits?unit=U2", leaks=True),
-        Probe("GET", "/api/maintenance/visits?contractor=C2", leaks=True),
+    ("get", "/api/maintenance/visits"): _gets(
+        "/api/maintenance/visits", "", "?unit=U2", "?contractor=C2"
     ),
     ("get", "/api/units/{unit_id}/visits"): (Probe("GET", "/api/units/U2/visits", leaks=True),),
-    ("get", "/api/maintenance/records"): (
-        Probe("GET", "/api/maintenance/records", leaks=True),
-        Probe("GET", "/api/maintenance/records?unit=U2", leaks=True),
-        Probe("GET", "/api/maintenance/records?contractor=C2", leaks=True),
+    ("get", "/api/maintenance/records"): _gets(
+        "/api/maintenance/records", "", "?unit=U2", "?contractor=C2"
     ),
     ("post", "/api/maintenance/records"): (
         Probe(
@@ -241,41 +228,26 @@ def _send(http: str, token: str, probe: Probe, path: str) -> tuple[int, str]:
 
 
 async def _live_stream(http: str, token: str, path: str, fleet: Fleet, seq: int) -> list[str]:
-    """The ``data:`` lines a stream at ``path`` carries while U2's and then U1's car,
-    event and alarm arrive (U2's first: once U1's event is in, U2's would have been)."""
-    host, port = http.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {token}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
-    )
-    await writer.drain()
-    status = (await reader.readline()).decode()
-    seen: list[str] = [status]
-    if " 200 " not in status:
-        writer.close()
-        return seen
-    while (await reader.readline()).strip():  # the headers
-        pass
-    call = await fleet.connect(
-        hello("edge-1", OWN, OTHER),
-        batch(
-            record(seq, OTHER),
-            record(seq + 1, OTHER, event=ENTRAPMENT, event_id="live-other"),
-            record(seq + 2, OWN),
-            record(seq + 3, OWN, event=ENTRAPMENT, event_id="live-own"),
-        ),
-    )
-    try:
-        while True:
-            line = (await reader.readline()).decode()
-            if line.startswith("data: "):
-                seen.append(line[6:].strip())
-                if "live-own" in line:
-                    return seen
-    finally:
-        writer.close()
-        await call.done_writing()
+    """The status and the ``data:`` payloads a stream at ``path`` carries while U2's and
+    then U1's car, event and alarm arrive (U2's first: once U1's event is in, U2's would
+    have been)."""
+    async with live_stream(http, path, f"Authorization: Bearer {token}") as stream:
+        seen = [f"status {stream.status}"]
+        if stream.status != 200:
+            return seen
+        call = await fleet.connect(
+            hello("edge-1", OWN, OTHER),
+            batch(
+                record(seq, OTHER),
+                record(seq + 1, OTHER, event=ENTRAPMENT, event_id="live-other"),
+                record(seq + 2, OWN),
+                record(seq + 3, OWN, event=ENTRAPMENT, event_id="live-own"),
+            ),
+        )
+        try:
+            return await stream.data(seen, until="live-own")
+        finally:
+            await call.done_writing()
 
 
 async def _seed(fleet: Fleet, db: Path) -> dict[str, str]:
