@@ -208,10 +208,18 @@ def decode(blob: bytes) -> list[BatchRecord]:
         raise BatchError(
             f"batch body version {blob[:1].hex() or 'missing'}, expected {_VERSION:02x}"
         )
+    # A decompressor object, not zlib.decompress: that one ignores bytes after the end of
+    # the stream, so a damaged body (two bodies run together, say) would decode as its
+    # first part with no error and the rest of its records silently gone.
+    inflate = zlib.decompressobj()
     try:
-        reader = _Reader(zlib.decompress(blob[1:]))
+        reader = _Reader(inflate.decompress(blob[1:]) + inflate.flush())
     except zlib.error as exc:
         raise BatchError(f"batch body does not decompress: {exc}") from None
+    if not inflate.eof:
+        raise BatchError("batch body ends inside its compressed stream")
+    if inflate.unused_data:
+        raise BatchError("batch body has bytes after its compressed stream")
     n = reader.varint()
     kinds = [reader.take(reader.varint()).decode(errors="replace") for _ in range(reader.varint())]
     seq = reader.varint()

@@ -1,7 +1,9 @@
-"""Raw records' lifecycle (issue 18, item 1): folding raw records older than the window
-into hourly aggregates and deleting them, on both stores (SQLite and PostgreSQL). The
-reads that use raw records answer the same for a span across the window's edge, before
-and after folding; retention waits for the visit derivation's cursor."""
+"""Raw records' lifecycle (issue 18, item 1): compacting raw records into hourly batches,
+folding the batches older than the window into hourly aggregates and deleting them, on
+both stores (SQLite and PostgreSQL). The reads that use raw records answer the same for a
+span across the window's edge, before and after folding; retention waits for the visit
+derivation's cursor. Raw records live in two tables now (``records``, the hot rows, and
+``record_batches``): `raw_count` counts both."""
 
 from __future__ import annotations
 
@@ -53,15 +55,33 @@ EDGE = DAY + dt.timedelta(hours=2)
 PERIOD = Period(DAY.date(), DAY.date() + dt.timedelta(days=1))
 
 
-@pytest.fixture
-def store(store_target: str) -> Iterator[SqlStore]:
-    opened = open_store(store_target)
+def open_two_units(target: str) -> SqlStore:
+    """A fresh store with units U1 and U2 (contractor C1) claimed by agent A1."""
+    opened = open_store(target)
     opened.upsert_register([RegisterEntry(u, contractor="C1") for u in ("U1", "U2")])
     mode = M.EVENT_TYPE_MODE_CHANGE
     claims = tuple(UnitClaim(u, ControllerIdentity(), detectable=(mode,)) for u in ("U1", "U2"))
     opened.write([HelloOp("A1", "1.0", claims)], DAY)
+    return opened
+
+
+@pytest.fixture
+def store(store_target: str) -> Iterator[SqlStore]:
+    opened = open_two_units(store_target)
     yield opened
     opened.close()
+
+
+def add_entrapment(feed: Feed, unit_id: str, moment: dt.datetime) -> None:
+    """An entrapment of ``unit_id`` at ``moment`` with the flight recorder's window (kept
+    forever, in their own tables), next in ``feed``."""
+    for record in (
+        factories.record(0, unit_id, time=moment, event=M.EVENT_TYPE_ENTRAPMENT, event_id="ev-1"),
+        factories.evidence_record(0, unit_id, time=moment, event_id="ev-1"),
+    ):
+        feed.seq += 1
+        record.seq = feed.seq
+        feed.records.append(record)
 
 
 def _feed(store: SqlStore) -> list[records_pb2.Record]:
@@ -72,15 +92,7 @@ def _feed(store: SqlStore) -> list[records_pb2.Record]:
     # In seq order as an agent numbers them: by time (U2's first, they end first).
     feed.play("U2", DAY, 40, M.SERVICE_MODE_NORMAL)
     at = feed.play("U1", DAY, 60, M.SERVICE_MODE_NORMAL)
-    # An entrapment at 00:30 with the flight recorder's window (kept forever, its table).
-    moment = DAY + dt.timedelta(minutes=30)
-    for record in (
-        factories.record(0, "U1", time=moment, event=M.EVENT_TYPE_ENTRAPMENT, event_id="ev-1"),
-        factories.evidence_record(0, "U1", time=moment, event_id="ev-1"),
-    ):
-        feed.seq += 1
-        record.seq = feed.seq
-        feed.records.append(record)
+    add_entrapment(feed, "U1", DAY + dt.timedelta(minutes=30))
     at = feed.play("U1", at, 30, M.SERVICE_MODE_INSPECTION, moving_every=6)
     at = feed.play("U1", at, 20, M.SERVICE_MODE_NORMAL)
     feed._new("U1", at - dt.timedelta(seconds=5)).link_status.up = False  # 01:49:55
@@ -90,12 +102,27 @@ def _feed(store: SqlStore) -> list[records_pb2.Record]:
     return sent
 
 
-def _run(store: SqlStore, now_us: int, window_us: int, *, batch: int) -> FoldResult:
+def raw_count(store: SqlStore) -> int:
+    """Raw records stored: the hot rows of ``records`` and those compacted into batches."""
+    hot = store._execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    batched = store._execute("SELECT COALESCE(SUM(records), 0) FROM record_batches").fetchone()
+    return int(hot) + int(batched[0])
+
+
+def run_retention(
+    store: SqlStore,
+    now_us: int,
+    window_us: int,
+    *,
+    batch: int,
+    compact_after_us: int = HOUR_US,
+) -> FoldResult:
+    """One retention run on ``store`` under a lease of its own."""
     retention = Retention(store)
     held = retention.acquire("test", now_us, 60)
     assert held is not None
     try:
-        return retention.run(held, now_us, window_us, batch)
+        return retention.run(held, now_us, window_us, batch, compact_after_us=compact_after_us)
     finally:
         retention.release(held)
 
@@ -151,7 +178,16 @@ def _answers(store: SqlStore) -> dict[str, object]:
     }
 
 
-def test_a_span_across_the_edge_reads_the_same_after_folding(store: SqlStore) -> None:
+# How long records stay hot: an hour (everything of the feed, two weeks old, is compacted;
+# the part inside the window stays in batches), or the window (compaction stops at the
+# fold's cutoff: the part inside the window stays in records).
+_COMPACT_AFTER = {"hour": HOUR_US, "window": to_us(NOW) - to_us(NOW - WINDOW)}
+
+
+@pytest.mark.parametrize("compact_after", sorted(_COMPACT_AFTER))
+def test_a_span_across_the_edge_reads_the_same_after_folding(
+    store: SqlStore, compact_after: str
+) -> None:
     sent = _feed(store)
     derive_visits(store, CONFIG.verdicts, NOW)
     before = _answers(store)
@@ -163,19 +199,33 @@ def test_a_span_across_the_edge_reads_the_same_after_folding(store: SqlStore) ->
     assert isinstance(at_visit_end, tuple) and at_visit_end[0] == DAY + dt.timedelta(minutes=90)
     assert isinstance(usage, Usage) and usage.trips > 0
     assert before["evidence"] is not None and before["events"]
-    raw_before = store._execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    raw_before = raw_count(store)
+    assert store._execute("SELECT COUNT(*) FROM record_batches").fetchone()[0] == 0
     old_cars = store._execute(
         "SELECT COUNT(*) FROM records WHERE kind = 'car_state' AND time_us < ?", (to_us(EDGE),)
     ).fetchone()[0]
+    old = store._execute(
+        "SELECT COUNT(*) FROM records WHERE time_us < ?", (to_us(EDGE),)
+    ).fetchone()[0]
+    window_us = to_us(NOW) - to_us(NOW - WINDOW)
+    compact_after_us = _COMPACT_AFTER[compact_after]
 
-    result = _run(store, to_us(NOW), to_us(NOW) - to_us(NOW - WINDOW), batch=97)
+    result = run_retention(
+        store, to_us(NOW), window_us, batch=97, compact_after_us=compact_after_us
+    )
 
     assert result.cutoff_us == to_us(EDGE)
     assert result.held_back == 0
-    raw_after = store._execute("SELECT COUNT(*) FROM records").fetchone()[0]
-    assert result.deleted == raw_before - raw_after > 0
-    oldest = store._execute("SELECT MIN(time_us) FROM records").fetchone()[0]
-    assert oldest >= to_us(EDGE)
+    # Every record older than the edge was compacted, folded and deleted; the rest is
+    # raw still: in batches (compacted after an hour) or in records (after the window).
+    raw_after = raw_count(store)
+    assert result.deleted == raw_before - raw_after == old > 0
+    hot = store._execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    if compact_after == "hour":
+        assert result.compacted == raw_before and hot == 0
+    else:
+        assert result.compacted == old and hot == raw_after
+    assert Retention(store).status().oldest_raw_us == to_us(EDGE)
     assert _answers(store) == before
     # Every folded car state is in an hour row; the visit's half hour is in inspection.
     hours = Retention(store).unit_hours("U1", 0, to_us(EDGE))
@@ -191,10 +241,11 @@ def test_a_span_across_the_edge_reads_the_same_after_folding(store: SqlStore) ->
     # The old records sent again (an agent's outbox restored): stored once, not again.
     replayed = store.write([BatchOp("A1", tuple(sent))], NOW)[0]
     assert replayed is not None and replayed.inserted == 0
-    assert store._execute("SELECT COUNT(*) FROM records").fetchone()[0] == raw_after
+    assert store._execute("SELECT COUNT(*) FROM records").fetchone()[0] == hot
+    assert raw_count(store) == raw_after
     # Running again changes nothing.
-    again = _run(store, to_us(NOW), to_us(NOW) - to_us(NOW - WINDOW), batch=97)
-    assert (again.folded, again.deleted) == (0, 0)
+    again = run_retention(store, to_us(NOW), window_us, batch=97, compact_after_us=compact_after_us)
+    assert (again.compacted, again.folded, again.deleted) == (0, 0, 0)
     assert _answers(store) == before
 
 
@@ -260,7 +311,7 @@ def test_claims_and_verdicts_judge_the_same_across_the_edge(store: SqlStore) -> 
     assert before[5] == ("cannot_tell", "not_covered") and before[-1][1] == "not_covered"
     assert before[len(_CLAIMS) + 2] == ("cannot_tell", "link_lost")
 
-    _run(store, to_us(NOW), to_us(NOW) - to_us(NOW - WINDOW), batch=97)
+    run_retention(store, to_us(NOW), to_us(NOW) - to_us(NOW - WINDOW), batch=97)
     assert (
         store._execute("SELECT COUNT(*) FROM records WHERE time_us < ?", (to_us(EDGE),)).fetchone()[
             0
@@ -311,12 +362,12 @@ def test_a_silence_in_a_folded_hour_is_never_watched() -> None:
 def test_retention_waits_for_the_visit_derivation(store: SqlStore) -> None:
     _feed(store)
     window_us = to_us(NOW) - to_us(NOW - WINDOW)
-    held = _run(store, to_us(NOW), window_us, batch=500)
-    assert (held.folded, held.deleted, held.held_back) == (0, 0, 1)
+    held = run_retention(store, to_us(NOW), window_us, batch=500)
+    assert (held.compacted, held.folded, held.deleted, held.held_back) == (0, 0, 0, 1)
     derive_visits(store, CONFIG.verdicts, NOW)
     visits = store.visits(unit_id="U1")
     assert len(visits) == 1 and visits[0].mode == "inspection"
-    done = _run(store, to_us(NOW), window_us, batch=500)
+    done = run_retention(store, to_us(NOW), window_us, batch=500)
     assert done.deleted > 0 and done.held_back == 0
     assert store.visits(unit_id="U1") == visits
     status = Retention(store).status()
@@ -353,7 +404,7 @@ def test_the_serve_round_folds_once_across_two_instances(store_target: str) -> N
     opened.write([HelloOp("A1", "1.0", ())], DAY)
     _feed(opened)
     derive_visits(opened, CONFIG.verdicts, NOW)
-    raw = opened._execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    raw = raw_count(opened)
     opened.close()
     config = RetentionConfig(batch_records=50)
 
@@ -380,12 +431,15 @@ def test_the_serve_round_folds_once_across_two_instances(store_target: str) -> N
     sample = [r.get_sample_value for r in registries]
     assert sample[0]("liftwatch_fleet_retention_deleted_total") == a.deleted
     assert sample[1]("liftwatch_fleet_retention_deleted_total") == 0
+    # Everything is two weeks old: all compacted first, by a alone.
+    assert sample[0]("liftwatch_fleet_retention_compacted_total") == a.compacted == raw
+    assert sample[1]("liftwatch_fleet_retention_compacted_total") == 0
     assert sample[0]("liftwatch_fleet_retention_lag_seconds") == 0
     assert sample[0]("liftwatch_fleet_retention_last_run_timestamp_seconds") == NOW.timestamp()
     assert sample[0]("liftwatch_fleet_retention_owner") == 0  # given up after the run
     check = open_store(store_target)
     try:
-        assert check._execute("SELECT COUNT(*) FROM records").fetchone()[0] == raw - a.deleted
+        assert raw_count(check) == raw - a.deleted
     finally:
         check.close()
 
@@ -431,7 +485,7 @@ def test_serve_runs_retention_on_its_schedule(tmp_path: Path) -> None:
     opened = open_store(db)
     opened.write([HelloOp("A1", "1.0", ())], DAY)
     _feed(opened)
-    raw = opened._execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    raw = raw_count(opened)
     opened.close()
     config = FleetConfig(
         store=StoreConfig(path=db),
@@ -442,7 +496,7 @@ def test_serve_runs_retention_on_its_schedule(tmp_path: Path) -> None:
     def count() -> int:
         check = open_store(db, readonly=True)
         try:
-            return int(check._execute("SELECT COUNT(*) FROM records").fetchone()[0])
+            return raw_count(check)
         finally:
             check.close()
 
