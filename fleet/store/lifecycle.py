@@ -829,10 +829,12 @@ class LifecycleStore:
             "AND time_us < ? ORDER BY time_us",
             (agent_id, unit_id, _us(since), _us(until)),
         ).fetchall()
-        # The older part of the span lies in batches (fleet.store.batches).
+        # The older part of the span lies in batches (fleet.store.batches). Sorted, not
+        # put first: after a clock set back, compaction (which stops at the agent's first
+        # record past its cutoff) leaves hot rows older than batched ones.
         span = (_us(since), _us(until))
         times = [r[0] for r in batches.rows_in(self, unit_id, None, *span, agent_id=agent_id)]
-        times += [int(r[0]) for r in rows]
+        times = sorted(times + [int(r[0]) for r in rows])
         return [_EPOCH + dt.timedelta(microseconds=t) for t in times]
 
     def unit_events(self, unit_id: str, since: dt.datetime, until: dt.datetime) -> list[EventRow]:

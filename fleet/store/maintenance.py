@@ -516,15 +516,22 @@ class MaintenanceStore:
         """The CarState records ``agent_id`` sent about ``unit_id`` in [since, until), by
         time: (time_us, serialized Record). Scans the agent's records (an audit's read)."""
         rows = self._execute(
-            "SELECT time_us, payload FROM records WHERE agent_id = ? AND unit_id = ? "
+            "SELECT time_us, seq, payload FROM records WHERE agent_id = ? AND unit_id = ? "
             "AND kind = 'car_state' AND time_us >= ? AND time_us < ? ORDER BY time_us, seq",
             (agent_id, unit_id, _us(since), _us(until)),
         ).fetchall()
-        # The older part of the span lies in batches (fleet.store.batches).
+        # The older part of the span lies in batches (fleet.store.batches). Merged by
+        # time, not put first: after a clock set back, compaction (which stops at the
+        # agent's first record past its cutoff) leaves hot rows older than batched ones.
         batched = batches.rows_in(
             self, unit_id, ("car_state",), _us(since), _us(until), agent_id=agent_id
         )
-        return [(r[0], r[3]) for r in batched] + [(int(r[0]), bytes(r[1])) for r in rows]
+        merged = sorted(
+            [(r[0], r[1], r[3]) for r in batched]
+            + [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows],
+            key=lambda r: (r[0], r[1]),
+        )
+        return [(time_us, payload) for time_us, _, payload in merged]
 
     def link_states(
         self, unit_id: str, since: dt.datetime, until: dt.datetime

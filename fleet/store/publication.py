@@ -233,6 +233,13 @@ class PublicationStore:
             "AND time_us <= ? ORDER BY time_us DESC LIMIT 1",
             (unit_id, at_us),
         ).fetchone()
+        if row is not None:
+            # After a clock set back, compaction (which stops at an agent's first record
+            # past its cutoff) leaves hot rows older than batched ones: a batched reading
+            # newer than this one, at or before ``at``, is the answer. Mostly no batch is
+            # that new, and the index says so.
+            newer = batches.rows_in(self, unit_id, ("counters",), int(row[0]) + 1, at_us + 1)
+            row = (newer[-1][0], newer[-1][3]) if newer else row
         if row is None:
             # Compacted (fleet.store.batches): the newest batched reading at or before.
             found = batches.nearest_rows(self, unit_id, "counters", at_us + 1, 1)

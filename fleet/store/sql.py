@@ -43,7 +43,7 @@ from fleet.store.base import (
     UnitRow,
     WriteOp,
 )
-from fleet.store.batches import nearest_rows
+from fleet.store.batches import nearest_rows, rows_in
 from fleet.store.evidence import EvidenceStore
 from fleet.store.lifecycle import EVENT_COLUMNS, EVENT_MARKS, LifecycleStore, event_of_row
 from fleet.store.maintenance import HEALTH_TERM, MaintenanceStore
@@ -715,6 +715,14 @@ class SqlStore(
             f"AND {HEALTH_TERM} AND kind = '{kind}' ORDER BY time_us DESC LIMIT ?",
             [unit_id, max(limit, 0)],
         ).fetchall()
+        if rows:
+            # After a clock set back, compaction (which stops at an agent's first record
+            # past its cutoff) leaves hot rows older than batched ones: those batched at
+            # or after the oldest row here compete with the rows. Mostly no batch is that
+            # new, and the index says so.
+            newer = rows_in(self, unit_id, (kind,), int(rows[-1][0]), 2**62)
+            rows = sorted([*rows, *((r[0], r[3]) for r in newer)], key=lambda r: -int(r[0]))
+            rows = rows[: max(limit, 0)]
         if len(rows) < limit:
             # Older ones were compacted into batches (fleet.store.batches).
             oldest = int(rows[-1][0]) if rows else 2**62

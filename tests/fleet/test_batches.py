@@ -228,21 +228,29 @@ _COUNTERS_AT = {
 }
 
 
-def _answers(store: SqlStore) -> dict[str, object]:
-    """What every reader of raw records says over `_SPANS`, `_LINK_SPANS` and
-    `_COUNTERS_AT`, and of the newest records."""
+Spans = dict[str, tuple[dt.datetime, dt.datetime]]
+
+
+def _answers(
+    store: SqlStore,
+    spans: Spans = _SPANS,
+    link_spans: Spans = _LINK_SPANS,
+    counters_at: dict[str, dt.datetime] = _COUNTERS_AT,
+) -> dict[str, object]:
+    """What every reader of raw records says over ``spans`` (the link's: ``link_spans``)
+    and at ``counters_at``, and of the newest records."""
     found: dict[str, object] = {}
     for unit in ("U1", "U2"):
         found[f"latest_car/{unit}"] = store.latest_car_state(unit)
         for kind in ("counters", "link_status"):
             for limit in (1, 30, 100, 400):
                 found[f"health/{unit}/{kind}/{limit}"] = store.health_records(unit, kind, limit)
-        for name, at in _COUNTERS_AT.items():
+        for name, at in counters_at.items():
             found[f"counters_near/{unit}/{name}"] = store.counters_near(unit, at)
-        for name, (since, until) in _SPANS.items():
+        for name, (since, until) in spans.items():
             found[f"car_states/{unit}/{name}"] = store.car_states(unit, "A1", since, until)
             found[f"record_times/{unit}/{name}"] = store.record_times(unit, "A1", since, until)
-    for name, (since, until) in _LINK_SPANS.items():
+    for name, (since, until) in link_spans.items():
         found[f"link_states/{name}"] = store.link_states("U1", since, until)
     return found
 
@@ -398,6 +406,39 @@ def test_compaction_never_passes_the_committed_seq(store: SqlStore) -> None:
     assert (compacted, held_back) == (limit, 0)
     assert _rows(store) == [r for r in rows if r[1] > limit]
     assert _stored_batches(store) == _expected_batches([r for r in rows if r[1] <= limit])
+
+
+def test_a_clock_set_back_across_the_cutoff_reads_the_same(store: SqlStore) -> None:
+    """U1 from 02:00 to 03:01, then its clock set back 150 s (to 02:58:30) for half an
+    hour: compaction stops at the agent's first record at 03:00, so the records sent
+    after it from 02:58:30 stay hot, older than batched ones (02:59). Each reader still
+    answers by time, as before (failed before: car_states and record_times put the
+    batched records first; health_records and counters_near missed the batched reading
+    of 02:59:00)."""
+    feed = Feed("A1")
+    at = feed.play("U1", _at(2), 61, M.SERVICE_MODE_NORMAL)
+    feed.play("U1", at - dt.timedelta(seconds=150), 30, M.SERVICE_MODE_NORMAL)
+    feed.send(store)
+    derive_visits(store, CONFIG.verdicts, NOW)
+    spans = {
+        "around": (_at(2.95), _at(3.05)),
+        "from_set_back": (HOT - dt.timedelta(seconds=85), HOT + dt.timedelta(minutes=2)),
+        "all": _SPANS["all"],
+    }
+    counters_at = {
+        "between": HOT - dt.timedelta(seconds=45),  # 02:59:00 batched, 02:58:30 hot
+        "edge": HOT,
+        "set_back": HOT + dt.timedelta(seconds=5),
+    }
+    before = _answers(store, spans, spans, counters_at)
+
+    compacted, *_ = _compact(store)
+
+    assert compacted == 60 * 8  # 02:00-03:00: six car states, counters, link a minute
+    oldest_hot = store._execute("SELECT MIN(time_us) FROM records").fetchone()[0]
+    newest_batched = store._execute("SELECT MAX(end_us) FROM record_batches").fetchone()[0]
+    assert oldest_hot == to_us(HOT - dt.timedelta(seconds=90)) < newest_batched
+    assert _answers(store, spans, spans, counters_at) == before
 
 
 # -- PostgreSQL's day partitions -------------------------------------------------------
