@@ -61,6 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from agent.detect.config import DEFAULTS, DetectionConfig
 from agent.detect.events import Event, EventType
@@ -70,14 +71,13 @@ from agent.detect.latch import (
     IDLE,
     Latch,
     LatchRule,
-    advance,
     closed_and_locked,
-    decided,
     forget_pending,
+    judged,
     opened_at_landing,
     running,
 )
-from agent.detect.reasons import coded
+from agent.detect.reasons import Reason, coded
 from agent.detect.rule import NO_EVENTS, NamedRules, blind_all, step_all
 from agent.state import CarState, DoorState
 
@@ -175,6 +175,8 @@ class SafetyCircuitOpen:
     """SAFETY_CIRCUIT_OPEN as a `rule.Rule`: the safety circuit opened on a running sample
     (or the first after one) and open for ``debounce_s`` (see the module doc)."""
 
+    event_type: ClassVar[EventType] = EventType.SAFETY_CIRCUIT_OPEN
+    cleared_reason: ClassVar[Reason] = coded("safety circuit made again", "safety_made")
     debounce_s: float
 
     def start(self) -> SafetyState:
@@ -194,23 +196,14 @@ class SafetyCircuitOpen:
             and sample.mode not in FAULT_SUPPRESSED_MODES
             and not power_out
         )
-        place = sample.at_landing if active and old.onset is None else None
-        new, phase = advance(old, active, closed is True, now, self.debounce_s, place, since)
-        events: Sequence[Event] = NO_EVENTS
-        if phase is not None:
-            events = decided(
-                EventType.SAFETY_CIRCUIT_OPEN,
-                phase,
-                old,
-                new,
-                sample,
-                now,
-                coded("safety circuit opened while running", "safety_open_running"),
-                coded("safety circuit made again", "safety_made"),
-            )
+        new, events = judged(self, old, sample, now, active, closed is True, self.debounce_s, since)
         if new is old and run is state.was_running:
             return state, events
         return SafetyState(new, run), events
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        return coded("safety circuit opened while running", "safety_open_running")
 
     def blind(self, state: SafetyState, now: float) -> SafetyState:
         """See `rule.Rule.blind`: the previous sample is forgotten too."""
@@ -223,6 +216,8 @@ class DoorOpenWhileMoving:
     locked while running outside the door zone or at speed, for ``debounce_s`` (see the
     module doc)."""
 
+    event_type: ClassVar[EventType] = EventType.DOOR_OPEN_WHILE_MOVING
+    cleared_reason: ClassVar[Reason] = coded("doors closed and locked", "doors_closed_locked")
     debounce_s: float
 
     def start(self) -> DoorMovingState:
@@ -257,23 +252,9 @@ class DoorOpenWhileMoving:
                 and sample.mode not in FAULT_SUPPRESSED_MODES
                 and not power_out
             )
-            place = sample.at_landing if active and old.onset is None else None
-            new, phase = advance(old, active, shut is True, now, self.debounce_s, place, since)
-            if phase is not None:
-                events = decided(
-                    EventType.DOOR_OPEN_WHILE_MOVING,
-                    phase,
-                    old,
-                    new,
-                    sample,
-                    now,
-                    coded(
-                        "doors left closed and locked while running outside the door zone "
-                        "or at speed",
-                        "doors_unlocked_running",
-                    ),
-                    coded("doors closed and locked", "doors_closed_locked"),
-                )
+            new, events = judged(
+                self, old, sample, now, active, shut is True, self.debounce_s, since
+            )
         was_running = run is True
         # Shut doors arm the rule; doors opened at a landing (at rest, or by the controller
         # while levelling) disarm it: a car that then moves away with them open is
@@ -287,6 +268,13 @@ class DoorOpenWhileMoving:
             return state, events
         return DoorMovingState(new, was_running, doors_shut), events
 
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        return coded(
+            "doors left closed and locked while running outside the door zone or at speed",
+            "doors_unlocked_running",
+        )
+
     def blind(self, state: DoorMovingState, now: float) -> DoorMovingState:
         """See `rule.Rule.blind`: the previous sample and the doors' arming are forgotten
         too."""
@@ -298,6 +286,10 @@ class DoorLockBypass(LatchRule):
     """DOOR_LOCK_BYPASS as a `rule.Rule`: the door-lock circuit made with a door open for
     ``hold_s`` (see the module doc)."""
 
+    event_type: ClassVar[EventType] = EventType.DOOR_LOCK_BYPASS
+    cleared_reason: ClassVar[Reason] = coded(
+        "door open with the lock circuit open", "lock_open_door_open"
+    )
     hold_s: float
 
     def step(
@@ -309,25 +301,15 @@ class DoorLockBypass(LatchRule):
             return old, NO_EVENTS  # nothing pending or raised and no door open
         lock = sample.door_lock_closed
         active = door_open and lock is True and sample.mode not in FAULT_SUPPRESSED_MODES
-        place = sample.at_landing if active and old.onset is None else None
-        new, phase = advance(
-            old, active, door_open and lock is False, now, self.hold_s, place, since
-        )
-        if phase is None:
-            return new, NO_EVENTS
-        return new, decided(
-            EventType.DOOR_LOCK_BYPASS,
-            phase,
-            old,
-            new,
-            sample,
-            now,
-            coded(
-                f"door-lock circuit made with a door open for {self.hold_s:g} s",
-                "lock_made_door_open",
-                s=f"{self.hold_s:g}",
-            ),
-            coded("door open with the lock circuit open", "lock_open_door_open"),
+        clear = door_open and lock is False
+        return judged(self, old, sample, now, active, clear, self.hold_s, since)
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        return coded(
+            f"door-lock circuit made with a door open for {self.hold_s:g} s",
+            "lock_made_door_open",
+            s=f"{self.hold_s:g}",
         )
 
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from agent.detect.config import DEFAULTS, DetectionConfig
 from agent.detect.doors import REOPEN_SUPPRESSED_MODES, TIMED_MODES
@@ -68,11 +69,10 @@ from agent.detect.latch import (
     POWER_EXPLAINED,
     Latch,
     LatchRule,
-    advance,
-    decided,
+    judged,
 )
 from agent.detect.motion import STOPPED_OUTSIDE_MODES
-from agent.detect.reasons import coded
+from agent.detect.reasons import Reason, coded
 from agent.detect.rule import NO_EVENTS, NamedRules, blind_all, step_all
 from agent.state import CarState, ServiceMode
 
@@ -298,6 +298,9 @@ class PowerFailure(LatchRule):
     """POWER_FAILURE as a `rule.Rule`: ``mains_ok`` reads False, raised at once; cleared
     when it reads True."""
 
+    event_type: ClassVar[EventType] = EventType.POWER_FAILURE
+    cleared_reason: ClassVar[Reason] = coded("mains restored", "mains_restored")
+
     def step(
         self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
     ) -> tuple[Latch, Sequence[Event]]:
@@ -305,20 +308,11 @@ class PowerFailure(LatchRule):
         mains = sample.mains_ok
         if old is IDLE and mains is not False:
             return old, NO_EVENTS  # nothing raised and mains not lost
-        place = sample.at_landing if old.onset is None else None
-        new, phase = advance(old, mains is False, mains is True, now, 0.0, place)
-        if phase is None:
-            return new, NO_EVENTS
-        return new, decided(
-            EventType.POWER_FAILURE,
-            phase,
-            old,
-            new,
-            sample,
-            now,
-            coded("mains lost", "mains_lost"),
-            coded("mains restored", "mains_restored"),
-        )
+        return judged(self, old, sample, now, mains is False, mains is True, 0.0)
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        return coded("mains lost", "mains_lost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +385,8 @@ class ModeChange:
 class AlarmButton(LatchRule):
     """ALARM_BUTTON as a `rule.Rule`: ``alarm_button`` pressed for ``debounce_s``."""
 
+    event_type: ClassVar[EventType] = EventType.ALARM_BUTTON
+    cleared_reason: ClassVar[Reason] = coded("alarm button released", "alarm_button_released")
     debounce_s: float
 
     def step(
@@ -400,25 +396,16 @@ class AlarmButton(LatchRule):
         pressed = sample.alarm_button
         if old is IDLE and pressed is not True:
             return old, NO_EVENTS  # nothing pending or raised and the button not pressed
-        place = sample.at_landing if old.onset is None else None
-        new, phase = advance(
-            old, pressed is True, pressed is False, now, self.debounce_s, place, since
+        return judged(
+            self, old, sample, now, pressed is True, pressed is False, self.debounce_s, since
         )
-        if phase is None:
-            return new, NO_EVENTS
-        return new, decided(
-            EventType.ALARM_BUTTON,
-            phase,
-            old,
-            new,
-            sample,
-            now,
-            coded(
-                f"alarm button pressed for {self.debounce_s:g} s",
-                "alarm_button_pressed",
-                s=f"{self.debounce_s:g}",
-            ),
-            coded("alarm button released", "alarm_button_released"),
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        return coded(
+            f"alarm button pressed for {self.debounce_s:g} s",
+            "alarm_button_pressed",
+            s=f"{self.debounce_s:g}",
         )
 
 

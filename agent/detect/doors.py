@@ -107,6 +107,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from agent.detect import latch
 from agent.detect.config import DEFAULTS, DetectionConfig
@@ -208,74 +209,48 @@ def step(
 
 
 @dataclass(frozen=True, slots=True)
-class DoorCloseFailure:
+class DoorCloseFailure(latch.LatchRule):
     """DOOR_CLOSE_FAILURE as a `rule.Rule`: told to close (or closing) and not closed and
     locked for ``close_failure_s``, counted from the attempt's first sample (see `step`)."""
 
+    event_type: ClassVar[EventType] = EventType.DOOR_CLOSE_FAILURE
+    cleared_reason: ClassVar[Reason] = coded("doors closed and locked", "doors_closed_locked")
     close_failure_s: float = DEFAULTS.door_close_failure_s
-
-    def start(self) -> Latch:
-        """See `rule.Rule.start`."""
-        return IDLE
-
-    def advance(
-        self, old: Latch, sample: CarState, power_out: bool, now: float
-    ) -> tuple[Latch, Phase | None]:
-        """The rule's latch after ``sample`` and the phase decided (`latch.advance`)."""
-        pending = old.onset is not None
-        attempt = _closing_attempt(sample, pending)
-        if old is IDLE and not attempt:
-            return old, None  # nothing pending or raised, and no attempt starts
-        shut = latch.closed_and_locked(sample)
-        active = attempt and shut is False and sample.mode not in SUPPRESSED_MODES and not power_out
-        # The place is read only where an occurrence starts (`latch.advance` keeps it after).
-        place = sample.at_landing if active and not pending else None
-        return latch.advance(old, active, shut is True, now, self.close_failure_s, place)
-
-    def step(
-        self, state: Latch, sample: CarState, now: float, since: float | None, power_out: bool
-    ) -> tuple[Latch, Sequence[Event]]:
-        """See `rule.Rule.step`."""
-        new, phase = self.advance(state, sample, power_out, now)
-        if phase is None:
-            return new, NO_EVENTS
-        return new, latch.decided(
-            EventType.DOOR_CLOSE_FAILURE,
-            phase,
-            state,
-            new,
-            sample,
-            now,
-            coded(
-                f"doors told to close, not closed and locked after {self.close_failure_s:g} s",
-                "door_close_failure",
-                s=f"{self.close_failure_s:g}",
-            ),
-            coded("doors closed and locked", "doors_closed_locked"),
-        )
-
-    def blind(self, state: Latch, now: float) -> Latch:
-        """See `rule.Rule.blind`."""
-        return forget_pending(state)
-
-
-@dataclass(frozen=True, slots=True)
-class DoorOpenFailure:
-    """DOOR_OPEN_FAILURE as a `rule.Rule`: told to open (or opening) level at a landing
-    and not fully open for ``open_failure_s``, counted from the attempt's first sample."""
-
-    open_failure_s: float = DEFAULTS.door_open_failure_s
-
-    def start(self) -> Latch:
-        """See `rule.Rule.start`."""
-        return IDLE
 
     def step(
         self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
     ) -> tuple[Latch, Sequence[Event]]:
-        """See `rule.Rule.step`."""
-        pending = old.onset is not None
-        attempt = _opening_attempt(sample, pending)
+        """See `rule.Rule.step` (``since`` is not used: the attempt starts the time)."""
+        attempt = _closing_attempt(sample, old.onset is not None)
+        if old is IDLE and not attempt:
+            return old, NO_EVENTS  # nothing pending or raised, and no attempt starts
+        shut = latch.closed_and_locked(sample)
+        active = attempt and shut is False and sample.mode not in SUPPRESSED_MODES and not power_out
+        return latch.judged(self, old, sample, now, active, shut is True, self.close_failure_s)
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        return coded(
+            f"doors told to close, not closed and locked after {self.close_failure_s:g} s",
+            "door_close_failure",
+            s=f"{self.close_failure_s:g}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DoorOpenFailure(latch.LatchRule):
+    """DOOR_OPEN_FAILURE as a `rule.Rule`: told to open (or opening) level at a landing
+    and not fully open for ``open_failure_s``, counted from the attempt's first sample."""
+
+    event_type: ClassVar[EventType] = EventType.DOOR_OPEN_FAILURE
+    cleared_reason: ClassVar[Reason] = coded("doors fully open", "doors_fully_open")
+    open_failure_s: float = DEFAULTS.door_open_failure_s
+
+    def step(
+        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
+    ) -> tuple[Latch, Sequence[Event]]:
+        """See `rule.Rule.step` (``since`` is not used: the attempt starts the time)."""
+        attempt = _opening_attempt(sample, old.onset is not None)
         if old is IDLE and not attempt:
             return old, NO_EVENTS  # nothing pending or raised, and no attempt starts
         active = (
@@ -285,35 +260,16 @@ class DoorOpenFailure:
             and _level(sample)
             and _fully_open(sample) is False
         )
-        place = sample.at_landing if active and not pending else None
-        new, phase = latch.advance(
-            old,
-            active,
-            old.raised and _fully_open(sample) is True,
-            now,
-            self.open_failure_s,
-            place,
-        )
-        if phase is None:
-            return new, NO_EVENTS
-        return new, latch.decided(
-            EventType.DOOR_OPEN_FAILURE,
-            phase,
-            old,
-            new,
-            sample,
-            now,
-            coded(
-                f"doors told to open at a landing, not fully open after {self.open_failure_s:g} s",
-                "door_open_failure",
-                s=f"{self.open_failure_s:g}",
-            ),
-            coded("doors fully open", "doors_fully_open"),
-        )
+        clear = old.raised and _fully_open(sample) is True
+        return latch.judged(self, old, sample, now, active, clear, self.open_failure_s)
 
-    def blind(self, state: Latch, now: float) -> Latch:
-        """See `rule.Rule.blind`."""
-        return forget_pending(state)
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        return coded(
+            f"doors told to open at a landing, not fully open after {self.open_failure_s:g} s",
+            "door_open_failure",
+            s=f"{self.open_failure_s:g}",
+        )
 
 
 def _fault_rules(config: DoorsConfig) -> NamedRules:
@@ -763,7 +719,8 @@ class HeldOpen:
         self, state: HeldState, sample: CarState, now: float, since: float | None, power_out: bool
     ) -> tuple[HeldState, Sequence[Event]]:
         """See `rule.Rule.step`."""
-        close, _ = self.close.advance(state.close, sample, power_out, now)
+        # Its own copy of DOOR_CLOSE_FAILURE's memory: the events are that rule's to report.
+        close, _ = self.close.step(state.close, sample, now, since, power_out)
         loop, _ = self.loop.step(state.loop, sample, now, since, power_out)
         old, gate = state.held, state.gate
         active = (

@@ -19,10 +19,13 @@ polls. The event's ``onset`` stays the first sample that showed the condition.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from agent.detect.events import Event, EventType, Phase
 from agent.detect.reasons import Reason
+from agent.detect.rule import NO_EVENTS
 from agent.state import CarState, DoorState, ServiceMode
 
 # Sample times come from a poll loop; a sample meant to land exactly on a threshold may
@@ -185,6 +188,51 @@ def decided(
     a RAISED and ``cleared_reason`` on a CLEARED."""
     reason = raised_reason if phase is Phase.RAISED else cleared_reason
     return [event(event_type, phase, old, new, sample, now, reason)]
+
+
+class Reasoned(Protocol):
+    """What `judged` needs of a rule: the event type it decides, why an occurrence is
+    raised and why it clears."""
+
+    @property
+    def event_type(self) -> EventType:
+        """The event type the rule decides."""
+        ...
+
+    @property
+    def cleared_reason(self) -> Reason:
+        """Why an occurrence clears."""
+        ...
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """Why the occurrence is raised on ``sample``."""
+        ...
+
+
+def judged(
+    rule: Reasoned,
+    old: Latch,
+    sample: CarState,
+    now: float,
+    active: bool,
+    clear: bool,
+    hold_s: float,
+    since: float | None = None,
+) -> tuple[Latch, Sequence[Event]]:
+    """One sample at ``now`` of a rule whose memory is one `Latch`: ``old`` advanced by
+    `advance` (``active``, ``clear``, ``hold_s``, ``since`` as there; the place read from
+    ``sample`` where an occurrence starts) and the event of the phase decided, of
+    ``rule``'s type (`event`), else `rule.NO_EVENTS`. ``rule`` is asked why it raised
+    only once it does: most samples decide nothing, and that reason is a sentence formatted
+    from the rule's threshold or the sample."""
+    if old is IDLE and not active:
+        return old, NO_EVENTS  # as `advance` would decide: most samples of most rules
+    place = sample.at_landing if active and old.onset is None else None
+    new, phase = advance(old, active, clear, now, hold_s, place, since)
+    if phase is None:
+        return new, NO_EVENTS
+    reason = rule.raised_reason(sample) if phase is Phase.RAISED else rule.cleared_reason
+    return new, [event(rule.event_type, phase, old, new, sample, now, reason)]
 
 
 class LatchRule:

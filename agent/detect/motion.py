@@ -96,8 +96,10 @@ condition; `blind` forgets pending onsets and counts and keeps raised events.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from agent.detect.config import DEFAULTS, DetectionConfig
 from agent.detect.events import Event, EventType, Phase
@@ -111,6 +113,7 @@ from agent.detect.latch import (
     closed_and_locked,
     decided,
     forget_pending,
+    judged,
     opened_at_landing,
     running,
     withheld,
@@ -243,10 +246,13 @@ def step(
 
 
 @dataclass(frozen=True, slots=True)
-class StoppedOutsideDoorZone(LatchRule):
-    """STOPPED_OUTSIDE_DOOR_ZONE as a `rule.Rule`: at rest outside the door zone with
-    closed doors, in `STOPPED_OUTSIDE_MODES`, for ``hold_s`` (see the module doc)."""
+class _AtRest(LatchRule):
+    """The step the two at-rest zone rules share: watched at rest in `STOPPED_OUTSIDE_MODES`
+    with mains not explaining it, raised once the fault `shows` for ``hold_s``, cleared
+    when it `clears`; each rule says what shows and clears it, and why."""
 
+    event_type: ClassVar[EventType]
+    cleared_reason: ClassVar[Reason]
     hold_s: float
 
     def step(
@@ -257,67 +263,74 @@ class StoppedOutsideDoorZone(LatchRule):
         watched = run is False and sample.mode in STOPPED_OUTSIDE_MODES and not power_out
         if old is IDLE and not watched:
             return old, NO_EVENTS  # nothing pending or raised, and nothing can start
-        zone = sample.door_zone
-        active = watched and zone is False and closed_and_locked(sample) is True
-        place = sample.at_landing if active and old.onset is None else None
-        new, phase = advance(
-            old, active, run is True or zone is True, now, self.hold_s, place, since
-        )
-        if phase is None:
-            return new, NO_EVENTS
-        return new, decided(
-            EventType.STOPPED_OUTSIDE_DOOR_ZONE,
-            phase,
-            old,
-            new,
-            sample,
-            now,
-            coded(
-                f"stopped outside the door zone with doors closed for {self.hold_s:g} s",
-                "stopped_outside_zone",
-                s=f"{self.hold_s:g}",
-            ),
-            coded("car runs or stands in the door zone again", "runs_or_in_zone"),
+        active = watched and self.shows(sample)
+        clear = old.raised and self.clears(sample, run)  # only a raised occurrence clears
+        return judged(self, old, sample, now, active, clear, self.hold_s, since)
+
+    @abstractmethod
+    def shows(self, sample: CarState) -> bool:
+        """Whether ``sample``, of a car watched at rest, shows the fault."""
+
+    @abstractmethod
+    def clears(self, sample: CarState, run: bool | None) -> bool:
+        """Whether ``sample`` (``run``: `latch.running`) clears a raised occurrence."""
+
+    @abstractmethod
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoppedOutsideDoorZone(_AtRest):
+    """STOPPED_OUTSIDE_DOOR_ZONE as a `rule.Rule`: at rest outside the door zone with
+    closed doors, in `STOPPED_OUTSIDE_MODES`, for ``hold_s`` (see the module doc)."""
+
+    event_type: ClassVar[EventType] = EventType.STOPPED_OUTSIDE_DOOR_ZONE
+    cleared_reason: ClassVar[Reason] = coded(
+        "car runs or stands in the door zone again", "runs_or_in_zone"
+    )
+
+    def shows(self, sample: CarState) -> bool:
+        """See `_AtRest.shows`: outside the door zone, closed and locked."""
+        return sample.door_zone is False and closed_and_locked(sample) is True
+
+    def clears(self, sample: CarState, run: bool | None) -> bool:
+        """See `_AtRest.clears`: running, or standing in the door zone."""
+        return run is True or sample.door_zone is True
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        return coded(
+            f"stopped outside the door zone with doors closed for {self.hold_s:g} s",
+            "stopped_outside_zone",
+            s=f"{self.hold_s:g}",
         )
 
 
 @dataclass(frozen=True, slots=True)
-class LevellingFault(LatchRule):
+class LevellingFault(_AtRest):
     """LEVELLING_FAULT as a `rule.Rule`: at rest inside the door zone off level, watched
     like STOPPED_OUTSIDE_DOOR_ZONE, for ``hold_s`` (see the module doc)."""
 
-    hold_s: float
+    event_type: ClassVar[EventType] = EventType.LEVELLING_FAULT
+    cleared_reason: ClassVar[Reason] = coded(
+        "car levelled or left the door zone", "levelled_or_left_zone"
+    )
 
-    def step(
-        self, old: Latch, sample: CarState, now: float, since: float | None, power_out: bool
-    ) -> tuple[Latch, Sequence[Event]]:
-        """See `rule.Rule.step`."""
-        run = running(sample)
-        watched = run is False and sample.mode in STOPPED_OUTSIDE_MODES and not power_out
-        if old is IDLE and not watched:
-            return old, NO_EVENTS  # nothing pending or raised, and nothing can start
-        zone = sample.door_zone
-        levelled = sample.levelled
-        active = watched and zone is True and levelled is False
-        place = sample.at_landing if active and old.onset is None else None
-        new, phase = advance(
-            old, active, levelled is True or zone is False, now, self.hold_s, place, since
-        )
-        if phase is None:
-            return new, NO_EVENTS
-        return new, decided(
-            EventType.LEVELLING_FAULT,
-            phase,
-            old,
-            new,
-            sample,
-            now,
-            coded(
-                f"stopped in the door zone off level for {self.hold_s:g} s",
-                "levelling_fault",
-                s=f"{self.hold_s:g}",
-            ),
-            coded("car levelled or left the door zone", "levelled_or_left_zone"),
+    def shows(self, sample: CarState) -> bool:
+        """See `_AtRest.shows`: in the door zone, not levelled."""
+        return sample.door_zone is True and sample.levelled is False
+
+    def clears(self, sample: CarState, run: bool | None) -> bool:
+        """See `_AtRest.clears`: levelled, or out of the door zone."""
+        return sample.levelled is True or sample.door_zone is False
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        return coded(
+            f"stopped in the door zone off level for {self.hold_s:g} s",
+            "levelling_fault",
+            s=f"{self.hold_s:g}",
         )
 
 
@@ -401,6 +414,8 @@ class UnintendedMovement:
 class RunTimeExceeded(LatchRule):
     """RUN_TIME_EXCEEDED as a `rule.Rule`: running continuously for ``hold_s``."""
 
+    event_type: ClassVar[EventType] = EventType.RUN_TIME_EXCEEDED
+    cleared_reason: ClassVar[Reason] = coded("car stopped", "car_stopped")
     hold_s: float
 
     def step(
@@ -409,23 +424,14 @@ class RunTimeExceeded(LatchRule):
         """See `rule.Rule.step`."""
         run = running(sample)
         active = run is True and sample.mode not in FAULT_SUPPRESSED_MODES and not power_out
-        place = sample.at_landing if active and old.onset is None else None
-        new, phase = advance(old, active, run is False, now, self.hold_s, place, since)
-        if phase is None:
-            return new, NO_EVENTS
-        return new, decided(
-            EventType.RUN_TIME_EXCEEDED,
-            phase,
-            old,
-            new,
-            sample,
-            now,
-            coded(
-                f"running for {self.hold_s:g} s without stopping level",
-                "run_time_exceeded",
-                s=f"{self.hold_s:g}",
-            ),
-            coded("car stopped", "car_stopped"),
+        return judged(self, old, sample, now, active, run is False, self.hold_s, since)
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        return coded(
+            f"running for {self.hold_s:g} s without stopping level",
+            "run_time_exceeded",
+            s=f"{self.hold_s:g}",
         )
 
 
@@ -434,6 +440,8 @@ class Overspeed(LatchRule):
     """OVERSPEED as a `rule.Rule`: ``speed_mm_s`` above ``factor`` x ``rated_mm_s`` for
     ``hold_s``; cleared at or below the rated speed. Without a rated speed it never runs."""
 
+    event_type: ClassVar[EventType] = EventType.OVERSPEED
+    cleared_reason: ClassVar[Reason] = coded("speed back within rated", "speed_normal")
     rated_mm_s: float | None
     factor: float
     hold_s: float
@@ -449,27 +457,18 @@ class Overspeed(LatchRule):
         active = (
             sample.mode not in INSPECTION_ONLY and speed is not None and speed > rated * self.factor
         )
-        place = sample.at_landing if active and old.onset is None else None
-        new, phase = advance(
-            old, active, speed is not None and speed <= rated, now, self.hold_s, place, since
-        )
-        if phase is None:
-            return new, NO_EVENTS
-        return new, decided(
-            EventType.OVERSPEED,
-            phase,
-            old,
-            new,
-            sample,
-            now,
-            coded(
-                f"speed {speed} mm/s above {self.factor:g} x rated {rated:g} mm/s",
-                "overspeed",
-                speed=speed,
-                factor=f"{self.factor:g}",
-                rated=f"{rated:g}",
-            ),
-            coded("speed back within rated", "speed_normal"),
+        clear = speed is not None and speed <= rated
+        return judged(self, old, sample, now, active, clear, self.hold_s, since)
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned` (only raised with a rated speed)."""
+        speed = sample.speed_mm_s
+        return coded(
+            f"speed {speed} mm/s above {self.factor:g} x rated {self.rated_mm_s:g} mm/s",
+            "overspeed",
+            speed=speed,
+            factor=f"{self.factor:g}",
+            rated=f"{self.rated_mm_s:g}",
         )
 
 
@@ -482,6 +481,9 @@ class Overtravel:
     defers to when both are one floor; the reasons say which of the two raised."""
 
     event_type: EventType
+    cleared_reason: ClassVar[Reason] = coded(
+        "car level at a landing, final limit reset", "overtravel_reset"
+    )
     up: bool
     terminal: int | None
     limit_reason: Reason
@@ -529,21 +531,8 @@ class Overtravel:
         new: Latch = old
         events: Sequence[Event] = NO_EVENTS
         if beyond or old is not IDLE:  # an idle latch with nothing beyond stays idle
-            at_landing = sample.at_landing
-            new, phase = advance(
-                old, beyond, final_limit is not True and at_landing is True, now, 0.0, at_landing
-            )
-            if phase is not None:
-                events = decided(
-                    self.event_type,
-                    phase,
-                    old,
-                    new,
-                    sample,
-                    now,
-                    self.limit_reason if final_limit else self.beyond_reason,
-                    coded("car level at a landing, final limit reset", "overtravel_reset"),
-                )
+            clear = final_limit is not True and sample.at_landing is True
+            new, events = judged(self, old, sample, now, beyond, clear, 0.0)
         if (
             new is old
             and zone_floor == state.zone_floor
@@ -552,6 +541,11 @@ class Overtravel:
         ):
             return state, events
         return OvertravelState(new, zone_floor, zone_position, level), events
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`: the final limit, else the car beyond the terminal."""
+        final_limit = sample.up_final_limit if self.up else sample.down_final_limit
+        return self.limit_reason if final_limit else self.beyond_reason
 
     def blind(self, state: OvertravelState, now: float) -> OvertravelState:
         """See `rule.Rule.blind`: the last door zone is forgotten too (the car may have
@@ -564,6 +558,8 @@ class PositionLost(LatchRule):
     """POSITION_LOST as a `rule.Rule`: ``floor`` outside ``bottom``..``top``, raised at
     once; without both landings it never runs."""
 
+    event_type: ClassVar[EventType] = EventType.POSITION_LOST
+    cleared_reason: ClassVar[Reason] = coded("floor in range again", "floor_in_range")
     top: int | None
     bottom: int | None
 
@@ -578,26 +574,17 @@ class PositionLost(LatchRule):
         if old is IDLE and not impossible:
             return old, NO_EVENTS  # the floor is in range and nothing is raised
         watched = sample.mode not in FAULT_SUPPRESSED_MODES and not power_out
-        active = watched and impossible
-        place = sample.at_landing if active and old.onset is None else None
-        new, phase = advance(old, active, not impossible, now, 0.0, place)
-        if phase is None:
-            return new, NO_EVENTS
-        return new, decided(
-            EventType.POSITION_LOST,
-            phase,
-            old,
-            new,
-            sample,
-            now,
-            coded(
-                f"floor {floor} outside landings {bottom}..{top}",
-                "floor_out_of_range",
-                floor=floor,
-                bottom=bottom,
-                top=top,
-            ),
-            coded("floor in range again", "floor_in_range"),
+        return judged(self, old, sample, now, watched and impossible, not impossible, 0.0)
+
+    def raised_reason(self, sample: CarState) -> Reason:
+        """See `latch.Reasoned`."""
+        floor, bottom, top = sample.floor, self.bottom, self.top
+        return coded(
+            f"floor {floor} outside landings {bottom}..{top}",
+            "floor_out_of_range",
+            floor=floor,
+            bottom=bottom,
+            top=top,
         )
 
 
