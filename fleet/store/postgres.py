@@ -29,7 +29,7 @@ from fleet.store.northbound import NORTHBOUND_MIGRATION
 from fleet.store.publication import PUBLICATION_MIGRATION
 from fleet.store.reasons import REASONS_MIGRATION
 from fleet.store.releases import RELEASES_MIGRATION
-from fleet.store.retention import RETENTION_MIGRATION
+from fleet.store.retention import RETENTION_MIGRATION, UNIT_HOURS_PACKED_MIGRATION_POSTGRES
 from fleet.store.roles import ROLES_MIGRATION
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore
 from fleet.store.users import USER_TABLES
@@ -160,6 +160,10 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 18, "batches": raw records compacted into per-unit hourly batches, in a
     # table partitioned by day (issue 18, see fleet.store.batches).
     BATCHES_MIGRATION_POSTGRES,
+    # Version 19, "unit hours packed": unit_hours rewritten with its columns in order of
+    # alignment, unpadded (issue 18, see fleet.store.retention). PostgreSQL only: SQLite
+    # pads nothing.
+    UNIT_HOURS_PACKED_MIGRATION_POSTGRES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
