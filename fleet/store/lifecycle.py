@@ -246,6 +246,9 @@ class LifecycleStore:
     def _many(self, text: str, rows: Sequence[Sequence[object]]) -> None:
         raise NotImplementedError
 
+    def _snapshot(self) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
     def _run_many(self, text: str, rows: Sequence[Sequence[object]]) -> list[list[tuple[Any, ...]]]:
         raise NotImplementedError
 
@@ -819,6 +822,7 @@ class LifecycleStore:
         """Folded car-state hours of one unit; see `Store.state_hours`."""
         return state_hours(self, unit_id, _us(since), _us(until))
 
+    @batches.snapshot_read
     def record_times(
         self, unit_id: str, agent_id: str, since: dt.datetime, until: dt.datetime
     ) -> list[dt.datetime]:

@@ -235,6 +235,9 @@ class MaintenanceStore:
     def _transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:
         raise NotImplementedError
 
+    def _snapshot(self) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
     def _queue_history(self, unit_id: str, at_us: int, kind: str, detail: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -510,6 +513,7 @@ class MaintenanceStore:
 
     # -- what a verdict reads -------------------------------------------------------------
 
+    @batches.snapshot_read
     def car_states(
         self, unit_id: str, agent_id: str, since: dt.datetime, until: dt.datetime
     ) -> list[tuple[int, bytes]]:
@@ -533,6 +537,7 @@ class MaintenanceStore:
         )
         return [(time_us, payload) for time_us, _, payload in merged]
 
+    @batches.snapshot_read
     def link_states(
         self, unit_id: str, since: dt.datetime, until: dt.datetime
     ) -> list[tuple[int, bytes]]:

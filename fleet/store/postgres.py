@@ -12,7 +12,8 @@ for the WAL flush, the same policy as SQLite's NORMAL / FULL.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,6 +35,8 @@ from fleet.store.roles import ROLES_MIGRATION
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore
 from fleet.store.users import USER_TABLES
 from fleet.store.verdicts import VERDICTS_MIGRATION
+
+log = logging.getLogger(__name__)
 
 # An arbitrary constant naming the advisory lock that serializes migrations.
 MIGRATION_LOCK = 0x4C69667457617463
@@ -242,29 +245,65 @@ class PostgresStore(SqlStore):
                 break
         return results
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        from psycopg.pq import TransactionStatus
+
+        if self._conn.info.transaction_status != TransactionStatus.IDLE:
+            yield
+            return
+        # REPEATABLE READ: every statement of the block sees the same snapshot (READ
+        # COMMITTED would let a compaction committed between two reads show its records
+        # twice, or not at all).
+        with self._conn.transaction():
+            self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield
+
+    def _lock_agent(self, agent_id: str) -> None:
+        self._conn.execute("SELECT 1 FROM agents WHERE agent_id = %s FOR UPDATE", (agent_id,))
+
     def _batch_partition(self, hour_us: int) -> None:
-        # One partition per UTC day; made by compaction before a day's first batch
-        # (the same transaction: a rolled-back compaction leaves no partition behind).
-        # Asked every time, not cached: another instance may have dropped the day since
-        # (a late record of a folded day makes it again, to be folded and dropped).
+        # One partition per UTC day, made by compaction in its own transaction before it
+        # writes a day's first batch. Made standalone with the range as a CHECK, then
+        # ATTACHed: that takes SHARE UPDATE EXCLUSIVE on record_batches, which readers
+        # and writers do not wait for (CREATE TABLE ... PARTITION OF would take ACCESS
+        # EXCLUSIVE until the compaction commits). Asked every time, not cached: another
+        # instance may have dropped the day since (a late record of a folded day makes
+        # it again, to be folded and dropped).
         name = partition_name(hour_us)
         start = hour_us // DAY_US * DAY_US
+        found = self._conn.execute(
+            "SELECT c.relispartition FROM pg_class c WHERE c.oid = to_regclass(%s)", (name,)
+        ).fetchone()
+        if found is not None and found[0]:
+            return
+        if found is None:
+            self._conn.execute(
+                f"CREATE TABLE {name} (LIKE record_batches INCLUDING DEFAULTS, "
+                f"CHECK (hour_us >= {start} AND hour_us < {start + DAY_US}))"
+            )
         self._conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF record_batches "
+            f"ALTER TABLE record_batches ATTACH PARTITION {name} "
             f"FOR VALUES FROM ({start}) TO ({start + DAY_US})"
         )
 
-    def _drop_batch_partitions(self, cutoff_us: int) -> int:
+    def _drop_batch_partitions(self, cutoff_us: int, fence: Callable[[], bool]) -> int:
         # A day wholly before the cutoff that folding has emptied goes whole: its space
-        # returns at once, with no dead rows left for autovacuum.
+        # returns at once, with no dead rows left for autovacuum. DETACH CONCURRENTLY
+        # first (readers of record_batches are not blocked; a plain DROP of a partition
+        # takes ACCESS EXCLUSIVE on the parent and queues every reader behind any long
+        # one), then the emptiness is judged on the detached table, which nothing can
+        # write to any more: a late batch that slipped in is attached again, never lost.
         found = self._conn.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'record_batches'::regclass ORDER BY c.relname"
+            "SELECT c.relname, c.relispartition, COALESCE(i.inhdetachpending, false) "
+            "FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
+            "WHERE c.relname LIKE 'record\\_batches\\_%%' AND c.relkind = 'r' "
+            "AND pg_table_is_visible(c.oid) ORDER BY c.relname"
         ).fetchall()
         dropped = 0
-        for (name,) in found:
+        for name, attached, pending in found:
             day = str(name).removeprefix("record_batches_")
-            if not day.isdigit():
+            if not (len(day) == 8 and day.isdigit()):
                 continue
             start = int(
                 (dt.datetime.strptime(day, "%Y%m%d") - dt.datetime(1970, 1, 1))
@@ -273,9 +312,30 @@ class PostgresStore(SqlStore):
             if start + DAY_US > cutoff_us:
                 continue
             with self._transaction():
-                if self._conn.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() is None:
-                    self._conn.execute(f"DROP TABLE {name}")
-                    dropped += 1
+                if not fence():
+                    return dropped  # another instance runs retention now
+            try:
+                if pending:  # a detach interrupted part-way (a crash, a cancel)
+                    self._conn.execute(
+                        f"ALTER TABLE record_batches DETACH PARTITION {name} FINALIZE"
+                    )
+                elif attached:
+                    if self._conn.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone():
+                        continue  # not folded yet (held back, or damaged batches)
+                    self._conn.execute(
+                        f"ALTER TABLE record_batches DETACH PARTITION {name} CONCURRENTLY"
+                    )
+                with self._transaction():
+                    if self._conn.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone():
+                        self._conn.execute(
+                            f"ALTER TABLE record_batches ATTACH PARTITION {name} "
+                            f"FOR VALUES FROM ({start}) TO ({start + DAY_US})"
+                        )
+                    else:
+                        self._conn.execute(f"DROP TABLE {name}")
+                        dropped += 1
+            except Exception as exc:  # psycopg's errors; tried again next run
+                log.warning("retention: partition %s not dropped: %s", name, exc)
         return dropped
 
     # One array per column: any number of rows binds as a few parameters.

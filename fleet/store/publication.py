@@ -175,6 +175,9 @@ class PublicationStore:
     def _transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:
         raise NotImplementedError
 
+    def _snapshot(self) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
     # -- the register's optional columns -----------------------------------------------
 
     def upsert_register_details(
@@ -223,6 +226,7 @@ class PublicationStore:
 
     # -- counters for the maintenance plan ---------------------------------------------
 
+    @batches.snapshot_read
     def counters_near(self, unit_id: str, at: dt.datetime) -> tuple[dt.datetime, bytes] | None:
         """The unit's Counters record at or last before ``at``, else its first after; its
         time and the serialized Record (None: the unit never sent counters)."""

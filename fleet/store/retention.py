@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -134,7 +135,14 @@ CREATE TABLE retention_state (
 INSERT INTO retention_state (name) VALUES ('raw');
 """
 
+log = logging.getLogger(__name__)
+
 HOUR_US = 3_600_000_000
+# A compaction step takes this many times [retention] batch_records records, and at most
+# STEP_BYTES of payloads: an hour of a unit's batch is then written once or twice a run,
+# not re-encoded at every small step (an agent of 32 cars touches 32 hours a step).
+COMPACT_STEP_FACTOR = 10
+STEP_BYTES = 16_000_000
 # A car-state record's state counts for at most this long: a longer silence is time the
 # fleet did not watch (the verdicts' default watch gap, [maintenance.verdicts] max_gap_s).
 HOLD_US = 60_000_000
@@ -283,7 +291,9 @@ class FoldResult:
     """What one retention run did: records folded into aggregates, deleted from the raw
     batches, copied to ``records_kept``; the cutoff (µs) it folded up to; agents held
     back by a consumer (the visit derivation) that has not read their old records yet;
-    records compacted into batches, batches written, partitions dropped (PostgreSQL)."""
+    records compacted into batches, batches written, partitions dropped (PostgreSQL),
+    agents whose records could not be compacted this run and batches that did not decode
+    (both named in the log, tried again next run)."""
 
     cutoff_us: int
     folded: int
@@ -293,6 +303,8 @@ class FoldResult:
     compacted: int = 0
     batches: int = 0
     partitions_dropped: int = 0
+    failed_agents: int = 0
+    damaged_batches: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,13 +380,24 @@ class Retention:
         return run.finish(self._store)
 
     def _compact_batch(
-        self, held: Held, agent_id: str, after: int, limit: int, cutoff: int, batch: int
-    ) -> tuple[int, int, int, bool]:
-        """One transaction: move the agent's raw records after seq ``after`` (up to
-        ``limit``, at most ``batch``) with a time before ``cutoff`` into their (unit, hour)
-        batches (`fleet.store.batches`); (records moved, batches written, the new cursor,
-        whether the agent's first record at or past the cutoff was reached)."""
+        self,
+        held: Held,
+        agent_id: str,
+        after: int,
+        limit: int,
+        cutoffs: tuple[int, int],
+        step: int,
+    ) -> tuple[int, int, int, int, int, int, bool]:
+        """One transaction over the agent's raw records after seq ``after`` (up to
+        ``limit``, at most ``step`` records and `STEP_BYTES` of payloads) with a time
+        before the compaction cutoff (``cutoffs``: the fold's, then compaction's): those
+        older than the fold's cutoff (a first run after an upgrade, an agent's late
+        records) are folded at once, the rest moved into their (unit, kind, hour)
+        batches (`fleet.store.batches`). Returns (records moved, batches written,
+        records folded, records folded and deleted, copied to records_kept, the new
+        cursor, whether the agent's first record at or past the cutoff was reached)."""
         s = self._store
+        fold_cutoff, cutoff = cutoffs
         # Most agents' next record is the newest hour's: one row tells, not a batch of
         # payloads.
         first = s._execute(
@@ -383,114 +406,168 @@ class Retention:
             (agent_id, after, limit),
         ).fetchone()
         if first is None or int(first[0]) >= cutoff:
-            return 0, 0, after, True
+            return 0, 0, 0, 0, 0, after, True
         with s._transaction():
             # First, so that on PostgreSQL a second instance's batch (its lease lost) waits
             # on this row's lock, then finds the epoch moved on: no record moves twice.
             if not self._fence(held, "epoch = epoch", ()):
                 raise RetentionLeaseLostError("retention: lease lost (another instance runs it)")
+            # Then the agent's row, which ingest's write locks first too: a replay of
+            # records being moved waits here and then finds them behind the cursor,
+            # instead of slipping in beside their batch (PostgreSQL; SQLite has one
+            # writer).
+            s._lock_agent(agent_id)
+            sizes = s._execute(
+                "SELECT seq, time_us, length(payload) FROM records WHERE agent_id = ? "
+                "AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (agent_id, after, limit, step),
+            ).fetchall()
+            last, total, reached = after, 0, len(sizes) < step
+            for seq, time_us, size in sizes:
+                if int(time_us) >= cutoff:
+                    reached = True
+                    break
+                # At least one record a step, however large: a step always moves on.
+                if total and total + int(size) > STEP_BYTES:
+                    break
+                last, total = int(seq), total + int(size)
+            if last == after:
+                return 0, 0, 0, 0, 0, after, True
             rows = s._execute(
                 "SELECT seq, unit_id, time_us, kind, payload FROM records WHERE agent_id = ? "
-                "AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                (agent_id, after, limit, batch),
+                "AND seq > ? AND seq <= ? ORDER BY seq",
+                (agent_id, after, last),
             ).fetchall()
-            old = []
-            for row in rows:
-                if int(row[2]) >= cutoff:
-                    break
-                old.append(row)
-            reached = len(old) < len(rows) or not rows
-            if not old:
-                return 0, 0, after, True
-            last = int(old[-1][0])
-            groups: dict[tuple[str, int], list[batches.BatchRecord]] = {}
-            for seq, unit_id, time_us, kind, payload in old:
+            old = [r for r in rows if int(r[2]) < fold_cutoff]
+            folded, copied = self._fold(agent_id, old) if old else (0, 0)
+            groups: dict[tuple[str, str, int], list[batches.BatchRecord]] = {}
+            for seq, unit_id, time_us, kind, payload in rows:
                 at = int(time_us)
-                groups.setdefault((str(unit_id), at // HOUR_US * HOUR_US), []).append(
+                if at < fold_cutoff:
+                    continue
+                groups.setdefault((str(unit_id), str(kind), at // HOUR_US * HOUR_US), []).append(
                     batches.BatchRecord(int(seq), at, str(kind), bytes(payload))
                 )
-            for (unit_id, hour_us), records in groups.items():
-                self._merge_batch(agent_id, unit_id, hour_us, records)
+            for (unit_id, kind, hour_us), records in groups.items():
+                self._merge_batch(agent_id, unit_id, kind, hour_us, records)
             moved = s._execute(
                 "DELETE FROM records WHERE agent_id = ? AND seq > ? AND seq <= ? RETURNING seq",
                 (agent_id, after, last),
             ).fetchall()
+            if len(moved) != len(rows):
+                # A row came or went between the read and the delete: undo, try next run.
+                raise RuntimeError(
+                    f"retention: agent {agent_id}'s records after seq {after} changed while "
+                    "they were compacted"
+                )
             s._execute(
                 "INSERT INTO retention_agents (agent_id, seq) VALUES (?, ?) "
                 "ON CONFLICT (agent_id) DO UPDATE SET seq = excluded.seq",
                 (agent_id, last),
             )
-        return len(moved), len(groups), last, reached
+        return len(moved) - len(old), len(groups), folded, len(old), copied, last, reached
 
     def _merge_batch(
-        self, agent_id: str, unit_id: str, hour_us: int, records: list[batches.BatchRecord]
+        self,
+        agent_id: str,
+        unit_id: str,
+        kind: str,
+        hour_us: int,
+        records: list[batches.BatchRecord],
     ) -> None:
-        """Write ``records`` (seq order) into the (unit, hour, agent) batch, merged with
-        what an earlier compaction put there."""
+        """Write ``records`` (seq order, one kind) into the (unit, hour, kind, agent)
+        batch, merged with the last part an earlier compaction wrote there while it has
+        room (`batches.PART_RECORDS`, `batches.PART_BYTES`), else as the next part."""
         s = self._store
         s._batch_partition(hour_us)
         found = s._execute(
-            "SELECT body FROM record_batches WHERE unit_id = ? AND hour_us = ? AND agent_id = ?",
-            (unit_id, hour_us, agent_id),
+            "SELECT first_seq, records, payload_bytes, body FROM record_batches "
+            "WHERE unit_id = ? AND hour_us = ? AND kind = ? AND agent_id = ? "
+            "ORDER BY first_seq DESC LIMIT 1",
+            (unit_id, hour_us, kind, agent_id),
         ).fetchone()
-        if found is not None:
-            records = sorted([*batches.decode(bytes(found[0])), *records], key=lambda r: r.seq)
+        size = sum(len(r.payload) for r in records)
+        if (
+            found is not None
+            and int(found[1]) + len(records) <= batches.PART_RECORDS
+            and int(found[2]) + size <= batches.PART_BYTES
+        ):
+            s._execute(
+                "DELETE FROM record_batches WHERE unit_id = ? AND hour_us = ? AND kind = ? "
+                "AND agent_id = ? AND first_seq = ?",
+                (unit_id, hour_us, kind, agent_id, int(found[0])),
+            )
+            records = sorted([*batches.decode(bytes(found[3])), *records], key=lambda r: r.seq)
+            size += int(found[2])
         s._execute(
-            "INSERT INTO record_batches (unit_id, hour_us, agent_id, first_seq, last_seq, "
-            "start_us, end_us, records, kinds, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (unit_id, hour_us, agent_id) DO UPDATE SET "
-            "first_seq = excluded.first_seq, last_seq = excluded.last_seq, "
-            "start_us = excluded.start_us, end_us = excluded.end_us, "
-            "records = excluded.records, kinds = excluded.kinds, body = excluded.body",
+            "INSERT INTO record_batches (unit_id, hour_us, kind, agent_id, first_seq, "
+            "last_seq, start_us, end_us, records, payload_bytes, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 unit_id,
                 hour_us,
+                kind,
                 agent_id,
                 records[0].seq,
                 records[-1].seq,
                 min(r.time_us for r in records),
                 max(r.time_us for r in records),
                 len(records),
-                batches.kinds_of(records),
+                size,
                 batches.encode(records),
             ),
         )
 
-    def _fold_batches(self, held: Held, cutoff: int, batch: int) -> tuple[int, int, int, int]:
+    def _fold_batches(
+        self, held: Held, cutoff: int, batch: int, skip: set[tuple[Any, ...]]
+    ) -> tuple[int, int, int, int]:
         """One transaction: fold the oldest batches of an hour before ``cutoff`` into the
         aggregates and delete them, about ``batch`` records' worth; (records folded,
-        records deleted, records copied to records_kept, batches done)."""
+        records deleted, records copied to records_kept, batches done). A batch that
+        does not decode is left where it is, named in the log and added to ``skip``
+        (the caller's, for the rest of its run): one damaged row must not stop the
+        folding of every other."""
         s = self._store
         keys = s._execute(
-            "SELECT unit_id, hour_us, agent_id, records FROM record_batches "
-            "WHERE hour_us < ? ORDER BY hour_us, unit_id, agent_id LIMIT ?",
-            (cutoff, max(1, batch // 100)),
+            "SELECT unit_id, hour_us, kind, agent_id, first_seq, records FROM record_batches "
+            "WHERE hour_us < ? ORDER BY hour_us, unit_id, kind, agent_id, first_seq LIMIT ?",
+            (cutoff, max(1, batch // 100) + len(skip)),
         ).fetchall()
-        if not keys:
-            return 0, 0, 0, 0
         taken, records = [], 0
         for key in keys:
-            taken.append(key)
-            records += int(key[3])
+            if tuple(key[:5]) in skip:
+                continue
+            taken.append(tuple(key[:5]))
+            records += int(key[5])
             if records >= batch:
                 break
+        if not taken:
+            return 0, 0, 0, 0
         folded = deleted = copied = 0
         with s._transaction():
             if not self._fence(held, "epoch = epoch", ()):
                 raise RetentionLeaseLostError("retention: lease lost (another instance runs it)")
-            for unit_id, hour_us, agent_id, _ in taken:
+            for key in taken:
                 found = s._execute(
-                    "DELETE FROM record_batches WHERE unit_id = ? AND hour_us = ? "
-                    "AND agent_id = ? RETURNING body",
-                    (unit_id, hour_us, agent_id),
+                    "SELECT body FROM record_batches WHERE unit_id = ? AND hour_us = ? "
+                    "AND kind = ? AND agent_id = ? AND first_seq = ?",
+                    key,
                 ).fetchone()
                 if found is None:
                     continue  # folded by a run that lost its lease just before
-                rows = [
-                    (r.seq, unit_id, r.time_us, r.kind, r.payload)
-                    for r in batches.decode(bytes(found[0]))
-                ]
-                count, kept = self._fold(str(agent_id), rows)
+                try:
+                    decoded = batches.decode(bytes(found[0]))
+                except batches.BatchError as exc:
+                    log.error("retention: batch %s cannot be folded: %s", key, exc)
+                    skip.add(key)
+                    continue
+                s._execute(
+                    "DELETE FROM record_batches WHERE unit_id = ? AND hour_us = ? "
+                    "AND kind = ? AND agent_id = ? AND first_seq = ?",
+                    key,
+                )
+                rows = [(r.seq, key[0], r.time_us, r.kind, r.payload) for r in decoded]
+                count, kept = self._fold(str(key[3]), rows)
                 folded, deleted, copied = folded + count, deleted + len(rows), copied + kept
         return folded, deleted, copied, len(taken)
 
@@ -695,7 +772,8 @@ class FoldPass:
     pass.step(store): ...``, then ``finish``.
 
     First compaction: each agent's raw records older than ``compact_after_us`` (to the
-    hour) that every consumer has read move into their (unit, hour) batches. Then
+    hour) that every consumer has read move into their (unit, kind, hour) batches, or
+    are folded at once when already older than the window's cutoff. Then
     folding: batches of an hour before the window's hour-aligned cutoff are folded into
     ``unit_hours`` and deleted. Last (PostgreSQL), the day partitions folding emptied are
     dropped."""
@@ -718,8 +796,9 @@ class FoldPass:
         # [agent_id, next seq after, limit (the slowest consumer), derived, committed]
         self._agents: list[list[Any]] | None = None
         self._folding = True
+        self._damaged: set[tuple[Any, ...]] = set()  # batches that did not decode
         self.folded = self.deleted = self.kept = self.held_back = 0
-        self.compacted = self.batches = self.dropped = 0
+        self.compacted = self.batches = self.dropped = self.failed = 0
 
     def step(self, store: SqlStore) -> bool:
         """Do the next step on ``store``; whether any remain."""
@@ -743,16 +822,37 @@ class FoldPass:
                 if derived < committed:
                     self.held_back += 1  # the visit derivation has not read them yet
                 return True
-            moved, written, agent[1], reached = retention._compact_batch(
-                self.held, agent_id, after, limit, self.compact_cutoff, self.batch
-            )
+            try:
+                moved, written, folded, gone, copied, agent[1], reached = retention._compact_batch(
+                    self.held,
+                    agent_id,
+                    after,
+                    limit,
+                    (self.cutoff, self.compact_cutoff),
+                    self.batch * COMPACT_STEP_FACTOR,
+                )
+            except RetentionLeaseLostError:
+                raise
+            except Exception:
+                # One agent's records that cannot be moved (a store limit, a damaged
+                # batch to merge into) must not stop every other agent's, nor folding:
+                # named in the log, counted, tried again next run.
+                log.exception("retention: agent %s's records could not be compacted", agent_id)
+                self.failed += 1
+                self._agents.pop(0)
+                return True
             self.compacted += moved
             self.batches += written
+            self.folded += folded
+            self.deleted += gone
+            self.kept += copied
             if reached:
                 self._agents.pop(0)
             return True
         if self._folding:
-            count, done, copied, taken = retention._fold_batches(self.held, self.cutoff, self.batch)
+            count, done, copied, taken = retention._fold_batches(
+                self.held, self.cutoff, self.batch, self._damaged
+            )
             self.folded, self.deleted, self.kept = (
                 self.folded + count,
                 self.deleted + done,
@@ -761,7 +861,9 @@ class FoldPass:
             if taken:
                 return True
             self._folding = False
-        self.dropped += store._drop_batch_partitions(self.cutoff)
+        retention = Retention(store)
+        fence = lambda: retention._fence(self.held, "epoch = epoch", ())  # noqa: E731
+        self.dropped += store._drop_batch_partitions(self.cutoff, fence)
         return False
 
     def finish(self, store: SqlStore) -> FoldResult:
@@ -783,6 +885,8 @@ class FoldPass:
             compacted=self.compacted,
             batches=self.batches,
             partitions_dropped=self.dropped,
+            failed_agents=self.failed,
+            damaged_batches=len(self._damaged),
         )
 
 

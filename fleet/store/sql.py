@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -43,7 +43,7 @@ from fleet.store.base import (
     UnitRow,
     WriteOp,
 )
-from fleet.store.batches import nearest_rows, rows_in
+from fleet.store.batches import nearest_rows, rows_in, snapshot_read
 from fleet.store.evidence import EvidenceStore
 from fleet.store.lifecycle import EVENT_COLUMNS, EVENT_MARKS, LifecycleStore, event_of_row
 from fleet.store.maintenance import HEALTH_TERM, MaintenanceStore
@@ -152,13 +152,24 @@ class SqlStore(
         """One write transaction; ``durable`` asks for an fsync before it returns."""
         raise NotImplementedError
 
+    def _lock_agent(self, agent_id: str) -> None:
+        """Inside a write transaction, lock ``agent_id``'s row of ``agents`` until it ends
+        (PostgreSQL: ingest's write locks it first too, so the two take turns; SQLite
+        has one writer at a time and needs nothing)."""
+
+    def _snapshot(self) -> AbstractContextManager[None]:
+        """One consistent view for several reads (a reader merging the raw rows with the
+        batches compaction moves them into); inside a transaction, that one."""
+        raise NotImplementedError
+
     def _batch_partition(self, hour_us: int) -> None:
         """Make sure ``record_batches`` can take a batch of ``hour_us`` (PostgreSQL: the
         day's partition; SQLite has none), inside the caller's transaction."""
 
-    def _drop_batch_partitions(self, cutoff_us: int) -> int:
+    def _drop_batch_partitions(self, cutoff_us: int, fence: Callable[[], bool]) -> int:
         """Drop the emptied ``record_batches`` partitions of days wholly before
-        ``cutoff_us`` (PostgreSQL); how many. SQLite has no partitions: 0."""
+        ``cutoff_us`` (PostgreSQL), each after ``fence`` (run in a transaction) says this
+        instance still holds the retention lease; how many. SQLite has no partitions: 0."""
         return 0
 
     def _run_many(self, text: str, rows: Sequence[Sequence[object]]) -> list[list[tuple[Any, ...]]]:
@@ -674,6 +685,7 @@ class SqlStore(
         row = self._execute("SELECT MAX(id) FROM register_changes").fetchone()
         return int(row[0]) if row is not None and row[0] is not None else 0
 
+    @snapshot_read
     def latest_car_state(self, unit_id: str) -> tuple[dt.datetime, bytes] | None:
         """The newest CarState record of ``unit_id``: its time and the serialized Record."""
         # Walks the reporting agent's records back from its newest seq (the primary key):
@@ -699,6 +711,7 @@ class SqlStore(
             ).fetchone()
         return None if row is None else (from_us(int(row[0])), bytes(row[1]))
 
+    @snapshot_read
     def health_records(
         self, unit_id: str, kind: str, limit: int
     ) -> list[tuple[dt.datetime, bytes]]:

@@ -266,6 +266,20 @@ class SqliteStore(SqlStore):
             if lock is not None:
                 fcntl.lockf(lock, fcntl.LOCK_UN)
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        # A deferred read transaction: in WAL mode its reads see one commit, whatever
+        # another process (serve --workers, the CLI) commits meanwhile.
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
+
     def _sql(self, text: str) -> str:
         # SQLite's multi-argument max() is PostgreSQL's GREATEST.
         return text.replace("GREATEST(", "max(")
