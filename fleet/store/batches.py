@@ -208,6 +208,10 @@ def decode(blob: bytes) -> list[BatchRecord]:
         if at + 2 > len(data):
             raise BatchError("batch body ends inside its kinds")
         (size,) = struct.unpack_from("<H", data, at)
+        # A name cut short would be taken as its first bytes, and the columns read from
+        # past the body's end refused under another name.
+        if at + 2 + size > len(data):
+            raise BatchError("batch body ends inside its kinds")
         kinds.append(data[at + 2 : at + 2 + size].decode(errors="replace"))
         at += 2 + size
     seq_deltas, at = _read_column("q", data, at, n)

@@ -368,9 +368,10 @@ class Retention:
         *,
         compact_after_us: int = HOUR_US,
     ) -> FoldResult:
-        """Compact the raw records older than ``compact_after_us`` that the slowest
-        consumer has read, then fold and delete every one older than the window's
-        hour-aligned cutoff, ``batch`` records a transaction, while ``held`` is the lease
+        """Fold and delete every raw record older than the window's hour-aligned cutoff
+        (the batches first, then the hot records among those compaction takes) and
+        compact the rest older than ``compact_after_us`` that the slowest consumer has
+        read (`FoldPass`), ``batch`` records a transaction, while ``held`` is the lease
         (each transaction is fenced by it; `RetentionLeaseLostError` when another
         instance took it: what was committed stays, it continues there). In one go, for
         the CLI; serve runs a `FoldPass` a step per store call."""
@@ -448,8 +449,10 @@ class Retention:
                 groups.setdefault((str(unit_id), str(kind), at // HOUR_US * HOUR_US), []).append(
                     batches.BatchRecord(int(seq), at, str(kind), bytes(payload))
                 )
-            for (unit_id, kind, hour_us), records in groups.items():
+            written = sum(
                 self._merge_batch(agent_id, unit_id, kind, hour_us, records)
+                for (unit_id, kind, hour_us), records in groups.items()
+            )
             moved = s._execute(
                 "DELETE FROM records WHERE agent_id = ? AND seq > ? AND seq <= ? RETURNING seq",
                 (agent_id, after, last),
@@ -465,7 +468,7 @@ class Retention:
                 "ON CONFLICT (agent_id) DO UPDATE SET seq = excluded.seq",
                 (agent_id, last),
             )
-        return len(moved) - len(old), len(groups), folded, len(old), copied, last, reached
+        return len(moved) - len(old), written, folded, len(old), copied, last, reached
 
     def _merge_batch(
         self,
@@ -474,10 +477,11 @@ class Retention:
         kind: str,
         hour_us: int,
         records: list[batches.BatchRecord],
-    ) -> None:
+    ) -> int:
         """Write ``records`` (seq order, one kind) into the (unit, hour, kind, agent)
         batch, merged with the last part an earlier compaction wrote there while it has
-        room (`batches.PART_RECORDS`, `batches.PART_BYTES`), else as the next part."""
+        room (`batches.PART_RECORDS`, `batches.PART_BYTES`), else as the next parts; how
+        many parts were written."""
         s = self._store
         s._batch_partition(hour_us)
         found = s._execute(
@@ -498,25 +502,29 @@ class Retention:
                 (unit_id, hour_us, kind, agent_id, int(found[0])),
             )
             records = sorted([*batches.decode(bytes(found[3])), *records], key=lambda r: r.seq)
-            size += int(found[2])
-        s._execute(
-            "INSERT INTO record_batches (unit_id, hour_us, kind, agent_id, first_seq, "
-            "last_seq, start_us, end_us, records, payload_bytes, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                unit_id,
-                hour_us,
-                kind,
-                agent_id,
-                records[0].seq,
-                records[-1].seq,
-                min(r.time_us for r in records),
-                max(r.time_us for r in records),
-                len(records),
-                size,
-                batches.encode(records),
-            ),
-        )
+        # A step brings up to COMPACT_STEP_FACTOR x batch_records records and STEP_BYTES
+        # of payloads, more than a part takes: cut into parts, each within the bounds.
+        parts = _parts(records)
+        for part in parts:
+            s._execute(
+                "INSERT INTO record_batches (unit_id, hour_us, kind, agent_id, first_seq, "
+                "last_seq, start_us, end_us, records, payload_bytes, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    unit_id,
+                    hour_us,
+                    kind,
+                    agent_id,
+                    part[0].seq,
+                    part[-1].seq,
+                    min(r.time_us for r in part),
+                    max(r.time_us for r in part),
+                    len(part),
+                    sum(len(r.payload) for r in part),
+                    batches.encode(part),
+                ),
+            )
+        return len(parts)
 
     def _fold_batches(
         self, held: Held, cutoff: int, batch: int, skip: set[tuple[Any, ...]]
@@ -771,12 +779,12 @@ class FoldPass:
     caller on the store's thread lets ingest's writes run between them: ``while
     pass.step(store): ...``, then ``finish``.
 
-    First compaction: each agent's raw records older than ``compact_after_us`` (to the
-    hour) that every consumer has read move into their (unit, kind, hour) batches, or
-    are folded at once when already older than the window's cutoff. Then
-    folding: batches of an hour before the window's hour-aligned cutoff are folded into
-    ``unit_hours`` and deleted. Last (PostgreSQL), the day partitions folding emptied are
-    dropped."""
+    First folding: batches of an hour before the window's hour-aligned cutoff are folded
+    into ``unit_hours`` and deleted. Then compaction: each agent's raw records older than
+    ``compact_after_us`` (to the hour) that every consumer has read move into their
+    (unit, kind, hour) batches, or are folded at once when already older than the
+    window's cutoff (after the batches, which hold the agent's older records). Last
+    (PostgreSQL), the day partitions folding emptied are dropped."""
 
     def __init__(
         self,
@@ -802,6 +810,25 @@ class FoldPass:
 
     def step(self, store: SqlStore) -> bool:
         """Do the next step on ``store``; whether any remain."""
+        retention = Retention(store)
+        if self._folding:
+            # Batches before compaction: they hold each agent's older records, and
+            # compaction folds at once the hot records already past the cutoff (a fleet
+            # stopped for longer than the window, an agent held back that long). Folded
+            # first, those would stand as the car state before every batched one, and
+            # the batches' hours would get no time in a mode, no run time, trips or door
+            # cycles.
+            count, done, copied, taken = retention._fold_batches(
+                self.held, self.cutoff, self.batch, self._damaged
+            )
+            self.folded, self.deleted, self.kept = (
+                self.folded + count,
+                self.deleted + done,
+                self.kept + copied,
+            )
+            if not taken:
+                self._folding = False
+            return True
         if self._agents is None:
             rows = store._execute(
                 "SELECT a.agent_id, COALESCE(r.seq, 0), a.committed_seq, COALESCE(d.seq, 0) "
@@ -813,14 +840,11 @@ class FoldPass:
                 [str(a), int(after), min(int(c), int(d)), int(d), int(c)] for a, after, c, d in rows
             ]
             return True
-        retention = Retention(store)
         if self._agents:
             agent = self._agents[0]
-            agent_id, after, limit, derived, committed = agent
+            agent_id, after, limit, _, _ = agent
             if after >= limit:
-                self._agents.pop(0)
-                if derived < committed:
-                    self.held_back += 1  # the visit derivation has not read them yet
+                self._agent_done()
                 return True
             try:
                 moved, written, folded, gone, copied, agent[1], reached = retention._compact_batch(
@@ -847,24 +871,19 @@ class FoldPass:
             self.deleted += gone
             self.kept += copied
             if reached:
-                self._agents.pop(0)
+                self._agent_done()
             return True
-        if self._folding:
-            count, done, copied, taken = retention._fold_batches(
-                self.held, self.cutoff, self.batch, self._damaged
-            )
-            self.folded, self.deleted, self.kept = (
-                self.folded + count,
-                self.deleted + done,
-                self.kept + copied,
-            )
-            if taken:
-                return True
-            self._folding = False
-        retention = Retention(store)
         fence = lambda: retention._fence(self.held, "epoch = epoch", ())  # noqa: E731
         self.dropped += store._drop_batch_partitions(self.cutoff, fence)
         return False
+
+    def _agent_done(self) -> None:
+        # Counted however the cursor came to the limit: in this run's last step too (a
+        # step that takes every record left up to the limit says it reached the end).
+        assert self._agents is not None
+        _, after, limit, derived, committed = self._agents.pop(0)
+        if after >= limit and derived < committed:
+            self.held_back += 1  # the visit derivation has not read them yet
 
     def finish(self, store: SqlStore) -> FoldResult:
         """Record the run (fenced by the lease) and return its figures."""
@@ -888,6 +907,23 @@ class FoldPass:
             failed_agents=self.failed,
             damaged_batches=len(self._damaged),
         )
+
+
+def _parts(records: list[batches.BatchRecord]) -> list[list[batches.BatchRecord]]:
+    """``records`` cut in order into parts of at most `batches.PART_RECORDS` records and
+    `batches.PART_BYTES` of payloads (a record larger than that alone in its part)."""
+    parts: list[list[batches.BatchRecord]] = []
+    size = 0
+    for record in records:
+        if not parts or (
+            len(parts[-1]) >= batches.PART_RECORDS
+            or size + len(record.payload) > batches.PART_BYTES
+        ):
+            parts.append([])
+            size = 0
+        parts[-1].append(record)
+        size += len(record.payload)
+    return parts
 
 
 def _add_car_state(before: _Hour | None, here: _Hour, at: int, car: records_pb2.CarState) -> None:

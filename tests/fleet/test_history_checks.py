@@ -9,6 +9,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -23,6 +24,8 @@ from fleet.history.checkpoint import (
     write_checkpoint,
 )
 from fleet.history.verify import checkpoint_round, verify_store
+from fleet.store import postgres as postgres_store
+from fleet.store import sqlite as sqlite_store
 from fleet.store.base import (
     AlarmActionError,
     ControllerIdentity,
@@ -31,11 +34,10 @@ from fleet.store.base import (
     UnitClaim,
 )
 from fleet.store.chain import ALARM_STEP_COLUMNS, canonical, detail_entry_hash
+from fleet.store.crew import CREW_MIGRATION
 from fleet.store.lifecycle import _ACTIONS, _DISPATCH
 from fleet.store.open import open_store
-from fleet.store.postgres import SCHEMA_VERSION as POSTGRES_VERSION
 from fleet.store.sql import SqlStore
-from fleet.store.sqlite import SCHEMA_VERSION as SQLITE_VERSION
 from fleet.store.sqlite import SqliteStore
 from fleet.store.worker import StoreWorker
 from protos.liftwatch.v1 import records_pb2
@@ -255,17 +257,22 @@ def test_dispatch_needs_an_acknowledged_alarm_a_crew_and_an_eta(store: SqlStore)
     assert json.loads(store.history("U1")[0][-1].detail)["step"] == "acknowledged"
 
 
-def test_a_chain_written_before_migration_crew_still_verifies(store_target: str) -> None:
+def test_a_chain_written_before_migration_crew_still_verifies(
+    store_target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The fixture's history was written as a fleet before this change writes it (no crew
     # step). Take the database back to the schema before migration "crew", reopen (which
     # migrates it), and verify: then a crew step on top verifies too.
     opened = open_store(store_target)
     try:
-        _before_crew(opened)
+        migrations = _before_crew(opened)
     finally:
         opened.close()
-    store = open_store(store_target)
+    with monkeypatch.context() as patch:
+        _later_migrations_applied(patch, migrations)
+        store = open_store(store_target)
     try:
+        assert "crew" in _alarm_columns(store)
         assert _found(store) == []
         alarm_id = _dispatched(store)
         assert _found(store) == []
@@ -274,9 +281,14 @@ def test_a_chain_written_before_migration_crew_still_verifies(store_target: str)
         store.close()
 
 
-def _before_crew(store: SqlStore) -> None:
+def _alarm_columns(store: SqlStore) -> set[str]:
+    return {str(c[0]) for c in store._execute("SELECT * FROM alarms LIMIT 0").description}
+
+
+def _before_crew(store: SqlStore) -> ModuleType:
     """``store`` as a fleet before migration "crew" left it: the fixture's history, no crew
-    columns, the schema version one less."""
+    columns, the schema version the one before "crew" (wherever "crew" stands among the
+    migrations); the store's module of migrations."""
     later = T0 + dt.timedelta(seconds=40)
     store.upsert_register([RegisterEntry("U1", building="B1", street="S1", contractor="C1")], T0)
     store.register_hello("a1", "0.1.0", [UnitClaim("U1", ControllerIdentity(model="RC-3000"))], T0)
@@ -287,10 +299,23 @@ def _before_crew(store: SqlStore) -> None:
     store.alarm_action(alarm.alarm_id, "ack", "dispatcher Li", later)
     for column in ("crew_dispatched_us", "crew_dispatched_by", "crew", "crew_eta_us"):
         store._execute(f"ALTER TABLE alarms DROP COLUMN {column}")
+    assert "crew" not in _alarm_columns(store)
+    module = sqlite_store if isinstance(store, SqliteStore) else postgres_store
+    crew = module.MIGRATIONS.index(CREW_MIGRATION)
     if isinstance(store, SqliteStore):
-        store._execute(f"PRAGMA user_version = {SQLITE_VERSION - 1}")
+        store._execute(f"PRAGMA user_version = {crew}")
     else:
-        store._execute("UPDATE schema_version SET version = ?", (POSTGRES_VERSION - 1,))
+        store._execute("UPDATE schema_version SET version = ?", (crew,))
+    return module
+
+
+def _later_migrations_applied(patch: pytest.MonkeyPatch, module: ModuleType) -> None:
+    """Reopening migrates from "crew" on; the migrations appended after it were applied
+    to this database already (it was made by this fleet, then only "crew" undone), so
+    for this reopen they run as nothing, and the schema version ends where it was."""
+    crew = module.MIGRATIONS.index(CREW_MIGRATION)
+    later = len(module.MIGRATIONS) - crew - 1
+    patch.setattr(module, "MIGRATIONS", (*module.MIGRATIONS[: crew + 1], *["SELECT 1"] * later))
 
 
 # -- a truncated, rewound, deleted or rewritten chain -----------------------------------------

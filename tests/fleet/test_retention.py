@@ -178,9 +178,10 @@ def _answers(store: SqlStore) -> dict[str, object]:
     }
 
 
-# How long records stay hot: an hour (everything of the feed, two weeks old, is compacted;
-# the part inside the window stays in batches), or the window (compaction stops at the
-# fold's cutoff: the part inside the window stays in records).
+# How long records stay hot: an hour (the feed's part inside the window is compacted into
+# batches), or the window (compaction stops at the fold's cutoff: the part inside the
+# window stays in records). Either way the part older than the fold's cutoff is folded at
+# once, never batched.
 _COMPACT_AFTER = {"hour": HOUR_US, "window": to_us(NOW) - to_us(NOW - WINDOW)}
 
 
@@ -216,15 +217,22 @@ def test_a_span_across_the_edge_reads_the_same_after_folding(
 
     assert result.cutoff_us == to_us(EDGE)
     assert result.held_back == 0
-    # Every record older than the edge was compacted, folded and deleted; the rest is
-    # raw still: in batches (compacted after an hour) or in records (after the window).
+    # Every record older than the edge was folded at once and deleted (the entrapment's
+    # event and evidence deleted only: their own tables keep them); the rest is raw
+    # still: in batches (compacted after an hour) or in records (after the window).
     raw_after = raw_count(store)
     assert result.deleted == raw_before - raw_after == old > 0
+    assert result.folded == old - 2
     hot = store._execute("SELECT COUNT(*) FROM records").fetchone()[0]
     if compact_after == "hour":
-        assert result.compacted == raw_before and hot == 0
+        # U1's 02:00-03:00: its car states, counters and link status, a batch each.
+        assert (result.compacted, result.batches, hot) == (raw_after, 3, 0)
     else:
-        assert result.compacted == old and hot == raw_after
+        assert (result.compacted, result.batches, hot) == (0, 0, raw_after)
+    batched = store._execute(
+        "SELECT MIN(hour_us), COALESCE(SUM(records), 0) FROM record_batches"
+    ).fetchone()
+    assert batched[1] == raw_after - hot and batched[0] in (None, to_us(EDGE))
     assert Retention(store).status().oldest_raw_us == to_us(EDGE)
     assert _answers(store) == before
     # Every folded car state is in an hour row; the visit's half hour is in inspection.
@@ -405,6 +413,9 @@ def test_the_serve_round_folds_once_across_two_instances(store_target: str) -> N
     _feed(opened)
     derive_visits(opened, CONFIG.verdicts, NOW)
     raw = raw_count(opened)
+    old = opened._execute(
+        "SELECT COUNT(*) FROM records WHERE time_us < ?", (to_us(EDGE),)
+    ).fetchone()[0]
     opened.close()
     config = RetentionConfig(batch_records=50)
 
@@ -427,12 +438,13 @@ def test_the_serve_round_folds_once_across_two_instances(store_target: str) -> N
 
     (b, a, again), registries = asyncio.run(scenario())
     assert b is None
-    assert a is not None and a.deleted > 0 and again is not None and again.deleted == 0
+    assert a is not None and a.deleted == old > 0 and again is not None and again.deleted == 0
     sample = [r.get_sample_value for r in registries]
     assert sample[0]("liftwatch_fleet_retention_deleted_total") == a.deleted
     assert sample[1]("liftwatch_fleet_retention_deleted_total") == 0
-    # Everything is two weeks old: all compacted first, by a alone.
-    assert sample[0]("liftwatch_fleet_retention_compacted_total") == a.compacted == raw
+    # By a alone: what is older than the edge folded at once, the rest (older than an
+    # hour) compacted.
+    assert sample[0]("liftwatch_fleet_retention_compacted_total") == a.compacted == raw - old
     assert sample[1]("liftwatch_fleet_retention_compacted_total") == 0
     assert sample[0]("liftwatch_fleet_retention_lag_seconds") == 0
     assert sample[0]("liftwatch_fleet_retention_last_run_timestamp_seconds") == NOW.timestamp()
