@@ -1,39 +1,75 @@
 """Storage per car-day, measured (issue 18, item 2): the demo's traffic through the real
-fleet store's ingest write, retention on a virtual clock; prints one JSON object.
+fleet store's ingest write, the visit derivation and retention (compaction, folding) on
+a virtual clock; prints one JSON object.
 
-    python bench/storage.py --json                    # SQLite
-    python bench/storage.py --db postgres --json      # a throwaway PostgreSQL cluster
+    python bench/storage.py --capture CAPTURE.db --json                 # SQLite
+    python bench/storage.py --capture CAPTURE.db --db postgres --json   # throwaway cluster
 
-1. **Capture** (``--capture-s``, 120 s): the demo runs for real (`hil_tests.system`: the
+1. **Capture** (``--capture-s``, 1800 s): the demo runs for real (`hil_tests.system`: the
    fleet, the emulator's four cars of the demo building with their traffic, an agent
    polling them over Modbus TCP). What the fleet stored of its cars is the traffic mix
    at the demo's rates: every record, its kind, time and payload as the agent sent it.
    ``--capture FILE`` reuses a capture (the fleet.db of an earlier run, which
    ``--save-capture FILE`` keeps).
+
+   Why half an hour: the replay repeats the capture, and compaction compresses each
+   (unit, hour, kind) batch with zlib, which finds repeats only within its last 32 kB.
+   A car sends about 0.67 car states a second of about 88 bytes each, so a 2-minute
+   capture is about 7 kB of car states per car: an hour's batch holds 30 copies of it,
+   each within reach of the one before, and zlib codes all but the first as
+   back-references, bytes no real hour gives. A 30-minute capture is about 105 kB of
+   car states per car, more than the window: the hour's two copies are out of each
+   other's reach, and car states (most of the bytes) compress as a real hour's would.
+   The small batches can still match their first half-hour: Counters and link status
+   (one each per car every 30 s, about 5 kB a half-hour) and the time column.
 2. **Replay on a virtual clock**: the capture, repeated end to end with its times moved
    on, fills ``--days`` (window + 2 = 16) days of ``--cars`` (4) cars, one agent per
    four cars, through `SqlStore.write` (the write the fleet's ingest committer makes:
    the same statements, (agent_id, seq) stored once, the derived tables and history).
-   At the end of each virtual day the visit derivation and a retention run follow, with
-   the virtual time as ``now`` (explicit clocks, as everywhere in the fleet).
+   Every ``[retention] interval_s`` (3600, as serve runs it) of virtual time the visit
+   derivation and a retention run follow, with the virtual time as ``now`` (explicit
+   clocks, as everywhere in the fleet) and the config's defaults: ``compact_after_s``
+   (3600: the records of each hour ended an hour ago move from ``records`` into their
+   (unit, hour, kind) batch in ``record_batches``), ``window_days``, ``batch_records``. On
+   PostgreSQL ``VACUUM records, record_batches`` follows each run: what autovacuum does
+   in the real hour between two runs (compaction deletes most of ``records`` every hour;
+   a batch rewritten by a later transaction of the same run leaves its old version in
+   the day's partition), so that both reuse their pages as they would in service
+   instead of growing for want of a vacuum the virtual clock leaves no time for. The
+   last run is at the replay's very end (on the hour): ``records`` (the hot table) then
+   holds the last hour of the window, 1/336 of it, uncompressed, and that hour is
+   counted in the raw bytes (in service, between hourly runs, it holds one to two
+   hours).
 3. **Measure** the bytes of the tables and their indexes (SQLite: the dbstat table;
-   PostgreSQL: pg_total_relation_size): ``raw_bytes_per_car_day`` is the raw records
-   (table ``records`` with its indexes) per car per day of the window they hold;
+   PostgreSQL: pg_total_relation_size, of each partition of ``record_batches``, with
+   TOAST): ``raw_bytes_per_car_day`` is the raw records (``records`` and
+   ``record_batches`` with their indexes, the pages they take) per car per day of the
+   window they hold (from the oldest raw record in either table to the end);
    ``longterm_bytes_per_car_day`` is what folding keeps (``unit_hours``,
    ``records_kept``) per car per folded day: on SQLite the bytes in use of their pages,
    on PostgreSQL the live rows' bytes with their tuple and index overheads (a few cars'
    two folded days fill only a few pages of each table and index, so whole pages,
    ``longterm_page_bytes``, would measure the page size, and on PostgreSQL the row
    versions the hour rows' updates leave until autovacuum; a district's tables fill
-   their pages as the raw table's do). ``district_year_gb``: 10,525 units after a
+   their pages as the raw tables do). ``district_year_gb``: 10,525 units after a
    year: the window's raw records plus a year of long-term, in GB (10^9 bytes);
-   ``district_year_gb_without_retention`` what a year of raw records takes.
+   ``district_year_gb_without_retention`` what a year of raw records takes when
+   retention never runs (``interval_s = 0``: neither compacted nor folded), at
+   ``uncompacted_bytes_per_record``: the pages of ``records`` per row just before the
+   first compaction (its first hour, as ingest appended it; also given per car-day,
+   ``uncompacted_bytes_per_car_day``, the raw figure before compaction was built).
 
-Also reported: the capture's rate (records per car per second, by kind), the raw bytes
-per record, and ``compact_estimate_bytes_per_car_day``: what the raw window would take
-as per-unit one-minute batches of the same payloads, zlib-compressed (level 6): an
-estimate from the same records, for the decision whether to store raw records that way
-(not what the store does).
+   The end is on a day boundary, just after the oldest day's batches were folded: on
+   PostgreSQL a day's partition is dropped only once its last hour is folded, so across
+   a day the batches take up to one day's more pages than measured here (1/14); SQLite
+   reuses the freed pages at once.
+
+Also reported: the capture's rate (records per car per second, by kind); retention's
+counts over the replay (records compacted, folded, deleted; batches written; partitions
+dropped; ``failed_agents`` and ``damaged_batches``, which retention logs and skips: 0 in
+a sound run, else records stayed uncompacted); the records held in ``records``
+(``hot_records_held``) and in batches (``batched_records_held``, ``batches_held``) with
+their bytes (``hot_bytes``, ``batch_bytes``); the raw bytes per record.
 """
 
 from __future__ import annotations
@@ -48,9 +84,9 @@ import sqlite3
 import sys
 import tempfile
 import time
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +94,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: the repo's packages and test helpers
 
+from fleet.config import RetentionConfig  # noqa: E402
 from fleet.reports.maintenance_config import MaintenanceConfig  # noqa: E402
 from fleet.reports.visits import derive_visits  # noqa: E402
 from fleet.store.base import BatchOp, ControllerIdentity, HelloOp, UnitClaim  # noqa: E402
@@ -68,10 +105,9 @@ from fleet.store.sql import SqlStore, from_us, to_us  # noqa: E402
 from protos.liftwatch.v1 import records_pb2  # noqa: E402
 
 DISTRICT_UNITS = 10_525
-WINDOW_DAYS = 14  # [retention] window_days' default
+WINDOW_DAYS = RetentionConfig().window_days
 DAY_US = 86_400_000_000
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-RAW_TABLES = ("records",)
 LONGTERM_TABLES = ("unit_hours", "records_kept")
 CARS_PER_AGENT = 4
 
@@ -119,74 +155,103 @@ def replay(
     span_s: float,
     n_cars: int,
     days: int,
-    window_days: int,
+    config: RetentionConfig,
 ) -> dict[str, Any]:
     """Fill ``days`` days of ``n_cars`` cars with the captured records; derive and run
-    retention at the end of each day. Returns the run's counts and timings."""
-    sources = sorted(cars)
+    retention every ``config.interval_s``. Returns the run's counts and timings, and the
+    uncompacted cost of a record (``records`` before the first compaction)."""
+    agents = _agents(store, n_cars)
     span_us = int(span_s * 1e6)
+    plan = _plan(agents, cars, span_us)
+    seqs = dict.fromkeys(agents, 0)
+    rules = MaintenanceConfig().verdicts
+    interval_us = int(config.interval_s * 1e6)
+    written = 0
+    timings = dict.fromkeys(("ingest_s", "derive_s", "retention_s"), 0.0)
+    totals: Counter[str] = Counter()
+    uncompacted: tuple[int, int] | None = None
+    for minute in range(days * 24 * 60):
+        lo = to_us(START) + minute * 60_000_000
+        hi = lo + 60_000_000
+        # One minute of every car at a time, as one group of batches (one per agent).
+        ops = _minute(plan, span_us, seqs, lo, hi)
+        if ops:
+            started = time.perf_counter()
+            store.write([BatchOp(a, tuple(r)) for a, r in sorted(ops.items())], from_us(hi))
+            timings["ingest_s"] += time.perf_counter() - started
+            written += sum(len(r) for r in ops.values())
+        if (hi - to_us(START)) % interval_us:
+            continue
+        started = time.perf_counter()
+        derive_visits(store, rules, from_us(hi))
+        timings["derive_s"] += time.perf_counter() - started
+        if uncompacted is None:
+            # Nothing compacted yet: ``records`` holds rows only as ingest appended them.
+            uncompacted = (table_bytes(store, ("records",)), _count(store, "records"))
+        started = time.perf_counter()
+        totals.update(_retention_run(store, hi, config))
+        timings["retention_s"] += time.perf_counter() - started
+    assert uncompacted is not None, "the replay is shorter than one retention interval"
+    return {
+        "records_written": written,
+        **{f"records_{k}": totals[k] for k in ("compacted", "folded", "deleted")},
+        "batches_written": totals["batches"],
+        "partitions_dropped": totals["partitions_dropped"],
+        # Skipped and logged by retention: any here would leave records uncompacted.
+        "failed_agents": totals["failed_agents"],
+        "damaged_batches": totals["damaged_batches"],
+        "retention_runs": totals["runs"],
+        **{k: round(v, 1) for k, v in timings.items()},
+        "uncompacted_bytes": uncompacted[0],
+        "uncompacted_records": uncompacted[1],
+    }
+
+
+def _agents(store: SqlStore, n_cars: int) -> dict[str, list[str]]:
+    """Register one agent per four cars (its Hello); agent id -> its units."""
     agents: dict[str, list[str]] = defaultdict(list)
     for n in range(n_cars):
         agents[f"bench-agent-{n // CARS_PER_AGENT}"].append(f"bench-car-{n}")
     for agent_id, units in agents.items():
         claims = tuple(UnitClaim(u, ControllerIdentity()) for u in units)
         store.write([HelloOp(agent_id, "bench", claims)], START)
-    seqs = dict.fromkeys(agents, 0)
-    rules = MaintenanceConfig().verdicts
-    written = 0
-    ingest_s = fold_s = derive_s = 0.0
-    folded = deleted = 0
-    # Each car replays one captured car's stream, shifted a little so cars differ.
-    plan = {
+    return agents
+
+
+# unit -> (its agent, the captured stream it replays, the stream's shift in µs)
+_Plan = dict[str, tuple[str, list[tuple[int, str, bytes]], int]]
+
+
+def _plan(
+    agents: dict[str, list[str]], cars: dict[str, list[tuple[int, str, bytes]]], span_us: int
+) -> _Plan:
+    """Each car replays one captured car's stream, shifted a little so cars differ."""
+    sources = sorted(cars)
+    return {
         unit: (agent_id, cars[sources[i % len(sources)]], (i * 7_919_000) % span_us)
         for agent_id, units in agents.items()
         for i, unit in enumerate(units)
     }
-    for day in range(days):
-        day_start = to_us(START) + day * DAY_US
-        # One minute of every car at a time, as one group of batches (one per agent).
-        for minute in range(24 * 60):
-            lo = day_start + minute * 60_000_000
-            hi = lo + 60_000_000
-            ops: dict[str, list[records_pb2.Record]] = defaultdict(list)
-            for unit, (agent_id, stream, shift) in plan.items():
-                for at, kind, payload in _window(stream, span_us, shift, lo, hi):
-                    record = records_pb2.Record.FromString(payload)
-                    seqs[agent_id] += 1
-                    record.seq = seqs[agent_id]
-                    record.unit_id = unit
-                    record.time.FromMicroseconds(at)
-                    if kind == "event":
-                        record.event.event_id = f"{unit}-{record.seq}"
-                        record.event.onset.FromMicroseconds(at)
-                    ops[agent_id].append(record)
-            if not ops:
-                continue
-            started = time.perf_counter()
-            store.write([BatchOp(a, tuple(r)) for a, r in sorted(ops.items())], from_us(hi))
-            ingest_s += time.perf_counter() - started
-            written += sum(len(r) for r in ops.values())
-        now = from_us(day_start + DAY_US)
-        started = time.perf_counter()
-        derive_visits(store, rules, now)
-        derive_s += time.perf_counter() - started
-        started = time.perf_counter()
-        retention = Retention(store)
-        held = retention.acquire("bench", to_us(now), 3600)
-        assert held is not None
-        result = retention.run(held, to_us(now), window_days * DAY_US, 2000)
-        retention.release(held)
-        fold_s += time.perf_counter() - started
-        folded += result.folded
-        deleted += result.deleted
-    return {
-        "records_written": written,
-        "records_folded": folded,
-        "records_deleted": deleted,
-        "ingest_s": round(ingest_s, 1),
-        "derive_s": round(derive_s, 1),
-        "retention_s": round(fold_s, 1),
-    }
+
+
+def _minute(
+    plan: _Plan, span_us: int, seqs: dict[str, int], lo: int, hi: int
+) -> dict[str, list[records_pb2.Record]]:
+    """Every car's records of [lo, hi) as each agent sends them: per agent, numbered on
+    from ``seqs``, with the car's unit, the replayed time and (events) a fresh id."""
+    ops: dict[str, list[records_pb2.Record]] = defaultdict(list)
+    for unit, (agent_id, stream, shift) in plan.items():
+        for at, kind, payload in _window(stream, span_us, shift, lo, hi):
+            record = records_pb2.Record.FromString(payload)
+            seqs[agent_id] += 1
+            record.seq = seqs[agent_id]
+            record.unit_id = unit
+            record.time.FromMicroseconds(at)
+            if kind == "event":
+                record.event.event_id = f"{unit}-{record.seq}"
+                record.event.onset.FromMicroseconds(at)
+            ops[agent_id].append(record)
+    return ops
 
 
 def _window(
@@ -203,19 +268,68 @@ def _window(
         base += span_us
 
 
+def _retention_run(store: SqlStore, now_us: int, config: RetentionConfig) -> Counter[str]:
+    """One retention run at ``now_us`` as serve makes it (lease, compaction, folding,
+    partitions dropped), with ``config``'s window, compaction age and batch size; on
+    PostgreSQL the VACUUM autovacuum would make before the next run."""
+    retention = Retention(store)
+    held = retention.acquire("bench", now_us, config.lease_s)
+    assert held is not None, "nobody else runs retention on the bench's store"
+    result = retention.run(
+        held,
+        now_us,
+        config.window_days * DAY_US,
+        config.batch_records,
+        compact_after_us=int(config.compact_after_s * 1e6),
+    )
+    retention.release(held)
+    if isinstance(store, PostgresStore):
+        store._execute("VACUUM records, record_batches")
+    return Counter(
+        runs=1,
+        compacted=result.compacted,
+        batches=result.batches,
+        folded=result.folded,
+        deleted=result.deleted,
+        partitions_dropped=result.partitions_dropped,
+        failed_agents=result.failed_agents,
+        damaged_batches=result.damaged_batches,
+    )
+
+
 # -- 3. measure -------------------------------------------------------------------------
 
 
-def table_bytes(store: SqlStore, tables: tuple[str, ...]) -> tuple[int, int]:
-    """Bytes of ``tables`` with their indexes (and, on PostgreSQL, TOAST): the pages they
-    take, and of those the bytes in use (SQLite: page size less unused bytes; PostgreSQL:
-    the pages, no finer figure without the pgstattuple extension)."""
+def table_bytes(store: SqlStore, tables: tuple[str, ...]) -> int:
+    """Bytes of the pages ``tables`` take with their indexes (SQLite: dbstat; PostgreSQL:
+    pg_total_relation_size, TOAST included, summed over a partitioned table's
+    partitions: the parent itself has no storage)."""
     if isinstance(store, PostgresStore):
-        pages = sum(
-            int(store._execute("SELECT pg_total_relation_size(?)", (t,)).fetchone()[0])
+        return sum(
+            int(
+                store._execute(
+                    "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                    "WHERE c.oid = ?::regclass "
+                    "OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = ?::regclass)",
+                    (t, t),
+                ).fetchone()[0]
+            )
             for t in tables
         )
-        return pages, sum(_pg_row_bytes(store, t) for t in tables)
+    return _dbstat(store, tables)[0]
+
+
+def used_bytes(store: SqlStore, tables: tuple[str, ...]) -> int:
+    """Bytes in use of ``tables`` and their indexes: SQLite, the pages less their unused
+    bytes; PostgreSQL, the live rows counted (`_pg_row_bytes`)."""
+    if isinstance(store, PostgresStore):
+        return sum(_pg_row_bytes(store, t) for t in tables)
+    return _dbstat(store, tables)[1]
+
+
+def _dbstat(store: SqlStore, tables: tuple[str, ...]) -> tuple[int, int]:
+    """SQLite: the bytes of the pages of ``tables`` and their indexes (overflow pages
+    included), and of those the bytes in use."""
     total = used = 0
     for table in tables:
         names = [table] + [
@@ -235,7 +349,6 @@ def table_bytes(store: SqlStore, tables: tuple[str, ...]) -> tuple[int, int]:
 
 # The key columns of each index of the long-term tables (PostgreSQL's estimate below).
 _INDEX_KEYS = {
-    "records": (("agent_id", "seq"), ("unit_id", "kind", "time_us")),
     "unit_hours": (("unit_id", "hour_us"),),
     "records_kept": (("agent_id", "seq"), ("unit_id", "kind", "time_us")),
 }
@@ -258,20 +371,26 @@ def _pg_row_bytes(store: SqlStore, table: str) -> int:
     return int(row[1]) + 28 * count + sum(int(k) + 12 * count for k in row[2:])
 
 
-def compact_estimate(store: SqlStore) -> int:
-    """Bytes the raw records now held would take as per-unit one-minute batches of their
-    payloads, zlib level 6, with the key columns (unit, minute, first seq, count: 40 B)."""
-    total = 0
-    rows = store._execute(
-        "SELECT unit_id, time_us / 60000000, payload FROM records ORDER BY unit_id, time_us"
-    ).fetchall()
-    groups: dict[tuple[str, int], list[bytes]] = defaultdict(list)
-    for unit_id, minute, payload in rows:
-        groups[(str(unit_id), int(minute))].append(bytes(payload))
-    for payloads in groups.values():
-        blob = b"".join(len(p).to_bytes(2, "little") + p for p in payloads)
-        total += len(zlib.compress(blob, 6)) + 40
-    return total
+def _count(store: SqlStore, table: str) -> int:
+    return int(store._execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def raw_held(store: SqlStore) -> dict[str, Any]:
+    """The raw records the store holds: in ``records`` (hot) and in batches, their bytes,
+    and the oldest one's time (µs; None: none)."""
+    batched, batches, oldest_batch = store._execute(
+        "SELECT COALESCE(SUM(records), 0), COUNT(*), MIN(start_us) FROM record_batches"
+    ).fetchone()
+    oldest_hot = store._execute("SELECT MIN(time_us) FROM records").fetchone()[0]
+    found = [int(t) for t in (oldest_hot, oldest_batch) if t is not None]
+    return {
+        "hot_records_held": _count(store, "records"),
+        "batched_records_held": int(batched),
+        "batches_held": int(batches),
+        "hot_bytes": table_bytes(store, ("records",)),
+        "batch_bytes": table_bytes(store, ("record_batches",)),
+        "oldest_us": min(found) if found else None,
+    }
 
 
 def measure(args: argparse.Namespace, target: str, capture_path: Path) -> dict[str, Any]:
@@ -279,41 +398,51 @@ def measure(args: argparse.Namespace, target: str, capture_path: Path) -> dict[s
     cars, span_s = read_capture(capture_path)
     kinds: Counter[str] = Counter(k for stream in cars.values() for _, k, _ in stream)
     per_car_s = {k: round(n / len(cars) / span_s, 4) for k, n in sorted(kinds.items())}
+    config = replace(RetentionConfig(), window_days=args.window_days)
     store = open_store(target)
     try:
-        run = replay(store, cars, span_s, args.cars, args.days, args.window_days)
-        raw, _ = table_bytes(store, RAW_TABLES)
-        longterm_pages, longterm = table_bytes(store, LONGTERM_TABLES)
-        raw_rows = int(store._execute("SELECT COUNT(*) FROM records").fetchone()[0])
-        oldest = store._execute("SELECT MIN(time_us) FROM records").fetchone()[0]
-        end_us = to_us(START) + args.days * DAY_US
-        raw_days = (end_us - int(oldest)) / DAY_US
-        folded_days = (int(oldest) - to_us(START)) / DAY_US
-        compact = compact_estimate(store)
+        run = replay(store, cars, span_s, args.cars, args.days, config)
+        held = raw_held(store)
+        longterm_pages = table_bytes(store, LONGTERM_TABLES)
+        longterm = used_bytes(store, LONGTERM_TABLES)
     finally:
         store.close()
+    if held["oldest_us"] is None:
+        raise SystemExit("no raw records held at the end: nothing to measure")
+    end_us = to_us(START) + args.days * DAY_US
+    raw_days = (end_us - held["oldest_us"]) / DAY_US
+    folded_days = (held["oldest_us"] - to_us(START)) / DAY_US
+    raw = held["hot_bytes"] + held["batch_bytes"]
+    raw_rows = held["hot_records_held"] + held["batched_records_held"]
     raw_per_car_day = raw / args.cars / raw_days
     longterm_per_car_day = longterm / args.cars / folded_days if folded_days > 0 else None
+    records_per_car_day = run["records_written"] / args.cars / args.days
+    uncompacted_per_record = run["uncompacted_bytes"] / run["uncompacted_records"]
     year_gb = None
     if longterm_per_car_day is not None:
         year_gb = (
             DISTRICT_UNITS * (raw_per_car_day * args.window_days + longterm_per_car_day * 365) / 1e9
         )
+    del held["oldest_us"]
     return {
         "db": args.db,
         "cars": args.cars,
         "days": args.days,
         "window_days": args.window_days,
+        "compact_after_s": config.compact_after_s,
+        "retention_interval_s": config.interval_s,
         "capture_s": round(span_s, 1),
         "capture_cars": len(cars),
         "records_per_car_s": round(sum(kinds.values()) / len(cars) / span_s, 4),
         "records_per_car_s_by_kind": per_car_s,
         **run,
-        "raw_records_held": raw_rows,
+        **held,
         "raw_bytes": raw,
         "raw_bytes_per_record": round(raw / raw_rows, 1) if raw_rows else None,
         "raw_days_held": round(raw_days, 2),
         "raw_bytes_per_car_day": round(raw_per_car_day),
+        "uncompacted_bytes_per_record": round(uncompacted_per_record, 1),
+        "uncompacted_bytes_per_car_day": round(uncompacted_per_record * records_per_car_day),
         "longterm_bytes": longterm,
         "longterm_page_bytes": longterm_pages,
         "folded_days": round(folded_days, 2),
@@ -323,9 +452,8 @@ def measure(args: argparse.Namespace, target: str, capture_path: Path) -> dict[s
         "district_units": DISTRICT_UNITS,
         "district_year_gb": None if year_gb is None else round(year_gb, 1),
         "district_year_gb_without_retention": round(
-            DISTRICT_UNITS * raw_per_car_day * 365 / 1e9, 1
+            DISTRICT_UNITS * uncompacted_per_record * records_per_car_day * 365 / 1e9, 1
         ),
-        "compact_estimate_bytes_per_car_day": round(compact / args.cars / raw_days),
     }
 
 
@@ -345,9 +473,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="bench/storage.py",
         description="Bytes per car-day of the fleet's store: the demo's traffic (captured "
         "from the real demo system) replayed through the store's ingest write over "
-        "--days virtual days, retention run at the end of each day; prints "
-        "raw_bytes_per_car_day, longterm_bytes_per_car_day and district_year_gb (10,525 "
-        "units, the window's raw records plus a year of long-term).",
+        "--days virtual days, the visit derivation and retention (compaction into "
+        "hourly batches, folding) run every hour as serve runs them; prints "
+        "raw_bytes_per_car_day (rows and batches), longterm_bytes_per_car_day and "
+        "district_year_gb (10,525 units, the window's raw records plus a year of "
+        "long-term).",
     )
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite", help="store")
     parser.add_argument("--cars", type=int, default=4, help="cars replayed (4: the demo's)")
@@ -358,7 +488,11 @@ def _parser() -> argparse.ArgumentParser:
         "--window-days", type=int, default=WINDOW_DAYS, help="retention window (14)"
     )
     parser.add_argument(
-        "--capture-s", type=float, default=120.0, help="seconds of the real demo to capture"
+        "--capture-s",
+        type=float,
+        default=1800.0,
+        help="seconds of the real demo to capture (1800: more than zlib's window per "
+        "unit-hour batch, see the module docstring)",
     )
     parser.add_argument(
         "--capture", type=Path, help="a fleet.db captured before (skips running the demo)"
