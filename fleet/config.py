@@ -212,7 +212,7 @@ Every key, with its default (a missing file section or key takes the default)::
                                  # at a time (a lease in the store, as northbound's senders)
     compact_after_s = 3600       # raw records older than this (to the hour) that every
                                  # consumer has read are compacted into per-unit hourly
-                                 # batches, about a fifth of the bytes (60 to 86400;
+                                 # batches, about a tenth of the bytes (60 to 86400;
                                  # fleet.store.batches); each retention run does it
     batch_records = 2000         # raw records compacted, or folded and deleted, per
                                  # transaction: ingest's writes interleave between them
