@@ -170,6 +170,7 @@ def replay(
     timings = dict.fromkeys(("ingest_s", "derive_s", "retention_s"), 0.0)
     totals: Counter[str] = Counter()
     uncompacted: tuple[int, int] | None = None
+    longterm_by_day: list[int] = []
     for minute in range(days * 24 * 60):
         lo = to_us(START) + minute * 60_000_000
         hi = lo + 60_000_000
@@ -191,6 +192,11 @@ def replay(
         started = time.perf_counter()
         totals.update(_retention_run(store, hi, config))
         timings["retention_s"] += time.perf_counter() - started
+        since = hi - to_us(START)
+        if since % DAY_US == 0 and since > config.window_days * DAY_US:
+            # Each day's end once folding has begun: what a lift keeps for life grows by
+            # the difference (`measure`'s steady-state figure).
+            longterm_by_day.append(used_bytes(store, LONGTERM_TABLES))
     assert uncompacted is not None, "the replay is shorter than one retention interval"
     return {
         "records_written": written,
@@ -202,6 +208,7 @@ def replay(
         "damaged_batches": totals["damaged_batches"],
         "retention_runs": totals["runs"],
         **{k: round(v, 1) for k, v in timings.items()},
+        "longterm_by_day": longterm_by_day,
         "uncompacted_bytes": uncompacted[0],
         "uncompacted_records": uncompacted[1],
     }
@@ -355,20 +362,26 @@ _INDEX_KEYS = {
 
 
 def _pg_row_bytes(store: SqlStore, table: str) -> int:
-    """PostgreSQL: the bytes ``table``'s live rows take, counted row by row: each row's
-    size (pg_column_size) plus 28 bytes of tuple header and line pointer, and per index
-    entry its key columns plus 12 bytes. An estimate of what a district's full pages
-    hold: a few cars' tables take whole 8 kB pages and keep the row versions their
-    updates left until autovacuum runs."""
+    """PostgreSQL: the bytes ``table``'s live rows take, counted row by row: each row as
+    a tuple on its page (pg_column_size of the whole row, which already holds the 24-byte
+    tuple header, rounded up to 8 bytes) plus its 4-byte line pointer, and per index
+    entry the 8-byte index tuple header and its key columns, rounded up to 8, plus a line
+    pointer. An estimate of what a district's full pages hold: a few cars' tables take
+    whole 8 kB pages and keep the row versions their updates left until autovacuum runs.
+    (Before 2026-12-07 this added 28 bytes a row on top of pg_column_size, counting the
+    tuple header twice: 576 bytes per car-day too many long-term.)"""
     keys = _INDEX_KEYS[table]
     sizes = ", ".join(
-        f"COALESCE(SUM({' + '.join(f'pg_column_size(t.{c})' for c in key)}), 0)" for key in keys
+        "COALESCE(SUM((8 + "
+        + " + ".join(f"pg_column_size(t.{c})" for c in key)
+        + " + 7) / 8 * 8 + 4), 0)"
+        for key in keys
     )
     row = store._execute(
-        f"SELECT COUNT(*), COALESCE(SUM(pg_column_size(t.*)), 0), {sizes} FROM {table} t"
+        "SELECT COUNT(*), COALESCE(SUM((pg_column_size(t.*) + 7) / 8 * 8 + 4), 0)"
+        f"{', ' if sizes else ''}{sizes} FROM {table} t"
     ).fetchone()
-    count = int(row[0])
-    return int(row[1]) + 28 * count + sum(int(k) + 12 * count for k in row[2:])
+    return sum(int(v) for v in row[1:])
 
 
 def _count(store: SqlStore, table: str) -> int:
@@ -416,13 +429,19 @@ def measure(args: argparse.Namespace, target: str, capture_path: Path) -> dict[s
     raw_rows = held["hot_records_held"] + held["batched_records_held"]
     raw_per_car_day = raw / args.cars / raw_days
     longterm_per_car_day = longterm / args.cars / folded_days if folded_days > 0 else None
+    # What each further folded day adds: the all-in figure above also holds what a unit
+    # keeps once (its newest car state and link reading, its first counters, its
+    # controller info), which two folded days cannot amortize as a lift's life does.
+    by_day = run.pop("longterm_by_day")
+    steady = (by_day[-1] - by_day[0]) / args.cars / (len(by_day) - 1) if len(by_day) > 1 else None
     records_per_car_day = run["records_written"] / args.cars / args.days
     uncompacted_per_record = run["uncompacted_bytes"] / run["uncompacted_records"]
     year_gb = None
     if longterm_per_car_day is not None:
-        year_gb = (
-            DISTRICT_UNITS * (raw_per_car_day * args.window_days + longterm_per_car_day * 365) / 1e9
-        )
+        # A year's long-term: what each day adds, plus what a unit keeps once.
+        daily = steady if steady is not None else longterm_per_car_day
+        once = max(0.0, longterm / args.cars - daily * folded_days)
+        year_gb = DISTRICT_UNITS * (raw_per_car_day * args.window_days + daily * 365 + once) / 1e9
     del held["oldest_us"]
     return {
         "db": args.db,
@@ -446,6 +465,7 @@ def measure(args: argparse.Namespace, target: str, capture_path: Path) -> dict[s
         "longterm_bytes": longterm,
         "longterm_page_bytes": longterm_pages,
         "folded_days": round(folded_days, 2),
+        "longterm_steady_bytes_per_car_day": None if steady is None else round(steady),
         "longterm_bytes_per_car_day": (
             None if longterm_per_car_day is None else round(longterm_per_car_day)
         ),
