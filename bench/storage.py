@@ -46,13 +46,14 @@ a virtual clock; prints one JSON object.
    ``record_batches`` with their indexes, the pages they take) per car per day of the
    window they hold (from the oldest raw record in either table to the end);
    ``longterm_bytes_per_car_day`` is what folding keeps (``unit_hours``,
-   ``records_kept``) per car per folded day: on SQLite the bytes in use of their pages,
-   on PostgreSQL the live rows' bytes with their tuple and index overheads (a few cars'
-   two folded days fill only a few pages of each table and index, so whole pages,
-   ``longterm_page_bytes``, would measure the page size, and on PostgreSQL the row
-   versions the hour rows' updates leave until autovacuum; a district's tables fill
-   their pages as the raw tables do). ``district_year_gb``: 10,525 units after a
-   year: the window's raw records plus a year of long-term, in GB (10^9 bytes);
+   ``unit_keys``, ``records_kept``) per car per folded day: on SQLite the bytes in use
+   of their pages, on PostgreSQL the live rows' bytes with their tuple and index
+   overheads (a few cars' two folded days fill only a few pages of each table and
+   index, so whole pages, ``longterm_page_bytes``, would measure the page size, and
+   on PostgreSQL the row versions the hour rows' updates leave until autovacuum; a
+   district's tables fill their pages as the raw tables do). ``district_year_gb``:
+   10,525 units after a year: the window's raw records plus a year of long-term, in GB
+   (10^9 bytes);
    ``district_year_gb_without_retention`` what a year of raw records takes when
    retention never runs (``interval_s = 0``: neither compacted nor folded), at
    ``uncompacted_bytes_per_record``: the pages of ``records`` per row just before the
@@ -108,7 +109,7 @@ DISTRICT_UNITS = 10_525
 WINDOW_DAYS = RetentionConfig().window_days
 DAY_US = 86_400_000_000
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-LONGTERM_TABLES = ("unit_hours", "records_kept")
+LONGTERM_TABLES = ("unit_hours", "unit_keys", "records_kept")
 CARS_PER_AGENT = 4
 
 
@@ -356,7 +357,8 @@ def _dbstat(store: SqlStore, tables: tuple[str, ...]) -> tuple[int, int]:
 
 # The key columns of each index of the long-term tables (PostgreSQL's estimate below).
 _INDEX_KEYS = {
-    "unit_hours": (("unit_id", "hour_us"),),
+    "unit_hours": (("unit_no", "hour_us"),),
+    "unit_keys": (("unit_no",), ("unit_id",)),
     "records_kept": (("agent_id", "seq"), ("unit_id", "kind", "time_us")),
 }
 

@@ -30,7 +30,11 @@ from fleet.store.northbound import NORTHBOUND_MIGRATION
 from fleet.store.publication import PUBLICATION_MIGRATION
 from fleet.store.reasons import REASONS_MIGRATION
 from fleet.store.releases import RELEASES_MIGRATION
-from fleet.store.retention import RETENTION_MIGRATION, UNIT_HOURS_PACKED_MIGRATION_POSTGRES
+from fleet.store.retention import (
+    RETENTION_MIGRATION,
+    UNIT_HOURS_PACKED_MIGRATION_POSTGRES,
+    UNIT_KEYS_MIGRATION_POSTGRES,
+)
 from fleet.store.roles import ROLES_MIGRATION
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore
 from fleet.store.users import USER_TABLES
@@ -167,6 +171,9 @@ MIGRATIONS: tuple[str, ...] = (
     # alignment, unpadded (issue 18, see fleet.store.retention). PostgreSQL only: SQLite
     # pads nothing.
     UNIT_HOURS_PACKED_MIGRATION_POSTGRES,
+    # Version 20, "unit keys": unit_hours keyed by a unit's number from unit_keys instead
+    # of the text unit id (issue 18, long-term bytes; see fleet.store.retention).
+    UNIT_KEYS_MIGRATION_POSTGRES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

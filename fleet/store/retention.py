@@ -4,7 +4,8 @@ Raw records older than the window ([retention] window_days, 14 by default) are *
 what the long-term reads need of them is kept, the rest is deleted. Per record kind:
 
 - ``car_state`` (almost every record: about 0.65 per car per second on the demo's mix):
-  folded into ``unit_hours``, one row per unit and UTC hour, kept for the lift's life:
+  folded into ``unit_hours``, one row per unit and UTC hour, kept for the lift's life
+  (keyed by the unit's number, ``unit_keys``, not its text id):
   car-state records seen, the first and last one's time, the widest silence between two
   of them, trips (starts: not moving -> moving), door cycles (into DOOR_STATE_OPEN), run
   time (moving), time in each service mode (``mode_us``, JSON ``{"mode number": µs}``).
@@ -70,6 +71,8 @@ __all__ = [
     "HOUR_US",
     "RETENTION_MIGRATION",
     "UNIT_HOURS_PACKED_MIGRATION_POSTGRES",
+    "UNIT_KEYS_MIGRATION_POSTGRES",
+    "UNIT_KEYS_MIGRATION_SQLITE",
     "FoldPass",
     "FoldResult",
     "Held",
@@ -163,11 +166,43 @@ _HOUR_COLUMNS = (
     "trips_total, door_cycles_total, run_hours_total, door_open_median_ms, "
     "door_close_median_ms, door_open_trend, door_close_trend"
 )
+# Parameters as `_Hour.row` gives them, the unit id first (its number looked up).
 _HOUR_UPSERT = (
-    f"INSERT INTO unit_hours ({_HOUR_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
-    "ON CONFLICT (unit_id, hour_us) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _HOUR_COLUMNS.split(", ")[2:])
+    "INSERT INTO unit_hours (unit_no, {rest}) VALUES ((SELECT unit_no FROM unit_keys "
+    "WHERE unit_id = ?), {marks}) ON CONFLICT (unit_no, hour_us) DO UPDATE SET {sets}"
+).format(
+    rest=_HOUR_COLUMNS.removeprefix("unit_id, "),
+    marks=", ".join("?" * 22),
+    sets=", ".join(f"{c} = excluded.{c}" for c in _HOUR_COLUMNS.split(", ")[2:]),
 )
+
+
+def _owned_as(old: str, new: str) -> str:
+    """PostgreSQL: a DO block giving table ``new`` the owner of table ``old`` and every
+    grant made on it (`grant_app_role`'s among them), for a migration that rewrites a
+    table: the application role keeps what it had."""
+    return f"""DO $$
+DECLARE
+    owner oid := (SELECT relowner FROM pg_class WHERE oid = '{old}'::regclass);
+    given record;
+BEGIN
+    EXECUTE format('ALTER TABLE {new} OWNER TO %I', pg_get_userbyid(owner));
+    FOR given IN
+        SELECT a.privilege_type, a.grantee, a.is_grantable
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = '{old}'::regclass AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format(
+            'GRANT %s ON {new} TO %s%s',
+            given.privilege_type,
+            CASE WHEN given.grantee = 0 THEN 'PUBLIC'
+                 ELSE quote_ident(pg_get_userbyid(given.grantee)) END,
+            CASE WHEN given.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
+        );
+    END LOOP;
+END
+$$;"""
+
 
 # PostgreSQL only: ``unit_hours`` rewritten with its columns in order of alignment. An
 # 8-byte column starts on an 8-byte boundary, so the original order (text, then 8-byte
@@ -179,8 +214,8 @@ _HOUR_UPSERT = (
 # an agent sends. SQLite stores integers as varints, unpadded: it needs no such
 # migration. Names, meanings and the values read back are unchanged; the table's owner
 # and grants (`grant_app_role`) pass to the new table.
-UNIT_HOURS_PACKED_MIGRATION_POSTGRES = f"""
-CREATE TABLE unit_hours_packed (
+# The packed layout's 8-byte columns, then its 4- and 2-byte ones (both DDL below).
+_WIDE_COLUMNS = """\
     hour_us              BIGINT NOT NULL,
     first_us             BIGINT,
     last_us              BIGINT,
@@ -190,6 +225,8 @@ CREATE TABLE unit_hours_packed (
     trips_total          BIGINT,
     door_cycles_total    BIGINT,
     run_hours_total      BIGINT,
+"""
+_NARROW_COLUMNS = """\
     car_states           INTEGER NOT NULL DEFAULT 0,
     trips                INTEGER NOT NULL DEFAULT 0,
     door_cycles          INTEGER NOT NULL DEFAULT 0,
@@ -202,36 +239,77 @@ CREATE TABLE unit_hours_packed (
     door_open_trend      REAL,
     door_close_trend     REAL,
     last_moving          SMALLINT,
-    unit_id              TEXT NOT NULL,
+"""
+UNIT_HOURS_PACKED_MIGRATION_POSTGRES = f"""
+CREATE TABLE unit_hours_packed (
+{_WIDE_COLUMNS}{_NARROW_COLUMNS}    unit_id              TEXT NOT NULL,
     mode_us              TEXT NOT NULL DEFAULT '{{}}',
     PRIMARY KEY (unit_id, hour_us)
 );
 INSERT INTO unit_hours_packed ({_HOUR_COLUMNS}) SELECT {_HOUR_COLUMNS} FROM unit_hours;
-DO $$
-DECLARE
-    owner oid := (SELECT relowner FROM pg_class WHERE oid = 'unit_hours'::regclass);
-    given record;
-BEGIN
-    EXECUTE format('ALTER TABLE unit_hours_packed OWNER TO %I', pg_get_userbyid(owner));
-    FOR given IN
-        SELECT a.privilege_type, a.grantee, a.is_grantable
-        FROM pg_class c, aclexplode(c.relacl) a
-        WHERE c.oid = 'unit_hours'::regclass AND a.grantee <> c.relowner
-    LOOP
-        EXECUTE format(
-            'GRANT %s ON unit_hours_packed TO %s%s',
-            given.privilege_type,
-            CASE WHEN given.grantee = 0 THEN 'PUBLIC'
-                 ELSE quote_ident(pg_get_userbyid(given.grantee)) END,
-            CASE WHEN given.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
-        );
-    END LOOP;
-END
-$$;
+{_owned_as("unit_hours", "unit_hours_packed")}
 DROP TABLE unit_hours;
 ALTER TABLE unit_hours_packed RENAME TO unit_hours;
 ALTER TABLE unit_hours RENAME CONSTRAINT unit_hours_packed_pkey TO unit_hours_pkey;
 """
+
+
+# ``unit_hours`` keyed by a unit's number (issue 18, long-term bytes): the text unit id
+# (about 20 characters) stood in every hour row and its primary-key entry, 24 rows a
+# car-day; now once per unit in ``unit_keys``. Both backends: SQLite keeps the hours
+# WITHOUT ROWID, so a text key stood in its rows too and they shrink as well; one SQL
+# path then serves both. ``unit_no`` is given by the fold (`_UNIT_KEY`), not an identity
+# column: PostgreSQL's sequence would draw a number at every conflicting insert and its
+# privileges would have to follow the table's. The columns keep the packed order
+# (PostgreSQL), the 4-byte ``unit_no`` among the 4-byte ones; SQLite ignores the order.
+_KEYED_COLUMNS = "unit_no, " + _HOUR_COLUMNS.removeprefix("unit_id, ")
+_UNIT_HOURS_KEYED = f"""
+CREATE TABLE unit_keys (
+    unit_no  INTEGER PRIMARY KEY,
+    unit_id  TEXT NOT NULL UNIQUE
+);
+INSERT INTO unit_keys (unit_no, unit_id)
+SELECT row_number() OVER (ORDER BY unit_id), unit_id
+FROM (SELECT DISTINCT unit_id FROM unit_hours) u;
+CREATE TABLE unit_hours_keyed (
+{_WIDE_COLUMNS}    unit_no              INTEGER NOT NULL,
+{_NARROW_COLUMNS}    mode_us              TEXT NOT NULL DEFAULT '{{{{}}}}',
+    PRIMARY KEY (unit_no, hour_us)
+){{without_rowid}};
+INSERT INTO unit_hours_keyed ({_KEYED_COLUMNS})
+SELECT {_KEYED_COLUMNS} FROM unit_hours JOIN unit_keys USING (unit_id);
+"""
+_KEYED_SWAP = """
+DROP TABLE unit_hours;
+ALTER TABLE unit_hours_keyed RENAME TO unit_hours;
+"""
+UNIT_KEYS_MIGRATION_SQLITE = _UNIT_HOURS_KEYED.format(without_rowid=" WITHOUT ROWID") + _KEYED_SWAP
+UNIT_KEYS_MIGRATION_POSTGRES = "\n".join(
+    (
+        _UNIT_HOURS_KEYED.format(without_rowid=""),
+        _owned_as("unit_hours", "unit_keys"),
+        _owned_as("unit_hours", "unit_hours_keyed"),
+        _KEYED_SWAP,
+        "ALTER TABLE unit_hours RENAME CONSTRAINT unit_hours_keyed_pkey TO unit_hours_pkey;",
+    )
+)
+# What the readers read, a unit's hours (the unit id the parameter): ``unit_id`` comes
+# from unit_keys, every other column from the hour. The unit's number is looked up first
+# (a scalar subquery, not only the join's condition): PostgreSQL then reads the primary
+# key in hour order for an ORDER BY hour_us ... LIMIT; filtering on the joined unit_id it
+# sorted every hour of the unit to find the newest.
+_HOURS_OF_UNIT = (
+    "unit_hours JOIN unit_keys USING (unit_no) "
+    "WHERE unit_no = (SELECT unit_no FROM unit_keys WHERE unit_id = ?)"
+)
+# A unit's number, the next free one, given the first time one of its hours is written.
+# NOT EXISTS: no statement runs for a unit already numbered; ON CONFLICT: a fleet that lost
+# the retention lease numbering the same unit at once (its transaction then fails, fenced).
+_UNIT_KEY = (
+    "INSERT INTO unit_keys (unit_no, unit_id) "
+    "SELECT (SELECT COALESCE(MAX(unit_no), 0) + 1 FROM unit_keys), ? "
+    "WHERE NOT EXISTS (SELECT 1 FROM unit_keys WHERE unit_id = ?) ON CONFLICT DO NOTHING"
+)
 
 
 @dataclass(slots=True)
@@ -590,7 +668,7 @@ class Retention:
             key = (unit_id, hour_us)
             if key not in hours:
                 found = s._execute(
-                    f"SELECT {_HOUR_COLUMNS} FROM unit_hours WHERE unit_id = ? AND hour_us = ?",
+                    f"SELECT {_HOUR_COLUMNS} FROM {_HOURS_OF_UNIT} AND hour_us = ?",
                     key,
                 ).fetchone()
                 hours[key] = _hour_of_row(found) if found else _Hour(unit_id, hour_us)
@@ -599,7 +677,7 @@ class Retention:
         def previous(unit_id: str) -> _Hour | None:
             if unit_id not in latest:
                 found = s._execute(
-                    f"SELECT {_HOUR_COLUMNS} FROM unit_hours WHERE unit_id = ? "
+                    f"SELECT {_HOUR_COLUMNS} FROM {_HOURS_OF_UNIT} "
                     "AND last_us IS NOT NULL ORDER BY hour_us DESC LIMIT 1",
                     (unit_id,),
                 ).fetchone()
@@ -664,6 +742,8 @@ class Retention:
                     link[unit_id] = up
                 newest_link[unit_id] = row
                 folded += 1
+        units = sorted({h.unit_id for h in hours.values()})
+        s._many(_UNIT_KEY, [(u, u) for u in units])
         s._many(_HOUR_UPSERT, [h.row() for h in hours.values()])
         for unit_id, car in newest_car.items():
             # Only the newest car state of a unit is kept: the older copy goes.
@@ -766,8 +846,8 @@ class Retention:
         """The ``unit_hours`` rows of ``unit_id`` with hour_us in [since_us, until_us), as
         dicts by column name, oldest first."""
         rows = self._store._execute(
-            f"SELECT {_HOUR_COLUMNS} FROM unit_hours WHERE unit_id = ? AND hour_us >= ? "
-            "AND hour_us < ? ORDER BY hour_us",
+            f"SELECT {_HOUR_COLUMNS} FROM {_HOURS_OF_UNIT} "
+            "AND hour_us >= ? AND hour_us < ? ORDER BY hour_us",
             (unit_id, since_us, until_us),
         ).fetchall()
         names = _HOUR_COLUMNS.split(", ")
@@ -998,7 +1078,7 @@ def counters_in_hours(
         ).fetchone()
         return None if kept is None else (int(kept[0]), bytes(kept[1]))
     row = store._execute(
-        f"SELECT {_READING} FROM unit_hours WHERE unit_id = ? AND counters_us IS NOT NULL "
+        f"SELECT {_READING} FROM {_HOURS_OF_UNIT} AND counters_us IS NOT NULL "
         "AND counters_us <= ? ORDER BY hour_us DESC LIMIT 1",
         (unit_id, at_us),
     ).fetchone()
@@ -1019,7 +1099,7 @@ def counters_readings(
     """The folded Counters readings of ``unit_id`` (each hour's last) before
     ``before_us``, newest first, at most ``limit``: (time µs, serialized Record)."""
     rows = store._execute(
-        f"SELECT {_READING} FROM unit_hours WHERE unit_id = ? AND counters_us IS NOT NULL "
+        f"SELECT {_READING} FROM {_HOURS_OF_UNIT} AND counters_us IS NOT NULL "
         "AND counters_us < ? ORDER BY hour_us DESC LIMIT ?",
         (unit_id, before_us, max(limit, 0)),
     ).fetchall()
@@ -1066,7 +1146,7 @@ def state_hours(store: _Executes, unit_id: str, since_us: int, until_us: int) ->
     the window. A watch check beyond the window reads these (`fleet.reports.claims`)."""
     rows = store._execute(
         "SELECT hour_us, car_states, first_us, last_us, widest_gap_us, mode_us, last_mode "
-        "FROM unit_hours WHERE unit_id = ? AND hour_us >= ? AND hour_us < ? "
+        f"FROM {_HOURS_OF_UNIT} AND hour_us >= ? AND hour_us < ? "
         "AND car_states > 0 ORDER BY hour_us",
         (unit_id, since_us // HOUR_US * HOUR_US, until_us),
     ).fetchall()

@@ -32,7 +32,7 @@ from fleet.store.northbound import NORTHBOUND_MIGRATION
 from fleet.store.publication import PUBLICATION_MIGRATION
 from fleet.store.reasons import REASONS_MIGRATION
 from fleet.store.releases import RELEASES_MIGRATION
-from fleet.store.retention import RETENTION_MIGRATION
+from fleet.store.retention import RETENTION_MIGRATION, UNIT_KEYS_MIGRATION_SQLITE
 from fleet.store.roles import ROLES_MIGRATION
 from fleet.store.sql import HISTORY_TABLES, RECORDS_HEALTH_INDEX, SqlStore, from_us, to_us
 from fleet.store.users import USER_TABLES
@@ -174,6 +174,9 @@ MIGRATIONS: tuple[str, ...] = (
     # Version 20, "batches": raw records compacted into per-unit hourly batches (issue
     # 18, see fleet.store.batches).
     BATCHES_MIGRATION_SQLITE,
+    # Version 21, "unit keys": unit_hours keyed by a unit's number from unit_keys instead
+    # of the text unit id (issue 18, long-term bytes; see fleet.store.retention).
+    UNIT_KEYS_MIGRATION_SQLITE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
