@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import signal
 import sqlite3
@@ -58,7 +59,12 @@ async def _agent(address: str, index: int) -> int:
         acked = 0
         for n in range(BATCHES):
             seqs = (2 * n + 1, 2 * n + 2)
-            batch = gateway_pb2.RecordBatch(records=[record(s, unit) for s in seqs])
+            # Timed now: the factories' default time is months old, and serve's own
+            # retention run (at start, on whichever worker holds its lease) folds and
+            # deletes records older than the window once they are committed, which
+            # raced with the count of stored records below.
+            now = dt.datetime.now(dt.UTC)
+            batch = gateway_pb2.RecordBatch(records=[record(s, unit, time=now) for s in seqs])
             await call.write(gateway_pb2.AgentFrame(batch=batch))
             reply = await call.read()
             assert reply.WhichOneof("frame") == "ack", reply
