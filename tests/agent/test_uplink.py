@@ -60,16 +60,27 @@ class Fleet(gateway_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
 
 
 async def with_fleet(
-    tmp_path: Path, scenario: Callable[[Fleet, Outbox, Uplink], Awaitable[None]]
+    tmp_path: Path,
+    scenario: Callable[[Fleet, Outbox, Uplink], Awaitable[None]],
+    *,
+    fleet: Fleet | None = None,
+    on_connected: Callable[[Uplink], None] | None = None,
 ) -> Fleet:
-    fleet = Fleet()
+    """Serve ``fleet`` (a `Fleet` unless given), run an uplink to it (``on_connected``
+    given the uplink at the start of each stream that takes update reports) and, once
+    connected, ``scenario``; the fleet afterwards."""
+    fleet = Fleet() if fleet is None else fleet
     server = grpc.aio.server()
     gateway_pb2_grpc.add_AgentGatewayServicer_to_server(fleet, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     box = Outbox(tmp_path / "outbox.db", wall=lambda: 0.0)
     uplink = Uplink(
-        box, lambda: gateway_pb2.Hello(agent_id="a1"), [f"127.0.0.1:{port}"], linger_s=LINGER_S
+        box,
+        lambda: gateway_pb2.Hello(agent_id="a1"),
+        [f"127.0.0.1:{port}"],
+        linger_s=LINGER_S,
+        on_connected=None if on_connected is None else lambda: on_connected(uplink),
     )
     task = asyncio.create_task(uplink.run())
     try:
@@ -149,21 +160,21 @@ class OlderFleet(Fleet):
     async def Connect(  # noqa: N802 (the gRPC method's name)
         self, frames: AsyncIterator[gateway_pb2.AgentFrame], context: Any
     ) -> AsyncIterator[gateway_pb2.FleetFrame]:
-        async for frame in frames:
-            kind = frame.WhichOneof("frame")
-            if kind not in ("hello", "batch", "heartbeat"):
-                self.unknown.append(str(kind))
-                yield gateway_pb2.FleetFrame(
-                    reject=gateway_pb2.Reject(code=gateway_pb2.REJECT_CODE_PROTOCOL)
-                )
-                return
-            if kind == "hello":
-                yield gateway_pb2.FleetFrame(welcome=gateway_pb2.Welcome(heartbeat_interval_s=30))
-            elif kind == "batch":
-                seqs = [r.seq for r in frame.batch.records]
-                self.batches.append((time.monotonic(), seqs))
-                self.arrived.set()
-                yield gateway_pb2.FleetFrame(ack=gateway_pb2.Ack(up_to_seq=seqs[-1]))
+        async def known() -> AsyncIterator[gateway_pb2.AgentFrame]:
+            async for frame in frames:
+                kind = frame.WhichOneof("frame")
+                if kind not in ("hello", "batch", "heartbeat"):
+                    self.unknown.append(str(kind))
+                    return
+                yield frame
+
+        # Fleet's replies to the frames it knows; the stream ends on the first it does not.
+        async for reply in super().Connect(known(), context):
+            yield reply
+        if self.unknown:
+            yield gateway_pb2.FleetFrame(
+                reject=gateway_pb2.Reject(code=gateway_pb2.REJECT_CODE_PROTOCOL)
+            )
 
 
 def test_an_older_fleet_gets_no_update_report_and_keeps_the_stream(tmp_path: Path) -> None:
@@ -172,44 +183,21 @@ def test_an_older_fleet_gets_no_update_report_and_keeps_the_stream(tmp_path: Pat
     the older fleet never ends the stream on them; its records are acked as before."""
     from agent.update import READY_ID, report_frame
 
-    fleet = OlderFleet()
     connects: list[int] = []
 
-    async def main() -> None:
-        server = grpc.aio.server()
-        gateway_pb2_grpc.add_AgentGatewayServicer_to_server(fleet, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        box = Outbox(tmp_path / "outbox.db", wall=lambda: 0.0)
-        uplink: Uplink | None = None
+    def on_connected(uplink: Uplink) -> None:
+        connects.append(1)
+        uplink.send_frame(report_frame(READY_ID, "health", "{}"))
 
-        def on_connected() -> None:
-            connects.append(1)
-            assert uplink is not None
-            uplink.send_frame(report_frame(READY_ID, "health", "{}"))
+    async def scenario(fleet: Fleet, box: Outbox, uplink: Uplink) -> None:
+        # A report the updater sends later on the same stream is dropped too.
+        uplink.send_frame(report_frame("r1", "installing"))
+        for floor in (1, 2):
+            keep(box, uplink, [sample(floor)], urgent=True)
+            await eventually(lambda: box.depth() == 0, what="the record acked", interval_s=0.01)
 
-        uplink = Uplink(
-            box,
-            lambda: gateway_pb2.Hello(agent_id="a1"),
-            [f"127.0.0.1:{port}"],
-            linger_s=0.05,
-            on_connected=on_connected,
-        )
-        task = asyncio.create_task(uplink.run())
-        try:
-            await eventually(lambda: uplink.connected, what="connected", interval_s=0.01)
-            # A report the updater sends later on the same stream is dropped too.
-            uplink.send_frame(report_frame("r1", "installing"))
-            for floor in (1, 2):
-                keep(box, uplink, [sample(floor)], urgent=True)
-                await eventually(lambda: box.depth() == 0, what="the record acked", interval_s=0.01)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await server.stop(None)
-            box.close()
-
-    asyncio.run(main())
+    fleet = OlderFleet()
+    asyncio.run(with_fleet(tmp_path, scenario, fleet=fleet, on_connected=on_connected))
     assert fleet.unknown == []
     assert [seqs for _, seqs in fleet.batches] == [[1], [2]]
     assert connects == []
