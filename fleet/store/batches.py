@@ -72,6 +72,8 @@ DAY_US = 24 * HOUR_US
 PART_RECORDS = 20_000
 PART_BYTES = 4_000_000
 
+# last_seq, start_us and end_us are derivable from the body: kept so that an operator
+# (and `Retention.status`'s oldest record) finds a batch's span without decoding it.
 _COLUMNS = """
     unit_id    TEXT NOT NULL,
     hour_us    BIGINT NOT NULL,

@@ -527,6 +527,10 @@ class Retention:
                 groups.setdefault((str(unit_id), str(kind), at // HOUR_US * HOUR_US), []).append(
                     batches.BatchRecord(int(seq), at, str(kind), bytes(payload))
                 )
+            # Once per day the step touches, not per batch: on PostgreSQL each asks the
+            # catalog (a step holds hundreds of unit-hours of one or two days).
+            for day in sorted({hour_us // batches.DAY_US for _, _, hour_us in groups}):
+                s._batch_partition(day * batches.DAY_US)
             written = sum(
                 self._merge_batch(agent_id, unit_id, kind, hour_us, records)
                 for (unit_id, kind, hour_us), records in groups.items()
@@ -559,9 +563,9 @@ class Retention:
         """Write ``records`` (seq order, one kind) into the (unit, hour, kind, agent)
         batch, merged with the last part an earlier compaction wrote there while it has
         room (`batches.PART_RECORDS`, `batches.PART_BYTES`), else as the next parts; how
-        many parts were written."""
+        many parts were written. The hour's partition must exist (`_compact_batch` makes
+        each day's once a step)."""
         s = self._store
-        s._batch_partition(hour_us)
         found = s._execute(
             "SELECT first_seq, records, payload_bytes, body FROM record_batches "
             "WHERE unit_id = ? AND hour_us = ? AND kind = ? AND agent_id = ? "
